@@ -1,0 +1,20 @@
+export { WORKER_API_PREFIX, WORKER_ENV, deriveKeys, formatWorkerId } from './protocol.js';
+export type {
+  DeregisterRequest,
+  DerivedKeys,
+  DrainRequest,
+  EngineKind,
+  EngineLoad,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  RegisterRequest,
+  RegisterResponse,
+  ReportedState,
+} from './protocol.js';
+export type {
+  AttemptOutcome,
+  DeploymentView,
+  PoolView,
+  RoutableWorker,
+  RoutingPolicy,
+} from './view.js';

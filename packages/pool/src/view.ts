@@ -1,0 +1,59 @@
+import type { EngineKind, EngineLoad } from './protocol.js';
+
+/** Routing policies the proxy implements. */
+export type RoutingPolicy = 'least-outstanding' | 'round-robin' | 'prefix-affinity';
+
+/** What the proxy needs to know about a deployment. */
+export interface DeploymentView {
+  /** Unique deployment name. */
+  name: string;
+  /** Names clients may send as `model` (served model name first, then the model path). */
+  modelNames: string[];
+  /** Model path or hub id. */
+  model: string;
+  engine: EngineKind;
+  routing: RoutingPolicy;
+  /** `--api-key` the engines of this deployment require, if any. */
+  upstreamApiKey?: string;
+}
+
+/** A ready engine instance the proxy may send requests to. */
+export interface RoutableWorker {
+  id: string;
+  deployment: string;
+  /** `http://host:port` */
+  baseUrl: string;
+  /** Latest engine-reported load (from heartbeats). */
+  load?: EngineLoad;
+  /**
+   * Requests the proxy has in flight to this worker. The proxy increments it when it
+   * sends and decrements it on every exit path; the status views read it.
+   */
+  inFlight: number;
+}
+
+/** Outcome the proxy reports per upstream attempt, for passive ejection. */
+export type AttemptOutcome = 'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure';
+
+/**
+ * The read model and feedback channel the proxy uses. Implemented by the registry in
+ * this package; tests may build it by hand.
+ */
+export interface PoolView {
+  /** All deployments served. */
+  deployments(): readonly DeploymentView[];
+  /** The deployment whose `modelNames` contains `model`, if any. */
+  resolveModel(model: string): DeploymentView | undefined;
+  /**
+   * Workers that may receive new requests now: state `ready`, not draining, not
+   * passively ejected. Must be cheap: the proxy calls it on every request.
+   */
+  routable(deployment: string): readonly RoutableWorker[];
+  /**
+   * Resolves when `deployment` has a routable worker, or with `false` when `signal`
+   * aborts first. Used by the proxy's bounded wait queue.
+   */
+  waitForRoutable(deployment: string, signal: AbortSignal): Promise<boolean>;
+  /** Report the outcome of one upstream attempt (passive ejection after repeated failures). */
+  reportOutcome(workerId: string, outcome: AttemptOutcome): void;
+}

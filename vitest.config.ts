@@ -1,0 +1,38 @@
+import { defineConfig } from 'vitest/config';
+
+// Workspace packages resolve to their TypeScript sources in tests (the "@es/source"
+// export condition), so `vitest` never needs a build of the package under test.
+// Child processes (workers, engines, the scheduler) run from `dist`, which
+// `pnpm test` builds first.
+const resolve = { conditions: ['@es/source'] };
+const ignored = ['**/node_modules/**', '**/dist/**'];
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        resolve,
+        test: {
+          name: 'unit',
+          include: ['packages/*/{src,test}/**/*.test.ts', 'apps/*/{src,test}/**/*.test.ts', 'test/**/*.test.ts'],
+          exclude: [...ignored, '**/*.int.test.ts', '**/*.rel.test.ts'],
+          testTimeout: 30_000,
+          hookTimeout: 60_000,
+        },
+      },
+      {
+        resolve,
+        test: {
+          name: 'integration',
+          include: ['packages/*/test/**/*.int.test.ts', 'apps/*/test/**/*.int.test.ts', 'test/**/*.int.test.ts'],
+          exclude: ignored,
+          globalSetup: ['packages/testkit/src/slurm-global-setup.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 180_000,
+          // One SLURM cluster with four nodes is shared: run integration files one at a time.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
