@@ -18,3 +18,14 @@ export type {
   RoutableWorker,
   RoutingPolicy,
 } from './view.js';
+export { classifyProviderError } from './provider.js';
+export type {
+  ClusterOptions,
+  FailureKind,
+  JobState,
+  ListFilter,
+  NodeProvider,
+  NodeRequest,
+  ObservedJob,
+  ProviderFailure,
+} from './provider.js';

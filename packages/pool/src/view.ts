@@ -33,7 +33,8 @@ export interface RoutableWorker {
 }
 
 /** Outcome the proxy reports per upstream attempt, for passive ejection. */
-export type AttemptOutcome = 'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure';
+export type AttemptOutcome =
+  'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure';
 
 /**
  * The read model and feedback channel the proxy uses. Implemented by the registry in
