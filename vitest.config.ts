@@ -14,7 +14,11 @@ export default defineConfig({
         resolve,
         test: {
           name: 'unit',
-          include: ['packages/*/{src,test}/**/*.test.ts', 'apps/*/{src,test}/**/*.test.ts', 'test/**/*.test.ts'],
+          include: [
+            'packages/*/{src,test}/**/*.test.ts',
+            'apps/*/{src,test}/**/*.test.ts',
+            'test/**/*.test.ts',
+          ],
           exclude: [...ignored, '**/*.int.test.ts', '**/*.rel.test.ts'],
           testTimeout: 30_000,
           hookTimeout: 60_000,
@@ -24,7 +28,11 @@ export default defineConfig({
         resolve,
         test: {
           name: 'integration',
-          include: ['packages/*/test/**/*.int.test.ts', 'apps/*/test/**/*.int.test.ts', 'test/**/*.int.test.ts'],
+          include: [
+            'packages/*/test/**/*.int.test.ts',
+            'apps/*/test/**/*.int.test.ts',
+            'test/**/*.int.test.ts',
+          ],
           exclude: ignored,
           globalSetup: ['packages/testkit/src/slurm-global-setup.ts'],
           testTimeout: 180_000,

@@ -1,0 +1,441 @@
+/**
+ * Scheduler configuration: defaults < JSON config file < command-line flags.
+ *
+ * The config file may use the seed's snake_case keys (`max_nodes`) or camelCase
+ * (`maxNodes`); it holds scheduler settings at the top level and either the seed's flat
+ * deployment fields or a `deployments` array. Everything is validated with valibot and an
+ * invalid value names the field, what was expected and what was received.
+ */
+import { readFileSync } from 'node:fs';
+import * as v from 'valibot';
+
+export const ENGINES = ['vllm', 'sglang', 'mock'] as const;
+export const BACKENDS = ['auto', 'slurm', 'local'] as const;
+export const ROUTING_POLICIES = ['least-outstanding', 'round-robin', 'prefix-affinity'] as const;
+
+export type Engine = (typeof ENGINES)[number];
+export type Backend = (typeof BACKENDS)[number];
+
+/** Everything that describes one served model. */
+export interface DeploymentSettings {
+  name: string;
+  model: string;
+  servedModelName?: string;
+  engine: Engine;
+  maxNodes: number;
+  gpusPerNode: number;
+  tensorParallelSize: number;
+  gpuMemoryUtilization: number;
+  maxModelLen?: number;
+  engineExtraArgs: string;
+  workerBasePort: number;
+  routing: (typeof ROUTING_POLICIES)[number];
+  /** SLURM time limit as given (`4:00:00`, `1-00:00:00`, `90`). */
+  timeLimit?: string;
+  timeLimitMinutes?: number;
+  partition?: string;
+  qos?: string;
+  account?: string;
+  constraint?: string;
+  exclusive: boolean;
+  /** Extra sbatch flags, one per entry (the CLI's `--slurm-extra` is `;`-separated). */
+  slurmExtra: string[];
+  condaEnv?: string;
+  /** Extra shell lines run in the batch script before the worker starts. */
+  setup: string[];
+}
+
+export interface SchedulerSettings {
+  host: string;
+  port: number;
+  backend: Backend;
+  /** Client keys for `/v1/*`; empty = no client auth. */
+  apiKeys: string[];
+  /** Admin key; when unset, the admin token derived from the secret is accepted. */
+  adminKey?: string;
+  /** Shared secret file (0600) from which worker and engine keys are derived. */
+  secretFile?: string;
+  logDir: string;
+  heartbeatTimeoutS: number;
+  healthCheckIntervalS: number;
+  nodeAcquireIntervalS: number;
+  /** A job that runs but registers no worker within this many seconds is cancelled. */
+  startupTimeoutS: number;
+  /** Number of simulated nodes for the local backend. */
+  localNodes: number;
+  /** Identifies this scheduler's jobs (job name prefix), so a restart re-adopts them. */
+  schedulerId: string;
+  /** Cancel all of this scheduler's jobs when it stops (default: leave them to be re-adopted). */
+  cancelOnExit: boolean;
+  deployments: DeploymentSettings[];
+}
+
+/** A configuration problem, with the field that is wrong and how to fix it. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+  readonly code = 'ES_CONFIG_INVALID';
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message);
+  }
+}
+
+const DEFAULTS = {
+  port: 8780,
+  backend: 'auto' as Backend,
+  logDir: 'logs',
+  heartbeatTimeoutS: 30,
+  healthCheckIntervalS: 5,
+  nodeAcquireIntervalS: 10,
+  startupTimeoutS: 1800,
+  localNodes: 4,
+  schedulerId: 'es',
+  cancelOnExit: false,
+  engine: 'vllm' as Engine,
+  maxNodes: 1,
+  gpusPerNode: 8,
+  tensorParallelSize: 1,
+  gpuMemoryUtilization: 0.9,
+  engineExtraArgs: '',
+  workerBasePort: 8001,
+  routing: 'least-outstanding' as const,
+};
+
+const positiveInt = v.pipe(v.number(), v.integer(), v.minValue(1));
+const name = v.pipe(
+  v.string(),
+  v.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'letters, digits, ".", "_" or "-", at most 63'),
+);
+
+const deploymentFields = {
+  name: v.optional(name),
+  model: v.optional(v.pipe(v.string(), v.minLength(1))),
+  servedModelName: v.optional(v.pipe(v.string(), v.minLength(1))),
+  engine: v.optional(v.picklist(ENGINES)),
+  maxNodes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  gpusPerNode: v.optional(positiveInt),
+  tensorParallelSize: v.optional(positiveInt),
+  gpuMemoryUtilization: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+  maxModelLen: v.optional(positiveInt),
+  engineExtraArgs: v.optional(v.string()),
+  workerBasePort: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535))),
+  routing: v.optional(v.picklist(ROUTING_POLICIES)),
+  timeLimit: v.optional(v.union([v.string(), v.number()])),
+  partition: v.optional(v.string()),
+  qos: v.optional(v.string()),
+  account: v.optional(v.string()),
+  constraint: v.optional(v.string()),
+  exclusive: v.optional(v.boolean()),
+  slurmExtra: v.optional(v.union([v.string(), v.array(v.string())])),
+  condaEnv: v.optional(v.string()),
+  setup: v.optional(v.array(v.string())),
+};
+
+const schedulerFields = {
+  host: v.optional(v.pipe(v.string(), v.minLength(1))),
+  port: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  backend: v.optional(v.picklist(BACKENDS)),
+  apiKeys: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
+  apiKey: v.optional(v.union([v.string(), v.array(v.string())])),
+  adminKey: v.optional(v.pipe(v.string(), v.minLength(1))),
+  secretFile: v.optional(v.string()),
+  logDir: v.optional(v.string()),
+  heartbeatTimeout: v.optional(v.pipe(v.number(), v.gtValue(0))),
+  healthCheckInterval: v.optional(v.pipe(v.number(), v.gtValue(0))),
+  nodeAcquireInterval: v.optional(v.pipe(v.number(), v.gtValue(0))),
+  startupTimeout: v.optional(v.pipe(v.number(), v.gtValue(0))),
+  localNodes: v.optional(positiveInt),
+  schedulerId: v.optional(name),
+  cancelOnExit: v.optional(v.boolean()),
+};
+
+/** Fields accepted in a config file (after snake_case → camelCase). */
+const FileSchema = v.strictObject({
+  ...schedulerFields,
+  ...deploymentFields,
+  deployments: v.optional(v.array(v.strictObject(deploymentFields))),
+});
+
+/** What the command line may set (already camelCase, from yargs). */
+export type CliOverrides = Partial<v.InferOutput<typeof FileSchema>> & { config?: string };
+
+type FileConfig = v.InferOutput<typeof FileSchema>;
+type DeploymentInput = v.InferOutput<v.StrictObjectSchema<typeof deploymentFields, undefined>>;
+
+const camel = (key: string) => key.replace(/[_-]([a-z])/g, (_, c: string) => c.toUpperCase());
+
+function camelKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(camelKeys);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, inner]) => [camel(k), k === 'env' ? inner : camelKeys(inner)]),
+    );
+  }
+  return value;
+}
+
+function issuePath(issue: v.BaseIssue<unknown>): string {
+  return (issue.path ?? []).map((p) => String(p.key)).join('.') || '(top level)';
+}
+
+function describeIssues(source: string, issues: readonly v.BaseIssue<unknown>[]): ConfigError {
+  const lines = issues.map((i) => {
+    const expected = i.expected ? `expected ${i.expected}` : i.message;
+    return `  ${issuePath(i)}: ${expected}, received ${i.received}`;
+  });
+  const first = issues[0];
+  return new ConfigError(
+    `invalid ${source}:\n${lines.join('\n')}\nFix these fields (see examples/ for a complete config).`,
+    first ? issuePath(first) : undefined,
+  );
+}
+
+/** Read and validate a JSON config file. */
+export function loadConfigFile(path: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(
+      `cannot read config file ${path}: ${(error as Error).message}. Pass an existing file to --config.`,
+      'config',
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ConfigError(
+      `config file ${path} is not valid JSON: ${(error as Error).message}`,
+      'config',
+    );
+  }
+  const result = v.safeParse(FileSchema, camelKeys(raw));
+  if (!result.success) throw describeIssues(`config file ${path}`, result.issues);
+  return result.output;
+}
+
+/**
+ * Parse a SLURM time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`)
+ * into whole minutes (rounded up, as SLURM does).
+ */
+export function parseTimeLimit(value: string | number): number {
+  if (typeof value === 'number') {
+    if (Number.isInteger(value) && value > 0) return value;
+    throw new ConfigError(
+      `time limit must be a positive number of minutes, got ${value}`,
+      'timeLimit',
+    );
+  }
+  const m = /^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$/.exec(value.trim());
+  if (!m) {
+    throw new ConfigError(
+      `time limit "${value}" is not a SLURM time: use MM, HH:MM:SS or D-HH:MM:SS (e.g. 4:00:00)`,
+      'timeLimit',
+    );
+  }
+  const [, d, a, b, c] = m;
+  const n = (s: string | undefined) => (s === undefined ? 0 : Number(s));
+  let seconds: number;
+  if (d !== undefined) {
+    // D-HH[:MM[:SS]]
+    seconds = n(d) * 86400 + n(a) * 3600 + n(b) * 60 + n(c);
+  } else if (c !== undefined) {
+    seconds = n(a) * 3600 + n(b) * 60 + n(c);
+  } else if (b !== undefined) {
+    seconds = n(a) * 60 + n(b);
+  } else {
+    seconds = n(a) * 60;
+  }
+  if (seconds <= 0) throw new ConfigError(`time limit "${value}" must be positive`, 'timeLimit');
+  return Math.ceil(seconds / 60);
+}
+
+const pick = <T>(...values: (T | undefined)[]): T | undefined =>
+  values.find((x) => x !== undefined);
+
+function splitSlurmExtra(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const parts = Array.isArray(value) ? value : value.split(';');
+  return parts.map((s) => s.trim()).filter((s) => s.length > 0);
+}
+
+function buildDeployment(
+  layers: DeploymentInput[],
+  index: number,
+  defaultBackendIsLocal: boolean,
+): DeploymentSettings {
+  const get = <K extends keyof DeploymentInput>(key: K) =>
+    pick(...layers.map((l) => l[key])) as DeploymentInput[K];
+  const model = get('model');
+  if (!model) {
+    throw new ConfigError(
+      `deployment ${index}: no model given. Pass --model <path or hub id> (or "model" in the config file).`,
+      index === 0 ? 'model' : `deployments.${index}.model`,
+    );
+  }
+  const engine = get('engine') ?? (defaultBackendIsLocal ? 'mock' : DEFAULTS.engine);
+  const gpusPerNode = get('gpusPerNode') ?? DEFAULTS.gpusPerNode;
+  const tensorParallelSize = get('tensorParallelSize') ?? DEFAULTS.tensorParallelSize;
+  if (gpusPerNode % tensorParallelSize !== 0) {
+    throw new ConfigError(
+      `tensor_parallel_size ${tensorParallelSize} does not divide gpus_per_node ${gpusPerNode}: ` +
+        `choose a tensor parallel size that divides ${gpusPerNode} (e.g. ${divisors(gpusPerNode).join(', ')})`,
+      'tensorParallelSize',
+    );
+  }
+  const servedModelName = get('servedModelName');
+  const fallbackName = (servedModelName ?? model).split('/').filter(Boolean).pop() ?? 'model';
+  const timeLimit = get('timeLimit');
+  const deployment: DeploymentSettings = {
+    name: get('name') ?? sanitizeName(fallbackName),
+    model,
+    engine,
+    maxNodes: get('maxNodes') ?? DEFAULTS.maxNodes,
+    gpusPerNode,
+    tensorParallelSize,
+    gpuMemoryUtilization: get('gpuMemoryUtilization') ?? DEFAULTS.gpuMemoryUtilization,
+    engineExtraArgs: get('engineExtraArgs') ?? DEFAULTS.engineExtraArgs,
+    workerBasePort: get('workerBasePort') ?? DEFAULTS.workerBasePort,
+    routing: get('routing') ?? DEFAULTS.routing,
+    exclusive: get('exclusive') ?? false,
+    slurmExtra: splitSlurmExtra(get('slurmExtra')),
+    setup: get('setup') ?? [],
+  };
+  const optional = {
+    servedModelName,
+    maxModelLen: get('maxModelLen'),
+    partition: get('partition'),
+    qos: get('qos'),
+    account: get('account'),
+    constraint: get('constraint'),
+    condaEnv: get('condaEnv'),
+  };
+  for (const [key, value] of Object.entries(optional)) {
+    if (value !== undefined && value !== '') Object.assign(deployment, { [key]: value });
+  }
+  if (timeLimit !== undefined && timeLimit !== '') {
+    deployment.timeLimit = String(timeLimit);
+    deployment.timeLimitMinutes = parseTimeLimit(timeLimit);
+  }
+  return deployment;
+}
+
+function divisors(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0);
+}
+
+function sanitizeName(s: string): string {
+  const cleaned = s.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
+  return (cleaned || 'model').slice(0, 63);
+}
+
+/**
+ * Resolve the effective configuration: command-line flags beat the config file, which
+ * beats the defaults.
+ */
+export function resolveConfig(
+  cli: CliOverrides,
+  env: NodeJS.ProcessEnv = process.env,
+): SchedulerSettings {
+  const cliChecked = v.safeParse(
+    v.partial(FileSchema),
+    stripUndefined({ ...cli, config: undefined }),
+  );
+  if (!cliChecked.success) throw describeIssues('command-line flags', cliChecked.issues);
+  const file: FileConfig = cli.config ? loadConfigFile(cli.config) : {};
+  const flags = cliChecked.output as FileConfig;
+  const layers = [flags, file];
+  const get = <K extends keyof FileConfig>(key: K) =>
+    pick(...layers.map((l) => l[key])) as FileConfig[K];
+
+  const backend = get('backend') ?? DEFAULTS.backend;
+  const localish = backend === 'local';
+  const cliDeployment = pickDeploymentFields(flags);
+  const fileTop = pickDeploymentFields(file);
+  let deployments: DeploymentSettings[];
+  if (file.deployments && file.deployments.length > 0) {
+    if (Object.keys(fileTop).length > 0) {
+      throw new ConfigError(
+        `config file ${cli.config}: put deployment fields (${Object.keys(fileTop).join(', ')}) inside "deployments", not at the top level, when "deployments" is used`,
+        'deployments',
+      );
+    }
+    if (file.deployments.length > 1 && Object.keys(cliDeployment).length > 0) {
+      throw new ConfigError(
+        `deployment flags (${Object.keys(cliDeployment)
+          .map((k) => '--' + k.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase()))
+          .join(
+            ', ',
+          )}) are ambiguous with ${file.deployments.length} deployments in ${cli.config}: set them per deployment in the file`,
+        'deployments',
+      );
+    }
+    deployments = file.deployments.map((d, i) => buildDeployment([cliDeployment, d], i, localish));
+  } else {
+    deployments = [buildDeployment([cliDeployment, fileTop], 0, localish)];
+  }
+  const names = new Set<string>();
+  for (const d of deployments) {
+    if (names.has(d.name)) {
+      throw new ConfigError(
+        `two deployments are named "${d.name}": give each a unique "name"`,
+        'deployments',
+      );
+    }
+    names.add(d.name);
+  }
+
+  const apiKeys = [
+    ...(get('apiKeys') ?? []),
+    ...toArray(flags.apiKey ?? file.apiKey),
+    ...toArray(env.ES_API_KEY ? env.ES_API_KEY.split(',') : undefined),
+  ].filter((k) => k.length > 0);
+
+  const settings: SchedulerSettings = {
+    host: get('host') ?? (localish ? '127.0.0.1' : '0.0.0.0'),
+    port: get('port') ?? DEFAULTS.port,
+    backend,
+    apiKeys: [...new Set(apiKeys)],
+    logDir: get('logDir') ?? DEFAULTS.logDir,
+    heartbeatTimeoutS: get('heartbeatTimeout') ?? DEFAULTS.heartbeatTimeoutS,
+    healthCheckIntervalS: get('healthCheckInterval') ?? DEFAULTS.healthCheckIntervalS,
+    nodeAcquireIntervalS: get('nodeAcquireInterval') ?? DEFAULTS.nodeAcquireIntervalS,
+    startupTimeoutS: get('startupTimeout') ?? DEFAULTS.startupTimeoutS,
+    localNodes: get('localNodes') ?? DEFAULTS.localNodes,
+    schedulerId: get('schedulerId') ?? DEFAULTS.schedulerId,
+    cancelOnExit: get('cancelOnExit') ?? DEFAULTS.cancelOnExit,
+    deployments,
+  };
+  const adminKey = get('adminKey') ?? env.ES_ADMIN_KEY;
+  if (adminKey) settings.adminKey = adminKey;
+  const secretFile = get('secretFile') ?? env.ES_SECRET_FILE;
+  if (secretFile) settings.secretFile = secretFile;
+  if (settings.heartbeatTimeoutS <= settings.healthCheckIntervalS) {
+    throw new ConfigError(
+      `heartbeat_timeout (${settings.heartbeatTimeoutS}s) must be longer than health_check_interval (${settings.healthCheckIntervalS}s), ideally 3× or more`,
+      'heartbeatTimeout',
+    );
+  }
+  return settings;
+}
+
+function toArray(value: string | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  return Array.isArray(value) ? value : [value];
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, x]) => x !== undefined)) as Partial<T>;
+}
+
+function pickDeploymentFields(o: FileConfig): DeploymentInput {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(deploymentFields)) {
+    const value = (o as Record<string, unknown>)[key];
+    if (value !== undefined) out[key] = value;
+  }
+  return out as DeploymentInput;
+}

@@ -1,0 +1,117 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseTimeLimit, resolveConfig } from '../src/config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'es-config-'));
+function file(name: string, content: unknown): string {
+  const path = join(dir, name);
+  writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
+  return path;
+}
+
+function errorOf(fn: () => unknown): ConfigError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return error as ConfigError;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('resolveConfig', () => {
+  it('applies the seed defaults to a single deployment from flags', () => {
+    const c = resolveConfig(
+      { model: 'meta-llama/Llama-3-70B-Instruct', tensorParallelSize: 4, maxNodes: 16 },
+      {},
+    );
+    expect(c.port).toBe(8780);
+    expect(c.host).toBe('0.0.0.0');
+    expect(c.deployments).toHaveLength(1);
+    expect(c.deployments[0]).toMatchObject({
+      name: 'Llama-3-70B-Instruct',
+      model: 'meta-llama/Llama-3-70B-Instruct',
+      engine: 'vllm',
+      maxNodes: 16,
+      gpusPerNode: 8,
+      tensorParallelSize: 4,
+      gpuMemoryUtilization: 0.9,
+      workerBasePort: 8001,
+      routing: 'least-outstanding',
+    });
+  });
+
+  it('lets flags beat the file and the file beat defaults, reading snake_case keys', () => {
+    const path = file('seed.json', {
+      model: '/m',
+      max_nodes: 4,
+      qos: 'lowest',
+      port: 9000,
+      slurm_extra: '--mem=0; --exclusive',
+    });
+    const c = resolveConfig({ config: path, maxNodes: 2 }, {});
+    expect(c.port).toBe(9000);
+    expect(c.deployments[0]).toMatchObject({
+      maxNodes: 2,
+      qos: 'lowest',
+      slurmExtra: ['--mem=0', '--exclusive'],
+    });
+  });
+
+  it('reads several deployments and rejects duplicate names', () => {
+    const ok = file('multi.json', {
+      deployments: [{ model: 'a/x' }, { model: 'b/y', engine: 'sglang' }],
+    });
+    expect(resolveConfig({ config: ok }, {}).deployments.map((d) => [d.name, d.engine])).toEqual([
+      ['x', 'vllm'],
+      ['y', 'sglang'],
+    ]);
+    const dup = file('dup.json', { deployments: [{ model: 'a/x' }, { model: 'b/x' }] });
+    expect(errorOf(() => resolveConfig({ config: dup }, {})).message).toMatch(
+      /two deployments are named "x"/,
+    );
+  });
+
+  it('names the field, the expectation and the received value for an invalid file', () => {
+    const bad = file('bad.json', { model: 'm', deployments: undefined, max_nodes: 'many' });
+    const e = errorOf(() => resolveConfig({ config: bad }, {}));
+    expect(e.field).toBe('maxNodes');
+    expect(e.message).toMatch(/maxNodes: expected number, received "many"/);
+    const unknown = file('unknown.json', { model: 'm', max_nodez: 3 });
+    expect(errorOf(() => resolveConfig({ config: unknown }, {})).message).toMatch(/maxNodez/);
+    const notJson = file('broken.json', '{ "model": ');
+    expect(errorOf(() => resolveConfig({ config: notJson }, {})).message).toMatch(/not valid JSON/);
+  });
+
+  it('explains a TP size that does not divide the GPUs and a missing model', () => {
+    expect(errorOf(() => resolveConfig({ model: 'm', tensorParallelSize: 3 }, {})).message).toMatch(
+      /tensor_parallel_size 3 does not divide gpus_per_node 8/,
+    );
+    expect(errorOf(() => resolveConfig({}, {})).message).toMatch(/--model/);
+  });
+
+  it('defaults the local backend to loopback and the mock engine', () => {
+    const c = resolveConfig({ backend: 'local', model: 'mock-model' }, { ES_API_KEY: 'k1,k2' });
+    expect(c.host).toBe('127.0.0.1');
+    expect(c.deployments[0]?.engine).toBe('mock');
+    expect(c.apiKeys).toEqual(['k1', 'k2']);
+  });
+});
+
+describe('parseTimeLimit', () => {
+  it.each([
+    ['90', 90],
+    ['4:00:00', 240],
+    ['1-00:00:00', 1440],
+    ['1-2', 1560],
+    ['0:30', 1],
+    [45, 45],
+  ] as const)('%s → %i minutes', (input, minutes) => {
+    expect(parseTimeLimit(input)).toBe(minutes);
+  });
+  it('rejects garbage', () => {
+    expect(() => parseTimeLimit('4h')).toThrow(/HH:MM:SS/);
+  });
+});
