@@ -1,0 +1,2 @@
+export { ResearchError } from './errors.js';
+export type { ResearchErrorCode, ResearchErrorOptions } from './errors.js';
