@@ -41,6 +41,8 @@ export interface DeploymentSettings {
   /** Extra sbatch flags, one per entry (the CLI's `--slurm-extra` is `;`-separated). */
   slurmExtra: string[];
   condaEnv?: string;
+  /** A virtualenv to activate on the nodes (alternative to `condaEnv`). */
+  venvPath?: string;
   /** Extra shell lines run in the batch script before the worker starts. */
   setup: string[];
 }
@@ -130,6 +132,7 @@ const deploymentFields = {
   exclusive: v.optional(v.boolean()),
   slurmExtra: v.optional(v.union([v.string(), v.array(v.string())])),
   condaEnv: v.optional(v.string()),
+  venvPath: v.optional(v.string()),
   setup: v.optional(v.array(v.string())),
 };
 
@@ -312,6 +315,7 @@ function buildDeployment(
     account: get('account'),
     constraint: get('constraint'),
     condaEnv: get('condaEnv'),
+    venvPath: get('venvPath'),
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== '') Object.assign(deployment, { [key]: value });

@@ -115,3 +115,38 @@ describe('parseTimeLimit', () => {
     expect(() => parseTimeLimit('4h')).toThrow(/HH:MM:SS/);
   });
 });
+
+describe('parseFlags', () => {
+  it('maps the seed flags to overrides, leaving unset flags out', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    const o = await parseFlags([
+      '--model',
+      'm',
+      '--tensor-parallel-size',
+      '4',
+      '--max-nodes',
+      '16',
+      '--slurm-extra=--mem=0;--x',
+      '--api-key',
+      'a',
+      '--api-key',
+      'b',
+      '--heartbeat-timeout',
+      '12.5',
+    ]);
+    expect(o).toEqual({
+      model: 'm',
+      tensorParallelSize: 4,
+      maxNodes: 16,
+      slurmExtra: '--mem=0;--x',
+      apiKey: ['a', 'b'],
+      heartbeatTimeout: 12.5,
+    });
+    await expect(parseFlags(['--model', 'm', '--max-nodez', '3'])).rejects.toThrow(
+      /Unknown argument: max-nodez/,
+    );
+    await expect(parseFlags(['--engine', 'tgi'])).rejects.toThrow(/Invalid values:[\s\S]*engine/);
+    const c = resolveConfig(o, {});
+    expect(c.apiKeys).toEqual(['a', 'b']);
+  });
+});

@@ -1,0 +1,160 @@
+/**
+ * The scheduler's command line: every flag of the seed's scheduler with the same meaning,
+ * plus the options this implementation adds. Parsing only; `resolveConfig` validates and
+ * merges with the config file.
+ */
+import yargs from 'yargs';
+import { BACKENDS, ConfigError, ENGINES, ROUTING_POLICIES, type CliOverrides } from './config.js';
+
+const SEED_EXAMPLES: [string, string][] = [
+  [
+    '$0 --model meta-llama/Llama-3-70B-Instruct --tensor-parallel-size 4 --max-nodes 16',
+    'Serve Llama on up to 16 nodes with TP=4 (2 instances per 8-GPU node)',
+  ],
+  [
+    '$0 --model Qwen/Qwen3-32B --engine sglang --tensor-parallel-size 4 --max-nodes 8',
+    'Use SGLang',
+  ],
+  [
+    '$0 --config examples/h200-lowest.json',
+    'Load settings (or several deployments) from a JSON file',
+  ],
+  [
+    '$0 --backend local --engine mock --model mock-model',
+    'Rehearse on this machine: no SLURM, no GPU',
+  ],
+];
+
+/** Parse argv into command-line overrides (only flags that were given are set). */
+export async function parseFlags(argv: string[]): Promise<CliOverrides> {
+  const parsed = await yargs(argv)
+    .scriptName('es-scheduler')
+    .usage(
+      '$0 [options]\n\nKeeps up to --max-nodes GPU nodes serving and exposes one OpenAI-compatible /v1 endpoint.',
+    )
+    .strict()
+    .options({
+      config: {
+        type: 'string',
+        describe:
+          'JSON config file (seed snake_case or camelCase keys; may hold several "deployments")',
+      },
+      model: { type: 'string', describe: 'Model path or hub id to serve' },
+      engine: {
+        choices: ENGINES,
+        describe: 'Inference engine (mock: the built-in engine, no GPU)',
+      },
+      'served-model-name': {
+        type: 'string',
+        describe: 'Name clients use as "model" (default: the model path)',
+      },
+      qos: { type: 'string', describe: 'SLURM QoS' },
+      partition: { type: 'string', describe: 'SLURM partition' },
+      account: { type: 'string', describe: 'SLURM account' },
+      constraint: { type: 'string', describe: 'SLURM --constraint' },
+      exclusive: { type: 'boolean', describe: 'Request whole nodes (--exclusive)' },
+      'max-nodes': { type: 'number', describe: 'Most SLURM nodes to hold at once (default 1)' },
+      'gpus-per-node': { type: 'number', describe: 'GPUs per node (default 8)' },
+      'tensor-parallel-size': {
+        type: 'number',
+        describe: 'GPUs per engine instance; instances per node = gpus-per-node / TP',
+      },
+      'gpu-memory-utilization': {
+        type: 'number',
+        describe: 'Engine GPU memory fraction (default 0.9)',
+      },
+      'max-model-len': { type: 'number', describe: 'Engine context length' },
+      'engine-extra-args': {
+        type: 'string',
+        describe: 'Extra engine arguments, quoted like a shell',
+      },
+      'time-limit': { type: 'string', describe: 'SLURM time limit per node job (e.g. 4:00:00)' },
+      'slurm-extra': { type: 'string', describe: 'Extra sbatch flags, semicolon-separated' },
+      'conda-env': { type: 'string', describe: 'Conda environment to activate on the nodes' },
+      'venv-path': { type: 'string', describe: 'Virtualenv to activate on the nodes' },
+      routing: {
+        choices: ROUTING_POLICIES,
+        describe: 'Routing policy (default least-outstanding)',
+      },
+      port: { type: 'number', describe: 'Port of the scheduler (default 8780)' },
+      host: {
+        type: 'string',
+        describe: 'Address to listen on (default 0.0.0.0; 127.0.0.1 for --backend local)',
+      },
+      'worker-base-port': {
+        type: 'number',
+        describe: 'First engine port on each node (default 8001)',
+      },
+      'heartbeat-timeout': {
+        type: 'number',
+        describe: 'Seconds without heartbeat before a worker is gone (default 30)',
+      },
+      'health-check-interval': {
+        type: 'number',
+        describe: 'Seconds between worker heartbeats and health checks (default 5)',
+      },
+      'node-acquire-interval': {
+        type: 'number',
+        describe: 'Seconds between reconcile ticks (default 10)',
+      },
+      'startup-timeout': {
+        type: 'number',
+        describe:
+          'Cancel a running job whose worker has not registered after this many seconds (default 1800)',
+      },
+      'log-dir': {
+        type: 'string',
+        describe: 'Directory for job scripts and logs (default ./logs)',
+      },
+      backend: {
+        choices: BACKENDS,
+        describe:
+          'slurm, local (worker processes on this machine) or auto (slurm when sbatch exists)',
+      },
+      'local-nodes': {
+        type: 'number',
+        describe: 'Simulated nodes for --backend local (default 4)',
+      },
+      'api-key': {
+        type: 'string',
+        array: true,
+        describe: 'Client API key for /v1 (repeatable; env ES_API_KEY, comma-separated)',
+      },
+      'admin-key': { type: 'string', describe: 'Key for the admin API (env ES_ADMIN_KEY)' },
+      'secret-file': {
+        type: 'string',
+        describe:
+          'Shared secret (0600) for worker and engine keys (default <log-dir>/secret, created)',
+      },
+      'scheduler-id': {
+        type: 'string',
+        describe:
+          'Name that tags this scheduler\'s jobs, so a restart re-adopts them (default "es")',
+      },
+      'cancel-on-exit': {
+        type: 'boolean',
+        describe: 'Cancel all jobs when the scheduler stops (default: keep them for re-adoption)',
+      },
+    })
+    .example(SEED_EXAMPLES)
+    .fail((message, error) => {
+      const hint = /Unknown argument/.test(message ?? '')
+        ? ' (a value that starts with "-" needs the --flag=value form, e.g. --slurm-extra="--mem=0")'
+        : '';
+      throw (
+        error ??
+        new ConfigError(`${message}${hint}. Run es-scheduler --help for the list of flags.`)
+      );
+    })
+    .help()
+    .version(false)
+    .wrap(Math.min(120, process.stdout.columns ?? 100))
+    .parseAsync();
+
+  // yargs sets both spellings of each flag given; keep the camelCase ones.
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!key.includes('-') && key !== '_' && key !== '$0' && value !== undefined) out[key] = value;
+  }
+  return out as CliOverrides;
+}
