@@ -150,3 +150,19 @@ describe('parseFlags', () => {
     expect(c.apiKeys).toEqual(['a', 'b']);
   });
 });
+
+describe('examples/', () => {
+  it('ships an 8×H200 lowest-priority config that validates', () => {
+    const c = resolveConfig(
+      { config: new URL('../../../examples/h200-lowest.json', import.meta.url).pathname },
+      {},
+    );
+    expect(c.backend).toBe('slurm');
+    expect(c.deployments[0]).toMatchObject({
+      qos: 'h200_lowest',
+      maxNodes: 16,
+      tensorParallelSize: 4,
+      timeLimitMinutes: 1440,
+    });
+  });
+});
