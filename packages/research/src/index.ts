@@ -1,2 +1,45 @@
 export { ResearchError } from './errors.js';
 export type { ResearchErrorCode, ResearchErrorOptions } from './errors.js';
+export type { ChatMessage, ToolCall, ToolDefinition } from './types.js';
+export { BUNDLED_TEMPLATE_DIR, createChatTemplate, loadChatTemplate } from './chat-template.js';
+export type {
+  ChatTemplate,
+  ChatTemplateOptions,
+  LoadChatTemplateOptions,
+  RenderOptions,
+} from './chat-template.js';
+export { HARMONY_STOP, interpretCompletion, parseHarmony, parseToolArguments } from './harmony.js';
+export type { HarmonyMessage, HarmonyTurn, ToolArguments } from './harmony.js';
+export {
+  DEFAULT_JINA_BASE_URL,
+  DEFAULT_SERPER_BASE_URL,
+  createWebTools,
+  formatSearchResults,
+  truncate,
+} from './tools.js';
+export type { Tool, WebToolsOptions } from './tools.js';
+export { SAMPLE_QUESTIONS, loadDataset, selectSamples } from './dataset.js';
+export type { DatasetItem } from './dataset.js';
+export { DEFAULT_SYSTEM_PROMPT, runTrajectory } from './trajectory.js';
+export type {
+  Trajectory,
+  TrajectoryError,
+  TrajectoryOptions,
+  TrajectoryStatus,
+  TurnRecord,
+} from './trajectory.js';
+export { OUTPUT_FILES, formatSummary, generateTrajectories } from './generate.js';
+export type { GenerateOptions, GenerateSummary } from './generate.js';
+export { parseGenerateArgs } from './generate-args.js';
+export {
+  classifyError,
+  formatLoadTestReport,
+  percentile,
+  runLoadTest,
+  summarizeLoadTest,
+} from './load-test.js';
+export type { Distribution, LoadTestOptions, LoadTestReport, RequestSample } from './load-test.js';
+export { parseLoadTestArgs } from './load-test-args.js';
+export type { LoadTestArgs } from './load-test-args.js';
+export { formatDuration, formatProgress } from './progress.js';
+export type { ProgressState } from './progress.js';

@@ -1,0 +1,218 @@
+/**
+ * Chat templates: found in a model directory the way Hugging Face transformers finds them,
+ * rendered with `@huggingface/jinja` so prompts carry the model's own special tokens.
+ */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Template } from '@huggingface/jinja';
+import { ResearchError } from './errors.js';
+import type { ChatMessage, ToolDefinition } from './types.js';
+import { isMissingFile, isRecord, messageOf } from './util.js';
+
+/** What {@link ChatTemplate.render} needs besides the template. */
+export interface RenderOptions {
+  messages: readonly ChatMessage[];
+  /** Function tools in OpenAI's `{ type: 'function', function: {...} }` shape. */
+  tools?: readonly ToolDefinition[];
+  /** End the prompt with the header that makes the model answer as the assistant. */
+  addGenerationPrompt?: boolean;
+  /** Harmony reasoning effort (`low`, `medium`, `high`), exposed to the template as `reasoning_effort`. */
+  reasoningEffort?: string;
+  /** Further template variables (e.g. `model_identity`, `builtin_tools`). */
+  variables?: Record<string, unknown>;
+}
+
+/** A parsed chat template, ready to render. */
+export interface ChatTemplate {
+  /** Where the template came from (a file path, or `inline`). */
+  readonly source: string;
+  /** Renders a conversation into one prompt string. Throws `TEMPLATE_RENDER` on template errors. */
+  render(options: RenderOptions): string;
+}
+
+/** Options of {@link createChatTemplate}. */
+export interface ChatTemplateOptions {
+  /** Shown in errors; defaults to `inline`. */
+  source?: string;
+  /** Special tokens the template may use (`bos_token`, `eos_token`, ...). */
+  specialTokens?: Record<string, string>;
+}
+
+/** Options of {@link loadChatTemplate}. */
+export interface LoadChatTemplateOptions {
+  /**
+   * Which template to take when `tokenizer_config.json` holds a named list. Defaults to
+   * `tool_use` when that exists (these prompts always carry tools), else `default`.
+   */
+  name?: string;
+}
+
+/**
+ * The Harmony-style template this package ships (`templates/harmony/chat_template.jinja`),
+ * written for this project. It is used when no `--tokenizer` is given and in tests.
+ */
+export const BUNDLED_TEMPLATE_DIR: string = fileURLToPath(
+  new URL('../templates/harmony/', import.meta.url),
+);
+
+/**
+ * Parses a Jinja chat template.
+ *
+ * @example
+ * ```ts
+ * const template = createChatTemplate('{% for m in messages %}{{ m.content }}{% endfor %}');
+ * template.render({ messages: [{ role: 'user', content: 'hi' }] }); // 'hi'
+ * ```
+ */
+export function createChatTemplate(text: string, options: ChatTemplateOptions = {}): ChatTemplate {
+  const source = options.source ?? 'inline';
+  let template: Template;
+  try {
+    template = new Template(text);
+  } catch (error) {
+    throw new ResearchError(
+      'TEMPLATE_NOT_FOUND',
+      `cannot parse chat template ${source}: ${messageOf(error)}`,
+      { cause: error },
+    );
+  }
+  const specialTokens = options.specialTokens ?? {};
+  return {
+    source,
+    render(renderOptions) {
+      const context: Record<string, unknown> = {
+        ...specialTokens,
+        ...renderOptions.variables,
+        messages: renderOptions.messages,
+        add_generation_prompt: renderOptions.addGenerationPrompt ?? false,
+      };
+      // Templates test `tools is defined`/`tools is not none`: leave it out rather than [].
+      if (renderOptions.tools && renderOptions.tools.length > 0)
+        context.tools = renderOptions.tools;
+      if (renderOptions.reasoningEffort !== undefined) {
+        context.reasoning_effort = renderOptions.reasoningEffort;
+      }
+      try {
+        return template.render(context);
+      } catch (error) {
+        throw new ResearchError(
+          'TEMPLATE_RENDER',
+          `chat template ${source} failed to render: ${messageOf(error)}`,
+          { cause: error },
+        );
+      }
+    },
+  };
+}
+
+/**
+ * Loads the chat template of a model (or tokenizer) directory, in the order transformers
+ * uses: `chat_template.jinja`, then `chat_template.json`, then `tokenizer_config.json`'s
+ * `chat_template` (a string or a list of `{ name, template }`). Special tokens from
+ * `tokenizer_config.json` (`bos_token`, `eos_token`, ...) are passed to the template.
+ *
+ * @example
+ * ```ts
+ * const template = await loadChatTemplate('/models/gpt-oss-120b');
+ * const prompt = template.render({ messages, tools, addGenerationPrompt: true, reasoningEffort: 'high' });
+ * ```
+ */
+export async function loadChatTemplate(
+  dir: string,
+  options: LoadChatTemplateOptions = {},
+): Promise<ChatTemplate> {
+  const config = await readJson(join(dir, 'tokenizer_config.json'));
+  const specialTokens = config === undefined ? {} : specialTokensOf(config);
+
+  const jinjaPath = join(dir, 'chat_template.jinja');
+  const jinja = await readText(jinjaPath);
+  if (jinja !== undefined) return createChatTemplate(jinja, { source: jinjaPath, specialTokens });
+
+  const jsonPath = join(dir, 'chat_template.json');
+  const json = await readJson(jsonPath);
+  if (json !== undefined && typeof json.chat_template === 'string') {
+    return createChatTemplate(json.chat_template, { source: jsonPath, specialTokens });
+  }
+
+  const configPath = join(dir, 'tokenizer_config.json');
+  if (config !== undefined && config.chat_template !== undefined) {
+    const text = pickTemplate(config.chat_template, options.name, configPath);
+    return createChatTemplate(text, { source: configPath, specialTokens });
+  }
+  throw new ResearchError(
+    'TEMPLATE_NOT_FOUND',
+    `no chat template in ${dir}: expected chat_template.jinja, chat_template.json or a ` +
+      `"chat_template" in tokenizer_config.json; pass --tokenizer <model directory>`,
+    { field: '--tokenizer' },
+  );
+}
+
+function pickTemplate(value: unknown, name: string | undefined, path: string): string {
+  if (typeof value === 'string') return value;
+  if (Array.isArray(value)) {
+    const named = new Map<string, string>();
+    for (const entry of value as unknown[]) {
+      if (isRecord(entry) && typeof entry.name === 'string' && typeof entry.template === 'string') {
+        named.set(entry.name, entry.template);
+      }
+    }
+    const wanted = name ?? (named.has('tool_use') ? 'tool_use' : 'default');
+    const found = named.get(wanted);
+    if (found !== undefined) return found;
+    throw new ResearchError(
+      'TEMPLATE_NOT_FOUND',
+      `${path} has no chat template named "${wanted}" (it has: ${[...named.keys()].join(', ') || 'none'})`,
+      { field: '--tokenizer' },
+    );
+  }
+  throw new ResearchError(
+    'TEMPLATE_NOT_FOUND',
+    `${path}: "chat_template" must be a string or a list of { name, template }`,
+    { field: '--tokenizer' },
+  );
+}
+
+function specialTokensOf(config: Record<string, unknown>): Record<string, string> {
+  const tokens: Record<string, string> = {};
+  for (const [key, value] of Object.entries(config)) {
+    if (!key.endsWith('_token')) continue;
+    // tokenizer_config.json stores tokens either as strings or as AddedToken objects.
+    if (typeof value === 'string') tokens[key] = value;
+    else if (isRecord(value) && typeof value.content === 'string') tokens[key] = value.content;
+  }
+  return tokens;
+}
+
+async function readText(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if (isMissingFile(error)) return undefined;
+    throw error;
+  }
+}
+
+async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
+  const text = await readText(path);
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (error) {
+    throw new ResearchError(
+      'TEMPLATE_NOT_FOUND',
+      `${path} is not valid JSON: ${messageOf(error)}`,
+      {
+        field: '--tokenizer',
+        cause: error,
+      },
+    );
+  }
+  if (!isRecord(value)) {
+    throw new ResearchError('TEMPLATE_NOT_FOUND', `${path} must hold a JSON object`, {
+      field: '--tokenizer',
+    });
+  }
+  return value;
+}

@@ -1,0 +1,135 @@
+/** Shared pieces of the two command-line tools: flag validation, .env files, exit codes. */
+import { readFile } from 'node:fs/promises';
+import { parseEnv } from 'node:util';
+import { ResearchError } from './errors.js';
+import { isMissingFile, messageOf } from './util.js';
+
+/** Default scheduler URL when neither `--scheduler-url` nor `ES_SCHEDULER_URL` is set. */
+export const DEFAULT_SCHEDULER_URL = 'http://localhost:8780';
+
+type Env = Record<string, string | undefined>;
+
+/** `--scheduler-url`'s default: `ES_SCHEDULER_URL`, else {@link DEFAULT_SCHEDULER_URL}. */
+export function defaultSchedulerUrl(env: Env): string {
+  return env.ES_SCHEDULER_URL || DEFAULT_SCHEDULER_URL;
+}
+
+/** `--api-key`'s default: the first of the scheduler's comma-separated `ES_API_KEY`, else `EMPTY`. */
+export function defaultApiKey(env: Env): string {
+  return env.ES_API_KEY?.split(',')[0]?.trim() || 'EMPTY';
+}
+
+/**
+ * Reads a `.env` file (`KEY=value` lines, `#` comments, quotes) with Node's own parser.
+ * A missing file is fine unless `required`.
+ */
+export async function readEnvFile(
+  path: string,
+  required: boolean,
+): Promise<Record<string, string>> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    if (isMissingFile(error) && !required) return {};
+    throw new ResearchError('INVALID_OPTION', `--env-file ${path}: ${messageOf(error)}`, {
+      field: '--env-file',
+      cause: error,
+    });
+  }
+  const parsed = parseEnv(text);
+  const result: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) if (value !== undefined) result[key] = value;
+  return result;
+}
+
+/** Checks an integer flag; the error names the flag and shows a valid use. */
+export function integerFlag(name: string, value: number, min: number, example: string): number;
+export function integerFlag(
+  name: string,
+  value: number | undefined,
+  min: number,
+  example: string,
+): number | undefined;
+export function integerFlag(
+  name: string,
+  value: number | undefined,
+  min: number,
+  example: string,
+): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isInteger(value) || value < min) {
+    throw new ResearchError(
+      'INVALID_OPTION',
+      `--${name} must be an integer >= ${min} (got ${String(value)}); for example --${name} ${example}`,
+      { field: `--${name}` },
+    );
+  }
+  return value;
+}
+
+/** Checks a number flag (finite, >= min). */
+export function numberFlag(name: string, value: number, min: number, example: string): number;
+export function numberFlag(
+  name: string,
+  value: number | undefined,
+  min: number,
+  example: string,
+): number | undefined;
+export function numberFlag(
+  name: string,
+  value: number | undefined,
+  min: number,
+  example: string,
+): number | undefined {
+  if (value === undefined) return undefined;
+  if (!Number.isFinite(value) || value < min) {
+    throw new ResearchError(
+      'INVALID_OPTION',
+      `--${name} must be a number >= ${min} (got ${String(value)}); for example --${name} ${example}`,
+      { field: `--${name}` },
+    );
+  }
+  return value;
+}
+
+/** Checks an http(s) URL flag and drops trailing slashes. */
+export function urlFlag(name: string, value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    url = new URL('invalid:');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new ResearchError(
+      'INVALID_OPTION',
+      `--${name} must be an http(s) URL (got "${value}"); for example --${name} http://localhost:8780`,
+      { field: `--${name}` },
+    );
+  }
+  return value.replace(/\/+$/, '');
+}
+
+/**
+ * Runs a CLI's main function: `ResearchError`s print as one line (`name: message`) and exit
+ * with 2 for bad flags or 1 otherwise; anything else prints its stack.
+ */
+export function runCli(name: string, main: () => Promise<number>): void {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      if (error instanceof ResearchError) {
+        process.stderr.write(`${name}: ${error.message}\n`);
+        process.exitCode = error.code === 'INVALID_OPTION' ? 2 : 1;
+      } else {
+        process.stderr.write(
+          `${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+        );
+        process.exitCode = 1;
+      }
+    },
+  );
+}

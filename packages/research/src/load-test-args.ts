@@ -1,0 +1,106 @@
+/** Command-line flags of `load-test`, resolved into {@link LoadTestOptions}. */
+import yargs from 'yargs';
+import {
+  defaultApiKey,
+  defaultSchedulerUrl,
+  integerFlag,
+  numberFlag,
+  urlFlag,
+} from './cli-support.js';
+import { ResearchError } from './errors.js';
+import type { LoadTestOptions } from './load-test.js';
+
+/** Parsed `load-test` flags: the run's options plus how to print the report. */
+export interface LoadTestArgs {
+  options: LoadTestOptions;
+  json: boolean;
+}
+
+/**
+ * Parses `load-test` flags; invalid values throw `INVALID_OPTION` naming the flag and a
+ * valid example. `ES_SCHEDULER_URL` and `ES_API_KEY` provide defaults.
+ */
+export async function parseLoadTestArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): Promise<LoadTestArgs> {
+  const args = await yargs([...argv])
+    .scriptName('load-test')
+    .usage(
+      "$0 [options]\n\nDrives an OpenAI-compatible endpoint (the scheduler's /v1) with concurrent " +
+        'requests and reports throughput, tokens/s, TTFT and latency percentiles.',
+    )
+    .options({
+      'scheduler-url': {
+        type: 'string',
+        describe:
+          'Scheduler URL without /v1 (default $ES_SCHEDULER_URL, else http://localhost:8780)',
+      },
+      'api-key': {
+        type: 'string',
+        describe: 'Client API key (default: first of $ES_API_KEY, else EMPTY)',
+      },
+      model: { type: 'string', describe: 'Model name (default: the first of /v1/models)' },
+      api: {
+        choices: ['chat', 'completions'] as const,
+        default: 'chat' as const,
+        describe: 'Endpoint: /v1/chat/completions or /v1/completions',
+      },
+      stream: {
+        type: 'boolean',
+        default: true,
+        describe: 'Stream responses (--no-stream to disable); TTFT needs streaming',
+      },
+      concurrency: { type: 'number', default: 8, describe: 'Requests in flight at once' },
+      requests: {
+        type: 'number',
+        describe: 'Total requests (default 100 unless --duration is given)',
+      },
+      duration: { type: 'number', describe: 'Seconds to keep sending (in-flight requests finish)' },
+      'prompt-tokens': {
+        type: 'number',
+        default: 128,
+        describe: 'Approximate prompt length in tokens',
+      },
+      'max-tokens': { type: 'number', default: 128, describe: 'max_tokens per request' },
+      'ignore-eos': {
+        type: 'boolean',
+        default: true,
+        describe: 'Ask the engine to always generate max_tokens (vLLM/SGLang)',
+      },
+      timeout: { type: 'number', default: 600, describe: 'Seconds per request' },
+      'max-retries': { type: 'number', default: 0, describe: 'Client retries per request' },
+      seed: { type: 'number', default: 1, describe: 'Seed of the random prompts' },
+      json: { type: 'boolean', default: false, describe: 'Print the report as JSON on stdout' },
+    })
+    .strict()
+    .help()
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((message, error) => {
+      if (error) throw error;
+      throw new ResearchError('INVALID_OPTION', `${message} (see --help)`);
+    })
+    .parseAsync();
+
+  const schedulerUrl = urlFlag('scheduler-url', args['scheduler-url'] ?? defaultSchedulerUrl(env));
+  const options: LoadTestOptions = {
+    baseURL: `${schedulerUrl.replace(/\/v1$/, '')}/v1`,
+    apiKey: args['api-key'] ?? defaultApiKey(env),
+    api: args.api,
+    stream: args.stream,
+    concurrency: integerFlag('concurrency', args.concurrency, 1, '64'),
+    promptTokens: integerFlag('prompt-tokens', args['prompt-tokens'], 1, '512'),
+    maxTokens: integerFlag('max-tokens', args['max-tokens'], 1, '256'),
+    ignoreEos: args['ignore-eos'],
+    timeoutMs: numberFlag('timeout', args.timeout, 0.1, '600') * 1000,
+    maxRetries: integerFlag('max-retries', args['max-retries'], 0, '2'),
+    seed: integerFlag('seed', args.seed, 0, '1'),
+  };
+  if (args.model !== undefined) options.model = args.model;
+  const requests = integerFlag('requests', args.requests, 1, '1000');
+  if (requests !== undefined) options.requests = requests;
+  const duration = numberFlag('duration', args.duration, 0.1, '60');
+  if (duration !== undefined) options.durationMs = duration * 1000;
+  return { options, json: args.json };
+}
