@@ -1,0 +1,117 @@
+import { describe, expect, test } from 'vitest';
+import { interpretCompletion, parseHarmony, parseToolArguments } from '../src/harmony.js';
+
+describe('parseHarmony', () => {
+  test('splits analysis and a tool call addressed after the channel', () => {
+    const text =
+      '<|channel|>analysis<|message|>Need sources.<|end|>' +
+      '<|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json<|message|>{"query":"x"}';
+    expect(parseHarmony(text)).toEqual([
+      { role: 'assistant', channel: 'analysis', content: 'Need sources.', complete: true },
+      {
+        role: 'assistant',
+        channel: 'commentary',
+        recipient: 'functions.search',
+        contentType: 'json',
+        content: '{"query":"x"}',
+        complete: true,
+      },
+    ]);
+  });
+
+  test('reads a recipient written in the role header and a bare content type', () => {
+    const [message] = parseHarmony(
+      ' to=functions.open_url<|channel|>commentary json<|message|>{}<|call|>',
+    );
+    expect(message).toMatchObject({
+      recipient: 'functions.open_url',
+      channel: 'commentary',
+      contentType: 'json',
+      content: '{}',
+    });
+  });
+
+  test('treats text without Harmony headers as one channel-less message', () => {
+    expect(parseHarmony('Just an answer.')).toEqual([
+      { role: 'assistant', content: 'Just an answer.', complete: true },
+    ]);
+  });
+
+  test('marks a header cut off before <|message|> as incomplete', () => {
+    expect(parseHarmony('<|channel|>final')).toEqual([
+      { role: 'assistant', channel: 'final', content: '', complete: false },
+    ]);
+  });
+});
+
+describe('interpretCompletion', () => {
+  test.each([
+    {
+      name: 'a tool call with its thinking',
+      text: '<|channel|>analysis<|message|>Search first.<|end|><|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json<|message|>{"query":"vllm"}',
+      finish: 'stop',
+      expected: {
+        kind: 'tool_call',
+        thinking: 'Search first.',
+        recipient: 'functions.search',
+        name: 'search',
+        arguments: '{"query":"vllm"}',
+      },
+    },
+    {
+      name: 'a final answer',
+      text: '<|channel|>analysis<|message|>Done.<|end|><|start|>assistant<|channel|>final<|message|>Paris.',
+      finish: 'stop',
+      expected: { kind: 'final', thinking: 'Done.', answer: 'Paris.' },
+    },
+    {
+      name: 'plain text as the final answer',
+      text: 'Paris.',
+      finish: 'stop',
+      expected: { kind: 'final', thinking: '', answer: 'Paris.' },
+    },
+    {
+      name: 'a cut-off completion',
+      text: '<|channel|>analysis<|message|>Thinking for a long',
+      finish: 'length',
+      expected: { kind: 'incomplete', thinking: 'Thinking for a long', reason: 'length' },
+    },
+    {
+      name: 'analysis that stops with neither call nor answer',
+      text: '<|channel|>analysis<|message|>Hmm.',
+      finish: 'stop',
+      expected: { kind: 'incomplete', thinking: 'Hmm.', reason: 'no_answer' },
+    },
+    {
+      name: 'a builtin recipient outside functions',
+      text: '<|channel|>commentary to=browser.search<|message|>{}',
+      finish: 'stop',
+      expected: {
+        kind: 'tool_call',
+        thinking: '',
+        recipient: 'browser.search',
+        name: 'browser.search',
+        arguments: '{}',
+      },
+    },
+  ])('$name', ({ text, finish, expected }) => {
+    expect(interpretCompletion(text, finish)).toEqual(expected);
+  });
+});
+
+describe('parseToolArguments', () => {
+  test('accepts an object and an empty string', () => {
+    expect(parseToolArguments('{"query": "a"}')).toEqual({ ok: true, value: { query: 'a' } });
+    expect(parseToolArguments('  ')).toEqual({ ok: true, value: {} });
+  });
+
+  test('explains malformed JSON and non-objects in words the model can act on', () => {
+    const broken = parseToolArguments('{"query": "a"');
+    expect(broken.ok).toBe(false);
+    expect(!broken.ok && broken.error).toMatch(/not valid JSON/);
+    expect(parseToolArguments('["a"]')).toEqual({
+      ok: false,
+      error: 'the arguments must be a JSON object',
+    });
+  });
+});
