@@ -1,0 +1,135 @@
+import OpenAI from 'openai';
+import { describe, expect, test } from 'vitest';
+import {
+  classifyError,
+  formatLoadTestReport,
+  makePrompt,
+  percentile,
+  summarizeLoadTest,
+} from '../src/load-test.js';
+import type { LoadTestReport, RequestSample } from '../src/load-test.js';
+import { mulberry32 } from '../src/dataset.js';
+
+const config: LoadTestReport['config'] = {
+  baseURL: 'http://127.0.0.1:8780/v1',
+  model: 'mock-model',
+  api: 'chat',
+  stream: true,
+  concurrency: 4,
+  requests: 5,
+  promptTokens: 16,
+  maxTokens: 8,
+};
+
+const ok = (latencyMs: number, ttftMs: number): RequestSample => ({
+  ok: true,
+  latencyMs,
+  ttftMs,
+  promptTokens: 16,
+  completionTokens: 8,
+});
+
+describe('percentile (nearest rank)', () => {
+  test.each([
+    [[], 50, 0],
+    [[5], 99, 5],
+    [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 50, 5],
+    [[10, 9, 8, 7, 6, 5, 4, 3, 2, 1], 90, 9],
+    [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 99, 10],
+  ])('%j p%d = %d', (values, p, expected) => {
+    expect(percentile(values, p)).toBe(expected);
+  });
+});
+
+describe('summarizeLoadTest', () => {
+  const samples: RequestSample[] = [
+    ok(100, 10),
+    ok(200, 20),
+    ok(300, 30),
+    ok(400, 40),
+    {
+      ok: false,
+      latencyMs: 5,
+      promptTokens: 0,
+      completionTokens: 0,
+      errorClass: 'http_503',
+      errorMessage: '503 no workers',
+    },
+    {
+      ok: false,
+      latencyMs: 5,
+      promptTokens: 0,
+      completionTokens: 0,
+      errorClass: 'http_503',
+      errorMessage: '503 again',
+    },
+    {
+      ok: false,
+      latencyMs: 9,
+      promptTokens: 0,
+      completionTokens: 0,
+      errorClass: 'timeout',
+      errorMessage: 'timed out',
+    },
+  ];
+  const report = summarizeLoadTest(samples, 2_000, config);
+
+  test('counts throughput, tokens and errors by class from successful requests', () => {
+    expect(report.requests).toEqual({ total: 7, ok: 4, failed: 3 });
+    expect(report.throughput).toEqual({
+      requestsPerSecond: 2,
+      outputTokensPerSecond: 16,
+      totalTokensPerSecond: 48,
+    });
+    expect(report.tokens).toEqual({ prompt: 64, completion: 32 });
+    expect(report.errors).toEqual({
+      http_503: { count: 2, example: '503 no workers' },
+      timeout: { count: 1, example: 'timed out' },
+    });
+  });
+
+  test('latency and TTFT percentiles', () => {
+    expect(report.latencyMs).toEqual({
+      p50: 200,
+      p90: 400,
+      p99: 400,
+      mean: 250,
+      min: 100,
+      max: 400,
+    });
+    expect(report.ttftMs).toMatchObject({ p50: 20, p90: 40 });
+    expect(summarizeLoadTest(samples, 1000, { ...config, stream: false }).ttftMs).toBeNull();
+    expect(summarizeLoadTest([], 1000, config).latencyMs).toBeNull();
+  });
+
+  test('the text report shows every figure a user looks for', () => {
+    const text = formatLoadTestReport(report);
+    expect(text).toContain('load test: 5 requests, concurrency 4, chat, streaming');
+    expect(text).toContain('requests     4 ok, 3 failed in 2.00 s: 2 req/s');
+    expect(text).toContain('tokens       32 completion (16 tok/s), 64 prompt (48 total tok/s)');
+    expect(text).toContain('latency ms   p50 200  p90 400  p99 400  mean 250  min 100  max 400');
+    expect(text).toContain('ttft ms      p50 20');
+    expect(text).toContain(
+      'errors       http_503 x2 (503 no workers)\n             timeout x1 (timed out)',
+    );
+  });
+});
+
+describe('classifyError', () => {
+  test('names HTTP statuses, timeouts, connection failures and broken streams', () => {
+    const headers = new Headers();
+    expect(classifyError(OpenAI.APIError.generate(429, {}, 'slow', headers))).toBe('http_429');
+    expect(classifyError(OpenAI.APIError.generate(503, {}, 'down', headers))).toBe('http_503');
+    expect(classifyError(new OpenAI.APIConnectionTimeoutError())).toBe('timeout');
+    expect(classifyError(new OpenAI.APIConnectionError({ message: 'refused' }))).toBe('connection');
+    expect(classifyError(new TypeError('terminated'))).toBe('stream');
+    expect(classifyError(new Error('weird'))).toBe('other');
+  });
+});
+
+test('prompts have the requested number of words and differ between requests', () => {
+  const random = mulberry32(1);
+  const a = makePrompt(50, random);
+  expect(a.split(' ')).toHaveLength(50);
+  expect(makePrompt(50, random)).not.toBe(a);
+});
