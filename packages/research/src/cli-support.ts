@@ -1,6 +1,8 @@
 /** Shared pieces of the two command-line tools: flag validation, .env files, exit codes. */
 import { readFile } from 'node:fs/promises';
 import { parseEnv } from 'node:util';
+import yargs from 'yargs';
+import type { Argv } from 'yargs';
 import { ResearchError } from './errors.js';
 import { isMissingFile, messageOf } from './util.js';
 
@@ -43,50 +45,40 @@ export async function readEnvFile(
   return result;
 }
 
-/** Checks an integer flag; the error names the flag and shows a valid use. */
-export function integerFlag(name: string, value: number, min: number, example: string): number;
-export function integerFlag(
+/** Checks an integer flag (>= min); the error names the flag and shows a valid use. */
+export function integerFlag<T extends number | undefined>(
   name: string,
-  value: number | undefined,
+  value: T,
   min: number,
   example: string,
-): number | undefined;
-export function integerFlag(
-  name: string,
-  value: number | undefined,
-  min: number,
-  example: string,
-): number | undefined {
-  if (value === undefined) return undefined;
-  if (!Number.isInteger(value) || value < min) {
-    throw new ResearchError(
-      'INVALID_OPTION',
-      `--${name} must be an integer >= ${min} (got ${String(value)}); for example --${name} ${example}`,
-      { field: `--${name}` },
-    );
-  }
-  return value;
+): T {
+  return checkNumber('integer', name, value, min, example);
 }
 
 /** Checks a number flag (finite, >= min). */
-export function numberFlag(name: string, value: number, min: number, example: string): number;
-export function numberFlag(
+export function numberFlag<T extends number | undefined>(
   name: string,
-  value: number | undefined,
+  value: T,
   min: number,
   example: string,
-): number | undefined;
-export function numberFlag(
+): T {
+  return checkNumber('number', name, value, min, example);
+}
+
+function checkNumber<T extends number | undefined>(
+  kind: 'integer' | 'number',
   name: string,
-  value: number | undefined,
+  value: T,
   min: number,
   example: string,
-): number | undefined {
-  if (value === undefined) return undefined;
-  if (!Number.isFinite(value) || value < min) {
+): T {
+  if (value === undefined) return value;
+  const valid = kind === 'integer' ? Number.isInteger(value) : Number.isFinite(value);
+  if (!valid || value < min) {
     throw new ResearchError(
       'INVALID_OPTION',
-      `--${name} must be a number >= ${min} (got ${String(value)}); for example --${name} ${example}`,
+      `--${name} must be ${kind === 'integer' ? 'an integer' : 'a number'} >= ${min} ` +
+        `(got ${String(value)}); for example --${name} ${example}`,
       { field: `--${name}` },
     );
   }
@@ -132,4 +124,22 @@ export function runCli(name: string, main: () => Promise<number>): void {
       }
     },
   );
+}
+
+/**
+ * A yargs parser with the tools' shared behaviour: unknown flags are errors, and every
+ * parse failure is an `INVALID_OPTION` error instead of an exit from inside yargs.
+ */
+export function createParser(argv: readonly string[], scriptName: string, usage: string): Argv {
+  return yargs([...argv])
+    .scriptName(scriptName)
+    .usage(`$0 [options]\n\n${usage}`)
+    .strict()
+    .help()
+    .version(false)
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail((message, error) => {
+      if (error) throw error;
+      throw new ResearchError('INVALID_OPTION', `${message} (see --help)`);
+    });
 }

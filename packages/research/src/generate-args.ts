@@ -1,6 +1,6 @@
 /** Command-line flags of `generate-trajectories`, resolved into {@link GenerateOptions}. */
-import yargs from 'yargs';
 import {
+  createParser,
   defaultApiKey,
   defaultSchedulerUrl,
   integerFlag,
@@ -16,105 +16,96 @@ import type { WebToolsOptions } from './tools.js';
 const REASONING_EFFORTS = ['low', 'medium', 'high'] as const;
 
 function buildParser(argv: readonly string[]) {
-  return yargs([...argv])
-    .scriptName('generate-trajectories')
-    .usage(
-      '$0 [options]\n\nGenerates deep-research SFT trajectories through an OpenAI-compatible ' +
-        "endpoint's /v1/completions, with the model's own chat template and web tools.",
-    )
-    .options({
-      'scheduler-url': {
-        type: 'string',
-        describe: 'Scheduler URL (default $ES_SCHEDULER_URL, else http://localhost:8780)',
-      },
-      'api-key': {
-        type: 'string',
-        describe: 'Client API key (default: first of $ES_API_KEY, else EMPTY)',
-      },
-      dataset: {
-        type: 'string',
-        default: 'sample',
-        describe: '"sample", or a .jsonl/.json file of questions',
-      },
-      'num-samples': { type: 'number', describe: 'Questions to run (default: all)' },
-      concurrency: { type: 'number', default: 4, describe: 'Trajectories in flight at once' },
-      'output-dir': {
-        type: 'string',
-        default: 'trajectories',
-        describe: 'Directory for trajectories.jsonl, failed.jsonl, summary.json',
-      },
-      model: { type: 'string', describe: 'Model name (default: the first of /v1/models)' },
-      tokenizer: {
-        type: 'string',
-        describe:
-          'Model directory with chat_template.jinja or tokenizer_config.json (default: the model if it is a directory, else the bundled test template)',
-      },
-      'template-name': {
-        type: 'string',
-        describe: 'Named template in tokenizer_config.json (default tool_use, else default)',
-      },
-      'max-turns': {
-        type: 'number',
-        default: 20,
-        describe: 'Completions per trajectory before giving up',
-      },
-      'max-tokens': { type: 'number', default: 4096, describe: 'max_tokens of each completion' },
-      'reasoning-effort': {
-        type: 'string',
-        default: 'high',
-        describe: 'Harmony reasoning effort: low, medium or high',
-      },
-      temperature: { type: 'number', describe: "Sampling temperature (default: the engine's)" },
-      seed: {
-        type: 'number',
-        describe: "Shuffle the dataset reproducibly; also sent as each request's seed",
-      },
-      resume: { type: 'boolean', default: false, describe: 'Skip questions already in the output' },
-      'system-prompt': {
-        type: 'string',
-        describe: 'Developer instructions (default: a research-assistant prompt)',
-      },
-      'serper-url': {
-        type: 'string',
-        default: DEFAULT_SERPER_BASE_URL,
-        describe: 'Serper API base URL',
-      },
-      'jina-url': {
-        type: 'string',
-        default: DEFAULT_JINA_BASE_URL,
-        describe: 'Jina reader base URL',
-      },
-      'search-results': { type: 'number', default: 10, describe: 'Results per search' },
-      'tool-result-max-chars': {
-        type: 'number',
-        default: 20000,
-        describe: 'Longest tool result shown to the model',
-      },
-      'tool-timeout': { type: 'number', default: 30, describe: 'Seconds per tool HTTP attempt' },
-      'tool-retries': { type: 'number', default: 3, describe: 'Tool retries on 429/5xx/timeouts' },
-      'request-timeout': {
-        type: 'number',
-        default: 600,
-        describe: 'Seconds per completion request',
-      },
-      'max-retries': {
-        type: 'number',
-        default: 3,
-        describe: 'Client retries per completion request',
-      },
-      'env-file': {
-        type: 'string',
-        describe: 'File with SERPER_API_KEY / JINA_API_KEY (default ./.env if present)',
-      },
-    })
-    .strict()
-    .help()
-    .version(false)
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((message, error) => {
-      if (error) throw error;
-      throw new ResearchError('INVALID_OPTION', `${message} (see --help)`);
-    });
+  return createParser(
+    argv,
+    'generate-trajectories',
+    'Generates deep-research SFT trajectories through an OpenAI-compatible ' +
+      "endpoint's /v1/completions, with the model's own chat template and web tools.",
+  ).options({
+    'scheduler-url': {
+      type: 'string',
+      describe: 'Scheduler URL (default $ES_SCHEDULER_URL, else http://localhost:8780)',
+    },
+    'api-key': {
+      type: 'string',
+      describe: 'Client API key (default: first of $ES_API_KEY, else EMPTY)',
+    },
+    dataset: {
+      type: 'string',
+      default: 'sample',
+      describe: '"sample", or a .jsonl/.json file of questions',
+    },
+    'num-samples': { type: 'number', describe: 'Questions to run (default: all)' },
+    concurrency: { type: 'number', default: 4, describe: 'Trajectories in flight at once' },
+    'output-dir': {
+      type: 'string',
+      default: 'trajectories',
+      describe: 'Directory for trajectories.jsonl, failed.jsonl, summary.json',
+    },
+    model: { type: 'string', describe: 'Model name (default: the first of /v1/models)' },
+    tokenizer: {
+      type: 'string',
+      describe:
+        'Model directory with chat_template.jinja or tokenizer_config.json (default: the model if it is a directory, else the bundled test template)',
+    },
+    'template-name': {
+      type: 'string',
+      describe: 'Named template in tokenizer_config.json (default tool_use, else default)',
+    },
+    'max-turns': {
+      type: 'number',
+      default: 20,
+      describe: 'Completions per trajectory before giving up',
+    },
+    'max-tokens': { type: 'number', default: 4096, describe: 'max_tokens of each completion' },
+    'reasoning-effort': {
+      type: 'string',
+      default: 'high',
+      describe: 'Harmony reasoning effort: low, medium or high',
+    },
+    temperature: { type: 'number', describe: "Sampling temperature (default: the engine's)" },
+    seed: {
+      type: 'number',
+      describe: "Shuffle the dataset reproducibly; also sent as each request's seed",
+    },
+    resume: { type: 'boolean', default: false, describe: 'Skip questions already in the output' },
+    'system-prompt': {
+      type: 'string',
+      describe: 'Developer instructions (default: a research-assistant prompt)',
+    },
+    'serper-url': {
+      type: 'string',
+      default: DEFAULT_SERPER_BASE_URL,
+      describe: 'Serper API base URL',
+    },
+    'jina-url': {
+      type: 'string',
+      default: DEFAULT_JINA_BASE_URL,
+      describe: 'Jina reader base URL',
+    },
+    'search-results': { type: 'number', default: 10, describe: 'Results per search' },
+    'tool-result-max-chars': {
+      type: 'number',
+      default: 20000,
+      describe: 'Longest tool result shown to the model',
+    },
+    'tool-timeout': { type: 'number', default: 30, describe: 'Seconds per tool HTTP attempt' },
+    'tool-retries': { type: 'number', default: 3, describe: 'Tool retries on 429/5xx/timeouts' },
+    'request-timeout': {
+      type: 'number',
+      default: 600,
+      describe: 'Seconds per completion request',
+    },
+    'max-retries': {
+      type: 'number',
+      default: 3,
+      describe: 'Client retries per completion request',
+    },
+    'env-file': {
+      type: 'string',
+      describe: 'File with SERPER_API_KEY / JINA_API_KEY (default ./.env if present)',
+    },
+  });
 }
 
 /**

@@ -1,13 +1,12 @@
 /** Command-line flags of `load-test`, resolved into {@link LoadTestOptions}. */
-import yargs from 'yargs';
 import {
+  createParser,
   defaultApiKey,
   defaultSchedulerUrl,
   integerFlag,
   numberFlag,
   urlFlag,
 } from './cli-support.js';
-import { ResearchError } from './errors.js';
 import type { LoadTestOptions } from './load-test.js';
 
 /** Parsed `load-test` flags: the run's options plus how to print the report. */
@@ -24,12 +23,12 @@ export async function parseLoadTestArgs(
   argv: readonly string[],
   env: Record<string, string | undefined>,
 ): Promise<LoadTestArgs> {
-  const args = await yargs([...argv])
-    .scriptName('load-test')
-    .usage(
-      "$0 [options]\n\nDrives an OpenAI-compatible endpoint (the scheduler's /v1) with concurrent " +
-        'requests and reports throughput, tokens/s, TTFT and latency percentiles.',
-    )
+  const args = await createParser(
+    argv,
+    'load-test',
+    "Drives an OpenAI-compatible endpoint (the scheduler's /v1) with concurrent requests " +
+      'and reports throughput, tokens/s, TTFT and latency percentiles.',
+  )
     .options({
       'scheduler-url': {
         type: 'string',
@@ -72,14 +71,6 @@ export async function parseLoadTestArgs(
       'max-retries': { type: 'number', default: 0, describe: 'Client retries per request' },
       seed: { type: 'number', default: 1, describe: 'Seed of the random prompts' },
       json: { type: 'boolean', default: false, describe: 'Print the report as JSON on stdout' },
-    })
-    .strict()
-    .help()
-    .version(false)
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail((message, error) => {
-      if (error) throw error;
-      throw new ResearchError('INVALID_OPTION', `${message} (see --help)`);
     })
     .parseAsync();
 

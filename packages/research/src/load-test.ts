@@ -5,8 +5,6 @@
  * {@link formatLoadTestReport} are pure.
  */
 import OpenAI from 'openai';
-import type { ChatCompletionCreateParams } from 'openai/resources/chat/completions';
-import type { CompletionCreateParams } from 'openai/resources/completions';
 import { mulberry32 } from './dataset.js';
 import { firstModelId } from './models.js';
 import { createProgress } from './progress.js';
@@ -182,6 +180,8 @@ interface RequestPlan {
 // vLLM/SGLang extension: generate exactly max_tokens tokens so lengths are comparable.
 type EngineExtras = { ignore_eos?: boolean };
 
+type Usage = { prompt_tokens: number; completion_tokens: number } | null | undefined;
+
 async function measure(
   client: OpenAI,
   plan: RequestPlan,
@@ -192,72 +192,48 @@ async function measure(
   let promptTokens = 0;
   let completionTokens = 0;
   let chunks = 0;
+  const countUsage = (usage: Usage) => {
+    if (!usage) return;
+    promptTokens = usage.prompt_tokens;
+    completionTokens = usage.completion_tokens;
+  };
   const extras: EngineExtras = plan.ignoreEos ? { ignore_eos: true } : {};
   const requestOptions = signal ? { signal } : undefined;
+  const chat = {
+    model: plan.model,
+    messages: [{ role: 'user' as const, content: plan.prompt }],
+    max_tokens: plan.maxTokens,
+    ...extras,
+  };
+  const completion = {
+    model: plan.model,
+    prompt: plan.prompt,
+    max_tokens: plan.maxTokens,
+    ...extras,
+  };
+  const streamOptions = { stream: true as const, stream_options: { include_usage: true } };
   try {
-    if (plan.api === 'chat') {
-      const base = {
-        model: plan.model,
-        messages: [{ role: 'user' as const, content: plan.prompt }],
-        max_tokens: plan.maxTokens,
-        ...extras,
-      };
-      if (plan.stream) {
-        const params: ChatCompletionCreateParams & { stream: true } = {
-          ...base,
-          stream: true,
-          stream_options: { include_usage: true },
-        };
-        for await (const chunk of await client.chat.completions.create(params, requestOptions)) {
-          const content = chunk.choices[0]?.delta?.content;
-          if (content) {
-            chunks += 1;
-            ttftMs ??= performance.now() - start;
-          }
-          if (chunk.usage) {
-            promptTokens = chunk.usage.prompt_tokens;
-            completionTokens = chunk.usage.completion_tokens;
-          }
+    if (plan.stream) {
+      const stream =
+        plan.api === 'chat'
+          ? await client.chat.completions.create({ ...chat, ...streamOptions }, requestOptions)
+          : await client.completions.create({ ...completion, ...streamOptions }, requestOptions);
+      for await (const chunk of stream) {
+        const choice = chunk.choices[0];
+        const text =
+          choice === undefined ? '' : 'delta' in choice ? choice.delta.content : choice.text;
+        if (text) {
+          chunks += 1;
+          ttftMs ??= performance.now() - start;
         }
-      } else {
-        const response = await client.chat.completions.create(
-          { ...base, stream: false },
-          requestOptions,
-        );
-        promptTokens = response.usage?.prompt_tokens ?? 0;
-        completionTokens = response.usage?.completion_tokens ?? 0;
+        countUsage(chunk.usage);
       }
     } else {
-      const base = {
-        model: plan.model,
-        prompt: plan.prompt,
-        max_tokens: plan.maxTokens,
-        ...extras,
-      };
-      if (plan.stream) {
-        const params: CompletionCreateParams & { stream: true } = {
-          ...base,
-          stream: true,
-          stream_options: { include_usage: true },
-        };
-        for await (const chunk of await client.completions.create(params, requestOptions)) {
-          if (chunk.choices[0]?.text) {
-            chunks += 1;
-            ttftMs ??= performance.now() - start;
-          }
-          if (chunk.usage) {
-            promptTokens = chunk.usage.prompt_tokens;
-            completionTokens = chunk.usage.completion_tokens;
-          }
-        }
-      } else {
-        const response = await client.completions.create(
-          { ...base, stream: false },
-          requestOptions,
-        );
-        promptTokens = response.usage?.prompt_tokens ?? 0;
-        completionTokens = response.usage?.completion_tokens ?? 0;
-      }
+      const response =
+        plan.api === 'chat'
+          ? await client.chat.completions.create({ ...chat, stream: false }, requestOptions)
+          : await client.completions.create({ ...completion, stream: false }, requestOptions);
+      countUsage(response.usage);
     }
   } catch (error) {
     return {
