@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
 import { ResearchError } from './errors.js';
+import { parseToolArguments } from './harmony.js';
 import type { ChatMessage, ToolDefinition } from './types.js';
 import { isMissingFile, isRecord, messageOf } from './util.js';
 
@@ -84,7 +85,7 @@ export function createChatTemplate(text: string, options: ChatTemplateOptions = 
       const context: Record<string, unknown> = {
         ...specialTokens,
         ...renderOptions.variables,
-        messages: renderOptions.messages,
+        messages: renderOptions.messages.map(withParsedArguments),
         add_generation_prompt: renderOptions.addGenerationPrompt ?? false,
       };
       // Templates test `tools is defined`/`tools is not none`: leave it out rather than [].
@@ -103,6 +104,21 @@ export function createChatTemplate(text: string, options: ChatTemplateOptions = 
         );
       }
     },
+  };
+}
+
+// Hugging Face templates (gpt-oss's among them) expect tool-call arguments as a mapping
+// and serialise them with `tojson`; OpenAI's chat format carries them as a JSON string.
+// Arguments that are not a JSON object (a model's malformed call) stay strings.
+function withParsedArguments(message: ChatMessage): object {
+  if (!message.tool_calls) return message;
+  return {
+    ...message,
+    tool_calls: message.tool_calls.map((call) => {
+      const parsed = parseToolArguments(call.function.arguments);
+      if (!parsed.ok || call.function.arguments.trim() === '') return call;
+      return { ...call, function: { ...call.function, arguments: parsed.value } };
+    }),
   };
 }
 

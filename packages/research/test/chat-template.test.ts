@@ -49,7 +49,7 @@ describe('the bundled Harmony-style template', () => {
     expect(prompt).toContain(
       '<|start|>assistant<|channel|>analysis<|message|>I should search.<|end|>' +
         '<|start|>assistant<|channel|>commentary to=functions.search <|constrain|>json' +
-        '<|message|>{"query":"PagedAttention"}<|call|>' +
+        '<|message|>{"query": "PagedAttention"}<|call|>' +
         '<|start|>functions.search to=assistant<|channel|>commentary<|message|>[1] vLLM paper<|end|>',
     );
     expect(prompt.endsWith('<|end|><|start|>assistant')).toBe(true);
@@ -67,6 +67,29 @@ describe('the bundled Harmony-style template', () => {
     expect(prompt).toContain('Reasoning: medium');
     expect(prompt.endsWith('<|start|>assistant<|channel|>final<|message|>Paris.<|end|>')).toBe(
       true,
+    );
+  });
+
+  test('passes JSON-object arguments to the template as objects and malformed ones as written', async () => {
+    const template = await loadChatTemplate(BUNDLED_TEMPLATE_DIR);
+    const withArguments = (args: string) =>
+      template.render({
+        messages: [
+          { role: 'user', content: 'q' },
+          {
+            role: 'assistant',
+            content: '',
+            tool_calls: [
+              { id: 'c', type: 'function', function: { name: 'search', arguments: args } },
+            ],
+          },
+        ],
+      });
+    expect(withArguments('{"query":"a","n":2}')).toContain(
+      '<|message|>{"query": "a", "n": 2}<|call|>',
+    );
+    expect(withArguments('{"query": "unterminated')).toContain(
+      '<|message|>{"query": "unterminated<|call|>',
     );
   });
 
@@ -97,7 +120,7 @@ describe('loadChatTemplate on model directories', () => {
     expect(prompt).toBe(
       '<s>[tools] search,open_url\n' +
         '[user] Who proposed PagedAttention?\n' +
-        '[assistant] <call search {"query":"PagedAttention"}>\n' +
+        '[assistant] <call search {"query": "PagedAttention"}>\n' +
         '[assistant effort=low]',
     );
   });
