@@ -1,1 +1,21 @@
-export {};
+export { createProxyApp } from './app.js';
+export type { ProxyApp, ProxyEnv } from './app.js';
+export { ProxyError } from './errors.js';
+export type {
+  OpenAIErrorBody,
+  OpenAIErrorType,
+  ProxyErrorCode,
+  ProxyErrorOptions,
+} from './errors.js';
+export type {
+  AffinityOptions,
+  ProxyAppOptions,
+  ProxyLogger,
+  ProxyRequestRecord,
+  QueueOptions,
+  RequestOutcome,
+  RetryOptions,
+  UpstreamOptions,
+} from './options.js';
+export { startProxyServer } from './server.js';
+export type { NodeServerFetch, ProxyServer, ProxyServerOptions } from './server.js';

@@ -1,0 +1,185 @@
+import type { PoolView } from '@es/pool';
+
+/** One finished proxied request, for metrics and logs. */
+export interface ProxyRequestRecord {
+  /** The `x-request-id` sent upstream and returned to the client. */
+  requestId: string;
+  /** Request path, e.g. `/v1/chat/completions`. */
+  path: string;
+  /** The `model` the client asked for, when it could be read. */
+  model?: string;
+  /** Deployment that served (or would have served) the request. */
+  deployment?: string;
+  /** Worker of the last upstream attempt. */
+  workerId?: string;
+  /** Whether the client asked for a stream. */
+  stream: boolean;
+  /**
+   * Status the client saw: the upstream status once a byte was sent, the proxy's own error
+   * status otherwise, 499 when the client went away first.
+   */
+  status: number;
+  /** How the request ended. */
+  outcome: RequestOutcome;
+  /** Error code of the proxy's own error (see the README), when there was one. */
+  errorCode?: string;
+  /** Milliseconds from the request's arrival to the last byte sent. */
+  latencyMs: number;
+  /** Milliseconds from the request's arrival to the first response byte sent. */
+  ttfbMs?: number;
+  /** Milliseconds spent in the wait queue for capacity. */
+  queuedMs: number;
+  /** Upstream attempts beyond the first. */
+  retries: number;
+  /** From the response's `usage`, when present. */
+  promptTokens?: number;
+  completionTokens?: number;
+  totalTokens?: number;
+}
+
+/**
+ * How a request ended: `ok` (upstream answered, any status passed through), `rejected`
+ * (the proxy refused it: bad input, auth, unknown model, queue), `upstream-error` (no
+ * worker could answer), `mid-stream-failure` (the worker failed after bytes were sent),
+ * `client-abort` (the client disconnected first).
+ */
+export type RequestOutcome =
+  'ok' | 'rejected' | 'upstream-error' | 'mid-stream-failure' | 'client-abort';
+
+/** Logger the proxy writes rare events to (pino-compatible). */
+export interface ProxyLogger {
+  warn(fields: Record<string, unknown>, message: string): void;
+}
+
+/** Options of {@link createProxyApp}. */
+export interface ProxyAppOptions {
+  /** Deployments, routable workers and outcome feedback (the registry of `@es/pool`). */
+  pool: PoolView;
+  /**
+   * Client API keys. When non-empty, every `/v1/*` request needs
+   * `Authorization: Bearer <one of them>`. Default: none (no client auth).
+   */
+  apiKeys?: readonly string[];
+  /** Largest accepted request body, in bytes. Default 32 MiB. */
+  maxBodyBytes?: number;
+  retry?: RetryOptions;
+  queue?: QueueOptions;
+  upstream?: UpstreamOptions;
+  affinity?: AffinityOptions;
+  /** Called once per proxied `/v1/*` POST request when it has finished. */
+  onRequestComplete?: (record: ProxyRequestRecord) => void;
+  logger?: ProxyLogger;
+}
+
+/** Retries of attempts that failed before any byte reached the client. */
+export interface RetryOptions {
+  /** Attempts per request, the first included. Default 3. */
+  maxAttempts?: number;
+  /** Retries allowed per request over the last 10 s (on top of the floor). Default 0.2. */
+  budgetRatio?: number;
+  /** Retries per second always allowed, whatever the request rate. Default 5. */
+  minRetriesPerSecond?: number;
+}
+
+/** The bounded wait for capacity when a deployment has no routable worker. */
+export interface QueueOptions {
+  /** Longest wait, in milliseconds; 0 answers 503 at once. Default 30 000. */
+  timeoutMs?: number;
+  /** Requests that may wait per deployment; more get 503 at once. Default 1 000. */
+  maxLength?: number;
+  /** `Retry-After` seconds sent with the 503. Default 5. */
+  retryAfterSeconds?: number;
+}
+
+/** Connections to workers (one undici `Pool` with keep-alive per worker). */
+export interface UpstreamOptions {
+  /** TCP connect timeout. Default 5 000 ms. */
+  connectTimeoutMs?: number;
+  /**
+   * Time to the response headers. Engines answer non-streaming requests only once the whole
+   * generation is done, so this bounds the longest generation. Default 900 000 ms (15 min).
+   */
+  headersTimeoutMs?: number;
+  /** Longest silence between two body chunks. Default 300 000 ms. */
+  bodyTimeoutMs?: number;
+  /** Idle keep-alive connections are closed after this. Default 60 000 ms. */
+  keepAliveTimeoutMs?: number;
+}
+
+/** Prefix-affinity routing (consistent hashing with bounded loads). */
+export interface AffinityOptions {
+  /**
+   * A worker keeps its keys while its in-flight count stays under `loadFactor` times the
+   * deployment's average (plus one). Default 1.25.
+   */
+  loadFactor?: number;
+  /** Characters of the prompt that form the affinity key. Default 512. */
+  prefixChars?: number;
+  /** Request header carrying a session key (used before the prompt). Default `x-session-id`. */
+  sessionHeader?: string;
+}
+
+/** Options with every default filled in. */
+export interface ResolvedProxyOptions {
+  apiKeys: readonly string[];
+  maxBodyBytes: number;
+  retry: Required<RetryOptions>;
+  queue: Required<QueueOptions>;
+  upstream: Required<UpstreamOptions>;
+  affinity: Required<AffinityOptions>;
+}
+
+/** Fill in defaults; throws a `RangeError` on nonsensical values. */
+export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): ResolvedProxyOptions {
+  const resolved: ResolvedProxyOptions = {
+    apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
+    maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,
+    retry: {
+      maxAttempts: options.retry?.maxAttempts ?? 3,
+      budgetRatio: options.retry?.budgetRatio ?? 0.2,
+      minRetriesPerSecond: options.retry?.minRetriesPerSecond ?? 5,
+    },
+    queue: {
+      timeoutMs: options.queue?.timeoutMs ?? 30_000,
+      maxLength: options.queue?.maxLength ?? 1_000,
+      retryAfterSeconds: options.queue?.retryAfterSeconds ?? 5,
+    },
+    upstream: {
+      connectTimeoutMs: options.upstream?.connectTimeoutMs ?? 5_000,
+      headersTimeoutMs: options.upstream?.headersTimeoutMs ?? 900_000,
+      bodyTimeoutMs: options.upstream?.bodyTimeoutMs ?? 300_000,
+      keepAliveTimeoutMs: options.upstream?.keepAliveTimeoutMs ?? 60_000,
+    },
+    affinity: {
+      loadFactor: options.affinity?.loadFactor ?? 1.25,
+      prefixChars: options.affinity?.prefixChars ?? 512,
+      sessionHeader: (options.affinity?.sessionHeader ?? 'x-session-id').toLowerCase(),
+    },
+  };
+  const positive: [string, number][] = [
+    ['maxBodyBytes', resolved.maxBodyBytes],
+    ['retry.maxAttempts', resolved.retry.maxAttempts],
+    ['upstream.connectTimeoutMs', resolved.upstream.connectTimeoutMs],
+    ['upstream.keepAliveTimeoutMs', resolved.upstream.keepAliveTimeoutMs],
+    ['affinity.prefixChars', resolved.affinity.prefixChars],
+  ];
+  const nonNegative: [string, number][] = [
+    ['retry.budgetRatio', resolved.retry.budgetRatio],
+    ['retry.minRetriesPerSecond', resolved.retry.minRetriesPerSecond],
+    ['queue.timeoutMs', resolved.queue.timeoutMs],
+    ['queue.maxLength', resolved.queue.maxLength],
+    ['queue.retryAfterSeconds', resolved.queue.retryAfterSeconds],
+    ['upstream.headersTimeoutMs', resolved.upstream.headersTimeoutMs],
+    ['upstream.bodyTimeoutMs', resolved.upstream.bodyTimeoutMs],
+  ];
+  for (const [name, value] of positive) {
+    if (!(value > 0)) throw new RangeError(`proxy option ${name} must be > 0, got ${value}`);
+  }
+  for (const [name, value] of nonNegative) {
+    if (!(value >= 0)) throw new RangeError(`proxy option ${name} must be >= 0, got ${value}`);
+  }
+  if (!(resolved.affinity.loadFactor >= 1)) {
+    throw new RangeError(`proxy option affinity.loadFactor must be >= 1`);
+  }
+  return resolved;
+}

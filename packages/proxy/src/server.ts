@@ -1,0 +1,77 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { createAdaptorServer } from '@hono/node-server';
+
+/** The fetch callback `@hono/node-server` accepts (a Hono app's `fetch`). */
+export type NodeServerFetch = Parameters<typeof createAdaptorServer>[0]['fetch'];
+
+/** Options of {@link startProxyServer}. */
+export interface ProxyServerOptions {
+  /** The app's fetch handler, e.g. `app.fetch` of the scheduler's app with the proxy mounted. */
+  fetch: NodeServerFetch;
+  /** Port to listen on; 0 picks a free one. Default 0. */
+  port?: number;
+  /** Address to bind. Default `127.0.0.1`. */
+  hostname?: string;
+  /**
+   * How long an idle client keep-alive connection is kept. Longer than the usual client
+   * pool idle time (the `openai` client's agent), so clients do not race a closing socket.
+   * Default 75 000 ms.
+   */
+  keepAliveTimeoutMs?: number;
+  /** Time allowed to receive a request's headers. Default 60 000 ms. */
+  headersTimeoutMs?: number;
+  /** Time allowed to receive a whole request (not the response). Default 300 000 ms. */
+  requestTimeoutMs?: number;
+}
+
+/** A listening server. */
+export interface ProxyServer {
+  server: Server;
+  port: number;
+  /** `http://host:port` */
+  url: string;
+  /** Stop accepting, end idle keep-alive connections, and wait for open responses. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serve a Hono fetch handler with `@hono/node-server` and settings fit for long streams:
+ * no socket idle timeout (a generation may pause longer than any sane idle limit),
+ * keep-alive longer than clients' pools, and no cap on connections.
+ * @example
+ * const server = await startProxyServer({ fetch: app.fetch, port: 8780, hostname: '0.0.0.0' });
+ */
+export async function startProxyServer(options: ProxyServerOptions): Promise<ProxyServer> {
+  const keepAliveTimeout = options.keepAliveTimeoutMs ?? 75_000;
+  const server = createAdaptorServer({
+    fetch: options.fetch,
+    serverOptions: {
+      keepAliveTimeout,
+      // Node requires headersTimeout <= requestTimeout; keep it above keep-alive as well.
+      headersTimeout: Math.max(options.headersTimeoutMs ?? 60_000, 1),
+      requestTimeout: options.requestTimeoutMs ?? 300_000,
+    },
+  }) as Server;
+  server.timeout = 0;
+  const hostname = options.hostname ?? '127.0.0.1';
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, hostname, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = hostname.includes(':') ? `[${hostname}]` : hostname;
+  return {
+    server,
+    port,
+    url: `http://${host}:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,277 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createProxyApp } from '../src/index.js';
+import type { ProxyApp, ProxyAppOptions, ProxyRequestRecord } from '../src/index.js';
+import { startFakeEngine } from './fake-engine.js';
+import type { FakeEngine } from './fake-engine.js';
+import { createStaticPool, deploymentView } from './static-pool.js';
+import type { StaticPool } from './static-pool.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function setup(
+  engines = 1,
+  options: Omit<ProxyAppOptions, 'pool'> = {},
+): Promise<{
+  app: ProxyApp;
+  pool: StaticPool;
+  fakes: FakeEngine[];
+  records: ProxyRequestRecord[];
+}> {
+  const pool = createStaticPool([
+    deploymentView('llama', 'least-outstanding', { upstreamApiKey: 'engine-key' }),
+  ]);
+  const fakes: FakeEngine[] = [];
+  for (let i = 0; i < engines; i++) {
+    const fake = await startFakeEngine(`w${i}`);
+    cleanups.push(() => fake.close());
+    fakes.push(fake);
+    pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
+  }
+  const records: ProxyRequestRecord[] = [];
+  const app = createProxyApp({ pool, onRequestComplete: (r) => records.push(r), ...options });
+  cleanups.push(() => app.close());
+  return { app, pool, fakes, records };
+}
+
+const chat = (body: unknown, headers: Record<string, string> = {}) => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...headers },
+  body: typeof body === 'string' ? body : JSON.stringify(body),
+});
+
+const ask = { model: 'llama', messages: [{ role: 'user', content: 'hi' }] };
+
+describe('bad input never reaches a worker', () => {
+  it.each([
+    ['invalid JSON', chat('{"model": '), 400, 'invalid_json', null],
+    ['a body that is not an object', chat('[1,2]'), 400, 'invalid_request_body', null],
+    ['a missing model', chat({ messages: [] }), 400, 'missing_model', 'model'],
+    ['a non-string model', chat({ model: 3 }), 400, 'invalid_request_body', 'model'],
+    [
+      'a wrong content type',
+      { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{}' },
+      415,
+      'unsupported_media_type',
+      null,
+    ],
+    ['an unknown model', chat({ model: 'gpt-9' }), 404, 'model_not_found', 'model'],
+  ])('answers %s with an OpenAI-shaped error', async (_name, init, status, code, param) => {
+    const { app, fakes, records } = await setup();
+    const res = await app.request('/v1/chat/completions', init);
+    expect(res.status).toBe(status);
+    const body = (await res.json()) as { error: Record<string, unknown> };
+    expect(body.error).toMatchObject({ code, param, type: 'invalid_request_error' });
+    expect(typeof body.error.message).toBe('string');
+    expect(res.headers.get('x-request-id')).toMatch(/[0-9a-f-]{36}/);
+    expect(fakes[0]!.seen).toHaveLength(0);
+    expect(records).toMatchObject([{ status, outcome: 'rejected', errorCode: code }]);
+  });
+
+  it('lists the served names for an unknown model', async () => {
+    const { app } = await setup();
+    const res = await app.request('/v1/completions', chat({ model: 'gpt-9', prompt: 'x' }));
+    const body = (await res.json()) as { error: { message: string } };
+    expect(body.error.message).toContain("'gpt-9'");
+    expect(body.error.message).toContain('llama, /models/llama');
+  });
+
+  it('refuses a body over the limit, declared or streamed', async () => {
+    const { app, fakes } = await setup(1, { maxBodyBytes: 100 });
+    const big = JSON.stringify({ ...ask, padding: 'x'.repeat(200) });
+    const declared = await app.request('/v1/chat/completions', chat(big));
+    expect(declared.status).toBe(413);
+    expect(await declared.json()).toMatchObject({ error: { code: 'request_too_large' } });
+    const streamed = await app.request(
+      new Request('http://proxy/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: new Blob([big]).stream(),
+        duplex: 'half',
+      } as RequestInit),
+    );
+    expect(streamed.status).toBe(413);
+    expect(fakes[0]!.seen).toHaveLength(0);
+  });
+
+  it('answers unknown routes with an OpenAI-shaped 404', async () => {
+    const { app } = await setup();
+    const res = await app.request('/v1/nothing/here');
+    expect(res.status).toBe(404);
+    expect(await res.json()).toMatchObject({ error: { code: 'unknown_url' } });
+  });
+});
+
+describe('auth', () => {
+  it('needs one of the client keys when keys are configured', async () => {
+    const { app, fakes } = await setup(1, { apiKeys: ['sk-one', 'sk-two'] });
+    const none = await app.request('/v1/chat/completions', chat(ask));
+    expect(none.status).toBe(401);
+    expect(await none.json()).toMatchObject({ error: { code: 'invalid_api_key' } });
+    const wrong = await app.request('/v1/models', {
+      headers: { authorization: 'Bearer sk-three' },
+    });
+    expect(wrong.status).toBe(401);
+    expect(fakes[0]!.seen).toHaveLength(0);
+    const right = await app.request(
+      '/v1/chat/completions',
+      chat(ask, { authorization: 'Bearer sk-two' }),
+    );
+    expect(right.status).toBe(200);
+    // The client's key never reaches the engine; the deployment's engine key does.
+    expect(fakes[0]!.seen[0]!.headers.authorization).toBe('Bearer engine-key');
+  });
+
+  it('lets everyone in when no key is configured', async () => {
+    const { app } = await setup();
+    const res = await app.request('/v1/chat/completions', chat(ask, { authorization: 'Bearer x' }));
+    expect(res.status).toBe(200);
+  });
+});
+
+describe('forwarding', () => {
+  it('passes the original bytes and request id upstream and returns the answer', async () => {
+    const { app, fakes, records } = await setup();
+    const raw = `{"model":"llama",  "messages":[{"role":"user","content":"héllo"}], "extra": 1}`;
+    const res = await app.request(
+      '/v1/chat/completions?x=1',
+      chat(raw, { 'x-request-id': 'req-42' }),
+    );
+    expect(res.status).toBe(200);
+    expect(res.headers.get('x-request-id')).toBe('req-42');
+    expect(res.headers.get('x-engine')).toBe('w0');
+    const body = (await res.json()) as { usage: unknown };
+    expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+    expect(fakes[0]!.seen[0]).toMatchObject({ path: '/v1/chat/completions?x=1', body: raw });
+    expect(fakes[0]!.seen[0]!.headers['x-request-id']).toBe('req-42');
+    expect(records).toMatchObject([
+      {
+        requestId: 'req-42',
+        deployment: 'llama',
+        workerId: 'w0',
+        status: 200,
+        outcome: 'ok',
+        retries: 0,
+        promptTokens: 7,
+        completionTokens: 3,
+        totalTokens: 10,
+      },
+    ]);
+    expect(records[0]!.ttfbMs).toBeGreaterThan(0);
+    expect(records[0]!.latencyMs).toBeGreaterThanOrEqual(records[0]!.ttfbMs!);
+  });
+
+  it('streams SSE with no-cache, unbuffered headers and reads usage from the last chunk', async () => {
+    const { app, records } = await setup();
+    const res = await app.request(
+      '/v1/completions',
+      chat({ model: '/models/llama', prompt: 'a', stream: true }),
+    );
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    expect(res.headers.get('cache-control')).toBe('no-cache');
+    expect(res.headers.get('x-accel-buffering')).toBe('no');
+    const text = await res.text();
+    expect(text.match(/^data: /gm)).toHaveLength(5);
+    expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
+    expect(records[0]).toMatchObject({ stream: true, completionTokens: 3, status: 200 });
+  });
+
+  it('passes other POST /v1/* routes through to the worker', async () => {
+    const { app, fakes } = await setup();
+    const res = await app.request('/v1/responses', chat({ model: 'llama', input: 'x' }));
+    expect(res.status).toBe(200);
+    expect(fakes[0]!.seen[0]!.path).toBe('/v1/responses');
+  });
+
+  it('answers /v1/models from the pool with ready capacity, without asking a worker', async () => {
+    const { app, fakes } = await setup(2);
+    const res = await app.request('/v1/models');
+    expect(await res.json()).toMatchObject({
+      object: 'list',
+      data: [
+        { id: 'llama', object: 'model', root: '/models/llama', ready_workers: 2, in_flight: 0 },
+      ],
+    });
+    const one = await app.request('/v1/models//models/llama');
+    expect(await one.json()).toMatchObject({ id: 'llama' });
+    expect(fakes.every((f) => f.seen.length === 0)).toBe(true);
+  });
+});
+
+describe('failures before the first byte', () => {
+  it.each([
+    ['a reset', { kind: 'reset' } as const, 'connect-error'],
+    ['a 503', { kind: 'status', status: 503 } as const, 'upstream-5xx'],
+  ])('retries %s on another worker', async (_name, mode, outcome) => {
+    const { app, pool, fakes, records } = await setup(2);
+    fakes[0]!.mode = mode;
+    fakes[1]!.mode = mode;
+    // Whichever worker is tried first fails; make the second one healthy once the first failed.
+    const results = [];
+    for (let i = 0; i < 4; i++) {
+      fakes[i % 2]!.mode = mode;
+      fakes[(i + 1) % 2]!.mode = { kind: 'ok' };
+      results.push(await app.request('/v1/chat/completions', chat(ask)));
+    }
+    for (const res of results) expect(res.status).toBe(200);
+    expect(records.every((r) => r.status === 200)).toBe(true);
+    expect(records.some((r) => r.retries === 1)).toBe(true);
+    expect(pool.outcomes.some((o) => o.outcome === outcome)).toBe(true);
+    expect(pool.all().map((w) => w.inFlight)).toEqual([0, 0]);
+  });
+
+  it('passes a 5xx through when no other worker is left, and 502s when none answers', async () => {
+    const { app, fakes, records } = await setup(1);
+    fakes[0]!.mode = { kind: 'status', status: 500 };
+    const res = await app.request('/v1/chat/completions', chat(ask));
+    expect(res.status).toBe(500);
+    fakes[0]!.mode = { kind: 'reset' };
+    const reset = await app.request('/v1/chat/completions', chat(ask));
+    expect(reset.status).toBe(502);
+    expect(await reset.json()).toMatchObject({
+      error: { code: 'upstream_unavailable', type: 'server_error' },
+    });
+    expect(records.map((r) => r.outcome)).toEqual(['ok', 'upstream-error']);
+  });
+
+  it('gives up after maxAttempts', async () => {
+    const { app, fakes, records } = await setup(3, { retry: { maxAttempts: 2 } });
+    for (const fake of fakes) fake.mode = { kind: 'reset' };
+    const res = await app.request('/v1/chat/completions', chat(ask));
+    expect(res.status).toBe(502);
+    expect(fakes.reduce((n, f) => n + f.seen.length, 0)).toBe(2);
+    expect(records[0]).toMatchObject({ retries: 1, outcome: 'upstream-error' });
+  });
+});
+
+describe('no ready worker', () => {
+  it('waits in the queue for a worker coming back', async () => {
+    const { app, pool, fakes } = await setup(1);
+    pool.remove('w0');
+    const pending = app.request('/v1/chat/completions', chat(ask));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(app.queueDepth()).toEqual({ llama: 1 });
+    pool.add({ id: 'w0-again', deployment: 'llama', baseUrl: fakes[0]!.url });
+    expect((await pending).status).toBe(200);
+    expect(app.queueDepth()).toEqual({});
+  });
+
+  it('answers 503 with Retry-After when the wait times out or the queue is full', async () => {
+    const { app, pool, records } = await setup(1, {
+      queue: { timeoutMs: 100, maxLength: 1, retryAfterSeconds: 7 },
+    });
+    pool.remove('w0');
+    const first = app.request('/v1/chat/completions', chat(ask));
+    const second = await app.request('/v1/chat/completions', chat(ask));
+    expect(second.status).toBe(503);
+    expect(second.headers.get('retry-after')).toBe('7');
+    expect(await second.json()).toMatchObject({ error: { code: 'queue_full' } });
+    const timedOut = await first;
+    expect(timedOut.status).toBe(503);
+    expect(timedOut.headers.get('retry-after')).toBe('7');
+    expect(await timedOut.json()).toMatchObject({ error: { code: 'no_capacity' } });
+    expect(records.find((r) => r.errorCode === 'no_capacity')!.queuedMs).toBeGreaterThanOrEqual(90);
+  });
+});
