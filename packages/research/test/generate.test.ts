@@ -1,0 +1,290 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { generateTrajectories } from '../src/generate.js';
+import type { GenerateOptions } from '../src/generate.js';
+import type { Trajectory } from '../src/trajectory.js';
+import { startEngine } from './engine.js';
+import type { Engine, Rule } from './engine.js';
+import { defaultAnswer, startFakeTools } from './fake-tools.js';
+import type { FakeTools } from './fake-tools.js';
+
+const run = promisify(execFile);
+const REPO = join(import.meta.dirname, '..', '..', '..');
+const RESEARCH_SCRIPT = join(import.meta.dirname, '..', 'mock', 'research-script.json');
+
+const call = (name: string, args: string) =>
+  `<|channel|>commentary to=functions.${name} <|constrain|>json<|message|>${args}<|call|>`;
+const final = (answer: string) => `<|channel|>final<|message|>${answer}<|return|>`;
+
+// Questions with a marker get their own behaviour; the first matching rule wins, so each
+// scenario lists its later conversation states first.
+const rules: Rule[] = [
+  { match: 'not valid JSON', response: final('Recovered after fixing the arguments.') },
+  { match: 'BROKEN JSON', response: call('search', '{"query": "unterminated') },
+  { match: 'search failed', response: final('Answered without search.') },
+  { match: 'TOOL ERROR', response: call('search', '{"query": "tool error please"}') },
+  {
+    match: 'RUN OUT',
+    response: '<|channel|>analysis<|message|>thinking and thinking',
+    finishReason: 'length',
+  },
+  // The shipped script for the sample dataset: search, open the first result, answer.
+  ...(JSON.parse(await readFile(RESEARCH_SCRIPT, 'utf8')) as Rule[]),
+];
+
+let engine: Engine;
+let tools: FakeTools;
+beforeAll(async () => {
+  engine = await startEngine({ rules });
+  tools = await startFakeTools((request) =>
+    request.body.includes('tool error')
+      ? { status: 500, body: 'search backend down' }
+      : defaultAnswer(request),
+  );
+});
+afterAll(async () => {
+  await engine?.close();
+  await tools?.close();
+});
+
+async function dataset(questions: object[]): Promise<string> {
+  const path = join(await mkdtemp(join(tmpdir(), 'es-gen-')), 'questions.jsonl');
+  await writeFile(path, questions.map((q) => JSON.stringify(q)).join('\n'));
+  return path;
+}
+
+async function readTrajectories(dir: string): Promise<Trajectory[]> {
+  const text = await readFile(join(dir, 'trajectories.jsonl'), 'utf8');
+  return text
+    .trim()
+    .split('\n')
+    .map((line) => JSON.parse(line) as Trajectory);
+}
+
+function options(over: Partial<GenerateOptions>): GenerateOptions {
+  return {
+    schedulerUrl: engine.url,
+    dataset: 'sample',
+    outputDir: '',
+    tools: {
+      serperApiKey: 'k',
+      serperBaseUrl: tools.url,
+      jinaBaseUrl: tools.url,
+      retryBaseMs: 5,
+      maxRetries: 1,
+    },
+    log: new PassThrough(),
+    ...over,
+  };
+}
+
+describe('generateTrajectories against a scripted engine and fake tools', () => {
+  test('writes a trajectory with two tool calls and a final answer', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([
+      { id: 'pa', question: 'Who proposed PagedAttention?', answer: 'Kwon et al.' },
+    ]);
+    const summary = await generateTrajectories(options({ dataset: path, outputDir }));
+    expect(summary).toMatchObject({ model: 'mock-model', written: 1, toolCalls: 2, toolErrors: 0 });
+
+    const [t] = await readTrajectories(outputDir);
+    expect(t).toMatchObject({
+      id: 'pa',
+      question: 'Who proposed PagedAttention?',
+      reference: 'Kwon et al.',
+      model: 'mock-model',
+      status: 'completed',
+      answer: expect.stringContaining("mock engine's final answer"),
+      toolCalls: 2,
+      errors: [],
+    });
+    expect(t?.messages.map((m) => m.role)).toEqual([
+      'system',
+      'user',
+      'assistant',
+      'tool',
+      'assistant',
+      'tool',
+      'assistant',
+    ]);
+    expect(t?.messages[2]).toEqual({
+      role: 'assistant',
+      content: '',
+      thinking: 'I need sources for this question; search the web first.',
+      tool_calls: [
+        {
+          id: 'call_1',
+          type: 'function',
+          function: { name: 'search', arguments: '{"query": "research question"}' },
+        },
+      ],
+    });
+    expect(t?.messages[3]).toMatchObject({ role: 'tool', tool_call_id: 'call_1', name: 'search' });
+    expect(t?.messages[3]?.content).toContain('[1] About research question');
+    expect(t?.messages[4]?.tool_calls?.[0]?.function).toEqual({
+      name: 'open_url',
+      arguments: '{"url": "https://example.org/a"}',
+    });
+    expect(t?.messages[5]?.content).toContain('# Page https://example.org/a');
+    expect(t?.messages[6]).toMatchObject({
+      role: 'assistant',
+      thinking: expect.stringContaining('The page answers'),
+    });
+    expect(t?.raw.startsWith('<|start|>system<|message|>')).toBe(true);
+    expect(t?.raw).toContain(
+      '<|start|>functions.open_url to=assistant<|channel|>commentary<|message|># Page',
+    );
+    expect(t?.raw.endsWith('final answer.<|return|>')).toBe(true);
+    expect(t?.turns).toHaveLength(3);
+    expect(t?.turns.map((turn) => turn.tool)).toEqual(['search', 'open_url', undefined]);
+    expect(t?.usage.promptTokens).toBeGreaterThan(0);
+    expect(t?.usage.totalTokens).toBe(
+      (t?.usage.promptTokens ?? 0) + (t?.usage.completionTokens ?? 0),
+    );
+    expect(Date.parse(t?.timings.finishedAt ?? '')).toBeGreaterThanOrEqual(
+      Date.parse(t?.timings.startedAt ?? ''),
+    );
+
+    // What the engine saw on the third turn: the template's rendering of both tool results.
+    const last = engine.prompts.at(-1) ?? '';
+    expect(last).toContain('type search = ');
+    expect(last).toContain(
+      'to=functions.search <|constrain|>json<|message|>{"query": "research question"}<|call|>',
+    );
+    expect(last.endsWith('<|start|>assistant')).toBe(true);
+  });
+
+  test('malformed tool-call JSON becomes a tool message the model recovers from', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'bj', question: 'BROKEN JSON question' }]);
+    await generateTrajectories(options({ dataset: path, outputDir }));
+    const [t] = await readTrajectories(outputDir);
+    expect(t?.status).toBe('completed');
+    expect(t?.answer).toBe('Recovered after fixing the arguments.');
+    const toolMessage = t?.messages.find((m) => m.role === 'tool');
+    expect(toolMessage?.content).toMatch(
+      /^Error: the arguments are not valid JSON \(.+\)\. Call search again with a JSON object as arguments\.$/,
+    );
+    expect(t?.errors).toEqual([
+      expect.objectContaining({ turn: 1, type: 'invalid_arguments', tool: 'search' }),
+    ]);
+  });
+
+  test('a failing tool becomes a tool message, not a crash', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'te', question: 'TOOL ERROR question' }]);
+    const summary = await generateTrajectories(options({ dataset: path, outputDir }));
+    const [t] = await readTrajectories(outputDir);
+    expect(t?.answer).toBe('Answered without search.');
+    expect(t?.messages.find((m) => m.role === 'tool')?.content).toMatch(
+      /^Error: search failed: .* answered HTTP 500: search backend down$/,
+    );
+    expect(summary.toolErrors).toBe(1);
+  });
+
+  test('a completion cut by max_tokens ends the trajectory as truncated', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'ro', question: 'RUN OUT question' }]);
+    await generateTrajectories(options({ dataset: path, outputDir }));
+    const [t] = await readTrajectories(outputDir);
+    expect(t).toMatchObject({
+      status: 'truncated',
+      answer: null,
+      errors: [expect.objectContaining({ type: 'truncated' })],
+    });
+  });
+
+  test('--max-turns stops a trajectory that keeps calling tools', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'mt', question: 'Anything?' }]);
+    await generateTrajectories(options({ dataset: path, outputDir, maxTurns: 2 }));
+    const [t] = await readTrajectories(outputDir);
+    expect(t).toMatchObject({ status: 'max_turns', toolCalls: 2, answer: null });
+    expect(t?.errors.at(-1)?.message).toMatch(/raise --max-turns/);
+  });
+
+  test('--resume skips questions already written and refuses to mix runs without it', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    await generateTrajectories(options({ numSamples: 2, outputDir }));
+    await expect(generateTrajectories(options({ numSamples: 3, outputDir }))).rejects.toMatchObject(
+      {
+        code: 'OUTPUT_EXISTS',
+        field: '--output-dir',
+      },
+    );
+    // A crash left half a line behind: it is ignored and its question runs again.
+    await writeFile(join(outputDir, 'trajectories.jsonl'), '{"id": "half', { flag: 'a' });
+    const summary = await generateTrajectories(options({ numSamples: 3, outputDir, resume: true }));
+    expect(summary).toMatchObject({ selected: 3, skipped: 2, written: 1 });
+    const lines = (await readFile(join(outputDir, 'trajectories.jsonl'), 'utf8'))
+      .trim()
+      .split('\n');
+    expect(lines).toHaveLength(4);
+    expect(lines[2]).toBe('{"id": "half');
+    const ids = [lines[0], lines[1], lines[3]].map(
+      (line) => (JSON.parse(line ?? '') as Trajectory).id,
+    );
+    expect(new Set(ids).size).toBe(3);
+  });
+});
+
+describe('scripts/generate-trajectories (the built CLI as a child process)', () => {
+  const script = join(REPO, 'scripts', 'generate-trajectories');
+
+  test('--dataset sample --num-samples 3 writes 3 valid trajectories and a summary', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-cli-'));
+    const { stderr } = await run(
+      script,
+      [
+        '--scheduler-url',
+        engine.url,
+        '--dataset',
+        'sample',
+        '--num-samples',
+        '3',
+        '--concurrency',
+        '2',
+        '--output-dir',
+        outputDir,
+        '--serper-url',
+        tools.url,
+        '--jina-url',
+        tools.url,
+        '--env-file',
+        '/dev/null',
+      ],
+      { env: { ...process.env, SERPER_API_KEY: 'cli-key', JINA_API_KEY: 'jina-cli-key' } },
+    );
+    const trajectories = await readTrajectories(outputDir);
+    expect(trajectories).toHaveLength(3);
+    for (const t of trajectories) {
+      expect(t).toMatchObject({ status: 'completed', toolCalls: 2, errors: [] });
+      expect(t.answer).toContain("mock engine's final answer");
+    }
+    expect(stderr).toContain(`3 trajectories written to ${join(outputDir, 'trajectories.jsonl')}`);
+    expect(stderr).toContain('completed 3, max turns 0');
+    expect(stderr).toContain('using the bundled Harmony-style test template');
+    expect(JSON.parse(await readFile(join(outputDir, 'summary.json'), 'utf8'))).toMatchObject({
+      written: 3,
+      toolCalls: 6,
+    });
+    expect(tools.requests.some((r) => r.headers['x-api-key'] === 'cli-key')).toBe(true);
+    expect(tools.requests.some((r) => r.headers.authorization === 'Bearer jina-cli-key')).toBe(
+      true,
+    );
+  });
+
+  test('a bad flag exits 2 with a message naming it', async () => {
+    const failure = await run(script, ['--concurrency', '0']).catch((error: unknown) => error);
+    expect(failure).toMatchObject({
+      code: 2,
+      stderr:
+        'generate-trajectories: --concurrency must be an integer >= 1 (got 0); for example --concurrency 8\n',
+    });
+  });
+});

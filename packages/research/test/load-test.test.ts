@@ -1,0 +1,122 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, test } from 'vitest';
+import { runLoadTest } from '../src/load-test.js';
+import type { LoadTestReport } from '../src/load-test.js';
+import { startEngine } from './engine.js';
+import type { Engine } from './engine.js';
+
+const run = promisify(execFile);
+const SCRIPT = join(import.meta.dirname, '..', '..', '..', 'scripts', 'load-test');
+const rules = [{ response: 'one two three four five six seven eight' }];
+
+let engine: Engine | undefined;
+afterEach(async () => {
+  await engine?.close();
+  engine = undefined;
+});
+
+describe('runLoadTest against a scripted engine', () => {
+  test.each([
+    ['chat', true],
+    ['chat', false],
+    ['completions', true],
+    ['completions', false],
+  ] as const)('%s, streaming %s: counts requests, tokens and latencies', async (api, stream) => {
+    engine = await startEngine({ rules, chunkDelayMs: 2 });
+    const report = await runLoadTest({
+      baseURL: `${engine.url}/v1`,
+      api,
+      stream,
+      concurrency: 3,
+      requests: 7,
+      promptTokens: 20,
+      maxTokens: 8,
+    });
+    expect(report.config).toMatchObject({
+      model: 'mock-model',
+      api,
+      stream,
+      concurrency: 3,
+      requests: 7,
+    });
+    expect(report.requests).toEqual({ total: 7, ok: 7, failed: 0 });
+    expect(report.tokens).toEqual({ prompt: 7 * 20, completion: 7 * 8 });
+    expect(report.throughput.requestsPerSecond).toBeGreaterThan(0);
+    expect(report.latencyMs?.p50).toBeGreaterThan(0);
+    if (stream) {
+      expect(report.ttftMs?.p50).toBeGreaterThan(0);
+      expect(report.ttftMs?.p50).toBeLessThanOrEqual(report.latencyMs?.p50 ?? 0);
+    } else {
+      expect(report.ttftMs).toBeNull();
+    }
+    expect(engine.prompts).toHaveLength(7);
+    expect(new Set(engine.prompts).size).toBe(7);
+  });
+
+  test('a duration run keeps sending until the time is up', async () => {
+    engine = await startEngine({ rules, chunkDelayMs: 5 });
+    const started = Date.now();
+    const report = await runLoadTest({
+      baseURL: `${engine.url}/v1`,
+      concurrency: 2,
+      durationMs: 300,
+    });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
+    expect(report.requests.total).toBeGreaterThan(2);
+    expect(report.config.durationMs).toBe(300);
+  });
+
+  test('failures are counted by class', async () => {
+    engine = await startEngine({ rules, failEvery: { n: 3, status: 503 } });
+    const report = await runLoadTest({ baseURL: `${engine.url}/v1`, concurrency: 1, requests: 9 });
+    expect(report.requests).toEqual({ total: 9, ok: 6, failed: 3 });
+    expect(report.errors).toEqual({
+      http_503: { count: 3, example: expect.stringContaining('scripted failure') },
+    });
+  });
+
+  test('an unreachable endpoint is reported as such', async () => {
+    await expect(
+      runLoadTest({ baseURL: 'http://127.0.0.1:1/v1', requests: 1 }),
+    ).rejects.toMatchObject({
+      code: 'ENGINE_FAILED',
+      field: '--scheduler-url',
+    });
+  });
+});
+
+describe('scripts/load-test (the built CLI as a child process)', () => {
+  test('--json prints the report on stdout', async () => {
+    engine = await startEngine({ rules });
+    const { stdout } = await run(SCRIPT, [
+      '--scheduler-url',
+      engine.url,
+      '--requests',
+      '5',
+      '--concurrency',
+      '2',
+      '--json',
+    ]);
+    const report = JSON.parse(stdout) as LoadTestReport;
+    expect(report.requests).toEqual({ total: 5, ok: 5, failed: 0 });
+    expect(report.config.baseURL).toBe(`${engine.url}/v1`);
+  });
+
+  test('the text report shows throughput, tokens/s, percentiles and errors', async () => {
+    engine = await startEngine({ rules });
+    const { stdout } = await run(SCRIPT, [
+      '--scheduler-url',
+      engine.url,
+      '--requests',
+      '4',
+      '--no-stream',
+    ]);
+    expect(stdout).toMatch(/^requests {5}4 ok, 0 failed in [\d.]+ s: [\d.]+ req\/s$/m);
+    expect(stdout).toMatch(/^tokens {7}32 completion \([\d.]+ tok\/s\)/m);
+    expect(stdout).toMatch(/^latency ms {3}p50 [\d.]+ {2}p90 [\d.]+ {2}p99 [\d.]+/m);
+    expect(stdout).toContain('ttft ms      n/a (not streaming)');
+    expect(stdout).toContain('errors       none');
+  });
+});
