@@ -220,9 +220,13 @@ async function proxyRequest(
     let webResponse: (() => Response) | undefined;
     if (node) {
       sink = createNodeSink(outgoing);
-      outgoing.once('close', () => {
-        if (!outgoing.writableFinished) client.markGone();
-      });
+      // The client may have left while the body was read: 'close' has then already fired.
+      if (outgoing.destroyed || outgoing.socket === null) client.markGone();
+      else {
+        outgoing.once('close', () => {
+          if (!outgoing.writableFinished) client.markGone();
+        });
+      }
     } else {
       const web = createWebSink(() => client.markGone());
       sink = web;

@@ -31,8 +31,11 @@ export interface ProxyServer {
   port: number;
   /** `http://host:port` */
   url: string;
-  /** Stop accepting, end idle keep-alive connections, and wait for open responses. */
-  close(): Promise<void>;
+  /**
+   * Stop accepting, end idle keep-alive connections, wait up to `graceMs` (default 10 000)
+   * for open responses, then cut whatever is left.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 /**
@@ -68,9 +71,19 @@ export async function startProxyServer(options: ProxyServerOptions): Promise<Pro
     server,
     port,
     url: `http://${host}:${port}`,
-    close: () =>
+    close: (graceMs = 10_000) =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        // Connections that finish their response after close() turn into idle keep-alive
+        // connections the server would otherwise keep until keepAliveTimeout.
+        const sweep = setInterval(() => server.closeIdleConnections(), 100);
+        // Sockets that never sent a request are neither idle nor active to Node: only the
+        // grace deadline ends them.
+        const deadline = setTimeout(() => server.closeAllConnections(), graceMs);
+        server.close(() => {
+          clearInterval(sweep);
+          clearTimeout(deadline);
+          resolve();
+        });
         server.closeIdleConnections();
       }),
   };

@@ -81,12 +81,22 @@ export async function startFakeEngine(name: string): Promise<FakeEngine> {
       };
       if (req.url === '/v1/embeddings') {
         finished = true;
+        const vector = [0.1, 0.2, 0.3];
+        const base64 = (parsed as { encoding_format?: string }).encoding_format === 'base64';
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(
           JSON.stringify({
             object: 'list',
             model,
-            data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2, 0.3] }],
+            data: [
+              {
+                object: 'embedding',
+                index: 0,
+                embedding: base64
+                  ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
+                  : vector,
+              },
+            ],
             usage: { prompt_tokens: 7, total_tokens: 7 },
           }),
         );

@@ -1,0 +1,214 @@
+import OpenAI, { APIError } from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createProxyApp, startProxyServer } from '../src/index.js';
+import type { ProxyRequestRecord } from '../src/index.js';
+import { startFakeEngine } from './fake-engine.js';
+import type { FakeEngine } from './fake-engine.js';
+import { createStaticPool, deploymentView } from './static-pool.js';
+import type { StaticPool } from './static-pool.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function serve(engines: number, apiKeys: string[] = []) {
+  const pool: StaticPool = createStaticPool([deploymentView('llama')]);
+  const fakes: FakeEngine[] = [];
+  for (let i = 0; i < engines; i++) {
+    const fake = await startFakeEngine(`w${i}`);
+    cleanups.push(() => fake.close());
+    fakes.push(fake);
+    pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
+  }
+  const records: ProxyRequestRecord[] = [];
+  const app = createProxyApp({ pool, apiKeys, onRequestComplete: (r) => records.push(r) });
+  const server = await startProxyServer({ fetch: app.fetch });
+  cleanups.push(async () => {
+    await server.close(0);
+    await app.close();
+  });
+  const client = new OpenAI({
+    baseURL: `${server.url}/v1`,
+    apiKey: apiKeys[0] ?? 'none',
+    maxRetries: 0,
+  });
+  let arrived = 0;
+  server.server.on('request', () => arrived++);
+  return { pool, fakes, records, client, url: server.url, arrived: () => arrived };
+}
+
+const until = async (check: () => boolean, ms = 5000) => {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+};
+
+describe('the openai client through a real socket', () => {
+  it('does chat, completions, embeddings and models, streaming and not', async () => {
+    const { client, records } = await serve(2, ['sk-test']);
+    const completion = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(completion.choices[0]!.message.content).toBe('t0 t1 t2 ');
+    const stream = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let usage: unknown;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      usage ??= chunk.usage ?? undefined;
+    }
+    expect(text).toBe('t0 t1 t2 ');
+    expect(usage).toMatchObject({ completion_tokens: 3 });
+    const legacy = await client.completions.create({ model: '/models/llama', prompt: 'x' });
+    expect(legacy.choices[0]!.text).toBe('t0 t1 t2 ');
+    let streamed = '';
+    for await (const chunk of await client.completions.create({
+      model: 'llama',
+      prompt: 'x',
+      stream: true,
+    })) {
+      streamed += chunk.choices[0]?.text ?? '';
+    }
+    expect(streamed).toBe('t0 t1 t2 ');
+    const embedding = await client.embeddings.create({ model: 'llama', input: 'x' });
+    expect(embedding.data[0]!.embedding.map((v) => Math.round(v * 10) / 10)).toEqual([
+      0.1, 0.2, 0.3,
+    ]);
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['llama']);
+    await until(() => records.length === 5);
+    expect(records.map((r) => r.status)).toEqual([200, 200, 200, 200, 200]);
+  });
+
+  it('rejects a wrong key with a 401 the client understands', async () => {
+    const { url } = await serve(1, ['sk-test']);
+    const wrong = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'sk-nope', maxRetries: 0 });
+    const error = await wrong.models.list().catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(APIError);
+    expect((error as APIError).status).toBe(401);
+    expect((error as APIError).code).toBe('invalid_api_key');
+  });
+
+  it('answers 200 when the first worker dies before answering', async () => {
+    const { client, fakes, pool } = await serve(2);
+    fakes[0]!.mode = { kind: 'reset' };
+    // Random two-choice picks: 10 requests all avoiding w0 first has odds of 1/1024.
+    for (let i = 0; i < 10; i++) {
+      const messages = [{ role: 'user' as const, content: 'hi' }];
+      if (i % 2 === 0) {
+        let text = '';
+        const stream = await client.chat.completions.create({
+          model: 'llama',
+          messages,
+          stream: true,
+        });
+        for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+        expect(text).toBe('t0 t1 t2 ');
+      } else {
+        const answer = await client.chat.completions.create({ model: 'llama', messages });
+        expect(answer.choices[0]!.message.content).toBe('t0 t1 t2 ');
+      }
+    }
+    expect(pool.outcomes.filter((o) => o.outcome === 'connect-error').length).toBeGreaterThan(0);
+  });
+
+  it('ends a stream whose worker dies with an error event, and reports the worker', async () => {
+    const { client, fakes, pool, records } = await serve(1);
+    fakes[0]!.mode = { kind: 'die-mid-stream', chunksBeforeDeath: 2 };
+    const stream = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+    });
+    const seen: string[] = [];
+    const error = await (async () => {
+      for await (const chunk of stream) seen.push(chunk.choices[0]?.delta.content ?? '');
+    })().catch((e: unknown) => e);
+    expect(seen).toEqual(['t0 ', 't1 ']);
+    expect(error).toBeInstanceOf(APIError);
+    expect((error as APIError).code).toBe('upstream_stream_interrupted');
+    expect(pool.outcomes).toContainEqual({ workerId: 'w0', outcome: 'mid-stream-failure' });
+    await until(() => records.length === 1);
+    expect(records[0]).toMatchObject({ outcome: 'mid-stream-failure', status: 200 });
+    expect(pool.all()[0]!.inFlight).toBe(0);
+  });
+
+  it('cancels the upstream request the moment the client goes away', async () => {
+    const { client, fakes, pool, records } = await serve(1);
+    fakes[0]!.chunks = 1000;
+    fakes[0]!.chunkIntervalMs = 20;
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: 'llama', messages: [{ role: 'user', content: 'hi' }], stream: true },
+      { signal: controller.signal },
+    );
+    const cancelled = fakes[0]!.nextCancel();
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    const abortedAt = Date.now();
+    controller.abort();
+    await cancelled;
+    expect(Date.now() - abortedAt).toBeLessThan(500);
+    await until(() => records.length === 1);
+    expect(records[0]).toMatchObject({ outcome: 'client-abort', status: 499 });
+    expect(pool.all()[0]!.inFlight).toBe(0);
+  });
+
+  it('cancels a request that is still waiting for the engine to answer', async () => {
+    const { url, fakes, pool } = await serve(1);
+    fakes[0]!.mode = { kind: 'hang' };
+    const controller = new AbortController();
+    const cancelled = fakes[0]!.nextCancel();
+    const pending = fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama', messages: [] }),
+      signal: controller.signal,
+    }).catch(() => undefined);
+    await until(() => fakes[0]!.seen.length === 1);
+    controller.abort();
+    await cancelled;
+    await pending;
+    await until(() => pool.all()[0]!.inFlight === 0);
+  });
+
+  it('returns every in-flight count to zero after a burst with failures and aborts', async () => {
+    const { url, fakes, pool, records, arrived } = await serve(3);
+    fakes[0]!.mode = { kind: 'reset' };
+    fakes[1]!.mode = { kind: 'die-mid-stream', chunksBeforeDeath: 1 };
+    fakes[2]!.chunks = 20;
+    const requests = Array.from({ length: 120 }, async (_, i) => {
+      const controller = new AbortController();
+      if (i % 4 === 0) setTimeout(() => controller.abort(), 5 + (i % 20));
+      try {
+        const res = await fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'llama', messages: [], stream: i % 2 === 0 }),
+          signal: controller.signal,
+        });
+        await res.text();
+      } catch {
+        // aborted on purpose
+      }
+    });
+    await Promise.all(requests);
+    // Requests aborted before they reached the proxy leave no record.
+    await until(() => records.length === arrived());
+    expect(arrived()).toBeGreaterThan(90);
+    expect(pool.all().map((w) => w.inFlight)).toEqual([0, 0, 0]);
+    const outcomes = new Set(records.map((r) => r.outcome));
+    expect(outcomes).toContain('ok');
+    expect(outcomes).toContain('mid-stream-failure');
+    expect(outcomes).toContain('client-abort');
+  });
+});
