@@ -1,0 +1,40 @@
+/* global process */
+// @es/proxy (built dist) with a static pool of one worker: the upstream engine.
+import { createProxyApp, startProxyServer } from '../../packages/proxy/dist/index.mjs';
+
+const upstreamPort = Number(process.argv[2]);
+const deployment = {
+  name: 'bench',
+  modelNames: ['bench'],
+  model: 'bench',
+  engine: 'mock',
+  routing: 'least-outstanding',
+};
+const worker = {
+  id: 'bench.0.0',
+  deployment: 'bench',
+  baseUrl: `http://127.0.0.1:${upstreamPort}`,
+  inFlight: 0,
+};
+const workers = [worker];
+const pool = {
+  deployments: () => [deployment],
+  resolveModel: (model) => (model === 'bench' ? deployment : undefined),
+  routable: () => workers,
+  waitForRoutable: async () => true,
+  reportOutcome: () => {},
+};
+let completed = 0;
+const app = createProxyApp({ pool, onRequestComplete: () => completed++ });
+const server = await startProxyServer({ fetch: app.fetch, keepAliveTimeoutMs: 120_000 });
+process.send?.({ port: server.port });
+process.on('message', (message) => {
+  if (message === 'stats') {
+    process.send?.({
+      cpu: process.cpuUsage(),
+      rss: process.memoryUsage.rss(),
+      inFlight: worker.inFlight,
+      completed,
+    });
+  }
+});
