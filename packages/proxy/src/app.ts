@@ -72,7 +72,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
       return router;
     },
     queue: createWaitQueue(pool, resolved.queue),
-    onRequestComplete: options.onRequestComplete,
+    onRequestComplete: guard(options.onRequestComplete, options.logger),
     logger: options.logger,
   };
   const checkKey = resolved.apiKeys.length > 0 ? createKeyChecker(resolved.apiKeys) : undefined;
@@ -80,7 +80,10 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
   const app = new Hono<ProxyEnv>();
 
   app.use('/v1/*', async (c, next) => {
-    const requestId = header(c, 'x-request-id') ?? randomUUID();
+    const given = header(c, 'x-request-id');
+    // A client's id is kept when it is sane; it ends up in logs and upstream headers.
+    const requestId =
+      given !== undefined && given.length > 0 && given.length <= 200 ? given : randomUUID();
     c.set('requestId', requestId);
     if (checkKey !== undefined && !checkKey(header(c, 'authorization'))) {
       throw new ProxyError(
@@ -106,7 +109,8 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
 
   app.post('/v1/*', (c) => proxyRequest(c, shared, resolved.maxBodyBytes, resolved.affinity));
 
-  app.notFound((c) => {
+  // A route rather than notFound(): a parent app that mounts this one keeps its own notFound.
+  app.all('/v1/*', (c) => {
     throw new ProxyError('unknown_url', `Unknown request URL: ${c.req.method} ${c.req.path}.`, {
       status: 404,
     });
@@ -134,6 +138,21 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     close: () => pools.close(),
     queueDepth: () => shared.queue.depth(),
   });
+}
+
+/** A throwing observer must not break the request it observes. */
+function guard(
+  observer: ((record: ProxyRequestRecord) => void) | undefined,
+  logger: ProxyAppOptions['logger'],
+): ((record: ProxyRequestRecord) => void) | undefined {
+  if (observer === undefined) return undefined;
+  return (record) => {
+    try {
+      observer(record);
+    } catch (error) {
+      logger?.warn({ err: error }, 'onRequestComplete threw');
+    }
+  };
 }
 
 /** A request header, read from Node's parsed headers when available (cheaper). */

@@ -270,3 +270,34 @@ describe('no ready worker', () => {
     expect(records.find((r) => r.errorCode === 'no_capacity')!.queuedMs).toBeGreaterThanOrEqual(90);
   });
 });
+
+describe('prefix affinity through the app', () => {
+  it('keeps a user (or a shared prompt prefix) on one worker', async () => {
+    const pool = createStaticPool([deploymentView('llama', 'prefix-affinity')]);
+    const fakes: FakeEngine[] = [];
+    for (let i = 0; i < 4; i++) {
+      const fake = await startFakeEngine(`w${i}`);
+      cleanups.push(() => fake.close());
+      fakes.push(fake);
+      pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
+    }
+    const app = createProxyApp({ pool });
+    cleanups.push(() => app.close());
+    const engineOf = async (body: unknown) =>
+      (await app.request('/v1/chat/completions', chat(body))).headers.get('x-engine');
+    for (const user of ['alice', 'bob', 'carol']) {
+      const first = await engineOf({ ...ask, user });
+      for (let i = 0; i < 5; i++) expect(await engineOf({ ...ask, user })).toBe(first);
+    }
+    const system = { role: 'system', content: 'You are a careful assistant. '.repeat(30) };
+    const first = await engineOf({
+      model: 'llama',
+      messages: [system, { role: 'user', content: 'a' }],
+    });
+    for (const question of ['b', 'c', 'd']) {
+      expect(
+        await engineOf({ model: 'llama', messages: [system, { role: 'user', content: question }] }),
+      ).toBe(first);
+    }
+  });
+});

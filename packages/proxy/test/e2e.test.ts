@@ -1,3 +1,4 @@
+import { Hono } from 'hono';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
@@ -210,5 +211,44 @@ describe('the openai client through a real socket', () => {
     expect(outcomes).toContain('ok');
     expect(outcomes).toContain('mid-stream-failure');
     expect(outcomes).toContain('client-abort');
+  });
+});
+
+describe('mounted in a parent app (as apps/scheduler does)', () => {
+  it('keeps the parent routes and the proxy routes, errors and streaming', async () => {
+    const pool = createStaticPool([deploymentView('llama')]);
+    const fake = await startFakeEngine('w0');
+    cleanups.push(() => fake.close());
+    pool.add({ id: 'w0', deployment: 'llama', baseUrl: fake.url });
+    const proxy = createProxyApp({ pool, apiKeys: ['sk-test'] });
+    const parent = new Hono();
+    parent.get('/health', (c) => c.json({ status: 'ok' }));
+    parent.route('/', proxy);
+    const server = await startProxyServer({ fetch: parent.fetch });
+    cleanups.push(async () => {
+      await server.close(0);
+      await proxy.close();
+    });
+    expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: 'ok' });
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'sk-test', maxRetries: 0 });
+    let text = '';
+    for await (const chunk of await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+    })) {
+      text += chunk.choices[0]?.delta.content ?? '';
+    }
+    expect(text).toBe('t0 t1 t2 ');
+    const missing = await client.chat.completions
+      .create({ model: 'nope', messages: [] })
+      .catch((e: unknown) => e);
+    expect((missing as APIError).status).toBe(404);
+    expect((missing as APIError).code).toBe('model_not_found');
+    const unknown = await fetch(`${server.url}/v1/unknown`, {
+      headers: { authorization: 'Bearer sk-test' },
+    });
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toMatchObject({ error: { code: 'unknown_url' } });
   });
 });
