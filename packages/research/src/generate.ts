@@ -18,7 +18,7 @@ import { createWebTools } from './tools.js';
 import type { Tool, WebToolsOptions } from './tools.js';
 import { runTrajectory } from './trajectory.js';
 import type { Trajectory, TrajectoryStatus } from './trajectory.js';
-import { isMissingFile } from './util.js';
+import { childSignal, isMissingFile } from './util.js';
 
 /** Options of {@link generateTrajectories}. */
 export interface GenerateOptions {
@@ -184,6 +184,8 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     progress.tick(trajectory.status === 'failed', `${trajectory.id} ${trajectory.status}`);
   };
 
+  // Lanes hang their per-request signals on this child, not on the caller's signal.
+  const scope = childSignal(options.signal);
   const run = (item: DatasetItem) =>
     runTrajectory({
       client,
@@ -200,12 +202,12 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
         'reasoningEffort',
         'temperature',
         'seed',
-        'signal',
       ]),
+      ...(scope.signal === undefined ? {} : { signal: scope.signal }),
     });
 
   try {
-    await forEachConcurrently(todo, options.concurrency ?? 4, options.signal, async (item) => {
+    await forEachConcurrently(todo, options.concurrency ?? 4, scope.signal, async (item) => {
       let trajectory: Trajectory;
       try {
         trajectory = await run(item);
@@ -216,6 +218,7 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
       await record(trajectory);
     });
   } finally {
+    scope.dispose();
     progress.stop();
     await output.close();
     await failedOutput.close();

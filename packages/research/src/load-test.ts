@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 import { mulberry32 } from './dataset.js';
 import { firstModelId } from './models.js';
 import { createProgress } from './progress.js';
-import { messageOf } from './util.js';
+import { childSignal, messageOf } from './util.js';
 
 /** Options of {@link runLoadTest}. */
 export interface LoadTestOptions {
@@ -123,6 +123,9 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
   const random = mulberry32(options.seed ?? 1);
   const ignoreEos = options.ignoreEos ?? true;
 
+  // One child of the caller's signal for the whole run, so that lanes do not pile
+  // listeners onto the caller's signal.
+  const scope = childSignal(options.signal);
   const samples: RequestSample[] = [];
   const progress =
     options.progress && requests !== undefined
@@ -133,7 +136,7 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
   let issued = 0;
   const lane = async () => {
     while (
-      !options.signal?.aborted &&
+      !scope.signal?.aborted &&
       (requests === undefined || issued < requests) &&
       performance.now() < deadline
     ) {
@@ -142,15 +145,15 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
       const sample = await measure(
         client,
         { model, api, stream, prompt, maxTokens, ignoreEos },
-        options.signal,
+        scope.signal,
       );
       // Requests cut off by an interrupt say nothing about the server: leave them out.
-      if (!sample.ok && options.signal?.aborted) break;
+      if (!sample.ok && scope.signal?.aborted) break;
       samples.push(sample);
       progress?.tick(!sample.ok, sample.ok ? 'ok' : (sample.errorClass ?? 'failed'));
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  await Promise.all(Array.from({ length: concurrency }, lane)).finally(scope.dispose);
   progress?.stop();
   const elapsedMs = performance.now() - started;
 
@@ -198,7 +201,8 @@ async function measure(
     completionTokens = usage.completion_tokens;
   };
   const extras: EngineExtras = plan.ignoreEos ? { ignore_eos: true } : {};
-  const requestOptions = signal ? { signal } : undefined;
+  const request = childSignal(signal);
+  const requestOptions = request.signal ? { signal: request.signal } : undefined;
   const chat = {
     model: plan.model,
     messages: [{ role: 'user' as const, content: plan.prompt }],
@@ -244,6 +248,8 @@ async function measure(
       errorClass: classifyError(error),
       errorMessage: messageOf(error),
     };
+  } finally {
+    request.dispose();
   }
   // Servers that do not send usage while streaming: count content chunks instead.
   if (plan.stream && completionTokens === 0) completionTokens = chunks;

@@ -9,7 +9,7 @@ import type { ChatTemplate } from './chat-template.js';
 import { HARMONY_STOP, interpretCompletion, parseToolArguments } from './harmony.js';
 import type { Tool } from './tools.js';
 import type { ChatMessage } from './types.js';
-import { messageOf } from './util.js';
+import { childSignal, messageOf } from './util.js';
 
 /** How a trajectory ended. */
 export type TrajectoryStatus =
@@ -164,10 +164,11 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
     let text: string;
     let finishReason: string | null;
     let record: TurnRecord;
+    const request = childSignal(options.signal);
     try {
       const completion = await options.client.completions.create(
         params,
-        options.signal ? { signal: options.signal } : undefined,
+        request.signal ? { signal: request.signal } : undefined,
       );
       const choice = completion.choices[0];
       text = choice?.text ?? '';
@@ -184,6 +185,8 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
       errors.push({ turn, type: 'engine', message: messageOf(error) });
       status = 'failed';
       break;
+    } finally {
+      request.dispose();
     }
     turns.push(record);
 

@@ -1,4 +1,5 @@
 /** Small helpers shared inside the package (not exported from the index). */
+import { setMaxListeners } from 'node:events';
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -30,4 +31,29 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** A signal that aborts with its parent, and a way to detach it. */
+export interface ChildSignal {
+  signal: AbortSignal | undefined;
+  dispose(): void;
+}
+
+/**
+ * Derives a per-request signal from a long-lived one. The openai client adds an abort
+ * listener to every signal it is given and never removes it; handing it a short-lived
+ * child keeps the long-lived signal's listener list from growing with each request.
+ * The child may itself have many listeners at once (one per lane), hence no limit.
+ */
+export function childSignal(parent: AbortSignal | undefined): ChildSignal {
+  if (parent === undefined) return { signal: undefined, dispose: () => undefined };
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  if (parent.aborted) controller.abort(parent.reason);
+  const onAbort = () => controller.abort(parent.reason);
+  parent.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => parent.removeEventListener('abort', onAbort),
+  };
 }
