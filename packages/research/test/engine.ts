@@ -20,6 +20,8 @@ export interface EngineOptions {
   failEvery?: { n: number; status: number };
   /** Pause between streamed chunks. */
   chunkDelayMs?: number;
+  /** Pause before a non-streamed answer. */
+  delayMs?: number;
 }
 
 export interface Engine {
@@ -86,12 +88,16 @@ export async function startEngine(options: EngineOptions): Promise<Engine> {
             }
           : { index: 0, text: content, finish_reason: finishReason, logprobs: null };
       if (!body.stream) {
-        json(res, 200, {
-          ...base,
-          object: chat ? 'chat.completion' : 'text_completion',
-          choices: [choice(text, finish)],
-          usage,
-        });
+        setTimeout(
+          () =>
+            json(res, 200, {
+              ...base,
+              object: chat ? 'chat.completion' : 'text_completion',
+              choices: [choice(text, finish)],
+              usage,
+            }),
+          options.delayMs ?? 0,
+        );
         return;
       }
       res.writeHead(200, { 'content-type': 'text/event-stream' });

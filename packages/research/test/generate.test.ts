@@ -1,11 +1,16 @@
 import { execFile } from 'node:child_process';
+import { getEventListeners } from 'node:events';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import OpenAI from 'openai';
+import { BUNDLED_TEMPLATE_DIR, loadChatTemplate } from '../src/chat-template.js';
 import { generateTrajectories } from '../src/generate.js';
+import { createWebTools } from '../src/tools.js';
+import { runTrajectory } from '../src/trajectory.js';
 import type { GenerateOptions } from '../src/generate.js';
 import type { Trajectory } from '../src/trajectory.js';
 import { startEngine } from './engine.js';
@@ -286,5 +291,75 @@ describe('scripts/generate-trajectories (the built CLI as a child process)', () 
       stderr:
         'generate-trajectories: --concurrency must be an integer >= 1 (got 0); for example --concurrency 8\n',
     });
+  });
+});
+
+describe('long and interrupted runs', () => {
+  test('requests leave no abort listeners behind on the signal (long runs would leak)', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    const controller = new AbortController();
+    const trajectory = await runTrajectory({
+      client: new OpenAI({ baseURL: `${engine.url}/v1`, apiKey: 'EMPTY' }),
+      model: 'mock-model',
+      template: await loadChatTemplate(BUNDLED_TEMPLATE_DIR),
+      tools: createWebTools({
+        serperApiKey: 'k',
+        serperBaseUrl: tools.url,
+        jinaBaseUrl: tools.url,
+      }),
+      id: 'leak',
+      question: 'Anything?',
+      signal: controller.signal,
+    });
+    expect(trajectory.turns).toHaveLength(3);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const summary = await generateTrajectories(
+      options({ numSamples: 20, concurrency: 12, outputDir, signal: controller.signal }),
+    );
+    await new Promise((resolve) => setImmediate(resolve));
+    process.off('warning', onWarning);
+    expect(summary.written).toBe(20);
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
+  });
+
+  test('an interrupt keeps what was written valid, and --resume finishes the rest', async () => {
+    const slow = await startEngine({ rules, delayMs: 40 });
+    try {
+      const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+      const controller = new AbortController();
+      const interrupted = generateTrajectories(
+        options({
+          schedulerUrl: slow.url,
+          numSamples: 5,
+          concurrency: 1,
+          outputDir,
+          signal: controller.signal,
+        }),
+      );
+      setTimeout(() => controller.abort(), 200);
+      const first = await interrupted;
+      expect(first.interrupted).toBe(true);
+      expect(first.written).toBeGreaterThan(0);
+      expect(first.written).toBeLessThan(5);
+      expect(await readTrajectories(outputDir)).toHaveLength(first.written);
+
+      const second = await generateTrajectories(
+        options({ schedulerUrl: slow.url, numSamples: 5, concurrency: 2, outputDir, resume: true }),
+      );
+      expect(second).toMatchObject({
+        skipped: first.written,
+        written: 5 - first.written,
+        interrupted: false,
+      });
+      const ids = (await readTrajectories(outputDir)).map((t) => t.id);
+      expect(new Set(ids).size).toBe(5);
+    } finally {
+      await slow.close();
+    }
   });
 });
