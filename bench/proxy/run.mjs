@@ -24,6 +24,7 @@ const { values: args } = parseArgs({
     streams: { type: 'string', default: '1000' },
     'interval-ms': { type: 'string', default: '100' },
     json: { type: 'boolean', default: false },
+    only: { type: 'string', default: 'all' },
   },
 });
 const quick = args.quick;
@@ -41,8 +42,11 @@ const fdLimit = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()
 // A proxy holds two sockets per open stream (client side and upstream side).
 const idleStreams = Math.min(Number(args.idle), Math.floor((fdLimit - 64) / 2));
 
-function start(file, argv = []) {
-  const child = fork(here(file), argv, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+function start(file, argv = [], execArgv = []) {
+  const child = fork(here(file), argv, {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv,
+  });
   return new Promise((resolve, reject) => {
     child.once('message', (m) => resolve({ child, port: m.port }));
     child.once('exit', (code) => reject(new Error(`${file} exited with ${code}`)));
@@ -136,7 +140,6 @@ async function streaming(url, child, streams, chunks, intervalMs) {
   let phase = 'ramp';
   let windowStart;
   let windowEnd;
-  let peakRss = 0;
   const before = await stats(child);
   const beginWindow = async () => {
     await sleep(intervalMs);
@@ -173,11 +176,7 @@ async function streaming(url, child, streams, chunks, intervalMs) {
           at = text.indexOf('"t":"', end);
         }
       }
-      if (phase === 'window') {
-        const s = await stats(child);
-        if (s !== undefined) peakRss = Math.max(peakRss, s.rss);
-        void endWindow();
-      }
+      if (phase === 'window') void endWindow();
     } catch {
       errors++;
     }
@@ -195,7 +194,7 @@ async function streaming(url, child, streams, chunks, intervalMs) {
     const cpu = (s) => s.cpu.user + s.cpu.system;
     result.cpuMsPer1000Chunks = ((cpu(windowEnd) - cpu(windowStart)) / 1000 / windowChunks) * 1000;
     result.rssMBPer1000Streams =
-      ((Math.max(peakRss, windowStart.rss) - before.rss) / 2 ** 20) * (1000 / streams);
+      ((Math.max(windowEnd.rss, windowStart.rss) - before.rss) / 2 ** 20) * (1000 / streams);
   }
   return result;
 }
@@ -261,7 +260,12 @@ async function idle(url, child, streams, holdMs) {
 
 const upstream = await start('upstream.mjs');
 const baseline = await start('baseline.mjs', [String(upstream.port)]);
-const proxy = await start('proxy.mjs', [String(upstream.port)]);
+// BENCH_PROXY_NODE_ARGS, e.g. "--cpu-prof", profiles the proxy process.
+const proxy = await start(
+  'proxy.mjs',
+  [String(upstream.port)],
+  (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean),
+);
 const targets = {
   direct: { url: `http://127.0.0.1:${upstream.port}`, child: undefined },
   baseline: { url: `http://127.0.0.1:${baseline.port}`, child: baseline.child },
@@ -271,17 +275,18 @@ const results = { direct: {}, baseline: {}, proxy: {} };
 const log = (...parts) => console.error(...parts);
 
 try {
-  for (const concurrency of [1, 64]) {
+  const run = (phase) => args.only === 'all' || args.only === phase;
+  for (const concurrency of run('latency') ? [1, 64] : []) {
     for (const [name, target] of Object.entries(targets)) {
       log(`non-streaming c=${concurrency} ${name}`);
       results[name][`c${concurrency}`] = await nonStreaming(target.url, concurrency, seconds(3));
     }
   }
-  for (const [name, target] of Object.entries(targets)) {
+  for (const [name, target] of run('stream') ? Object.entries(targets) : []) {
     log(`streaming ${STREAMS} streams x ${CHUNKS} chunks every ${INTERVAL_MS} ms: ${name}`);
     results[name].stream = await streaming(target.url, target.child, STREAMS, CHUNKS, INTERVAL_MS);
   }
-  for (const name of ['baseline', 'proxy']) {
+  for (const name of run('idle') ? ['baseline', 'proxy'] : []) {
     log(`idle: ${idleStreams} streams held open: ${name}`);
     results[name].idle = await idle(
       targets[name].url,
@@ -291,14 +296,23 @@ try {
     );
   }
 } finally {
-  for (const child of [upstream.child, baseline.child, proxy.child]) child.kill();
+  for (const child of [upstream.child, baseline.child, proxy.child]) child.kill('SIGINT');
 }
 
 const fmt = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
 const d = results.direct;
 const rows = [];
 const line = (label, fn) =>
-  rows.push([label, ...['baseline', 'proxy'].map((name) => fn(results[name]))]);
+  rows.push([
+    label,
+    ...['baseline', 'proxy'].map((name) => {
+      try {
+        return fn(results[name]);
+      } catch {
+        return 'n/a';
+      }
+    }),
+  ]);
 line('non-streaming req/s, c=64 (saturation)', (r) => fmt(r.c64.rps, 0));
 line('added p50 latency ms, c=1', (r) => fmt(r.c1.p50 - d.c1.p50, 3));
 line('added p99 latency ms, c=1', (r) => fmt(r.c1.p99 - d.c1.p99, 3));
@@ -324,30 +338,47 @@ line(
 
 const p = results.proxy;
 const b = results.baseline;
+const safe = (fn) => {
+  try {
+    return fn();
+  } catch {
+    return NaN;
+  }
+};
 const checks = [
-  ['throughput >= 0.6 x baseline', p.c64.rps / b.c64.rps, (v) => v >= 0.6, (v) => `${fmt(v)} x`],
-  ['added p50 <= 0.3 ms at c=1', p.c1.p50 - d.c1.p50, (v) => v <= 0.3, (v) => `${fmt(v, 3)} ms`],
+  [
+    'throughput >= 0.6 x baseline',
+    safe(() => p.c64.rps / b.c64.rps),
+    (v) => v >= 0.6,
+    (v) => `${fmt(v)} x`,
+  ],
+  [
+    'added p50 <= 0.3 ms at c=1',
+    safe(() => p.c1.p50 - d.c1.p50),
+    (v) => v <= 0.3,
+    (v) => `${fmt(v, 3)} ms`,
+  ],
   [
     'added per-chunk p99 <= 1 ms',
-    (p.stream.p99us - d.stream.p99us) / 1000,
+    safe(() => (p.stream.p99us - d.stream.p99us) / 1000),
     (v) => v <= 1,
     (v) => `${fmt(v, 3)} ms`,
   ],
   [
     'CPU <= 10 ms per 1,000 chunks',
-    p.stream.cpuMsPer1000Chunks,
+    safe(() => p.stream.cpuMsPer1000Chunks),
     (v) => v <= 10,
     (v) => `${fmt(v)} ms`,
   ],
   [
     'RSS <= 40 MB per 1,000 streams',
-    p.stream.rssMBPer1000Streams,
+    safe(() => p.stream.rssMBPer1000Streams),
     (v) => v <= 40,
     (v) => `${fmt(v)} MB`,
   ],
   [
     '10,000 idle streams held without errors',
-    p.idle.opened - p.idle.endedEarly,
+    safe(() => p.idle.opened - p.idle.endedEarly),
     (v) => v === 10_000 && p.idle.failed === 0,
     (v) =>
       `${v} held${idleStreams < Number(args.idle) ? ` (fd limit ${fdLimit} caps a proxy at ${idleStreams})` : ''}`,
@@ -357,9 +388,11 @@ const checks = [
 console.log(
   `\n## Proxy benchmark (${new Date().toISOString()}, ${quick ? 'quick' : 'default'} run)\n`,
 );
-console.log(
-  `direct to engine: c=1 p50 ${fmt(d.c1.p50, 3)} ms, c=64 ${fmt(d.c64.rps, 0)} req/s; per-chunk p50 ${fmt(d.stream.p50us / 1000, 3)} ms p99 ${fmt(d.stream.p99us / 1000, 3)} ms\n`,
-);
+const direct = safe(() => d.c1.p50) + safe(() => d.stream.p50us);
+if (Number.isFinite(direct))
+  console.log(
+    `direct to engine: c=1 p50 ${fmt(d.c1.p50, 3)} ms, c=64 ${fmt(d.c64.rps, 0)} req/s; per-chunk p50 ${fmt(d.stream.p50us / 1000, 3)} ms p99 ${fmt(d.stream.p99us / 1000, 3)} ms\n`,
+  );
 console.log('| figure | raw node:http pipe | @es/proxy | ratio proxy/pipe |');
 console.log('|---|---|---|---|');
 for (const [label, base, ours] of rows) {
