@@ -1,0 +1,474 @@
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { MockEngineError } from './errors.js';
+import { renderMetrics } from './metrics.js';
+import type { MockEngineStats } from './metrics.js';
+import { resolveOptions } from './options.js';
+import type { MockEngineOptions, ResolvedOptions } from './options.js';
+import {
+  HttpError,
+  badRequest,
+  checkModel,
+  parseEmbeddingRequest,
+  parseGenerationRequest,
+} from './requests.js';
+import type { GenerationRequest } from './requests.js';
+import { countTokens, embed, planGeneration } from './text.js';
+import type { GenerationPlan } from './text.js';
+
+/** A running (or loading) mock engine. */
+export interface MockEngine {
+  /** `http://host:port` once `listen()` resolved; throws `NOT_LISTENING` before. */
+  readonly url: string;
+  /** The underlying node:http server. */
+  readonly server: Server;
+  /** Wait `loadDelay`, then listen (default port 0, host 127.0.0.1); resolves to the URL. */
+  listen(port?: number, host?: string): Promise<string>;
+  /** Stop generating, drop every connection and close the port. */
+  close(): Promise<void>;
+  /** Current counters and gauges. */
+  stats(): MockEngineStats;
+}
+
+const MAX_BODY_BYTES = 32 * 1024 * 1024;
+
+/** One admitted generation, tracked for the gauges and for cancellation. */
+interface Sequence {
+  tokens: number;
+  timer: NodeJS.Timeout | undefined;
+  release: () => void;
+}
+
+interface Waiter {
+  admit: () => void;
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, error: HttpError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  sendJson(res, error.status, error.body());
+}
+
+function readBody(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        reject(new HttpError(413, 'request body too large', 'BadRequestError'));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch {
+        reject(badRequest('request body is not valid JSON'));
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** mulberry32: a tiny seeded PRNG so `failRate` runs are reproducible. */
+function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Create an OpenAI-compatible engine that behaves like vLLM on the wire, with knobs for
+ * speed and failure injection.
+ * @example
+ * const engine = createMockEngine({ model: 'mock', tokensPerSecond: 200 });
+ * const url = await engine.listen(0, '127.0.0.1');
+ * // ... point an OpenAI client at `${url}/v1`
+ * await engine.close();
+ */
+export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
+  const opts: ResolvedOptions = resolveOptions(options);
+  const random = seededRandom(opts.seed);
+  const requests: Record<string, number> = {};
+  const counters = { completed: 0, aborted: 0, failed: 0, killed: 0, prompt: 0, generated: 0 };
+  const running = new Set<Sequence>();
+  const waiting: Waiter[] = [];
+  let kvTokens = 0;
+  let answered = 0;
+  let crashed = false;
+  let url: string | undefined;
+  let closing = false;
+
+  const crash =
+    options.onCrash ??
+    (() => {
+      void close();
+    });
+
+  const stats = (): MockEngineStats => ({
+    requests: { ...requests },
+    completed: counters.completed,
+    aborted: counters.aborted,
+    failed: counters.failed,
+    killed: counters.killed,
+    running: running.size,
+    waiting: waiting.length,
+    kvCacheUsage: Math.min(1, kvTokens / opts.kvCacheTokens),
+    promptTokens: counters.prompt,
+    generationTokens: counters.generated,
+  });
+
+  // Count an inference request as done (whatever its outcome) and crash when the
+  // configured budget is spent: the response in flight is allowed to finish first.
+  const finishInference = () => {
+    answered++;
+    if (opts.crashAfter !== undefined && answered >= opts.crashAfter && !crashed) {
+      crashed = true;
+      setImmediate(crash);
+    }
+  };
+
+  /** Wait for a generation slot; resolves to a sequence, or undefined if the client left. */
+  const admit = (req: IncomingMessage, promptTokens: number): Promise<Sequence | undefined> =>
+    new Promise((resolve) => {
+      const start = () => {
+        const seq: Sequence = {
+          tokens: promptTokens,
+          timer: undefined,
+          release: () => {
+            if (!running.delete(seq)) return;
+            if (seq.timer) clearTimeout(seq.timer);
+            kvTokens -= seq.tokens;
+            const next = waiting.shift();
+            if (next) next.admit();
+          },
+        };
+        running.add(seq);
+        kvTokens += promptTokens;
+        resolve(seq);
+      };
+      if (opts.maxNumSeqs === 0 || running.size < opts.maxNumSeqs) {
+        start();
+        return;
+      }
+      const waiter: Waiter = { admit: start };
+      waiting.push(waiter);
+      req.socket.once('close', () => {
+        const i = waiting.indexOf(waiter);
+        if (i !== -1) {
+          waiting.splice(i, 1);
+          resolve(undefined);
+        }
+      });
+    });
+
+  const addTokens = (seq: Sequence, n: number) => {
+    seq.tokens += n;
+    kvTokens += n;
+    counters.generated += n;
+  };
+
+  const created = () => Math.floor(Date.now() / 1000);
+
+  function usageOf(request: GenerationRequest, plan: GenerationPlan) {
+    return {
+      prompt_tokens: request.promptTokens,
+      total_tokens: request.promptTokens + plan.tokens.length,
+      completion_tokens: plan.tokens.length,
+    };
+  }
+
+  function fullResponse(request: GenerationRequest, plan: GenerationPlan, id: string) {
+    const text = plan.tokens.join('');
+    const choice =
+      request.kind === 'chat'
+        ? {
+            index: 0,
+            message: { role: 'assistant', content: text, tool_calls: [] },
+            logprobs: null,
+            finish_reason: plan.finishReason,
+            stop_reason: plan.stopReason,
+          }
+        : {
+            index: 0,
+            text,
+            logprobs: null,
+            finish_reason: plan.finishReason,
+            stop_reason: plan.stopReason,
+          };
+    return {
+      id,
+      object: request.kind === 'chat' ? 'chat.completion' : 'text_completion',
+      created: created(),
+      model: request.model,
+      choices: [choice],
+      usage: usageOf(request, plan),
+    };
+  }
+
+  function chunk(
+    request: GenerationRequest,
+    id: string,
+    stamp: number,
+    text: string,
+    finish: GenerationPlan | undefined,
+    role = false,
+  ): string {
+    const finishReason = finish ? finish.finishReason : null;
+    const stopReason = finish ? finish.stopReason : null;
+    const choice =
+      request.kind === 'chat'
+        ? {
+            index: 0,
+            delta: role ? { role: 'assistant', content: '' } : { content: text },
+            logprobs: null,
+            finish_reason: finishReason,
+            ...(finish ? { stop_reason: stopReason } : {}),
+          }
+        : { index: 0, text, logprobs: null, finish_reason: finishReason, stop_reason: stopReason };
+    const object = chunkObject(request.kind);
+    return `data: ${JSON.stringify({ id, object, created: stamp, model: request.model, choices: [choice] })}\n\n`;
+  }
+
+  async function generate(
+    req: IncomingMessage,
+    res: ServerResponse,
+    kind: 'chat' | 'completion',
+  ): Promise<void> {
+    const request = parseGenerationRequest(kind, await readBody(req), opts);
+    const seq = await admit(req, request.promptTokens);
+    if (!seq) {
+      counters.aborted++;
+      finishInference();
+      return;
+    }
+    counters.prompt += request.promptTokens;
+    let done = false;
+    res.once('close', () => {
+      if (!done) {
+        done = true;
+        counters.aborted++;
+        finishInference();
+      }
+      seq.release();
+    });
+    const end = (outcome: 'completed' | 'failed' | 'killed') => {
+      if (done) return;
+      done = true;
+      counters[outcome]++;
+      finishInference();
+    };
+    if (opts.failRate > 0 && random() < opts.failRate) {
+      end('failed');
+      sendError(res, new HttpError(500, 'injected failure (fail-rate)', 'InternalServerError'));
+      return;
+    }
+    const plan = planGeneration(request.prompt, request.maxTokens, request.stop, opts.script);
+    const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
+    const interval = opts.tokensPerSecond > 0 ? 1000 / opts.tokensPerSecond : 0;
+
+    if (!request.stream) {
+      const total = opts.ttft + Math.max(0, plan.tokens.length - 1) * interval;
+      seq.timer = setTimeout(() => {
+        if (done) return;
+        addTokens(seq, plan.tokens.length);
+        end('completed');
+        sendJson(res, 200, fullResponse(request, plan, id));
+      }, total);
+      return;
+    }
+
+    const stamp = created();
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+    });
+    if (kind === 'chat') res.write(chunk(request, id, stamp, '', undefined, true));
+    const firstAt = Date.now() + opts.ttft;
+    let sent = 0;
+    const last = Math.max(1, plan.tokens.length);
+
+    const tick = () => {
+      seq.timer = undefined;
+      if (done) return;
+      const due =
+        interval === 0 ? last : Math.min(last, Math.floor((Date.now() - firstAt) / interval) + 1);
+      let out = '';
+      while (sent < due) {
+        const isLast = sent === last - 1;
+        out += chunk(request, id, stamp, plan.tokens[sent] ?? '', isLast ? plan : undefined);
+        if (sent < plan.tokens.length) addTokens(seq, 1);
+        sent++;
+        if (opts.dieMidStream !== undefined && sent >= opts.dieMidStream && !isLast) {
+          end('killed');
+          // Destroy only once the chunks are flushed, so the client sees them, then a cut.
+          res.write(out, () => res.destroy());
+          return;
+        }
+      }
+      if (sent === last) {
+        if (request.includeUsage) {
+          const usage = usageOf(request, plan);
+          out += `data: ${JSON.stringify({ id, object: chunkObject(kind), created: stamp, model: request.model, choices: [], usage })}\n\n`;
+        }
+        out += 'data: [DONE]\n\n';
+        end('completed');
+        res.end(out);
+        return;
+      }
+      const nextAt = firstAt + sent * interval;
+      const schedule = () => {
+        if (!done) seq.timer = setTimeout(tick, Math.max(0, nextAt - Date.now()));
+      };
+      // Respect backpressure: a slow reader must not make the engine buffer without bound.
+      if (out.length > 0 && !res.write(out)) res.once('drain', schedule);
+      else schedule();
+    };
+    seq.timer = setTimeout(tick, opts.ttft);
+  }
+
+  async function embeddings(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const request = parseEmbeddingRequest(await readBody(req), opts);
+    let promptTokens = 0;
+    const data = request.inputs.map((input, index) => {
+      promptTokens += countTokens(input);
+      const vector = embed(input, opts.embeddingDims);
+      const embedding = request.base64
+        ? Buffer.from(new Float32Array(vector).buffer).toString('base64')
+        : vector;
+      return { object: 'embedding', index, embedding };
+    });
+    counters.prompt += promptTokens;
+    counters.completed++;
+    finishInference();
+    sendJson(res, 200, {
+      id: `embd-${randomUUID().replaceAll('-', '')}`,
+      object: 'list',
+      created: created(),
+      model: request.model,
+      data,
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens, completion_tokens: 0 },
+    });
+  }
+
+  function models(res: ServerResponse): void {
+    const stamp = created();
+    sendJson(res, 200, {
+      object: 'list',
+      data: opts.servedModelNames.map((id) => ({
+        id,
+        object: 'model',
+        created: stamp,
+        owned_by: 'vllm',
+        root: opts.model,
+        parent: null,
+        max_model_len: opts.maxModelLen,
+        permission: [],
+      })),
+    });
+  }
+
+  function authorized(req: IncomingMessage): boolean {
+    if (opts.apiKey === undefined) return true;
+    return req.headers.authorization === `Bearer ${opts.apiKey}`;
+  }
+
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    requests[path] = (requests[path] ?? 0) + 1;
+    if (opts.hang) return; // a hung engine: the connection stays open, nothing is answered
+    const method = req.method ?? 'GET';
+    const get = method === 'GET';
+    const post = method === 'POST';
+    if (path.startsWith('/v1/') && !authorized(req)) {
+      throw new HttpError(401, 'Unauthorized: invalid or missing API key', 'AuthenticationError');
+    }
+    if (path === '/health' && get) {
+      res.writeHead(200, { 'content-length': 0 });
+      res.end();
+    } else if (path === '/metrics' && get) {
+      const text = renderMetrics(stats(), opts.servedModelNames[0] ?? opts.model);
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
+      res.end(text);
+    } else if (path === '/v1/models' && get) models(res);
+    else if (path === '/v1/chat/completions' && post) await generate(req, res, 'chat');
+    else if (path === '/v1/completions' && post) await generate(req, res, 'completion');
+    else if (path === '/v1/embeddings' && post) await embeddings(req, res);
+    else if (path.startsWith('/v1/models/') && get) {
+      checkModel(decodeURIComponent(path.slice('/v1/models/'.length)), opts);
+      models(res);
+    } else if (['/health', '/metrics', '/v1/models'].includes(path) || path.startsWith('/v1/')) {
+      sendJson(res, 405, { detail: 'Method Not Allowed' });
+    } else sendJson(res, 404, { detail: 'Not Found' });
+  }
+
+  const server = createServer((req, res) => {
+    route(req, res).catch((error: unknown) => {
+      if (error instanceof HttpError) sendError(res, error);
+      else sendError(res, new HttpError(500, String(error), 'InternalServerError'));
+    });
+  });
+  // Streams may last minutes; node's default request timeout would cut them.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 30_000;
+
+  async function close(): Promise<void> {
+    closing = true;
+    for (const seq of [...running]) seq.release();
+    waiting.length = 0;
+    server.closeAllConnections();
+    if (!server.listening) return;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  return {
+    get url() {
+      if (url === undefined) {
+        throw new MockEngineError('NOT_LISTENING', 'the mock engine is not listening yet');
+      }
+      return url;
+    },
+    server,
+    async listen(port = 0, host = '127.0.0.1') {
+      if (opts.loadDelay > 0) await new Promise((r) => setTimeout(r, opts.loadDelay));
+      if (closing) throw new MockEngineError('NOT_LISTENING', 'closed while loading');
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const address = server.address();
+      const actual = typeof address === 'object' && address ? address.port : port;
+      url = `http://${host.includes(':') ? `[${host}]` : host}:${actual}`;
+      return url;
+    },
+    close,
+    stats,
+  };
+}
+
+function chunkObject(kind: 'chat' | 'completion'): string {
+  return kind === 'chat' ? 'chat.completion.chunk' : 'text_completion';
+}

@@ -1,0 +1,115 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+
+const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
+const children: ChildProcess[] = [];
+
+beforeAll(() => {
+  if (!existsSync(CLI)) throw new Error(`${CLI} missing: run pnpm --filter @es/mock-engine build`);
+});
+
+afterEach(() => {
+  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+interface Spawned {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function run(args: string[]): Spawned {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, output: () => output, exited };
+}
+
+async function listening(spawned: Spawned): Promise<string> {
+  await expect.poll(spawned.output, { timeout: 10_000 }).toMatch(/listening on http/);
+  return /listening on (http:\S+)/.exec(spawned.output())?.[1] ?? '';
+}
+
+describe('es-mock-engine (real process)', () => {
+  it('opens its port only after --load-delay, then serves the OpenAI API with --api-key', async () => {
+    const port = await freePort();
+    const engine = run([
+      '--model',
+      '/models/llama',
+      '--served-model-name',
+      'llama',
+      '--port',
+      String(port),
+      '--api-key',
+      'k1',
+      '--load-delay',
+      '600',
+      '--ttft',
+      '0',
+      '--tokens-per-second',
+      '0',
+    ]);
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(fetch(`http://127.0.0.1:${port}/health`)).rejects.toThrow();
+    const url = await listening(engine);
+    expect(url).toBe(`http://127.0.0.1:${port}`);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k1', maxRetries: 0 });
+    const models = await client.models.list();
+    expect(models.data[0]).toMatchObject({ id: 'llama', root: '/models/llama' });
+    const stream = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 4,
+      stream: true,
+    });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text.split(' ')).toHaveLength(4);
+    const anonymous = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 });
+    await expect(anonymous.models.list()).rejects.toMatchObject({ status: 401 });
+    engine.child.kill('SIGTERM');
+    expect(await engine.exited).toBe(0);
+  });
+
+  it('answers from a --script file and exits with code 3 after --crash-after requests', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mock-engine-'));
+    const script = join(dir, 'script.json');
+    writeFileSync(script, JSON.stringify([{ match: 'ping', response: 'pong' }]));
+    const engine = run(['--port', '0', '--script', script, '--crash-after', '2', '--ttft', '0']);
+    const url = await listening(engine);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const first = await client.completions.create({ model: 'mock-model', prompt: 'ping?' });
+    expect(first.choices[0]?.text).toBe('pong');
+    await client.completions.create({ model: 'mock-model', prompt: 'ping!' });
+    expect(await engine.exited).toBe(3);
+    await expect(fetch(`${url}/health`)).rejects.toThrow();
+  });
+
+  it('rejects an invalid flag value with a message naming it', async () => {
+    const engine = run(['--fail-rate', '3']);
+    expect(await engine.exited).toBe(2);
+    expect(engine.output()).toMatch(/--fail-rate must be a number between 0 and 1/);
+    const unknown = run(['--bogus-flag']);
+    expect(await unknown.exited).not.toBe(0);
+    expect(unknown.output()).toMatch(/bogus-flag/);
+  });
+});

@@ -1,0 +1,320 @@
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createMockEngine } from '../src/index.js';
+import type { MockEngine, MockEngineOptions } from '../src/index.js';
+
+const engines: MockEngine[] = [];
+
+async function start(options: MockEngineOptions = {}) {
+  const engine = createMockEngine({ tokensPerSecond: 0, ttft: 0, ...options });
+  engines.push(engine);
+  const url = await engine.listen(0, '127.0.0.1');
+  const client = new OpenAI({
+    baseURL: `${url}/v1`,
+    apiKey: options.apiKey ?? 'EMPTY',
+    maxRetries: 0,
+  });
+  return { engine, url, client };
+}
+
+afterEach(async () => {
+  await Promise.all(engines.splice(0).map((e) => e.close()));
+});
+
+const ask = [{ role: 'user' as const, content: 'Hello there' }];
+
+describe('chat and completions', () => {
+  it('answers a chat completion with max_tokens filler tokens and usage', async () => {
+    const { client } = await start({ model: 'org/model' });
+    const res = await client.chat.completions.create({
+      model: 'org/model',
+      messages: ask,
+      max_tokens: 7,
+    });
+    expect(res.object).toBe('chat.completion');
+    expect(res.choices[0]?.finish_reason).toBe('length');
+    expect(res.choices[0]?.message.role).toBe('assistant');
+    expect(res.choices[0]?.message.content?.split(' ')).toHaveLength(7);
+    expect(res.usage).toMatchObject({ completion_tokens: 7, prompt_tokens: 2, total_tokens: 9 });
+  });
+
+  it('streams the same text as the non-streaming answer, then a usage chunk and [DONE]', async () => {
+    const { client } = await start();
+    const full = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: ask,
+      max_tokens: 12,
+    });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: ask,
+      max_tokens: 12,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let finish: string | null | undefined;
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    let first = true;
+    for await (const chunk of stream) {
+      expect(chunk.object).toBe('chat.completion.chunk');
+      if (first) expect(chunk.choices[0]?.delta.role).toBe('assistant');
+      first = false;
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe(full.choices[0]?.message.content);
+    expect(finish).toBe('length');
+    expect(usage).toMatchObject({ completion_tokens: 12 });
+  });
+
+  it('cuts the output before the first stop string and reports finish_reason stop', async () => {
+    const { client } = await start({
+      script: [{ response: 'alpha beta <|call|> gamma delta' }],
+    });
+    const res = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'go',
+      max_tokens: 50,
+      stop: ['delta', '<|call|>'],
+    });
+    expect(res.choices[0]?.text).toBe('alpha beta ');
+    expect(res.choices[0]?.finish_reason).toBe('stop');
+    expect((res.choices[0] as unknown as { stop_reason: string }).stop_reason).toBe('<|call|>');
+
+    const stream = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'go',
+      stop: '<|call|>',
+      stream: true,
+    });
+    let text = '';
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.text ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(text).toBe('alpha beta ');
+    expect(finish).toBe('stop');
+  });
+
+  it('answers with the first script rule whose regex matches the prompt or messages', async () => {
+    const { client } = await start({
+      script: [
+        { match: 'weather', response: 'It is sunny.' },
+        { match: 'system rules[\\s\\S]*capital', response: 'Paris', finishReason: 'length' },
+        { response: 'fallback answer' },
+      ],
+    });
+    const chat = (content: string) =>
+      client.chat.completions.create({
+        model: 'mock-model',
+        messages: [
+          { role: 'system', content: 'system rules' },
+          { role: 'user', content },
+        ],
+      });
+    expect((await chat('how is the weather?')).choices[0]?.message.content).toBe('It is sunny.');
+    const capital = await chat('the capital of France?');
+    expect(capital.choices[0]?.message.content).toBe('Paris');
+    expect(capital.choices[0]?.finish_reason).toBe('length');
+    const other = await chat('anything');
+    expect(other.choices[0]?.message.content).toBe('fallback answer');
+    expect(other.choices[0]?.finish_reason).toBe('stop');
+    // max_tokens still truncates a scripted answer.
+    const short = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'x',
+      max_tokens: 1,
+    });
+    expect(short.choices[0]).toMatchObject({ text: 'fallback', finish_reason: 'length' });
+  });
+
+  it('paces tokens at tokens-per-second after the time to first token', async () => {
+    const { client } = await start({ tokensPerSecond: 100, ttft: 100 });
+    const started = Date.now();
+    const stream = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'p',
+      max_tokens: 11,
+      stream: true,
+    });
+    let firstAt = 0;
+    for await (const chunk of stream) {
+      if (!firstAt && chunk.choices[0]?.text) firstAt = Date.now();
+    }
+    const elapsed = Date.now() - started;
+    expect(firstAt - started).toBeGreaterThanOrEqual(90);
+    // 10 intervals of 10 ms after the first token
+    expect(elapsed).toBeGreaterThanOrEqual(190);
+  });
+});
+
+describe('errors', () => {
+  it('enforces the API key on /v1 with a 401 and leaves /health open', async () => {
+    const { url } = await start({ apiKey: 'sekret' });
+    const wrong = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'nope', maxRetries: 0 });
+    await expect(wrong.models.list()).rejects.toMatchObject({ status: 401 });
+    const right = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'sekret', maxRetries: 0 });
+    const models = await right.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['mock-model']);
+    expect((await fetch(`${url}/health`)).status).toBe(200);
+  });
+
+  it('answers malformed requests with an OpenAI-shaped 400', async () => {
+    const { url, client } = await start();
+    await expect(
+      client.chat.completions.create({ model: 'mock-model', messages: [] }),
+    ).rejects.toMatchObject({ status: 400, error: { type: 'BadRequestError', param: 'messages' } });
+    const res = await fetch(`${url}/v1/completions`, { method: 'POST', body: '{oops' });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({
+      error: {
+        message: 'request body is not valid JSON',
+        type: 'BadRequestError',
+        param: null,
+        code: 400,
+      },
+    });
+    await expect(
+      client.completions.create({ model: 'mock-model', prompt: 'x', max_tokens: 100_000 }),
+    ).rejects.toMatchObject({ status: 400 });
+  });
+
+  it('answers an unknown model with a 404', async () => {
+    const { client } = await start({ servedModelName: ['a', 'b'] });
+    await expect(
+      client.chat.completions.create({ model: 'c', messages: ask }),
+    ).rejects.toMatchObject({ status: 404 });
+    const ok = await client.chat.completions.create({ model: 'b', messages: ask });
+    expect(ok.model).toBe('b');
+  });
+
+  it('injects 500s at fail-rate 1', async () => {
+    const { engine, client } = await start({ failRate: 1 });
+    await expect(
+      client.chat.completions.create({ model: 'mock-model', messages: ask }),
+    ).rejects.toMatchObject({ status: 500 });
+    expect(engine.stats().failed).toBe(1);
+  });
+});
+
+describe('embeddings', () => {
+  it('returns deterministic unit vectors of the configured size, float or base64', async () => {
+    const { client, url } = await start({ embeddingDims: 8 });
+    // The openai client asks for base64 and decodes it.
+    const a = await client.embeddings.create({ model: 'mock-model', input: ['one', 'two'] });
+    const b = await client.embeddings.create({ model: 'mock-model', input: 'one' });
+    expect(a.data).toHaveLength(2);
+    const first = a.data[0]?.embedding ?? [];
+    expect(first).toHaveLength(8);
+    expect(b.data[0]?.embedding).toEqual(first);
+    expect(a.data[1]?.embedding).not.toEqual(first);
+    const norm = Math.sqrt(first.reduce((s, x) => s + x * x, 0));
+    expect(norm).toBeCloseTo(1, 5);
+    const raw = await fetch(`${url}/v1/embeddings`, {
+      method: 'POST',
+      body: JSON.stringify({ input: 'one', encoding_format: 'float' }),
+    });
+    const json = (await raw.json()) as { data: { embedding: number[] }[] };
+    json.data[0]?.embedding.forEach((x, i) => expect(x).toBeCloseTo(first[i] ?? NaN, 6));
+  });
+});
+
+describe('load, disconnects and failure injection', () => {
+  it('reports running and waiting requests and KV usage in /metrics', async () => {
+    const { url, client } = await start({ tokensPerSecond: 20, maxNumSeqs: 1 });
+    const controller = new AbortController();
+    const streams = [0, 1].map(() =>
+      client.completions
+        .create(
+          { model: 'mock-model', prompt: 'p', max_tokens: 100, stream: true },
+          { signal: controller.signal },
+        )
+        .catch(() => undefined),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    const text = await (await fetch(`${url}/metrics`)).text();
+    expect(text).toContain('vllm:num_requests_running{model_name="mock-model"} 1');
+    expect(text).toContain('vllm:num_requests_waiting{model_name="mock-model"} 1');
+    const kv = /vllm:kv_cache_usage_perc\{[^}]*\} (\S+)/.exec(text)?.[1];
+    expect(Number(kv)).toBeGreaterThan(0);
+    expect(text).toMatch(/vllm:gpu_cache_usage_perc\{[^}]*\} \S+/);
+    controller.abort();
+    await Promise.all(streams);
+  });
+
+  it('stops generating when the client disconnects and counts the abort', async () => {
+    const { engine, url, client } = await start({ tokensPerSecond: 50 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: ask,
+      max_tokens: 1000,
+      stream: true,
+    });
+    let chunks = 0;
+    // Leaving the loop early is how users stop a stream: the client aborts the request.
+    for await (const _ of stream) if (++chunks === 3) break;
+    await expect.poll(() => engine.stats().aborted).toBe(1);
+    expect(engine.stats().running).toBe(0);
+    const generated = engine.stats().generationTokens;
+    await new Promise((r) => setTimeout(r, 150));
+    expect(engine.stats().generationTokens).toBe(generated);
+    expect(await (await fetch(`${url}/metrics`)).text()).toContain('mock:requests_aborted_total 1');
+  });
+
+  it('cuts streams after die-mid-stream chunks', async () => {
+    const { engine, client } = await start({ dieMidStream: 3 });
+    const stream = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'p',
+      max_tokens: 20,
+      stream: true,
+    });
+    const texts: string[] = [];
+    await expect(
+      (async () => {
+        for await (const chunk of stream) texts.push(chunk.choices[0]?.text ?? '');
+      })(),
+    ).rejects.toThrow();
+    expect(texts).toHaveLength(3);
+    expect(engine.stats().killed).toBe(1);
+  });
+
+  it('crashes after crash-after inference requests, not counting health probes', async () => {
+    let crashed = 0;
+    const { url, client } = await start({ crashAfter: 2, onCrash: () => crashed++ });
+    await fetch(`${url}/health`);
+    await client.completions.create({ model: 'mock-model', prompt: 'a' });
+    expect(crashed).toBe(0);
+    await client.completions.create({ model: 'mock-model', prompt: 'b' });
+    await expect.poll(() => crashed).toBe(1);
+  });
+
+  it('accepts connections but never answers when hanging', async () => {
+    const { url } = await start({ hang: true });
+    await expect(fetch(`${url}/health`, { signal: AbortSignal.timeout(300) })).rejects.toThrow(
+      /abort|timeout/i,
+    );
+  });
+
+  it('waits load-delay before listening', async () => {
+    const engine = createMockEngine({ loadDelay: 200 });
+    engines.push(engine);
+    const started = Date.now();
+    expect(() => engine.url).toThrow(/not listening/);
+    await engine.listen(0);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(190);
+    expect((await fetch(`${engine.url}/health`)).status).toBe(200);
+  });
+
+  it('rejects invalid options naming the option', () => {
+    expect(() => createMockEngine({ failRate: 2 })).toThrow(
+      /failRate must be a number between 0 and 1/,
+    );
+    expect(() => createMockEngine({ script: [{ match: '(', response: 'x' }] })).toThrow(
+      /rule 0: "match" is not a valid regex/,
+    );
+  });
+});
