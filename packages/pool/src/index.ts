@@ -29,3 +29,5 @@ export type {
   ObservedJob,
   ProviderFailure,
 } from './provider.js';
+export { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
+export type { PlannedSlice, SlicePlanOptions } from './slices.js';
