@@ -225,7 +225,7 @@ async function proxyRequest(
         { status: 415 },
       );
     }
-    const body = node
+    let body = node
       ? await readNodeBody(incoming, maxBodyBytes)
       : await readWebBody(c.req.raw, maxBodyBytes);
     const parsed = parseRequest(body);
@@ -234,6 +234,12 @@ async function proxyRequest(
     const deployment = shared.pool.resolveModel(parsed.model);
     if (deployment === undefined) throw modelNotFound(shared.pool, parsed.model);
     base.deployment = deployment.name;
+    const servedName = deployment.modelNames[0];
+    if (servedName !== undefined && parsed.model !== servedName) {
+      // Engines started with --served-model-name (vLLM, SGLang) reject any other name, the
+      // model path included: an alias costs one re-serialisation, the served name none.
+      body = Buffer.from(JSON.stringify({ ...parsed.body, model: servedName }));
+    }
 
     let sink: ClientSink;
     let webResponse: (() => Response) | undefined;

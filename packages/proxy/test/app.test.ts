@@ -164,7 +164,7 @@ describe('forwarding', () => {
   });
 
   it('streams SSE with no-cache, unbuffered headers and reads usage from the last chunk', async () => {
-    const { app, records } = await setup();
+    const { app, records, fakes } = await setup();
     const res = await app.request(
       '/v1/completions',
       chat({ model: '/models/llama', prompt: 'a', stream: true }),
@@ -176,6 +176,12 @@ describe('forwarding', () => {
     expect(text.match(/^data: /gm)).toHaveLength(5);
     expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
     expect(records[0]).toMatchObject({ stream: true, completionTokens: 3, status: 200 });
+    // The engine only knows its served name: the model path is rewritten to it.
+    expect(JSON.parse(fakes[0]!.seen[0]!.body)).toEqual({
+      model: 'llama',
+      prompt: 'a',
+      stream: true,
+    });
   });
 
   it('passes other POST /v1/* routes through to the worker', async () => {
