@@ -7,7 +7,7 @@
 // Figures: non-streaming req/s and added p50/p99 latency at concurrency 1 and 64; streaming
 // with N concurrent streams at a fixed token rate: added per-chunk latency p50/p99, proxy CPU
 // ms per 1,000 chunks, proxy RSS per 1,000 open streams; and N idle streams held open.
-import { execFileSync, fork } from 'node:child_process';
+import { execFileSync, fork, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
@@ -121,7 +121,9 @@ async function nonStreaming(url, concurrency, durationMs) {
   };
 }
 
-async function streaming(url, child, streams, chunks, intervalMs) {
+// Stamped chunks (the bench upstream) give per-chunk latency; other engines' chunks are only
+// counted (`data: {` events).
+async function streaming(url, child, streams, chunks, intervalMs, stamped = true) {
   const pool = new Pool(url, { connections: streams, pipelining: 1 });
   const body = JSON.stringify({
     model: 'bench',
@@ -166,6 +168,13 @@ async function streaming(url, child, streams, chunks, intervalMs) {
       for await (const data of res.body) {
         const received = nowNs();
         const text = data.toString('latin1');
+        if (!stamped) {
+          if (phase !== 'window') continue;
+          for (let at = text.indexOf('data: {'); at >= 0; at = text.indexOf('data: {', at + 7)) {
+            windowChunks++;
+          }
+          continue;
+        }
         let at = text.indexOf('"t":"');
         while (at >= 0) {
           const end = text.indexOf('"', at + 5);
@@ -258,6 +267,29 @@ async function idle(url, child, streams, holdMs) {
   };
 }
 
+const MOCK_CLI = here('../../packages/mock-engine/dist/cli.mjs');
+
+/** A real @es/mock-engine process serving `bench`, or undefined when it is not built. */
+async function startMockEngine(flags) {
+  if (!existsSync(MOCK_CLI)) return undefined;
+  const child = spawn(
+    process.execPath,
+    [MOCK_CLI, '--port', '0', '--served-model-name', 'bench', '--ttft', '0', ...flags],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const url = await new Promise((resolve) => {
+    let out = '';
+    child.stdout.on('data', (data) => {
+      out += data.toString();
+      const match = /listening on (http:\/\/\S+)/.exec(out);
+      if (match !== null) resolve(match[1]);
+    });
+    child.once('exit', () => resolve(undefined));
+  });
+  if (url === undefined) return undefined;
+  return { child, url, port: Number(new URL(url).port) };
+}
+
 const upstream = await start('upstream.mjs');
 const baseline = await start('baseline.mjs', [String(upstream.port)]);
 // BENCH_PROXY_NODE_ARGS, e.g. "--cpu-prof", profiles the proxy process.
@@ -297,6 +329,57 @@ try {
   }
 } finally {
   for (const child of [upstream.child, baseline.child, proxy.child]) child.kill('SIGINT');
+}
+
+// The same proxies in front of the project's mock engine (tokenizer, metrics and all): a
+// realistic upstream, which saturates before the proxies do, so read these as a check.
+const mock = { baseline: {}, proxy: {}, direct: {} };
+let mockNote = '';
+if (args.only === 'all' || args.only === 'mock') {
+  const children = [];
+  try {
+    const fast = await startMockEngine(['--tokens-per-second', '0', '--max-tokens-default', '16']);
+    const slow = await startMockEngine(['--tokens-per-second', String(1000 / INTERVAL_MS)]);
+    if (fast === undefined || slow === undefined) {
+      mockNote = 'mock engine not built (pnpm --filter @es/mock-engine build): section skipped';
+    } else {
+      children.push(fast.child, slow.child);
+      for (const [engine, phase] of [
+        [fast, 'latency'],
+        [slow, 'stream'],
+      ]) {
+        const pipe = await start('baseline.mjs', [String(engine.port)]);
+        const ours = await start('proxy.mjs', [String(engine.port)]);
+        children.push(pipe.child, ours.child);
+        const mockTargets = {
+          direct: { url: engine.url, child: undefined },
+          baseline: { url: `http://127.0.0.1:${pipe.port}`, child: pipe.child },
+          proxy: { url: `http://127.0.0.1:${ours.port}`, child: ours.child },
+        };
+        for (const [name, target] of Object.entries(mockTargets)) {
+          if (phase === 'latency') {
+            log(`mock engine, non-streaming c=1 and c=64: ${name}`);
+            mock[name].c1 = await nonStreaming(target.url, 1, seconds(2));
+            mock[name].c64 = await nonStreaming(target.url, 64, seconds(3));
+          } else if (name !== 'direct') {
+            log(
+              `mock engine, ${STREAMS} streams x ${CHUNKS} tokens at ${1000 / INTERVAL_MS}/s: ${name}`,
+            );
+            mock[name].stream = await streaming(
+              target.url,
+              target.child,
+              STREAMS,
+              CHUNKS,
+              INTERVAL_MS,
+              false,
+            );
+          }
+        }
+      }
+    }
+  } finally {
+    for (const child of children) child.kill('SIGINT');
+  }
 }
 
 const fmt = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
@@ -404,5 +487,39 @@ console.log('\n| target | measured | met |');
 console.log('|---|---|---|');
 for (const [label, value, ok, show] of checks)
   console.log(`| ${label} | ${show(value)} | ${ok(value) ? 'yes' : 'NO'} |`);
-console.log(`\nproxy in-flight after all idle streams were dropped: ${p.idle.inFlightAfterClose}`);
-if (args.json) console.log(JSON.stringify(results, null, 2));
+if (mockNote !== '') console.log(`\n${mockNote}`);
+else if (mock.proxy.c64 !== undefined || mock.proxy.stream !== undefined) {
+  console.log('\n### Same proxies in front of @es/mock-engine\n');
+  console.log('| figure | raw node:http pipe | @es/proxy | ratio proxy/pipe |');
+  console.log('|---|---|---|---|');
+  const mockRows = [
+    [
+      'non-streaming req/s, c=64 (engine alone: ' +
+        fmt(
+          safe(() => mock.direct.c64.rps),
+          0,
+        ) +
+        ')',
+      (r) => r.c64.rps,
+      0,
+    ],
+    ['added p50 latency ms, c=1', (r) => r.c1.p50 - mock.direct.c1.p50, 3],
+    ['added p99 latency ms, c=1', (r) => r.c1.p99 - mock.direct.c1.p99, 3],
+    ['proxy CPU ms per 1,000 chunks', (r) => r.stream.cpuMsPer1000Chunks, 2],
+    ['proxy RSS MB per 1,000 open streams', (r) => r.stream.rssMBPer1000Streams, 2],
+    [
+      'errors (non-streaming / streaming)',
+      (r) => `${r.c1.errors + r.c64.errors} / ${r.stream.errors}`,
+    ],
+  ];
+  for (const [label, fn, digits] of mockRows) {
+    const values = ['baseline', 'proxy'].map((name) => safe(() => fn(mock[name])));
+    const shown = values.map((v) => (typeof v === 'string' ? v : fmt(v, digits)));
+    const ratio = typeof values[0] === 'number' && values[0] > 0 ? fmt(values[1] / values[0]) : '';
+    console.log(`| ${label} | ${shown[0]} | ${shown[1]} | ${ratio} |`);
+  }
+}
+console.log(
+  `\nproxy in-flight after all idle streams were dropped: ${safe(() => p.idle.inFlightAfterClose)}`,
+);
+if (args.json) console.log(JSON.stringify({ results, mock }, null, 2));
