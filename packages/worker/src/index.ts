@@ -1,1 +1,16 @@
-export {};
+export { createWorker, runWorker } from './worker.js';
+export type { InstanceStatus, Worker, WorkerExit, WorkerLogger, WorkerOptions } from './worker.js';
+export {
+  engineAdapter,
+  mockAdapter,
+  mockEngineCliPath,
+  parsePrometheus,
+  sglangAdapter,
+  vllmAdapter,
+} from './engines.js';
+export type { EngineAdapter, EngineCommand, EngineSpec } from './engines.js';
+export { splitArgs } from './split-args.js';
+export { freePort, isPortFree, resolveAdvertiseHost } from './host.js';
+export type { AdvertiseHostOptions } from './host.js';
+export { WorkerError } from './errors.js';
+export type { WorkerErrorCode } from './errors.js';

@@ -1,0 +1,188 @@
+import { createRequire } from 'node:module';
+import type { EngineKind, EngineLoad } from '@es/pool';
+
+/** Everything an engine adapter needs to build one instance's command line. */
+export interface EngineSpec {
+  engine: EngineKind;
+  /** Model path or hub id. */
+  model: string;
+  /** Address the engine binds. */
+  host: string;
+  port: number;
+  /** GPU ids of the instance's slice; becomes `CUDA_VISIBLE_DEVICES`. */
+  gpus: readonly number[];
+  tensorParallelSize: number;
+  /** vLLM `--gpu-memory-utilization`, SGLang `--mem-fraction-static`. */
+  gpuMemoryUtilization: number;
+  /** vLLM `--max-model-len`, SGLang `--context-length`. */
+  maxModelLen?: number | undefined;
+  servedModelName?: string | undefined;
+  /** The engine's `--api-key` (the proxy's key to it). */
+  apiKey?: string | undefined;
+  /** Extra arguments appended verbatim (already split, see `splitArgs`). */
+  extraArgs?: readonly string[] | undefined;
+  /**
+   * Executable to run instead of the default (`vllm`, `python`, or Node for the mock).
+   * For the mock engine this replaces the Node script, run with the current Node.
+   */
+  engineBin?: string | undefined;
+}
+
+/** A process to start: no shell is involved. */
+export interface EngineCommand {
+  command: string;
+  args: string[];
+  /** Variables to set on top of the worker's environment. */
+  env: Record<string, string>;
+}
+
+/** Knows how to start one kind of engine and how to read its health and load. */
+export interface EngineAdapter {
+  kind: EngineKind;
+  /** Pure: the command line for one instance. */
+  command(spec: EngineSpec): EngineCommand;
+  /** Path answering 200 once the engine serves requests. */
+  readinessPath: string;
+  /** Reads running / waiting / KV-cache use from the engine's Prometheus text. */
+  parseLoad(metrics: string): EngineLoad;
+}
+
+function optional(flag: string, value: string | number | undefined): string[] {
+  return value === undefined ? [] : [flag, String(value)];
+}
+
+function slice(spec: EngineSpec): Record<string, string> {
+  return { CUDA_VISIBLE_DEVICES: spec.gpus.join(',') };
+}
+
+/** vLLM: `vllm serve <model> --host --port --tensor-parallel-size --gpu-memory-utilization ...`. */
+export const vllmAdapter: EngineAdapter = {
+  kind: 'vllm',
+  readinessPath: '/health',
+  command: (spec) => ({
+    command: spec.engineBin ?? 'vllm',
+    args: [
+      'serve',
+      spec.model,
+      '--host',
+      spec.host,
+      '--port',
+      String(spec.port),
+      '--tensor-parallel-size',
+      String(spec.tensorParallelSize),
+      '--gpu-memory-utilization',
+      String(spec.gpuMemoryUtilization),
+      ...optional('--max-model-len', spec.maxModelLen),
+      ...optional('--served-model-name', spec.servedModelName),
+      ...optional('--api-key', spec.apiKey),
+      ...(spec.extraArgs ?? []),
+    ],
+    env: slice(spec),
+  }),
+  parseLoad: (text) => {
+    const metrics = parsePrometheus(text);
+    const kv = metrics.get('vllm:kv_cache_usage_perc') ?? metrics.get('vllm:gpu_cache_usage_perc');
+    return {
+      running: metrics.get('vllm:num_requests_running') ?? 0,
+      waiting: metrics.get('vllm:num_requests_waiting') ?? 0,
+      ...(kv === undefined ? {} : { kvCacheUsage: kv }),
+    };
+  },
+};
+
+/** SGLang: `python -m sglang.launch_server --model-path --host --port --tp-size ...`. */
+export const sglangAdapter: EngineAdapter = {
+  kind: 'sglang',
+  readinessPath: '/health',
+  command: (spec) => ({
+    command: spec.engineBin ?? 'python',
+    args: [
+      '-m',
+      'sglang.launch_server',
+      '--model-path',
+      spec.model,
+      '--host',
+      spec.host,
+      '--port',
+      String(spec.port),
+      '--tp-size',
+      String(spec.tensorParallelSize),
+      '--mem-fraction-static',
+      String(spec.gpuMemoryUtilization),
+      ...optional('--context-length', spec.maxModelLen),
+      ...optional('--served-model-name', spec.servedModelName),
+      ...optional('--api-key', spec.apiKey),
+      // SGLang exports Prometheus metrics only when asked to.
+      ...(spec.extraArgs?.includes('--enable-metrics') ? [] : ['--enable-metrics']),
+      ...(spec.extraArgs ?? []),
+    ],
+    env: slice(spec),
+  }),
+  parseLoad: (text) => {
+    const metrics = parsePrometheus(text);
+    const kv = metrics.get('sglang:token_usage');
+    return {
+      running: metrics.get('sglang:num_running_reqs') ?? 0,
+      waiting: metrics.get('sglang:num_queue_reqs') ?? 0,
+      ...(kv === undefined ? {} : { kvCacheUsage: kv }),
+    };
+  },
+};
+
+/** Absolute path of `@es/mock-engine`'s built CLI (`dist/cli.mjs`). */
+export function mockEngineCliPath(): string {
+  const require = createRequire(import.meta.url);
+  const manifest = require.resolve('@es/mock-engine/package.json');
+  return manifest.replace(/package\.json$/, 'dist/cli.mjs');
+}
+
+/**
+ * The project's mock engine (`es-mock-engine`), run with the worker's own Node. It speaks
+ * vLLM's flags and metrics; `--tensor-parallel-size` and memory flags have no meaning there.
+ */
+export const mockAdapter: EngineAdapter = {
+  kind: 'mock',
+  readinessPath: '/health',
+  command: (spec) => ({
+    command: process.execPath,
+    args: [
+      spec.engineBin ?? mockEngineCliPath(),
+      '--model',
+      spec.model,
+      '--host',
+      spec.host,
+      '--port',
+      String(spec.port),
+      ...optional('--max-model-len', spec.maxModelLen),
+      ...optional('--served-model-name', spec.servedModelName),
+      ...optional('--api-key', spec.apiKey),
+      ...(spec.extraArgs ?? []),
+    ],
+    env: slice(spec),
+  }),
+  parseLoad: (text) => vllmAdapter.parseLoad(text),
+};
+
+/** The adapter for an engine kind. */
+export function engineAdapter(kind: EngineKind): EngineAdapter {
+  return kind === 'vllm' ? vllmAdapter : kind === 'sglang' ? sglangAdapter : mockAdapter;
+}
+
+/**
+ * Parses Prometheus text exposition into `name → value`, summing series of one name across
+ * label sets (several models or ranks report one gauge each). Comments and bad lines are skipped.
+ */
+export function parsePrometheus(text: string): Map<string, number> {
+  const values = new Map<string, number>();
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)/.exec(line);
+    if (!match) continue;
+    const name = match[1] ?? '';
+    const value = Number(match[3]);
+    if (!Number.isFinite(value)) continue;
+    values.set(name, (values.get(name) ?? 0) + value);
+  }
+  return values;
+}
