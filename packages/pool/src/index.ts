@@ -31,3 +31,21 @@ export type {
 } from './provider.js';
 export { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
 export type { PlannedSlice, SlicePlanOptions } from './slices.js';
+export { PoolError } from './errors.js';
+export type { PoolErrorCode, PoolErrorOptions } from './errors.js';
+export { deploymentView, jobNameFor, validateDeployment } from './deployment.js';
+export type { DeploymentConfig } from './deployment.js';
+export { createRegistry } from './registry.js';
+export type {
+  JobInfo,
+  PoolEvent,
+  PoolEventListener,
+  PoolEventType,
+  Registry,
+  RegistryOptions,
+  RegistrySnapshot,
+  WorkerInfo,
+  WorkerState,
+} from './registry.js';
+export { createWorkerApi } from './worker-api.js';
+export type { WorkerApiOptions } from './worker-api.js';

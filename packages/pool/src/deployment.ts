@@ -1,0 +1,92 @@
+import type { EngineKind } from './protocol.js';
+import type { ClusterOptions } from './provider.js';
+import type { DeploymentView, RoutingPolicy } from './view.js';
+import { PoolError } from './errors.js';
+
+/** One served model: what to run, on how many nodes, and how to route to it. */
+export interface DeploymentConfig {
+  /** Unique name: letters, digits, `.`, `_`, `-` (part of the job name, keep it short). */
+  name: string;
+  /** Model path or hub id the engines load. */
+  model: string;
+  /** Name clients send as `model` (defaults to the model path). */
+  servedModelName?: string;
+  /** More names clients may send as `model`. */
+  aliases?: string[];
+  engine: EngineKind;
+  /** GPUs per engine instance. Must divide `gpusPerNode`. */
+  tensorParallelSize: number;
+  /** GPUs each node job asks for. */
+  gpusPerNode: number;
+  /** Most node jobs held at once (pending + running + being submitted); 0 pauses. */
+  maxNodes: number;
+  /** Routing policy of the proxy (default `least-outstanding`). */
+  routing?: RoutingPolicy;
+  /** SLURM options of the node jobs (ignored by the local provider). */
+  cluster?: ClusterOptions;
+  /** Extra engine arguments, one argv entry each. */
+  engineArgs?: string[];
+  /** Time limit of each node job in minutes; a successor is submitted ahead of it. */
+  timeLimitMinutes?: number;
+  /** `--api-key` the engines require; the proxy sends it upstream. */
+  upstreamApiKey?: string;
+  /** Free-form settings the caller's `buildNodeRequest` needs (ports, memory fraction ...). */
+  extra?: Record<string, unknown>;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/** Engine instances one node job runs (`gpusPerNode / tensorParallelSize`). */
+export function workersPerNode(deployment: DeploymentConfig): number {
+  return Math.max(1, Math.floor(deployment.gpusPerNode / deployment.tensorParallelSize));
+}
+
+/** Throws a {@link PoolError} (`invalid_config`) naming the first invalid field. */
+export function validateDeployment(config: DeploymentConfig): void {
+  const fail = (param: string, message: string): never => {
+    throw new PoolError('invalid_config', `deployment ${config.name}: ${param} ${message}`, {
+      param,
+    });
+  };
+  if (!NAME.test(config.name)) fail('name', 'expected letters, digits, ".", "_" or "-"');
+  if (config.model.trim() === '') fail('model', 'expected a model path or hub id');
+  for (const key of ['tensorParallelSize', 'gpusPerNode'] as const) {
+    if (!Number.isInteger(config[key]) || config[key] < 1) {
+      fail(key, `expected an integer >= 1, got ${config[key]}`);
+    }
+  }
+  if (config.gpusPerNode % config.tensorParallelSize !== 0) {
+    fail(
+      'tensorParallelSize',
+      `${config.tensorParallelSize} does not divide ${config.gpusPerNode}`,
+    );
+  }
+  if (!Number.isInteger(config.maxNodes) || config.maxNodes < 0) {
+    fail('maxNodes', `expected an integer >= 0, got ${config.maxNodes}`);
+  }
+  if (config.timeLimitMinutes !== undefined && !(config.timeLimitMinutes > 0)) {
+    fail('timeLimitMinutes', `expected a number > 0, got ${config.timeLimitMinutes}`);
+  }
+}
+
+/** What the proxy sees of a deployment: model names are served name, path, aliases, name. */
+export function deploymentView(config: DeploymentConfig): DeploymentView {
+  const names = [config.servedModelName, config.model, ...(config.aliases ?? []), config.name];
+  const view: DeploymentView = {
+    name: config.name,
+    modelNames: [...new Set(names.filter((n): n is string => !!n))],
+    model: config.model,
+    engine: config.engine,
+    routing: config.routing ?? 'least-outstanding',
+  };
+  if (config.upstreamApiKey !== undefined) view.upstreamApiKey = config.upstreamApiKey;
+  return view;
+}
+
+/**
+ * The `--job-name` of every job of one scheduler and deployment: `es-<schedulerId>-<deployment>`.
+ * A restarted scheduler with the same id lists jobs by this name to adopt them.
+ */
+export function jobNameFor(schedulerId: string, deployment: string): string {
+  return `es-${schedulerId}-${deployment}`;
+}

@@ -1,0 +1,155 @@
+import { describe, expect, it } from 'vitest';
+import { PoolError, createRegistry, type PoolEvent } from '../src/index.js';
+import { deployment, manualClock, registration } from './helpers.js';
+
+function setup() {
+  const clock = manualClock();
+  const registry = createRegistry({ deployments: [deployment()], now: clock.now });
+  const events: PoolEvent[] = [];
+  registry.on((e) => events.push(e));
+  return { clock, registry, events };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (error) {
+    return error instanceof PoolError ? `${error.status} ${error.code}` : String(error);
+  }
+  return undefined;
+}
+
+describe('registry', () => {
+  it('resolves models by served name, path and deployment name', () => {
+    const registry = createRegistry({
+      deployments: [deployment('llama', { servedModelName: 'llama-70b', model: '/m/llama' })],
+    });
+    expect(registry.resolveModel('llama-70b')?.name).toBe('llama');
+    expect(registry.resolveModel('/m/llama')?.name).toBe('llama');
+    expect(registry.deployments()[0]?.modelNames).toEqual(['llama-70b', '/m/llama', 'llama']);
+    expect(registry.resolveModel('other')).toBeUndefined();
+  });
+
+  it('routes a worker only once it reports ready, and keeps the same object for inFlight', () => {
+    const { registry } = setup();
+    const { workerId } = registry.register(registration('42'));
+    expect(workerId).toBe('42.0.0');
+    expect(registry.worker(workerId)?.state).toBe('starting');
+    expect(registry.routable('m')).toHaveLength(0);
+    registry.heartbeat(workerId, { state: 'loading', restartCount: 0 });
+    expect(registry.worker(workerId)?.state).toBe('loading');
+    registry.heartbeat(workerId, {
+      state: 'ready',
+      restartCount: 0,
+      load: { running: 2, waiting: 1 },
+    });
+    const first = registry.routable('m');
+    expect(first.map((w) => w.baseUrl)).toEqual(['http://127.0.0.1:9000']);
+    first[0]!.inFlight++;
+    registry.heartbeat(workerId, { state: 'ready', restartCount: 0 });
+    expect(registry.routable('m')).toBe(first);
+    expect(registry.worker(workerId)).toMatchObject({
+      inFlight: 1,
+      load: { running: 2, waiting: 1 },
+    });
+  });
+
+  it('takes a draining worker out of routing synchronously and keeps it out', () => {
+    const { registry, events } = setup();
+    const { workerId } = registry.register(registration('42', 0, { state: 'ready' }));
+    expect(registry.routable('m')).toHaveLength(1);
+    registry.drain(workerId, 'SIGTERM');
+    expect(registry.routable('m')).toHaveLength(0);
+    registry.heartbeat(workerId, { state: 'ready', restartCount: 0 });
+    expect(registry.routable('m')).toHaveLength(0);
+    expect(events.map((e) => e.type)).toEqual(['registered', 'ready', 'draining']);
+    expect(events[2]).toMatchObject({ jobId: '42', workerId, reason: 'SIGTERM' });
+  });
+
+  it('fences stale incarnations with 409 and unknown workers with 404', () => {
+    const { registry } = setup();
+    const old = registry.register(registration('42', 0, { state: 'ready' })).workerId;
+    expect(codeOf(() => registry.heartbeat('7.0.0', { state: 'ready', restartCount: 0 }))).toBe(
+      '404 unknown_worker',
+    );
+    // The job was requeued: incarnation 1 registers, incarnation 0 is fenced.
+    const next = registry.register(registration('42', 0, { restartCount: 1 })).workerId;
+    expect(next).toBe('42.1.0');
+    expect(registry.worker(old)?.state).toBe('gone');
+    expect(codeOf(() => registry.heartbeat(old, { state: 'ready', restartCount: 0 }))).toBe(
+      '409 fenced',
+    );
+    expect(codeOf(() => registry.register(registration('42', 1)))).toBe('409 fenced');
+    // Seen in the cluster's list before any worker of incarnation 2 registered.
+    registry.noteIncarnation('42', 'm', 2);
+    expect(codeOf(() => registry.heartbeat(next, { state: 'ready', restartCount: 1 }))).toBe(
+      '409 fenced',
+    );
+    expect(codeOf(() => registry.register(registration('42', 0, { deployment: 'x' })))).toBe(
+      '404 unknown_deployment',
+    );
+  });
+
+  it('answers 404 to a worker declared gone so it registers again', () => {
+    const { registry } = setup();
+    const { workerId } = registry.register(registration('42', 0, { state: 'ready' }));
+    registry.markGone(workerId, 'heartbeat timeout');
+    expect(registry.routable('m')).toHaveLength(0);
+    expect(codeOf(() => registry.heartbeat(workerId, { state: 'ready', restartCount: 0 }))).toBe(
+      '404 unknown_worker',
+    );
+    registry.register(registration('42', 0, { state: 'ready' }));
+    expect(registry.routable('m')).toHaveLength(1);
+  });
+
+  it('fences the workers of an ended job', () => {
+    const { registry } = setup();
+    const { workerId } = registry.register(registration('42', 0, { state: 'ready' }));
+    registry.endJob('42', 'job COMPLETED');
+    expect(registry.worker(workerId)).toMatchObject({ state: 'gone', reason: 'job COMPLETED' });
+    expect(codeOf(() => registry.register(registration('42')))).toBe('409 fenced');
+  });
+
+  it('resolves waitForRoutable when a worker becomes ready, false on abort', async () => {
+    const { registry } = setup();
+    const aborted = new AbortController();
+    const gaveUp = registry.waitForRoutable('m', aborted.signal);
+    const waiting = registry.waitForRoutable('m', new AbortController().signal);
+    aborted.abort();
+    await expect(gaveUp).resolves.toBe(false);
+    registry.register(registration('42', 0, { state: 'ready' }));
+    await expect(waiting).resolves.toBe(true);
+    await expect(registry.waitForRoutable('nope', new AbortController().signal)).resolves.toBe(
+      false,
+    );
+  });
+
+  it('ejects a worker after consecutive failures for the cool-down, never the last one', () => {
+    const { registry, clock } = setup();
+    const a = registry.register(registration('1', 0, { state: 'ready' })).workerId;
+    registry.register(registration('1', 1, { state: 'ready' }));
+    registry.reportOutcome(a, 'connect-error');
+    registry.reportOutcome(a, 'success');
+    registry.reportOutcome(a, 'connect-error');
+    registry.reportOutcome(a, 'upstream-5xx');
+    expect(registry.routable('m')).toHaveLength(2);
+    registry.reportOutcome(a, 'timeout');
+    expect(registry.routable('m').map((w) => w.id)).toEqual(['1.0.1']);
+    // The survivor fails too, but it is the last one: it stays.
+    for (let i = 0; i < 5; i++) registry.reportOutcome('1.0.1', 'connect-error');
+    expect(registry.routable('m')).toHaveLength(1);
+    clock.advance(10_001);
+    registry.heartbeat(a, { state: 'ready', restartCount: 0 });
+    expect(registry.routable('m')).toHaveLength(2);
+    expect(registry.worker('1.0.1')?.requestsServed).toBe(0);
+    expect(registry.worker(a)?.requestsServed).toBe(1);
+  });
+
+  it('keeps a bounded ring of recent events', () => {
+    const registry = createRegistry({ deployments: [deployment()], eventBufferSize: 3 });
+    for (let i = 0; i < 5; i++)
+      registry.emit({ type: 'submitted', deployment: 'm', jobId: String(i) });
+    expect(registry.recentEvents().map((e) => e.jobId)).toEqual(['2', '3', '4']);
+    expect(registry.recentEvents(2).map((e) => e.jobId)).toEqual(['3', '4']);
+  });
+});
