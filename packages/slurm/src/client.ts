@@ -1,0 +1,194 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { classifySlurmMessage, SlurmError } from './errors.js';
+import { execaRunner } from './runner.js';
+import type { CommandResult, CommandRunner } from './runner.js';
+import { renderBatchScript } from './script.js';
+import type { JobSpec } from './script.js';
+import { parseSbatchOutput, parseSqueue, SQUEUE_FORMAT } from './squeue.js';
+import type { SlurmJob } from './squeue.js';
+
+/** Options of {@link createSlurmClient}. */
+export interface SlurmClientOptions {
+  /** Runs the SLURM commands (default: execa, no shell). */
+  runner?: CommandRunner;
+  /** Variables added to the commands' environment, e.g. `{ SLURM_CONF: '/path/slurm.conf' }`. */
+  env?: Record<string, string>;
+  /** List this user's jobs (`squeue -u`); default the calling user (`squeue --me`). */
+  user?: string;
+  /** Executables (names on PATH or paths). */
+  commands?: { sbatch?: string; squeue?: string; scancel?: string };
+  /**
+   * Timeouts in ms. sbatch retries a busy controller internally for up to about two
+   * minutes, so its default is 150 s; squeue and scancel default to 30 s.
+   */
+  timeouts?: { sbatchMs?: number; squeueMs?: number; scancelMs?: number };
+}
+
+/** Which jobs {@link SlurmClient.list} returns. */
+export interface JobFilter {
+  /** Only jobs with one of these names; an empty array matches nothing. */
+  names?: string[];
+}
+
+/** sbatch, squeue and scancel with typed errors. */
+export interface SlurmClient {
+  /** Writes the batch script (0600) into `spec.logDir` and submits it; resolves to the job id. */
+  submit(spec: JobSpec): Promise<string>;
+  /** Every job of the user matching `filter`, including ended ones still known (`-t all`), in ONE squeue call. */
+  list(filter?: JobFilter): Promise<SlurmJob[]>;
+  /** Cancels jobs in ONE scancel call; unknown or ended ids are not an error. */
+  cancel(ids: readonly string[]): Promise<void>;
+}
+
+const JOB_ID = /^\d+(_\d+)?$/;
+// scancel messages that mean "nothing left to cancel".
+const GONE =
+  /invalid job id specified|already completing or completed|job\/step already completed/i;
+
+/**
+ * Creates a SLURM client. Every call has a timeout and throws a {@link SlurmError} whose
+ * `kind` says whether to retry, back off or give up.
+ *
+ * @example
+ * const slurm = createSlurmClient({ env: { SLURM_CONF: '/etc/slurm/slurm.conf' } });
+ * const id = await slurm.submit({
+ *   name: 'es-llama',
+ *   comment: 'es-llama-7f3a',
+ *   gpusPerNode: 8,
+ *   logDir: '/scratch/es/logs',
+ *   command: ['es-worker', '--port', '8000'],
+ * });
+ * const jobs = await slurm.list({ names: ['es-llama'] });
+ * await slurm.cancel([id]);
+ */
+export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient {
+  const runner = options.runner ?? execaRunner;
+  const sbatch = options.commands?.sbatch ?? 'sbatch';
+  const squeue = options.commands?.squeue ?? 'squeue';
+  const scancel = options.commands?.scancel ?? 'scancel';
+  const sbatchMs = options.timeouts?.sbatchMs ?? 150_000;
+  const squeueMs = options.timeouts?.squeueMs ?? 30_000;
+  const scancelMs = options.timeouts?.scancelMs ?? 30_000;
+
+  async function run(
+    file: string,
+    args: string[],
+    timeoutMs: number,
+    mutating: boolean,
+  ): Promise<CommandResult> {
+    const command = [file, ...args];
+    let result: CommandResult;
+    try {
+      result = await runner(file, args, {
+        timeoutMs,
+        ...(options.env ? { env: options.env } : {}),
+      });
+    } catch (cause) {
+      const code = (cause as { code?: unknown } | null)?.code;
+      const notFound = code === 'ENOENT' || code === 'EACCES';
+      throw new SlurmError(`${file} could not be started: ${(cause as Error)?.message ?? cause}`, {
+        code: notFound ? 'SLURM_COMMAND_NOT_FOUND' : 'SLURM_FAILED',
+        kind: notFound ? 'permanent' : 'transient',
+        command,
+        cause,
+      });
+    }
+    if (result.timedOut) {
+      throw new SlurmError(`${file} did not finish within ${timeoutMs} ms`, {
+        code: 'SLURM_TIMEOUT',
+        kind: 'transient',
+        ambiguous: mutating,
+        command,
+        stderr: result.stderr,
+      });
+    }
+    return result;
+  }
+
+  function failure(
+    file: string,
+    args: string[],
+    result: CommandResult,
+    mutating: boolean,
+  ): SlurmError {
+    const { code, kind } = classifySlurmMessage(result.stderr);
+    const detail = result.stderr.trim().split('\n').at(-1) ?? '';
+    return new SlurmError(`${file} failed (exit ${result.exitCode ?? 'signal'}): ${detail}`, {
+      code,
+      kind,
+      // A socket timeout inside sbatch or scancel may have happened after the controller acted.
+      ambiguous: mutating && code === 'SLURM_SOCKET_TIMEOUT',
+      command: [file, ...args],
+      ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }),
+      stderr: result.stderr,
+    });
+  }
+
+  return {
+    async submit(spec) {
+      const script = renderBatchScript(spec);
+      await mkdir(spec.logDir, { recursive: true });
+      const safeName = spec.name.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 80);
+      const stamp = `${Date.now()}-${randomBytes(4).toString('hex')}`;
+      const path = join(spec.logDir, `${safeName}-${stamp}.sbatch`);
+      await writeFile(path, script, { mode: 0o600, flag: 'wx' });
+      const args = ['--parsable', path];
+      const result = await run(sbatch, args, sbatchMs, true);
+      if (result.exitCode !== 0) throw failure(sbatch, args, result, true);
+      const id = parseSbatchOutput(result.stdout);
+      if (id === undefined) {
+        throw new SlurmError(
+          `sbatch printed no job id: ${JSON.stringify(result.stdout.slice(0, 200))}`,
+          {
+            code: 'SLURM_BAD_OUTPUT',
+            kind: 'transient',
+            ambiguous: true,
+            command: [sbatch, ...args],
+            exitCode: 0,
+            stderr: result.stderr,
+          },
+        );
+      }
+      return id;
+    },
+
+    async list(filter = {}) {
+      const names = filter.names;
+      if (names?.length === 0) return [];
+      const args = ['-h', '-t', 'all', ...(options.user ? ['-u', options.user] : ['--me'])];
+      // squeue's --name takes a comma list; names containing commas are filtered here only.
+      if (names && !names.some((n) => n.includes(','))) args.push(`--name=${names.join(',')}`);
+      args.push('-O', SQUEUE_FORMAT);
+      const result = await run(squeue, args, squeueMs, false);
+      if (result.exitCode !== 0) throw failure(squeue, args, result, false);
+      const jobs = parseSqueue(result.stdout);
+      if (!names) return jobs;
+      const wanted = new Set(names);
+      return jobs.filter((job) => wanted.has(job.name));
+    },
+
+    async cancel(ids) {
+      if (ids.length === 0) return;
+      for (const id of ids) {
+        if (!JOB_ID.test(id)) {
+          throw new SlurmError(`not a SLURM job id: ${JSON.stringify(id)}`, {
+            code: 'SLURM_INVALID_REQUEST',
+            kind: 'permanent',
+            command: [scancel, ...ids],
+          });
+        }
+      }
+      const args = [...new Set(ids)];
+      const result = await run(scancel, args, scancelMs, true);
+      if (result.exitCode === 0) return;
+      const errors = result.stderr
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
+      if (errors.length > 0 && errors.every((l) => GONE.test(l))) return;
+      throw failure(scancel, args, result, true);
+    },
+  };
+}

@@ -1,0 +1,128 @@
+import type { FailureKind } from '@es/pool';
+
+/** Every `code` a {@link SlurmError} can carry. The README documents each one. */
+export type SlurmErrorCode =
+  /** The controller could not be reached (connection refused, no route, DNS). Transient. */
+  | 'SLURM_UNREACHABLE'
+  /** SLURM's own RPC timed out ("Socket timed out on send/recv operation"). Transient. */
+  | 'SLURM_SOCKET_TIMEOUT'
+  /** The command did not finish within our timeout and was killed. Transient. */
+  | 'SLURM_TIMEOUT'
+  /** The controller is busy or rate limits us ("Resource temporarily unavailable"). Transient. */
+  | 'SLURM_BUSY'
+  /** A QOS, association or submit limit refuses the job. Policy. */
+  | 'SLURM_POLICY_LIMIT'
+  /** The partition does not exist or may not be used. Permanent. */
+  | 'SLURM_INVALID_PARTITION'
+  /** The account does not exist or may not be used. Permanent. */
+  | 'SLURM_INVALID_ACCOUNT'
+  /** The QOS does not exist or may not be used. Permanent. */
+  | 'SLURM_INVALID_QOS'
+  /** A rejected option or request (bad flag, time, feature, impossible node configuration). Permanent. */
+  | 'SLURM_INVALID_REQUEST'
+  /** The job spec cannot be rendered safely (line break in a value, bad number, empty command). Permanent. */
+  | 'SLURM_INVALID_SPEC'
+  /** The SLURM command is not installed or not executable. Permanent. */
+  | 'SLURM_COMMAND_NOT_FOUND'
+  /** The command succeeded but its output could not be understood. Transient. */
+  | 'SLURM_BAD_OUTPUT'
+  /** Any other failure (non-zero exit with an unrecognised message). Transient. */
+  | 'SLURM_FAILED';
+
+/** Fields of a {@link SlurmError}. */
+export interface SlurmErrorOptions {
+  code: SlurmErrorCode;
+  kind: FailureKind;
+  /** True when the call may have taken effect (e.g. sbatch timed out after the job was accepted). */
+  ambiguous?: boolean;
+  /** The command line, as argv. */
+  command?: string[];
+  /** Exit code, when the process exited. */
+  exitCode?: number;
+  stderr?: string;
+  cause?: unknown;
+}
+
+/**
+ * The one error class of `@es/slurm`. `kind` tells a caller how to react (retry later,
+ * back off until a limit frees up, or give up); `ambiguous` says the call may have taken
+ * effect. Satisfies `classifyProviderError` of `@es/pool`.
+ *
+ * @example
+ * try {
+ *   await client.submit(spec);
+ * } catch (error) {
+ *   if (error instanceof SlurmError && error.ambiguous) {
+ *     // look the job up by its --comment tag before submitting again
+ *   }
+ * }
+ */
+export class SlurmError extends Error {
+  override readonly name = 'SlurmError';
+  readonly code: SlurmErrorCode;
+  readonly kind: FailureKind;
+  readonly ambiguous: boolean;
+  readonly command: string[];
+  readonly exitCode: number | undefined;
+  readonly stderr: string;
+
+  constructor(message: string, options: SlurmErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = options.code;
+    this.kind = options.kind;
+    this.ambiguous = options.ambiguous ?? false;
+    this.command = options.command ?? [];
+    this.exitCode = options.exitCode;
+    this.stderr = options.stderr ?? '';
+  }
+}
+
+/** The classification of a SLURM error message. */
+export interface SlurmFailureClass {
+  code: SlurmErrorCode;
+  kind: FailureKind;
+}
+
+// Ordered: the first match wins. Messages are SLURM 22.05's (slurm_strerror and client
+// errors); the patterns are loose enough for neighbouring versions' wording.
+const RULES: readonly [RegExp, SlurmErrorCode, FailureKind][] = [
+  [/socket timed out|timed out on send\/recv/i, 'SLURM_SOCKET_TIMEOUT', 'transient'],
+  [
+    /unable to contact slurm controller|connect(ion)? (failure|refused)|communication connection failure|zero bytes were transmitted|no route to host|backup controller in standby|slurmctld.*(not responding|down)/i,
+    'SLURM_UNREACHABLE',
+    'transient',
+  ],
+  [
+    /rate limit|resource temporarily unavailable|temporarily unable to accept job|controller is busy|try again later|too many (rpcs|requests)/i,
+    'SLURM_BUSY',
+    'transient',
+  ],
+  [
+    /QOSMax|QOSGrp|AssocMax|AssocGrp|MaxSubmit|job submit limit|violates accounting\/qos policy|qos.*limit|association.*limit|partition.*limit.*exceeded/i,
+    'SLURM_POLICY_LIMIT',
+    'policy',
+  ],
+  [
+    /invalid partition|partition.*not (available|permitted|valid)|not permitted to use this partition/i,
+    'SLURM_INVALID_PARTITION',
+    'permanent',
+  ],
+  [/invalid account|account.*(not valid|not permitted)/i, 'SLURM_INVALID_ACCOUNT', 'permanent'],
+  [/invalid qos|qos.*(not valid|not permitted)/i, 'SLURM_INVALID_QOS', 'permanent'],
+  [
+    /unrecognized option|invalid option|unknown option|invalid .*specification|requested node configuration is not available|requested time limit is invalid|invalid (argument|job id|generic resource|gres|feature|node name|dependency)|access\/permission denied|try ".* --help"/i,
+    'SLURM_INVALID_REQUEST',
+    'permanent',
+  ],
+];
+
+/**
+ * Classifies a SLURM command's stderr (pure). Unrecognised messages are `SLURM_FAILED`,
+ * transient: retrying an unknown failure later is safer than giving up on a deployment.
+ */
+export function classifySlurmMessage(stderr: string): SlurmFailureClass {
+  for (const [pattern, code, kind] of RULES) {
+    if (pattern.test(stderr)) return { code, kind };
+  }
+  return { code: 'SLURM_FAILED', kind: 'transient' };
+}
