@@ -1,1 +1,30 @@
-export {};
+#!/usr/bin/env node
+/** `es-worker`: wiring only — flags → `@es/worker`'s `runWorker`. */
+import { SlicePlanError } from '@es/pool';
+import { WorkerError, runWorker } from '@es/worker';
+import { pino } from 'pino';
+import { hideBin } from 'yargs/helpers';
+import { WorkerArgsError, parseWorkerArgs } from './args.js';
+import { toWorkerOptions } from './main.js';
+
+// Configuration mistakes exit 2, like a usage error; the worker's own exits are 0 or 1.
+const USAGE_EXIT_CODE = 2;
+
+async function main(): Promise<number> {
+  const args = await parseWorkerArgs(hideBin(process.argv));
+  const logger = pino({ level: args.logLevel, base: { job: args.jobId } });
+  return runWorker(toWorkerOptions(args, logger));
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    const usage =
+      error instanceof WorkerArgsError ||
+      error instanceof SlicePlanError ||
+      (error instanceof WorkerError &&
+        (error.code === 'INVALID_OPTION' || error.code === 'INVALID_EXTRA_ARGS'));
+    console.error(`es-worker: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(usage ? USAGE_EXIT_CODE : 1);
+  },
+);

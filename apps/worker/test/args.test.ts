@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { WorkerArgsError, parseWorkerArgs } from '../src/args.js';
+
+const base = ['--scheduler-url', 'http://login1:8780', '--model', 'meta-llama/Llama-3-70B'];
+
+describe('es-worker flags', () => {
+  it("accepts every flag of the seed's worker with the seed's defaults", async () => {
+    const args = await parseWorkerArgs(base, {});
+    expect(args).toMatchObject({
+      schedulerUrl: 'http://login1:8780',
+      engine: 'vllm',
+      model: 'meta-llama/Llama-3-70B',
+      basePort: 8001,
+      tensorParallelSize: 1,
+      gpusPerNode: undefined,
+      gpuMemoryUtilization: 0.9,
+      maxModelLen: undefined,
+      servedModelName: undefined,
+      engineExtraArgs: '',
+      deployment: 'Llama-3-70B',
+      restartCount: 0,
+      drainGraceSeconds: 15,
+      killGraceSeconds: 5,
+    });
+    const all = await parseWorkerArgs(
+      [
+        ...base,
+        '--engine',
+        'sglang',
+        '--base-port',
+        '9001',
+        '--tensor-parallel-size',
+        '4',
+        '--gpus-per-node',
+        '8',
+        '--gpu-memory-utilization',
+        '0.85',
+        '--max-model-len',
+        '32768',
+        '--served-model-name',
+        'llama',
+        // Like argparse, a value that starts with "--" needs the "=" form.
+        '--engine-extra-args=--enable-prefix-caching --chat-template "a b"',
+      ],
+      {},
+    );
+    expect(all).toMatchObject({
+      engine: 'sglang',
+      basePort: 9001,
+      tensorParallelSize: 4,
+      gpusPerNode: 8,
+      gpuMemoryUtilization: 0.85,
+      maxModelLen: 32768,
+      servedModelName: 'llama',
+      engineExtraArgs: '--enable-prefix-caching --chat-template "a b"',
+      deployment: 'llama',
+    });
+  });
+
+  it('falls back to the environment the scheduler and SLURM set', async () => {
+    const args = await parseWorkerArgs(['--model', 'm'], {
+      ES_SCHEDULER_URL: 'http://127.0.0.1:8780',
+      ES_DEPLOYMENT: 'prod',
+      ES_SECRET_FILE: '/shared/secret',
+      SLURM_JOB_ID: '4242',
+      SLURM_RESTART_COUNT: '2',
+    });
+    expect(args).toMatchObject({
+      schedulerUrl: 'http://127.0.0.1:8780',
+      deployment: 'prod',
+      secretFile: '/shared/secret',
+      jobId: '4242',
+      restartCount: 2,
+    });
+    const flagsWin = await parseWorkerArgs(
+      ['--model', 'm', '--scheduler-url', 'http://x:1', '--job-id', '7', '--restart-count', '0'],
+      { ES_SCHEDULER_URL: 'http://127.0.0.1:8780', SLURM_JOB_ID: '4242', SLURM_RESTART_COUNT: '2' },
+    );
+    expect(flagsWin).toMatchObject({ schedulerUrl: 'http://x:1', jobId: '7', restartCount: 0 });
+  });
+
+  it.each([
+    [['--model', 'm'], 'scheduler-url', /--scheduler-url is required: pass --scheduler-url/],
+    [['--scheduler-url', 'login1:8780', '--model', 'm'], 'scheduler-url', /not an http\(s\) URL/],
+    [['--scheduler-url', 'http://a:1'], 'model', /--model is required/],
+    [[...base, '--tensor-parallel-size', '0'], 'tensor-parallel-size', /integer >= 1, got 0/],
+    [[...base, '--base-port', '70000'], 'base-port', /<= 65535/],
+    [[...base, '--gpu-memory-utilization', '1.5'], 'gpu-memory-utilization', /in \(0, 1\]/],
+    [[...base, '--drain-grace', '30'], 'drain-grace', /KillWait/],
+    [[...base, '--kill-grace', '0'], 'kill-grace', /KillWait/],
+  ])('rejects %j naming the flag and the fix', async (argv, flag, message) => {
+    const error = await parseWorkerArgs(argv, {}).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(WorkerArgsError);
+    expect(error).toMatchObject({ flag, message: expect.stringMatching(message) });
+  });
+
+  it('rejects unknown engines and flags', async () => {
+    await expect(parseWorkerArgs([...base, '--engine', 'tgi'], {})).rejects.toThrow(/tgi/);
+    await expect(parseWorkerArgs([...base, '--gpus', '8'], {})).rejects.toThrow(/gpus/);
+  });
+});
