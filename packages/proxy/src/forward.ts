@@ -229,8 +229,7 @@ function attempt(
     let headers: IncomingHttpHeaders = {};
     let sse = false;
     let ttfbMs: number | undefined;
-    let tail: UsageTail | undefined;
-    let lastChunk: Buffer | undefined;
+    const tail = new UsageTail();
     let released = false;
 
     worker.inFlight++;
@@ -261,7 +260,7 @@ function attempt(
       };
       if (ttfbMs !== undefined) record.ttfbMs = ttfbMs;
       if (errorCode !== undefined) record.errorCode = errorCode;
-      const usage = tail?.read();
+      const usage = tail.read();
       if (usage !== undefined) Object.assign(record, usage);
       onComplete(record);
     };
@@ -297,6 +296,7 @@ function attempt(
       try {
         if (sse) {
           // Start on an event boundary so the error cannot merge into a half-sent event.
+          const lastChunk = tail.last();
           const boundary =
             lastChunk !== undefined &&
             lastChunk.length >= 2 &&
@@ -345,8 +345,7 @@ function attempt(
       onResponseData(c, chunk) {
         if (phase === 'done') return;
         if (phase === 'headers') commit();
-        (tail ??= new UsageTail()).push(chunk);
-        lastChunk = chunk;
+        tail.push(chunk);
         if (!sink.write(chunk)) {
           c.pause();
           sink.onDrain(() => c.resume());

@@ -1,6 +1,3 @@
-/** Bytes of a response's end kept to find `usage` (the last SSE chunks or the JSON tail). */
-const TAIL_BYTES = 4096;
-
 /** Token counts read from an OpenAI `usage` object. */
 export interface Usage {
   promptTokens?: number;
@@ -9,26 +6,33 @@ export interface Usage {
 }
 
 /**
- * Keeps references to the last chunks of a response (no copying on the hot path) and reads
- * `usage` from them once the response has ended: engines put it in the final JSON fields
- * or, for streams with `include_usage`, in the last chunk before `[DONE]`.
+ * Keeps references to the last three chunks of a response (no copying, no array churn on
+ * the hot path: retained chunks survive young-generation GCs, so fewer is cheaper) and
+ * reads `usage` from them once the response has ended. Engines put it in the last JSON
+ * fields or, for streams with `include_usage`, in the last event before `[DONE]`; an
+ * object of ~100 bytes cannot span more than three reads.
  */
 export class UsageTail {
-  private chunks: Buffer[] = [];
-  private bytes = 0;
+  private a: Buffer | undefined;
+  private b: Buffer | undefined;
+  private c: Buffer | undefined;
 
   push(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.bytes += chunk.length;
-    while (this.chunks.length > 1 && this.bytes - this.chunks[0]!.length >= TAIL_BYTES) {
-      this.bytes -= this.chunks.shift()!.length;
-    }
+    this.a = this.b;
+    this.b = this.c;
+    this.c = chunk;
+  }
+
+  /** The last chunk pushed. */
+  last(): Buffer | undefined {
+    return this.c;
   }
 
   /** Parse `usage` out of the kept tail; `undefined` when absent. */
   read(): Usage | undefined {
-    if (this.chunks.length === 0) return undefined;
-    const text = Buffer.concat(this.chunks).toString('latin1');
+    const kept = [this.a, this.b, this.c].filter((chunk) => chunk !== undefined);
+    if (kept.length === 0) return undefined;
+    const text = Buffer.concat(kept).toString('latin1');
     const at = text.lastIndexOf('"usage"');
     if (at < 0) return undefined;
     const close = text.indexOf('}', at);

@@ -113,7 +113,8 @@ describe('retry budget', () => {
 describe('usage accounting', () => {
   it('reads usage from the end of a stream split across chunks, and ignores bodies without it', () => {
     const tail = new UsageTail();
-    tail.push(Buffer.from('data: {"choices":[{"delta":{"content":"x"}}]}\n\n'.repeat(200)));
+    for (let i = 0; i < 200; i++)
+      tail.push(Buffer.from('data: {"choices":[{"delta":{"content":"x"}}]}\n\n'));
     tail.push(Buffer.from('data: {"choices":[],"usage":{"prompt_tokens":12,"compl'));
     tail.push(Buffer.from('etion_tokens":34,"total_tokens":46}}\n\ndata: [DONE]\n\n'));
     expect(tail.read()).toEqual({ promptTokens: 12, completionTokens: 34, totalTokens: 46 });
