@@ -39,7 +39,10 @@ export interface WorkerOptions {
   jobId: string;
   /** `SLURM_RESTART_COUNT` (default 0). */
   restartCount?: number;
-  /** Port of instance 0; instance i gets `basePort + i` unless taken (default 8001). */
+  /**
+   * Port of instance 0; instance i gets `basePort + i` unless taken (default 8001).
+   * 0 = every instance takes a free port (many workers on one machine, tests).
+   */
   basePort?: number;
   /** GPUs per engine instance (default 1). */
   tensorParallelSize?: number;
@@ -527,7 +530,8 @@ export function createWorker(options: WorkerOptions): Worker {
           visibleDevices: options.visibleDevices ?? env.CUDA_VISIBLE_DEVICES,
           gpuCount: options.gpusPerNode,
           tensorParallelSize: options.tensorParallelSize ?? 1,
-          basePort: options.basePort ?? 8001,
+          // Any valid base for planning when ports are chosen freely (0).
+          basePort: options.basePort || (options.basePort === 0 ? 1 : 8001),
         });
       } catch (error) {
         if (error instanceof SlicePlanError) {
@@ -560,7 +564,8 @@ export function createWorker(options: WorkerOptions): Worker {
       }
       try {
         for (const instance of instances) {
-          await choosePort(instance, instance.port);
+          if (options.basePort === 0) instance.port = await freePort(host);
+          else await choosePort(instance, instance.port);
           if (stopping) return;
           launch(instance);
         }

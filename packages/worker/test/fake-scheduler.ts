@@ -1,0 +1,133 @@
+/**
+ * A small scheduler speaking the worker protocol on 127.0.0.1 (port 0), recording every call.
+ * Tests steer it: answer 404 to the next heartbeat of an id, or 409 to everything.
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WORKER_API_PREFIX, formatWorkerId } from '@es/pool';
+import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
+
+export interface SchedulerCall {
+  route: 'register' | 'heartbeat' | 'drain' | 'deregister';
+  workerId: string;
+  body: Record<string, unknown>;
+  authorization: string | undefined;
+  at: number;
+}
+
+export interface FakeScheduler {
+  url: string;
+  calls: SchedulerCall[];
+  heartbeatIntervalMs: number;
+  /** Ids whose next heartbeat gets 404 (the scheduler "restarted"). */
+  forget: Set<string>;
+  /** When true, every call is answered 409 (fenced). */
+  fence: boolean;
+  /** Runs when a drain notice arrives, before it is answered. */
+  onDrain: ((workerId: string) => Promise<void> | void) | undefined;
+  /** Resolves with the first call matching `test`, waiting up to `timeoutMs`. */
+  waitFor(test: (call: SchedulerCall) => boolean, timeoutMs?: number): Promise<SchedulerCall>;
+  close(): Promise<void>;
+}
+
+export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<FakeScheduler> {
+  const waiters = new Set<() => void>();
+  const known = new Set<string>();
+  const scheduler: FakeScheduler = {
+    url: '',
+    calls: [],
+    heartbeatIntervalMs,
+    forget: new Set(),
+    fence: false,
+    onDrain: undefined,
+    waitFor: (test, timeoutMs = 10_000) =>
+      new Promise((resolve, reject) => {
+        const check = () => {
+          const hit = scheduler.calls.find(test);
+          if (!hit) return false;
+          clearTimeout(timer);
+          waiters.delete(wake);
+          resolve(hit);
+          return true;
+        };
+        const wake = () => void check();
+        const timer = setTimeout(() => {
+          waiters.delete(wake);
+          reject(new Error(`fake scheduler: no matching call within ${timeoutMs} ms`));
+        }, timeoutMs);
+        if (!check()) waiters.add(wake);
+      }),
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      void (async () => {
+        const path = (req.url ?? '').slice(WORKER_API_PREFIX.length + 1);
+        const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<
+          string,
+          unknown
+        >;
+        const [first, action] = path.split('/');
+        let route: SchedulerCall['route'];
+        let workerId: string;
+        if (first === 'register') {
+          const request = body as unknown as RegisterRequest;
+          route = 'register';
+          workerId = formatWorkerId(request.jobId, request.restartCount, request.index);
+        } else {
+          route = action as SchedulerCall['route'];
+          workerId = decodeURIComponent(first ?? '');
+        }
+        const call: SchedulerCall = {
+          route,
+          workerId,
+          body,
+          authorization: req.headers.authorization,
+          at: Date.now(),
+        };
+        if (route === 'drain') await scheduler.onDrain?.(workerId);
+        scheduler.calls.push(call);
+        for (const wake of [...waiters]) wake();
+        const send = (status: number, value: unknown) => {
+          res.writeHead(status, { 'content-type': 'application/json' });
+          res.end(JSON.stringify(value));
+        };
+        if (scheduler.fence) {
+          send(409, { error: { message: 'fenced', type: 'conflict', code: 'fenced' } });
+          return;
+        }
+        if (route === 'register') {
+          known.add(workerId);
+          send(200, { workerId, heartbeatIntervalMs: scheduler.heartbeatIntervalMs });
+          return;
+        }
+        if (route === 'heartbeat' && scheduler.forget.delete(workerId)) known.delete(workerId);
+        if (!known.has(workerId)) {
+          send(404, { error: { message: 'unknown worker', type: 'not_found', code: 'unknown' } });
+          return;
+        }
+        if (route === 'heartbeat') void (body as unknown as HeartbeatRequest);
+        send(200, { ok: true });
+      })();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  scheduler.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return scheduler;
+}
+
+/** Whether a process group still has members (signal 0 probes without killing). */
+export function groupAlive(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

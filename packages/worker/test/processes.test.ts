@@ -1,0 +1,200 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { deriveKeys } from '@es/pool';
+import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
+import { createWorker } from '../src/index.js';
+import { groupAlive, startFakeScheduler } from './fake-scheduler.js';
+import type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const SECRET = 'process-test-secret';
+const keys = deriveKeys(SECRET);
+const cleanups: (() => Promise<unknown> | void)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function scheduler(heartbeatMs = 150): Promise<FakeScheduler> {
+  const started = await startFakeScheduler(heartbeatMs);
+  cleanups.push(() => started.close());
+  return started;
+}
+
+const ready = (id: string) => (call: SchedulerCall) =>
+  call.route === 'heartbeat' &&
+  call.workerId === id &&
+  (call.body as unknown as HeartbeatRequest).state === 'ready';
+
+/** Process ids whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid) found.push(Number(entry));
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found;
+}
+
+function runWorkerProcess(options: object, env: NodeJS.ProcessEnv = {}): ChildProcess {
+  const child = spawn(
+    process.execPath,
+    [join(fixtures, 'run-worker.mjs'), JSON.stringify(options)],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
+  cleanups.push(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  return child;
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<number | null>((resolve) => {
+    if (child.exitCode !== null) resolve(child.exitCode);
+    else child.once('exit', (code) => resolve(code));
+  });
+
+describe('the worker with real processes', () => {
+  it('starts a fake `vllm` from PATH with the exact argv and GPU slice of each instance', async () => {
+    const bin = mkdtempSync(join(tmpdir(), 'es-fake-vllm-'));
+    copyFileSync(join(fixtures, 'fake-vllm.mjs'), join(bin, 'vllm'));
+    chmodSync(join(bin, 'vllm'), 0o755);
+    const fake = await scheduler();
+    const worker = createWorker({
+      schedulerUrl: fake.url,
+      deployment: 'default',
+      engine: 'vllm',
+      model: 'org/model',
+      jobId: '77',
+      basePort: 0,
+      tensorParallelSize: 2,
+      gpusPerNode: 4,
+      visibleDevices: '2,3,6,7',
+      gpuMemoryUtilization: 0.85,
+      maxModelLen: 4096,
+      servedModelName: 'served',
+      engineExtraArgs: `--chat-template "/t/my template.jinja" --enforce-eager`,
+      secret: SECRET,
+      logDir: bin,
+      probeIntervalMs: 50,
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
+    });
+    cleanups.push(() => worker.stop('cleanup'));
+    await worker.start();
+    const loaded = await fake.waitFor(ready('77.0.1'));
+    await fake.waitFor(ready('77.0.0'));
+    expect((loaded.body as unknown as HeartbeatRequest).load).toEqual({
+      running: 2,
+      waiting: 1,
+      kvCacheUsage: 0.125,
+    });
+    for (const instance of worker.instances()) {
+      const record = JSON.parse(readFileSync(join(bin, `${instance.port}.json`), 'utf8')) as {
+        argv: string[];
+        cuda: string;
+      };
+      expect(record.cuda).toBe(instance.index === 0 ? '2,3' : '6,7');
+      expect(record.argv).toEqual([
+        'serve',
+        'org/model',
+        '--host',
+        '127.0.0.1',
+        '--port',
+        String(instance.port),
+        '--tensor-parallel-size',
+        '2',
+        '--gpu-memory-utilization',
+        '0.85',
+        '--max-model-len',
+        '4096',
+        '--served-model-name',
+        'served',
+        '--api-key',
+        keys.engineApiKey,
+        '--chat-template',
+        '/t/my template.jinja',
+        '--enforce-eager',
+      ]);
+    }
+    const registered = fake.calls.filter((call) => call.route === 'register');
+    expect(registered.map((c) => (c.body as unknown as RegisterRequest).gpus)).toContainEqual([
+      6, 7,
+    ]);
+  });
+
+  it('SIGTERM: the drain notice reaches the scheduler at once, engines stop after it, exit 0, nothing left', async () => {
+    const fake = await scheduler();
+    const engineGroups: number[] = [];
+    let drainSeenEnginesAlive = 0;
+    fake.onDrain = () => {
+      if (engineGroups.every((pid) => groupAlive(pid))) drainSeenEnginesAlive += 1;
+    };
+    const worker = runWorkerProcess({
+      schedulerUrl: fake.url,
+      deployment: 'default',
+      engine: 'mock',
+      model: 'mock-model',
+      jobId: '88',
+      basePort: 0,
+      gpusPerNode: 2,
+      visibleDevices: '',
+      secret: SECRET,
+      logDir: mkdtempSync(join(tmpdir(), 'es-worker-logs-')),
+      probeIntervalMs: 50,
+      engineExtraArgs: '--tokens-per-second 0',
+    });
+    await fake.waitFor(ready('88.0.0'));
+    await fake.waitFor(ready('88.0.1'));
+    engineGroups.push(...childrenOf(worker.pid ?? 0));
+    expect(engineGroups).toHaveLength(2);
+    const sentAt = Date.now();
+    worker.kill('SIGTERM');
+    const drain = await fake.waitFor((call) => call.route === 'drain', 2000);
+    expect(drain.at - sentAt).toBeLessThan(500);
+    expect(drain.body.reason).toBe('SIGTERM');
+    expect(await exited(worker)).toBe(0);
+    expect(drainSeenEnginesAlive).toBe(2);
+    expect(fake.calls.filter((call) => call.route === 'deregister')).toHaveLength(2);
+    for (const pid of engineGroups) expect(groupAlive(pid)).toBe(false);
+  });
+
+  it('an uncaught error in the worker process still takes its engines down', async () => {
+    const fake = await scheduler();
+    const worker = runWorkerProcess(
+      {
+        schedulerUrl: fake.url,
+        deployment: 'default',
+        engine: 'mock',
+        model: 'mock-model',
+        jobId: '99',
+        basePort: 0,
+        gpusPerNode: 2,
+        visibleDevices: '',
+        logDir: mkdtempSync(join(tmpdir(), 'es-worker-logs-')),
+        probeIntervalMs: 50,
+      },
+      { FAIL_AFTER_MS: '1500' },
+    );
+    await fake.waitFor(ready('99.0.0'));
+    await fake.waitFor(ready('99.0.1'));
+    const groups = childrenOf(worker.pid ?? 0);
+    expect(groups).toHaveLength(2);
+    expect(await exited(worker)).toBe(1);
+    for (const pid of groups)
+      await expect.poll(() => groupAlive(pid), { timeout: 2000 }).toBe(false);
+  });
+});

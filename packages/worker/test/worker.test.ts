@@ -1,0 +1,263 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { deriveKeys } from '@es/pool';
+import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
+import { WorkerError, createWorker } from '../src/index.js';
+import type { Worker, WorkerOptions } from '../src/index.js';
+import { groupAlive, startFakeScheduler } from './fake-scheduler.js';
+
+const SECRET = 'test-secret';
+const keys = deriveKeys(SECRET);
+const cleanups: (() => Promise<unknown>)[] = [];
+
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function setup(overrides: Partial<WorkerOptions> = {}, heartbeatMs = 150) {
+  const scheduler = await startFakeScheduler(heartbeatMs);
+  cleanups.push(() => scheduler.close());
+  const logDir = mkdtempSync(join(tmpdir(), 'es-worker-test-'));
+  const worker = createWorker({
+    schedulerUrl: scheduler.url,
+    deployment: 'default',
+    engine: 'mock',
+    model: 'mock-model',
+    jobId: '1234',
+    restartCount: 2,
+    basePort: 0,
+    gpusPerNode: 1,
+    visibleDevices: '',
+    secret: SECRET,
+    logDir,
+    probeIntervalMs: 50,
+    restartBackoffMs: 50,
+    drainGraceMs: 2000,
+    killGraceMs: 2000,
+    engineExtraArgs: '--tokens-per-second 0 --ttft 0',
+    ...overrides,
+  });
+  cleanups.push(async () => {
+    worker.killEnginesSync();
+    await worker.stop('test cleanup');
+  });
+  return { scheduler, worker, logDir };
+}
+
+function engineUrl(worker: Worker, index = 0): string {
+  const instance = worker.instances()[index];
+  if (!instance) throw new Error(`no instance ${index}`);
+  return `http://127.0.0.1:${instance.port}`;
+}
+
+const heartbeatOf =
+  (id: string, test: (body: HeartbeatRequest) => boolean) =>
+  (call: { route: string; workerId: string; body: Record<string, unknown> }) =>
+    call.route === 'heartbeat' &&
+    call.workerId === id &&
+    test(call.body as unknown as HeartbeatRequest);
+
+describe('worker against a fake scheduler and real mock engines', () => {
+  it('registers each slice as loading, reports ready with load, and the engines answer', async () => {
+    const { scheduler, worker, logDir } = await setup({
+      tensorParallelSize: 2,
+      gpusPerNode: 4,
+      visibleDevices: '2,3,6,7',
+      engineExtraArgs: '--load-delay 400 --tokens-per-second 20 --ttft 0',
+    });
+    await worker.start();
+
+    const registrations = scheduler.calls.filter((call) => call.route === 'register');
+    expect(registrations.map((call) => call.workerId).sort()).toEqual(['1234.2.0', '1234.2.1']);
+    for (const call of registrations) {
+      const body = call.body as unknown as RegisterRequest;
+      expect(call.authorization).toBe(`Bearer ${keys.workerToken}`);
+      expect(body).toMatchObject({
+        deployment: 'default',
+        jobId: '1234',
+        restartCount: 2,
+        host: '127.0.0.1',
+        engine: 'mock',
+        model: 'mock-model',
+        state: 'loading',
+      });
+      expect(body.gpus).toEqual(body.index === 0 ? [2, 3] : [6, 7]);
+      expect(body.logFile).toBe(join(logDir, `engine-1234.2.${body.index}.log`));
+    }
+    // Still loading (--load-delay 400): nothing answers yet.
+    await expect(fetch(`${engineUrl(worker)}/health`)).rejects.toThrow();
+
+    const ready = await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    expect((ready.body as unknown as HeartbeatRequest).load).toEqual({
+      running: 0,
+      waiting: 0,
+      kvCacheUsage: 0,
+    });
+    await scheduler.waitFor(heartbeatOf('1234.2.1', (b) => b.state === 'ready'));
+    // Everything the engine printed went to the instance's own log file.
+    expect(readFileSync(join(logDir, 'engine-1234.2.0.log'), 'utf8')).toContain('listening');
+
+    // The engines enforce the derived API key and serve the OpenAI API, streaming included.
+    const client = new OpenAI({
+      baseURL: `${engineUrl(worker, 1)}/v1`,
+      apiKey: keys.engineApiKey,
+      maxRetries: 0,
+    });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 40,
+      stream: true,
+    });
+    const since = Date.now();
+    // While the stream runs (40 tokens at 20/s), heartbeats carry running = 1.
+    const busy = await scheduler.waitFor(
+      (call) => call.at > since && heartbeatOf('1234.2.1', (b) => b.load?.running === 1)(call),
+    );
+    expect(busy).toBeDefined();
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text.split(' ')).toHaveLength(40);
+    const denied = new OpenAI({
+      baseURL: `${engineUrl(worker)}/v1`,
+      apiKey: 'wrong',
+      maxRetries: 0,
+    });
+    await expect(denied.models.list()).rejects.toMatchObject({ status: 401 });
+  });
+
+  it('reports a crashed engine at once and restarts it', async () => {
+    const { scheduler, worker } = await setup({
+      engineExtraArgs: '--crash-after 1 --tokens-per-second 0 --ttft 0',
+      maxRestarts: 2,
+    });
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    const firstPid = worker.instances()[0]?.pid;
+
+    const client = new OpenAI({
+      baseURL: `${engineUrl(worker)}/v1`,
+      apiKey: keys.engineApiKey,
+      maxRetries: 0,
+    });
+    const crashAt = Date.now();
+    await client.completions.create({ model: 'mock-model', prompt: 'x', max_tokens: 2 });
+    const report = await scheduler.waitFor(
+      (call) => call.at >= crashAt && heartbeatOf('1234.2.0', (b) => b.state === 'loading')(call),
+    );
+    // "At once": well before the next regular heartbeat would have carried it.
+    expect(report.at - crashAt).toBeLessThan(1000);
+    expect((report.body as unknown as HeartbeatRequest).reason).toMatch(
+      /exited \(code 3\).*restart 1\/2/,
+    );
+
+    const back = await scheduler.waitFor(
+      (call) => call.at > report.at && heartbeatOf('1234.2.0', (b) => b.state === 'ready')(call),
+    );
+    expect(back).toBeDefined();
+    const secondPid = worker.instances()[0]?.pid;
+    expect(secondPid).toBeDefined();
+    expect(secondPid).not.toBe(firstPid);
+    expect(groupAlive(firstPid ?? 0)).toBe(false);
+  });
+
+  it('stops retrying an engine that keeps dying and reports it failed', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-worker-bin-'));
+    const dying = join(dir, 'dying-engine.mjs');
+    writeFileSync(dying, 'console.error("out of memory"); process.exit(7);\n');
+    const { scheduler, worker } = await setup({ engineBin: dying, maxRestarts: 2 });
+    await worker.start();
+    const failed = await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'failed'));
+    expect((failed.body as unknown as HeartbeatRequest).reason).toMatch(
+      /exited \(code 7\); not restarting after 3 failure/,
+    );
+    const starts = scheduler.calls.filter(heartbeatOf('1234.2.0', (b) => b.state === 'loading'));
+    expect(starts.length).toBeGreaterThanOrEqual(2);
+    expect(worker.instances()[0]?.state).toBe('failed');
+    expect(readFileSync(worker.instances()[0]?.logFile ?? '', 'utf8')).toContain('out of memory');
+  });
+
+  it('registers again when the scheduler forgets it (404)', async () => {
+    const { scheduler, worker } = await setup();
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    scheduler.forget.add('1234.2.0');
+    const since = Date.now();
+    const again = await scheduler.waitFor((call) => call.route === 'register' && call.at >= since);
+    // It comes back with its current state, not as a fresh loading engine.
+    expect((again.body as unknown as RegisterRequest).state).toBe('ready');
+  });
+
+  it('exits with code 1 and kills its engines when fenced (409)', async () => {
+    const { scheduler, worker } = await setup();
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    const pid = worker.instances()[0]?.pid ?? 0;
+    scheduler.fence = true;
+    const exit = await worker.done;
+    expect(exit.code).toBe(1);
+    expect(exit.reason).toMatch(/fenced/);
+    expect(groupAlive(pid)).toBe(false);
+    expect(scheduler.calls.some((call) => call.route === 'drain')).toBe(false);
+  });
+
+  it('on stop: drain notices first (engines still serving), then engines stopped, then deregister', async () => {
+    const { scheduler, worker } = await setup({ gpusPerNode: 2 });
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    await scheduler.waitFor(heartbeatOf('1234.2.1', (b) => b.state === 'ready'));
+    const pids = worker.instances().map((instance) => instance.pid ?? 0);
+    const urls = [engineUrl(worker, 0), engineUrl(worker, 1)];
+    const aliveAtDrain: boolean[] = [];
+    scheduler.onDrain = async (workerId) => {
+      const index = Number(workerId.split('.')[2]);
+      const health = await fetch(`${urls[index] ?? ''}/health`).catch(() => undefined);
+      aliveAtDrain.push(health?.status === 200);
+    };
+    const stoppedAt = Date.now();
+    const exit = await worker.stop('SIGTERM');
+    expect(exit).toEqual({ code: 0, reason: 'SIGTERM' });
+
+    const drains = scheduler.calls.filter((call) => call.route === 'drain');
+    expect(drains.map((call) => call.workerId).sort()).toEqual(['1234.2.0', '1234.2.1']);
+    expect(drains.every((call) => call.body.reason === 'SIGTERM')).toBe(true);
+    expect(aliveAtDrain).toEqual([true, true]);
+    for (const drain of drains) expect(drain.at - stoppedAt).toBeLessThan(500);
+    const deregisters = scheduler.calls.filter((call) => call.route === 'deregister');
+    expect(deregisters).toHaveLength(2);
+    expect(Math.min(...deregisters.map((c) => c.at))).toBeGreaterThanOrEqual(
+      Math.max(...drains.map((c) => c.at)),
+    );
+    for (const pid of pids) expect(groupAlive(pid)).toBe(false);
+    // No heartbeat after the drain: the scheduler would otherwise see the instance ready again.
+    const lastDrain = Math.max(...drains.map((c) => c.at));
+    expect(scheduler.calls.filter((c) => c.route === 'heartbeat' && c.at > lastDrain)).toEqual([]);
+  });
+
+  it('picks another port when the planned one is taken and registers that one', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => blocker.close(resolve)));
+    const taken = (blocker.address() as { port: number }).port;
+    const { scheduler, worker } = await setup({ basePort: taken });
+    await worker.start();
+    const registration = await scheduler.waitFor((call) => call.route === 'register');
+    const port = (registration.body as unknown as RegisterRequest).port;
+    expect(port).not.toBe(taken);
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+  });
+
+  it('rejects a TP size that does not divide the GPUs, naming the flag', async () => {
+    const { worker } = await setup({ tensorParallelSize: 3, gpusPerNode: 8 });
+    const error = await worker.start().catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(WorkerError);
+    expect((error as WorkerError).field).toBe('tensor-parallel-size');
+    expect((error as WorkerError).message).toMatch(/3/);
+    expect((error as WorkerError).message).toMatch(/8/);
+  });
+});
