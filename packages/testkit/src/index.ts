@@ -1,1 +1,18 @@
-export {};
+export {
+  controllerPid,
+  devClusterDir,
+  devClusterScript,
+  repoRoot,
+  slurmConf,
+  slurmEnv,
+} from './dev-cluster.js';
+export {
+  cancelByNamePrefix,
+  preempt,
+  runSlurm,
+  showJob,
+  uniqueJobPrefix,
+  waitForJob,
+  withStoppedController,
+} from './slurm-helpers.js';
+export type { JobInfo, SlurmRun } from './slurm-helpers.js';

@@ -1,0 +1,158 @@
+import { mkdtemp, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { classifyProviderError } from '@es/pool';
+import type { NodeRequest } from '@es/pool';
+import {
+  cancelByNamePrefix,
+  preempt,
+  slurmEnv,
+  uniqueJobPrefix,
+  waitForJob,
+  withStoppedController,
+} from '@es/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createSlurmClient, createSlurmProvider, SlurmError } from '../src/index.js';
+
+const prefix = uniqueJobPrefix('slurm');
+const env = slurmEnv();
+
+async function waitForFile(path: string, timeoutMs = 30_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const text = await readFile(path, 'utf8');
+      if (text.endsWith('\n')) return text;
+    } catch {
+      // not written yet
+    }
+    if (Date.now() > deadline) throw new Error(`${path} was not written within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+afterAll(async () => {
+  await cancelByNamePrefix(prefix);
+});
+
+describe('@es/slurm against the dev cluster', () => {
+  it('submits a job that runs with 8 GPUs, survives preemption by requeue with the same id, and cancels', async () => {
+    const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
+    const provider = createSlurmProvider({ env });
+    const nasty = `a $HOME \`id\` "dq" 'sq' \\ end`;
+    const request: NodeRequest = {
+      deployment: 'd',
+      name: `${prefix}worker`,
+      tag: `${prefix}tag-1`,
+      gpusPerNode: 8,
+      timeLimitMinutes: 10,
+      // The step records what it sees, once per run (SLURM_RESTART_COUNT is unset on the first).
+      command: [
+        'bash',
+        '-c',
+        'printf "%s\\n" "$CUDA_VISIBLE_DEVICES" "$ES_NASTY" "$1" > "$2/run-${SLURM_RESTART_COUNT:-0}.txt"; exec sleep 600',
+        'worker',
+        'model dir/$x `y`',
+        logDir,
+      ],
+      env: { ES_NASTY: nasty },
+      logDir,
+      cluster: { partition: 'low' },
+    };
+    const id = await provider.submit(request);
+    expect(id).toMatch(/^\d+$/);
+
+    const first = await waitForFile(join(logDir, 'run-0.txt'));
+    expect(first.split('\n').slice(0, 3)).toEqual(['0,1,2,3,4,5,6,7', nasty, 'model dir/$x `y`']);
+
+    const [listed] = (await provider.list({ names: [request.name] })).filter(
+      (j) => j.tag === request.tag,
+    );
+    expect(listed).toMatchObject({
+      id,
+      name: request.name,
+      tag: request.tag,
+      state: 'RUNNING',
+      restartCount: 0,
+    });
+    expect(listed?.nodes).toMatch(/^gpu[1-4]$/);
+    expect(listed?.timeLeftSeconds).toBeGreaterThan(500);
+    expect(listed?.startTime).toBeGreaterThan(Date.now() - 120_000);
+
+    await preempt(listed?.nodes ?? '', 3, `${prefix}preempt`);
+    await waitForJob(id, (j) => j.JobState === 'PENDING', 30_000);
+    const [requeued] = await provider.list({ names: [request.name] });
+    expect(requeued).toMatchObject({
+      id,
+      state: 'PENDING',
+      reason: 'BeginTime',
+      restartCount: 1,
+      nodes: '',
+    });
+
+    const second = await waitForFile(join(logDir, 'run-1.txt'), 60_000);
+    expect(second.split('\n')[0]).toBe('0,1,2,3,4,5,6,7');
+    const [again] = await provider.list({ names: [request.name] });
+    expect(again).toMatchObject({ id, state: 'RUNNING', restartCount: 1 });
+
+    await provider.cancel([id]);
+    await waitForJob(id, (j) => j.JobState === 'CANCELLED', 30_000);
+    const [cancelled] = await provider.list({ names: [request.name] });
+    expect(cancelled).toMatchObject({ id, state: 'CANCELLED' });
+    // Cancelling an ended job again is not an error.
+    await provider.cancel([id]);
+  });
+
+  it('rejects a non-existent partition as a permanent, unambiguous error', async () => {
+    const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
+    const client = createSlurmClient({ env });
+    const error = await client
+      .submit({ name: `${prefix}bad`, partition: 'no-such-partition', logDir, command: ['true'] })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(SlurmError);
+    expect(error).toMatchObject({
+      code: 'SLURM_INVALID_PARTITION',
+      kind: 'permanent',
+      ambiguous: false,
+      exitCode: 1,
+    });
+    expect((error as SlurmError).stderr).toMatch(/invalid partition/i);
+    expect(classifyProviderError(error)).toMatchObject({ kind: 'permanent', ambiguous: false });
+  });
+
+  it('reports a hung controller as a transient error within the call timeout', async () => {
+    const client = createSlurmClient({ env, timeouts: { squeueMs: 2_000, sbatchMs: 2_000 } });
+    const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
+    await withStoppedController(async () => {
+      const started = Date.now();
+      const error = await client.list().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(Date.now() - started).toBeLessThan(2_000 + 3_000);
+      expect(error).toMatchObject({ code: 'SLURM_TIMEOUT', kind: 'transient', ambiguous: false });
+
+      // A submit that times out may still reach the controller: it is ambiguous.
+      const submitError = await client
+        .submit({ name: `${prefix}hung`, logDir, command: ['sleep', '1'] })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(submitError).toMatchObject({
+        code: 'SLURM_TIMEOUT',
+        kind: 'transient',
+        ambiguous: true,
+      });
+      expect(classifyProviderError(submitError)).toMatchObject({
+        kind: 'transient',
+        ambiguous: true,
+      });
+    });
+    // The controller answers again afterwards.
+    await expect(client.list({ names: [`${prefix}none`] })).resolves.toEqual([]);
+  });
+});
