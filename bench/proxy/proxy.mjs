@@ -26,7 +26,11 @@ const pool = {
 };
 let completed = 0;
 const app = createProxyApp({ pool, onRequestComplete: () => completed++ });
-const server = await startProxyServer({ fetch: app.fetch, keepAliveTimeoutMs: 120_000 });
+// BENCH_PROXY_WEB_PATH=1 hides Node's request/response from the app, forcing the web-stream
+// path (what a plain Hono handler returning `new Response(stream)` would cost).
+const fetch =
+  process.env.BENCH_PROXY_WEB_PATH === '1' ? (request) => app.fetch(request) : app.fetch;
+const server = await startProxyServer({ fetch, keepAliveTimeoutMs: 120_000 });
 process.send?.({ port: server.port });
 process.on('message', (message) => {
   if (message === 'stats') {

@@ -507,7 +507,7 @@ for (const [label, base, ours] of rows) {
 }
 console.log('\n| target | measured | met |');
 console.log('|---|---|---|');
-for (const [label, value, ok, show] of checks)
+for (const [label, value, ok, show] of checks.filter(([, value]) => !Number.isNaN(value)))
   console.log(`| ${label} | ${show(value)} | ${ok(value) ? 'yes' : 'NO'} |`);
 if (mockNote !== '') console.log(`\n${mockNote}`);
 else if (mock.proxy.c64 !== undefined || mock.proxy.stream !== undefined) {
