@@ -1,6 +1,5 @@
 /** Machine-readable codes of {@link WorkerError}. */
-export type WorkerErrorCode =
-  'INVALID_OPTION' | 'INVALID_EXTRA_ARGS' | 'ENGINE_NOT_FOUND' | 'REGISTRATION_FAILED' | 'FENCED';
+export type WorkerErrorCode = 'INVALID_OPTION' | 'INVALID_EXTRA_ARGS' | 'REGISTRATION_FAILED';
 
 /**
  * The one error class of `@es/worker`. `field` names the option to fix for `INVALID_OPTION`
