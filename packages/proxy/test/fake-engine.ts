@@ -12,7 +12,8 @@ export type FakeMode =
   | { kind: 'status'; status: number }
   | { kind: 'reset' }
   | { kind: 'die-mid-stream'; chunksBeforeDeath: number }
-  | { kind: 'hang' };
+  | { kind: 'hang' }
+  | { kind: 'flood'; bytes: number };
 
 export interface SeenRequest {
   path: string;
@@ -31,6 +32,8 @@ export interface FakeEngine {
   seen: SeenRequest[];
   /** Requests whose client (the proxy) went away before the answer ended. */
   cancelled: number;
+  /** Bytes the flood mode has handed to its socket so far (without waiting in its buffer). */
+  flooded: () => number;
   /** Resolves on the next cancellation. */
   nextCancel(): Promise<void>;
   close(): Promise<void>;
@@ -48,6 +51,7 @@ export async function startFakeEngine(name: string): Promise<FakeEngine> {
     seen: [],
     cancelled: 0,
     nextCancel: () => new Promise((resolve) => cancelWaiters.push(resolve)),
+    flooded: () => 0,
     close: async () => {},
   };
   const server: Server = createServer((req, res) => {
@@ -72,6 +76,23 @@ export async function startFakeEngine(name: string): Promise<FakeEngine> {
         for (const waiter of waiters) waiter();
       });
       if (mode.kind === 'hang') return;
+      if (mode.kind === 'flood') {
+        // Write as fast as the proxy lets us: `write` returning false is its backpressure.
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const block = Buffer.alloc(64 * 1024, 'x');
+        let written = 0;
+        engine.flooded = () => written - res.writableLength;
+        const pump = () => {
+          while (written < mode.bytes) {
+            written += block.length;
+            if (!res.write(block)) return void res.once('drain', pump);
+          }
+          finished = true;
+          res.end();
+        };
+        pump();
+        return;
+      }
       const parsed = JSON.parse(body) as { stream?: boolean; model?: string };
       const model = parsed.model ?? 'unknown';
       const usage = {
