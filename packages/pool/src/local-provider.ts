@@ -1,0 +1,371 @@
+/**
+ * A NodeProvider whose "nodes" are slots on this machine: each job runs its command as a
+ * detached child in its own process group, with SLURM-like environment variables. It is
+ * the embedded default that runs the whole system without SLURM (and, with the mock
+ * engine, without GPUs).
+ */
+import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { join } from 'node:path';
+import { PoolError } from './errors.js';
+import type {
+  FailureKind,
+  JobState,
+  ListFilter,
+  NodeProvider,
+  NodeRequest,
+  ObservedJob,
+} from './provider.js';
+
+/** Options of {@link createLocalProvider}. */
+export interface LocalProviderOptions {
+  /** Simulated nodes; each runs one job at a time (default 1). */
+  nodes?: number;
+  /** GPUs per simulated node; node i has GPU ids `0..gpusPerNode-1` (default 8). */
+  gpusPerNode?: number;
+  /**
+   * Explicit GPU ids per node (overrides `nodes` and `gpusPerNode`), e.g. `[[0, 1], [2, 3]]`
+   * to give two nodes two real GPUs each.
+   */
+  nodeGpus?: number[][];
+  /** Node names are `<nodePrefix>-<i>` (default `local`). */
+  nodePrefix?: string;
+  /** Time between SIGTERM and SIGKILL on cancel, preemption and time limit (default 5 000 ms), like SLURM's KillWait. */
+  killGraceMs?: number;
+  /** How long ended jobs stay listable (default 300 000 ms), like SLURM's MinJobAge. */
+  keepEndedMs?: number;
+  /** Kill running jobs on `close()` unless it says otherwise (default true). */
+  killOnClose?: boolean;
+  /** Environment the job's `request.env` is layered on (default `process.env`). */
+  baseEnv?: NodeJS.ProcessEnv;
+  /** Id of the first job (default 1); ids are consecutive integers as strings. */
+  firstJobId?: number;
+  /** Clock in milliseconds since epoch (default `Date.now`); timers stay real. */
+  now?: () => number;
+}
+
+/** One simulated node. */
+export interface LocalNodeInfo {
+  /** `local-<i>`, also the job's `SLURMD_NODENAME`. */
+  name: string;
+  gpus: number[];
+  /** Job running on it, if any. */
+  jobId?: string;
+}
+
+/** Options of {@link LocalProvider.close}. */
+export interface LocalCloseOptions {
+  /** Kill running jobs (SIGTERM, then SIGKILL after the grace); default `killOnClose`. */
+  kill?: boolean;
+}
+
+/** The local provider: a {@link NodeProvider} plus node introspection, preemption and close. */
+export interface LocalProvider extends NodeProvider {
+  readonly kind: 'local';
+  /** The simulated nodes and what runs on them. */
+  nodes(): LocalNodeInfo[];
+  /**
+   * Preempt a running job as SLURM would without requeue: SIGTERM to its process group,
+   * SIGKILL after the grace, final state PREEMPTED. Returns false for jobs not running.
+   */
+  preempt(jobId: string): boolean;
+  /** Stop starting jobs; kill or leave the running ones; resolves once killed ones exited. */
+  close(options?: LocalCloseOptions): Promise<void>;
+}
+
+type EndCause = 'cancel' | 'preempt' | 'timeout';
+
+interface LocalJob {
+  id: string;
+  request: NodeRequest;
+  state: JobState;
+  reason: string;
+  submitTime: number;
+  startTime?: number;
+  endTime?: number;
+  node?: number;
+  child?: ChildProcess;
+  pgid?: number;
+  endCause?: EndCause;
+  timers: ReturnType<typeof setTimeout>[];
+  exited?: Promise<void>;
+}
+
+const ENDED = new Set<JobState>(['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'PREEMPTED']);
+
+function providerError(
+  code: 'unsatisfiable' | 'closed' | 'invalid_config',
+  kind: FailureKind,
+  message: string,
+  param?: string,
+): PoolError {
+  // `kind`/`ambiguous` are what `classifyProviderError` reads to choose a backoff.
+  return Object.assign(new PoolError(code, message, param === undefined ? {} : { param }), {
+    kind,
+    ambiguous: false,
+  });
+}
+
+function killGroup(pgid: number | undefined, signal: NodeJS.Signals): void {
+  if (pgid === undefined) return;
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+/**
+ * Create a provider that runs node jobs as process groups on this machine.
+ * @example
+ * const provider = createLocalProvider({ nodes: 2, gpusPerNode: 8 });
+ * const id = await provider.submit({ deployment: 'm', name: 'es-demo-m', tag: 'es:demo:m:1',
+ *   gpusPerNode: 8, command: ['node', 'worker.mjs'], env: {}, logDir: 'logs' });
+ * console.log(await provider.list({ names: ['es-demo-m'] }));
+ * await provider.close();
+ */
+export function createLocalProvider(options: LocalProviderOptions = {}): LocalProvider {
+  const now = options.now ?? Date.now;
+  const prefix = options.nodePrefix ?? 'local';
+  const killGraceMs = options.killGraceMs ?? 5_000;
+  const keepEndedMs = options.keepEndedMs ?? 300_000;
+  const baseEnv = options.baseEnv ?? process.env;
+  const nodeGpus =
+    options.nodeGpus ??
+    Array.from({ length: options.nodes ?? 1 }, () =>
+      Array.from({ length: options.gpusPerNode ?? 8 }, (_, i) => i),
+    );
+  if (nodeGpus.length === 0) {
+    throw providerError(
+      'invalid_config',
+      'permanent',
+      'the local provider needs at least one node',
+      'nodes',
+    );
+  }
+  const maxGpus = Math.max(...nodeGpus.map((gpus) => gpus.length));
+  const occupant: (LocalJob | undefined)[] = nodeGpus.map(() => undefined);
+  const jobs = new Map<string, LocalJob>();
+  const pending: LocalJob[] = [];
+  let nextId = options.firstJobId ?? 1;
+  let closed = false;
+
+  function end(job: LocalJob, state: JobState, reason: string): void {
+    if (ENDED.has(job.state)) return;
+    job.state = state;
+    job.reason = reason;
+    job.endTime = now();
+    for (const timer of job.timers) clearTimeout(timer);
+    job.timers = [];
+    if (job.node !== undefined && occupant[job.node] === job) occupant[job.node] = undefined;
+    schedule();
+  }
+
+  function finalState(job: LocalJob, code: number | null, signal: NodeJS.Signals | null) {
+    if (job.endCause === 'cancel') return { state: 'CANCELLED' as const, reason: '' };
+    if (job.endCause === 'preempt') return { state: 'PREEMPTED' as const, reason: '' };
+    if (job.endCause === 'timeout') return { state: 'TIMEOUT' as const, reason: 'TimeLimit' };
+    if (code === 0) return { state: 'COMPLETED' as const, reason: '' };
+    return {
+      state: 'FAILED' as const,
+      reason: signal !== null ? `RaisedSignal:${signal}` : `NonZeroExitCode:${code ?? '?'}`,
+    };
+  }
+
+  /** SIGTERM the job's group now, SIGKILL after the grace (SLURM's KillWait). */
+  function terminate(job: LocalJob, cause: EndCause): void {
+    if (job.endCause !== undefined) return;
+    job.endCause = cause;
+    job.state = 'COMPLETING';
+    job.reason = '';
+    killGroup(job.pgid, 'SIGTERM');
+    const timer = setTimeout(() => killGroup(job.pgid, 'SIGKILL'), killGraceMs);
+    timer.unref();
+    job.timers.push(timer);
+  }
+
+  function start(job: LocalJob, node: number): void {
+    const gpus = (nodeGpus[node] ?? []).slice(0, job.request.gpusPerNode);
+    const nodeName = `${prefix}-${node}`;
+    occupant[node] = job;
+    job.node = node;
+    job.state = 'RUNNING';
+    job.reason = '';
+    job.startTime = now();
+    const env: NodeJS.ProcessEnv = {
+      ...baseEnv,
+      ...job.request.env,
+      SLURM_JOB_ID: job.id,
+      SLURM_JOBID: job.id,
+      SLURM_JOB_NAME: job.request.name,
+      SLURM_RESTART_COUNT: '0',
+      SLURMD_NODENAME: nodeName,
+      SLURM_JOB_NODELIST: nodeName,
+      SLURM_GPUS_ON_NODE: String(gpus.length),
+      CUDA_VISIBLE_DEVICES: gpus.join(','),
+    };
+    let out: number | undefined;
+    const [file, ...args] = job.request.command;
+    try {
+      if (file === undefined) throw new Error('empty command');
+      mkdirSync(job.request.logDir, { recursive: true });
+      out = openSync(join(job.request.logDir, `${job.request.name}-${job.id}.out`), 'a');
+      const child = spawn(file, args, {
+        env,
+        cwd: process.cwd(),
+        detached: true,
+        stdio: ['ignore', out, out],
+      });
+      job.child = child;
+      job.pgid = child.pid;
+      // The provider's owner decides when to exit; running jobs must not keep it alive.
+      child.unref();
+      job.exited = new Promise<void>((resolve) => {
+        child.once('error', (error) => {
+          end(job, 'FAILED', `LaunchFailed: ${error.message}`);
+          resolve();
+        });
+        child.once('exit', (code, signal) => {
+          // The job's end kills what it left behind, as SLURM does with the job's cgroup.
+          killGroup(job.pgid, 'SIGKILL');
+          const final = finalState(job, code, signal);
+          end(job, final.state, final.reason);
+          resolve();
+        });
+      });
+    } catch (error) {
+      end(job, 'FAILED', `LaunchFailed: ${(error as Error).message}`);
+      return;
+    } finally {
+      if (out !== undefined) closeSync(out);
+    }
+    const limit = job.request.timeLimitMinutes;
+    if (limit !== undefined) {
+      const timer = setTimeout(() => terminate(job, 'timeout'), limit * 60_000);
+      timer.unref();
+      job.timers.push(timer);
+    }
+  }
+
+  function schedule(): void {
+    if (closed) return;
+    while (pending.length > 0) {
+      const job = pending[0] as LocalJob;
+      const free = occupant.findIndex(
+        (o, i) => o === undefined && (nodeGpus[i]?.length ?? 0) >= job.request.gpusPerNode,
+      );
+      if (free === -1) return;
+      pending.shift();
+      start(job, free);
+    }
+  }
+
+  function prune(): void {
+    const cutoff = now() - keepEndedMs;
+    for (const [id, job] of jobs) {
+      if (job.endTime !== undefined && job.endTime < cutoff) jobs.delete(id);
+    }
+  }
+
+  function observe(job: LocalJob): ObservedJob {
+    const observed: ObservedJob = {
+      id: job.id,
+      name: job.request.name,
+      tag: job.request.tag,
+      state: job.state,
+      reason: job.reason,
+      nodes: job.node === undefined ? '' : `${prefix}-${job.node}`,
+      restartCount: 0,
+      submitTime: job.submitTime,
+    };
+    if (job.startTime !== undefined) observed.startTime = job.startTime;
+    const limit = job.request.timeLimitMinutes;
+    if (limit !== undefined && !ENDED.has(job.state)) {
+      const elapsed = job.startTime === undefined ? 0 : now() - job.startTime;
+      observed.timeLeftSeconds = Math.max(0, Math.ceil((limit * 60_000 - elapsed) / 1000));
+    }
+    return observed;
+  }
+
+  return {
+    kind: 'local',
+
+    async submit(request) {
+      if (closed) throw providerError('closed', 'permanent', 'the local provider is closed');
+      if (request.gpusPerNode > maxGpus) {
+        throw providerError(
+          'unsatisfiable',
+          'permanent',
+          `a job asks for ${request.gpusPerNode} GPUs but local nodes have at most ${maxGpus} ` +
+            "(raise the local provider's gpusPerNode or lower the deployment's)",
+          'gpusPerNode',
+        );
+      }
+      if (request.command.length === 0) {
+        throw providerError(
+          'unsatisfiable',
+          'permanent',
+          'the node request has an empty command',
+          'command',
+        );
+      }
+      const job: LocalJob = {
+        id: String(nextId++),
+        request,
+        state: 'PENDING',
+        reason: 'Resources',
+        submitTime: now(),
+        timers: [],
+      };
+      jobs.set(job.id, job);
+      pending.push(job);
+      schedule();
+      return job.id;
+    },
+
+    async list(filter: ListFilter) {
+      prune();
+      const names = new Set(filter.names);
+      const out: ObservedJob[] = [];
+      for (const job of jobs.values()) if (names.has(job.request.name)) out.push(observe(job));
+      return out;
+    },
+
+    async cancel(ids) {
+      for (const id of ids) {
+        const job = jobs.get(id);
+        if (job === undefined || ENDED.has(job.state)) continue;
+        if (job.state === 'PENDING') {
+          pending.splice(pending.indexOf(job), 1);
+          end(job, 'CANCELLED', '');
+        } else {
+          terminate(job, 'cancel');
+        }
+      }
+    },
+
+    preempt(jobId) {
+      const job = jobs.get(jobId);
+      if (job === undefined || job.state !== 'RUNNING') return false;
+      terminate(job, 'preempt');
+      return true;
+    },
+
+    nodes() {
+      return nodeGpus.map((gpus, i) => {
+        const job = occupant[i];
+        return { name: `${prefix}-${i}`, gpus: [...gpus], ...(job ? { jobId: job.id } : {}) };
+      });
+    },
+
+    async close(closeOptions = {}) {
+      closed = true;
+      for (const job of pending.splice(0)) end(job, 'CANCELLED', 'provider closed');
+      if (!(closeOptions.kill ?? options.killOnClose ?? true)) return;
+      const running = [...jobs.values()].filter((job) => job.exited && !ENDED.has(job.state));
+      for (const job of running) terminate(job, 'cancel');
+      await Promise.all(running.map((job) => job.exited));
+    },
+  };
+}
