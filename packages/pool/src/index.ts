@@ -49,3 +49,27 @@ export type {
 } from './registry.js';
 export { createWorkerApi } from './worker-api.js';
 export type { WorkerApiOptions } from './worker-api.js';
+export {
+  DEFAULT_RECONCILE_OPTIONS,
+  abandonSubmission,
+  initialReconcilerState,
+  isHeld,
+  isLiveState,
+  planReconcile,
+  resumeDeployment,
+  settleCancel,
+  settleSubmission,
+  submissionTag,
+} from './reconcile.js';
+export type {
+  BackoffState,
+  CancelItem,
+  ReconcileAction,
+  ReconcileInput,
+  ReconcileOptions,
+  ReconcilePlan,
+  ReconcilerState,
+  SubmissionRecord,
+  SubmitOutcome,
+  TrackedJob,
+} from './reconcile.js';

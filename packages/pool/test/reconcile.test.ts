@@ -1,0 +1,507 @@
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_RECONCILE_OPTIONS,
+  initialReconcilerState,
+  planReconcile,
+  settleCancel,
+  settleSubmission,
+  type DeploymentConfig,
+  type JobState,
+  type ObservedJob,
+  type ReconcileAction,
+  type ReconcileOptions,
+  type ReconcilerState,
+  type WorkerInfo,
+  type WorkerState,
+} from '../src/index.js';
+import { deployment } from './helpers.js';
+
+const options: ReconcileOptions = {
+  ...DEFAULT_RECONCILE_OPTIONS,
+  schedulerId: 't',
+  maxSubmitsPerTick: 2,
+  startupTimeoutMs: 600_000,
+  leadTimeMs: 600_000,
+};
+const NAME = 'es-t-m';
+
+function job(id: string, state: JobState, extra: Partial<ObservedJob> = {}): ObservedJob {
+  return {
+    id,
+    name: NAME,
+    tag: `tag-${id}`,
+    state,
+    reason: state === 'PENDING' ? 'Priority' : '',
+    nodes: state === 'RUNNING' ? `n${id}` : '',
+    restartCount: 0,
+    ...extra,
+  };
+}
+
+function worker(
+  jobId: string,
+  index: number,
+  state: WorkerState,
+  extra: Partial<WorkerInfo> = {},
+): WorkerInfo {
+  return {
+    id: `${jobId}.0.${index}`,
+    deployment: 'm',
+    jobId,
+    restartCount: 0,
+    index,
+    host: 'h',
+    port: 8001 + index,
+    baseUrl: `http://h:${8001 + index}`,
+    node: 'n',
+    gpus: [index],
+    engine: 'mock',
+    model: '/models/m',
+    state,
+    registeredAt: 0,
+    lastHeartbeat: T0,
+    inFlight: 0,
+    requestsServed: 0,
+    ...extra,
+  };
+}
+
+const T0 = 10_000_000;
+
+/** A little world: the cluster's list, the registry's workers, the reconciler's memory. */
+class World {
+  now = T0;
+  state: ReconcilerState = initialReconcilerState();
+  jobs: ObservedJob[] = [];
+  workers: WorkerInfo[] = [];
+  deployments: DeploymentConfig[] = [deployment('m', { maxNodes: 3 })];
+
+  tick(observed: ObservedJob[] | 'unknown' = this.jobs): ReconcileAction[] {
+    const registryJobs = [...new Set(this.workers.map((w) => w.jobId))].map((jobId) => ({
+      jobId,
+      deployment: 'm',
+      restartCount: Math.max(
+        ...this.workers.filter((w) => w.jobId === jobId).map((w) => w.restartCount),
+      ),
+      registeredAt: 1,
+      workerIds: this.workers.filter((w) => w.jobId === jobId).map((w) => w.id),
+    }));
+    const plan = planReconcile({
+      now: this.now,
+      deployments: this.deployments,
+      observed,
+      observedAt: this.now,
+      registry: { jobs: registryJobs, workers: this.workers },
+      state: this.state,
+      options,
+    });
+    this.state = plan.state;
+    return plan.actions;
+  }
+
+  /** Settle every planned submission as the provider answered. */
+  settle(actions: ReconcileAction[], answer: (tag: string, i: number) => string | Error) {
+    submits(actions).forEach((s, i) => {
+      const result = answer(s.tag, i);
+      this.state = settleSubmission(
+        this.state,
+        s.tag,
+        typeof result === 'string'
+          ? { ok: true, jobId: result }
+          : {
+              ok: false,
+              failure: {
+                kind: (result as Error & { kind: 'transient' }).kind,
+                ambiguous: Boolean((result as Error & { ambiguous?: boolean }).ambiguous),
+                message: result.message,
+              },
+            },
+        this.now,
+        options,
+        1,
+      );
+    });
+  }
+}
+
+const submits = (a: ReconcileAction[]) =>
+  a.filter((x): x is ReconcileAction & { type: 'submit' } => x.type === 'submit');
+const cancels = (a: ReconcileAction[]) =>
+  a.filter((x): x is ReconcileAction & { type: 'cancel' } => x.type === 'cancel');
+const ofType = <T extends ReconcileAction['type']>(a: ReconcileAction[], type: T) =>
+  a.filter((x): x is Extract<ReconcileAction, { type: T }> => x.type === type);
+const events = (a: ReconcileAction[]) => ofType(a, 'event').map((e) => e.event.type);
+const failure = (kind: string, message: string, ambiguous = false) =>
+  Object.assign(new Error(message), { kind, ambiguous });
+
+describe('planReconcile: counting against maxNodes', () => {
+  it('submits the difference, at most maxSubmitsPerTick per tick, counting submissions in flight', () => {
+    const w = new World();
+    const first = w.tick();
+    expect(submits(first)).toHaveLength(2);
+    expect(new Set(submits(first).map((s) => s.tag)).size).toBe(2);
+    // Still in flight (not settled): they count, one more fills the third slot.
+    w.now += 1000;
+    expect(submits(w.tick())).toHaveLength(1);
+    w.now += 1000;
+    expect(submits(w.tick())).toHaveLength(0);
+  });
+
+  it.each<[string, JobState[], number]>([
+    ['nothing', [], 2],
+    ['one pending', ['PENDING'], 2],
+    ['configuring + running', ['CONFIGURING', 'RUNNING'], 1],
+    ['pending + running + completing', ['PENDING', 'RUNNING', 'COMPLETING'], 0],
+    ['requeued (REQUEUED state)', ['REQUEUED', 'RUNNING', 'RUNNING'], 0],
+    ['ended jobs do not count', ['COMPLETED', 'FAILED', 'CANCELLED', 'RUNNING'], 2],
+  ])('%s %j → %i submissions', (_, states, expected) => {
+    const w = new World();
+    w.jobs = states.map((s, i) => job(String(100 + i), s));
+    expect(submits(w.tick())).toHaveLength(expected);
+  });
+
+  it('counts a requeued job back in PENDING: no over-acquisition', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'RUNNING')];
+    w.workers = [worker('3', 0, 'ready')];
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 10_000;
+    w.jobs[2] = job('3', 'PENDING', { restartCount: 1, reason: 'BeginTime' });
+    const actions = w.tick();
+    expect(submits(actions)).toHaveLength(0);
+    expect(ofType(actions, 'note-incarnation')).toEqual([
+      { type: 'note-incarnation', deployment: 'm', jobId: '3', restartCount: 1 },
+    ]);
+    expect(ofType(actions, 'end-job')).toMatchObject([{ jobId: '3', restartCount: 0 }]);
+    expect(events(actions)).toContain('preempted');
+  });
+
+  it('ignores jobs of other names and releases surplus jobs, pending ones first', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [
+      job('1', 'RUNNING'),
+      job('2', 'PENDING'),
+      { ...job('3', 'PENDING'), name: 'es-other-m' },
+    ];
+    const actions = w.tick();
+    expect(submits(actions)).toHaveLength(0);
+    expect(cancels(actions)).toEqual([
+      { type: 'cancel', jobs: [{ jobId: '2', deployment: 'm', reason: 'more than maxNodes 1' }] },
+    ]);
+  });
+});
+
+describe('planReconcile: a failed list means unknown', () => {
+  it('cancels, forgets and submits nothing, but still expires silent workers', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready'), worker('1', 1, 'ready')];
+    w.tick();
+    w.now += 40_000;
+    w.workers[1]!.lastHeartbeat = w.now;
+    const actions = w.tick('unknown');
+    expect(actions.map((a) => a.type)).toEqual(['worker-gone']);
+    expect(w.state.listFailures).toBe(1);
+    expect(w.state.jobs['1']?.endedAt).toBeUndefined();
+    // Once the list works again, the job is still known and nothing is duplicated: the two
+    // submissions of the first tick are still in flight and hold their slots.
+    w.now += 1000;
+    const after = w.tick();
+    expect(submits(after)).toHaveLength(0);
+    expect(cancels(after)).toHaveLength(0);
+    expect(w.state.listFailures).toBe(0);
+  });
+});
+
+describe('planReconcile: submission failures', () => {
+  it('backs off transient failures with doubling, jitter and a cap', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    const delays: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const actions = w.tick();
+      expect(submits(actions)).toHaveLength(1);
+      w.settle(actions, () => failure('transient', 'Socket timed out? no: slurm_load_jobs error'));
+      const until = w.state.backoff['m']!.until;
+      delays.push(until - w.now);
+      w.now += 1;
+      expect(submits(w.tick())).toHaveLength(0);
+      w.now = until;
+    }
+    // jitter = 1 in these tests: the delay is the full base.
+    expect(delays).toEqual([2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+    const actions = w.tick();
+    w.settle(actions, () => '77');
+    expect(w.state.backoff['m']).toBeUndefined();
+  });
+
+  it('applies jitter within half to the full delay', () => {
+    const state = settleSubmission(
+      {
+        ...initialReconcilerState(),
+        submissions: { a: { tag: 'a', deployment: 'm', startedAt: 0 } },
+      },
+      'a',
+      { ok: false, failure: { kind: 'transient', ambiguous: false, message: 'x' } },
+      0,
+      options,
+      0,
+    );
+    expect(state.backoff['m']?.until).toBe(1000);
+  });
+
+  it('after a policy refusal waits until one of its jobs leaves (or the slow retry)', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'PENDING')];
+    const actions = w.tick();
+    w.settle(actions, () => failure('policy', 'QOSMaxSubmitJobPerUserLimit'));
+    expect(w.state.backoff['m']).toMatchObject({ kind: 'policy', waitForExit: ['1', '2'] });
+    w.now += 60_000;
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 10_000;
+    w.jobs = [job('1', 'RUNNING'), job('2', 'CANCELLED')];
+    expect(submits(w.tick())).toHaveLength(2);
+
+    const lone = new World();
+    lone.deployments = [deployment('m', { maxNodes: 1 })];
+    lone.settle(lone.tick(), () => failure('policy', 'AssocMaxJobsLimit'));
+    lone.now += options.policyRetryMs - 1;
+    expect(submits(lone.tick())).toHaveLength(0);
+    lone.now += 1;
+    expect(submits(lone.tick())).toHaveLength(1);
+  });
+
+  it('stops submitting after a permanent failure and says why', () => {
+    const w = new World();
+    w.settle(w.tick(), () => failure('permanent', 'invalid partition name specified'));
+    expect(w.state.permanent['m']?.message).toBe('invalid partition name specified');
+    for (let i = 0; i < 5; i++) {
+      w.now += 3_600_000;
+      expect(submits(w.tick())).toHaveLength(0);
+    }
+  });
+
+  it('resolves an ambiguous failure by looking for its tag before submitting again', () => {
+    for (const appeared of [true, false]) {
+      const w = new World();
+      w.deployments = [deployment('m', { maxNodes: 1 })];
+      const first = w.tick();
+      const tag = submits(first)[0]!.tag;
+      w.settle(first, () => failure('transient', 'Socket timed out on send/recv', true));
+      // Backoff passes, but the submission still holds its slot until a later list tells.
+      w.now += 120_000;
+      if (appeared) w.jobs = [job('55', 'PENDING', { tag })];
+      const next = w.tick();
+      if (appeared) {
+        expect(submits(next)).toHaveLength(0);
+        expect(w.state.jobs['55']?.tag).toBe(tag);
+      } else {
+        expect(submits(next)).toHaveLength(1);
+      }
+    }
+  });
+});
+
+describe('planReconcile: cancellations in one batched call', () => {
+  it('cancels held, never-registered and all-workers-dead jobs together, and replaces them', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 8 })];
+    w.jobs = [
+      job('1', 'PENDING', { reason: 'launch failed requeued held' }),
+      job('2', 'PENDING', { reason: 'JobHeldAdmin' }),
+      job('3', 'PENDING', { reason: 'JobHeldUser' }),
+      job('4', 'REQUEUE_HOLD'),
+      job('5', 'RUNNING'),
+      job('6', 'RUNNING'),
+      job('7', 'RUNNING'),
+      job('8', 'RUNNING'),
+    ];
+    w.workers = [
+      worker('6', 0, 'gone', { reason: 'deregistered' }),
+      worker('6', 1, 'failed', { reason: 'engine exited 1' }),
+      worker('7', 0, 'ready'),
+      worker('7', 1, 'failed'),
+      worker('8', 0, 'loading'),
+    ];
+    let actions = w.tick();
+    expect(cancels(actions)).toHaveLength(1);
+    expect(cancels(actions)[0]!.jobs.map((j) => j.jobId)).toEqual(['1', '2', '3', '4', '6']);
+    // Replaced in the same tick (spaced: 2 per tick), not before.
+    expect(submits(actions).map((s) => s.replaces)).toEqual(['1', '2']);
+    // Job 5 runs without a worker: cancelled once the start-up limit passes.
+    w.now += options.startupTimeoutMs + 1;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    actions = w.tick();
+    expect(cancels(actions)).toEqual([
+      {
+        type: 'cancel',
+        jobs: [{ jobId: '5', deployment: 'm', reason: 'no worker registered within 600 s' }],
+      },
+    ]);
+  });
+
+  it('plans a failed cancel again on the next tick', () => {
+    const w = new World();
+    w.jobs = [job('1', 'REQUEUE_HOLD')];
+    const actions = w.tick();
+    w.state = settleCancel(
+      w.state,
+      cancels(actions)[0]!.jobs.map((j) => j.jobId),
+      false,
+    );
+    expect(cancels(w.tick())).toHaveLength(1);
+    expect(cancels(w.tick())).toHaveLength(0);
+  });
+
+  it('times out a silent worker and cancels its job when it was the last one', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.now += options.heartbeatTimeoutMs + 1;
+    const actions = w.tick();
+    expect(ofType(actions, 'worker-gone')).toMatchObject([{ workerId: '1.0.0' }]);
+    expect(cancels(actions)[0]?.jobs[0]?.jobId).toBe('1');
+    expect(submits(actions)).toMatchObject([{ replaces: '1', reason: 'replacement' }]);
+  });
+});
+
+describe('planReconcile: drain notices and jobs leaving RUNNING', () => {
+  it('keeps the slot of a drained job SLURM will requeue', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.workers[0]!.state = 'draining';
+    expect(submits(w.tick())).toHaveLength(0);
+    expect(w.state.jobs['1']?.drainedAt).toBe(w.now);
+  });
+
+  it('replaces a drained job in the same tick when it will not be requeued', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 3, cluster: { requeue: false } })];
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.workers[0]!.state = 'draining';
+    expect(submits(w.tick())).toHaveLength(1);
+  });
+
+  it('replaces exactly once a drained job that ends COMPLETED (GraceTime)', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.workers[0]!.state = 'draining';
+    w.now += 1000;
+    w.tick();
+    w.now += 1000;
+    w.jobs[0] = job('1', 'COMPLETED');
+    let actions = w.tick();
+    expect(events(actions)).toContain('preempted');
+    expect(submits(actions)).toMatchObject([{ replaces: '1' }]);
+    w.settle(actions, () => '9');
+    w.now += 1000;
+    w.jobs.push(job('9', 'PENDING'));
+    actions = w.tick();
+    expect(submits(actions)).toHaveLength(0);
+    // Later the ended job vanishes from the list: still no second replacement.
+    w.jobs.shift();
+    w.now += 1000;
+    expect(submits(w.tick())).toHaveLength(0);
+  });
+
+  it('takes the workers of a job that left RUNNING out of routing at once', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.jobs = [job('1', 'FAILED', { reason: 'NonZeroExitCode' })];
+    const actions = w.tick();
+    expect(ofType(actions, 'end-job')).toEqual([
+      {
+        type: 'end-job',
+        deployment: 'm',
+        jobId: '1',
+        reason: 'job FAILED (NonZeroExitCode)',
+        restartCount: 0,
+      },
+    ]);
+    expect(events(actions)).toContain('failed');
+    expect(submits(actions)).toMatchObject([{ replaces: '1' }]);
+  });
+
+  it('takes out workers of jobs the list does not show, after a grace', () => {
+    const w = new World();
+    w.workers = [worker('404', 0, 'ready', { registeredAt: T0 })];
+    expect(ofType(w.tick(), 'end-job')).toHaveLength(0);
+    w.now += options.unlistedGraceMs + 1;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    expect(ofType(w.tick(), 'end-job')).toMatchObject([
+      { jobId: '404', reason: 'job not in the cluster list' },
+    ]);
+  });
+});
+
+describe('planReconcile: time limits', () => {
+  it('submits a successor lead time before the end and drains the old node once it is ready', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1, timeLimitMinutes: 60 })];
+    w.jobs = [job('1', 'RUNNING', { timeLeftSeconds: 3600 })];
+    w.workers = [worker('1', 0, 'ready')];
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 49 * 60_000;
+    w.jobs[0]!.timeLeftSeconds = 11 * 60;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 60_000;
+    w.jobs[0]!.timeLeftSeconds = 10 * 60;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    let actions = w.tick();
+    expect(submits(actions)).toMatchObject([{ replaces: '1', reason: 'time-limit successor' }]);
+    const tag = submits(actions)[0]!.tag;
+    w.settle(actions, () => '2');
+    // The successor runs and loads: the old node keeps serving.
+    w.now += 60_000;
+    w.jobs.push(job('2', 'RUNNING', { tag }));
+    w.workers.push(worker('2', 0, 'loading', { lastHeartbeat: w.now }));
+    w.workers[0]!.lastHeartbeat = w.now;
+    w.workers[0]!.inFlight = 3;
+    actions = w.tick();
+    expect(ofType(actions, 'drain-job')).toHaveLength(0);
+    expect(submits(actions)).toHaveLength(0);
+    // Ready: drain the old one, then cancel it when idle.
+    w.now += 5000;
+    w.workers[1]!.state = 'ready';
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    actions = w.tick();
+    expect(ofType(actions, 'drain-job')).toMatchObject([{ jobId: '1' }]);
+    w.workers[0]!.state = 'draining';
+    w.now += 5000;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    expect(cancels(w.tick())).toHaveLength(0);
+    w.workers[0]!.inFlight = 0;
+    w.now += 5000;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    actions = w.tick();
+    expect(cancels(actions)[0]?.jobs).toEqual([
+      { jobId: '1', deployment: 'm', reason: 'time limit: drained for its successor' },
+    ]);
+    expect(submits(actions)).toHaveLength(0);
+  });
+});
+
+describe('planReconcile: adoption after a restart', () => {
+  it('adopts running and pending jobs with its name and submits nothing twice', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'PENDING', { restartCount: 2 })];
+    const actions = w.tick();
+    expect(events(actions).filter((e) => e === 'adopted')).toHaveLength(3);
+    expect(submits(actions)).toHaveLength(0);
+    expect(ofType(actions, 'note-incarnation')).toMatchObject([{ jobId: '3', restartCount: 2 }]);
+    expect(cancels(actions)).toHaveLength(0);
+  });
+});
