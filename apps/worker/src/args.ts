@@ -77,7 +77,11 @@ export async function parseWorkerArgs(
       },
       engine: { choices: ENGINES, default: 'vllm' as EngineKind, describe: 'Inference engine' },
       model: { type: 'string', describe: 'Model path or hub id' },
-      'base-port': { type: 'number', default: 8001, describe: 'Port of instance 0; i gets +i' },
+      'base-port': {
+        type: 'number',
+        default: 8001,
+        describe: 'Port of instance 0; i gets +i (0: any free ports)',
+      },
       'tensor-parallel-size': { type: 'number', default: 1, describe: 'GPUs per instance' },
       'gpus-per-node': {
         type: 'number',
@@ -161,7 +165,7 @@ export async function parseWorkerArgs(
   if (!model) {
     throw new WorkerArgsError('model', '--model is required: pass --model <path or hub id>');
   }
-  integer('base-port', parsed['base-port'], 1, '8001');
+  integer('base-port', parsed['base-port'], 0, '8001');
   if (parsed['base-port'] > 65535) {
     throw new WorkerArgsError(
       'base-port',

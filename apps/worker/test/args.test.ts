@@ -85,6 +85,7 @@ describe('es-worker flags', () => {
     [['--scheduler-url', 'http://a:1'], 'model', /--model is required/],
     [[...base, '--tensor-parallel-size', '0'], 'tensor-parallel-size', /integer >= 1, got 0/],
     [[...base, '--base-port', '70000'], 'base-port', /<= 65535/],
+    [[...base, '--base-port', '-1'], 'base-port', /integer >= 0/],
     [[...base, '--gpu-memory-utilization', '1.5'], 'gpu-memory-utilization', /in \(0, 1\]/],
     [[...base, '--drain-grace', '30'], 'drain-grace', /KillWait/],
     [[...base, '--kill-grace', '0'], 'kill-grace', /KillWait/],
