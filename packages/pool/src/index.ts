@@ -49,6 +49,13 @@ export type {
 } from './registry.js';
 export { createWorkerApi } from './worker-api.js';
 export type { WorkerApiOptions } from './worker-api.js';
+export { createLocalProvider } from './local-provider.js';
+export type {
+  LocalCloseOptions,
+  LocalNodeInfo,
+  LocalProvider,
+  LocalProviderOptions,
+} from './local-provider.js';
 export {
   DEFAULT_RECONCILE_OPTIONS,
   abandonSubmission,
