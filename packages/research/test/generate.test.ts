@@ -13,8 +13,9 @@ import { createWebTools } from '../src/tools.js';
 import { runTrajectory } from '../src/trajectory.js';
 import type { GenerateOptions } from '../src/generate.js';
 import type { Trajectory } from '../src/trajectory.js';
-import { startEngine } from './engine.js';
-import type { Engine, Rule } from './engine.js';
+import type { ScriptRule } from '@es/mock-engine';
+import { startMock } from './mock.js';
+import type { MockEngine } from './mock.js';
 import { defaultAnswer, startFakeTools } from './fake-tools.js';
 import type { FakeTools } from './fake-tools.js';
 
@@ -28,7 +29,7 @@ const final = (answer: string) => `<|channel|>final<|message|>${answer}<|return|
 
 // Questions with a marker get their own behaviour; the first matching rule wins, so each
 // scenario lists its later conversation states first.
-const rules: Rule[] = [
+const rules: ScriptRule[] = [
   { match: 'not valid JSON', response: final('Recovered after fixing the arguments.') },
   { match: 'BROKEN JSON', response: call('search', '{"query": "unterminated') },
   { match: 'search failed', response: final('Answered without search.') },
@@ -39,13 +40,13 @@ const rules: Rule[] = [
     finishReason: 'length',
   },
   // The shipped script for the sample dataset: search, open the first result, answer.
-  ...(JSON.parse(await readFile(RESEARCH_SCRIPT, 'utf8')) as Rule[]),
+  ...(JSON.parse(await readFile(RESEARCH_SCRIPT, 'utf8')) as ScriptRule[]),
 ];
 
-let engine: Engine;
+let engine: MockEngine;
 let tools: FakeTools;
 beforeAll(async () => {
-  engine = await startEngine({ rules });
+  engine = await startMock({ script: rules });
   tools = await startFakeTools((request) =>
     request.body.includes('tool error')
       ? { status: 500, body: 'search backend down' }
@@ -88,7 +89,7 @@ function options(over: Partial<GenerateOptions>): GenerateOptions {
   };
 }
 
-describe('generateTrajectories against a scripted engine and fake tools', () => {
+describe('generateTrajectories against the mock engine and fake tools', () => {
   test('writes a trajectory with two tool calls and a final answer', async () => {
     const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
     const path = await dataset([
@@ -156,12 +157,14 @@ describe('generateTrajectories against a scripted engine and fake tools', () => 
     );
 
     // What the engine saw on the third turn: the template's rendering of both tool results.
-    const last = engine.prompts.at(-1) ?? '';
+    const last = t?.raw ?? '';
     expect(last).toContain('type search = ');
     expect(last).toContain(
       'to=functions.search <|constrain|>json<|message|>{"query": "research question"}<|call|>',
     );
-    expect(last.endsWith('<|start|>assistant')).toBe(true);
+    expect(last).toContain(
+      '<|start|>functions.search to=assistant<|channel|>commentary<|message|>',
+    );
   });
 
   test('malformed tool-call JSON becomes a tool message the model recovers from', async () => {
@@ -328,34 +331,32 @@ describe('long and interrupted runs', () => {
   });
 
   test('an interrupt keeps what was written valid, and --resume finishes the rest', async () => {
-    const slow = await startEngine({ rules, delayMs: 40 });
+    const slow = await startMock({ script: rules, tokensPerSecond: 1000 });
     try {
       const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
       const controller = new AbortController();
-      const interrupted = generateTrajectories(
+      // Interrupt as soon as the first trajectory is reported, mid-way through the second.
+      const log = new PassThrough();
+      log.on('data', (chunk: Buffer) => {
+        if (chunk.toString().startsWith('[1/5]')) controller.abort();
+      });
+      const first = await generateTrajectories(
         options({
           schedulerUrl: slow.url,
           numSamples: 5,
           concurrency: 1,
           outputDir,
+          log,
           signal: controller.signal,
         }),
       );
-      setTimeout(() => controller.abort(), 200);
-      const first = await interrupted;
-      expect(first.interrupted).toBe(true);
-      expect(first.written).toBeGreaterThan(0);
-      expect(first.written).toBeLessThan(5);
+      expect(first).toMatchObject({ interrupted: true, written: 1 });
       expect(await readTrajectories(outputDir)).toHaveLength(first.written);
 
       const second = await generateTrajectories(
         options({ schedulerUrl: slow.url, numSamples: 5, concurrency: 2, outputDir, resume: true }),
       );
-      expect(second).toMatchObject({
-        skipped: first.written,
-        written: 5 - first.written,
-        interrupted: false,
-      });
+      expect(second).toMatchObject({ skipped: 1, written: 4, interrupted: false });
       const ids = (await readTrajectories(outputDir)).map((t) => t.id);
       expect(new Set(ids).size).toBe(5);
     } finally {

@@ -4,27 +4,27 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, test } from 'vitest';
 import { runLoadTest } from '../src/load-test.js';
 import type { LoadTestReport } from '../src/load-test.js';
-import { startEngine } from './engine.js';
-import type { Engine } from './engine.js';
+import { startMock } from './mock.js';
+import type { MockEngine } from './mock.js';
 
 const run = promisify(execFile);
 const SCRIPT = join(import.meta.dirname, '..', '..', '..', 'scripts', 'load-test');
-const rules = [{ response: 'one two three four five six seven eight' }];
+const script = [{ response: 'one two three four five six seven eight' }];
 
-let engine: Engine | undefined;
+let engine: MockEngine | undefined;
 afterEach(async () => {
   await engine?.close();
   engine = undefined;
 });
 
-describe('runLoadTest against a scripted engine', () => {
+describe('runLoadTest against the mock engine', () => {
   test.each([
     ['chat', true],
     ['chat', false],
     ['completions', true],
     ['completions', false],
   ] as const)('%s, streaming %s: counts requests, tokens and latencies', async (api, stream) => {
-    engine = await startEngine({ rules, chunkDelayMs: 2 });
+    engine = await startMock({ script, tokensPerSecond: 2000 });
     const report = await runLoadTest({
       baseURL: `${engine.url}/v1`,
       api,
@@ -51,12 +51,11 @@ describe('runLoadTest against a scripted engine', () => {
     } else {
       expect(report.ttftMs).toBeNull();
     }
-    expect(engine.prompts).toHaveLength(7);
-    expect(new Set(engine.prompts).size).toBe(7);
+    expect(engine.stats().completed).toBe(7);
   });
 
   test('a duration run keeps sending until the time is up', async () => {
-    engine = await startEngine({ rules, chunkDelayMs: 5 });
+    engine = await startMock({ script, tokensPerSecond: 400 });
     const started = Date.now();
     const report = await runLoadTest({
       baseURL: `${engine.url}/v1`,
@@ -69,12 +68,12 @@ describe('runLoadTest against a scripted engine', () => {
   });
 
   test('failures are counted by class', async () => {
-    engine = await startEngine({ rules, failEvery: { n: 3, status: 503 } });
-    const report = await runLoadTest({ baseURL: `${engine.url}/v1`, concurrency: 1, requests: 9 });
-    expect(report.requests).toEqual({ total: 9, ok: 6, failed: 3 });
-    expect(report.errors).toEqual({
-      http_503: { count: 3, example: expect.stringContaining('scripted failure') },
-    });
+    engine = await startMock({ script, failRate: 0.5, seed: 3 });
+    const report = await runLoadTest({ baseURL: `${engine.url}/v1`, concurrency: 2, requests: 20 });
+    const failed = engine.stats().failed;
+    expect(failed).toBeGreaterThan(0);
+    expect(report.requests).toEqual({ total: 20, ok: 20 - failed, failed });
+    expect(report.errors).toEqual({ http_500: { count: failed, example: expect.any(String) } });
   });
 
   test('an unreachable endpoint is reported as such', async () => {
@@ -89,7 +88,7 @@ describe('runLoadTest against a scripted engine', () => {
 
 describe('scripts/load-test (the built CLI as a child process)', () => {
   test('--json prints the report on stdout', async () => {
-    engine = await startEngine({ rules });
+    engine = await startMock({ script });
     const { stdout } = await run(SCRIPT, [
       '--scheduler-url',
       engine.url,
@@ -105,7 +104,7 @@ describe('scripts/load-test (the built CLI as a child process)', () => {
   });
 
   test('the text report shows throughput, tokens/s, percentiles and errors', async () => {
-    engine = await startEngine({ rules });
+    engine = await startMock({ script });
     const { stdout } = await run(SCRIPT, [
       '--scheduler-url',
       engine.url,
