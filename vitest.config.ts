@@ -5,6 +5,8 @@ import { defineConfig } from 'vitest/config';
 // Child processes (workers, engines, the scheduler) run from `dist`, which
 // `pnpm test` builds first.
 const resolve = { conditions: ['@es/source'] };
+// Tests run in vitest's node (SSR) environment, which reads its own resolve conditions.
+const ssr = { resolve: { conditions: ['@es/source'], externalConditions: ['@es/source'] } };
 const ignored = ['**/node_modules/**', '**/dist/**'];
 
 export default defineConfig({
@@ -12,6 +14,7 @@ export default defineConfig({
     projects: [
       {
         resolve,
+        ssr,
         test: {
           name: 'unit',
           include: [
@@ -26,6 +29,7 @@ export default defineConfig({
       },
       {
         resolve,
+        ssr,
         test: {
           name: 'integration',
           include: [
