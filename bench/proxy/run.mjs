@@ -81,6 +81,9 @@ const chatBody = JSON.stringify({
   max_tokens: 16,
 });
 
+const post = (pool, body) =>
+  pool.request({ path: '/v1/chat/completions', method: 'POST', headers, body });
+
 async function nonStreaming(url, concurrency, durationMs) {
   const pool = new Pool(url, { connections: concurrency, pipelining: 1 });
   const latencies = [];
@@ -91,12 +94,7 @@ async function nonStreaming(url, concurrency, durationMs) {
     while (!done) {
       const t = nowNs();
       try {
-        const { statusCode, body } = await pool.request({
-          path: '/v1/chat/completions',
-          method: 'POST',
-          headers,
-          body: chatBody,
-        });
+        const { statusCode, body } = await post(pool, chatBody);
         await body.dump({ limit: 1 << 20 });
         if (statusCode !== 200) errors++;
       } catch {
@@ -160,12 +158,7 @@ async function streaming(url, child, streams, chunks, intervalMs, stamped = true
     // Spread stream starts over one interval so chunks are not sent in lockstep.
     await sleep((i * intervalMs) / streams);
     try {
-      const res = await pool.request({
-        path: '/v1/chat/completions',
-        method: 'POST',
-        headers,
-        body,
-      });
+      const res = await post(pool, body);
       if (++open === streams) void beginWindow();
       for await (const data of res.body) {
         const received = nowNs();
@@ -221,12 +214,7 @@ async function idle(url, child, streams, holdMs) {
   const bodies = [];
   const openOne = async () => {
     try {
-      const res = await pool.request({
-        path: '/v1/chat/completions',
-        method: 'POST',
-        headers,
-        body,
-      });
+      const res = await post(pool, body);
       await new Promise((resolve, reject) => {
         res.body.once('data', resolve);
         res.body.once('error', reject);

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp } from '../src/index.js';
 import type { ProxyApp, ProxyAppOptions, ProxyRequestRecord } from '../src/index.js';
-import { startFakeEngine } from './fake-engine.js';
+import { addFakeWorkers } from './harness.js';
 import type { FakeEngine } from './fake-engine.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
 import type { StaticPool } from './static-pool.js';
@@ -23,13 +23,7 @@ async function setup(
   const pool = createStaticPool([
     deploymentView('llama', 'least-outstanding', { upstreamApiKey: 'engine-key' }),
   ]);
-  const fakes: FakeEngine[] = [];
-  for (let i = 0; i < engines; i++) {
-    const fake = await startFakeEngine(`w${i}`);
-    cleanups.push(() => fake.close());
-    fakes.push(fake);
-    pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
-  }
+  const fakes = await addFakeWorkers(pool, 'llama', engines, cleanups);
   const records: ProxyRequestRecord[] = [];
   const app = createProxyApp({ pool, onRequestComplete: (r) => records.push(r), ...options });
   cleanups.push(() => app.close());
@@ -280,13 +274,7 @@ describe('no ready worker', () => {
 describe('prefix affinity through the app', () => {
   it('keeps a user (or a shared prompt prefix) on one worker', async () => {
     const pool = createStaticPool([deploymentView('llama', 'prefix-affinity')]);
-    const fakes: FakeEngine[] = [];
-    for (let i = 0; i < 4; i++) {
-      const fake = await startFakeEngine(`w${i}`);
-      cleanups.push(() => fake.close());
-      fakes.push(fake);
-      pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
-    }
+    await addFakeWorkers(pool, 'llama', 4, cleanups);
     const app = createProxyApp({ pool });
     cleanups.push(() => app.close());
     const engineOf = async (body: unknown) =>

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
 import type { ProxyRequestRecord } from '../src/index.js';
 import { startFakeEngine } from './fake-engine.js';
-import type { FakeEngine } from './fake-engine.js';
+import { addFakeWorkers, until } from './harness.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
 import type { StaticPool } from './static-pool.js';
 
@@ -16,13 +16,7 @@ afterEach(async () => {
 
 async function serve(engines: number, apiKeys: string[] = []) {
   const pool: StaticPool = createStaticPool([deploymentView('llama')]);
-  const fakes: FakeEngine[] = [];
-  for (let i = 0; i < engines; i++) {
-    const fake = await startFakeEngine(`w${i}`);
-    cleanups.push(() => fake.close());
-    fakes.push(fake);
-    pool.add({ id: `w${i}`, deployment: 'llama', baseUrl: fake.url });
-  }
+  const fakes = await addFakeWorkers(pool, 'llama', engines, cleanups);
   const records: ProxyRequestRecord[] = [];
   const app = createProxyApp({ pool, apiKeys, onRequestComplete: (r) => records.push(r) });
   const server = await startProxyServer({ fetch: app.fetch });
@@ -39,14 +33,6 @@ async function serve(engines: number, apiKeys: string[] = []) {
   server.server.on('request', () => arrived++);
   return { pool, fakes, records, client, url: server.url, arrived: () => arrived };
 }
-
-const until = async (check: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-};
 
 describe('the openai client through a real socket', () => {
   it('does chat, completions, embeddings and models, streaming and not', async () => {

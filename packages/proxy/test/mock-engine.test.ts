@@ -6,6 +6,7 @@ import OpenAI, { APIError } from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
 import type { ProxyRequestRecord } from '../src/index.js';
+import { until } from './harness.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
 import type { StaticPool } from './static-pool.js';
 
@@ -84,14 +85,6 @@ async function serve(
   const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
   return { pool, records, client };
 }
-
-const until = async (check: () => boolean | Promise<boolean>, ms = 5000) => {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-};
 
 const messages = [{ role: 'user' as const, content: 'Say something.' }];
 
