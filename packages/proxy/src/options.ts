@@ -156,27 +156,25 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
       sessionHeader: (options.affinity?.sessionHeader ?? 'x-session-id').toLowerCase(),
     },
   };
-  const positive: [string, number][] = [
-    ['maxBodyBytes', resolved.maxBodyBytes],
-    ['retry.maxAttempts', resolved.retry.maxAttempts],
-    ['upstream.connectTimeoutMs', resolved.upstream.connectTimeoutMs],
-    ['upstream.keepAliveTimeoutMs', resolved.upstream.keepAliveTimeoutMs],
-    ['affinity.prefixChars', resolved.affinity.prefixChars],
+  // '>0' for sizes and timeouts that cannot be zero, '>=0' where zero means "none".
+  const rules: [string, number, '>0' | '>=0'][] = [
+    ['maxBodyBytes', resolved.maxBodyBytes, '>0'],
+    ['retry.maxAttempts', resolved.retry.maxAttempts, '>0'],
+    ['retry.budgetRatio', resolved.retry.budgetRatio, '>=0'],
+    ['retry.minRetriesPerSecond', resolved.retry.minRetriesPerSecond, '>=0'],
+    ['queue.timeoutMs', resolved.queue.timeoutMs, '>=0'],
+    ['queue.maxLength', resolved.queue.maxLength, '>=0'],
+    ['queue.retryAfterSeconds', resolved.queue.retryAfterSeconds, '>=0'],
+    ['upstream.connectTimeoutMs', resolved.upstream.connectTimeoutMs, '>0'],
+    ['upstream.headersTimeoutMs', resolved.upstream.headersTimeoutMs, '>=0'],
+    ['upstream.bodyTimeoutMs', resolved.upstream.bodyTimeoutMs, '>=0'],
+    ['upstream.keepAliveTimeoutMs', resolved.upstream.keepAliveTimeoutMs, '>0'],
+    ['affinity.prefixChars', resolved.affinity.prefixChars, '>0'],
   ];
-  const nonNegative: [string, number][] = [
-    ['retry.budgetRatio', resolved.retry.budgetRatio],
-    ['retry.minRetriesPerSecond', resolved.retry.minRetriesPerSecond],
-    ['queue.timeoutMs', resolved.queue.timeoutMs],
-    ['queue.maxLength', resolved.queue.maxLength],
-    ['queue.retryAfterSeconds', resolved.queue.retryAfterSeconds],
-    ['upstream.headersTimeoutMs', resolved.upstream.headersTimeoutMs],
-    ['upstream.bodyTimeoutMs', resolved.upstream.bodyTimeoutMs],
-  ];
-  for (const [name, value] of positive) {
-    if (!(value > 0)) throw new RangeError(`proxy option ${name} must be > 0, got ${value}`);
-  }
-  for (const [name, value] of nonNegative) {
-    if (!(value >= 0)) throw new RangeError(`proxy option ${name} must be >= 0, got ${value}`);
+  for (const [name, value, rule] of rules) {
+    if (!(rule === '>0' ? value > 0 : value >= 0)) {
+      throw new RangeError(`proxy option ${name} must be ${rule}, got ${value}`);
+    }
   }
   if (!(resolved.affinity.loadFactor >= 1)) {
     throw new RangeError(`proxy option affinity.loadFactor must be >= 1`);

@@ -295,3 +295,12 @@ describe('prefix affinity through the app', () => {
     }
   });
 });
+
+describe('options', () => {
+  it('refuses nonsensical values with the option named', () => {
+    const pool = createStaticPool([deploymentView('llama')]);
+    expect(() => createProxyApp({ pool, retry: { maxAttempts: 0 } })).toThrow(/retry.maxAttempts/);
+    expect(() => createProxyApp({ pool, queue: { timeoutMs: -1 } })).toThrow(/queue.timeoutMs/);
+    expect(() => createProxyApp({ pool, affinity: { loadFactor: 0.5 } })).toThrow(/loadFactor/);
+  });
+});
