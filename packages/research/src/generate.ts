@@ -156,7 +156,14 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     selected: items.length,
     skipped: items.length - todo.length,
     written: 0,
-    byStatus: { completed: 0, max_turns: 0, truncated: 0, no_answer: 0, failed: 0 },
+    byStatus: {
+      completed: 0,
+      max_turns: 0,
+      truncated: 0,
+      no_answer: 0,
+      context_full: 0,
+      failed: 0,
+    },
     failed: 0,
     toolCalls: 0,
     toolErrors: 0,
@@ -239,7 +246,7 @@ export function formatSummary(summary: GenerateSummary): string {
   const lines = [
     `${summary.written} trajectories written to ${summary.outputPath} in ${seconds.toFixed(1)} s` +
       (summary.interrupted ? ' (interrupted: rerun with --resume)' : ''),
-    `  completed ${s.completed}, max turns ${s.max_turns}, truncated ${s.truncated}, no answer ${s.no_answer}, engine failures ${summary.failed}` +
+    `  completed ${s.completed}, max turns ${s.max_turns}, truncated ${s.truncated}, no answer ${s.no_answer}, context full ${s.context_full}, engine failures ${summary.failed}` +
       (summary.skipped > 0 ? `, skipped ${summary.skipped} (resume)` : ''),
     `  tool calls ${summary.toolCalls} (${summary.toolErrors} errors)`,
     `  tokens: ${summary.promptTokens} prompt, ${summary.completionTokens} completion` +

@@ -20,7 +20,7 @@ export {
 export type { Tool, WebToolsOptions } from './tools.js';
 export { SAMPLE_QUESTIONS, loadDataset, selectSamples } from './dataset.js';
 export type { DatasetItem } from './dataset.js';
-export { DEFAULT_SYSTEM_PROMPT, runTrajectory } from './trajectory.js';
+export { DEFAULT_SYSTEM_PROMPT, parseContextLengthError, runTrajectory } from './trajectory.js';
 export type {
   Trajectory,
   TrajectoryError,

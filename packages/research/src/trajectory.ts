@@ -4,7 +4,7 @@
  * result as a tool message, and repeat until a final answer or the turn limit.
  */
 import type OpenAI from 'openai';
-import type { CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
+import type { Completion, CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
 import type { ChatTemplate } from './chat-template.js';
 import { HARMONY_STOP, interpretCompletion, parseToolArguments } from './harmony.js';
 import type { Tool } from './tools.js';
@@ -21,13 +21,18 @@ export type TrajectoryStatus =
   | 'truncated'
   /** The model stopped without a tool call or a final answer. */
   | 'no_answer'
+  /** The conversation outgrew the model's context length. */
+  | 'context_full'
   /** The inference endpoint failed (after the client's retries). */
   | 'failed';
 
 /** A problem met on the way; most are also shown to the model as tool messages. */
 export interface TrajectoryError {
   turn: number;
-  /** `invalid_arguments`, `unknown_tool`, `tool_failed`, `truncated`, `no_answer`, `engine`. */
+  /**
+   * `invalid_arguments`, `unknown_tool`, `tool_failed`, `truncated`, `no_answer`,
+   * `max_turns`, `context_full` or `engine`.
+   */
   type: string;
   message: string;
   tool?: string;
@@ -40,6 +45,8 @@ export interface TurnRecord {
   completionTokens: number;
   finishReason: string | null;
   generationMs: number;
+  /** `max_tokens` actually sent, when the context length forced it below `--max-tokens`. */
+  maxTokens?: number;
   /** The tool the turn called, if any. */
   tool?: string;
   toolMs?: number;
@@ -127,6 +134,7 @@ type EngineCompletionParams = CompletionCreateParamsNonStreaming & {
 export async function runTrajectory(options: TrajectoryOptions): Promise<Trajectory> {
   const started = Date.now();
   const maxTurns = options.maxTurns ?? 20;
+  const maxTokens = options.maxTokens ?? 4096;
   const toolsByName = new Map(options.tools.map((tool) => [tool.definition.function.name, tool]));
   const definitions = options.tools.map((tool) => tool.definition);
   const messages: ChatMessage[] = [
@@ -152,7 +160,7 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
     const params: EngineCompletionParams = {
       model: options.model,
       prompt,
-      max_tokens: options.maxTokens ?? 4096,
+      max_tokens: maxTokens,
       stop: [...(options.stop ?? HARMONY_STOP)],
       skip_special_tokens: false,
       add_special_tokens: false,
@@ -161,33 +169,34 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
     if (options.seed !== undefined) params.seed = options.seed;
 
     const generationStart = Date.now();
-    let text: string;
-    let finishReason: string | null;
-    let record: TurnRecord;
+    let completion: Completion;
     const request = childSignal(options.signal);
     try {
-      const completion = await options.client.completions.create(
-        params,
-        request.signal ? { signal: request.signal } : undefined,
-      );
-      const choice = completion.choices[0];
-      text = choice?.text ?? '';
-      finishReason = choice?.finish_reason ?? null;
-      record = {
-        turn,
-        promptTokens: completion.usage?.prompt_tokens ?? 0,
-        completionTokens: completion.usage?.completion_tokens ?? 0,
-        finishReason,
-        generationMs: Date.now() - generationStart,
-      };
+      completion = await completeWithinContext(options.client, params, request.signal);
     } catch (error) {
       if (options.signal?.aborted) throw error;
-      errors.push({ turn, type: 'engine', message: messageOf(error) });
-      status = 'failed';
+      if (error instanceof ContextFullError) {
+        errors.push({ turn, type: 'context_full', message: error.message });
+        status = 'context_full';
+      } else {
+        errors.push({ turn, type: 'engine', message: messageOf(error) });
+        status = 'failed';
+      }
       break;
     } finally {
       request.dispose();
     }
+    const choice = completion.choices[0];
+    const text = choice?.text ?? '';
+    const finishReason = choice?.finish_reason ?? null;
+    const record: TurnRecord = {
+      turn,
+      promptTokens: completion.usage?.prompt_tokens ?? 0,
+      completionTokens: completion.usage?.completion_tokens ?? 0,
+      finishReason,
+      generationMs: Date.now() - generationStart,
+    };
+    if (params.max_tokens !== maxTokens) record.maxTokens = params.max_tokens ?? maxTokens;
     turns.push(record);
 
     const parsed = interpretCompletion(text, finishReason);
@@ -276,6 +285,56 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
   };
   if (options.reference !== undefined) trajectory.reference = options.reference;
   return trajectory;
+}
+
+/** The smallest completion worth asking for when the context is nearly full. */
+const MIN_COMPLETION_TOKENS = 16;
+
+class ContextFullError extends Error {}
+
+/**
+ * Reads an engine's context-length refusal (HTTP 400): the model's limit and the prompt's
+ * tokens. Understands vLLM's wordings ("maximum context length is 4096 tokens ... (3900
+ * in the messages, ...)" and "... your request has 3900 input tokens"). Pure.
+ */
+export function parseContextLengthError(
+  message: string,
+): { maxContext: number; promptTokens: number } | undefined {
+  const maxContext = /maximum context length is (\d+)/i.exec(message)?.[1];
+  const promptTokens =
+    /\((\d+) in the messages/i.exec(message)?.[1] ?? /has (\d+) input tokens/i.exec(message)?.[1];
+  if (maxContext === undefined || promptTokens === undefined) return undefined;
+  return { maxContext: Number(maxContext), promptTokens: Number(promptTokens) };
+}
+
+/**
+ * Completes `params`; when the engine refuses because prompt + `max_tokens` exceed the
+ * context length, asks once more for what still fits (the conversation grows with every
+ * tool result, so a fixed `max_tokens` eventually overflows). Throws `ContextFullError`
+ * when less than {@link MIN_COMPLETION_TOKENS} fit.
+ */
+async function completeWithinContext(
+  client: OpenAI,
+  params: EngineCompletionParams,
+  signal: AbortSignal | undefined,
+): Promise<Completion> {
+  const requestOptions = signal ? { signal } : undefined;
+  try {
+    return await client.completions.create(params, requestOptions);
+  } catch (error) {
+    const status = (error as { status?: unknown }).status;
+    const limit = status === 400 ? parseContextLengthError(messageOf(error)) : undefined;
+    if (limit === undefined) throw error;
+    const room = limit.maxContext - limit.promptTokens;
+    if (room < MIN_COMPLETION_TOKENS) {
+      throw new ContextFullError(
+        `the prompt has ${limit.promptTokens} tokens, the model's context ${limit.maxContext}: ` +
+          `lower --tool-result-max-chars or --max-turns`,
+      );
+    }
+    params.max_tokens = Math.min(params.max_tokens ?? room, room);
+    return client.completions.create(params, requestOptions);
+  }
 }
 
 /**

@@ -364,3 +364,54 @@ describe('long and interrupted runs', () => {
     }
   });
 });
+
+describe('the model context length', () => {
+  test('a max_tokens that no longer fits is lowered to what the context has room for', async () => {
+    const small = await startMock({ script: rules, maxModelLen: 1_000 });
+    try {
+      const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+      const path = await dataset([{ id: 'ctx', question: 'Who proposed PagedAttention?' }]);
+      await generateTrajectories(
+        options({ schedulerUrl: small.url, dataset: path, outputDir, maxTokens: 4096 }),
+      );
+      const [t] = await readTrajectories(outputDir);
+      expect(t?.status).toBe('completed');
+      for (const turn of t?.turns ?? []) {
+        // The mock engine counts words as tokens, like vLLM counts tokens.
+        expect(turn.maxTokens).toBe(1_000 - turn.promptTokens);
+      }
+    } finally {
+      await small.close();
+    }
+  });
+
+  test('a conversation that outgrows the context ends as context_full', async () => {
+    const small = await startMock({ script: rules, maxModelLen: 1_000 });
+    const bigPages = await startFakeTools((request) =>
+      request.method === 'GET' ? { body: 'word '.repeat(2_000) } : defaultAnswer(request),
+    );
+    try {
+      const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+      const path = await dataset([{ id: 'big', question: 'Who proposed PagedAttention?' }]);
+      const summary = await generateTrajectories(
+        options({
+          schedulerUrl: small.url,
+          dataset: path,
+          outputDir,
+          tools: { serperApiKey: 'k', serperBaseUrl: bigPages.url, jinaBaseUrl: bigPages.url },
+        }),
+      );
+      const [t] = await readTrajectories(outputDir);
+      expect(t).toMatchObject({ status: 'context_full', answer: null, toolCalls: 2 });
+      expect(t?.errors.at(-1)).toMatchObject({
+        turn: 3,
+        type: 'context_full',
+        message: expect.stringMatching(/context 1000: lower --tool-result-max-chars/),
+      });
+      expect(summary.byStatus.context_full).toBe(1);
+    } finally {
+      await small.close();
+      await bigPages.close();
+    }
+  });
+});

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
 import { interpretCompletion, parseHarmony, parseToolArguments } from '../src/harmony.js';
+import { parseContextLengthError } from '../src/trajectory.js';
 
 describe('parseHarmony', () => {
   test('splits analysis and a tool call addressed after the channel', () => {
@@ -113,5 +114,21 @@ describe('parseToolArguments', () => {
       ok: false,
       error: 'the arguments must be a JSON object',
     });
+  });
+});
+
+describe('parseContextLengthError', () => {
+  test.each([
+    [
+      "This model's maximum context length is 4096 tokens. However, you requested 4400 tokens (304 in the messages, 4096 in the completion). Please reduce the length of the messages or completion.",
+      { maxContext: 4096, promptTokens: 304 },
+    ],
+    [
+      "'max_tokens' is too large: 4096. This model's maximum context length is 8192 tokens and your request has 5000 input tokens (4096 > 8192 - 5000).",
+      { maxContext: 8192, promptTokens: 5000 },
+    ],
+    ['model "x" not found', undefined],
+  ])('%s', (message, expected) => {
+    expect(parseContextLengthError(message)).toEqual(expected);
   });
 });
