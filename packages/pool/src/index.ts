@@ -80,3 +80,13 @@ export type {
   SubmitOutcome,
   TrackedJob,
 } from './reconcile.js';
+export { createReconciler } from './reconciler.js';
+export type {
+  DeploymentStatus,
+  JobStatus,
+  NodeRequestInit,
+  Reconciler,
+  ReconcilerOptions,
+  ReconcilerStatus,
+  TickResult,
+} from './reconciler.js';
