@@ -28,24 +28,47 @@ export type CommandRunner = (
   options: CommandRunOptions,
 ) => Promise<CommandResult>;
 
-/** The default runner: execa, no shell, stdin closed, SIGKILL 2 s after a timeout's SIGTERM. */
+/**
+ * The default runner: execa, no shell, stdin closed. On timeout it sends SIGTERM and, 2 s
+ * later, SIGKILL to the command's whole process group, so a wrapper script's children
+ * cannot keep the call waiting on their open output pipes.
+ */
 export const execaRunner: CommandRunner = async (file, args, options) => {
-  const result = await execa(file, args, {
-    timeout: options.timeoutMs,
-    forceKillAfterDelay: 2_000,
+  const subprocess = execa(file, args, {
     reject: false,
     stdin: 'ignore',
     stripFinalNewline: false,
+    detached: true,
     ...(options.env ? { env: options.env } : {}),
   });
-  if (result.failed && !result.timedOut && result.exitCode === undefined && !result.isTerminated) {
-    // The process never ran (ENOENT, EACCES): hand the spawn error to the caller.
-    throw result.cause ?? result;
-  }
-  return {
-    exitCode: result.exitCode,
-    stdout: String(result.stdout ?? ''),
-    stderr: String(result.stderr ?? ''),
-    timedOut: result.timedOut,
+  let timedOut = false;
+  let killTimer: NodeJS.Timeout | undefined;
+  const signalGroup = (signal: NodeJS.Signals) => {
+    try {
+      if (subprocess.pid !== undefined) process.kill(-subprocess.pid, signal);
+    } catch {
+      // already gone
+    }
   };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    signalGroup('SIGTERM');
+    killTimer = setTimeout(() => signalGroup('SIGKILL'), 2_000);
+  }, options.timeoutMs);
+  try {
+    const result = await subprocess;
+    if (result.failed && !timedOut && result.exitCode === undefined && !result.isTerminated) {
+      // The process never ran (ENOENT, EACCES): hand the spawn error to the caller.
+      throw result.cause ?? result;
+    }
+    return {
+      exitCode: result.exitCode,
+      stdout: String(result.stdout ?? ''),
+      stderr: String(result.stderr ?? ''),
+      timedOut,
+    };
+  } finally {
+    clearTimeout(timer);
+    clearTimeout(killTimer);
+  }
 };
