@@ -103,6 +103,16 @@ describe('@es/slurm against the dev cluster', () => {
     await provider.cancel([id]);
   });
 
+  it('gets a name and a comment with quotes, backslashes, # and $ through sbatch unchanged', async () => {
+    const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
+    const client = createSlurmClient({ env });
+    const name = `${prefix}odd "q" \\b #h $x \`y\``;
+    const comment = `tag with spaces, "quotes" #hash $HOME`;
+    const id = await client.submit({ name, comment, logDir, command: ['true'] });
+    const jobs = await client.list({ names: [name] });
+    expect(jobs).toEqual([expect.objectContaining({ id, name, comment })]);
+  });
+
   it('rejects a non-existent partition as a permanent, unambiguous error', async () => {
     const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
     const client = createSlurmClient({ env });
