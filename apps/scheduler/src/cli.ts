@@ -1,1 +1,49 @@
-export {};
+#!/usr/bin/env node
+/** `es-scheduler`: parse flags and config, start serving, stop cleanly on SIGTERM/SIGINT. */
+import { pino } from 'pino';
+import { ConfigError, resolveConfig } from './config.js';
+import { parseFlags } from './flags.js';
+import { startScheduler } from './main.js';
+
+const logger = pino({ name: 'es-scheduler' });
+
+async function main(): Promise<void> {
+  let settings;
+  try {
+    settings = resolveConfig(await parseFlags(process.argv.slice(2)));
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`es-scheduler: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const scheduler = await startScheduler(settings, { logger });
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      logger.warn(`${signal} again: exiting now`);
+      process.exit(1);
+    }
+    stopping = true;
+    logger.info(
+      settings.cancelOnExit || scheduler.backend === 'local'
+        ? `${signal}: stopping and ending the ${scheduler.backend} jobs`
+        : `${signal}: stopping; SLURM jobs keep running and are re-adopted on the next start`,
+    );
+    scheduler.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while stopping');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
+}
+
+main().catch((error: unknown) => {
+  logger.error({ err: error }, (error as Error).message);
+  process.exit(1);
+});

@@ -1,0 +1,221 @@
+/**
+ * Wiring: settings → provider, registry, reconciler, worker API, proxy and the seed's
+ * status routes, all served on one port. No policy lives here.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Hono } from 'hono';
+import type { Logger } from 'pino';
+import {
+  createLocalProvider,
+  createReconciler,
+  createRegistry,
+  createWorkerApi,
+  deriveKeys,
+  type LocalProvider,
+  type NodeProvider,
+  type Reconciler,
+  type Registry,
+} from '@es/pool';
+import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
+import { createSlurmProvider } from '@es/slurm';
+import type { SchedulerSettings } from './config.js';
+import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
+import { loadOrCreateSecret } from './secret.js';
+import { createSeedRoutes } from './seed-routes.js';
+
+/** A running scheduler. */
+export interface Scheduler {
+  url: string;
+  port: number;
+  backend: 'slurm' | 'local';
+  registry: Registry;
+  reconciler: Reconciler;
+  provider: NodeProvider;
+  /** Stop serving; cancel the jobs too when `cancelJobs` (default: the `cancelOnExit` setting). */
+  close(options?: { cancelJobs?: boolean }): Promise<void>;
+}
+
+export interface StartOptions {
+  logger: Logger;
+  /** argv prefix that starts a worker (default: this Node and apps/worker's dist/cli.mjs). */
+  workerCommand?: string[];
+}
+
+const LOOPBACK = /^(127\.|localhost$|::1$|\[::1\]$)/;
+
+function hasSbatch(): boolean {
+  try {
+    execFileSync('sh', ['-c', 'command -v sbatch'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function defaultWorkerCommand(): string[] {
+  const cli = fileURLToPath(new URL('../../worker/dist/cli.mjs', import.meta.url));
+  return [process.execPath, cli];
+}
+
+/** URL the workers use to reach the scheduler. */
+function advertisedUrl(host: string, port: number, backend: 'slurm' | 'local'): string {
+  if (backend === 'local') return `http://127.0.0.1:${port}`;
+  const name = host === '0.0.0.0' || host === '::' ? hostname() : host;
+  return `http://${name.includes(':') ? `[${name}]` : name}:${port}`;
+}
+
+/**
+ * Start the scheduler described by `settings`.
+ * @example
+ * const scheduler = await startScheduler(resolveConfig(await parseFlags(argv)), { logger });
+ */
+export async function startScheduler(
+  settings: SchedulerSettings,
+  options: StartOptions,
+): Promise<Scheduler> {
+  const log = options.logger;
+  const backend =
+    settings.backend === 'auto' ? (hasSbatch() ? 'slurm' : 'local') : settings.backend;
+  const logDir = isAbsolute(settings.logDir) ? settings.logDir : resolve(settings.logDir);
+  mkdirSync(logDir, { recursive: true });
+  const secretFile = resolve(settings.secretFile ?? `${logDir}/secret`);
+  const keys = deriveKeys(loadOrCreateSecret(secretFile));
+
+  const byName = new Map(settings.deployments.map((d) => [d.name, d]));
+  const registry = createRegistry({
+    deployments: settings.deployments.map((d) => toDeploymentConfig(d, keys.engineApiKey)),
+    heartbeatIntervalMs: settings.healthCheckIntervalS * 1000,
+  });
+
+  const gpusPerNode = Math.max(...settings.deployments.map((d) => d.gpusPerNode));
+  const provider: NodeProvider =
+    backend === 'slurm'
+      ? createSlurmProvider({})
+      : createLocalProvider({ nodes: settings.localNodes, gpusPerNode, killOnClose: true });
+
+  const proxy = createProxyApp({
+    pool: registry,
+    apiKeys: settings.apiKeys,
+    logger: { warn: (fields, message) => log.warn(fields, message) },
+  });
+
+  let jobCounts = { pending: 0, running: 0 };
+  const app = new Hono();
+  app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
+  app.route('/', createSeedRoutes({ registry, jobCounts: () => jobCounts }));
+  app.route('/', proxy);
+
+  let server: ProxyServer;
+  try {
+    server = await startProxyServer({
+      fetch: app.fetch,
+      port: settings.port,
+      hostname: settings.host,
+    });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new Error(
+        `port ${settings.port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --port`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+
+  const ctx: NodeRequestContext = {
+    schedulerUrl: advertisedUrl(settings.host, server.port, backend),
+    secretFile,
+    logDir,
+    workerCommand: options.workerCommand ?? defaultWorkerCommand(),
+    anyPort: backend === 'local',
+  };
+  const reconciler = createReconciler({
+    registry,
+    provider,
+    schedulerId: settings.schedulerId,
+    intervalMs: settings.nodeAcquireIntervalS * 1000,
+    heartbeatTimeoutMs: settings.heartbeatTimeoutS * 1000,
+    startupTimeoutMs: settings.startupTimeoutS * 1000,
+    buildNodeRequest: (deployment) => {
+      const d = byName.get(deployment.name);
+      if (!d) throw new Error(`unknown deployment ${deployment.name}`);
+      return workerRequest(d, ctx);
+    },
+    onError: (error, context) => {
+      const e = error as { message?: string; command?: string; stderr?: string; kind?: string };
+      log.warn(
+        { ...context, kind: e.kind, command: e.command, stderr: e.stderr },
+        `${context.action} failed: ${e.message ?? String(error)}`,
+      );
+    },
+  });
+
+  const unsubscribe = registry.on((event) => {
+    const { type, ...fields } = event;
+    log.info(
+      { event: type, ...fields },
+      `${type}${event.workerId ? ` ${event.workerId}` : event.jobId ? ` job ${event.jobId}` : ''}${event.reason ? `: ${event.reason}` : ''}`,
+    );
+  });
+  const countTimer = setInterval(() => {
+    let pending = 0;
+    let running = 0;
+    for (const d of reconciler.status().deployments) {
+      for (const j of d.jobs) {
+        if (j.state === 'PENDING' || j.state === 'CONFIGURING') pending += 1;
+        else if (j.state === 'RUNNING') running += 1;
+      }
+    }
+    jobCounts = { pending, running };
+  }, 1000);
+  countTimer.unref();
+
+  reconciler.start();
+
+  if (!LOOPBACK.test(settings.host) && settings.apiKeys.length === 0) {
+    log.warn(
+      `listening on ${settings.host}:${server.port} with NO client API key: anyone who can reach this port can use the models. Pass --api-key (or ES_API_KEY) to require one.`,
+    );
+  }
+  log.info(
+    {
+      url: server.url,
+      backend,
+      workersReachUs: ctx.schedulerUrl,
+      deployments: settings.deployments.map((d) => ({
+        name: d.name,
+        model: d.model,
+        engine: d.engine,
+        maxNodes: d.maxNodes,
+        tp: d.tensorParallelSize,
+      })),
+    },
+    `serving /v1 on ${server.url} (backend ${backend})`,
+  );
+
+  let closed: Promise<void> | undefined;
+  return {
+    url: server.url,
+    port: server.port,
+    backend,
+    registry,
+    reconciler,
+    provider,
+    close: (closeOptions = {}) =>
+      (closed ??= (async () => {
+        clearInterval(countTimer);
+        await reconciler.stop();
+        if (closeOptions.cancelJobs ?? settings.cancelOnExit) {
+          const cancelled = await reconciler.cancelAll();
+          log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
+        }
+        await server.close(5_000);
+        if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
+        unsubscribe();
+      })()),
+  };
+}
