@@ -324,7 +324,8 @@ try {
       p50us: median('p50us'),
       p99us: median('p99us'),
       cpuMsPer1000Chunks: median('cpuMsPer1000Chunks'),
-      rssMBPer1000Streams: median('rssMBPer1000Streams'),
+      // RSS: the largest round (later rounds start from a heap the first one already grew).
+      rssMBPer1000Streams: Math.max(...list.map((r) => r.rssMBPer1000Streams ?? NaN)),
       rounds: list,
     };
   }
