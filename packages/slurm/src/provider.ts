@@ -12,26 +12,21 @@ export interface SlurmProviderOptions extends SlurmClientOptions {
 
 /** Maps a node request to a job spec (pure): tag → `--comment`, requeue on by default. */
 export function nodeRequestToJobSpec(request: NodeRequest): JobSpec {
-  const c = request.cluster ?? {};
-  const spec: JobSpec = {
+  // ClusterOptions' fields are JobSpec fields of the same name and meaning.
+  const { requeue = true, ...cluster } = request.cluster ?? {};
+  return {
+    ...cluster,
     name: request.name,
     comment: request.tag,
     gpusPerNode: request.gpusPerNode,
-    requeue: c.requeue ?? true,
+    ...(request.timeLimitMinutes === undefined
+      ? {}
+      : { timeLimitMinutes: request.timeLimitMinutes }),
+    requeue,
     logDir: request.logDir,
     env: request.env,
     command: request.command,
   };
-  if (request.timeLimitMinutes !== undefined) spec.timeLimitMinutes = request.timeLimitMinutes;
-  if (c.partition !== undefined) spec.partition = c.partition;
-  if (c.qos !== undefined) spec.qos = c.qos;
-  if (c.account !== undefined) spec.account = c.account;
-  if (c.constraint !== undefined) spec.constraint = c.constraint;
-  if (c.exclusive !== undefined) spec.exclusive = c.exclusive;
-  if (c.extraSbatch !== undefined) spec.extraSbatch = c.extraSbatch;
-  if (c.setup !== undefined) spec.setup = c.setup;
-  if (c.signal !== undefined) spec.signal = c.signal;
-  return spec;
 }
 
 function toObserved(job: SlurmJob): ObservedJob {

@@ -4,7 +4,12 @@ import { join } from 'node:path';
 import { classifyProviderError } from '@es/pool';
 import type { NodeRequest } from '@es/pool';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createSlurmClient, createSlurmProvider, SlurmError } from '../src/index.js';
+import {
+  createSlurmClient,
+  createSlurmProvider,
+  nodeRequestToJobSpec,
+  SlurmError,
+} from '../src/index.js';
 import type { SlurmClientOptions } from '../src/index.js';
 
 // Fake sbatch/squeue/scancel on PATH: each records its argv (NUL-separated, one file per
@@ -278,5 +283,28 @@ describe('createSlurmProvider', () => {
     expect(observed.find((j) => j.id === '10')?.startTime).toBe(
       new Date('2026-11-29T03:32:53').getTime(),
     );
+  });
+
+  it('keeps an explicit requeue: false and leaves unset options out', () => {
+    const spec = nodeRequestToJobSpec({
+      deployment: 'd',
+      name: 'n',
+      tag: 't',
+      gpusPerNode: 4,
+      command: ['w'],
+      env: {},
+      logDir: '/l',
+      cluster: { requeue: false, exclusive: true },
+    });
+    expect(spec).toEqual({
+      name: 'n',
+      comment: 't',
+      gpusPerNode: 4,
+      requeue: false,
+      exclusive: true,
+      logDir: '/l',
+      env: {},
+      command: ['w'],
+    });
   });
 });
