@@ -6,8 +6,16 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
-import { join } from 'node:path';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeFileSync,
+} from 'node:fs';
+import { dirname, join } from 'node:path';
 import { PoolError } from './errors.js';
 import type {
   FailureKind,
@@ -41,6 +49,14 @@ export interface LocalProviderOptions {
   baseEnv?: NodeJS.ProcessEnv;
   /** Id of the first job (default 1); ids are consecutive integers as strings. */
   firstJobId?: number;
+  /**
+   * A JSON file where the provider keeps its pending and running jobs. A new provider with
+   * the same file adopts them (a restarted scheduler with `close({ kill: false })` before
+   * finds its jobs again, as with SLURM). Without it, jobs live as long as the provider.
+   */
+  stateFile?: string;
+  /** How often adopted jobs (not children of this process) are checked for exit (default 1 000 ms). */
+  adoptedPollMs?: number;
   /** Clock in milliseconds since epoch (default `Date.now`); timers stay real. */
   now?: () => number;
 }
@@ -90,6 +106,35 @@ interface LocalJob {
   endCause?: EndCause;
   timers: ReturnType<typeof setTimeout>[];
   exited?: Promise<void>;
+}
+
+/** What the state file keeps of a job. */
+interface SavedJob {
+  id: string;
+  request: NodeRequest;
+  state: JobState;
+  submitTime: number;
+  startTime?: number;
+  node?: number;
+  pgid?: number;
+}
+
+/**
+ * Whether process group `pgid` still runs job `id`. The environment check guards against a
+ * recycled pid; without /proc (not Linux) a live leader is taken at its word.
+ */
+function runsJob(pgid: number, id: string): boolean {
+  try {
+    process.kill(-pgid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const environ = readFileSync(`/proc/${pgid}/environ`, 'latin1');
+    return environ.split('\0').includes(`SLURM_JOB_ID=${id}`);
+  } catch {
+    return !existsSync('/proc/self');
+  }
 }
 
 const ENDED = new Set<JobState>(['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'PREEMPTED']);
@@ -150,6 +195,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
   const pending: LocalJob[] = [];
   let nextId = options.firstJobId ?? 1;
   let closed = false;
+  let handedOver = false;
 
   function end(job: LocalJob, state: JobState, reason: string): void {
     if (ENDED.has(job.state)) return;
@@ -160,16 +206,113 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.timers = [];
     if (job.node !== undefined && occupant[job.node] === job) occupant[job.node] = undefined;
     schedule();
+    persist();
   }
 
-  function finalState(job: LocalJob, code: number | null, signal: NodeJS.Signals | null) {
-    if (job.endCause === 'cancel') return { state: 'CANCELLED' as const, reason: '' };
-    if (job.endCause === 'preempt') return { state: 'PREEMPTED' as const, reason: '' };
-    if (job.endCause === 'timeout') return { state: 'TIMEOUT' as const, reason: 'TimeLimit' };
-    if (code === 0) return { state: 'COMPLETED' as const, reason: '' };
+  function persist(): void {
+    if (options.stateFile === undefined || handedOver) return;
+    const saved: SavedJob[] = [];
+    for (const job of jobs.values()) {
+      if (ENDED.has(job.state)) continue;
+      const entry: SavedJob = {
+        id: job.id,
+        request: job.request,
+        state: job.state,
+        submitTime: job.submitTime,
+      };
+      if (job.startTime !== undefined) entry.startTime = job.startTime;
+      if (job.node !== undefined) entry.node = job.node;
+      if (job.pgid !== undefined) entry.pgid = job.pgid;
+      saved.push(entry);
+    }
+    const body = JSON.stringify({ nextId, jobs: saved }, null, 2);
+    mkdirSync(dirname(options.stateFile), { recursive: true });
+    // Write-then-rename: a crash mid-write must not leave a truncated file to adopt from.
+    const tmp = `${options.stateFile}.${process.pid}.tmp`;
+    writeFileSync(tmp, body, { mode: 0o600 });
+    renameSync(tmp, options.stateFile);
+  }
+
+  /** Watch a job this process did not spawn: no 'exit' event, so poll its process group. */
+  function watchAdopted(job: LocalJob): void {
+    const pgid = job.pgid as number;
+    job.exited = new Promise<void>((resolve) => {
+      const timer = setInterval(() => {
+        if (runsJob(pgid, job.id)) return;
+        clearInterval(timer);
+        const final = finalState(job, 0, null);
+        end(job, final.state, final.endCauseKnown ? final.reason : 'ExitCodeUnknown');
+        resolve();
+      }, options.adoptedPollMs ?? 1_000);
+      timer.unref();
+    });
+  }
+
+  function adopt(file: string): void {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as { nextId: number; jobs: SavedJob[] };
+    nextId = Math.max(nextId, saved.nextId);
+    for (const entry of saved.jobs) {
+      const job: LocalJob = {
+        id: entry.id,
+        request: entry.request,
+        state: entry.state,
+        reason: '',
+        submitTime: entry.submitTime,
+        timers: [],
+      };
+      jobs.set(job.id, job);
+      if (entry.state === 'PENDING') {
+        job.reason = 'Resources';
+        pending.push(job);
+        continue;
+      }
+      job.startTime = entry.startTime ?? entry.submitTime;
+      if (entry.node !== undefined) job.node = entry.node;
+      const live =
+        entry.pgid !== undefined &&
+        entry.node !== undefined &&
+        occupant[entry.node] === undefined &&
+        runsJob(entry.pgid, entry.id);
+      if (!live) {
+        // It ended while nobody watched: like SLURM after the fact, only the end is known.
+        // (Set directly: end() would schedule pending jobs onto nodes not yet re-occupied.)
+        job.state = 'COMPLETED';
+        job.reason = 'ExitCodeUnknown';
+        job.endTime = now();
+        continue;
+      }
+      job.pgid = entry.pgid;
+      occupant[entry.node as number] = job;
+      if (entry.state === 'COMPLETING') job.endCause = 'cancel';
+      watchAdopted(job);
+      armTimeLimit(job);
+    }
+  }
+
+  function armTimeLimit(job: LocalJob): void {
+    const limit = job.request.timeLimitMinutes;
+    if (limit === undefined || job.startTime === undefined) return;
+    const left = limit * 60_000 - (now() - job.startTime);
+    const timer = setTimeout(() => terminate(job, 'timeout'), Math.max(0, left));
+    timer.unref();
+    job.timers.push(timer);
+  }
+
+  function finalState(
+    job: LocalJob,
+    code: number | null,
+    signal: NodeJS.Signals | null,
+  ): { state: JobState; reason: string; endCauseKnown: boolean } {
+    if (job.endCause === 'cancel') return { state: 'CANCELLED', reason: '', endCauseKnown: true };
+    if (job.endCause === 'preempt') return { state: 'PREEMPTED', reason: '', endCauseKnown: true };
+    if (job.endCause === 'timeout') {
+      return { state: 'TIMEOUT', reason: 'TimeLimit', endCauseKnown: true };
+    }
+    if (code === 0) return { state: 'COMPLETED', reason: '', endCauseKnown: false };
     return {
-      state: 'FAILED' as const,
+      state: 'FAILED',
       reason: signal !== null ? `RaisedSignal:${signal}` : `NonZeroExitCode:${code ?? '?'}`,
+      endCauseKnown: false,
     };
   }
 
@@ -179,6 +322,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.endCause = cause;
     job.state = 'COMPLETING';
     job.reason = '';
+    persist();
     killGroup(job.pgid, 'SIGTERM');
     const timer = setTimeout(() => killGroup(job.pgid, 'SIGKILL'), killGraceMs);
     timer.unref();
@@ -240,12 +384,8 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     } finally {
       if (out !== undefined) closeSync(out);
     }
-    const limit = job.request.timeLimitMinutes;
-    if (limit !== undefined) {
-      const timer = setTimeout(() => terminate(job, 'timeout'), limit * 60_000);
-      timer.unref();
-      job.timers.push(timer);
-    }
+    armTimeLimit(job);
+    persist();
   }
 
   function schedule(): void {
@@ -288,6 +428,12 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     return observed;
   }
 
+  if (options.stateFile !== undefined && existsSync(options.stateFile)) {
+    adopt(options.stateFile);
+    schedule();
+    persist();
+  }
+
   return {
     kind: 'local',
 
@@ -321,6 +467,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       jobs.set(job.id, job);
       pending.push(job);
       schedule();
+      persist();
       return job.id;
     },
 
@@ -361,8 +508,14 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
 
     async close(closeOptions = {}) {
       closed = true;
+      if (!(closeOptions.kill ?? options.killOnClose ?? true)) {
+        // Left jobs stay in the state file (pending ones too) for the next provider to adopt;
+        // what this process still hears about them must not overwrite that provider's view.
+        persist();
+        handedOver = true;
+        return;
+      }
       for (const job of pending.splice(0)) end(job, 'CANCELLED', 'provider closed');
-      if (!(closeOptions.kill ?? options.killOnClose ?? true)) return;
       const running = [...jobs.values()].filter((job) => job.exited && !ENDED.has(job.state));
       for (const job of running) terminate(job, 'cancel');
       await Promise.all(running.map((job) => job.exited));

@@ -253,3 +253,56 @@ describe('createLocalProvider', () => {
     }
   });
 });
+
+describe('createLocalProvider with a state file', () => {
+  it('lets a new provider adopt the jobs a closed one left running and pending', async () => {
+    const dir = logDir();
+    const stateFile = join(dir, 'state', 'local-jobs.json');
+    const script = `process.on('SIGTERM', () => process.exit(0)); console.log('ready'); ${SLEEP}`;
+    const first = createLocalProvider({ nodes: 1, stateFile, killOnClose: false });
+    const running = await first.submit(request(dir, script, { timeLimitMinutes: 10 }));
+    const queued = await first.submit(request(dir, script));
+    await until(async () =>
+      readFileSync(join(dir, `${NAME}-${running}.out`), 'utf8').includes('ready')
+        ? true
+        : undefined,
+    );
+    await first.close();
+
+    const second = provider({ nodes: 1, stateFile, adoptedPollMs: 50 });
+    const adopted = await second.list({ names: [NAME] });
+    expect(adopted.map((j) => [j.id, j.state, j.nodes])).toEqual([
+      [running, 'RUNNING', 'local-0'],
+      [queued, 'PENDING', ''],
+    ]);
+    expect(adopted[0]?.timeLeftSeconds).toBeGreaterThan(500);
+    const fresh = await second.submit(request(dir, script));
+    expect(Number(fresh)).toBeGreaterThan(Number(queued));
+
+    // The adopted job is not a child of this process: cancelling it still ends it, and the
+    // queued job takes the node.
+    await second.cancel([running]);
+    expect(await jobIn(second, running, ['CANCELLED'])).toMatchObject({ nodes: 'local-0' });
+    expect((await jobIn(second, queued, ['RUNNING'])).nodes).toBe('local-0');
+  });
+
+  it('reports a job that ended while no provider watched as COMPLETED with an unknown exit code', async () => {
+    const dir = logDir();
+    const stateFile = join(dir, 'local-jobs.json');
+    const first = createLocalProvider({ nodes: 1, stateFile, killOnClose: false });
+    const id = await first.submit(request(dir, `console.log('pid ' + process.pid); ${SLEEP}`));
+    const pid = Number(
+      await until(
+        async () => /pid (\d+)/.exec(readFileSync(join(dir, `${NAME}-${id}.out`), 'utf8'))?.[1],
+      ),
+    );
+    await first.close();
+    process.kill(-pid, 'SIGKILL');
+    await until(async () => (alive(pid) ? undefined : true));
+
+    const second = provider({ nodes: 1, stateFile });
+    expect(await job(second, id)).toMatchObject({ state: 'COMPLETED', reason: 'ExitCodeUnknown' });
+    const next = await second.submit(request(dir, SLEEP));
+    expect((await jobIn(second, next, ['RUNNING'])).nodes).toBe('local-0');
+  });
+});
