@@ -62,7 +62,8 @@ describe('@es/slurm against the dev cluster', () => {
     const id = await provider.submit(request);
     expect(id).toMatch(/^\d+$/);
 
-    const first = await waitForFile(join(logDir, 'run-0.txt'));
+    // Generous: other suites' jobs may hold every node for a while.
+    const first = await waitForFile(join(logDir, 'run-0.txt'), 90_000);
     expect(first.split('\n').slice(0, 3)).toEqual(['0,1,2,3,4,5,6,7', nasty, 'model dir/$x `y`']);
 
     const [listed] = (await provider.list({ names: [request.name] })).filter(
