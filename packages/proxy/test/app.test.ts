@@ -304,3 +304,30 @@ describe('options', () => {
     expect(() => createProxyApp({ pool, affinity: { loadFactor: 0.5 } })).toThrow(/loadFactor/);
   });
 });
+
+describe('timeouts', () => {
+  it('answers 504 when a worker sends no headers in time', async () => {
+    const { app, fakes, pool } = await setup(1, { upstream: { headersTimeoutMs: 200 } });
+    fakes[0]!.mode = { kind: 'hang' };
+    const res = await app.request('/v1/chat/completions', chat(ask));
+    expect(res.status).toBe(504);
+    expect(await res.json()).toMatchObject({ error: { code: 'upstream_timeout' } });
+    expect(pool.outcomes).toContainEqual({ workerId: 'w0', outcome: 'timeout' });
+  });
+
+  it('ends a stream that goes silent with an error event instead of hanging', async () => {
+    const { app, fakes, pool, records } = await setup(1, { upstream: { bodyTimeoutMs: 200 } });
+    fakes[0]!.mode = { kind: 'stall-mid-stream', chunksBeforeStall: 2 };
+    const res = await app.request('/v1/chat/completions', chat({ ...ask, stream: true }));
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const events = text.split('\n\n').filter((e) => e.startsWith('data: '));
+    expect(events).toHaveLength(3);
+    expect(JSON.parse(events[2]!.slice(6))).toMatchObject({
+      error: { code: 'upstream_stream_interrupted', type: 'server_error' },
+    });
+    expect(pool.outcomes).toContainEqual({ workerId: 'w0', outcome: 'timeout' });
+    expect(records[0]).toMatchObject({ outcome: 'mid-stream-failure' });
+    expect(pool.all()[0]!.inFlight).toBe(0);
+  });
+});

@@ -13,6 +13,7 @@ export type FakeMode =
   | { kind: 'reset' }
   | { kind: 'die-mid-stream'; chunksBeforeDeath: number }
   | { kind: 'hang' }
+  | { kind: 'stall-mid-stream'; chunksBeforeStall: number }
   | { kind: 'flood'; bytes: number };
 
 export interface SeenRequest {
@@ -153,6 +154,7 @@ export async function startFakeEngine(name: string): Promise<FakeEngine> {
       let sent = 0;
       const tick = () => {
         if (res.destroyed) return;
+        if (mode.kind === 'stall-mid-stream' && sent === mode.chunksBeforeStall) return;
         if (mode.kind === 'die-mid-stream' && sent === mode.chunksBeforeDeath) {
           req.socket.destroy();
           return;
