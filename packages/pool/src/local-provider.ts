@@ -6,12 +6,14 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import {
   closeSync,
   existsSync,
   mkdirSync,
   openSync,
   readFileSync,
+  readdirSync,
   renameSync,
   writeFileSync,
 } from 'node:fs';
@@ -94,6 +96,8 @@ type EndCause = 'cancel' | 'preempt' | 'timeout';
 
 interface LocalJob {
   id: string;
+  /** Value of `ES_LOCAL_JOB` in every process of the job: our stand-in for SLURM's cgroup. */
+  key: string;
   request: NodeRequest;
   state: JobState;
   reason: string;
@@ -111,6 +115,7 @@ interface LocalJob {
 /** What the state file keeps of a job. */
 interface SavedJob {
   id: string;
+  key: string;
   request: NodeRequest;
   state: JobState;
   submitTime: number;
@@ -150,6 +155,38 @@ function providerError(
     kind,
     ambiguous: false,
   });
+}
+
+/** Environment variable marking every process of a local job (inherited by its children). */
+const JOB_KEY_ENV = 'ES_LOCAL_JOB';
+
+/**
+ * SIGKILL every process whose environment carries the job's key, wherever its process
+ * group: engines a worker started in their own groups would otherwise outlive the job,
+ * which SLURM prevents with the job's cgroup. Linux only (/proc); elsewhere a no-op.
+ */
+function killJobProcesses(key: string): void {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return;
+  }
+  const marker = `\0${JOB_KEY_ENV}=${key}\0`;
+  for (const pid of pids) {
+    let environ: string;
+    try {
+      environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
+    } catch {
+      continue; // gone meanwhile, or another user's
+    }
+    if (!`\0${environ}`.includes(marker)) continue;
+    try {
+      process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // ESRCH: it exited meanwhile.
+    }
+  }
 }
 
 function killGroup(pgid: number | undefined, signal: NodeJS.Signals): void {
@@ -216,6 +253,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       if (ENDED.has(job.state)) continue;
       const entry: SavedJob = {
         id: job.id,
+        key: job.key,
         request: job.request,
         state: job.state,
         submitTime: job.submitTime,
@@ -240,6 +278,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       const timer = setInterval(() => {
         if (runsJob(pgid, job.id)) return;
         clearInterval(timer);
+        killJobProcesses(job.key);
         const final = finalState(job, 0, null);
         end(job, final.state, final.endCauseKnown ? final.reason : 'ExitCodeUnknown');
         resolve();
@@ -254,6 +293,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     for (const entry of saved.jobs) {
       const job: LocalJob = {
         id: entry.id,
+        key: entry.key,
         request: entry.request,
         state: entry.state,
         reason: '',
@@ -324,7 +364,10 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.reason = '';
     persist();
     killGroup(job.pgid, 'SIGTERM');
-    const timer = setTimeout(() => killGroup(job.pgid, 'SIGKILL'), killGraceMs);
+    const timer = setTimeout(() => {
+      killGroup(job.pgid, 'SIGKILL');
+      killJobProcesses(job.key);
+    }, killGraceMs);
     timer.unref();
     job.timers.push(timer);
   }
@@ -340,6 +383,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     const env: NodeJS.ProcessEnv = {
       ...baseEnv,
       ...job.request.env,
+      [JOB_KEY_ENV]: job.key,
       SLURM_JOB_ID: job.id,
       SLURM_JOBID: job.id,
       SLURM_JOB_NAME: job.request.name,
@@ -373,6 +417,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
         child.once('exit', (code, signal) => {
           // The job's end kills what it left behind, as SLURM does with the job's cgroup.
           killGroup(job.pgid, 'SIGKILL');
+          killJobProcesses(job.key);
           const final = finalState(job, code, signal);
           end(job, final.state, final.reason);
           resolve();
@@ -458,6 +503,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       }
       const job: LocalJob = {
         id: String(nextId++),
+        key: randomUUID(),
         request,
         state: 'PENDING',
         reason: 'Resources',

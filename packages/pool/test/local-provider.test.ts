@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { until } from './wait.js';
 import type {
   LocalProvider,
   LocalProviderOptions,
@@ -47,16 +48,6 @@ function request(dir: string, script: string, extra: Partial<NodeRequest> = {}):
 }
 
 const SLEEP = 'setInterval(() => {}, 1000)';
-
-async function until<T>(probe: () => Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 async function job(p: LocalProvider, id: string): Promise<ObservedJob | undefined> {
   return (await p.list({ names: [NAME] })).find((j) => j.id === id);
@@ -154,6 +145,24 @@ describe('createLocalProvider', () => {
     expect(readFileSync(out, 'utf8')).toContain('got SIGTERM');
     await until(async () => (alive(grandchild) ? undefined : true));
     expect(p.nodes()[0]?.jobId).toBeUndefined();
+  });
+
+  it('kills what the job started in other process groups when it ends, as a cgroup would', async () => {
+    const dir = logDir();
+    const p = provider({ nodes: 1 });
+    // Like the worker with its engines: a child in its own group, then the leader dies.
+    const script = `
+      const { spawn } = require('node:child_process');
+      const engine = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { detached: true, stdio: 'ignore' });
+      console.log('engine ' + engine.pid);
+      setTimeout(() => process.exit(1), 300);`;
+    const id = await p.submit(request(dir, script));
+    const out = join(dir, `${NAME}-${id}.out`);
+    const engine = Number(
+      await until(async () => /engine (\d+)/.exec(readFileSync(out, 'utf8'))?.[1]),
+    );
+    expect(await jobIn(p, id, ['FAILED'])).toMatchObject({ reason: 'NonZeroExitCode:1' });
+    await until(async () => (alive(engine) ? undefined : true), 5_000);
   });
 
   it('lets a job drain on SIGTERM and exit before the grace (cancel and preempt)', async () => {

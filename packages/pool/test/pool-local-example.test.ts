@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { until } from './wait.js';
 import type { PoolEvent } from '../src/index.js';
 import type { PoolLocalExample } from '../../../examples/pool-local/main.js';
 import { startPoolLocalExample } from '../../../examples/pool-local/main.js';
@@ -14,16 +15,6 @@ afterEach(async () => {
   example = undefined;
   if (logDir) rmSync(logDir, { recursive: true, force: true });
 });
-
-async function until<T>(probe: () => T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe('examples/pool-local', () => {
   it('fills the local nodes, serves from every GPU slice, and replaces a preempted node', async () => {
