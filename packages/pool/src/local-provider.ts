@@ -112,6 +112,9 @@ interface LocalJob {
   exited?: Promise<void>;
 }
 
+/** Environment variable marking every process of a local job (inherited by its children). */
+const JOB_KEY_ENV = 'ES_LOCAL_JOB';
+
 /** What the state file keeps of a job. */
 interface SavedJob {
   id: string;
@@ -125,10 +128,10 @@ interface SavedJob {
 }
 
 /**
- * Whether process group `pgid` still runs job `id`. The environment check guards against a
- * recycled pid; without /proc (not Linux) a live leader is taken at its word.
+ * Whether the leader `pgid` still runs the job with marker `key`. The marker guards against
+ * a recycled pid; without /proc (not Linux) a live group is taken at its word.
  */
-function runsJob(pgid: number, id: string): boolean {
+function runsJob(pgid: number, key: string): boolean {
   try {
     process.kill(-pgid, 0);
   } catch {
@@ -136,7 +139,7 @@ function runsJob(pgid: number, id: string): boolean {
   }
   try {
     const environ = readFileSync(`/proc/${pgid}/environ`, 'latin1');
-    return environ.split('\0').includes(`SLURM_JOB_ID=${id}`);
+    return `\0${environ}`.includes(`\0${JOB_KEY_ENV}=${key}\0`);
   } catch {
     return !existsSync('/proc/self');
   }
@@ -156,9 +159,6 @@ function providerError(
     ambiguous: false,
   });
 }
-
-/** Environment variable marking every process of a local job (inherited by its children). */
-const JOB_KEY_ENV = 'ES_LOCAL_JOB';
 
 /**
  * SIGKILL every process whose environment carries the job's key, wherever its process
@@ -276,7 +276,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     const pgid = job.pgid as number;
     job.exited = new Promise<void>((resolve) => {
       const timer = setInterval(() => {
-        if (runsJob(pgid, job.id)) return;
+        if (runsJob(pgid, job.key)) return;
         clearInterval(timer);
         killJobProcesses(job.key);
         const final = finalState(job, 0, null);
@@ -312,13 +312,14 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
         entry.pgid !== undefined &&
         entry.node !== undefined &&
         occupant[entry.node] === undefined &&
-        runsJob(entry.pgid, entry.id);
+        runsJob(entry.pgid, entry.key);
       if (!live) {
         // It ended while nobody watched: like SLURM after the fact, only the end is known.
         // (Set directly: end() would schedule pending jobs onto nodes not yet re-occupied.)
         job.state = 'COMPLETED';
         job.reason = 'ExitCodeUnknown';
         job.endTime = now();
+        killJobProcesses(entry.key);
         continue;
       }
       job.pgid = entry.pgid;
