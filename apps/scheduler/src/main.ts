@@ -95,7 +95,14 @@ export async function startScheduler(
   const provider: NodeProvider =
     backend === 'slurm'
       ? createSlurmProvider({})
-      : createLocalProvider({ nodes: settings.localNodes, gpusPerNode, killOnClose: true });
+      : // Local jobs end with the scheduler (a rehearsal should leave nothing behind), but the
+        // state file lets a scheduler that crashed re-adopt the ones still running.
+        createLocalProvider({
+          nodes: settings.localNodes,
+          gpusPerNode,
+          killOnClose: true,
+          stateFile: `${logDir}/local-jobs.json`,
+        });
 
   const proxy = createProxyApp({
     pool: registry,
