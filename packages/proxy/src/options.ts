@@ -97,10 +97,11 @@ export interface UpstreamOptions {
   connectTimeoutMs?: number;
   /**
    * Time to the response headers. Engines answer non-streaming requests only once the whole
-   * generation is done, so this bounds the longest generation. Default 900 000 ms (15 min).
+   * generation is done, so this bounds the longest generation. 0 disables it. Default 900 000 ms
+   * (15 min).
    */
   headersTimeoutMs?: number;
-  /** Longest silence between two body chunks. Default 300 000 ms. */
+  /** Longest silence between two body chunks; 0 disables it. Default 300 000 ms. */
   bodyTimeoutMs?: number;
   /** Idle keep-alive connections are closed after this. Default 60 000 ms. */
   keepAliveTimeoutMs?: number;
