@@ -221,6 +221,7 @@ export async function startScheduler(
           log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
         }
         await server.close(5_000);
+        await proxy.close();
         if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
         unsubscribe();
       })()),
