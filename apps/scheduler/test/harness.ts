@@ -1,0 +1,425 @@
+/**
+ * End-to-end harness: runs the BUILT scheduler (`apps/scheduler/dist/cli.mjs`) as a real
+ * child process, the way an operator starts it, and looks at it only from outside: its
+ * HTTP endpoints, its pino JSON log lines, its process tree and the SLURM queue.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The built scheduler binary (`pnpm build` first). */
+export const SCHEDULER_CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
+
+/** Fast timings so the tests see failures in seconds, not minutes. */
+export const FAST_FLAGS = [
+  '--node-acquire-interval',
+  '1',
+  '--health-check-interval',
+  '1',
+  '--heartbeat-timeout',
+  '4',
+];
+
+/** One pino log line of the scheduler. */
+export interface LogLine {
+  level: number;
+  time: number;
+  msg: string;
+  event?: string;
+  jobId?: string;
+  workerId?: string;
+  reason?: string;
+  [key: string]: unknown;
+}
+
+/** A worker as the seed's `/cluster_status` shows it. */
+export interface SeedWorker {
+  worker_id: string;
+  hostname: string;
+  ip_address: string;
+  port: number;
+  base_url: string;
+  status: 'ready' | 'loading' | 'offline';
+  engine: string;
+  model_name: string;
+  n_gpus: number;
+  tensor_parallel_size: number;
+  slurm_job_id: string;
+  registered_at: string;
+  last_heartbeat: string;
+  requests_served: number;
+  state: string;
+  gpus: number[];
+}
+
+/** The seed's `/cluster_status` body. */
+export interface ClusterStatus {
+  model: string;
+  engine: string;
+  max_nodes: number;
+  tensor_parallel_size: number;
+  dp_per_node: number;
+  total_nodes_active: number;
+  total_workers: number;
+  ready_workers: number;
+  loading_workers: number;
+  offline_workers: number;
+  pending_slurm_jobs: number;
+  workers: SeedWorker[];
+  [key: string]: unknown;
+}
+
+/** How the scheduler process ended. */
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** A scheduler child process. */
+export interface SchedulerProcess {
+  pid: number;
+  port: number;
+  url: string;
+  logDir: string;
+  /** Every JSON log line so far (stdout), in order. */
+  logs: LogLine[];
+  /** Everything written to stderr. */
+  stderr(): string;
+  /** Resolves when the process has exited. */
+  exited: Promise<Exit>;
+  /** GET a JSON endpoint of the scheduler. */
+  get<T = unknown>(path: string): Promise<T>;
+  clusterStatus(): Promise<ClusterStatus>;
+  /** Ids of the workers `/workers` lists as ready. */
+  readyWorkerIds(): Promise<string[]>;
+  /** SIGTERM (or `signal`), then SIGKILL after `timeoutMs`. */
+  stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<Exit>;
+}
+
+/** Options of {@link startSchedulerProcess}. */
+export interface SchedulerProcessOptions {
+  /** Flags after the binary; `--port` and `--log-dir` are added unless given. */
+  args: string[];
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  logDir: string;
+  port?: number;
+  /** How long to wait for `/health` (default 20 s). */
+  readyTimeoutMs?: number;
+}
+
+const started = new Set<ChildProcess>();
+
+/** Any port free on 127.0.0.1 right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Run the scheduler to completion (for flag and config errors). */
+export function runSchedulerToExit(
+  args: string[],
+  timeoutMs = 15_000,
+): Promise<Exit & { stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [SCHEDULER_CLI, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    started.add(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`scheduler did not exit within ${timeoutMs} ms; stderr: ${stderr}`));
+    }, timeoutMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      started.delete(child);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** Start the built scheduler and wait until `/health` answers. */
+export async function startSchedulerProcess(
+  options: SchedulerProcessOptions,
+): Promise<SchedulerProcess> {
+  const port = options.port ?? (await freePort());
+  mkdirSync(options.logDir, { recursive: true });
+  const args = [...options.args];
+  if (!args.includes('--port')) args.push('--port', String(port));
+  if (!args.includes('--log-dir')) args.push('--log-dir', options.logDir);
+  const child = spawn(process.execPath, [SCHEDULER_CLI, ...args], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  started.add(child);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error('the scheduler did not start');
+  const logs: LogLine[] = [];
+  let stderr = '';
+  let partial = '';
+  child.stdout.on('data', (d: Buffer) => {
+    partial += d.toString();
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    for (const line of lines) {
+      if (line.trim() === '') continue;
+      try {
+        logs.push(JSON.parse(line) as LogLine);
+      } catch {
+        logs.push({ level: 0, time: Date.now(), msg: line });
+      }
+    }
+  });
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<Exit>((resolve) =>
+    child.on('exit', (code, signal) => {
+      started.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  let exit: Exit | undefined;
+  void exited.then((e) => (exit = e));
+
+  const url = `http://127.0.0.1:${port}`;
+  const get = async <T>(path: string): Promise<T> => {
+    const response = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5_000) });
+    if (!response.ok) throw new Error(`GET ${path}: ${response.status} ${await response.text()}`);
+    return (await response.json()) as T;
+  };
+
+  const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
+  for (;;) {
+    if (exit) {
+      throw new Error(
+        `scheduler exited (${exit.code ?? exit.signal}) before serving; stderr: ${stderr}; log: ${logs
+          .map((l) => l.msg)
+          .join(' | ')}`,
+      );
+    }
+    try {
+      await get('/health');
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`scheduler not healthy within the timeout: ${String(error)}`, {
+          cause: error,
+        });
+      }
+      await sleep(100);
+    }
+  }
+
+  return {
+    pid,
+    port,
+    url,
+    logDir: options.logDir,
+    logs,
+    stderr: () => stderr,
+    exited,
+    get,
+    clusterStatus: () => get<ClusterStatus>('/cluster_status'),
+    async readyWorkerIds() {
+      const body = await get<{ workers: { worker_id: string; status: string }[] }>('/workers');
+      return body.workers
+        .filter((w) => w.status === 'ready')
+        .map((w) => w.worker_id)
+        .sort();
+    },
+    async stop(signal = 'SIGTERM', timeoutMs = 15_000) {
+      if (exit) return exit;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+/** SIGKILL every scheduler this harness started that is still running (afterAll). */
+export async function killStartedSchedulers(): Promise<void> {
+  const waits = [...started].map(
+    (child) =>
+      new Promise<void>((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGKILL');
+      }),
+  );
+  await Promise.all(waits);
+}
+
+/** True while `pid` exists (and is not a zombie). */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Every descendant of `pid` (children, grandchildren ...), from one `ps`. */
+export function descendants(pid: number): number[] {
+  const ps = execFileSync('ps', ['-eo', 'pid=,ppid='], { encoding: 'utf8' });
+  const children = new Map<number, number[]>();
+  for (const line of ps.split('\n')) {
+    const [child, parent] = line.trim().split(/\s+/).map(Number);
+    if (child === undefined || parent === undefined || Number.isNaN(child)) continue;
+    children.set(parent, [...(children.get(parent) ?? []), child]);
+  }
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const next = queue.shift() as number;
+    for (const c of children.get(next) ?? []) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
+
+/** A process and its command line. */
+export interface ProcessInfo {
+  pid: number;
+  args: string;
+}
+
+function environ(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** Live processes whose environment holds `name=value` (e.g. SLURM_JOB_ID=42). */
+export function processesWithEnv(name: string, value: string): ProcessInfo[] {
+  const wanted = `${name}=${value}`;
+  const out: ProcessInfo[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid || !environ(pid).includes(wanted) || !alive(pid)) continue;
+    out.push({ pid, args: cmdline(pid) });
+  }
+  return out;
+}
+
+/** The es-worker processes (not srun, not engines) running inside SLURM job `jobId`. */
+export function workerProcessesOfJob(jobId: string): ProcessInfo[] {
+  return processesWithEnv('SLURM_JOB_ID', jobId).filter(
+    (p) => p.args.includes('apps/worker/dist/cli.mjs') && !p.args.startsWith('srun'),
+  );
+}
+
+/** The mock engine processes whose command line mentions `needle` (e.g. an api key). */
+export function engineProcesses(needle: string): ProcessInfo[] {
+  const out: ProcessInfo[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const args = cmdline(Number(entry));
+    if (args.includes('mock-engine') && args.includes(needle) && alive(Number(entry))) {
+      out.push({ pid: Number(entry), args });
+    }
+  }
+  return out;
+}
+
+/** A PATH directory whose `sbatch` logs each call to a file, then runs the real sbatch. */
+export interface SbatchShim {
+  /** Put first on PATH. */
+  binDir: string;
+  /** Timestamps (ms) of every sbatch call so far. */
+  calls(): number[];
+}
+
+/** Create an sbatch PATH shim in `dir` wrapping the sbatch found on PATH now. */
+export function createSbatchShim(dir: string): SbatchShim {
+  const real = execFileSync('sh', ['-c', 'command -v sbatch'], { encoding: 'utf8' }).trim();
+  const binDir = join(dir, 'shim-bin');
+  mkdirSync(binDir, { recursive: true });
+  const log = join(dir, 'sbatch-calls.log');
+  writeFileSync(log, '');
+  const shim = join(binDir, 'sbatch');
+  writeFileSync(
+    shim,
+    ['#!/bin/sh', `echo "$(date +%s%3N)" >> '${log}'`, `exec '${real}' "$@"`, ''].join('\n'),
+  );
+  chmodSync(shim, 0o755);
+  return {
+    binDir,
+    calls: () =>
+      existsSync(log)
+        ? readFileSync(log, 'utf8')
+            .split('\n')
+            .filter((l) => l.trim() !== '')
+            .map(Number)
+        : [],
+  };
+}
+
+/** Poll `fn` every `intervalMs` until `predicate` holds; rejects with the last value after `timeoutMs`. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T> | T,
+  predicate: (value: T) => boolean,
+  timeoutMs: number,
+  intervalMs = 200,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: T | undefined;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      last = await fn();
+      if (predicate(last)) return last;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `${what}: not reached within ${timeoutMs} ms; last value ${JSON.stringify(last)}${
+          lastError ? `, last error ${String(lastError)}` : ''
+        }`,
+      );
+    }
+    await sleep(intervalMs);
+  }
+}

@@ -1,0 +1,234 @@
+/**
+ * The README's run mode, end to end: the built `es-scheduler` with `--backend local
+ * --engine mock` (worker processes and mock engines on this machine, no SLURM), used
+ * through the official `openai` client and the seed's status endpoints, then stopped.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  FAST_FLAGS,
+  alive,
+  descendants,
+  killStartedSchedulers,
+  runSchedulerToExit,
+  startSchedulerProcess,
+  waitFor,
+  type SchedulerProcess,
+} from './harness.js';
+
+// scripts/run.sh's default flags.
+const RUN_MODE = [
+  '--backend',
+  'local',
+  '--engine',
+  'mock',
+  '--model',
+  'mock-model',
+  '--max-nodes',
+  '2',
+  '--tensor-parallel-size',
+  '4',
+];
+
+const dir = mkdtempSync(join(tmpdir(), 'es-sched-local-e2e-'));
+let scheduler: SchedulerProcess;
+let client: OpenAI;
+
+beforeAll(async () => {
+  scheduler = await startSchedulerProcess({
+    args: [...RUN_MODE, ...FAST_FLAGS, '--scheduler-id', 'e2e-local'],
+    logDir: join(dir, 'logs'),
+  });
+  client = new OpenAI({ baseURL: `${scheduler.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  // 2 nodes × (8 GPUs / TP 4) = 4 engine instances.
+  await waitFor(
+    '4 ready workers',
+    () => scheduler.clusterStatus(),
+    (s) => s.ready_workers === 4,
+    30_000,
+  );
+}, 60_000);
+
+afterAll(async () => {
+  await killStartedSchedulers();
+});
+
+describe('es-scheduler --backend local --engine mock', () => {
+  it('serves chat, completions, embeddings, models and streams through /v1', async () => {
+    const models = await client.models.list();
+    expect(models.data.map((m) => m.id)).toEqual(['mock-model']);
+
+    const chat = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 5,
+    });
+    expect(chat.choices[0]?.message.role).toBe('assistant');
+    expect(chat.choices[0]?.message.content?.split(' ')).toHaveLength(5);
+    expect(chat.usage?.completion_tokens).toBe(5);
+
+    const completion = await client.completions.create({
+      model: 'mock-model',
+      prompt: 'Once upon a time',
+      max_tokens: 3,
+    });
+    expect(completion.choices[0]?.text.trim().split(' ')).toHaveLength(3);
+
+    const embeddings = await client.embeddings.create({
+      model: 'mock-model',
+      input: ['one', 'two'],
+    });
+    expect(embeddings.data).toHaveLength(2);
+    expect(embeddings.data[0]?.embedding.length).toBeGreaterThan(0);
+
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'stream please' }],
+      max_tokens: 6,
+      stream: true,
+    });
+    let text = '';
+    let finish: string | null | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(text.split(' ')).toHaveLength(6);
+    expect(finish).toBe('length');
+  });
+
+  it('spreads requests over the ready workers', async () => {
+    await Promise.all(
+      Array.from({ length: 16 }, () =>
+        client.chat.completions.create({
+          model: 'mock-model',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 2,
+        }),
+      ),
+    );
+    const { workers } = await scheduler.get<{ workers: { requests_served: number }[] }>('/workers');
+    expect(workers.filter((w) => w.requests_served > 0).length).toBeGreaterThan(1);
+  });
+
+  it('answers /health, /cluster_status and /workers with the seed field names', async () => {
+    const health = await scheduler.get<Record<string, unknown>>('/health');
+    expect(health).toMatchObject({ status: 'ok' });
+
+    const status = await scheduler.clusterStatus();
+    expect(status).toMatchObject({
+      model: 'mock-model',
+      engine: 'mock',
+      max_nodes: 2,
+      tensor_parallel_size: 4,
+      dp_per_node: 2,
+      total_nodes_active: 2,
+      total_workers: 4,
+      ready_workers: 4,
+      loading_workers: 0,
+      offline_workers: 0,
+      pending_slurm_jobs: 0,
+    });
+    expect(status.workers).toHaveLength(4);
+    for (const w of status.workers) {
+      expect(Object.keys(w)).toEqual(
+        expect.arrayContaining([
+          'worker_id',
+          'hostname',
+          'ip_address',
+          'port',
+          'base_url',
+          'status',
+          'engine',
+          'model_name',
+          'n_gpus',
+          'tensor_parallel_size',
+          'slurm_job_id',
+          'registered_at',
+          'last_heartbeat',
+          'requests_served',
+        ]),
+      );
+      expect(w).toMatchObject({
+        status: 'ready',
+        engine: 'mock',
+        model_name: 'mock-model',
+        n_gpus: 4,
+        tensor_parallel_size: 4,
+      });
+      expect(w.base_url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+      expect(Number.isNaN(Date.parse(w.last_heartbeat))).toBe(false);
+    }
+    // Each node's two instances hold disjoint GPU slices.
+    const byJob = new Map<string, number[][]>();
+    for (const w of status.workers) {
+      byJob.set(w.slurm_job_id, [...(byJob.get(w.slurm_job_id) ?? []), w.gpus]);
+    }
+    for (const slices of byJob.values()) {
+      expect(slices.map((s) => s.join(',')).sort()).toEqual(['0,1,2,3', '4,5,6,7']);
+    }
+
+    const { workers } = await scheduler.get<{ workers: Record<string, unknown>[] }>('/workers');
+    expect(workers).toHaveLength(4);
+    for (const w of workers) {
+      expect(Object.keys(w).sort()).toEqual(
+        expect.arrayContaining(['base_url', 'hostname', 'requests_served', 'status', 'worker_id']),
+      );
+    }
+  });
+
+  it('stops on SIGTERM with exit 0 and leaves no worker or engine process behind', async () => {
+    const tree = descendants(scheduler.pid);
+    // Workers and their engines (at least one worker per node and one engine per instance).
+    expect(tree.length).toBeGreaterThanOrEqual(2 + 4);
+    const exit = await scheduler.stop('SIGTERM', 20_000);
+    expect(exit).toEqual({ code: 0, signal: null });
+    const left = await waitFor(
+      'every worker and engine process gone',
+      () => tree.filter(alive),
+      (pids) => pids.length === 0,
+      10_000,
+    );
+    expect(left).toEqual([]);
+    expect(scheduler.logs.some((l) => /SIGTERM/.test(l.msg))).toBe(true);
+  });
+});
+
+describe('es-scheduler refuses bad input with exit code 2', () => {
+  it('names an unknown flag', async () => {
+    const result = await runSchedulerToExit([...RUN_MODE, '--max-nodez', '3']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/max-nodez/);
+  });
+
+  it('names a flag with a value outside its choices', async () => {
+    const result = await runSchedulerToExit(['--backend', 'local', '--engine', 'tgi']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/engine/);
+    expect(result.stderr).toMatch(/tgi/);
+  });
+
+  it('names the invalid field of a config file and what it expected', async () => {
+    const config = join(dir, 'bad.json');
+    writeFileSync(
+      config,
+      JSON.stringify({ model: 'mock-model', engine: 'mock', max_nodes: 'three' }),
+    );
+    const result = await runSchedulerToExit(['--backend', 'local', '--config', config]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/max_nodes|maxNodes/);
+    expect(result.stderr).toMatch(/number/);
+    expect(result.stderr).toMatch(/three/);
+  });
+
+  it('names a config file field the scheduler does not know', async () => {
+    const config = join(dir, 'unknown.json');
+    writeFileSync(config, JSON.stringify({ model: 'mock-model', max_nodse: 2 }));
+    const result = await runSchedulerToExit(['--backend', 'local', '--config', config]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/max_nodse|maxNodse/);
+  });
+});
