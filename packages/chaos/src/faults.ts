@@ -1,0 +1,83 @@
+/**
+ * Fault injectors that act on real processes: find an engine by its port, a worker by its
+ * SLURM job, and kill them. Parsing is pure; the rest is a thin layer over `ss` and /proc.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { execa } from 'execa';
+import { ChaosError } from './errors.js';
+
+/** Pids in `ss -ltnpH` output (`users:(("node",pid=123,fd=20))`). */
+export function parseSsPids(text: string): number[] {
+  const pids = new Set<number>();
+  for (const match of text.matchAll(/pid=(\d+)/g)) pids.add(Number(match[1]));
+  return [...pids];
+}
+
+/** Pids of the processes listening on TCP `port` on this machine. */
+export async function pidsListeningOn(port: number): Promise<number[]> {
+  const result = await execa('ss', ['-ltnpH', `sport = :${port}`], { reject: false });
+  return parseSsPids(String(result.stdout));
+}
+
+function readProc(pid: string, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Pids whose command line contains `needle` and whose environment has `SLURM_JOB_ID=jobId`
+ * (a worker started by srun in that job, for example `needle = 'worker/dist/cli.mjs'`).
+ */
+export function pidsOfJob(jobId: string, needle: string): number[] {
+  const out: number[] = [];
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = readProc(pid, 'cmdline');
+    if (cmdline === undefined || !cmdline.includes(needle)) continue;
+    const environ = readProc(pid, 'environ') ?? '';
+    if (environ.split('\0').includes(`SLURM_JOB_ID=${jobId}`)) out.push(Number(pid));
+  }
+  return out;
+}
+
+/** Resident memory of a process in bytes (VmRSS), undefined when it is gone. */
+export function rssBytes(pid: number): number | undefined {
+  const status = readProc(String(pid), 'status');
+  const match = status && /VmRSS:\s+(\d+)\s+kB/.exec(status);
+  return match ? Number(match[1]) * 1024 : undefined;
+}
+
+/** Sends `signal` to each pid; returns the ones that existed. */
+export function killPids(pids: readonly number[], signal: NodeJS.Signals = 'SIGKILL'): number[] {
+  const hit: number[] = [];
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+      hit.push(pid);
+    } catch {
+      // Already gone: nothing to inject.
+    }
+  }
+  return hit;
+}
+
+/**
+ * SIGKILLs the engine listening on `port` (the mock engine, not its worker).
+ * @example
+ * await killEngineOnPort(8001);
+ */
+export async function killEngineOnPort(port: number): Promise<number[]> {
+  const pids = await pidsListeningOn(port);
+  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
+  return killPids(pids, 'SIGKILL');
+}
+
+/** SIGKILLs the worker daemon of SLURM job `jobId` (its engines are left orphaned, as after a crash). */
+export function killWorkerOfJob(jobId: string, needle = 'worker/dist/cli.mjs'): number[] {
+  const pids = pidsOfJob(jobId, needle);
+  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `no worker process of job ${jobId}`);
+  return killPids(pids, 'SIGKILL');
+}

@@ -1,0 +1,96 @@
+/**
+ * The recorded history of a chaos run: one record per client request and the scheduler's
+ * lifecycle events. Plain data, so checkers are pure functions over it.
+ */
+
+/**
+ * How one request ended, as the client saw it:
+ * - `ok`: a full answer (non-streaming 2xx, or a stream that reached a `finish_reason`);
+ * - `error-event`: a stream that ended with an SSE error event (the clean way to fail);
+ * - `error-status`: an HTTP error status with a body (after the client's own retries);
+ * - `connection-error`: no HTTP answer at all (after the client's own retries);
+ * - `truncated`: a stream (or body) that ended without a finish reason and without an error;
+ * - `hung`: no progress for longer than the hang timeout; the client gave up.
+ */
+export type RequestOutcome =
+  'ok' | 'error-event' | 'error-status' | 'connection-error' | 'truncated' | 'hung';
+
+/** One client request. Times are ms since epoch (`Date.now()`), comparable with log times. */
+export interface RequestRecord {
+  /** The client's id, sent as `x-request-id`. */
+  id: string;
+  stream: boolean;
+  /** Worker id from the proxy's response header, when it sets one. */
+  worker?: string;
+  start: number;
+  /** First response byte (headers for non-streaming, first chunk for streams). */
+  firstByte?: number;
+  end: number;
+  /** Content bytes received (stream chunk text or message content). */
+  bytes: number;
+  outcome: RequestOutcome;
+  /** HTTP attempts the client made (the `openai` client retries connection errors and 5xx). */
+  attempts: number;
+  status?: number;
+  /** `error.code` (or `error.type`) of an error answer or event. */
+  errorCode?: string;
+  message?: string;
+}
+
+/** A scheduler lifecycle event, read from its pino JSON log (`event` field). */
+export interface SchedulerEvent {
+  /** ms since epoch (the log line's `time`). */
+  time: number;
+  /** `submitted`, `running`, `registered`, `ready`, `draining`, `gone`, `preempted`, ... */
+  event: string;
+  jobId?: string;
+  workerId?: string;
+  reason?: string;
+}
+
+/** One `squeue` sample: the live job ids carrying this scheduler's job name. */
+export interface QueueSample {
+  time: number;
+  /** `jobId` → SLURM state (`PENDING`, `RUNNING`, ...). */
+  jobs: Record<string, string>;
+}
+
+/** A sample of the scheduler's ready worker count (`GET /health`). */
+export interface CapacitySample {
+  time: number;
+  ready: number;
+}
+
+/** Everything one run recorded. */
+export interface History {
+  requests: RequestRecord[];
+  events: SchedulerEvent[];
+  queue: QueueSample[];
+  capacity: CapacitySample[];
+}
+
+/**
+ * Parses the scheduler's pino JSON log into lifecycle events; other lines (plain text,
+ * messages without `event`) are skipped.
+ * @example
+ * const events = parseSchedulerLog(readFileSync('scheduler.log', 'utf8'));
+ */
+export function parseSchedulerLog(text: string): SchedulerEvent[] {
+  const events: SchedulerEvent[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let parsed: Record<string, unknown>;
+    try {
+      parsed = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (typeof parsed.event !== 'string' || typeof parsed.time !== 'number') continue;
+    const event: SchedulerEvent = { time: parsed.time, event: parsed.event };
+    if (typeof parsed.jobId === 'string') event.jobId = parsed.jobId;
+    if (typeof parsed.workerId === 'string') event.workerId = parsed.workerId;
+    if (typeof parsed.reason === 'string') event.reason = parsed.reason;
+    events.push(event);
+  }
+  return events;
+}

@@ -1,0 +1,284 @@
+/**
+ * The hostile-input corpus: malformed, oversized, mistyped and forged requests sent over a
+ * raw socket (so nothing is fixed up on the way), and the rule every answer must follow.
+ */
+import { connect } from 'node:net';
+
+/** One hostile request. `body` may be a string or a byte count of filler. */
+export interface HostileCase {
+  name: string;
+  /** Raw request bytes, or a builder given the host:port. */
+  raw: (host: string) => Buffer;
+  /** Statuses that are a correct refusal (always 4xx). */
+  expect: number[];
+}
+
+/** What came back for one case. */
+export interface HostileAnswer {
+  name: string;
+  /** 0 when the connection closed without an HTTP answer. */
+  status: number;
+  body: string;
+  expect: number[];
+}
+
+function request(
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body: string | Buffer = '',
+): (host: string) => Buffer {
+  return (host) => {
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+    const lines = [`${method} ${path} HTTP/1.1`, `host: ${host}`, 'connection: close'];
+    for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+    if (method !== 'GET') lines.push(`content-length: ${bytes.length}`);
+    return Buffer.concat([Buffer.from(`${lines.join('\r\n')}\r\n\r\n`), bytes]);
+  };
+}
+
+const JSON_CT = { 'content-type': 'application/json' };
+const chat = (body: unknown) =>
+  request('POST', '/v1/chat/completions', JSON_CT, JSON.stringify(body));
+
+/**
+ * The corpus. `workerToken` is the real worker token (for fencing cases that must pass
+ * authentication); `liveWorker` a registered worker id `<job>.<restart>.<index>` whose
+ * restart count is at least 1 (for stale-incarnation cases), when one exists.
+ * @example
+ * const answers = await sendCorpus(url, hostileCorpus({ model: 'mock-model', workerToken }));
+ */
+export function hostileCorpus(options: {
+  model: string;
+  workerToken: string;
+  liveWorker?: { jobId: string; restartCount: number; index: number };
+}): HostileCase[] {
+  const { model, workerToken } = options;
+  const bearer = { ...JSON_CT, authorization: `Bearer ${workerToken}` };
+  const registration = (overrides: Record<string, unknown>) => ({
+    deployment: model,
+    jobId: '999999',
+    restartCount: 0,
+    index: 0,
+    host: '127.0.0.1',
+    port: 1,
+    gpus: [0],
+    engine: 'mock',
+    model,
+    node: 'forged',
+    state: 'ready',
+    ...overrides,
+  });
+  const flood: Record<string, string> = {};
+  for (let i = 0; i < 4_000; i++) flood[`x-flood-${i}`] = 'y'.repeat(8);
+  const cases: HostileCase[] = [
+    {
+      name: 'malformed JSON',
+      raw: request('POST', '/v1/chat/completions', JSON_CT, '{"model": '),
+      expect: [400],
+    },
+    { name: 'JSON array body', raw: chat([1, 2, 3]), expect: [400] },
+    { name: 'model of the wrong type', raw: chat({ model: 42, messages: [] }), expect: [400] },
+    { name: 'messages of the wrong type', raw: chat({ model, messages: 'hi' }), expect: [400] },
+    {
+      name: 'stream of the wrong type',
+      raw: chat({ model, messages: [{ role: 'user', content: 'x' }], stream: 'yes' }),
+      expect: [400],
+    },
+    {
+      name: 'max_tokens of the wrong type',
+      raw: chat({ model, messages: [{ role: 'user', content: 'x' }], max_tokens: 'ten' }),
+      expect: [400],
+    },
+    {
+      name: 'unknown model',
+      raw: chat({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }),
+      expect: [404],
+    },
+    {
+      name: 'text/plain body',
+      raw: request('POST', '/v1/chat/completions', { 'content-type': 'text/plain' }, 'hello'),
+      expect: [400, 415],
+    },
+    {
+      name: '40 MB body',
+      raw: request('POST', '/v1/chat/completions', JSON_CT, Buffer.alloc(40 * 1024 * 1024, 0x20)),
+      expect: [413],
+    },
+    { name: 'header flood (4,000 headers)', raw: request('GET', '/health', flood), expect: [431] },
+    {
+      name: 'one 100 kB header',
+      raw: request('GET', '/health', { 'x-big': 'z'.repeat(100_000) }),
+      expect: [431],
+    },
+    {
+      name: 'garbage bytes',
+      raw: () => Buffer.from('\x00\x01\x02 NOT HTTP\r\n\r\n'),
+      expect: [400],
+    },
+    {
+      name: 'unauthenticated registration',
+      raw: request('POST', '/api/v1/workers/register', JSON_CT, JSON.stringify(registration({}))),
+      expect: [401],
+    },
+    {
+      name: 'forged-token registration',
+      raw: request(
+        'POST',
+        '/api/v1/workers/register',
+        { ...JSON_CT, authorization: 'Bearer forged' },
+        JSON.stringify(registration({})),
+      ),
+      expect: [401],
+    },
+    {
+      name: 'registration with wrong types',
+      raw: request(
+        'POST',
+        '/api/v1/workers/register',
+        bearer,
+        JSON.stringify(registration({ port: 'eighty', gpus: 'all' })),
+      ),
+      expect: [400],
+    },
+    {
+      name: 'heartbeat of an unknown worker',
+      raw: request(
+        'POST',
+        '/api/v1/workers/999999.0.0/heartbeat',
+        bearer,
+        JSON.stringify({ state: 'ready', restartCount: 0 }),
+      ),
+      expect: [404],
+    },
+    {
+      name: 'forged-token drain',
+      raw: request(
+        'POST',
+        '/api/v1/workers/999999.0.0/drain',
+        { ...JSON_CT, authorization: 'Bearer forged' },
+        JSON.stringify({ reason: 'x' }),
+      ),
+      expect: [401],
+    },
+  ];
+  const live = options.liveWorker;
+  if (live !== undefined && live.restartCount >= 1) {
+    const stale = live.restartCount - 1;
+    const staleId = `${live.jobId}.${stale}.${live.index}`;
+    const liveId = `${live.jobId}.${live.restartCount}.${live.index}`;
+    cases.push(
+      {
+        name: 'heartbeat from a stale incarnation',
+        raw: request(
+          'POST',
+          `/api/v1/workers/${staleId}/heartbeat`,
+          bearer,
+          JSON.stringify({ state: 'ready', restartCount: stale }),
+        ),
+        expect: [409],
+      },
+      {
+        name: 'registration of a stale incarnation',
+        raw: request(
+          'POST',
+          '/api/v1/workers/register',
+          bearer,
+          JSON.stringify(
+            registration({ jobId: live.jobId, restartCount: stale, index: live.index }),
+          ),
+        ),
+        expect: [409],
+      },
+      {
+        name: 'unauthenticated drain of a live worker',
+        raw: request(
+          'POST',
+          `/api/v1/workers/${liveId}/drain`,
+          JSON_CT,
+          JSON.stringify({ reason: 'forged' }),
+        ),
+        expect: [401],
+      },
+    );
+  }
+  return cases;
+}
+
+/** Sends one raw request and reads the answer until the server closes (or `timeoutMs`). */
+export function sendRaw(
+  url: string,
+  raw: Buffer,
+  timeoutMs = 15_000,
+): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect(Number(port), hostname);
+    const chunks: Buffer[] = [];
+    const done = () => {
+      clearTimeout(timer);
+      socket.destroy();
+      const text = Buffer.concat(chunks).toString('utf8');
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+      const split = text.indexOf('\r\n\r\n');
+      resolve({
+        status: status ? Number(status[1]) : 0,
+        body: split === -1 ? '' : text.slice(split + 4),
+      });
+    };
+    const timer = setTimeout(done, timeoutMs);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('close', done);
+    // The server may answer (413, 431) and close before the whole request is written.
+    socket.on('error', () => undefined);
+    socket.write(raw);
+  });
+}
+
+/** Sends every case, one after another. */
+export async function sendCorpus(
+  url: string,
+  cases: readonly HostileCase[],
+): Promise<HostileAnswer[]> {
+  const host = new URL(url).host;
+  const answers: HostileAnswer[] = [];
+  for (const c of cases) {
+    const { status, body } = await sendRaw(url, c.raw(host));
+    answers.push({ name: c.name, status, body, expect: c.expect });
+  }
+  return answers;
+}
+
+/** Strips chunked transfer-encoding framing, if any, from a raw body. */
+function unchunk(body: string): string {
+  if (!/^[0-9a-f]+\r\n/i.test(body)) return body;
+  let out = '';
+  let rest = body;
+  for (;;) {
+    const match = /^([0-9a-f]+)\r\n/i.exec(rest);
+    if (!match) return out;
+    const size = Number.parseInt(match[1] ?? '0', 16);
+    if (size === 0) return out;
+    out += rest.slice(match[0].length, match[0].length + size);
+    rest = rest.slice(match[0].length + size + 2);
+  }
+}
+
+/**
+ * Answers that break the rule: the status must be one of the case's expected 4xx, and the
+ * body either empty (a protocol-level refusal by the HTTP server) or an error object
+ * `{"error": {"message": string, "type": string, ...}}`.
+ */
+export function checkHostileAnswers(answers: readonly HostileAnswer[]): HostileAnswer[] {
+  return answers.filter((a) => {
+    if (!a.expect.includes(a.status)) return true;
+    const body = unchunk(a.body).trim();
+    if (body === '') return false;
+    try {
+      const parsed = JSON.parse(body) as { error?: { message?: unknown; type?: unknown } };
+      return typeof parsed.error?.message !== 'string' || typeof parsed.error.type !== 'string';
+    } catch {
+      return true;
+    }
+  });
+}

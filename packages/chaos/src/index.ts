@@ -1,0 +1,47 @@
+export {
+  checkDrainRouting,
+  checkRequests,
+  detectionTime,
+  duplicateSubmissions,
+  inWindow,
+  jobsSeen,
+  maxLiveJobs,
+  median,
+  summarize,
+  timeToCapacity,
+  unattributed,
+} from './checker.js';
+export type { DrainViolation, RequestSummary, RequestViolations } from './checker.js';
+export { ChaosError } from './errors.js';
+export type { ChaosErrorCode } from './errors.js';
+export {
+  killEngineOnPort,
+  killPids,
+  killWorkerOfJob,
+  parseSsPids,
+  pidsListeningOn,
+  pidsOfJob,
+  rssBytes,
+} from './faults.js';
+export { parseSchedulerLog } from './history.js';
+export type {
+  CapacitySample,
+  History,
+  QueueSample,
+  RequestOutcome,
+  RequestRecord,
+  SchedulerEvent,
+} from './history.js';
+export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw } from './hostile.js';
+export type { HostileAnswer, HostileCase } from './hostile.js';
+export { startLoad, WORKER_HEADERS } from './load.js';
+export type { Load, LoadOptions } from './load.js';
+export { renderReport } from './report.js';
+export type { FaultResult } from './report.js';
+export {
+  parseQueue,
+  sampleCapacity,
+  sampleQueue,
+  startSchedulerProcess,
+} from './scheduler-process.js';
+export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';

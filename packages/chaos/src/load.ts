@@ -1,0 +1,204 @@
+/**
+ * The load generator: keeps `concurrency` chat requests running through the scheduler with
+ * the official `openai` client (its own retries included), and records each one.
+ */
+import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
+import type { RequestOutcome, RequestRecord } from './history.js';
+
+/** Response headers that may name the worker that served a request, in order of preference. */
+export const WORKER_HEADERS = ['x-es-worker-id', 'x-elastic-selected-worker-id', 'x-es-worker'];
+
+export interface LoadOptions {
+  /** Scheduler URL, without `/v1`. */
+  baseUrl: string;
+  model: string;
+  apiKey?: string;
+  /** Requests in flight at once (default 8). */
+  concurrency?: number;
+  /** Fraction of streaming requests (default 0.5). */
+  streamRatio?: number;
+  /** `max_tokens` of non-streaming requests (default 20). */
+  maxTokens?: number;
+  /** `max_tokens` of streams, longer so that faults cut some mid-stream (default 80). */
+  streamMaxTokens?: number;
+  /** The client's retries of connection errors and 5xx, as `openai`'s `maxRetries` (default 2). */
+  maxRetries?: number;
+  /** A request with no progress for this long is recorded `hung` and aborted (default 20 s). */
+  hangTimeoutMs?: number;
+  /** Prefix of request ids (default `chaos`). */
+  idPrefix?: string;
+}
+
+/** A running load. */
+export interface Load {
+  /** Records of finished requests so far (live array). */
+  readonly records: RequestRecord[];
+  /** Change the client retries for requests started from now on. */
+  setMaxRetries(retries: number): void;
+  /** Stop starting requests; resolves once every request in flight has ended. */
+  stop(): Promise<RequestRecord[]>;
+}
+
+interface Attempts {
+  count: number;
+  status?: number;
+  headersAt?: number;
+  worker?: string;
+}
+
+function workerOf(headers: Headers): string | undefined {
+  for (const name of WORKER_HEADERS) {
+    const value = headers.get(name);
+    if (value !== null && value !== '') return value;
+  }
+  return undefined;
+}
+
+/**
+ * Start a mixed streaming / non-streaming load.
+ * @example
+ * const load = startLoad({ baseUrl: scheduler.url, model: 'mock-model', concurrency: 8 });
+ * // ... inject a fault ...
+ * const history = await load.stop();
+ */
+export function startLoad(options: LoadOptions): Load {
+  const concurrency = options.concurrency ?? 8;
+  const streamRatio = options.streamRatio ?? 0.5;
+  const hangMs = options.hangTimeoutMs ?? 20_000;
+  const prefix = options.idPrefix ?? 'chaos';
+  let maxRetries = options.maxRetries ?? 2;
+  const attempts = new Map<string, Attempts>();
+  // Counts the client's HTTP attempts per request (its retries are invisible otherwise).
+  const countingFetch: typeof fetch = async (input, init) => {
+    const id = new Headers(init?.headers).get('x-request-id') ?? '';
+    const a = attempts.get(id);
+    if (a) a.count++;
+    const response = await fetch(input, init);
+    if (a) {
+      a.status = response.status;
+      a.headersAt = Date.now();
+      const worker = workerOf(response.headers);
+      if (worker === undefined) delete a.worker;
+      else a.worker = worker;
+    }
+    return response;
+  };
+  const client = (retries: number) =>
+    new OpenAI({
+      baseURL: `${options.baseUrl}/v1`,
+      apiKey: options.apiKey ?? 'none',
+      maxRetries: retries,
+      fetch: countingFetch,
+    });
+  let openai = client(maxRetries);
+
+  const records: RequestRecord[] = [];
+  let stopped = false;
+  let seq = 0;
+
+  const one = async (): Promise<void> => {
+    const id = `${prefix}-${++seq}`;
+    const stream = Math.random() < streamRatio;
+    const a: Attempts = { count: 0 };
+    attempts.set(id, a);
+    const record: RequestRecord = {
+      id,
+      stream,
+      start: Date.now(),
+      end: 0,
+      bytes: 0,
+      outcome: 'ok',
+      attempts: 0,
+    };
+    const abort = new AbortController();
+    let hung = false;
+    let watchdog: NodeJS.Timeout | undefined;
+    const progress = () => {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => {
+        hung = true;
+        abort.abort();
+      }, hangMs);
+    };
+    progress();
+    let outcome: RequestOutcome;
+    try {
+      const body = {
+        model: options.model,
+        messages: [{ role: 'user' as const, content: `chaos request ${id}` }],
+      };
+      const requestOptions = { headers: { 'x-request-id': id }, signal: abort.signal };
+      if (stream) {
+        const chunks = await openai.chat.completions.create(
+          { ...body, stream: true, max_tokens: options.streamMaxTokens ?? 80 },
+          requestOptions,
+        );
+        let finished = false;
+        for await (const chunk of chunks) {
+          progress();
+          record.firstByte ??= Date.now();
+          for (const choice of chunk.choices) {
+            record.bytes += Buffer.byteLength(choice.delta.content ?? '');
+            if (choice.finish_reason) finished = true;
+          }
+        }
+        outcome = finished ? 'ok' : 'truncated';
+      } else {
+        const completion = await openai.chat.completions.create(
+          { ...body, max_tokens: options.maxTokens ?? 20 },
+          requestOptions,
+        );
+        record.firstByte = a.headersAt;
+        const choice = completion.choices[0];
+        record.bytes = Buffer.byteLength(choice?.message.content ?? '');
+        outcome = choice?.finish_reason ? 'ok' : 'truncated';
+      }
+    } catch (error) {
+      if (hung || error instanceof APIUserAbortError) outcome = 'hung';
+      else if (error instanceof APIConnectionError) {
+        // A connection lost after the first chunk is a stream cut without an error event.
+        outcome = record.firstByte === undefined ? 'connection-error' : 'truncated';
+      } else if (error instanceof APIError) {
+        const e = error as APIError & { error?: { code?: unknown; type?: unknown } };
+        const code = e.code ?? e.error?.code ?? e.type ?? e.error?.type;
+        if (typeof code === 'string') record.errorCode = code;
+        if (e.status === undefined) outcome = 'error-event';
+        else {
+          outcome = 'error-status';
+          record.status = e.status;
+        }
+        record.message = e.message;
+      } else {
+        // undici's "terminated" and friends: the body was cut under the client.
+        outcome = record.firstByte === undefined ? 'connection-error' : 'truncated';
+        record.message = String(error);
+      }
+    } finally {
+      clearTimeout(watchdog);
+    }
+    record.end = Date.now();
+    record.outcome = outcome;
+    record.attempts = a.count;
+    if (record.status === undefined && a.status !== undefined) record.status = a.status;
+    if (a.worker !== undefined) record.worker = a.worker;
+    attempts.delete(id);
+    records.push(record);
+  };
+
+  const lanes = Array.from({ length: concurrency }, async () => {
+    while (!stopped) await one();
+  });
+
+  return {
+    records,
+    setMaxRetries(retries) {
+      maxRetries = retries;
+      openai = client(maxRetries);
+    },
+    async stop() {
+      stopped = true;
+      await Promise.all(lanes);
+      return records;
+    },
+  };
+}

@@ -1,0 +1,224 @@
+/**
+ * The scheduler under test as a real child process (`apps/scheduler/dist/cli.mjs`), its
+ * JSON log appended to one file across restarts, plus samplers of its capacity and of the
+ * SLURM queue.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { repoRoot, slurmEnv } from '@es/testkit';
+import { ChaosError } from './errors.js';
+import {
+  parseSchedulerLog,
+  type CapacitySample,
+  type QueueSample,
+  type SchedulerEvent,
+} from './history.js';
+
+export interface SchedulerProcessOptions {
+  backend: 'slurm' | 'local';
+  logDir: string;
+  schedulerId: string;
+  maxNodes: number;
+  model?: string;
+  tensorParallelSize?: number;
+  /** Port to bind; 0 (default) picks one, and restarts reuse the one picked. */
+  port?: number;
+  /** `--engine-extra-args` for the mock engine (default `--tokens-per-second 50`). */
+  engineExtraArgs?: string;
+  /** More scheduler flags. */
+  extraArgs?: string[];
+  /** Environment additions (e.g. a PATH with sbatch shims). */
+  env?: Record<string, string>;
+}
+
+/** A scheduler child process that can be killed and started again on the same port. */
+export interface SchedulerProcess {
+  readonly url: string;
+  readonly port: number;
+  readonly pid: number;
+  readonly logFile: string;
+  /** SLURM job name of this scheduler's jobs. */
+  readonly jobName: string;
+  /** Lifecycle events from the log so far (all incarnations). */
+  events(): SchedulerEvent[];
+  /** Send a signal to the current process; resolves once it has exited. */
+  kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Start it again (same flags, port, log dir, id); resolves once it serves. */
+  restart(): Promise<void>;
+}
+
+const CLI = join(repoRoot, 'apps', 'scheduler', 'dist', 'cli.mjs');
+
+function readUrl(logFile: string, from: number): string | undefined {
+  if (!existsSync(logFile)) return undefined;
+  const text = readFileSync(logFile, 'utf8').slice(from);
+  for (const line of text.split('\n')) {
+    if (!line.includes('serving /v1 on')) continue;
+    try {
+      const url = (JSON.parse(line) as { url?: unknown }).url;
+      if (typeof url === 'string') return url;
+    } catch {
+      // A line cut by SIGKILL: keep looking.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Start the scheduler (mock engines) and wait until it serves.
+ * @example
+ * const s = await startSchedulerProcess({ backend: 'slurm', logDir, schedulerId: 'chaos1', maxNodes: 3 });
+ */
+export async function startSchedulerProcess(
+  options: SchedulerProcessOptions,
+): Promise<SchedulerProcess> {
+  mkdirSync(options.logDir, { recursive: true });
+  const logFile = join(options.logDir, 'scheduler.log');
+  const model = options.model ?? 'mock-model';
+  let port = options.port ?? 0;
+  let url = '';
+  let child: ChildProcess | undefined;
+  let exited: Promise<void> = Promise.resolve();
+
+  const launch = async () => {
+    const from = existsSync(logFile) ? statSync(logFile).size : 0;
+    const fd = openSync(logFile, 'a');
+    const args = [
+      CLI,
+      '--backend',
+      options.backend,
+      '--engine',
+      'mock',
+      '--model',
+      model,
+      '--max-nodes',
+      String(options.maxNodes),
+      '--tensor-parallel-size',
+      String(options.tensorParallelSize ?? 4),
+      '--host',
+      '127.0.0.1',
+      '--port',
+      String(port),
+      '--log-dir',
+      options.logDir,
+      '--scheduler-id',
+      options.schedulerId,
+      '--node-acquire-interval',
+      '1',
+      '--health-check-interval',
+      '1',
+      '--heartbeat-timeout',
+      '4',
+      `--engine-extra-args=${options.engineExtraArgs ?? '--tokens-per-second 50'}`,
+      ...(options.extraArgs ?? []),
+    ];
+    const proc = spawn(process.execPath, args, {
+      stdio: ['ignore', fd, fd],
+      env: { ...process.env, ...slurmEnv(), ...options.env },
+    });
+    closeSync(fd);
+    child = proc;
+    exited = new Promise((resolve) => proc.once('exit', () => resolve()));
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const found = readUrl(logFile, from);
+      if (found !== undefined) {
+        url = found;
+        port = Number(new URL(found).port);
+        return;
+      }
+      if (proc.exitCode !== null || Date.now() > deadline) {
+        const tail = readFileSync(logFile, 'utf8').slice(from).slice(-2000);
+        throw new ChaosError('START_FAILED', `the scheduler did not start: ${tail}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  await launch();
+
+  return {
+    get url() {
+      return url;
+    },
+    get port() {
+      return port;
+    },
+    get pid() {
+      return child?.pid ?? -1;
+    },
+    logFile,
+    jobName: `es-${options.schedulerId}-${model}`,
+    events: () => (existsSync(logFile) ? parseSchedulerLog(readFileSync(logFile, 'utf8')) : []),
+    async kill(signal = 'SIGTERM') {
+      if (child && child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+    restart: launch,
+  };
+}
+
+/** A running sampler; `stop()` resolves to what it saw. */
+export interface Sampler<T> {
+  readonly samples: T[];
+  stop(): Promise<T[]>;
+}
+
+function sampleEvery<T>(intervalMs: number, take: () => Promise<T | undefined>): Sampler<T> {
+  const samples: T[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const sample = await take();
+      if (sample !== undefined) samples.push(sample);
+      await new Promise((r) => setTimeout(r, intervalMs));
+    }
+  })();
+  return {
+    samples,
+    async stop() {
+      stopped = true;
+      await loop;
+      return samples;
+    },
+  };
+}
+
+/** Samples `GET /health` → `ready_workers` (an unreachable scheduler counts as 0 ready). */
+export function sampleCapacity(url: () => string, intervalMs = 250): Sampler<CapacitySample> {
+  return sampleEvery(intervalMs, async () => {
+    const time = Date.now();
+    try {
+      const response = await fetch(`${url()}/health`, { signal: AbortSignal.timeout(2_000) });
+      const body = (await response.json()) as { ready_workers?: number };
+      return { time, ready: body.ready_workers ?? 0 };
+    } catch {
+      return { time, ready: 0 };
+    }
+  });
+}
+
+/** Parses `squeue -h -o '%i %T'` lines. */
+export function parseQueue(text: string): Record<string, string> {
+  const jobs: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const [id, state] = line.trim().split(/\s+/);
+    if (id && state) jobs[id] = state;
+  }
+  return jobs;
+}
+
+/** Samples the jobs named `jobName` with squeue (a failed squeue records nothing). */
+export function sampleQueue(jobName: string, intervalMs = 500): Sampler<QueueSample> {
+  return sampleEvery(intervalMs, async () => {
+    const time = Date.now();
+    const result = await execa('squeue', ['-h', '-n', jobName, '-o', '%i %T'], {
+      env: slurmEnv(),
+      reject: false,
+      timeout: 5_000,
+    });
+    if (result.exitCode !== 0) return undefined;
+    return { time, jobs: parseQueue(String(result.stdout)) };
+  });
+}
