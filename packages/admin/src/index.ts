@@ -1,0 +1,13 @@
+export { createAdminApi } from './api.js';
+export type { AdminApi, AdminApiOptions } from './api.js';
+export { AdminError } from './errors.js';
+export type { AdminErrorCode } from './errors.js';
+export { instrumentProvider } from './instrument.js';
+export { createMetrics } from './metrics.js';
+export type { Metrics, MetricsOptions, ProviderCallOutcome, ProviderOperation } from './metrics.js';
+export { mountAdmin } from './mount.js';
+export type { AdminAttachment, MountAdminOptions, MountedAdmin } from './mount.js';
+export { drainJob, drainWorker, scaleDeployment } from './scale.js';
+export type { DrainJobOptions } from './scale.js';
+export { buildStatus, createProgressTracker, progressLine } from './status-view.js';
+export type { ProgressTracker, StatusInput } from './status-view.js';

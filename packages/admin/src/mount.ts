@@ -1,0 +1,102 @@
+import type { Context, Hono } from 'hono';
+import type { NodeProvider, PoolEvent, Reconciler, Registry } from '@es/pool';
+import type { ProxyRequestRecord } from '@es/proxy';
+import { createAdminApi, type AdminApi } from './api.js';
+import { AdminError } from './errors.js';
+import { instrumentProvider } from './instrument.js';
+import { createMetrics, type Metrics, type MetricsOptions } from './metrics.js';
+
+/** Options of {@link mountAdmin}. */
+export interface MountAdminOptions {
+  registry: Registry;
+  /** Directory of the job logs. */
+  logDir: string;
+  /** Admin key (`--admin-key`, else the admin token derived from the secret). */
+  adminKey?: string;
+  /** Serve `/metrics` without the admin key (default false). */
+  publicMetrics?: boolean;
+  metrics?: MetricsOptions;
+  /** Grace for a job drain's in-flight requests before the cancel (default 60 000 ms). */
+  drainGraceMs?: number;
+}
+
+/** What `attach` needs once the reconciler exists. */
+export interface AdminAttachment {
+  reconciler: Reconciler;
+  /** Lets `POST /api/v1/jobs/:id/drain` cancel the drained job. */
+  provider?: NodeProvider;
+  /** The proxy's `queueDepth`. */
+  queueDepth?: () => Record<string, number>;
+  /** `POST /api/v1/stop` calls it (e.g. the scheduler's `close`, then exit). */
+  stop?: (options: { cancelJobs: boolean }) => unknown;
+}
+
+/** The handle {@link mountAdmin} returns. */
+export interface MountedAdmin {
+  metrics: Metrics;
+  /** Pass as the proxy's `onRequestComplete`. */
+  onRequestComplete(record: ProxyRequestRecord): void;
+  /** Wrap the provider so sbatch/squeue/scancel outcomes are counted. */
+  instrumentProvider<P extends NodeProvider>(provider: P): P;
+  /** Serve the routes (they answer 503 until then). */
+  attach(attachment: AdminAttachment): AdminApi;
+  /** Stop timers and listeners. */
+  close(): void;
+}
+
+/**
+ * Mount `/api/v1/*`, `/metrics` and `/dashboard` on the scheduler's app now (before the
+ * server starts; Hono's router is frozen by the first request) and `attach` the reconciler
+ * once it exists.
+ * @example
+ * const admin = mountAdmin(app, { registry, logDir, adminKey });
+ * const provider = admin.instrumentProvider(createSlurmProvider({}));
+ * const proxy = createProxyApp({ pool: registry, onRequestComplete: admin.onRequestComplete });
+ * // ... server, reconciler ...
+ * admin.attach({ reconciler, provider, queueDepth: () => proxy.queueDepth(), stop });
+ */
+export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin {
+  const metrics = createMetrics(options.metrics);
+  const unsubscribe = options.registry.on((event: PoolEvent) => metrics.observeEvent(event));
+  let api: AdminApi | undefined;
+  const handler = (c: Context) => {
+    if (api === undefined) {
+      const error = new AdminError('not_ready', 'the scheduler is starting: try again in a second');
+      return c.json(
+        { error: { message: error.message, type: 'server_error', param: null, code: error.code } },
+        503,
+      );
+    }
+    return api.fetch(c.req.raw);
+  };
+  app.all('/api/v1/*', handler);
+  app.get('/metrics', handler);
+  app.get('/dashboard', handler);
+  return {
+    metrics,
+    onRequestComplete: (record) => metrics.observeRequest(record),
+    instrumentProvider: (provider) => instrumentProvider(provider, metrics),
+    attach(attachment) {
+      api?.close();
+      const apiOptions: Parameters<typeof createAdminApi>[0] = {
+        registry: options.registry,
+        reconciler: attachment.reconciler,
+        metrics,
+        logDir: options.logDir,
+      };
+      if (options.adminKey !== undefined) apiOptions.adminKey = options.adminKey;
+      if (options.publicMetrics !== undefined) apiOptions.publicMetrics = options.publicMetrics;
+      if (options.drainGraceMs !== undefined) apiOptions.drainGraceMs = options.drainGraceMs;
+      if (attachment.provider !== undefined) apiOptions.provider = attachment.provider;
+      if (attachment.queueDepth !== undefined) apiOptions.queueDepth = attachment.queueDepth;
+      if (attachment.stop !== undefined) apiOptions.stop = attachment.stop;
+      api = createAdminApi(apiOptions);
+      return api;
+    },
+    close() {
+      unsubscribe();
+      api?.close();
+      metrics.close();
+    },
+  };
+}

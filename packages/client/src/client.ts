@@ -1,0 +1,145 @@
+import ky, { HTTPError, TimeoutError, type KyInstance } from 'ky';
+import { ClientError } from './errors.js';
+import type {
+  ApiErrorBody,
+  DrainResponse,
+  EventsResponse,
+  LogsResponse,
+  ScaleResponse,
+  SeriesResponse,
+  StatusResponse,
+  StopResponse,
+} from './types.js';
+
+/** Default scheduler URL (the scheduler's default `--port`). */
+export const DEFAULT_SCHEDULER_URL = 'http://127.0.0.1:8780';
+
+/** Options of {@link createSchedulerClient}. */
+export interface SchedulerClientOptions {
+  /** Scheduler base URL. Default {@link DEFAULT_SCHEDULER_URL}. */
+  url?: string;
+  /** Admin key (`--admin-key` of the scheduler, or the admin token derived from its secret). */
+  adminKey?: string;
+  /** Per-request timeout in ms. Default 10 000. */
+  timeoutMs?: number;
+  /** Custom fetch (tests, proxies). */
+  fetch?: typeof fetch;
+}
+
+/** Typed client of the scheduler's admin/status API. */
+export interface SchedulerClient {
+  /** The scheduler URL this client talks to. */
+  readonly url: string;
+  status(): Promise<StatusResponse>;
+  events(options?: { limit?: number }): Promise<EventsResponse>;
+  series(): Promise<SeriesResponse>;
+  /** Set a deployment's `maxNodes`; lowering it drains and cancels the surplus at once. */
+  scale(deployment: string, maxNodes: number): Promise<ScaleResponse>;
+  /** Take one worker out of routing (its in-flight requests finish). */
+  drainWorker(workerId: string): Promise<DrainResponse>;
+  /** Drain every worker of a job, then cancel it once idle; the scheduler replaces it. */
+  drainJob(jobId: string): Promise<DrainResponse>;
+  /** Tail of a job's or a worker's log; `since` continues from an earlier `offset`. */
+  logs(id: string, options?: { since?: number; bytes?: number }): Promise<LogsResponse>;
+  /** Stop serving; cancel the jobs too when `cancelJobs`. */
+  stop(options?: { cancelJobs?: boolean }): Promise<StopResponse>;
+  /** Raw Prometheus text of `/metrics`. */
+  metrics(): Promise<string>;
+}
+
+async function toClientError(error: unknown, url: string): Promise<ClientError> {
+  if (error instanceof HTTPError) {
+    let body: ApiErrorBody | undefined;
+    try {
+      body = (await error.response.clone().json()) as ApiErrorBody;
+    } catch {
+      body = undefined;
+    }
+    const status = error.response.status;
+    const message = body?.error.message ?? `${status} ${error.response.statusText}`;
+    if (status === 401) {
+      return new ClientError(
+        'unauthorized',
+        `the scheduler at ${url} refused the admin key (${message}): pass --admin-key or set ES_ADMIN_KEY (the scheduler's --admin-key, or the admin token derived from its secret file)`,
+        { status, cause: error },
+      );
+    }
+    return new ClientError(status === 404 ? 'not_found' : 'http_error', message, {
+      status,
+      apiCode: body?.error.code,
+      cause: error,
+    });
+  }
+  if (error instanceof TimeoutError) {
+    return new ClientError('timeout', `the scheduler at ${url} did not answer in time`, {
+      cause: error,
+    });
+  }
+  return new ClientError(
+    'unreachable',
+    `scheduler not reachable at ${url}: is it running? Start it with \`bash scripts/run.sh\` or \`es-scheduler --model ...\`, or point --scheduler-url / ES_SCHEDULER_URL at it`,
+    { cause: error },
+  );
+}
+
+/**
+ * Create a typed client of the scheduler's admin/status API.
+ * @example
+ * const client = createSchedulerClient({ url: 'http://127.0.0.1:8780', adminKey: process.env.ES_ADMIN_KEY });
+ * const { deployments } = await client.status();
+ */
+export function createSchedulerClient(options: SchedulerClientOptions = {}): SchedulerClient {
+  const url = (options.url ?? DEFAULT_SCHEDULER_URL).replace(/\/+$/, '');
+  const headers: Record<string, string> = {};
+  if (options.adminKey) headers.authorization = `Bearer ${options.adminKey}`;
+  const api: KyInstance = ky.create({
+    prefixUrl: url,
+    headers,
+    timeout: options.timeoutMs ?? 10_000,
+    // Admin calls are not idempotent (scale, stop): never retry behind the user's back.
+    retry: 0,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+  const call = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run();
+    } catch (error) {
+      throw await toClientError(error, url);
+    }
+  };
+  const id = (value: string) => encodeURIComponent(value);
+  return {
+    url,
+    status: () => call(() => api.get('api/v1/status').json<StatusResponse>()),
+    events: (o = {}) =>
+      call(() =>
+        api
+          .get('api/v1/events', { searchParams: o.limit ? { limit: o.limit } : {} })
+          .json<EventsResponse>(),
+      ),
+    series: () => call(() => api.get('api/v1/series').json<SeriesResponse>()),
+    scale: (deployment, maxNodes) =>
+      call(() =>
+        api
+          .post(`api/v1/deployments/${id(deployment)}/scale`, { json: { maxNodes } })
+          .json<ScaleResponse>(),
+      ),
+    drainWorker: (workerId) =>
+      call(() => api.post(`api/v1/workers/${id(workerId)}/drain`).json<DrainResponse>()),
+    drainJob: (jobId) =>
+      call(() => api.post(`api/v1/jobs/${id(jobId)}/drain`).json<DrainResponse>()),
+    logs: (logId, o = {}) => {
+      const searchParams: Record<string, number> = {};
+      if (o.since !== undefined) searchParams.since = o.since;
+      if (o.bytes !== undefined) searchParams.bytes = o.bytes;
+      return call(() => api.get(`api/v1/logs/${id(logId)}`, { searchParams }).json<LogsResponse>());
+    },
+    stop: (o = {}) =>
+      call(() =>
+        api
+          .post('api/v1/stop', { json: { cancelJobs: o.cancelJobs ?? false } })
+          .json<StopResponse>(),
+      ),
+    metrics: () => call(() => api.get('metrics').text()),
+  };
+}

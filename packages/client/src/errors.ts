@@ -1,0 +1,27 @@
+/** Why a client call failed. */
+export type ClientErrorCode =
+  'unreachable' | 'timeout' | 'unauthorized' | 'not_found' | 'http_error' | 'bad_input';
+
+/** Structured fields of a {@link ClientError}. */
+export interface ClientErrorOptions {
+  /** HTTP status, when the scheduler answered. */
+  status?: number;
+  /** The API's own error code (`unknown_worker`, `bad_request` ...). */
+  apiCode?: string;
+  cause?: unknown;
+}
+
+/** Every failure of `@es/client`; `message` says what to do. */
+export class ClientError extends Error {
+  override readonly name = 'ClientError';
+  readonly code: ClientErrorCode;
+  readonly status: number | undefined;
+  readonly apiCode: string | undefined;
+
+  constructor(code: ClientErrorCode, message: string, options: ClientErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.status = options.status;
+    this.apiCode = options.apiCode;
+  }
+}

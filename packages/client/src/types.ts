@@ -1,0 +1,174 @@
+/**
+ * The wire format of the scheduler's admin/status API (`/api/v1/*`). The server
+ * (`@es/admin`) builds exactly these shapes, so a tool that imports this package gets the
+ * same types the scheduler answers with.
+ */
+
+/** Lifecycle of one engine instance. */
+export type WorkerStateName = 'starting' | 'loading' | 'ready' | 'draining' | 'failed' | 'gone';
+
+/** One engine instance (a GPU slice of a node job). */
+export interface WorkerView {
+  id: string;
+  deployment: string;
+  jobId: string;
+  node: string;
+  /** GPU indices of its slice. */
+  gpus: number[];
+  baseUrl: string;
+  state: WorkerStateName;
+  /** Why it is draining, failed or gone. */
+  reason?: string;
+  /** Requests the proxy has open on it now. */
+  inFlight: number;
+  requestsServed: number;
+  /** The engine's own load report (running/waiting requests, KV cache use), when known. */
+  load?: { running?: number; waiting?: number; kvCacheUsage?: number };
+  /** Passively ejected from routing after repeated failures. */
+  ejected: boolean;
+  registeredAt: number;
+  lastHeartbeat: number;
+  /** The engine's log file on its node, when the worker reported one. */
+  logFile?: string;
+}
+
+/** One step of a job's path PENDING(reason) → RUNNING → loading → ready. */
+export interface ProgressStep {
+  phase: 'pending' | 'running' | 'loading' | 'ready' | 'ended';
+  /** ms since epoch when the job entered this phase. */
+  at: number;
+  /** SLURM reason (pending) or why it ended. */
+  detail?: string;
+}
+
+/** One node job. */
+export interface JobView {
+  jobId: string;
+  deployment: string;
+  /** SLURM state (`PENDING`, `RUNNING`, `PREEMPTED` ...). */
+  state: string;
+  /** SLURM's reason (e.g. `Priority`, `Resources`), '' when none. */
+  reason: string;
+  /** Node list, '' while pending. */
+  nodes: string;
+  restartCount: number;
+  ageSeconds: number;
+  timeLeftSeconds?: number;
+  runningSeconds?: number;
+  /** Draining ahead of its time limit (a successor is on its way). */
+  retiring: boolean;
+  /** A worker announced a drain (preemption, scancel, admin drain). */
+  drained: boolean;
+  cancelReason?: string;
+  endedAt?: number;
+  /** The phases seen so far, oldest first. */
+  progress: ProgressStep[];
+  /** One line such as `PENDING(Priority) 40s → RUNNING 2s → loading 15s → ready`. */
+  progressLine: string;
+  workerIds: string[];
+}
+
+/** One deployment (a model served by a set of node jobs). */
+export interface DeploymentView {
+  name: string;
+  jobName: string;
+  maxNodes: number;
+  readyWorkers: number;
+  /** Submissions in flight or not yet seen in the cluster's list. */
+  submitting: number;
+  /** Requests waiting for capacity in the proxy's queue. */
+  queued: number;
+  backoff?: { kind: 'transient' | 'policy'; until: number; attempts: number; message: string };
+  /** A permanent failure stopped submissions until it is fixed. */
+  permanentError?: string;
+  lastErrors: { at: number; action: string; message: string }[];
+  jobs: JobView[];
+  workers: WorkerView[];
+}
+
+/** `GET /api/v1/status`. */
+export interface StatusResponse {
+  schedulerId: string;
+  /** `slurm` or `local`. */
+  provider: string;
+  /** The reconcile loop is running. */
+  running: boolean;
+  now: number;
+  startedAt: number;
+  lastTickAt?: number;
+  listFailures: number;
+  lastListError?: string;
+  deployments: DeploymentView[];
+}
+
+/** One lifecycle event. */
+export interface EventView {
+  type: string;
+  at: number;
+  deployment: string;
+  jobId?: string;
+  workerId?: string;
+  reason?: string;
+}
+
+/** `GET /api/v1/events`. */
+export interface EventsResponse {
+  events: EventView[];
+}
+
+/** One 10-second sample of the traffic. */
+export interface SeriesSample {
+  /** End of the interval, ms since epoch. */
+  at: number;
+  /** Requests finished per second over the interval. */
+  requestsPerSecond: number;
+  /** Completion tokens per second. */
+  tokensPerSecond: number;
+  /** Mean time to first byte (ms), absent when no request finished. */
+  ttfbMs?: number;
+  /** Error responses (status >= 500) per second. */
+  errorsPerSecond: number;
+}
+
+/** `GET /api/v1/series`. */
+export interface SeriesResponse {
+  intervalMs: number;
+  samples: SeriesSample[];
+}
+
+/** `POST /api/v1/deployments/:name/scale`. */
+export interface ScaleResponse {
+  deployment: string;
+  previousMaxNodes: number;
+  maxNodes: number;
+  /** Jobs cancelled at once because they were over the new maximum. */
+  cancelled: string[];
+}
+
+/** `POST /api/v1/workers/:id/drain` and `/api/v1/jobs/:id/drain`. */
+export interface DrainResponse {
+  /** Workers taken out of routing. */
+  drained: string[];
+  /** Job cancelled once its in-flight requests finished (job drains only). */
+  jobId?: string;
+}
+
+/** `GET /api/v1/logs/:id`. */
+export interface LogsResponse {
+  /** The file read. */
+  file: string;
+  /** Byte offset after the returned text: pass it back as `since` to follow. */
+  offset: number;
+  text: string;
+}
+
+/** `POST /api/v1/stop`. */
+export interface StopResponse {
+  stopping: true;
+  cancelJobs: boolean;
+}
+
+/** Error body of the admin API. */
+export interface ApiErrorBody {
+  error: { message: string; type: string; param: string | null; code: string };
+}
