@@ -25,11 +25,11 @@ export interface AdminApiOptions {
   adminKey?: string;
   /** Serve `/metrics` without the admin key (default false). */
   publicMetrics?: boolean;
-  /** Cancels jobs for `POST /api/v1/jobs/:id/drain`; without it a job drain only drains. */
+  /** Cancels jobs for `POST /api/v1/admin/jobs/:id/drain`; without it a job drain only drains. */
   provider?: NodeProvider;
   /** Requests waiting for capacity, per deployment (the proxy's `queueDepth`). */
   queueDepth?: () => Record<string, number>;
-  /** `POST /api/v1/stop`: called after the response is sent. */
+  /** `POST /api/v1/admin/stop`: called after the response is sent. */
   stop?: (options: { cancelJobs: boolean }) => unknown;
   /** Grace for a job drain's in-flight requests before the cancel (default 60 000 ms). */
   drainGraceMs?: number;
@@ -39,7 +39,7 @@ export interface AdminApiOptions {
 
 /** The admin app plus the status it serves. */
 export type AdminApi = Hono & {
-  /** The current status (what `GET /api/v1/status` answers). */
+  /** The current status (what `GET /api/v1/admin/status` answers). */
   status(): StatusResponse;
   /** Stop listening to the registry. */
   close(): void;
@@ -150,26 +150,28 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     });
   });
 
-  app.use('/api/v1/*', async (c, next) => {
+  app.use('/api/v1/admin/*', async (c, next) => {
     if (!authorized(c)) return deny(c);
     await next();
   });
 
-  app.get('/api/v1/status', (c) => c.json(status()));
-  app.get('/api/v1/events', (c) => {
+  app.get('/api/v1/admin/status', (c) => c.json(status()));
+  app.get('/api/v1/admin/events', (c) => {
     const limit = Number(c.req.query('limit') ?? 200);
     return c.json({ events: registry.recentEvents(Number.isFinite(limit) ? limit : 200) });
   });
-  app.get('/api/v1/series', (c) => c.json(metrics.series()));
+  app.get('/api/v1/admin/series', (c) => c.json(metrics.series()));
 
-  app.post('/api/v1/deployments/:name/scale', async (c) => {
+  app.post('/api/v1/admin/deployments/:name/scale', async (c) => {
     const body = (await c.req.json().catch(() => ({}))) as { maxNodes?: unknown };
     return c.json(
       await scaleDeployment(registry, reconciler, c.req.param('name'), Number(body.maxNodes)),
     );
   });
-  app.post('/api/v1/workers/:id/drain', (c) => c.json(drainWorker(registry, c.req.param('id'))));
-  app.post('/api/v1/jobs/:id/drain', (c) => {
+  app.post('/api/v1/admin/workers/:id/drain', (c) =>
+    c.json(drainWorker(registry, c.req.param('id'))),
+  );
+  app.post('/api/v1/admin/jobs/:id/drain', (c) => {
     const jobId = c.req.param('id');
     if (options.provider === undefined) {
       registry.drainJob(jobId, 'drained by an operator');
@@ -180,7 +182,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     return c.json(drainJob(registry, options.provider, jobId, drainOptions));
   });
 
-  app.get('/api/v1/logs/:id', async (c) => {
+  app.get('/api/v1/admin/logs/:id', async (c) => {
     const file = await findLogFile(registry, options.logDir, c.req.param('id'));
     const since = c.req.query('since');
     const bytes = c.req.query('bytes');
@@ -190,7 +192,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     return c.json(await tailFile(file, tail));
   });
 
-  app.post('/api/v1/stop', async (c) => {
+  app.post('/api/v1/admin/stop', async (c) => {
     const body = (await c.req.json().catch(() => ({}))) as { cancelJobs?: unknown };
     const cancelJobs = body.cancelJobs === true;
     if (options.stop === undefined) {

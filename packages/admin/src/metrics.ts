@@ -11,7 +11,7 @@ export type ProviderOperation = 'submit' | 'list' | 'cancel';
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
-  /** Length of one traffic sample for `/api/v1/series` (default 10 000 ms). */
+  /** Length of one traffic sample for `/api/v1/admin/series` (default 10 000 ms). */
   sampleIntervalMs?: number;
   /** Samples kept (default 360: one hour of 10-second samples). */
   samples?: number;

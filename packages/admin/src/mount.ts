@@ -23,11 +23,11 @@ export interface MountAdminOptions {
 /** What `attach` needs once the reconciler exists. */
 export interface AdminAttachment {
   reconciler: Reconciler;
-  /** Lets `POST /api/v1/jobs/:id/drain` cancel the drained job. */
+  /** Lets `POST /api/v1/admin/jobs/:id/drain` cancel the drained job. */
   provider?: NodeProvider;
   /** The proxy's `queueDepth`. */
   queueDepth?: () => Record<string, number>;
-  /** `POST /api/v1/stop` calls it (e.g. the scheduler's `close`, then exit). */
+  /** `POST /api/v1/admin/stop` calls it (e.g. the scheduler's `close`, then exit). */
   stop?: (options: { cancelJobs: boolean }) => unknown;
 }
 
@@ -45,7 +45,7 @@ export interface MountedAdmin {
 }
 
 /**
- * Mount `/api/v1/*`, `/metrics` and `/dashboard` on the scheduler's app now (before the
+ * Mount `/api/v1/admin/*`, `/metrics` and `/dashboard` on the scheduler's app now (before the
  * server starts; Hono's router is frozen by the first request) and `attach` the reconciler
  * once it exists.
  * @example
@@ -69,7 +69,7 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
     }
     return api.fetch(c.req.raw);
   };
-  app.all('/api/v1/*', handler);
+  app.all('/api/v1/admin/*', handler);
   app.get('/metrics', handler);
   app.get('/dashboard', handler);
   return {

@@ -16,6 +16,15 @@ export interface ProgressTracker {
 
 const JOBS_KEPT = 500;
 
+/** The steps of the current incarnation: from the last pending step on. */
+function sinceLastPending(steps: ProgressStep[]): ProgressStep[] {
+  let from = 0;
+  steps.forEach((s, i) => {
+    if (s.phase === 'pending') from = i;
+  });
+  return steps.slice(from);
+}
+
 /** Create a {@link ProgressTracker}. */
 export function createProgressTracker(): ProgressTracker {
   const jobs = new Map<string, ProgressStep[]>();
@@ -51,6 +60,10 @@ export function createProgressTracker(): ProgressTracker {
           add(event.jobId, { phase: 'running', at: event.at });
           break;
         case 'registered':
+          // A worker can register before the next list shows the job RUNNING: it is.
+          if (!sinceLastPending(jobs.get(event.jobId) ?? []).some((s) => s.phase === 'running')) {
+            add(event.jobId, { phase: 'running', at: event.at });
+          }
           add(event.jobId, { phase: 'loading', at: event.at });
           break;
         case 'ready':
@@ -91,12 +104,8 @@ function secondsLabel(ms: number): string {
 /** `PENDING(Priority) 40s → RUNNING 2s → loading 15s → ready`: each phase with its duration. */
 export function progressLine(steps: ProgressStep[], now: number, state: string): string {
   if (steps.length === 0) return state;
-  // Show the current incarnation: from the last pending step on (a requeue starts over).
-  let from = 0;
-  steps.forEach((s, i) => {
-    if (s.phase === 'pending') from = i;
-  });
-  const shown = steps.slice(from);
+  // Show the current incarnation (a requeue starts over).
+  const shown = sinceLastPending(steps);
   return shown
     .map((step, i) => {
       const next = shown[i + 1];
@@ -146,7 +155,7 @@ export interface StatusInput {
   queueDepth: Record<string, number>;
 }
 
-/** The `/api/v1/status` body. Pure. */
+/** The `/api/v1/admin/status` body. Pure. */
 export function buildStatus(input: StatusInput): StatusResponse {
   const { status, now } = input;
   const out: StatusResponse = {

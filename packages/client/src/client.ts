@@ -110,34 +110,36 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
   const id = (value: string) => encodeURIComponent(value);
   return {
     url,
-    status: () => call(() => api.get('api/v1/status').json<StatusResponse>()),
+    status: () => call(() => api.get('api/v1/admin/status').json<StatusResponse>()),
     events: (o = {}) =>
       call(() =>
         api
-          .get('api/v1/events', { searchParams: o.limit ? { limit: o.limit } : {} })
+          .get('api/v1/admin/events', { searchParams: o.limit ? { limit: o.limit } : {} })
           .json<EventsResponse>(),
       ),
-    series: () => call(() => api.get('api/v1/series').json<SeriesResponse>()),
+    series: () => call(() => api.get('api/v1/admin/series').json<SeriesResponse>()),
     scale: (deployment, maxNodes) =>
       call(() =>
         api
-          .post(`api/v1/deployments/${id(deployment)}/scale`, { json: { maxNodes } })
+          .post(`api/v1/admin/deployments/${id(deployment)}/scale`, { json: { maxNodes } })
           .json<ScaleResponse>(),
       ),
     drainWorker: (workerId) =>
-      call(() => api.post(`api/v1/workers/${id(workerId)}/drain`).json<DrainResponse>()),
+      call(() => api.post(`api/v1/admin/workers/${id(workerId)}/drain`).json<DrainResponse>()),
     drainJob: (jobId) =>
-      call(() => api.post(`api/v1/jobs/${id(jobId)}/drain`).json<DrainResponse>()),
+      call(() => api.post(`api/v1/admin/jobs/${id(jobId)}/drain`).json<DrainResponse>()),
     logs: (logId, o = {}) => {
       const searchParams: Record<string, number> = {};
       if (o.since !== undefined) searchParams.since = o.since;
       if (o.bytes !== undefined) searchParams.bytes = o.bytes;
-      return call(() => api.get(`api/v1/logs/${id(logId)}`, { searchParams }).json<LogsResponse>());
+      return call(() =>
+        api.get(`api/v1/admin/logs/${id(logId)}`, { searchParams }).json<LogsResponse>(),
+      );
     },
     stop: (o = {}) =>
       call(() =>
         api
-          .post('api/v1/stop', { json: { cancelJobs: o.cancelJobs ?? false } })
+          .post('api/v1/admin/stop', { json: { cancelJobs: o.cancelJobs ?? false } })
           .json<StopResponse>(),
       ),
     metrics: () => call(() => api.get('metrics').text()),

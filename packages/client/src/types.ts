@@ -1,5 +1,5 @@
 /**
- * The wire format of the scheduler's admin/status API (`/api/v1/*`). The server
+ * The wire format of the scheduler's admin/status API (`/api/v1/admin/*`). The server
  * (`@es/admin`) builds exactly these shapes, so a tool that imports this package gets the
  * same types the scheduler answers with.
  */
@@ -86,7 +86,7 @@ export interface DeploymentView {
   workers: WorkerView[];
 }
 
-/** `GET /api/v1/status`. */
+/** `GET /api/v1/admin/status`. */
 export interface StatusResponse {
   schedulerId: string;
   /** `slurm` or `local`. */
@@ -111,7 +111,7 @@ export interface EventView {
   reason?: string;
 }
 
-/** `GET /api/v1/events`. */
+/** `GET /api/v1/admin/events`. */
 export interface EventsResponse {
   events: EventView[];
 }
@@ -130,13 +130,13 @@ export interface SeriesSample {
   errorsPerSecond: number;
 }
 
-/** `GET /api/v1/series`. */
+/** `GET /api/v1/admin/series`. */
 export interface SeriesResponse {
   intervalMs: number;
   samples: SeriesSample[];
 }
 
-/** `POST /api/v1/deployments/:name/scale`. */
+/** `POST /api/v1/admin/deployments/:name/scale`. */
 export interface ScaleResponse {
   deployment: string;
   previousMaxNodes: number;
@@ -145,7 +145,7 @@ export interface ScaleResponse {
   cancelled: string[];
 }
 
-/** `POST /api/v1/workers/:id/drain` and `/api/v1/jobs/:id/drain`. */
+/** `POST /api/v1/admin/workers/:id/drain` and `/api/v1/admin/jobs/:id/drain`. */
 export interface DrainResponse {
   /** Workers taken out of routing. */
   drained: string[];
@@ -153,7 +153,7 @@ export interface DrainResponse {
   jobId?: string;
 }
 
-/** `GET /api/v1/logs/:id`. */
+/** `GET /api/v1/admin/logs/:id`. */
 export interface LogsResponse {
   /** The file read. */
   file: string;
@@ -162,7 +162,7 @@ export interface LogsResponse {
   text: string;
 }
 
-/** `POST /api/v1/stop`. */
+/** `POST /api/v1/admin/stop`. */
 export interface StopResponse {
   stopping: true;
   cancelJobs: boolean;

@@ -1,0 +1,181 @@
+/**
+ * The scheduler's wiring in-process, as apps/scheduler does it, with `mountAdmin` added:
+ * registry + local provider + reconciler + worker API + proxy + admin on one port, running
+ * the built apps/worker with the mock engine.
+ */
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Hono } from 'hono';
+import {
+  WORKER_ENV,
+  createLocalProvider,
+  createReconciler,
+  createRegistry,
+  createWorkerApi,
+  deriveKeys,
+  type LocalProvider,
+  type Reconciler,
+  type Registry,
+} from '@es/pool';
+import { createProxyApp, startProxyServer } from '@es/proxy';
+import { mountAdmin, type MountedAdmin } from '../src/index.js';
+
+export const WORKER_CLI = fileURLToPath(
+  new URL('../../../apps/worker/dist/cli.mjs', import.meta.url),
+);
+
+/** A running in-process scheduler. */
+export interface TestScheduler {
+  url: string;
+  dir: string;
+  logDir: string;
+  secretFile: string;
+  adminKey: string;
+  registry: Registry;
+  reconciler: Reconciler;
+  provider: LocalProvider;
+  admin: MountedAdmin;
+  /** Resolves once `POST /api/v1/admin/stop` was handled. */
+  stopped: Promise<{ cancelJobs: boolean }>;
+  close(): Promise<void>;
+}
+
+/** Options of {@link startTestScheduler}. */
+export interface TestSchedulerOptions {
+  maxNodes?: number;
+  /** Local "nodes" (default 2). */
+  nodes?: number;
+  /** Traffic sample length for `/api/v1/admin/series` (default 1 000 ms). */
+  sampleIntervalMs?: number;
+}
+
+/** Start the wiring; workers become ready within a few seconds. */
+export async function startTestScheduler(
+  options: TestSchedulerOptions = {},
+): Promise<TestScheduler> {
+  if (!existsSync(WORKER_CLI)) throw new Error(`${WORKER_CLI} missing: run pnpm build first`);
+  const dir = mkdtempSync(join(tmpdir(), 'es-admin-'));
+  const logDir = join(dir, 'logs');
+  const secretFile = join(dir, 'secret');
+  writeFileSync(secretFile, `admin-test-secret-${process.pid}\n`, { mode: 0o600 });
+  const keys = deriveKeys(`admin-test-secret-${process.pid}`);
+  const schedulerId = `adm${process.pid}${Math.floor(Math.random() * 1e4)}`;
+
+  const registry = createRegistry({
+    heartbeatIntervalMs: 300,
+    deployments: [
+      {
+        name: 'mock',
+        model: 'mock-model',
+        engine: 'mock',
+        gpusPerNode: 4,
+        tensorParallelSize: 2,
+        maxNodes: options.maxNodes ?? 2,
+        upstreamApiKey: keys.engineApiKey,
+      },
+    ],
+  });
+  const app = new Hono();
+  const admin = mountAdmin(app, {
+    registry,
+    logDir,
+    adminKey: keys.adminToken,
+    drainGraceMs: 5_000,
+    metrics: { sampleIntervalMs: options.sampleIntervalMs ?? 1_000, defaultMetrics: true },
+  });
+  const provider = admin.instrumentProvider(
+    createLocalProvider({
+      nodes: options.nodes ?? 2,
+      gpusPerNode: 4,
+      killGraceMs: 2_000,
+      killOnClose: true,
+      stateFile: join(dir, 'local-jobs.json'),
+    }),
+  );
+  const proxy = createProxyApp({ pool: registry, onRequestComplete: admin.onRequestComplete });
+  app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
+  app.route('/', proxy);
+  const server = await startProxyServer({ fetch: app.fetch, port: 0 });
+
+  const reconciler = createReconciler({
+    registry,
+    provider,
+    schedulerId,
+    intervalMs: 500,
+    heartbeatTimeoutMs: 5_000,
+    buildNodeRequest: (d) => ({
+      command: [
+        process.execPath,
+        WORKER_CLI,
+        ...['--deployment', d.name, '--engine', d.engine, '--model', d.model],
+        ...['--tensor-parallel-size', String(d.tensorParallelSize)],
+        ...['--gpus-per-node', String(d.gpusPerNode), '--base-port', '0'],
+        ...['--drain-grace', '1', '--kill-grace', '1', '--log-dir', logDir],
+      ],
+      env: { [WORKER_ENV.schedulerUrl]: server.url, [WORKER_ENV.secretFile]: secretFile },
+      logDir,
+    }),
+  });
+  let closed: Promise<void> | undefined;
+  const close = () =>
+    (closed ??= (async () => {
+      await reconciler.stop();
+      await server.close(1_000);
+      await proxy.close();
+      await provider.close({ kill: true });
+      admin.close();
+    })());
+  let onStop: (value: { cancelJobs: boolean }) => void = () => undefined;
+  const stopped = new Promise<{ cancelJobs: boolean }>((resolve) => (onStop = resolve));
+  admin.attach({
+    reconciler,
+    provider,
+    queueDepth: () => proxy.queueDepth(),
+    stop: async (o) => {
+      if (o.cancelJobs) await reconciler.cancelAll();
+      onStop(o);
+    },
+  });
+  reconciler.start();
+  return {
+    url: server.url,
+    dir,
+    logDir,
+    secretFile,
+    adminKey: keys.adminToken,
+    registry,
+    reconciler,
+    provider,
+    admin,
+    stopped,
+    close,
+  };
+}
+
+/** Poll until `fn` returns a value other than undefined. */
+export async function until<T>(
+  fn: () => T | undefined | Promise<T | undefined>,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** Ready workers of the `mock` deployment, when there are `n`. */
+export function readyWorkers(s: TestScheduler, n: number): () => string[] | undefined {
+  return () => {
+    const ids = s.registry
+      .workers('mock')
+      .filter((w) => w.state === 'ready')
+      .map((w) => w.id);
+    return ids.length === n ? ids.sort() : undefined;
+  };
+}
