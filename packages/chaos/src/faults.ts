@@ -50,6 +50,16 @@ export function rssBytes(pid: number): number | undefined {
   return match ? Number(match[1]) * 1024 : undefined;
 }
 
+/** True while process `pid` exists. */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Sends `signal` to each pid; returns the ones that existed. */
 export function killPids(pids: readonly number[], signal: NodeJS.Signals = 'SIGKILL'): number[] {
   const hit: number[] = [];

@@ -18,6 +18,7 @@ export {
   killEngineOnPort,
   killPids,
   killWorkerOfJob,
+  isAlive,
   parseSsPids,
   pidsListeningOn,
   pidsOfJob,
@@ -45,3 +46,14 @@ export {
   startSchedulerProcess,
 } from './scheduler-process.js';
 export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
+export {
+  engineKillScenario,
+  hostileScenario,
+  liveWorkers,
+  preemptionScenario,
+  schedulerRestartScenario,
+  waitForCapacity,
+  waitForIdleNodes,
+  workerKillScenario,
+} from './scenarios.js';
+export type { ChaosContext, LiveWorker } from './scenarios.js';

@@ -1,0 +1,368 @@
+/**
+ * The faults of a chaos run, each injected while the load runs, each turned into a
+ * `FaultResult` by the checker. Shared by the `reliability` vitest suite (short profile) and
+ * `scripts/chaos` (long profile).
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { deriveKeys } from '@es/pool';
+import { preempt, runSlurm } from '@es/testkit';
+import {
+  checkDrainRouting,
+  checkRequests,
+  detectionTime,
+  duplicateSubmissions,
+  inWindow,
+  maxLiveJobs,
+  summarize,
+  timeToCapacity,
+  unattributed,
+} from './checker.js';
+import { ChaosError } from './errors.js';
+import { isAlive, killEngineOnPort, killWorkerOfJob, rssBytes } from './faults.js';
+import type { RequestRecord, SchedulerEvent } from './history.js';
+import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } from './hostile.js';
+import type { Load } from './load.js';
+import type { FaultResult } from './report.js';
+import type { Sampler, SchedulerProcess } from './scheduler-process.js';
+import type { CapacitySample, QueueSample } from './history.js';
+
+/** What every scenario works with. */
+export interface ChaosContext {
+  scheduler: SchedulerProcess;
+  load: Load;
+  capacity: Sampler<CapacitySample>;
+  queue: Sampler<QueueSample>;
+  maxNodes: number;
+  /** Ready workers at full capacity (`maxNodes × gpusPerNode / TP`). */
+  target: number;
+  /** Longest wait for capacity to come back, ms. */
+  capacityTimeoutMs: number;
+  /** Log progress. */
+  log?: (message: string) => void;
+}
+
+/** A live worker as `GET /workers` shows it. */
+export interface LiveWorker {
+  id: string;
+  jobId: string;
+  restartCount: number;
+  index: number;
+  node: string;
+  port: number;
+  status: string;
+}
+
+/** The scheduler's live workers. */
+export async function liveWorkers(url: string): Promise<LiveWorker[]> {
+  const response = await fetch(`${url}/workers`, { signal: AbortSignal.timeout(5_000) });
+  const body = (await response.json()) as {
+    workers: { worker_id: string; base_url: string; status: string; hostname: string }[];
+  };
+  return body.workers.map((w) => {
+    const [jobId = '', restart = '0', index = '0'] = w.worker_id.split('.');
+    return {
+      id: w.worker_id,
+      jobId,
+      restartCount: Number(restart),
+      index: Number(index),
+      node: w.hostname,
+      port: Number(new URL(w.base_url).port),
+      status: w.status,
+    };
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Waits until `target` workers are ready and stay so for `stableMs` (nodes that share a
+ * host on the dev cluster may churn at start-up); resolves to the time it was reached.
+ */
+export async function waitForCapacity(
+  url: () => string,
+  target: number,
+  timeoutMs: number,
+  stableMs = 0,
+): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let since: number | undefined;
+  for (;;) {
+    let ready: number;
+    try {
+      const response = await fetch(`${url()}/health`, { signal: AbortSignal.timeout(2_000) });
+      ready = ((await response.json()) as { ready_workers?: number }).ready_workers ?? 0;
+    } catch {
+      ready = 0;
+    }
+    if (ready >= target) {
+      since ??= Date.now();
+      if (Date.now() - since >= stableMs) return since;
+    } else since = undefined;
+    if (Date.now() > deadline) {
+      throw new ChaosError('TIMEOUT', `${ready}/${target} workers ready after ${timeoutMs} ms`);
+    }
+    await sleep(200);
+  }
+}
+
+/**
+ * Waits until the shared dev cluster has `count` idle nodes (other test runs may hold
+ * some); resolves to their names.
+ */
+export async function waitForIdleNodes(count: number, timeoutMs: number): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const result = await runSlurm('sinfo', ['-h', '-N', '-t', 'idle', '-o', '%N']);
+    const idle = [
+      ...new Set(
+        result.stdout
+          .split('\n')
+          .map((l) => l.trim())
+          .filter(Boolean),
+      ),
+    ];
+    if (idle.length >= count) return idle;
+    if (Date.now() > deadline) {
+      throw new ChaosError(
+        'TIMEOUT',
+        `only ${idle.length} of the ${count} nodes needed are idle after ${timeoutMs} ms (other test runs hold the rest)`,
+      );
+    }
+    await sleep(2_000);
+  }
+}
+
+function requestChecks(requests: RequestRecord[]): Record<string, number> {
+  const v = checkRequests(requests);
+  return {
+    'non-streaming lost': v.lostNonStreaming.length,
+    'silent truncations': v.silentTruncations.length,
+    'hung clients': v.hung.length,
+    'unclean stream ends': v.uncleanStreams.length,
+  };
+}
+
+async function finish(
+  ctx: ChaosContext,
+  fault: string,
+  faultAt: number,
+  matches: (e: SchedulerEvent) => boolean,
+  extraChecks: (requests: RequestRecord[], events: SchedulerEvent[]) => Record<string, number>,
+  notes: string[] = [],
+): Promise<FaultResult> {
+  try {
+    await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000);
+  } catch (error) {
+    notes.push(String((error as Error).message));
+  }
+  // Requests started in the window still run: let them end before judging.
+  await sleep(3_000);
+  const end = Date.now();
+  const events = ctx.scheduler.events();
+  const capacityMs = timeToCapacity(ctx.capacity.samples, faultAt, ctx.target);
+  const requests = inWindow(ctx.load.records, faultAt, end);
+  // Without a scheduler event about it, the first dip of ready capacity is the detection.
+  const dip = ctx.capacity.samples.find((c) => c.time >= faultAt && c.ready < ctx.target);
+  const detection =
+    detectionTime(events, faultAt, matches) ?? (dip === undefined ? undefined : dip.time - faultAt);
+  const result: FaultResult = {
+    fault,
+    requests: summarize(requests),
+    detectionMs: detection === undefined ? [] : [detection],
+    checks: { ...requestChecks(requests), ...extraChecks(requests, events) },
+    notes,
+  };
+  if (capacityMs !== undefined) result.capacityMs = capacityMs;
+  ctx.log?.(`${fault}: ${JSON.stringify(result)}`);
+  return result;
+}
+
+function overAcquisition(ctx: ChaosContext, from: number): number {
+  const { max } = maxLiveJobs(ctx.queue.samples.filter((s) => s.time >= from));
+  return Math.max(0, max - ctx.maxNodes);
+}
+
+/**
+ * Preempts one node of ours (a job in partition `high` on it) and checks: no request to a
+ * draining worker after its notice, no lost or silently cut request, no over-acquisition,
+ * capacity back.
+ */
+export async function preemptionScenario(
+  ctx: ChaosContext,
+  options: { highJobSeconds: number; graceTime?: number },
+): Promise<FaultResult> {
+  const workers = await liveWorkers(ctx.scheduler.url);
+  const victim = workers.find((w) => w.status === 'ready');
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker to preempt');
+  if (options.graceTime !== undefined) {
+    await runSlurm('scontrol', ['update', 'partitionname=low', `GraceTime=${options.graceTime}`]);
+  }
+  const faultAt = Date.now();
+  ctx.log?.(`preempting job ${victim.jobId} on ${victim.node}`);
+  try {
+    await preempt(victim.node, options.highJobSeconds, `${ctx.scheduler.jobName}-preemptor`);
+    const jobWorkers = new Set(workers.filter((w) => w.jobId === victim.jobId).map((w) => w.id));
+    return await finish(
+      ctx,
+      options.graceTime === undefined
+        ? 'preemption'
+        : `preemption (GraceTime ${options.graceTime})`,
+      faultAt,
+      (e) =>
+        (e.workerId !== undefined && jobWorkers.has(e.workerId)) ||
+        (e.jobId === victim.jobId && e.event !== 'running'),
+      (requests, events) => ({
+        'requests to a draining worker': checkDrainRouting(requests, events).length,
+        'requests without a worker header': unattributed(requests).length,
+        'over-acquisition': overAcquisition(ctx, faultAt),
+      }),
+    );
+  } finally {
+    if (options.graceTime !== undefined) {
+      await runSlurm('scontrol', ['update', 'partitionname=low', 'GraceTime=0']);
+    }
+  }
+}
+
+/** SIGKILLs one engine instance (found by its port) and checks requests and recovery. */
+export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult> {
+  const workers = await liveWorkers(ctx.scheduler.url);
+  const victim = workers.find((w) => w.status === 'ready');
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
+  const faultAt = Date.now();
+  const pids = await killEngineOnPort(victim.port);
+  ctx.log?.(`SIGKILLed engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
+  return finish(
+    ctx,
+    'engine SIGKILL',
+    faultAt,
+    (e) => e.workerId === victim.id && e.event !== 'ready' && e.event !== 'registered',
+    (requests, events) => ({
+      'requests to a draining worker': checkDrainRouting(requests, events).length,
+    }),
+    [`engine of ${victim.id} on port ${victim.port}`],
+  );
+}
+
+/** SIGKILLs the worker daemon of one job and checks requests, replacement and over-acquisition. */
+export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult> {
+  const workers = await liveWorkers(ctx.scheduler.url);
+  const victim = workers.find((w) => w.status === 'ready');
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
+  const faultAt = Date.now();
+  const pids = killWorkerOfJob(victim.jobId);
+  ctx.log?.(`SIGKILLed worker of job ${victim.jobId} (pids ${pids.join(',')})`);
+  const ids = new Set(workers.filter((w) => w.jobId === victim.jobId).map((w) => w.id));
+  return finish(
+    ctx,
+    'worker SIGKILL',
+    faultAt,
+    (e) =>
+      (e.workerId !== undefined && ids.has(e.workerId) && e.event !== 'ready') ||
+      (e.jobId === victim.jobId && e.workerId === undefined && e.event !== 'running'),
+    (requests, events) => ({
+      'requests to a draining worker': checkDrainRouting(requests, events).length,
+      'over-acquisition': overAcquisition(ctx, faultAt),
+    }),
+  );
+}
+
+/**
+ * SIGKILLs the scheduler under load and starts it again on the same port: clients retry
+ * connection errors; the restarted scheduler must adopt every job (0 duplicate submissions)
+ * and have every worker ready again within two heartbeat intervals (1 s each here).
+ */
+export async function schedulerRestartScenario(
+  ctx: ChaosContext,
+  options: { downMs: number },
+): Promise<FaultResult> {
+  const faultAt = Date.now();
+  await ctx.scheduler.kill('SIGKILL');
+  ctx.log?.('SIGKILLed the scheduler');
+  await sleep(options.downMs);
+  const restartAt = Date.now();
+  await ctx.scheduler.restart();
+  const servingAt = Date.now();
+  let readyMs: number | undefined;
+  try {
+    readyMs = (await waitForCapacity(() => ctx.scheduler.url, ctx.target, 30_000)) - servingAt;
+  } catch {
+    readyMs = undefined;
+  }
+  const notes = [
+    `down ${restartAt - faultAt} ms; serving again after ${servingAt - restartAt} ms; all workers ready ${readyMs ?? '—'} ms after that`,
+  ];
+  return finish(
+    ctx,
+    'scheduler SIGKILL + restart',
+    faultAt,
+    (e) => e.time >= restartAt && (e.event === 'adopted' || e.event === 'registered'),
+    () => {
+      // Requests the dying scheduler itself was carrying cannot get an error event; they are
+      // counted apart (they started before the fault window), not as a broken promise.
+      const inFlight = ctx.load.records.filter((r) => r.start < faultAt && r.end > faultAt);
+      const cut = inFlight.filter((r) => r.outcome !== 'ok');
+      notes.push(
+        `${inFlight.length} requests in flight at the kill: ${inFlight.length - cut.length} completed (client retry), ${cut.filter((r) => r.stream).length} streams cut, ${cut.filter((r) => !r.stream).length} non-streaming failed`,
+      );
+      return {
+        'duplicate submissions': duplicateSubmissions(
+          ctx.scheduler.events(),
+          restartAt,
+          ctx.maxNodes,
+        ).duplicates,
+        'over-acquisition': overAcquisition(ctx, faultAt),
+        'workers not ready within 2 heartbeats': readyMs === undefined || readyMs > 2_000 ? 1 : 0,
+      };
+    },
+    notes,
+  );
+}
+
+/**
+ * Sends the hostile corpus (twice) while the load runs and checks: the scheduler stays up,
+ * every answer is the expected 4xx with an OpenAI-shaped or empty protocol body, and its
+ * memory comes back near the baseline.
+ */
+export async function hostileScenario(
+  ctx: ChaosContext,
+  options: { logDir: string; model: string },
+): Promise<FaultResult & { bad: HostileAnswer[] }> {
+  const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
+  const live = (await liveWorkers(ctx.scheduler.url)).find((w) => w.restartCount >= 1);
+  const corpus = hostileCorpus({
+    model: options.model,
+    workerToken,
+    ...(live ? { liveWorker: live } : {}),
+  });
+  const pid = ctx.scheduler.pid;
+  const before = rssBytes(pid) ?? 0;
+  const faultAt = Date.now();
+  const answers = [
+    ...(await sendCorpus(ctx.scheduler.url, corpus)),
+    ...(await sendCorpus(ctx.scheduler.url, corpus)),
+  ];
+  const bad = checkHostileAnswers(answers);
+  await sleep(5_000);
+  const after = rssBytes(pid);
+  const alive = after !== undefined && isAlive(pid);
+  const grown = after === undefined ? Number.POSITIVE_INFINITY : after - before;
+  const result = await finish(
+    ctx,
+    'hostile input',
+    faultAt,
+    () => false,
+    () => ({
+      'scheduler crashes': alive ? 0 : 1,
+      'answers not a clean 4xx': bad.length,
+      'memory not back near baseline (>64 MB above)': grown > 64 * 1024 * 1024 ? 1 : 0,
+    }),
+    [
+      `${answers.length} hostile requests (${corpus.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
+      `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB 5 s after`,
+      ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),
+    ],
+  );
+  return { ...result, bad };
+}

@@ -1,0 +1,103 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cancelByNamePrefix, uniqueJobPrefix } from '@es/testkit';
+import {
+  engineKillScenario,
+  hostileScenario,
+  preemptionScenario,
+  sampleCapacity,
+  sampleQueue,
+  schedulerRestartScenario,
+  startLoad,
+  startSchedulerProcess,
+  waitForCapacity,
+  workerKillScenario,
+  waitForIdleNodes,
+  type ChaosContext,
+  type FaultResult,
+  type SchedulerProcess,
+} from '../src/index.js';
+
+// CI short profile: 3 nodes × 2 mock engines (TP 4 of 8 GPUs) at 50 tokens/s, 8 clients
+// (half streaming), one fault after another.
+const MAX_NODES = 3;
+const TARGET = MAX_NODES * 2;
+const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-'));
+const schedulerId = uniqueJobPrefix('rel').slice(3, -1);
+let ctx: ChaosContext | undefined;
+let scheduler: SchedulerProcess | undefined;
+
+function context(): ChaosContext {
+  if (ctx === undefined) throw new Error('the scheduler under test did not start');
+  return ctx;
+}
+
+function expectKept(result: FaultResult): void {
+  for (const [check, violations] of Object.entries(result.checks)) {
+    expect
+      .soft(violations, `${result.fault}: ${check} (${result.notes?.join('; ') ?? ''})`)
+      .toBe(0);
+  }
+  expect.soft(result.requests.lost, `${result.fault}: lost requests`).toBe(0);
+  expect.soft(result.requests.sent, `${result.fault}: load ran`).toBeGreaterThan(10);
+  expect.soft(result.capacityMs, `${result.fault}: capacity restored`).toBeDefined();
+}
+
+describe('reliability under load (short profile)', () => {
+  beforeAll(async () => {
+    // The dev cluster is shared with other test runs: start once 3 nodes are free.
+    await waitForIdleNodes(MAX_NODES, 240_000);
+    const started = await startSchedulerProcess({
+      backend: 'slurm',
+      logDir,
+      schedulerId,
+      maxNodes: MAX_NODES,
+      engineExtraArgs: '--tokens-per-second 50 --ttft 50',
+    });
+    scheduler = started;
+    // Nodes share one host on the dev cluster: let start-up port churn settle first.
+    await waitForCapacity(() => started.url, TARGET, 90_000, 3_000);
+    ctx = {
+      scheduler: started,
+      load: startLoad({ baseUrl: started.url, model: 'mock-model', concurrency: 8 }),
+      capacity: sampleCapacity(() => started.url),
+      queue: sampleQueue(started.jobName),
+      maxNodes: MAX_NODES,
+      target: TARGET,
+      capacityTimeoutMs: 90_000,
+      log: (m) => process.stdout.write(`[chaos] ${m}\n`),
+    };
+    await new Promise((r) => setTimeout(r, 2_000));
+  });
+
+  afterAll(async () => {
+    await ctx?.load.stop();
+    await ctx?.capacity.stop();
+    await ctx?.queue.stop();
+    await scheduler?.kill('SIGTERM');
+    await cancelByNamePrefix(`es-${schedulerId}`);
+  });
+
+  it('preemption: no request to the draining worker, nothing lost, no over-acquisition', async () => {
+    expectKept(await preemptionScenario(context(), { highJobSeconds: 20 }));
+  });
+
+  it('SIGKILL of an engine instance: non-streaming requests retried, streams end cleanly', async () => {
+    expectKept(await engineKillScenario(context()));
+  });
+
+  it('SIGKILL of a worker daemon: its node is replaced, nothing lost', async () => {
+    expectKept(await workerKillScenario(context()));
+  });
+
+  it('scheduler SIGKILL and restart: clients retry, 0 duplicate submissions', async () => {
+    expectKept(await schedulerRestartScenario(context(), { downMs: 500 }));
+  });
+
+  it('hostile input: every answer a clean 4xx, no crash, memory back near baseline', async () => {
+    const result = await hostileScenario(context(), { logDir, model: 'mock-model' });
+    expectKept(result);
+  });
+});
