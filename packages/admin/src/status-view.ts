@@ -81,7 +81,9 @@ export function createProgressTracker(): ProgressTracker {
       for (const d of status.deployments) {
         for (const j of d.jobs) {
           if (j.state === 'PENDING' || j.state === 'CONFIGURING') {
-            add(j.jobId, { phase: 'pending', at: at - j.ageSeconds * 1000, detail: j.reason });
+            // A job seen for the first time has waited its age; a requeued one since now.
+            const since = jobs.has(j.jobId) ? at : at - j.ageSeconds * 1000;
+            add(j.jobId, { phase: 'pending', at: since, detail: j.reason });
           } else if (j.state === 'RUNNING' && !jobs.has(j.jobId)) {
             // Adopted after a restart: start the history where we came in.
             add(j.jobId, {

@@ -4,7 +4,8 @@
  * (the bin's code) and once as the built `es` binary.
  */
 import { execFile } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import OpenAI from 'openai';
@@ -193,6 +194,49 @@ describe('admin API and es CLI', () => {
     const missing = await es('logs', 'no-such-job');
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/no worker no-such-job and no job log/);
+  });
+
+  it('es status --watch redraws in place until interrupted', async () => {
+    const controller = new AbortController();
+    let stdout = '';
+    let frames = 0;
+    const code = await runCli(['status', '--watch', '--interval', '0.2'], {
+      stdout: (t) => {
+        stdout += t;
+        frames += 1;
+        if (frames === 3) controller.abort();
+      },
+      stderr: () => undefined,
+      env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
+      signal: controller.signal,
+      isTTY: true,
+    });
+    expect(code).toBe(0);
+    const screens = stdout.split('\x1b[H\x1b[2J').filter((x) => x !== '');
+    expect(screens).toHaveLength(3);
+    for (const screen of screens) expect(screen).toMatch(/^DEPLOYMENT\s+READY/m);
+  });
+
+  it('es logs --follow prints what is appended to a job log', async () => {
+    const worker = s.registry.workers('mock').find((w) => w.state === 'ready');
+    const file = readdirSync(s.logDir).find((n) => n.endsWith(`-${worker?.jobId ?? ''}.out`));
+    expect(file).toBeDefined();
+    const controller = new AbortController();
+    let stdout = '';
+    const done = runCli(['logs', worker?.jobId ?? '', '--follow'], {
+      stdout: (t) => {
+        stdout += t;
+        if (stdout.includes('follow-marker-2')) controller.abort();
+      },
+      stderr: () => undefined,
+      env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
+      signal: controller.signal,
+    });
+    await until(() => (stdout.length > 0 ? true : undefined), 'the tail');
+    appendFileSync(join(s.logDir, file ?? ''), 'follow-marker-1\nfollow-marker-2\n');
+    expect(await done).toBe(0);
+    expect(stdout.indexOf('follow-marker-1')).toBeGreaterThan(0);
+    expect(stdout.match(/follow-marker-1/g)).toHaveLength(1);
   });
 
   it('counts a preemption and its replacement; the events show both', async () => {
