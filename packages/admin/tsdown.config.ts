@@ -8,4 +8,6 @@ export default defineConfig({
   dts: true,
   sourcemap: true,
   clean: true,
+  // The dashboard is one static page read at run time next to the module.
+  copy: [{ from: 'src/dashboard.html', to: 'dist' }],
 });

@@ -49,8 +49,8 @@ const COOKIE = 'es_admin_key';
 let dashboardHtml: string | undefined;
 
 function dashboard(): string {
-  // static/ sits next to src/ and dist/ alike, so this works from sources and from the build.
-  dashboardHtml ??= readFileSync(new URL('../static/dashboard.html', import.meta.url), 'utf8');
+  // tsdown copies the page next to dist/index.mjs, so this works from sources and the build.
+  dashboardHtml ??= readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8');
   return dashboardHtml;
 }
 

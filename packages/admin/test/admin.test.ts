@@ -196,6 +196,12 @@ describe('admin API and es CLI', () => {
     expect(missing.stderr).toMatch(/no worker no-such-job and no job log/);
   });
 
+  it('es dashboard prints the URL to open once, key included', async () => {
+    const { code, stdout } = await es('dashboard');
+    expect(code).toBe(0);
+    expect(stdout).toBe(`${s.url}/dashboard?key=${encodeURIComponent(s.adminKey)}\n`);
+  });
+
   it('es status --watch redraws in place until interrupted', async () => {
     const controller = new AbortController();
     let stdout = '';

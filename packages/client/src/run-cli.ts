@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import yargs from 'yargs';
 import { deriveKeys } from '@es/pool';
@@ -23,8 +24,17 @@ interface GlobalArgs {
   secretFile: string | undefined;
 }
 
+/** Where `scripts/run.sh` (the scheduler's default `--log-dir logs`) keeps the secret. */
+const DEFAULT_SECRET_FILE = 'logs/secret';
+
 function adminKeyOf(args: GlobalArgs): string | undefined {
   if (args.adminKey) return args.adminKey;
+  if (!args.secretFile) {
+    // Run from the directory the scheduler was started in, `es` finds its secret by itself.
+    const fallback = resolve(DEFAULT_SECRET_FILE);
+    if (!existsSync(fallback)) return undefined;
+    args = { ...args, secretFile: fallback };
+  }
   if (!args.secretFile) return undefined;
   try {
     // Same derivation as the scheduler: whoever can read its secret file is its admin.
@@ -72,7 +82,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .option('secret-file', {
       type: 'string',
       default: io.env.ES_SECRET_FILE,
-      describe: "Derive the admin key from the scheduler's secret file (env ES_SECRET_FILE)",
+      describe:
+        "Derive the admin key from the scheduler's secret file (env ES_SECRET_FILE; default ./logs/secret when it exists)",
     })
     .command(
       'status',
@@ -210,6 +221,18 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
             ]),
           ),
         );
+      },
+    )
+    .command(
+      'dashboard',
+      'Print the dashboard URL (with the admin key, to open once in a browser)',
+      (y) => y,
+      async (args) => {
+        const key = adminKeyOf(args);
+        const url = `${args.schedulerUrl.replace(/\/+$/, '')}/dashboard`;
+        // Checks that the scheduler is up and the key is right before handing out the URL.
+        await client(args).status();
+        out(key === undefined ? url : `${url}?key=${encodeURIComponent(key)}`);
       },
     )
     .demandCommand(1, 'Say which command: es status, es workers, es jobs, es scale ...')
