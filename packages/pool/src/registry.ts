@@ -491,7 +491,8 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
           id,
           deployment: request.deployment,
           baseUrl: baseUrlOf(request.host, request.port),
-          inFlight: previous?.routable.inFlight ?? 0,
+          // Requests still running on the previous record decrement that object, not this one.
+          inFlight: 0,
         },
       };
       workers.set(id, w);

@@ -136,7 +136,10 @@ interface Instance {
   readySince: number | undefined;
   load: EngineLoad | undefined;
   reason: string | undefined;
+  /** Engine timers (probes, restarts): cleared when the engine exits. */
   timers: Set<NodeJS.Timeout>;
+  /** The heartbeat outlives engine restarts: the scheduler must keep hearing from us. */
+  heartbeatTimer: NodeJS.Timeout | undefined;
   registering: Promise<void> | undefined;
 }
 
@@ -283,8 +286,19 @@ export function createWorker(options: WorkerOptions): Worker {
     void heartbeat(instance);
     later(instance, delay, () => {
       if (stopping) return;
-      void choosePort(instance, instance.port).then(() => {
-        if (!stopping) launch(instance);
+      const registeredPort = instance.port;
+      void choosePort(instance, instance.port).then(async () => {
+        if (stopping) return;
+        launch(instance);
+        // Another process took the port (on a shared host, another job's engine): tell the
+        // scheduler where this instance listens now, or it routes to the wrong engine.
+        if (instance.port !== registeredPort && instance.workerId !== undefined) {
+          try {
+            await register(instance);
+          } catch (error) {
+            fatal(error);
+          }
+        }
       });
     });
   };
@@ -415,12 +429,13 @@ export function createWorker(options: WorkerOptions): Worker {
   };
 
   const heartbeatLoop = (instance: Instance) => {
-    later(instance, instance.heartbeatMs, () => {
+    instance.heartbeatTimer = setTimeout(() => {
+      instance.heartbeatTimer = undefined;
       if (stopping) return;
       void heartbeat(instance).then(() => {
         if (!stopping) heartbeatLoop(instance);
       });
-    });
+    }, instance.heartbeatMs);
   };
 
   const fatal = (error: unknown) => {
@@ -480,7 +495,10 @@ export function createWorker(options: WorkerOptions): Worker {
   const shutdown = (reason: string, how: { drain: boolean; code: number }): Promise<WorkerExit> => {
     if (stopping) return stopping;
     stopping = (async () => {
-      for (const instance of instances) clearTimers(instance);
+      for (const instance of instances) {
+        clearTimers(instance);
+        clearTimeout(instance.heartbeatTimer);
+      }
       const registered = instances.filter((instance) => instance.workerId !== undefined);
       if (how.drain) {
         // The drain notice goes out before anything else so the scheduler stops routing now.
@@ -559,6 +577,7 @@ export function createWorker(options: WorkerOptions): Worker {
           load: undefined,
           reason: undefined,
           timers: new Set(),
+          heartbeatTimer: undefined,
           registering: undefined,
         });
       }

@@ -158,6 +158,13 @@ describe('worker against a fake scheduler and real mock engines', () => {
       (call) => call.at > report.at && heartbeatOf('1234.2.0', (b) => b.state === 'ready')(call),
     );
     expect(back).toBeDefined();
+    // The regular heartbeat loop survives the engine restart (it is not an engine timer):
+    // heartbeats keep coming well after the restart's own reports.
+    const steady = await scheduler.waitFor(
+      (call) =>
+        call.at > back.at + 1000 && heartbeatOf('1234.2.0', (b) => b.state === 'ready')(call),
+    );
+    expect(steady).toBeDefined();
     const secondPid = worker.instances()[0]?.pid;
     expect(secondPid).toBeDefined();
     expect(secondPid).not.toBe(firstPid);
