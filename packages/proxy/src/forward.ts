@@ -197,6 +197,7 @@ function clientHeaders(
   upstream: IncomingHttpHeaders,
   requestId: string,
   sse: boolean,
+  worker: RoutableWorker,
 ): OutgoingHeaders {
   const headers: OutgoingHeaders = {};
   for (const name in upstream) {
@@ -205,6 +206,9 @@ function clientHeaders(
     headers[name] = value;
   }
   headers['x-request-id'] = requestId;
+  // The seed's names: which engine instance answered (debugging, and request histories).
+  headers['x-elastic-selected-worker-id'] = worker.id;
+  headers['x-elastic-selected-endpoint'] = worker.baseUrl;
   if (sse) {
     headers['cache-control'] = 'no-cache';
     // nginx and friends must not buffer tokens.
@@ -269,7 +273,7 @@ function attempt(
       phase = 'committed';
       ttfbMs = performance.now() - request.startedAt;
       sse = String(headers['content-type'] ?? '').startsWith('text/event-stream');
-      sink.start(status, clientHeaders(headers, request.requestId, sse));
+      sink.start(status, clientHeaders(headers, request.requestId, sse, worker));
       settle({ kind: 'committed' });
     };
 

@@ -136,6 +136,8 @@ describe('forwarding', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('x-request-id')).toBe('req-42');
     expect(res.headers.get('x-engine')).toBe('w0');
+    expect(res.headers.get('x-elastic-selected-worker-id')).toBe('w0');
+    expect(res.headers.get('x-elastic-selected-endpoint')).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const body = (await res.json()) as { usage: unknown };
     expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
     expect(fakes[0]!.seen[0]).toMatchObject({ path: '/v1/chat/completions?x=1', body: raw });
