@@ -47,13 +47,17 @@ export {
 } from './scheduler-process.js';
 export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
 export {
+  controllerStopScenario,
   engineKillScenario,
   hostileScenario,
   liveWorkers,
   preemptionScenario,
+  sbatchFailureScenario,
   schedulerRestartScenario,
   waitForCapacity,
   waitForIdleNodes,
   workerKillScenario,
 } from './scenarios.js';
 export type { ChaosContext, LiveWorker } from './scenarios.js';
+export { createSbatchShim, maxCallsUnderBackoff, SBATCH_FAILURES } from './sbatch-shim.js';
+export type { SbatchMode, SbatchShim } from './sbatch-shim.js';

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deriveKeys } from '@es/pool';
-import { preempt, runSlurm } from '@es/testkit';
+import { preempt, runSlurm, withStoppedController } from '@es/testkit';
 import {
   checkDrainRouting,
   checkRequests,
@@ -23,6 +23,7 @@ import { isAlive, killEngineOnPort, killWorkerOfJob, rssBytes } from './faults.j
 import type { RequestRecord, SchedulerEvent } from './history.js';
 import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } from './hostile.js';
 import type { Load } from './load.js';
+import { maxCallsUnderBackoff, type SbatchMode, type SbatchShim } from './sbatch-shim.js';
 import type { FaultResult } from './report.js';
 import type { Sampler, SchedulerProcess } from './scheduler-process.js';
 import type { CapacitySample, QueueSample } from './history.js';
@@ -365,4 +366,96 @@ export async function hostileScenario(
     ],
   );
   return { ...result, bad };
+}
+
+/**
+ * Freezes slurmctld (SIGSTOP) for `stopMs` under load: squeue and sbatch hang meanwhile.
+ * Promises: 0 jobs cancelled, 0 workers removed because of it, serving continues.
+ */
+export async function controllerStopScenario(
+  ctx: ChaosContext,
+  options: { stopMs: number },
+): Promise<FaultResult> {
+  const faultAt = Date.now();
+  let resumedAt = faultAt;
+  await withStoppedController(async () => {
+    ctx.log?.(`slurmctld stopped for ${options.stopMs} ms`);
+    await sleep(options.stopMs);
+    resumedAt = Date.now();
+  });
+  const during = (e: SchedulerEvent) => e.time >= faultAt && e.time <= resumedAt + 5_000;
+  return finish(
+    ctx,
+    `slurmctld SIGSTOP ${Math.round(options.stopMs / 1000)} s`,
+    faultAt,
+    () => false,
+    (requests, events) => ({
+      'jobs cancelled': events.filter((e) => during(e) && e.event === 'cancelled').length,
+      'workers removed': events.filter((e) => during(e) && e.event === 'gone').length,
+      'no request served while stopped':
+        requests.filter((r) => r.outcome === 'ok' && r.end < resumedAt).length > 0 ? 0 : 1,
+    }),
+    [`controller frozen ${resumedAt - faultAt} ms`],
+  );
+}
+
+/**
+ * Makes sbatch fail (`mode`) for `failMs` while a node must be replaced (its worker is
+ * SIGKILLed), then lets calls through. Promises: calls stay within the backoff's bound (no
+ * hot loop); submissions resume within one backoff step of recovery (policy: as soon as one
+ * of our jobs leaves, which a second worker kill provokes).
+ */
+export async function sbatchFailureScenario(
+  ctx: ChaosContext,
+  shim: SbatchShim,
+  options: { mode: Exclude<SbatchMode, 'pass'>; failMs: number },
+): Promise<FaultResult> {
+  const workers = await liveWorkers(ctx.scheduler.url);
+  const victim = workers.find((w) => w.status === 'ready');
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
+  shim.setMode(options.mode);
+  const faultAt = Date.now();
+  killWorkerOfJob(victim.jobId);
+  ctx.log?.(
+    `sbatch ${options.mode} for ${options.failMs} ms; killed the worker of job ${victim.jobId}`,
+  );
+  await sleep(options.failMs);
+  const recoverAt = Date.now();
+  shim.setMode('pass');
+  shim.releaseHung();
+  const failing = shim.calls().filter((t) => t >= faultAt && t < recoverAt);
+  const bound = options.mode === 'policy' ? 2 : maxCallsUnderBackoff(recoverAt - faultAt);
+  if (options.mode === 'policy') {
+    // A policy backoff ends when one of our jobs leaves: make one leave.
+    const other = (await liveWorkers(ctx.scheduler.url)).find(
+      (w) => w.status === 'ready' && w.jobId !== victim.jobId,
+    );
+    if (other !== undefined) killWorkerOfJob(other.jobId);
+  }
+  const notes: string[] = [];
+  const gaps = failing.slice(1).map((t, i) => t - (failing[i] ?? t));
+  const lastGap = gaps.at(-1) ?? 2_000;
+  const result = await finish(
+    ctx,
+    `sbatch ${options.mode} error ${Math.round(options.failMs / 1000)} s`,
+    faultAt,
+    (e) => e.jobId === victim.jobId && e.event !== 'running',
+    (_requests, events) => {
+      const resumed = events.find((e) => e.time >= recoverAt && e.event === 'submitted');
+      const resumeMs = resumed === undefined ? undefined : resumed.time - recoverAt;
+      // One backoff step: the next gap is at most twice the last (transient), or the tick
+      // after a job leaves (policy); plus one reconcile tick and a squeue.
+      const step = options.mode === 'policy' ? 15_000 : Math.min(60_000, 2 * lastGap) + 3_000;
+      notes.push(
+        `${failing.length} sbatch calls in ${recoverAt - faultAt} ms of failure (bound ${bound}); gaps ${gaps.map((g) => `${(g / 1000).toFixed(1)} s`).join(', ') || '—'}; first submission ${resumeMs ?? '—'} ms after recovery (bound ${step} ms)`,
+      );
+      return {
+        'sbatch calls beyond the backoff bound': Math.max(0, failing.length - bound),
+        'no sbatch retry during the failure': failing.length > 0 ? 0 : 1,
+        'late resumption': resumeMs === undefined || resumeMs > step ? 1 : 0,
+      };
+    },
+    notes,
+  );
+  return result;
 }
