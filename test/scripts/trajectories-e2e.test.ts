@@ -7,13 +7,12 @@
  * no worker or engine behind.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  alive,
   freePort,
   killStartedSchedulers,
   startSchedulerProcess,
@@ -21,6 +20,7 @@ import {
   type SchedulerProcess,
 } from '../../apps/scheduler/test/harness.js';
 import { startFakeTools, type FakeTools } from '../../packages/research/test/fake-tools.js';
+import { processesMentioning } from './processes.js';
 
 const run = promisify(execFile);
 // The README's run command, with one 8-GPU instance.
@@ -30,23 +30,6 @@ const RUN_FLAGS =
   );
 const root = resolve(import.meta.dirname, '../..');
 const script = join(root, 'packages/research/mock/research-script.json');
-
-/** Processes whose command line or environment mentions `needle` (our temp dir). */
-function processesMentioning(needle: string): { pid: number; args: string }[] {
-  const out: { pid: number; args: string }[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    const pid = Number(entry);
-    try {
-      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-      const env = readFileSync(`/proc/${pid}/environ`, 'utf8');
-      if ((args.includes(needle) || env.includes(needle)) && alive(pid)) out.push({ pid, args });
-    } catch {
-      // The process ended while we looked.
-    }
-  }
-  return out;
-}
 
 interface Message {
   role: string;

@@ -1,0 +1,244 @@
+/**
+ * The launchers on the real SLURM dev cluster (4 nodes × 8 fake GPUs on this machine):
+ * `launch-scheduler.slurm` runs the built scheduler as a CPU-only, requeueable job and
+ * publishes its URL in `<log dir>/scheduler-url`; `launch-worker.slurm` starts a worker by
+ * hand that finds the scheduler (URL file and secret in the log dir), registers one engine
+ * per GPU of its allocation and serves `/v1` through the scheduler; `scancel` ends both
+ * without leftovers. `launch-scheduler.sh` starts a local-backend scheduler in the
+ * background and leaves its pid, log and URL in the log dir.
+ *
+ * All traffic stays on 127.0.0.1: the scheduler listens on every address but advertises
+ * 127.0.0.1 (ES_SCHEDULER_HOST), so the worker binds its engines to loopback.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import OpenAI from 'openai';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import {
+  alive,
+  processesWithEnv,
+  waitFor,
+  type ClusterStatus,
+} from '../../apps/scheduler/test/harness.js';
+import {
+  cancelByNamePrefix,
+  runSlurm,
+  showJob,
+  uniqueJobPrefix,
+  waitForJob,
+} from '../../packages/testkit/src/index.js';
+import { processesMentioning } from './processes.js';
+
+process.env.SLURM_CONF = inject('slurmConf');
+
+const run = promisify(execFile);
+const root = resolve(import.meta.dirname, '../..');
+const prefix = uniqueJobPrefix('launch');
+const dir = mkdtempSync(join(tmpdir(), 'es-launchers-'));
+const logDir = join(dir, 'logs');
+const urlFile = join(logDir, 'scheduler-url');
+const sid = `ls${prefix.split('-')[2] ?? 'x'}`;
+const jobIds: string[] = [];
+let schedulerUrl = '';
+let localPid: number | undefined;
+
+/** Submit `script` with sbatch from `dir`; resolves to the job id. */
+async function submit(
+  name: string,
+  sbatchFlags: string[],
+  script: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<string> {
+  const { stdout } = await run(
+    'sbatch',
+    [
+      '--parsable',
+      '-J',
+      `${prefix}${name}`,
+      '-o',
+      join(dir, `${name}-%j.out`),
+      ...sbatchFlags,
+    ].concat([join(root, 'scripts', script), ...args]),
+    { cwd: dir, env: { ...process.env, ...env }, timeout: 20_000 },
+  );
+  const id = stdout.trim().split(';')[0] ?? '';
+  expect(id).toMatch(/^\d+$/);
+  jobIds.push(id);
+  return id;
+}
+
+const jobOutput = (name: string, id: string) => {
+  const file = join(dir, `${name}-${id}.out`);
+  return existsSync(file) ? readFileSync(file, 'utf8') : '(no output yet)';
+};
+
+async function getJson<T>(url: string): Promise<T> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  return (await response.json()) as T;
+}
+
+/** A loopback URL for a scheduler URL published as http://host:port. */
+const loopback = (url: string) => `http://127.0.0.1:${new URL(url).port}`;
+
+async function chat(baseUrl: string): Promise<string> {
+  const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'EMPTY', maxRetries: 0 });
+  const completion = await client.chat.completions.create({
+    model: 'mock-model',
+    messages: [{ role: 'user', content: 'Hello!' }],
+    max_tokens: 8,
+  });
+  return completion.choices[0]?.message.content ?? '';
+}
+
+afterAll(async () => {
+  await cancelByNamePrefix(prefix);
+  if (localPid !== undefined && alive(localPid)) process.kill(localPid, 'SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', () => {
+  let schedulerJob = '';
+  let workerJob = '';
+
+  it('runs the scheduler as a CPU-only requeueable job that publishes its URL', async () => {
+    schedulerJob = await submit(
+      'scheduler',
+      [],
+      'launch-scheduler.slurm',
+      [
+        ...'--backend slurm --engine mock --model mock-model --max-nodes 0 --port 0'.split(' '),
+        ...['--log-dir', logDir, '--scheduler-id', sid],
+        ...'--node-acquire-interval 1 --health-check-interval 1 --heartbeat-timeout 5'.split(' '),
+      ],
+      { ES_SCHEDULER_HOST: '127.0.0.1' },
+    );
+    await waitFor(
+      `${urlFile} (job output: see below)`,
+      () => (existsSync(urlFile) ? readFileSync(urlFile, 'utf8') : ''),
+      (text) => text !== '',
+      90_000,
+    ).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${jobOutput('scheduler', schedulerJob)}`);
+    });
+    schedulerUrl = readFileSync(urlFile, 'utf8').trim();
+    // Listening on 0.0.0.0 with --port 0: the file names the advertised host and real port.
+    expect(schedulerUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(await getJson(`${schedulerUrl}/health`)).toEqual({ status: 'ok', ready_workers: 0 });
+
+    const job = await showJob(schedulerJob);
+    expect(job).toMatchObject({ JobState: 'RUNNING', Requeue: '1' });
+    expect(job?.TRES ?? '').not.toContain('gpu');
+    expect(readFileSync(join(logDir, 'scheduler.pid'), 'utf8').trim()).toMatch(/^\d+$/);
+    expect(readFileSync(join(logDir, 'scheduler.log'), 'utf8')).toContain('serving /v1 on');
+    expect(jobOutput('scheduler', schedulerJob)).toContain(`serving at ${schedulerUrl}`);
+  });
+
+  it('starts a manual worker that registers one engine per allocated GPU and serves /v1', async () => {
+    expect(schedulerUrl).not.toBe('');
+    workerJob = await submit(
+      'worker',
+      ['--gpus-per-node=2'],
+      'launch-worker.slurm',
+      [
+        ...'--engine mock --model mock-model --deployment mock-model --base-port 0'.split(' '),
+        ...'--drain-grace 1 --kill-grace 1'.split(' '),
+      ],
+      // The URL and the secret come from the scheduler's log dir.
+      { ES_LOG_DIR: logDir },
+    );
+    const status = await waitFor(
+      'two ready workers of the manual job',
+      () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
+      (s) => s.ready_workers === 2,
+      90_000,
+    ).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${jobOutput('worker', workerJob)}`);
+    });
+    expect(status.workers.map((w) => w.slurm_job_id)).toEqual([workerJob, workerJob]);
+    expect(status.workers.map((w) => w.gpus).sort()).toEqual([[0], [1]]);
+    expect(status.workers.every((w) => w.base_url.startsWith('http://127.0.0.1:'))).toBe(true);
+    expect(await chat(schedulerUrl)).not.toBe('');
+    const served = await getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`);
+    expect(served.workers.reduce((n, w) => n + w.requests_served, 0)).toBe(1);
+  });
+
+  it('scancel ends the worker and the scheduler jobs with no process left', async () => {
+    expect(workerJob).not.toBe('');
+    await runSlurm('scancel', [workerJob]);
+    await waitFor(
+      'the scheduler to see the workers leave',
+      () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
+      (s) => s.ready_workers === 0,
+      30_000,
+    );
+    await runSlurm('scancel', [schedulerJob]);
+    for (const id of [workerJob, schedulerJob]) {
+      await waitForJob(id, (j) => j.JobState !== 'RUNNING' && j.JobState !== 'COMPLETING', 60_000);
+      await waitFor(
+        `no process of job ${id}`,
+        () => processesWithEnv('SLURM_JOB_ID', id),
+        (left) => left.length === 0,
+        30_000,
+      );
+    }
+    await expect(fetch(`${schedulerUrl}/health`)).rejects.toThrow();
+  });
+});
+
+describe('launch-scheduler.sh', () => {
+  const localLogDir = join(dir, 'local-logs');
+
+  it('starts a local-backend scheduler in the background and leaves pid, log and URL in the log dir', async () => {
+    const { stdout } = await run(
+      join(root, 'scripts/launch-scheduler.sh'),
+      [
+        ...'--backend local --engine mock --model mock-model --max-nodes 1 --port 0'.split(' '),
+        ...['--tensor-parallel-size', '8', '--log-dir', localLogDir, '--scheduler-id', `${sid}l`],
+      ],
+      { cwd: dir, timeout: 60_000 },
+    );
+    localPid = Number(readFileSync(join(localLogDir, 'scheduler.pid'), 'utf8'));
+    expect(alive(localPid)).toBe(true);
+    const url = readFileSync(join(localLogDir, 'scheduler-url'), 'utf8').trim();
+    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect(stdout).toContain(`scheduler ${url} (pid ${localPid}`);
+
+    await waitFor(
+      'a ready local worker',
+      () => getJson<{ ready_workers: number }>(`${loopback(url)}/health`),
+      (h) => h.ready_workers === 1,
+      30_000,
+    );
+    expect(await chat(url)).not.toBe('');
+
+    // A second start with the same log dir is refused while the first runs.
+    const again = await run(
+      join(root, 'scripts/launch-scheduler.sh'),
+      ['--backend', 'local', '--model', 'mock-model', '--log-dir', localLogDir],
+      { cwd: dir, timeout: 30_000 },
+    ).catch((error: { code: number; stderr: string }) => error);
+    expect(again).toMatchObject({ code: 1 });
+    expect((again as { stderr: string }).stderr).toContain(`already runs`);
+
+    process.kill(localPid, 'SIGTERM');
+    await waitFor(
+      'the scheduler to exit',
+      () => alive(localPid ?? 0),
+      (a) => !a,
+      20_000,
+    );
+    const log = readFileSync(join(localLogDir, 'scheduler.log'), 'utf8');
+    expect(log).toContain('SIGTERM: stopping and ending the local jobs');
+    await waitFor(
+      'no worker or engine of the local scheduler',
+      () => processesMentioning(localLogDir),
+      (left) => left.length === 0,
+      15_000,
+    );
+  });
+});
