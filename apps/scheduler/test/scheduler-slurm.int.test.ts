@@ -52,32 +52,24 @@ let port = 0;
 let workerBasePort = 0;
 let scheduler: SchedulerProcess;
 
-function schedulerArgs(): string[] {
+/** Flags of a SLURM-backed scheduler serving mock-model with TP=4 and fast timings. */
+function schedulerArgs(flags: { id: string; partition: string; maxNodes: number }): string[] {
   return [
-    '--backend',
-    'slurm',
-    '--engine',
-    'mock',
-    '--model',
-    'mock-model',
-    '--max-nodes',
-    '3',
-    '--tensor-parallel-size',
-    '4',
-    '--partition',
-    'low',
-    '--host',
-    '127.0.0.1',
-    '--worker-base-port',
-    String(workerBasePort),
-    '--scheduler-id',
-    SID,
+    ...['--backend', 'slurm', '--engine', 'mock', '--model', 'mock-model'],
+    ...['--max-nodes', String(flags.maxNodes), '--tensor-parallel-size', '4'],
+    ...['--partition', flags.partition, '--scheduler-id', flags.id],
+    ...['--host', '127.0.0.1', '--worker-base-port', String(workerBasePort)],
     ...FAST_FLAGS,
   ];
 }
 
 const startMain = () =>
-  startSchedulerProcess({ args: schedulerArgs(), env, logDir: join(dir, 'logs'), port });
+  startSchedulerProcess({
+    args: schedulerArgs({ id: SID, partition: 'low', maxNodes: 3 }),
+    env,
+    logDir: join(dir, 'logs'),
+    port,
+  });
 
 /** A job of ours as squeue shows it. */
 interface QueuedJob {
@@ -457,23 +449,7 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
     const badDir = join(dir, 'bad');
     const badShim = createSbatchShim(badDir);
     const bad = await startSchedulerProcess({
-      args: [
-        '--backend',
-        'slurm',
-        '--engine',
-        'mock',
-        '--model',
-        'mock-model',
-        '--max-nodes',
-        '2',
-        '--partition',
-        'no-such-partition',
-        '--host',
-        '127.0.0.1',
-        '--scheduler-id',
-        SID_BAD,
-        ...FAST_FLAGS,
-      ],
+      args: schedulerArgs({ id: SID_BAD, partition: 'no-such-partition', maxNodes: 2 }),
       env: { ...env, PATH: `${badShim.binDir}:${process.env.PATH ?? ''}` },
       logDir: join(badDir, 'logs'),
     });
