@@ -259,16 +259,28 @@ export async function startSchedulerProcess(
   };
 }
 
-/** SIGKILL every scheduler this harness started that is still running (afterAll). */
+/**
+ * Stop every scheduler this harness started that still runs (afterAll): SIGTERM so it
+ * ends its local jobs, SIGKILL after 10 s, then SIGKILL whatever of its process tree is
+ * left (workers and engines of a scheduler that could not stop).
+ */
 export async function killStartedSchedulers(): Promise<void> {
-  const waits = [...started].map(
-    (child) =>
-      new Promise<void>((resolve) => {
-        if (child.exitCode !== null || child.signalCode !== null) return resolve();
-        child.once('exit', () => resolve());
-        child.kill('SIGKILL');
-      }),
-  );
+  const waits = [...started].map(async (child) => {
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+    const tree = descendants(child.pid);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+    for (const pid of tree.filter(alive)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  });
   await Promise.all(waits);
 }
 
