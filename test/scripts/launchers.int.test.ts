@@ -138,6 +138,25 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
     expect(jobOutput('scheduler', schedulerJob)).toContain(`serving at ${schedulerUrl}`);
   });
 
+  it('comes back after a requeue (same job id) and publishes its new URL', async () => {
+    expect(schedulerUrl).not.toBe('');
+    const before = schedulerUrl;
+    const requeue = await runSlurm('scontrol', ['requeue', schedulerJob]);
+    expect(requeue.exitCode).toBe(0);
+    await waitFor(
+      'a new URL after the requeue',
+      () => (existsSync(urlFile) ? readFileSync(urlFile, 'utf8').trim() : ''),
+      (text) => text !== '' && text !== before,
+      120_000,
+    ).catch((error: unknown) => {
+      throw new Error(`${String(error)}\n${jobOutput('scheduler', schedulerJob)}`);
+    });
+    schedulerUrl = readFileSync(urlFile, 'utf8').trim();
+    expect(await getJson(`${schedulerUrl}/health`)).toMatchObject({ status: 'ok' });
+    expect(await showJob(schedulerJob)).toMatchObject({ JobState: 'RUNNING', Restarts: '1' });
+    expect(jobOutput('scheduler', schedulerJob)).toContain(`job ${schedulerJob} (restart 1)`);
+  });
+
   it('starts a manual worker that registers one engine per allocated GPU and serves /v1', async () => {
     expect(schedulerUrl).not.toBe('');
     workerJob = await submit(
