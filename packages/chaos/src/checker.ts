@@ -16,13 +16,16 @@ export interface RequestSummary {
   lost: number;
 }
 
-/** Requests whose start falls in `[from, to)`. */
+/**
+ * Requests a fault at `from` could touch: those still running at `from` (in flight when it
+ * struck) and those started before `to`.
+ */
 export function inWindow(
   requests: readonly RequestRecord[],
   from: number,
   to: number,
 ): RequestRecord[] {
-  return requests.filter((r) => r.start >= from && r.start < to);
+  return requests.filter((r) => r.end >= from && r.start < to);
 }
 
 function isClean(r: RequestRecord): boolean {

@@ -15,6 +15,7 @@ import { createSbatchShim } from './sbatch-shim.js';
 import {
   controllerStopScenario,
   engineKillScenario,
+  engineMisbehaviourScenario,
   hostileScenario,
   preemptionScenario,
   sbatchFailureScenario,
@@ -37,6 +38,8 @@ const FAULTS = [
   'sbatch-hang',
   'sbatch-policy',
   'hostile',
+  'engine-die-mid-stream',
+  'engine-crash',
 ] as const;
 type Fault = (typeof FAULTS)[number];
 
@@ -146,6 +149,30 @@ async function main(): Promise<number> {
     shim.releaseHung();
     await scheduler.kill('SIGTERM');
     await cancelByNamePrefix(`es-${schedulerId}`);
+  }
+
+  // Engines that misbehave by flag run under their own one-node scheduler.
+  const misbehaving: [Fault, string, string][] = [
+    ['engine-die-mid-stream', 'engine dies mid-stream', '--die-mid-stream 10'],
+    ['engine-crash', 'engine crashes (exit after 40 requests)', '--crash-after 40'],
+  ];
+  for (const [name, label, engineFlags] of misbehaving) {
+    if (!only.has(name)) continue;
+    try {
+      results.push(
+        await engineMisbehaviourScenario({
+          logDir: join(logDir, name),
+          schedulerId: `${schedulerId}m`,
+          label,
+          engineFlags,
+          durationMs: 30_000,
+          concurrency,
+          log,
+        }),
+      );
+    } catch (error) {
+      log(`${name} could not run: ${(error as Error).message}`);
+    }
   }
 
   const out = resolve(values.out);

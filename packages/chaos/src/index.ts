@@ -49,6 +49,7 @@ export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './sched
 export {
   controllerStopScenario,
   engineKillScenario,
+  engineMisbehaviourScenario,
   hostileScenario,
   liveWorkers,
   preemptionScenario,

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deriveKeys } from '@es/pool';
-import { preempt, runSlurm, withStoppedController } from '@es/testkit';
+import { cancelByNamePrefix, preempt, runSlurm, withStoppedController } from '@es/testkit';
 import {
   checkDrainRouting,
   checkRequests,
@@ -22,10 +22,10 @@ import { ChaosError } from './errors.js';
 import { isAlive, killEngineOnPort, killWorkerOfJob, rssBytes } from './faults.js';
 import type { RequestRecord, SchedulerEvent } from './history.js';
 import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } from './hostile.js';
-import type { Load } from './load.js';
+import { startLoad, type Load } from './load.js';
 import { maxCallsUnderBackoff, type SbatchMode, type SbatchShim } from './sbatch-shim.js';
 import type { FaultResult } from './report.js';
-import type { Sampler, SchedulerProcess } from './scheduler-process.js';
+import { startSchedulerProcess, type Sampler, type SchedulerProcess } from './scheduler-process.js';
 import type { CapacitySample, QueueSample } from './history.js';
 
 /** What every scenario works with. */
@@ -196,6 +196,10 @@ export async function preemptionScenario(
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = workers.find((w) => w.status === 'ready');
   if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker to preempt');
+  // Restored afterwards: the partition is shared with other test runs.
+  const before = /GraceTime=(\d+)/.exec(
+    (await runSlurm('scontrol', ['show', 'partition', 'low'])).stdout,
+  )?.[1];
   if (options.graceTime !== undefined) {
     await runSlurm('scontrol', ['update', 'partitionname=low', `GraceTime=${options.graceTime}`]);
   }
@@ -221,7 +225,7 @@ export async function preemptionScenario(
     );
   } finally {
     if (options.graceTime !== undefined) {
-      await runSlurm('scontrol', ['update', 'partitionname=low', 'GraceTime=0']);
+      await runSlurm('scontrol', ['update', 'partitionname=low', `GraceTime=${before ?? 0}`]);
     }
   }
 }
@@ -458,4 +462,69 @@ export async function sbatchFailureScenario(
     notes,
   );
   return result;
+}
+
+/**
+ * A separate one-node scheduler whose mock engines misbehave by flag (`--die-mid-stream N`:
+ * every stream's connection is destroyed after N chunks; `--crash-after N`: the engine exits
+ * after N requests, cutting the others), under load for `durationMs`. Promises: streams cut
+ * by the engine end with an error event, non-streaming requests are retried to success or
+ * fail with a status, nothing hangs.
+ */
+export async function engineMisbehaviourScenario(options: {
+  logDir: string;
+  schedulerId: string;
+  label: string;
+  engineFlags: string;
+  durationMs: number;
+  concurrency?: number;
+  log?: (message: string) => void;
+}): Promise<FaultResult> {
+  await waitForIdleNodes(1, 5 * 60_000);
+  const scheduler = await startSchedulerProcess({
+    backend: 'slurm',
+    logDir: options.logDir,
+    schedulerId: options.schedulerId,
+    maxNodes: 1,
+    engineExtraArgs: `--tokens-per-second 50 --ttft 50 ${options.engineFlags}`,
+  });
+  let load: Load | undefined;
+  try {
+    await waitForCapacity(() => scheduler.url, 1, 120_000);
+    const faultAt = Date.now();
+    load = startLoad({
+      baseUrl: scheduler.url,
+      model: 'mock-model',
+      concurrency: options.concurrency ?? 8,
+      idPrefix: options.schedulerId,
+    });
+    await sleep(options.durationMs);
+    const requests = await load.stop();
+    load = undefined;
+    const v = checkRequests(requests);
+    const streamsCut = requests.filter((r) => r.stream && r.outcome === 'error-event').length;
+    const events = scheduler.events();
+    const result: FaultResult = {
+      fault: options.label,
+      requests: summarize(requests),
+      detectionMs: [],
+      checks: {
+        'silent truncations': v.silentTruncations.length,
+        'hung clients': v.hung.length,
+        'unclean stream ends': v.uncleanStreams.length,
+        'non-streaming lost': v.lostNonStreaming.length,
+        'fault never hit a stream':
+          streamsCut > 0 || !options.engineFlags.includes('die-mid-stream') ? 0 : 1,
+      },
+      notes: [
+        `engine flags ${options.engineFlags}; ${streamsCut} streams ended with an error event; ${events.filter((e) => e.time >= faultAt && (e.event === 'gone' || e.event === 'failed')).length} worker gone/failed events`,
+      ],
+    };
+    options.log?.(`${options.label}: ${JSON.stringify(result)}`);
+    return result;
+  } finally {
+    await load?.stop();
+    await scheduler.kill('SIGTERM');
+    await cancelByNamePrefix(scheduler.jobName);
+  }
 }

@@ -3,6 +3,7 @@ import {
   checkDrainRouting,
   checkHostileAnswers,
   checkRequests,
+  inWindow,
   detectionTime,
   duplicateSubmissions,
   maxLiveJobs,
@@ -65,6 +66,16 @@ describe('summarize and checkRequests', () => {
       req({ stream: true, firstByte: 3, outcome: 'error-status', status: 502 }),
     ]);
     expect(v.uncleanStreams).toHaveLength(1);
+  });
+});
+
+describe('inWindow', () => {
+  it('includes the requests in flight when the fault struck', () => {
+    const before = req({ start: 0, end: 900 });
+    const inFlight = req({ start: 500, end: 1_500 });
+    const during = req({ start: 1_200, end: 1_300 });
+    const after = req({ start: 2_500, end: 2_600 });
+    expect(inWindow([before, inFlight, during, after], 1_000, 2_000)).toEqual([inFlight, during]);
   });
 });
 

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelByNamePrefix, uniqueJobPrefix } from '@es/testkit';
 import {
   engineKillScenario,
+  engineMisbehaviourScenario,
   hostileScenario,
   preemptionScenario,
   sampleCapacity,
@@ -99,5 +100,24 @@ describe('reliability under load (short profile)', () => {
   it('hostile input: every answer a clean 4xx, no crash, memory back near baseline', async () => {
     const result = await hostileScenario(context(), { logDir, model: 'mock-model' });
     expectKept(result);
+  });
+});
+
+describe('engines that die mid-stream (short profile)', () => {
+  it('every stream they cut ends with an error event; nothing hangs', async () => {
+    const result = await engineMisbehaviourScenario({
+      logDir: mkdtempSync(join(tmpdir(), 'es-chaos-mid-')),
+      schedulerId: uniqueJobPrefix('relmid').slice(3, -1),
+      label: 'engine dies mid-stream',
+      engineFlags: '--die-mid-stream 10',
+      durationMs: 15_000,
+      log: (m) => process.stdout.write(`[chaos] ${m}\n`),
+    });
+    for (const [check, violations] of Object.entries(result.checks)) {
+      expect
+        .soft(violations, `${result.fault}: ${check} (${result.notes?.join('; ') ?? ''})`)
+        .toBe(0);
+    }
+    expect(result.requests.lost).toBe(0);
   });
 });
