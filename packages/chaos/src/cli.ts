@@ -19,6 +19,7 @@ import {
   hostileScenario,
   preemptionScenario,
   sbatchFailureScenario,
+  scaleScenario,
   schedulerRestartScenario,
   waitForCapacity,
   waitForIdleNodes,
@@ -38,6 +39,7 @@ const FAULTS = [
   'sbatch-hang',
   'sbatch-policy',
   'hostile',
+  'scale',
   'engine-die-mid-stream',
   'engine-crash',
 ] as const;
@@ -124,6 +126,7 @@ async function main(): Promise<number> {
         ],
       ),
       ['hostile', () => hostileScenario(c, { logDir, model: 'mock-model' })],
+      ['scale', () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 })],
     ];
     for (const [name, run] of runs) {
       if (!only.has(name)) continue;

@@ -54,6 +54,7 @@ export {
   liveWorkers,
   preemptionScenario,
   sbatchFailureScenario,
+  scaleScenario,
   schedulerRestartScenario,
   waitForCapacity,
   waitForIdleNodes,

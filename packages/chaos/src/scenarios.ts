@@ -19,7 +19,14 @@ import {
   unattributed,
 } from './checker.js';
 import { ChaosError } from './errors.js';
-import { isAlive, killEngineOnPort, killWorkerOfJob, rssBytes } from './faults.js';
+import {
+  isAlive,
+  killEngineOnPort,
+  killPids,
+  killWorkerOfJob,
+  pidsOfJob,
+  rssBytes,
+} from './faults.js';
 import type { RequestRecord, SchedulerEvent } from './history.js';
 import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } from './hostile.js';
 import { startLoad, type Load } from './load.js';
@@ -266,10 +273,16 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
     (e) =>
       (e.workerId !== undefined && ids.has(e.workerId) && e.event !== 'ready') ||
       (e.jobId === victim.jobId && e.workerId === undefined && e.event !== 'running'),
-    (requests, events) => ({
-      'requests to a draining worker': checkDrainRouting(requests, events).length,
-      'over-acquisition': overAcquisition(ctx, faultAt),
-    }),
+    (requests, events) => {
+      // Engines of the dead worker must not outlive its job (on a GPU node they hold the GPUs).
+      const orphans = pidsOfJob(victim.jobId, 'mock-engine');
+      killPids(orphans, 'SIGKILL');
+      return {
+        'requests to a draining worker': checkDrainRouting(requests, events).length,
+        'over-acquisition': overAcquisition(ctx, faultAt),
+        'engine processes outliving the job': orphans.length,
+      };
+    },
   );
 }
 
@@ -527,4 +540,146 @@ export async function engineMisbehaviourScenario(options: {
     await scheduler.kill('SIGTERM');
     await cancelByNamePrefix(scheduler.jobName);
   }
+}
+
+function percentile(values: readonly number[], p: number): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+/**
+ * 1,024 simulated workers (real HTTP registrations, then a heartbeat every second each, from
+ * this process) for `durationMs` while the load runs. Promises: every heartbeat answered 200,
+ * no simulated worker timed out, and the time to first byte of the real load grows by at most
+ * `maxAddedP50Ms` at the median. Simulated workers report `loading`, so none is routed to.
+ */
+export async function scaleScenario(
+  ctx: ChaosContext,
+  options: {
+    logDir: string;
+    model: string;
+    workers?: number;
+    durationMs: number;
+    maxAddedP50Ms?: number;
+  },
+): Promise<FaultResult> {
+  const count = options.workers ?? 1_024;
+  const token = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
+  const base = `${ctx.scheduler.url}/api/v1/workers`;
+  const baselineFrom = Date.now() - 20_000;
+  const ttfb = (from: number, to: number) =>
+    ctx.load.records
+      .filter(
+        (r) => r.start >= from && r.start < to && r.outcome === 'ok' && r.firstByte !== undefined,
+      )
+      .map((r) => (r.firstByte ?? r.start) - r.start);
+  const ids: string[] = [];
+  let refused = 0;
+  for (let i = 0; i < count; i++) {
+    const response = await fetch(`${base}/register`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({
+        deployment: options.model,
+        jobId: String(9_000_000 + i),
+        restartCount: 0,
+        index: 0,
+        host: '127.0.0.1',
+        port: 9,
+        gpus: [0],
+        engine: 'mock',
+        model: options.model,
+        node: `sim${i}`,
+        state: 'loading',
+      }),
+    });
+    if (response.ok) ids.push(((await response.json()) as { workerId: string }).workerId);
+    else {
+      refused++;
+      await response.body?.cancel();
+    }
+  }
+  const faultAt = Date.now();
+  ctx.log?.(`${ids.length} simulated workers registered (${refused} refused); heartbeating`);
+  let sent = 0;
+  let answered = 0;
+  const latencies: number[] = [];
+  const failures = new Map<number, number>();
+  let stopped = false;
+  const beat = async (id: string) => {
+    sent++;
+    const started = performance.now();
+    try {
+      const response = await fetch(`${base}/${id}/heartbeat`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ state: 'loading', restartCount: 0 }),
+        signal: AbortSignal.timeout(5_000),
+      });
+      await response.body?.cancel();
+      latencies.push(performance.now() - started);
+      if (response.status === 200) answered++;
+      else failures.set(response.status, (failures.get(response.status) ?? 0) + 1);
+    } catch {
+      failures.set(0, (failures.get(0) ?? 0) + 1);
+    }
+  };
+  const loops = ids.map(async (id, i) => {
+    // Spread the workers over the second, as independent nodes would be.
+    await sleep((i / ids.length) * 1_000);
+    while (!stopped) {
+      const next = Date.now() + 1_000;
+      await beat(id);
+      await sleep(Math.max(0, next - Date.now()));
+    }
+  });
+  await sleep(options.durationMs);
+  stopped = true;
+  await Promise.all(loops);
+  const end = Date.now();
+  const events = ctx.scheduler.events();
+  const simulated = new Set(ids);
+  const timedOut = events.filter(
+    (e) =>
+      e.time >= faultAt &&
+      e.event === 'gone' &&
+      e.workerId !== undefined &&
+      simulated.has(e.workerId),
+  ).length;
+  // Deregister so the status views are clean for what follows.
+  for (const id of ids) {
+    await fetch(`${base}/${id}/deregister`, {
+      method: 'POST',
+      headers,
+      body: JSON.stringify({ reason: 'chaos scale test over' }),
+    }).then(
+      (r) => r.body?.cancel(),
+      () => undefined,
+    );
+  }
+  const before = percentile(ttfb(baselineFrom, faultAt), 50);
+  const during = percentile(ttfb(faultAt, end), 50);
+  const added = before === undefined || during === undefined ? undefined : during - before;
+  const requests = inWindow(ctx.load.records, faultAt, end);
+  const result: FaultResult = {
+    fault: `${count} simulated workers heartbeating every second`,
+    requests: summarize(requests),
+    detectionMs: [],
+    checks: {
+      ...requestChecks(requests),
+      'registrations refused': refused,
+      'heartbeats not answered 200': sent - answered,
+      'simulated workers timed out': timedOut,
+      [`time to first byte p50 grown by more than ${options.maxAddedP50Ms ?? 5} ms`]:
+        added === undefined || added > (options.maxAddedP50Ms ?? 5) ? 1 : 0,
+    },
+    notes: [
+      `${sent} heartbeats in ${Math.round((end - faultAt) / 1000)} s (${Math.round(sent / ((end - faultAt) / 1000))}/s); latency p50 ${percentile(latencies, 50)?.toFixed(1)} ms, p99 ${percentile(latencies, 99)?.toFixed(1)} ms; failures by status ${JSON.stringify(Object.fromEntries(failures))}`,
+      `client time to first byte p50 ${before?.toFixed(1)} ms before, ${during?.toFixed(1)} ms during (proxy issue target: added p50 <= 0.3 ms at c=1, measured in bench/proxy; this end-to-end figure includes the engine's 50 ms TTFT)`,
+    ],
+  };
+  ctx.log?.(`scale: ${JSON.stringify(result)}`);
+  return result;
 }
