@@ -174,7 +174,7 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
       'two ready workers of the manual job',
       () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
       (s) => s.ready_workers === 2,
-      90_000,
+      150_000,
     ).catch((error: unknown) => {
       throw new Error(`${String(error)}\n${jobOutput('worker', workerJob)}`);
     });
