@@ -145,6 +145,17 @@ async function chat(tokens = 3): Promise<string> {
 }
 
 beforeAll(async () => {
+  // Other test runs share the 4 nodes: start only once 3 are free, or say why not.
+  await waitFor(
+    'this file needs 3 idle nodes of the dev cluster (other test runs hold them)',
+    async () => {
+      const idle = await runSlurm('sinfo', ['-h', '-p', 'low', '-t', 'idle', '-o', '%n']);
+      return idle.stdout.split('\n').filter((l) => l.trim() !== '').length;
+    },
+    (n) => n >= 3,
+    150_000,
+    1_000,
+  );
   port = await freePort();
   workerBasePort = await freePort();
   scheduler = await startMain();
