@@ -249,7 +249,7 @@ describe('admin API and es CLI', () => {
     const before = await scrape();
     const victim = (await status()).deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
     expect(victim).toBeDefined();
-    expect(s.provider.preempt(victim?.jobId ?? '')).toBe(true);
+    expect(s.local?.preempt(victim?.jobId ?? '')).toBe(true);
     await until(async () => {
       const text = await scrape();
       return metric(text, 'es_preemptions_total', { deployment: 'mock' }) >

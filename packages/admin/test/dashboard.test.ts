@@ -105,7 +105,7 @@ describe('dashboard in headless Chromium', () => {
       .workers('mock')
       .filter((w) => w.jobId === victim?.jobId)
       .map((w) => w.id);
-    expect(s.provider.preempt(victim?.jobId ?? '')).toBe(true);
+    expect(s.local?.preempt(victim?.jobId ?? '')).toBe(true);
 
     // The timeline shows the preemption and the cards lose the preempted node's workers.
     await page.waitForFunction(

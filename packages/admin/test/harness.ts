@@ -15,11 +15,14 @@ import {
   createRegistry,
   createWorkerApi,
   deriveKeys,
+  type DeploymentConfig,
   type LocalProvider,
+  type NodeProvider,
   type Reconciler,
   type Registry,
 } from '@es/pool';
 import { createProxyApp, startProxyServer } from '@es/proxy';
+import { createSlurmProvider } from '@es/slurm';
 import { mountAdmin, type MountedAdmin } from '../src/index.js';
 
 export const WORKER_CLI = fileURLToPath(
@@ -35,7 +38,10 @@ export interface TestScheduler {
   adminKey: string;
   registry: Registry;
   reconciler: Reconciler;
-  provider: LocalProvider;
+  /** The instrumented provider the reconciler uses. */
+  provider: NodeProvider;
+  /** The local provider (preempt ...), when the backend is local. */
+  local: LocalProvider | undefined;
   admin: MountedAdmin;
   /** Resolves once `POST /api/v1/admin/stop` was handled. */
   stopped: Promise<{ cancelJobs: boolean }>;
@@ -49,6 +55,10 @@ export interface TestSchedulerOptions {
   nodes?: number;
   /** Traffic sample length for `/api/v1/admin/series` (default 1 000 ms). */
   sampleIntervalMs?: number;
+  /** `slurm`: the dev cluster (SLURM_CONF in the environment), partition `low`, 8 GPUs a node. */
+  backend?: 'local' | 'slurm';
+  /** Scheduler id (job names are `es-<id>-mock`). */
+  schedulerId?: string;
 }
 
 /** Start the wiring; workers become ready within a few seconds. */
@@ -61,21 +71,26 @@ export async function startTestScheduler(
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, `admin-test-secret-${process.pid}\n`, { mode: 0o600 });
   const keys = deriveKeys(`admin-test-secret-${process.pid}`);
-  const schedulerId = `adm${process.pid}${Math.floor(Math.random() * 1e4)}`;
+  const schedulerId = options.schedulerId ?? `adm${process.pid}${Math.floor(Math.random() * 1e4)}`;
+  const slurm = options.backend === 'slurm';
+  const gpusPerNode = slurm ? 8 : 4;
+  const deployment: DeploymentConfig = {
+    name: 'mock',
+    model: 'mock-model',
+    engine: 'mock',
+    gpusPerNode,
+    tensorParallelSize: gpusPerNode / 2,
+    maxNodes: options.maxNodes ?? 2,
+    upstreamApiKey: keys.engineApiKey,
+  };
+  if (slurm) {
+    deployment.cluster = { partition: 'low', requeue: true };
+    deployment.timeLimitMinutes = 60;
+  }
 
   const registry = createRegistry({
     heartbeatIntervalMs: 300,
-    deployments: [
-      {
-        name: 'mock',
-        model: 'mock-model',
-        engine: 'mock',
-        gpusPerNode: 4,
-        tensorParallelSize: 2,
-        maxNodes: options.maxNodes ?? 2,
-        upstreamApiKey: keys.engineApiKey,
-      },
-    ],
+    deployments: [deployment],
   });
   const app = new Hono();
   const admin = mountAdmin(app, {
@@ -85,14 +100,17 @@ export async function startTestScheduler(
     drainGraceMs: 5_000,
     metrics: { sampleIntervalMs: options.sampleIntervalMs ?? 1_000, defaultMetrics: true },
   });
-  const provider = admin.instrumentProvider(
-    createLocalProvider({
-      nodes: options.nodes ?? 2,
-      gpusPerNode: 4,
-      killGraceMs: 2_000,
-      killOnClose: true,
-      stateFile: join(dir, 'local-jobs.json'),
-    }),
+  const local = slurm
+    ? undefined
+    : createLocalProvider({
+        nodes: options.nodes ?? 2,
+        gpusPerNode,
+        killGraceMs: 2_000,
+        killOnClose: true,
+        stateFile: join(dir, 'local-jobs.json'),
+      });
+  const provider: NodeProvider = admin.instrumentProvider(
+    local ?? createSlurmProvider({ env: { SLURM_CONF: process.env.SLURM_CONF ?? '' } }),
   );
   const proxy = createProxyApp({ pool: registry, onRequestComplete: admin.onRequestComplete });
   app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
@@ -122,9 +140,10 @@ export async function startTestScheduler(
   const close = () =>
     (closed ??= (async () => {
       await reconciler.stop();
+      if (slurm) await reconciler.cancelAll().catch(() => undefined);
       await server.close(1_000);
       await proxy.close();
-      await provider.close({ kill: true });
+      await local?.close({ kill: true });
       admin.close();
     })());
   let onStop: (value: { cancelJobs: boolean }) => void = () => undefined;
@@ -148,6 +167,7 @@ export async function startTestScheduler(
     registry,
     reconciler,
     provider,
+    local,
     admin,
     stopped,
     close,

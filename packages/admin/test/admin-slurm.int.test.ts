@@ -1,0 +1,158 @@
+/**
+ * The `es` CLI and `/metrics` against the scheduler's wiring on the real SLURM dev cluster
+ * (4 nodes × 8 fake GPUs, partitions `low` and `high`): SLURM states, pending reasons, time
+ * left, a scale-up past the cluster's size, a preemption by a `high` job (requeue), and a
+ * scale-down that cancels the pending jobs first.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { runCli, type StatusResponse } from '@es/client';
+import { cancelByNamePrefix, preempt } from '@es/testkit';
+import { startTestScheduler, until, type TestScheduler } from './harness.js';
+
+process.env.SLURM_CONF = inject('slurmConf');
+const SID = `adm${Math.random().toString(36).slice(2, 8)}`;
+let s: TestScheduler;
+
+async function es(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, {
+    stdout: (t) => (stdout += t),
+    stderr: (t) => (stderr += t),
+    env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
+  });
+  return { code, stdout, stderr };
+}
+
+async function status(): Promise<StatusResponse> {
+  return JSON.parse((await es('status', '--json')).stdout) as StatusResponse;
+}
+
+function metric(text: string, name: string, labels: Record<string, string>): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) {
+      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+    }
+  }
+  return sum;
+}
+
+const scrape = async () =>
+  (await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${s.adminKey}` } })).text();
+
+const readyCount = async () => (await status()).deployments[0]?.readyWorkers ?? 0;
+
+beforeAll(async () => {
+  s = await startTestScheduler({ backend: 'slurm', maxNodes: 1, schedulerId: SID });
+  await until(async () => ((await readyCount()) === 2 ? true : undefined), '2 ready', 120_000);
+}, 180_000);
+
+afterAll(async () => {
+  await s?.close();
+  await cancelByNamePrefix(`es-${SID}-`);
+});
+
+describe('es against the SLURM dev cluster', () => {
+  it('es status shows SLURM nodes, time left and workers per node', async () => {
+    const { code, stdout } = await es('status');
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^scheduler adm\w+ \(slurm\)/);
+    const jobRows = stdout.split('\n').filter((l) => /^\d+\s+mock\s+RUNNING\s/.test(l));
+    expect(jobRows).toHaveLength(1);
+    // The time limit is 60 min: squeue's time left is shown.
+    for (const row of jobRows) expect(row).toMatch(/RUNNING\s+gpu\d\s+(\d+m\d\ds|1h00m)\s+0\s/);
+    const workerRows = stdout.split('\n').filter((l) => /\sgpu\d\s+ready\s+(0-3|4-7)\s/.test(l));
+    expect(workerRows).toHaveLength(2);
+  });
+
+  it('scaling past the cluster leaves jobs PENDING with their SLURM reason, then back down cancels them first', async () => {
+    const up = await es('scale', 'mock', '--max-nodes', '6');
+    expect(up.stdout).toMatch(/^mock: max nodes 1 → 6/);
+    // Rows such as `89  mock  PENDING (Priority)  -  1h00m  0  0s  PENDING(Priority) 0s`.
+    const rows = await until(
+      async () => {
+        const out = (await es('jobs')).stdout;
+        const found = out
+          .split('\n')
+          .filter((l) => /^\d+\s+mock\s+PENDING \(\w+\)\s+-\s+.*PENDING\(\w+\) \d+s$/.test(l));
+        return found.length >= 2 ? found : undefined;
+      },
+      'two pending jobs with their SLURM reason in es jobs',
+      60_000,
+    );
+    const pendingIds = rows.map((l) => l.split(/\s+/)[0] ?? '');
+
+    const down = await es('scale', 'mock', '--max-nodes', '1');
+    expect(down.code).toBe(0);
+    const cancelled = /cancelled (.+)$/m.exec(down.stdout)?.[1]?.split(', ') ?? [];
+    // Pending jobs go first: every pending one is among the cancelled.
+    for (const id of pendingIds) expect(cancelled).toContain(id);
+    await until(
+      async () => {
+        const st = await status();
+        const live = (st.deployments[0]?.jobs ?? []).filter(
+          (j) => j.state === 'RUNNING' || j.state === 'PENDING',
+        );
+        return live.length === 1 && st.deployments[0]?.readyWorkers === 2 ? true : undefined;
+      },
+      'back to 1 running job and 2 ready workers',
+      120_000,
+    );
+  });
+
+  it('a preemption by a high-priority job is counted and the requeued job shows restart 1', async () => {
+    const before = await scrape();
+    const st = await status();
+    const victim = st.deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
+    expect(victim?.nodes).toMatch(/^gpu\d$/);
+    await preempt(victim?.nodes ?? '', 15, `es-${SID}-high`);
+    try {
+      await until(
+        async () =>
+          metric(await scrape(), 'es_preemptions_total', { deployment: 'mock' }) >
+          metric(before, 'es_preemptions_total', { deployment: 'mock' })
+            ? true
+            : undefined,
+        'the preemption counted',
+        60_000,
+      ).catch(async (error: unknown) => {
+        // Say what the scheduler saw instead.
+        throw new Error(
+          `${String(error)}; events: ${(await es('events', '--limit', '30')).stdout}; jobs: ${(await es('jobs')).stdout}`,
+        );
+      });
+      const events = JSON.parse((await es('events', '--json')).stdout) as {
+        type: string;
+        jobId?: string;
+      }[];
+      expect(events.some((e) => e.type === 'preempted' && e.jobId === victim?.jobId)).toBe(true);
+      await until(
+        async () => {
+          const jobs = (await status()).deployments[0]?.jobs ?? [];
+          return jobs.some((j) => j.jobId === victim?.jobId && j.restartCount >= 1)
+            ? true
+            : undefined;
+        },
+        'the requeued job with restart count 1',
+        60_000,
+      );
+      const jobs = await es('jobs');
+      expect(jobs.stdout).toMatch(new RegExp(`^${victim?.jobId}\\s+mock\\s+\\S+.*\\s1\\s`, 'm'));
+    } finally {
+      await cancelByNamePrefix(`es-${SID}-high`).catch(() => undefined);
+    }
+    const metrics = await scrape();
+    expect(
+      metric(metrics, 'es_provider_calls_total', { operation: 'list', outcome: 'ok' }),
+    ).toBeGreaterThan(0);
+    expect(
+      metric(metrics, 'es_provider_calls_total', {
+        provider: 'slurm',
+        operation: 'submit',
+        outcome: 'ok',
+      }),
+    ).toBeGreaterThanOrEqual(4);
+  });
+});
