@@ -3,9 +3,14 @@
 import { pino } from 'pino';
 import { ConfigError, resolveConfig } from './config.js';
 import { parseFlags } from './flags.js';
+import { humanLogStream } from './log-format.js';
 import { startScheduler } from './main.js';
 
-const logger = pino({ name: 'es-scheduler' });
+// JSON for machines (a pipe, a file, systemd); readable lines on a terminal unless ES_LOG_JSON=1.
+const logger =
+  process.stdout.isTTY && process.env.ES_LOG_JSON !== '1'
+    ? pino({ name: 'es-scheduler' }, humanLogStream())
+    : pino({ name: 'es-scheduler' });
 
 async function main(): Promise<void> {
   let settings;
@@ -18,7 +23,7 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const scheduler = await startScheduler(settings, { logger });
+  const scheduler = await startScheduler(settings, { logger, onStopped: () => process.exit(0) });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {

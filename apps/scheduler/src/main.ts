@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
+import { mountAdmin, type AdminApi } from '@es/admin';
 import type { Logger } from 'pino';
 import {
   createLocalProvider,
@@ -43,6 +44,8 @@ export interface StartOptions {
   logger: Logger;
   /** argv prefix that starts a worker (default: this Node and apps/worker's dist/cli.mjs). */
   workerCommand?: string[];
+  /** Called after `POST /api/v1/admin/stop` (`es stop`) has stopped the scheduler. */
+  onStopped?: () => void;
 }
 
 const LOOPBACK = /^(127\.|localhost$|::1$|\[::1\]$)/;
@@ -91,8 +94,17 @@ export async function startScheduler(
     heartbeatIntervalMs: settings.healthCheckIntervalS * 1000,
   });
 
+  // Admin API, /metrics and /dashboard: mounted before any other route, attached below once
+  // the reconciler exists.
+  const app = new Hono();
+  const admin = mountAdmin(app, {
+    registry,
+    logDir,
+    adminKey: settings.adminKey ?? keys.adminToken,
+  });
+
   const gpusPerNode = Math.max(...settings.deployments.map((d) => d.gpusPerNode));
-  const provider: NodeProvider =
+  const provider: NodeProvider = admin.instrumentProvider(
     backend === 'slurm'
       ? createSlurmProvider({})
       : // Local jobs end with the scheduler (a rehearsal should leave nothing behind), but the
@@ -102,16 +114,17 @@ export async function startScheduler(
           gpusPerNode,
           killOnClose: true,
           stateFile: `${logDir}/local-jobs.json`,
-        });
+        }),
+  );
 
   const proxy = createProxyApp({
     pool: registry,
     apiKeys: settings.apiKeys,
+    onRequestComplete: admin.onRequestComplete,
     logger: { warn: (fields, message) => log.warn(fields, message) },
   });
 
   let jobCounts = { pending: 0, running: 0 };
-  const app = new Hono();
   app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
   app.route('/', createSeedRoutes({ registry, jobCounts: () => jobCounts }));
   app.route('/', proxy);
@@ -161,6 +174,40 @@ export async function startScheduler(
     },
   });
 
+  let close: (closeOptions?: { cancelJobs?: boolean }) => Promise<void> = async () => undefined;
+  const adminApi: AdminApi = admin.attach({
+    reconciler,
+    provider,
+    queueDepth: () => proxy.queueDepth(),
+    stop: async ({ cancelJobs }) => {
+      log.info(
+        { cancelJobs },
+        `stop requested through the admin API${cancelJobs ? ' (cancelling jobs)' : ''}`,
+      );
+      await close({ cancelJobs });
+      options.onStopped?.();
+    },
+  });
+  // Progress while nodes come up: one line per job still on its way, every 10 s.
+  const progressTimer = setInterval(() => {
+    for (const d of adminApi.status().deployments) {
+      for (const j of d.jobs) {
+        if (j.endedAt !== undefined || j.progress.at(-1)?.phase === 'ready') continue;
+        log.info(
+          {
+            event: 'progress',
+            deployment: d.name,
+            jobId: j.jobId,
+            state: j.state,
+            reason: j.reason,
+          },
+          `job ${j.jobId}: ${j.progressLine}`,
+        );
+      }
+    }
+  }, 10_000);
+  progressTimer.unref();
+
   const unsubscribe = registry.on((event) => {
     const { type, ...fields } = event;
     log.info(
@@ -203,8 +250,26 @@ export async function startScheduler(
     },
     `serving /v1 on ${server.url} (backend ${backend})`,
   );
+  log.info(
+    `dashboard: ${server.url}/dashboard · status: es status --scheduler-url ${server.url} (admin key: --admin-key, or the token derived from ${secretFile}: es dashboard --secret-file ${secretFile})`,
+  );
 
   let closed: Promise<void> | undefined;
+  close = (closeOptions = {}) =>
+    (closed ??= (async () => {
+      clearInterval(countTimer);
+      clearInterval(progressTimer);
+      await reconciler.stop();
+      if (closeOptions.cancelJobs ?? settings.cancelOnExit) {
+        const cancelled = await reconciler.cancelAll();
+        log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
+      }
+      await server.close(5_000);
+      await proxy.close();
+      if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
+      unsubscribe();
+      admin.close();
+    })());
   return {
     url: server.url,
     port: server.port,
@@ -212,18 +277,6 @@ export async function startScheduler(
     registry,
     reconciler,
     provider,
-    close: (closeOptions = {}) =>
-      (closed ??= (async () => {
-        clearInterval(countTimer);
-        await reconciler.stop();
-        if (closeOptions.cancelJobs ?? settings.cancelOnExit) {
-          const cancelled = await reconciler.cancelAll();
-          log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
-        }
-        await server.close(5_000);
-        await proxy.close();
-        if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
-        unsubscribe();
-      })()),
+    close,
   };
 }
