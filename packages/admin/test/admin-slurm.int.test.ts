@@ -70,13 +70,15 @@ describe('es against the SLURM dev cluster', () => {
   it('scaling past the cluster leaves jobs PENDING with their SLURM reason, then back down cancels them first', async () => {
     const up = await es('scale', 'mock', '--max-nodes', '6');
     expect(up.stdout).toMatch(/^mock: max nodes 1 → 6/);
-    // Rows such as `89  mock  PENDING (Priority)  -  1h00m  0  0s  PENDING(Priority) 0s`.
+    // Rows such as `89  mock  PENDING (Priority)  -  -  0  0s  PENDING(Priority) 0s`.
     const rows = await until(
       async () => {
         const out = (await es('jobs')).stdout;
         const found = out
           .split('\n')
-          .filter((l) => /^\d+\s+mock\s+PENDING \(\w+\)\s+-\s+.*PENDING\(\w+\) \d+s$/.test(l));
+          .filter((l) =>
+            /^\d+\s+mock\s+PENDING \(\w+\)\s+-\s+-\s+0\s+.*PENDING\(\w+\) \d+s$/.test(l),
+          );
         return found.length >= 2 ? found : undefined;
       },
       'two pending jobs with their SLURM reason in es jobs',

@@ -82,7 +82,8 @@ export function formatJobs(status: StatusResponse): string {
         d.name,
         jobState(j),
         j.nodes || '-',
-        formatDuration(j.timeLeftSeconds),
+        // SLURM reports the whole limit for a job that has not started: not time *left*.
+        j.state === 'RUNNING' ? formatDuration(j.timeLeftSeconds) : '-',
         String(j.restartCount),
         formatDuration(j.ageSeconds),
         j.progressLine,
