@@ -18,6 +18,8 @@ const PACKAGES: [dir: string, name: string, knownExport: string][] = [
   ['proxy', '@es/proxy', 'createProxyApp'],
   ['worker', '@es/worker', 'createWorker'],
   ['mock-engine', '@es/mock-engine', 'createMockEngine'],
+  ['admin', '@es/admin', 'mountAdmin'],
+  ['client', '@es/client', 'createSchedulerClient'],
 ];
 
 let scratch: string;
