@@ -12,7 +12,7 @@ export interface RequestSummary {
   retried: number;
   /** Failed the clean way: a stream that ended with an error event, or a 4xx answer. */
   erroredCleanly: number;
-  /** Everything else: non-streaming failures, silent truncations, hung requests. */
+  /** Everything else: non-streaming failures, silent truncations, resets, hung requests. */
   lost: number;
 }
 
@@ -61,7 +61,7 @@ export interface RequestViolations {
   silentTruncations: RequestRecord[];
   /** Requests with no progress beyond the hang timeout. */
   hung: RequestRecord[];
-  /** Streams that failed with anything but an error event (status or connection error after first byte). */
+  /** Streams that failed with anything but an error event (a reset, or a status or connection error after the first byte). */
   uncleanStreams: RequestRecord[];
 }
 

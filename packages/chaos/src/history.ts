@@ -9,11 +9,14 @@
  * - `error-event`: a stream that ended with an SSE error event (the clean way to fail);
  * - `error-status`: an HTTP error status with a body (after the client's own retries);
  * - `connection-error`: no HTTP answer at all (after the client's own retries);
- * - `truncated`: a stream (or body) that ended without a finish reason and without an error;
+ * - `truncated`: a stream (or body) that ended cleanly but without a finish reason and
+ *   without an error event: a silent truncation, the worst outcome;
+ * - `reset`: the connection broke after the first byte (the client gets an exception, not a
+ *   clean error event);
  * - `hung`: no progress for longer than the hang timeout; the client gave up.
  */
 export type RequestOutcome =
-  'ok' | 'error-event' | 'error-status' | 'connection-error' | 'truncated' | 'hung';
+  'ok' | 'error-event' | 'error-status' | 'connection-error' | 'truncated' | 'reset' | 'hung';
 
 /** One client request. Times are ms since epoch (`Date.now()`), comparable with log times. */
 export interface RequestRecord {

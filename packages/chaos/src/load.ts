@@ -156,8 +156,8 @@ export function startLoad(options: LoadOptions): Load {
     } catch (error) {
       if (hung || error instanceof APIUserAbortError) outcome = 'hung';
       else if (error instanceof APIConnectionError) {
-        // A connection lost after the first chunk is a stream cut without an error event.
-        outcome = record.firstByte === undefined ? 'connection-error' : 'truncated';
+        // A connection lost after the first chunk: cut without an error event.
+        outcome = record.firstByte === undefined ? 'connection-error' : 'reset';
       } else if (error instanceof APIError) {
         const e = error as APIError & { error?: { code?: unknown; type?: unknown } };
         const code = e.code ?? e.error?.code ?? e.type ?? e.error?.type;
@@ -170,7 +170,7 @@ export function startLoad(options: LoadOptions): Load {
         record.message = e.message;
       } else {
         // undici's "terminated" and friends: the body was cut under the client.
-        outcome = record.firstByte === undefined ? 'connection-error' : 'truncated';
+        outcome = record.firstByte === undefined ? 'connection-error' : 'reset';
         record.message = String(error);
       }
     } finally {

@@ -158,6 +158,7 @@ async function finish(
   matches: (e: SchedulerEvent) => boolean,
   extraChecks: (requests: RequestRecord[], events: SchedulerEvent[]) => Record<string, number>,
   notes: string[] = [],
+  excused: (r: RequestRecord) => boolean = () => false,
 ): Promise<FaultResult> {
   try {
     await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000);
@@ -169,7 +170,11 @@ async function finish(
   const end = Date.now();
   const events = ctx.scheduler.events();
   const capacityMs = timeToCapacity(ctx.capacity.samples, faultAt, ctx.target);
-  const requests = inWindow(ctx.load.records, faultAt, end);
+  const all = inWindow(ctx.load.records, faultAt, end);
+  const requests = all.filter((r) => !excused(r));
+  if (requests.length < all.length) {
+    notes.push(`${all.length - requests.length} requests excused (not counted above)`);
+  }
   // Without a scheduler event about it, the first dip of ready capacity is the detection.
   const dip = ctx.capacity.samples.find((c) => c.time >= faultAt && c.ready < ctx.target);
   const detection =
@@ -317,8 +322,8 @@ export async function schedulerRestartScenario(
     faultAt,
     (e) => e.time >= restartAt && (e.event === 'adopted' || e.event === 'registered'),
     () => {
-      // Requests the dying scheduler itself was carrying cannot get an error event; they are
-      // counted apart (they started before the fault window), not as a broken promise.
+      // Streams the dying scheduler itself was carrying cannot get an error event: the
+      // client sees the connection reset. They are excused, and counted in the notes.
       const inFlight = ctx.load.records.filter((r) => r.start < faultAt && r.end > faultAt);
       const cut = inFlight.filter((r) => r.outcome !== 'ok');
       notes.push(
@@ -335,6 +340,7 @@ export async function schedulerRestartScenario(
       };
     },
     notes,
+    (r) => r.stream && r.start < faultAt && r.outcome === 'reset',
   );
 }
 

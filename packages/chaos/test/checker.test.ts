@@ -61,6 +61,16 @@ describe('summarize and checkRequests', () => {
     expect(v.uncleanStreams).toHaveLength(0);
   });
 
+  it('treats a reset stream as unclean and a reset non-streaming request as lost', () => {
+    const v = checkRequests([
+      req({ stream: true, firstByte: 3, outcome: 'reset' }),
+      req({ outcome: 'reset' }),
+    ]);
+    expect(v.uncleanStreams).toHaveLength(1);
+    expect(v.lostNonStreaming).toHaveLength(1);
+    expect(v.silentTruncations).toHaveLength(0);
+  });
+
   it('treats a stream cut by a connection error after its first byte as unclean', () => {
     const v = checkRequests([
       req({ stream: true, firstByte: 3, outcome: 'error-status', status: 502 }),
