@@ -103,7 +103,9 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   const authorized = (c: Context): boolean =>
     adminKey === undefined ||
     keyMatches(bearer(c.req.header('authorization')), adminKey) ||
-    keyMatches(getCookie(c, COOKIE), adminKey);
+    // The dashboard's cookie reads only: actions need the bearer key, so no page can make a
+    // browser that holds the cookie scale or stop anything.
+    (c.req.method === 'GET' && keyMatches(getCookie(c, COOKIE), adminKey));
   const deny = (c: Context) =>
     c.json(
       errorBody(

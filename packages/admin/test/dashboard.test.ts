@@ -81,6 +81,12 @@ describe('dashboard in headless Chromium', () => {
     );
     expect(shown.sort()).toEqual(readyWorkers(s, 4)());
     expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2/);
+    // The cookie reads; it does not act.
+    const stop = await page.evaluate(async () => {
+      const res = await fetch('/api/v1/admin/stop', { method: 'POST', body: '{}' });
+      return res.status;
+    });
+    expect(stop).toBe(401);
 
     // Traffic for the charts.
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
