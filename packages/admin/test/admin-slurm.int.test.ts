@@ -157,4 +157,64 @@ describe('es against the SLURM dev cluster', () => {
       }),
     ).toBeGreaterThanOrEqual(4);
   });
+  it('es workers, es logs (job and engine), es drain (worker, then job: replaced) on SLURM', async () => {
+    // The requeued job of the previous test comes back first.
+    const ready = await until(
+      async () => {
+        const rows = (await es('workers')).stdout
+          .split('\n')
+          .filter((l) => /\sgpu\d\s+ready\s/.test(l));
+        return rows.length === 2 ? rows : undefined;
+      },
+      '2 ready workers in es workers',
+      120_000,
+    );
+    const [workerId = '', jobId = ''] = ready[0]?.split(/\s+/) ?? [];
+
+    const jobLog = await es('logs', jobId);
+    expect(jobLog.code).toBe(0);
+    expect(jobLog.stdout).toMatch(/engine \d started/);
+    const engineLog = await es('logs', workerId);
+    expect(engineLog.code).toBe(0);
+    expect(engineLog.stdout).toMatch(/mock engine: listening/);
+
+    expect((await es('drain', workerId)).stdout).toBe(`worker ${workerId} draining\n`);
+    expect((await status()).deployments[0]?.workers.find((w) => w.id === workerId)?.state).toBe(
+      'draining',
+    );
+    const drained = await es('drain', jobId);
+    expect(drained.stdout).toMatch(new RegExp(`^job ${jobId}: draining \\d worker\\(s\\)`));
+    await until(
+      async () => {
+        const st = await status();
+        const jobs = st.deployments[0]?.jobs ?? [];
+        const old = jobs.find((j) => j.jobId === jobId);
+        const others = jobs.filter((j) => j.jobId !== jobId && j.state === 'RUNNING');
+        return old?.state === 'CANCELLED' &&
+          others.length === 1 &&
+          st.deployments[0]?.readyWorkers === 2
+          ? true
+          : undefined;
+      },
+      'the drained job cancelled and replaced',
+      120_000,
+    );
+  });
+
+  it('es stop --cancel-jobs leaves nothing in the queue', async () => {
+    const name = (await status()).deployments[0]?.jobName ?? '';
+    const result = await es('stop', '--cancel-jobs');
+    expect(result.stdout).toBe('scheduler stopping and cancelling its jobs\n');
+    expect(await s.stopped).toEqual({ cancelJobs: true });
+    await until(
+      async () => {
+        const jobs = await s.provider.list({ names: [name] });
+        return jobs.every((j) => !['PENDING', 'RUNNING', 'CONFIGURING'].includes(j.state))
+          ? true
+          : undefined;
+      },
+      'no live job of ours',
+      60_000,
+    );
+  });
 });
