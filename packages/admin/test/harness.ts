@@ -3,7 +3,7 @@
  * registry + local provider + reconciler + worker API + proxy + admin on one port, running
  * the built apps/worker with the mock engine.
  */
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -145,6 +145,7 @@ export async function startTestScheduler(
       await proxy.close();
       await local?.close({ kill: true });
       admin.close();
+      rmSync(dir, { recursive: true, force: true });
     })());
   let onStop: (value: { cancelJobs: boolean }) => void = () => undefined;
   const stopped = new Promise<{ cancelJobs: boolean }>((resolve) => (onStop = resolve));
