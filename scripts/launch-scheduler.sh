@@ -124,4 +124,6 @@ scheduler_pid="$$"
   done
 ) &
 echo "launch-scheduler: starting es-scheduler $* (pid $$, log $log_file)" >&2
-exec "$node_bin" "$cli" "$@" >>"$log_file" 2>&1
+# stdout (the JSON log) goes to the log; stderr (flag and config errors) stays where the
+# caller sees it: the terminal, the SLURM job output, or the log in background mode.
+exec "$node_bin" "$cli" "$@" >>"$log_file"

@@ -1,14 +1,15 @@
 /**
  * The launchers on the real SLURM dev cluster (4 nodes × 8 fake GPUs on this machine):
- * `launch-scheduler.slurm` runs the built scheduler as a CPU-only, requeueable job and
- * publishes its URL in `<log dir>/scheduler-url`; `launch-worker.slurm` starts a worker by
- * hand that finds the scheduler (URL file and secret in the log dir), registers one engine
- * per GPU of its allocation and serves `/v1` through the scheduler; `scancel` ends both
- * without leftovers. `launch-scheduler.sh` starts a local-backend scheduler in the
+ * `launch-scheduler.slurm` runs the built scheduler as a CPU-only, requeueable job that
+ * publishes its URL in `<log dir>/scheduler-url` and submits its GPU node job from inside
+ * the job; a requeue brings it back with the same URL and re-adopts the node job.
+ * `launch-worker.slurm` starts a worker by hand that finds the scheduler (URL file and
+ * secret in the log dir), registers one engine per GPU of its allocation and serves `/v1`
+ * through the scheduler. `launch-scheduler.sh` starts a local-backend scheduler in the
  * background and leaves its pid, log and URL in the log dir.
  *
- * All traffic stays on 127.0.0.1: the scheduler listens on every address but advertises
- * 127.0.0.1 (ES_SCHEDULER_HOST), so the worker binds its engines to loopback.
+ * All traffic stays on 127.0.0.1: the schedulers listen on (or advertise) 127.0.0.1, so the
+ * workers bind their engines to loopback.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -19,6 +20,7 @@ import OpenAI from 'openai';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import {
   alive,
+  freePort,
   processesWithEnv,
   waitFor,
   type ClusterStatus,
@@ -40,7 +42,9 @@ const prefix = uniqueJobPrefix('launch');
 const dir = mkdtempSync(join(tmpdir(), 'es-launchers-'));
 const logDir = join(dir, 'logs');
 const urlFile = join(logDir, 'scheduler-url');
-const sid = `ls${prefix.split('-')[2] ?? 'x'}`;
+// Under the prefix, so the scheduler's own node jobs (es-<sid>-mock-model) are cleaned up too.
+const sid = `${prefix.slice('es-'.length)}sched`;
+const FAST = '--node-acquire-interval 1 --health-check-interval 1 --heartbeat-timeout 5'.split(' ');
 const jobIds: string[] = [];
 let schedulerUrl = '';
 let localPid: number | undefined;
@@ -82,9 +86,6 @@ async function getJson<T>(url: string): Promise<T> {
   return (await response.json()) as T;
 }
 
-/** A loopback URL for a scheduler URL published as http://host:port. */
-const loopback = (url: string) => `http://127.0.0.1:${new URL(url).port}`;
-
 async function chat(baseUrl: string): Promise<string> {
   const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'EMPTY', maxRetries: 0 });
   const completion = await client.chat.completions.create({
@@ -103,22 +104,21 @@ afterAll(async () => {
 
 describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', () => {
   let schedulerJob = '';
+  let nodeJob = '';
   let workerJob = '';
+  const workersOf = (status: ClusterStatus, job: string) =>
+    status.workers.filter((w) => w.slurm_job_id === job && w.status === 'ready');
 
-  it('runs the scheduler as a CPU-only requeueable job that publishes its URL', async () => {
-    schedulerJob = await submit(
-      'scheduler',
-      [],
-      'launch-scheduler.slurm',
-      [
-        ...'--backend slurm --engine mock --model mock-model --max-nodes 0 --port 0'.split(' '),
-        ...['--log-dir', logDir, '--scheduler-id', sid],
-        ...'--node-acquire-interval 1 --health-check-interval 1 --heartbeat-timeout 5'.split(' '),
-      ],
-      { ES_SCHEDULER_HOST: '127.0.0.1' },
-    );
+  it('runs the scheduler as a CPU-only requeueable job that publishes its URL and acquires a node', async () => {
+    const port = await freePort();
+    schedulerJob = await submit('scheduler', [], 'launch-scheduler.slurm', [
+      ...'--backend slurm --engine mock --model mock-model --max-nodes 1'.split(' '),
+      ...['--tensor-parallel-size', '4', '--host', '127.0.0.1', '--port', String(port)],
+      ...['--worker-base-port', String(await freePort()), '--log-dir', logDir],
+      ...['--scheduler-id', sid, ...FAST],
+    ]);
     await waitFor(
-      `${urlFile} (job output: see below)`,
+      urlFile,
       () => (existsSync(urlFile) ? readFileSync(urlFile, 'utf8') : ''),
       (text) => text !== '',
       90_000,
@@ -126,9 +126,8 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
       throw new Error(`${String(error)}\n${jobOutput('scheduler', schedulerJob)}`);
     });
     schedulerUrl = readFileSync(urlFile, 'utf8').trim();
-    // Listening on 0.0.0.0 with --port 0: the file names the advertised host and real port.
-    expect(schedulerUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    expect(await getJson(`${schedulerUrl}/health`)).toEqual({ status: 'ok', ready_workers: 0 });
+    expect(schedulerUrl).toBe(`http://127.0.0.1:${port}`);
+    expect(await getJson(`${schedulerUrl}/health`)).toMatchObject({ status: 'ok' });
 
     const job = await showJob(schedulerJob);
     expect(job).toMatchObject({ JobState: 'RUNNING', Requeue: '1' });
@@ -136,25 +135,41 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
     expect(readFileSync(join(logDir, 'scheduler.pid'), 'utf8').trim()).toMatch(/^\d+$/);
     expect(readFileSync(join(logDir, 'scheduler.log'), 'utf8')).toContain('serving /v1 on');
     expect(jobOutput('scheduler', schedulerJob)).toContain(`serving at ${schedulerUrl}`);
+
+    // From inside its job, the scheduler submits a GPU node job (2 instances of TP 4).
+    const status = await waitFor(
+      "two ready workers of the scheduler's node job",
+      () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
+      (s) => s.ready_workers === 2,
+      150_000,
+    );
+    nodeJob = status.workers[0]?.slurm_job_id ?? '';
+    expect(nodeJob).not.toBe(schedulerJob);
+    expect((await showJob(nodeJob))?.JobName).toBe(`es-${sid}-mock-model`);
   });
 
-  it('comes back after a requeue (same job id) and publishes its new URL', async () => {
-    expect(schedulerUrl).not.toBe('');
-    const before = schedulerUrl;
+  it('comes back after a requeue (same job id), republishes its URL and re-adopts its node job', async () => {
+    expect(nodeJob).not.toBe('');
     const requeue = await runSlurm('scontrol', ['requeue', schedulerJob]);
     expect(requeue.exitCode).toBe(0);
+    await waitForJob(schedulerJob, (j) => j.JobState === 'RUNNING' && j.Restarts === '1', 120_000);
     await waitFor(
-      'a new URL after the requeue',
+      'the URL file after the restart',
       () => (existsSync(urlFile) ? readFileSync(urlFile, 'utf8').trim() : ''),
-      (text) => text !== '' && text !== before,
-      120_000,
+      (text) => text === schedulerUrl,
+      60_000,
     ).catch((error: unknown) => {
       throw new Error(`${String(error)}\n${jobOutput('scheduler', schedulerJob)}`);
     });
-    schedulerUrl = readFileSync(urlFile, 'utf8').trim();
-    expect(await getJson(`${schedulerUrl}/health`)).toMatchObject({ status: 'ok' });
-    expect(await showJob(schedulerJob)).toMatchObject({ JobState: 'RUNNING', Restarts: '1' });
     expect(jobOutput('scheduler', schedulerJob)).toContain(`job ${schedulerJob} (restart 1)`);
+    // The node job kept running and its workers registered again with the new scheduler.
+    const status = await waitFor(
+      'the node job re-adopted',
+      () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
+      (s) => workersOf(s, nodeJob).length === 2,
+      60_000,
+    );
+    expect(status.workers.map((w) => w.slurm_job_id)).toEqual([nodeJob, nodeJob]);
   });
 
   it('starts a manual worker that registers one engine per allocated GPU and serves /v1', async () => {
@@ -173,26 +188,27 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
     const status = await waitFor(
       'two ready workers of the manual job',
       () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
-      (s) => s.ready_workers === 2,
+      (s) => workersOf(s, workerJob).length === 2,
       150_000,
     ).catch((error: unknown) => {
       throw new Error(`${String(error)}\n${jobOutput('worker', workerJob)}`);
     });
-    expect(status.workers.map((w) => w.slurm_job_id)).toEqual([workerJob, workerJob]);
-    expect(status.workers.map((w) => w.gpus).sort()).toEqual([[0], [1]]);
-    expect(status.workers.every((w) => w.base_url.startsWith('http://127.0.0.1:'))).toBe(true);
-    expect(await chat(schedulerUrl)).not.toBe('');
+    const manual = workersOf(status, workerJob);
+    expect(manual.map((w) => w.gpus).sort()).toEqual([[0], [1]]);
+    expect(manual.every((w) => w.base_url.startsWith('http://127.0.0.1:'))).toBe(true);
+    expect(status.ready_workers).toBe(4);
+    for (let i = 0; i < 4; i += 1) expect(await chat(schedulerUrl)).not.toBe('');
     const served = await getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`);
-    expect(served.workers.reduce((n, w) => n + w.requests_served, 0)).toBe(1);
+    expect(served.workers.reduce((n, w) => n + w.requests_served, 0)).toBe(4);
   });
 
-  it('scancel ends the worker and the scheduler jobs with no process left', async () => {
+  it('scancel ends the manual worker and the scheduler; the node job stays for the next start', async () => {
     expect(workerJob).not.toBe('');
     await runSlurm('scancel', [workerJob]);
     await waitFor(
-      'the scheduler to see the workers leave',
+      'the scheduler to see the manual workers leave',
       () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
-      (s) => s.ready_workers === 0,
+      (s) => workersOf(s, workerJob).length === 0 && s.ready_workers === 2,
       30_000,
     );
     await runSlurm('scancel', [schedulerJob]);
@@ -206,6 +222,14 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
       );
     }
     await expect(fetch(`${schedulerUrl}/health`)).rejects.toThrow();
+    expect(await showJob(nodeJob)).toMatchObject({ JobState: 'RUNNING' });
+    expect(await cancelByNamePrefix(prefix)).toEqual([nodeJob]);
+    await waitFor(
+      `no process of node job ${nodeJob}`,
+      () => processesWithEnv('SLURM_JOB_ID', nodeJob),
+      (left) => left.length === 0,
+      60_000,
+    );
   });
 });
 
@@ -218,8 +242,10 @@ describe('launch-scheduler.sh', () => {
       [
         ...'--backend local --engine mock --model mock-model --max-nodes 1 --port 0'.split(' '),
         ...['--tensor-parallel-size', '8', '--log-dir', localLogDir, '--scheduler-id', `${sid}l`],
+        // Every address: the URL file names ES_SCHEDULER_HOST instead of 0.0.0.0.
+        ...['--host', '0.0.0.0'],
       ],
-      { cwd: dir, timeout: 60_000 },
+      { cwd: dir, timeout: 60_000, env: { ...process.env, ES_SCHEDULER_HOST: '127.0.0.1' } },
     );
     localPid = Number(readFileSync(join(localLogDir, 'scheduler.pid'), 'utf8'));
     expect(alive(localPid)).toBe(true);
@@ -229,7 +255,7 @@ describe('launch-scheduler.sh', () => {
 
     await waitFor(
       'a ready local worker',
-      () => getJson<{ ready_workers: number }>(`${loopback(url)}/health`),
+      () => getJson<{ ready_workers: number }>(`${url}/health`),
       (h) => h.ready_workers === 1,
       30_000,
     );
