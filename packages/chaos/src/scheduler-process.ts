@@ -53,7 +53,8 @@ const CLI = join(repoRoot, 'apps', 'scheduler', 'dist', 'cli.mjs');
 
 function readUrl(logFile: string, from: number): string | undefined {
   if (!existsSync(logFile)) return undefined;
-  const text = readFileSync(logFile, 'utf8').slice(from);
+  // `from` is a byte offset (the log holds multi-byte characters).
+  const text = readFileSync(logFile).subarray(from).toString('utf8');
   for (const line of text.split('\n')) {
     if (!line.includes('serving /v1 on')) continue;
     try {
@@ -130,7 +131,7 @@ export async function startSchedulerProcess(
         return;
       }
       if (proc.exitCode !== null || Date.now() > deadline) {
-        const tail = readFileSync(logFile, 'utf8').slice(from).slice(-2000);
+        const tail = readFileSync(logFile).subarray(from).toString('utf8').slice(-2000);
         throw new ChaosError('START_FAILED', `the scheduler did not start: ${tail}`);
       }
       await new Promise((r) => setTimeout(r, 100));
