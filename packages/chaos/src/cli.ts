@@ -17,6 +17,7 @@ import {
   engineKillScenario,
   engineMisbehaviourScenario,
   hostileScenario,
+  launchFailureScenario,
   preemptionScenario,
   sbatchFailureScenario,
   scaleScenario,
@@ -42,6 +43,8 @@ const FAULTS = [
   'scale',
   'engine-die-mid-stream',
   'engine-crash',
+  'launch-failure',
+  'never-registers',
 ] as const;
 type Fault = (typeof FAULTS)[number];
 
@@ -170,6 +173,30 @@ async function main(): Promise<number> {
           engineFlags,
           durationMs: 30_000,
           concurrency,
+          log,
+        }),
+      );
+    } catch (error) {
+      log(`${name} could not run: ${(error as Error).message}`);
+    }
+  }
+
+  // Jobs that never serve, under their own one-node scheduler.
+  const neverServing: [Fault, string, string[]][] = [
+    ['launch-failure', 'batch script fails at launch', ['exit 1']],
+    ['never-registers', 'job runs, worker never registers', ['sleep 100000']],
+  ];
+  for (const [name, label, setup] of neverServing) {
+    if (!only.has(name)) continue;
+    try {
+      results.push(
+        await launchFailureScenario({
+          logDir: join(logDir, name),
+          schedulerId: `${schedulerId}${name === 'launch-failure' ? 'f' : 'n'}`,
+          label,
+          setup,
+          startupTimeoutS: 15,
+          durationMs: 60_000,
           log,
         }),
       );

@@ -51,6 +51,7 @@ export {
   engineKillScenario,
   engineMisbehaviourScenario,
   hostileScenario,
+  launchFailureScenario,
   liveWorkers,
   preemptionScenario,
   sbatchFailureScenario,

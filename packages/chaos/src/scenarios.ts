@@ -3,7 +3,7 @@
  * `FaultResult` by the checker. Shared by the `reliability` vitest suite (short profile) and
  * `scripts/chaos` (long profile).
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deriveKeys } from '@es/pool';
 import { cancelByNamePrefix, preempt, runSlurm, withStoppedController } from '@es/testkit';
@@ -32,7 +32,12 @@ import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } fr
 import { startLoad, type Load } from './load.js';
 import { maxCallsUnderBackoff, type SbatchMode, type SbatchShim } from './sbatch-shim.js';
 import type { FaultResult } from './report.js';
-import { startSchedulerProcess, type Sampler, type SchedulerProcess } from './scheduler-process.js';
+import {
+  sampleQueue,
+  startSchedulerProcess,
+  type Sampler,
+  type SchedulerProcess,
+} from './scheduler-process.js';
 import type { CapacitySample, QueueSample } from './history.js';
 
 /** What every scenario works with. */
@@ -688,4 +693,88 @@ export async function scaleScenario(
   };
   ctx.log?.(`scale: ${JSON.stringify(result)}`);
   return result;
+}
+
+/**
+ * A one-node deployment whose jobs never serve: set-up lines (shell code of the batch
+ * script, from a config file) that fail at launch (`exit 1`) or never let the worker start
+ * (`sleep`). Runs `durationMs`. Promises: never-registering jobs are cancelled after the
+ * start-up timeout (plus two ticks) and replaced; submissions stay within a backoff bound
+ * (no hot loop of failing jobs); never more than `max_nodes` live jobs.
+ */
+export async function launchFailureScenario(options: {
+  logDir: string;
+  schedulerId: string;
+  label: string;
+  setup: string[];
+  startupTimeoutS: number;
+  durationMs: number;
+  log?: (message: string) => void;
+}): Promise<FaultResult> {
+  await waitForIdleNodes(1, 5 * 60_000);
+  const config = join(options.logDir, 'config.json');
+  mkdirSync(options.logDir, { recursive: true });
+  writeFileSync(config, JSON.stringify({ setup: options.setup }));
+  const scheduler = await startSchedulerProcess({
+    backend: 'slurm',
+    logDir: options.logDir,
+    schedulerId: options.schedulerId,
+    maxNodes: 1,
+    extraArgs: ['--config', config, '--startup-timeout', String(options.startupTimeoutS)],
+  });
+  const queue = sampleQueue(scheduler.jobName);
+  const faultAt = Date.now();
+  try {
+    await sleep(options.durationMs);
+  } finally {
+    await queue.stop();
+    await scheduler.kill('SIGTERM');
+    await cancelByNamePrefix(scheduler.jobName);
+  }
+  const events = scheduler.events().filter((e) => e.time >= faultAt);
+  const submitted = events.filter((e) => e.event === 'submitted');
+  const running = new Map<string, number>();
+  const lateCancels: string[] = [];
+  for (const e of events) {
+    if (e.event === 'running' && e.jobId !== undefined) running.set(e.jobId, e.time);
+    if (e.event === 'cancelled' && e.jobId !== undefined && running.has(e.jobId)) {
+      const ranMs = e.time - (running.get(e.jobId) ?? e.time);
+      if (ranMs > options.startupTimeoutS * 1000 + 5_000) lateCancels.push(e.jobId);
+    }
+  }
+  const neverRegisters = options.setup.some((line) => line.startsWith('sleep'));
+  // A job that never registers is replaced once per start-up timeout; a job that fails at
+  // launch must be retried with a backoff, not once per reconcile tick.
+  const bound = neverRegisters
+    ? Math.ceil(options.durationMs / (options.startupTimeoutS * 1000)) + 1
+    : maxCallsUnderBackoff(options.durationMs);
+  const { max } = maxLiveJobs(queue.samples);
+  const result: FaultResult = {
+    fault: options.label,
+    requests: { sent: 0, succeeded: 0, retried: 0, erroredCleanly: 0, lost: 0 },
+    detectionMs: [],
+    checks: {
+      'submissions beyond the bound': Math.max(0, submitted.length - bound),
+      'jobs cancelled later than start-up timeout + 5 s': lateCancels.length,
+      'over-acquisition': Math.max(0, max - 1),
+      ...(neverRegisters
+        ? {
+            'no job cancelled for not registering': events.some((e) => e.event === 'cancelled')
+              ? 0
+              : 1,
+          }
+        : {}),
+    },
+    notes: [
+      `set-up ${JSON.stringify(options.setup)}, --startup-timeout ${options.startupTimeoutS}: ${submitted.length} submissions in ${Math.round(options.durationMs / 1000)} s (bound ${bound}); events ${JSON.stringify(countBy(events.map((e) => e.event)))}`,
+    ],
+  };
+  options.log?.(`${options.label}: ${JSON.stringify(result)}`);
+  return result;
+}
+
+function countBy(values: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const v of values) out[v] = (out[v] ?? 0) + 1;
+  return out;
 }
