@@ -1,5 +1,6 @@
 /** Machine-readable codes of {@link WorkerError}. */
-export type WorkerErrorCode = 'INVALID_OPTION' | 'INVALID_EXTRA_ARGS' | 'REGISTRATION_FAILED';
+export type WorkerErrorCode =
+  'INVALID_OPTION' | 'INVALID_EXTRA_ARGS' | 'REGISTRATION_FAILED' | 'ENGINE_GUARD_MISSING';
 
 /**
  * The one error class of `@es/worker`. `field` names the option to fix for `INVALID_OPTION`

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import ky from 'ky';
 import type { KyInstance } from 'ky';
 import { SlicePlanError, WORKER_API_PREFIX, deriveKeys, planSlices } from '@es/pool';
@@ -226,12 +227,14 @@ export function createWorker(options: WorkerOptions): Worker {
     const fd = openSync(instance.logFile, 'a');
     let child: ChildProcess;
     try {
-      // Own process group (detached) so stopping kills the engine and all its children.
-      child = spawn(command.command, command.args, {
-        env: { ...env, ...command.env },
-        stdio: ['ignore', fd, fd],
-        detached: true,
-      });
+      // Through the guard, which leads its own process group (detached) so stopping kills
+      // the engine and all its children, and which stops the engine if this process dies
+      // without a chance to do it (SIGKILL, OOM killer).
+      child = spawn(
+        process.execPath,
+        [engineGuardPath(), String(process.pid), '--', command.command, ...command.args],
+        { env: { ...env, ...command.env }, stdio: ['ignore', fd, fd], detached: true },
+      );
     } finally {
       closeSync(fd);
     }
@@ -266,11 +269,15 @@ export function createWorker(options: WorkerOptions): Worker {
     const stable =
       instance.readySince !== undefined && Date.now() - instance.readySince >= stableAfterMs;
     instance.crashes = stable ? 1 : instance.crashes + 1;
+    // The guard exits 127 when it cannot start the engine (the reason is in the engine log).
+    const unstartable = spawnError !== undefined || code === GUARD_SPAWN_FAILED;
     const what = spawnError
       ? `could not start: ${spawnError.message}`
-      : `exited (${signal ?? `code ${String(code)}`})`;
+      : code === GUARD_SPAWN_FAILED
+        ? `could not start (see ${instance.logFile})`
+        : `exited (${signal ?? `code ${String(code)}`})`;
     // A missing executable will not appear by retrying.
-    const give = spawnError !== undefined || instance.crashes > maxRestarts;
+    const give = unstartable || instance.crashes > maxRestarts;
     if (give) {
       instance.state = 'failed';
       instance.reason = `engine ${what}; not restarting after ${instance.crashes} failure(s)`;
@@ -481,13 +488,16 @@ export function createWorker(options: WorkerOptions): Worker {
 
   const waitIdle = async () => {
     const deadline = Date.now() + drainGraceMs;
+    // Every engine that has served (ready, now draining) and is still running: one whose
+    // /metrics cannot be read is busy too (it may be finishing streams while shutting down
+    // its listener on the step's SIGTERM); only its exit or the grace ends the wait.
     const busy = async () => {
       const loads = await Promise.all(
         instances
-          .filter((instance) => instance.state === 'ready' && instance.child)
+          .filter((instance) => instance.readySince !== undefined && instance.child)
           .map((instance) => readLoad(instance)),
       );
-      return loads.some((load) => load !== undefined && load.running + load.waiting > 0);
+      return loads.some((load) => load === undefined || load.running + load.waiting > 0);
     };
     while (Date.now() < deadline && (await busy())) await sleep(250);
   };
@@ -626,6 +636,24 @@ export function createWorker(options: WorkerOptions): Worker {
       }
     },
   };
+}
+
+/** Exit code of the engine guard when the engine could not be started at all. */
+const GUARD_SPAWN_FAILED = 127;
+
+/**
+ * Path of the engine guard script: next to the built module (dist/index.mjs), or, when
+ * this module runs from source (tests), the built one in ../dist.
+ */
+function engineGuardPath(): string {
+  const beside = fileURLToPath(new URL('./engine-guard.mjs', import.meta.url));
+  if (existsSync(beside)) return beside;
+  const built = fileURLToPath(new URL('../dist/engine-guard.mjs', import.meta.url));
+  if (existsSync(built)) return built;
+  throw new WorkerError(
+    'ENGINE_GUARD_MISSING',
+    `engine guard not found at ${beside} (build @es/worker)`,
+  );
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

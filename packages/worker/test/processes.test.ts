@@ -47,6 +47,33 @@ function childrenOf(pid: number): number[] {
   return found;
 }
 
+/** Whether `pid` is a live process (not gone, not a zombie nobody reaped yet). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Options of a worker process running two mock engines (one GPU each) for job `jobId`. */
+function mockWorker(schedulerUrl: string, jobId: string, extra: object = {}): object {
+  return {
+    schedulerUrl,
+    deployment: 'default',
+    engine: 'mock',
+    model: 'mock-model',
+    jobId,
+    basePort: 0,
+    gpusPerNode: 2,
+    visibleDevices: '',
+    logDir: mkdtempSync(join(tmpdir(), 'es-worker-logs-')),
+    probeIntervalMs: 50,
+    ...extra,
+  };
+}
+
 function runWorkerProcess(options: object, env: NodeJS.ProcessEnv = {}): ChildProcess {
   const child = spawn(
     process.execPath,
@@ -91,6 +118,8 @@ describe('the worker with real processes', () => {
       secret: SECRET,
       logDir: bin,
       probeIntervalMs: 50,
+      // The fake always reports requests in flight: the cleanup stop waits this long.
+      drainGraceMs: 300,
       env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
     });
     cleanups.push(() => worker.stop('cleanup'));
@@ -143,20 +172,9 @@ describe('the worker with real processes', () => {
     fake.onDrain = () => {
       if (engineGroups.every((pid) => groupAlive(pid))) drainSeenEnginesAlive += 1;
     };
-    const worker = runWorkerProcess({
-      schedulerUrl: fake.url,
-      deployment: 'default',
-      engine: 'mock',
-      model: 'mock-model',
-      jobId: '88',
-      basePort: 0,
-      gpusPerNode: 2,
-      visibleDevices: '',
-      secret: SECRET,
-      logDir: mkdtempSync(join(tmpdir(), 'es-worker-logs-')),
-      probeIntervalMs: 50,
-      engineExtraArgs: '--tokens-per-second 0',
-    });
+    const worker = runWorkerProcess(
+      mockWorker(fake.url, '88', { secret: SECRET, engineExtraArgs: '--tokens-per-second 0' }),
+    );
     await fake.waitFor(ready('88.0.0'));
     await fake.waitFor(ready('88.0.1'));
     engineGroups.push(...childrenOf(worker.pid ?? 0));
@@ -174,21 +192,7 @@ describe('the worker with real processes', () => {
 
   it('an uncaught error in the worker process still takes its engines down', async () => {
     const fake = await scheduler();
-    const worker = runWorkerProcess(
-      {
-        schedulerUrl: fake.url,
-        deployment: 'default',
-        engine: 'mock',
-        model: 'mock-model',
-        jobId: '99',
-        basePort: 0,
-        gpusPerNode: 2,
-        visibleDevices: '',
-        logDir: mkdtempSync(join(tmpdir(), 'es-worker-logs-')),
-        probeIntervalMs: 50,
-      },
-      { FAIL_AFTER_MS: '1500' },
-    );
+    const worker = runWorkerProcess(mockWorker(fake.url, '99'), { FAIL_AFTER_MS: '1500' });
     await fake.waitFor(ready('99.0.0'));
     await fake.waitFor(ready('99.0.1'));
     const groups = childrenOf(worker.pid ?? 0);
@@ -196,5 +200,29 @@ describe('the worker with real processes', () => {
     expect(await exited(worker)).toBe(1);
     for (const pid of groups)
       await expect.poll(() => groupAlive(pid), { timeout: 2000 }).toBe(false);
+  });
+
+  it('SIGKILL of the worker: the engine guards stop every engine within seconds', async () => {
+    const fake = await scheduler();
+    const worker = runWorkerProcess(mockWorker(fake.url, '66'));
+    await fake.waitFor(ready('66.0.0'));
+    await fake.waitFor(ready('66.0.1'));
+    const guards = childrenOf(worker.pid ?? 0);
+    expect(guards).toHaveLength(2);
+    const engines = guards.flatMap((pid) => childrenOf(pid));
+    expect(engines).toHaveLength(2);
+    const port = (id: string) =>
+      (
+        fake.calls.find((c) => c.route === 'register' && c.workerId === id)?.body as
+          RegisterRequest | undefined
+      )?.port;
+    const url = `http://127.0.0.1:${port('66.0.0') ?? 0}/health`;
+    expect((await fetch(url)).status).toBe(200);
+    const killedAt = Date.now();
+    worker.kill('SIGKILL');
+    for (const pid of [...engines, ...guards])
+      await expect.poll(() => running(pid), { timeout: 6000, interval: 100 }).toBe(false);
+    expect(Date.now() - killedAt).toBeLessThan(5000);
+    await expect(fetch(url)).rejects.toThrow();
   });
 });

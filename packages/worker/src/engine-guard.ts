@@ -1,0 +1,90 @@
+// The engine guard: `node engine-guard.mjs <workerPid> -- <command> [args...]`.
+//
+// The worker starts every engine through this process (the process-group leader) so that
+// an engine never outlives its worker, even a SIGKILLed one: slurmd's proctrack/linuxproc
+// finds a step's processes by parentage, and an engine reparented to init would escape the
+// job's cleanup while holding the GPUs.
+//
+// - The engine runs in the guard's own process group, so the worker's group kill (SIGTERM,
+//   then SIGKILL after its grace) reaches both.
+// - The guard ignores SIGTERM: the worker owns the engine's shutdown; a SIGTERM sent to the
+//   whole group reaches the engine directly, and the guard exits when the engine does.
+// - The guard exits with the engine's exit code (128 + n for a death by signal n), so the
+//   worker's crash detection sees the engine's outcome.
+// - Every POLL_MS it checks that the worker is still alive (its pid exists and is still the
+//   guard's parent); once it is gone the engine gets SIGTERM, then SIGKILL after KILL_MS.
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+
+const POLL_MS = 500;
+const KILL_MS = 3000;
+
+function usage(message: string): never {
+  process.stderr.write(
+    `engine-guard: ${message}\nusage: engine-guard <workerPid> -- <command> [args...]\n`,
+  );
+  process.exit(2);
+}
+
+const [pidArg, separator, command, ...args] = process.argv.slice(2);
+const workerPid = Number(pidArg);
+if (!Number.isInteger(workerPid) || workerPid <= 0) usage(`bad worker pid ${String(pidArg)}`);
+if (separator !== '--' || command === undefined) usage('missing "-- <command>"');
+
+process.on('SIGTERM', () => {
+  // Ignored on purpose: see the header.
+});
+
+const engine = spawn(command, args, { stdio: 'inherit' });
+
+let workerGone = false;
+const workerAlive = (): boolean => {
+  if (process.ppid !== workerPid) return false;
+  try {
+    process.kill(workerPid, 0);
+    return true;
+  } catch (error) {
+    // EPERM means the pid exists (owned by someone else): only ESRCH says it is gone.
+    return (error as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+};
+
+const killEngine = (signal: NodeJS.Signals) => {
+  if (engine.pid === undefined) return;
+  try {
+    // The whole group: the engine's own children (vLLM's workers) go too; the guard
+    // ignores SIGTERM and is about to exit anyway.
+    process.kill(-process.pid, signal);
+  } catch {
+    try {
+      engine.kill(signal);
+    } catch {
+      // Already gone.
+    }
+  }
+};
+
+const poll = setInterval(() => {
+  if (workerGone || workerAlive()) return;
+  workerGone = true;
+  process.stderr.write(`engine-guard: worker ${workerPid} is gone; stopping the engine\n`);
+  killEngine('SIGTERM');
+  setTimeout(() => {
+    killEngine('SIGKILL');
+  }, KILL_MS).unref();
+}, POLL_MS);
+
+engine.once('error', (error) => {
+  process.stderr.write(`engine-guard: could not start ${command}: ${error.message}\n`);
+  process.exit(127);
+});
+
+engine.once('exit', (code, signal) => {
+  clearInterval(poll);
+  if (workerGone && signal !== 'SIGKILL') {
+    // Children the engine left behind in the group go with it.
+    killEngine('SIGKILL');
+  }
+  const signo = signal === null ? 0 : (constants.signals[signal] ?? 0);
+  process.exit(code ?? 128 + signo);
+});
