@@ -28,7 +28,11 @@ export interface ReconcileOptions {
   transientMaxMs: number;
   /** After a policy refusal (QOS limits), retry when one of our jobs leaves or after this (default 5 min). */
   policyRetryMs: number;
-  /** Workers of a job the cluster does not list are taken out after this (default 60 s). */
+  /**
+   * A job the cluster does not list is ended once all its workers are silent (heartbeat
+   * timeout) and it registered longer than this ago (default 60 s). Heartbeating workers of
+   * an unlisted job (e.g. started by hand) keep serving.
+   */
   unlistedGraceMs: number;
   /** Ended jobs stay in the status view this long (default 10 min). */
   endedRetentionMs: number;
@@ -430,24 +434,28 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     }
   }
 
-  // Workers of jobs the cluster does not list (another scheduler id, or a job that ended
-  // before this scheduler started) leave routing after a grace period; workers of a job
-  // known to have ended leave at once.
+  // Jobs the cluster does not list: a worker started by hand outside our jobs, a job of
+  // ours the controller does not list yet, or one that ended while this scheduler was down.
+  // Only a known end or silence tells them apart: a job known to have ended leaves at once;
+  // otherwise a worker that keeps heartbeating is alive wherever it runs, so the job is ended
+  // (late heartbeats fenced) only once none of its workers heartbeated within the timeout and
+  // it registered longer than the grace ago. Such jobs are never tracked, so they neither
+  // count against maxNodes nor get cancelled or replaced.
   const known = new Set(input.deployments.map((d) => d.name));
   for (const job of input.registry.jobs) {
     if (observed.has(job.jobId) || !known.has(job.deployment)) continue;
-    const live = (workersByJob.get(job.jobId) ?? []).filter(
-      (w) => !RETIRED.has(w.state) && !goneNow.has(w.id),
-    );
+    // Workers timing out in this tick still count here: their silence is what ends the job.
+    const live = (workersByJob.get(job.jobId) ?? []).filter((w) => !RETIRED.has(w.state));
     if (live.length === 0) continue;
     const ended = next.jobs[job.jobId]?.endedAt !== undefined;
+    const heartbeating = live.some((w) => !goneNow.has(w.id));
     const oldest = Math.min(...live.map((w) => w.registeredAt));
-    if (ended || now - oldest > options.unlistedGraceMs) {
+    if (ended || (!heartbeating && now - oldest > options.unlistedGraceMs)) {
       actions.push({
         type: 'end-job',
         deployment: job.deployment,
         jobId: job.jobId,
-        reason: ended ? 'job has ended' : 'job not in the cluster list',
+        reason: ended ? 'job has ended' : 'job not in the cluster list and its workers are silent',
       });
     }
   }

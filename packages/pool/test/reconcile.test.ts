@@ -433,16 +433,87 @@ describe('planReconcile: drain notices and jobs leaving RUNNING', () => {
     expect(events(actions)).toContain('failed');
     expect(submits(actions)).toMatchObject([{ replaces: '1' }]);
   });
+});
 
-  it('takes out workers of jobs the list does not show, after a grace', () => {
+describe('planReconcile: jobs the cluster does not list', () => {
+  const MANUAL = '900';
+  const silentEnd = 'job not in the cluster list and its workers are silent';
+  const allCancelled = (a: ReconcileAction[]) =>
+    cancels(a).flatMap((c) => c.jobs.map((j) => j.jobId));
+
+  it('keeps a heartbeating manual job past the grace, uncounted, never cancelled or replaced', () => {
     const w = new World();
-    w.workers = [worker('404', 0, 'ready', { registeredAt: T0 })];
-    expect(ofType(w.tick(), 'end-job')).toHaveLength(0);
-    w.now += options.unlistedGraceMs + 1;
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.workers = [worker(MANUAL, 0, 'ready', { registeredAt: T0 })];
+    // The manual job does not hold a slot: the scheduler fills maxNodes with its own job.
+    let actions = w.tick();
+    expect(submits(actions)).toHaveLength(1);
+    expect(submits(actions)[0]?.replaces).toBeUndefined();
+    w.settle(actions, () => '1');
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers.push(worker('1', 0, 'ready', { registeredAt: T0 }));
+    for (let i = 0; i < 30; i++) {
+      w.now += 10_000;
+      for (const x of w.workers) x.lastHeartbeat = w.now;
+      actions = w.tick();
+      expect(ofType(actions, 'end-job')).toEqual([]);
+      expect(ofType(actions, 'worker-gone')).toEqual([]);
+      expect(allCancelled(actions)).toEqual([]);
+      expect(submits(actions)).toEqual([]);
+    }
+    expect(w.now - T0).toBeGreaterThan(options.unlistedGraceMs * 4);
+    expect(w.state.jobs[MANUAL]).toBeUndefined();
+  });
+
+  it('removes a manual job whose worker goes silent by the heartbeat timeout, without a cancel', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [
+      worker('1', 0, 'ready', { registeredAt: T0 }),
+      worker(MANUAL, 0, 'ready', { registeredAt: T0 }),
+    ];
+    w.tick();
+    w.now += options.unlistedGraceMs + 10_000;
     for (const x of w.workers) x.lastHeartbeat = w.now;
-    expect(ofType(w.tick(), 'end-job')).toMatchObject([
-      { jobId: '404', reason: 'job not in the cluster list' },
+    expect(ofType(w.tick(), 'end-job')).toEqual([]);
+    // Only our job's worker keeps heartbeating.
+    w.now += options.heartbeatTimeoutMs + 1;
+    w.workers[0]!.lastHeartbeat = w.now;
+    const actions = w.tick();
+    expect(ofType(actions, 'worker-gone')).toMatchObject([{ workerId: `${MANUAL}.0.0` }]);
+    expect(ofType(actions, 'end-job')).toMatchObject([{ jobId: MANUAL, reason: silentEnd }]);
+    expect(allCancelled(actions)).toEqual([]);
+    expect(submits(actions)).toEqual([]);
+  });
+
+  it('ends an unlisted job of ours whose workers are silent (it ended while the scheduler was down)', () => {
+    const w = new World();
+    // A restarted scheduler: job 5 is no longer listed; its worker's record is stale.
+    w.workers = [worker('5', 0, 'ready', { registeredAt: T0 - 600_000, lastHeartbeat: T0 })];
+    let actions = w.tick();
+    expect(ofType(actions, 'end-job')).toEqual([]);
+    w.now += options.heartbeatTimeoutMs + 1;
+    actions = w.tick();
+    expect(ofType(actions, 'worker-gone')).toMatchObject([{ workerId: '5.0.0' }]);
+    expect(ofType(actions, 'end-job')).toMatchObject([{ jobId: '5', reason: silentEnd }]);
+    expect(allCancelled(actions)).toEqual([]);
+  });
+
+  it('ends at once a job of ours that left the list, even while its worker still heartbeats', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready', { registeredAt: T0 })];
+    w.tick();
+    w.now += 1000;
+    w.jobs = [];
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    const actions = w.tick();
+    expect(ofType(actions, 'end-job').map((a) => a.reason)).toEqual([
+      'job left the cluster',
+      'job has ended',
     ]);
+    expect(allCancelled(actions)).toEqual([]);
   });
 });
 

@@ -205,6 +205,40 @@ describe('createReconciler', () => {
     ).toEqual(['PENDING', 'RUNNING']);
   });
 
+  it('keeps serving through a worker started by hand, without counting, cancelling or fencing it', async () => {
+    const { reconciler, cluster, registry, clock } = setup();
+    // A manual job (sbatch scripts/launch-worker.slurm): another job name, never listed.
+    registry.register(registration('7000', 0, { state: 'ready', port: 9200 }));
+    expect((await reconciler.tickOnce()).submitted).toEqual(['100', '101']);
+    cluster.set('100', 'RUNNING');
+    cluster.set('101', 'RUNNING');
+    registry.register(registration('100', 0, { state: 'ready' }));
+    registry.register(registration('101', 0, { state: 'ready', port: 9100 }));
+    for (let i = 0; i < 18; i++) {
+      clock.advance(10_000);
+      for (const id of ['7000.0.0', '100.0.0', '101.0.0']) {
+        registry.heartbeat(id, { state: 'ready', restartCount: 0 });
+      }
+      const result = await reconciler.tickOnce();
+      expect(result).toMatchObject({ submitted: [], cancelled: [] });
+    }
+    expect(registry.routable('m').map((w) => w.id)).toContain('7000.0.0');
+    expect(cluster.cancelCalls).toEqual([]);
+    // Silent: out of routing by the heartbeat timeout, still never cancelled.
+    clock.advance(31_000);
+    registry.heartbeat('100.0.0', { state: 'ready', restartCount: 0 });
+    registry.heartbeat('101.0.0', { state: 'ready', restartCount: 0 });
+    const result = await reconciler.tickOnce();
+    expect(result).toMatchObject({ submitted: [], cancelled: [] });
+    expect(
+      registry
+        .routable('m')
+        .map((w) => w.id)
+        .sort(),
+    ).toEqual(['100.0.0', '101.0.0']);
+    expect(cluster.cancelCalls).toEqual([]);
+  });
+
   it('asks for a replacement as soon as a worker drains, not at the next regular tick', async () => {
     const cluster = new MemoryCluster();
     const registry = createRegistry({
