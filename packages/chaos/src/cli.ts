@@ -4,7 +4,7 @@
  * behind a PATH shim), keeps a mixed load running, injects every fault one after another and
  * writes `reports/reliability.md`. Exit code 1 when any promise was broken.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -56,6 +56,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'stop-seconds': { type: 'string', default: '60' },
     'sbatch-fail-seconds': { type: 'string', default: '40' },
+    merge: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -63,7 +64,8 @@ if (values.help) {
   process.stdout.write(
     `usage: scripts/chaos [--out reports/reliability.md] [--max-nodes 3] [--concurrency 8]\n` +
       `                     [--only ${FAULTS.join(',')}]\n` +
-      `                     [--stop-seconds 60] [--sbatch-fail-seconds 40]\n`,
+      `                     [--stop-seconds 60] [--sbatch-fail-seconds 40]\n` +
+      `                     [--merge earlier-run.json] (results of an earlier run to include)\n`,
   );
   process.exit(0);
 }
@@ -93,7 +95,11 @@ async function main(): Promise<number> {
     env: { PATH: shim.path },
   });
   const target = maxNodes * 2;
-  const results: FaultResult[] = [];
+  // Results of an earlier (partial) run come first, so a long run can be done in parts.
+  const results: FaultResult[] =
+    values.merge === undefined
+      ? []
+      : (JSON.parse(readFileSync(values.merge, 'utf8')) as FaultResult[]);
   let ctx: ChaosContext | undefined;
   try {
     await waitForCapacity(() => scheduler.url, target, 180_000, 3_000);
@@ -218,7 +224,8 @@ async function main(): Promise<number> {
         'sent/succeeded/retried (client attempts > 1)/errored cleanly (stream error event or 4xx)/lost (non-streaming failure, silent truncation, hung > 20 s); detection = fault → first scheduler event about it (or first dip of ready capacity); capacity = fault → all workers ready again',
     }),
   );
-  log(`wrote ${out}`);
+  writeFileSync(out.replace(/\.md$/, '') + '.json', `${JSON.stringify(results, null, 2)}\n`);
+  log(`wrote ${out} and its .json`);
   const broken = results.some(
     (r) => r.requests.lost > 0 || Object.values(r.checks).some((n) => n > 0),
   );
