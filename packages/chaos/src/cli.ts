@@ -119,7 +119,7 @@ async function main(): Promise<number> {
       ['preemption-grace', () => preemptionScenario(c, { highJobSeconds: 30, graceTime: 15 })],
       ['engine-kill', () => engineKillScenario(c)],
       ['worker-kill', () => workerKillScenario(c)],
-      ['scheduler-restart', () => schedulerRestartScenario(c, { downMs: 2_000 })],
+      ['scheduler-restart', () => schedulerRestartScenario(c, { downMs: 2_000, clientRetries: 5 })],
       [
         'slurmctld-stop',
         () => controllerStopScenario(c, { stopMs: Number(values['stop-seconds']) * 1000 }),

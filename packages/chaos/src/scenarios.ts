@@ -303,8 +303,14 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
  */
 export async function schedulerRestartScenario(
   ctx: ChaosContext,
-  options: { downMs: number },
+  options: { downMs: number; clientRetries?: number },
 ): Promise<FaultResult> {
+  if (options.clientRetries !== undefined) {
+    // Clients that expect outages longer than openai's default retries (~1.5-3 s) say so;
+    // wait until every request in flight uses the new setting.
+    ctx.load.setMaxRetries(options.clientRetries);
+    await sleep(3_000);
+  }
   const faultAt = Date.now();
   await ctx.scheduler.kill('SIGKILL');
   ctx.log?.('SIGKILLed the scheduler');
@@ -319,7 +325,7 @@ export async function schedulerRestartScenario(
     readyMs = undefined;
   }
   const notes = [
-    `down ${restartAt - faultAt} ms; serving again after ${servingAt - restartAt} ms; all workers ready ${readyMs ?? '—'} ms after that`,
+    `down ${restartAt - faultAt} ms; serving again after ${servingAt - restartAt} ms; all workers ready ${readyMs ?? '—'} ms after that; client maxRetries ${options.clientRetries ?? 2}`,
   ];
   return finish(
     ctx,
@@ -346,7 +352,9 @@ export async function schedulerRestartScenario(
     },
     notes,
     (r) => r.stream && r.start < faultAt && r.outcome === 'reset',
-  );
+  ).finally(() => {
+    if (options.clientRetries !== undefined) ctx.load.setMaxRetries(2);
+  });
 }
 
 /**
