@@ -66,10 +66,15 @@ async function main(): Promise<void> {
       },
       seed: { type: 'number', default: 0, describe: 'Seed of --fail-rate randomness' },
       script: { type: 'string', describe: 'JSON file of {match?, response, finishReason?} rules' },
+      'shutdown-timeout': {
+        type: 'number',
+        default: 30_000,
+        describe: 'After SIGTERM/SIGINT, milliseconds in-flight requests may take to finish',
+      },
       'shutdown-delay': {
         type: 'number',
         default: 0,
-        describe: 'Milliseconds to linger after SIGTERM/SIGINT before exiting',
+        describe: 'Milliseconds to linger after the graceful shutdown before exiting',
       },
     })
     .strict()
@@ -100,14 +105,22 @@ async function main(): Promise<void> {
     },
   });
 
+  // Like uvicorn: the first signal stops accepting and lets in-flight requests finish (up
+  // to --shutdown-timeout); a second one exits at once.
   let stopping = false;
   const stop = (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      console.log(`mock engine: ${signal} received again, exiting now`);
+      process.exit(0);
+    }
     stopping = true;
-    console.log(`mock engine: ${signal} received, shutting down`);
-    setTimeout(() => {
-      void engine.close().then(() => process.exit(0));
-    }, argv['shutdown-delay']);
+    console.log(
+      `mock engine: ${signal} received, shutting down (in-flight requests: up to ${argv['shutdown-timeout']} ms)`,
+    );
+    void engine.shutdown(argv['shutdown-timeout']).then(() => {
+      console.log('mock engine: in-flight requests done, exiting');
+      setTimeout(() => process.exit(0), argv['shutdown-delay']);
+    });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -27,6 +27,12 @@ export interface MockEngine {
   listen(port?: number, host?: string): Promise<string>;
   /** Stop generating, drop every connection and close the port. */
   close(): Promise<void>;
+  /**
+   * Graceful shutdown, as uvicorn/vLLM do on SIGTERM: close the port, answer new requests on
+   * kept-alive connections 503 (`Connection: close`), let the requests in flight (streams
+   * included) finish for up to `timeoutMs` (default 30000), then {@link MockEngine.close}.
+   */
+  shutdown(timeoutMs?: number): Promise<void>;
   /** Current counters and gauges. */
   stats(): MockEngineStats;
 }
@@ -118,6 +124,10 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   let crashed = false;
   let url: string | undefined;
   let closing = false;
+  // Graceful shutdown: requests being answered, and who waits for them to reach zero.
+  let draining = false;
+  let inFlight = 0;
+  const idleWaiters: (() => void)[] = [];
 
   const crash =
     options.onCrash ??
@@ -423,6 +433,17 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   }
 
   const server = createServer((req, res) => {
+    if (draining) {
+      // What uvicorn does with a request on a kept-alive connection once it is shutting down.
+      res.setHeader('connection', 'close');
+      sendError(res, new HttpError(503, 'the engine is shutting down', 'ServiceUnavailableError'));
+      return;
+    }
+    inFlight++;
+    res.once('close', () => {
+      inFlight--;
+      if (inFlight === 0) for (const wake of idleWaiters.splice(0)) wake();
+    });
     route(req, res).catch((error: unknown) => {
       if (error instanceof HttpError) sendError(res, error);
       else sendError(res, new HttpError(500, String(error), 'InternalServerError'));
@@ -439,6 +460,24 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     server.closeAllConnections();
     if (!server.listening) return;
     await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  async function shutdown(timeoutMs = 30_000): Promise<void> {
+    if (!draining) {
+      draining = true;
+      // Stop accepting; connections with nothing in flight go now, the others after their answer.
+      if (server.listening) server.close();
+      server.closeIdleConnections();
+    }
+    if (inFlight > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((resolve) => {
+        idleWaiters.push(resolve);
+        timer = setTimeout(resolve, timeoutMs);
+      });
+      clearTimeout(timer);
+    }
+    await close();
   }
 
   return {
@@ -465,6 +504,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       return url;
     },
     close,
+    shutdown,
     stats,
   };
 }

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createMockEngine } from '../src/index.js';
@@ -316,5 +317,69 @@ describe('load, disconnects and failure injection', () => {
     expect(() => createMockEngine({ script: [{ match: '(', response: 'x' }] })).toThrow(
       /rule 0: "match" is not a valid regex/,
     );
+  });
+});
+
+describe('graceful shutdown', () => {
+  it('finishes the stream in flight, refuses new connections and answers 503 on kept-alive ones', async () => {
+    const { engine, url, client } = await start({ tokensPerSecond: 40 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: ask,
+      max_tokens: 20,
+      stream: true,
+    });
+    // A raw connection with a slow request in flight; a second one follows after the signal.
+    const { port } = new URL(url);
+    const socket = connect(Number(port), '127.0.0.1');
+    let raw = '';
+    socket.on('data', (d: Buffer) => (raw += d.toString()));
+    const socketClosed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const body = JSON.stringify({ model: 'mock-model', prompt: 'hi', max_tokens: 10 });
+    socket.write(
+      `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    await expect.poll(() => engine.stats().running).toBe(2);
+
+    const shutdownAt = Date.now();
+    const shut = engine.shutdown(10_000);
+    socket.write('GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n');
+    await expect(fetch(`${url}/health`)).rejects.toThrow();
+    let text = '';
+    let done = false;
+    for await (const part of stream) {
+      text += part.choices[0]?.delta.content ?? '';
+      if (part.choices[0]?.finish_reason) done = true;
+    }
+    expect(done).toBe(true);
+    expect(text.split(' ')).toHaveLength(20);
+    await shut;
+    expect(Date.now() - shutdownAt).toBeLessThan(5000);
+    await socketClosed;
+    const [first, second] = raw.split(/(?=HTTP\/1\.1 )/);
+    expect(first).toMatch(/^HTTP\/1\.1 200/);
+    expect(first).toContain('"text_completion"');
+    expect(second).toMatch(/^HTTP\/1\.1 503/);
+    expect(second?.toLowerCase()).toContain('connection: close');
+    expect(second).toContain('"type":"ServiceUnavailableError"');
+    expect(engine.stats().completed).toBe(2);
+  });
+
+  it('gives up on requests still running after the shutdown timeout', async () => {
+    const { engine, client } = await start({ tokensPerSecond: 10 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: ask,
+      max_tokens: 100,
+      stream: true,
+    });
+    const started = Date.now();
+    await engine.shutdown(300);
+    expect(Date.now() - started).toBeLessThan(2000);
+    await expect(
+      (async () => {
+        for await (const part of stream) void part;
+      })(),
+    ).rejects.toThrow();
   });
 });

@@ -4,6 +4,7 @@ import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync } from 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deriveKeys } from '@es/pool';
 import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
@@ -224,5 +225,54 @@ describe('the worker with real processes', () => {
       await expect.poll(() => running(pid), { timeout: 6000, interval: 100 }).toBe(false);
     expect(Date.now() - killedAt).toBeLessThan(5000);
     await expect(fetch(url)).rejects.toThrow();
+  });
+
+  it('preemption (worker and engines SIGTERMed together): the stream in flight still completes', async () => {
+    const fake = await scheduler();
+    const worker = runWorkerProcess(
+      mockWorker(fake.url, '55', {
+        secret: SECRET,
+        drainGraceMs: 10_000,
+        engineExtraArgs: '--tokens-per-second 20 --ttft 0',
+      }),
+    );
+    await fake.waitFor(ready('55.0.0'));
+    await fake.waitFor(ready('55.0.1'));
+    const guards = childrenOf(worker.pid ?? 0);
+    expect(guards).toHaveLength(2);
+    const register = fake.calls.find((c) => c.route === 'register' && c.workerId === '55.0.0');
+    const port = (register?.body as RegisterRequest | undefined)?.port ?? 0;
+    const client = new OpenAI({
+      baseURL: `http://127.0.0.1:${port}/v1`,
+      apiKey: keys.engineApiKey,
+      maxRetries: 0,
+    });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 30,
+      stream: true,
+    });
+    let text = '';
+    let finish: string | null | undefined;
+    let signalledAt = 0;
+    for await (const part of stream) {
+      text += part.choices[0]?.delta.content ?? '';
+      finish ??= part.choices[0]?.finish_reason;
+      if (signalledAt === 0 && text.length > 0) {
+        // What slurmstepd does on preemption: SIGTERM to every process of the step at once.
+        signalledAt = Date.now();
+        worker.kill('SIGTERM');
+        for (const pid of guards) process.kill(-pid, 'SIGTERM');
+      }
+    }
+    expect(signalledAt).toBeGreaterThan(0);
+    expect(finish).toBe('length');
+    expect(text.split(' ')).toHaveLength(30);
+    expect(await exited(worker)).toBe(0);
+    // The worker waited for the engine to finish, not for the whole grace.
+    expect(Date.now() - signalledAt).toBeLessThan(8000);
+    expect(fake.calls.filter((call) => call.route === 'drain')).toHaveLength(2);
+    for (const pid of guards) expect(groupAlive(pid)).toBe(false);
   });
 });
