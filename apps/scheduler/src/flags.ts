@@ -138,7 +138,21 @@ export async function parseFlags(argv: string[]): Promise<CliOverrides> {
     })
     .example(SEED_EXAMPLES)
     .fail((message, error) => {
-      const hint = /Unknown argument/.test(message ?? '')
+      // yargs names an unknown flag in both spellings (bogus-flag, bogusFlag): keep the dashed one.
+      message = (message ?? '').replace(
+        /(Unknown arguments?: )(.*)/,
+        (_: string, _head: string, list: string) => {
+          const names = list
+            .split(', ')
+            .filter(
+              (n) =>
+                !/[A-Z]/.test(n) ||
+                !list.includes(n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)),
+            );
+          return `${names.length > 1 ? 'Unknown arguments: ' : 'Unknown argument: '}${names.join(', ')}`;
+        },
+      );
+      const hint = /Unknown argument/.test(message)
         ? ' (a value that starts with "-" needs the --flag=value form, e.g. --slurm-extra="--mem=0")'
         : '';
       throw (
