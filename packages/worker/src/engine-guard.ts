@@ -31,6 +31,10 @@ const workerPid = Number(pidArg);
 if (!Number.isInteger(workerPid) || workerPid <= 0) usage(`bad worker pid ${String(pidArg)}`);
 if (separator !== '--' || command === undefined) usage('missing "-- <command>"');
 
+// Drop the engine's argv from this process's command line, so that `ps`/`pgrep -f` on the
+// engine's flags (its --port, its model) find the engine only.
+process.title = `es-engine-guard (worker ${workerPid})`;
+
 process.on('SIGTERM', () => {
   // Ignored on purpose: see the header.
 });

@@ -3,6 +3,7 @@
  * Tests steer it: answer 404 to the next heartbeat of an id, or 409 to everything.
  */
 import { createServer } from 'node:http';
+import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
 import { WORKER_API_PREFIX, formatWorkerId } from '@es/pool';
 import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
@@ -130,4 +131,15 @@ export function groupAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** Start a chat stream of `maxTokens` tokens on the engine at `engineUrl` (key: the engine's). */
+export function openStream(engineUrl: string, apiKey: string, maxTokens: number) {
+  const client = new OpenAI({ baseURL: `${engineUrl}/v1`, apiKey, maxRetries: 0 });
+  return client.chat.completions.create({
+    model: 'mock-model',
+    messages: [{ role: 'user', content: 'hi' }],
+    max_tokens: maxTokens,
+    stream: true,
+  });
 }

@@ -4,12 +4,11 @@ import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync } from 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { deriveKeys } from '@es/pool';
 import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
 import { createWorker } from '../src/index.js';
-import { groupAlive, startFakeScheduler } from './fake-scheduler.js';
+import { groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
 import type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -242,17 +241,7 @@ describe('the worker with real processes', () => {
     expect(guards).toHaveLength(2);
     const register = fake.calls.find((c) => c.route === 'register' && c.workerId === '55.0.0');
     const port = (register?.body as RegisterRequest | undefined)?.port ?? 0;
-    const client = new OpenAI({
-      baseURL: `http://127.0.0.1:${port}/v1`,
-      apiKey: keys.engineApiKey,
-      maxRetries: 0,
-    });
-    const stream = await client.chat.completions.create({
-      model: 'mock-model',
-      messages: [{ role: 'user', content: 'hello' }],
-      max_tokens: 30,
-      stream: true,
-    });
+    const stream = await openStream(`http://127.0.0.1:${port}`, keys.engineApiKey, 30);
     let text = '';
     let finish: string | null | undefined;
     let signalledAt = 0;

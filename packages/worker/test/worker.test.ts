@@ -7,7 +7,7 @@ import { deriveKeys } from '@es/pool';
 import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
 import { WorkerError, createWorker } from '../src/index.js';
 import type { Worker, WorkerOptions } from '../src/index.js';
-import { groupAlive, startFakeScheduler } from './fake-scheduler.js';
+import { groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
 
 const SECRET = 'test-secret';
 const keys = deriveKeys(SECRET);
@@ -101,17 +101,7 @@ describe('worker against a fake scheduler and real mock engines', () => {
     expect(readFileSync(join(logDir, 'engine-1234.2.0.log'), 'utf8')).toContain('listening');
 
     // The engines enforce the derived API key and serve the OpenAI API, streaming included.
-    const client = new OpenAI({
-      baseURL: `${engineUrl(worker, 1)}/v1`,
-      apiKey: keys.engineApiKey,
-      maxRetries: 0,
-    });
-    const stream = await client.chat.completions.create({
-      model: 'mock-model',
-      messages: [{ role: 'user', content: 'hi' }],
-      max_tokens: 40,
-      stream: true,
-    });
+    const stream = await openStream(engineUrl(worker, 1), keys.engineApiKey, 40);
     const since = Date.now();
     // While the stream runs (40 tokens at 20/s), heartbeats carry running = 1.
     const busy = await scheduler.waitFor(
