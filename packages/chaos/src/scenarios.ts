@@ -164,7 +164,18 @@ async function finish(
   extraChecks: (requests: RequestRecord[], events: SchedulerEvent[]) => Record<string, number>,
   notes: string[] = [],
   excused: (r: RequestRecord) => boolean = () => false,
+  expectDip = true,
 ): Promise<FaultResult> {
+  // Capacity is judged after the fault has shown: a killed worker keeps looking ready
+  // until its job ends or its heartbeat times out.
+  const dipDeadline = Date.now() + 15_000;
+  while (
+    expectDip &&
+    Date.now() < dipDeadline &&
+    !ctx.capacity.samples.some((c) => c.time >= faultAt && c.ready < ctx.target)
+  ) {
+    await sleep(100);
+  }
   try {
     await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000);
   } catch (error) {
@@ -400,6 +411,8 @@ export async function hostileScenario(
       `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB 5 s after`,
       ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),
     ],
+    () => false,
+    false,
   );
   return { ...result, bad };
 }
@@ -432,6 +445,8 @@ export async function controllerStopScenario(
         requests.filter((r) => r.outcome === 'ok' && r.end < resumedAt).length > 0 ? 0 : 1,
     }),
     [`controller frozen ${resumedAt - faultAt} ms`],
+    () => false,
+    false,
   );
 }
 
