@@ -112,4 +112,47 @@ describe('es-mock-engine (real process)', () => {
     expect(await unknown.exited).not.toBe(0);
     expect(unknown.output()).toMatch(/bogus-flag/);
   });
+
+  it('on SIGTERM finishes the stream in flight and exits 0; a second SIGTERM exits at once', async () => {
+    const engine = run(['--port', '0', '--tokens-per-second', '20', '--ttft', '0']);
+    const url = await listening(engine);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 20,
+      stream: true,
+    });
+    let text = '';
+    let finish: string | null | undefined;
+    for await (const part of stream) {
+      if (text === '' && part.choices[0]?.delta.content) engine.child.kill('SIGTERM');
+      text += part.choices[0]?.delta.content ?? '';
+      finish ??= part.choices[0]?.finish_reason;
+    }
+    expect(finish).toBe('length');
+    expect(text.split(' ')).toHaveLength(20);
+    expect(await engine.exited).toBe(0);
+
+    const second = run(['--port', '0', '--tokens-per-second', '1', '--ttft', '0']);
+    const url2 = await listening(second);
+    const client2 = new OpenAI({ baseURL: `${url2}/v1`, apiKey: 'x', maxRetries: 0 });
+    const long = await client2.completions.create({
+      model: 'mock-model',
+      prompt: 'hi',
+      max_tokens: 100,
+      stream: true,
+    });
+    const signalled = Date.now();
+    second.child.kill('SIGTERM');
+    await expect.poll(second.output).toMatch(/shutting down/);
+    second.child.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
+    expect(Date.now() - signalled).toBeLessThan(3000);
+    await expect(
+      (async () => {
+        for await (const part of long) void part;
+      })(),
+    ).rejects.toThrow();
+  });
 });
