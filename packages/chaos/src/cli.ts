@@ -81,6 +81,11 @@ for (const f of only) {
 const log = (m: string) => process.stdout.write(`[chaos ${new Date().toISOString()}] ${m}\n`);
 
 async function main(): Promise<number> {
+  // Results of an earlier (partial) run come first, so a long run can be done in parts.
+  const results: FaultResult[] =
+    values.merge === undefined
+      ? []
+      : (JSON.parse(readFileSync(values.merge, 'utf8')) as FaultResult[]);
   const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-long-'));
   const schedulerId = uniqueJobPrefix('chaos').slice(3, -1);
   const shim = createSbatchShim(join(logDir, 'shim'));
@@ -95,11 +100,7 @@ async function main(): Promise<number> {
     env: { PATH: shim.path },
   });
   const target = maxNodes * 2;
-  // Results of an earlier (partial) run come first, so a long run can be done in parts.
-  const results: FaultResult[] =
-    values.merge === undefined
-      ? []
-      : (JSON.parse(readFileSync(values.merge, 'utf8')) as FaultResult[]);
+
   let ctx: ChaosContext | undefined;
   try {
     await waitForCapacity(() => scheduler.url, target, 180_000, 3_000);
