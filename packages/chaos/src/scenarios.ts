@@ -249,6 +249,14 @@ export async function preemptionScenario(
         'requests to a draining worker': checkDrainRouting(requests, events).length,
         'requests without a worker header': unattributed(requests).length,
         'over-acquisition': overAcquisition(ctx, faultAt),
+        // Streams last ~1.6 s: a grace period longer than that lets every one finish.
+        ...(options.graceTime !== undefined && options.graceTime >= 5
+          ? {
+              'streams cut despite the grace period': requests.filter(
+                (r) => r.stream && r.outcome === 'error-event',
+              ).length,
+            }
+          : {}),
       }),
     );
   } finally {

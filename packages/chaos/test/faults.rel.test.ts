@@ -85,6 +85,10 @@ describe('reliability under load (short profile)', () => {
     expectKept(await preemptionScenario(context(), { highJobSeconds: 20 }));
   });
 
+  it('preemption with GraceTime 15: the drain lets in-flight streams finish', async () => {
+    expectKept(await preemptionScenario(context(), { highJobSeconds: 20, graceTime: 15 }));
+  });
+
   it('SIGKILL of an engine instance: non-streaming requests retried, streams end cleanly', async () => {
     expectKept(await engineKillScenario(context()));
   });
