@@ -45,6 +45,20 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      {
+        resolve,
+        ssr,
+        test: {
+          // Fault injection under load with a recorded history and a checker (@es/chaos).
+          name: 'reliability',
+          include: ['packages/*/test/**/*.rel.test.ts'],
+          exclude: ignored,
+          globalSetup: ['packages/testkit/src/slurm-global-setup.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 300_000,
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });
