@@ -26,7 +26,7 @@ import { createSlurmProvider } from '@es/slurm';
 import type { SchedulerSettings } from './config.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
 import { loadOrCreateSecret } from './secret.js';
-import { createSeedRoutes } from './seed-routes.js';
+import { createSeedRoutes, type DeploymentNote } from './seed-routes.js';
 
 /** A running scheduler. */
 export interface Scheduler {
@@ -125,8 +125,16 @@ export async function startScheduler(
   });
 
   let jobCounts = { pending: 0, running: 0 };
+  let deploymentNotes = new Map<string, DeploymentNote>();
   app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
-  app.route('/', createSeedRoutes({ registry, jobCounts: () => jobCounts }));
+  app.route(
+    '/',
+    createSeedRoutes({
+      registry,
+      jobCounts: () => jobCounts,
+      deploymentNotes: () => deploymentNotes,
+    }),
+  );
   app.route('/', proxy);
 
   let server: ProxyServer;
@@ -218,13 +226,21 @@ export async function startScheduler(
   const countTimer = setInterval(() => {
     let pending = 0;
     let running = 0;
+    const notes = new Map<string, DeploymentNote>();
     for (const d of reconciler.status().deployments) {
+      const note: DeploymentNote = {};
+      if (d.permanentError) note.permanentError = d.permanentError;
+      if (d.backoff) {
+        note.backoff = `${d.backoff.kind} failure, retrying in ${Math.max(0, Math.round((d.backoff.until - Date.now()) / 1000))} s: ${d.backoff.message}`;
+      }
+      notes.set(d.name, note);
       for (const j of d.jobs) {
         if (j.state === 'PENDING' || j.state === 'CONFIGURING') pending += 1;
         else if (j.state === 'RUNNING') running += 1;
       }
     }
     jobCounts = { pending, running };
+    deploymentNotes = notes;
   }, 1000);
   countTimer.unref();
 

@@ -10,6 +10,14 @@ export interface SeedStatusSource {
   registry: Registry;
   /** Jobs of each state the cluster last reported, over all deployments. */
   jobCounts(): { pending: number; running: number };
+  /** Why a deployment is not growing, if it is not: a permanent error or a backoff. */
+  deploymentNotes(): ReadonlyMap<string, DeploymentNote>;
+}
+
+/** What `/cluster_status` says about a deployment beyond the seed's fields. */
+export interface DeploymentNote {
+  permanentError?: string;
+  backoff?: string;
 }
 
 const seedStatus = (w: WorkerInfo): string =>
@@ -74,7 +82,16 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
       offline_workers: workers.filter((w) => seedStatus(w) === 'offline').length,
       pending_slurm_jobs: jobs.pending,
       workers: workers.map((w) => seedWorker(w, tpOf(w.deployment))),
-      deployments: configs.map((d) => ({ name: d.name, model: d.model, max_nodes: d.maxNodes })),
+      deployments: configs.map((d) => {
+        const note = source.deploymentNotes().get(d.name);
+        return {
+          name: d.name,
+          model: d.model,
+          max_nodes: d.maxNodes,
+          permanent_error: note?.permanentError ?? null,
+          backoff: note?.backoff ?? null,
+        };
+      }),
     });
   });
 
