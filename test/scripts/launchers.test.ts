@@ -132,6 +132,6 @@ describe('launch-scheduler.sh', () => {
     );
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('the scheduler exited before serving');
-    expect(result.stderr).toContain('es-scheduler: Unknown arguments: bogus-flag');
+    expect(result.stderr).toContain('es-scheduler: Unknown argument: bogus-flag (');
   });
 });
