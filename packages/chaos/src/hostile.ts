@@ -282,3 +282,43 @@ export function checkHostileAnswers(answers: readonly HostileAnswer[]): HostileA
     }
   });
 }
+
+/**
+ * Slow-loris uploads: `connections` sockets that each send request headers promising a
+ * 1 MB body, then one byte every `byteEveryMs`, for `durationMs`. Resolves to how many the
+ * server closed or answered by itself before the end (the rest are closed by us).
+ */
+export async function slowLoris(
+  url: string,
+  options: { connections: number; durationMs: number; byteEveryMs?: number },
+): Promise<{ opened: number; endedByServer: number; statuses: Record<string, number> }> {
+  const { hostname, port, host } = new URL(url);
+  let endedByServer = 0;
+  const statuses: Record<string, number> = {};
+  const sockets = Array.from({ length: options.connections }, () => {
+    const socket = connect(Number(port), hostname);
+    let mine = false;
+    socket.on('error', () => undefined);
+    socket.once('data', (chunk: Buffer) => {
+      const status = /^HTTP\/1\.[01] (\d{3})/.exec(chunk.toString('latin1'))?.[1] ?? 'other';
+      statuses[status] = (statuses[status] ?? 0) + 1;
+    });
+    socket.on('close', () => {
+      if (!mine) endedByServer++;
+    });
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\ncontent-length: 1048576\r\n\r\n{`,
+    );
+    const timer = setInterval(() => socket.write(' '), options.byteEveryMs ?? 1_000);
+    return {
+      end: () => {
+        mine = !socket.destroyed;
+        clearInterval(timer);
+        socket.destroy();
+      },
+    };
+  });
+  await new Promise((r) => setTimeout(r, options.durationMs));
+  for (const s of sockets) s.end();
+  return { opened: sockets.length, endedByServer, statuses };
+}

@@ -33,7 +33,7 @@ export type {
   RequestRecord,
   SchedulerEvent,
 } from './history.js';
-export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw } from './hostile.js';
+export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw, slowLoris } from './hostile.js';
 export type { HostileAnswer, HostileCase } from './hostile.js';
 export { startLoad, WORKER_HEADERS } from './load.js';
 export type { Load, LoadOptions } from './load.js';

@@ -28,7 +28,13 @@ import {
   rssBytes,
 } from './faults.js';
 import type { RequestRecord, SchedulerEvent } from './history.js';
-import { checkHostileAnswers, hostileCorpus, sendCorpus, type HostileAnswer } from './hostile.js';
+import {
+  checkHostileAnswers,
+  hostileCorpus,
+  sendCorpus,
+  slowLoris,
+  type HostileAnswer,
+} from './hostile.js';
 import { startLoad, type Load } from './load.js';
 import { maxCallsUnderBackoff, type SbatchMode, type SbatchShim } from './sbatch-shim.js';
 import type { FaultResult } from './report.js';
@@ -409,6 +415,8 @@ export async function hostileScenario(
     ...(await sendCorpus(ctx.scheduler.url, corpus)),
   ];
   const bad = checkHostileAnswers(answers);
+  // Slow-loris uploads while the load runs: everyone else must still be served.
+  const loris = await slowLoris(ctx.scheduler.url, { connections: 200, durationMs: 15_000 });
   await sleep(5_000);
   const after = rssBytes(pid);
   const alive = after !== undefined && isAlive(pid);
@@ -424,6 +432,7 @@ export async function hostileScenario(
       'memory not back near baseline (>64 MB above)': grown > 64 * 1024 * 1024 ? 1 : 0,
     }),
     [
+      `${loris.opened} slow-loris uploads (1 byte/s for 15 s): ${loris.endedByServer} ended by the scheduler, answers ${JSON.stringify(loris.statuses)}`,
       `${answers.length} hostile requests (${corpus.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
       `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB 5 s after`,
       ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),
