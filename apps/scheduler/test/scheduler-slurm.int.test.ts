@@ -149,7 +149,7 @@ beforeAll(async () => {
   await waitFor(
     'this file needs 3 idle nodes of the dev cluster (other test runs hold them)',
     async () => {
-      const idle = await runSlurm('sinfo', ['-h', '-p', 'low', '-t', 'idle', '-o', '%n']);
+      const idle = await runSlurm('sinfo', ['-h', '-N', '-p', 'low', '-t', 'idle', '-o', '%N']);
       return idle.stdout.split('\n').filter((l) => l.trim() !== '').length;
     },
     (n) => n >= 3,
