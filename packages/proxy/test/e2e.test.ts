@@ -184,15 +184,24 @@ describe('the openai client through a real socket', () => {
           body: JSON.stringify({ model: 'llama', messages: [], stream: i % 2 === 0 }),
           signal: controller.signal,
         });
-        await res.text();
+        if (i % 8 === 2 && res.body) {
+          // A stream the client walks away from after its first bytes: reached the proxy for sure.
+          const reader = res.body.getReader();
+          await reader.read();
+          controller.abort();
+          await reader.read().catch(() => undefined);
+        } else {
+          await res.text();
+        }
       } catch {
         // aborted on purpose
       }
     });
     await Promise.all(requests);
-    // Requests aborted before they reached the proxy leave no record.
+    // Requests aborted before they reached the proxy (timed aborts) leave no record; every
+    // other request arrived.
     await until(() => records.length === arrived());
-    expect(arrived()).toBeGreaterThan(90);
+    expect(arrived()).toBeGreaterThanOrEqual(90);
     expect(pool.all().map((w) => w.inFlight)).toEqual([0, 0, 0]);
     const outcomes = new Set(records.map((r) => r.outcome));
     expect(outcomes).toContain('ok');
