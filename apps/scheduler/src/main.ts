@@ -233,6 +233,11 @@ export async function startScheduler(
       if (d.backoff) {
         note.backoff = `${d.backoff.kind} failure, retrying in ${Math.max(0, Math.round((d.backoff.until - Date.now()) / 1000))} s: ${d.backoff.message}`;
       }
+      if (d.launchFailures) {
+        const { count, lastJobId, message, until } = d.launchFailures;
+        const wait = Math.max(0, Math.round((until - Date.now()) / 1000));
+        note.launchFailures = `${count} job(s) in a row ended before a worker was ready (last: job ${lastJobId}, ${message}); next replacement in ${wait} s; its output: es logs ${lastJobId}`;
+      }
       notes.set(d.name, note);
       for (const j of d.jobs) {
         if (j.state === 'PENDING' || j.state === 'CONFIGURING') pending += 1;

@@ -18,6 +18,7 @@ export interface SeedStatusSource {
 export interface DeploymentNote {
   permanentError?: string;
   backoff?: string;
+  launchFailures?: string;
 }
 
 const seedStatus = (w: WorkerInfo): string =>
@@ -90,6 +91,7 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
           max_nodes: d.maxNodes,
           permanent_error: note?.permanentError ?? null,
           backoff: note?.backoff ?? null,
+          launch_failures: note?.launchFailures ?? null,
         };
       }),
     });

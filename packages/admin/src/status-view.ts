@@ -204,6 +204,7 @@ export function buildStatus(input: StatusInput): StatusResponse {
       };
       if (d.backoff !== undefined) view.backoff = { ...d.backoff };
       if (d.permanentError !== undefined) view.permanentError = d.permanentError;
+      if (d.launchFailures !== undefined) view.launchFailures = { ...d.launchFailures };
       return view;
     }),
   };

@@ -68,6 +68,11 @@ function note(d: DeploymentView): string {
     const wait = Math.max(0, Math.round((d.backoff.until - Date.now()) / 1000));
     return `backoff ${d.backoff.kind} ${formatDuration(wait)}: ${d.backoff.message}`;
   }
+  if (d.launchFailures) {
+    const { count, lastJobId, message, until } = d.launchFailures;
+    const wait = Math.max(0, Math.round((until - Date.now()) / 1000));
+    return `${count} job(s) failed at launch (last ${lastJobId}: ${message}; es logs ${lastJobId}), next in ${formatDuration(wait)}`;
+  }
   if (d.submitting > 0) return `${d.submitting} submitting`;
   return '';
 }

@@ -81,6 +81,11 @@ export interface DeploymentView {
   backoff?: { kind: 'transient' | 'policy'; until: number; attempts: number; message: string };
   /** A permanent failure stopped submissions until it is fixed. */
   permanentError?: string;
+  /**
+   * Its last `count` jobs in a row ended before any worker was ready (the batch script or
+   * the engine fails to start); the next replacement waits until `until` (ms).
+   */
+  launchFailures?: { count: number; until: number; lastJobId: string; message: string };
   lastErrors: { at: number; action: string; message: string }[];
   jobs: JobView[];
   workers: WorkerView[];

@@ -106,6 +106,25 @@ export interface TrackedJob {
   endedAt?: number;
   /** A replacement was submitted for it (ended or cancelled jobs are replaced once). */
   replaced?: boolean;
+  /** A worker of this job was seen `ready` at least once. */
+  everReady?: boolean;
+  /** Counted as a launch failure (it ended before any worker was ready). */
+  launchFailed?: boolean;
+}
+
+/**
+ * Consecutive jobs of one deployment that ended before any of their workers was ready (the
+ * batch script failed, the worker could not start, every engine failed to load, the job was
+ * held after a launch failure). Replacements back off like transient sbatch failures; the
+ * first job that reaches `ready` resets it.
+ */
+export interface LaunchFailureState {
+  count: number;
+  /** No replacement is submitted before this time. */
+  until: number;
+  lastJobId: string;
+  /** How the last one ended, e.g. `FAILED (NonZeroExitCode)`. */
+  message: string;
 }
 
 /** Everything the reconciler remembers between ticks (plain data). */
@@ -114,6 +133,8 @@ export interface ReconcilerState {
   backoff: Record<string, BackoffState>;
   /** Deployments that stopped submitting after a permanent failure, with the reason. */
   permanent: Record<string, { message: string; at: number }>;
+  /** Deployments whose recent jobs failed at launch. */
+  launchFailures: Record<string, LaunchFailureState>;
   jobs: Record<string, TrackedJob>;
   /** Start time of the last successful list. */
   lastListAt?: number;
@@ -125,7 +146,15 @@ export interface ReconcilerState {
 
 /** An empty state, for the first tick. */
 export function initialReconcilerState(): ReconcilerState {
-  return { submissions: {}, backoff: {}, permanent: {}, jobs: {}, listFailures: 0, seq: 0 };
+  return {
+    submissions: {},
+    backoff: {},
+    permanent: {},
+    launchFailures: {},
+    jobs: {},
+    listFailures: 0,
+    seq: 0,
+  };
 }
 
 /** Input of {@link planReconcile}. */
@@ -139,6 +168,8 @@ export interface ReconcileInput {
   registry: RegistrySnapshot;
   state: ReconcilerState;
   options: ReconcileOptions;
+  /** A number in [0, 1) that jitters the launch-failure backoff (default 0.5). */
+  jitter?: number;
 }
 
 /** One cancellation in the tick's single batched cancel. */
@@ -246,6 +277,19 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     if (reason !== undefined) e.reason = reason;
     actions.push({ type: 'event', event: e });
   };
+  // A job that ended before any worker was ready: its replacement waits (capped doubling).
+  const launchFailed = (tracked: TrackedJob, how: string): void => {
+    if (tracked.everReady === true || tracked.launchFailed === true) return;
+    tracked.launchFailed = true;
+    const count = (next.launchFailures[tracked.deployment]?.count ?? 0) + 1;
+    const base = Math.min(options.transientMaxMs, options.transientInitialMs * 2 ** (count - 1));
+    next.launchFailures[tracked.deployment] = {
+      count,
+      until: now + Math.round(base * (0.5 + 0.5 * (input.jitter ?? 0.5))),
+      lastJobId: tracked.jobId,
+      message: how,
+    };
+  };
 
   // Heartbeat timeouts do not depend on the cluster: serving continues even when the list fails.
   const goneNow = new Set<string>();
@@ -301,6 +345,8 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   for (const job of observed.values()) {
     let tracked = next.jobs[job.id];
     const isNew = tracked === undefined;
+    // Whether this scheduler knows the job's life: seen live before, or submitted by it.
+    let known = !isNew;
     if (tracked === undefined) {
       tracked = {
         jobId: job.id,
@@ -317,6 +363,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
       const ours = Object.values(input.state.submissions).some(
         (s) => s.tag === job.tag || s.jobId === job.id,
       );
+      known = ours;
       if (firstList || !ours) {
         if (isLiveState(job.state)) event('adopted', job.deployment, job.id, `${job.state}`);
       }
@@ -376,6 +423,13 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
       }
       const why = `${job.state}${job.reason ? ` (${job.reason})` : ''}`;
       if (
+        known &&
+        tracked.drainedAt === undefined &&
+        (FAILED.has(job.state) || job.state === 'COMPLETED')
+      ) {
+        launchFailed(tracked, why);
+      }
+      if (
         job.state === 'PREEMPTED' ||
         (tracked.drainedAt !== undefined && job.state === 'COMPLETED')
       ) {
@@ -387,6 +441,11 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     const workers = (workersByJob.get(job.id) ?? []).filter(
       (w) => w.restartCount === job.restartCount,
     );
+    if (tracked.everReady !== true && workers.some((w) => w.state === 'ready')) {
+      // The deployment launches fine again: replacements need not wait any more.
+      tracked.everReady = true;
+      delete next.launchFailures[job.deployment];
+    }
     if (
       tracked.drainedAt === undefined &&
       tracked.retireDrainAt === undefined &&
@@ -477,6 +536,9 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     if (deployment === undefined) continue;
     if (isHeld(job)) {
       cancel(tracked, `held: ${job.reason || job.state}`);
+      // SLURM holds a job whose launch failed (`launch failed requeued held`); admin and
+      // user holds say nothing about the deployment.
+      if (/launch failed/i.test(job.reason)) launchFailed(tracked, `held (${job.reason})`);
       continue;
     }
     if (job.state !== 'RUNNING') continue;
@@ -491,16 +553,16 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
         tracked.runningSince !== undefined &&
         now - tracked.runningSince > options.startupTimeoutMs
       ) {
-        cancel(
-          tracked,
-          `no worker registered within ${Math.round(options.startupTimeoutMs / 1000)} s`,
-        );
+        const why = `no worker registered within ${Math.round(options.startupTimeoutMs / 1000)} s`;
+        cancel(tracked, why);
+        launchFailed(tracked, why);
       }
       continue;
     }
     if (workers.every((w) => RETIRED.has(w.state) || goneNow.has(w.id))) {
       const reasons = [...new Set(workers.map((w) => w.reason ?? w.state))].join('; ');
       cancel(tracked, `all workers gone or failed (${reasons})`);
+      launchFailed(tracked, `every worker failed before it was ready (${reasons})`);
       continue;
     }
     // Time limit: retire ahead of the end so a successor is ready in time.
@@ -596,6 +658,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
       if (exited) backoff.until = now;
       if (backoff.until > now) continue;
     }
+    if ((next.launchFailures[name]?.until ?? 0) > now) continue;
     const toReplace = Object.values(next.jobs)
       .filter(
         (t) =>
@@ -742,10 +805,11 @@ export function settleCancel(
   return next;
 }
 
-/** Clear a deployment's permanent error and backoff so it submits again. */
+/** Clear a deployment's permanent error, backoff and launch-failure wait so it submits again. */
 export function resumeDeployment(state: ReconcilerState, deployment: string): ReconcilerState {
   const next = clone(state);
   delete next.permanent[deployment];
   delete next.backoff[deployment];
+  delete next.launchFailures[deployment];
   return next;
 }

@@ -101,6 +101,11 @@ export interface DeploymentStatus {
   backoff?: { kind: 'transient' | 'policy'; until: number; attempts: number; message: string };
   /** Set when a permanent failure stopped submissions (call `resume` after fixing it). */
   permanentError?: string;
+  /**
+   * Set while the deployment's jobs keep ending before any worker is ready: how many in a
+   * row, the last one, how it ended, and when the next replacement may be submitted.
+   */
+  launchFailures?: { count: number; until: number; lastJobId: string; message: string };
   /** Most recent provider errors, oldest first. */
   lastErrors: { at: number; action: string; message: string }[];
 }
@@ -225,6 +230,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       registry: registry.snapshot(),
       state,
       options: planOptions,
+      jitter: random(),
     });
     state = plan.state;
     result.actions = plan.actions;
@@ -459,6 +465,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
         }
         const permanent = state.permanent[d.name];
         if (permanent !== undefined) out.permanentError = permanent.message;
+        const launch = state.launchFailures[d.name];
+        if (launch !== undefined) out.launchFailures = { ...launch };
         return out;
       });
       const status: ReconcilerStatus = {

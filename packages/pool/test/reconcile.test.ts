@@ -327,7 +327,14 @@ describe('planReconcile: cancellations in one batched call', () => {
     let actions = w.tick();
     expect(cancels(actions)).toHaveLength(1);
     expect(cancels(actions)[0]!.jobs.map((j) => j.jobId)).toEqual(['1', '2', '3', '4', '6']);
-    // Replaced in the same tick (spaced: 2 per tick), not before.
+    // Jobs 1 (launch failed, held) and 6 (every worker failed before ready) failed at launch:
+    // their replacements wait for the launch-failure backoff (2 s doubled once, jittered).
+    expect(submits(actions)).toEqual([]);
+    expect(w.state.launchFailures['m']).toMatchObject({ count: 2, lastJobId: '6' });
+    w.now += 3_000;
+    for (const x of w.workers) x.lastHeartbeat = w.now;
+    actions = w.tick();
+    // Then replaced, spaced: 2 per tick.
     expect(submits(actions).map((s) => s.replaces)).toEqual(['1', '2']);
     // Job 5 runs without a worker: cancelled once the start-up limit passes.
     w.now += options.startupTimeoutMs + 1;
@@ -574,5 +581,95 @@ describe('planReconcile: adoption after a restart', () => {
     expect(submits(actions)).toHaveLength(0);
     expect(ofType(actions, 'note-incarnation')).toMatchObject([{ jobId: '3', restartCount: 2 }]);
     expect(cancels(actions)).toHaveLength(0);
+  });
+});
+
+describe('planReconcile: jobs that fail at launch', () => {
+  /** One deployment of 1 node whose every job ends FAILED before a worker registers. */
+  function failingWorld(): { w: World; run: (seconds: number) => number } {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    let nextId = 100;
+    const run = (seconds: number): number => {
+      let submissions = 0;
+      for (let i = 0; i < seconds; i++) {
+        w.now += 1_000;
+        // Jobs submitted last tick ran and failed (the batch script exits 1 at once).
+        w.jobs = w.jobs.map((j) =>
+          j.state === 'PENDING' ? { ...j, state: 'FAILED', reason: 'NonZeroExitCode' } : j,
+        );
+        const actions = w.tick();
+        w.settle(actions, () => String(nextId++));
+        for (const s of submits(actions)) {
+          submissions++;
+          w.jobs.push(job(String(nextId - 1), 'PENDING', { tag: s.tag }));
+        }
+      }
+      return submissions;
+    };
+    return { w, run };
+  }
+
+  it('backs the replacements off, doubling up to the cap, instead of one per tick', () => {
+    const { w, run } = failingWorld();
+    // One tick a second for a minute: 2, 4, 8, 16, 32 s waits (jitter 0.5 → ×0.75).
+    const submissions = run(60);
+    expect(submissions).toBeGreaterThanOrEqual(4);
+    expect(submissions).toBeLessThanOrEqual(8);
+    const launch = w.state.launchFailures['m']!;
+    // Every job but perhaps the one submitted in the last tick has failed and counted.
+    expect(launch.count).toBeGreaterThanOrEqual(submissions - 1);
+    expect(launch.count).toBeLessThanOrEqual(submissions);
+    expect(launch.message).toBe('FAILED (NonZeroExitCode)');
+    expect(launch.until).toBeGreaterThan(w.now);
+    // The wait never exceeds the cap.
+    run(600);
+    expect(w.state.launchFailures['m']!.until - w.now).toBeLessThanOrEqual(options.transientMaxMs);
+  });
+
+  it('resets once a job of the deployment has a ready worker', () => {
+    const { w, run } = failingWorld();
+    run(20);
+    expect(w.state.launchFailures['m']!.count).toBeGreaterThan(1);
+    // The user fixes the set-up: the next job runs and its worker becomes ready.
+    w.now += 120_000;
+    w.jobs = w.jobs.filter((j) => j.state !== 'PENDING');
+    let actions = w.tick();
+    expect(submits(actions)).toHaveLength(1);
+    w.settle(actions, () => '900');
+    w.jobs.push(job('900', 'RUNNING', { tag: submits(actions)[0]!.tag }));
+    w.workers = [worker('900', 0, 'ready', { lastHeartbeat: w.now + 1_000 })];
+    w.now += 1_000;
+    w.tick();
+    expect(w.state.launchFailures['m']).toBeUndefined();
+    // A later failure of that (once ready) job is not a launch failure: replaced at once.
+    w.now += 1_000;
+    w.jobs = [job('900', 'FAILED', { tag: w.jobs.at(-1)!.tag })];
+    w.workers[0]!.state = 'gone';
+    actions = w.tick();
+    expect(w.state.launchFailures['m']).toBeUndefined();
+    expect(submits(actions)).toMatchObject([{ replaces: '900' }]);
+  });
+
+  it('does not count preemption, user holds or jobs that ended before this scheduler saw them', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 3 })];
+    // Adopted on the first list, already ended: nothing is known about their launch.
+    w.jobs = [job('1', 'FAILED'), job('2', 'PENDING', { reason: 'JobHeldUser' })];
+    w.tick();
+    expect(w.state.launchFailures['m']).toBeUndefined();
+    // A running job preempted (drain notice, then PREEMPTED) before its engines were ready.
+    w.jobs = [job('3', 'RUNNING')];
+    w.workers = [worker('3', 0, 'loading', { lastHeartbeat: w.now })];
+    w.now += 1_000;
+    w.tick();
+    w.workers[0]!.state = 'draining';
+    w.workers[0]!.lastHeartbeat = w.now + 1_000;
+    w.now += 1_000;
+    w.tick();
+    w.jobs = [job('3', 'PREEMPTED')];
+    w.now += 1_000;
+    w.tick();
+    expect(w.state.launchFailures['m']).toBeUndefined();
   });
 });
