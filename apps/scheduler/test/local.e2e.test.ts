@@ -3,6 +3,7 @@
  * --engine mock` (worker processes and mock engines on this machine, no SLURM), used
  * through the official `openai` client and the seed's status endpoints, then stopped.
  */
+import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -57,6 +58,49 @@ afterAll(async () => {
 });
 
 describe('es-scheduler --backend local --engine mock', () => {
+  /**
+   * A client that sends a 40 MB body on a raw socket with `Connection: close`, writing all
+   * of it without waiting for an answer, as an uploading client does. Prints `ok` (or the
+   * socket's first error code, e.g. EPIPE) and what the server sent before the connection
+   * ended.
+   */
+  const UPLOADER = `
+    const net = require('node:net');
+    const [port, bytes, chunked] = process.argv.slice(1).map(Number);
+    const socket = net.connect(port, '127.0.0.1');
+    let answer = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (d) => (answer += d));
+    let failure = '';
+    socket.on('error', (e) => (failure ||= e.code));
+    socket.on('close', () => process.stdout.write((failure || 'ok') + '\\n' + answer));
+    socket.write('POST /v1/chat/completions HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n' +
+      'Content-Type: application/json\\r\\nConnection: close\\r\\n' +
+      (chunked ? 'Transfer-Encoding: chunked\\r\\n\\r\\n' : 'Content-Length: ' + bytes + '\\r\\n\\r\\n'));
+    const piece = Buffer.alloc(1024 * 1024, 0x20);
+    const frame = chunked
+      ? Buffer.concat([Buffer.from(piece.length.toString(16) + '\\r\\n'), piece, Buffer.from('\\r\\n')])
+      : piece;
+    let sent = 0;
+    const pump = () => {
+      while (sent < bytes) {
+        sent += piece.length;
+        if (!socket.write(frame)) return socket.once('drain', pump);
+      }
+      if (chunked) socket.write('0\\r\\n\\r\\n');
+    };
+    pump();
+  `;
+  const upload = (url: string, bytes: number, chunked: boolean): Promise<string> =>
+    new Promise((resolve, reject) => {
+      execFile(
+        process.execPath,
+        ['-e', UPLOADER, new URL(url).port, String(bytes), chunked ? '1' : '0'],
+        { timeout: 30_000 },
+        (error, stdout) => (error ? reject(error) : resolve(stdout)),
+      );
+    });
+
   it('serves chat, completions, embeddings, models and streams through /v1', async () => {
     const models = await client.models.list();
     expect(models.data.map((m) => m.id)).toEqual(['mock-model']);
@@ -178,6 +222,25 @@ describe('es-scheduler --backend local --engine mock', () => {
         expect.arrayContaining(['base_url', 'hostname', 'requests_served', 'status', 'worker_id']),
       );
     }
+  });
+
+  it('answers 413 (not a reset) to 40 MB sent with Connection: close, declared or chunked', async () => {
+    const url = scheduler.url;
+    const size = 40 * 1024 * 1024;
+    const answers: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      answers.push(await upload(url, size, false));
+      answers.push(await upload(url, size, true));
+    }
+    // Every byte written without EPIPE or a reset, then the whole 413 read.
+    expect(answers.map((a) => a.split('\n')[0])).toEqual(Array(6).fill('ok'));
+    expect(answers.map((a) => a.split('\r\n')[0]!.split('\n')[1])).toEqual(
+      Array(6).fill('HTTP/1.1 413 Payload Too Large'),
+    );
+    const body = answers[0]!.slice(answers[0]!.indexOf('\r\n\r\n') + 4);
+    expect(JSON.parse(body)).toMatchObject({
+      error: { code: 'request_too_large', type: 'invalid_request_error' },
+    });
   });
 
   it('stops on SIGTERM with exit 0 and leaves no worker or engine process behind', async () => {

@@ -27,33 +27,61 @@ export function tooLarge(limit: number): ProxyError {
   );
 }
 
-/** Read a Node request body, stopping as soon as it exceeds `limit`. */
-export function readNodeBody(incoming: IncomingMessage, limit: number): Promise<Buffer> {
-  const declared = Number(incoming.headers['content-length']);
-  if (declared > limit) return Promise.reject(tooLarge(limit));
+/** Longest time an oversized body is read and discarded before its 413 is sent. */
+export const DISCARD_DEADLINE_MS = 10_000;
+
+/**
+ * Read a Node request body, keeping at most `limit` bytes. A larger body (declared or
+ * streamed) is read to its end and discarded before the 413 is answered: closing a
+ * connection (`Connection: close`) while the client is still sending makes the kernel answer
+ * its next bytes with a reset, which destroys the 413 before the client reads it (RFC 9112
+ * §9.6, "lingering close"). The discarding stops after `discardDeadlineMs`.
+ */
+export function readNodeBody(
+  incoming: IncomingMessage,
+  limit: number,
+  discardDeadlineMs = DISCARD_DEADLINE_MS,
+): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let discarding = false;
+    let timer: NodeJS.Timeout | undefined;
+    const startDiscarding = () => {
+      discarding = true;
+      chunks.length = 0;
+      timer = setTimeout(finishDiscarding, discardDeadlineMs);
+      timer.unref();
+    };
+    const finishDiscarding = () => {
+      cleanup();
+      // Whatever still arrives is dropped, never buffered.
+      incoming.resume();
+      reject(tooLarge(limit));
+    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
+      if (discarding) return;
       if (size > limit) {
-        cleanup();
-        // Keep reading (and discarding) so the 413 can be written on a sane connection.
-        incoming.resume();
-        reject(tooLarge(limit));
+        startDiscarding();
         return;
       }
       chunks.push(chunk);
     };
     const onEnd = () => {
+      if (discarding) {
+        finishDiscarding();
+        return;
+      }
       cleanup();
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
     const onError = (error: Error) => {
       cleanup();
-      reject(error);
+      reject(discarding ? tooLarge(limit) : error);
     };
     const cleanup = () => {
+      if (timer !== undefined) clearTimeout(timer);
       incoming.off('data', onData);
       incoming.off('end', onEnd);
       incoming.off('error', onError);
@@ -63,6 +91,7 @@ export function readNodeBody(incoming: IncomingMessage, limit: number): Promise<
     incoming.on('end', onEnd);
     incoming.on('error', onError);
     incoming.on('aborted', onError);
+    if (Number(incoming.headers['content-length']) > limit) startDiscarding();
   });
 }
 
