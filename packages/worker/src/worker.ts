@@ -146,7 +146,19 @@ interface Instance {
 
 const NOOP_LOGGER: WorkerLogger = { info() {}, warn() {}, error() {} };
 
+/** The scheduler answered 409: this incarnation must exit. The message is the scheduler's. */
 class Fenced extends Error {}
+
+/** The `error.message` of an OpenAI-shaped error body, else the text itself (trimmed). */
+function errorMessage(text: string): string {
+  try {
+    const message = (JSON.parse(text) as { error?: { message?: unknown } }).error?.message;
+    if (typeof message === 'string' && message !== '') return message;
+  } catch {
+    // Not JSON: use the text.
+  }
+  return text.trim().slice(0, 500) || 'no reason given';
+}
 
 /**
  * Creates the worker daemon of one node: one engine instance per GPU slice, registered
@@ -388,7 +400,7 @@ export function createWorker(options: WorkerOptions): Worker {
         log.info({ workerId: registered.workerId }, `instance ${instance.index} registered`);
         return;
       }
-      if (status === 409) throw new Fenced(text);
+      if (status === 409) throw new Fenced(errorMessage(text));
       if (status === 401 || status === 403 || status === 400 || status === 422) {
         throw new WorkerError(
           'REGISTRATION_FAILED',
@@ -416,7 +428,8 @@ export function createWorker(options: WorkerOptions): Worker {
       const response = await api.post(`${encodeURIComponent(instance.workerId)}/heartbeat`, {
         json: body,
       });
-      await response.body?.cancel();
+      const answer = response.status === 409 ? await response.text() : '';
+      if (response.status !== 409) await response.body?.cancel();
       if (response.status === 404 && !stopping) {
         log.warn(
           { workerId: instance.workerId },
@@ -424,7 +437,7 @@ export function createWorker(options: WorkerOptions): Worker {
         );
         await register(instance);
       } else if (response.status === 409) {
-        throw new Fenced(`heartbeat of ${instance.workerId} fenced`);
+        throw new Fenced(errorMessage(answer));
       }
     } catch (error) {
       if (error instanceof Fenced || error instanceof WorkerError) {
@@ -449,7 +462,7 @@ export function createWorker(options: WorkerOptions): Worker {
     if (stopping) return;
     const fenced = error instanceof Fenced;
     const reason = fenced
-      ? 'fenced by the scheduler (a newer incarnation of this job registered)'
+      ? `fenced by the scheduler: ${(error as Fenced).message}`
       : String(error instanceof Error ? error.message : error);
     log.error({}, `worker stopping: ${reason}`);
     void shutdown(reason, { drain: false, code: 1 });

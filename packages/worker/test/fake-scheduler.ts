@@ -100,7 +100,13 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
           res.end(JSON.stringify(value));
         };
         if (scheduler.fence) {
-          send(409, { error: { message: 'fenced', type: 'conflict', code: 'fenced' } });
+          send(409, {
+            error: {
+              message: 'job 1234 incarnation 2 has ended: exit',
+              type: 'conflict',
+              code: 'fenced',
+            },
+          });
           return;
         }
         if (route === 'register') {
