@@ -104,23 +104,17 @@ if [ "$foreground" -eq 0 ]; then
 fi
 
 echo "$$" >"$pid_file"
-# Only lines written by this start count (the log is appended to across restarts).
-offset="$(stat -c %s "$log_file" 2>/dev/null || echo 0)"
 scheduler_pid="$$"
 (
+  # The scheduler writes its URL file once it serves (the URL its workers use: a wildcard
+  # listen address becomes $ES_SCHEDULER_HOST, else the host name).
   deadline=$((SECONDS + timeout))
   while kill -0 "$scheduler_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-    url="$(tail -c "+$((offset + 1))" "$log_file" 2>/dev/null |
-      sed -n 's/.*"msg":"serving \/v1 on \(http[^ "]*\).*/\1/p' | head -n 1)"
-    if [ -n "$url" ]; then
-      host="${ES_SCHEDULER_HOST:-$(cat /proc/sys/kernel/hostname 2>/dev/null || uname -n)}"
-      url="$(printf '%s' "$url" | sed -e "s#//0\.0\.0\.0:#//$host:#" -e "s#//\[::\]:#//$host:#")"
-      printf '%s\n' "$url" >"$url_file.tmp"
-      mv "$url_file.tmp" "$url_file"
-      echo "launch-scheduler: serving at $url (log $log_file)" >&2
+    if [ -s "$url_file" ]; then
+      echo "launch-scheduler: serving at $(head -n 1 "$url_file") (log $log_file)" >&2
       exit 0
     fi
-    sleep 0.5
+    sleep 0.2
   done
 ) &
 echo "launch-scheduler: starting es-scheduler $* (pid $$, log $log_file)" >&2

@@ -3,9 +3,9 @@
  * status routes, all served on one port. No policy lives here.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isAbsolute, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { mountAdmin, type AdminApi } from '@es/admin';
@@ -67,7 +67,9 @@ function defaultWorkerCommand(): string[] {
 /** URL the workers use to reach the scheduler. */
 function advertisedUrl(host: string, port: number, backend: 'slurm' | 'local'): string {
   if (backend === 'local') return `http://127.0.0.1:${port}`;
-  const name = host === '0.0.0.0' || host === '::' ? hostname() : host;
+  // A wildcard listen address is advertised as $ES_SCHEDULER_HOST, else the host name.
+  const name =
+    host === '0.0.0.0' || host === '::' ? process.env.ES_SCHEDULER_HOST || hostname() : host;
   return `http://${name.includes(':') ? `[${name}]` : name}:${port}`;
 }
 
@@ -161,6 +163,11 @@ export async function startScheduler(
     workerCommand: options.workerCommand ?? defaultWorkerCommand(),
     anyPort: backend === 'local',
   };
+  // Workers re-read this file (ES_SCHEDULER_URL_FILE) when the scheduler is unreachable, so
+  // a scheduler requeued to another node or restarted on another port finds them again.
+  const urlFile = join(logDir, 'scheduler-url');
+  writeFileSync(`${urlFile}.${process.pid}.tmp`, `${ctx.schedulerUrl}\n`);
+  renameSync(`${urlFile}.${process.pid}.tmp`, urlFile);
   const reconciler = createReconciler({
     registry,
     provider,
@@ -290,6 +297,12 @@ export async function startScheduler(
       if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
       unsubscribe();
       admin.close();
+      // A stale URL would send workers and users to a scheduler that is gone.
+      try {
+        if (readFileSync(urlFile, 'utf8').trim() === ctx.schedulerUrl) rmSync(urlFile);
+      } catch {
+        // Already gone or replaced by a newer scheduler.
+      }
     })());
   return {
     url: server.url,

@@ -3,6 +3,7 @@
  * script (or the local provider) runs. Pure, so the exact argv is table-tested.
  */
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
+import { join } from 'node:path';
 import { WORKER_ENV } from '@es/pool';
 import { shellQuote } from '@es/slurm';
 import type { DeploymentSettings } from './config.js';
@@ -82,6 +83,7 @@ export function workerRequest(d: DeploymentSettings, ctx: NodeRequestContext): N
     command: workerArgs(d, ctx),
     env: {
       [WORKER_ENV.schedulerUrl]: ctx.schedulerUrl,
+      [WORKER_ENV.schedulerUrlFile]: join(ctx.logDir, 'scheduler-url'),
       [WORKER_ENV.secretFile]: ctx.secretFile,
       [WORKER_ENV.deployment]: d.name,
     },

@@ -4,7 +4,7 @@
  * through the official `openai` client and the seed's status endpoints, then stopped.
  */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -257,6 +257,43 @@ describe('es-scheduler --backend local --engine mock', () => {
     );
     expect(left).toEqual([]);
     expect(scheduler.logs.some((l) => /SIGTERM/.test(l.msg))).toBe(true);
+  });
+});
+
+describe('a scheduler that comes back on another port', () => {
+  it('is found by its running workers through <log dir>/scheduler-url: nothing resubmitted', async () => {
+    const logDir = join(dir, 'moved-logs');
+    const args = [...RUN_MODE.slice(0, -4), '--max-nodes', '1', '--tensor-parallel-size', '4'];
+    const first = await startSchedulerProcess({
+      args: [...args, ...FAST_FLAGS, '--scheduler-id', 'e2e-moved'],
+      logDir,
+    });
+    expect(readFileSync(join(logDir, 'scheduler-url'), 'utf8')).toBe(`${first.url}\n`);
+    const before = await waitFor(
+      '2 ready workers',
+      () => first.readyWorkerIds(),
+      (ids) => ids.length === 2,
+      30_000,
+    );
+    // SIGKILL: the local jobs (worker processes) keep running, as SLURM jobs would.
+    await first.stop('SIGKILL');
+    const second = await startSchedulerProcess({
+      args: [...args, ...FAST_FLAGS, '--scheduler-id', 'e2e-moved'],
+      logDir,
+    });
+    expect(second.port).not.toBe(first.port);
+    expect(readFileSync(join(logDir, 'scheduler-url'), 'utf8')).toBe(`${second.url}\n`);
+    const after = await waitFor(
+      'the same 2 workers ready at the new address',
+      () => second.readyWorkerIds(),
+      (ids) => ids.length === 2,
+      20_000,
+    );
+    expect(after.sort()).toEqual(before.sort());
+    expect(second.logs.filter((l) => l.event === 'submitted')).toHaveLength(0);
+    await second.stop('SIGTERM', 20_000);
+    // A stopped scheduler takes its URL back.
+    expect(existsSync(join(logDir, 'scheduler-url'))).toBe(false);
   });
 });
 

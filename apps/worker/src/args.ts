@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WORKER_ENV } from '@es/pool';
 import type { EngineKind } from '@es/pool';
@@ -6,6 +7,7 @@ import yargs from 'yargs';
 /** Everything `es-worker` was asked to do, validated, with defaults applied. */
 export interface WorkerArgs {
   schedulerUrl: string;
+  schedulerUrlFile: string | undefined;
   deployment: string;
   engine: EngineKind;
   model: string;
@@ -59,8 +61,17 @@ function defaultDeployment(servedModelName: string | undefined, model: string): 
   return (cleaned || 'model').slice(0, 63);
 }
 
+/** The first line of a file, trimmed; undefined when it cannot be read or is empty. */
+function firstLine(file: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').split('\n')[0]?.trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * Parse `es-worker` flags. Environment fallbacks: `ES_SCHEDULER_URL`, `ES_DEPLOYMENT`,
+ * Parse `es-worker` flags. Environment fallbacks: `ES_SCHEDULER_URL`, `ES_SCHEDULER_URL_FILE`, `ES_DEPLOYMENT`,
  * `ES_SECRET_FILE`, `SLURM_JOB_ID`, `SLURM_RESTART_COUNT`.
  */
 export async function parseWorkerArgs(
@@ -73,7 +84,11 @@ export async function parseWorkerArgs(
     .options({
       'scheduler-url': {
         type: 'string',
-        describe: `Scheduler base URL, e.g. http://login1:8780 (env ${WORKER_ENV.schedulerUrl})`,
+        describe: `Scheduler base URL, e.g. http://login1:8780 (env ${WORKER_ENV.schedulerUrl}; else the first line of --scheduler-url-file)`,
+      },
+      'scheduler-url-file': {
+        type: 'string',
+        describe: `File naming the scheduler's current URL, followed when the scheduler moves (env ${WORKER_ENV.schedulerUrlFile}; the scheduler writes <log dir>/scheduler-url)`,
       },
       engine: { choices: ENGINES, default: 'vllm' as EngineKind, describe: 'Inference engine' },
       model: { type: 'string', describe: 'Model path or hub id' },
@@ -145,11 +160,17 @@ export async function parseWorkerArgs(
     })
     .parseAsync();
 
-  const schedulerUrl = parsed['scheduler-url'] ?? env[WORKER_ENV.schedulerUrl];
+  const schedulerUrlFile = parsed['scheduler-url-file'] ?? env[WORKER_ENV.schedulerUrlFile];
+  const schedulerUrl =
+    parsed['scheduler-url'] ??
+    env[WORKER_ENV.schedulerUrl] ??
+    (schedulerUrlFile === undefined ? undefined : firstLine(schedulerUrlFile));
   if (!schedulerUrl) {
     throw new WorkerArgsError(
       'scheduler-url',
-      `--scheduler-url is required: pass --scheduler-url http://<scheduler-host>:<port> or set ${WORKER_ENV.schedulerUrl}`,
+      schedulerUrlFile === undefined
+        ? `--scheduler-url is required: pass --scheduler-url http://<scheduler-host>:<port> or set ${WORKER_ENV.schedulerUrl}`
+        : `no scheduler URL: --scheduler-url-file ${schedulerUrlFile} is missing or empty (is the scheduler serving?); pass --scheduler-url http://<scheduler-host>:<port>`,
     );
   }
   try {
@@ -199,6 +220,7 @@ export async function parseWorkerArgs(
   const servedModelName = parsed['served-model-name'];
   return {
     schedulerUrl,
+    schedulerUrlFile,
     deployment:
       parsed.deployment ?? env[WORKER_ENV.deployment] ?? defaultDeployment(servedModelName, model),
     engine: parsed.engine,

@@ -31,6 +31,7 @@ export function readSecret(file: string, logger: WorkerLogger): string {
 export function toWorkerOptions(args: WorkerArgs, logger: WorkerLogger): WorkerOptions {
   return {
     schedulerUrl: args.schedulerUrl,
+    ...(args.schedulerUrlFile === undefined ? {} : { schedulerUrlFile: args.schedulerUrlFile }),
     deployment: args.deployment,
     engine: args.engine,
     model: args.model,

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { WorkerArgsError, parseWorkerArgs } from '../src/args.js';
 
@@ -77,6 +80,27 @@ describe('es-worker flags', () => {
       { ES_SCHEDULER_URL: 'http://127.0.0.1:8780', SLURM_JOB_ID: '4242', SLURM_RESTART_COUNT: '2' },
     );
     expect(flagsWin).toMatchObject({ schedulerUrl: 'http://x:1', jobId: '7', restartCount: 0 });
+  });
+
+  it('takes the URL from --scheduler-url-file (or ES_SCHEDULER_URL_FILE) and keeps the file to follow', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-worker-args-'));
+    const file = join(dir, 'scheduler-url');
+    writeFileSync(file, 'http://login2:8781\n');
+    const fromFlag = await parseWorkerArgs(['--model', 'm', '--scheduler-url-file', file], {});
+    expect(fromFlag).toMatchObject({ schedulerUrl: 'http://login2:8781', schedulerUrlFile: file });
+    // The scheduler's environment: the URL it started with, and the file to follow.
+    const fromEnv = await parseWorkerArgs(['--model', 'm'], {
+      ES_SCHEDULER_URL: 'http://login1:8780',
+      ES_SCHEDULER_URL_FILE: file,
+    });
+    expect(fromEnv).toMatchObject({ schedulerUrl: 'http://login1:8780', schedulerUrlFile: file });
+    const missing = join(dir, 'nope');
+    await expect(
+      parseWorkerArgs(['--model', 'm', '--scheduler-url-file', missing], {}),
+    ).rejects.toMatchObject({
+      flag: 'scheduler-url',
+      message: `no scheduler URL: --scheduler-url-file ${missing} is missing or empty (is the scheduler serving?); pass --scheduler-url http://<scheduler-host>:<port>`,
+    });
   });
 
   it.each([

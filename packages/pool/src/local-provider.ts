@@ -565,7 +565,15 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       for (const job of pending.splice(0)) end(job, 'CANCELLED', 'provider closed');
       const running = [...jobs.values()].filter((job) => job.exited && !ENDED.has(job.state));
       for (const job of running) terminate(job, 'cancel');
-      await Promise.all(running.map((job) => job.exited));
+      // Children and kill timers are unref'd: without a ref'd handle the process would
+      // exit (code 0) in the middle of this await, before the SIGKILL fallback and before
+      // the caller's next steps.
+      const hold = setInterval(() => undefined, 1_000);
+      try {
+        await Promise.all(running.map((job) => job.exited));
+      } finally {
+        clearInterval(hold);
+      }
     },
   };
 }

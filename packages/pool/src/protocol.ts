@@ -121,6 +121,8 @@ export function deriveKeys(secret: string): DerivedKeys {
 /** Environment variables the scheduler sets for a worker (batch script or local spawn). */
 export const WORKER_ENV = {
   schedulerUrl: 'ES_SCHEDULER_URL',
+  /** File whose first line is the scheduler's current URL (it writes `<log dir>/scheduler-url`). */
+  schedulerUrlFile: 'ES_SCHEDULER_URL_FILE',
   secretFile: 'ES_SECRET_FILE',
   deployment: 'ES_DEPLOYMENT',
 } as const;

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +33,13 @@ export interface WorkerLogger {
 export interface WorkerOptions {
   /** Scheduler base URL, e.g. `http://login1:8780`. */
   schedulerUrl: string;
+  /**
+   * A file whose first line is the scheduler's current URL (`<log dir>/scheduler-url`). While
+   * the scheduler is unreachable the worker re-reads it (at most once a second) and follows a
+   * new URL: a scheduler requeued to another node or restarted on another port finds its
+   * workers again (they register anew with it).
+   */
+  schedulerUrlFile?: string;
   /** Deployment this worker serves. */
   deployment: string;
   engine: EngineKind;
@@ -192,13 +200,43 @@ export function createWorker(options: WorkerOptions): Worker {
     ...(options.extraArgs ?? []),
   ];
   const logDir = options.logDir ?? join(tmpdir(), `es-worker-${options.jobId}`);
-  const api: KyInstance = ky.create({
-    prefixUrl: new URL(WORKER_API_PREFIX.slice(1), withSlash(options.schedulerUrl)).href,
-    retry: 0,
-    throwHttpErrors: false,
-    timeout: timeoutMs,
-    headers: keys ? { authorization: `Bearer ${keys.workerToken}` } : {},
-  });
+  const apiFor = (schedulerUrl: string): KyInstance =>
+    ky.create({
+      prefixUrl: new URL(WORKER_API_PREFIX.slice(1), withSlash(schedulerUrl)).href,
+      retry: 0,
+      throwHttpErrors: false,
+      timeout: timeoutMs,
+      headers: keys ? { authorization: `Bearer ${keys.workerToken}` } : {},
+    });
+  let schedulerUrl = options.schedulerUrl;
+  let api = apiFor(schedulerUrl);
+  let urlFileReadAt = 0;
+  /** The scheduler is unreachable: follow the URL file if it names another address. */
+  const followUrlFile = async (): Promise<void> => {
+    const file = options.schedulerUrlFile;
+    if (file === undefined || Date.now() - urlFileReadAt < 1_000) return;
+    urlFileReadAt = Date.now();
+    let url: string;
+    try {
+      url = (await readFile(file, 'utf8')).split('\n')[0]?.trim() ?? '';
+    } catch {
+      return; // Not written (yet): the scheduler is not serving.
+    }
+    if (url === '' || url === schedulerUrl) return;
+    try {
+      const parsed = new URL(url);
+      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error(url);
+    } catch {
+      log.warn({ file, url }, `${file} names "${url}", not an http(s) URL; ignored`);
+      return;
+    }
+    log.warn(
+      { from: schedulerUrl, to: url, file },
+      `the scheduler is unreachable at ${schedulerUrl} and ${file} names ${url}: following it`,
+    );
+    schedulerUrl = url;
+    api = apiFor(url);
+  };
   const instances: Instance[] = [];
   let host = '';
   let stopping: Promise<WorkerExit> | undefined;
@@ -390,6 +428,7 @@ export function createWorker(options: WorkerOptions): Worker {
         text = await response.text();
       } catch (error) {
         log.warn({ attempt, error: String(error) }, 'scheduler unreachable; retrying registration');
+        await followUrlFile();
         await sleep(Math.min(500 * attempt, 5000));
         continue;
       }
@@ -445,6 +484,7 @@ export function createWorker(options: WorkerOptions): Worker {
         return;
       }
       log.warn({ error: String(error) }, 'heartbeat failed');
+      await followUrlFile();
     }
   };
 

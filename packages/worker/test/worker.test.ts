@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { deriveKeys } from '@es/pool';
 import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
 import { WorkerError, createWorker } from '../src/index.js';
@@ -186,6 +186,47 @@ describe('worker against a fake scheduler and real mock engines', () => {
     const again = await scheduler.waitFor((call) => call.route === 'register' && call.at >= since);
     // It comes back with its current state, not as a fresh loading engine.
     expect((again.body as unknown as RegisterRequest).state).toBe('ready');
+  });
+
+  it('follows the URL file to a scheduler that came back elsewhere and registers there', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-worker-url-'));
+    const urlFile = join(dir, 'scheduler-url');
+    const { scheduler, worker } = await setup({ schedulerUrlFile: urlFile });
+    writeFileSync(urlFile, `${scheduler.url}\n`);
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    // The scheduler is requeued onto another node: the old address refuses connections and
+    // the new scheduler publishes its URL in the same file.
+    const moved = await startFakeScheduler(150);
+    cleanups.push(() => moved.close());
+    await scheduler.close();
+    writeFileSync(urlFile, `${moved.url}\n`);
+    // It heartbeats the new scheduler, which does not know it (404), and registers again.
+    const registration = await moved.waitFor((call) => call.route === 'register', 10_000);
+    expect(registration.workerId).toBe('1234.2.0');
+    expect(registration.body).toMatchObject({ state: 'ready', restartCount: 2 });
+    await moved.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+  });
+
+  it('ignores a URL file that names no http(s) URL and keeps trying the scheduler it knows', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-worker-url-'));
+    const urlFile = join(dir, 'scheduler-url');
+    const warnings: string[] = [];
+    const { scheduler, worker } = await setup({
+      schedulerUrlFile: urlFile,
+      logger: { info: () => undefined, error: () => undefined, warn: (_, m) => warnings.push(m) },
+    });
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    writeFileSync(urlFile, 'login1:8780\n');
+    // Unreachable: a refused heartbeat makes it read the file, which it must not follow.
+    await scheduler.close();
+    await vi.waitFor(
+      () =>
+        expect(warnings).toContain(`${urlFile} names "login1:8780", not an http(s) URL; ignored`),
+      { timeout: 10_000, interval: 50 },
+    );
+    expect(warnings.some((m) => m.includes('following it'))).toBe(false);
   });
 
   it('exits with code 1 and kills its engines when fenced (409)', async () => {
