@@ -19,6 +19,8 @@ export type PoolEventType =
   | 'running'
   | 'registered'
   | 'ready'
+  /** A ready worker reported its engine not answering (liveness): out of routing until it does. */
+  | 'unready'
   | 'draining'
   | 'gone'
   | 'preempted'
@@ -308,7 +310,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     if (reason !== undefined) event.reason = reason;
     if (state === 'ready' || state === 'draining' || state === 'gone' || state === 'failed') {
       emit({ ...event, type: state });
-    }
+    } else if (wasRoutable && state === 'loading') emit({ ...event, type: 'unready' });
   }
 
   function retire(w: WorkerRecord, state: 'gone' | 'failed', reason: string): void {
@@ -520,10 +522,12 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       if (w.state === 'draining' || w.state === 'failed') return;
       switch (request.state) {
         case 'ready':
+          if (w.state === 'loading') delete w.reason;
           setState(w, 'ready');
           break;
         case 'loading':
-          setState(w, 'loading');
+          // Also a ready engine that stopped answering its liveness probes: out of routing.
+          setState(w, 'loading', request.reason);
           break;
         case 'draining':
           setState(w, 'draining', request.reason ?? 'worker draining');

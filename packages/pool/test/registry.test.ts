@@ -66,6 +66,20 @@ describe('registry', () => {
     expect(events[2]).toMatchObject({ jobId: '42', workerId, reason: 'SIGTERM' });
   });
 
+  it('takes a ready worker whose engine stopped answering out of routing, and back when it answers', () => {
+    const { registry, events } = setup();
+    const { workerId } = registry.register(registration('42', 0, { state: 'ready' }));
+    const reason = 'engine not answering /health (3 probes in a row)';
+    registry.heartbeat(workerId, { state: 'loading', restartCount: 0, reason });
+    expect(registry.routable('m')).toHaveLength(0);
+    expect(registry.worker(workerId)).toMatchObject({ state: 'loading', reason });
+    expect(events.at(-1)).toMatchObject({ type: 'unready', workerId, reason });
+    registry.heartbeat(workerId, { state: 'ready', restartCount: 0 });
+    expect(registry.routable('m')).toHaveLength(1);
+    expect(registry.worker(workerId)?.reason).toBeUndefined();
+    expect(events.map((e) => e.type)).toEqual(['registered', 'ready', 'unready', 'ready']);
+  });
+
   it('fences stale incarnations with 409 and unknown workers with 404', () => {
     const { registry } = setup();
     const old = registry.register(registration('42', 0, { state: 'ready' })).workerId;

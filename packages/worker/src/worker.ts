@@ -83,8 +83,18 @@ export interface WorkerOptions {
   drainGraceMs?: number;
   /** SIGTERM → SIGKILL of an engine's process group (ms, default 5000). */
   killGraceMs?: number;
-  /** Readiness poll interval while an engine loads (ms, default 1000). */
+  /** Readiness poll interval while an engine loads, and liveness poll once ready (ms, default 1000). */
   probeIntervalMs?: number;
+  /**
+   * A ready engine that fails this many liveness probes in a row (no answer within
+   * `livenessTimeoutMs`, or not 2xx) is reported not ready (`loading`, with the reason) so
+   * the scheduler stops routing to it; it is ready again at the first good probe (default 3).
+   */
+  livenessFailures?: number;
+  /** Timeout of one liveness probe (ms, default 2000). */
+  livenessTimeoutMs?: number;
+  /** An engine unresponsive this long is killed and restarted like a crash (ms, default 60000). */
+  hungRestartMs?: number;
   /** First restart delay after an engine exits (ms, default 1000), doubling per crash. */
   restartBackoffMs?: number;
   /** Cap of the restart delay (ms, default 30000). */
@@ -190,6 +200,9 @@ export function createWorker(options: WorkerOptions): Worker {
   const drainGraceMs = options.drainGraceMs ?? 15_000;
   const killGraceMs = options.killGraceMs ?? 5_000;
   const probeIntervalMs = options.probeIntervalMs ?? 1_000;
+  const livenessFailures = options.livenessFailures ?? 3;
+  const livenessTimeoutMs = options.livenessTimeoutMs ?? 2_000;
+  const hungRestartMs = options.hungRestartMs ?? 60_000;
   const backoffMs = options.restartBackoffMs ?? 1_000;
   const maxBackoffMs = options.maxRestartBackoffMs ?? 30_000;
   const maxRestarts = options.maxRestarts ?? 5;
@@ -386,6 +399,62 @@ export function createWorker(options: WorkerOptions): Worker {
     log.info({ index: instance.index, port: instance.port }, `engine ${instance.index} ready`);
     instance.load = await readLoad(instance);
     await heartbeat(instance);
+    later(instance, probeIntervalMs, () => void liveness(instance, child, 0, undefined));
+  };
+
+  /**
+   * Once ready, the engine keeps being probed: a hung engine (it accepts connections, never
+   * answers) leaves routing after `livenessFailures` probes, comes back at the first good
+   * one, and is killed (then restarted as after a crash) once silent for `hungRestartMs`.
+   */
+  const liveness = async (
+    instance: Instance,
+    child: ChildProcess,
+    failures: number,
+    silentSince: number | undefined,
+  ): Promise<void> => {
+    if (stopping || instance.child !== child) return;
+    let ok: boolean;
+    try {
+      const response = await fetch(engineUrl(instance, adapter.readinessPath), {
+        signal: AbortSignal.timeout(livenessTimeoutMs),
+      });
+      await response.body?.cancel();
+      ok = response.ok;
+    } catch {
+      ok = false;
+    }
+    if (stopping || instance.child !== child) return;
+    const next = (f: number, since: number | undefined) =>
+      later(instance, probeIntervalMs, () => void liveness(instance, child, f, since));
+    if (ok) {
+      if (instance.state !== 'ready') {
+        instance.state = 'ready';
+        instance.reason = undefined;
+        log.info({ index: instance.index }, `engine ${instance.index} answers again: ready`);
+        void heartbeat(instance);
+      }
+      next(0, undefined);
+      return;
+    }
+    const count = failures + 1;
+    const since = silentSince ?? Date.now();
+    if (count === livenessFailures) {
+      instance.state = 'loading';
+      instance.reason = `engine not answering ${adapter.readinessPath} (${count} probes in a row)`;
+      log.warn({ index: instance.index, port: instance.port }, instance.reason);
+      // Reported at once: the scheduler takes it out of routing now, not at a timeout.
+      void heartbeat(instance);
+    }
+    if (Date.now() - since >= hungRestartMs && child.pid !== undefined) {
+      log.error(
+        { index: instance.index, pid: child.pid },
+        `engine ${instance.index} silent for ${Math.round((Date.now() - since) / 1000)} s: killing it to restart`,
+      );
+      killGroup(child.pid, 'SIGKILL');
+      return; // The exit handler restarts it.
+    }
+    next(count, since);
   };
 
   const readLoad = async (instance: Instance): Promise<EngineLoad | undefined> => {
@@ -455,6 +524,8 @@ export function createWorker(options: WorkerOptions): Worker {
   const heartbeat = async (instance: Instance): Promise<void> => {
     if (stopping || instance.workerId === undefined) return;
     if (instance.state === 'ready') instance.load = (await readLoad(instance)) ?? instance.load;
+    // Stopped while reading the load: after a drain notice no heartbeat may say "ready".
+    if (stopping) return;
     const state: ReportedState =
       instance.state === 'ready' || instance.state === 'failed' ? instance.state : 'loading';
     const body: HeartbeatRequest = {

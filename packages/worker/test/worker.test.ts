@@ -229,6 +229,46 @@ describe('worker against a fake scheduler and real mock engines', () => {
     expect(warnings.some((m) => m.includes('following it'))).toBe(false);
   });
 
+  it('takes a hung engine out of routing after 3 failed liveness probes, back when it answers, restarts it when it stays silent', async () => {
+    const { scheduler, worker } = await setup(
+      { probeIntervalMs: 50, livenessTimeoutMs: 200, livenessFailures: 3, hungRestartMs: 2_000 },
+      100,
+    );
+    await worker.start();
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    const pid = worker.instances()[0]!.pid!;
+    // Hung: the process is stopped, the kernel still accepts connections; nothing answers.
+    process.kill(-pid, 'SIGSTOP');
+    const stoppedAt = Date.now();
+    const unready = await scheduler.waitFor(
+      (call) => call.at >= stoppedAt && heartbeatOf('1234.2.0', (b) => b.state === 'loading')(call),
+      5_000,
+    );
+    expect(unready.at - stoppedAt).toBeLessThan(1_500);
+    expect((unready.body as unknown as HeartbeatRequest).reason).toBe(
+      'engine not answering /health (3 probes in a row)',
+    );
+    process.kill(-pid, 'SIGCONT');
+    await scheduler.waitFor(
+      (call) =>
+        call.at > unready.at &&
+        heartbeatOf('1234.2.0', (b) => b.state === 'ready' && b.reason === undefined)(call),
+    );
+    expect(worker.instances()[0]!.pid).toBe(pid);
+    // Silent for longer than hungRestartMs: killed and started again.
+    process.kill(-pid, 'SIGSTOP');
+    await vi.waitFor(() => expect(worker.instances()[0]!.pid).not.toBe(pid), {
+      timeout: 8_000,
+      interval: 50,
+    });
+    // Its group is gone (an orphaned engine is reaped by PID 1, which may take a moment).
+    await vi.waitFor(() => expect(groupAlive(pid)).toBe(false), { timeout: 5_000, interval: 50 });
+    await vi.waitFor(() => expect(worker.instances()[0]!.state).toBe('ready'), {
+      timeout: 10_000,
+      interval: 50,
+    });
+  });
+
   it('exits with code 1 and kills its engines when fenced (409)', async () => {
     const { scheduler, worker } = await setup();
     await worker.start();
