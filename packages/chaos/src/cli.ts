@@ -14,6 +14,7 @@ import { renderReport, type FaultResult } from './report.js';
 import { createSbatchShim } from './sbatch-shim.js';
 import {
   controllerStopScenario,
+  engineHangScenario,
   engineKillScenario,
   engineMisbehaviourScenario,
   hostileScenario,
@@ -33,6 +34,7 @@ const FAULTS = [
   'preemption',
   'preemption-grace',
   'engine-kill',
+  'engine-hang',
   'worker-kill',
   'scheduler-restart',
   'slurmctld-stop',
@@ -119,6 +121,7 @@ async function main(): Promise<number> {
       ['preemption', () => preemptionScenario(c, { highJobSeconds: 30 })],
       ['preemption-grace', () => preemptionScenario(c, { highJobSeconds: 30, graceTime: 15 })],
       ['engine-kill', () => engineKillScenario(c)],
+      ['engine-hang', () => engineHangScenario(c, { frozenMs: 20_000 })],
       ['worker-kill', () => workerKillScenario(c)],
       ['scheduler-restart', () => schedulerRestartScenario(c, { downMs: 2_000, clientRetries: 5 })],
       [

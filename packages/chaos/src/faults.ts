@@ -85,6 +85,16 @@ export async function killEngineOnPort(port: number): Promise<number[]> {
   return killPids(pids, 'SIGKILL');
 }
 
+/**
+ * Freezes the engine listening on `port` (SIGSTOP): it keeps accepting connections in the
+ * kernel and never answers, as a hung engine does. `SIGCONT` the returned pids to thaw it.
+ */
+export async function freezeEngineOnPort(port: number): Promise<number[]> {
+  const pids = await pidsListeningOn(port);
+  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
+  return killPids(pids, 'SIGSTOP');
+}
+
 /** SIGKILLs the worker daemon of SLURM job `jobId` (its engines are left orphaned, as after a crash). */
 export function killWorkerOfJob(jobId: string, needle = 'worker/dist/cli.mjs'): number[] {
   const pids = pidsOfJob(jobId, needle);

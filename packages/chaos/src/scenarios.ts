@@ -21,6 +21,7 @@ import {
 import { ChaosError } from './errors.js';
 import {
   isAlive,
+  freezeEngineOnPort,
   killEngineOnPort,
   killPids,
   killWorkerOfJob,
@@ -294,6 +295,39 @@ export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult
     'engine SIGKILL',
     faultAt,
     (e) => e.workerId === victim.id && e.event !== 'ready' && e.event !== 'registered',
+    (requests, events) => ({
+      'requests to a draining worker': checkDrainRouting(requests, events).length,
+    }),
+    [`engine of ${victim.id} on port ${victim.port}`],
+  );
+}
+
+/**
+ * Freezes one engine instance (SIGSTOP: it accepts connections, never answers) for
+ * `frozenMs`, then thaws it. Checks: nothing lost (requests waiting on it are moved to
+ * another worker once its liveness probes fail), streams on it end with an error event, no
+ * hung client; detection is the worker's `unready` event.
+ */
+export async function engineHangScenario(
+  ctx: ChaosContext,
+  options: { frozenMs: number },
+): Promise<FaultResult> {
+  const workers = await liveWorkers(ctx.scheduler.url);
+  const victim = pickVictim(workers);
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
+  const faultAt = Date.now();
+  const pids = await freezeEngineOnPort(victim.port);
+  ctx.log?.(`froze engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
+  try {
+    await sleep(options.frozenMs);
+  } finally {
+    killPids(pids, 'SIGCONT');
+  }
+  return finish(
+    ctx,
+    `engine hangs (SIGSTOP ${Math.round(options.frozenMs / 1000)} s)`,
+    faultAt,
+    (e) => e.workerId === victim.id && e.event === 'unready',
     (requests, events) => ({
       'requests to a draining worker': checkDrainRouting(requests, events).length,
     }),

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelByNamePrefix, uniqueJobPrefix } from '@es/testkit';
 import {
+  engineHangScenario,
   engineKillScenario,
   engineMisbehaviourScenario,
   hostileScenario,
@@ -91,6 +92,13 @@ describe('reliability under load (short profile)', () => {
 
   it('SIGKILL of an engine instance: non-streaming requests retried, streams end cleanly', async () => {
     expectKept(await engineKillScenario(context()));
+  });
+
+  it('a hung engine (SIGSTOP 15 s): out of routing within seconds, waiting requests moved, nothing hangs', async () => {
+    const result = await engineHangScenario(context(), { frozenMs: 15_000 });
+    expectKept(result);
+    // Liveness: the first probe within 1 s of the freeze, then 3 failures of 2 s back to back.
+    expect(result.detectionMs[0]).toBeLessThan(10_000);
   });
 
   it('SIGKILL of a worker daemon: its node is replaced, nothing lost', async () => {

@@ -116,6 +116,8 @@ export type PoolEventListener = (event: PoolEvent) => void;
 export interface Registry extends PoolView {
   /** Heartbeat interval told to workers. */
   readonly heartbeatIntervalMs: number;
+  /** Workers that stop serving without a drain: unready (liveness), failed, gone. */
+  onWorkerLost(listener: (workerId: string, reason: string) => void): () => void;
   /** Add (or replace the config of) a deployment. */
   addDeployment(config: DeploymentConfig): void;
   /** The config of a deployment, if served. */
@@ -297,9 +299,13 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     return job;
   }
 
+  const lostListeners = new Set<(workerId: string, reason: string) => void>();
+
   function setState(w: WorkerRecord, state: WorkerState, reason?: string): void {
     if (w.state === state) return;
     const wasRoutable = w.state === 'ready';
+    // A draining worker's in-flight requests are let finish (preemption grace, scancel).
+    const wasDraining = w.state === 'draining';
     w.state = state;
     if (reason !== undefined) w.reason = reason;
     if (state === 'gone' || state === 'failed') w.goneAt = now();
@@ -311,6 +317,16 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     if (state === 'ready' || state === 'draining' || state === 'gone' || state === 'failed') {
       emit({ ...event, type: state });
     } else if (wasRoutable && state === 'loading') emit({ ...event, type: 'unready' });
+    const lost = state === 'gone' || state === 'failed' || (wasRoutable && state === 'loading');
+    if (lost && !wasDraining) {
+      for (const listener of [...lostListeners]) {
+        try {
+          listener(w.id, reason ?? state);
+        } catch {
+          // A listener's failure must not break the registry.
+        }
+      }
+    }
   }
 
   function retire(w: WorkerRecord, state: 'gone' | 'failed', reason: string): void {
@@ -407,6 +423,11 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
         record.waiters.add(settle);
         signal.addEventListener('abort', onAbort, { once: true });
       });
+    },
+
+    onWorkerLost(listener) {
+      lostListeners.add(listener);
+      return () => lostListeners.delete(listener);
     },
 
     reportOutcome(workerId, outcome: AttemptOutcome) {

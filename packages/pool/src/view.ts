@@ -57,4 +57,12 @@ export interface PoolView {
   waitForRoutable(deployment: string, signal: AbortSignal): Promise<boolean>;
   /** Report the outcome of one upstream attempt (passive ejection after repeated failures). */
   reportOutcome(workerId: string, outcome: AttemptOutcome): void;
+  /**
+   * Subscribe to workers that stop serving without finishing their requests: their engine
+   * stopped answering (liveness), they failed, or they are gone (heartbeat timeout, job
+   * ended). Not called for a draining worker, whose in-flight requests are let finish. The proxy aborts its
+   * attempts on such a worker: retried elsewhere when nothing reached the client yet, an
+   * error event otherwise. Optional; returns the unsubscribe function.
+   */
+  onWorkerLost?(listener: (workerId: string, reason: string) => void): () => void;
 }

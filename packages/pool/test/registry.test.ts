@@ -80,6 +80,24 @@ describe('registry', () => {
     expect(events.map((e) => e.type)).toEqual(['registered', 'ready', 'unready', 'ready']);
   });
 
+  it('tells onWorkerLost listeners of unready, failed and gone workers, never of draining ones', () => {
+    const { registry } = setup();
+    const lost: string[] = [];
+    const off = registry.onWorkerLost((id, reason) => lost.push(`${id}: ${reason}`));
+    const a = registry.register(registration('41', 0, { state: 'ready' })).workerId;
+    const b = registry.register(registration('42', 0, { state: 'ready' })).workerId;
+    const c = registry.register(registration('43', 0, { state: 'ready' })).workerId;
+    registry.drain(a, 'SIGTERM');
+    registry.heartbeat(b, { state: 'loading', restartCount: 0, reason: 'hung' });
+    registry.heartbeat(c, { state: 'failed', restartCount: 0, reason: 'engine exited 1' });
+    registry.deregister(a, 'drained');
+    // The drained worker's requests finish on their own: not lost when it deregisters.
+    expect(lost).toEqual([`${b}: hung`, `${c}: engine exited 1`]);
+    off();
+    registry.markGone(b, 'no heartbeat');
+    expect(lost).toHaveLength(2);
+  });
+
   it('fences stale incarnations with 409 and unknown workers with 404', () => {
     const { registry } = setup();
     const old = registry.register(registration('42', 0, { state: 'ready' })).workerId;

@@ -9,7 +9,14 @@ import { createKeyChecker } from './auth.js';
 import { createNodeSink, createWebSink } from './client-sink.js';
 import type { ClientSink } from './client-sink.js';
 import { ProxyError } from './errors.js';
-import { ClientState, clientGone, createWaitQueue, forward, progressOf } from './forward.js';
+import {
+  ClientState,
+  abortAttemptsOn,
+  clientGone,
+  createWaitQueue,
+  forward,
+  progressOf,
+} from './forward.js';
 import type { ForwardShared } from './forward.js';
 import { resolveProxyOptions } from './options.js';
 import type { ProxyAppOptions, ProxyRequestRecord } from './options.js';
@@ -73,8 +80,14 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     },
     queue: createWaitQueue(pool, resolved.queue),
     onRequestComplete: guard(options.onRequestComplete, options.logger),
+    inFlight: new Map(),
     logger: options.logger,
   };
+  // A worker that stops serving (hung engine, failed, gone) takes its in-flight attempts
+  // with it at once: retried elsewhere, or an error event for a stream already started.
+  const unsubscribeLost = pool.onWorkerLost?.((workerId, reason) =>
+    abortAttemptsOn(shared, workerId, reason),
+  );
   const checkKey = resolved.apiKeys.length > 0 ? createKeyChecker(resolved.apiKeys) : undefined;
 
   const app = new Hono<ProxyEnv>();
@@ -135,7 +148,10 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
   });
 
   return Object.assign(app, {
-    close: () => pools.close(),
+    close: () => {
+      unsubscribeLost?.();
+      return pools.close();
+    },
     queueDepth: () => shared.queue.depth(),
   });
 }

@@ -37,6 +37,20 @@ export interface ForwardShared {
   queue: WaitQueue;
   onRequestComplete: ((record: ProxyRequestRecord) => void) | undefined;
   logger: ProxyLogger | undefined;
+  /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
+  inFlight: Map<string, Set<(reason: string) => void>>;
+}
+
+/** Abort every attempt in flight on a worker the pool lost. */
+export function abortAttemptsOn(shared: ForwardShared, workerId: string, reason: string): void {
+  const attempts = shared.inFlight.get(workerId);
+  if (attempts === undefined) return;
+  for (const abort of [...attempts]) abort(reason);
+}
+
+/** The worker stopped serving while an attempt was in flight on it. */
+class WorkerLostError extends Error {
+  readonly code = 'ES_WORKER_LOST';
 }
 
 /** Knows when the client goes away, and tells whoever currently cares. */
@@ -237,10 +251,18 @@ function attempt(
     let released = false;
 
     worker.inFlight++;
+    const lost = (reason: string) => {
+      controller?.abort(new WorkerLostError(`worker ${worker.id} stopped serving: ${reason}`));
+    };
+    let attempts = shared.inFlight.get(worker.id);
+    if (attempts === undefined) shared.inFlight.set(worker.id, (attempts = new Set()));
+    attempts.add(lost);
     const release = () => {
       if (released) return;
       released = true;
       worker.inFlight--;
+      attempts.delete(lost);
+      if (attempts.size === 0) shared.inFlight.delete(worker.id);
       request.client.onGone(undefined);
     };
 

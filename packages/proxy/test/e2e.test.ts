@@ -169,6 +169,46 @@ describe('the openai client through a real socket', () => {
     await until(() => pool.all()[0]!.inFlight === 0);
   });
 
+  it('moves a request off a worker lost while it waits (hung engine) and ends a started stream with an error event', async () => {
+    const { client, fakes, pool, records } = await serve(2);
+    fakes[0]!.mode = { kind: 'hang' };
+    fakes[1]!.mode = { kind: 'hang' };
+    const pending = client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    await until(() => fakes[0]!.seen.length + fakes[1]!.seen.length === 1);
+    const stuck = fakes[0]!.seen.length === 1 ? 0 : 1;
+    const other = 1 - stuck;
+    fakes[other]!.mode = { kind: 'ok' };
+    const lostAt = performance.now();
+    pool.lose(pool.all()[stuck]!.id, 'engine not answering /health (3 probes in a row)');
+    const completion = await pending;
+    expect(performance.now() - lostAt).toBeLessThan(500);
+    expect(completion.choices[0]!.message.content).toBe('t0 t1 t2 ');
+    expect(records.at(-1)).toMatchObject({ outcome: 'ok', retries: 1 });
+    expect(pool.all().map((w) => w.inFlight)).toEqual([0]);
+
+    // A stream already sending when its worker is lost: an error event, then the end.
+    fakes[other]!.chunks = 1_000;
+    fakes[other]!.chunkIntervalMs = 20;
+    const stream = await client.chat.completions.create({
+      model: 'llama',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+    });
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    pool.lose(pool.all()[0]!.id, 'no heartbeat for 30 s');
+    await expect(
+      (async () => {
+        for (;;) if ((await iterator.next()).done) return;
+      })(),
+    ).rejects.toThrow(/stopped serving: no heartbeat for 30 s/);
+    await until(() => records.length === 2);
+    expect(records[1]).toMatchObject({ outcome: 'mid-stream-failure' });
+  });
+
   it('returns every in-flight count to zero after a burst with failures and aborts', async () => {
     const { url, fakes, pool, records, arrived } = await serve(3);
     fakes[0]!.mode = { kind: 'reset' };

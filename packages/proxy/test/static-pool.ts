@@ -10,6 +10,8 @@ import type {
 export interface StaticPool extends PoolView {
   add(worker: Omit<RoutableWorker, 'inFlight'>): RoutableWorker;
   remove(workerId: string): void;
+  /** Remove a worker as lost (liveness failed, gone): `onWorkerLost` listeners are told. */
+  lose(workerId: string, reason: string): void;
   outcomes: { workerId: string; outcome: AttemptOutcome }[];
   all(): RoutableWorker[];
 }
@@ -33,6 +35,15 @@ export function createStaticPool(deployments: DeploymentView[]): StaticPool {
   const workers = new Map<string, RoutableWorker[]>();
   const waiters = new Set<{ deployment: string; resolve: (ready: boolean) => void }>();
   const outcomes: StaticPool['outcomes'] = [];
+  const lostListeners = new Set<(workerId: string, reason: string) => void>();
+  const remove = (workerId: string) => {
+    for (const [deployment, list] of workers) {
+      workers.set(
+        deployment,
+        list.filter((w) => w.id !== workerId),
+      );
+    }
+  };
   return {
     outcomes,
     deployments: () => deployments,
@@ -64,13 +75,14 @@ export function createStaticPool(deployments: DeploymentView[]): StaticPool {
       }
       return worker;
     },
-    remove(workerId) {
-      for (const [deployment, list] of workers) {
-        workers.set(
-          deployment,
-          list.filter((w) => w.id !== workerId),
-        );
-      }
+    remove,
+    lose(workerId, reason) {
+      remove(workerId);
+      for (const listener of [...lostListeners]) listener(workerId, reason);
+    },
+    onWorkerLost(listener) {
+      lostListeners.add(listener);
+      return () => lostListeners.delete(listener);
     },
     all: () => [...workers.values()].flat(),
   };

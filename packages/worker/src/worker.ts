@@ -425,8 +425,13 @@ export function createWorker(options: WorkerOptions): Worker {
       ok = false;
     }
     if (stopping || instance.child !== child) return;
+    // After a failed probe the next one follows at once: a hang shows within 3 timeouts.
     const next = (f: number, since: number | undefined) =>
-      later(instance, probeIntervalMs, () => void liveness(instance, child, f, since));
+      later(
+        instance,
+        f === 0 ? probeIntervalMs : 50,
+        () => void liveness(instance, child, f, since),
+      );
     if (ok) {
       if (instance.state !== 'ready') {
         instance.state = 'ready';
