@@ -154,18 +154,26 @@ controller_up() {
   timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP'
 }
 
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 start_daemons() {
   if alive "$DIR/run/slurmctld.pid" slurmctld; then
     log "slurmctld already running (pid $(cat "$DIR/run/slurmctld.pid"))"
   else
+    # Another cluster on these ports would answer our commands in place of ours.
+    port_in_use "$CTL_PORT" &&
+      die "port $CTL_PORT is in use (another dev cluster whose folder is gone?): stop it, or move this one with ES_DEV_CLUSTER_PORT"
     log "starting slurmctld on port $CTL_PORT"
     # -c: a fresh controller forgets jobs of an earlier run of this throw-away cluster.
     slurmctld -c </dev/null >&2
   fi
   local i
   for i in $(seq 1 100); do
-    controller_up && break
-    [ "$i" = 100 ] && die "slurmctld did not answer; see $DIR/log/slurmctld.log"
+    controller_up && alive "$DIR/run/slurmctld.pid" slurmctld && break
+    [ "$i" = 100 ] && die "slurmctld did not start or answer; see $DIR/log/slurmctld.log"
     sleep 0.2
   done
   local node
