@@ -80,7 +80,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     },
     queue: createWaitQueue(pool, resolved.queue),
     onRequestComplete: guard(options.onRequestComplete, options.logger),
-    inFlight: new Map(),
+    attemptsByWorker: new Map(),
     logger: options.logger,
   };
   // A worker that stops serving (hung engine, failed, gone) takes its in-flight attempts

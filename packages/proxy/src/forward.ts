@@ -38,12 +38,12 @@ export interface ForwardShared {
   onRequestComplete: ((record: ProxyRequestRecord) => void) | undefined;
   logger: ProxyLogger | undefined;
   /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
-  inFlight: Map<string, Set<(reason: string) => void>>;
+  attemptsByWorker: Map<string, Set<(reason: string) => void>>;
 }
 
 /** Abort every attempt in flight on a worker the pool lost. */
 export function abortAttemptsOn(shared: ForwardShared, workerId: string, reason: string): void {
-  const attempts = shared.inFlight.get(workerId);
+  const attempts = shared.attemptsByWorker.get(workerId);
   if (attempts === undefined) return;
   for (const abort of [...attempts]) abort(reason);
 }
@@ -254,15 +254,15 @@ function attempt(
     const lost = (reason: string) => {
       controller?.abort(new WorkerLostError(`worker ${worker.id} stopped serving: ${reason}`));
     };
-    let attempts = shared.inFlight.get(worker.id);
-    if (attempts === undefined) shared.inFlight.set(worker.id, (attempts = new Set()));
+    let attempts = shared.attemptsByWorker.get(worker.id);
+    if (attempts === undefined) shared.attemptsByWorker.set(worker.id, (attempts = new Set()));
     attempts.add(lost);
     const release = () => {
       if (released) return;
       released = true;
       worker.inFlight--;
       attempts.delete(lost);
-      if (attempts.size === 0) shared.inFlight.delete(worker.id);
+      if (attempts.size === 0) shared.attemptsByWorker.delete(worker.id);
       request.client.onGone(undefined);
     };
 
