@@ -253,7 +253,7 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       events.inc({ deployment: event.deployment, type: event.type });
       if (event.type === 'preempted') preemptions.inc({ deployment: event.deployment });
       if (event.type === 'replaced') replacements.inc({ deployment: event.deployment });
-      if (event.type === 'draining' && event.reason?.startsWith('ejected')) {
+      if (event.type === 'unready' && event.reason?.startsWith('ejected')) {
         ejections.inc({ deployment: event.deployment });
       }
     },

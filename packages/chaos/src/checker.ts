@@ -93,29 +93,40 @@ export interface DrainViolation {
 }
 
 /**
- * Requests that started more than `toleranceMs` after a worker's `draining` event and were
- * still answered by that worker (needs the proxy's worker header; records without a worker
- * are not judged here, see {@link unattributed}).
+ * Requests that started more than `toleranceMs` after a worker's `draining` (or `gone`)
+ * event and were still answered by that worker, unless the worker was `ready` again in
+ * between (it registered anew after a scheduler restart or a heartbeat timeout). Needs the
+ * proxy's worker header; records without a worker are not judged here, see
+ * {@link unattributed}.
  */
 export function checkDrainRouting(
   requests: readonly RequestRecord[],
   events: readonly SchedulerEvent[],
   toleranceMs = 50,
 ): DrainViolation[] {
-  const drainAt = new Map<string, number>();
+  // Per worker, its drain/gone and ready events in time order.
+  const timeline = new Map<string, { time: number; out: boolean }[]>();
   for (const e of events) {
-    if ((e.event === 'draining' || e.event === 'gone') && e.workerId !== undefined) {
-      const previous = drainAt.get(e.workerId);
-      if (previous === undefined || e.time < previous) drainAt.set(e.workerId, e.time);
-    }
+    if (e.workerId === undefined) continue;
+    const out = e.event === 'draining' || e.event === 'gone';
+    if (!out && e.event !== 'ready') continue;
+    let list = timeline.get(e.workerId);
+    if (list === undefined) timeline.set(e.workerId, (list = []));
+    list.push({ time: e.time, out });
   }
-  const out: DrainViolation[] = [];
+  for (const list of timeline.values()) list.sort((a, b) => a.time - b.time);
+  const violations: DrainViolation[] = [];
   for (const r of requests) {
     if (r.worker === undefined) continue;
-    const at = drainAt.get(r.worker);
-    if (at !== undefined && r.start > at + toleranceMs) out.push({ request: r, drainAt: at });
+    // The last drain/ready change before the request started (less the tolerance).
+    let drainAt: number | undefined;
+    for (const change of timeline.get(r.worker) ?? []) {
+      if (change.time + toleranceMs >= r.start) break;
+      drainAt = change.out ? (drainAt ?? change.time) : undefined;
+    }
+    if (drainAt !== undefined) violations.push({ request: r, drainAt });
   }
-  return out;
+  return violations;
 }
 
 /** Requests that reached a worker (had a first byte) but carry no worker id. */

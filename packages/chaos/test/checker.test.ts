@@ -105,6 +105,21 @@ describe('checkDrainRouting', () => {
   it('allows requests within the tolerance of the notice', () => {
     expect(checkDrainRouting([req({ worker: 'w1', start: 2_040 })], events, 50)).toEqual([]);
   });
+  it('allows requests once the worker is ready again (registered anew), until its next drain', () => {
+    const again: SchedulerEvent[] = [
+      ...events,
+      { time: 2_500, event: 'gone', workerId: 'w1' },
+      { time: 3_000, event: 'ready', workerId: 'w1' },
+      { time: 4_000, event: 'gone', workerId: 'w1' },
+    ];
+    const during = req({ worker: 'w1', start: 2_800 });
+    const back = req({ worker: 'w1', start: 3_500 });
+    const late = req({ worker: 'w1', start: 4_200 });
+    expect(checkDrainRouting([during, back, late], again)).toEqual([
+      { request: during, drainAt: 2_000 },
+      { request: late, drainAt: 4_000 },
+    ]);
+  });
 });
 
 describe('queue and scheduler checks', () => {

@@ -447,8 +447,9 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       w.ejectedUntil = now() + ejectCooldownMs;
       w.failures = 0;
       republish(w.deployment);
+      // Out of routing for the cool-down only: `unready`, not a drain (it comes back).
       emit({
-        type: 'draining',
+        type: 'unready',
         deployment: w.deployment,
         jobId: w.jobId,
         workerId,

@@ -167,6 +167,12 @@ describe('registry', () => {
     expect(registry.routable('m')).toHaveLength(2);
     registry.reportOutcome(a, 'timeout');
     expect(registry.routable('m').map((w) => w.id)).toEqual(['1.0.1']);
+    // Temporary: an `unready` event (it comes back), not a drain.
+    expect(registry.recentEvents(1)[0]).toMatchObject({
+      type: 'unready',
+      workerId: a,
+      reason: 'ejected for 10000 ms after 3 failed attempts (timeout)',
+    });
     // The survivor fails too, but it is the last one: it stays.
     for (let i = 0; i < 5; i++) registry.reportOutcome('1.0.1', 'connect-error');
     expect(registry.routable('m')).toHaveLength(1);

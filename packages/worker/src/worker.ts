@@ -462,10 +462,13 @@ export function createWorker(options: WorkerOptions): Worker {
     next(count, since);
   };
 
-  const readLoad = async (instance: Instance): Promise<EngineLoad | undefined> => {
+  const readLoad = async (
+    instance: Instance,
+    timeoutMs = 2_000,
+  ): Promise<EngineLoad | undefined> => {
     try {
       const response = await fetch(engineUrl(instance, '/metrics'), {
-        signal: AbortSignal.timeout(2000),
+        signal: AbortSignal.timeout(timeoutMs),
       });
       if (!response.ok) {
         await response.body?.cancel();
@@ -528,7 +531,11 @@ export function createWorker(options: WorkerOptions): Worker {
 
   const heartbeat = async (instance: Instance): Promise<void> => {
     if (stopping || instance.workerId === undefined) return;
-    if (instance.state === 'ready') instance.load = (await readLoad(instance)) ?? instance.load;
+    // A slow or hung engine must not delay the heartbeat into the scheduler's timeout.
+    if (instance.state === 'ready') {
+      const budget = Math.min(2_000, Math.max(200, instance.heartbeatMs / 2));
+      instance.load = (await readLoad(instance, budget)) ?? instance.load;
+    }
     // Stopped while reading the load: after a drain notice no heartbeat may say "ready".
     if (stopping) return;
     const state: ReportedState =
