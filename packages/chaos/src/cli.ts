@@ -14,6 +14,7 @@ import { renderReport, type FaultResult } from './report.js';
 import { createSbatchShim } from './sbatch-shim.js';
 import {
   controllerStopScenario,
+  controllerRestartScenario,
   engineHangScenario,
   engineKillScenario,
   engineMisbehaviourScenario,
@@ -38,6 +39,7 @@ const FAULTS = [
   'worker-kill',
   'scheduler-restart',
   'slurmctld-stop',
+  'slurmctld-restart',
   'sbatch-transient',
   'sbatch-hang',
   'sbatch-policy',
@@ -128,6 +130,7 @@ async function main(): Promise<number> {
         'slurmctld-stop',
         () => controllerStopScenario(c, { stopMs: Number(values['stop-seconds']) * 1000 }),
       ],
+      ['slurmctld-restart', () => controllerRestartScenario(c, { downMs: 5_000 })],
       ...(['transient', 'hang', 'policy'] as const).map(
         (mode): [Fault, () => Promise<FaultResult>] => [
           `sbatch-${mode}`,

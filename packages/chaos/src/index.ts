@@ -48,6 +48,7 @@ export {
 export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
 export {
   controllerStopScenario,
+  controllerRestartScenario,
   engineHangScenario,
   engineKillScenario,
   engineMisbehaviourScenario,

@@ -6,7 +6,13 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { deriveKeys } from '@es/pool';
-import { cancelByNamePrefix, preempt, runSlurm, withStoppedController } from '@es/testkit';
+import {
+  cancelByNamePrefix,
+  preempt,
+  restartController,
+  runSlurm,
+  withStoppedController,
+} from '@es/testkit';
 import {
   checkDrainRouting,
   checkRequests,
@@ -484,6 +490,37 @@ export async function hostileScenario(
     false,
   );
   return { ...result, bad };
+}
+
+/**
+ * Restarts slurmctld (SIGTERM, `downMs` gone, started again from its saved state) under
+ * load. Promises: 0 jobs cancelled, 0 workers removed, 0 submissions, serving continues.
+ */
+export async function controllerRestartScenario(
+  ctx: ChaosContext,
+  options: { downMs: number },
+): Promise<FaultResult> {
+  const faultAt = Date.now();
+  const { goneMs } = await restartController(options.downMs);
+  const backAt = Date.now();
+  ctx.log?.(`slurmctld restarted (gone ${goneMs} ms)`);
+  const during = (e: SchedulerEvent) => e.time >= faultAt && e.time <= backAt + 5_000;
+  return finish(
+    ctx,
+    `slurmctld restart (${Math.round(options.downMs / 1000)} s down)`,
+    faultAt,
+    () => false,
+    (requests, events) => ({
+      'jobs cancelled': events.filter((e) => during(e) && e.event === 'cancelled').length,
+      'workers removed': events.filter((e) => during(e) && e.event === 'gone').length,
+      submissions: events.filter((e) => during(e) && e.event === 'submitted').length,
+      'no request served while it was down':
+        requests.filter((r) => r.outcome === 'ok' && r.end < backAt).length > 0 ? 0 : 1,
+    }),
+    [`controller gone ${goneMs} ms`],
+    () => false,
+    false,
+  );
 }
 
 /**

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelByNamePrefix, uniqueJobPrefix } from '@es/testkit';
 import {
+  controllerRestartScenario,
   engineHangScenario,
   engineKillScenario,
   engineMisbehaviourScenario,
@@ -103,6 +104,10 @@ describe('reliability under load (short profile)', () => {
 
   it('SIGKILL of a worker daemon: its node is replaced, nothing lost', async () => {
     expectKept(await workerKillScenario(context()));
+  });
+
+  it('slurmctld restart (5 s down): nothing cancelled, removed or resubmitted; serving continues', async () => {
+    expectKept(await controllerRestartScenario(context(), { downMs: 5_000 }));
   });
 
   it('scheduler SIGKILL and restart: clients retry, 0 duplicate submissions', async () => {

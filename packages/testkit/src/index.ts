@@ -9,6 +9,7 @@ export {
 export {
   cancelByNamePrefix,
   preempt,
+  restartController,
   runSlurm,
   showJob,
   uniqueJobPrefix,

@@ -145,6 +145,37 @@ export async function withStoppedController<T>(fn: () => Promise<T>): Promise<T>
   }
 }
 
+async function waitForPing(timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ping = await runSlurm('scontrol', ['ping'], { timeoutMs: 5_000 });
+    if (ping.stdout.includes('is UP')) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
+/**
+ * Restarts the dev cluster's slurmctld as an operator would: SIGTERM (it saves its state),
+ * `downMs` without a controller, then `slurmctld` again without `-c`, so jobs survive.
+ * Resolves once it answers `scontrol ping`, with how long it was gone.
+ */
+export async function restartController(downMs = 0): Promise<{ goneMs: number }> {
+  const pid = controllerPid();
+  if (pid === undefined) throw new Error('slurmctld of the dev cluster is not running');
+  const stoppedAt = Date.now();
+  process.kill(pid, 'SIGTERM');
+  for (let i = 0; i < 300 && controllerPid() === pid; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (controllerPid() === pid) throw new Error(`slurmctld (pid ${pid}) did not stop on SIGTERM`);
+  await new Promise((r) => setTimeout(r, downMs));
+  // It daemonizes: the command returns once the controller runs in the background.
+  await execa('slurmctld', [], { env: slurmEnv(), stdin: 'ignore', timeout: 30_000 });
+  if (!(await waitForPing(30_000))) throw new Error('slurmctld did not answer after its restart');
+  return { goneMs: Date.now() - stoppedAt };
+}
+
 /** A job-name prefix unique to this test run and call, e.g. `es-t-4f2a9c1b-`. */
 export function uniqueJobPrefix(label = 't'): string {
   return `es-${label}-${randomBytes(4).toString('hex')}-`;
