@@ -141,7 +141,8 @@ async function main(): Promise<number> {
             }),
         ],
       ),
-      ['hostile', () => hostileScenario(c, { logDir, model: 'mock-model' })],
+      // Longer than the proxy's 30 s body deadline, so the report shows it ending them.
+      ['hostile', () => hostileScenario(c, { logDir, model: 'mock-model', lorisMs: 35_000 })],
       ['scale', () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 })],
     ];
     for (const [name, run] of runs) {

@@ -438,7 +438,12 @@ export async function schedulerRestartScenario(
  */
 export async function hostileScenario(
   ctx: ChaosContext,
-  options: { logDir: string; model: string },
+  options: {
+    logDir: string;
+    model: string;
+    /** How long the slow-loris uploads keep dripping (default 15 s; the proxy's body deadline is 30 s). */
+    lorisMs?: number;
+  },
 ): Promise<FaultResult & { bad: HostileAnswer[] }> {
   const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
   const live = (await liveWorkers(ctx.scheduler.url)).find((w) => w.restartCount >= 1);
@@ -456,7 +461,8 @@ export async function hostileScenario(
   ];
   const bad = checkHostileAnswers(answers);
   // Slow-loris uploads while the load runs: everyone else must still be served.
-  const loris = await slowLoris(ctx.scheduler.url, { connections: 200, durationMs: 15_000 });
+  const lorisMs = options.lorisMs ?? 15_000;
+  const loris = await slowLoris(ctx.scheduler.url, { connections: 200, durationMs: lorisMs });
   // The lowest of 20 samples over 10 s: a garbage collection may come late, a leak stays.
   let after: number | undefined;
   for (let i = 0; i < 20; i++) {
@@ -481,7 +487,7 @@ export async function hostileScenario(
       'memory not back near baseline (>64 MB above)': grown > 64 * 1024 * 1024 ? 1 : 0,
     }),
     [
-      `${loris.opened} slow-loris uploads (1 byte/s for 15 s): ${loris.endedByServer} ended by the scheduler, answers ${JSON.stringify(loris.statuses)}`,
+      `${loris.opened} slow-loris uploads (1 byte/s for ${lorisMs / 1000} s): ${loris.endedByServer} ended by the scheduler, answers ${JSON.stringify(loris.statuses)}`,
       `${answers.length} hostile requests (${corpus.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
       `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB after (lowest sample over 10 s)`,
       ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),

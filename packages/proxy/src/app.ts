@@ -120,7 +120,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     return c.json(entry, 200, { 'x-request-id': c.get('requestId') });
   });
 
-  app.post('/v1/*', (c) => proxyRequest(c, shared, resolved.maxBodyBytes, resolved.affinity));
+  app.post('/v1/*', (c) => proxyRequest(c, shared, resolved, resolved.affinity));
 
   // A route rather than notFound(): a parent app that mounts this one keeps its own notFound.
   app.all('/v1/*', (c) => {
@@ -218,7 +218,7 @@ function modelList(pool: PoolView) {
 async function proxyRequest(
   c: Context<ProxyEnv>,
   shared: ForwardShared,
-  maxBodyBytes: number,
+  limits: Pick<ForwardShared['options'], 'maxBodyBytes' | 'requestBodyTimeoutMs'>,
   affinity: ForwardShared['options']['affinity'],
 ): Promise<Response> {
   const startedAt = performance.now();
@@ -242,8 +242,8 @@ async function proxyRequest(
       );
     }
     let body = node
-      ? await readNodeBody(incoming, maxBodyBytes)
-      : await readWebBody(c.req.raw, maxBodyBytes);
+      ? await readNodeBody(incoming, limits.maxBodyBytes, limits.requestBodyTimeoutMs)
+      : await readWebBody(c.req.raw, limits.maxBodyBytes);
     const parsed = parseRequest(body);
     base.model = parsed.model;
     base.stream = parsed.stream;

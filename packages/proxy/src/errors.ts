@@ -7,6 +7,7 @@ export type ProxyErrorCode =
   | 'invalid_request_body'
   | 'missing_model'
   | 'request_too_large'
+  | 'request_timeout'
   | 'unsupported_media_type'
   | 'invalid_api_key'
   | 'model_not_found'

@@ -62,6 +62,11 @@ export interface ProxyAppOptions {
   apiKeys?: readonly string[];
   /** Largest accepted request body, in bytes. Default 32 MiB. */
   maxBodyBytes?: number;
+  /**
+   * The whole request body must arrive within this many ms, else 408 `request_timeout` and
+   * the connection is closed (slow-loris uploads). Default 30000; 0 = no limit.
+   */
+  requestBodyTimeoutMs?: number;
   retry?: RetryOptions;
   queue?: QueueOptions;
   upstream?: UpstreamOptions;
@@ -124,6 +129,7 @@ export interface AffinityOptions {
 export interface ResolvedProxyOptions {
   apiKeys: readonly string[];
   maxBodyBytes: number;
+  requestBodyTimeoutMs: number;
   retry: Required<RetryOptions>;
   queue: Required<QueueOptions>;
   upstream: Required<UpstreamOptions>;
@@ -135,6 +141,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
   const resolved: ResolvedProxyOptions = {
     apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
     maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,
+    requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     retry: {
       maxAttempts: options.retry?.maxAttempts ?? 3,
       budgetRatio: options.retry?.budgetRatio ?? 0.2,
@@ -160,6 +167,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
   // '>0' for sizes and timeouts that cannot be zero, '>=0' where zero means "none".
   const rules: [string, number, '>0' | '>=0'][] = [
     ['maxBodyBytes', resolved.maxBodyBytes, '>0'],
+    ['requestBodyTimeoutMs', resolved.requestBodyTimeoutMs, '>=0'],
     ['retry.maxAttempts', resolved.retry.maxAttempts, '>0'],
     ['retry.budgetRatio', resolved.retry.budgetRatio, '>=0'],
     ['retry.minRetriesPerSecond', resolved.retry.minRetriesPerSecond, '>=0'],

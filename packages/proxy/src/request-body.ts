@@ -30,8 +30,18 @@ export function tooLarge(limit: number): ProxyError {
 /** Longest time an oversized body is read and discarded before its 413 is sent. */
 export const DISCARD_DEADLINE_MS = 10_000;
 
+/** The body did not arrive in time (a slow-loris upload, or a stalled client). */
+export function bodyTimedOut(timeoutMs: number): ProxyError {
+  return new ProxyError(
+    'request_timeout',
+    `The request body did not arrive within ${timeoutMs / 1000} s.`,
+    // The client is still (slowly) sending: the connection cannot be reused.
+    { status: 408, headers: { connection: 'close' } },
+  );
+}
+
 /**
- * Read a Node request body, keeping at most `limit` bytes. A larger body (declared or
+ * Read a Node request body, keeping at most `limit` bytes, within `timeoutMs` (0: no limit). A larger body (declared or
  * streamed) is read to its end and discarded before the 413 is answered: closing a
  * connection (`Connection: close`) while the client is still sending makes the kernel answer
  * its next bytes with a reset, which destroys the 413 before the client reads it (RFC 9112
@@ -40,6 +50,7 @@ export const DISCARD_DEADLINE_MS = 10_000;
 export function readNodeBody(
   incoming: IncomingMessage,
   limit: number,
+  timeoutMs = 0,
   discardDeadlineMs = DISCARD_DEADLINE_MS,
 ): Promise<Buffer> {
   return new Promise((resolve, reject) => {
@@ -47,6 +58,15 @@ export function readNodeBody(
     let size = 0;
     let discarding = false;
     let timer: NodeJS.Timeout | undefined;
+    const deadline =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            if (discarding) return;
+            cleanup();
+            reject(bodyTimedOut(timeoutMs));
+          }, timeoutMs)
+        : undefined;
+    deadline?.unref();
     const startDiscarding = () => {
       discarding = true;
       chunks.length = 0;
@@ -82,6 +102,7 @@ export function readNodeBody(
     };
     const cleanup = () => {
       if (timer !== undefined) clearTimeout(timer);
+      if (deadline !== undefined) clearTimeout(deadline);
       incoming.off('data', onData);
       incoming.off('end', onEnd);
       incoming.off('error', onError);

@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
@@ -317,5 +318,43 @@ describe('mounted in a parent app (as apps/scheduler does)', () => {
     });
     expect(unknown.status).toBe(404);
     expect(await unknown.json()).toMatchObject({ error: { code: 'unknown_url' } });
+  });
+});
+
+describe('slow request bodies on a real socket', () => {
+  it('answers 408 request_timeout and closes the connection when the body does not arrive in time', async () => {
+    const pool: StaticPool = createStaticPool([deploymentView('llama')]);
+    const fakes = await addFakeWorkers(pool, 'llama', 1, cleanups);
+    const app = createProxyApp({ pool, requestBodyTimeoutMs: 300 });
+    const server = await startProxyServer({ fetch: app.fetch });
+    cleanups.push(async () => {
+      await server.close(0);
+      await app.close();
+    });
+    const { port } = new URL(server.url);
+    const startedAt = performance.now();
+    const { answer, closed } = await new Promise<{ answer: string; closed: boolean }>((resolve) => {
+      const socket = connect(Number(port), '127.0.0.1');
+      let text = '';
+      socket.setEncoding('utf8');
+      socket.on('data', (d: string) => (text += d));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve({ answer: text, closed: true }));
+      // Promises 1,000 bytes, sends one a second (a slow-loris upload).
+      socket.write(
+        'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
+          'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{',
+      );
+      const drip = setInterval(() => socket.write(' '), 1_000);
+      socket.on('close', () => clearInterval(drip));
+    });
+    expect(closed).toBe(true);
+    expect(performance.now() - startedAt).toBeLessThan(2_000);
+    expect(answer.split('\r\n')[0]).toBe('HTTP/1.1 408 Request Timeout');
+    const body = JSON.parse(answer.slice(answer.indexOf('\r\n\r\n') + 4)) as unknown;
+    expect(body).toMatchObject({
+      error: { code: 'request_timeout', message: 'The request body did not arrive within 0.3 s.' },
+    });
+    expect(fakes[0]!.seen).toHaveLength(0);
   });
 });
