@@ -64,6 +64,11 @@ function defaultWorkerCommand(): string[] {
   return [process.execPath, cli];
 }
 
+/** Whole seconds from now until `at` (ms), never negative. */
+function secondsUntil(at: number): number {
+  return Math.max(0, Math.round((at - Date.now()) / 1000));
+}
+
 /** URL the workers use to reach the scheduler. */
 function advertisedUrl(host: string, port: number, backend: 'slurm' | 'local'): string {
   if (backend === 'local') return `http://127.0.0.1:${port}`;
@@ -238,12 +243,11 @@ export async function startScheduler(
       const note: DeploymentNote = {};
       if (d.permanentError) note.permanentError = d.permanentError;
       if (d.backoff) {
-        note.backoff = `${d.backoff.kind} failure, retrying in ${Math.max(0, Math.round((d.backoff.until - Date.now()) / 1000))} s: ${d.backoff.message}`;
+        note.backoff = `${d.backoff.kind} failure, retrying in ${secondsUntil(d.backoff.until)} s: ${d.backoff.message}`;
       }
       if (d.launchFailures) {
         const { count, lastJobId, message, until } = d.launchFailures;
-        const wait = Math.max(0, Math.round((until - Date.now()) / 1000));
-        note.launchFailures = `${count} job(s) in a row ended before a worker was ready (last: job ${lastJobId}, ${message}); next replacement in ${wait} s; its output: es logs ${lastJobId}`;
+        note.launchFailures = `${count} job(s) in a row ended before a worker was ready (last: job ${lastJobId}, ${message}); next replacement in ${secondsUntil(until)} s; its output: es logs ${lastJobId}`;
       }
       notes.set(d.name, note);
       for (const j of d.jobs) {

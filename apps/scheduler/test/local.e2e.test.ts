@@ -264,11 +264,15 @@ describe('a scheduler that comes back on another port', () => {
   it('is found by its running workers through <log dir>/scheduler-url: nothing resubmitted', async () => {
     const logDir = join(dir, 'moved-logs');
     const args = [...RUN_MODE.slice(0, -4), '--max-nodes', '1', '--tensor-parallel-size', '4'];
-    const first = await startSchedulerProcess({
-      args: [...args, ...FAST_FLAGS, '--scheduler-id', 'e2e-moved'],
-      logDir,
-    });
-    expect(readFileSync(join(logDir, 'scheduler-url'), 'utf8')).toBe(`${first.url}\n`);
+    // Each start picks a free port; both share the log dir (local jobs, URL file).
+    const start = () =>
+      startSchedulerProcess({
+        args: [...args, ...FAST_FLAGS, '--scheduler-id', 'e2e-moved'],
+        logDir,
+      });
+    const urlFile = () => readFileSync(join(logDir, 'scheduler-url'), 'utf8');
+    const first = await start();
+    expect(urlFile()).toBe(`${first.url}\n`);
     const before = await waitFor(
       '2 ready workers',
       () => first.readyWorkerIds(),
@@ -277,12 +281,9 @@ describe('a scheduler that comes back on another port', () => {
     );
     // SIGKILL: the local jobs (worker processes) keep running, as SLURM jobs would.
     await first.stop('SIGKILL');
-    const second = await startSchedulerProcess({
-      args: [...args, ...FAST_FLAGS, '--scheduler-id', 'e2e-moved'],
-      logDir,
-    });
+    const second = await start();
     expect(second.port).not.toBe(first.port);
-    expect(readFileSync(join(logDir, 'scheduler-url'), 'utf8')).toBe(`${second.url}\n`);
+    expect(urlFile()).toBe(`${second.url}\n`);
     const after = await waitFor(
       'the same 2 workers ready at the new address',
       () => second.readyWorkerIds(),

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WORKER_ENV } from '@es/pool';
 import type { EngineKind } from '@es/pool';
+import { isHttpUrl } from '@es/worker';
 import yargs from 'yargs';
 
 /** Everything `es-worker` was asked to do, validated, with defaults applied. */
@@ -173,10 +174,7 @@ export async function parseWorkerArgs(
         : `no scheduler URL: --scheduler-url-file ${schedulerUrlFile} is missing or empty (is the scheduler serving?); pass --scheduler-url http://<scheduler-host>:<port>`,
     );
   }
-  try {
-    const url = new URL(schedulerUrl);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(url.protocol);
-  } catch {
+  if (!isHttpUrl(schedulerUrl)) {
     throw new WorkerArgsError(
       'scheduler-url',
       `--scheduler-url "${schedulerUrl}" is not an http(s) URL: pass e.g. --scheduler-url http://login1:8780`,

@@ -103,9 +103,12 @@ export async function liveWorkers(url: string): Promise<LiveWorker[]> {
  * A ready worker to hit, preferring first incarnations: a requeued job (restart count ≥ 1)
  * is kept alive for the hostile corpus's stale-incarnation cases.
  */
-function pickVictim(workers: readonly LiveWorker[]): LiveWorker | undefined {
+/** A ready worker to hit, a first incarnation when there is one; throws when none is ready. */
+function pickVictim(workers: readonly LiveWorker[], missing = 'no ready worker'): LiveWorker {
   const ready = workers.filter((w) => w.status === 'ready');
-  return ready.find((w) => w.restartCount === 0) ?? ready[0];
+  const victim = ready.find((w) => w.restartCount === 0) ?? ready[0];
+  if (victim === undefined) throw new ChaosError('NOT_FOUND', missing);
+  return victim;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -244,8 +247,7 @@ export async function preemptionScenario(
   options: { highJobSeconds: number; graceTime?: number },
 ): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
-  const victim = pickVictim(workers);
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker to preempt');
+  const victim = pickVictim(workers, 'no ready worker to preempt');
   // Restored afterwards: the partition is shared with other test runs.
   const before = /GraceTime=(\d+)/.exec(
     (await runSlurm('scontrol', ['show', 'partition', 'low'])).stdout,
@@ -292,7 +294,6 @@ export async function preemptionScenario(
 export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
   const faultAt = Date.now();
   const pids = await killEngineOnPort(victim.port);
   ctx.log?.(`SIGKILLed engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
@@ -320,7 +321,6 @@ export async function engineHangScenario(
 ): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
   const faultAt = Date.now();
   const pids = await freezeEngineOnPort(victim.port);
   ctx.log?.(`froze engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
@@ -345,7 +345,6 @@ export async function engineHangScenario(
 export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
   const faultAt = Date.now();
   const pids = killWorkerOfJob(victim.jobId);
   ctx.log?.(`SIGKILLed worker of job ${victim.jobId} (pids ${pids.join(',')})`);
@@ -575,7 +574,6 @@ export async function sbatchFailureScenario(
 ): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', 'no ready worker');
   shim.setMode(options.mode);
   const faultAt = Date.now();
   killWorkerOfJob(victim.jobId);

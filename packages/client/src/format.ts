@@ -64,14 +64,14 @@ export function formatDeployments(status: StatusResponse): string {
 
 function note(d: DeploymentView): string {
   if (d.permanentError) return `STOPPED: ${d.permanentError}`;
+  const waitFor = (until: number) =>
+    formatDuration(Math.max(0, Math.round((until - Date.now()) / 1000)));
   if (d.backoff) {
-    const wait = Math.max(0, Math.round((d.backoff.until - Date.now()) / 1000));
-    return `backoff ${d.backoff.kind} ${formatDuration(wait)}: ${d.backoff.message}`;
+    return `backoff ${d.backoff.kind} ${waitFor(d.backoff.until)}: ${d.backoff.message}`;
   }
   if (d.launchFailures) {
     const { count, lastJobId, message, until } = d.launchFailures;
-    const wait = Math.max(0, Math.round((until - Date.now()) / 1000));
-    return `${count} job(s) failed at launch (last ${lastJobId}: ${message}; es logs ${lastJobId}), next in ${formatDuration(wait)}`;
+    return `${count} job(s) failed at launch (last ${lastJobId}: ${message}; es logs ${lastJobId}), next in ${waitFor(until)}`;
   }
   if (d.submitting > 0) return `${d.submitting} submitting`;
   return '';

@@ -282,10 +282,9 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     if (tracked.everReady === true || tracked.launchFailed === true) return;
     tracked.launchFailed = true;
     const count = (next.launchFailures[tracked.deployment]?.count ?? 0) + 1;
-    const base = Math.min(options.transientMaxMs, options.transientInitialMs * 2 ** (count - 1));
     next.launchFailures[tracked.deployment] = {
       count,
-      until: now + Math.round(base * (0.5 + 0.5 * (input.jitter ?? 0.5))),
+      until: now + backoffDelay(options, count, input.jitter ?? 0.5),
       lastJobId: tracked.jobId,
       message: how,
     };
@@ -762,14 +761,26 @@ export function settleSubmission(
     };
     return next;
   }
-  const base = Math.min(options.transientMaxMs, options.transientInitialMs * 2 ** (attempts - 1));
   next.backoff[name] = {
     kind: 'transient',
     attempts,
-    until: now + Math.round(base * (0.5 + 0.5 * jitter)),
+    until: now + backoffDelay(options, attempts, jitter),
     message: failure.message,
   };
   return next;
+}
+
+/**
+ * The wait before attempt `attempts + 1`: `transientInitialMs` doubled per attempt, capped at
+ * `transientMaxMs`, jittered into [half, full] by `jitter` in [0, 1).
+ */
+function backoffDelay(
+  options: Pick<ReconcileOptions, 'transientInitialMs' | 'transientMaxMs'>,
+  attempts: number,
+  jitter: number,
+): number {
+  const base = Math.min(options.transientMaxMs, options.transientInitialMs * 2 ** (attempts - 1));
+  return Math.round(base * (0.5 + 0.5 * jitter));
 }
 
 /** Drop a planned submission that was never attempted (its deployment is backing off). */

@@ -19,7 +19,7 @@ export type PoolEventType =
   | 'running'
   | 'registered'
   | 'ready'
-  /** A ready worker reported its engine not answering (liveness): out of routing until it does. */
+  /** A ready worker out of routing for a while: its engine stopped answering (liveness), or it was passively ejected. */
   | 'unready'
   | 'draining'
   | 'gone'

@@ -120,7 +120,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     return c.json(entry, 200, { 'x-request-id': c.get('requestId') });
   });
 
-  app.post('/v1/*', (c) => proxyRequest(c, shared, resolved, resolved.affinity));
+  app.post('/v1/*', (c) => proxyRequest(c, shared));
 
   // A route rather than notFound(): a parent app that mounts this one keeps its own notFound.
   app.all('/v1/*', (c) => {
@@ -215,12 +215,8 @@ function modelList(pool: PoolView) {
   };
 }
 
-async function proxyRequest(
-  c: Context<ProxyEnv>,
-  shared: ForwardShared,
-  limits: Pick<ForwardShared['options'], 'maxBodyBytes' | 'requestBodyTimeoutMs'>,
-  affinity: ForwardShared['options']['affinity'],
-): Promise<Response> {
+async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promise<Response> {
+  const { maxBodyBytes, requestBodyTimeoutMs, affinity } = shared.options;
   const startedAt = performance.now();
   const requestId = c.get('requestId');
   const incoming = c.env?.incoming;
@@ -242,8 +238,8 @@ async function proxyRequest(
       );
     }
     let body = node
-      ? await readNodeBody(incoming, limits.maxBodyBytes, limits.requestBodyTimeoutMs)
-      : await readWebBody(c.req.raw, limits.maxBodyBytes);
+      ? await readNodeBody(incoming, maxBodyBytes, requestBodyTimeoutMs)
+      : await readWebBody(c.req.raw, maxBodyBytes);
     const parsed = parseRequest(body);
     base.model = parsed.model;
     base.stream = parsed.stream;

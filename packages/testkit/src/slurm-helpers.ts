@@ -124,6 +124,17 @@ export async function cancelByNamePrefix(prefix: string): Promise<string[]> {
   return ids;
 }
 
+/** Polls `scontrol ping` until the controller is UP; false after `timeoutMs`. */
+async function waitForPing(timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const ping = await runSlurm('scontrol', ['ping'], { timeoutMs: 5_000 });
+    if (ping.stdout.includes('is UP')) return true;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return false;
+}
+
 /**
  * Runs `fn` while slurmctld is frozen with SIGSTOP, as a hung controller looks to clients.
  * Always sends SIGCONT afterwards and waits (bounded) until the controller answers again.
@@ -136,23 +147,8 @@ export async function withStoppedController<T>(fn: () => Promise<T>): Promise<T>
     return await fn();
   } finally {
     process.kill(pid, 'SIGCONT');
-    const deadline = Date.now() + 20_000;
-    while (Date.now() < deadline) {
-      const ping = await runSlurm('scontrol', ['ping'], { timeoutMs: 5_000 });
-      if (ping.stdout.includes('is UP')) break;
-      await new Promise((r) => setTimeout(r, 200));
-    }
+    await waitForPing(20_000);
   }
-}
-
-async function waitForPing(timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const ping = await runSlurm('scontrol', ['ping'], { timeoutMs: 5_000 });
-    if (ping.stdout.includes('is UP')) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return false;
 }
 
 /**

@@ -10,7 +10,7 @@ export {
 } from './engines.js';
 export type { EngineAdapter, EngineCommand, EngineSpec } from './engines.js';
 export { splitArgs } from './split-args.js';
-export { freePort, isPortFree, resolveAdvertiseHost } from './host.js';
+export { freePort, isHttpUrl, isPortFree, resolveAdvertiseHost } from './host.js';
 export type { AdvertiseHostOptions } from './host.js';
 export { WorkerError } from './errors.js';
 export type { WorkerErrorCode } from './errors.js';

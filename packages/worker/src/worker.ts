@@ -19,7 +19,7 @@ import type {
 import { engineAdapter } from './engines.js';
 import type { EngineAdapter, EngineSpec } from './engines.js';
 import { WorkerError } from './errors.js';
-import { freePort, isPortFree, resolveAdvertiseHost } from './host.js';
+import { freePort, isHttpUrl, isPortFree, resolveAdvertiseHost } from './host.js';
 import { splitArgs } from './split-args.js';
 
 /** A pino-compatible logger (object first, message second); all methods optional in use. */
@@ -236,10 +236,7 @@ export function createWorker(options: WorkerOptions): Worker {
       return; // Not written (yet): the scheduler is not serving.
     }
     if (url === '' || url === schedulerUrl) return;
-    try {
-      const parsed = new URL(url);
-      if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new Error(url);
-    } catch {
+    if (!isHttpUrl(url)) {
       log.warn({ file, url }, `${file} names "${url}", not an http(s) URL; ignored`);
       return;
     }
@@ -376,18 +373,22 @@ export function createWorker(options: WorkerOptions): Worker {
   const engineUrl = (instance: Instance, path: string) =>
     `http://${host.includes(':') ? `[${host}]` : host}:${instance.port}${path}`;
 
-  const probe = async (instance: Instance, child: ChildProcess) => {
-    if (stopping || instance.child !== child || instance.state !== 'loading') return;
-    let ok: boolean;
+  /** Whether the engine answers its readiness path with a 2xx within `timeoutMs`. */
+  const answersHealth = async (instance: Instance, timeoutMs: number): Promise<boolean> => {
     try {
       const response = await fetch(engineUrl(instance, adapter.readinessPath), {
-        signal: AbortSignal.timeout(Math.max(probeIntervalMs, 1000)),
+        signal: AbortSignal.timeout(timeoutMs),
       });
       await response.body?.cancel();
-      ok = response.ok;
+      return response.ok;
     } catch {
-      ok = false;
+      return false;
     }
+  };
+
+  const probe = async (instance: Instance, child: ChildProcess) => {
+    if (stopping || instance.child !== child || instance.state !== 'loading') return;
+    const ok = await answersHealth(instance, Math.max(probeIntervalMs, 1000));
     if (stopping || instance.child !== child) return;
     if (!ok) {
       later(instance, probeIntervalMs, () => void probe(instance, child));
@@ -414,16 +415,7 @@ export function createWorker(options: WorkerOptions): Worker {
     silentSince: number | undefined,
   ): Promise<void> => {
     if (stopping || instance.child !== child) return;
-    let ok: boolean;
-    try {
-      const response = await fetch(engineUrl(instance, adapter.readinessPath), {
-        signal: AbortSignal.timeout(livenessTimeoutMs),
-      });
-      await response.body?.cancel();
-      ok = response.ok;
-    } catch {
-      ok = false;
-    }
+    const ok = await answersHealth(instance, livenessTimeoutMs);
     if (stopping || instance.child !== child) return;
     // After a failed probe the next one follows at once: a hang shows within 3 timeouts.
     const next = (f: number, since: number | undefined) =>
