@@ -25,6 +25,7 @@ import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
 import { createSlurmProvider } from '@es/slurm';
 import type { SchedulerSettings } from './config.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
+import { reliabilityHooks } from './reliability-hooks.js';
 import { loadOrCreateSecret } from './secret.js';
 import { createSeedRoutes, type DeploymentNote } from './seed-routes.js';
 
@@ -124,11 +125,17 @@ export async function startScheduler(
         }),
   );
 
+  const hooks = reliabilityHooks();
+  if (hooks.planted.length > 0) {
+    log.warn(`FAULTS PLANTED ON PURPOSE (ES_PLANT_FAULTS): ${hooks.planted.join(', ')}`);
+  }
   const proxy = createProxyApp({
     pool: registry,
     apiKeys: settings.apiKeys,
     onRequestComplete: admin.onRequestComplete,
     logger: { warn: (fields, message) => log.warn(fields, message) },
+    ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
+    ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),
   });
 
   let jobCounts = { pending: 0, running: 0 };
@@ -298,6 +305,7 @@ export async function startScheduler(
       }
       await server.close(5_000);
       await proxy.close();
+      hooks.close();
       if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
       unsubscribe();
       admin.close();

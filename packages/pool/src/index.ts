@@ -16,6 +16,7 @@ export type {
   DeploymentView,
   PoolView,
   RoutableWorker,
+  RoutingChange,
   RoutingPolicy,
 } from './view.js';
 export { classifyProviderError } from './provider.js';

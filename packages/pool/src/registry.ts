@@ -6,7 +6,13 @@ import {
   type RegisterRequest,
   type RegisterResponse,
 } from './protocol.js';
-import type { AttemptOutcome, DeploymentView, PoolView, RoutableWorker } from './view.js';
+import type {
+  AttemptOutcome,
+  DeploymentView,
+  PoolView,
+  RoutableWorker,
+  RoutingChange,
+} from './view.js';
 import { deploymentView, validateDeployment, type DeploymentConfig } from './deployment.js';
 import { PoolError } from './errors.js';
 
@@ -118,6 +124,8 @@ export interface Registry extends PoolView {
   readonly heartbeatIntervalMs: number;
   /** Workers that stop serving without a drain: unready (liveness), failed, gone. */
   onWorkerLost(listener: (workerId: string, reason: string) => void): () => void;
+  /** Every entry into and exit from a routable set, with its reason (see `PoolView`). */
+  onRoutingChange(listener: (change: RoutingChange) => void): () => void;
   /** Add (or replace the config of) a deployment. */
   addDeployment(config: DeploymentConfig): void;
   /** The config of a deployment, if served. */
@@ -263,7 +271,23 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     return w.state === 'ready' && (w.ejectedUntil === undefined || w.ejectedUntil <= at);
   }
 
-  function republish(deployment: string): void {
+  const routingListeners = new Set<(change: RoutingChange) => void>();
+
+  /** Why a worker is out of routing, for the routing-change record. */
+  function outReason(w: WorkerRecord | undefined, at: number): string {
+    if (w === undefined) return 'forgotten';
+    if (w.state === 'ready' && w.ejectedUntil !== undefined && w.ejectedUntil > at) {
+      return `ejected until ${new Date(w.ejectedUntil).toISOString()}`;
+    }
+    const state = w.state === 'loading' ? 'unready' : w.state;
+    return w.reason === undefined ? state : `${state}: ${w.reason}`;
+  }
+
+  /**
+   * Rebuild a deployment's routable set, the only place it changes; tell routing listeners
+   * what entered and left (`why` overrides the reason derived from the worker's state).
+   */
+  function republish(deployment: string, why?: string): void {
     const record = deployments.get(deployment);
     if (record === undefined) return;
     const at = now();
@@ -275,11 +299,47 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
         list.push(w.routable);
       }
     }
+    const before = record.routable;
     record.routable = list.length === 0 ? EMPTY : list;
+    if (routingListeners.size > 0) notifyRouting(deployment, before, record.routable, at, why);
     if (list.length > 0 && record.waiters.size > 0) {
       const waiters = [...record.waiters];
       record.waiters.clear();
       for (const resolve of waiters) resolve(true);
+    }
+  }
+
+  function notifyRouting(
+    deployment: string,
+    before: readonly RoutableWorker[],
+    after: readonly RoutableWorker[],
+    at: number,
+    why: string | undefined,
+  ): void {
+    // Identity of the routable object, not the id: a re-registered worker is a new object.
+    const changes: RoutingChange[] = [];
+    const kept = new Set(after);
+    for (const r of before) {
+      if (!kept.has(r)) {
+        const w = workers.get(r.id);
+        const reason =
+          why ?? (w !== undefined && w.routable !== r ? 'registered again' : outReason(w, at));
+        changes.push({ deployment, workerId: r.id, routable: false, reason });
+      }
+    }
+    const old = new Set(before);
+    for (const r of after) {
+      if (!old.has(r))
+        changes.push({ deployment, workerId: r.id, routable: true, reason: 'ready' });
+    }
+    for (const change of changes) {
+      for (const listener of [...routingListeners]) {
+        try {
+          listener(change);
+        } catch {
+          // A listener's failure must not break the registry.
+        }
+      }
     }
   }
 
@@ -430,6 +490,11 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       return () => lostListeners.delete(listener);
     },
 
+    onRoutingChange(listener) {
+      routingListeners.add(listener);
+      return () => routingListeners.delete(listener);
+    },
+
     reportOutcome(workerId, outcome: AttemptOutcome) {
       const w = workers.get(workerId);
       if (w === undefined) return;
@@ -446,15 +511,10 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       if (record === undefined || record.routable.length <= 1) return;
       w.ejectedUntil = now() + ejectCooldownMs;
       w.failures = 0;
-      republish(w.deployment);
+      const reason = `ejected for ${ejectCooldownMs} ms after ${ejectAfter} failed attempts (${outcome})`;
+      republish(w.deployment, `unready: ${reason}`);
       // Out of routing for the cool-down only: `unready`, not a drain (it comes back).
-      emit({
-        type: 'unready',
-        deployment: w.deployment,
-        jobId: w.jobId,
-        workerId,
-        reason: `ejected for ${ejectCooldownMs} ms after ${ejectAfter} failed attempts (${outcome})`,
-      });
+      emit({ type: 'unready', deployment: w.deployment, jobId: w.jobId, workerId, reason });
     },
 
     register(request) {
@@ -479,7 +539,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
         // Re-registration (scheduler restart, or a 404 after a heartbeat timeout): keep the
         // counters but let the new address and state win.
         previous.state = 'gone';
-        republish(previous.deployment);
+        republish(previous.deployment, 'registered again');
       }
       const state: WorkerState =
         request.state === 'ready'

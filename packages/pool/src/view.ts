@@ -37,6 +37,21 @@ export type AttemptOutcome =
   'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure';
 
 /**
+ * A worker entering or leaving the routable set of its deployment: the one place where
+ * "may this worker receive new requests" changes, for every reason (ready, draining,
+ * unready after failed liveness probes, passive ejection and its end, failed, gone,
+ * re-registration).
+ */
+export interface RoutingChange {
+  deployment: string;
+  workerId: string;
+  /** `true`: it entered the routable set; `false`: it left it. */
+  routable: boolean;
+  /** Why, e.g. `ready`, `draining: preempted`, `unready: ejected for 10000 ms ...`. */
+  reason: string;
+}
+
+/**
  * The read model and feedback channel the proxy uses. Implemented by the registry in
  * this package; tests may build it by hand.
  */
@@ -65,4 +80,11 @@ export interface PoolView {
    * error event otherwise. Optional; returns the unsubscribe function.
    */
   onWorkerLost?(listener: (workerId: string, reason: string) => void): () => void;
+  /**
+   * Subscribe to every change of the routable sets. Listeners run synchronously, right
+   * after the new set is published and before control returns to any other code, so a
+   * listener that also records picks (the proxy's routing journal) sees changes and picks
+   * in their true order. Optional; returns the unsubscribe function.
+   */
+  onRoutingChange?(listener: (change: RoutingChange) => void): () => void;
 }

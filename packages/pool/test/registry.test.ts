@@ -80,6 +80,46 @@ describe('registry', () => {
     expect(events.map((e) => e.type)).toEqual(['registered', 'ready', 'unready', 'ready']);
   });
 
+  it('tells onRoutingChange listeners of every entry into and exit from routing, with the reason, in order', () => {
+    const clock = manualClock();
+    const registry = createRegistry({
+      deployments: [deployment()],
+      now: clock.now,
+      ejectAfterFailures: 1,
+      ejectCooldownMs: 1_000,
+    });
+    const changes: string[] = [];
+    // Each change is seen after routable() already reflects it.
+    registry.onRoutingChange((c) => {
+      const listed = registry.routable(c.deployment).some((w) => w.id === c.workerId);
+      changes.push(`${c.workerId} ${c.routable ? 'in' : 'out'} (${c.reason}) listed=${listed}`);
+    });
+    const a = registry.register(registration('41', 0, { state: 'ready' })).workerId;
+    const b = registry.register(registration('42', 0, { state: 'ready' })).workerId;
+    const c = registry.register(registration('43', 0, { state: 'ready' })).workerId;
+    registry.heartbeat(b, { state: 'loading', restartCount: 0, reason: 'hung' });
+    registry.heartbeat(b, { state: 'ready', restartCount: 0 });
+    registry.reportOutcome(c, 'connect-error');
+    clock.advance(1_001);
+    registry.heartbeat(c, { state: 'ready', restartCount: 0 });
+    registry.register(registration('41', 0, { state: 'ready' }));
+    registry.drain(a, 'SIGTERM');
+    registry.markGone(b, 'no heartbeat');
+    expect(changes).toEqual([
+      `${a} in (ready) listed=true`,
+      `${b} in (ready) listed=true`,
+      `${c} in (ready) listed=true`,
+      `${b} out (unready: hung) listed=false`,
+      `${b} in (ready) listed=true`,
+      `${c} out (unready: ejected for 1000 ms after 1 failed attempts (connect-error)) listed=false`,
+      `${c} in (ready) listed=true`,
+      `${a} out (registered again) listed=false`,
+      `${a} in (ready) listed=true`,
+      `${a} out (draining: SIGTERM) listed=false`,
+      `${b} out (gone: no heartbeat) listed=false`,
+    ]);
+  });
+
   it('tells onWorkerLost listeners of unready, failed and gone workers, never of draining ones', () => {
     const { registry } = setup();
     const lost: string[] = [];

@@ -18,6 +18,7 @@ import {
   progressOf,
 } from './forward.js';
 import type { ForwardShared } from './forward.js';
+import { withStaleRouting } from './journal.js';
 import { resolveProxyOptions } from './options.js';
 import type { ProxyAppOptions, ProxyRequestRecord } from './options.js';
 import {
@@ -62,7 +63,9 @@ const STARTED = Date.now();
  */
 export function createProxyApp(options: ProxyAppOptions): ProxyApp {
   const resolved = resolveProxyOptions(options);
-  const pool = options.pool;
+  const staleMs = options.plantedFaults?.staleRoutingMs ?? 0;
+  const pool = staleMs > 0 ? withStaleRouting(options.pool, staleMs) : options.pool;
+  const journal = options.journal;
   const pools = createUpstreamPools(resolved.upstream);
   const routers = new Map<string, DeploymentRouter>();
   const shared: ForwardShared = {
@@ -82,12 +85,19 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     onRequestComplete: guard(options.onRequestComplete, options.logger),
     attemptsByWorker: new Map(),
     logger: options.logger,
+    journal,
   };
   // A worker that stops serving (hung engine, failed, gone) takes its in-flight attempts
   // with it at once: retried elsewhere, or an error event for a stream already started.
   const unsubscribeLost = pool.onWorkerLost?.((workerId, reason) =>
     abortAttemptsOn(shared, workerId, reason),
   );
+  const unsubscribeRouting =
+    journal === undefined
+      ? undefined
+      : options.pool.onRoutingChange?.((change) =>
+          journal({ type: 'route', time: Date.now(), ...change }),
+        );
   const checkKey = resolved.apiKeys.length > 0 ? createKeyChecker(resolved.apiKeys) : undefined;
 
   const app = new Hono<ProxyEnv>();
@@ -150,6 +160,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
   return Object.assign(app, {
     close: () => {
       unsubscribeLost?.();
+      unsubscribeRouting?.();
       return pools.close();
     },
     queueDepth: () => shared.queue.depth(),

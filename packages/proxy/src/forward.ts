@@ -9,6 +9,7 @@ import type {
   RequestOutcome,
   ResolvedProxyOptions,
 } from './options.js';
+import type { RoutingJournal } from './journal.js';
 import type { DeploymentRouter } from './routing.js';
 import type { RetryBudget } from './retry-budget.js';
 import type { UpstreamPools } from './upstream-pools.js';
@@ -37,6 +38,7 @@ export interface ForwardShared {
   queue: WaitQueue;
   onRequestComplete: ((record: ProxyRequestRecord) => void) | undefined;
   logger: ProxyLogger | undefined;
+  journal: RoutingJournal | undefined;
   /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
   attemptsByWorker: Map<string, Set<(reason: string) => void>>;
 }
@@ -147,6 +149,14 @@ async function forwardLoop(
     }
     progress.attempts++;
     progress.workerId = worker.id;
+    shared.journal?.({
+      type: 'attempt',
+      time: Date.now(),
+      requestId: request.requestId,
+      deployment: deployment.name,
+      workerId: worker.id,
+      attempt: progress.attempts,
+    });
     const canRetry = (): boolean => {
       if (progress.attempts >= options.retry.maxAttempts || request.client.gone) return false;
       const others = pool

@@ -1,6 +1,7 @@
 export { createProxyApp } from './app.js';
 export type { ProxyApp, ProxyEnv } from './app.js';
 export { ProxyError } from './errors.js';
+export type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from './journal.js';
 export type {
   OpenAIErrorBody,
   OpenAIErrorType,

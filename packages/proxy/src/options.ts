@@ -1,4 +1,5 @@
 import type { PoolView } from '@es/pool';
+import type { PlantedFaults, RoutingJournal } from './journal.js';
 
 /** One finished proxied request, for metrics and logs. */
 export interface ProxyRequestRecord {
@@ -74,6 +75,13 @@ export interface ProxyAppOptions {
   /** Called once per proxied `/v1/*` POST request when it has finished. */
   onRequestComplete?: (record: ProxyRequestRecord) => void;
   logger?: ProxyLogger;
+  /**
+   * Receives every upstream attempt and every routing change (see `RoutingJournalEntry`),
+   * synchronously and in order. For reliability runs; off by default.
+   */
+  journal?: RoutingJournal;
+  /** Test-only faults planted on purpose (reliability runs prove their checks with them). */
+  plantedFaults?: PlantedFaults;
 }
 
 /** Retries of attempts that failed before any byte reached the client. */
