@@ -96,6 +96,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
       startedAt,
       steps: progress.steps,
       queueDepth: options.queueDepth?.() ?? {},
+      requestErrors: metrics.requestErrors,
     });
   };
   metrics.setStatusSource(status);

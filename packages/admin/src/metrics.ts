@@ -27,6 +27,11 @@ export interface Metrics {
   readonly registry: Registry;
   /** Feed one finished proxied request (the proxy's `onRequestComplete`). */
   observeRequest(record: ProxyRequestRecord): void;
+  /**
+   * Requests that ended in an error (a 5xx or a stream cut with an error event) whose last
+   * attempt was on this worker: the per-worker figure next to its `requestsServed`.
+   */
+  requestErrors(workerId: string): number;
   /** Feed one lifecycle event (the pool registry's `on`). */
   observeEvent(event: PoolEvent): void;
   /** Feed one provider call (sbatch/squeue/scancel) and how it ended. */
@@ -47,6 +52,34 @@ export interface Metrics {
 
 const LATENCY_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const TTFB_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** Workers whose error count is kept (the oldest go first, like the status view's jobs). */
+const WORKERS_KEPT = 2_000;
+
+/**
+ * The `status` label of `es_requests_total`: the status the client saw, except for a stream
+ * the proxy cut with an error event, whose status stays the upstream's 200.
+ */
+function statusLabel(record: ProxyRequestRecord): string {
+  return record.outcome === 'mid-stream-failure' ? 'stream_error' : String(record.status);
+}
+
+/**
+ * An error of the service: a 5xx, or a stream cut mid-way. A client's own 4xx is not, nor a
+ * client that went away (499): it chose to.
+ */
+function endedInError(record: ProxyRequestRecord): boolean {
+  return record.outcome === 'mid-stream-failure' || record.status >= 500;
+}
+
+/**
+ * Whether the latency is how long a whole answer took. A cut stream stopped at its error
+ * event and an abandoned request when the client left: as durations they would read as
+ * fast answers.
+ */
+function answeredInFull(record: ProxyRequestRecord): boolean {
+  return record.outcome !== 'mid-stream-failure' && record.outcome !== 'client-abort';
+}
 
 function route(path: string): string {
   // Bounded label values: the OpenAI routes by name, anything else as "other".
@@ -74,13 +107,13 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   const registers = [registry];
   const requests = new Counter({
     name: 'es_requests_total',
-    help: 'Proxied requests by deployment, HTTP status and route',
+    help: 'Proxied requests by deployment, HTTP status (stream_error: cut with an error event) and route',
     labelNames: ['deployment', 'status', 'route'] as const,
     registers,
   });
   const latency = new Histogram({
     name: 'es_request_duration_seconds',
-    help: 'Time from a request arriving to its last byte sent',
+    help: 'Time from a request arriving to its last byte sent (not for cut streams or client aborts)',
     labelNames: ['deployment', 'route'] as const,
     buckets: LATENCY_BUCKETS,
     registers,
@@ -227,14 +260,18 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
   };
   const timer = setInterval(roll, intervalMs);
   timer.unref();
+  const workerErrors = new Map<string, number>();
 
   return {
     registry,
     observeRequest(record) {
       const deployment = record.deployment ?? 'none';
       const r = route(record.path);
-      requests.inc({ deployment, status: String(record.status), route: r });
-      latency.observe({ deployment, route: r }, record.latencyMs / 1000);
+      requests.inc({ deployment, status: statusLabel(record), route: r });
+      if (answeredInFull(record)) {
+        latency.observe({ deployment, route: r }, record.latencyMs / 1000);
+      }
+      // The first byte of a stream cut later was still sent at ttfbMs: a true observation.
       if (record.ttfbMs !== undefined) ttfb.observe({ deployment, route: r }, record.ttfbMs / 1000);
       if (record.promptTokens) tokens.inc({ deployment, direction: 'in' }, record.promptTokens);
       if (record.completionTokens) {
@@ -242,13 +279,21 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       }
       if (record.retries > 0) retries.inc({ deployment }, record.retries);
       bucket.requests += 1;
-      if (record.status >= 500) bucket.errors += 1;
+      const error = endedInError(record);
+      if (error) bucket.errors += 1;
+      if (error && record.workerId !== undefined) {
+        workerErrors.set(record.workerId, (workerErrors.get(record.workerId) ?? 0) + 1);
+        if (workerErrors.size > WORKERS_KEPT) {
+          workerErrors.delete(workerErrors.keys().next().value as string);
+        }
+      }
       bucket.tokens += record.completionTokens ?? 0;
       if (record.ttfbMs !== undefined) {
         bucket.ttfbSum += record.ttfbMs;
         bucket.ttfbCount += 1;
       }
     },
+    requestErrors: (workerId) => workerErrors.get(workerId) ?? 0,
     observeEvent(event) {
       events.inc({ deployment: event.deployment, type: event.type });
       if (event.type === 'preempted') preemptions.inc({ deployment: event.deployment });

@@ -127,7 +127,7 @@ export function progressLine(steps: ProgressStep[], now: number, state: string):
     .join(' → ');
 }
 
-function workerView(w: WorkerInfo, now: number): WorkerView {
+function workerView(w: WorkerInfo, now: number, requestErrors: number): WorkerView {
   const view: WorkerView = {
     id: w.id,
     deployment: w.deployment,
@@ -138,6 +138,7 @@ function workerView(w: WorkerInfo, now: number): WorkerView {
     state: w.state,
     inFlight: w.inFlight,
     requestsServed: w.requestsServed,
+    requestErrors,
     ejected: w.ejectedUntil !== undefined && w.ejectedUntil > now,
     registeredAt: w.registeredAt,
     lastHeartbeat: w.lastHeartbeat,
@@ -155,6 +156,8 @@ export interface StatusInput {
   startedAt: number;
   steps: (jobId: string) => ProgressStep[];
   queueDepth: Record<string, number>;
+  /** Requests of a worker that ended in an error (`Metrics.requestErrors`); 0 when absent. */
+  requestErrors?: (workerId: string) => number;
 }
 
 /** The `/api/v1/admin/status` body. Pure. */
@@ -168,7 +171,7 @@ export function buildStatus(input: StatusInput): StatusResponse {
     startedAt: input.startedAt,
     listFailures: status.listFailures,
     deployments: status.deployments.map((d) => {
-      const workers = d.workers.map((w) => workerView(w, now));
+      const workers = d.workers.map((w) => workerView(w, now, input.requestErrors?.(w.id) ?? 0));
       const jobs: JobView[] = d.jobs.map((j) => {
         const steps = input.steps(j.jobId);
         const job: JobView = {

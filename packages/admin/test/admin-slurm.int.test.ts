@@ -5,42 +5,16 @@
  * scale-down that cancels the pending jobs first.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { runCli, type StatusResponse } from '@es/client';
+import type { StatusResponse } from '@es/client';
 import { cancelByNamePrefix, preempt } from '@es/testkit';
-import { startTestScheduler, until, type TestScheduler } from './harness.js';
+import { esCli, metric, scrape, startTestScheduler, until, type TestScheduler } from './harness.js';
 
 process.env.SLURM_CONF = inject('slurmConf');
 const SID = `adm${Math.random().toString(36).slice(2, 8)}`;
 let s: TestScheduler;
 
-async function es(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli(argv, {
-    stdout: (t) => (stdout += t),
-    stderr: (t) => (stderr += t),
-    env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
-  });
-  return { code, stdout, stderr };
-}
-
-async function status(): Promise<StatusResponse> {
-  return JSON.parse((await es('status', '--json')).stdout) as StatusResponse;
-}
-
-function metric(text: string, name: string, labels: Record<string, string>): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) {
-      sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-    }
-  }
-  return sum;
-}
-
-const scrape = async () =>
-  (await fetch(`${s.url}/metrics`, { headers: { authorization: `Bearer ${s.adminKey}` } })).text();
+const es = (...argv: string[]) => esCli(s, ...argv);
+const status = async () => JSON.parse((await es('status', '--json')).stdout) as StatusResponse;
 
 const readyCount = async () => (await status()).deployments[0]?.readyWorkers ?? 0;
 
@@ -105,7 +79,7 @@ describe('es against the SLURM dev cluster', () => {
   });
 
   it('a preemption by a high-priority job is counted and the requeued job shows restart 1', async () => {
-    const before = await scrape();
+    const before = await scrape(s);
     const st = await status();
     const victim = st.deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
     expect(victim?.nodes).toMatch(/^gpu\d$/);
@@ -113,7 +87,7 @@ describe('es against the SLURM dev cluster', () => {
     try {
       await until(
         async () =>
-          metric(await scrape(), 'es_preemptions_total', { deployment: 'mock' }) >
+          metric(await scrape(s), 'es_preemptions_total', { deployment: 'mock' }) >
           metric(before, 'es_preemptions_total', { deployment: 'mock' })
             ? true
             : undefined,
@@ -145,7 +119,7 @@ describe('es against the SLURM dev cluster', () => {
     } finally {
       await cancelByNamePrefix(`es-${SID}-high`).catch(() => undefined);
     }
-    const metrics = await scrape();
+    const metrics = await scrape(s);
     expect(
       metric(metrics, 'es_provider_calls_total', { operation: 'list', outcome: 'ok' }),
     ).toBeGreaterThan(0);

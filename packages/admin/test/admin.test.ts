@@ -11,7 +11,16 @@ import { promisify } from 'node:util';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type StatusResponse } from '@es/client';
-import { readyWorkers, startTestScheduler, until, type TestScheduler } from './harness.js';
+import {
+  adminStatus,
+  esCli,
+  metric,
+  readyWorkers,
+  scrape,
+  startTestScheduler,
+  until,
+  type TestScheduler,
+} from './harness.js';
 
 const ES_CLI = fileURLToPath(new URL('../../client/dist/cli.mjs', import.meta.url));
 
@@ -27,46 +36,7 @@ afterAll(async () => {
   await s?.close();
 });
 
-async function es(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const code = await runCli(argv, {
-    stdout: (t) => (stdout += t),
-    stderr: (t) => (stderr += t),
-    env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
-  });
-  return { code, stdout, stderr };
-}
-
-/** Sum of the samples of `name` whose labels include `labels`. */
-function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const found = new Map<string, string>();
-    for (const pair of (m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-      found.set(pair[1] ?? '', pair[2] ?? '');
-    }
-    if (Object.entries(labels).every(([k, v]) => found.get(k) === v)) sum += Number(m[4]);
-  }
-  return sum;
-}
-
-async function scrape(): Promise<string> {
-  const res = await fetch(`${s.url}/metrics`, {
-    headers: { authorization: `Bearer ${s.adminKey}` },
-  });
-  expect(res.status).toBe(200);
-  return res.text();
-}
-
-async function status(): Promise<StatusResponse> {
-  const res = await fetch(`${s.url}/api/v1/admin/status`, {
-    headers: { authorization: `Bearer ${s.adminKey}` },
-  });
-  return (await res.json()) as StatusResponse;
-}
+const es = (...argv: string[]) => esCli(s, ...argv);
 
 describe('admin API and es CLI', () => {
   it('refuses the admin routes without the admin key', async () => {
@@ -87,7 +57,7 @@ describe('admin API and es CLI', () => {
 
   it('es status prints deployments, nodes with state and time left, workers with GPU slices', async () => {
     await until(async () => {
-      const st = await status();
+      const st = await adminStatus(s);
       return st.deployments[0]?.jobs.every((j) => j.progressLine.includes('ready'))
         ? st
         : undefined;
@@ -137,7 +107,7 @@ describe('admin API and es CLI', () => {
   });
 
   it('counts requests, tokens and TTFB in /metrics and /api/v1/admin/series', async () => {
-    const before = await scrape();
+    const before = await scrape(s);
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     for (let i = 0; i < 6; i++) {
       await client.chat.completions.create({
@@ -146,7 +116,7 @@ describe('admin API and es CLI', () => {
         max_tokens: 4,
       });
     }
-    const after = await scrape();
+    const after = await scrape(s);
     const labels = { deployment: 'mock', status: '200', route: '/v1/chat/completions' };
     expect(
       metric(after, 'es_requests_total', labels) - metric(before, 'es_requests_total', labels),
@@ -246,12 +216,12 @@ describe('admin API and es CLI', () => {
   });
 
   it('counts a preemption and its replacement; the events show both', async () => {
-    const before = await scrape();
-    const victim = (await status()).deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
+    const before = await scrape(s);
+    const victim = (await adminStatus(s)).deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
     expect(victim).toBeDefined();
     expect(s.local?.preempt(victim?.jobId ?? '')).toBe(true);
     await until(async () => {
-      const text = await scrape();
+      const text = await scrape(s);
       return metric(text, 'es_preemptions_total', { deployment: 'mock' }) >
         metric(before, 'es_preemptions_total', { deployment: 'mock' }) &&
         metric(text, 'es_replacements_total', { deployment: 'mock' }) >
@@ -279,7 +249,7 @@ describe('admin API and es CLI', () => {
       new RegExp(`^job ${jobId}: draining 2 worker\\(s\\); it is cancelled once idle`),
     );
     await until(async () => {
-      const st = await status();
+      const st = await adminStatus(s);
       const jobs = st.deployments[0]?.jobs ?? [];
       const live = jobs.filter((j) => j.state === 'RUNNING' && j.jobId !== jobId);
       return live.length === 2 && st.deployments[0]?.readyWorkers === 4 ? st : undefined;
@@ -290,10 +260,10 @@ describe('admin API and es CLI', () => {
     const result = await es('scale', 'mock', '--max-nodes', '1');
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(/^mock: max nodes 2 → 1; cancelled \S+\n$/);
-    const st = await status();
+    const st = await adminStatus(s);
     expect(st.deployments[0]?.maxNodes).toBe(1);
     await until(async () => {
-      const now = await status();
+      const now = await adminStatus(s);
       const running = now.deployments[0]?.jobs.filter((j) => j.state === 'RUNNING') ?? [];
       return running.length === 1 ? now : undefined;
     }, 'one running job');
@@ -334,7 +304,9 @@ describe('admin API and es CLI', () => {
     const result = await es('stop', '--cancel-jobs');
     expect(result.stdout).toBe('scheduler stopping and cancelling its jobs\n');
     expect(await s.stopped).toEqual({ cancelJobs: true });
-    const jobs = await s.provider.list({ names: [(await status()).deployments[0]?.jobName ?? ''] });
+    const jobs = await s.provider.list({
+      names: [(await adminStatus(s)).deployments[0]?.jobName ?? ''],
+    });
     expect(jobs.filter((j) => j.state === 'RUNNING' || j.state === 'PENDING')).toHaveLength(0);
   });
 });

@@ -1,7 +1,8 @@
 /**
  * The dashboard in a real browser: Debian's headless Chromium driven by playwright-core
  * against the in-process scheduler (local provider, real workers, mock engines). The page
- * asks for the admin key, shows the workers, and updates when a node is preempted. Saves
+ * asks for the admin key, shows the workers, and updates when a node is preempted; a stream
+ * its engine cuts shows as an error of its worker and in errors/s. Saves
  * the screenshot the README shows (packages/admin/docs/dashboard.png, refreshed with
  * ES_UPDATE_SCREENSHOT=1).
  */
@@ -9,10 +10,17 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
 import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readyWorkers, startTestScheduler, until, type TestScheduler } from './harness.js';
+import {
+  adminStatus,
+  readyWorkers,
+  startTestScheduler,
+  streamChat,
+  until,
+  type TestScheduler,
+} from './harness.js';
 
 // The callbacks below run in the page; the repo compiles without the DOM lib, so this
 // declares the little of it they use.
@@ -152,4 +160,47 @@ describe('dashboard in headless Chromium', () => {
     await page.screenshot({ path: target, fullPage: true });
     expect(statSync(target).size).toBeGreaterThan(10_000);
   }, 120_000);
+
+  it('shows a stream its engine cut as an error of its worker and in errors/s', async () => {
+    const cutting = await startTestScheduler({
+      maxNodes: 1,
+      nodes: 1,
+      sampleIntervalMs: 1_000,
+      engineExtraArgs: '--die-mid-stream 2',
+    });
+    try {
+      await until(readyWorkers(cutting, 2), '2 ready workers');
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      await page.goto(`${cutting.url}/dashboard?key=${encodeURIComponent(cutting.adminKey)}`);
+      await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 2);
+      const { error } = await streamChat(cutting, 'a long story');
+      expect(error).toBeInstanceOf(APIError);
+
+      const workers = (await adminStatus(cutting)).deployments[0]?.workers ?? [];
+      const cut = workers.find((w) => w.requestErrors === 1);
+      expect(cut).toBeDefined();
+      await page.waitForFunction(
+        (id) =>
+          document.querySelector(`.worker[data-worker="${id}"] .errors.some`)?.textContent ===
+          '1 error',
+        cut?.id ?? '',
+        { timeout: 15_000 },
+      );
+      expect(await page.locator(`.worker[data-worker="${cut?.id ?? ''}"]`).innerText()).toMatch(
+        /0 served · 1 error$/,
+      );
+      // The other worker's card says it had none, without the emphasis.
+      expect(await page.locator('.worker .errors:not(.some)').allInnerTexts()).toEqual([
+        '0 errors',
+      ]);
+      await page.waitForFunction(
+        () => document.querySelector('#v-eps')?.textContent === '1 in 1 min',
+        null,
+        { timeout: 15_000 },
+      );
+      await page.close();
+    } finally {
+      await cutting.close();
+    }
+  }, 90_000);
 });

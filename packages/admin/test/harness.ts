@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
+import OpenAI from 'openai';
 import {
   WORKER_ENV,
   createLocalProvider,
@@ -23,6 +24,7 @@ import {
 } from '@es/pool';
 import { createProxyApp, startProxyServer } from '@es/proxy';
 import { createSlurmProvider } from '@es/slurm';
+import { runCli, type StatusResponse } from '@es/client';
 import { mountAdmin, type MountedAdmin } from '../src/index.js';
 
 export const WORKER_CLI = fileURLToPath(
@@ -59,6 +61,8 @@ export interface TestSchedulerOptions {
   backend?: 'local' | 'slurm';
   /** Scheduler id (job names are `es-<id>-mock`). */
   schedulerId?: string;
+  /** Mock engine flags, e.g. `--die-mid-stream 2` (es-worker `--engine-extra-args`). */
+  engineExtraArgs?: string;
 }
 
 /** Start the wiring; workers become ready within a few seconds. */
@@ -131,6 +135,8 @@ export async function startTestScheduler(
         ...['--tensor-parallel-size', String(d.tensorParallelSize)],
         ...['--gpus-per-node', String(d.gpusPerNode), '--base-port', '0'],
         ...['--drain-grace', '1', '--kill-grace', '1', '--log-dir', logDir],
+        // One argv element: a value that starts with -- would read as a flag of its own.
+        ...(options.engineExtraArgs ? [`--engine-extra-args=${options.engineExtraArgs}`] : []),
       ],
       env: { [WORKER_ENV.schedulerUrl]: server.url, [WORKER_ENV.secretFile]: secretFile },
       logDir,
@@ -199,4 +205,76 @@ export function readyWorkers(s: TestScheduler, n: number): () => string[] | unde
       .map((w) => w.id);
     return ids.length === n ? ids.sort() : undefined;
   };
+}
+
+/** Sum of the samples of `name` whose labels include `labels`. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const found = new Map<string, string>();
+    for (const pair of (m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
+      found.set(pair[1] ?? '', pair[2] ?? '');
+    }
+    if (Object.entries(labels).every(([k, v]) => found.get(k) === v)) sum += Number(m[4]);
+  }
+  return sum;
+}
+
+/** Run the `es` CLI in-process against `s`, with its admin key. */
+export async function esCli(
+  s: TestScheduler,
+  ...argv: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, {
+    stdout: (t) => (stdout += t),
+    stderr: (t) => (stderr += t),
+    env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
+  });
+  return { code, stdout, stderr };
+}
+
+async function adminGet(s: TestScheduler, path: string): Promise<Response> {
+  const res = await fetch(`${s.url}${path}`, {
+    headers: { authorization: `Bearer ${s.adminKey}` },
+  });
+  if (!res.ok) throw new Error(`GET ${path}: ${res.status} ${await res.text()}`);
+  return res;
+}
+
+/** `GET /metrics` with the admin key. */
+export async function scrape(s: TestScheduler): Promise<string> {
+  return (await adminGet(s, '/metrics')).text();
+}
+
+/** `GET /api/v1/admin/status` with the admin key. */
+export async function adminStatus(s: TestScheduler): Promise<StatusResponse> {
+  return (await (await adminGet(s, '/api/v1/admin/status')).json()) as StatusResponse;
+}
+
+/**
+ * Stream one chat completion through `s` with the official `openai` client, reading it to its
+ * end: the content seen, and the error the stream ended with (undefined when it ended well).
+ */
+export async function streamChat(
+  s: TestScheduler,
+  prompt: string,
+): Promise<{ text: string; error: unknown }> {
+  const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+  const stream = await client.chat.completions.create({
+    model: 'mock-model',
+    messages: [{ role: 'user', content: prompt }],
+    max_tokens: 16,
+    stream: true,
+  });
+  let text = '';
+  try {
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    return { text, error: undefined };
+  } catch (error) {
+    return { text, error };
+  }
 }

@@ -111,11 +111,15 @@ export function formatWorkers(status: StatusResponse): string {
         gpuSlice(w.gpus),
         load(w),
         String(w.requestsServed),
+        String(w.requestErrors),
         w.reason ?? '',
       ]);
     }
   }
-  return table(['WORKER', 'JOB', 'NODE', 'STATE', 'GPUS', 'LOAD', 'SERVED', 'REASON'], rows);
+  return table(
+    ['WORKER', 'JOB', 'NODE', 'STATE', 'GPUS', 'LOAD', 'SERVED', 'ERRORS', 'REASON'],
+    rows,
+  );
 }
 
 /** Everything `es status` prints. */

@@ -21,7 +21,13 @@ export interface WorkerView {
   reason?: string;
   /** Requests the proxy has open on it now. */
   inFlight: number;
+  /** Attempts on it that ended without a fault of the worker (any status below 500). */
   requestsServed: number;
+  /**
+   * Requests whose last attempt was on this worker and that ended in an error: a 5xx, or a
+   * stream cut with an error event (counted here, not in `requestsServed`).
+   */
+  requestErrors: number;
   /** The engine's own load report (running/waiting requests, KV cache use), when known. */
   load?: { running?: number; waiting?: number; kvCacheUsage?: number };
   /** Passively ejected from routing after repeated failures. */
@@ -131,7 +137,7 @@ export interface SeriesSample {
   tokensPerSecond: number;
   /** Mean time to first byte (ms), absent when no request finished. */
   ttfbMs?: number;
-  /** Error responses (status >= 500) per second. */
+  /** Errors per second: responses with status >= 500 and streams cut with an error event. */
   errorsPerSecond: number;
 }
 

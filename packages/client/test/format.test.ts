@@ -65,6 +65,7 @@ const status: StatusResponse = {
           state: 'ready',
           inFlight: 3,
           requestsServed: 120,
+          requestErrors: 2,
           load: { running: 3, waiting: 1, kvCacheUsage: 0.42 },
           ejected: false,
           registeredAt: 0,
@@ -107,9 +108,13 @@ describe('status tables', () => {
     expect(lines[2]).toMatch(/^17\s+qwen\s+RUNNING\s+gpu-a01\s+3h01m\s+1\s+2h01m\s+RUNNING/);
   });
 
-  it('shows a worker with its GPU slice as a range and its load', () => {
-    expect(formatWorkers(status).split('\n')[1]).toMatch(
-      /^17\.1\.0\s+17\s+gpu-a01\s+ready\s+0-3\s+3 in-flight, 3 run, 1 wait, kv 42%\s+120$/,
+  it('shows a worker with its GPU slice as a range, its load, served and errors', () => {
+    const [header, row] = formatWorkers(status).split('\n');
+    expect(header).toMatch(
+      /^WORKER\s+JOB\s+NODE\s+STATE\s+GPUS\s+LOAD\s+SERVED\s+ERRORS\s+REASON$/,
+    );
+    expect(row).toMatch(
+      /^17\.1\.0\s+17\s+gpu-a01\s+ready\s+0-3\s+3 in-flight, 3 run, 1 wait, kv 42%\s+120\s+2$/,
     );
   });
 });

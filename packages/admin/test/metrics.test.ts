@@ -1,0 +1,152 @@
+/**
+ * How finished requests show in `/metrics`, the traffic series and the per-worker figures,
+ * through the admin app's routes (`app.request`, no socket), fed the proxy's request records.
+ */
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createReconciler, createRegistry, type NodeProvider, type Registry } from '@es/pool';
+import type { ProxyRequestRecord } from '@es/proxy';
+import type { SeriesResponse, StatusResponse } from '@es/client';
+import { createAdminApi, createMetrics, type AdminApi, type Metrics } from '../src/index.js';
+import { metric } from './harness.js';
+
+// Nothing is submitted: the reconciler is never started, its status reads the registry.
+const idleProvider: NodeProvider = {
+  kind: 'local',
+  submit: () => Promise.reject(new Error('not in this test')),
+  list: () => Promise.resolve([]),
+  cancel: () => Promise.resolve(),
+};
+
+let registry: Registry;
+let metrics: Metrics;
+let api: AdminApi;
+let workerId: string;
+
+beforeEach(() => {
+  // Only the series' sampling timer is faked: the test closes a sample when it wants one.
+  vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+  registry = createRegistry({
+    deployments: [
+      { name: 'd', model: 'm', engine: 'mock', tensorParallelSize: 1, gpusPerNode: 1, maxNodes: 1 },
+    ],
+  });
+  workerId = registry.register({
+    deployment: 'd',
+    jobId: '7',
+    restartCount: 0,
+    index: 0,
+    host: '127.0.0.1',
+    port: 9,
+    gpus: [0],
+    engine: 'mock',
+    model: 'm',
+    node: 'n1',
+    state: 'ready',
+  }).workerId;
+  metrics = createMetrics({ defaultMetrics: false, sampleIntervalMs: 1_000 });
+  const reconciler = createReconciler({
+    registry,
+    provider: idleProvider,
+    schedulerId: 'unit',
+    buildNodeRequest: () => ({ command: ['true'], env: {}, logDir: '/tmp' }),
+  });
+  api = createAdminApi({ registry, reconciler, metrics, logDir: '/tmp' });
+});
+
+afterEach(() => {
+  api.close();
+  metrics.close();
+  vi.useRealTimers();
+});
+
+function record(overrides: Partial<ProxyRequestRecord>): ProxyRequestRecord {
+  return {
+    requestId: 'r',
+    path: '/v1/chat/completions',
+    model: 'm',
+    deployment: 'd',
+    workerId,
+    stream: true,
+    status: 200,
+    outcome: 'ok',
+    latencyMs: 800,
+    ttfbMs: 40,
+    queuedMs: 0,
+    retries: 0,
+    ...overrides,
+  };
+}
+
+async function scrape(): Promise<string> {
+  const res = await api.request('/metrics');
+  expect(res.status).toBe(200);
+  return res.text();
+}
+
+async function worker(): Promise<StatusResponse['deployments'][number]['workers'][number]> {
+  const res = await api.request('/api/v1/admin/status');
+  const body = (await res.json()) as StatusResponse;
+  const found = body.deployments[0]?.workers.find((w) => w.id === workerId);
+  expect(found).toBeDefined();
+  return found as NonNullable<typeof found>;
+}
+
+const chat = { deployment: 'd', route: '/v1/chat/completions' };
+
+describe('a stream the proxy cut with an error event', () => {
+  it('is counted as stream_error, not 200, and as an error of its worker', async () => {
+    expect((await worker()).requestErrors).toBe(0);
+    metrics.observeRequest(record({}));
+    metrics.observeRequest(
+      record({
+        outcome: 'mid-stream-failure',
+        errorCode: 'upstream_stream_interrupted',
+        latencyMs: 120,
+      }),
+    );
+
+    const text = await scrape();
+    expect(text).toContain(
+      'es_requests_total{deployment="d",status="stream_error",route="/v1/chat/completions"} 1\n',
+    );
+    expect(metric(text, 'es_requests_total', { ...chat, status: '200' })).toBe(1);
+    expect(metric(text, 'es_requests_total', chat)).toBe(2);
+    // Its 120 ms is when it was cut, not how long an answer took: only the full answer is a
+    // duration. Its first byte was really sent at 40 ms, so TTFB has both.
+    expect(metric(text, 'es_request_duration_seconds_count', chat)).toBe(1);
+    expect(metric(text, 'es_request_duration_seconds_sum', chat)).toBe(0.8);
+    expect(metric(text, 'es_time_to_first_byte_seconds_count', chat)).toBe(2);
+
+    const w = await worker();
+    expect(w.requestErrors).toBe(1);
+    // The served figure is the registry's (fed by the proxy's outcome reports), not this test's.
+    expect(w.requestsServed).toBe(0);
+
+    vi.advanceTimersByTime(1_000);
+    const series = (await (await api.request('/api/v1/admin/series')).json()) as SeriesResponse;
+    expect(series.samples.at(-1)).toMatchObject({ requestsPerSecond: 2, errorsPerSecond: 1 });
+  });
+
+  it('5xx are errors of their worker; a client 4xx and a client abort (499) are not', async () => {
+    metrics.observeRequest(record({ status: 502, outcome: 'upstream-error', stream: false }));
+    metrics.observeRequest(record({ status: 400, outcome: 'ok', stream: false }));
+    metrics.observeRequest(
+      record({ status: 499, outcome: 'client-abort', errorCode: 'client_closed_request' }),
+    );
+    // No worker: a rejection before routing is an error of the service, of no worker.
+    const unrouted = record({ status: 503, outcome: 'rejected' });
+    delete unrouted.workerId;
+    metrics.observeRequest(unrouted);
+
+    const text = await scrape();
+    for (const status of ['502', '400', '499', '503']) {
+      expect(metric(text, 'es_requests_total', { ...chat, status }), status).toBe(1);
+    }
+    // The abort stopped when the client left: not a duration.
+    expect(metric(text, 'es_request_duration_seconds_count', chat)).toBe(3);
+    expect((await worker()).requestErrors).toBe(1);
+    vi.advanceTimersByTime(1_000);
+    const series = (await (await api.request('/api/v1/admin/series')).json()) as SeriesResponse;
+    expect(series.samples.at(-1)).toMatchObject({ requestsPerSecond: 4, errorsPerSecond: 2 });
+  });
+});
