@@ -2,7 +2,13 @@
  * The checker: pure functions over a recorded history that state whether the system kept
  * its promises. Each returns the offending records, so a failure names them.
  */
-import type { CapacitySample, QueueSample, RequestRecord, SchedulerEvent } from './history.js';
+import type {
+  CapacitySample,
+  JournalEntry,
+  QueueSample,
+  RequestRecord,
+  SchedulerEvent,
+} from './history.js';
 
 /** Counts of one window of requests, as the report shows them. */
 export interface RequestSummary {
@@ -10,9 +16,12 @@ export interface RequestSummary {
   succeeded: number;
   /** Succeeded after more than one HTTP attempt by the client. */
   retried: number;
-  /** Failed the clean way: a stream that ended with an error event, or a 4xx answer. */
+  /** Failed the clean way: a stream that ended with an error event. */
   erroredCleanly: number;
-  /** Everything else: non-streaming failures, silent truncations, resets, hung requests. */
+  /**
+   * Everything else: non-streaming failures, 4xx answers (the load sends only valid
+   * requests), silent truncations, resets, hung requests.
+   */
   lost: number;
 }
 
@@ -28,9 +37,16 @@ export function inWindow(
   return requests.filter((r) => r.end >= from && r.start < to);
 }
 
+/** The one clean way to fail: a stream that ends with an SSE error event. */
 function isClean(r: RequestRecord): boolean {
-  if (r.outcome === 'error-event') return r.stream;
-  return r.outcome === 'error-status' && r.status !== undefined && r.status < 500;
+  return r.outcome === 'error-event' && r.stream;
+}
+
+/** A 4xx answer: the load sends only valid requests, so it is a broken promise. */
+function isClientError(r: RequestRecord): boolean {
+  return (
+    r.outcome === 'error-status' && r.status !== undefined && r.status >= 400 && r.status < 500
+  );
 }
 
 /**
@@ -63,6 +79,8 @@ export interface RequestViolations {
   hung: RequestRecord[];
   /** Streams that failed with anything but an error event (a reset, or a status or connection error after the first byte). */
   uncleanStreams: RequestRecord[];
+  /** 4xx answers to the load's requests, which are all valid. */
+  clientErrors: RequestRecord[];
 }
 
 /** Check that non-streaming requests all succeeded and streams either finished or ended with an error event. */
@@ -72,61 +90,129 @@ export function checkRequests(requests: readonly RequestRecord[]): RequestViolat
     silentTruncations: [],
     hung: [],
     uncleanStreams: [],
+    clientErrors: [],
   };
   for (const r of requests) {
     if (r.outcome === 'hung') out.hung.push(r);
     else if (r.outcome === 'truncated') out.silentTruncations.push(r);
+    else if (isClientError(r)) out.clientErrors.push(r);
     else if (!r.stream && r.outcome !== 'ok') out.lostNonStreaming.push(r);
     else if (r.stream && r.outcome !== 'ok' && r.outcome !== 'error-event') {
-      // A stream refused before its first byte may fail with a status, like a non-streaming request.
-      if (r.firstByte !== undefined || r.outcome === 'connection-error') out.uncleanStreams.push(r);
-      else if (!isClean(r)) out.uncleanStreams.push(r);
+      out.uncleanStreams.push(r);
     }
   }
   return out;
 }
 
-/** A request sent to a worker after that worker's drain notice. */
-export interface DrainViolation {
+/** A request whose content differs from what the engine deterministically produces. */
+export interface ContentViolation {
   request: RequestRecord;
-  drainAt: number;
+  /** What the engine must have produced (`undefined`: the record lacks what is needed to know). */
+  expected: string | undefined;
+  why: 'missing' | 'differs' | 'not a prefix';
 }
 
 /**
- * Requests that started more than `toleranceMs` after a worker's `draining` (or `gone`)
- * event and were still answered by that worker, unless the worker was `ready` again in
- * between (it registered anew after a scheduler restart or a heartbeat timeout). Needs the
- * proxy's worker header; records without a worker are not judged here, see
- * {@link unattributed}.
+ * Content checks: a request that succeeded must carry exactly the expected text; a stream cut
+ * with an error event must carry a prefix of it (nothing dropped, duplicated or invented
+ * before the cut). Records without the prompt or the content are violations too: a recorder
+ * that stops filling them must not pass. Requests that failed without content are not
+ * judged here (their failure is, by {@link checkRequests}).
  */
-export function checkDrainRouting(
+export function checkContent(
   requests: readonly RequestRecord[],
-  events: readonly SchedulerEvent[],
-  toleranceMs = 50,
-): DrainViolation[] {
-  // Per worker, its drain/gone and ready events in time order.
-  const timeline = new Map<string, { time: number; out: boolean }[]>();
-  for (const e of events) {
-    if (e.workerId === undefined) continue;
-    const out = e.event === 'draining' || e.event === 'gone';
-    if (!out && e.event !== 'ready') continue;
-    let list = timeline.get(e.workerId);
-    if (list === undefined) timeline.set(e.workerId, (list = []));
-    list.push({ time: e.time, out });
-  }
-  for (const list of timeline.values()) list.sort((a, b) => a.time - b.time);
-  const violations: DrainViolation[] = [];
+  expected: (request: RequestRecord) => string | undefined,
+): ContentViolation[] {
+  const out: ContentViolation[] = [];
   for (const r of requests) {
-    if (r.worker === undefined) continue;
-    // The last drain/ready change before the request started (less the tolerance).
-    let drainAt: number | undefined;
-    for (const change of timeline.get(r.worker) ?? []) {
-      if (change.time + toleranceMs >= r.start) break;
-      drainAt = change.out ? (drainAt ?? change.time) : undefined;
+    const judged = r.outcome === 'ok' || (r.outcome === 'error-event' && r.stream);
+    if (!judged) continue;
+    const want = r.prompt === undefined ? undefined : expected(r);
+    if (want === undefined || r.content === undefined) {
+      out.push({ request: r, expected: want, why: 'missing' });
+    } else if (r.outcome === 'ok' ? r.content !== want : !want.startsWith(r.content)) {
+      out.push({
+        request: r,
+        expected: want,
+        why: r.outcome === 'ok' ? 'differs' : 'not a prefix',
+      });
     }
-    if (drainAt !== undefined) violations.push({ request: r, drainAt });
   }
-  return violations;
+  return out;
+}
+
+/** An upstream attempt the proxy sent to a worker that was not in its routable set. */
+export interface RoutingViolation {
+  attempt: Extract<JournalEntry, { type: 'attempt' }>;
+  /** When the worker left routing (undefined: it never entered it in this process). */
+  leftAt?: number;
+  reason: string;
+}
+
+/**
+ * Every attempt in the routing journal, judged with zero tolerance: it must go to a worker
+ * that is in the routable set at that point of the journal (entered, and not left since, in
+ * the same scheduler process). Leaving routing for any reason counts: draining, unready
+ * (liveness), ejected, failed, gone, registered again.
+ */
+export function checkRouting(journal: readonly JournalEntry[]): RoutingViolation[] {
+  const routable = new Set<string>();
+  const left = new Map<string, { time: number; reason: string }>();
+  const out: RoutingViolation[] = [];
+  for (const e of journal) {
+    if (e.type === 'start') {
+      routable.clear();
+      left.clear();
+    } else if (e.type === 'route') {
+      if (e.routable) routable.add(e.workerId);
+      else {
+        routable.delete(e.workerId);
+        left.set(e.workerId, { time: e.time, reason: e.reason });
+      }
+    } else if (!routable.has(e.workerId)) {
+      const why = left.get(e.workerId);
+      out.push(
+        why === undefined
+          ? { attempt: e, reason: 'never routable in this scheduler process' }
+          : { attempt: e, leftAt: why.time, reason: why.reason },
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * Requests the routing journal does not account for: a request that got an answer from a
+ * worker must have an attempt in the journal, and its last attempt must name the worker the
+ * client was told (`x-elastic-selected-worker-id`). So a journal that stops recording cannot
+ * pass the routing check by being empty.
+ */
+export function unjournaled(
+  requests: readonly RequestRecord[],
+  journal: readonly JournalEntry[],
+): RequestRecord[] {
+  const lastWorker = new Map<string, string>();
+  for (const e of journal) if (e.type === 'attempt') lastWorker.set(e.requestId, e.workerId);
+  return requests.filter((r) => {
+    if (r.firstByte === undefined || r.outcome !== 'ok') return false;
+    const worker = lastWorker.get(r.id);
+    return worker === undefined || (r.worker !== undefined && r.worker !== worker);
+  });
+}
+
+/**
+ * Jobs of this scheduler seen in squeue that it never logged as `submitted`: a submission it
+ * does not know about (an sbatch that ran twice, a retry after an ambiguous failure that
+ * did not look for the tag first). Each is a duplicate submission.
+ */
+export function unknownJobs(
+  queue: readonly QueueSample[],
+  events: readonly SchedulerEvent[],
+): string[] {
+  const submitted = new Set(
+    events.filter((e) => e.event === 'submitted' && e.jobId !== undefined).map((e) => e.jobId),
+  );
+  return jobsSeen(queue).filter((id) => !submitted.has(id));
 }
 
 /** Requests that reached a worker (had a first byte) but carry no worker id. */

@@ -1,16 +1,24 @@
 #!/usr/bin/env node
 /**
  * `scripts/chaos`: the long profile. Starts a scheduler on the SLURM dev cluster (sbatch
- * behind a PATH shim), keeps a mixed load running, injects every fault one after another and
- * writes `reports/reliability.md`. Exit code 1 when any promise was broken.
+ * behind a PATH shim), keeps a mixed load running, injects every fault one after another,
+ * judges the whole run and writes `reports/reliability.md` with its raw history next to it
+ * (`reports/reliability-history.jsonl.gz`). Exit code 1 when a scenario could not run, a
+ * promise was broken or capacity did not come back, with the reasons printed.
+ *
+ * `scripts/chaos --recheck <history>` judges a kept history again and compares.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cancelByNamePrefix, repoRoot, uniqueJobPrefix } from '@es/testkit';
+import { summarize } from './checker.js';
+import { judge } from './judge.js';
 import { startLoad } from './load.js';
-import { renderReport, type FaultResult } from './report.js';
+import { readRunRecord, recheck, writeRunRecord, type RunRecord } from './record.js';
+import { brokenChecks, renderReport, type FaultResult } from './report.js';
 import { createSbatchShim } from './sbatch-shim.js';
 import {
   controllerStopScenario,
@@ -31,7 +39,8 @@ import {
 } from './scenarios.js';
 import { sampleCapacity, sampleQueue, startSchedulerProcess } from './scheduler-process.js';
 
-const FAULTS = [
+/** Faults injected into the one shared scheduler, in this order. */
+const SHARED_FAULTS = [
   'preemption',
   'preemption-grace',
   'engine-kill',
@@ -45,12 +54,24 @@ const FAULTS = [
   'sbatch-policy',
   'hostile',
   'scale',
+] as const;
+/** Faults that run their own one-node scheduler, after the shared ones. */
+const OWN_FAULTS = [
   'engine-die-mid-stream',
   'engine-crash',
   'launch-failure',
   'never-registers',
 ] as const;
+const FAULTS = [...SHARED_FAULTS, ...OWN_FAULTS];
 type Fault = (typeof FAULTS)[number];
+
+/**
+ * Faults planted on purpose, one per family of checks, to prove a real run reports them:
+ * `stale-routing` (the proxy keeps routing to workers that left routing for up to 10 s),
+ * `drop-chunk` (every mock engine drops the 3rd content chunk of each stream),
+ * `double-submit` (sbatch submits every replacement twice).
+ */
+const PLANTS = ['stale-routing', 'drop-chunk', 'double-submit'] as const;
 
 const { values } = parseArgs({
   options: {
@@ -60,7 +81,8 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'stop-seconds': { type: 'string', default: '60' },
     'sbatch-fail-seconds': { type: 'string', default: '40' },
-    merge: { type: 'string' },
+    plant: { type: 'string' },
+    recheck: { type: 'string' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -69,106 +91,215 @@ if (values.help) {
     `usage: scripts/chaos [--out reports/reliability.md] [--max-nodes 3] [--concurrency 8]\n` +
       `                     [--only ${FAULTS.join(',')}]\n` +
       `                     [--stop-seconds 60] [--sbatch-fail-seconds 40]\n` +
-      `                     [--merge earlier-run.json] (results of an earlier run to include)\n`,
+      `                     [--plant ${PLANTS.join(',')}] (faults planted on purpose: the run must report them)\n` +
+      `       scripts/chaos --recheck reports/reliability-history.jsonl.gz (judge a kept history again)\n`,
   );
   process.exit(0);
 }
-const maxNodes = Number(values['max-nodes']);
-const concurrency = Number(values.concurrency);
+const fail = (message: string): never => {
+  process.stderr.write(`chaos: ${message}\n`);
+  process.exit(2);
+};
+const positive = (name: string, value: string | undefined): number => {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) fail(`--${name} must be a positive integer, got ${value}`);
+  return n;
+};
+const maxNodes = positive('max-nodes', values['max-nodes']);
+const concurrency = positive('concurrency', values.concurrency);
 const only = new Set((values.only ?? FAULTS.join(',')).split(',').map((s) => s.trim()));
 for (const f of only) {
-  if (!FAULTS.includes(f as Fault)) {
-    process.stderr.write(`chaos: unknown fault ${f}; one of ${FAULTS.join(', ')}\n`);
-    process.exit(2);
+  if (!FAULTS.includes(f as Fault)) fail(`unknown fault ${f}; one of ${FAULTS.join(', ')}`);
+}
+const plants = new Set(
+  (values.plant ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+for (const p of plants) {
+  if (!PLANTS.includes(p as (typeof PLANTS)[number])) {
+    fail(`unknown --plant ${p}; one of ${PLANTS.join(', ')}`);
   }
 }
 const log = (m: string) => process.stdout.write(`[chaos ${new Date().toISOString()}] ${m}\n`);
 
-async function main(): Promise<number> {
-  // Results of an earlier (partial) run come first, so a long run can be done in parts.
-  const results: FaultResult[] =
-    values.merge === undefined
-      ? []
-      : (JSON.parse(readFileSync(values.merge, 'utf8')) as FaultResult[]);
+/** Commit, date, load and machine: the provenance every report carries at its top. */
+function provenance(): Record<string, string> {
+  const git = (args: string[]) =>
+    execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8' }).trim();
+  let commit: string;
+  try {
+    const dirty = git(['status', '--porcelain', '--untracked-files=no']) !== '';
+    commit = `${git(['rev-parse', 'HEAD'])}${dirty ? ' + uncommitted changes' : ''}`;
+  } catch {
+    commit = 'unknown (not a git checkout)';
+  }
+  const cpu = cpus();
+  return {
+    Commit: commit,
+    Date: new Date().toISOString(),
+    Machine: `${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, Node ${process.version}`,
+    Command: `scripts/chaos ${process.argv.slice(2).join(' ')}`.trim(),
+  };
+}
+
+const load1 = () =>
+  loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' / ');
+
+/** Results that broke a promise, as printable lines. */
+function verdict(results: readonly FaultResult[]): string[] {
+  const lines: string[] = [];
+  for (const r of results) {
+    const broken = brokenChecks(r);
+    if (r.requests.lost > 0) broken.push(`lost requests (${r.requests.lost})`);
+    if (broken.length > 0) lines.push(`${r.fault}: ${broken.join(', ')}`);
+  }
+  return lines;
+}
+
+/** A row for a scenario that could not run: always a broken promise. */
+function couldNotRun(fault: string, error: unknown): FaultResult {
+  return {
+    fault,
+    requests: { sent: 0, succeeded: 0, retried: 0, erroredCleanly: 0, lost: 0 },
+    detectionMs: [],
+    checks: { 'scenario could not run': 1 },
+    notes: [(error as Error).message ?? String(error)],
+  };
+}
+
+async function runAll(meta: Record<string, string>): Promise<RunRecord> {
+  const results: FaultResult[] = [];
+  const histories: RunRecord['histories'] = {};
   const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-long-'));
   const schedulerId = uniqueJobPrefix('chaos').slice(3, -1);
   const shim = createSbatchShim(join(logDir, 'shim'));
-  log(`log dir ${logDir}; waiting for ${maxNodes} idle nodes`);
-  await waitForIdleNodes(maxNodes, 15 * 60_000);
-  const scheduler = await startSchedulerProcess({
-    backend: 'slurm',
-    logDir,
-    schedulerId,
-    maxNodes,
-    engineExtraArgs: '--tokens-per-second 50 --ttft 50',
-    env: { PATH: shim.path },
-  });
-  const target = maxNodes * 2;
-
-  let ctx: ChaosContext | undefined;
-  try {
-    await waitForCapacity(() => scheduler.url, target, 180_000, 3_000);
-    ctx = {
-      scheduler,
-      load: startLoad({ baseUrl: scheduler.url, model: 'mock-model', concurrency }),
-      capacity: sampleCapacity(() => scheduler.url),
-      queue: sampleQueue(scheduler.jobName),
-      maxNodes,
-      target,
-      capacityTimeoutMs: 180_000,
-      log,
-    };
-    const c = ctx;
-    const runs: [Fault, () => Promise<FaultResult>][] = [
-      ['preemption', () => preemptionScenario(c, { highJobSeconds: 30 })],
-      ['preemption-grace', () => preemptionScenario(c, { highJobSeconds: 30, graceTime: 15 })],
-      ['engine-kill', () => engineKillScenario(c)],
-      ['engine-hang', () => engineHangScenario(c, { frozenMs: 20_000 })],
-      ['worker-kill', () => workerKillScenario(c)],
-      ['scheduler-restart', () => schedulerRestartScenario(c, { downMs: 2_000, clientRetries: 5 })],
-      [
-        'slurmctld-stop',
-        () => controllerStopScenario(c, { stopMs: Number(values['stop-seconds']) * 1000 }),
-      ],
-      ['slurmctld-restart', () => controllerRestartScenario(c, { downMs: 5_000 })],
-      ...(['transient', 'hang', 'policy'] as const).map(
-        (mode): [Fault, () => Promise<FaultResult>] => [
-          `sbatch-${mode}`,
-          () =>
-            sbatchFailureScenario(c, shim, {
-              mode,
-              failMs: Number(values['sbatch-fail-seconds']) * 1000,
-            }),
-        ],
-      ),
-      // Longer than the proxy's 30 s body deadline, so the report shows it ending them.
-      ['hostile', () => hostileScenario(c, { logDir, model: 'mock-model', lorisMs: 35_000 })],
-      ['scale', () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 })],
-    ];
-    for (const [name, run] of runs) {
-      if (!only.has(name)) continue;
-      try {
-        results.push(await run());
-      } catch (error) {
-        log(`${name} could not run: ${(error as Error).message}`);
-        results.push({
-          fault: name,
-          requests: { sent: 0, succeeded: 0, retried: 0, erroredCleanly: 0, lost: 0 },
-          detectionMs: [],
-          checks: { 'fault could not be injected': 1 },
-          notes: [(error as Error).message],
-        });
+  const engineFlags = `--tokens-per-second 50 --ttft 50${plants.has('drop-chunk') ? ' --drop-chunk 3' : ''}`;
+  const plantEnv: Record<string, string> = plants.has('stale-routing')
+    ? { ES_PLANT_FAULTS: 'stale-routing=10000' }
+    : {};
+  const runOwn = async (name: Fault, run: () => Promise<FaultResult>) => {
+    if (!only.has(name)) return;
+    try {
+      const result = await run();
+      if (result.history !== undefined) {
+        histories[name] = { ...result.history, maxNodes: 1 };
+        delete result.history;
+        result.run = name;
       }
-      // Let the pool settle between faults so each window sees one fault.
-      await waitForCapacity(() => scheduler.url, target, 180_000, 2_000).catch(() => undefined);
+      results.push(result);
+    } catch (error) {
+      log(`${name} could not run: ${(error as Error).message}`);
+      results.push(couldNotRun(name, error));
     }
-  } finally {
-    await ctx?.load.stop();
-    await ctx?.capacity.stop();
-    await ctx?.queue.stop();
-    shim.releaseHung();
-    await scheduler.kill('SIGTERM');
-    await cancelByNamePrefix(`es-${schedulerId}`);
+  };
+
+  const shared = SHARED_FAULTS.filter((f) => only.has(f));
+  if (shared.length > 0) {
+    log(`log dir ${logDir}; waiting for ${maxNodes} idle nodes`);
+    await waitForIdleNodes(maxNodes, 15 * 60_000);
+    const scheduler = await startSchedulerProcess({
+      backend: 'slurm',
+      logDir,
+      schedulerId,
+      maxNodes,
+      engineExtraArgs: engineFlags,
+      env: { PATH: shim.path, ...plantEnv },
+    });
+    const target = maxNodes * 2;
+    let ctx: ChaosContext | undefined;
+    const startedAt = Date.now();
+    try {
+      await waitForCapacity(() => scheduler.url, target, 180_000, 3_000);
+      // Planted after start-up, so that only replacements are submitted twice.
+      if (plants.has('double-submit')) shim.setMode('double');
+      ctx = {
+        scheduler,
+        load: startLoad({ baseUrl: scheduler.url, model: 'mock-model', concurrency }),
+        capacity: sampleCapacity(() => scheduler.url),
+        queue: sampleQueue(scheduler.jobName),
+        maxNodes,
+        target,
+        capacityTimeoutMs: 180_000,
+        excused: new Set(),
+        log,
+      };
+      const c = ctx;
+      const pass = plants.has('double-submit') ? 'double' : 'pass';
+      const runs: Record<(typeof SHARED_FAULTS)[number], () => Promise<FaultResult>> = {
+        preemption: () => preemptionScenario(c, { highJobSeconds: 30 }),
+        'preemption-grace': () => preemptionScenario(c, { highJobSeconds: 30, graceTime: 15 }),
+        'engine-kill': () => engineKillScenario(c),
+        'engine-hang': () => engineHangScenario(c, { frozenMs: 20_000 }),
+        'worker-kill': () => workerKillScenario(c),
+        'scheduler-restart': () => schedulerRestartScenario(c, { downMs: 2_000, clientRetries: 5 }),
+        'slurmctld-stop': () =>
+          controllerStopScenario(c, { stopMs: Number(values['stop-seconds']) * 1000 }),
+        'slurmctld-restart': () => controllerRestartScenario(c, { downMs: 5_000 }),
+        'sbatch-transient': () =>
+          sbatchFailureScenario(c, shim, {
+            mode: 'transient',
+            failMs: sbatchFailMs,
+            passMode: pass,
+          }),
+        'sbatch-hang': () =>
+          sbatchFailureScenario(c, shim, { mode: 'hang', failMs: sbatchFailMs, passMode: pass }),
+        'sbatch-policy': () =>
+          sbatchFailureScenario(c, shim, { mode: 'policy', failMs: sbatchFailMs, passMode: pass }),
+        // Longer than the proxy's 30 s body deadline, so the report shows it ending them.
+        hostile: () => hostileScenario(c, { logDir, model: 'mock-model', lorisMs: 35_000 }),
+        scale: () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 }),
+      };
+      for (const name of shared) {
+        try {
+          results.push(await runs[name]());
+        } catch (error) {
+          log(`${name} could not run: ${(error as Error).message}`);
+          results.push(couldNotRun(name, error));
+        }
+        // Let the pool settle between faults so each window sees one fault.
+        await waitForCapacity(() => scheduler.url, target, 180_000, 2_000).catch(() => undefined);
+      }
+    } finally {
+      await ctx?.load.stop();
+      await ctx?.capacity.stop();
+      await ctx?.queue.stop();
+      shim.releaseHung();
+      await scheduler.kill('SIGTERM');
+      await cancelByNamePrefix(`es-${schedulerId}`);
+    }
+    if (ctx !== undefined) {
+      // Every request of the run, in and between the fault windows.
+      const history = {
+        requests: ctx.load.records,
+        events: scheduler.events(),
+        queue: ctx.queue.samples,
+        capacity: ctx.capacity.samples,
+        journal: scheduler.journal(),
+        maxNodes,
+      };
+      histories.main = history;
+      const endedAt = Date.now();
+      const excused = [...ctx.excused];
+      const { checks, offenders } = judge({ ...history, excused: ctx.excused });
+      const excusedSet = new Set(excused);
+      results.push({
+        fault: 'whole run (every request, in and between faults)',
+        requests: summarize(history.requests.filter((r) => !excusedSet.has(r.id))),
+        detectionMs: [],
+        checks,
+        notes: [
+          `${history.requests.length} requests over ${Math.round((endedAt - startedAt) / 1000)} s; ${history.journal.filter((e) => e.type === 'attempt').length} upstream attempts and ${history.journal.filter((e) => e.type === 'route').length} routing changes in the journal; ${excused.length} requests excused by their fault`,
+          ...Object.entries(offenders).map(([check, o]) => `${check}: ${o.join('; ')}`),
+        ],
+        window: { from: 0, to: Number.MAX_SAFE_INTEGER },
+        excused,
+        run: 'main',
+      });
+    }
   }
 
   // Engines that misbehave by flag run under their own one-node scheduler.
@@ -176,23 +307,18 @@ async function main(): Promise<number> {
     ['engine-die-mid-stream', 'engine dies mid-stream', '--die-mid-stream 10'],
     ['engine-crash', 'engine crashes (exit after 40 requests)', '--crash-after 40'],
   ];
-  for (const [name, label, engineFlags] of misbehaving) {
-    if (!only.has(name)) continue;
-    try {
-      results.push(
-        await engineMisbehaviourScenario({
-          logDir: join(logDir, name),
-          schedulerId: `${schedulerId}m`,
-          label,
-          engineFlags,
-          durationMs: 30_000,
-          concurrency,
-          log,
-        }),
-      );
-    } catch (error) {
-      log(`${name} could not run: ${(error as Error).message}`);
-    }
+  for (const [name, label, flags] of misbehaving) {
+    await runOwn(name, () =>
+      engineMisbehaviourScenario({
+        logDir: join(logDir, name),
+        schedulerId: `${schedulerId}m`,
+        label,
+        engineFlags: `${flags}${plants.has('drop-chunk') ? ' --drop-chunk 3' : ''}`,
+        durationMs: 30_000,
+        concurrency,
+        log,
+      }),
+    );
   }
 
   // Jobs that never serve, under their own one-node scheduler.
@@ -201,43 +327,72 @@ async function main(): Promise<number> {
     ['never-registers', 'job runs, worker never registers', ['sleep 100000']],
   ];
   for (const [name, label, setup] of neverServing) {
-    if (!only.has(name)) continue;
-    try {
-      results.push(
-        await launchFailureScenario({
-          logDir: join(logDir, name),
-          schedulerId: `${schedulerId}${name === 'launch-failure' ? 'f' : 'n'}`,
-          label,
-          setup,
-          startupTimeoutS: 15,
-          durationMs: 60_000,
-          log,
-        }),
+    await runOwn(name, () =>
+      launchFailureScenario({
+        logDir: join(logDir, name),
+        schedulerId: `${schedulerId}${name === 'launch-failure' ? 'f' : 'n'}`,
+        label,
+        setup,
+        startupTimeoutS: 15,
+        durationMs: 60_000,
+        log,
+      }),
+    );
+  }
+  meta['Scheduler log'] = join(logDir, 'scheduler.log');
+  return { meta, results, histories };
+}
+
+const sbatchFailMs = Number(values['sbatch-fail-seconds']) * 1000;
+
+async function main(): Promise<number> {
+  if (values.recheck !== undefined) {
+    const record = readRunRecord(values.recheck);
+    const { results, mismatches, notJudged } = recheck(record);
+    process.stdout.write(
+      `recheck of ${values.recheck} (${record.meta.Commit ?? 'unknown commit'}, ${record.meta.Date ?? ''}):\n`,
+    );
+    for (const m of mismatches) {
+      process.stdout.write(
+        `  MISMATCH ${m.fault}: ${m.figure} recorded ${m.recorded}, judged again ${m.rejudged}\n`,
       );
-    } catch (error) {
-      log(`${name} could not run: ${(error as Error).message}`);
     }
+    if (notJudged.length > 0) {
+      process.stdout.write(`  kept as recorded (no request history): ${notJudged.join(', ')}\n`);
+    }
+    const broken = verdict(results);
+    for (const line of broken) process.stdout.write(`  BROKEN ${line}\n`);
+    process.stdout.write(
+      `  ${results.length} results, ${mismatches.length} mismatches, ${broken.length} broken\n`,
+    );
+    return mismatches.length > 0 || broken.length > 0 ? 1 : 0;
   }
 
+  const meta = provenance();
+  const loadBefore = load1();
+  const record = await runAll(meta);
+  meta.Load = `${loadBefore} at the start, ${load1()} at the end (1 / 5 / 15 min averages)`;
+  meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms), ${concurrency} concurrent clients (official openai client, maxRetries 2, half streaming, temperature 0)`;
+  if (plants.size > 0) meta['Planted faults'] = [...plants].join(', ');
   const out = resolve(values.out);
+  const historyFile = out.replace(/\.md$/, '') + '-history.jsonl.gz';
+  const shown = relative(repoRoot, historyFile).startsWith('..')
+    ? historyFile
+    : relative(repoRoot, historyFile);
+  meta.History = `${shown} (re-check: scripts/chaos --recheck ${shown})`;
+  meta.Columns =
+    'sent/succeeded/retried (client attempts > 1)/errored cleanly (stream ended with an error event)/lost (non-streaming failure, 4xx, silent truncation, reset, hung > 20 s); detection = fault → first scheduler event about it (or first dip of ready capacity); capacity = fault → all workers ready again ("never" breaks a promise, "—" not measured)';
   mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(
-    out,
-    renderReport(results, {
-      Generated: new Date().toISOString(),
-      Profile: `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms), ${concurrency} concurrent clients (official openai client, maxRetries 2, half streaming)`,
-      Command: `scripts/chaos ${process.argv.slice(2).join(' ')}`.trim(),
-      'Scheduler log': join(logDir, 'scheduler.log'),
-      Columns:
-        'sent/succeeded/retried (client attempts > 1)/errored cleanly (stream error event or 4xx)/lost (non-streaming failure, silent truncation, hung > 20 s); detection = fault → first scheduler event about it (or first dip of ready capacity); capacity = fault → all workers ready again',
-    }),
-  );
-  writeFileSync(out.replace(/\.md$/, '') + '.json', `${JSON.stringify(results, null, 2)}\n`);
-  log(`wrote ${out} and its .json`);
-  const broken = results.some(
-    (r) => r.requests.lost > 0 || Object.values(r.checks).some((n) => n > 0),
-  );
-  return broken ? 1 : 0;
+  writeFileSync(out, renderReport(record.results, meta));
+  writeRunRecord(historyFile, record);
+  log(`wrote ${out} and ${historyFile}`);
+  const broken = verdict(record.results);
+  if (broken.length === 0) {
+    log('every promise kept');
+    return 0;
+  }
+  for (const line of broken) process.stderr.write(`chaos: BROKEN ${line}\n`);
+  return 1;
 }
 
 main().then(

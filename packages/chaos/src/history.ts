@@ -2,6 +2,8 @@
  * The recorded history of a chaos run: one record per client request and the scheduler's
  * lifecycle events. Plain data, so checkers are pure functions over it.
  */
+import type { RoutingJournalEntry } from '@es/proxy';
+import { ChaosError } from './errors.js';
 
 /**
  * How one request ended, as the client saw it:
@@ -23,6 +25,15 @@ export interface RequestRecord {
   /** The client's id, sent as `x-request-id`. */
   id: string;
   stream: boolean;
+  /**
+   * The user message sent (one-message chat at temperature 0), so the checker can compute
+   * what the engine must have produced. Absent in histories that do not judge content.
+   */
+  prompt?: string;
+  /** `max_tokens` sent. */
+  maxTokens?: number;
+  /** The content received: the message's text, or the stream's deltas joined. */
+  content?: string;
   /** Worker id from the proxy's response header, when it sets one. */
   worker?: string;
   start: number;
@@ -64,12 +75,59 @@ export interface CapacitySample {
   ready: number;
 }
 
+/**
+ * One line of the scheduler's routing journal (`ES_ROUTING_JOURNAL`): the proxy's
+ * `RoutingJournalEntry` lines, plus a `start` line each time a scheduler process starts
+ * (nothing is routable in a new process until it says so).
+ */
+export type JournalEntry = RoutingJournalEntry | { type: 'start'; time: number; pid: number };
+
 /** Everything one run recorded. */
 export interface History {
   requests: RequestRecord[];
   events: SchedulerEvent[];
   queue: QueueSample[];
   capacity: CapacitySample[];
+  /** The routing journal of every scheduler process of the run, in file order. */
+  journal: JournalEntry[];
+}
+
+/**
+ * Parses the routing journal (JSON lines). A line cut by a SIGKILL (the last one of a
+ * process) is skipped; anything else malformed throws, so a broken recorder cannot pass.
+ */
+export function parseJournal(text: string): JournalEntry[] {
+  const entries: JournalEntry[] = [];
+  const lines = text.split('\n');
+  lines.forEach((line, i) => {
+    if (line.trim() === '') return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(line);
+    } catch (error) {
+      // Only the line before a process's next `start` (or the file's end) may be cut.
+      const next = lines.slice(i + 1).find((l) => l.trim() !== '');
+      if (next === undefined || next.includes('"type":"start"')) return;
+      throw new ChaosError('BAD_HISTORY', `routing journal line ${i + 1} is not JSON: ${line}`, {
+        cause: error,
+      });
+    }
+    const e = parsed as Partial<JournalEntry>;
+    const known =
+      typeof e.time === 'number' &&
+      ((e.type === 'start' && typeof (e as { pid?: unknown }).pid === 'number') ||
+        (e.type === 'route' &&
+          typeof e.workerId === 'string' &&
+          typeof (e as { routable?: unknown }).routable === 'boolean') ||
+        (e.type === 'attempt' &&
+          typeof e.workerId === 'string' &&
+          typeof (e as { requestId?: unknown }).requestId === 'string'));
+    if (!known) {
+      throw new ChaosError('BAD_HISTORY', `routing journal line ${i + 1} is not an entry: ${line}`);
+    }
+    entries.push(e as JournalEntry);
+  });
+  return entries;
 }
 
 /**

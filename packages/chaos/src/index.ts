@@ -1,6 +1,7 @@
 export {
-  checkDrainRouting,
+  checkContent,
   checkRequests,
+  checkRouting,
   detectionTime,
   duplicateSubmissions,
   inWindow,
@@ -10,8 +11,20 @@ export {
   summarize,
   timeToCapacity,
   unattributed,
+  unjournaled,
+  unknownJobs,
 } from './checker.js';
-export type { DrainViolation, RequestSummary, RequestViolations } from './checker.js';
+export type {
+  ContentViolation,
+  RequestSummary,
+  RequestViolations,
+  RoutingViolation,
+} from './checker.js';
+export { expectedContent } from './expected.js';
+export { CHECKS, judge } from './judge.js';
+export type { Judgement, JudgeInput } from './judge.js';
+export { readRunRecord, recheck, rejudge, writeRunRecord } from './record.js';
+export type { RecheckMismatch, RunRecord } from './record.js';
 export { ChaosError } from './errors.js';
 export type { ChaosErrorCode } from './errors.js';
 export {
@@ -24,10 +37,11 @@ export {
   pidsOfJob,
   rssBytes,
 } from './faults.js';
-export { parseSchedulerLog } from './history.js';
+export { parseJournal, parseSchedulerLog } from './history.js';
 export type {
   CapacitySample,
   History,
+  JournalEntry,
   QueueSample,
   RequestOutcome,
   RequestRecord,
@@ -37,7 +51,7 @@ export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw, slowLoris } fr
 export type { HostileAnswer, HostileCase } from './hostile.js';
 export { startLoad, WORKER_HEADERS } from './load.js';
 export type { Load, LoadOptions } from './load.js';
-export { renderReport } from './report.js';
+export { brokenChecks, renderReport } from './report.js';
 export type { FaultResult } from './report.js';
 export {
   parseQueue,
@@ -51,6 +65,7 @@ export {
   controllerRestartScenario,
   engineHangScenario,
   engineKillScenario,
+  capacityCheck,
   engineMisbehaviourScenario,
   hostileScenario,
   launchFailureScenario,

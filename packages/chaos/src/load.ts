@@ -33,6 +33,11 @@ export interface LoadOptions {
 export interface Load {
   /** Records of finished requests so far (live array). */
   readonly records: RequestRecord[];
+  /**
+   * Resolves once every request started before `time` has ended and been recorded, so a
+   * window judged now sees the same requests as the kept history judged again later.
+   */
+  settled(time: number): Promise<void>;
   /** Change the client retries for requests started from now on. */
   setMaxRetries(retries: number): void;
   /** Stop starting requests; resolves once every request in flight has ended. */
@@ -93,6 +98,8 @@ export function startLoad(options: LoadOptions): Load {
   let openai = client(maxRetries);
 
   const records: RequestRecord[] = [];
+  /** Start times of the requests in flight, by id. */
+  const running = new Map<string, number>();
   let stopped = false;
   let seq = 0;
 
@@ -101,15 +108,20 @@ export function startLoad(options: LoadOptions): Load {
     const stream = Math.random() < streamRatio;
     const a: Attempts = { count: 0 };
     attempts.set(id, a);
+    const prompt = `chaos request ${id}`;
+    const maxTokens = stream ? (options.streamMaxTokens ?? 80) : (options.maxTokens ?? 20);
     const record: RequestRecord = {
       id,
       stream,
+      prompt,
+      maxTokens,
       start: Date.now(),
       end: 0,
       bytes: 0,
       outcome: 'ok',
       attempts: 0,
     };
+    running.set(id, record.start);
     const abort = new AbortController();
     let hung = false;
     let watchdog: NodeJS.Timeout | undefined;
@@ -123,35 +135,44 @@ export function startLoad(options: LoadOptions): Load {
     progress();
     let outcome: RequestOutcome;
     try {
+      // Temperature 0: the engine's output is a pure function of the tokens, which the
+      // checker recomputes (see expected.ts).
       const body = {
         model: options.model,
-        messages: [{ role: 'user' as const, content: `chaos request ${id}` }],
+        messages: [{ role: 'user' as const, content: prompt }],
+        temperature: 0,
+        max_tokens: maxTokens,
       };
       const requestOptions = { headers: { 'x-request-id': id }, signal: abort.signal };
       if (stream) {
         const chunks = await openai.chat.completions.create(
-          { ...body, stream: true, max_tokens: options.streamMaxTokens ?? 80 },
+          { ...body, stream: true },
           requestOptions,
         );
         let finished = false;
+        let content = '';
+        record.content = content;
         for await (const chunk of chunks) {
           progress();
           record.firstByte ??= Date.now();
           for (const choice of chunk.choices) {
-            record.bytes += Buffer.byteLength(choice.delta.content ?? '');
+            const delta = choice.delta.content ?? '';
+            content += delta;
+            record.bytes += Buffer.byteLength(delta);
             if (choice.finish_reason) finished = true;
           }
+          record.content = content;
         }
-        outcome = finished ? 'ok' : 'truncated';
+        // openai's stream iterator ends quietly when its signal aborts: a stall the watchdog
+        // cut is a hung request, never a truncation or (after a finish_reason) a success.
+        outcome = hung ? 'hung' : finished ? 'ok' : 'truncated';
       } else {
-        const completion = await openai.chat.completions.create(
-          { ...body, max_tokens: options.maxTokens ?? 20 },
-          requestOptions,
-        );
+        const completion = await openai.chat.completions.create(body, requestOptions);
         record.firstByte = a.headersAt;
         const choice = completion.choices[0];
-        record.bytes = Buffer.byteLength(choice?.message.content ?? '');
-        outcome = choice?.finish_reason ? 'ok' : 'truncated';
+        record.content = choice?.message.content ?? '';
+        record.bytes = Buffer.byteLength(record.content);
+        outcome = hung ? 'hung' : choice?.finish_reason ? 'ok' : 'truncated';
       }
     } catch (error) {
       if (hung || error instanceof APIUserAbortError) outcome = 'hung';
@@ -183,6 +204,7 @@ export function startLoad(options: LoadOptions): Load {
     if (a.worker !== undefined) record.worker = a.worker;
     attempts.delete(id);
     records.push(record);
+    running.delete(id);
   };
 
   const lanes = Array.from({ length: concurrency }, async () => {
@@ -191,6 +213,12 @@ export function startLoad(options: LoadOptions): Load {
 
   return {
     records,
+    async settled(time) {
+      // Bounded: every request ends within the hang timeout of its last progress.
+      while ([...running.values()].some((start) => start < time)) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
     setMaxRetries(retries) {
       maxRetries = retries;
       openai = client(maxRetries);

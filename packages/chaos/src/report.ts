@@ -1,5 +1,6 @@
 /** Renders the per-fault figures of a chaos run as the Markdown of `reports/reliability.md`. */
 import { median, type RequestSummary } from './checker.js';
+import type { History } from './history.js';
 
 /** Figures of one injected fault. */
 export interface FaultResult {
@@ -12,6 +13,24 @@ export interface FaultResult {
   /** Promise checks: name → violations (0 is kept). */
   checks: Record<string, number>;
   notes?: string[];
+  /** The judged window, ms since epoch. */
+  window?: { from: number; to: number };
+  /** Requests the fault excused (ids), not judged. */
+  excused?: string[];
+  /** Name of the history this result was judged from (`main`, or its own scheduler's). */
+  run?: string;
+  /**
+   * The history of a scenario that ran its own scheduler (kept with the report); scenarios
+   * of the shared scheduler are judged from the run's main history.
+   */
+  history?: History;
+}
+
+/** The checks of a result that were broken, as `name (n)`. */
+export function brokenChecks(result: FaultResult): string[] {
+  return Object.entries(result.checks)
+    .filter(([, n]) => n > 0)
+    .map(([name, n]) => `${name} (${n})`);
 }
 
 const ms = (value: number | undefined): string =>
@@ -21,19 +40,33 @@ const ms = (value: number | undefined): string =>
       ? `${(value / 1000).toFixed(1)} s`
       : `${Math.round(value)} ms`;
 
+/** "never" when the capacity check failed, "—" when capacity was not measured. */
+function capacity(r: FaultResult): string {
+  if (r.capacityMs !== undefined) return ms(r.capacityMs);
+  const never = Object.entries(r.checks).some(
+    ([name, n]) => name.startsWith('capacity not restored') && n > 0,
+  );
+  return never ? 'never ✗' : '—';
+}
+
 /**
- * The report: one table row per fault, then each fault's promise checks.
+ * The report: the run's provenance (`context`: commit, date, load, command ...), one table
+ * row per fault, then each fault's promise checks.
  * @example
- * writeFileSync('reports/reliability.md', renderReport(results, { profile: 'long' }));
+ * writeFileSync('reports/reliability.md', renderReport(results, { Commit: 'abc1234' }));
  */
 export function renderReport(
   results: readonly FaultResult[],
   context: Record<string, string>,
 ): string {
+  const broken = results.filter((r) => brokenChecks(r).length > 0 || r.requests.lost > 0);
   const lines = [
     '# Reliability report',
     '',
+    '<!-- Generated whole by scripts/chaos from one run; never edit by hand. -->',
+    '',
     ...Object.entries(context).map(([k, v]) => `- ${k}: ${v}`),
+    `- Verdict: ${broken.length === 0 ? 'every promise kept' : `${broken.length} fault(s) broke a promise: ${broken.map((r) => r.fault).join(', ')}`}`,
     '',
     '| Fault | Sent | Succeeded | Retried | Errored cleanly | Lost | Detection median | Detection max | Capacity restored |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -42,7 +75,7 @@ export function renderReport(
     const q = r.requests;
     const max = r.detectionMs.length > 0 ? Math.max(...r.detectionMs) : undefined;
     lines.push(
-      `| ${r.fault} | ${q.sent} | ${q.succeeded} | ${q.retried} | ${q.erroredCleanly} | ${q.lost} | ${ms(median(r.detectionMs))} | ${ms(max)} | ${ms(r.capacityMs)} |`,
+      `| ${r.fault} | ${q.sent} | ${q.succeeded} | ${q.retried} | ${q.erroredCleanly} | ${q.lost} | ${ms(median(r.detectionMs))} | ${ms(max)} | ${capacity(r)} |`,
     );
   }
   lines.push('', '## Promise checks (violations; every figure must be 0)', '');

@@ -9,8 +9,12 @@ import { join } from 'node:path';
 import { ChaosError } from './errors.js';
 import { killPids } from './faults.js';
 
-/** What the shim does with the next call. */
-export type SbatchMode = 'pass' | 'policy' | 'transient' | 'hang';
+/**
+ * What the shim does with the next call: pass it through, fail like SLURM does (`policy`,
+ * `transient`, `hang`), or `double`, a planted fault: submit twice and tell only the second
+ * job id, as an sbatch retried after a lost answer would.
+ */
+export type SbatchMode = 'pass' | 'policy' | 'transient' | 'hang' | 'double';
 
 /** A PATH shim for sbatch. */
 export interface SbatchShim {
@@ -26,7 +30,7 @@ export interface SbatchShim {
 }
 
 /** Messages of SLURM 22.05 for each failure mode. */
-export const SBATCH_FAILURES: Record<Exclude<SbatchMode, 'pass' | 'hang'>, string> = {
+export const SBATCH_FAILURES: Record<Exclude<SbatchMode, 'pass' | 'hang' | 'double'>, string> = {
   policy:
     "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
   transient: 'sbatch: error: Batch job submission failed: Socket timed out on send/recv operation',
@@ -63,6 +67,7 @@ export function createSbatchShim(dir: string, options: { realSbatch?: string } =
       `  policy) echo ${q(SBATCH_FAILURES.policy)} >&2; exit 1 ;;`,
       `  transient) echo ${q(SBATCH_FAILURES.transient)} >&2; exit 1 ;;`,
       `  hang) echo $$ >> ${q(join(dir, 'hung'))}; exec sleep 3600 ;;`,
+      `  double) ${q(real)} "$@" >/dev/null 2>&1; exec ${q(real)} "$@" ;;`,
       `  *) exec ${q(real)} "$@" ;;`,
       'esac',
       '',

@@ -14,16 +14,14 @@ import {
   withStoppedController,
 } from '@es/testkit';
 import {
-  checkDrainRouting,
-  checkRequests,
   detectionTime,
   duplicateSubmissions,
   inWindow,
   maxLiveJobs,
   summarize,
   timeToCapacity,
-  unattributed,
 } from './checker.js';
+import { judge } from './judge.js';
 import { ChaosError } from './errors.js';
 import {
   isAlive,
@@ -62,8 +60,13 @@ export interface ChaosContext {
   maxNodes: number;
   /** Ready workers at full capacity (`maxNodes × gpusPerNode / TP`). */
   target: number;
-  /** Longest wait for capacity to come back, ms. */
+  /** Longest wait for capacity to come back, ms; longer is a broken promise. */
   capacityTimeoutMs: number;
+  /**
+   * Requests a fault excused (by id), so the whole-run judgement excuses them too; filled
+   * by the scenarios.
+   */
+  excused: Set<string>;
   /** Log progress. */
   log?: (message: string) => void;
 }
@@ -171,14 +174,27 @@ export async function waitForIdleNodes(count: number, timeoutMs: number): Promis
   }
 }
 
-function requestChecks(requests: RequestRecord[]): Record<string, number> {
-  const v = checkRequests(requests);
-  return {
-    'non-streaming lost': v.lostNonStreaming.length,
-    'silent truncations': v.silentTruncations.length,
-    'hung clients': v.hung.length,
-    'unclean stream ends': v.uncleanStreams.length,
-  };
+/** Every promise, judged over the requests and journal attempts of one fault's window. */
+function judgeWindow(
+  ctx: ChaosContext,
+  requests: readonly RequestRecord[],
+  events: readonly SchedulerEvent[],
+  from: number,
+  to: number,
+) {
+  return judge({
+    requests,
+    journal: ctx.scheduler.journal(),
+    events,
+    queue: ctx.queue.samples.filter((q) => q.time >= from && q.time < to),
+    maxNodes: ctx.maxNodes,
+    window: { from, to },
+  });
+}
+
+/** The name of the capacity check for a bound of `ms`. */
+export function capacityCheck(ms: number): string {
+  return `capacity not restored within ${Math.round(ms / 1000)} s`;
 }
 
 async function finish(
@@ -209,32 +225,39 @@ async function finish(
   // Requests started in the window still run: let them end before judging.
   await sleep(3_000);
   const end = Date.now();
+  await ctx.load.settled(end);
   const events = ctx.scheduler.events();
   const capacityMs = timeToCapacity(ctx.capacity.samples, faultAt, ctx.target);
   const all = inWindow(ctx.load.records, faultAt, end);
-  const requests = all.filter((r) => !excused(r));
-  if (requests.length < all.length) {
-    notes.push(`${all.length - requests.length} requests excused (not counted above)`);
-  }
+  const excusedIds = new Set(all.filter(excused).map((r) => r.id));
+  for (const id of excusedIds) ctx.excused.add(id);
+  const requests = all.filter((r) => !excusedIds.has(r.id));
+  if (excusedIds.size > 0) notes.push(`${excusedIds.size} requests excused (not counted above)`);
   // Without a scheduler event about it, the first dip of ready capacity is the detection.
   const dip = ctx.capacity.samples.find((c) => c.time >= faultAt && c.ready < ctx.target);
   const detection =
     detectionTime(events, faultAt, matches) ?? (dip === undefined ? undefined : dip.time - faultAt);
+  const judged = judgeWindow(ctx, requests, events, faultAt, end);
+  for (const [check, offenders] of Object.entries(judged.offenders)) {
+    notes.push(`${check}: ${offenders.join('; ')}`);
+  }
   const result: FaultResult = {
     fault,
     requests: summarize(requests),
     detectionMs: detection === undefined ? [] : [detection],
-    checks: { ...requestChecks(requests), ...extraChecks(requests, events) },
+    checks: {
+      ...judged.checks,
+      ...extraChecks(requests, events),
+      [capacityCheck(ctx.capacityTimeoutMs)]: capacityMs === undefined ? 1 : 0,
+    },
     notes,
+    window: { from: faultAt, to: end },
+    excused: [...excusedIds],
+    run: 'main',
   };
   if (capacityMs !== undefined) result.capacityMs = capacityMs;
   ctx.log?.(`${fault}: ${JSON.stringify(result)}`);
   return result;
-}
-
-function overAcquisition(ctx: ChaosContext, from: number): number {
-  const { max } = maxLiveJobs(ctx.queue.samples.filter((s) => s.time >= from));
-  return Math.max(0, max - ctx.maxNodes);
 }
 
 /**
@@ -269,10 +292,7 @@ export async function preemptionScenario(
       (e) =>
         (e.workerId !== undefined && jobWorkers.has(e.workerId)) ||
         (e.jobId === victim.jobId && e.event !== 'running'),
-      (requests, events) => ({
-        'requests to a draining worker': checkDrainRouting(requests, events).length,
-        'requests without a worker header': unattributed(requests).length,
-        'over-acquisition': overAcquisition(ctx, faultAt),
+      (requests) => ({
         // Streams last ~1.6 s: a grace period longer than that lets every one finish.
         ...(options.graceTime !== undefined && options.graceTime >= 5
           ? {
@@ -302,9 +322,7 @@ export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult
     'engine SIGKILL',
     faultAt,
     (e) => e.workerId === victim.id && e.event !== 'ready' && e.event !== 'registered',
-    (requests, events) => ({
-      'requests to a draining worker': checkDrainRouting(requests, events).length,
-    }),
+    () => ({}),
     [`engine of ${victim.id} on port ${victim.port}`],
   );
 }
@@ -334,9 +352,7 @@ export async function engineHangScenario(
     `engine hangs (SIGSTOP ${Math.round(options.frozenMs / 1000)} s)`,
     faultAt,
     (e) => e.workerId === victim.id && e.event === 'unready',
-    (requests, events) => ({
-      'requests to a draining worker': checkDrainRouting(requests, events).length,
-    }),
+    () => ({}),
     [`engine of ${victim.id} on port ${victim.port}`],
   );
 }
@@ -356,15 +372,11 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
     (e) =>
       (e.workerId !== undefined && ids.has(e.workerId) && e.event !== 'ready') ||
       (e.jobId === victim.jobId && e.workerId === undefined && e.event !== 'running'),
-    (requests, events) => {
+    () => {
       // Engines of the dead worker must not outlive its job (on a GPU node they hold the GPUs).
       const orphans = pidsOfJob(victim.jobId, 'mock-engine');
       killPids(orphans, 'SIGKILL');
-      return {
-        'requests to a draining worker': checkDrainRouting(requests, events).length,
-        'over-acquisition': overAcquisition(ctx, faultAt),
-        'engine processes outliving the job': orphans.length,
-      };
+      return { 'engine processes outliving the job': orphans.length };
     },
   );
 }
@@ -419,7 +431,6 @@ export async function schedulerRestartScenario(
           restartAt,
           ctx.maxNodes,
         ).duplicates,
-        'over-acquisition': overAcquisition(ctx, faultAt),
         'workers not ready within 2 heartbeats': readyMs === undefined || readyMs > 2_000 ? 1 : 0,
       };
     },
@@ -570,7 +581,12 @@ export async function controllerStopScenario(
 export async function sbatchFailureScenario(
   ctx: ChaosContext,
   shim: SbatchShim,
-  options: { mode: Exclude<SbatchMode, 'pass'>; failMs: number },
+  options: {
+    mode: Exclude<SbatchMode, 'pass' | 'double'>;
+    failMs: number;
+    /** The mode to go back to afterwards (default `pass`; `double` when that fault is planted). */
+    passMode?: 'pass' | 'double';
+  },
 ): Promise<FaultResult> {
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
@@ -582,7 +598,7 @@ export async function sbatchFailureScenario(
   );
   await sleep(options.failMs);
   const recoverAt = Date.now();
-  shim.setMode('pass');
+  shim.setMode(options.passMode ?? 'pass');
   shim.releaseHung();
   const failing = shim.calls().filter((t) => t >= faultAt && t < recoverAt);
   const bound = options.mode === 'policy' ? 2 : maxCallsUnderBackoff(recoverAt - faultAt);
@@ -646,6 +662,7 @@ export async function engineMisbehaviourScenario(options: {
     engineExtraArgs: `--tokens-per-second 50 --ttft 50 ${options.engineFlags}`,
   });
   let load: Load | undefined;
+  const queue = sampleQueue(scheduler.jobName);
   try {
     await waitForCapacity(() => scheduler.url, 1, 120_000);
     const faultAt = Date.now();
@@ -658,29 +675,43 @@ export async function engineMisbehaviourScenario(options: {
     await sleep(options.durationMs);
     const requests = await load.stop();
     load = undefined;
-    const v = checkRequests(requests);
+    const end = Date.now();
     const streamsCut = requests.filter((r) => r.stream && r.outcome === 'error-event').length;
     const events = scheduler.events();
+    const judged = judge({
+      requests,
+      journal: scheduler.journal(),
+      events,
+      queue: queue.samples,
+      maxNodes: 1,
+    });
     const result: FaultResult = {
       fault: options.label,
       requests: summarize(requests),
       detectionMs: [],
       checks: {
-        'silent truncations': v.silentTruncations.length,
-        'hung clients': v.hung.length,
-        'unclean stream ends': v.uncleanStreams.length,
-        'non-streaming lost': v.lostNonStreaming.length,
+        ...judged.checks,
         'fault never hit a stream':
           streamsCut > 0 || !options.engineFlags.includes('die-mid-stream') ? 0 : 1,
       },
       notes: [
         `engine flags ${options.engineFlags}; ${streamsCut} streams ended with an error event; ${events.filter((e) => e.time >= faultAt && (e.event === 'gone' || e.event === 'failed')).length} worker gone/failed events`,
+        ...Object.entries(judged.offenders).map(([check, o]) => `${check}: ${o.join('; ')}`),
       ],
+      window: { from: faultAt, to: end },
+      history: {
+        requests,
+        events,
+        queue: queue.samples,
+        capacity: [],
+        journal: scheduler.journal(),
+      },
     };
-    options.log?.(`${options.label}: ${JSON.stringify(result)}`);
+    options.log?.(`${options.label}: ${JSON.stringify({ ...result, history: undefined })}`);
     return result;
   } finally {
     await load?.stop();
+    await queue.stop();
     await scheduler.kill('SIGTERM');
     await cancelByNamePrefix(scheduler.jobName);
   }
@@ -789,6 +820,7 @@ export async function scaleScenario(
   stopped = true;
   await Promise.all(loops);
   const end = Date.now();
+  await ctx.load.settled(end);
   const events = ctx.scheduler.events();
   const simulated = new Set(ids);
   const timedOut = events.filter(
@@ -813,12 +845,15 @@ export async function scaleScenario(
   const during = percentile(ttfb(faultAt, end), 50);
   const added = before === undefined || during === undefined ? undefined : during - before;
   const requests = inWindow(ctx.load.records, faultAt, end);
+  const judged = judgeWindow(ctx, requests, events, faultAt, end);
   const result: FaultResult = {
     fault: `${count} simulated workers heartbeating every second`,
     requests: summarize(requests),
     detectionMs: [],
+    window: { from: faultAt, to: end },
+    run: 'main',
     checks: {
-      ...requestChecks(requests),
+      ...judged.checks,
       'registrations refused': refused,
       'heartbeats not answered 200': sent - answered,
       'simulated workers timed out': timedOut,

@@ -10,8 +10,10 @@ import { execa } from 'execa';
 import { repoRoot, slurmEnv } from '@es/testkit';
 import { ChaosError } from './errors.js';
 import {
+  parseJournal,
   parseSchedulerLog,
   type CapacitySample,
+  type JournalEntry,
   type QueueSample,
   type SchedulerEvent,
 } from './history.js';
@@ -29,7 +31,7 @@ export interface SchedulerProcessOptions {
   engineExtraArgs?: string;
   /** More scheduler flags. */
   extraArgs?: string[];
-  /** Environment additions (e.g. a PATH with sbatch shims). */
+  /** Environment additions (e.g. a PATH with sbatch shims, `ES_PLANT_FAULTS`). */
   env?: Record<string, string>;
 }
 
@@ -43,6 +45,9 @@ export interface SchedulerProcess {
   readonly jobName: string;
   /** Lifecycle events from the log so far (all incarnations). */
   events(): SchedulerEvent[];
+  /** The routing journal (`ES_ROUTING_JOURNAL`) so far, every incarnation, in file order. */
+  readonly journalFile: string;
+  journal(): JournalEntry[];
   /** Send a signal to the current process; resolves once it has exited. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Start it again (same flags, port, log dir, id); resolves once it serves. */
@@ -77,6 +82,7 @@ export async function startSchedulerProcess(
 ): Promise<SchedulerProcess> {
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, 'scheduler.log');
+  const journalFile = join(options.logDir, 'routing-journal.jsonl');
   const model = options.model ?? 'mock-model';
   let port = options.port ?? 0;
   let url = '';
@@ -117,7 +123,7 @@ export async function startSchedulerProcess(
     ];
     const proc = spawn(process.execPath, args, {
       stdio: ['ignore', fd, fd],
-      env: { ...process.env, ...slurmEnv(), ...options.env },
+      env: { ...process.env, ...slurmEnv(), ES_ROUTING_JOURNAL: journalFile, ...options.env },
     });
     closeSync(fd);
     child = proc;
@@ -152,6 +158,8 @@ export async function startSchedulerProcess(
     logFile,
     jobName: `es-${options.schedulerId}-${model}`,
     events: () => (existsSync(logFile) ? parseSchedulerLog(readFileSync(logFile, 'utf8')) : []),
+    journalFile,
+    journal: () => (existsSync(journalFile) ? parseJournal(readFileSync(journalFile, 'utf8')) : []),
     async kill(signal = 'SIGTERM') {
       if (child && child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;

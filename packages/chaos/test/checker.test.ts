@@ -1,11 +1,21 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  checkDrainRouting,
+  CHECKS,
+  capacityCheck,
+  parseJournal,
+  readRunRecord,
+  recheck,
+  writeRunRecord,
   checkHostileAnswers,
   checkRequests,
   inWindow,
   detectionTime,
   duplicateSubmissions,
+  expectedContent,
+  judge,
   maxLiveJobs,
   parseQueue,
   parseSchedulerLog,
@@ -13,6 +23,8 @@ import {
   renderReport,
   summarize,
   timeToCapacity,
+  type FaultResult,
+  type JournalEntry,
   type QueueSample,
   type RequestRecord,
   type SchedulerEvent,
@@ -43,19 +55,20 @@ describe('summarize and checkRequests', () => {
     req({ stream: true, outcome: 'hung' }),
   ];
 
-  it('counts a lost non-streaming request, a silent truncation and a hung stream as lost', () => {
+  it('counts a 4xx, a lost non-streaming request, a silent truncation and a hung stream as lost', () => {
     expect(summarize(history)).toEqual({
       sent: 7,
       succeeded: 2,
       retried: 1,
-      erroredCleanly: 2,
-      lost: 3,
+      erroredCleanly: 1,
+      lost: 4,
     });
   });
 
   it('names each broken promise', () => {
     const v = checkRequests(history);
-    expect(v.lostNonStreaming.map((r) => r.status)).toEqual([400, 502]);
+    expect(v.lostNonStreaming.map((r) => r.status)).toEqual([502]);
+    expect(v.clientErrors.map((r) => r.status)).toEqual([400]);
     expect(v.silentTruncations).toHaveLength(1);
     expect(v.hung).toHaveLength(1);
     expect(v.uncleanStreams).toHaveLength(0);
@@ -77,10 +90,8 @@ describe('summarize and checkRequests', () => {
     ]);
     expect(v.uncleanStreams).toHaveLength(1);
   });
-});
 
-describe('inWindow', () => {
-  it('includes the requests in flight when the fault struck', () => {
+  it('keeps only requests a window could touch', () => {
     const before = req({ start: 0, end: 900 });
     const inFlight = req({ start: 500, end: 1_500 });
     const during = req({ start: 1_200, end: 1_300 });
@@ -89,36 +100,264 @@ describe('inWindow', () => {
   });
 });
 
-describe('checkDrainRouting', () => {
-  const events: SchedulerEvent[] = [
-    { time: 1_000, event: 'ready', workerId: 'w1' },
-    { time: 2_000, event: 'draining', workerId: 'w1' },
+/**
+ * A history that keeps every promise: two routable workers, three requests (a non-streaming
+ * answer, a finished stream, a stream cut cleanly with an error event after a prefix of the
+ * expected text), two jobs, both submitted by the scheduler.
+ */
+function cleanHistory() {
+  const content = (id: string, maxTokens: number) =>
+    expectedContent({
+      id,
+      stream: false,
+      prompt: `chaos request ${id}`,
+      maxTokens,
+      start: 0,
+      end: 0,
+      bytes: 0,
+      outcome: 'ok',
+      attempts: 1,
+    })!;
+  const ok = (id: string, stream: boolean, worker: string, start: number): RequestRecord => ({
+    id,
+    stream,
+    prompt: `chaos request ${id}`,
+    maxTokens: 20,
+    content: content(id, 20),
+    worker,
+    start,
+    firstByte: start + 5,
+    end: start + 50,
+    bytes: 10,
+    outcome: 'ok',
+    attempts: 1,
+    status: 200,
+  });
+  const cut: RequestRecord = {
+    ...ok('c3', true, 'w2', 300),
+    content: content('c3', 20).slice(0, 12),
+    outcome: 'error-event',
+    errorCode: 'upstream_stream_interrupted',
+  };
+  const requests = [ok('c1', false, 'w1', 100), ok('c2', true, 'w2', 200), cut];
+  const journal: JournalEntry[] = [
+    { type: 'start', time: 0, pid: 1 },
+    { type: 'route', time: 10, deployment: 'm', workerId: 'w1', routable: true, reason: 'ready' },
+    { type: 'route', time: 10, deployment: 'm', workerId: 'w2', routable: true, reason: 'ready' },
+    ...requests.map((r): JournalEntry => ({
+      type: 'attempt',
+      time: r.start,
+      requestId: r.id,
+      deployment: 'm',
+      workerId: r.worker!,
+      attempt: 1,
+    })),
   ];
-  it('flags a request that started after the drain notice and reached the draining worker', () => {
-    const late = req({ worker: 'w1', start: 2_100 });
-    const violations = checkDrainRouting(
-      [req({ worker: 'w1', start: 1_900 }), late, req({ worker: 'w2', start: 3_000 })],
-      events,
+  const events: SchedulerEvent[] = [
+    { time: 1, event: 'submitted', jobId: '1' },
+    { time: 2, event: 'submitted', jobId: '2' },
+  ];
+  const queue: QueueSample[] = [{ time: 50, jobs: { '1': 'RUNNING', '2': 'RUNNING' } }];
+  return { requests, journal, events, queue, maxNodes: 2 };
+}
+
+/** The checks that report violations, as `name: count`. */
+function broken(input: ReturnType<typeof cleanHistory>): Record<string, number> {
+  return Object.fromEntries(Object.entries(judge(input).checks).filter(([, n]) => n > 0));
+}
+
+describe('judge: every promise, proven able to fail by one planted violation each', () => {
+  it('passes the clean history', () => {
+    expect(judge(cleanHistory()).checks).toEqual(Object.fromEntries(CHECKS.map((c) => [c, 0])));
+  });
+
+  const at = (h: ReturnType<typeof cleanHistory>, i: number) => h.requests[i]!;
+  const plants: [string, string, (h: ReturnType<typeof cleanHistory>) => void][] = [
+    [
+      'a lost non-streaming request',
+      'non-streaming lost',
+      (h) => {
+        Object.assign(at(h, 0), { outcome: 'error-status', status: 502 });
+      },
+    ],
+    [
+      'a silently truncated stream',
+      'silent truncations',
+      (h) => {
+        at(h, 1).outcome = 'truncated';
+      },
+    ],
+    [
+      'a stalled stream (watchdog fired)',
+      'hung clients',
+      (h) => {
+        at(h, 1).outcome = 'hung';
+      },
+    ],
+    [
+      'a stream reset after its first byte',
+      'unclean stream ends',
+      (h) => {
+        at(h, 2).outcome = 'reset';
+      },
+    ],
+    [
+      'a 400 answer to a valid request',
+      '4xx on valid requests',
+      (h) => {
+        Object.assign(at(h, 0), { outcome: 'error-status', status: 400 });
+      },
+    ],
+    [
+      'a dropped chunk',
+      'content not what the engine produced',
+      (h) => {
+        const words = at(h, 1).content!.split(' ');
+        words.splice(2, 1);
+        at(h, 1).content = words.join(' ');
+      },
+    ],
+    [
+      'a duplicated chunk',
+      'content not what the engine produced',
+      (h) => {
+        const words = at(h, 1).content!.split(' ');
+        words.splice(2, 0, words[2]!);
+        at(h, 1).content = words.join(' ');
+      },
+    ],
+    [
+      'a cut stream whose text is not a prefix of the expected',
+      'content not what the engine produced',
+      (h) => {
+        at(h, 2).content = `x${at(h, 2).content!}`;
+      },
+    ],
+    [
+      'a record whose content was never filled',
+      'content not what the engine produced',
+      (h) => {
+        delete at(h, 0).content;
+      },
+    ],
+    [
+      'an attempt to an ejected worker, in the same millisecond',
+      'attempts to workers out of routing',
+      (h) => {
+        h.journal.splice(3, 0, {
+          type: 'route',
+          time: 100,
+          deployment: 'm',
+          workerId: 'w1',
+          routable: false,
+          reason: 'unready: ejected for 10000 ms after 3 failed attempts (connect-error)',
+        });
+      },
+    ],
+    [
+      'an attempt to a worker never routable since the scheduler restarted',
+      'attempts to workers out of routing',
+      (h) => {
+        h.journal.splice(
+          3,
+          0,
+          { type: 'start', time: 90, pid: 2 },
+          {
+            type: 'route',
+            time: 91,
+            deployment: 'm',
+            workerId: 'w2',
+            routable: true,
+            reason: 'ready',
+          },
+        );
+      },
+    ],
+    [
+      'an answer the journal has no attempt for',
+      'answers missing from the routing journal',
+      (h) => {
+        h.journal = h.journal.filter((e) => e.type !== 'attempt' || e.requestId !== 'c2');
+      },
+    ],
+    [
+      'an answer from another worker than the journal says',
+      'answers missing from the routing journal',
+      (h) => {
+        at(h, 1).worker = 'w1';
+      },
+    ],
+    [
+      'an answer without a worker header',
+      'answers without a worker header',
+      (h) => {
+        delete at(h, 0).worker;
+        h.journal = h.journal.filter((e) => e.type !== 'attempt' || e.requestId !== 'c1');
+        h.journal.push({
+          type: 'attempt',
+          time: 100,
+          requestId: 'c1',
+          deployment: 'm',
+          workerId: 'w1',
+          attempt: 1,
+        });
+      },
+    ],
+    [
+      'a job submitted twice (sbatch ran again)',
+      'jobs the scheduler never submitted',
+      (h) => {
+        h.queue.push({ time: 60, jobs: { '1': 'RUNNING', '3': 'PENDING' } });
+      },
+    ],
+    [
+      'more live jobs than max_nodes',
+      'over-acquisition',
+      (h) => {
+        h.events.push({ time: 3, event: 'submitted', jobId: '3' });
+        h.queue.push({ time: 60, jobs: { '1': 'RUNNING', '2': 'RUNNING', '3': 'PENDING' } });
+      },
+    ],
+  ];
+  it.each(plants)('reports %s as "%s"', (_name, check, plant) => {
+    const h = cleanHistory();
+    plant(h);
+    expect(broken(h)).toEqual({ [check]: 1 });
+  });
+
+  it('excuses only the requests it is told to', () => {
+    const h = cleanHistory();
+    at(h, 2).outcome = 'reset';
+    expect(judge({ ...h, excused: new Set(['c3']) }).checks['unclean stream ends']).toBe(0);
+    expect(judge({ ...h, excused: new Set(['c1']) }).checks['unclean stream ends']).toBe(1);
+  });
+
+  it('judges only the attempts inside its window, with the routing state from before it', () => {
+    const h = cleanHistory();
+    h.journal.push(
+      {
+        type: 'route',
+        time: 400,
+        deployment: 'm',
+        workerId: 'w1',
+        routable: false,
+        reason: 'draining: SIGTERM',
+      },
+      {
+        type: 'attempt',
+        time: 500,
+        requestId: 'late',
+        deployment: 'm',
+        workerId: 'w1',
+        attempt: 2,
+      },
     );
-    expect(violations).toEqual([{ request: late, drainAt: 2_000 }]);
-  });
-  it('allows requests within the tolerance of the notice', () => {
-    expect(checkDrainRouting([req({ worker: 'w1', start: 2_040 })], events, 50)).toEqual([]);
-  });
-  it('allows requests once the worker is ready again (registered anew), until its next drain', () => {
-    const again: SchedulerEvent[] = [
-      ...events,
-      { time: 2_500, event: 'gone', workerId: 'w1' },
-      { time: 3_000, event: 'ready', workerId: 'w1' },
-      { time: 4_000, event: 'gone', workerId: 'w1' },
-    ];
-    const during = req({ worker: 'w1', start: 2_800 });
-    const back = req({ worker: 'w1', start: 3_500 });
-    const late = req({ worker: 'w1', start: 4_200 });
-    expect(checkDrainRouting([during, back, late], again)).toEqual([
-      { request: during, drainAt: 2_000 },
-      { request: late, drainAt: 4_000 },
-    ]);
+    expect(
+      judge({ ...h, window: { from: 450, to: 600 } }).checks['attempts to workers out of routing'],
+    ).toBe(1);
+    expect(
+      judge({ ...h, window: { from: 0, to: 450 } }).checks['attempts to workers out of routing'],
+    ).toBe(0);
   });
 });
 
@@ -231,5 +470,65 @@ describe('renderReport', () => {
     );
     expect(md).toContain('| preemption | 10 | 9 | 1 | 1 | 0 | 200 ms | 300 ms | 12.0 s |');
     expect(md).toContain('drainRouting 2 ✗');
+  });
+});
+
+describe('the routing journal and the kept history', () => {
+  it('parses the journal, skips a line cut by SIGKILL before a restart and rejects garbage', () => {
+    const lines = [
+      '{"type":"start","time":1,"pid":5}',
+      '{"type":"route","time":2,"deployment":"m","workerId":"w1","routable":true,"reason":"ready"}',
+      '{"type":"attempt","time":3,"requestId":"r1","deployment":"m","workerId":"w1","att',
+      '{"type":"start","time":4,"pid":6}',
+    ];
+    expect(parseJournal(lines.join('\n')).map((e) => e.type)).toEqual(['start', 'route', 'start']);
+    expect(() => parseJournal([lines[2], lines[0]].join('\n').replace('start', 'x'))).toThrow(
+      /line 1/,
+    );
+    expect(() => parseJournal('{"type":"attempt","time":1}\n')).toThrow(/not an entry/);
+  });
+
+  it('keeps a run whole, re-judges it to the same figures, and names a figure that differs', () => {
+    const h = cleanHistory();
+    const window = { from: 0, to: 1_000 };
+    const { checks } = judge({ ...h, window });
+    const result: FaultResult = {
+      fault: 'f',
+      requests: summarize(h.requests),
+      detectionMs: [],
+      checks,
+      window,
+      run: 'main',
+    };
+    const file = join(mkdtempSync(join(tmpdir(), 'chaos-record-')), 'h.jsonl.gz');
+    writeRunRecord(file, {
+      meta: { Commit: 'abc' },
+      results: [result, { ...result, fault: 'tampered', checks: { ...checks, 'hung clients': 1 } }],
+      histories: { main: { ...h, capacity: [] } },
+    });
+    const record = readRunRecord(file);
+    expect(record.meta.Commit).toBe('abc');
+    expect(record.histories.main?.requests).toHaveLength(3);
+    const { mismatches } = recheck(record);
+    expect(mismatches).toEqual([
+      { fault: 'tampered', figure: 'hung clients', recorded: 1, rejudged: 0 },
+    ]);
+  });
+
+  it('reports capacity that never came back as "never", distinct from "not measured"', () => {
+    const base = {
+      requests: { sent: 1, succeeded: 1, retried: 0, erroredCleanly: 0, lost: 0 },
+      detectionMs: [],
+    };
+    const md = renderReport(
+      [
+        { ...base, fault: 'a', checks: { [capacityCheck(90_000)]: 1 } },
+        { ...base, fault: 'b', checks: {} },
+      ],
+      { Commit: 'abc' },
+    );
+    expect(md).toContain('| a | 1 | 1 | 0 | 0 | 0 | — | — | never ✗ |');
+    expect(md).toContain('| b | 1 | 1 | 0 | 0 | 0 | — | — | — |');
+    expect(md).toContain('- Verdict: 1 fault(s) broke a promise: a');
   });
 });

@@ -9,6 +9,7 @@ import {
   engineKillScenario,
   engineMisbehaviourScenario,
   hostileScenario,
+  judge,
   preemptionScenario,
   sampleCapacity,
   sampleQueue,
@@ -70,6 +71,7 @@ describe('reliability under load (short profile)', () => {
       maxNodes: MAX_NODES,
       target: TARGET,
       capacityTimeoutMs: 90_000,
+      excused: new Set(),
       log: (m) => process.stdout.write(`[chaos] ${m}\n`),
     };
     await new Promise((r) => setTimeout(r, 2_000));
@@ -111,12 +113,46 @@ describe('reliability under load (short profile)', () => {
   });
 
   it('scheduler SIGKILL and restart: clients retry, 0 duplicate submissions', async () => {
-    expectKept(await schedulerRestartScenario(context(), { downMs: 500 }));
+    // While the scheduler is down, clients only get connection refusals: they must retry
+    // for longer than the restart takes. openai's default (2 retries after 0.5 s and 1 s,
+    // each less up to 25 % jitter) gives up 1.1 to 1.5 s after the kill: less than a
+    // restart takes on a busy machine (538 ms down + 810 ms to serve was seen failing on a
+    // fresh machine). A defect of the test, which bet on the machine's speed: clients that
+    // must ride out a restart retry longer (5 retries: at least ~11 s). Reproduce the old
+    // failure, deterministically, with the old retries and a longer outage:
+    //   ES_REL_RESTART_RETRIES=2 ES_REL_RESTART_DOWN_MS=1500 \
+    //     pnpm exec vitest run --project reliability packages/chaos/test/faults.rel.test.ts
+    // Serving that survives the scheduler itself is the data-plane issue's promise.
+    const clientRetries = Number(process.env.ES_REL_RESTART_RETRIES ?? 5);
+    const downMs = Number(process.env.ES_REL_RESTART_DOWN_MS ?? 500);
+    expectKept(await schedulerRestartScenario(context(), { downMs, clientRetries }));
   });
 
   it('hostile input: every answer a clean 4xx, no crash, memory back near baseline', async () => {
     const result = await hostileScenario(context(), { logDir, model: 'mock-model' });
     expectKept(result);
+  });
+
+  it('the whole run: every request, in and between the faults, kept every promise', () => {
+    const c = context();
+    const { checks, offenders } = judge({
+      requests: c.load.records,
+      journal: c.scheduler.journal(),
+      events: c.scheduler.events(),
+      queue: c.queue.samples,
+      maxNodes: MAX_NODES,
+      excused: c.excused,
+    });
+    // The recorder and the journal were really filled: a check over nothing cannot pass.
+    expect(
+      c.load.records.filter((r) => r.outcome === 'ok' && r.content !== '').length,
+    ).toBeGreaterThan(100);
+    expect(
+      c.scheduler.journal().filter((e) => e.type === 'route' && !e.routable).length,
+    ).toBeGreaterThan(0);
+    for (const [check, violations] of Object.entries(checks)) {
+      expect.soft(violations, `whole run: ${check} ${offenders[check]?.join('; ') ?? ''}`).toBe(0);
+    }
   });
 });
 

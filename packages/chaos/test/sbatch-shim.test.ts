@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -19,6 +19,23 @@ describe('createSbatchShim', () => {
     shim.setMode('policy');
     expect(run().stderr).toContain('QOSMaxSubmitJobPerUserLimit');
     expect(shim.calls()).toHaveLength(3);
+  });
+
+  it('submits twice in mode double (a planted fault) and tells only the second submission', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'shim-'));
+    const counter = join(dir, 'count');
+    // A fake sbatch that hands out job ids 1, 2, 3, ...
+    const fake = join(dir, 'fake-sbatch');
+    writeFileSync(
+      fake,
+      `#!/usr/bin/env bash\nn=$(( $(cat ${counter} 2>/dev/null || echo 0) + 1 ))\necho $n > ${counter}\necho $n\n`,
+    );
+    chmodSync(fake, 0o755);
+    const shim = createSbatchShim(join(dir, 'shim'), { realSbatch: fake });
+    shim.setMode('double');
+    const out = spawnSync('sbatch', ['--parsable'], { env: { PATH: shim.path }, encoding: 'utf8' });
+    expect(out.stdout).toBe('2\n');
+    expect(readFileSync(counter, 'utf8').trim()).toBe('2');
   });
 
   it('hangs in mode hang until released', async () => {
