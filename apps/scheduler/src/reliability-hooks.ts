@@ -5,7 +5,8 @@
  *   and every routing change, in order) to `<file>` as JSON lines, mode 0600;
  * - `ES_PLANT_FAULTS=stale-routing[=ms]`: plant a fault on purpose so a run proves that its
  *   checks see it (`stale-routing`: the proxy reads routable sets at most every `ms`, default
- *   5000, and so keeps sending to workers that left routing).
+ *   5000, and so keeps sending to workers that left routing; `silent-stream-cut`: a stream
+ *   whose worker fails mid-way ends without its error event).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from '@es/proxy';
@@ -28,6 +29,10 @@ const FAULTS: Record<string, (value: string | undefined, into: PlantedFaults) =>
       throw new Error(`ES_PLANT_FAULTS: stale-routing=${value} must be a positive number of ms`);
     }
     into.staleRoutingMs = ms;
+  },
+  'silent-stream-cut': (value, into) => {
+    if (value !== undefined) throw new Error('ES_PLANT_FAULTS: silent-stream-cut takes no value');
+    into.silentStreamCut = true;
   },
 };
 

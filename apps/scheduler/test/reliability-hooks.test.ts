@@ -10,8 +10,12 @@ describe('reliability hooks', () => {
     expect(parsePlantedFaults('stale-routing')).toEqual({ staleRoutingMs: 5_000 });
     expect(parsePlantedFaults(' stale-routing=250 ')).toEqual({ staleRoutingMs: 250 });
     expect(() => parsePlantedFaults('stale-routing=-1')).toThrow(/positive number of ms/);
+    expect(parsePlantedFaults('stale-routing=10,silent-stream-cut')).toEqual({
+      staleRoutingMs: 10,
+      silentStreamCut: true,
+    });
     expect(() => parsePlantedFaults('drop-everything')).toThrow(
-      /unknown fault "drop-everything"; known: stale-routing/,
+      /unknown fault "drop-everything"; known: stale-routing, silent-stream-cut/,
     );
   });
 

@@ -69,9 +69,10 @@ type Fault = (typeof FAULTS)[number];
  * Faults planted on purpose, one per family of checks, to prove a real run reports them:
  * `stale-routing` (the proxy keeps routing to workers that left routing for up to 10 s),
  * `drop-chunk` (every mock engine drops the 3rd content chunk of each stream),
- * `double-submit` (sbatch submits every replacement twice).
+ * `double-submit` (sbatch submits every replacement twice), `silent-cut` (every engine cuts
+ * each stream after 40 chunks, and the proxy ends such a stream without its error event).
  */
-const PLANTS = ['stale-routing', 'drop-chunk', 'double-submit'] as const;
+const PLANTS = ['stale-routing', 'drop-chunk', 'double-submit', 'silent-cut'] as const;
 
 const { values } = parseArgs({
   options: {
@@ -177,10 +178,17 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
   const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-long-'));
   const schedulerId = uniqueJobPrefix('chaos').slice(3, -1);
   const shim = createSbatchShim(join(logDir, 'shim'));
-  const engineFlags = `--tokens-per-second 50 --ttft 50${plants.has('drop-chunk') ? ' --drop-chunk 3' : ''}`;
-  const plantEnv: Record<string, string> = plants.has('stale-routing')
-    ? { ES_PLANT_FAULTS: 'stale-routing=10000' }
-    : {};
+  const engineFlags = [
+    '--tokens-per-second 50 --ttft 50',
+    ...(plants.has('drop-chunk') ? ['--drop-chunk 3'] : []),
+    ...(plants.has('silent-cut') ? ['--die-mid-stream 40'] : []),
+  ].join(' ');
+  const proxyPlants = [
+    ...(plants.has('stale-routing') ? ['stale-routing=10000'] : []),
+    ...(plants.has('silent-cut') ? ['silent-stream-cut'] : []),
+  ];
+  const plantEnv: Record<string, string> =
+    proxyPlants.length > 0 ? { ES_PLANT_FAULTS: proxyPlants.join(',') } : {};
   const runOwn = async (name: Fault, run: () => Promise<FaultResult>) => {
     if (!only.has(name)) return;
     try {

@@ -86,6 +86,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     attemptsByWorker: new Map(),
     logger: options.logger,
     journal,
+    silentStreamCut: options.plantedFaults?.silentStreamCut === true,
   };
   // A worker that stops serving (hung engine, failed, gone) takes its in-flight attempts
   // with it at once: retried elsewhere, or an error event for a stream already started.

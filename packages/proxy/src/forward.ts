@@ -39,6 +39,8 @@ export interface ForwardShared {
   onRequestComplete: ((record: ProxyRequestRecord) => void) | undefined;
   logger: ProxyLogger | undefined;
   journal: RoutingJournal | undefined;
+  /** A planted fault (tests only): cut streams end without their error event. */
+  silentStreamCut: boolean;
   /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
   attemptsByWorker: Map<string, Set<(reason: string) => void>>;
 }
@@ -330,7 +332,9 @@ function attempt(
         { status: 502 },
       );
       try {
-        if (sse) {
+        if (sse && shared.silentStreamCut) {
+          sink.end();
+        } else if (sse) {
           // Start on an event boundary so the error cannot merge into a half-sent event.
           const lastChunk = tail.last();
           const boundary =

@@ -41,6 +41,11 @@ export interface PlantedFaults {
    * routing (drained, unready, ejected, gone) keep receiving new requests for up to that long.
    */
   staleRoutingMs?: number;
+  /**
+   * End a stream whose worker failed mid-way without the SSE error event (the client sees
+   * a stream that simply stops: a silent truncation).
+   */
+  silentStreamCut?: boolean;
 }
 
 /** A `PoolView` whose `routable()` answers from a copy up to `maxAgeMs` old (a planted fault). */

@@ -1,0 +1,105 @@
+/**
+ * The promises, judged in one place: the same checks for one fault's window and for the whole
+ * run, from the recorded history only (so a kept history can be judged again later).
+ */
+import {
+  checkContent,
+  checkRequests,
+  checkRouting,
+  maxLiveJobs,
+  unattributed,
+  unjournaled,
+  unknownJobs,
+} from './checker.js';
+import { expectedContent } from './expected.js';
+import type { JournalEntry, QueueSample, RequestRecord, SchedulerEvent } from './history.js';
+
+/** What one judgement looks at. */
+export interface JudgeInput {
+  requests: readonly RequestRecord[];
+  /**
+   * The whole routing journal (routing state at a window's start depends on what came
+   * before); only attempts inside `window` are judged.
+   */
+  journal: readonly JournalEntry[];
+  /** Judge only the journal's attempts in [from, to) (default: all). */
+  window?: { from: number; to: number };
+  /** The scheduler's lifecycle events (the whole run's: submissions are matched by job id). */
+  events: readonly SchedulerEvent[];
+  /** squeue samples in the window. */
+  queue: readonly QueueSample[];
+  maxNodes: number;
+  /** Requests a fault excuses by id (e.g. streams the killed scheduler itself carried). */
+  excused?: ReadonlySet<string>;
+}
+
+/** Check name → violations (0 = kept), and a few offenders per broken check. */
+export interface Judgement {
+  checks: Record<string, number>;
+  offenders: Record<string, string[]>;
+}
+
+/** The names of the checks {@link judge} reports, in report order. */
+export const CHECKS = [
+  'non-streaming lost',
+  'silent truncations',
+  'hung clients',
+  'unclean stream ends',
+  '4xx on valid requests',
+  'content not what the engine produced',
+  'attempts to workers out of routing',
+  'answers missing from the routing journal',
+  'answers without a worker header',
+  'jobs the scheduler never submitted',
+  'over-acquisition',
+] as const;
+
+const brief = (r: RequestRecord) =>
+  `${r.id} (${r.stream ? 'stream' : 'non-streaming'}, ${r.outcome}${r.status === undefined ? '' : ` ${r.status}`}${r.worker === undefined ? '' : ` on ${r.worker}`}${r.message === undefined ? '' : `: ${r.message.slice(0, 80)}`})`;
+
+/**
+ * Judge a history (or one window of it) against every promise.
+ * @example
+ * const { checks } = judge({ requests, journal, events, queue, maxNodes: 3 });
+ */
+export function judge(input: JudgeInput): Judgement {
+  const excused = input.excused ?? new Set<string>();
+  const requests = input.requests.filter((r) => !excused.has(r.id));
+  const v = checkRequests(requests);
+  const content = checkContent(requests, expectedContent);
+  const window = input.window;
+  const routing = checkRouting(input.journal).filter(
+    (r) => window === undefined || (r.attempt.time >= window.from && r.attempt.time < window.to),
+  );
+  const missing = unjournaled(requests, input.journal);
+  const headerless = unattributed(requests);
+  const unknown = unknownJobs(input.queue, input.events);
+  const over = Math.max(0, maxLiveJobs(input.queue).max - input.maxNodes);
+  const found: Record<(typeof CHECKS)[number], string[]> = {
+    'non-streaming lost': v.lostNonStreaming.map(brief),
+    'silent truncations': v.silentTruncations.map(brief),
+    'hung clients': v.hung.map(brief),
+    'unclean stream ends': v.uncleanStreams.map(brief),
+    '4xx on valid requests': v.clientErrors.map(brief),
+    'content not what the engine produced': content.map(
+      (c) =>
+        `${brief(c.request)} ${c.why}: got ${JSON.stringify(c.request.content?.slice(0, 60))}, expected ${JSON.stringify(c.expected?.slice(0, 60))}`,
+    ),
+    'attempts to workers out of routing': routing.map(
+      (r) =>
+        `${r.attempt.requestId} attempt ${r.attempt.attempt} to ${r.attempt.workerId} at ${new Date(r.attempt.time).toISOString()}, ${r.leftAt === undefined ? '' : `${r.attempt.time - r.leftAt} ms after it left routing `}(${r.reason})`,
+    ),
+    'answers missing from the routing journal': missing.map(brief),
+    'answers without a worker header': headerless.map(brief),
+    'jobs the scheduler never submitted': unknown.map((id) => `job ${id}`),
+    'over-acquisition':
+      over > 0 ? [`${maxLiveJobs(input.queue).max} live jobs > ${input.maxNodes}`] : [],
+  };
+  const checks: Record<string, number> = {};
+  const offenders: Record<string, string[]> = {};
+  for (const name of CHECKS) {
+    checks[name] = name === 'over-acquisition' ? over : found[name].length;
+    if (found[name].length > 0) offenders[name] = found[name].slice(0, 5);
+  }
+  return { checks, offenders };
+}
