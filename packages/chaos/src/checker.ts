@@ -113,11 +113,12 @@ export interface ContentViolation {
 }
 
 /**
- * Content checks: a request that succeeded must carry exactly the expected text; a stream cut
- * with an error event must carry a prefix of it (nothing dropped, duplicated or invented
- * before the cut). Records without the prompt or the content are violations too: a recorder
- * that stops filling them must not pass. Requests that failed without content are not
- * judged here (their failure is, by {@link checkRequests}).
+ * Content checks: a request that succeeded must carry exactly the expected text; a stream
+ * that ended any other way (an error event, or a broken promise: truncated, reset, hung)
+ * must carry a prefix of it (nothing dropped, duplicated or invented before the cut).
+ * Records of a success or of a stream cut with an error event that lack the prompt or the
+ * content are violations too: a recorder that stops filling them must not pass. Failed
+ * non-streaming requests are not judged here (their failure is, by {@link checkRequests}).
  */
 export function checkContent(
   requests: readonly RequestRecord[],
@@ -125,8 +126,8 @@ export function checkContent(
 ): ContentViolation[] {
   const out: ContentViolation[] = [];
   for (const r of requests) {
-    const judged = r.outcome === 'ok' || (r.outcome === 'error-event' && r.stream);
-    if (!judged) continue;
+    const mustHave = r.outcome === 'ok' || (r.outcome === 'error-event' && r.stream);
+    if (!mustHave && !(r.stream && r.content !== undefined)) continue;
     const want = r.prompt === undefined ? undefined : expected(r);
     if (want === undefined || r.content === undefined) {
       out.push({ request: r, expected: want, why: 'missing' });

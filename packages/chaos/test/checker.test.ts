@@ -325,6 +325,17 @@ describe('judge: every promise, proven able to fail by one planted violation eac
     expect(broken(h)).toEqual({ [check]: 1 });
   });
 
+  it('also judges the text of a stream that broke another promise (a silent cut)', () => {
+    const h = cleanHistory();
+    at(h, 2).outcome = 'truncated';
+    expect(broken(h)).toEqual({ 'silent truncations': 1 });
+    at(h, 2).content = at(h, 2).content!.replace(/ \S+/, '');
+    expect(broken(h)).toEqual({
+      'silent truncations': 1,
+      'content not what the engine produced': 1,
+    });
+  });
+
   it('excuses only the requests it is told to', () => {
     const h = cleanHistory();
     at(h, 2).outcome = 'reset';
