@@ -59,6 +59,10 @@ async function main(): Promise<void> {
         type: 'number',
         describe: 'Cut every streaming response after N content chunks',
       },
+      'drop-chunk': {
+        type: 'number',
+        describe: 'Test-only fault: every stream silently leaves out its Nth content chunk',
+      },
       'fail-rate': {
         type: 'number',
         default: 0,
@@ -96,6 +100,7 @@ async function main(): Promise<void> {
     crashAfter: argv['crash-after'],
     hang: argv.hang,
     dieMidStream: argv['die-mid-stream'],
+    dropChunk: argv['drop-chunk'],
     failRate: argv['fail-rate'],
     seed: argv.seed,
     script: argv.script === undefined ? undefined : loadScript(argv.script),

@@ -41,14 +41,19 @@ export interface MockEngineOptions {
   hang?: boolean;
   /** Destroy the connection of a streaming response after this many content chunks. */
   dieMidStream?: number;
+  /**
+   * Test-only fault: every stream silently leaves out its Nth content chunk (1-based); the
+   * rest of the stream, `finish_reason` and `[DONE]` are unchanged. A content check must catch it.
+   */
+  dropChunk?: number;
   /** Fraction in [0, 1] of inference requests answered with a 500 error. */
   failRate?: number;
   /** Seed of the pseudo-random generator behind `failRate` (default 0: runs are reproducible). */
   seed?: number;
-  /** Scripted answers; without a script the engine generates deterministic filler text. */
+  /** Scripted answers; without a script the engine generates deterministic text. */
   script?: ScriptRule[];
   /**
-   * Called when `crashAfter` is reached. The CLI exits the process with code 1; the library
+   * Called when `crashAfter` is reached. The CLI exits the process with code 3; the library
    * default destroys every connection and closes the server, like a dead process would.
    */
   onCrash?: () => void;
@@ -70,9 +75,11 @@ export interface ResolvedOptions {
   crashAfter: number | undefined;
   hang: boolean;
   dieMidStream: number | undefined;
+  dropChunk: number | undefined;
   failRate: number;
   seed: number;
-  script: CompiledRule[];
+  /** A checked copy of the script (compiled on use, see `expectedGeneration`). */
+  script: readonly ScriptRule[];
 }
 
 /** A script rule with its regular expression compiled. */
@@ -168,8 +175,10 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
   if (served.length === 0 || served.some((name) => name.length === 0)) {
     throw new MockEngineError('INVALID_OPTION', 'servedModelName must not be empty');
   }
-  const optionalCount = (name: string, v: number | undefined) =>
-    v === undefined ? undefined : checkNumber(name, v, 0, { integer: true });
+  const optionalCount = (name: string, v: number | undefined, min = 0) =>
+    v === undefined ? undefined : checkNumber(name, v, 0, { min, integer: true });
+  const script = [...(options.script ?? [])];
+  compileScript(script);
   return {
     model,
     servedModelNames: served,
@@ -194,8 +203,9 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
     crashAfter: optionalCount('crashAfter', options.crashAfter),
     hang: options.hang ?? false,
     dieMidStream: optionalCount('dieMidStream', options.dieMidStream),
+    dropChunk: optionalCount('dropChunk', options.dropChunk, 1),
     failRate: checkNumber('failRate', options.failRate, 0, { max: 1 }),
     seed: checkNumber('seed', options.seed, 0, { integer: true }),
-    script: compileScript(options.script ?? []),
+    script,
   };
 }

@@ -1,5 +1,5 @@
+import type { ChatMessage, GenerationInput } from './generation.js';
 import type { ResolvedOptions } from './options.js';
-import { countTokens } from './text.js';
 
 /** An error answered to the client as an OpenAI-shaped body (vLLM's shape). */
 export class HttpError extends Error {
@@ -28,9 +28,8 @@ export const badRequest = (message: string, param: string | null = null) =>
 export interface GenerationRequest {
   kind: 'chat' | 'completion';
   model: string;
-  /** The prompt, or the chat messages' contents joined by newlines. */
-  prompt: string;
-  promptTokens: number;
+  /** The prompt as {@link expectedGeneration} takes it. */
+  input: GenerationInput;
   maxTokens: number;
   stop: string[];
   stream: boolean;
@@ -64,17 +63,57 @@ function messageText(content: unknown, i: number): string {
   throw badRequest(`messages[${i}].content must be a string or an array of parts`, 'messages');
 }
 
-function promptText(prompt: unknown): string {
+function completionPrompt(prompt: unknown): string | number[] {
   if (typeof prompt === 'string') return prompt;
   if (Array.isArray(prompt)) {
     if (prompt.length === 1 && typeof prompt[0] === 'string') return prompt[0];
     // A single prompt given as token ids.
-    if (prompt.length > 0 && prompt.every((t) => Number.isInteger(t))) return prompt.join(' ');
+    if (prompt.length > 0 && prompt.every((t) => Number.isSafeInteger(t) && t >= 0)) {
+      return prompt as number[];
+    }
   }
   throw badRequest(
     'prompt must be a string, an array with one string, or an array of token ids',
     'prompt',
   );
+}
+
+function optionalBoolean(body: Record<string, unknown>, key: string): boolean | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw badRequest(`${key} must be a boolean`, key);
+  return v;
+}
+
+function chatInput(body: Record<string, unknown>): GenerationInput {
+  const messages = body.messages;
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw badRequest('messages must be a non-empty array', 'messages');
+  }
+  const parsed: ChatMessage[] = messages.map((m: unknown, i) => {
+    if (!isRecord(m) || typeof m.role !== 'string') {
+      throw badRequest(`messages[${i}] must be an object with a string role`, 'messages');
+    }
+    return { role: m.role, content: messageText(m.content, i) };
+  });
+  const continueFinalMessage = optionalBoolean(body, 'continue_final_message') ?? false;
+  const explicitPrompt = optionalBoolean(body, 'add_generation_prompt');
+  const addGenerationPrompt = explicitPrompt ?? true;
+  if (continueFinalMessage && addGenerationPrompt) {
+    // vLLM's request validator refuses both given true; with add_generation_prompt left at its
+    // default (true), the Hugging Face chat template refuses it: continuing a message needs
+    // "add_generation_prompt": false, on vLLM as here.
+    throw badRequest(
+      explicitPrompt === true
+        ? 'Cannot set both `continue_final_message` and `add_generation_prompt` to True.'
+        : 'continue_final_message and add_generation_prompt are not compatible. Use ' +
+            'continue_final_message when you want the model to continue the final message, and ' +
+            'add_generation_prompt when you want to add a header that will prompt it to start a ' +
+            'new assistant message instead.',
+      'continue_final_message',
+    );
+  }
+  return { kind: 'chat', messages: parsed, continueFinalMessage, addGenerationPrompt };
 }
 
 function optionalPositiveInt(body: Record<string, unknown>, key: string): number | undefined {
@@ -94,40 +133,19 @@ export function parseGenerationRequest(
 ): GenerationRequest {
   if (!isRecord(body)) throw badRequest('request body must be a JSON object');
   const model = checkModel(body.model, options);
-  let prompt: string;
-  if (kind === 'chat') {
-    const messages = body.messages;
-    if (!Array.isArray(messages) || messages.length === 0) {
-      throw badRequest('messages must be a non-empty array', 'messages');
-    }
-    prompt = messages
-      .map((m: unknown, i) => {
-        if (!isRecord(m) || typeof m.role !== 'string') {
-          throw badRequest(`messages[${i}] must be an object with a string role`, 'messages');
-        }
-        return messageText(m.content, i);
-      })
-      .join('\n');
-  } else {
+  let input: GenerationInput;
+  if (kind === 'chat') input = chatInput(body);
+  else {
     if (body.prompt === undefined) throw badRequest('prompt is required', 'prompt');
-    prompt = promptText(body.prompt);
+    input = { kind: 'completion', prompt: completionPrompt(body.prompt) };
   }
   const n = body.n;
   if (n !== undefined && n !== null && n !== 1) {
     throw badRequest('the mock engine supports only n = 1', 'n');
   }
-  const promptTokens = countTokens(prompt);
   const requested =
     optionalPositiveInt(body, 'max_completion_tokens') ?? optionalPositiveInt(body, 'max_tokens');
   const maxTokens = requested ?? options.maxTokensDefault;
-  if (promptTokens + maxTokens > options.maxModelLen) {
-    throw badRequest(
-      `This model's maximum context length is ${options.maxModelLen} tokens. However, you ` +
-        `requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ` +
-        `${maxTokens} in the completion). Please reduce the length of the messages or completion.`,
-      'max_tokens',
-    );
-  }
   let stop: string[] = [];
   if (typeof body.stop === 'string') stop = [body.stop];
   else if (Array.isArray(body.stop) && body.stop.every((s) => typeof s === 'string')) {
@@ -141,7 +159,22 @@ export function parseGenerationRequest(
   const stream = body.stream === true;
   const so = body.stream_options;
   const includeUsage = stream && isRecord(so) && so.include_usage === true;
-  return { kind, model, prompt, promptTokens, maxTokens, stop, stream, includeUsage };
+  return { kind, model, input, maxTokens, stop, stream, includeUsage };
+}
+
+/** vLLM's 400 when prompt plus `max_tokens` exceed the context length. */
+export function checkContextLength(
+  promptTokens: number,
+  maxTokens: number,
+  options: ResolvedOptions,
+): void {
+  if (promptTokens + maxTokens <= options.maxModelLen) return;
+  throw badRequest(
+    `This model's maximum context length is ${options.maxModelLen} tokens. However, you ` +
+      `requested ${promptTokens + maxTokens} tokens (${promptTokens} in the messages, ` +
+      `${maxTokens} in the completion). Please reduce the length of the messages or completion.`,
+    'max_tokens',
+  );
 }
 
 /** A validated `/v1/embeddings` request. */

@@ -1,7 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { embed } from './embeddings.js';
 import { MockEngineError } from './errors.js';
+import { expectedGeneration } from './generation.js';
+import type { Generation } from './generation.js';
 import { renderMetrics } from './metrics.js';
 import type { MockEngineStats } from './metrics.js';
 import { resolveOptions } from './options.js';
@@ -9,13 +12,13 @@ import type { MockEngineOptions, ResolvedOptions } from './options.js';
 import {
   HttpError,
   badRequest,
+  checkContextLength,
   checkModel,
   parseEmbeddingRequest,
   parseGenerationRequest,
 } from './requests.js';
 import type { GenerationRequest } from './requests.js';
-import { countTokens, embed, planGeneration } from './text.js';
-import type { GenerationPlan } from './text.js';
+import { encode } from './tokenizer.js';
 
 /** A running (or loading) mock engine. */
 export interface MockEngine {
@@ -200,15 +203,15 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
 
   const created = () => Math.floor(Date.now() / 1000);
 
-  function usageOf(request: GenerationRequest, plan: GenerationPlan) {
+  function usageOf(plan: Generation) {
     return {
-      prompt_tokens: request.promptTokens,
-      total_tokens: request.promptTokens + plan.tokens.length,
+      prompt_tokens: plan.promptTokens,
+      total_tokens: plan.promptTokens + plan.tokens.length,
       completion_tokens: plan.tokens.length,
     };
   }
 
-  function fullResponse(request: GenerationRequest, plan: GenerationPlan, id: string) {
+  function fullResponse(request: GenerationRequest, plan: Generation, id: string) {
     const text = plan.tokens.join('');
     const choice =
       request.kind === 'chat'
@@ -232,7 +235,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       created: created(),
       model: request.model,
       choices: [choice],
-      usage: usageOf(request, plan),
+      usage: usageOf(plan),
     };
   }
 
@@ -241,7 +244,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     id: string,
     stamp: number,
     text: string,
-    finish: GenerationPlan | undefined,
+    finish: Generation | undefined,
     role = false,
   ): string {
     const finishReason = finish ? finish.finishReason : null;
@@ -266,13 +269,21 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     kind: 'chat' | 'completion',
   ): Promise<void> {
     const request = parseGenerationRequest(kind, await readBody(req), opts);
-    const seq = await admit(req, request.promptTokens);
+    // The one definition of the output. Capped at the context length so that an oversized
+    // max_tokens costs nothing before its 400 (a valid one is never above it).
+    const plan = expectedGeneration(request.input, {
+      maxTokens: Math.min(request.maxTokens, opts.maxModelLen),
+      stop: request.stop,
+      script: opts.script,
+    });
+    checkContextLength(plan.promptTokens, request.maxTokens, opts);
+    const seq = await admit(req, plan.promptTokens);
     if (!seq) {
       counters.aborted++;
       finishInference();
       return;
     }
-    counters.prompt += request.promptTokens;
+    counters.prompt += plan.promptTokens;
     let done = false;
     res.once('close', () => {
       if (!done) {
@@ -293,7 +304,6 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       sendError(res, new HttpError(500, 'injected failure (fail-rate)', 'InternalServerError'));
       return;
     }
-    const plan = planGeneration(request.prompt, request.maxTokens, request.stop, opts.script);
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
     const interval = opts.tokensPerSecond > 0 ? 1000 / opts.tokensPerSecond : 0;
 
@@ -326,7 +336,12 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       let out = '';
       while (sent < due) {
         const isLast = sent === last - 1;
-        out += chunk(request, id, stamp, plan.tokens[sent] ?? '', isLast ? plan : undefined);
+        // --drop-chunk: the Nth token is never sent; the final chunk still carries the finish.
+        const dropped = opts.dropChunk === sent + 1;
+        const text = dropped ? '' : (plan.tokens[sent] ?? '');
+        if (!dropped || isLast) {
+          out += chunk(request, id, stamp, text, isLast ? plan : undefined);
+        }
         if (sent < plan.tokens.length) addTokens(seq, 1);
         sent++;
         if (opts.dieMidStream !== undefined && sent >= opts.dieMidStream && !isLast) {
@@ -338,7 +353,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       }
       if (sent === last) {
         if (request.includeUsage) {
-          const usage = usageOf(request, plan);
+          const usage = usageOf(plan);
           out += `data: ${JSON.stringify({ id, object: chunkObject(kind), created: stamp, model: request.model, choices: [], usage })}\n\n`;
         }
         out += 'data: [DONE]\n\n';
@@ -361,7 +376,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     const request = parseEmbeddingRequest(await readBody(req), opts);
     let promptTokens = 0;
     const data = request.inputs.map((input, index) => {
-      promptTokens += countTokens(input);
+      promptTokens += encode(input).length;
       const vector = embed(input, opts.embeddingDims);
       const embedding = request.base64
         ? Buffer.from(new Float32Array(vector).buffer).toString('base64')

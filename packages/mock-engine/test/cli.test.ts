@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { expectedGeneration } from '../src/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
 const children: ChildProcess[] = [];
@@ -104,10 +105,36 @@ describe('es-mock-engine (real process)', () => {
     await expect(fetch(`${url}/health`)).rejects.toThrow();
   });
 
+  it('answers exactly expectedGeneration, but for the chunk --drop-chunk leaves out of streams', async () => {
+    const engine = run(['--port', '0', '--drop-chunk', '2', '--ttft', '0']);
+    const url = await listening(engine);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const messages = [{ role: 'user' as const, content: 'hi' }];
+    const expected = expectedGeneration({ kind: 'chat', messages }, { maxTokens: 6 });
+    const full = await client.chat.completions.create({
+      model: 'mock-model',
+      messages,
+      max_tokens: 6,
+    });
+    expect(full.choices[0]?.message.content).toBe(expected.text);
+    let text = '';
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages,
+      max_tokens: 6,
+      stream: true,
+    });
+    for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
+    expect(text).toBe(expected.tokens.toSpliced(1, 1).join(''));
+  });
+
   it('rejects an invalid flag value with a message naming it', async () => {
     const engine = run(['--fail-rate', '3']);
     expect(await engine.exited).toBe(2);
     expect(engine.output()).toMatch(/--fail-rate must be a number between 0 and 1/);
+    const drop = run(['--drop-chunk', '0']);
+    expect(await drop.exited).toBe(2);
+    expect(drop.output()).toMatch(/--drop-chunk must be an integer >= 1/);
     const unknown = run(['--bogus-flag']);
     expect(await unknown.exited).not.toBe(0);
     expect(unknown.output()).toMatch(/bogus-flag/);

@@ -1,8 +1,8 @@
 import { connect } from 'node:net';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createMockEngine } from '../src/index.js';
-import type { MockEngine, MockEngineOptions } from '../src/index.js';
+import { continuationInput, createMockEngine, expectedGeneration } from '../src/index.js';
+import type { GenerationInput, MockEngine, MockEngineOptions } from '../src/index.js';
 
 const engines: MockEngine[] = [];
 
@@ -24,6 +24,68 @@ afterEach(async () => {
 
 const ask = [{ role: 'user' as const, content: 'Hello there' }];
 
+type Client = Awaited<ReturnType<typeof start>>['client'];
+
+/** Send a request the way `expectedGeneration` describes it; the text, streamed or not. */
+async function answer(
+  client: Client,
+  input: GenerationInput,
+  maxTokens: number,
+  stream: boolean,
+): Promise<{ text: string; finish: string | null | undefined }> {
+  if (input.kind === 'chat') {
+    const body = {
+      model: 'mock-model',
+      messages: input.messages.map((m) => ({ role: m.role, content: m.content })),
+      max_tokens: maxTokens,
+      // vLLM's chat-template parameters, which the openai client passes through.
+      ...(input.continueFinalMessage === undefined
+        ? {}
+        : { continue_final_message: input.continueFinalMessage }),
+      ...(input.addGenerationPrompt === undefined
+        ? {}
+        : { add_generation_prompt: input.addGenerationPrompt }),
+    } as OpenAI.ChatCompletionCreateParamsNonStreaming;
+    if (!stream) {
+      const res = await client.chat.completions.create(body);
+      return { text: res.choices[0]?.message.content ?? '', finish: res.choices[0]?.finish_reason };
+    }
+    let text = '';
+    let finish: string | null | undefined;
+    for await (const chunk of await client.chat.completions.create({ ...body, stream: true })) {
+      text += chunk.choices[0]?.delta.content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    return { text, finish };
+  }
+  const body = { model: 'mock-model', prompt: input.prompt as string, max_tokens: maxTokens };
+  if (!stream) {
+    const res = await client.completions.create(body);
+    return { text: res.choices[0]?.text ?? '', finish: res.choices[0]?.finish_reason };
+  }
+  let text = '';
+  let finish: string | null | undefined;
+  for await (const chunk of await client.completions.create({ ...body, stream: true })) {
+    text += chunk.choices[0]?.text ?? '';
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  return { text, finish };
+}
+
+const inputs: [string, GenerationInput][] = [
+  [
+    'chat',
+    {
+      kind: 'chat',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hello there' },
+      ],
+    },
+  ],
+  ['completions', { kind: 'completion', prompt: 'Once upon a time' }],
+];
+
 describe('chat and completions', () => {
   it('answers a chat completion with max_tokens filler tokens and usage', async () => {
     const { client } = await start({ model: 'org/model' });
@@ -36,7 +98,78 @@ describe('chat and completions', () => {
     expect(res.choices[0]?.finish_reason).toBe('length');
     expect(res.choices[0]?.message.role).toBe('assistant');
     expect(res.choices[0]?.message.content?.split(' ')).toHaveLength(7);
-    expect(res.usage).toMatchObject({ completion_tokens: 7, prompt_tokens: 2, total_tokens: 9 });
+    // `<|user|>`, `\n`, `Hello`, ` there`, `\n`, `<|assistant|>`, `\n`: the chat template's tokens.
+    expect(res.usage).toMatchObject({ completion_tokens: 7, prompt_tokens: 7, total_tokens: 14 });
+  });
+
+  it.each(inputs)(
+    'answers %s with exactly expectedGeneration, streamed and not (temperature does not matter)',
+    async (_, input) => {
+      const { client } = await start();
+      const expected = expectedGeneration(input, { maxTokens: 15 });
+      expect(await answer(client, input, 15, false)).toEqual({
+        text: expected.text,
+        finish: 'length',
+      });
+      expect(await answer(client, input, 15, true)).toEqual({
+        text: expected.text,
+        finish: 'length',
+      });
+      const hot =
+        input.kind === 'chat'
+          ? (
+              await client.chat.completions.create({
+                model: 'mock-model',
+                messages: [...input.messages] as OpenAI.ChatCompletionMessageParam[],
+                max_tokens: 15,
+                temperature: 1.5,
+              })
+            ).choices[0]?.message.content
+          : (
+              await client.completions.create({
+                model: 'mock-model',
+                prompt: input.prompt as string,
+                max_tokens: 15,
+                temperature: 1.5,
+              })
+            ).choices[0]?.text;
+      expect(hot).toBe(expected.text);
+    },
+  );
+
+  it.each(inputs)(
+    'continues %s from the prompt plus the first k generated tokens with the remaining tokens',
+    async (_, input) => {
+      const { client } = await start();
+      const { tokens } = expectedGeneration(input, { maxTokens: 12 });
+      for (const k of [1, 5, 11]) {
+        const continued = continuationInput(input, tokens.slice(0, k).join(''));
+        const rest = await answer(client, continued, 12 - k, k % 2 === 1);
+        expect(rest.text, `k = ${k}`).toBe(tokens.slice(k).join(''));
+      }
+    },
+  );
+
+  it('refuses continue_final_message unless add_generation_prompt is false, as vLLM does', async () => {
+    const { client } = await start();
+    const messages = [...ask, { role: 'assistant' as const, content: 'the' }];
+    const send = (extra: object) =>
+      client.chat.completions.create({
+        model: 'mock-model',
+        messages,
+        continue_final_message: true,
+        ...extra,
+      } as OpenAI.ChatCompletionCreateParamsNonStreaming);
+    await expect(send({ add_generation_prompt: true })).rejects.toMatchObject({
+      status: 400,
+      error: { message: expect.stringMatching(/^Cannot set both/) },
+    });
+    await expect(send({})).rejects.toMatchObject({
+      status: 400,
+      error: { message: expect.stringMatching(/are not compatible/) },
+    });
+    const ok = await send({ add_generation_prompt: false });
+    expect(ok.choices[0]?.message.content?.startsWith(' ')).toBe(true);
   });
 
   it('streams the same text as the non-streaming answer, then a usage chunk and [DONE]', async () => {
@@ -281,6 +414,25 @@ describe('load, disconnects and failure injection', () => {
     ).rejects.toThrow();
     expect(texts).toHaveLength(3);
     expect(engine.stats().killed).toBe(1);
+  });
+
+  it('silently leaves out the Nth content chunk of every stream with drop-chunk', async () => {
+    const { client } = await start({ dropChunk: 3 });
+    for (const [, input] of inputs) {
+      const expected = expectedGeneration(input, { maxTokens: 8 });
+      const streamed = await answer(client, input, 8, true);
+      expect(streamed.finish).toBe('length');
+      expect(streamed.text).not.toBe(expected.text);
+      expect(streamed.text).toBe(expected.tokens.toSpliced(2, 1).join(''));
+      // Non-streaming answers are untouched.
+      expect((await answer(client, input, 8, false)).text).toBe(expected.text);
+    }
+    // Dropping the last chunk keeps its finish_reason.
+    const { client: last } = await start({ dropChunk: 4 });
+    const input = inputs[1]![1];
+    const streamed = await answer(last, input, 4, true);
+    const expected = expectedGeneration(input, { maxTokens: 4 });
+    expect(streamed).toEqual({ text: expected.tokens.slice(0, 3).join(''), finish: 'length' });
   });
 
   it('crashes after crash-after inference requests, not counting health probes', async () => {

@@ -42,7 +42,10 @@ describe('runLoadTest against the mock engine', () => {
       requests: 7,
     });
     expect(report.requests).toEqual({ total: 7, ok: 7, failed: 0 });
-    expect(report.tokens).toEqual({ prompt: 7 * 20, completion: 7 * 8 });
+    // The mock engine counts chat prompts through its chat template, as vLLM does: 5 more
+    // tokens than the 20 words (`<|user|>`, `\n`, then `\n<|assistant|>\n` after them).
+    const promptTokens = api === 'chat' ? 20 + 5 : 20;
+    expect(report.tokens).toEqual({ prompt: 7 * promptTokens, completion: 7 * 8 });
     expect(report.throughput.requestsPerSecond).toBeGreaterThan(0);
     expect(report.latencyMs?.p50).toBeGreaterThan(0);
     if (stream) {
