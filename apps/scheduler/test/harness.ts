@@ -395,15 +395,52 @@ export function createSbatchShim(dir: string): SbatchShim {
     ['#!/bin/sh', `echo "$(date +%s%3N)" >> '${log}'`, `exec '${real}' "$@"`, ''].join('\n'),
   );
   chmodSync(shim, 0o755);
+  return { binDir, calls: () => timestamps(log) };
+}
+
+/** The millisecond timestamps a shim appended to `file`, one a line. */
+function timestamps(file: string): number[] {
+  return existsSync(file)
+    ? readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map(Number)
+    : [];
+}
+
+/** A PATH `squeue` whose answers can be made late, as a busy or stuck controller's are. */
+export interface SqueueShim {
+  /** Every squeue call from now on sleeps `seconds` before it runs the real one (0: none). */
+  delay(seconds: number): void;
+  /** Timestamps (ms) of the calls that started a delay. */
+  delayedCalls(): number[];
+}
+
+/**
+ * Create a delaying `squeue` in `binDir` (an {@link SbatchShim}'s, first on the scheduler's
+ * PATH) that wraps the squeue found on PATH now; its files live in `dir`.
+ */
+export function createSqueueShim(binDir: string, dir: string): SqueueShim {
+  const real = execFileSync('sh', ['-c', 'command -v squeue'], { encoding: 'utf8' }).trim();
+  const delayFile = join(dir, 'squeue-delay');
+  const log = join(dir, 'squeue-delayed.log');
+  writeFileSync(delayFile, '0');
+  writeFileSync(log, '');
+  const shim = join(binDir, 'squeue');
+  writeFileSync(
+    shim,
+    [
+      '#!/bin/sh',
+      `d=$(cat '${delayFile}' 2>/dev/null)`,
+      `if [ -n "$d" ] && [ "$d" != 0 ]; then echo "$(date +%s%3N)" >> '${log}'; sleep "$d"; fi`,
+      `exec '${real}' "$@"`,
+      '',
+    ].join('\n'),
+  );
+  chmodSync(shim, 0o755);
   return {
-    binDir,
-    calls: () =>
-      existsSync(log)
-        ? readFileSync(log, 'utf8')
-            .split('\n')
-            .filter((l) => l.trim() !== '')
-            .map(Number)
-        : [],
+    delay: (seconds) => writeFileSync(delayFile, String(seconds)),
+    delayedCalls: () => timestamps(log),
   };
 }
 

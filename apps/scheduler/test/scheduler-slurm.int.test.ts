@@ -5,6 +5,21 @@
  * restarts, slurmctld freezes, the partition does not exist. Every sbatch call goes through
  * a PATH shim that records it, and a poller records every job id squeue ever shows under
  * our job name, so over-acquisition cannot hide between two looks.
+ *
+ * A hung worker (c2, c3) must leave routing within the heartbeat timeout however slowly the
+ * controller answers. Issue 11: (c2) failed on a loaded machine ("still routable after
+ * 8 s") because heartbeat timeouts were only checked inside the reconcile tick, after its
+ * squeue returned. (c3) makes that deterministic with a PATH squeue that answers 12 s late
+ * (it needs no set-up). (c2) fails the same way with one core busy and a squeue that answers
+ * the scheduler (only) 5 s late, as a busy controller does:
+ *
+ *   mkdir -p /tmp/slow-squeue && printf '%s\n' '#!/bin/sh' \
+ *     'case "$(tr "\0" " " </proc/$PPID/cmdline)" in *scheduler/dist/cli.mjs*) sleep 5;; esac' \
+ *     'exec /usr/bin/squeue "$@"' > /tmp/slow-squeue/squeue && chmod +x /tmp/slow-squeue/squeue
+ *   node -e 'for(;;){}' & BUSY=$!
+ *   PATH=/tmp/slow-squeue:$PATH pnpm exec vitest run --project integration \
+ *     apps/scheduler/test/scheduler-slurm.int.test.ts -t '\(c2\)'
+ *   kill $BUSY
  */
 import { readFileSync } from 'node:fs';
 import { mkdtempSync } from 'node:fs';
@@ -22,6 +37,7 @@ import {
 import {
   FAST_FLAGS,
   createSbatchShim,
+  createSqueueShim,
   freePort,
   killStartedSchedulers,
   processesWithEnv,
@@ -41,9 +57,12 @@ const SID_BAD = `itbad${suffix}`;
 const JOB_NAME = `es-${SID}-mock-model`;
 const HEARTBEAT_INTERVAL_MS = 1_000;
 const HEARTBEAT_TIMEOUT_MS = 4_000;
+// How late the controller answers in (c3): longer than any bound on a hung worker's removal.
+const SQUEUE_DELAY_S = 12;
 
 const dir = mkdtempSync(join(tmpdir(), 'es-sched-slurm-'));
 const shim = createSbatchShim(dir);
+const squeue = createSqueueShim(shim.binDir, dir);
 const env = {
   SLURM_CONF: inject('slurmConf'),
   PATH: `${shim.binDir}:${process.env.PATH ?? ''}`,
@@ -134,6 +153,74 @@ const events = (s: SchedulerProcess, event: string, from = 0): LogLine[] =>
 
 const client = () =>
   new OpenAI({ baseURL: `${scheduler.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+
+/**
+ * SIGSTOP the es-worker of job `jobId` (a hung node: the process is there and answers
+ * nothing) and run `during` with its two worker ids; SIGCONT afterwards in case the job
+ * outlived the test (SLURM's SIGKILL ends a stopped process too).
+ */
+async function withHungWorker<T>(
+  jobId: string,
+  during: (hung: { workerIds: string[]; stoppedAt: number }) => Promise<T>,
+): Promise<T> {
+  const [worker] = workerProcessesOfJob(jobId);
+  if (!worker) throw new Error(`no es-worker process in job ${jobId}`);
+  const workerIds = (await scheduler.readyWorkerIds()).filter((id) => id.startsWith(`${jobId}.`));
+  expect(workerIds).toHaveLength(2);
+  const stoppedAt = Date.now();
+  process.kill(worker.pid, 'SIGSTOP');
+  try {
+    return await during({ workerIds, stoppedAt });
+  } finally {
+    try {
+      process.kill(worker.pid, 'SIGCONT');
+    } catch {
+      // Gone with its job.
+    }
+  }
+}
+
+/**
+ * Wait until none of `workerIds` is ready any more, for at most the heartbeat timeout plus
+ * four intervals after `since`. Returns when that was (ms after `since`) and, per worker,
+ * how long it had been silent when the scheduler logged it gone (its own clock: the last
+ * `last_heartbeat` it showed before the removal, then the time of its 'gone' line).
+ */
+async function hungWorkersOutOfRouting(
+  workerIds: string[],
+  since: number,
+): Promise<{ removedAfter: number; silentMs: number[] }> {
+  const lastHeartbeat = new Map<string, number>();
+  await waitFor(
+    'the hung workers out of routing',
+    async () => {
+      const ready = (await scheduler.clusterStatus()).workers.filter((w) => w.status === 'ready');
+      for (const w of ready) lastHeartbeat.set(w.worker_id, Date.parse(w.last_heartbeat));
+      return ready.map((w) => w.worker_id).sort();
+    },
+    (ids) => workerIds.every((w) => !ids.includes(w)),
+    HEARTBEAT_TIMEOUT_MS + 4 * HEARTBEAT_INTERVAL_MS,
+    100,
+  );
+  const removedAfter = Date.now() - since;
+  const gone = await waitFor(
+    "the hung workers' 'gone' log lines",
+    () =>
+      workerIds.map((id) => scheduler.logs.find((l) => l.event === 'gone' && l.workerId === id)),
+    (lines) => lines.every((l) => l !== undefined),
+    2_000,
+    50,
+  );
+  const silentMs = workerIds.map(
+    (id, i) => (gone[i]?.time ?? Number.NaN) - (lastHeartbeat.get(id) ?? Number.NaN),
+  );
+  return { removedAfter, silentMs };
+}
+
+/** The jobs the scheduler logged as cancelled since log line `from`, each once (it logs its decision and then the CANCELLED state it lists). */
+const cancelledJobs = (from: number) => [
+  ...new Set(events(scheduler, 'cancelled', from).map((l) => l.jobId)),
+];
 
 async function chat(tokens = 3): Promise<string> {
   const response = await client().chat.completions.create({
@@ -333,27 +420,17 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
     const callsBefore = shim.calls().length;
     const logFrom = scheduler.logs.length;
     const target = jobIds[0] ?? '';
-    const [worker] = workerProcessesOfJob(target);
-    if (!worker) throw new Error(`no es-worker process in job ${target}`);
-    const workerIds = (await scheduler.readyWorkerIds()).filter((id) =>
-      id.startsWith(`${target}.`),
-    );
-    expect(workerIds).toHaveLength(2);
 
-    const stoppedAt = Date.now();
-    process.kill(worker.pid, 'SIGSTOP');
-    try {
-      await waitFor(
-        'the hung workers out of routing',
-        () => scheduler.readyWorkerIds(),
-        (ids) => workerIds.every((w) => !ids.includes(w)),
-        HEARTBEAT_TIMEOUT_MS + 4 * HEARTBEAT_INTERVAL_MS,
-        100,
+    await withHungWorker(target, async ({ workerIds, stoppedAt }) => {
+      const { removedAfter, silentMs } = await hungWorkersOutOfRouting(workerIds, stoppedAt);
+      console.log(
+        `(c2) hung worker out of routing after ${removedAfter} ms; silent ${silentMs.join(', ')} ms when the scheduler removed them`,
       );
-      const removedAfter = Date.now() - stoppedAt;
-      console.log(`(c2) hung worker out of routing after ${removedAfter} ms`);
-      // Its last heartbeat was at most one interval before the SIGSTOP.
-      expect(removedAfter).toBeGreaterThanOrEqual(HEARTBEAT_TIMEOUT_MS - HEARTBEAT_INTERVAL_MS);
+      // Not before the timeout, and not much after: the heartbeat check runs every second.
+      for (const ms of silentMs) {
+        expect(ms).toBeGreaterThan(HEARTBEAT_TIMEOUT_MS);
+        expect(ms).toBeLessThanOrEqual(HEARTBEAT_TIMEOUT_MS + 2 * HEARTBEAT_INTERVAL_MS);
+      }
 
       const replaced = await waitFor(
         'a replacement for the hung job',
@@ -361,17 +438,56 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
         (jobs) => jobs.length === 3 && !jobs.some((j) => j.id === target),
         30_000,
       );
-      expect(events(scheduler, 'cancelled', logFrom).map((l) => l.jobId)).toEqual([target]);
+      expect(cancelledJobs(logFrom)).toEqual([target]);
       expect(shim.calls().length).toBe(callsBefore + 1);
       expect(await fullCapacity()).toEqual(replaced.map((j) => j.id).sort());
       console.log(`(c2) capacity back ${Date.now() - stoppedAt} ms after the SIGSTOP`);
+    });
+  });
+
+  it('(c3) times out a hung worker on time while squeue answers 12 s late, then replaces it', async () => {
+    const jobIds = await fullCapacity();
+    const callsBefore = shim.calls().length;
+    const logFrom = scheduler.logs.length;
+    const target = jobIds[1] ?? '';
+
+    const heldFrom = Date.now();
+    squeue.delay(SQUEUE_DELAY_S);
+    try {
+      // The reconcile tick is now inside a squeue call that returns 12 s from its start.
+      const [heldCall = 0] = await waitFor(
+        "the scheduler's tick waiting for a late squeue",
+        () => squeue.delayedCalls().filter((t) => t >= heldFrom),
+        (calls) => calls.length > 0,
+        10_000,
+        50,
+      );
+      await withHungWorker(target, async ({ workerIds, stoppedAt }) => {
+        const { removedAfter, silentMs } = await hungWorkersOutOfRouting(workerIds, stoppedAt);
+        // That squeue has not answered yet: the tick could not have removed them.
+        expect(Date.now()).toBeLessThan(heldCall + SQUEUE_DELAY_S * 1000);
+        console.log(
+          `(c3) hung worker out of routing after ${removedAfter} ms while squeue was held; silent ${silentMs.join(', ')} ms when the scheduler removed them`,
+        );
+        for (const ms of silentMs) {
+          expect(ms).toBeGreaterThan(HEARTBEAT_TIMEOUT_MS);
+          expect(ms).toBeLessThanOrEqual(HEARTBEAT_TIMEOUT_MS + 2 * HEARTBEAT_INTERVAL_MS);
+        }
+        squeue.delay(0);
+
+        // Once the controller answers, the job is cancelled and replaced once.
+        const replaced = await waitFor(
+          'a replacement for the hung job',
+          liveJobs,
+          (jobs) => jobs.length === 3 && !jobs.some((j) => j.id === target),
+          30_000 + SQUEUE_DELAY_S * 1000,
+        );
+        expect(cancelledJobs(logFrom)).toEqual([target]);
+        expect(shim.calls().length).toBe(callsBefore + 1);
+        expect(await fullCapacity()).toEqual(replaced.map((j) => j.id).sort());
+      });
     } finally {
-      // SLURM's SIGKILL ends a stopped process too; SIGCONT in case the job outlived us.
-      try {
-        process.kill(worker.pid, 'SIGCONT');
-      } catch {
-        // Gone with its job.
-      }
+      squeue.delay(0);
     }
   });
 

@@ -63,6 +63,7 @@ export {
   initialReconcilerState,
   isHeld,
   isLiveState,
+  planHeartbeatTimeouts,
   planReconcile,
   resumeDeployment,
   settleCancel,
@@ -72,6 +73,7 @@ export {
 export type {
   BackoffState,
   CancelItem,
+  HeartbeatTimeoutInput,
   ReconcileAction,
   ReconcileInput,
   ReconcileOptions,

@@ -142,6 +142,13 @@ export interface ReconcilerState {
   listFailures: number;
   /** Submissions made so far (for unique tags). */
   seq: number;
+  /**
+   * Workers {@link planHeartbeatTimeouts} took out of routing since the last successful list,
+   * with their last heartbeat and state then. The next successful list treats them as timing
+   * out in its own tick: their silence still ends an unlisted job, and a ready one still
+   * counts its job as having been ready.
+   */
+  timedOut: Record<string, { lastHeartbeat: number; state: WorkerInfo['state'] }>;
 }
 
 /** An empty state, for the first tick. */
@@ -154,6 +161,7 @@ export function initialReconcilerState(): ReconcilerState {
     jobs: {},
     listFailures: 0,
     seq: 0,
+    timedOut: {},
   };
 }
 
@@ -253,6 +261,57 @@ function clone(state: ReconcilerState): ReconcilerState {
 
 const RETIRED: ReadonlySet<string> = new Set(['gone', 'failed']);
 
+type WorkerGone = Extract<ReconcileAction, { type: 'worker-gone' }>;
+
+/** A `worker-gone` action for every worker still in service but silent for longer than the timeout. */
+function silentWorkers(
+  workers: readonly WorkerInfo[],
+  now: number,
+  heartbeatTimeoutMs: number,
+): WorkerGone[] {
+  const gone: WorkerGone[] = [];
+  for (const w of workers) {
+    if (RETIRED.has(w.state) || now - w.lastHeartbeat <= heartbeatTimeoutMs) continue;
+    gone.push({
+      type: 'worker-gone',
+      deployment: w.deployment,
+      workerId: w.id,
+      reason: `no heartbeat for ${Math.round((now - w.lastHeartbeat) / 1000)} s`,
+    });
+  }
+  return gone;
+}
+
+/** Input of {@link planHeartbeatTimeouts}. */
+export interface HeartbeatTimeoutInput {
+  now: number;
+  workers: readonly WorkerInfo[];
+  state: ReconcilerState;
+  options: Pick<ReconcileOptions, 'heartbeatTimeoutMs'>;
+}
+
+/**
+ * The heartbeat timeouts alone, between ticks (pure). The reconciler checks them on a timer
+ * of their own: a tick waits for `provider.list` (squeue), sbatch and scancel, which a busy
+ * controller can stretch to tens of seconds, and a hung worker must not stay routable that
+ * long. Each silent worker gets a `worker-gone` action and is remembered in
+ * `state.timedOut` for the next successful list.
+ * @example
+ * const { actions, state } = planHeartbeatTimeouts({ now, workers: registry.workers(),
+ *   state: previous, options });
+ */
+export function planHeartbeatTimeouts(input: HeartbeatTimeoutInput): ReconcilePlan {
+  const actions = silentWorkers(input.workers, input.now, input.options.heartbeatTimeoutMs);
+  if (actions.length === 0) return { state: input.state, actions };
+  const next = clone(input.state);
+  const byId = new Map(input.workers.map((w) => [w.id, w]));
+  for (const a of actions) {
+    const w = byId.get(a.workerId);
+    if (w !== undefined) next.timedOut[w.id] = { lastHeartbeat: w.lastHeartbeat, state: w.state };
+  }
+  return { state: next, actions };
+}
+
 /**
  * Plan one reconcile tick. Pure: same input, same output.
  * @example
@@ -292,17 +351,21 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
 
   // Heartbeat timeouts do not depend on the cluster: serving continues even when the list fails.
   const goneNow = new Set<string>();
+  for (const a of silentWorkers(input.registry.workers, now, options.heartbeatTimeoutMs)) {
+    goneNow.add(a.workerId);
+    actions.push(a);
+  }
+  // Workers the timer between ticks already took out count as timing out in this tick, as
+  // what they were then, as long as their record is the one it took out (not one that
+  // registered again since).
+  const readyWhenTimedOut = new Set<string>();
   for (const w of input.registry.workers) {
-    if (RETIRED.has(w.state)) continue;
-    if (now - w.lastHeartbeat > options.heartbeatTimeoutMs) {
-      goneNow.add(w.id);
-      actions.push({
-        type: 'worker-gone',
-        deployment: w.deployment,
-        workerId: w.id,
-        reason: `no heartbeat for ${Math.round((now - w.lastHeartbeat) / 1000)} s`,
-      });
+    const out = next.timedOut[w.id];
+    if (out === undefined || !RETIRED.has(w.state) || out.lastHeartbeat !== w.lastHeartbeat) {
+      continue;
     }
+    goneNow.add(w.id);
+    if (out.state === 'ready') readyWhenTimedOut.add(w.id);
   }
 
   if (input.observed === 'unknown') {
@@ -313,6 +376,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   const firstList = next.lastListAt === undefined;
   next.listFailures = 0;
   next.lastListAt = input.observedAt;
+  next.timedOut = {};
 
   const byName = new Map<string, DeploymentConfig>();
   for (const d of input.deployments) byName.set(jobNameFor(options.schedulerId, d.name), d);
@@ -440,7 +504,10 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     const workers = (workersByJob.get(job.id) ?? []).filter(
       (w) => w.restartCount === job.restartCount,
     );
-    if (tracked.everReady !== true && workers.some((w) => w.state === 'ready')) {
+    if (
+      tracked.everReady !== true &&
+      workers.some((w) => w.state === 'ready' || readyWhenTimedOut.has(w.id))
+    ) {
       // The deployment launches fine again: replacements need not wait any more.
       tracked.everReady = true;
       delete next.launchFailures[job.deployment];
@@ -503,7 +570,9 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   for (const job of input.registry.jobs) {
     if (observed.has(job.jobId) || !known.has(job.deployment)) continue;
     // Workers timing out in this tick still count here: their silence is what ends the job.
-    const live = (workersByJob.get(job.jobId) ?? []).filter((w) => !RETIRED.has(w.state));
+    const live = (workersByJob.get(job.jobId) ?? []).filter(
+      (w) => !RETIRED.has(w.state) || goneNow.has(w.id),
+    );
     if (live.length === 0) continue;
     const ended = next.jobs[job.jobId]?.endedAt !== undefined;
     const heartbeating = live.some((w) => !goneNow.has(w.id));

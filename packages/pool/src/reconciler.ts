@@ -13,6 +13,7 @@ import {
   abandonSubmission,
   initialReconcilerState,
   isLiveState,
+  planHeartbeatTimeouts,
   planReconcile,
   resumeDeployment,
   settleCancel,
@@ -52,6 +53,13 @@ export interface ReconcilerOptions extends Partial<Omit<ReconcileOptions, 'sched
   intervalMs?: number;
   /** Shortest gap between two ticks when a drain or a departure triggers an early one (default 500 ms). */
   minTickGapMs?: number;
+  /**
+   * How often heartbeat timeouts are checked, on a timer of their own that never waits for
+   * a tick's provider calls (default a quarter of `heartbeatTimeoutMs`, at most 1000 ms): a
+   * silent worker leaves routing within `heartbeatTimeoutMs` plus this, however slow the
+   * cluster answers.
+   */
+  livenessIntervalMs?: number;
   /** Clock (default `Date.now`). */
   now?: () => number;
   /** Jitter source in [0, 1) (default `Math.random`). */
@@ -177,9 +185,13 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     if (value !== undefined) planOptions[key] = value;
   }
 
+  const livenessIntervalMs =
+    options.livenessIntervalMs ?? Math.min(1000, planOptions.heartbeatTimeoutMs / 4);
+
   let state: ReconcilerState = initialReconcilerState();
   let running = false;
   let timer: NodeJS.Timeout | undefined;
+  let livenessTimer: NodeJS.Timeout | undefined;
   let current: Promise<TickResult> | undefined;
   let lastTickAt: number | undefined;
   let lastTickEnd = 0;
@@ -366,6 +378,22 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     return current;
   }
 
+  // A tick waits for squeue, sbatch and scancel; this does not. A tick in progress plans
+  // after its list returns, from the state and registry as they are then, so it sees what
+  // this took out (the 'gone' event asks for an early tick when none is running).
+  function checkHeartbeats(): void {
+    const plan = planHeartbeatTimeouts({
+      now: now(),
+      workers: registry.workers(),
+      state,
+      options: planOptions,
+    });
+    state = plan.state;
+    for (const action of plan.actions) {
+      if (action.type === 'worker-gone') registry.markGone(action.workerId, action.reason);
+    }
+  }
+
   function schedule(delayMs: number): void {
     if (!running) return;
     if (timer !== undefined) clearTimeout(timer);
@@ -394,6 +422,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       stopped = false;
       unsubscribe = registry.on(onEvent);
       schedule(0);
+      livenessTimer = setInterval(checkHeartbeats, livenessIntervalMs);
     },
 
     async stop() {
@@ -401,6 +430,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       stopped = true;
       if (timer !== undefined) clearTimeout(timer);
       timer = undefined;
+      clearInterval(livenessTimer);
+      livenessTimer = undefined;
       unsubscribe?.();
       unsubscribe = undefined;
       await current?.catch(() => undefined);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_RECONCILE_OPTIONS,
   initialReconcilerState,
+  planHeartbeatTimeouts,
   planReconcile,
   settleCancel,
   settleSubmission,
@@ -99,6 +100,22 @@ class World {
     return plan.actions;
   }
 
+  /** The reconciler's heartbeat timer between two ticks: silent workers go out at once. */
+  sweep(): ReconcileAction[] {
+    const plan = planHeartbeatTimeouts({
+      now: this.now,
+      workers: this.workers,
+      state: this.state,
+      options,
+    });
+    this.state = plan.state;
+    for (const a of ofType(plan.actions, 'worker-gone')) {
+      const w = this.workers.find((x) => x.id === a.workerId)!;
+      Object.assign(w, { state: 'gone', reason: a.reason });
+    }
+    return plan.actions;
+  }
+
   /** Settle every planned submission as the provider answered. */
   settle(actions: ReconcileAction[], answer: (tag: string, i: number) => string | Error) {
     submits(actions).forEach((s, i) => {
@@ -122,6 +139,17 @@ class World {
       );
     });
   }
+}
+
+/** One running job (maxNodes 1) whose one worker, `state` when a tick saw it, then fell silent for longer than the timeout. */
+function oneSilentWorker(state: WorkerState = 'ready'): World {
+  const w = new World();
+  w.deployments = [deployment('m', { maxNodes: 1 })];
+  w.jobs = [job('1', 'RUNNING')];
+  w.workers = [worker('1', 0, state)];
+  w.tick();
+  w.now += options.heartbeatTimeoutMs + 1;
+  return w;
 }
 
 const submits = (a: ReconcileAction[]) =>
@@ -362,16 +390,79 @@ describe('planReconcile: cancellations in one batched call', () => {
   });
 
   it('times out a silent worker and cancels its job when it was the last one', () => {
-    const w = new World();
-    w.deployments = [deployment('m', { maxNodes: 1 })];
-    w.jobs = [job('1', 'RUNNING')];
-    w.workers = [worker('1', 0, 'ready')];
-    w.tick();
-    w.now += options.heartbeatTimeoutMs + 1;
+    const w = oneSilentWorker();
     const actions = w.tick();
     expect(ofType(actions, 'worker-gone')).toMatchObject([{ workerId: '1.0.0' }]);
     expect(cancels(actions)[0]?.jobs[0]?.jobId).toBe('1');
     expect(submits(actions)).toMatchObject([{ replaces: '1', reason: 'replacement' }]);
+  });
+});
+
+describe('planHeartbeatTimeouts: silent workers between ticks', () => {
+  it('takes out only workers silent for longer than the timeout, nothing else', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [
+      worker('1', 0, 'ready', { lastHeartbeat: T0 - options.heartbeatTimeoutMs - 1 }),
+      worker('1', 1, 'ready', { lastHeartbeat: T0 - options.heartbeatTimeoutMs }),
+      worker('2', 0, 'gone', { lastHeartbeat: 0 }),
+    ];
+    const before = w.state;
+    expect(w.sweep()).toEqual([
+      { type: 'worker-gone', deployment: 'm', workerId: '1.0.0', reason: 'no heartbeat for 30 s' },
+    ]);
+    expect(w.state.timedOut).toEqual({
+      '1.0.0': { lastHeartbeat: T0 - options.heartbeatTimeoutMs - 1, state: 'ready' },
+    });
+    expect(before.timedOut).toEqual({});
+    // Nothing silent: the same state object, no action.
+    const state = w.state;
+    expect(w.sweep()).toEqual([]);
+    expect(w.state).toBe(state);
+  });
+
+  it('a worker taken out between ticks has its job cancelled and replaced by the next list', () => {
+    const w = oneSilentWorker('loading');
+    // Ready, then hung before any tick saw it ready: still not a launch failure.
+    w.workers[0]!.state = 'ready';
+    expect(ofType(w.sweep(), 'worker-gone')).toMatchObject([{ workerId: '1.0.0' }]);
+    w.now += 1000;
+    const actions = w.tick();
+    expect(ofType(actions, 'worker-gone')).toEqual([]);
+    expect(cancels(actions)[0]?.jobs).toMatchObject([{ jobId: '1' }]);
+    expect(submits(actions)).toMatchObject([{ replaces: '1', reason: 'replacement' }]);
+    expect(w.state.launchFailures).toEqual({});
+    expect(w.state.timedOut).toEqual({});
+  });
+
+  it('still ends (fences) a silent unlisted job when the timer took its worker out first, across a failed list', () => {
+    const w = new World();
+    w.workers = [worker('5', 0, 'ready', { registeredAt: T0 - 600_000, lastHeartbeat: T0 })];
+    w.tick();
+    w.now += options.heartbeatTimeoutMs + 1;
+    w.sweep();
+    w.now += 1000;
+    expect(ofType(w.tick('unknown'), 'end-job')).toEqual([]);
+    w.now += 1000;
+    const actions = w.tick();
+    expect(ofType(actions, 'worker-gone')).toEqual([]);
+    expect(ofType(actions, 'end-job')).toMatchObject([
+      { jobId: '5', reason: 'job not in the cluster list and its workers are silent' },
+    ]);
+    // Said once: the next list has nothing left to end.
+    w.now += 1000;
+    expect(ofType(w.tick(), 'end-job')).toEqual([]);
+  });
+
+  it('does not count a worker that registered again after the timer took it out', () => {
+    const w = oneSilentWorker();
+    w.sweep();
+    // SIGCONT: its next heartbeat is answered 404 and it registers again, ready.
+    w.now += 1000;
+    w.workers = [worker('1', 0, 'ready', { registeredAt: w.now, lastHeartbeat: w.now })];
+    const actions = w.tick();
+    expect(cancels(actions)).toEqual([]);
+    expect(submits(actions)).toEqual([]);
   });
 });
 

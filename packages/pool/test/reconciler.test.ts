@@ -19,6 +19,8 @@ class MemoryCluster implements NodeProvider {
   listCalls = 0;
   cancelCalls: string[][] = [];
   listError: Error | undefined;
+  /** While set, `list` waits for it: a controller that answers squeue late. */
+  listHold: Promise<void> | undefined;
   submitError: (Error & { kind?: string; ambiguous?: boolean }) | undefined;
   private next = 100;
 
@@ -40,6 +42,7 @@ class MemoryCluster implements NodeProvider {
 
   async list(filter: ListFilter): Promise<ObservedJob[]> {
     this.listCalls++;
+    await this.listHold;
     if (this.listError) throw this.listError;
     return [...this.jobs.values()]
       .filter((j) => filter.names.includes(j.name))
@@ -86,6 +89,16 @@ function setup(cluster = new MemoryCluster(), extra: Partial<ReconcilerOptions> 
   return { clock, registry, reconciler, cluster };
 }
 
+/** Two jobs submitted and running, each with one ready worker: 100.0.0 and 101.0.0. */
+async function twoReadyJobs({ reconciler, cluster, registry }: ReturnType<typeof setup>) {
+  await reconciler.tickOnce();
+  cluster.set('100', 'RUNNING');
+  cluster.set('101', 'RUNNING');
+  await reconciler.tickOnce();
+  registry.register(registration('100', 0, { state: 'ready' }));
+  registry.register(registration('101', 0, { state: 'ready', port: 9100 }));
+}
+
 describe('createReconciler', () => {
   it('fills to maxNodes with one list per tick and requests named, tagged and with the env', async () => {
     const { reconciler, cluster, registry } = setup();
@@ -108,13 +121,9 @@ describe('createReconciler', () => {
   });
 
   it('runs a worker through the registry and replaces its node when it dies', async () => {
-    const { reconciler, cluster, registry, clock } = setup();
-    await reconciler.tickOnce();
-    cluster.set('100', 'RUNNING');
-    cluster.set('101', 'RUNNING');
-    await reconciler.tickOnce();
-    registry.register(registration('100', 0, { state: 'ready' }));
-    registry.register(registration('101', 0, { state: 'ready', port: 9100 }));
+    const world = setup();
+    const { reconciler, registry, clock } = world;
+    await twoReadyJobs(world);
     expect(registry.routable('m')).toHaveLength(2);
     // Job 101's worker stops heartbeating (SIGKILL): gone after the timeout, job replaced.
     clock.advance(31_000);
@@ -131,13 +140,9 @@ describe('createReconciler', () => {
   });
 
   it('treats a failed list as unknown: nothing cancelled or submitted, serving goes on', async () => {
-    const { reconciler, cluster, registry, clock } = setup();
-    await reconciler.tickOnce();
-    cluster.set('100', 'RUNNING');
-    cluster.set('101', 'RUNNING');
-    await reconciler.tickOnce();
-    registry.register(registration('100', 0, { state: 'ready' }));
-    registry.register(registration('101', 0, { state: 'ready' }));
+    const world = setup();
+    const { reconciler, cluster, registry, clock } = world;
+    await twoReadyJobs(world);
     cluster.listError = new Error('slurm_load_jobs error: Socket timed out on send/recv operation');
     for (let i = 0; i < 5; i++) {
       clock.advance(10_000);
@@ -265,6 +270,40 @@ describe('createReconciler', () => {
       await reconciler.stop();
     }
     expect(reconciler.status().running).toBe(false);
+  });
+
+  it('takes a silent worker out of routing on time while the tick waits for a slow list', async () => {
+    const world = setup(undefined, {
+      intervalMs: 3_600_000,
+      heartbeatTimeoutMs: 4_000,
+      livenessIntervalMs: 10,
+    });
+    const { reconciler, cluster, registry, clock } = world;
+    await twoReadyJobs(world);
+    let answer = () => {};
+    cluster.listHold = new Promise((resolve) => (answer = resolve));
+    reconciler.start();
+    try {
+      await expect.poll(() => cluster.listCalls).toBe(3);
+      // Worker 101 hangs (SIGSTOP); the tick in progress still waits for squeue.
+      clock.advance(4_001);
+      registry.heartbeat('100.0.0', { state: 'ready', restartCount: 0 });
+      await expect
+        .poll(() => registry.routable('m').map((w) => w.id), { timeout: 1000 })
+        .toEqual(['100.0.0']);
+      expect(registry.worker('101.0.0')).toMatchObject({
+        state: 'gone',
+        reason: 'no heartbeat for 4 s',
+      });
+      expect(cluster.listCalls).toBe(3);
+      expect(cluster.cancelCalls).toEqual([]);
+      // The list answers: that very tick cancels the hung worker's job and replaces it.
+      answer();
+      await expect.poll(() => cluster.cancelCalls).toEqual([['101']]);
+      await expect.poll(() => cluster.requests.length).toBe(3);
+    } finally {
+      await reconciler.stop();
+    }
   });
 
   it('cancelAll cancels every live job in one call', async () => {
