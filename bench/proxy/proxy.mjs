@@ -1,25 +1,23 @@
 /* global process */
-// @es/proxy (built dist) with a static pool of one worker: the upstream engine.
+// Bare @es/proxy (built dist) with a static pool of one worker, default options, no client
+// auth: `node proxy.mjs <upstream url> [model, default bench] [engine API key]`.
 import { createProxyApp, startProxyServer } from '../../packages/proxy/dist/index.mjs';
+import { announce } from './ipc.mjs';
 
-const upstreamPort = Number(process.argv[2]);
+const [baseUrl, model = 'bench', upstreamApiKey] = process.argv.slice(2);
 const deployment = {
   name: 'bench',
-  modelNames: ['bench'],
-  model: 'bench',
+  modelNames: [model],
+  model,
   engine: 'mock',
   routing: 'least-outstanding',
+  ...(upstreamApiKey === undefined ? {} : { upstreamApiKey }),
 };
-const worker = {
-  id: 'bench.0.0',
-  deployment: 'bench',
-  baseUrl: `http://127.0.0.1:${upstreamPort}`,
-  inFlight: 0,
-};
+const worker = { id: 'bench.0.0', deployment: 'bench', baseUrl, inFlight: 0 };
 const workers = [worker];
 const pool = {
   deployments: () => [deployment],
-  resolveModel: (model) => (model === 'bench' ? deployment : undefined),
+  resolveModel: (name) => (name === model ? deployment : undefined),
   routable: () => workers,
   waitForRoutable: async () => true,
   reportOutcome: () => {},
@@ -31,16 +29,6 @@ const app = createProxyApp({ pool, onRequestComplete: () => completed++ });
 const fetch =
   process.env.BENCH_PROXY_WEB_PATH === '1' ? (request) => app.fetch(request) : app.fetch;
 const server = await startProxyServer({ fetch, keepAliveTimeoutMs: 120_000 });
-process.send?.({ port: server.port });
-process.on('message', (message) => {
-  if (message === 'stats') {
-    process.send?.({
-      cpu: process.cpuUsage(),
-      rss: process.memoryUsage.rss(),
-      inFlight: worker.inFlight,
-      completed,
-    });
-  }
-});
+announce(server.port, () => ({ inFlight: worker.inFlight, completed }));
 // A clean exit writes the CPU profile when run with --cpu-prof.
 process.on('SIGINT', () => process.exit(0));

@@ -1,0 +1,506 @@
+/* global process */
+// The benchmark's report: provenance of the run, medians over rounds, the markdown tables, and
+// (with --write-readme) README.md's figures section and results.json, both from this one run.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { join, relative } from 'node:path';
+import { here } from './processes.mjs';
+
+const ROOT = here('../..');
+const README = here('README.md');
+const RESULTS = here('results.json');
+const START = '<!-- figures:start -->';
+const END = '<!-- figures:end -->';
+
+/** The built code measured: the checkout is shared, so the dists may not match the commit. */
+const DISTS = [
+  'packages/proxy/dist/index.mjs',
+  'apps/scheduler/dist/cli.mjs',
+  'packages/mock-engine/dist/cli.mjs',
+];
+function describeDist(path) {
+  try {
+    const file = join(ROOT, path);
+    const hash = createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 12);
+    return `${path} sha256:${hash} built ${statSync(file).mtime.toISOString()}`;
+  } catch {
+    return `${path} missing`;
+  }
+}
+
+const git = (...argv) => execFileSync('git', argv, { cwd: ROOT }).toString().trimEnd();
+const load = () => loadavg().map((v) => Number(v.toFixed(2)));
+
+/** Where and how this run ran; `finish()` adds the end. */
+export function collectProvenance() {
+  const dirty = git('status', '--porcelain', '--untracked-files=no');
+  const env = ['BENCH_PROXY_WEB_PATH', 'BENCH_PROXY_NODE_ARGS']
+    .filter((name) => process.env[name] !== undefined)
+    .map((name) => `${name}=${JSON.stringify(process.env[name])} `)
+    .join('');
+  const script = relative(ROOT, process.argv[1]);
+  const provenance = {
+    commit: `${git('rev-parse', 'HEAD')}${dirty === '' ? '' : '+dirty'}`,
+    // Tracked files with changes: this checkout is shared, so the list says what differed.
+    dirtyFiles: dirty === '' ? [] : dirty.split('\n').map((line) => line.slice(3)),
+    command: `${env}node ${script}${process.argv
+      .slice(2)
+      .map((a) => ` ${a}`)
+      .join('')}`,
+    started: new Date().toISOString(),
+    loadavgStart: load(),
+    cpu: `${cpus().length} x ${cpus()[0]?.model.trim() ?? 'unknown CPU'}`,
+    node: process.version,
+    dists: DISTS.map(describeDist),
+    finish() {
+      provenance.finished = new Date().toISOString();
+      provenance.loadavgEnd = load();
+      provenance.seconds = Math.round(
+        (Date.parse(provenance.finished) - Date.parse(provenance.started)) / 1000,
+      );
+    },
+  };
+  return provenance;
+}
+
+function median(values) {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return NaN;
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+const sum = (values) => values.reduce((n, v) => n + (v ?? 0), 0);
+
+/** Medians over rounds; "added" figures subtract the direct route's figure of the same round. */
+function summarizeLatency(latency) {
+  if (latency === undefined) return {};
+  const direct = latency.rounds.direct;
+  const out = {};
+  for (const [name, rounds] of Object.entries(latency.rounds)) {
+    out[name] = {};
+    for (const c of ['c1', 'c64']) {
+      const added = (key) => median(rounds.map((r, i) => r[c][key] - direct[i][c][key]));
+      out[name][c] = {
+        rps: median(rounds.map((r) => r[c].rps)),
+        p50: median(rounds.map((r) => r[c].p50)),
+        p99: median(rounds.map((r) => r[c].p99)),
+        addedP50: added('p50'),
+        addedP99: added('p99'),
+        cpuUsPerRequest: median(rounds.map((r) => r[c].cpuUsPerRequest)),
+        perRound: rounds.map((r) => r[c].rps),
+        perRoundCpu: rounds.map((r) => r[c].cpuUsPerRequest),
+      };
+    }
+    const all = [latency.warmup[name], ...rounds.flatMap((r) => [r.c1, r.c64])];
+    out[name].failed = sum(all.map((t) => t.failedAll));
+    out[name].checked = sum(all.map((t) => t.checked));
+  }
+  return out;
+}
+
+function summarizeStream(stream) {
+  if (stream === undefined) return {};
+  const direct = stream.direct;
+  const out = {};
+  for (const [name, rounds] of Object.entries(stream)) {
+    const added = (key) =>
+      direct === undefined ? NaN : median(rounds.map((r, i) => (r[key] - direct[i][key]) / 1000));
+    out[name] = {
+      p50ms: median(rounds.map((r) => r.p50us / 1000)),
+      p99ms: median(rounds.map((r) => r.p99us / 1000)),
+      addedP50ms: added('p50us'),
+      addedP99ms: added('p99us'),
+      cpuMsPer1000Chunks: median(rounds.map((r) => r.cpuMsPer1000Chunks)),
+      // The largest round: later rounds start from a heap the first one already grew.
+      rssMBPer1000Streams: Math.max(...rounds.map((r) => r.rssMBPer1000Streams ?? NaN)),
+      chunks: sum(rounds.map((r) => r.chunks)),
+      failed: sum(rounds.map((r) => r.failedAll)),
+      checked: sum(rounds.map((r) => r.checked)),
+      perRound: {
+        p99ms: rounds.map((r) => r.p99us / 1000),
+        cpuMsPer1000Chunks: rounds.map((r) => r.cpuMsPer1000Chunks),
+      },
+    };
+  }
+  return out;
+}
+
+/** The per-target figures the tables show, from the raw results. */
+export function summarize(results) {
+  const section = (s) => {
+    if (s === undefined) return undefined;
+    const latency = summarizeLatency(s.latency);
+    const stream = summarizeStream(s.stream);
+    const names = new Set([...Object.keys(latency), ...Object.keys(stream)]);
+    return Object.fromEntries(
+      [...names].map((name) => [
+        name,
+        { ...latency[name], stream: stream[name], idle: s.idle?.[name] },
+      ]),
+    );
+  };
+  return { bench: section(results.bench), mock: section(results.mock) };
+}
+
+const fmt = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
+const get = (fn) => {
+  try {
+    return fn();
+  } catch {
+    return undefined;
+  }
+};
+
+const LABELS = {
+  direct: 'direct',
+  nodePipe: 'node:http pipe',
+  undiciPipe: 'undici pipe',
+  proxy: '@es/proxy',
+  scheduler: 'scheduler',
+};
+
+/**
+ * A markdown table: one row per figure, one column per target, then `ratios` columns
+ * ([numerator, denominator] target names). Figures with `added: true` show the direct route's
+ * absolute value in parentheses in its column.
+ */
+function table(summary, names, ratios, rows) {
+  const head = [
+    'figure',
+    ...names.map((n) => LABELS[n]),
+    ...ratios.map(([a, b]) => `${LABELS[a]} / ${LABELS[b]}`),
+  ];
+  const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
+  for (const row of rows) {
+    const values = Object.fromEntries(names.map((n) => [n, get(() => row.value(summary[n]))]));
+    const cells = names.map((n) => {
+      if (n === 'direct' && row.proxiesOnly) return '';
+      if (n === 'direct' && row.added) {
+        const abs = get(() => row.absolute(summary.direct));
+        return abs === undefined ? '' : `(${fmt(abs, row.digits)})`;
+      }
+      const v = values[n];
+      return typeof v === 'string' ? v : v === undefined ? '' : fmt(v, row.digits);
+    });
+    const ratioCells = ratios.map(([a, b]) => {
+      const [x, y] = [values[a], values[b]];
+      return typeof x === 'number' && typeof y === 'number' && x > 0 && y > 0 && !row.noRatio
+        ? fmt(x / y)
+        : '';
+    });
+    // A phase left out (--only) leaves its rows empty: leave them out too.
+    if (cells.every((cell) => cell === '' || cell === 'n/a')) continue;
+    lines.push(`| ${[row.label, ...cells, ...ratioCells].join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+const latencyRows = [
+  { label: 'served req/s, c=1', value: (r) => r.c1.rps, digits: 0 },
+  { label: 'served req/s, c=64', value: (r) => r.c64.rps, digits: 0 },
+  ...[
+    ['c1', 'c=1'],
+    ['c64', 'c=64'],
+  ].flatMap(([c, shown]) =>
+    ['50', '99'].map((p) => ({
+      label: `added p${p} latency ms, ${shown}`,
+      value: (r) => r[c][`addedP${p}`],
+      absolute: (r) => r[c][`p${p}`],
+      added: true,
+      digits: 3,
+    })),
+  ),
+];
+const requestCpuRows = [
+  ['c1', 'c=1'],
+  ['c64', 'c=64'],
+].map(([c, shown]) => ({
+  label: `process CPU µs per request, ${shown}`,
+  value: (r) => r[c].cpuUsPerRequest,
+  proxiesOnly: true,
+  digits: 1,
+}));
+const failuresRow = {
+  label: 'failed / checked responses (non-streaming; streams)',
+  value: (r) =>
+    `${r.failed ?? '–'} / ${r.checked ?? '–'}; ${r.stream?.failed ?? '–'} / ${r.stream?.checked ?? '–'}`,
+};
+const cpuRows = [
+  {
+    label: 'process CPU ms per 1,000 chunks',
+    value: (r) => r.stream.cpuMsPer1000Chunks,
+    proxiesOnly: true,
+  },
+  {
+    label: 'process RSS MB per 1,000 open streams',
+    value: (r) => r.stream.rssMBPer1000Streams,
+    proxiesOnly: true,
+  },
+];
+
+function benchTables(s, settings) {
+  const names = ['direct', 'nodePipe', 'undiciPipe', 'proxy'];
+  const rows = [
+    ...latencyRows,
+    ...requestCpuRows,
+    ...['50', '99'].map((p) => ({
+      label: `added per-chunk p${p} ms, ${settings.streams} streams`,
+      value: (r) => r.stream[`addedP${p}ms`],
+      absolute: (r) => r.stream[`p${p}ms`],
+      added: true,
+      digits: 3,
+    })),
+    ...cpuRows,
+    {
+      label: `idle streams held (of ${settings.idleStreams})`,
+      value: (r) => `${r.idle.held} (${r.idle.failedAll} failed)`,
+    },
+    { label: 'process RSS MB per 1,000 idle streams', value: (r) => r.idle.rssMBPer1000Streams },
+    {
+      label: 'in flight after the idle streams were dropped',
+      value: (r) => String(r.idle.inFlightAfterClose),
+    },
+    failuresRow,
+  ];
+  return table(
+    s,
+    names,
+    [
+      ['proxy', 'undiciPipe'],
+      ['proxy', 'nodePipe'],
+    ],
+    rows,
+  );
+}
+
+function mockTable(s) {
+  const names = ['direct', 'nodePipe', 'undiciPipe', 'proxy', 'scheduler'];
+  return table(
+    s,
+    names,
+    [
+      ['proxy', 'undiciPipe'],
+      ['proxy', 'nodePipe'],
+      ['scheduler', 'undiciPipe'],
+      ['scheduler', 'proxy'],
+    ],
+    [...latencyRows, ...requestCpuRows, ...cpuRows, failuresRow],
+  );
+}
+
+/** Per-round values of the figures that move most between rounds. */
+function spreadTable(s, names, rows) {
+  const lines = [
+    `| figure, per round | ${names.map((n) => LABELS[n]).join(' | ')} |`,
+    `|---|${names.map(() => '---').join('|')}|`,
+  ];
+  for (const [label, fn, digits] of rows) {
+    const cells = names.map((n) => {
+      const values = (get(() => fn(s[n])) ?? []).filter(Number.isFinite);
+      return values.map((v) => fmt(v, digits)).join(' / ');
+    });
+    if (cells.some((cell) => cell !== '')) lines.push(`| ${label} | ${cells.join(' | ')} |`);
+  }
+  return lines.join('\n');
+}
+
+function targetChecks(s, settings) {
+  const p = s.proxy;
+  const checks = [
+    [
+      'throughput >= 0.6 x the node:http pipe (c=64)',
+      get(() => p.c64.rps / s.nodePipe.c64.rps),
+      (v) => v >= 0.6,
+      (v) => `${fmt(v)} x (undici pipe: ${fmt(get(() => p.c64.rps / s.undiciPipe.c64.rps))} x)`,
+    ],
+    [
+      'added p50 <= 0.3 ms at c=1',
+      get(() => p.c1.addedP50),
+      (v) => v <= 0.3,
+      (v) => `${fmt(v, 3)} ms`,
+    ],
+    [
+      'added per-chunk p99 <= 1 ms',
+      get(() => p.stream.addedP99ms),
+      (v) => v <= 1,
+      (v) =>
+        `${fmt(v, 3)} ms (pipes: node ${fmt(
+          get(() => s.nodePipe.stream.addedP99ms),
+          3,
+        )}, undici ${fmt(
+          get(() => s.undiciPipe.stream.addedP99ms),
+          3,
+        )})`,
+    ],
+    [
+      'CPU <= 10 ms per 1,000 chunks',
+      get(() => p.stream.cpuMsPer1000Chunks),
+      (v) => v <= 10,
+      (v) =>
+        `${fmt(v)} ms (pipes: node ${fmt(get(() => s.nodePipe.stream.cpuMsPer1000Chunks))}, undici ${fmt(get(() => s.undiciPipe.stream.cpuMsPer1000Chunks))})`,
+    ],
+    [
+      'RSS <= 40 MB per 1,000 streams',
+      get(() => p.stream.rssMBPer1000Streams),
+      (v) => v <= 40,
+      (v) => `${fmt(v)} MB`,
+    ],
+    [
+      '10,000 idle streams held without errors',
+      get(() => p.idle.held),
+      (v) => v === 10_000 && p.idle.failedAll === 0,
+      (v) =>
+        `${v} held${settings.idleStreams < settings.idleWanted ? ` (the fd limit ${settings.fdLimit} caps a proxy at ${settings.idleStreams})` : ''}`,
+    ],
+  ];
+  const lines = ['| target | measured | met |', '|---|---|---|'];
+  for (const [label, value, ok, show] of checks) {
+    if (value === undefined || Number.isNaN(value)) continue;
+    lines.push(`| ${label} | ${show(value)} | ${ok(value) ? 'yes' : '**no**'} |`);
+  }
+  return lines.join('\n');
+}
+
+/** Every failed check, where and of which kind, with a few examples. */
+function failureLines(results) {
+  const lines = [];
+  const visit = (where, value) => {
+    if (value === null || typeof value !== 'object') return;
+    if (typeof value.failedAll === 'number') {
+      if (value.failedAll > 0) {
+        const kinds = Object.entries(value.failed)
+          .filter(([, n]) => n > 0)
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ');
+        lines.push(
+          `- ${where}: ${value.failedAll} of ${value.checked} failed (in the window: ${kinds || 'none'}); e.g. ${value.examples.join(' | ')}`,
+        );
+      }
+      return;
+    }
+    for (const [key, inner] of Object.entries(value))
+      visit(where === '' ? key : `${where}.${key}`, inner);
+  };
+  visit('bench', results.bench);
+  visit('mock', results.mock);
+  return lines;
+}
+
+/** Everything detected as failed in the bench section (where --plant-corrupt plants). */
+function detectedInBench(results) {
+  let n = 0;
+  const visit = (value) => {
+    if (value === null || typeof value !== 'object') return;
+    if (typeof value.failedAll === 'number') n += value.failedAll;
+    else for (const inner of Object.values(value)) visit(inner);
+  };
+  visit({
+    latency: results.bench?.latency,
+    stream: results.bench?.stream,
+    idle: results.bench?.idle,
+  });
+  return n;
+}
+
+const minutes = (s) => `${Math.floor(s / 60)} min ${s % 60} s`;
+
+/** The report as markdown, and the exit code the run deserves. */
+export function render(results) {
+  const { provenance: p, settings } = results;
+  const summary = summarize(results);
+  const out = [];
+  out.push(
+    `Generated by \`${p.command}\` in one run; do not edit (raw figures: [results.json](results.json)).`,
+    '',
+    `- commit \`${p.commit}\`${p.dirtyFiles.length > 0 ? ` (${p.dirtyFiles.length} tracked file(s) modified in the checkout: ${p.dirtyFiles.join(', ')})` : ''}`,
+    `- ${p.started} to ${p.finished} (${minutes(p.seconds)}), load average (1, 5, 15 min) ${p.loadavgStart.join(' ')} at the start, ${p.loadavgEnd.join(' ')} at the end`,
+    `- ${p.cpu}, Node ${p.node}, fd limit ${settings.fdLimit}`,
+    `- measured builds: ${p.dists.join('; ')}`,
+    `- ${settings.rounds} round(s); non-streaming samples ${settings.sampleMs} ms after ${settings.settleMs} ms unmeasured (warm-up ${settings.warmupMs} ms per target first); ${settings.streams} streams x ${settings.chunks} chunks every ${settings.intervalMs} ms; ${settings.idleStreams} idle streams held ${settings.holdMs} ms. Figures are medians over rounds (RSS per open stream: the largest round), ratios are of those medians.`,
+  );
+  const s = summary.bench;
+  if (s !== undefined) {
+    out.push(
+      '',
+      '#### Bench upstream (upstream.mjs)',
+      '',
+      benchTables(s, settings),
+      '',
+      spreadTable(
+        s,
+        ['direct', 'nodePipe', 'undiciPipe', 'proxy'],
+        [
+          ['served req/s, c=64', (r) => r.c64.perRound, 0],
+          ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+          ['per-chunk p99 ms (not added)', (r) => r.stream.perRound.p99ms, 3],
+          ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
+        ],
+      ),
+      '',
+      targetChecks(s, settings),
+    );
+  }
+  const m = summary.mock;
+  if (m !== undefined) {
+    const args = results.mock.engineArgs;
+    out.push(
+      '',
+      '#### @es/mock-engine, started by the deployed scheduler',
+      '',
+      `Scheduler: \`node ${results.mock.scheduler.argv.join(' ')}\`; engines \`${args['bench-fast'].join(' ')}\` (non-streaming) and \`${args['bench-stream'].join(' ')}\` (streams). Scheduler CPU and RSS are its own process (not its worker's or engine's).`,
+      '',
+      mockTable(m),
+      '',
+      spreadTable(
+        m,
+        ['direct', 'nodePipe', 'undiciPipe', 'proxy', 'scheduler'],
+        [
+          ['served req/s, c=64', (r) => r.c64.perRound, 0],
+          ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+        ],
+      ),
+      '',
+      `The scheduler's \`es_requests_total\` (its /metrics) counted ${results.mock.scheduler.requestsCounted} requests; the load generator sent it ${sum([m.scheduler?.checked, m.scheduler?.stream?.checked])}.`,
+    );
+  } else if (results.mockNote !== undefined) {
+    out.push('', results.mockNote);
+  }
+  const failures = failureLines(results);
+  out.push(
+    '',
+    failures.length === 0 ? 'Every response checked was complete and correct.' : 'Failures:',
+    ...failures,
+  );
+  let exitCode = failures.length === 0 ? 0 : 1;
+  if (settings.plantCorrupt) {
+    const planted = results.bench?.planted ?? { completions: 0, streams: 0 };
+    const total = planted.completions + planted.streams;
+    const detected = detectedInBench(results);
+    const ok = total > 0 && detected === total;
+    out.push(
+      '',
+      `--plant-corrupt: the upstream altered ${planted.completions} completion(s) and ${planted.streams} stream(s); the checks reported ${detected} failure(s): ${ok ? 'every planted defect was caught, nothing else failed' : 'MISMATCH'}`,
+    );
+    exitCode = ok ? 0 : 1;
+  }
+  return { text: out.join('\n'), summary, exitCode };
+}
+
+/** Rewrite README.md between the markers and write results.json, from the same run. */
+export async function writeOutputs(results, report) {
+  const readme = readFileSync(README, 'utf8');
+  const start = readme.indexOf(START);
+  const end = readme.indexOf(END);
+  if (start < 0 || end < start) throw new Error(`README.md lacks the ${START} ... ${END} markers`);
+  writeFileSync(
+    README,
+    `${readme.slice(0, start + START.length)}\n\n${report.text}\n\n${readme.slice(end)}`,
+  );
+  // Formatted as the repository's `prettier --check .` expects.
+  const prettier = await import('prettier');
+  const json = JSON.stringify({ ...results, summary: report.summary });
+  const options = { ...(await prettier.resolveConfig(RESULTS)), filepath: RESULTS };
+  writeFileSync(RESULTS, await prettier.format(json, options));
+}
