@@ -9,6 +9,8 @@ const require = createRequire(new URL('../../packages/proxy/package.json', impor
 const { Pool } = require('undici');
 
 const PATH = '/v1/chat/completions';
+/** A streaming sample whose steady state is shorter than this part of a stream has no figures. */
+const MIN_WINDOW_PART = 1 / 3;
 const nowNs = () => Number(process.hrtime.bigint());
 
 export function percentile(values, p) {
@@ -123,11 +125,16 @@ export async function nonStreaming(
 /**
  * `streams` concurrent streams of `chunks` chunks, `intervalMs` apart. Measured in the steady
  * state only, from one interval after the last stream opened to the first stream's end, so
- * connection set-up and teardown are not counted as per-chunk cost: chunks received, the
+ * connection set-up and teardown are not counted as per-chunk cost (a window shorter than
+ * MIN_WINDOW_PART of a stream gives no figures, `steady: false`): chunks received, the
  * target process's CPU per 1,000 chunks and RSS growth per 1,000 streams (`stats` gives the
  * process's CPU and RSS), and, when the engine stamps its chunks, per-chunk latency (µs).
  */
-export async function streaming({ url, headers, stats }, workload, { streams, intervalMs }) {
+export async function streaming(
+  { url, headers, stats },
+  workload,
+  { streams, chunks, intervalMs },
+) {
   const pool = new Pool(url, { connections: streams, pipelining: 1 });
   const { tally, record } = createTally();
   const latencies = [];
@@ -136,16 +143,20 @@ export async function streaming({ url, headers, stats }, workload, { streams, in
   let phase = 'ramp';
   let windowStart;
   let windowEnd;
+  let windowStartNs;
+  let windowEndNs;
   const before = await stats?.();
   const beginWindow = async () => {
     await sleep(intervalMs);
     if (phase !== 'ramp') return;
     windowStart = await stats?.();
+    windowStartNs = nowNs();
     phase = 'window';
   };
   const endWindow = async () => {
     if (phase !== 'window') return;
     phase = 'done';
+    windowEndNs = nowNs();
     windowEnd = await stats?.();
   };
   const one = async (i) => {
@@ -172,13 +183,15 @@ export async function streaming({ url, headers, stats }, workload, { streams, in
   };
   await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
   await pool.close();
-  const result = {
-    chunks: windowChunks,
-    p50us: percentile(latencies, 50),
-    p99us: percentile(latencies, 99),
-    ...tally,
-  };
-  if (before !== undefined && windowStart !== undefined && windowEnd !== undefined) {
+  const windowMs = (windowEndNs - windowStartNs) / 1e6;
+  const result = { chunks: windowChunks, windowMs, ...tally };
+  // Opening the streams may take about as long as a stream lasts on a busy machine: then
+  // there is no steady state with all of them open, and no figure to report.
+  result.steady = windowMs >= MIN_WINDOW_PART * chunks * intervalMs;
+  if (!result.steady) return result;
+  result.p50us = percentile(latencies, 50);
+  result.p99us = percentile(latencies, 99);
+  if (before !== undefined) {
     result.cpuMsPer1000Chunks = (cpuOf(windowEnd) - cpuOf(windowStart)) / windowChunks;
     result.rssMBPer1000Streams =
       ((Math.max(windowEnd.rss, windowStart.rss) - before.rss) / 2 ** 20) * (1000 / streams);

@@ -114,11 +114,13 @@ function summarizeStream(stream) {
       addedP99ms: added('p99us'),
       cpuMsPer1000Chunks: median(rounds.map((r) => r.cpuMsPer1000Chunks)),
       // The largest round: later rounds start from a heap the first one already grew.
-      rssMBPer1000Streams: Math.max(...rounds.map((r) => r.rssMBPer1000Streams ?? NaN)),
+      rssMBPer1000Streams: Math.max(...rounds.map((r) => r.rssMBPer1000Streams ?? -Infinity)),
       chunks: sum(rounds.map((r) => r.chunks)),
       failed: sum(rounds.map((r) => r.failedAll)),
       checked: sum(rounds.map((r) => r.checked)),
+      steadyRounds: rounds.filter((r) => r.steady).length,
       perRound: {
+        windowMs: rounds.map((r) => r.windowMs),
         p99ms: rounds.map((r) => r.p99us / 1000),
         cpuMsPer1000Chunks: rounds.map((r) => r.cpuMsPer1000Chunks),
       },
@@ -228,6 +230,10 @@ const failuresRow = {
     `${r.failed ?? '–'} / ${r.checked ?? '–'}; ${r.stream?.failed ?? '–'} / ${r.stream?.checked ?? '–'}`,
 };
 const cpuRows = [
+  {
+    label: 'streaming rounds with a steady state',
+    value: (r) => `${r.stream.steadyRounds} of ${r.stream.perRound.windowMs.length}`,
+  },
   {
     label: 'process CPU ms per 1,000 chunks',
     value: (r) => r.stream.cpuMsPer1000Chunks,
@@ -434,6 +440,7 @@ export function render(results) {
         [
           ['served req/s, c=64', (r) => r.c64.perRound, 0],
           ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+          ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
           ['per-chunk p99 ms (not added)', (r) => r.stream.perRound.p99ms, 3],
           ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
         ],
@@ -459,6 +466,8 @@ export function render(results) {
         [
           ['served req/s, c=64', (r) => r.c64.perRound, 0],
           ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+          ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
+          ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
         ],
       ),
       '',

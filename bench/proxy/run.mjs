@@ -71,7 +71,7 @@ const settings = {
   rounds: quick ? 1 : Number(args.rounds),
   streams: Number(args.streams),
   intervalMs: Number(args['interval-ms']),
-  chunks: Number(args.chunks ?? (quick ? 10 : 20)),
+  chunks: Number(args.chunks ?? (quick ? 10 : 30)),
   warmupMs: quick ? 300 : 1000,
   settleMs: quick ? 100 : 200,
   sampleMs: quick ? 400 : Number(args['sample-ms']),
