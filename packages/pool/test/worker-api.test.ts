@@ -2,6 +2,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORKER_API_PREFIX, createRegistry, createWorkerApi, deriveKeys } from '../src/index.js';
+import type { RoutingChange } from '../src/index.js';
 import { deployment, registration } from './helpers.js';
 
 const { workerToken } = deriveKeys('a shared secret');
@@ -12,7 +13,18 @@ let base: string;
 beforeAll(async () => {
   const app = createWorkerApi(registry, { workerToken });
   server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
+    const s = serve(
+      {
+        fetch: app.fetch,
+        hostname: '127.0.0.1',
+        port: 0,
+        // As the scheduler serves it (startProxyServer): with Node's 5 s default, a socket
+        // fetch() reuses after the event loop stalled that long (a busy machine) is closed
+        // under the request, and the heartbeat fails with ECONNRESET.
+        serverOptions: { keepAliveTimeout: 75_000 },
+      },
+      () => resolve(s),
+    );
   });
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}${WORKER_API_PREFIX}`;
 });
@@ -20,6 +32,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
+
+/** A load distinct per worker index, so each heartbeat's effect can be told apart. */
+const loadOf = (i: number) => ({ running: i % 97, waiting: i % 13, kvCacheUsage: (i % 11) / 10 });
 
 async function post(path: string, body: unknown, token = workerToken) {
   const response = await fetch(`${base}${path}`, {
@@ -94,7 +109,7 @@ describe('worker API over a real socket', () => {
     expect((await post('/register', registration('504', 0, { deployment: 'x' }))).status).toBe(404);
   });
 
-  it('handles a heartbeat in well under a millisecond of server time', async () => {
+  it('a steady heartbeat updates load in place and rebuilds no routing, whatever the pool size', async () => {
     const app = createWorkerApi(registry, { workerToken });
     const ids = Array.from(
       { length: 1024 },
@@ -102,25 +117,28 @@ describe('worker API over a real socket', () => {
         registry.register(registration(`8${String(i).padStart(4, '0')}`, 0, { state: 'ready' }))
           .workerId,
     );
-    const body = JSON.stringify({
-      state: 'ready',
-      restartCount: 0,
-      load: { running: 1, waiting: 0 },
-    });
     const headers = { authorization: `Bearer ${workerToken}`, 'content-type': 'application/json' };
-    const round = () =>
-      Promise.all(
-        ids.map((id) =>
-          app.request(`${WORKER_API_PREFIX}/${id}/heartbeat`, { method: 'POST', body, headers }),
-        ),
-      );
-    await round();
-    const started = performance.now();
-    const responses = await round();
-    const perHeartbeatMs = (performance.now() - started) / ids.length;
+    const routing = registry.routable('m');
+    const changes: RoutingChange[] = [];
+    const unsubscribe = registry.onRoutingChange((change) => changes.push(change));
+    const responses = await Promise.all(
+      ids.map((id, i) =>
+        app.request(`${WORKER_API_PREFIX}/${id}/heartbeat`, {
+          method: 'POST',
+          body: JSON.stringify({ state: 'ready', restartCount: 0, load: loadOf(i) }),
+          headers,
+        }),
+      ),
+    );
+    unsubscribe();
     expect(responses.every((r) => r.status === 200)).toBe(true);
-    // 1,024 workers a second on 2 cores needs < 2 ms each; typical here is ~0.2 ms.
-    expect(perHeartbeatMs).toBeLessThan(1);
+    // Rebuilding the routable set walks the whole deployment: done on every heartbeat, a
+    // round of n heartbeats would cost n². A speed bound cannot tell that from a busy
+    // machine; the set's identity can.
+    expect(registry.routable('m')).toBe(routing);
+    expect(changes).toEqual([]);
+    const routed = new Map(routing.map((w) => [w.id, w.load]));
+    expect(ids.map((id) => routed.get(id))).toEqual(ids.map((_, i) => loadOf(i)));
   });
 
   it('takes 1,024 workers heartbeating at once over the socket', async () => {
@@ -132,20 +150,14 @@ describe('worker API over a real socket', () => {
         ).workerId,
       );
     }
-    const beat = (id: string) =>
-      post(`/${id}/heartbeat`, {
-        state: 'ready',
-        restartCount: 0,
-        load: { running: 3, waiting: 1, kvCacheUsage: 0.5 },
-      });
-    await Promise.all(ids.slice(0, 64).map(beat)); // warm up connections
-    const started = performance.now();
-    const statuses = await Promise.all(ids.map(async (id) => (await beat(id)).status));
-    const elapsed = performance.now() - started;
+    const beat = (id: string, i: number) =>
+      post(`/${id}/heartbeat`, { state: 'ready', restartCount: 0, load: loadOf(i) });
+    const statuses = await Promise.all(ids.map(async (id, i) => (await beat(id, i)).status));
     expect(statuses.every((s) => s === 200)).toBe(true);
-    // Client and server share this process (and two cores with other test runs): the bound
-    // is loose; the server-side cost is measured without the client below.
-    expect(elapsed).toBeLessThan(5000);
-    expect(registry.routable('m').length).toBeGreaterThanOrEqual(2048);
+    // Every heartbeat reached its own worker. No wall-clock bound: client and server share
+    // one event loop, and the machine with other test runs (5-12 s at load 7-15, 18 s seen);
+    // tens of ms per heartbeat spent serially would still run into the test's timeout.
+    const routed = new Map(registry.routable('m').map((w) => [w.id, w.load]));
+    expect(ids.map((id) => routed.get(id))).toEqual(ids.map((_, i) => loadOf(i)));
   });
 });

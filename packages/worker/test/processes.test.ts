@@ -192,14 +192,23 @@ describe('the worker with real processes', () => {
 
   it('an uncaught error in the worker process still takes its engines down', async () => {
     const fake = await scheduler();
-    const worker = runWorkerProcess(mockWorker(fake.url, '99'), { FAIL_AFTER_MS: '1500' });
+    const logDir = mkdtempSync(join(tmpdir(), 'es-worker-logs-'));
+    const worker = runWorkerProcess(mockWorker(fake.url, '99', { logDir }), {
+      FAIL_ON_SIGNAL: 'SIGUSR2',
+    });
     await fake.waitFor(ready('99.0.0'));
     await fake.waitFor(ready('99.0.1'));
     const groups = childrenOf(worker.pid ?? 0);
     expect(groups).toHaveLength(2);
+    // Crash once both engines are up: a crash timer raced their start-up on a busy machine.
+    worker.kill('SIGUSR2');
     expect(await exited(worker)).toBe(1);
     for (const pid of groups)
-      await expect.poll(() => groupAlive(pid), { timeout: 2000 }).toBe(false);
+      await expect.poll(() => groupAlive(pid), { timeout: 10_000 }).toBe(false);
+    // The crash handler killed them, not the engine guards' fallback (which notices an
+    // orphaned engine by itself and says so in the engine's log).
+    for (const file of readdirSync(logDir))
+      expect(readFileSync(join(logDir, file), 'utf8')).not.toContain('is gone');
   });
 
   it('SIGKILL of the worker: the engine guards stop every engine within seconds', async () => {
