@@ -127,8 +127,8 @@ export async function nonStreaming(
  * state only, from one interval after the last stream opened to the first stream's end, so
  * connection set-up and teardown are not counted as per-chunk cost (a window shorter than
  * MIN_WINDOW_PART of a stream gives no figures, `steady: false`): chunks received, the
- * target process's CPU per 1,000 chunks and RSS growth per 1,000 streams (`stats` gives the
- * process's CPU and RSS), and, when the engine stamps its chunks, per-chunk latency (µs).
+ * target process's CPU per 1,000 chunks and RSS (`stats` gives the process's CPU and RSS),
+ * and, when the engine stamps its chunks, per-chunk latency (µs).
  */
 export async function streaming(
   { url, headers, stats },
@@ -162,7 +162,7 @@ export async function streaming(
   const one = async (i) => {
     // Spread stream starts over one interval so chunks are not sent in lockstep.
     await sleep((i * intervalMs) / streams);
-    const { body, expected } = workload.stream();
+    const { body, expected } = workload.stream(chunks);
     let received = 0;
     const check = createStreamCheck(expected, (chunk) => {
       if (phase !== 'window' || !chunk.choices?.[0]?.delta?.content) return;
@@ -185,6 +185,12 @@ export async function streaming(
   await pool.close();
   const windowMs = (windowEndNs - windowStartNs) / 1e6;
   const result = { chunks: windowChunks, windowMs, ...tally };
+  // RSS before the sample and with every stream open (bytes), for the caller to compare
+  // with the process's RSS before its first sample: later samples start from a grown heap.
+  if (before !== undefined) result.rssBefore = before.rss;
+  if (windowStart !== undefined && windowEnd !== undefined) {
+    result.rssOpen = Math.max(windowStart.rss, windowEnd.rss);
+  }
   // Opening the streams may take about as long as a stream lasts on a busy machine: then
   // there is no steady state with all of them open, and no figure to report.
   result.steady = windowMs >= MIN_WINDOW_PART * chunks * intervalMs;
@@ -193,8 +199,6 @@ export async function streaming(
   result.p99us = percentile(latencies, 99);
   if (before !== undefined) {
     result.cpuMsPer1000Chunks = (cpuOf(windowEnd) - cpuOf(windowStart)) / windowChunks;
-    result.rssMBPer1000Streams =
-      ((Math.max(windowEnd.rss, windowStart.rss) - before.rss) / 2 ** 20) * (1000 / streams);
   }
   return result;
 }

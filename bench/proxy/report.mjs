@@ -100,11 +100,11 @@ function summarizeLatency(latency) {
   return out;
 }
 
-function summarizeStream(stream) {
+function summarizeStream(stream, streams) {
   if (stream === undefined) return {};
-  const direct = stream.direct;
+  const direct = stream.rounds.direct;
   const out = {};
-  for (const [name, rounds] of Object.entries(stream)) {
+  for (const [name, rounds] of Object.entries(stream.rounds)) {
     const added = (key) =>
       direct === undefined ? NaN : median(rounds.map((r, i) => (r[key] - direct[i][key]) / 1000));
     out[name] = {
@@ -113,11 +113,16 @@ function summarizeStream(stream) {
       addedP50ms: added('p50us'),
       addedP99ms: added('p99us'),
       cpuMsPer1000Chunks: median(rounds.map((r) => r.cpuMsPer1000Chunks)),
-      // The largest round: later rounds start from a heap the first one already grew.
-      rssMBPer1000Streams: Math.max(...rounds.map((r) => r.rssMBPer1000Streams ?? -Infinity)),
+      // Against the RSS before the first round (the warm-up's few streams aside): later
+      // rounds start from a heap the first one grew. The largest steady round.
+      rssMBPer1000Streams:
+        (Math.max(...rounds.filter((r) => r.steady).map((r) => r.rssOpen ?? -Infinity)) -
+          stream.warmup[name]?.rssBefore) /
+        2 ** 20 /
+        (streams / 1000),
       chunks: sum(rounds.map((r) => r.chunks)),
-      failed: sum(rounds.map((r) => r.failedAll)),
-      checked: sum(rounds.map((r) => r.checked)),
+      failed: sum([stream.warmup[name], ...rounds].map((r) => r?.failedAll)),
+      checked: sum([stream.warmup[name], ...rounds].map((r) => r?.checked)),
       steadyRounds: rounds.filter((r) => r.steady).length,
       perRound: {
         windowMs: rounds.map((r) => r.windowMs),
@@ -134,7 +139,7 @@ export function summarize(results) {
   const section = (s) => {
     if (s === undefined) return undefined;
     const latency = summarizeLatency(s.latency);
-    const stream = summarizeStream(s.stream);
+    const stream = summarizeStream(s.stream, results.settings.streams);
     const names = new Set([...Object.keys(latency), ...Object.keys(stream)]);
     return Object.fromEntries(
       [...names].map((name) => [
@@ -424,7 +429,7 @@ export function render(results) {
     `- ${p.started} to ${p.finished} (${minutes(p.seconds)}), load average (1, 5, 15 min) ${p.loadavgStart.join(' ')} at the start, ${p.loadavgEnd.join(' ')} at the end`,
     `- ${p.cpu}, Node ${p.node}, fd limit ${settings.fdLimit}`,
     `- measured builds: ${p.dists.join('; ')}`,
-    `- ${settings.rounds} round(s); non-streaming samples ${settings.sampleMs} ms after ${settings.settleMs} ms unmeasured (warm-up ${settings.warmupMs} ms per target first); ${settings.streams} streams x ${settings.chunks} chunks every ${settings.intervalMs} ms; ${settings.idleStreams} idle streams held ${settings.holdMs} ms. Figures are medians over rounds (RSS per open stream: the largest round), ratios are of those medians.`,
+    `- ${settings.rounds} round(s); non-streaming samples ${settings.sampleMs} ms after ${settings.settleMs} ms unmeasured (warm-up ${settings.warmupMs} ms per target first); ${settings.streams} streams x ${settings.chunks} chunks every ${settings.intervalMs} ms; ${settings.idleStreams} idle streams held ${settings.holdMs} ms. Figures are medians over rounds (RSS per open stream: the largest steady round, less the RSS before streaming), ratios are of those medians.`,
   );
   const s = summary.bench;
   if (s !== undefined) {

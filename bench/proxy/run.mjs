@@ -14,6 +14,7 @@ import {
   childStats,
   here,
   procStats,
+  sleep,
   startChild,
   startScheduler,
 } from './processes.mjs';
@@ -25,11 +26,11 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     idle: { type: 'string' },
-    streams: { type: 'string', default: '1000' },
+    streams: { type: 'string' },
     chunks: { type: 'string' },
     'interval-ms': { type: 'string', default: '100' },
     rounds: { type: 'string', default: '3' },
-    'sample-ms': { type: 'string', default: '1000' },
+    'sample-ms': { type: 'string', default: '700' },
     only: { type: 'string', default: 'all' },
     json: { type: 'boolean', default: false },
     'write-readme': { type: 'boolean', default: false },
@@ -69,13 +70,14 @@ const quick = args.quick;
 const settings = {
   quick,
   rounds: quick ? 1 : Number(args.rounds),
-  streams: Number(args.streams),
+  // Quick: fewer streams, so that they can all be open at once within a 1 s stream.
+  streams: Number(args.streams ?? (quick ? 300 : 1000)),
   intervalMs: Number(args['interval-ms']),
-  chunks: Number(args.chunks ?? (quick ? 10 : 30)),
-  warmupMs: quick ? 300 : 1000,
-  settleMs: quick ? 100 : 200,
+  chunks: Number(args.chunks ?? (quick ? 10 : 25)),
+  warmupMs: quick ? 300 : 400,
+  settleMs: 100,
   sampleMs: quick ? 400 : Number(args['sample-ms']),
-  holdMs: quick ? 1500 : 3000,
+  holdMs: quick ? 1000 : 2000,
   plantCorrupt: args['plant-corrupt'],
 };
 const fdLimit = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim());
@@ -122,12 +124,28 @@ async function latencyPhase(label, targets, workload) {
   return { warmup, rounds };
 }
 
-const streamPhase = (label, targets, workload) =>
-  inRounds(
+/**
+ * A short warm-up of every target (a fifth of the streams, 5 chunks: cold code and fresh
+ * processes otherwise open the first round's streams too slowly for a steady state), then
+ * interleaved rounds.
+ */
+async function streamPhase(label, targets, workload) {
+  const warmup = {};
+  for (const [name, target] of Object.entries(targets)) {
+    log(`${label}, streaming warm-up: ${name}`);
+    warmup[name] = await streaming(target, workload, {
+      ...settings,
+      streams: Math.ceil(settings.streams / 5),
+      chunks: 3,
+    });
+  }
+  const rounds = await inRounds(
     `${label}, ${settings.streams} streams x ${settings.chunks} chunks every ${settings.intervalMs} ms`,
     targets,
     (target) => streaming(target, workload, settings),
   );
+  return { warmup, rounds };
+}
 
 const ipcTarget = (server, headers) => ({
   url: server.url,
@@ -161,7 +179,13 @@ async function benchSection() {
   if (run('stream')) section.stream = await streamPhase('bench upstream', targets, workload);
   if (run('idle')) {
     section.idle = {};
-    for (const name of ['nodePipe', 'undiciPipe', 'proxy']) {
+    for (const name of ['proxy', 'undiciPipe', 'nodePipe']) {
+      // The upstream must have shed the previous target's 10,000 sockets (see upstream.mjs),
+      // or the two together would exceed its fd limit.
+      for (let i = 0; i < 100; i++) {
+        if ((await childStats(upstream.child)).connections <= 100) break;
+        await sleep(100);
+      }
       log(`bench upstream, ${settings.idleStreams} idle streams held open: ${name}`);
       section.idle[name] = await idle(targets[name], workload, {
         streams: settings.idleStreams,

@@ -40,6 +40,7 @@ function defect(total) {
 }
 
 const server = createServer((req, res) => {
+  req.socket.used = true;
   const parts = [];
   req.on('data', (part) => parts.push(part));
   req.on('end', () => {
@@ -85,4 +86,17 @@ const server = createServer((req, res) => {
   });
 });
 server.keepAliveTimeout = 120_000;
-server.listen(0, '127.0.0.1', () => announce(server.address().port, () => ({ planted })));
+// undici opens a new connection for each request it aborts (when a client drops a stream
+// through an undici-based proxy) and never uses it: close such connections after
+// UNUSED_CONNECTION_MS, as an engine's keep-alive timeout would, so that the idle-stream
+// phase of one target does not leave 10,000 sockets behind for the next one.
+const UNUSED_CONNECTION_MS = 2000;
+let connections = 0;
+server.on('connection', (socket) => {
+  connections++;
+  socket.once('close', () => connections--);
+  setTimeout(() => socket.used || socket.destroy(), UNUSED_CONNECTION_MS).unref();
+});
+server.listen(0, '127.0.0.1', () =>
+  announce(server.address().port, () => ({ planted, connections })),
+);

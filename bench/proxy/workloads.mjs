@@ -1,7 +1,7 @@
 /* global fetch */
 // What the load generator sends to an engine and what it must get back. A workload makes
-// request i's body and its expectation (see verify.mjs): `completion(i)`, `stream(i)`,
-// `idle(i)` (bench upstream only).
+// each request's body and its expectation (see verify.mjs): `completion()`, `stream(chunks?)`,
+// `idle()` (bench upstream only).
 import { randomBytes } from 'node:crypto';
 import { benchExpectation } from './verify.mjs';
 
@@ -24,11 +24,11 @@ export function benchWorkload({ chunks, intervalMs }) {
       const { nonce, body } = request(',"max_tokens":16');
       return { body, expected: benchExpectation.completion(nonce) };
     },
-    stream() {
+    stream(n = chunks) {
       const { nonce, body } = request(
-        `,"stream":true,"max_tokens":${chunks},"bench_interval_ms":${intervalMs}`,
+        `,"stream":true,"max_tokens":${n},"bench_interval_ms":${intervalMs}`,
       );
-      return { body, expected: benchExpectation.stream(nonce, chunks) };
+      return { body, expected: benchExpectation.stream(nonce, n) };
     },
     idle() {
       const { nonce, body } = request(',"stream":true,"bench_idle":true');
@@ -92,11 +92,13 @@ export async function mockWorkload({ url, streamUrl, headers, fastModel, streamM
         expected: { content: completions[k] },
       };
     },
-    stream() {
+    // Fewer tokens are a prefix of the reference: the mock engine's output continues token
+    // for token (a wrong guess would show as failures).
+    stream(count = chunks) {
       const k = n++ % MOCK_PROMPTS.length;
       return {
-        body: mockBody(streamModel, k, { max_tokens: chunks, stream: true }),
-        expected: { deltas: streams[k] },
+        body: mockBody(streamModel, k, { max_tokens: count, stream: true }),
+        expected: { deltas: streams[k].slice(0, count) },
       };
     },
   };
