@@ -139,7 +139,7 @@ export function summarize(results) {
   const section = (s) => {
     if (s === undefined) return undefined;
     const latency = summarizeLatency(s.latency);
-    const stream = summarizeStream(s.stream, results.settings.streams);
+    const stream = summarizeStream(s.stream, s.stream?.streams);
     const names = new Set([...Object.keys(latency), ...Object.keys(stream)]);
     return Object.fromEntries(
       [...names].map((name) => [
@@ -461,7 +461,7 @@ export function render(results) {
       '',
       '#### @es/mock-engine, started by the deployed scheduler',
       '',
-      `Scheduler: \`node ${results.mock.scheduler.argv.join(' ')}\`; engines \`${args['bench-fast'].join(' ')}\` (non-streaming) and \`${args['bench-stream'].join(' ')}\` (streams). Scheduler CPU and RSS are its own process (not its worker's or engine's).`,
+      `Scheduler: \`node ${results.mock.scheduler.argv.join(' ')}\`; engines \`${args['bench-fast'].join(' ')}\` (non-streaming) and \`${args['bench-stream'].join(' ')}\` (${results.mock.stream?.streams ?? 0} streams of ${settings.chunks} tokens). Scheduler CPU and RSS are its own process (not its worker's or engine's).`,
       '',
       mockTable(m),
       '',
