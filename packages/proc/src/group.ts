@@ -95,11 +95,10 @@ export function terminateGroup(
     settle = resolve;
   });
   let finished = false;
-  let timer: unknown;
   const finish = (result: TerminationResult) => {
     if (finished) return;
     finished = true;
-    if (timer !== undefined) timers.clearTimeout(timer);
+    timers.clearTimeout(timer);
     settle(result);
   };
   const kill = () => {
@@ -110,7 +109,7 @@ export function terminateGroup(
   };
   // A group already gone still waits out the grace: `onKill` may have processes outside it.
   signalGroup(pgid, options.signal ?? 'SIGTERM');
-  timer = timers.setTimeout(kill, options.graceMs);
+  const timer = timers.setTimeout(kill, options.graceMs);
   options.exited?.then(
     () => {
       if (finished) return;
