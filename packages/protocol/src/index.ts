@@ -1,0 +1,42 @@
+export { ENGINE_KINDS, ENGINE_NAMES, isEngineKind } from './engines.js';
+export type { EngineKind } from './engines.js';
+export {
+  DeregisterRequestSchema,
+  DrainRequestSchema,
+  EngineKindSchema,
+  EngineLoadSchema,
+  ErrorBodySchema,
+  HeartbeatRequestSchema,
+  OkResponseSchema,
+  REPORTED_STATES,
+  RegisterRequestSchema,
+  RegisterResponseSchema,
+  ReportedStateSchema,
+  WORKER_API_PREFIX,
+  WORKER_ROUTES,
+  workerRoutePath,
+} from './schemas.js';
+export type {
+  DeregisterRequest,
+  DrainRequest,
+  EngineLoad,
+  ErrorBody,
+  HeartbeatRequest,
+  HeartbeatResponse,
+  OkResponse,
+  RegisterRequest,
+  RegisterResponse,
+  ReportedState,
+  WorkerRouteName,
+} from './schemas.js';
+export { WORKER_ENV, deriveKeys, formatWorkerId } from './keys.js';
+export type { DerivedKeys } from './keys.js';
+export { createWorkerClient } from './client.js';
+export type {
+  FetchLike,
+  WorkerCallFailure,
+  WorkerCallOptions,
+  WorkerCallResult,
+  WorkerClient,
+  WorkerClientOptions,
+} from './client.js';

@@ -1,0 +1,155 @@
+/**
+ * The worker protocol: JSON over HTTP between a worker (one per SLURM job) and the
+ * scheduler. Every request carries `Authorization: Bearer <workerToken>` where the token is
+ * derived from the shared secret (see `deriveKeys`). The schemas below are the contract:
+ * the scheduler validates request bodies with them, the worker client validates answers
+ * with them, and every TypeScript type is inferred from them.
+ *
+ * Routes (all POST, JSON bodies, mounted on the scheduler's HTTP server):
+ * - `register`   RegisterRequest   → 200 RegisterResponse | 400 | 401 | 404 (unknown deployment) | 409 (fenced)
+ * - `heartbeat`  HeartbeatRequest  → 200 OkResponse | 400 | 401 | 404 (unknown: register again) | 409 (fenced: exit)
+ * - `drain`      DrainRequest      → 200 OkResponse | 400 | 401 | 404
+ * - `deregister` DeregisterRequest → 200 OkResponse | 400 | 401 | 404
+ *
+ * Error bodies are {@link ErrorBody}: `{ "error": { "message", "type", "param", "code" } }`.
+ */
+import * as v from 'valibot';
+import { ENGINE_KINDS } from './engines.js';
+
+const nonNegativeInt = v.pipe(v.number(), v.integer(), v.minValue(0));
+const text = v.pipe(v.string(), v.minLength(1), v.maxLength(4096));
+
+/** States a worker reports about one engine instance. */
+export const REPORTED_STATES = ['loading', 'ready', 'draining', 'failed'] as const;
+export const ReportedStateSchema = v.picklist(REPORTED_STATES);
+export type ReportedState = v.InferOutput<typeof ReportedStateSchema>;
+
+export const EngineKindSchema = v.picklist(ENGINE_KINDS);
+
+/** Engine load, read by the worker from the engine's `/metrics`. */
+export const EngineLoadSchema = v.object({
+  /** Requests being generated right now. */
+  running: v.pipe(v.number(), v.minValue(0)),
+  /** Requests queued inside the engine. */
+  waiting: v.pipe(v.number(), v.minValue(0)),
+  /** KV-cache usage in [0, 1], when the engine reports it. */
+  kvCacheUsage: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1))),
+});
+export type EngineLoad = v.InferOutput<typeof EngineLoadSchema>;
+
+export const RegisterRequestSchema = v.object({
+  /** Name of the deployment this worker serves (the scheduler passes it in the job's env). */
+  deployment: text,
+  /** SLURM job id (or the local provider's job id). */
+  jobId: text,
+  /** `SLURM_RESTART_COUNT`, 0 when unset. (jobId, restartCount) is the incarnation. */
+  restartCount: nonNegativeInt,
+  /** Index of the engine instance on this node (0-based, DP rank on the node). */
+  index: nonNegativeInt,
+  host: text,
+  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
+  /** GPU ids of this instance's slice (as in CUDA_VISIBLE_DEVICES). */
+  gpus: v.array(nonNegativeInt),
+  engine: EngineKindSchema,
+  /** Model path or hub id the engine serves. */
+  model: text,
+  /** Node name (SLURMD_NODENAME or hostname). */
+  node: text,
+  /** Initial state, normally `loading`. */
+  state: ReportedStateSchema,
+  /** Absolute path of this instance's log file, for `es logs`. */
+  logFile: v.optional(v.string()),
+  /** Process id of the worker daemon (diagnostics). */
+  pid: v.optional(nonNegativeInt),
+});
+export type RegisterRequest = v.InferOutput<typeof RegisterRequestSchema>;
+
+export const RegisterResponseSchema = v.object({
+  /** `<jobId>.<restartCount>.<index>` (see `formatWorkerId`). */
+  workerId: v.pipe(v.string(), v.minLength(1)),
+  /** How often to heartbeat, in milliseconds. */
+  heartbeatIntervalMs: v.pipe(v.number(), v.minValue(0)),
+});
+export type RegisterResponse = v.InferOutput<typeof RegisterResponseSchema>;
+
+export const HeartbeatRequestSchema = v.object({
+  state: ReportedStateSchema,
+  load: v.optional(EngineLoadSchema),
+  /** Restart count of the sender, so a heartbeat from an old incarnation is fenced. */
+  restartCount: nonNegativeInt,
+  /** Why the state is what it is (e.g. the engine's exit code when `failed`). */
+  reason: v.optional(v.string()),
+});
+export type HeartbeatRequest = v.InferOutput<typeof HeartbeatRequestSchema>;
+
+/** The answer of heartbeat, drain and deregister. */
+export const OkResponseSchema = v.object({ ok: v.literal(true) });
+export type OkResponse = v.InferOutput<typeof OkResponseSchema>;
+export type HeartbeatResponse = OkResponse;
+
+const ReasonSchema = v.object({
+  /** e.g. `SIGTERM`, `time-limit`, `admin`. */
+  reason: v.pipe(v.string(), v.maxLength(4096)),
+});
+export const DrainRequestSchema = ReasonSchema;
+export type DrainRequest = v.InferOutput<typeof DrainRequestSchema>;
+export const DeregisterRequestSchema = ReasonSchema;
+export type DeregisterRequest = v.InferOutput<typeof DeregisterRequestSchema>;
+
+/** The OpenAI-shaped error body of every non-2xx answer. */
+export const ErrorBodySchema = v.object({
+  error: v.object({
+    message: v.string(),
+    type: v.string(),
+    param: v.optional(v.nullable(v.string())),
+    /** `unauthorized`, `invalid_request`, `unknown_deployment`, `unknown_worker`, `fenced`... */
+    code: v.optional(v.nullable(v.string())),
+  }),
+});
+export type ErrorBody = v.InferOutput<typeof ErrorBodySchema>;
+
+/** Base path of the worker protocol on the scheduler. */
+export const WORKER_API_PREFIX = '/api/v1/workers';
+
+/**
+ * Every route of the worker protocol: its path pattern (Hono syntax; the server mounts
+ * exactly this), and the schemas of its request and of its 200 answer. The client fills
+ * the pattern with {@link workerRoutePath}.
+ */
+export const WORKER_ROUTES = {
+  register: {
+    method: 'POST',
+    path: `${WORKER_API_PREFIX}/register`,
+    request: RegisterRequestSchema,
+    response: RegisterResponseSchema,
+  },
+  heartbeat: {
+    method: 'POST',
+    path: `${WORKER_API_PREFIX}/:workerId/heartbeat`,
+    request: HeartbeatRequestSchema,
+    response: OkResponseSchema,
+  },
+  drain: {
+    method: 'POST',
+    path: `${WORKER_API_PREFIX}/:workerId/drain`,
+    request: DrainRequestSchema,
+    response: OkResponseSchema,
+  },
+  deregister: {
+    method: 'POST',
+    path: `${WORKER_API_PREFIX}/:workerId/deregister`,
+    request: DeregisterRequestSchema,
+    response: OkResponseSchema,
+  },
+} as const;
+
+export type WorkerRouteName = keyof typeof WORKER_ROUTES;
+
+/**
+ * The concrete path of a route, `:workerId` filled (URI-encoded).
+ * @example
+ * workerRoutePath('heartbeat', '42.0.1'); // '/api/v1/workers/42.0.1/heartbeat'
+ */
+export function workerRoutePath(route: WorkerRouteName, workerId = ''): string {
+  return WORKER_ROUTES[route].path.replace(':workerId', encodeURIComponent(workerId));
+}

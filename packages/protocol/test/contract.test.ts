@@ -1,0 +1,83 @@
+import * as v from 'valibot';
+import { describe, expect, it } from 'vitest';
+import {
+  ENGINE_KINDS,
+  ENGINE_NAMES,
+  HeartbeatRequestSchema,
+  RegisterRequestSchema,
+  WORKER_API_PREFIX,
+  WORKER_ENV,
+  WORKER_ROUTES,
+  deriveKeys,
+  formatWorkerId,
+  isEngineKind,
+  workerRoutePath,
+} from '../src/index.js';
+import type { RegisterRequest } from '../src/index.js';
+
+const registration: RegisterRequest = {
+  deployment: 'llama',
+  jobId: '42',
+  restartCount: 0,
+  index: 1,
+  host: 'gpu1',
+  port: 8002,
+  gpus: [2, 3],
+  engine: 'vllm',
+  model: 'meta-llama/Llama-3-70B',
+  node: 'gpu1',
+  state: 'loading',
+};
+
+describe('the worker protocol contract', () => {
+  it('derives the same keys as before the move (workers and schedulers of both versions agree)', () => {
+    expect(deriveKeys('a shared secret\n')).toEqual({
+      workerToken: 'fbeb94bb61d040e96fb56949ad785c794c421a1e4b746f55c13f04e7129bd56d',
+      engineApiKey: 'es-engine-7044422302c82940a3b867f6b13e3024cb268850',
+      adminToken: '09f9a5ae167f120cc2b49e8ec4ac59ebafdc0d3c896af9e6807df61496de2bcb',
+    });
+  });
+
+  it('names a worker <job>.<restart count>.<index>', () => {
+    expect(formatWorkerId('42', 1, 3)).toBe('42.1.3');
+  });
+
+  it('has one path per route, filled with the encoded worker id', () => {
+    expect(WORKER_ROUTES.heartbeat.path).toBe(`${WORKER_API_PREFIX}/:workerId/heartbeat`);
+    expect(workerRoutePath('register')).toBe('/api/v1/workers/register');
+    expect(workerRoutePath('heartbeat', '42.0.1')).toBe('/api/v1/workers/42.0.1/heartbeat');
+    expect(workerRoutePath('drain', 'a/b c')).toBe('/api/v1/workers/a%2Fb%20c/drain');
+    expect(workerRoutePath('deregister', '7.0.0')).toBe('/api/v1/workers/7.0.0/deregister');
+  });
+
+  it('keeps the environment names the batch scripts of running jobs use', () => {
+    expect(WORKER_ENV).toEqual({
+      schedulerUrl: 'ES_SCHEDULER_URL',
+      schedulerUrlFile: 'ES_SCHEDULER_URL_FILE',
+      secretFile: 'ES_SECRET_FILE',
+      deployment: 'ES_DEPLOYMENT',
+    });
+  });
+
+  it('lists every engine once, each with a name', () => {
+    expect(ENGINE_KINDS).toEqual(['vllm', 'sglang', 'mock']);
+    expect(Object.keys(ENGINE_NAMES).sort()).toEqual([...ENGINE_KINDS].sort());
+    expect(ENGINE_KINDS.every(isEngineKind)).toBe(true);
+    expect(isEngineKind('trt')).toBe(false);
+  });
+
+  it('accepts a registration and refuses one with an unknown engine or a bad port', () => {
+    expect(v.parse(RegisterRequestSchema, registration)).toEqual(registration);
+    expect(v.safeParse(RegisterRequestSchema, { ...registration, engine: 'trt' }).success).toBe(
+      false,
+    );
+    expect(v.safeParse(RegisterRequestSchema, { ...registration, port: 0 }).success).toBe(false);
+  });
+
+  it('bounds the reported load', () => {
+    const beat = { state: 'ready', restartCount: 0, load: { running: 1, waiting: 0 } };
+    expect(v.safeParse(HeartbeatRequestSchema, beat).success).toBe(true);
+    const over = { ...beat, load: { running: 1, waiting: 0, kvCacheUsage: 1.5 } };
+    expect(v.safeParse(HeartbeatRequestSchema, over).success).toBe(false);
+  });
+});
