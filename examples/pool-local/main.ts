@@ -8,15 +8,16 @@
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
+import { createLocalProvider } from '@es/local';
+import type { LocalProvider } from '@es/local';
 import {
-  createLocalProvider,
   createReconciler,
   createRegistry,
   createWorkerApi,
   deriveKeys,
   WORKER_ENV,
 } from '@es/pool';
-import type { LocalProvider, PoolEvent, Reconciler, Registry } from '@es/pool';
+import type { PoolEvent, Reconciler, Registry } from '@es/pool';
 
 /** Options of {@link startPoolLocalExample}. */
 export interface PoolLocalExampleOptions {

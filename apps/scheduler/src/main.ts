@@ -10,13 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { mountAdmin, type AdminApi } from '@es/admin';
 import type { Logger } from 'pino';
+import { createLocalProvider, type LocalProvider } from '@es/local';
 import {
-  createLocalProvider,
   createReconciler,
   createRegistry,
   createWorkerApi,
   deriveKeys,
-  type LocalProvider,
   type NodeProvider,
   type Reconciler,
   type Registry,

@@ -9,15 +9,14 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import OpenAI from 'openai';
+import { createLocalProvider, type LocalProvider } from '@es/local';
 import {
   WORKER_ENV,
-  createLocalProvider,
   createReconciler,
   createRegistry,
   createWorkerApi,
   deriveKeys,
   type DeploymentConfig,
-  type LocalProvider,
   type NodeProvider,
   type Reconciler,
   type Registry,

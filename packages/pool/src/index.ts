@@ -19,7 +19,7 @@ export type {
   RoutingChange,
   RoutingPolicy,
 } from './view.js';
-export { classifyProviderError } from './provider.js';
+export { ProviderError, classifyProviderError, isProviderError } from './provider.js';
 export type {
   ClusterOptions,
   FailureKind,
@@ -28,6 +28,7 @@ export type {
   NodeProvider,
   NodeRequest,
   ObservedJob,
+  ProviderErrorOptions,
   ProviderFailure,
 } from './provider.js';
 export { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
@@ -50,13 +51,6 @@ export type {
 } from './registry.js';
 export { createWorkerApi } from './worker-api.js';
 export type { WorkerApiOptions } from './worker-api.js';
-export { createLocalProvider } from './local-provider.js';
-export type {
-  LocalCloseOptions,
-  LocalNodeInfo,
-  LocalProvider,
-  LocalProviderOptions,
-} from './local-provider.js';
 export {
   DEFAULT_RECONCILE_OPTIONS,
   abandonSubmission,

@@ -1,7 +1,8 @@
 /**
  * The interface between the reconciler and a cluster. Implemented by `@es/slurm`
- * (`createSlurmProvider`) and by the local provider in this package (worker processes
- * on this machine). The reconciler talks to a cluster only through it.
+ * (`createSlurmProvider`) and `@es/local` (`createLocalProvider`: worker processes on this
+ * machine), side by side; both pass the conformance suite `describeNodeProvider` of
+ * `@es/testkit`. The reconciler talks to a cluster only through it.
  */
 
 /** Job states as SLURM names them (the local provider uses the same names). */
@@ -109,8 +110,61 @@ export interface ProviderFailure {
   message: string;
 }
 
-/** Reads the classification of a provider error (unknown errors are transient). */
+/** Fields of a {@link ProviderError}. */
+export interface ProviderErrorOptions {
+  /** How the reconciler should react: retry later, back off until a limit frees up, or give up. */
+  kind: FailureKind;
+  /** True when the call may have taken effect (e.g. sbatch timed out after the job was accepted). */
+  ambiguous?: boolean;
+  cause?: unknown;
+}
+
+/**
+ * The base of every error a {@link NodeProvider} throws: a `code` of the driver's own
+ * (`SLURM_POLICY_LIMIT`, `unsatisfiable`, ...), a `kind` choosing the reconciler's backoff
+ * and `ambiguous` when the call may have taken effect. Each driver extends it with its own
+ * class (`SlurmError` in `@es/slurm`, `LocalProviderError` in `@es/local`) and fields.
+ * @example
+ * try {
+ *   await provider.submit(request);
+ * } catch (error) {
+ *   if (isProviderError(error) && error.ambiguous) {
+ *     // look the job up by its tag before submitting again
+ *   }
+ * }
+ */
+export class ProviderError<Code extends string = string> extends Error {
+  override readonly name: string = 'ProviderError';
+  readonly code: Code;
+  readonly kind: FailureKind;
+  readonly ambiguous: boolean;
+
+  constructor(code: Code, message: string, options: ProviderErrorOptions) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.kind = options.kind;
+    this.ambiguous = options.ambiguous ?? false;
+  }
+}
+
+/**
+ * Whether `error` is a {@link ProviderError} (of any driver).
+ * @example
+ * if (isProviderError(error) && error.kind === 'permanent') stopSubmitting();
+ */
+export function isProviderError(error: unknown): error is ProviderError {
+  return error instanceof ProviderError;
+}
+
+/**
+ * Reads the classification of a provider error. A {@link ProviderError} is taken at its
+ * word; a foreign error's `kind`/`ambiguous` fields are read when present, and an error
+ * without a valid `kind` is transient.
+ */
 export function classifyProviderError(error: unknown): ProviderFailure {
+  if (isProviderError(error)) {
+    return { kind: error.kind, ambiguous: error.ambiguous, message: error.message };
+  }
   const e = error as { kind?: unknown; ambiguous?: unknown; message?: unknown } | null;
   const kind: FailureKind =
     e && (e.kind === 'transient' || e.kind === 'policy' || e.kind === 'permanent')
@@ -127,7 +181,7 @@ export function classifyProviderError(error: unknown): ProviderFailure {
 export interface NodeProvider {
   /** `slurm` or `local`. */
   readonly kind: string;
-  /** Submit one job; resolves to its id. Throws a classified error on failure. */
+  /** Submit one job; resolves to its id. Throws a {@link ProviderError} on failure. */
   submit(request: NodeRequest): Promise<string>;
   /** ONE call listing every job with one of `filter.names`, including ones that just ended. */
   list(filter: ListFilter): Promise<ObservedJob[]>;

@@ -1,3 +1,4 @@
+import { ProviderError } from '@es/pool';
 import type { FailureKind } from '@es/pool';
 
 /** Every `code` a {@link SlurmError} can carry. The README documents each one. */
@@ -44,9 +45,10 @@ export interface SlurmErrorOptions {
 }
 
 /**
- * The one error class of `@es/slurm`. `kind` tells a caller how to react (retry later,
- * back off until a limit frees up, or give up); `ambiguous` says the call may have taken
- * effect. Satisfies `classifyProviderError` of `@es/pool`.
+ * The one error class of `@es/slurm`, a `ProviderError` of `@es/pool`. `kind` tells a
+ * caller how to react (retry later, back off until a limit frees up, or give up);
+ * `ambiguous` says the call may have taken effect. `isProviderError` and
+ * `classifyProviderError` of `@es/pool` understand it.
  *
  * @example
  * try {
@@ -57,20 +59,18 @@ export interface SlurmErrorOptions {
  *   }
  * }
  */
-export class SlurmError extends Error {
+export class SlurmError extends ProviderError<SlurmErrorCode> {
   override readonly name = 'SlurmError';
-  readonly code: SlurmErrorCode;
-  readonly kind: FailureKind;
-  readonly ambiguous: boolean;
   readonly command: string[];
   readonly exitCode: number | undefined;
   readonly stderr: string;
 
   constructor(message: string, options: SlurmErrorOptions) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = options.code;
-    this.kind = options.kind;
-    this.ambiguous = options.ambiguous ?? false;
+    super(options.code, message, {
+      kind: options.kind,
+      ambiguous: options.ambiguous ?? false,
+      ...(options.cause === undefined ? {} : { cause: options.cause }),
+    });
     this.command = options.command ?? [];
     this.exitCode = options.exitCode;
     this.stderr = options.stderr ?? '';

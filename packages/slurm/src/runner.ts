@@ -1,3 +1,5 @@
+import { terminateGroup } from '@es/proc';
+import type { Termination } from '@es/proc';
 import { execa } from 'execa';
 
 /** What a {@link CommandRunner} reports about one finished (or killed) command. */
@@ -42,18 +44,10 @@ export const execaRunner: CommandRunner = async (file, args, options) => {
     ...(options.env ? { env: options.env } : {}),
   });
   let timedOut = false;
-  let killTimer: NodeJS.Timeout | undefined;
-  const signalGroup = (signal: NodeJS.Signals) => {
-    try {
-      if (subprocess.pid !== undefined) process.kill(-subprocess.pid, signal);
-    } catch {
-      // already gone
-    }
-  };
+  let termination: Termination | undefined;
   const timer = setTimeout(() => {
     timedOut = true;
-    signalGroup('SIGTERM');
-    killTimer = setTimeout(() => signalGroup('SIGKILL'), 2_000);
+    termination = terminateGroup(subprocess.pid, { graceMs: 2_000 });
   }, options.timeoutMs);
   try {
     const result = await subprocess;
@@ -69,6 +63,6 @@ export const execaRunner: CommandRunner = async (file, args, options) => {
     };
   } finally {
     clearTimeout(timer);
-    clearTimeout(killTimer);
+    termination?.cancel();
   }
 };

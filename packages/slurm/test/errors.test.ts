@@ -1,4 +1,4 @@
-import { classifyProviderError } from '@es/pool';
+import { classifyProviderError, isProviderError, ProviderError } from '@es/pool';
 import { describe, expect, it } from 'vitest';
 import { classifySlurmMessage, SlurmError } from '../src/index.js';
 
@@ -100,6 +100,8 @@ describe('SlurmError', () => {
       cause,
     });
     expect(error).toBeInstanceOf(Error);
+    expect(error).toBeInstanceOf(ProviderError);
+    expect(isProviderError(error)).toBe(true);
     expect(error).toMatchObject({
       name: 'SlurmError',
       code: 'SLURM_POLICY_LIMIT',

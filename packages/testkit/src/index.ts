@@ -17,3 +17,4 @@ export {
   withStoppedController,
 } from './slurm-helpers.js';
 export type { JobInfo, SlurmRun } from './slurm-helpers.js';
+export { until } from './until.js';

@@ -3,14 +3,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { until } from './wait.js';
-import type {
-  LocalProvider,
-  LocalProviderOptions,
-  NodeRequest,
-  ObservedJob,
-} from '../src/index.js';
-import { PoolError, classifyProviderError, createLocalProvider } from '../src/index.js';
+import { ProviderError, classifyProviderError, isProviderError } from '@es/pool';
+import type { NodeRequest, ObservedJob } from '@es/pool';
+import { until } from '@es/testkit';
+import type { LocalProvider, LocalProviderOptions } from '../src/index.js';
+import { LocalProviderError, createLocalProvider } from '../src/index.js';
 
 const NAME = 'es-test-m';
 const providers: LocalProvider[] = [];
@@ -201,9 +198,36 @@ describe('createLocalProvider', () => {
   it('refuses a request for more GPUs than a node has, as a permanent failure', async () => {
     const p = provider({ nodes: 2, gpusPerNode: 4 });
     const error = await p.submit({ ...request(logDir(), SLEEP), gpusPerNode: 8 }).catch((e) => e);
-    expect(error).toBeInstanceOf(PoolError);
-    expect(error).toMatchObject({ code: 'unsatisfiable', param: 'gpusPerNode' });
+    expect(error).toBeInstanceOf(LocalProviderError);
+    expect(error).toBeInstanceOf(ProviderError);
+    expect(isProviderError(error)).toBe(true);
+    expect(error).toMatchObject({
+      name: 'LocalProviderError',
+      code: 'unsatisfiable',
+      kind: 'permanent',
+      ambiguous: false,
+      param: 'gpusPerNode',
+      message:
+        "a job asks for 8 GPUs but local nodes have at most 4 (raise the local provider's gpusPerNode or lower the deployment's)",
+    });
     expect(classifyProviderError(error)).toMatchObject({ kind: 'permanent', ambiguous: false });
+  });
+
+  it('refuses a configuration without nodes, as a permanent failure', () => {
+    const error = (() => {
+      try {
+        return createLocalProvider({ nodeGpus: [] });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(error).toBeInstanceOf(LocalProviderError);
+    expect(error).toMatchObject({
+      code: 'invalid_config',
+      kind: 'permanent',
+      param: 'nodes',
+      message: 'the local provider needs at least one node',
+    });
   });
 
   it('ends a job at its time limit (TIMEOUT) and reports the time left while it runs', async () => {
@@ -249,7 +273,12 @@ describe('createLocalProvider', () => {
     expect(alive(killed)).toBe(false);
     expect((await job(killing, queued))?.state).toBe('CANCELLED');
     const refused = await killing.submit(request(dir, script)).catch((e) => e);
-    expect(refused).toMatchObject({ code: 'closed' });
+    expect(refused).toBeInstanceOf(LocalProviderError);
+    expect(refused).toMatchObject({
+      code: 'closed',
+      kind: 'permanent',
+      message: 'the local provider is closed',
+    });
 
     const leaving = createLocalProvider({ nodes: 1, killOnClose: false });
     const otherDir = logDir();

@@ -2,8 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { until } from './wait.js';
-import type { PoolEvent } from '../src/index.js';
+import type { PoolEvent } from '@es/pool';
+import { until } from '@es/testkit';
 import type { PoolLocalExample } from '../../../examples/pool-local/main.js';
 import { startPoolLocalExample } from '../../../examples/pool-local/main.js';
 

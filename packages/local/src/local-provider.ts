@@ -18,7 +18,6 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { PoolError } from './errors.js';
 import type {
   FailureKind,
   JobState,
@@ -26,7 +25,11 @@ import type {
   NodeProvider,
   NodeRequest,
   ObservedJob,
-} from './provider.js';
+} from '@es/pool';
+import { isGroupAlive, signalGroup, terminateGroup } from '@es/proc';
+import type { Termination } from '@es/proc';
+import { LocalProviderError } from './errors.js';
+import type { LocalProviderErrorCode } from './errors.js';
 
 /** Options of {@link createLocalProvider}. */
 export interface LocalProviderOptions {
@@ -109,6 +112,8 @@ interface LocalJob {
   pgid?: number;
   endCause?: EndCause;
   timers: ReturnType<typeof setTimeout>[];
+  /** The SIGTERM → SIGKILL of a cancel, preemption or time limit, until the job ends. */
+  termination?: Termination;
   exited?: Promise<void>;
 }
 
@@ -132,11 +137,7 @@ interface SavedJob {
  * a recycled pid; without /proc (not Linux) a live group is taken at its word.
  */
 function runsJob(pgid: number, key: string): boolean {
-  try {
-    process.kill(-pgid, 0);
-  } catch {
-    return false;
-  }
+  if (!isGroupAlive(pgid)) return false;
   try {
     const environ = readFileSync(`/proc/${pgid}/environ`, 'latin1');
     return `\0${environ}`.includes(`\0${JOB_KEY_ENV}=${key}\0`);
@@ -148,16 +149,12 @@ function runsJob(pgid: number, key: string): boolean {
 const ENDED = new Set<JobState>(['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'PREEMPTED']);
 
 function providerError(
-  code: 'unsatisfiable' | 'closed' | 'invalid_config',
+  code: LocalProviderErrorCode,
   kind: FailureKind,
   message: string,
   param?: string,
-): PoolError {
-  // `kind`/`ambiguous` are what `classifyProviderError` reads to choose a backoff.
-  return Object.assign(new PoolError(code, message, param === undefined ? {} : { param }), {
-    kind,
-    ambiguous: false,
-  });
+): LocalProviderError {
+  return new LocalProviderError(code, message, param === undefined ? { kind } : { kind, param });
 }
 
 /**
@@ -186,15 +183,6 @@ function killJobProcesses(key: string): void {
     } catch {
       // ESRCH: it exited meanwhile.
     }
-  }
-}
-
-function killGroup(pgid: number | undefined, signal: NodeJS.Signals): void {
-  if (pgid === undefined) return;
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // ESRCH: the group is already gone.
   }
 }
 
@@ -241,6 +229,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.endTime = now();
     for (const timer of job.timers) clearTimeout(timer);
     job.timers = [];
+    job.termination?.cancel();
     if (job.node !== undefined && occupant[job.node] === job) occupant[job.node] = undefined;
     schedule();
     persist();
@@ -364,13 +353,12 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.state = 'COMPLETING';
     job.reason = '';
     persist();
-    killGroup(job.pgid, 'SIGTERM');
-    const timer = setTimeout(() => {
-      killGroup(job.pgid, 'SIGKILL');
-      killJobProcesses(job.key);
-    }, killGraceMs);
-    timer.unref();
-    job.timers.push(timer);
+    // No `exited`: like KillWait, the SIGKILL comes after the grace unless the job's end
+    // (end()) cancels it first.
+    job.termination = terminateGroup(job.pgid, {
+      graceMs: killGraceMs,
+      onKill: () => killJobProcesses(job.key),
+    });
   }
 
   function start(job: LocalJob, node: number): void {
@@ -417,7 +405,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
         });
         child.once('exit', (code, signal) => {
           // The job's end kills what it left behind, as SLURM does with the job's cgroup.
-          killGroup(job.pgid, 'SIGKILL');
+          signalGroup(job.pgid, 'SIGKILL');
           killJobProcesses(job.key);
           const final = finalState(job, code, signal);
           end(job, final.state, final.reason);

@@ -1,6 +1,6 @@
 /**
  * The pool with real worker processes: registry + worker API on a socket + reconciler over
- * the local provider, running apps/worker (built) with the mock engine. Covers the worker
+ * the local provider (what the embedded default runs), running apps/worker (built) with the mock engine. Covers the worker
  * protocol end to end and a scheduler restart that re-adopts its local jobs.
  */
 import type { Server } from 'node:http';
@@ -11,16 +11,17 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { until } from './wait.js';
-import type { LocalProvider, PoolEvent, Reconciler, Registry } from '../src/index.js';
+import type { PoolEvent, Reconciler, Registry } from '@es/pool';
 import {
   WORKER_ENV,
-  createLocalProvider,
   createReconciler,
   createRegistry,
   createWorkerApi,
   deriveKeys,
-} from '../src/index.js';
+} from '@es/pool';
+import { until } from '@es/testkit';
+import type { LocalProvider } from '../src/index.js';
+import { createLocalProvider } from '../src/index.js';
 
 const WORKER_CLI = fileURLToPath(new URL('../../../apps/worker/dist/cli.mjs', import.meta.url));
 
