@@ -13,8 +13,12 @@
 //   worker's crash detection sees the engine's outcome.
 // - Every POLL_MS it checks that the worker is still alive (its pid exists and is still the
 //   guard's parent); once it is gone the engine gets SIGTERM, then SIGKILL after KILL_MS.
+//
+// `@es/proc` stays an external import of the bundle: node resolves it from @es/worker's own
+// dependencies, as it does for dist/index.mjs.
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
+import { isGroupAlive, signalGroup, terminateGroup } from '@es/proc';
 
 const POLL_MS = 500;
 const KILL_MS = 3000;
@@ -53,29 +57,24 @@ const workerAlive = (): boolean => {
   }
 };
 
-const killEngine = (signal: NodeJS.Signals) => {
-  if (engine.pid === undefined) return;
-  try {
-    // The whole group: the engine's own children (vLLM's workers) go too; the guard
-    // ignores SIGTERM and is about to exit anyway.
-    process.kill(-process.pid, signal);
-  } catch {
-    try {
-      engine.kill(signal);
-    } catch {
-      // Already gone.
-    }
-  }
-};
+// Spawned by the worker (detached), the guard leads its own process group; run by hand it
+// may not, and then only the engine itself can be signalled.
+const leadsGroup = isGroupAlive(process.pid);
 
 const poll = setInterval(() => {
   if (workerGone || workerAlive()) return;
   workerGone = true;
   process.stderr.write(`engine-guard: worker ${workerPid} is gone; stopping the engine\n`);
-  killEngine('SIGTERM');
-  setTimeout(() => {
-    killEngine('SIGKILL');
-  }, KILL_MS).unref();
+  if (engine.pid === undefined) return;
+  // The whole group: the engine's own children (vLLM's workers) go too; the guard ignores
+  // SIGTERM and exits with the engine (the real timers of terminateGroup are unref'd).
+  terminateGroup(leadsGroup ? process.pid : undefined, {
+    graceMs: KILL_MS,
+    onKill: () => {
+      if (!leadsGroup) engine.kill('SIGKILL');
+    },
+  });
+  if (!leadsGroup) engine.kill('SIGTERM');
 }, POLL_MS);
 
 engine.once('error', (error) => {
@@ -87,7 +86,7 @@ engine.once('exit', (code, signal) => {
   clearInterval(poll);
   if (workerGone && signal !== 'SIGKILL') {
     // Children the engine left behind in the group go with it.
-    killEngine('SIGKILL');
+    signalGroup(process.pid, 'SIGKILL');
   }
   const signo = signal === null ? 0 : (constants.signals[signal] ?? 0);
   process.exit(code ?? 128 + signo);

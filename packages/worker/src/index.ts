@@ -1,5 +1,14 @@
-export { createWorker, runWorker } from './worker.js';
-export type { InstanceStatus, Worker, WorkerExit, WorkerLogger, WorkerOptions } from './worker.js';
+export { createWorker } from './worker.js';
+export { runWorker } from './run-worker.js';
+export type {
+  InstanceStatus,
+  Worker,
+  WorkerExit,
+  WorkerLogger,
+  WorkerOptions,
+} from './worker-options.js';
+export { systemClock } from './clock.js';
+export type { Clock } from './clock.js';
 export {
   engineAdapter,
   mockAdapter,
