@@ -138,10 +138,10 @@ export function describeNodeProvider<P extends NodeProvider>(
   });
 
   describe(`NodeProvider conformance: ${name}`, () => {
-    it('lists a submitted job under its name with its tag, never under another name', async () => {
+    it('lists a submitted job under its name with its tag, never under another name, with its time left', async () => {
       const { provider, jobName, logDir } = await setUp();
       const before = Date.now();
-      const req = request(jobName, logDir);
+      const req = request(jobName, logDir, { timeLimitMinutes: 10 });
       const id = await provider.submit(req);
       expect(id).toMatch(/^\d+$/);
 
@@ -158,6 +158,9 @@ export function describeNodeProvider<P extends NodeProvider>(
       expect(running.nodes).not.toBe('');
       expect(running.startTime).toBeGreaterThanOrEqual((first?.submitTime ?? 0) - 1000);
       expect(running.tag).toBe(req.tag);
+      // The reconciler retires a node ahead of its time limit from this figure.
+      expect(running.timeLeftSeconds).toBeGreaterThan(480);
+      expect(running.timeLeftSeconds).toBeLessThanOrEqual(600);
     });
 
     it('runs the command as given, with the request env and SLURM variables, output in <logDir>/<name>-<id>.out', async () => {
@@ -276,7 +279,12 @@ export function describeNodeProvider<P extends NodeProvider>(
       );
       expect(isProviderError(empty), String(empty)).toBe(true);
       expect(empty).toMatchObject({ kind: 'permanent', ambiguous: false });
-      expect(await provider.list({ names: [jobName] })).toEqual([]);
+      // Nothing refused may run or count as live. SLURM may keep a record of the refused job
+      // (FAILED, reason BadConstraints); the local provider keeps none.
+      for (const job of await provider.list({ names: [jobName] })) {
+        expect(LIVE_BEFORE_END, `job ${job.id} (${job.reason})`).not.toContain(job.state);
+        expect(job.nodes).toBe('');
+      }
     });
 
     const preemption = options.preempt;

@@ -15,6 +15,9 @@ const run = promisify(execFile);
 const PACKAGES: [dir: string, name: string, knownExport: string][] = [
   ['slurm', '@es/slurm', 'createSlurmClient'],
   ['pool', '@es/pool', 'classifyProviderError'],
+  ['local', '@es/local', 'createLocalProvider'],
+  ['proc', '@es/proc', 'terminateGroup'],
+  ['protocol', '@es/protocol', 'deriveKeys'],
   ['proxy', '@es/proxy', 'createProxyApp'],
   ['worker', '@es/worker', 'createWorker'],
   ['mock-engine', '@es/mock-engine', 'createMockEngine'],
