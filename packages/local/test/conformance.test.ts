@@ -9,6 +9,7 @@ describeNodeProvider(
   {
     gpusPerNode: 8,
     capacity: 2,
+    killGraceMs: 1_000,
     timeoutMs: 20_000,
     preempt: {
       run: async (provider, job) => {

@@ -8,6 +8,8 @@ import { createSlurmProvider } from '../src/index.js';
 describeNodeProvider('slurm (dev cluster)', () => createSlurmProvider({ env: slurmEnv() }), {
   gpusPerNode: 8,
   capacity: 4,
+  // KillWait=5 in the dev cluster's slurm.conf.
+  killGraceMs: 5_000,
   cluster: { partition: 'low' },
   namePrefix: uniqueJobPrefix('conf'),
   // Generous: a job starts on the controller's next scheduling pass (2 s) on a busy machine.

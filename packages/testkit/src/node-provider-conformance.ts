@@ -39,6 +39,12 @@ export interface NodeProviderConformanceOptions<P extends NodeProvider = NodePro
   timeoutMs?: number;
   /** A job id no job has (default `'99999999'`): cancelling it is not an error. */
   unknownJobId?: string;
+  /**
+   * Time between a cancel's SIGTERM and its SIGKILL (SLURM's KillWait, the local provider's
+   * `killGraceMs`). When given, a job that ignores SIGTERM is checked to stay COMPLETING at
+   * least this long, then end CANCELLED with its processes gone.
+   */
+  killGraceMs?: number;
   /** Checks preemption when given. */
   preempt?: ConformancePreemption<P>;
   /** After each test, once the suite has cancelled its jobs: close the provider, clean up. */
@@ -48,6 +54,16 @@ export interface NodeProviderConformanceOptions<P extends NodeProvider = NodePro
 const LIVE_BEFORE_END: readonly JobState[] = ['PENDING', 'CONFIGURING', 'RUNNING', 'COMPLETING'];
 const NASTY = `a $HOME \`id\` "dq" 'sq' \\ end`;
 const SLEEPER = ['sleep', '600'];
+
+/** Whether process `pid` exists (the dev cluster's slurmd runs jobs on this machine too). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * Register a `describe` block checking that `factory()`'s provider keeps the `NodeProvider`
@@ -105,8 +121,8 @@ export function describeNodeProvider<P extends NodeProvider>(
     id: string,
     states: readonly JobState[],
     via: readonly JobState[] = LIVE_BEFORE_END,
+    seen: JobState[] = [],
   ): Promise<ObservedJob> {
-    const seen: JobState[] = [];
     try {
       return await until(async () => {
         const job = await listed(provider, jobName, id);
@@ -227,6 +243,34 @@ export function describeNodeProvider<P extends NodeProvider>(
       await expect(provider.cancel([])).resolves.toBeUndefined();
       expect((await listed(provider, jobName, id))?.state).toBe('CANCELLED');
     });
+
+    it.runIf(options.killGraceMs !== undefined)(
+      'cancels a job that ignores SIGTERM: COMPLETING for the kill grace, then CANCELLED with its processes gone',
+      async () => {
+        const { provider, jobName, logDir } = await setUp();
+        const pidFile = join(logDir, 'pid');
+        const script =
+          'trap "" TERM; echo $$ > "$1.tmp" && mv "$1.tmp" "$1"; while :; do sleep 1; done';
+        const id = await provider.submit(
+          request(jobName, logDir, { command: ['sh', '-c', script, 'job', pidFile] }),
+        );
+        await reach(provider, jobName, id, ['RUNNING']);
+        const pid = Number(
+          await until(
+            async () => (await readFile(pidFile, 'utf8').catch(() => '')).trim() || undefined,
+            timeoutMs,
+          ),
+        );
+        expect(alive(pid)).toBe(true);
+        const cancelledAt = Date.now();
+        await provider.cancel([id]);
+        const seen: JobState[] = [];
+        await reach(provider, jobName, id, ['CANCELLED'], ['RUNNING', 'COMPLETING'], seen);
+        expect(Date.now() - cancelledAt).toBeGreaterThanOrEqual((options.killGraceMs ?? 0) - 250);
+        expect(seen.filter((state) => state !== 'RUNNING')).toEqual(['COMPLETING', 'CANCELLED']);
+        await until(async () => (alive(pid) ? undefined : true), timeoutMs);
+      },
+    );
 
     it('keeps a job beyond capacity PENDING and cancels it there without it ever running', async () => {
       const { provider, jobName, logDir } = await setUp();
