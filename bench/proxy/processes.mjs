@@ -45,7 +45,7 @@ export function procStats(pid) {
   return { cpu: { user: ticks(14), system: ticks(15) }, rss: rssKb * 1024 };
 }
 
-const POOL_DIST = here('../../packages/pool/dist/index.mjs');
+const PROTOCOL_DIST = here('../../packages/protocol/dist/index.mjs');
 export const SCHEDULER_CLI = here('../../apps/scheduler/dist/cli.mjs');
 
 async function until(what, timeoutMs, probe) {
@@ -133,7 +133,7 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
         deployments.map((d) => [d.model, ready.get(d.model).replace(/\/v1$/, '')]),
       );
     });
-    const { deriveKeys } = await import(POOL_DIST);
+    const { deriveKeys } = await import(PROTOCOL_DIST);
     const { engineApiKey } = deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8'));
     // What the scheduler's own metrics say it proxied (es_requests_total, all series).
     const requestsCounted = async () => {

@@ -10,13 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { createLocalProvider } from '@es/local';
 import type { LocalProvider } from '@es/local';
-import {
-  createReconciler,
-  createRegistry,
-  createWorkerApi,
-  deriveKeys,
-  WORKER_ENV,
-} from '@es/pool';
+import { createReconciler, createRegistry, createWorkerApi } from '@es/pool';
+import { deriveKeys, WORKER_ENV } from '@es/protocol';
 import type { PoolEvent, Reconciler, Registry } from '@es/pool';
 
 /** Options of {@link startPoolLocalExample}. */

@@ -7,13 +7,12 @@
  * invalid value names the field, what was expected and what was received.
  */
 import { readFileSync } from 'node:fs';
+import { ENGINE_KINDS, type EngineKind } from '@es/protocol';
 import * as v from 'valibot';
 
-export const ENGINES = ['vllm', 'sglang', 'mock'] as const;
 export const BACKENDS = ['auto', 'slurm', 'local'] as const;
 export const ROUTING_POLICIES = ['least-outstanding', 'round-robin', 'prefix-affinity'] as const;
 
-export type Engine = (typeof ENGINES)[number];
 export type Backend = (typeof BACKENDS)[number];
 
 /** Everything that describes one served model. */
@@ -21,7 +20,7 @@ export interface DeploymentSettings {
   name: string;
   model: string;
   servedModelName?: string;
-  engine: Engine;
+  engine: EngineKind;
   maxNodes: number;
   gpusPerNode: number;
   tensorParallelSize: number;
@@ -95,7 +94,7 @@ const DEFAULTS = {
   localNodes: 4,
   schedulerId: 'es',
   cancelOnExit: false,
-  engine: 'vllm' as Engine,
+  engine: 'vllm' as EngineKind,
   maxNodes: 1,
   gpusPerNode: 8,
   tensorParallelSize: 1,
@@ -115,7 +114,7 @@ const deploymentFields = {
   name: v.optional(name),
   model: v.optional(v.pipe(v.string(), v.minLength(1))),
   servedModelName: v.optional(v.pipe(v.string(), v.minLength(1))),
-  engine: v.optional(v.picklist(ENGINES)),
+  engine: v.optional(v.picklist(ENGINE_KINDS)),
   maxNodes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   gpusPerNode: v.optional(positiveInt),
   tensorParallelSize: v.optional(positiveInt),

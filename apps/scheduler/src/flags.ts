@@ -4,7 +4,8 @@
  * merges with the config file.
  */
 import yargs from 'yargs';
-import { BACKENDS, ConfigError, ENGINES, ROUTING_POLICIES, type CliOverrides } from './config.js';
+import { ENGINE_KINDS } from '@es/protocol';
+import { BACKENDS, ConfigError, ROUTING_POLICIES, type CliOverrides } from './config.js';
 
 const SEED_EXAMPLES: [string, string][] = [
   [
@@ -41,7 +42,7 @@ export async function parseFlags(argv: string[]): Promise<CliOverrides> {
       },
       model: { type: 'string', describe: 'Model path or hub id to serve' },
       engine: {
-        choices: ENGINES,
+        choices: ENGINE_KINDS,
         describe: 'Inference engine (mock: the built-in engine, no GPU)',
       },
       'served-model-name': {

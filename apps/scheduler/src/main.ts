@@ -15,11 +15,11 @@ import {
   createReconciler,
   createRegistry,
   createWorkerApi,
-  deriveKeys,
   type NodeProvider,
   type Reconciler,
   type Registry,
 } from '@es/pool';
+import { deriveKeys } from '@es/protocol';
 import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
 import { createSlurmProvider } from '@es/slurm';
 import type { SchedulerSettings } from './config.js';

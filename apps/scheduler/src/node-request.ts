@@ -4,7 +4,7 @@
  */
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
 import { join } from 'node:path';
-import { WORKER_ENV } from '@es/pool';
+import { WORKER_ENV } from '@es/protocol';
 import { shellQuote } from '@es/slurm';
 import type { DeploymentSettings } from './config.js';
 

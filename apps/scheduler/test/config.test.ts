@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { ENGINE_KINDS } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseTimeLimit, resolveConfig } from '../src/config.js';
 
@@ -148,6 +149,24 @@ describe('parseFlags', () => {
     await expect(parseFlags(['--engine', 'tgi'])).rejects.toThrow(/Invalid values:[\s\S]*engine/);
     const c = resolveConfig(o, {});
     expect(c.apiKeys).toEqual(['a', 'b']);
+  });
+});
+
+describe('engines', () => {
+  it('takes every engine of the protocol and nothing else, from flags and from a file', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    for (const engine of ENGINE_KINDS) {
+      expect((await parseFlags(['--model', 'm', '--engine', engine])).engine).toBe(engine);
+      const c = resolveConfig(
+        { config: file(`engine-${engine}.json`, { model: 'm', engine }) },
+        {},
+      );
+      expect(c.deployments[0]?.engine).toBe(engine);
+    }
+    const bad = errorOf(() =>
+      resolveConfig({ config: file('engine-tgi.json', { model: 'm', engine: 'tgi' }) }, {}),
+    );
+    expect(bad.message).toMatch(/engine/);
   });
 });
 

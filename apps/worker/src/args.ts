@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { WORKER_ENV } from '@es/pool';
-import type { EngineKind } from '@es/pool';
+import { WORKER_ENV } from '@es/protocol';
+import type { EngineKind } from '@es/protocol';
 import { isHttpUrl } from '@es/worker';
 import yargs from 'yargs';
 

@@ -1,7 +1,7 @@
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
-import { WORKER_API_PREFIX, formatWorkerId } from '@es/pool';
-import type { RegisterRequest } from '@es/pool';
+import { WORKER_API_PREFIX, formatWorkerId } from '@es/protocol';
+import type { RegisterRequest } from '@es/protocol';
 
 /** One request the fake scheduler received. */
 export interface SchedulerEvent {

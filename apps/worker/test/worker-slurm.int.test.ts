@@ -4,7 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { RegisterRequest } from '@es/pool';
+import type { RegisterRequest } from '@es/protocol';
 import { cancelByNamePrefix, preempt, runSlurm, uniqueJobPrefix, waitForJob } from '@es/testkit';
 import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';

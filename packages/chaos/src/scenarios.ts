@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deriveKeys } from '@es/pool';
+import { deriveKeys } from '@es/protocol';
 import {
   cancelByNamePrefix,
   preempt,

@@ -2,7 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import yargs from 'yargs';
-import { deriveKeys } from '@es/pool';
+import { deriveKeys } from '@es/protocol';
 import { DEFAULT_SCHEDULER_URL, createSchedulerClient, type SchedulerClient } from './client.js';
 import { ClientError } from './errors.js';
 import { formatJobs, formatStatus, formatWorkers, table } from './format.js';

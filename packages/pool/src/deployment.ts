@@ -1,4 +1,4 @@
-import type { EngineKind } from './protocol.js';
+import type { EngineKind } from '@es/protocol';
 import type { ClusterOptions } from './provider.js';
 import type { DeploymentView, RoutingPolicy } from './view.js';
 import { PoolError } from './errors.js';

@@ -1,4 +1,7 @@
-export { WORKER_API_PREFIX, WORKER_ENV, deriveKeys, formatWorkerId } from './protocol.js';
+// TEMPORARY (issue 12): the worker protocol lives in @es/protocol. These re-exports keep
+// packages/worker and packages/admin/test compiling until they import @es/protocol; then
+// they go. Nothing new may import them from @es/pool.
+export { WORKER_API_PREFIX, WORKER_ENV, deriveKeys, formatWorkerId } from '@es/protocol';
 export type {
   DeregisterRequest,
   DerivedKeys,
@@ -10,7 +13,7 @@ export type {
   RegisterRequest,
   RegisterResponse,
   ReportedState,
-} from './protocol.js';
+} from '@es/protocol';
 export type {
   AttemptOutcome,
   DeploymentView,

@@ -1,4 +1,4 @@
-import type { EngineKind, EngineLoad } from './protocol.js';
+import type { EngineKind, EngineLoad } from '@es/protocol';
 
 /** Routing policies the proxy implements. */
 export type RoutingPolicy = 'least-outstanding' | 'round-robin' | 'prefix-affinity';

@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
-import { WORKER_API_PREFIX } from './protocol.js';
+import { WORKER_API_PREFIX, WORKER_ROUTES } from '@es/protocol';
 import { PoolError } from './errors.js';
 import type { Registry } from './registry.js';
 
@@ -12,38 +12,6 @@ export interface WorkerApiOptions {
   /** Largest accepted body in bytes (default 65536). */
   maxBodyBytes?: number;
 }
-
-const nonNegativeInt = v.pipe(v.number(), v.integer(), v.minValue(0));
-const text = v.pipe(v.string(), v.minLength(1), v.maxLength(4096));
-const reportedState = v.picklist(['loading', 'ready', 'draining', 'failed']);
-const load = v.object({
-  running: v.pipe(v.number(), v.minValue(0)),
-  waiting: v.pipe(v.number(), v.minValue(0)),
-  kvCacheUsage: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(1))),
-});
-
-const RegisterSchema = v.object({
-  deployment: text,
-  jobId: text,
-  restartCount: nonNegativeInt,
-  index: nonNegativeInt,
-  host: text,
-  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
-  gpus: v.array(nonNegativeInt),
-  engine: v.picklist(['vllm', 'sglang', 'mock']),
-  model: text,
-  node: text,
-  state: reportedState,
-  logFile: v.optional(v.string()),
-  pid: v.optional(nonNegativeInt),
-});
-const HeartbeatSchema = v.object({
-  state: reportedState,
-  load: v.optional(load),
-  restartCount: nonNegativeInt,
-  reason: v.optional(v.string()),
-});
-const ReasonSchema = v.object({ reason: v.pipe(v.string(), v.maxLength(4096)) });
 
 function digest(value: string): Buffer {
   return createHash('sha256').update(value).digest();
@@ -121,22 +89,22 @@ export function createWorkerApi(registry: Registry, options: WorkerApiOptions): 
     return result.output;
   }
 
-  app.post(`${WORKER_API_PREFIX}/register`, async (c) => {
-    const request = await body(c, RegisterSchema);
+  app.post(WORKER_ROUTES.register.path, async (c) => {
+    const request = await body(c, WORKER_ROUTES.register.request);
     return c.json(registry.register(request));
   });
-  app.post(`${WORKER_API_PREFIX}/:workerId/heartbeat`, async (c) => {
-    const request = await body(c, HeartbeatSchema);
+  app.post(WORKER_ROUTES.heartbeat.path, async (c) => {
+    const request = await body(c, WORKER_ROUTES.heartbeat.request);
     registry.heartbeat(c.req.param('workerId'), request);
     return c.json({ ok: true });
   });
-  app.post(`${WORKER_API_PREFIX}/:workerId/drain`, async (c) => {
-    const { reason } = await body(c, ReasonSchema);
+  app.post(WORKER_ROUTES.drain.path, async (c) => {
+    const { reason } = await body(c, WORKER_ROUTES.drain.request);
     registry.drain(c.req.param('workerId'), reason);
     return c.json({ ok: true });
   });
-  app.post(`${WORKER_API_PREFIX}/:workerId/deregister`, async (c) => {
-    const { reason } = await body(c, ReasonSchema);
+  app.post(WORKER_ROUTES.deregister.path, async (c) => {
+    const { reason } = await body(c, WORKER_ROUTES.deregister.request);
     registry.deregister(c.req.param('workerId'), reason);
     return c.json({ ok: true });
   });

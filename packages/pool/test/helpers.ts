@@ -1,4 +1,5 @@
-import type { DeploymentConfig, RegisterRequest } from '../src/index.js';
+import type { RegisterRequest } from '@es/protocol';
+import type { DeploymentConfig } from '../src/index.js';
 
 export function deployment(name = 'm', extra: Partial<DeploymentConfig> = {}): DeploymentConfig {
   return {

@@ -1,7 +1,8 @@
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WORKER_API_PREFIX, createRegistry, createWorkerApi, deriveKeys } from '../src/index.js';
+import { WORKER_API_PREFIX, deriveKeys } from '@es/protocol';
+import { createRegistry, createWorkerApi } from '../src/index.js';
 import type { RoutingChange } from '../src/index.js';
 import { deployment, registration } from './helpers.js';
 
