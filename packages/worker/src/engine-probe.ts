@@ -1,4 +1,4 @@
-import type { EngineLoad } from '@es/pool';
+import type { EngineLoad } from '@es/protocol';
 
 /** The URL of `path` on an engine listening on `host:port` (IPv6 hosts bracketed). */
 export function engineUrl(host: string, port: number, path: string): string {

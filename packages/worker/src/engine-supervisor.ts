@@ -5,7 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { signalGroup, terminateGroup } from '@es/proc';
-import type { EngineLoad } from '@es/pool';
+import type { EngineLoad } from '@es/protocol';
 import type { Clock } from './clock.js';
 import { answersHealth, engineUrl, readLoad } from './engine-probe.js';
 import { spawnGuarded } from './engine-spawn.js';

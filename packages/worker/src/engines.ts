@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { EngineKind, EngineLoad } from '@es/pool';
+import type { EngineKind, EngineLoad } from '@es/protocol';
 
 /** Everything an engine adapter needs to build one instance's command line. */
 export interface EngineSpec {

@@ -10,7 +10,7 @@
  *                                      exited, unstartable or too many crashes → failed
  * ```
  */
-import type { ReportedState } from '@es/pool';
+import type { ReportedState } from '@es/protocol';
 
 /** The numbers the machine decides with (see `WorkerOptions` for their meaning). */
 export interface HealthPolicy {
@@ -85,6 +85,27 @@ export type HealthAction =
   | { type: 'failed' }
   /** Crashed (`reason`): log it, report it at once and launch again in `afterMs`. */
   | { type: 'restart'; afterMs: number };
+
+/**
+ * The policy for `options` (the `WorkerOptions` of the same names), with the worker's
+ * defaults for what they leave out.
+ */
+export function healthPolicy(
+  options: Partial<Omit<HealthPolicy, 'readinessPath'>>,
+  readinessPath: string,
+): HealthPolicy {
+  return {
+    probeIntervalMs: options.probeIntervalMs ?? 1_000,
+    livenessFailures: options.livenessFailures ?? 3,
+    livenessTimeoutMs: options.livenessTimeoutMs ?? 2_000,
+    hungRestartMs: options.hungRestartMs ?? 60_000,
+    restartBackoffMs: options.restartBackoffMs ?? 1_000,
+    maxRestartBackoffMs: options.maxRestartBackoffMs ?? 30_000,
+    maxRestarts: options.maxRestarts ?? 5,
+    stableAfterMs: options.stableAfterMs ?? 60_000,
+    readinessPath,
+  };
+}
 
 /** A transition's result. */
 export interface HealthStep {

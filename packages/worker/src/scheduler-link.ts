@@ -4,10 +4,8 @@
  * and follow the scheduler-URL file while the scheduler is unreachable.
  */
 import { readFile } from 'node:fs/promises';
-import ky from 'ky';
-import type { KyInstance } from 'ky';
-import { WORKER_API_PREFIX } from '@es/pool';
-import type { HeartbeatRequest, RegisterRequest, RegisterResponse } from '@es/pool';
+import { createWorkerClient } from '@es/protocol';
+import type { HeartbeatRequest, RegisterRequest, WorkerCallResult } from '@es/protocol';
 import { sleep } from './clock.js';
 import type { Clock } from './clock.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
@@ -74,16 +72,12 @@ const URL_FILE_EVERY_MS = 1_000;
 /** Creates the link; nothing is sent before `register`. */
 export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLink {
   const { clock, logger: log, requestTimeoutMs: timeoutMs } = options;
-  const apiFor = (url: string): KyInstance =>
-    ky.create({
-      prefixUrl: new URL(WORKER_API_PREFIX.slice(1), withSlash(url)).href,
-      retry: 0,
-      throwHttpErrors: false,
-      timeout: timeoutMs,
-      headers: options.workerToken ? { authorization: `Bearer ${options.workerToken}` } : {},
-    });
   let schedulerUrl = options.schedulerUrl;
-  let api = apiFor(schedulerUrl);
+  const client = createWorkerClient({
+    schedulerUrl: () => schedulerUrl,
+    workerToken: options.workerToken,
+    timeoutMs,
+  });
   let urlFileReadAt = 0;
   let halted = false;
   const links = new Map<
@@ -120,7 +114,6 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       `the scheduler is unreachable at ${schedulerUrl} and ${file} names ${url}: following it`,
     );
     schedulerUrl = url;
-    api = apiFor(url);
   };
 
   const register = async (instance: LinkedInstance): Promise<void> => {
@@ -142,30 +135,28 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     };
     const link = linkOf(instance.index);
     for (let attempt = 1; !halted; attempt++) {
-      let status: number;
-      let text: string;
-      try {
-        const response = await api.post('register', { json: body });
-        status = response.status;
-        text = await response.text();
-      } catch (error) {
-        log.warn({ attempt, error: String(error) }, 'scheduler unreachable; retrying registration');
+      const result = await client.register(body);
+      if (result.kind === 'unreachable') {
+        log.warn(
+          { attempt, error: result.message },
+          'scheduler unreachable; retrying registration',
+        );
         await followUrlFile();
         await sleep(clock, Math.min(500 * attempt, 5000));
         continue;
       }
-      if (status === 200) {
-        const registered = JSON.parse(text) as RegisterResponse;
-        link.workerId = registered.workerId;
-        link.heartbeatMs = registered.heartbeatIntervalMs;
-        log.info({ workerId: registered.workerId }, `instance ${instance.index} registered`);
+      if (result.kind === 'ok') {
+        link.workerId = result.body.workerId;
+        link.heartbeatMs = result.body.heartbeatIntervalMs;
+        log.info({ workerId: result.body.workerId }, `instance ${instance.index} registered`);
         return;
       }
-      if (status === 409) throw new FencedError(errorMessage(text));
+      if (result.kind === 'fenced') throw new FencedError(result.message);
+      const { status } = result;
       if (status === 401 || status === 403 || status === 400 || status === 422) {
         throw new WorkerError(
           'REGISTRATION_FAILED',
-          `The scheduler refused to register instance ${instance.index} (HTTP ${status}): ${text}` +
+          `The scheduler refused to register instance ${instance.index} (HTTP ${status}): ${result.message}` +
             (status === 401 ? " — check that --secret-file is the scheduler's secret" : ''),
         );
       }
@@ -191,25 +182,21 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       ...(state === 'ready' && instance.load ? { load: instance.load } : {}),
       ...(reason ? { reason } : {}),
     };
+    const result = await client.heartbeat(link.workerId, body);
+    if (result.kind === 'unreachable') {
+      log.warn({ error: result.message }, 'heartbeat failed');
+      await followUrlFile();
+      return;
+    }
     try {
-      const response = await api.post(`${encodeURIComponent(link.workerId)}/heartbeat`, {
-        json: body,
-      });
-      const answer = response.status === 409 ? await response.text() : '';
-      if (response.status !== 409) await response.body?.cancel();
-      if (response.status === 404 && !halted) {
+      if (result.kind === 'fenced') throw new FencedError(result.message);
+      if (result.kind === 'unknown' && !halted) {
         log.warn({ workerId: link.workerId }, 'scheduler forgot this instance; registering again');
         await register(instance);
-      } else if (response.status === 409) {
-        throw new FencedError(errorMessage(answer));
       }
     } catch (error) {
-      if (error instanceof FencedError || error instanceof WorkerError) {
-        options.onFatal(error);
-        return;
-      }
-      log.warn({ error: String(error) }, 'heartbeat failed');
-      await followUrlFile();
+      // Fenced, or registering again was fenced or refused: the worker must stop.
+      options.onFatal(error);
     }
   };
 
@@ -224,21 +211,20 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     }, link.heartbeatMs);
   };
 
-  const notify =
-    (route: 'drain' | 'deregister', failure: string) =>
-    async (workerIds: readonly string[], reason: string) => {
-      await Promise.all(
-        workerIds.map((workerId) =>
-          api
-            .post(`${encodeURIComponent(workerId)}/${route}`, {
-              json: { reason },
-              timeout: Math.min(timeoutMs, 2000),
-            })
-            .then((response) => response.body?.cancel())
-            .catch((error: unknown) => log.warn({ error: String(error) }, failure)),
-        ),
-      );
-    };
+  /** Sends one notice per worker id in parallel; only an unreachable scheduler is logged. */
+  const notify = async (
+    workerIds: readonly string[],
+    send: (workerId: string) => Promise<WorkerCallResult<unknown>>,
+    failure: string,
+  ) => {
+    await Promise.all(
+      workerIds.map(async (workerId) => {
+        const result = await send(workerId);
+        if (result.kind === 'unreachable') log.warn({ error: result.message }, failure);
+      }),
+    );
+  };
+  const notice = { timeoutMs: Math.min(timeoutMs, 2000) };
 
   return {
     register,
@@ -249,22 +235,9 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       halted = true;
       for (const link of links.values()) clock.clearTimeout(link.timer);
     },
-    drain: notify('drain', 'drain notice failed'),
-    deregister: notify('deregister', 'deregister failed'),
+    drain: (workerIds, reason) =>
+      notify(workerIds, (id) => client.drain(id, { reason }, notice), 'drain notice failed'),
+    deregister: (workerIds, reason) =>
+      notify(workerIds, (id) => client.deregister(id, { reason }, notice), 'deregister failed'),
   };
-}
-
-/** The `error.message` of an OpenAI-shaped error body, else the text itself (trimmed). */
-function errorMessage(text: string): string {
-  try {
-    const message = (JSON.parse(text) as { error?: { message?: unknown } }).error?.message;
-    if (typeof message === 'string' && message !== '') return message;
-  } catch {
-    // Not JSON: use the text.
-  }
-  return text.trim().slice(0, 500) || 'no reason given';
-}
-
-function withSlash(url: string): string {
-  return url.endsWith('/') ? url : `${url}/`;
 }

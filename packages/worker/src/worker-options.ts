@@ -1,4 +1,4 @@
-import type { EngineKind, EngineLoad, ReportedState } from '@es/pool';
+import type { EngineKind, EngineLoad, ReportedState } from '@es/protocol';
 import type { Clock } from './clock.js';
 
 /** A pino-compatible logger (object first, message second); all methods optional in use. */

@@ -7,14 +7,14 @@
 import { mkdirSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SlicePlanError, deriveKeys, planSlices } from '@es/pool';
+import { SlicePlanError, planSlices } from '@es/pool';
+import { deriveKeys } from '@es/protocol';
 import { sleep, systemClock } from './clock.js';
 import { createEngineSupervisor } from './engine-supervisor.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
 import { engineAdapter } from './engines.js';
 import { WorkerError } from './errors.js';
-import type { HealthPolicy } from './health.js';
-import { reportedState } from './health.js';
+import { healthPolicy, reportedState } from './health.js';
 import { resolveAdvertiseHost } from './host.js';
 import { FencedError, createSchedulerLink } from './scheduler-link.js';
 import { splitArgs } from './split-args.js';
@@ -48,17 +48,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const env = options.env ?? process.env;
   const keys = options.secret === undefined ? undefined : deriveKeys(options.secret);
   const drainGraceMs = options.drainGraceMs ?? 15_000;
-  const policy: HealthPolicy = {
-    probeIntervalMs: options.probeIntervalMs ?? 1_000,
-    livenessFailures: options.livenessFailures ?? 3,
-    livenessTimeoutMs: options.livenessTimeoutMs ?? 2_000,
-    hungRestartMs: options.hungRestartMs ?? 60_000,
-    restartBackoffMs: options.restartBackoffMs ?? 1_000,
-    maxRestartBackoffMs: options.maxRestartBackoffMs ?? 30_000,
-    maxRestarts: options.maxRestarts ?? 5,
-    stableAfterMs: options.stableAfterMs ?? 60_000,
-    readinessPath: adapter.readinessPath,
-  };
+  const policy = healthPolicy(options, adapter.readinessPath);
   const extraArgs = [
     ...(options.engineExtraArgs ? splitArgs(options.engineExtraArgs) : []),
     ...(options.extraArgs ?? []),

@@ -5,8 +5,8 @@
 import { createServer } from 'node:http';
 import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
-import { WORKER_API_PREFIX, formatWorkerId } from '@es/pool';
-import type { HeartbeatRequest, RegisterRequest } from '@es/pool';
+import { WORKER_API_PREFIX, formatWorkerId } from '@es/protocol';
+import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 
 export interface SchedulerCall {
   route: 'register' | 'heartbeat' | 'drain' | 'deregister';

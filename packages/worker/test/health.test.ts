@@ -1,19 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { initialHealth, nextHealth, reportedState } from '../src/health.js';
+import { healthPolicy, initialHealth, nextHealth, reportedState } from '../src/health.js';
 import type { HealthAction, HealthEvent, HealthPolicy, HealthState } from '../src/health.js';
 
-/** The worker's defaults (`WorkerOptions`). */
-const policy: HealthPolicy = {
-  probeIntervalMs: 1_000,
-  livenessFailures: 3,
-  livenessTimeoutMs: 2_000,
-  hungRestartMs: 60_000,
-  restartBackoffMs: 1_000,
-  maxRestartBackoffMs: 30_000,
-  maxRestarts: 5,
-  stableAfterMs: 60_000,
-  readinessPath: '/health',
-};
+/** The worker's defaults. */
+const policy = healthPolicy({}, '/health');
 
 const T = 1_000_000;
 const state = (fields: Partial<HealthState>): HealthState => ({ ...initialHealth(), ...fields });

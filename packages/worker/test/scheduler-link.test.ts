@@ -1,0 +1,182 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import { initialHealth } from '../src/health.js';
+import type { HealthState } from '../src/health.js';
+import { freePort } from '../src/index.js';
+import { FencedError, createSchedulerLink } from '../src/scheduler-link.js';
+import type { LinkedInstance } from '../src/scheduler-link.js';
+import { createFakeClock } from './fake-clock.js';
+import { startFakeScheduler } from './fake-scheduler.js';
+import type { FakeScheduler } from './fake-scheduler.js';
+
+const cleanups: (() => Promise<unknown> | void)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function scheduler(heartbeatMs: number): Promise<FakeScheduler> {
+  const started = await startFakeScheduler(heartbeatMs);
+  cleanups.push(() => started.close());
+  return started;
+}
+
+/** An engine instance as the link sees it, its health set by the test. */
+function instance(health: Partial<HealthState> = {}) {
+  const budgets: number[] = [];
+  const linked: LinkedInstance & { health: HealthState } = {
+    index: 0,
+    gpus: [0, 1],
+    logFile: '/logs/engine-1234.2.0.log',
+    host: '127.0.0.1',
+    port: 8001,
+    health: { ...initialHealth(), phase: 'loading', ...health },
+    load: { running: 1, waiting: 0 },
+    refreshLoad: async (timeoutMs) => {
+      budgets.push(timeoutMs);
+      return linked.load;
+    },
+  };
+  return { linked, budgets };
+}
+
+function link(schedulerUrl: string, extra: { schedulerUrlFile?: string } = {}) {
+  const clock = createFakeClock();
+  const warnings: string[] = [];
+  const fatal: unknown[] = [];
+  const created = createSchedulerLink({
+    schedulerUrl,
+    ...extra,
+    workerToken: 'token',
+    requestTimeoutMs: 5_000,
+    identity: {
+      deployment: 'default',
+      jobId: '1234',
+      restartCount: 2,
+      engine: 'mock',
+      model: 'mock-model',
+      node: 'node1',
+    },
+    clock,
+    logger: { info: () => undefined, error: () => undefined, warn: (_, m) => warnings.push(m) },
+    onFatal: (error) => fatal.push(error),
+  });
+  cleanups.push(() => created.halt());
+  return { link: created, clock, warnings, fatal };
+}
+
+describe('the scheduler link, on a fake clock against a fake scheduler', () => {
+  it('registers, then heartbeats at the interval the scheduler gave, on the clock', async () => {
+    const fake = await scheduler(5_000);
+    const { link: linked, clock } = link(fake.url);
+    const { linked: engine, budgets } = instance({ phase: 'ready', readySince: 1 });
+    await linked.register(engine);
+    expect(linked.workerId(0)).toBe('1234.2.0');
+    const registration = fake.calls[0]!;
+    expect(registration.authorization).toBe('Bearer token');
+    expect(registration.body as unknown as RegisterRequest).toEqual({
+      deployment: 'default',
+      jobId: '1234',
+      restartCount: 2,
+      index: 0,
+      host: '127.0.0.1',
+      port: 8001,
+      gpus: [0, 1],
+      engine: 'mock',
+      model: 'mock-model',
+      node: 'node1',
+      state: 'ready',
+      logFile: '/logs/engine-1234.2.0.log',
+      pid: process.pid,
+    });
+    linked.startHeartbeats(engine);
+    expect(clock.pending()).toEqual([5_000]);
+    expect(fake.calls.filter((call) => call.route === 'heartbeat')).toEqual([]);
+    await clock.fireNext((ms) => ms === 5_000);
+    const beat = await fake.waitFor((call) => call.route === 'heartbeat');
+    expect(beat.body as unknown as HeartbeatRequest).toEqual({
+      state: 'ready',
+      restartCount: 2,
+      load: { running: 1, waiting: 0 },
+    });
+    // The load is read within half the interval, at most 2 s.
+    expect(budgets).toEqual([2_000]);
+    // The next one is due an interval later; none after halt.
+    expect(await clock.nextTimer()).toBe(5_000);
+    linked.halt();
+    expect(clock.pending()).toEqual([]);
+  });
+
+  it('reports the reason and no load when not ready; registers again on 404; stops on 409', async () => {
+    const fake = await scheduler(5_000);
+    const { link: linked, fatal, warnings } = link(fake.url);
+    const { linked: engine, budgets } = instance({
+      phase: 'unready',
+      reason: 'engine not answering /health (3 probes in a row)',
+    });
+    await linked.register(engine);
+    await linked.heartbeat(engine);
+    expect(fake.calls[1]?.body).toEqual({
+      state: 'loading',
+      restartCount: 2,
+      reason: 'engine not answering /health (3 probes in a row)',
+    });
+    expect(budgets).toEqual([]);
+    fake.forget.add('1234.2.0');
+    await linked.heartbeat(engine);
+    expect(warnings).toContain('scheduler forgot this instance; registering again');
+    expect(fake.calls.map((call) => call.route)).toEqual([
+      'register',
+      'heartbeat',
+      'heartbeat',
+      'register',
+    ]);
+    fake.fence = true;
+    await linked.heartbeat(engine);
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toBeInstanceOf(FencedError);
+    expect((fatal[0] as Error).message).toBe('job 1234 incarnation 2 has ended: exit');
+  });
+
+  it('retries registration after 0.5, 1, 1.5 s of clock time, reading the URL file at most once a second', async () => {
+    const nobody = `http://127.0.0.1:${await freePort('127.0.0.1')}`;
+    const urlFile = join(mkdtempSync(join(tmpdir(), 'es-link-url-')), 'scheduler-url');
+    writeFileSync(urlFile, 'login1:8780\n');
+    const { link: linked, clock, warnings } = link(nobody, { schedulerUrlFile: urlFile });
+    const registering = linked.register(instance().linked);
+    const ignored = `${urlFile} names "login1:8780", not an http(s) URL; ignored`;
+    expect(await clock.fireNext()).toBe(500);
+    expect(await clock.fireNext()).toBe(1_000);
+    // Read at the first attempt, not at the second (0.5 s later), again at the third.
+    await vi.waitFor(() => expect(warnings.filter((w) => w === ignored)).toHaveLength(2));
+    expect(await clock.nextTimer()).toBe(1_500);
+    expect(
+      warnings.filter((w) => w === 'scheduler unreachable; retrying registration'),
+    ).toHaveLength(3);
+    // A scheduler appears at the address the file names now: the next attempt goes there.
+    const fake = await scheduler(5_000);
+    writeFileSync(urlFile, `${fake.url}\n`);
+    await clock.fireNext();
+    await clock.fireNext();
+    await registering;
+    expect(linked.workerId(0)).toBe('1234.2.0');
+    expect(warnings).toContain(
+      `the scheduler is unreachable at ${nobody} and ${urlFile} names ${fake.url}: following it`,
+    );
+  });
+
+  it('sends drain and deregister notices with the reason, even after halt', async () => {
+    const fake = await scheduler(5_000);
+    const { link: linked } = link(fake.url);
+    await linked.register(instance().linked);
+    linked.halt();
+    await linked.drain(['1234.2.0'], 'SIGTERM');
+    await linked.deregister(['1234.2.0'], 'SIGTERM');
+    expect(fake.calls.slice(1).map((call) => [call.route, call.workerId, call.body])).toEqual([
+      ['drain', '1234.2.0', { reason: 'SIGTERM' }],
+      ['deregister', '1234.2.0', { reason: 'SIGTERM' }],
+    ]);
+  });
+});
