@@ -12,13 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolEvent, Reconciler, Registry } from '@es/pool';
-import {
-  WORKER_ENV,
-  createReconciler,
-  createRegistry,
-  createWorkerApi,
-  deriveKeys,
-} from '@es/pool';
+import { createReconciler, createRegistry, createWorkerApi } from '@es/pool';
+import { WORKER_ENV, deriveKeys } from '@es/protocol';
 import { until } from '@es/testkit';
 import type { LocalProvider } from '../src/index.js';
 import { createLocalProvider } from '../src/index.js';
