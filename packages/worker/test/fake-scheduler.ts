@@ -2,7 +2,11 @@
  * A small scheduler speaking the worker protocol on 127.0.0.1 (port 0), recording every call.
  * Tests steer it: answer 404 to the next heartbeat of an id, or 409 to everything.
  */
+import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
 import { WORKER_API_PREFIX, formatWorkerId } from '@es/protocol';
@@ -148,4 +152,20 @@ export function openStream(engineUrl: string, apiKey: string, maxTokens: number)
     max_tokens: maxTokens,
     stream: true,
   });
+}
+
+/**
+ * A fake `vllm` (fixtures/fake-vllm.mjs) in a new directory `bin`, and the environment that
+ * puts it first on PATH and has it record its argv there. Its /metrics always shows
+ * requests in flight.
+ */
+export function fakeVllmOnPath(): { bin: string; env: NodeJS.ProcessEnv } {
+  const bin = mkdtempSync(join(tmpdir(), 'es-fake-vllm-'));
+  const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'fake-vllm.mjs');
+  copyFileSync(fixture, join(bin, 'vllm'));
+  chmodSync(join(bin, 'vllm'), 0o755);
+  return {
+    bin,
+    env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
+  };
 }

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { createWorker } from '../src/index.js';
-import { groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
+import { fakeVllmOnPath, groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
 import type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -97,9 +97,7 @@ const exited = (child: ChildProcess) =>
 
 describe('the worker with real processes', () => {
   it('starts a fake `vllm` from PATH with the exact argv and GPU slice of each instance', async () => {
-    const bin = mkdtempSync(join(tmpdir(), 'es-fake-vllm-'));
-    copyFileSync(join(fixtures, 'fake-vllm.mjs'), join(bin, 'vllm'));
-    chmodSync(join(bin, 'vllm'), 0o755);
+    const { bin, env } = fakeVllmOnPath();
     const fake = await scheduler();
     const worker = createWorker({
       schedulerUrl: fake.url,
@@ -120,7 +118,7 @@ describe('the worker with real processes', () => {
       probeIntervalMs: 50,
       // The fake always reports requests in flight: the cleanup stop waits this long.
       drainGraceMs: 300,
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
+      env,
     });
     cleanups.push(() => worker.stop('cleanup'));
     await worker.start();

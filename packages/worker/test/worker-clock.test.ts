@@ -1,14 +1,9 @@
-import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { HeartbeatRequest } from '@es/protocol';
 import { createWorker } from '../src/index.js';
 import { createFakeClock } from './fake-clock.js';
-import { groupAlive, startFakeScheduler } from './fake-scheduler.js';
+import { fakeVllmOnPath, groupAlive, startFakeScheduler } from './fake-scheduler.js';
 
-const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -17,9 +12,7 @@ afterEach(async () => {
 describe('createWorker on a fake clock', () => {
   it('holds a stop for drainGraceMs of clock time while an engine stays busy, then stops it and deregisters', async () => {
     // A fake `vllm` whose /metrics always shows requests in flight.
-    const bin = mkdtempSync(join(tmpdir(), 'es-fake-vllm-'));
-    copyFileSync(join(fixtures, 'fake-vllm.mjs'), join(bin, 'vllm'));
-    chmodSync(join(bin, 'vllm'), 0o755);
+    const { bin, env } = fakeVllmOnPath();
     const fake = await startFakeScheduler(150);
     cleanups.push(() => fake.close());
     const clock = createFakeClock();
@@ -33,7 +26,7 @@ describe('createWorker on a fake clock', () => {
       gpusPerNode: 1,
       visibleDevices: '',
       logDir: bin,
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
+      env,
       clock,
     });
     cleanups.push(() => worker.killEnginesSync());
