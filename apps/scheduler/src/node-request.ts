@@ -4,7 +4,7 @@
  */
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
 import { join } from 'node:path';
-import { WORKER_ENV } from '@es/protocol';
+import { buildWorkerArgv, buildWorkerEnv } from '@es/protocol';
 import { shellQuote } from '@es/slurm';
 import type { DeploymentSettings } from './config.js';
 
@@ -49,44 +49,37 @@ export function clusterOptions(d: DeploymentSettings): ClusterOptions {
   return options;
 }
 
-/** The worker's argv for one deployment (flags of `es-worker`). */
+/** The worker's argv for one deployment (`WORKER_FLAGS` of `@es/protocol`). */
 export function workerArgs(d: DeploymentSettings, ctx: NodeRequestContext): string[] {
-  const args = [
+  return [
     ...ctx.workerCommand,
-    '--deployment',
-    d.name,
-    '--engine',
-    d.engine,
-    '--model',
-    d.model,
-    '--tensor-parallel-size',
-    String(d.tensorParallelSize),
-    '--gpus-per-node',
-    String(d.gpusPerNode),
-    '--gpu-memory-utilization',
-    String(d.gpuMemoryUtilization),
-    '--base-port',
-    String(ctx.anyPort ? 0 : d.workerBasePort),
-    '--log-dir',
-    ctx.logDir,
+    ...buildWorkerArgv({
+      deployment: d.name,
+      engine: d.engine,
+      model: d.model,
+      tensorParallelSize: d.tensorParallelSize,
+      gpusPerNode: d.gpusPerNode,
+      gpuMemoryUtilization: d.gpuMemoryUtilization,
+      basePort: ctx.anyPort ? 0 : d.workerBasePort,
+      logDir: ctx.logDir,
+      servedModelName: d.servedModelName || undefined,
+      maxModelLen: d.maxModelLen,
+      // Passed as --engine-extra-args=<value>: the value usually starts with "--".
+      engineExtraArgs: d.engineExtraArgs.trim() === '' ? undefined : d.engineExtraArgs,
+    }),
   ];
-  if (d.servedModelName) args.push('--served-model-name', d.servedModelName);
-  if (d.maxModelLen !== undefined) args.push('--max-model-len', String(d.maxModelLen));
-  // The `=` form: the value usually starts with "--".
-  if (d.engineExtraArgs.trim() !== '') args.push(`--engine-extra-args=${d.engineExtraArgs}`);
-  return args;
 }
 
 /** What the reconciler submits for deployment `d`: the worker command, env and log dir. */
 export function workerRequest(d: DeploymentSettings, ctx: NodeRequestContext): NodeRequestInit {
   return {
     command: workerArgs(d, ctx),
-    env: {
-      [WORKER_ENV.schedulerUrl]: ctx.schedulerUrl,
-      [WORKER_ENV.schedulerUrlFile]: join(ctx.logDir, 'scheduler-url'),
-      [WORKER_ENV.secretFile]: ctx.secretFile,
-      [WORKER_ENV.deployment]: d.name,
-    },
+    env: buildWorkerEnv({
+      schedulerUrl: ctx.schedulerUrl,
+      schedulerUrlFile: join(ctx.logDir, 'scheduler-url'),
+      secretFile: ctx.secretFile,
+      deployment: d.name,
+    }),
     logDir: ctx.logDir,
   };
 }

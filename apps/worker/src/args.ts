@@ -1,34 +1,24 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { WORKER_ENV } from '@es/protocol';
-import type { EngineKind } from '@es/protocol';
+import { WORKER_ENV, missingWorkerFlag, readWorkerArgv, workerYargsOptions } from '@es/protocol';
+import type { WorkerArgv } from '@es/protocol';
 import { isHttpUrl } from '@es/worker';
 import yargs from 'yargs';
 
-/** Everything `es-worker` was asked to do, validated, with defaults applied. */
-export interface WorkerArgs {
+/**
+ * Everything `es-worker` was asked to do, validated, with defaults applied: one field per
+ * flag of `WORKER_FLAGS` (`@es/protocol`), the ones the worker cannot do without resolved.
+ */
+export type WorkerArgs = Omit<
+  WorkerArgv,
+  'schedulerUrl' | 'model' | 'deployment' | 'jobId' | 'restartCount'
+> & {
   schedulerUrl: string;
-  schedulerUrlFile: string | undefined;
-  deployment: string;
-  engine: EngineKind;
   model: string;
-  basePort: number;
-  tensorParallelSize: number;
-  gpusPerNode: number | undefined;
-  gpuMemoryUtilization: number;
-  maxModelLen: number | undefined;
-  servedModelName: string | undefined;
-  engineExtraArgs: string;
-  engineBin: string | undefined;
-  secretFile: string | undefined;
-  host: string | undefined;
-  logDir: string | undefined;
+  deployment: string;
   jobId: string;
   restartCount: number;
-  drainGraceSeconds: number;
-  killGraceSeconds: number;
-  logLevel: string;
-}
+};
 
 /** A flag with a value `es-worker` cannot use; the message names the flag and the fix. */
 export class WorkerArgsError extends Error {
@@ -41,8 +31,6 @@ export class WorkerArgsError extends Error {
     super(message);
   }
 }
-
-const ENGINES = ['vllm', 'sglang', 'mock'] as const;
 
 function integer(flag: string, value: number | undefined, min: number, example: string): void {
   if (value === undefined) return;
@@ -71,100 +59,40 @@ function firstLine(file: string): string | undefined {
   }
 }
 
+/** The flag yargs' failure message is about (`Unknown arguments: gpus, x` names `gpus`). */
+function flagOf(message: string): string {
+  return (
+    /^(?:Unknown arguments?|Invalid values):?\s*(?:Argument:\s*)?([A-Za-z0-9-]+)/.exec(
+      message,
+    )?.[1] ?? ''
+  );
+}
+
 /**
- * Parse `es-worker` flags. Environment fallbacks: `ES_SCHEDULER_URL`, `ES_SCHEDULER_URL_FILE`, `ES_DEPLOYMENT`,
- * `ES_SECRET_FILE`, `SLURM_JOB_ID`, `SLURM_RESTART_COUNT`.
+ * Parse `es-worker` flags (`WORKER_FLAGS` of `@es/protocol`). Environment fallbacks:
+ * `ES_SCHEDULER_URL`, `ES_SCHEDULER_URL_FILE`, `ES_DEPLOYMENT`, `ES_SECRET_FILE`,
+ * `SLURM_JOB_ID`, `SLURM_RESTART_COUNT`.
  */
 export async function parseWorkerArgs(
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<WorkerArgs> {
-  const parsed = await yargs(argv)
+  const raw = await yargs(argv)
     .scriptName('es-worker')
     .usage('$0 [options]\n\nRun the engine instances of one node and keep the scheduler informed.')
-    .options({
-      'scheduler-url': {
-        type: 'string',
-        describe: `Scheduler base URL, e.g. http://login1:8780 (env ${WORKER_ENV.schedulerUrl}; else the first line of --scheduler-url-file)`,
-      },
-      'scheduler-url-file': {
-        type: 'string',
-        describe: `File naming the scheduler's current URL, followed when the scheduler moves (env ${WORKER_ENV.schedulerUrlFile}; the scheduler writes <log dir>/scheduler-url)`,
-      },
-      engine: { choices: ENGINES, default: 'vllm' as EngineKind, describe: 'Inference engine' },
-      model: { type: 'string', describe: 'Model path or hub id' },
-      'base-port': {
-        type: 'number',
-        default: 8001,
-        describe: 'Port of instance 0; i gets +i (0: any free ports)',
-      },
-      'tensor-parallel-size': { type: 'number', default: 1, describe: 'GPUs per instance' },
-      'gpus-per-node': {
-        type: 'number',
-        describe: 'GPUs to use (default: CUDA_VISIBLE_DEVICES, else 8; mock: the TP size)',
-      },
-      'gpu-memory-utilization': {
-        type: 'number',
-        default: 0.9,
-        describe: 'vLLM --gpu-memory-utilization / SGLang --mem-fraction-static',
-      },
-      'max-model-len': { type: 'number', describe: 'Context length (SGLang --context-length)' },
-      'served-model-name': { type: 'string', describe: 'Name clients use as "model"' },
-      'engine-extra-args': {
-        type: 'string',
-        default: '',
-        describe: 'Extra engine arguments, split like a shell would (quotes respected)',
-      },
-      'engine-bin': {
-        type: 'string',
-        describe: 'Engine executable (default: vllm / python on PATH; mock: es-mock-engine)',
-      },
-      deployment: {
-        type: 'string',
-        describe: `Deployment name (env ${WORKER_ENV.deployment}; default from the model)`,
-      },
-      'secret-file': {
-        type: 'string',
-        describe: `Shared secret file (env ${WORKER_ENV.secretFile})`,
-      },
-      host: {
-        type: 'string',
-        describe:
-          'Address to bind engines and register (default: auto, 127.0.0.1 for a loopback scheduler)',
-      },
-      'log-dir': {
-        type: 'string',
-        describe: 'Directory of engine log files (default $TMPDIR/es-worker-<job id>)',
-      },
-      'job-id': { type: 'string', describe: 'Job id (default SLURM_JOB_ID)' },
-      'restart-count': {
-        type: 'number',
-        describe: 'Incarnation (default SLURM_RESTART_COUNT or 0)',
-      },
-      'drain-grace': {
-        type: 'number',
-        default: 15,
-        describe: 'Seconds in-flight requests may finish after the drain notice',
-      },
-      'kill-grace': {
-        type: 'number',
-        default: 5,
-        describe: "Seconds between an engine's SIGTERM and SIGKILL",
-      },
-      'log-level': { type: 'string', default: 'info', describe: 'pino log level' },
-    })
+    .options(workerYargsOptions())
     .strict()
     .help()
     .version(false)
     .fail((message, error) => {
-      throw error ?? new WorkerArgsError('', `${message} (see es-worker --help)`);
+      throw error ?? new WorkerArgsError(flagOf(message), `${message} (see es-worker --help)`);
     })
     .parseAsync();
+  const parsed = readWorkerArgv(raw, env);
 
-  const schedulerUrlFile = parsed['scheduler-url-file'] ?? env[WORKER_ENV.schedulerUrlFile];
+  const { schedulerUrlFile } = parsed;
   const schedulerUrl =
-    parsed['scheduler-url'] ??
-    env[WORKER_ENV.schedulerUrl] ??
+    parsed.schedulerUrl ??
     (schedulerUrlFile === undefined ? undefined : firstLine(schedulerUrlFile));
   if (!schedulerUrl) {
     throw new WorkerArgsError(
@@ -180,29 +108,25 @@ export async function parseWorkerArgs(
       `--scheduler-url "${schedulerUrl}" is not an http(s) URL: pass e.g. --scheduler-url http://login1:8780`,
     );
   }
-  const model = parsed.model;
-  if (!model) {
-    throw new WorkerArgsError('model', '--model is required: pass --model <path or hub id>');
+  const missing = missingWorkerFlag(parsed);
+  if (missing) throw new WorkerArgsError(missing.flag, missing.message);
+  const model = parsed.model as string;
+  integer('base-port', parsed.basePort, 0, '8001');
+  if (parsed.basePort > 65535) {
+    throw new WorkerArgsError('base-port', `--base-port must be <= 65535, got ${parsed.basePort}`);
   }
-  integer('base-port', parsed['base-port'], 0, '8001');
-  if (parsed['base-port'] > 65535) {
-    throw new WorkerArgsError(
-      'base-port',
-      `--base-port must be <= 65535, got ${parsed['base-port']}`,
-    );
-  }
-  integer('tensor-parallel-size', parsed['tensor-parallel-size'], 1, '4');
-  integer('gpus-per-node', parsed['gpus-per-node'], 1, '8');
-  integer('max-model-len', parsed['max-model-len'], 1, '32768');
-  const mem = parsed['gpu-memory-utilization'];
+  integer('tensor-parallel-size', parsed.tensorParallelSize, 1, '4');
+  integer('gpus-per-node', parsed.gpusPerNode, 1, '8');
+  integer('max-model-len', parsed.maxModelLen, 1, '32768');
+  const mem = parsed.gpuMemoryUtilization;
   if (!(mem > 0 && mem <= 1)) {
     throw new WorkerArgsError(
       'gpu-memory-utilization',
       `--gpu-memory-utilization must be in (0, 1], got ${mem}: pass e.g. --gpu-memory-utilization 0.9`,
     );
   }
-  const grace = parsed['drain-grace'];
-  const killGrace = parsed['kill-grace'];
+  const grace = parsed.drainGraceSeconds;
+  const killGrace = parsed.killGraceSeconds;
   // Both graces plus the drain and deregister requests (2 s each at most) must fit in
   // SLURM's KillWait (30 s by default), or SLURM SIGKILLs the worker mid-drain.
   if (!(grace >= 0) || !(killGrace > 0) || grace + killGrace > 26) {
@@ -212,32 +136,14 @@ export async function parseWorkerArgs(
         "add up to at most 26 to fit SLURM's default KillWait of 30 s, e.g. --drain-grace 15 --kill-grace 5",
     );
   }
-  const restartText = env.SLURM_RESTART_COUNT;
-  const restartCount = parsed['restart-count'] ?? (restartText ? Number(restartText) : 0);
+  const restartCount = parsed.restartCount ?? 0;
   integer('restart-count', restartCount, 0, '0');
-  const servedModelName = parsed['served-model-name'];
   return {
+    ...parsed,
     schedulerUrl,
-    schedulerUrlFile,
-    deployment:
-      parsed.deployment ?? env[WORKER_ENV.deployment] ?? defaultDeployment(servedModelName, model),
-    engine: parsed.engine,
     model,
-    basePort: parsed['base-port'],
-    tensorParallelSize: parsed['tensor-parallel-size'],
-    gpusPerNode: parsed['gpus-per-node'],
-    gpuMemoryUtilization: mem,
-    maxModelLen: parsed['max-model-len'],
-    servedModelName,
-    engineExtraArgs: parsed['engine-extra-args'],
-    engineBin: parsed['engine-bin'],
-    secretFile: parsed['secret-file'] ?? env[WORKER_ENV.secretFile],
-    host: parsed.host,
-    logDir: parsed['log-dir'],
-    jobId: parsed['job-id'] ?? env.SLURM_JOB_ID ?? `manual-${hostname()}-${process.pid}`,
+    deployment: parsed.deployment ?? defaultDeployment(parsed.servedModelName, model),
+    jobId: parsed.jobId ?? `manual-${hostname()}-${process.pid}`,
     restartCount,
-    drainGraceSeconds: grace,
-    killGraceSeconds: killGrace,
-    logLevel: parsed['log-level'],
   };
 }

@@ -1,6 +1,8 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { WORKER_FLAGS, buildWorkerArgv } from '@es/protocol';
+import type { WorkerArgvInput, WorkerFlagName } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
 import { WorkerArgsError, parseWorkerArgs } from '../src/args.js';
 
@@ -119,8 +121,70 @@ describe('es-worker flags', () => {
     expect(error).toMatchObject({ flag, message: expect.stringMatching(message) });
   });
 
-  it('rejects unknown engines and flags', async () => {
-    await expect(parseWorkerArgs([...base, '--engine', 'tgi'], {})).rejects.toThrow(/tgi/);
-    await expect(parseWorkerArgs([...base, '--gpus', '8'], {})).rejects.toThrow(/gpus/);
+  it('rejects unknown engines and flags, naming the flag', async () => {
+    await expect(parseWorkerArgs([...base, '--engine', 'tgi'], {})).rejects.toMatchObject({
+      flag: 'engine',
+      message: expect.stringMatching(/tgi/),
+    });
+    const unknown = await parseWorkerArgs([...base, '--gpus', '8'], {}).catch((e: unknown) => e);
+    expect(unknown).toBeInstanceOf(WorkerArgsError);
+    expect(unknown).toMatchObject({
+      flag: 'gpus',
+      message: 'Unknown argument: gpus (see es-worker --help)',
+    });
+  });
+});
+
+describe('es-worker flags built by the scheduler (WORKER_FLAGS of @es/protocol)', () => {
+  // Every flag, none at its default, values a parser could mistake for flags included.
+  const every: Required<WorkerArgvInput> = {
+    schedulerUrl: 'http://login1:8780',
+    schedulerUrlFile: '/shared/logs/scheduler-url',
+    engine: 'sglang',
+    model: '/models/Qwen3-32B',
+    basePort: 9001,
+    tensorParallelSize: 4,
+    gpusPerNode: 8,
+    gpuMemoryUtilization: 0.85,
+    maxModelLen: 32768,
+    servedModelName: 'qwen',
+    engineExtraArgs: '--enable-prefix-caching --chat-template "a b"',
+    engineBin: '/opt/sglang/bin/python',
+    deployment: 'qwen-prod',
+    secretFile: '/shared/logs/secret',
+    host: 'gpu7',
+    logDir: '/shared/logs',
+    jobId: '4242',
+    restartCount: 3,
+    drainGraceSeconds: 10,
+    killGraceSeconds: 8,
+    logLevel: 'debug',
+  };
+
+  it('gives back every option it was built from (build, then parse)', async () => {
+    expect(Object.keys(every).sort()).toEqual(Object.keys(WORKER_FLAGS).sort());
+    const args = await parseWorkerArgs(buildWorkerArgv(every), {});
+    for (const name of Object.keys(WORKER_FLAGS) as WorkerFlagName[]) {
+      expect({ [name]: args[name] }).toEqual({ [name]: every[name] });
+    }
+  });
+
+  it('round-trips each flag alone (the others at their defaults)', async () => {
+    for (const name of Object.keys(WORKER_FLAGS) as WorkerFlagName[]) {
+      const options = { model: every.model, schedulerUrl: every.schedulerUrl, [name]: every[name] };
+      const args = await parseWorkerArgs(buildWorkerArgv(options), {});
+      expect({ [name]: args[name] }).toEqual({ [name]: every[name] });
+    }
+  });
+
+  it('parses to the defaults of the table when a flag is not built', async () => {
+    const args = await parseWorkerArgs(
+      buildWorkerArgv({ model: 'm', schedulerUrl: 'http://s:1', jobId: '1' }),
+      {},
+    );
+    for (const [name, spec] of Object.entries(WORKER_FLAGS)) {
+      if ('default' in spec)
+        expect({ [name]: args[name as WorkerFlagName] }).toEqual({ [name]: spec.default });
+    }
   });
 });

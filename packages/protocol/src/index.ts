@@ -40,3 +40,19 @@ export type {
   WorkerClient,
   WorkerClientOptions,
 } from './client.js';
+export {
+  WORKER_FLAGS,
+  WorkerArgvError,
+  buildWorkerArgv,
+  buildWorkerEnv,
+  missingWorkerFlag,
+  readWorkerArgv,
+  workerYargsOptions,
+} from './worker-argv.js';
+export type {
+  WorkerArgv,
+  WorkerArgvInput,
+  WorkerFlagName,
+  WorkerFlagSpec,
+  WorkerYargsOption,
+} from './worker-argv.js';

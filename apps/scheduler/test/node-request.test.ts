@@ -1,0 +1,73 @@
+import { WORKER_ENV } from '@es/protocol';
+import { describe, expect, it } from 'vitest';
+import { resolveConfig } from '../src/config.js';
+import { workerArgs, workerRequest, type NodeRequestContext } from '../src/node-request.js';
+
+const ctx: NodeRequestContext = {
+  schedulerUrl: 'http://login1:8780',
+  secretFile: '/shared/es/secret',
+  logDir: '/shared/es/logs',
+  workerCommand: ['/usr/bin/node', '/opt/es/apps/worker/dist/cli.mjs'],
+  anyPort: false,
+};
+
+describe('the worker command of a deployment', () => {
+  it('passes the deployment as es-worker flags, and the scheduler in the environment', () => {
+    const [d] = resolveConfig(
+      {
+        model: 'Qwen/Qwen3-32B',
+        engine: 'sglang',
+        tensorParallelSize: 4,
+        maxModelLen: 32768,
+        servedModelName: 'qwen',
+        engineExtraArgs: '--enable-torch-compile',
+      },
+      {},
+    ).deployments;
+    if (!d) throw new Error('no deployment');
+    expect(workerRequest(d, ctx)).toEqual({
+      command: [
+        ...ctx.workerCommand,
+        '--engine',
+        'sglang',
+        '--model',
+        'Qwen/Qwen3-32B',
+        '--base-port',
+        '8001',
+        '--tensor-parallel-size',
+        '4',
+        '--gpus-per-node',
+        String(d.gpusPerNode),
+        '--gpu-memory-utilization',
+        '0.9',
+        '--max-model-len',
+        '32768',
+        '--served-model-name',
+        'qwen',
+        '--engine-extra-args=--enable-torch-compile',
+        '--deployment',
+        'qwen',
+        '--log-dir',
+        '/shared/es/logs',
+      ],
+      env: {
+        [WORKER_ENV.schedulerUrl]: 'http://login1:8780',
+        [WORKER_ENV.schedulerUrlFile]: '/shared/es/logs/scheduler-url',
+        [WORKER_ENV.secretFile]: '/shared/es/secret',
+        [WORKER_ENV.deployment]: 'qwen',
+      },
+      logDir: '/shared/es/logs',
+    });
+  });
+
+  it('lets local nodes take any port and leaves out what is not set', () => {
+    const [d] = resolveConfig({ model: 'm', backend: 'local', engine: 'mock' }, {}).deployments;
+    if (!d) throw new Error('no deployment');
+    const argv = workerArgs(d, { ...ctx, anyPort: true });
+    expect(argv).toContain('--base-port');
+    expect(argv[argv.indexOf('--base-port') + 1]).toBe('0');
+    expect(argv.some((a) => a.startsWith('--engine-extra-args'))).toBe(false);
+    expect(argv).not.toContain('--served-model-name');
+    expect(argv).not.toContain('--max-model-len');
+  });
+});

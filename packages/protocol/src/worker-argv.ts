@@ -1,0 +1,322 @@
+/**
+ * The `es-worker` command line, defined once: the scheduler builds a worker's argv from
+ * this table ({@link buildWorkerArgv}) and the worker parses its argv with options made
+ * from it ({@link workerYargsOptions}, {@link readWorkerArgv}). A flag added, renamed or
+ * retyped here is a compile error wherever it is built or read.
+ */
+import { ENGINE_KINDS } from './engines.js';
+import { WORKER_ENV } from './keys.js';
+
+/** One flag of `es-worker`. */
+export interface WorkerFlagSpec {
+  /** The flag without its dashes: `--scheduler-url` is `scheduler-url`. */
+  readonly flag: string;
+  readonly type: 'string' | 'number';
+  /** The `--help` line. */
+  readonly describe: string;
+  /** Allowed values (the help shows them instead of the type). */
+  readonly choices?: readonly string[];
+  /** Value when the flag is absent (the parser applies it; the builder may omit the flag). */
+  readonly default?: string | number;
+  /** The worker cannot start without it: building without it fails, and so does parsing. */
+  readonly required?: true;
+  /** What to pass, shown in the error when a required flag is missing (`<path or hub id>`). */
+  readonly example?: string;
+  /** Environment variable read when the flag is absent (the scheduler sets them in the job). */
+  readonly env?: string;
+}
+
+/** Every flag of `es-worker`, in `--help` order, keyed by the option's name. */
+export const WORKER_FLAGS = {
+  schedulerUrl: {
+    flag: 'scheduler-url',
+    type: 'string',
+    describe: `Scheduler base URL, e.g. http://login1:8780 (env ${WORKER_ENV.schedulerUrl}; else the first line of --scheduler-url-file)`,
+    env: WORKER_ENV.schedulerUrl,
+  },
+  schedulerUrlFile: {
+    flag: 'scheduler-url-file',
+    type: 'string',
+    describe: `File naming the scheduler's current URL, followed when the scheduler moves (env ${WORKER_ENV.schedulerUrlFile}; the scheduler writes <log dir>/scheduler-url)`,
+    env: WORKER_ENV.schedulerUrlFile,
+  },
+  engine: {
+    flag: 'engine',
+    type: 'string',
+    choices: ENGINE_KINDS,
+    default: 'vllm',
+    describe: 'Inference engine',
+  },
+  model: {
+    flag: 'model',
+    type: 'string',
+    describe: 'Model path or hub id',
+    required: true,
+    example: '<path or hub id>',
+  },
+  basePort: {
+    flag: 'base-port',
+    type: 'number',
+    default: 8001,
+    describe: 'Port of instance 0; i gets +i (0: any free ports)',
+  },
+  tensorParallelSize: {
+    flag: 'tensor-parallel-size',
+    type: 'number',
+    default: 1,
+    describe: 'GPUs per instance',
+  },
+  gpusPerNode: {
+    flag: 'gpus-per-node',
+    type: 'number',
+    describe: 'GPUs to use (default: CUDA_VISIBLE_DEVICES, else 8; mock: the TP size)',
+  },
+  gpuMemoryUtilization: {
+    flag: 'gpu-memory-utilization',
+    type: 'number',
+    default: 0.9,
+    describe: 'vLLM --gpu-memory-utilization / SGLang --mem-fraction-static',
+  },
+  maxModelLen: {
+    flag: 'max-model-len',
+    type: 'number',
+    describe: 'Context length (SGLang --context-length)',
+  },
+  servedModelName: {
+    flag: 'served-model-name',
+    type: 'string',
+    describe: 'Name clients use as "model"',
+  },
+  engineExtraArgs: {
+    flag: 'engine-extra-args',
+    type: 'string',
+    default: '',
+    describe: 'Extra engine arguments, split like a shell would (quotes respected)',
+  },
+  engineBin: {
+    flag: 'engine-bin',
+    type: 'string',
+    describe: 'Engine executable (default: vllm / python on PATH; mock: es-mock-engine)',
+  },
+  deployment: {
+    flag: 'deployment',
+    type: 'string',
+    describe: `Deployment name (env ${WORKER_ENV.deployment}; default from the model)`,
+    env: WORKER_ENV.deployment,
+  },
+  secretFile: {
+    flag: 'secret-file',
+    type: 'string',
+    describe: `Shared secret file (env ${WORKER_ENV.secretFile})`,
+    env: WORKER_ENV.secretFile,
+  },
+  host: {
+    flag: 'host',
+    type: 'string',
+    describe:
+      'Address to bind engines and register (default: auto, 127.0.0.1 for a loopback scheduler)',
+  },
+  logDir: {
+    flag: 'log-dir',
+    type: 'string',
+    describe: 'Directory of engine log files (default $TMPDIR/es-worker-<job id>)',
+  },
+  jobId: {
+    flag: 'job-id',
+    type: 'string',
+    describe: 'Job id (default SLURM_JOB_ID)',
+    env: 'SLURM_JOB_ID',
+  },
+  restartCount: {
+    flag: 'restart-count',
+    type: 'number',
+    describe: 'Incarnation (default SLURM_RESTART_COUNT or 0)',
+    env: 'SLURM_RESTART_COUNT',
+  },
+  drainGraceSeconds: {
+    flag: 'drain-grace',
+    type: 'number',
+    default: 15,
+    describe: 'Seconds in-flight requests may finish after the drain notice',
+  },
+  killGraceSeconds: {
+    flag: 'kill-grace',
+    type: 'number',
+    default: 5,
+    describe: "Seconds between an engine's SIGTERM and SIGKILL",
+  },
+  logLevel: { flag: 'log-level', type: 'string', default: 'info', describe: 'pino log level' },
+} as const satisfies Record<string, WorkerFlagSpec>;
+
+type Flags = typeof WORKER_FLAGS;
+/** The name of an `es-worker` option (`schedulerUrl`, `basePort`...). */
+export type WorkerFlagName = keyof Flags;
+type ValueOf<S> = S extends { readonly choices: readonly (infer C)[] }
+  ? C
+  : S extends { readonly type: 'number' }
+    ? number
+    : string;
+type RequiredNames = {
+  [K in WorkerFlagName]: Flags[K] extends { required: true } ? K : never;
+}[WorkerFlagName];
+type DefaultedNames = {
+  [K in WorkerFlagName]: Flags[K] extends { default: unknown } ? K : never;
+}[WorkerFlagName];
+
+/** What {@link buildWorkerArgv} takes: the required options, and any others. */
+export type WorkerArgvInput = { [K in RequiredNames]: ValueOf<Flags[K]> } & {
+  [K in Exclude<WorkerFlagName, RequiredNames>]?: ValueOf<Flags[K]> | undefined;
+};
+
+/** What {@link readWorkerArgv} gives: every option, defaulted ones always set. */
+export type WorkerArgv = { [K in DefaultedNames]: ValueOf<Flags[K]> } & {
+  [K in Exclude<WorkerFlagName, DefaultedNames>]: ValueOf<Flags[K]> | undefined;
+};
+
+/** An option {@link buildWorkerArgv} cannot turn into a flag; `flag` names it. */
+export class WorkerArgvError extends Error {
+  override readonly name = 'WorkerArgvError';
+  readonly code = 'INVALID_WORKER_ARGV';
+  constructor(
+    /** The flag without its dashes (`model`), or the unknown option's name. */
+    readonly flag: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const SPECS = Object.entries(WORKER_FLAGS) as [WorkerFlagName, WorkerFlagSpec][];
+
+/**
+ * The `es-worker` flags for `options`, in `--help` order; options left undefined are
+ * omitted (the worker applies its default). A value starting with `-` is passed in the
+ * `--flag=value` form, so the parser does not take it for a flag.
+ * @throws {WorkerArgvError} naming the flag, when a required option is missing, a value
+ * has the wrong type or is not among the choices, or an option is unknown.
+ * @example
+ * buildWorkerArgv({ model: 'Qwen/Qwen3-32B', engine: 'sglang', tensorParallelSize: 4 });
+ * // ['--engine', 'sglang', '--model', 'Qwen/Qwen3-32B', '--tensor-parallel-size', '4']
+ */
+export function buildWorkerArgv(options: WorkerArgvInput): string[] {
+  for (const key of Object.keys(options)) {
+    if (!Object.hasOwn(WORKER_FLAGS, key)) {
+      throw new WorkerArgvError(key, `es-worker has no option "${key}" (no flag to pass it)`);
+    }
+  }
+  const argv: string[] = [];
+  for (const [key, spec] of SPECS) {
+    const value: unknown = (options as Record<string, unknown>)[key];
+    if (value === undefined) {
+      if (spec.required) {
+        throw new WorkerArgvError(
+          spec.flag,
+          `es-worker needs --${spec.flag} (option "${key}"): pass ${key}`,
+        );
+      }
+      continue;
+    }
+    const ok =
+      spec.type === 'number'
+        ? typeof value === 'number' && Number.isFinite(value)
+        : typeof value === 'string' && (spec.choices?.includes(value) ?? true);
+    if (!ok) {
+      const expected = spec.choices
+        ? `one of ${spec.choices.join(', ')}`
+        : spec.type === 'number'
+          ? 'a finite number'
+          : 'a string';
+      throw new WorkerArgvError(
+        spec.flag,
+        `es-worker --${spec.flag} (option "${key}") must be ${expected}, got ${JSON.stringify(value) ?? String(value)}`,
+      );
+    }
+    const text = String(value);
+    if (text === '' || text.startsWith('-')) argv.push(`--${spec.flag}=${text}`);
+    else argv.push(`--${spec.flag}`, text);
+  }
+  return argv;
+}
+
+/**
+ * The environment variables carrying `options` to a worker (for the options that have one:
+ * scheduler URL and URL file, secret file, deployment, job id, restart count).
+ * @throws {WorkerArgvError} for an option that has no environment variable.
+ */
+export function buildWorkerEnv(
+  options: Partial<Pick<WorkerArgvInput, WorkerFlagName>>,
+): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const spec = (WORKER_FLAGS as Record<string, WorkerFlagSpec>)[key];
+    if (spec?.env === undefined) {
+      throw new WorkerArgvError(key, `es-worker reads no environment variable for "${key}"`);
+    }
+    env[spec.env] = String(value);
+  }
+  return env;
+}
+
+/** A yargs option made from a {@link WorkerFlagSpec}. */
+export interface WorkerYargsOption {
+  type?: 'string' | 'number';
+  describe: string;
+  default?: string | number;
+  choices?: readonly string[];
+}
+
+/**
+ * The `es-worker` options for yargs' `.options()`, keyed by flag. Flags with choices have
+ * no type (the help shows the choices). Required flags are checked after parsing (see
+ * {@link missingWorkerFlag}), so the message can name the fix.
+ */
+export function workerYargsOptions(): Record<string, WorkerYargsOption> {
+  const options: Record<string, WorkerYargsOption> = {};
+  for (const [, spec] of SPECS) {
+    options[spec.flag] = {
+      ...(spec.choices ? { choices: spec.choices } : { type: spec.type }),
+      describe: spec.describe,
+      ...(spec.default === undefined ? {} : { default: spec.default }),
+    };
+  }
+  return options;
+}
+
+/**
+ * The options from what yargs parsed (keyed by flag), each absent flag taken from its
+ * environment variable when it has one and that is set (numbers converted with `Number`).
+ * Values are as parsed: range checks are the worker's.
+ */
+export function readWorkerArgv(
+  parsed: Readonly<Record<string, unknown>>,
+  env: NodeJS.ProcessEnv = {},
+): WorkerArgv {
+  const options: Record<string, unknown> = {};
+  for (const [key, spec] of SPECS) {
+    let value = parsed[spec.flag];
+    if (value === undefined && spec.env !== undefined) {
+      const text = env[spec.env];
+      if (text !== undefined && text !== '') value = spec.type === 'number' ? Number(text) : text;
+    }
+    options[key] = value;
+  }
+  return options as WorkerArgv;
+}
+
+/**
+ * The first required flag `argv` lacks, with the message naming the fix
+ * (`--model is required: pass --model <path or hub id>`); undefined when none is missing.
+ */
+export function missingWorkerFlag(argv: WorkerArgv): { flag: string; message: string } | undefined {
+  for (const [key, spec] of SPECS) {
+    const value = (argv as Record<string, unknown>)[key];
+    if (spec.required && (value === undefined || value === '')) {
+      return {
+        flag: spec.flag,
+        message: `--${spec.flag} is required: pass --${spec.flag} ${spec.example ?? `<${key}>`}`,
+      };
+    }
+  }
+  return undefined;
+}

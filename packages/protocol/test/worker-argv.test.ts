@@ -1,0 +1,166 @@
+import { describe, expect, it } from 'vitest';
+import {
+  ENGINE_KINDS,
+  WORKER_ENV,
+  WORKER_FLAGS,
+  WorkerArgvError,
+  buildWorkerArgv,
+  buildWorkerEnv,
+  missingWorkerFlag,
+  readWorkerArgv,
+  workerYargsOptions,
+} from '../src/index.js';
+import type { WorkerArgvInput } from '../src/index.js';
+
+function errorOf(fn: () => unknown): WorkerArgvError {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(WorkerArgvError);
+    return error as WorkerArgvError;
+  }
+  throw new Error('expected a WorkerArgvError');
+}
+
+describe('buildWorkerArgv', () => {
+  it('passes the given options in --help order, leaving the others to their defaults', () => {
+    expect(
+      buildWorkerArgv({
+        tensorParallelSize: 4,
+        model: 'Qwen/Qwen3-32B',
+        engine: 'sglang',
+        servedModelName: undefined,
+        basePort: 0,
+      }),
+    ).toEqual([
+      '--engine',
+      'sglang',
+      '--model',
+      'Qwen/Qwen3-32B',
+      '--base-port',
+      '0',
+      '--tensor-parallel-size',
+      '4',
+    ]);
+  });
+
+  it('uses the = form for values a parser would take for a flag, and for empty ones', () => {
+    expect(buildWorkerArgv({ model: 'm', engineExtraArgs: '--enforce-eager --x "a b"' })).toEqual([
+      '--model',
+      'm',
+      '--engine-extra-args=--enforce-eager --x "a b"',
+    ]);
+    expect(buildWorkerArgv({ model: 'm', engineExtraArgs: '' })).toEqual([
+      '--model',
+      'm',
+      '--engine-extra-args=',
+    ]);
+    expect(buildWorkerArgv({ model: 'm', restartCount: -1 })).toContain('--restart-count=-1');
+  });
+
+  it('refuses to build without a required option, naming the flag', () => {
+    const error = errorOf(() => buildWorkerArgv({ engine: 'vllm' } as unknown as WorkerArgvInput));
+    expect(error).toMatchObject({
+      flag: 'model',
+      code: 'INVALID_WORKER_ARGV',
+      message: 'es-worker needs --model (option "model"): pass model',
+    });
+  });
+
+  it('refuses unknown options, wrong types and values outside the choices, naming the flag', () => {
+    expect(
+      errorOf(() => buildWorkerArgv({ model: 'm', gpus: 8 } as unknown as WorkerArgvInput)),
+    ).toMatchObject({
+      flag: 'gpus',
+      message: 'es-worker has no option "gpus" (no flag to pass it)',
+    });
+    expect(
+      errorOf(() =>
+        buildWorkerArgv({ model: 'm', basePort: '8001' } as unknown as WorkerArgvInput),
+      ),
+    ).toMatchObject({
+      flag: 'base-port',
+      message: 'es-worker --base-port (option "basePort") must be a finite number, got "8001"',
+    });
+    expect(errorOf(() => buildWorkerArgv({ model: 'm', maxModelLen: NaN }))).toMatchObject({
+      flag: 'max-model-len',
+    });
+    expect(
+      errorOf(() => buildWorkerArgv({ model: 'm', engine: 'tgi' } as unknown as WorkerArgvInput)),
+    ).toMatchObject({
+      flag: 'engine',
+      message: `es-worker --engine (option "engine") must be one of ${ENGINE_KINDS.join(', ')}, got "tgi"`,
+    });
+  });
+});
+
+describe('buildWorkerEnv', () => {
+  it('names the variables the worker reads', () => {
+    expect(
+      buildWorkerEnv({
+        schedulerUrl: 'http://login1:8780',
+        schedulerUrlFile: '/logs/scheduler-url',
+        secretFile: '/logs/secret',
+        deployment: 'llama',
+        restartCount: 2,
+        jobId: undefined,
+      }),
+    ).toEqual({
+      [WORKER_ENV.schedulerUrl]: 'http://login1:8780',
+      [WORKER_ENV.schedulerUrlFile]: '/logs/scheduler-url',
+      [WORKER_ENV.secretFile]: '/logs/secret',
+      [WORKER_ENV.deployment]: 'llama',
+      SLURM_RESTART_COUNT: '2',
+    });
+  });
+
+  it('refuses an option the worker reads from no variable', () => {
+    expect(errorOf(() => buildWorkerEnv({ model: 'm' }))).toMatchObject({ flag: 'model' });
+  });
+});
+
+describe('the parser side', () => {
+  it('makes one yargs option per flag; flags with choices show them instead of a type', () => {
+    const options = workerYargsOptions();
+    expect(Object.keys(options)).toEqual(Object.values(WORKER_FLAGS).map((spec) => spec.flag));
+    expect(options.engine).toEqual({
+      choices: ENGINE_KINDS,
+      describe: 'Inference engine',
+      default: 'vllm',
+    });
+    expect(options['base-port']).toEqual({
+      type: 'number',
+      describe: 'Port of instance 0; i gets +i (0: any free ports)',
+      default: 8001,
+    });
+    expect(options.model).toEqual({ type: 'string', describe: 'Model path or hub id' });
+  });
+
+  it('reads flags by name, an absent one from its variable (a flag wins)', () => {
+    const argv = readWorkerArgv(
+      { model: 'm', 'base-port': 9000, 'job-id': '7', 'scheduler-url-file': undefined },
+      {
+        ES_SCHEDULER_URL: 'http://s:1',
+        ES_SCHEDULER_URL_FILE: '',
+        SLURM_JOB_ID: '42',
+        SLURM_RESTART_COUNT: '3',
+      },
+    );
+    expect(argv).toMatchObject({
+      model: 'm',
+      basePort: 9000,
+      jobId: '7',
+      schedulerUrl: 'http://s:1',
+      schedulerUrlFile: undefined,
+      restartCount: 3,
+    });
+  });
+
+  it('names a missing required flag and how to pass it', () => {
+    expect(missingWorkerFlag(readWorkerArgv({}))).toEqual({
+      flag: 'model',
+      message: '--model is required: pass --model <path or hub id>',
+    });
+    expect(missingWorkerFlag(readWorkerArgv({ model: 'm' }))).toBeUndefined();
+  });
+});
