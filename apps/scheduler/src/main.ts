@@ -3,9 +3,9 @@
  * status routes, all served on one port. No policy lives here.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { mountAdmin, type AdminApi } from '@es/admin';
@@ -19,7 +19,12 @@ import {
   type Reconciler,
   type Registry,
 } from '@es/pool';
-import { deriveKeys } from '@es/protocol';
+import {
+  deriveKeys,
+  removeSchedulerUrl,
+  schedulerUrlFilePath,
+  writeSchedulerUrl,
+} from '@es/protocol';
 import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
 import { createSlurmProvider } from '@es/slurm';
 import type { SchedulerSettings } from './config.js';
@@ -176,9 +181,8 @@ export async function startScheduler(
   };
   // Workers re-read this file (ES_SCHEDULER_URL_FILE) when the scheduler is unreachable, so
   // a scheduler requeued to another node or restarted on another port finds them again.
-  const urlFile = join(logDir, 'scheduler-url');
-  writeFileSync(`${urlFile}.${process.pid}.tmp`, `${ctx.schedulerUrl}\n`);
-  renameSync(`${urlFile}.${process.pid}.tmp`, urlFile);
+  const urlFile = schedulerUrlFilePath(logDir);
+  writeSchedulerUrl(urlFile, ctx.schedulerUrl);
   const reconciler = createReconciler({
     registry,
     provider,
@@ -308,12 +312,9 @@ export async function startScheduler(
       if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
       unsubscribe();
       admin.close();
-      // A stale URL would send workers and users to a scheduler that is gone.
-      try {
-        if (readFileSync(urlFile, 'utf8').trim() === ctx.schedulerUrl) rmSync(urlFile);
-      } catch {
-        // Already gone or replaced by a newer scheduler.
-      }
+      // A stale URL would send workers and users to a scheduler that is gone (a newer
+      // scheduler's URL stays).
+      removeSchedulerUrl(urlFile, ctx.schedulerUrl);
     })());
   return {
     url: server.url,

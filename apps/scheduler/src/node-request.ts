@@ -3,8 +3,7 @@
  * script (or the local provider) runs. Pure, so the exact argv is table-tested.
  */
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
-import { join } from 'node:path';
-import { buildWorkerArgv, buildWorkerEnv } from '@es/protocol';
+import { buildWorkerArgv, buildWorkerEnv, schedulerUrlFilePath } from '@es/protocol';
 import { shellQuote } from '@es/slurm';
 import type { DeploymentSettings } from './config.js';
 
@@ -76,7 +75,7 @@ export function workerRequest(d: DeploymentSettings, ctx: NodeRequestContext): N
     command: workerArgs(d, ctx),
     env: buildWorkerEnv({
       schedulerUrl: ctx.schedulerUrl,
-      schedulerUrlFile: join(ctx.logDir, 'scheduler-url'),
+      schedulerUrlFile: schedulerUrlFilePath(ctx.logDir),
       secretFile: ctx.secretFile,
       deployment: d.name,
     }),

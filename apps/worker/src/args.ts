@@ -1,8 +1,13 @@
-import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { WORKER_ENV, missingWorkerFlag, readWorkerArgv, workerYargsOptions } from '@es/protocol';
+import {
+  WORKER_ENV,
+  isHttpUrl,
+  missingWorkerFlag,
+  readSchedulerUrlSync,
+  readWorkerArgv,
+  workerYargsOptions,
+} from '@es/protocol';
 import type { WorkerArgv } from '@es/protocol';
-import { isHttpUrl } from '@es/worker';
 import yargs from 'yargs';
 
 /**
@@ -50,13 +55,10 @@ function defaultDeployment(servedModelName: string | undefined, model: string): 
   return (cleaned || 'model').slice(0, 63);
 }
 
-/** The first line of a file, trimmed; undefined when it cannot be read or is empty. */
-function firstLine(file: string): string | undefined {
-  try {
-    return readFileSync(file, 'utf8').split('\n')[0]?.trim() || undefined;
-  } catch {
-    return undefined;
-  }
+/** The URL file's first line (an invalid one too: the check below names it), if any. */
+function urlInFile(file: string): string | undefined {
+  const read = readSchedulerUrlSync(file);
+  return read.kind === 'url' ? read.url : read.kind === 'invalid' ? read.text : undefined;
 }
 
 /** The flag yargs' failure message is about (`Unknown arguments: gpus, x` names `gpus`). */
@@ -93,7 +95,7 @@ export async function parseWorkerArgs(
   const { schedulerUrlFile } = parsed;
   const schedulerUrl =
     parsed.schedulerUrl ??
-    (schedulerUrlFile === undefined ? undefined : firstLine(schedulerUrlFile));
+    (schedulerUrlFile === undefined ? undefined : urlInFile(schedulerUrlFile));
   if (!schedulerUrl) {
     throw new WorkerArgsError(
       'scheduler-url',

@@ -1,30 +1,22 @@
-import { readFileSync, statSync } from 'node:fs';
+import { WORKER_ENV, isSecretFileError, readSecret } from '@es/protocol';
 import type { WorkerLogger, WorkerOptions } from '@es/worker';
 import type { WorkerArgs } from './args.js';
 import { WorkerArgsError } from './args.js';
 
-/** Read the shared secret; `--secret-file` errors name the flag and the fix. */
-export function readSecret(file: string, logger: WorkerLogger): string {
-  let secret: string;
+/**
+ * Read the shared secret under the one secret policy of `@es/protocol` (owned by this
+ * user, unreadable by others, not empty); a refusal names `--secret-file` and the fix.
+ */
+export function readSecretFile(file: string): string {
   try {
-    secret = readFileSync(file, 'utf8');
-    // Same-user trust: anyone who can read the secret can impersonate workers.
-    if ((statSync(file).mode & 0o077) !== 0) {
-      logger.warn({ file }, `secret file ${file} is readable by others: chmod 600 ${file}`);
-    }
+    return readSecret(file);
   } catch (error) {
+    if (!isSecretFileError(error)) throw error;
     throw new WorkerArgsError(
       'secret-file',
-      `--secret-file ${file} cannot be read (${(error as Error).message}): pass the scheduler's secret file on the shared filesystem`,
+      `${error.message} (--secret-file, or ${WORKER_ENV.secretFile})`,
     );
   }
-  if (secret.trim() === '') {
-    throw new WorkerArgsError(
-      'secret-file',
-      `--secret-file ${file} is empty: pass the file the scheduler created`,
-    );
-  }
-  return secret;
 }
 
 /** Turn parsed flags into `@es/worker` options (reads the secret file). */
@@ -45,7 +37,7 @@ export function toWorkerOptions(args: WorkerArgs, logger: WorkerLogger): WorkerO
     ...(args.servedModelName === undefined ? {} : { servedModelName: args.servedModelName }),
     engineExtraArgs: args.engineExtraArgs,
     ...(args.engineBin === undefined ? {} : { engineBin: args.engineBin }),
-    ...(args.secretFile === undefined ? {} : { secret: readSecret(args.secretFile, logger) }),
+    ...(args.secretFile === undefined ? {} : { secret: readSecretFile(args.secretFile) }),
     ...(args.host === undefined ? {} : { host: args.host }),
     ...(args.logDir === undefined ? {} : { logDir: args.logDir }),
     drainGraceMs: args.drainGraceSeconds * 1000,

@@ -56,3 +56,21 @@ export type {
   WorkerFlagSpec,
   WorkerYargsOption,
 } from './worker-argv.js';
+export {
+  SCHEDULER_URL_FILE_NAME,
+  isHttpUrl,
+  readSchedulerUrl,
+  readSchedulerUrlSync,
+  removeSchedulerUrl,
+  schedulerUrlFilePath,
+  writeSchedulerUrl,
+} from './url-file.js';
+export type { SchedulerUrlRead } from './url-file.js';
+export {
+  MIN_SCHEDULER_SECRET_LENGTH,
+  SecretFileError,
+  isSecretFileError,
+  loadOrCreateSecret,
+  readSecret,
+} from './secret.js';
+export type { ReadSecretOptions, SecretFileErrorCode } from './secret.js';

@@ -1,0 +1,149 @@
+/**
+ * The shared secret file, one policy for both sides: the scheduler creates it (random,
+ * mode 0600, in an owner-only directory when it makes the directory) and both the
+ * scheduler and its workers read it only when it is a regular file owned by the current
+ * user and unreadable by anyone else. Trust is same-user (like munge): whoever reads the
+ * secret can pose as a worker, an engine's client or an admin.
+ */
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import { dirname } from 'node:path';
+
+/** The shortest secret the scheduler accepts as its own (it makes 64 characters). */
+export const MIN_SCHEDULER_SECRET_LENGTH = 16;
+
+/** Why a secret file was refused. */
+export type SecretFileErrorCode =
+  /** It does not exist or cannot be read (`cause` says why). */
+  | 'unreadable'
+  /** It is a directory or another non-regular file. */
+  | 'not_a_file'
+  /** Another user owns it. */
+  | 'wrong_owner'
+  /** Group or others may read or write it. */
+  | 'too_open'
+  /** It holds nothing, or fewer characters than asked for. */
+  | 'too_short';
+
+/** A secret file the policy refuses; the message names the file and the fix. */
+export class SecretFileError extends Error {
+  override readonly name = 'SecretFileError';
+  constructor(
+    readonly code: SecretFileErrorCode,
+    readonly file: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Whether `error` is a {@link SecretFileError}. */
+export function isSecretFileError(error: unknown): error is SecretFileError {
+  return error instanceof SecretFileError;
+}
+
+/** Options of {@link readSecret}. */
+export interface ReadSecretOptions {
+  /** Fewest characters (after trimming) accepted (default 1: not empty). */
+  minLength?: number;
+}
+
+function currentUid(): number | undefined {
+  return typeof process.getuid === 'function' ? process.getuid() : undefined;
+}
+
+/** The policy's checks on a file's metadata; throws the refusal. */
+function checkStats(file: string, stat: Stats): void {
+  if (!stat.isFile()) {
+    throw new SecretFileError(
+      'not_a_file',
+      file,
+      `secret file ${file} is not a regular file: pass the file the scheduler created`,
+    );
+  }
+  const uid = currentUid();
+  if (uid !== undefined && stat.uid !== uid) {
+    throw new SecretFileError(
+      'wrong_owner',
+      file,
+      `secret file ${file} belongs to uid ${stat.uid}, not to this user (uid ${uid}): ` +
+        'the scheduler and its workers must run as the same user; run as its owner, or give this user a secret of its own',
+    );
+  }
+  if ((stat.mode & 0o077) !== 0) {
+    throw new SecretFileError(
+      'too_open',
+      file,
+      `secret file ${file} is readable by other users (mode ${(stat.mode & 0o777).toString(8)}): run chmod 600 ${file}`,
+    );
+  }
+}
+
+/**
+ * Read the shared secret (trimmed), refusing a file that is not a regular file, belongs to
+ * another user, is open to group or others, or is empty.
+ * @throws {SecretFileError} whose message names the file and the fix.
+ * @example
+ * const { workerToken } = deriveKeys(readSecret(process.env.ES_SECRET_FILE));
+ */
+export function readSecret(file: string, options: ReadSecretOptions = {}): string {
+  let secret: string;
+  try {
+    checkStats(file, statSync(file));
+    secret = readFileSync(file, 'utf8').trim();
+  } catch (error) {
+    if (error instanceof SecretFileError) throw error;
+    throw new SecretFileError(
+      'unreadable',
+      file,
+      `secret file ${file} cannot be read (${(error as Error).message}): pass the scheduler's secret file (it creates <log dir>/secret)`,
+      { cause: error },
+    );
+  }
+  const minLength = options.minLength ?? 1;
+  if (secret.length < minLength) {
+    throw new SecretFileError(
+      'too_short',
+      file,
+      secret === ''
+        ? `secret file ${file} is empty: pass the file the scheduler created, or delete it to have the scheduler make a new one`
+        : `secret file ${file} holds fewer than ${minLength} characters: delete it to have a new one made`,
+    );
+  }
+  return secret;
+}
+
+/**
+ * The scheduler's side: create the secret when the file does not exist (64 random hex
+ * characters, mode 0600; a missing directory is made owner-only, 0700), then read it with
+ * {@link readSecret}, asking for at least {@link MIN_SCHEDULER_SECRET_LENGTH} characters.
+ * @throws {SecretFileError} when the existing file is refused.
+ */
+export function loadOrCreateSecret(file: string): string {
+  let exists = true;
+  try {
+    statSync(file);
+  } catch {
+    exists = false;
+  }
+  if (!exists) {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    try {
+      // `wx`: never overwrite a secret another scheduler wrote in the meantime.
+      writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+      chmodSync(file, 0o600); // whatever the umask
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new SecretFileError(
+          'unreadable',
+          file,
+          `secret file ${file} cannot be created (${(error as Error).message}): pass --secret-file in a directory this user can write`,
+          { cause: error },
+        );
+      }
+    }
+  }
+  return readSecret(file, { minLength: MIN_SCHEDULER_SECRET_LENGTH });
+}
