@@ -110,7 +110,7 @@ export async function startScheduler(
   // the reconciler exists.
   const app = new Hono();
   const admin = mountAdmin(app, {
-    registry,
+    events: registry,
     logDir,
     adminKey: settings.adminKey ?? keys.adminToken,
   });
@@ -205,9 +205,10 @@ export async function startScheduler(
   });
 
   let close: (closeOptions?: { cancelJobs?: boolean }) => Promise<void> = async () => undefined;
+  // The reconciler is the pool's operator (scale, drains) and the status's read model.
   const adminApi: AdminApi = admin.attach({
-    reconciler,
-    provider,
+    operator: reconciler,
+    readModel: reconciler,
     queueDepth: () => proxy.queueDepth(),
     stop: async ({ cancelJobs }) => {
       log.info(

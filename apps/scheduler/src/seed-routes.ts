@@ -3,11 +3,12 @@
  * scripts keep working: `GET /health`, `GET /cluster_status`, `GET /workers`.
  */
 import { Hono } from 'hono';
-import type { Registry, WorkerInfo } from '@es/pool';
+import type { DeploymentCatalog, WorkerDirectory, WorkerInfo } from '@es/pool';
 
-/** What the seed endpoints need besides the registry. */
+/** What the seed endpoints read. */
 export interface SeedStatusSource {
-  registry: Registry;
+  /** The workers and the deployments' configs (the registry; nothing here changes them). */
+  registry: WorkerDirectory & Pick<DeploymentCatalog, 'deploymentConfig' | 'deploymentConfigs'>;
   /** Jobs of each state the cluster last reported, over all deployments. */
   jobCounts(): { pending: number; running: number };
   /** Why a deployment is not growing, if it is not: a permanent error or a backoff. */

@@ -1,20 +1,23 @@
 import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
 import { getCookie, setCookie } from 'hono/cookie';
-import type { NodeProvider, Reconciler, Registry } from '@es/pool';
-import type { StatusResponse } from '@es/client';
+import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
+import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
 import { bearer, keyMatches } from './auth.js';
-import { AdminError } from './errors.js';
+import { AdminError, fromOperatorError } from './errors.js';
 import { findLogFile, tailFile } from './logs.js';
 import type { Metrics } from './metrics.js';
-import { drainJob, drainWorker, scaleDeployment } from './scale.js';
 import { buildStatus, createProgressTracker } from './status-view.js';
 
 /** Options of {@link createAdminApi}. */
 export interface AdminApiOptions {
-  registry: Registry;
-  reconciler: Reconciler;
-  /** Fed from the proxy and the registry by the caller (see `mountAdmin`). */
+  /** The pool's commands behind scale and drain (the scheduler's reconciler). */
+  operator: PoolOperator;
+  /** What the status, `/metrics` and the log look-up read (the scheduler's reconciler). */
+  readModel: PoolReadModel;
+  /** Lifecycle events: the events route and each job's progress (the registry). */
+  events: PoolEventFeed;
+  /** Fed from the proxy and the event log by the caller (see `mountAdmin`). */
   metrics: Metrics;
   /** Directory of the job logs (`<job name>-<job id>.out`). */
   logDir: string;
@@ -25,14 +28,10 @@ export interface AdminApiOptions {
   adminKey?: string;
   /** Serve `/metrics` without the admin key (default false). */
   publicMetrics?: boolean;
-  /** Cancels jobs for `POST /api/v1/admin/jobs/:id/drain`; without it a job drain only drains. */
-  provider?: NodeProvider;
   /** Requests waiting for capacity, per deployment (the proxy's `queueDepth`). */
   queueDepth?: () => Record<string, number>;
   /** `POST /api/v1/admin/stop`: called after the response is sent. */
   stop?: (options: { cancelJobs: boolean }) => unknown;
-  /** Grace for a job drain's in-flight requests before the cancel (default 60 000 ms). */
-  drainGraceMs?: number;
   /** Clock (default `Date.now`). */
   now?: () => number;
 }
@@ -41,7 +40,7 @@ export interface AdminApiOptions {
 export type AdminApi = Hono & {
   /** The current status (what `GET /api/v1/admin/status` answers). */
   status(): StatusResponse;
-  /** Stop listening to the registry. */
+  /** Stop listening to the event log. */
   close(): void;
 };
 
@@ -73,22 +72,34 @@ function errorBody(error: AdminError) {
 
 /**
  * The admin/status API, `/metrics` and the dashboard, as one Hono app.
+ * An HTTP edge only: scaling and drains are the operator's operations, the status its read
+ * model's, so the routes validate, call and answer.
  * @example
  * const metrics = createMetrics();
- * const admin = createAdminApi({ registry, reconciler, metrics, logDir: 'logs', adminKey });
+ * const admin = createAdminApi({ operator: reconciler, readModel: reconciler,
+ *   events: registry, metrics, logDir: 'logs', adminKey });
  * app.route('/', admin);
  */
 export function createAdminApi(options: AdminApiOptions): AdminApi {
-  const { registry, reconciler, metrics, adminKey } = options;
+  const { operator, readModel, events, metrics, adminKey } = options;
   const now = options.now ?? Date.now;
   const startedAt = now();
   const progress = createProgressTracker();
-  for (const event of registry.recentEvents()) progress.observeEvent(event);
-  const unsubscribe = registry.on((event) => progress.observeEvent(event));
+  for (const event of events.recentEvents()) progress.observeEvent(event);
+  const unsubscribe = events.on((event) => progress.observeEvent(event));
+
+  /** Run an operator command; its refusals answer with the route's parameter names. */
+  const operate = async <T>(run: () => T | Promise<T>, params: Record<string, string>) => {
+    try {
+      return await run();
+    } catch (error) {
+      throw fromOperatorError(error, params);
+    }
+  };
 
   const status = (): StatusResponse => {
     const at = now();
-    const raw = reconciler.status();
+    const raw = readModel.status();
     progress.observeStatus(raw, at);
     return buildStatus({
       status: raw,
@@ -161,32 +172,35 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   app.get('/api/v1/admin/status', (c) => c.json(status()));
   app.get('/api/v1/admin/events', (c) => {
     const limit = Number(c.req.query('limit') ?? 200);
-    return c.json({ events: registry.recentEvents(Number.isFinite(limit) ? limit : 200) });
+    return c.json({ events: events.recentEvents(Number.isFinite(limit) ? limit : 200) });
   });
   app.get('/api/v1/admin/series', (c) => c.json(metrics.series()));
 
   app.post('/api/v1/admin/deployments/:name/scale', async (c) => {
     const body = (await c.req.json().catch(() => ({}))) as { maxNodes?: unknown };
-    return c.json(
-      await scaleDeployment(registry, reconciler, c.req.param('name'), Number(body.maxNodes)),
+    const name = c.req.param('name');
+    const scaled: ScaleResponse = await operate(
+      () => operator.setMaxNodes(name, Number(body.maxNodes)),
+      { deployment: 'name', maxNodes: 'maxNodes' },
     );
+    return c.json(scaled);
   });
-  app.post('/api/v1/admin/workers/:id/drain', (c) =>
-    c.json(drainWorker(registry, c.req.param('id'))),
-  );
-  app.post('/api/v1/admin/jobs/:id/drain', (c) => {
-    const jobId = c.req.param('id');
-    if (options.provider === undefined) {
-      registry.drainJob(jobId, 'drained by an operator');
-      return c.json({ drained: registry.job(jobId)?.workerIds ?? [] });
-    }
-    const drainOptions: Parameters<typeof drainJob>[3] = {};
-    if (options.drainGraceMs !== undefined) drainOptions.graceMs = options.drainGraceMs;
-    return c.json(drainJob(registry, options.provider, jobId, drainOptions));
+  app.post('/api/v1/admin/workers/:id/drain', async (c) => {
+    const id = c.req.param('id');
+    const drained: DrainResponse = await operate(() => operator.drainWorker(id), {
+      workerId: 'id',
+    });
+    return c.json(drained);
+  });
+  // Drained now; the reconciler cancels the job once idle and replaces it.
+  app.post('/api/v1/admin/jobs/:id/drain', async (c) => {
+    const id = c.req.param('id');
+    const drained: DrainResponse = await operate(() => operator.drainJob(id), { jobId: 'id' });
+    return c.json(drained);
   });
 
   app.get('/api/v1/admin/logs/:id', async (c) => {
-    const file = await findLogFile(registry, options.logDir, c.req.param('id'));
+    const file = await findLogFile(readModel, options.logDir, c.req.param('id'));
     const since = c.req.query('since');
     const bytes = c.req.query('bytes');
     const tail: { since?: number; bytes?: number } = {};

@@ -1,3 +1,5 @@
+import { PoolError, type PoolErrorCode } from '@es/pool';
+
 /** Error codes of the admin API. */
 export type AdminErrorCode =
   | 'unauthorized'
@@ -35,4 +37,28 @@ export class AdminError extends Error {
     this.status = STATUS[code];
     this.param = options.param ?? null;
   }
+}
+
+/** The admin codes of the refusals a `PoolOperator` throws (`PoolError` codes). */
+const FROM_OPERATOR: Partial<Record<PoolErrorCode, AdminErrorCode>> = {
+  unknown_deployment: 'unknown_deployment',
+  unknown_worker: 'unknown_worker',
+  unknown_job: 'unknown_job',
+  invalid_request: 'bad_request',
+};
+
+/**
+ * An operator's refusal as the admin API answers it: same message, the admin code, and the
+ * route's own name of the parameter (`params` maps the operator's, e.g. `{ jobId: 'id' }`).
+ * Anything else is returned as it is (a 500).
+ */
+export function fromOperatorError(error: unknown, params: Record<string, string>): unknown {
+  if (!(error instanceof PoolError)) return error;
+  const code = FROM_OPERATOR[error.code];
+  if (code === undefined) return error;
+  const param = error.param === undefined ? undefined : (params[error.param] ?? error.param);
+  return new AdminError(code, error.message, {
+    ...(param === undefined ? {} : { param }),
+    cause: error,
+  });
 }

@@ -7,7 +7,5 @@ export { createMetrics } from './metrics.js';
 export type { Metrics, MetricsOptions, ProviderCallOutcome, ProviderOperation } from './metrics.js';
 export { mountAdmin } from './mount.js';
 export type { AdminAttachment, MountAdminOptions, MountedAdmin } from './mount.js';
-export { drainJob, drainWorker, scaleDeployment } from './scale.js';
-export type { DrainJobOptions } from './scale.js';
 export { buildStatus, createProgressTracker, progressLine } from './status-view.js';
 export type { ProgressTracker, StatusInput } from './status-view.js';

@@ -1,6 +1,6 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Registry } from '@es/pool';
+import type { PoolReadModel } from '@es/pool';
 import type { LogsResponse } from '@es/client';
 import { AdminError } from './errors.js';
 
@@ -11,11 +11,15 @@ const MAX_BYTES = 1024 * 1024;
  * The log file of a worker (the engine log it registered) or of a job (its batch output
  * `<job name>-<job id>.out` in the scheduler's log directory).
  */
-export async function findLogFile(registry: Registry, logDir: string, id: string): Promise<string> {
+export async function findLogFile(
+  workers: Pick<PoolReadModel, 'worker'>,
+  logDir: string,
+  id: string,
+): Promise<string> {
   if (!SAFE_ID.test(id)) {
     throw new AdminError('bad_request', `not a job or worker id: ${id}`, { param: 'id' });
   }
-  const worker = registry.worker(id);
+  const worker = workers.worker(id);
   if (worker !== undefined) {
     if (worker.logFile === undefined) {
       throw new AdminError('no_log', `worker ${id} did not report a log file`, { param: 'id' });

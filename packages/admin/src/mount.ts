@@ -1,5 +1,5 @@
 import type { Context, Hono } from 'hono';
-import type { NodeProvider, PoolEvent, Reconciler, Registry } from '@es/pool';
+import type { NodeProvider, PoolEvent, PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { ProxyRequestRecord } from '@es/proxy';
 import { createAdminApi, type AdminApi } from './api.js';
 import { AdminError } from './errors.js';
@@ -8,7 +8,8 @@ import { createMetrics, type Metrics, type MetricsOptions } from './metrics.js';
 
 /** Options of {@link mountAdmin}. */
 export interface MountAdminOptions {
-  registry: Registry;
+  /** Lifecycle events, counted in `/metrics` from the start (the registry). */
+  events: PoolEventFeed;
   /** Directory of the job logs. */
   logDir: string;
   /** Admin key (`--admin-key`, else the admin token derived from the secret). */
@@ -16,15 +17,14 @@ export interface MountAdminOptions {
   /** Serve `/metrics` without the admin key (default false). */
   publicMetrics?: boolean;
   metrics?: MetricsOptions;
-  /** Grace for a job drain's in-flight requests before the cancel (default 60 000 ms). */
-  drainGraceMs?: number;
 }
 
 /** What `attach` needs once the reconciler exists. */
 export interface AdminAttachment {
-  reconciler: Reconciler;
-  /** Lets `POST /api/v1/admin/jobs/:id/drain` cancel the drained job. */
-  provider?: NodeProvider;
+  /** Scale and drains (the reconciler). */
+  operator: PoolOperator;
+  /** The status (the reconciler). */
+  readModel: PoolReadModel;
   /** The proxy's `queueDepth`. */
   queueDepth?: () => Record<string, number>;
   /** `POST /api/v1/admin/stop` calls it (e.g. the scheduler's `close`, then exit). */
@@ -46,18 +46,19 @@ export interface MountedAdmin {
 
 /**
  * Mount `/api/v1/admin/*`, `/metrics` and `/dashboard` on the scheduler's app now (before the
- * server starts; Hono's router is frozen by the first request) and `attach` the reconciler
- * once it exists.
+ * server starts; Hono's router is frozen by the first request) and `attach` the operator and
+ * read model (the reconciler) once they exist.
  * @example
- * const admin = mountAdmin(app, { registry, logDir, adminKey });
+ * const admin = mountAdmin(app, { events: registry, logDir, adminKey });
  * const provider = admin.instrumentProvider(createSlurmProvider({}));
  * const proxy = createProxyApp({ pool: registry, onRequestComplete: admin.onRequestComplete });
  * // ... server, reconciler ...
- * admin.attach({ reconciler, provider, queueDepth: () => proxy.queueDepth(), stop });
+ * admin.attach({ operator: reconciler, readModel: reconciler,
+ *   queueDepth: () => proxy.queueDepth(), stop });
  */
 export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin {
   const metrics = createMetrics(options.metrics);
-  const unsubscribe = options.registry.on((event: PoolEvent) => metrics.observeEvent(event));
+  const unsubscribe = options.events.on((event: PoolEvent) => metrics.observeEvent(event));
   let api: AdminApi | undefined;
   const handler = (c: Context) => {
     if (api === undefined) {
@@ -79,15 +80,14 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
     attach(attachment) {
       api?.close();
       const apiOptions: Parameters<typeof createAdminApi>[0] = {
-        registry: options.registry,
-        reconciler: attachment.reconciler,
+        operator: attachment.operator,
+        readModel: attachment.readModel,
+        events: options.events,
         metrics,
         logDir: options.logDir,
       };
       if (options.adminKey !== undefined) apiOptions.adminKey = options.adminKey;
       if (options.publicMetrics !== undefined) apiOptions.publicMetrics = options.publicMetrics;
-      if (options.drainGraceMs !== undefined) apiOptions.drainGraceMs = options.drainGraceMs;
-      if (attachment.provider !== undefined) apiOptions.provider = attachment.provider;
       if (attachment.queueDepth !== undefined) apiOptions.queueDepth = attachment.queueDepth;
       if (attachment.stop !== undefined) apiOptions.stop = attachment.stop;
       api = createAdminApi(apiOptions);

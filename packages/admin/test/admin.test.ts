@@ -1,312 +1,411 @@
 /**
- * The admin API, `/metrics` and the `es` CLI against a running in-process scheduler (local
- * provider, real apps/worker processes, mock engines). CLI commands run through `runCli`
- * (the bin's code) and once as the built `es` binary.
+ * The admin API as an HTTP edge over the pool's roles: every route through `app.request()`
+ * (no socket, no process) against a fake operator, read model and event log. What the
+ * commands do to a cluster is tested in `@es/pool` (the reconciler) and end to end with
+ * real workers in `apps/scheduler/test/admin.e2e.test.ts`.
  */
-import { execFile } from 'node:child_process';
-import { appendFileSync, existsSync, readdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, type StatusResponse } from '@es/client';
+import { Hono } from 'hono';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { DrainResponse, LogsResponse, ScaleResponse, StatusResponse } from '@es/client';
 import {
-  adminStatus,
-  esCli,
-  metric,
-  readyWorkers,
-  scrape,
-  startTestScheduler,
-  until,
-  type TestScheduler,
-} from './harness.js';
+  createAdminApi,
+  createMetrics,
+  mountAdmin,
+  type AdminApi,
+  type AdminApiOptions,
+  type Metrics,
+} from '../src/index.js';
+import { createFakePool, metric, type FakePool } from './fake-pool.js';
 
-const ES_CLI = fileURLToPath(new URL('../../client/dist/cli.mjs', import.meta.url));
+const KEY = 'admin-test-key';
+const auth = { authorization: `Bearer ${KEY}` };
 
-let s: TestScheduler;
+let pool: FakePool;
+let metrics: Metrics;
+let api: AdminApi;
+let dir: string;
+let stopped: { cancelJobs: boolean }[];
 
-beforeAll(async () => {
-  s = await startTestScheduler({ maxNodes: 2 });
-  // 2 local nodes × (4 GPUs / TP 2) = 4 engine instances.
-  await until(readyWorkers(s, 4), '4 ready workers');
-}, 60_000);
+function start(extra: Partial<AdminApiOptions> = {}): AdminApi {
+  api?.close();
+  api = createAdminApi({
+    operator: pool.operator,
+    readModel: pool.readModel,
+    events: pool.events,
+    metrics,
+    logDir: join(dir, 'logs'),
+    adminKey: KEY,
+    queueDepth: () => ({ mock: 3 }),
+    stop: (o) => void stopped.push(o),
+    ...extra,
+  });
+  return api;
+}
 
-afterAll(async () => {
-  await s?.close();
+beforeEach(() => {
+  pool = createFakePool();
+  metrics = createMetrics({ defaultMetrics: false });
+  dir = mkdtempSync(join(tmpdir(), 'es-admin-unit-'));
+  stopped = [];
+  start();
 });
 
-const es = (...argv: string[]) => esCli(s, ...argv);
+afterEach(() => {
+  api.close();
+  metrics.close();
+  rmSync(dir, { recursive: true, force: true });
+});
 
-describe('admin API and es CLI', () => {
-  it('refuses the admin routes without the admin key', async () => {
-    for (const path of ['/api/v1/admin/status', '/api/v1/admin/events', '/metrics']) {
-      const res = await fetch(`${s.url}${path}`);
-      expect(res.status, path).toBe(401);
-      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
-      const wrong = await fetch(`${s.url}${path}`, { headers: { authorization: 'Bearer nope' } });
-      expect(wrong.status, path).toBe(401);
+const get = (path: string, headers: Record<string, string> = auth) =>
+  api.request(path, { headers });
+const post = (path: string, body?: unknown, headers: Record<string, string> = auth) =>
+  api.request(path, {
+    method: 'POST',
+    headers: { ...headers, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+const errorOf = async (res: Response) =>
+  ((await res.json()) as { error: Record<string, unknown> }).error;
+
+describe('admin key', () => {
+  it('refuses every route without it or with a wrong one, in the OpenAI error shape', async () => {
+    const routes: [string, 'GET' | 'POST'][] = [
+      ['/api/v1/admin/status', 'GET'],
+      ['/api/v1/admin/events', 'GET'],
+      ['/api/v1/admin/series', 'GET'],
+      ['/api/v1/admin/logs/1', 'GET'],
+      ['/metrics', 'GET'],
+      ['/api/v1/admin/deployments/mock/scale', 'POST'],
+      ['/api/v1/admin/workers/1.0.0/drain', 'POST'],
+      ['/api/v1/admin/jobs/1/drain', 'POST'],
+      ['/api/v1/admin/stop', 'POST'],
+    ];
+    for (const [path, method] of routes) {
+      for (const headers of [{}, { authorization: 'Bearer nope' }] as Record<string, string>[]) {
+        const res = await api.request(path, { method, headers });
+        expect(res.status, `${method} ${path}`).toBe(401);
+        expect(await errorOf(res)).toEqual({
+          message:
+            'admin key required: send Authorization: Bearer <admin key> (es: --admin-key or ES_ADMIN_KEY)',
+          type: 'authentication_error',
+          param: null,
+          code: 'unauthorized',
+        });
+      }
     }
-    const cli = await runCli(['status'], {
-      stdout: () => undefined,
-      stderr: (t) => expect(t).toMatch(/admin key.*--admin-key or set ES_ADMIN_KEY/),
-      env: { ES_SCHEDULER_URL: s.url },
-    });
-    expect(cli).toBe(1);
+    expect(pool.calls).toEqual([]);
+    expect(stopped).toEqual([]);
   });
 
-  it('es status prints deployments, nodes with state and time left, workers with GPU slices', async () => {
-    await until(async () => {
-      const st = await adminStatus(s);
-      return st.deployments[0]?.jobs.every((j) => j.progressLine.includes('ready'))
-        ? st
-        : undefined;
-    }, 'every job ready in its progress line');
-    const { code, stdout } = await es('status');
-    expect(code).toBe(0);
-    const lines = stdout.split('\n');
-    expect(lines[0]).toMatch(/^scheduler adm\d+ \(local\)/);
-    expect(stdout).toMatch(/^DEPLOYMENT\s+READY\s+JOBS\s+MAX\s+QUEUED/m);
-    expect(stdout).toMatch(/^mock\s+4\/4\s+2\s+2\s+0/m);
-    expect(stdout).toMatch(/^JOB\s+DEPLOYMENT\s+STATE\s+NODE\s+LEFT\s+RESTARTS\s+AGE\s+PROGRESS/m);
-    const jobRows = lines.filter((l) => /^\S+\s+mock\s+RUNNING\s/.test(l));
-    expect(jobRows).toHaveLength(2);
-    for (const row of jobRows)
-      expect(row).toMatch(/PENDING.* → RUNNING \d+s → loading \d+s → ready/);
-    expect(stdout).toMatch(/^WORKER\s+JOB\s+NODE\s+STATE\s+GPUS\s+LOAD/m);
-    const workerRows = lines.filter((l) => /\sready\s+(0-1|2-3)\s+0 in-flight/.test(l));
-    expect(workerRows).toHaveLength(4);
-    // Columns line up: every worker row has its GPUS column where the header has it.
-    const header = lines.find((l) => l.startsWith('WORKER')) ?? '';
-    for (const row of workerRows) {
-      expect(
-        row.slice(header.indexOf('GPUS')).startsWith('0-1') ||
-          row.slice(header.indexOf('GPUS')).startsWith('2-3'),
-      ).toBe(true);
+  it('serves /metrics without the key with publicMetrics, and everything without a key set', async () => {
+    start({ publicMetrics: true });
+    expect((await get('/metrics', {})).status).toBe(200);
+    expect((await get('/api/v1/admin/status', {})).status).toBe(401);
+    const { adminKey: _, ...open } = {
+      operator: pool.operator,
+      readModel: pool.readModel,
+      events: pool.events,
+      metrics,
+      logDir: dir,
+      adminKey: KEY,
+    };
+    api.close();
+    api = createAdminApi(open);
+    expect((await get('/api/v1/admin/status', {})).status).toBe(200);
+  });
+
+  it('the dashboard takes the key once in the URL, then a cookie that reads but never acts', async () => {
+    expect((await get('/dashboard', {})).status).toBe(401);
+    expect(await (await get('/dashboard', {})).text()).toMatch(/name="key"/);
+    expect((await get('/dashboard?key=wrong', {})).status).toBe(401);
+    const signIn = await get(`/dashboard?key=${KEY}`, {});
+    expect(signIn.status).toBe(303);
+    expect(signIn.headers.get('location')).toBe('/dashboard');
+    const cookie = signIn.headers.get('set-cookie') ?? '';
+    expect(cookie).toMatch(/^es_admin_key=admin-test-key; Path=\/; HttpOnly; SameSite=Strict$/);
+    const jar = { cookie: cookie.split(';')[0] ?? '' };
+    const page = await get('/dashboard', jar);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toMatch(/<title>/);
+    expect((await get('/api/v1/admin/status', jar)).status).toBe(200);
+    expect((await post('/api/v1/admin/stop', {}, jar)).status).toBe(401);
+    expect((await post('/api/v1/admin/jobs/1/drain', {}, jar)).status).toBe(401);
+    expect(stopped).toEqual([]);
+    expect(pool.calls).toEqual([]);
+  });
+});
+
+describe('status and events', () => {
+  it('answers the read model in the wire format, with progress from the events and the queue', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(1_000_000);
+      start();
+      pool.emit({ type: 'submitted', deployment: 'mock', jobId: '7' });
+      vi.setSystemTime(1_040_000);
+      pool.emit({ type: 'running', deployment: 'mock', jobId: '7' });
+      pool.addJob('7', 2, 'loading', { firstSeen: 1_000_000, timeLeftSeconds: 600 });
+      pool.emit({ type: 'registered', deployment: 'mock', jobId: '7', workerId: '7.0.0' });
+      vi.setSystemTime(1_055_000);
+      pool.setWorkers('7', 'ready');
+      pool.emit({ type: 'ready', deployment: 'mock', jobId: '7', workerId: '7.0.0' });
+      pool.addJob('8', 0, 'ready', { state: 'PENDING', reason: 'Priority', nodes: '' });
+      vi.setSystemTime(1_060_000);
+      const res = await get('/api/v1/admin/status');
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as StatusResponse;
+      expect(body).toMatchObject({ schedulerId: 'fake', provider: 'local', running: true });
+      const d = body.deployments[0]!;
+      expect(d).toMatchObject({ name: 'mock', maxNodes: 2, readyWorkers: 2, queued: 3 });
+      expect(d.jobs.map((j) => [j.jobId, j.state, j.progressLine])).toEqual([
+        ['7', 'RUNNING', 'PENDING 40s → RUNNING 0s → loading 15s → ready'],
+        // Seen pending for the first time: it has waited its age.
+        ['8', 'PENDING', 'PENDING(Priority) 5s'],
+      ]);
+      expect(d.jobs[0]).toMatchObject({ timeLeftSeconds: 600, workerIds: ['7.0.0', '7.0.1'] });
+      expect(d.workers.map((w) => [w.id, w.state, w.gpus, w.requestErrors])).toEqual([
+        ['7.0.0', 'ready', [0, 1], 0],
+        ['7.0.1', 'ready', [2, 3], 0],
+      ]);
+      // The status the app serves and the one it hands the scheduler are the same.
+      expect(api.status()).toEqual(body);
+    } finally {
+      vi.useRealTimers();
     }
-
-    const json = await es('status', '--json');
-    const parsed = JSON.parse(json.stdout) as StatusResponse;
-    expect(parsed.deployments[0]?.workers.filter((w) => w.state === 'ready')).toHaveLength(4);
-    expect(parsed.deployments[0]?.jobs[0]?.progress.map((p) => p.phase)).toEqual([
-      'pending',
-      'running',
-      'loading',
-      'ready',
-    ]);
   });
 
-  it('es workers and es jobs list what is running', async () => {
-    const workers = await es('workers');
-    expect(workers.code).toBe(0);
-    expect(workers.stdout.split('\n').filter((l) => /\sready\s/.test(l))).toHaveLength(4);
-    const jobs = await es('jobs', '--json');
-    const list = JSON.parse(jobs.stdout) as { state: string; workerIds: string[] }[];
-    expect(list.map((j) => j.state)).toEqual(['RUNNING', 'RUNNING']);
-    expect(list.every((j) => j.workerIds.length === 2)).toBe(true);
-  });
-
-  it('counts requests, tokens and TTFB in /metrics and /api/v1/admin/series', async () => {
-    const before = await scrape(s);
-    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    for (let i = 0; i < 6; i++) {
-      await client.chat.completions.create({
-        model: 'mock-model',
-        messages: [{ role: 'user', content: `hello ${i}` }],
-        max_tokens: 4,
-      });
+  it('lists the recent events, oldest first, at most `limit`', async () => {
+    for (const type of ['submitted', 'running', 'ready'] as const) {
+      pool.emit({ type, deployment: 'mock', jobId: '7' });
     }
-    const after = await scrape(s);
-    const labels = { deployment: 'mock', status: '200', route: '/v1/chat/completions' };
-    expect(
-      metric(after, 'es_requests_total', labels) - metric(before, 'es_requests_total', labels),
-    ).toBe(6);
-    expect(
-      metric(after, 'es_tokens_total', { deployment: 'mock', direction: 'out' }) -
-        metric(before, 'es_tokens_total', { deployment: 'mock', direction: 'out' }),
-    ).toBe(24);
-    expect(
-      metric(after, 'es_time_to_first_byte_seconds_count', { deployment: 'mock' }),
-    ).toBeGreaterThanOrEqual(6);
-    expect(metric(after, 'es_workers', { deployment: 'mock', state: 'ready' })).toBe(4);
-    expect(metric(after, 'es_jobs', { deployment: 'mock', state: 'RUNNING' })).toBe(2);
-    expect(metric(after, 'es_provider_calls_total', { operation: 'submit', outcome: 'ok' })).toBe(
-      2,
-    );
-    expect(
-      metric(after, 'es_provider_calls_total', { operation: 'list', outcome: 'ok' }),
-    ).toBeGreaterThan(0);
-    expect(after).toMatch(/^es_nodejs_eventloop_lag_seconds \d/m);
-
-    const series = await until(async () => {
-      const res = await fetch(`${s.url}/api/v1/admin/series`, {
-        headers: { authorization: `Bearer ${s.adminKey}` },
-      });
-      const body = (await res.json()) as {
-        samples: { requestsPerSecond: number; tokensPerSecond: number; ttfbMs?: number }[];
-      };
-      return body.samples.some((x) => x.requestsPerSecond > 0) ? body : undefined;
-    }, 'a traffic sample');
-    const busy = series.samples.filter((x) => x.requestsPerSecond > 0);
-    expect(busy.reduce((sum, x) => sum + x.tokensPerSecond, 0)).toBeGreaterThan(0);
-    expect(busy.every((x) => x.ttfbMs !== undefined && x.ttfbMs >= 0)).toBe(true);
+    const all = (await (await get('/api/v1/admin/events')).json()) as {
+      events: { type: string }[];
+    };
+    expect(all.events.map((e) => e.type)).toEqual(['submitted', 'running', 'ready']);
+    const two = (await (await get('/api/v1/admin/events?limit=2')).json()) as {
+      events: { type: string }[];
+    };
+    expect(two.events.map((e) => e.type)).toEqual(['running', 'ready']);
   });
+});
 
-  it('es logs tails an engine log and a job log', async () => {
-    const worker = s.registry.workers('mock').find((w) => w.state === 'ready');
-    expect(worker?.logFile).toBeDefined();
-    const engine = await es('logs', worker?.id ?? '');
-    expect(engine.code).toBe(0);
-    expect(engine.stdout.length).toBeGreaterThan(0);
-    const job = await es('logs', worker?.jobId ?? '');
-    expect(job.code).toBe(0);
-    expect(job.stdout).toMatch(/\S/);
-    const missing = await es('logs', 'no-such-job');
-    expect(missing.code).toBe(1);
-    expect(missing.stderr).toMatch(/no worker no-such-job and no job log/);
-  });
-
-  it('es dashboard prints the URL to open once, key included', async () => {
-    const { code, stdout } = await es('dashboard');
-    expect(code).toBe(0);
-    expect(stdout).toBe(`${s.url}/dashboard?key=${encodeURIComponent(s.adminKey)}\n`);
-  });
-
-  it('es status --watch redraws in place until interrupted', async () => {
-    const controller = new AbortController();
-    let stdout = '';
-    let frames = 0;
-    const code = await runCli(['status', '--watch', '--interval', '0.2'], {
-      stdout: (t) => {
-        stdout += t;
-        frames += 1;
-        if (frames === 3) controller.abort();
-      },
-      stderr: () => undefined,
-      env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
-      signal: controller.signal,
-      isTTY: true,
+describe('scale and drains: the operator behind HTTP', () => {
+  it('scales through the operator and answers its result', async () => {
+    pool.cancelOnScale = ['12'];
+    const res = await post('/api/v1/admin/deployments/mock/scale', { maxNodes: 1 });
+    expect(res.status).toBe(200);
+    expect((await res.json()) as ScaleResponse).toEqual({
+      deployment: 'mock',
+      previousMaxNodes: 2,
+      maxNodes: 1,
+      cancelled: ['12'],
     });
-    expect(code).toBe(0);
-    const screens = stdout.split('\x1b[H\x1b[2J').filter((x) => x !== '');
-    expect(screens).toHaveLength(3);
-    for (const screen of screens) expect(screen).toMatch(/^DEPLOYMENT\s+READY/m);
+    expect(pool.calls).toEqual(['setMaxNodes(mock, 1)']);
   });
 
-  it('es logs --follow prints what is appended to a job log', async () => {
-    const worker = s.registry.workers('mock').find((w) => w.state === 'ready');
-    const file = readdirSync(s.logDir).find((n) => n.endsWith(`-${worker?.jobId ?? ''}.out`));
-    expect(file).toBeDefined();
-    const controller = new AbortController();
-    let stdout = '';
-    const done = runCli(['logs', worker?.jobId ?? '', '--follow'], {
-      stdout: (t) => {
-        stdout += t;
-        if (stdout.includes('follow-marker-2')) controller.abort();
-      },
-      stderr: () => undefined,
-      env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
-      signal: controller.signal,
-    });
-    await until(() => (stdout.length > 0 ? true : undefined), 'the tail');
-    appendFileSync(join(s.logDir, file ?? ''), 'follow-marker-1\nfollow-marker-2\n');
-    expect(await done).toBe(0);
-    expect(stdout.indexOf('follow-marker-1')).toBeGreaterThan(0);
-    expect(stdout.match(/follow-marker-1/g)).toHaveLength(1);
-  });
-
-  it('counts a preemption and its replacement; the events show both', async () => {
-    const before = await scrape(s);
-    const victim = (await adminStatus(s)).deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
-    expect(victim).toBeDefined();
-    expect(s.local?.preempt(victim?.jobId ?? '')).toBe(true);
-    await until(async () => {
-      const text = await scrape(s);
-      return metric(text, 'es_preemptions_total', { deployment: 'mock' }) >
-        metric(before, 'es_preemptions_total', { deployment: 'mock' }) &&
-        metric(text, 'es_replacements_total', { deployment: 'mock' }) >
-          metric(before, 'es_replacements_total', { deployment: 'mock' })
-        ? text
-        : undefined;
-    }, 'preemption and replacement counted');
-    const events = await es('events', '--json');
-    const list = JSON.parse(events.stdout) as { type: string; jobId?: string }[];
-    expect(list.some((e) => e.type === 'preempted' && e.jobId === victim?.jobId)).toBe(true);
-    expect(list.some((e) => e.type === 'replaced' && e.jobId === victim?.jobId)).toBe(true);
-    await until(readyWorkers(s, 4), '4 ready workers again');
-  });
-
-  it('es drain <worker> takes it out of routing; es drain <job> cancels it and it is replaced', async () => {
-    const [first] = readyWorkers(s, 4)() ?? [];
-    const drained = await es('drain', first ?? '');
-    expect(drained.stdout).toBe(`worker ${first} draining\n`);
-    expect(s.registry.worker(first ?? '')?.state).toBe('draining');
-    expect(s.registry.routable('mock').map((w) => w.id)).not.toContain(first);
-
-    const jobId = s.registry.worker(first ?? '')?.jobId ?? '';
-    const job = await es('drain', jobId);
-    expect(job.stdout).toMatch(
-      new RegExp(`^job ${jobId}: draining 2 worker\\(s\\); it is cancelled once idle`),
-    );
-    await until(async () => {
-      const st = await adminStatus(s);
-      const jobs = st.deployments[0]?.jobs ?? [];
-      const live = jobs.filter((j) => j.state === 'RUNNING' && j.jobId !== jobId);
-      return live.length === 2 && st.deployments[0]?.readyWorkers === 4 ? st : undefined;
-    }, 'the drained job replaced');
-  });
-
-  it('es scale lowers max nodes at once, cancelling the surplus', async () => {
-    const result = await es('scale', 'mock', '--max-nodes', '1');
-    expect(result.code).toBe(0);
-    expect(result.stdout).toMatch(/^mock: max nodes 2 → 1; cancelled \S+\n$/);
-    const st = await adminStatus(s);
-    expect(st.deployments[0]?.maxNodes).toBe(1);
-    await until(async () => {
-      const now = await adminStatus(s);
-      const running = now.deployments[0]?.jobs.filter((j) => j.state === 'RUNNING') ?? [];
-      return running.length === 1 ? now : undefined;
-    }, 'one running job');
-    const bad = await es('scale', 'nope', '--max-nodes', '1');
-    expect(bad.code).toBe(1);
-    expect(bad.stderr).toMatch(/deployment nope is not served here/);
-  });
-
-  it('the built es binary finds the scheduler by env and derives the key from the secret file', async () => {
-    expect(existsSync(ES_CLI), 'pnpm --filter @es/client build').toBe(true);
-    const run = promisify(execFile);
-    const { stdout } = await run(process.execPath, [ES_CLI, 'workers'], {
-      env: {
-        ...process.env,
-        ES_SCHEDULER_URL: s.url,
-        ES_SECRET_FILE: s.secretFile,
-        ES_ADMIN_KEY: '',
-      },
-    });
-    expect(stdout).toMatch(/^WORKER\s+JOB/);
-    const down = await run(
-      process.execPath,
-      [ES_CLI, 'status', '--scheduler-url', 'http://127.0.0.1:9'],
+  it.each<[string, string, unknown, number, Record<string, unknown>]>([
+    [
+      'an unknown deployment',
+      'nope',
+      { maxNodes: 1 },
+      404,
       {
-        env: { ...process.env, ES_ADMIN_KEY: 'x' },
+        message: 'deployment nope is not served here',
+        param: 'name',
+        code: 'unknown_deployment',
       },
-    ).then(
-      () => ({ code: 0, stderr: '' }),
-      (error: { code: number; stderr: string }) => error,
-    );
-    expect(down.code).toBe(1);
-    expect(down.stderr).toMatch(
-      /scheduler not reachable at http:\/\/127\.0\.0\.1:9: is it running\? Start it with `bash scripts\/run\.sh`/,
-    );
+    ],
+    [
+      'a negative maxNodes',
+      'mock',
+      { maxNodes: -1 },
+      400,
+      {
+        message: 'maxNodes must be an integer >= 0, got -1',
+        param: 'maxNodes',
+        code: 'bad_request',
+      },
+    ],
+    [
+      'a fractional maxNodes',
+      'mock',
+      { maxNodes: 1.5 },
+      400,
+      {
+        message: 'maxNodes must be an integer >= 0, got 1.5',
+        param: 'maxNodes',
+        code: 'bad_request',
+      },
+    ],
+    [
+      'no maxNodes',
+      'mock',
+      {},
+      400,
+      {
+        message: 'maxNodes must be an integer >= 0, got NaN',
+        param: 'maxNodes',
+        code: 'bad_request',
+      },
+    ],
+    [
+      'a body that is not JSON',
+      'mock',
+      'max=1',
+      400,
+      {
+        message: 'maxNodes must be an integer >= 0, got NaN',
+        param: 'maxNodes',
+        code: 'bad_request',
+      },
+    ],
+  ])('refuses to scale %s', async (_, name, body, status, error) => {
+    const res = await post(`/api/v1/admin/deployments/${name}/scale`, body);
+    expect(res.status).toBe(status);
+    expect(await errorOf(res)).toEqual({ type: 'invalid_request_error', ...error });
+    expect(pool.deployments.get('mock')?.maxNodes).toBe(2);
   });
 
-  it('es stop --cancel-jobs stops the scheduler and cancels its jobs', async () => {
-    const result = await es('stop', '--cancel-jobs');
-    expect(result.stdout).toBe('scheduler stopping and cancelling its jobs\n');
-    expect(await s.stopped).toEqual({ cancelJobs: true });
-    const jobs = await s.provider.list({
-      names: [(await adminStatus(s)).deployments[0]?.jobName ?? ''],
+  it('drains a worker, and answers 404 unknown_worker for one it does not know', async () => {
+    pool.addJob('7', 2);
+    const res = await post('/api/v1/admin/workers/7.0.1/drain');
+    expect(res.status).toBe(200);
+    expect((await res.json()) as DrainResponse).toEqual({ drained: ['7.0.1'] });
+    expect(pool.readModel.worker('7.0.1')?.state).toBe('draining');
+    const unknown = await post('/api/v1/admin/workers/9.0.0/drain');
+    expect(unknown.status).toBe(404);
+    expect(await errorOf(unknown)).toEqual({
+      message: 'worker 9.0.0 is not registered',
+      type: 'invalid_request_error',
+      param: 'id',
+      code: 'unknown_worker',
     });
-    expect(jobs.filter((j) => j.state === 'RUNNING' || j.state === 'PENDING')).toHaveLength(0);
+  });
+
+  it('drains a job, and answers 404 unknown_job for one without a worker here', async () => {
+    pool.addJob('7', 2);
+    const res = await post('/api/v1/admin/jobs/7/drain');
+    expect(res.status).toBe(200);
+    expect((await res.json()) as DrainResponse).toEqual({
+      drained: ['7.0.0', '7.0.1'],
+      jobId: '7',
+    });
+    const unknown = await post('/api/v1/admin/jobs/99/drain');
+    expect(unknown.status).toBe(404);
+    expect(await errorOf(unknown)).toEqual({
+      message: 'job 99 has no registered worker here',
+      type: 'invalid_request_error',
+      param: 'id',
+      code: 'unknown_job',
+    });
+    expect(pool.calls).toEqual(['drainJob(7)', 'drainJob(99)']);
+  });
+
+  it('answers any other operator failure as a 500', async () => {
+    pool.operator.drainJob = () => {
+      throw new Error('the ledger is on fire');
+    };
+    const res = await post('/api/v1/admin/jobs/7/drain');
+    expect(res.status).toBe(500);
+    expect(await errorOf(res)).toEqual({
+      message: 'the ledger is on fire',
+      type: 'server_error',
+      param: null,
+      code: 'internal',
+    });
+  });
+});
+
+describe('logs', () => {
+  it("tails a worker's engine log and a job's batch output, and follows from an offset", async () => {
+    const logs = join(dir, 'logs');
+    const engineLog = join(dir, 'engine-7.0.0.log');
+    mkdirSync(logs, { recursive: true });
+    writeFileSync(engineLog, 'mock engine: listening\n');
+    writeFileSync(join(logs, 'es-fake-mock-7.out'), 'engine 0 started\n');
+    writeFileSync(join(logs, 'es-fake-mock-17.out'), 'not this one\n');
+    pool.addJob('7', 1);
+    pool.workers[0]!.logFile = engineLog;
+    const engine = (await (await get('/api/v1/admin/logs/7.0.0')).json()) as LogsResponse;
+    expect(engine).toEqual({ file: engineLog, offset: 23, text: 'mock engine: listening\n' });
+    const job = (await (await get('/api/v1/admin/logs/7')).json()) as LogsResponse;
+    expect(job.text).toBe('engine 0 started\n');
+    writeFileSync(join(logs, 'es-fake-mock-7.out'), 'engine 0 started\nmore\n');
+    const next = (await (
+      await get(`/api/v1/admin/logs/7?since=${job.offset}`)
+    ).json()) as LogsResponse;
+    expect(next.text).toBe('more\n');
+    const tail = (await (await get('/api/v1/admin/logs/7?bytes=5')).json()) as LogsResponse;
+    expect(tail.text).toBe('more\n');
+  });
+
+  it('refuses an id that is not one, and names what it looked for when there is no log', async () => {
+    mkdirSync(join(dir, 'logs'), { recursive: true });
+    const bad = await get('/api/v1/admin/logs/..%2Fsecret');
+    expect(bad.status).toBe(400);
+    expect(await errorOf(bad)).toMatchObject({ code: 'bad_request', param: 'id' });
+    pool.addJob('7', 1);
+    const noFile = await get('/api/v1/admin/logs/7.0.0');
+    expect(noFile.status).toBe(404);
+    expect(await errorOf(noFile)).toMatchObject({
+      code: 'no_log',
+      message: 'worker 7.0.0 did not report a log file',
+    });
+    const missing = await get('/api/v1/admin/logs/no-such-job');
+    expect(missing.status).toBe(404);
+    expect((await errorOf(missing)).message).toMatch(/^no worker no-such-job and no job log/);
+  });
+});
+
+describe('stop', () => {
+  it('answers first, then calls stop', async () => {
+    const res = await post('/api/v1/admin/stop', { cancelJobs: true });
+    expect(await res.json()).toEqual({ stopping: true, cancelJobs: true });
+    expect(stopped).toEqual([]);
+    await vi.waitFor(() => expect(stopped).toEqual([{ cancelJobs: true }]));
+    await post('/api/v1/admin/stop', {});
+    await vi.waitFor(() => expect(stopped).toHaveLength(2));
+    expect(stopped[1]).toEqual({ cancelJobs: false });
+  });
+
+  it('answers 503 not_ready when the scheduler gave it no way to stop', async () => {
+    start({ stop: undefined });
+    const res = await post('/api/v1/admin/stop', {});
+    expect(res.status).toBe(503);
+    // Only a 401 has a type of its own; every other refusal is an invalid_request_error.
+    expect(await errorOf(res)).toMatchObject({ code: 'not_ready', type: 'invalid_request_error' });
+  });
+});
+
+describe('mountAdmin', () => {
+  it('answers 503 until attached, counts events from the start, then serves the routes', async () => {
+    const app = new Hono();
+    const mounted = mountAdmin(app, {
+      events: pool.events,
+      logDir: dir,
+      adminKey: KEY,
+      metrics: { defaultMetrics: false },
+    });
+    try {
+      const early = await app.request('/api/v1/admin/status', { headers: auth });
+      expect(early.status).toBe(503);
+      expect(await errorOf(early)).toMatchObject({ code: 'not_ready' });
+      pool.emit({ type: 'preempted', deployment: 'mock', jobId: '7' });
+      mounted.attach({ operator: pool.operator, readModel: pool.readModel });
+      expect((await app.request('/api/v1/admin/status', { headers: auth })).status).toBe(200);
+      const scraped = await (await app.request('/metrics', { headers: auth })).text();
+      expect(metric(scraped, 'es_preemptions_total', { deployment: 'mock' })).toBe(1);
+      const scaled = await app.request('/api/v1/admin/deployments/mock/scale', {
+        method: 'POST',
+        headers: auth,
+        body: JSON.stringify({ maxNodes: 3 }),
+      });
+      expect(((await scaled.json()) as ScaleResponse).maxNodes).toBe(3);
+    } finally {
+      mounted.close();
+    }
   });
 });

@@ -1,26 +1,23 @@
 /**
  * The dashboard in a real browser: Debian's headless Chromium driven by playwright-core
- * against the in-process scheduler (local provider, real workers, mock engines). The page
- * asks for the admin key, shows the workers, and updates when a node is preempted; a stream
- * its engine cuts shows as an error of its worker and in errors/s. Saves
- * the screenshot the README shows (packages/admin/docs/dashboard.png, refreshed with
- * ES_UPDATE_SCREENSHOT=1).
+ * against the admin app on a real socket, over a fake pool the test moves (no scheduler, no
+ * workers: what the pool does is tested in `@es/pool` and end to end in apps/scheduler).
+ * The page asks for the admin key, shows the workers and the traffic, and follows a
+ * preemption and its replacement; a stream its engine cut shows as an error of its worker
+ * and in errors/s. Saves the screenshot the README shows (packages/admin/docs/dashboard.png,
+ * refreshed with ES_UPDATE_SCREENSHOT=1).
  */
 import { existsSync, mkdirSync, statSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import OpenAI, { APIError } from 'openai';
-import { chromium, type Browser } from 'playwright-core';
+import { serve } from '@hono/node-server';
+import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  adminStatus,
-  readyWorkers,
-  startTestScheduler,
-  streamChat,
-  until,
-  type TestScheduler,
-} from './harness.js';
+import type { ProxyRequestRecord } from '@es/proxy';
+import { createAdminApi, createMetrics, type Metrics } from '../src/index.js';
+import { createFakePool, type FakePool } from './fake-pool.js';
 
 // The callbacks below run in the page; the repo compiles without the DOM lib, so this
 // declares the little of it they use.
@@ -35,16 +32,77 @@ declare const document: {
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SCREENSHOT = fileURLToPath(new URL('../docs/dashboard.png', import.meta.url));
+const KEY = 'dashboard-test-key';
 
-let s: TestScheduler;
+/** The admin app over a fake pool, served on 127.0.0.1. */
+interface Served {
+  url: string;
+  pool: FakePool;
+  metrics: Metrics;
+  close(): Promise<void>;
+}
+
+async function serveAdmin(): Promise<Served> {
+  const pool = createFakePool();
+  const metrics = createMetrics({ sampleIntervalMs: 1_000, defaultMetrics: false });
+  const api = createAdminApi({
+    operator: pool.operator,
+    readModel: pool.readModel,
+    events: pool.events,
+    metrics,
+    logDir: tmpdir(),
+    adminKey: KEY,
+    queueDepth: () => ({ mock: 0 }),
+  });
+  const server = serve({ fetch: api.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    pool,
+    metrics,
+    async close() {
+      api.close();
+      metrics.close();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** One finished request of `workerId`, as the proxy records it. */
+function request(workerId: string, extra: Partial<ProxyRequestRecord> = {}): ProxyRequestRecord {
+  return {
+    requestId: `r-${Math.random()}`,
+    path: '/v1/chat/completions',
+    model: 'mock-model',
+    deployment: 'mock',
+    workerId,
+    stream: true,
+    status: 200,
+    outcome: 'ok',
+    latencyMs: 300,
+    ttfbMs: 20,
+    queuedMs: 0,
+    retries: 0,
+    promptTokens: 12,
+    completionTokens: 8,
+    totalTokens: 20,
+    ...extra,
+  };
+}
+
+/** The page's ready worker cards, sorted. */
+const readyCards = async (page: Page) =>
+  (
+    await page.$$eval('.worker.ready', (els) => els.map((e) => e.getAttribute('data-worker')))
+  ).sort();
+
 let browser: Browser;
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   }
-  s = await startTestScheduler({ maxNodes: 2, sampleIntervalMs: 1_000 });
-  await until(readyWorkers(s, 4), '4 ready workers');
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -58,135 +116,128 @@ beforeAll(async () => {
       '--disable-sync',
     ],
   });
-}, 90_000);
+}, 60_000);
 
 afterAll(async () => {
   await browser?.close();
-  await s?.close();
 });
 
 describe('dashboard in headless Chromium', () => {
-  it('asks for the key, shows the workers and follows a preemption', async () => {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    const login = await page.goto(`${s.url}/dashboard`);
-    expect(login?.status()).toBe(401);
-    await expect(page.locator('input[name=key]').count()).resolves.toBe(1);
-    const wrong = await page.goto(`${s.url}/dashboard?key=wrong`);
-    expect(wrong?.status()).toBe(401);
+  it('asks for the key, shows the workers and the traffic, and follows a preemption', async () => {
+    const s = await serveAdmin();
+    const { pool } = s;
+    try {
+      pool.emit({ type: 'submitted', deployment: 'mock', jobId: '1' });
+      pool.emit({ type: 'submitted', deployment: 'mock', jobId: '2' });
+      pool.addJob('1', 2, 'ready', { timeLeftSeconds: 3_000 });
+      pool.addJob('2', 2, 'ready', { timeLeftSeconds: 3_100 });
+      for (const jobId of ['1', '2']) {
+        pool.emit({ type: 'running', deployment: 'mock', jobId });
+        for (const workerId of [`${jobId}.0.0`, `${jobId}.0.1`]) {
+          pool.emit({ type: 'registered', deployment: 'mock', jobId, workerId });
+          pool.emit({ type: 'ready', deployment: 'mock', jobId, workerId });
+        }
+      }
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      const login = await page.goto(`${s.url}/dashboard`);
+      expect(login?.status()).toBe(401);
+      await expect(page.locator('input[name=key]').count()).resolves.toBe(1);
+      const wrong = await page.goto(`${s.url}/dashboard?key=wrong`);
+      expect(wrong?.status()).toBe(401);
 
-    // The key once in the URL, then a cookie: the address bar ends up without it.
-    await page.goto(`${s.url}/dashboard?key=${encodeURIComponent(s.adminKey)}`);
-    expect(new URL(page.url()).search).toBe('');
-    await page.waitForFunction(
-      () => document.querySelectorAll('.worker.ready').length === 4,
-      null,
-      {
+      // The key once in the URL, then a cookie: the address bar ends up without it.
+      await page.goto(`${s.url}/dashboard?key=${encodeURIComponent(KEY)}`);
+      expect(new URL(page.url()).search).toBe('');
+      await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 4);
+      expect(await readyCards(page)).toEqual(['1.0.0', '1.0.1', '2.0.0', '2.0.1']);
+      expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2/);
+      // The cookie reads; it does not act.
+      const stop = await page.evaluate(async () => {
+        const res = await fetch('/api/v1/admin/stop', { method: 'POST', body: '{}' });
+        return res.status;
+      });
+      expect(stop).toBe(401);
+
+      // Traffic for the charts: requests finishing over three samples (the proxy records
+      // them for the metrics and reports them to the registry, whose served counts show).
+      for (let i = 0; i < 3; i++) {
+        for (const w of pool.workers) {
+          s.metrics.observeRequest(request(w.id));
+          w.requestsServed += 1;
+        }
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
+      // The TTFB chart draws only samples that had requests: it shows the traffic.
+      await page.waitForFunction(() => document.querySelector('#c-ttfb path') !== null, null, {
         timeout: 15_000,
-      },
-    );
-    const shown = await page.$$eval('.worker.ready', (els) =>
-      els.map((e) => e.getAttribute('data-worker')),
-    );
-    expect(shown.sort()).toEqual(readyWorkers(s, 4)());
-    expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2/);
-    // The cookie reads; it does not act.
-    const stop = await page.evaluate(async () => {
-      const res = await fetch('/api/v1/admin/stop', { method: 'POST', body: '{}' });
-      return res.status;
-    });
-    expect(stop).toBe(401);
+      });
+      expect(await page.locator('#v-tps').innerText()).toMatch(/^\d+(\.\d)? \(1 min\)$/);
 
-    // Traffic for the charts.
-    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    for (let i = 0; i < 3; i++) {
-      await Promise.all(
-        Array.from({ length: 4 }, (_, j) =>
-          client.chat.completions.create({
-            model: 'mock-model',
-            messages: [{ role: 'user', content: `chart ${i} ${j}` }],
-            max_tokens: 8,
-          }),
-        ),
+      // Job 1's node is preempted: its workers leave, the timeline says so.
+      pool.setWorkers('1', 'gone', 'job left the cluster');
+      Object.assign(pool.jobs[0]!, { state: 'PREEMPTED', endedAt: Date.now() });
+      pool.emit({ type: 'preempted', deployment: 'mock', jobId: '1', reason: 'PREEMPTED' });
+      await page.waitForFunction(
+        () =>
+          [...document.querySelectorAll('.event.t-preempted')].some((e) =>
+            e.textContent?.includes('job 1'),
+          ),
+        null,
+        { timeout: 10_000 },
       );
-      await new Promise((r) => setTimeout(r, 700));
+      await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 2);
+      expect(await readyCards(page)).toEqual(['2.0.0', '2.0.1']);
+
+      // Its replacement comes up: four ready workers again, none of the preempted ones.
+      pool.emit({ type: 'submitted', deployment: 'mock', jobId: '3', reason: 'replacement' });
+      pool.emit({ type: 'replaced', deployment: 'mock', jobId: '1', reason: 'by job 3' });
+      pool.addJob('3', 2, 'ready', { timeLeftSeconds: 3_600 });
+      pool.emit({ type: 'running', deployment: 'mock', jobId: '3' });
+      for (const id of ['3.0.0', '3.0.1']) {
+        pool.emit({ type: 'registered', deployment: 'mock', jobId: '3', workerId: id });
+        pool.emit({ type: 'ready', deployment: 'mock', jobId: '3', workerId: id });
+      }
+      await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 4);
+      expect(await readyCards(page)).toEqual(['2.0.0', '2.0.1', '3.0.0', '3.0.1']);
+      expect(await page.locator('#events').innerText()).toMatch(/replaced/);
+
+      // The README's picture is refreshed on request only, so a test run leaves the tree clean.
+      const target =
+        process.env.ES_UPDATE_SCREENSHOT === '1' || !existsSync(SCREENSHOT)
+          ? SCREENSHOT
+          : join(tmpdir(), `es-dashboard-${process.pid}.png`);
+      mkdirSync(dirname(target), { recursive: true });
+      await page.screenshot({ path: target, fullPage: true });
+      expect(statSync(target).size).toBeGreaterThan(10_000);
+      await page.close();
+    } finally {
+      await s.close();
     }
-    // The TTFB chart draws only samples that had requests: it shows the traffic.
-    await page.waitForFunction(() => document.querySelector('#c-ttfb path') !== null, null, {
-      timeout: 15_000,
-    });
-    expect(await page.locator('#v-tps').innerText()).toMatch(/^\d+(\.\d)? \(1 min\)$/);
-
-    const victim = s.registry.workers('mock').find((w) => w.state === 'ready');
-    expect(victim).toBeDefined();
-    const victimWorkers = s.registry
-      .workers('mock')
-      .filter((w) => w.jobId === victim?.jobId)
-      .map((w) => w.id);
-    expect(s.local?.preempt(victim?.jobId ?? '')).toBe(true);
-
-    // The timeline shows the preemption and the cards lose the preempted node's workers.
-    await page.waitForFunction(
-      (jobId) =>
-        [...document.querySelectorAll('.event.t-preempted')].some((e) =>
-          e.textContent?.includes(jobId),
-        ),
-      victim?.jobId ?? '',
-      { timeout: 20_000 },
-    );
-    await page.waitForFunction(
-      (ids) => ids.every((id) => !document.querySelector(`.worker.ready[data-worker="${id}"]`)),
-      victimWorkers,
-      { timeout: 20_000 },
-    );
-    // Then the replacement comes up and the page shows four ready workers again.
-    await page.waitForFunction(
-      (ids) => {
-        const ready = [...document.querySelectorAll('.worker.ready')].map((e) =>
-          e.getAttribute('data-worker'),
-        );
-        return ready.length === 4 && ready.every((id) => !ids.includes(id ?? ''));
-      },
-      victimWorkers,
-      { timeout: 30_000 },
-    );
-    expect(await page.locator('#events').innerText()).toMatch(/replaced/);
-
-    // The README's picture is refreshed on request only, so a test run leaves the tree clean.
-    const target =
-      process.env.ES_UPDATE_SCREENSHOT === '1' || !existsSync(SCREENSHOT)
-        ? SCREENSHOT
-        : join(tmpdir(), `es-dashboard-${process.pid}.png`);
-    mkdirSync(dirname(target), { recursive: true });
-    await page.screenshot({ path: target, fullPage: true });
-    expect(statSync(target).size).toBeGreaterThan(10_000);
-  }, 120_000);
+  }, 60_000);
 
   it('shows a stream its engine cut as an error of its worker and in errors/s', async () => {
-    const cutting = await startTestScheduler({
-      maxNodes: 1,
-      nodes: 1,
-      sampleIntervalMs: 1_000,
-      engineExtraArgs: '--die-mid-stream 2',
-    });
+    const s = await serveAdmin();
     try {
-      await until(readyWorkers(cutting, 2), '2 ready workers');
+      s.pool.addJob('1', 2);
       const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-      await page.goto(`${cutting.url}/dashboard?key=${encodeURIComponent(cutting.adminKey)}`);
+      await page.goto(`${s.url}/dashboard?key=${encodeURIComponent(KEY)}`);
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 2);
-      const { error } = await streamChat(cutting, 'a long story');
-      expect(error).toBeInstanceOf(APIError);
-
-      const workers = (await adminStatus(cutting)).deployments[0]?.workers ?? [];
-      const cut = workers.find((w) => w.requestErrors === 1);
-      expect(cut).toBeDefined();
+      // The proxy ended the stream with an error event after the first chunks.
+      s.metrics.observeRequest(
+        request('1.0.1', {
+          outcome: 'mid-stream-failure',
+          errorCode: 'upstream_stream_interrupted',
+          latencyMs: 120,
+        }),
+      );
       await page.waitForFunction(
-        (id) =>
-          document.querySelector(`.worker[data-worker="${id}"] .errors.some`)?.textContent ===
+        () =>
+          document.querySelector('.worker[data-worker="1.0.1"] .errors.some')?.textContent ===
           '1 error',
-        cut?.id ?? '',
+        null,
         { timeout: 15_000 },
       );
-      expect(await page.locator(`.worker[data-worker="${cut?.id ?? ''}"]`).innerText()).toMatch(
+      expect(await page.locator('.worker[data-worker="1.0.1"]').innerText()).toMatch(
         /0 served · 1 error$/,
       );
       // The other worker's card says it had none, without the emphasis.
@@ -200,7 +251,7 @@ describe('dashboard in headless Chromium', () => {
       );
       await page.close();
     } finally {
-      await cutting.close();
+      await s.close();
     }
-  }, 90_000);
+  }, 60_000);
 });

@@ -3,54 +3,29 @@
  * through the admin app's routes (`app.request`, no socket), fed the proxy's request records.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createReconciler, createRegistry, type NodeProvider, type Registry } from '@es/pool';
 import type { ProxyRequestRecord } from '@es/proxy';
 import type { SeriesResponse, StatusResponse } from '@es/client';
 import { createAdminApi, createMetrics, type AdminApi, type Metrics } from '../src/index.js';
-import { metric } from './harness.js';
+import { createFakePool, metric } from './fake-pool.js';
 
-// Nothing is submitted: the reconciler is never started, its status reads the registry.
-const idleProvider: NodeProvider = {
-  kind: 'local',
-  submit: () => Promise.reject(new Error('not in this test')),
-  list: () => Promise.resolve([]),
-  cancel: () => Promise.resolve(),
-};
-
-let registry: Registry;
 let metrics: Metrics;
 let api: AdminApi;
-let workerId: string;
+const workerId = '7.0.0';
 
 beforeEach(() => {
   // Only the series' sampling timer is faked: the test closes a sample when it wants one.
   vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
-  registry = createRegistry({
-    deployments: [
-      { name: 'd', model: 'm', engine: 'mock', tensorParallelSize: 1, gpusPerNode: 1, maxNodes: 1 },
-    ],
-  });
-  workerId = registry.register({
-    deployment: 'd',
-    jobId: '7',
-    restartCount: 0,
-    index: 0,
-    host: '127.0.0.1',
-    port: 9,
-    gpus: [0],
-    engine: 'mock',
-    model: 'm',
-    node: 'n1',
-    state: 'ready',
-  }).workerId;
+  // One deployment `d` with one ready worker that has served nothing yet.
+  const pool = createFakePool(undefined, 'd');
+  pool.addJob('7', 1);
   metrics = createMetrics({ defaultMetrics: false, sampleIntervalMs: 1_000 });
-  const reconciler = createReconciler({
-    registry,
-    provider: idleProvider,
-    schedulerId: 'unit',
-    buildNodeRequest: () => ({ command: ['true'], env: {}, logDir: '/tmp' }),
+  api = createAdminApi({
+    operator: pool.operator,
+    readModel: pool.readModel,
+    events: pool.events,
+    metrics,
+    logDir: '/tmp',
   });
-  api = createAdminApi({ registry, reconciler, metrics, logDir: '/tmp' });
 });
 
 afterEach(() => {
@@ -119,7 +94,8 @@ describe('a stream the proxy cut with an error event', () => {
 
     const w = await worker();
     expect(w.requestErrors).toBe(1);
-    // The served figure is the registry's (fed by the proxy's outcome reports), not this test's.
+    // The served figure is the read model's (the registry's, fed by the proxy's outcome
+    // reports), not this test's.
     expect(w.requestsServed).toBe(0);
 
     vi.advanceTimersByTime(1_000);

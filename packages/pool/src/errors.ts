@@ -8,6 +8,8 @@ export type PoolErrorCode =
   | 'unknown_deployment'
   /** A heartbeat, drain or deregister named a worker the registry does not hold (HTTP 404: register again). */
   | 'unknown_worker'
+  /** An operator named a job no worker of which registered here (HTTP 404). */
+  | 'unknown_job'
   /** A register or heartbeat came from an incarnation older than the newest seen, or ended (HTTP 409: exit). */
   | 'fenced'
   /** A deployment or provider option is invalid; `param` names it. */
@@ -35,6 +37,7 @@ const STATUS: Record<PoolErrorCode, number> = {
   invalid_request: 400,
   unknown_deployment: 404,
   unknown_worker: 404,
+  unknown_job: 404,
   fenced: 409,
   invalid_config: 500,
   unsatisfiable: 400,

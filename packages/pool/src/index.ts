@@ -52,6 +52,18 @@ export type {
   WorkerInfo,
   WorkerState,
 } from './registry.js';
+export type {
+  DeploymentCatalog,
+  DrainResult,
+  JobLedger,
+  PoolEventFeed,
+  PoolEventLog,
+  PoolOperator,
+  PoolReadModel,
+  ScaleResult,
+  WorkerDirectory,
+  WorkerLedger,
+} from './roles.js';
 export { createWorkerApi } from './worker-api.js';
 export type { WorkerApiOptions } from './worker-api.js';
 export {
@@ -60,7 +72,9 @@ export {
   initialReconcilerState,
   isHeld,
   isLiveState,
+  jobDrainDue,
   planHeartbeatTimeouts,
+  planJobDrain,
   planReconcile,
   resumeDeployment,
   settleCancel,
@@ -71,6 +85,8 @@ export type {
   BackoffState,
   CancelItem,
   HeartbeatTimeoutInput,
+  JobDrain,
+  JobDrainRequest,
   ReconcileAction,
   ReconcileInput,
   ReconcileOptions,
@@ -87,6 +103,7 @@ export type {
   NodeRequestInit,
   Reconciler,
   ReconcilerOptions,
+  ReconcilerRegistry,
   ReconcilerStatus,
   TickResult,
 } from './reconciler.js';

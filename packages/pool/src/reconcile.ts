@@ -2,6 +2,8 @@
  * The reconciler's decision logic: a pure function of (observed jobs, registry snapshot,
  * deployment configs, its own remembered state, now) → actions and the next state. The
  * driver in `reconciler.ts` performs the actions; nothing here does I/O or reads a clock.
+ * Operator commands enter the same way: a new `maxNodes` through the deployment configs, a
+ * job drain through the state (`planJobDrain`); what they cancel, and when, is planned here.
  */
 import type { DeploymentConfig } from './deployment.js';
 import { jobNameFor } from './deployment.js';
@@ -22,6 +24,8 @@ export interface ReconcileOptions {
   leadTimeMs: number;
   /** A retiring job drained for its successor is cancelled when idle or after this (default 2 min). */
   drainGraceMs: number;
+  /** A job an operator drained (`PoolOperator.drainJob`) is cancelled when idle or after this (default 60 s). */
+  jobDrainGraceMs: number;
   /** First transient sbatch backoff (default 2 s), doubled per failure up to `transientMaxMs`. */
   transientInitialMs: number;
   /** Cap of the transient backoff (default 60 s). */
@@ -45,6 +49,7 @@ export const DEFAULT_RECONCILE_OPTIONS: Omit<ReconcileOptions, 'schedulerId'> = 
   maxSubmitsPerTick: 4,
   leadTimeMs: 15 * 60_000,
   drainGraceMs: 120_000,
+  jobDrainGraceMs: 60_000,
   transientInitialMs: 2_000,
   transientMaxMs: 60_000,
   policyRetryMs: 300_000,
@@ -127,6 +132,19 @@ export interface LaunchFailureState {
   message: string;
 }
 
+/**
+ * A job an operator drained: its workers left routing at `drainedAt`; it is cancelled once
+ * they are idle or `jobDrainGraceMs` later, by the first tick whose list succeeds.
+ */
+export interface JobDrain {
+  jobId: string;
+  deployment: string;
+  reason: string;
+  drainedAt: number;
+  /** Set when a tick planned the cancel (cleared again if the cancel failed). */
+  cancelRequestedAt?: number;
+}
+
 /** Everything the reconciler remembers between ticks (plain data). */
 export interface ReconcilerState {
   submissions: Record<string, SubmissionRecord>;
@@ -149,6 +167,8 @@ export interface ReconcilerState {
    * counts its job as having been ready.
    */
   timedOut: Record<string, { lastHeartbeat: number; state: WorkerInfo['state'] }>;
+  /** Jobs operators drained, by job id, until their cancel is long past. */
+  jobDrains: Record<string, JobDrain>;
 }
 
 /** An empty state, for the first tick. */
@@ -162,6 +182,7 @@ export function initialReconcilerState(): ReconcilerState {
     listFailures: 0,
     seq: 0,
     timedOut: {},
+    jobDrains: {},
   };
 }
 
@@ -260,6 +281,23 @@ function clone(state: ReconcilerState): ReconcilerState {
 }
 
 const RETIRED: ReadonlySet<string> = new Set(['gone', 'failed']);
+/** Workers a scheduler-initiated drain takes out of routing (`JobLedger.drainJob`). */
+const DRAINABLE: ReadonlySet<string> = new Set(['starting', 'loading', 'ready']);
+
+/**
+ * Whether a job an operator drained may be cancelled now: none of its workers (still there,
+ * not timing out now) has a request in flight, or `jobDrainGraceMs` passed since the drain.
+ */
+export function jobDrainDue(
+  drain: JobDrain,
+  workers: readonly WorkerInfo[],
+  now: number,
+  options: Pick<ReconcileOptions, 'jobDrainGraceMs'>,
+  goneNow: ReadonlySet<string> = new Set(),
+): boolean {
+  if (now - drain.drainedAt > options.jobDrainGraceMs) return true;
+  return !workers.some((w) => w.state !== 'gone' && !goneNow.has(w.id) && w.inFlight > 0);
+}
 
 type WorkerGone = Extract<ReconcileAction, { type: 'worker-gone' }>;
 
@@ -285,6 +323,11 @@ function silentWorkers(
 /** Input of {@link planHeartbeatTimeouts}. */
 export interface HeartbeatTimeoutInput {
   now: number;
+  /**
+   * The registry's workers: all of them, or only those silent for longer than the timeout
+   * (`JobLedger.silentWorkers(now - heartbeatTimeoutMs)`, which copies no other): the plan
+   * is the same.
+   */
   workers: readonly WorkerInfo[];
   state: ReconcilerState;
   options: Pick<ReconcileOptions, 'heartbeatTimeoutMs'>;
@@ -297,8 +340,8 @@ export interface HeartbeatTimeoutInput {
  * long. Each silent worker gets a `worker-gone` action and is remembered in
  * `state.timedOut` for the next successful list.
  * @example
- * const { actions, state } = planHeartbeatTimeouts({ now, workers: registry.workers(),
- *   state: previous, options });
+ * const { actions, state } = planHeartbeatTimeouts({ now, state: previous, options,
+ *   workers: registry.silentWorkers(now - options.heartbeatTimeoutMs) });
  */
 export function planHeartbeatTimeouts(input: HeartbeatTimeoutInput): ReconcilePlan {
   const actions = silentWorkers(input.workers, input.now, input.options.heartbeatTimeoutMs);
@@ -310,6 +353,34 @@ export function planHeartbeatTimeouts(input: HeartbeatTimeoutInput): ReconcilePl
     if (w !== undefined) next.timedOut[w.id] = { lastHeartbeat: w.lastHeartbeat, state: w.state };
   }
   return { state: next, actions };
+}
+
+/** What an operator's job drain asks for (see {@link planJobDrain}). */
+export interface JobDrainRequest {
+  jobId: string;
+  deployment: string;
+  reason: string;
+  now: number;
+}
+
+/**
+ * An operator drains a job (pure): its workers leave routing now (`drain-job`), and the job
+ * is remembered so that the first tick that finds them idle (or `jobDrainGraceMs` later)
+ * cancels it and submits its replacement, as it does for a job retired for its time limit.
+ * Asked again while the cancel is pending, the first drain's time holds; asked again after
+ * the cancel, the job is cancelled again.
+ * @example
+ * const { state, actions } = planJobDrain(previous, { jobId: '42', deployment: 'qwen',
+ *   reason: 'drained by an operator', now });
+ */
+export function planJobDrain(state: ReconcilerState, request: JobDrainRequest): ReconcilePlan {
+  const next = clone(state);
+  const { jobId, deployment, reason, now } = request;
+  const pending = next.jobDrains[jobId];
+  if (pending === undefined || pending.cancelRequestedAt !== undefined) {
+    next.jobDrains[jobId] = { jobId, deployment, reason, drainedAt: now };
+  }
+  return { state: next, actions: [{ type: 'drain-job', deployment, jobId, reason }] };
 }
 
 /**
@@ -587,13 +658,50 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
     }
   }
 
-  // Cancellations, batched.
+  // Cancellations, batched. Whoever asks for one (a rule below, a lower maxNodes, an
+  // operator), the job's workers still in service leave routing first: the `drain-job`
+  // comes before the cancel and the driver applies it before any provider call, so no new
+  // request starts on a node about to be signalled, and those in flight finish.
   const cancels: CancelItem[] = [];
+  const cancelJob = (jobId: string, deployment: string, reason: string): void => {
+    const inService = (workersByJob.get(jobId) ?? []).some(
+      (w) => DRAINABLE.has(w.state) && !goneNow.has(w.id),
+    );
+    if (inService) actions.push({ type: 'drain-job', deployment, jobId, reason });
+    cancels.push({ jobId, deployment, reason });
+  };
   const cancel = (tracked: TrackedJob, reason: string) => {
     tracked.cancelRequestedAt = now;
     tracked.cancelReason = reason;
-    cancels.push({ jobId: tracked.jobId, deployment: tracked.deployment, reason });
+    cancelJob(tracked.jobId, tracked.deployment, reason);
   };
+
+  // Jobs operators drained: cancelled (and replaced) once their workers are idle or the grace
+  // is over. A job the cluster does not list (started by hand) is cancelled too: the
+  // operator named it.
+  for (const drain of Object.values(next.jobDrains)) {
+    const tracked = next.jobs[drain.jobId];
+    if (drain.cancelRequestedAt !== undefined) {
+      if (now - drain.cancelRequestedAt > options.endedRetentionMs) {
+        delete next.jobDrains[drain.jobId];
+      }
+      continue;
+    }
+    if (
+      tracked?.endedAt !== undefined ||
+      tracked?.cancelRequestedAt !== undefined ||
+      (tracked === undefined && !registryJobs.has(drain.jobId))
+    ) {
+      // It ended, another rule cancels it, or it is forgotten: nothing left to do.
+      delete next.jobDrains[drain.jobId];
+      continue;
+    }
+    if (!jobDrainDue(drain, workersByJob.get(drain.jobId) ?? [], now, options, goneNow)) continue;
+    drain.cancelRequestedAt = now;
+    if (tracked !== undefined) cancel(tracked, drain.reason);
+    else cancelJob(drain.jobId, drain.deployment, drain.reason);
+  }
+
   const deploymentsByName = new Map(input.deployments.map((d) => [d.name, d]));
   for (const tracked of Object.values(next.jobs)) {
     const job = observed.get(tracked.jobId);
@@ -881,6 +989,8 @@ export function settleCancel(
       delete job.cancelReason;
       delete job.replaced;
     }
+    const drain = next.jobDrains[id];
+    if (drain !== undefined) delete drain.cancelRequestedAt;
   }
   return next;
 }

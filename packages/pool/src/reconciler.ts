@@ -1,4 +1,4 @@
-import { WORKER_ENV } from './protocol.js';
+import { WORKER_ENV } from '@es/protocol';
 import {
   classifyProviderError,
   type NodeProvider,
@@ -7,13 +7,22 @@ import {
 } from './provider.js';
 import { jobNameFor, type DeploymentConfig } from './deployment.js';
 import { PoolError } from './errors.js';
-import type { PoolEvent, Registry, WorkerInfo, WorkerState } from './registry.js';
+import type { PoolEvent, WorkerInfo, WorkerState } from './registry.js';
+import type {
+  DeploymentCatalog,
+  JobLedger,
+  PoolEventLog,
+  PoolOperator,
+  PoolReadModel,
+} from './roles.js';
 import {
   DEFAULT_RECONCILE_OPTIONS,
   abandonSubmission,
   initialReconcilerState,
   isLiveState,
+  jobDrainDue,
   planHeartbeatTimeouts,
+  planJobDrain,
   planReconcile,
   resumeDeployment,
   settleCancel,
@@ -34,9 +43,15 @@ export type NodeRequestInit = Omit<
 > &
   Partial<Pick<NodeRequest, 'gpusPerNode' | 'timeLimitMinutes' | 'cluster'>>;
 
+/**
+ * The registry roles the reconciler uses: the job ledger it plans from and changes, the
+ * catalog of deployments it fills, the event log it reports to. `createRegistry()` is one.
+ */
+export type ReconcilerRegistry = JobLedger & DeploymentCatalog & PoolEventLog;
+
 /** Options of {@link createReconciler}. */
 export interface ReconcilerOptions extends Partial<Omit<ReconcileOptions, 'schedulerId'>> {
-  registry: Registry;
+  registry: ReconcilerRegistry;
   provider: NodeProvider;
   /** Names this scheduler's jobs (`es-<schedulerId>-<deployment>`) so a restart re-adopts them. */
   schedulerId: string;
@@ -139,23 +154,24 @@ export interface TickResult {
   actions: ReconcileAction[];
 }
 
-/** The reconcile loop. */
-export interface Reconciler {
+/**
+ * The reconcile loop. It is also the pool's {@link PoolOperator} (the operator's commands
+ * are planned by its ticks) and the {@link PoolReadModel} status views read.
+ */
+export interface Reconciler extends PoolOperator, PoolReadModel {
   /** Start ticking (first tick at once). */
   start(): void;
   /** Stop ticking; resolves when the current tick is done. Jobs keep running. */
   stop(): Promise<void>;
   /** Run one tick now (waits for a tick in progress instead of overlapping it). */
   tickOnce(): Promise<TickResult>;
-  /** The read model of jobs, workers, backoff and errors per deployment. */
-  status(): ReconcilerStatus;
-  /** Clear a deployment's permanent error and backoff so it submits again. */
-  resume(deployment: string): void;
   /** Cancel every job of this scheduler (one list, one cancel): `--cancel-on-exit`. */
   cancelAll(): Promise<string[]>;
 }
 
 const ERRORS_KEPT = 10;
+/** The reason an operator's drain gives (events, worker and job status). */
+const OPERATOR_DRAIN = 'drained by an operator';
 
 /**
  * Create the reconciler: each tick lists this scheduler's jobs once, plans with
@@ -216,6 +232,42 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     }
   };
 
+  /** Apply one planned change to the ledger or the event log (provider calls are not here). */
+  function record(action: ReconcileAction): void {
+    switch (action.type) {
+      case 'note-incarnation':
+        registry.noteIncarnation(action.jobId, action.deployment, action.restartCount);
+        break;
+      case 'end-job':
+        registry.endJob(action.jobId, action.reason, action.restartCount);
+        break;
+      case 'drain-job':
+        registry.drainJob(action.jobId, action.reason);
+        break;
+      case 'worker-gone':
+        registry.markGone(action.workerId, action.reason);
+        break;
+      case 'forget-job':
+        registry.forgetJob(action.jobId);
+        break;
+      case 'event':
+        registry.emit(action.event);
+        break;
+      default:
+        break;
+    }
+  }
+
+  function servedDeployment(name: string): DeploymentConfig {
+    const config = registry.deploymentConfig(name);
+    if (config === undefined) {
+      throw new PoolError('unknown_deployment', `deployment ${name} is not served here`, {
+        param: 'deployment',
+      });
+    }
+    return config;
+  }
+
   function names(): string[] {
     return registry.deploymentConfigs().map((d) => jobNameFor(schedulerId, d.name));
   }
@@ -247,31 +299,9 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     state = plan.state;
     result.actions = plan.actions;
 
-    // Registry changes first: workers leave routing before any slow provider call.
-    for (const action of plan.actions) {
-      switch (action.type) {
-        case 'note-incarnation':
-          registry.noteIncarnation(action.jobId, action.deployment, action.restartCount);
-          break;
-        case 'end-job':
-          registry.endJob(action.jobId, action.reason, action.restartCount);
-          break;
-        case 'drain-job':
-          registry.drainJob(action.jobId, action.reason);
-          break;
-        case 'worker-gone':
-          registry.markGone(action.workerId, action.reason);
-          break;
-        case 'forget-job':
-          registry.forgetJob(action.jobId);
-          break;
-        case 'event':
-          registry.emit(action.event);
-          break;
-        default:
-          break;
-      }
-    }
+    // Registry changes first: workers leave routing before any slow provider call (the
+    // drains of the jobs about to be cancelled included).
+    for (const action of plan.actions) record(action);
 
     for (const action of plan.actions) {
       if (action.type !== 'cancel') continue;
@@ -378,19 +408,49 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     return current;
   }
 
+  /** A tick that plans after this moment: the one in progress (if any), then a new one. */
+  async function freshTick(): Promise<TickResult[]> {
+    const results: TickResult[] = [];
+    if (current !== undefined) results.push(await current);
+    results.push(await runTick());
+    return results;
+  }
+
   // A tick waits for squeue, sbatch and scancel; this does not. A tick in progress plans
   // after its list returns, from the state and registry as they are then, so it sees what
-  // this took out (the 'gone' event asks for an early tick when none is running).
-  function checkHeartbeats(): void {
+  // this took out (the 'gone' event asks for an early tick when none is running). Only the
+  // silent workers are copied: this runs every second over every worker.
+  function checkLiveness(): void {
+    const at = now();
     const plan = planHeartbeatTimeouts({
-      now: now(),
-      workers: registry.workers(),
+      now: at,
+      workers: registry.silentWorkers(at - planOptions.heartbeatTimeoutMs),
       state,
       options: planOptions,
     });
     state = plan.state;
-    for (const action of plan.actions) {
-      if (action.type === 'worker-gone') registry.markGone(action.workerId, action.reason);
+    for (const action of plan.actions) record(action);
+    askForDueJobDrains(at);
+  }
+
+  // A drained job is cancelled by a tick; one is asked for as soon as its workers are idle
+  // (or its grace is over), once per drain, not at the next regular tick.
+  const askedForDrain = new Map<string, number>();
+  function askForDueJobDrains(at: number): void {
+    for (const [jobId, drainedAt] of askedForDrain) {
+      if (state.jobDrains[jobId]?.drainedAt !== drainedAt) askedForDrain.delete(jobId);
+    }
+    if (!running || current !== undefined) return;
+    for (const drain of Object.values(state.jobDrains)) {
+      if (drain.cancelRequestedAt !== undefined) continue;
+      if (askedForDrain.get(drain.jobId) === drain.drainedAt) continue;
+      const workers = (registry.job(drain.jobId)?.workerIds ?? []).flatMap(
+        (id) => registry.worker(id) ?? [],
+      );
+      if (!jobDrainDue(drain, workers, at, planOptions)) continue;
+      askedForDrain.set(drain.jobId, drain.drainedAt);
+      schedule(Math.max(0, lastTickEnd + minTickGapMs - at));
+      return;
     }
   }
 
@@ -422,7 +482,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       stopped = false;
       unsubscribe = registry.on(onEvent);
       schedule(0);
-      livenessTimer = setInterval(checkHeartbeats, livenessIntervalMs);
+      livenessTimer = setInterval(checkLiveness, livenessIntervalMs);
     },
 
     async stop() {
@@ -513,7 +573,69 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       return status;
     },
 
+    worker: (workerId) => registry.worker(workerId),
+
+    async setMaxNodes(deployment, maxNodes) {
+      const config = servedDeployment(deployment);
+      if (!Number.isInteger(maxNodes) || maxNodes < 0) {
+        throw new PoolError(
+          'invalid_request',
+          `maxNodes must be an integer >= 0, got ${String(maxNodes)}`,
+          { param: 'maxNodes' },
+        );
+      }
+      const previousMaxNodes = config.maxNodes;
+      registry.addDeployment({ ...config, maxNodes });
+      // A tick in progress may have planned with the old maximum: its cancels count too.
+      const cancelled = new Set<string>();
+      for (const tick of await freshTick()) {
+        for (const action of tick.actions) {
+          if (action.type !== 'cancel') continue;
+          for (const job of action.jobs) {
+            if (job.deployment === deployment && tick.cancelled.includes(job.jobId)) {
+              cancelled.add(job.jobId);
+            }
+          }
+        }
+      }
+      return { deployment, previousMaxNodes, maxNodes, cancelled: [...cancelled] };
+    },
+
+    drainWorker(workerId) {
+      const worker = registry.worker(workerId);
+      if (worker === undefined || worker.state === 'gone') {
+        throw new PoolError('unknown_worker', `worker ${workerId} is not registered`, {
+          workerId,
+          param: 'workerId',
+        });
+      }
+      registry.drainWorker(workerId, OPERATOR_DRAIN);
+      return { drained: [workerId] };
+    },
+
+    drainJob(jobId) {
+      const job = registry.job(jobId);
+      if (job === undefined) {
+        throw new PoolError('unknown_job', `job ${jobId} has no registered worker here`, {
+          jobId,
+          param: 'jobId',
+        });
+      }
+      const at = now();
+      const plan = planJobDrain(state, {
+        jobId,
+        deployment: job.deployment,
+        reason: OPERATOR_DRAIN,
+        now: at,
+      });
+      state = plan.state;
+      for (const action of plan.actions) record(action);
+      askForDueJobDrains(at);
+      return { drained: job.workerIds, jobId };
+    },
+
     resume(deployment) {
+      servedDeployment(deployment);
       state = resumeDeployment(state, deployment);
     },
 

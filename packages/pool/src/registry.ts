@@ -1,11 +1,4 @@
-import {
-  formatWorkerId,
-  type EngineKind,
-  type EngineLoad,
-  type HeartbeatRequest,
-  type RegisterRequest,
-  type RegisterResponse,
-} from './protocol.js';
+import { formatWorkerId, type EngineKind, type EngineLoad } from '@es/protocol';
 import type {
   AttemptOutcome,
   DeploymentView,
@@ -15,6 +8,7 @@ import type {
 } from './view.js';
 import { deploymentView, validateDeployment, type DeploymentConfig } from './deployment.js';
 import { PoolError } from './errors.js';
+import type { DeploymentCatalog, JobLedger, PoolEventLog, WorkerLedger } from './roles.js';
 
 /** Lifecycle of one engine instance as the scheduler tracks it. */
 export type WorkerState = 'starting' | 'loading' | 'ready' | 'draining' | 'failed' | 'gone';
@@ -115,55 +109,19 @@ export interface RegistryOptions {
 export type PoolEventListener = (event: PoolEvent) => void;
 
 /**
- * The registry of deployments, node jobs and workers. It is the `PoolView` the proxy
- * routes with, the state the worker protocol mutates and the snapshot the reconciler plans
- * from.
+ * The registry of deployments, node jobs and workers: the one object that plays every
+ * registry role. Hand each consumer only its role: the proxy a `PoolView`, the worker API
+ * a `WorkerLedger`, the reconciler a `JobLedger`, a `DeploymentCatalog` and a
+ * `PoolEventLog`, status views a `PoolEventFeed` (see roles.ts).
  */
-export interface Registry extends PoolView {
+export interface Registry
+  extends PoolView, WorkerLedger, JobLedger, DeploymentCatalog, PoolEventLog {
   /** Heartbeat interval told to workers. */
   readonly heartbeatIntervalMs: number;
   /** Workers that stop serving without a drain: unready (liveness), failed, gone. */
   onWorkerLost(listener: (workerId: string, reason: string) => void): () => void;
   /** Every entry into and exit from a routable set, with its reason (see `PoolView`). */
   onRoutingChange(listener: (change: RoutingChange) => void): () => void;
-  /** Add (or replace the config of) a deployment. */
-  addDeployment(config: DeploymentConfig): void;
-  /** The config of a deployment, if served. */
-  deploymentConfig(name: string): DeploymentConfig | undefined;
-  /** Every deployment config. */
-  deploymentConfigs(): readonly DeploymentConfig[];
-  /** Worker protocol: register one engine instance. Throws `PoolError` (404 deployment, 409 fenced). */
-  register(request: RegisterRequest): RegisterResponse;
-  /** Worker protocol: heartbeat. Throws `PoolError` 404 (register again) or 409 (fenced: exit). */
-  heartbeat(workerId: string, request: HeartbeatRequest): void;
-  /** Worker protocol: drain notice; the worker leaves routing before this returns. */
-  drain(workerId: string, reason: string): void;
-  /** Worker protocol: clean exit. */
-  deregister(workerId: string, reason: string): void;
-  /** Record a restart count seen in the cluster's list; older incarnations are fenced. */
-  noteIncarnation(jobId: string, deployment: string, restartCount: number): void;
-  /** Take every worker of a job (up to `restartCount`, default its newest) out of service. */
-  endJob(jobId: string, reason: string, restartCount?: number): void;
-  /** Scheduler-initiated drain of every worker of a job (no new requests, in-flight finish). */
-  drainJob(jobId: string, reason: string): void;
-  /** Mark one worker gone (e.g. heartbeat timeout). */
-  markGone(workerId: string, reason: string): void;
-  /** Forget a job and its workers (after it left the cluster's list). */
-  forgetJob(jobId: string): void;
-  /** One worker, as a copy. */
-  worker(workerId: string): WorkerInfo | undefined;
-  /** Workers (all or of one deployment), as copies, including gone ones still retained. */
-  workers(deployment?: string): WorkerInfo[];
-  /** One job, as a copy. */
-  job(jobId: string): JobInfo | undefined;
-  /** A plain-data copy of jobs and workers. Drops gone workers past their retention. */
-  snapshot(): RegistrySnapshot;
-  /** Record an event (the reconciler reports submissions, preemptions, cancellations ...). */
-  emit(event: Omit<PoolEvent, 'at'> & { at?: number }): void;
-  /** Subscribe to events; returns the unsubscribe function. */
-  on(listener: PoolEventListener): () => void;
-  /** The most recent events, oldest first (at most `limit`). */
-  recentEvents(limit?: number): PoolEvent[];
 }
 
 interface WorkerRecord {
@@ -392,6 +350,16 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
   function retire(w: WorkerRecord, state: 'gone' | 'failed', reason: string): void {
     if (w.state === 'gone' || w.state === 'failed') return;
     setState(w, state, reason);
+  }
+
+  /** A scheduler-initiated drain: workers still starting, loading or ready start draining. */
+  function drainInService(w: WorkerRecord | undefined, reason: string): void {
+    if (
+      w !== undefined &&
+      (w.state === 'ready' || w.state === 'loading' || w.state === 'starting')
+    ) {
+      setState(w, 'draining', reason);
+    }
   }
 
   function fencedMessage(job: JobRecord, restartCount: number): string | undefined {
@@ -650,15 +618,11 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     drainJob(jobId, reason) {
       const job = jobs.get(jobId);
       if (job === undefined) return;
-      for (const id of job.workers) {
-        const w = workers.get(id);
-        if (
-          w !== undefined &&
-          (w.state === 'ready' || w.state === 'loading' || w.state === 'starting')
-        ) {
-          setState(w, 'draining', reason);
-        }
-      }
+      for (const id of job.workers) drainInService(workers.get(id), reason);
+    },
+
+    drainWorker(workerId, reason) {
+      drainInService(workers.get(workerId), reason);
     },
 
     markGone(workerId, reason) {
@@ -688,6 +652,16 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       const out: WorkerInfo[] = [];
       for (const w of workers.values()) {
         if (deployment === undefined || w.deployment === deployment) out.push(workerInfo(w));
+      }
+      return out;
+    },
+
+    silentWorkers(before) {
+      const out: WorkerInfo[] = [];
+      for (const w of workers.values()) {
+        if (w.lastHeartbeat < before && w.state !== 'gone' && w.state !== 'failed') {
+          out.push(workerInfo(w));
+        }
       }
       return out;
     },

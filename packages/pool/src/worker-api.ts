@@ -3,7 +3,7 @@ import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
 import { WORKER_API_PREFIX, WORKER_ROUTES } from '@es/protocol';
 import { PoolError } from './errors.js';
-import type { Registry } from './registry.js';
+import type { WorkerLedger } from './roles.js';
 
 /** Options of {@link createWorkerApi}. */
 export interface WorkerApiOptions {
@@ -25,7 +25,7 @@ function digest(value: string): Buffer {
  * const api = createWorkerApi(registry, { workerToken: deriveKeys(secret).workerToken });
  * serve({ fetch: api.fetch, port: 8780 });
  */
-export function createWorkerApi(registry: Registry, options: WorkerApiOptions): Hono {
+export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOptions): Hono {
   if (!options.workerToken) {
     throw new PoolError('invalid_config', 'createWorkerApi needs a non-empty workerToken', {
       param: 'workerToken',

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_RECONCILE_OPTIONS,
   initialReconcilerState,
+  jobDrainDue,
   planHeartbeatTimeouts,
+  planJobDrain,
   planReconcile,
   settleCancel,
   settleSubmission,
@@ -114,6 +116,23 @@ class World {
       Object.assign(w, { state: 'gone', reason: a.reason });
     }
     return plan.actions;
+  }
+
+  /** Apply the drains of `actions` to the workers, as the registry does (`drainJob`). */
+  drain(actions: ReconcileAction[]): ReconcileAction[] {
+    for (const a of ofType(actions, 'drain-job')) {
+      for (const x of this.workers) {
+        if (x.jobId === a.jobId && ['starting', 'loading', 'ready'].includes(x.state)) {
+          Object.assign(x, { state: 'draining', reason: a.reason });
+        }
+      }
+    }
+    return actions;
+  }
+
+  /** Every worker heartbeats now. */
+  heartbeat(): void {
+    for (const x of this.workers) x.lastHeartbeat = this.now;
   }
 
   /** Settle every planned submission as the provider answered. */
@@ -762,5 +781,229 @@ describe('planReconcile: jobs that fail at launch', () => {
     w.now += 1_000;
     w.tick();
     expect(w.state.launchFailures['m']).toBeUndefined();
+  });
+});
+
+describe('planReconcile: a cancelled job leaves routing before the cancel', () => {
+  /** Index of the batched cancel, and of the drain of each job, in the tick's actions. */
+  const order = (actions: ReconcileAction[]) => ({
+    cancel: actions.findIndex((a) => a.type === 'cancel'),
+    drains: Object.fromEntries(
+      actions.flatMap((a, i) => (a.type === 'drain-job' ? [[a.jobId, i] as const] : [])),
+    ),
+  });
+
+  /** Two running jobs, one worker each in `state`, then maxNodes lowered to 1. */
+  function lowered(state: WorkerState): ReconcileAction[] {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [worker('1', 0, 'ready')];
+    w.tick();
+    w.now += 1_000;
+    w.deployments = [deployment('m', { maxNodes: 2 })];
+    w.jobs.push(job('2', 'RUNNING'));
+    w.workers.push(worker('2', 0, state));
+    w.heartbeat();
+    w.tick();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.now += 1_000;
+    w.heartbeat();
+    return w.tick();
+  }
+
+  it.each<[string, () => ReconcileAction[], Record<string, string>]>([
+    [
+      'a running job over a lowered maxNodes, worker ready',
+      () => lowered('ready'),
+      { '2': 'more than maxNodes 1' },
+    ],
+    ['... worker still loading', () => lowered('loading'), { '2': 'more than maxNodes 1' }],
+    ['... worker still starting', () => lowered('starting'), { '2': 'more than maxNodes 1' }],
+    ['... worker already draining (a notice)', () => lowered('draining'), {}],
+    [
+      'a pending job over maxNodes (no worker)',
+      () => {
+        const w = new World();
+        w.deployments = [deployment('m', { maxNodes: 1 })];
+        w.jobs = [job('1', 'RUNNING'), job('2', 'PENDING')];
+        w.workers = [worker('1', 0, 'ready')];
+        return w.tick();
+      },
+      {},
+    ],
+    [
+      'a held job',
+      () => {
+        const w = new World();
+        w.jobs = [job('1', 'REQUEUE_HOLD')];
+        return w.tick();
+      },
+      {},
+    ],
+    [
+      'a job whose workers all failed',
+      () => {
+        const w = new World();
+        w.jobs = [job('1', 'RUNNING')];
+        w.workers = [worker('1', 0, 'failed'), worker('1', 1, 'gone')];
+        return w.tick();
+      },
+      {},
+    ],
+    ['a job whose last worker times out in this tick', () => oneSilentWorker().tick(), {}],
+  ])('%s: drains %j first', (_, run, expected) => {
+    const actions = run();
+    const { cancel, drains } = order(actions);
+    expect(cancel).toBeGreaterThanOrEqual(0);
+    expect(Object.keys(drains)).toEqual(Object.keys(expected));
+    for (const [jobId, reason] of Object.entries(expected)) {
+      expect(drains[jobId]).toBeLessThan(cancel);
+      expect(ofType(actions, 'drain-job').find((a) => a.jobId === jobId)?.reason).toBe(reason);
+      expect(cancels(actions)[0]?.jobs.find((j) => j.jobId === jobId)?.reason).toBe(reason);
+    }
+  });
+
+  it('a job lowered away is not replaced; the one kept serves on', () => {
+    const actions = lowered('ready');
+    expect(cancels(actions)[0]?.jobs.map((j) => j.jobId)).toEqual(['2']);
+    expect(submits(actions)).toEqual([]);
+  });
+});
+
+describe('planJobDrain and planReconcile: jobs operators drain', () => {
+  const REASON = 'drained by an operator';
+
+  /** Job 1 running with two ready workers (`inFlight` each), drained by an operator now. */
+  function drained(inFlight: [number, number] = [0, 0]): World {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1 })];
+    w.jobs = [job('1', 'RUNNING')];
+    w.workers = [
+      worker('1', 0, 'ready', { inFlight: inFlight[0] }),
+      worker('1', 1, 'ready', { inFlight: inFlight[1] }),
+    ];
+    w.tick();
+    w.now += 1_000;
+    w.heartbeat();
+    const plan = planJobDrain(w.state, { jobId: '1', deployment: 'm', reason: REASON, now: w.now });
+    w.state = plan.state;
+    w.drain(plan.actions);
+    return w;
+  }
+
+  it('takes the workers out of routing at once and remembers the drain (pure)', () => {
+    const state = initialReconcilerState();
+    const plan = planJobDrain(state, { jobId: '1', deployment: 'm', reason: REASON, now: 5 });
+    expect(plan.actions).toEqual([
+      { type: 'drain-job', deployment: 'm', jobId: '1', reason: REASON },
+    ]);
+    expect(plan.state.jobDrains).toEqual({
+      '1': { jobId: '1', deployment: 'm', reason: REASON, drainedAt: 5 },
+    });
+    expect(state.jobDrains).toEqual({});
+    // Asked again while the cancel is pending: the grace still runs from the first drain.
+    const again = planJobDrain(plan.state, { jobId: '1', deployment: 'm', reason: REASON, now: 9 });
+    expect(again.state.jobDrains['1']?.drainedAt).toBe(5);
+    expect(again.actions).toHaveLength(1);
+  });
+
+  it.each<[string, [number, number], number, 'unknown' | undefined, boolean]>([
+    ['idle workers', [0, 0], 0, undefined, true],
+    ['a request in flight, within the grace', [0, 1], options.jobDrainGraceMs, undefined, false],
+    ['a request in flight, the grace over', [0, 1], options.jobDrainGraceMs + 1, undefined, true],
+    ['idle, but the list failed', [0, 0], 0, 'unknown', false],
+  ])('%s (after %j in flight, +%i ms): cancelled %s', (_, inFlight, wait, list, cancelled) => {
+    const w = drained(inFlight);
+    w.now += wait;
+    w.heartbeat();
+    const actions = w.tick(list);
+    expect(cancels(actions).flatMap((c) => c.jobs)).toEqual(
+      cancelled ? [{ jobId: '1', deployment: 'm', reason: REASON }] : [],
+    );
+    // The workers left routing when the operator asked: nothing to drain again.
+    expect(ofType(actions, 'drain-job')).toEqual([]);
+  });
+
+  it('cancels once idle and replaces the job in the same tick, once', () => {
+    const w = drained([2, 0]);
+    w.now += 1_000;
+    w.heartbeat();
+    let actions = w.tick();
+    expect(cancels(actions)).toEqual([]);
+    expect(submits(actions)).toEqual([]);
+    w.workers[0]!.inFlight = 0;
+    w.now += 1_000;
+    w.heartbeat();
+    actions = w.tick();
+    expect(cancels(actions)[0]?.jobs).toEqual([{ jobId: '1', deployment: 'm', reason: REASON }]);
+    expect(submits(actions)).toMatchObject([{ replaces: '1', reason: 'replacement' }]);
+    expect(w.state.jobs['1']).toMatchObject({ cancelReason: REASON });
+    w.now += 1_000;
+    w.heartbeat();
+    actions = w.tick();
+    expect(cancels(actions)).toEqual([]);
+    expect(submits(actions)).toEqual([]);
+  });
+
+  it('plans a failed cancel again on the next tick', () => {
+    const w = drained();
+    const actions = w.tick();
+    expect(cancels(actions)).toHaveLength(1);
+    w.state = settleCancel(w.state, ['1'], false);
+    w.now += 1_000;
+    w.heartbeat();
+    expect(cancels(w.tick())[0]?.jobs.map((j) => j.jobId)).toEqual(['1']);
+    w.now += 1_000;
+    w.heartbeat();
+    expect(cancels(w.tick())).toEqual([]);
+  });
+
+  it('forgets a drain whose job ended on its own before it was idle: nothing to cancel', () => {
+    const w = drained([1, 1]);
+    w.now += 1_000;
+    w.jobs = [job('1', 'COMPLETED')];
+    const actions = w.tick();
+    expect(cancels(actions)).toEqual([]);
+    expect(w.state.jobDrains).toEqual({});
+  });
+
+  it('cancels a drained job the cluster does not list (started by hand), and replaces nothing', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 0 })];
+    w.workers = [worker('900', 0, 'ready', { registeredAt: T0 })];
+    w.tick();
+    const plan = planJobDrain(w.state, {
+      jobId: '900',
+      deployment: 'm',
+      reason: REASON,
+      now: w.now,
+    });
+    w.state = plan.state;
+    w.drain(plan.actions);
+    const actions = w.tick();
+    expect(cancels(actions)[0]?.jobs).toEqual([{ jobId: '900', deployment: 'm', reason: REASON }]);
+    expect(submits(actions)).toEqual([]);
+    // Remembered (no second cancel) until the retention passes, then forgotten.
+    w.now += 1_000;
+    w.heartbeat();
+    expect(cancels(w.tick())).toEqual([]);
+    w.now += options.endedRetentionMs + 1;
+    w.heartbeat();
+    w.tick();
+    expect(w.state.jobDrains).toEqual({});
+  });
+
+  it.each<[string, WorkerState, number, number, boolean]>([
+    ['idle', 'draining', 0, 0, true],
+    ['busy', 'draining', 1, 0, false],
+    ['busy, grace over', 'draining', 1, options.jobDrainGraceMs + 1, true],
+    ['busy but gone', 'gone', 1, 0, true],
+    ['busy and failed (its requests are being aborted)', 'failed', 1, 0, false],
+  ])('jobDrainDue: %s', (_, state, inFlight, after, due) => {
+    const drain = { jobId: '1', deployment: 'm', reason: REASON, drainedAt: T0 };
+    expect(jobDrainDue(drain, [worker('1', 0, state, { inFlight })], T0 + after, options)).toBe(
+      due,
+    );
   });
 });

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  PoolError,
   createReconciler,
   createRegistry,
   type JobState,
@@ -18,6 +19,8 @@ class MemoryCluster implements NodeProvider {
   requests: NodeRequest[] = [];
   listCalls = 0;
   cancelCalls: string[][] = [];
+  /** Called at the start of each cancel (to look at the pool at that moment). */
+  onCancel: ((ids: string[]) => void) | undefined;
   listError: Error | undefined;
   /** While set, `list` waits for it: a controller that answers squeue late. */
   listHold: Promise<void> | undefined;
@@ -50,6 +53,7 @@ class MemoryCluster implements NodeProvider {
   }
 
   async cancel(ids: string[]): Promise<void> {
+    this.onCancel?.(ids);
     this.cancelCalls.push(ids);
     for (const id of ids) {
       const job = this.jobs.get(id);
@@ -312,5 +316,201 @@ describe('createReconciler', () => {
     cluster.set('101', 'COMPLETED');
     expect(await reconciler.cancelAll()).toEqual(['100']);
     expect(cluster.cancelCalls).toEqual([['100']]);
+  });
+});
+
+describe('the reconciler as the pool operator', () => {
+  /** The PoolError `run` throws (fails the test when it does not throw one). */
+  async function refusal(run: () => unknown): Promise<PoolError> {
+    try {
+      await run();
+    } catch (error) {
+      expect(error).toBeInstanceOf(PoolError);
+      return error as PoolError;
+    }
+    throw new Error('no refusal');
+  }
+
+  it('setMaxNodes refuses an unknown deployment and a maxNodes that is not an integer >= 0', async () => {
+    const { reconciler, cluster } = setup();
+    expect(await refusal(() => reconciler.setMaxNodes('nope', 1))).toMatchObject({
+      code: 'unknown_deployment',
+      status: 404,
+      message: 'deployment nope is not served here',
+      param: 'deployment',
+    });
+    for (const bad of [-1, 1.5, Number.NaN]) {
+      expect(await refusal(() => reconciler.setMaxNodes('m', bad))).toMatchObject({
+        code: 'invalid_request',
+        status: 400,
+        message: `maxNodes must be an integer >= 0, got ${String(bad)}`,
+        param: 'maxNodes',
+      });
+    }
+    expect(cluster.listCalls).toBe(0);
+  });
+
+  it('setMaxNodes lowers at once: the surplus leaves routing, then is cancelled, and is not replaced', async () => {
+    const world = setup();
+    const { reconciler, cluster, registry } = world;
+    await twoReadyJobs(world);
+    let routableAtCancel: string[] = [];
+    cluster.onCancel = () => (routableAtCancel = registry.routable('m').map((w) => w.id));
+    const result = await reconciler.setMaxNodes('m', 1);
+    expect(result).toEqual({
+      deployment: 'm',
+      previousMaxNodes: 2,
+      maxNodes: 1,
+      cancelled: ['100'],
+    });
+    expect(cluster.cancelCalls).toEqual([['100']]);
+    // The invariant, checked in the cancel itself: 100's worker was out of routing already.
+    expect(routableAtCancel).toEqual(['101.0.0']);
+    expect(registry.worker('100.0.0')).toMatchObject({
+      state: 'draining',
+      reason: 'more than maxNodes 1',
+    });
+    expect(registry.deploymentConfig('m')?.maxNodes).toBe(1);
+    expect(reconciler.status().deployments[0]?.maxNodes).toBe(1);
+    expect((await reconciler.tickOnce()).submitted).toEqual([]);
+    // Raising submits in the tick the call runs.
+    const up = await reconciler.setMaxNodes('m', 3);
+    expect(up).toEqual({ deployment: 'm', previousMaxNodes: 1, maxNodes: 3, cancelled: [] });
+    expect(cluster.requests).toHaveLength(4);
+  });
+
+  it('setMaxNodes counts the cancels of a tick in progress, then runs a fresh one', async () => {
+    const world = setup();
+    const { reconciler, cluster } = world;
+    await twoReadyJobs(world);
+    let answer = () => {};
+    cluster.listHold = new Promise((resolve) => (answer = resolve));
+    const inProgress = reconciler.tickOnce();
+    const scaled = reconciler.setMaxNodes('m', 1);
+    await expect.poll(() => cluster.listCalls).toBe(3);
+    cluster.listHold = undefined;
+    answer();
+    await inProgress;
+    expect(await scaled).toMatchObject({ cancelled: ['100'] });
+    expect(cluster.cancelCalls).toEqual([['100']]);
+    expect(cluster.listCalls).toBe(4);
+  });
+
+  it('drainWorker takes one worker out of routing; an unknown or gone one is refused', async () => {
+    const world = setup();
+    const { reconciler, registry } = world;
+    await twoReadyJobs(world);
+    expect(reconciler.drainWorker('100.0.0')).toEqual({ drained: ['100.0.0'] });
+    expect(registry.worker('100.0.0')).toMatchObject({
+      state: 'draining',
+      reason: 'drained by an operator',
+    });
+    expect(registry.routable('m').map((w) => w.id)).toEqual(['101.0.0']);
+    // Again: still draining, same answer.
+    expect(reconciler.drainWorker('100.0.0')).toEqual({ drained: ['100.0.0'] });
+    expect(await refusal(() => reconciler.drainWorker('9.0.0'))).toMatchObject({
+      code: 'unknown_worker',
+      status: 404,
+      message: 'worker 9.0.0 is not registered',
+    });
+    registry.deregister('101.0.0', 'exit');
+    expect(await refusal(() => reconciler.drainWorker('101.0.0'))).toMatchObject({
+      code: 'unknown_worker',
+    });
+  });
+
+  it('drainJob drains at once, cancels once in-flight requests finish, and the job is replaced', async () => {
+    const world = setup(undefined, {
+      intervalMs: 3_600_000,
+      minTickGapMs: 0,
+      livenessIntervalMs: 10,
+    });
+    const { reconciler, cluster, registry } = world;
+    await twoReadyJobs(world);
+    expect(await refusal(() => reconciler.drainJob('999'))).toMatchObject({
+      code: 'unknown_job',
+      status: 404,
+      message: 'job 999 has no registered worker here',
+    });
+    // A request in flight on 101's worker (the object the proxy holds).
+    const held = registry.routable('m').find((w) => w.id === '101.0.0')!;
+    held.inFlight = 1;
+    reconciler.start();
+    try {
+      await expect.poll(() => cluster.listCalls).toBe(3);
+      expect(reconciler.drainJob('101')).toEqual({ drained: ['101.0.0'], jobId: '101' });
+      expect(registry.routable('m').map((w) => w.id)).toEqual(['100.0.0']);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(cluster.cancelCalls).toEqual([]);
+      held.inFlight = 0;
+      await expect.poll(() => cluster.cancelCalls).toEqual([['101']]);
+      await expect.poll(() => cluster.requests.length).toBe(3);
+    } finally {
+      await reconciler.stop();
+    }
+    const cancelled = registry.recentEvents().find((e) => e.type === 'cancelled');
+    expect(cancelled).toMatchObject({ jobId: '101', reason: 'drained by an operator' });
+    expect(registry.recentEvents().find((e) => e.type === 'replaced')).toMatchObject({
+      jobId: '101',
+    });
+  });
+
+  it('drainJob cancels after the grace even with requests still in flight', async () => {
+    const world = setup(undefined, { jobDrainGraceMs: 5_000 });
+    const { reconciler, cluster, registry, clock } = world;
+    await twoReadyJobs(world);
+    registry.routable('m').find((w) => w.id === '101.0.0')!.inFlight = 1;
+    reconciler.drainJob('101');
+    clock.advance(5_000);
+    for (const id of ['100.0.0', '101.0.0'])
+      registry.heartbeat(id, { state: 'ready', restartCount: 0 });
+    expect((await reconciler.tickOnce()).cancelled).toEqual([]);
+    clock.advance(1);
+    expect((await reconciler.tickOnce()).cancelled).toEqual(['101']);
+    expect(cluster.cancelCalls).toEqual([['101']]);
+  });
+
+  it('resume refuses an unknown deployment', async () => {
+    const { reconciler } = setup();
+    expect(await refusal(() => reconciler.resume('nope'))).toMatchObject({
+      code: 'unknown_deployment',
+    });
+  });
+});
+
+describe('the liveness check', () => {
+  it('copies only the silent workers, every time it runs', async () => {
+    const world = setup(undefined, {
+      intervalMs: 3_600_000,
+      heartbeatTimeoutMs: 4_000,
+      livenessIntervalMs: 10,
+    });
+    const { reconciler, registry, clock } = world;
+    await twoReadyJobs(world);
+    let all = 0;
+    let silent = 0;
+    const workers = registry.workers.bind(registry);
+    const silentWorkers = registry.silentWorkers.bind(registry);
+    registry.workers = (d) => {
+      all++;
+      return workers(d);
+    };
+    registry.silentWorkers = (before) => {
+      const found = silentWorkers(before);
+      silent += found.length;
+      return found;
+    };
+    reconciler.start();
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      expect(silent).toBe(0);
+      clock.advance(4_001);
+      registry.heartbeat('100.0.0', { state: 'ready', restartCount: 0 });
+      await expect.poll(() => registry.worker('101.0.0')?.state).toBe('gone');
+      expect(silent).toBe(1);
+      expect(all).toBe(0);
+    } finally {
+      await reconciler.stop();
+    }
   });
 });

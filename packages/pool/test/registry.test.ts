@@ -223,6 +223,49 @@ describe('registry', () => {
     expect(registry.worker(a)?.requestsServed).toBe(1);
   });
 
+  it('silentWorkers: those in service whose last heartbeat is older than the bound, as copies', () => {
+    const { registry, clock } = setup();
+    registry.register(registration('1', 0, { state: 'ready' }));
+    registry.register(registration('1', 1, { state: 'loading' }));
+    registry.register(registration('2', 0, { state: 'ready' }));
+    registry.register(registration('3', 0, { state: 'ready' }));
+    registry.register(registration('4', 0, { state: 'ready' }));
+    registry.deregister('3.0.0', 'exit');
+    registry.heartbeat('4.0.0', { state: 'failed', restartCount: 0 });
+    const at = clock.now();
+    clock.advance(1_000);
+    registry.heartbeat('2.0.0', { state: 'ready', restartCount: 0 });
+    expect(registry.silentWorkers(at).map((w) => w.id)).toEqual([]);
+    const silent = registry.silentWorkers(at + 1);
+    expect(silent.map((w) => w.id)).toEqual(['1.0.0', '1.0.1']);
+    silent[0]!.state = 'gone';
+    expect(registry.worker('1.0.0')?.state).toBe('ready');
+  });
+
+  it('drainWorker and drainJob take workers in service out of routing, and leave the others', () => {
+    const { registry, events } = setup();
+    registry.register(registration('1', 0, { state: 'ready' }));
+    registry.register(registration('1', 1, { state: 'loading' }));
+    registry.register(registration('1', 2, { state: 'failed' }));
+    registry.register(registration('2', 0, { state: 'ready' }));
+    registry.drainWorker('2.0.0', 'by hand');
+    registry.drainWorker('9.0.0', 'unknown: nothing happens');
+    expect(registry.worker('2.0.0')).toMatchObject({ state: 'draining', reason: 'by hand' });
+    registry.drainJob('1', 'time limit');
+    expect(registry.workers().map((w) => [w.id, w.state])).toEqual([
+      ['1.0.0', 'draining'],
+      ['1.0.1', 'draining'],
+      ['1.0.2', 'failed'],
+      ['2.0.0', 'draining'],
+    ]);
+    expect(registry.routable('m')).toEqual([]);
+    expect(events.filter((e) => e.type === 'draining').map((e) => e.workerId)).toEqual([
+      '2.0.0',
+      '1.0.0',
+      '1.0.1',
+    ]);
+  });
+
   it('keeps a bounded ring of recent events', () => {
     const registry = createRegistry({ deployments: [deployment()], eventBufferSize: 3 });
     for (let i = 0; i < 5; i++)

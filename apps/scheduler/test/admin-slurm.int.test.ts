@@ -2,16 +2,25 @@
  * The `es` CLI and `/metrics` against the scheduler's wiring on the real SLURM dev cluster
  * (4 nodes × 8 fake GPUs, partitions `low` and `high`): SLURM states, pending reasons, time
  * left, a scale-up past the cluster's size, a preemption by a `high` job (requeue), and a
- * scale-down that cancels the pending jobs first.
+ * scale-down that cancels the pending jobs first. The scheduler is its own wiring
+ * (`startScheduler`) in-process; moved here from packages/admin (issue 12).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import type { StatusResponse } from '@es/client';
-import { cancelByNamePrefix, preempt } from '@es/testkit';
-import { esCli, metric, scrape, startTestScheduler, until, type TestScheduler } from './harness.js';
+// apps/scheduler depends on neither @es/client nor @es/testkit; its tests run their code.
+import type { StatusResponse } from '../../../packages/client/src/index.js';
+import { cancelByNamePrefix, preempt } from '../../../packages/testkit/src/index.js';
+import {
+  esCli,
+  metric,
+  scrape,
+  startAdminTestScheduler,
+  until,
+  type AdminTestScheduler,
+} from './admin-harness.js';
 
 process.env.SLURM_CONF = inject('slurmConf');
 const SID = `adm${Math.random().toString(36).slice(2, 8)}`;
-let s: TestScheduler;
+let s: AdminTestScheduler;
 
 const es = (...argv: string[]) => esCli(s, ...argv);
 const status = async () => JSON.parse((await es('status', '--json')).stdout) as StatusResponse;
@@ -19,7 +28,7 @@ const status = async () => JSON.parse((await es('status', '--json')).stdout) as 
 const readyCount = async () => (await status()).deployments[0]?.readyWorkers ?? 0;
 
 beforeAll(async () => {
-  s = await startTestScheduler({ backend: 'slurm', maxNodes: 1, schedulerId: SID });
+  s = await startAdminTestScheduler({ backend: 'slurm', maxNodes: 1, schedulerId: SID });
   await until(async () => ((await readyCount()) === 2 ? true : undefined), '2 ready', 120_000);
 }, 180_000);
 
@@ -179,10 +188,10 @@ describe('es against the SLURM dev cluster', () => {
     const name = (await status()).deployments[0]?.jobName ?? '';
     const result = await es('stop', '--cancel-jobs');
     expect(result.stdout).toBe('scheduler stopping and cancelling its jobs\n');
-    expect(await s.stopped).toEqual({ cancelJobs: true });
+    await s.stopped;
     await until(
       async () => {
-        const jobs = await s.provider.list({ names: [name] });
+        const jobs = await s.scheduler.provider.list({ names: [name] });
         return jobs.every((j) => !['PENDING', 'RUNNING', 'CONFIGURING'].includes(j.state))
           ? true
           : undefined;

@@ -1,8 +1,9 @@
 /**
  * A stream cut by its engine, end to end through real sockets: mock engines started with
- * `--die-mid-stream 2` behind the in-process scheduler's proxy, the official `openai` client.
- * The stream ends with an error event; `/metrics`, the status (per-worker figures) and
- * `es workers` count it as an error, never as a 200.
+ * `--die-mid-stream 2` behind the scheduler's proxy (its own wiring, in-process), the
+ * official `openai` client. The stream ends with an error event; `/metrics`, the status
+ * (per-worker figures) and `es workers` count it as an error, never as a 200. Moved here
+ * from packages/admin (issue 12).
  */
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,16 +13,16 @@ import {
   metric,
   readyWorkers,
   scrape,
-  startTestScheduler,
+  startAdminTestScheduler,
   streamChat,
   until,
-  type TestScheduler,
-} from './harness.js';
+  type AdminTestScheduler,
+} from './admin-harness.js';
 
-let s: TestScheduler;
+let s: AdminTestScheduler;
 
 beforeAll(async () => {
-  s = await startTestScheduler({
+  s = await startAdminTestScheduler({
     maxNodes: 1,
     nodes: 1,
     engineExtraArgs: '--die-mid-stream 2',
