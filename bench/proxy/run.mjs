@@ -58,7 +58,11 @@ if (args['write-readme'] && args['plant-corrupt']) {
   log('--write-readme with --plant-corrupt would publish planted failures: refused');
   process.exit(2);
 }
-for (const dist of ['../../packages/proxy/dist/index.mjs', '../../packages/pool/dist/index.mjs']) {
+for (const dist of [
+  '../../packages/proxy/dist/index.mjs',
+  '../../packages/pool/dist/index.mjs',
+  '../../packages/protocol/dist/index.mjs',
+]) {
   if (!existsSync(here(dist))) {
     log('build first: pnpm build (at the repository root)');
     process.exit(1);
