@@ -4,16 +4,6 @@ import { hostname, networkInterfaces } from 'node:os';
 
 const LOOPBACK = /^(localhost|127\.\d+\.\d+\.\d+|\[?::1\]?)$/i;
 
-/** True for an absolute `http:` or `https:` URL (a scheduler address). */
-export function isHttpUrl(text: string): boolean {
-  try {
-    const { protocol } = new URL(text);
-    return protocol === 'http:' || protocol === 'https:';
-  } catch {
-    return false;
-  }
-}
-
 /** Options of {@link resolveAdvertiseHost}. */
 export interface AdvertiseHostOptions {
   /** An explicit `--host` wins. */

@@ -19,7 +19,9 @@ export {
 } from './engines.js';
 export type { EngineAdapter, EngineCommand, EngineSpec } from './engines.js';
 export { splitArgs } from './split-args.js';
-export { freePort, isHttpUrl, isPortFree, resolveAdvertiseHost } from './host.js';
+export { freePort, isPortFree, resolveAdvertiseHost } from './host.js';
+/** Kept for callers of `@es/worker`: the one definition is `@es/protocol`'s. */
+export { isHttpUrl } from '@es/protocol';
 export type { AdvertiseHostOptions } from './host.js';
 export { WorkerError } from './errors.js';
 export type { WorkerErrorCode } from './errors.js';

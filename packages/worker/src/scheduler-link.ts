@@ -3,15 +3,13 @@
  * and deregister notices, obey fencing (409: exit) and forgetting (404: register again),
  * and follow the scheduler-URL file while the scheduler is unreachable.
  */
-import { readFile } from 'node:fs/promises';
-import { createWorkerClient } from '@es/protocol';
+import { createWorkerClient, readSchedulerUrl } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest, WorkerCallResult } from '@es/protocol';
 import { sleep } from './clock.js';
 import type { Clock } from './clock.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
 import { WorkerError } from './errors.js';
 import { reportedState } from './health.js';
-import { isHttpUrl } from './host.js';
 import type { WorkerLogger } from './worker-options.js';
 
 /** What the link needs to know of an instance: a part of its supervisor. */
@@ -98,17 +96,18 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     const file = options.schedulerUrlFile;
     if (file === undefined || clock.now() - urlFileReadAt < URL_FILE_EVERY_MS) return;
     urlFileReadAt = clock.now();
-    let url: string;
-    try {
-      url = (await readFile(file, 'utf8')).split('\n')[0]?.trim() ?? '';
-    } catch {
-      return; // Not written (yet): the scheduler is not serving.
-    }
-    if (url === '' || url === schedulerUrl) return;
-    if (!isHttpUrl(url)) {
-      log.warn({ file, url }, `${file} names "${url}", not an http(s) URL; ignored`);
+    const read = await readSchedulerUrl(file);
+    // Missing or empty: the scheduler is not serving (yet).
+    if (read.kind === 'missing') return;
+    if (read.kind === 'invalid') {
+      log.warn(
+        { file, url: read.text },
+        `${file} names "${read.text}", not an http(s) URL; ignored`,
+      );
       return;
     }
+    const { url } = read;
+    if (url === schedulerUrl) return;
     log.warn(
       { from: schedulerUrl, to: url, file },
       `the scheduler is unreachable at ${schedulerUrl} and ${file} names ${url}: following it`,
