@@ -1,19 +1,3 @@
-// TEMPORARY (issue 12): the worker protocol lives in @es/protocol. These re-exports keep
-// packages/worker and packages/admin/test compiling until they import @es/protocol; then
-// they go. Nothing new may import them from @es/pool.
-export { WORKER_API_PREFIX, WORKER_ENV, deriveKeys, formatWorkerId } from '@es/protocol';
-export type {
-  DeregisterRequest,
-  DerivedKeys,
-  DrainRequest,
-  EngineKind,
-  EngineLoad,
-  HeartbeatRequest,
-  HeartbeatResponse,
-  RegisterRequest,
-  RegisterResponse,
-  ReportedState,
-} from '@es/protocol';
 export type {
   AttemptOutcome,
   DeploymentView,
