@@ -163,9 +163,17 @@ export const mockAdapter: EngineAdapter = {
   parseLoad: (text) => vllmAdapter.parseLoad(text),
 };
 
+// Keyed by every kind of @es/protocol's ENGINE_KINDS: a kind added there without an adapter
+// here does not compile.
+const ADAPTERS: Readonly<Record<EngineKind, EngineAdapter>> = {
+  vllm: vllmAdapter,
+  sglang: sglangAdapter,
+  mock: mockAdapter,
+};
+
 /** The adapter for an engine kind. */
 export function engineAdapter(kind: EngineKind): EngineAdapter {
-  return kind === 'vllm' ? vllmAdapter : kind === 'sglang' ? sglangAdapter : mockAdapter;
+  return ADAPTERS[kind];
 }
 
 /**

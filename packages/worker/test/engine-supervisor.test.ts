@@ -64,7 +64,7 @@ function supervise(policy: Partial<HealthPolicy>, engineBin?: string) {
         if (!found) throw new Error(`not reported yet: ${JSON.stringify(reports)}`);
         return found;
       },
-      { timeout: 10_000, interval: 10 },
+      { timeout: 30_000, interval: 10 },
     );
   /** Fires the clock's timers (probes) until the engine reports ready. */
   const untilReady = async () => {
@@ -108,7 +108,7 @@ describe('the engine supervisor on a fake clock, with real processes', () => {
   });
 
   it('takes a hung engine out of routing, and kills and restarts it after hungRestartMs of clock time', async () => {
-    const { clock, engine, reported, logs, untilReady } = supervise({ livenessTimeoutMs: 200 });
+    const { clock, engine, reported, logs, untilReady } = supervise({ livenessTimeoutMs: 1_000 });
     await engine.pickPort(true);
     engine.launch();
     await untilReady();
@@ -138,5 +138,5 @@ describe('the engine supervisor on a fake clock, with real processes', () => {
     await untilReady();
     expect(engine.pid).not.toBe(pid);
     expect(engine.health).toMatchObject({ phase: 'ready', crashes: 1, reason: undefined });
-  });
+  }, 60_000);
 });
