@@ -1,3 +1,4 @@
+export { ProtocolError, isProtocolError } from './errors.js';
 export { ENGINE_KINDS, ENGINE_NAMES, isEngineKind } from './engines.js';
 export type { EngineKind } from './engines.js';
 export {

@@ -5,6 +5,7 @@
  * user and unreadable by anyone else. Trust is same-user (like munge): whoever reads the
  * secret can pose as a worker, an engine's client or an admin.
  */
+import { ProtocolError } from './errors.js';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import type { Stats } from 'node:fs';
@@ -27,15 +28,15 @@ export type SecretFileErrorCode =
   | 'too_short';
 
 /** A secret file the policy refuses; the message names the file and the fix. */
-export class SecretFileError extends Error {
+export class SecretFileError extends ProtocolError<SecretFileErrorCode> {
   override readonly name = 'SecretFileError';
   constructor(
-    readonly code: SecretFileErrorCode,
+    code: SecretFileErrorCode,
     readonly file: string,
     message: string,
     options?: { cause?: unknown },
   ) {
-    super(message, options);
+    super(code, message, options);
   }
 }
 

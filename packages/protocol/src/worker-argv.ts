@@ -4,6 +4,7 @@
  * from it ({@link workerYargsOptions}, {@link readWorkerArgv}). A flag added, renamed or
  * retyped here is a compile error wherever it is built or read.
  */
+import { ProtocolError } from './errors.js';
 import { ENGINE_KINDS } from './engines.js';
 import { WORKER_ENV } from './keys.js';
 
@@ -174,15 +175,14 @@ export type WorkerArgv = { [K in DefaultedNames]: ValueOf<Flags[K]> } & {
 };
 
 /** An option {@link buildWorkerArgv} cannot turn into a flag; `flag` names it. */
-export class WorkerArgvError extends Error {
+export class WorkerArgvError extends ProtocolError<'INVALID_WORKER_ARGV'> {
   override readonly name = 'WorkerArgvError';
-  readonly code = 'INVALID_WORKER_ARGV';
   constructor(
     /** The flag without its dashes (`model`), or the unknown option's name. */
     readonly flag: string,
     message: string,
   ) {
-    super(message);
+    super('INVALID_WORKER_ARGV', message);
   }
 }
 

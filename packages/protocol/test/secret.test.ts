@@ -3,7 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { SecretFileError } from '../src/index.js';
-import { deriveKeys, isSecretFileError, loadOrCreateSecret, readSecret } from '../src/index.js';
+import {
+  deriveKeys,
+  isProtocolError,
+  isSecretFileError,
+  loadOrCreateSecret,
+  readSecret,
+} from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-secret-'));
 let n = 0;
@@ -18,6 +24,7 @@ function refusal(fn: () => unknown): SecretFileError {
     fn();
   } catch (error) {
     expect(isSecretFileError(error)).toBe(true);
+    expect(isProtocolError(error)).toBe(true);
     return error as SecretFileError;
   }
   throw new Error('expected a SecretFileError');

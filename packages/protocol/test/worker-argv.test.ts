@@ -4,6 +4,7 @@ import {
   WORKER_ENV,
   WORKER_FLAGS,
   WorkerArgvError,
+  isProtocolError,
   buildWorkerArgv,
   buildWorkerEnv,
   missingWorkerFlag,
@@ -17,6 +18,8 @@ function errorOf(fn: () => unknown): WorkerArgvError {
     fn();
   } catch (error) {
     expect(error).toBeInstanceOf(WorkerArgvError);
+    expect(isProtocolError(error)).toBe(true);
+    expect((error as WorkerArgvError).code).toBe('INVALID_WORKER_ARGV');
     return error as WorkerArgvError;
   }
   throw new Error('expected a WorkerArgvError');
