@@ -84,6 +84,8 @@ function main() {
   console.log('| table | figure | ratio | before min..max | after | within |');
   console.log('|---|---|---|---|---|---|');
   let inside = 0;
+  let better = 0;
+  let worse = 0;
   let total = 0;
   for (const key of keys) {
     const values = beforeRatios.map((r) => r.get(key)).filter((x) => x !== undefined);
@@ -98,6 +100,10 @@ function main() {
         inside++;
         return `${x}`;
       }
+      // Throughput: a higher ratio is better for the numerator; latency, CPU, RSS: lower.
+      const higherIsBetter = /req\/s|held/.test(key);
+      if (x > high === higherIsBetter) better++;
+      else worse++;
       return `**${x}**`;
     });
     const within = news.every((x) => x === undefined || (x >= low && x <= high));
@@ -106,8 +112,13 @@ function main() {
       `| ${table} | ${figure} | ${ratio} | ${low}..${high} | ${cells.join(' / ')} | ${within ? 'yes' : 'no'} |`,
     );
   }
+  // A value drawn from the same distribution as n before-values lies inside their range with
+  // probability (n - 1) / (n + 1), and outside on either side equally often: the yardstick for
+  // "no change" on a noisy machine.
+  const n = before.length;
+  const expected = Math.round((100 * (n - 1)) / (n + 1));
   console.log(
-    `\n${inside} of ${total} after-ratios lie within the spread of the before runs (bold: outside).`,
+    `\n${inside} of ${total} after-ratios (${Math.round((100 * inside) / Math.max(total, 1))}%) lie within the spread of the before runs (bold: outside): ${better} better for the numerator, ${worse} worse. With no change, a ratio lands inside the range of ${n} runs ${expected}% of the time, and outside on the better side as often as on the worse.`,
   );
 }
 
