@@ -3,8 +3,11 @@
  * `FaultResult` by the checker. Shared by the `reliability` vitest suite (short profile) and
  * `scripts/chaos` (long profile).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { SimulationRequest, SimulationResult } from './simulated-workers.js';
 import { deriveKeys } from '@es/protocol';
 import {
   cancelByNamePrefix,
@@ -717,6 +720,24 @@ export async function engineMisbehaviourScenario(options: {
   }
 }
 
+/**
+ * The simulated workers' script: next to this module in `dist`, or the built one when this
+ * module runs from its TypeScript source (tests resolve workspace packages to `src`).
+ */
+function simulatedWorkersScript(): string {
+  const here = fileURLToPath(new URL('.', import.meta.url));
+  for (const candidate of [
+    join(here, 'simulated-workers.mjs'),
+    join(here, '../dist/simulated-workers.mjs'),
+  ]) {
+    if (existsSync(candidate)) return candidate;
+  }
+  throw new ChaosError(
+    'NOT_FOUND',
+    `simulated-workers.mjs is not built next to ${here}: run pnpm build`,
+  );
+}
+
 function percentile(values: readonly number[], p: number): number | undefined {
   if (values.length === 0) return undefined;
   const sorted = [...values].sort((a, b) => a - b);
@@ -740,9 +761,7 @@ export async function scaleScenario(
   },
 ): Promise<FaultResult> {
   const count = options.workers ?? 1_024;
-  const token = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
-  const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
-  const base = `${ctx.scheduler.url}/api/v1/workers`;
+  const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
   const baselineFrom = Date.now() - 20_000;
   const ttfb = (from: number, to: number) =>
     ctx.load.records
@@ -756,91 +775,70 @@ export async function scaleScenario(
           r.firstByte !== undefined,
       )
       .map((r) => (r.firstByte ?? r.start) - r.start);
-  const ids: string[] = [];
-  let refused = 0;
-  for (let i = 0; i < count; i++) {
-    const response = await fetch(`${base}/register`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        deployment: options.model,
-        jobId: String(9_000_000 + i),
-        restartCount: 0,
-        index: 0,
-        host: '127.0.0.1',
-        port: 9,
-        gpus: [0],
-        engine: 'mock',
-        model: options.model,
-        node: `sim${i}`,
-        state: 'loading',
-      }),
-    });
-    if (response.ok) ids.push(((await response.json()) as { workerId: string }).workerId);
-    else {
-      refused++;
-      await response.body?.cancel();
-    }
-  }
-  const faultAt = Date.now();
-  ctx.log?.(`${ids.length} simulated workers registered (${refused} refused); heartbeating`);
-  let sent = 0;
-  let answered = 0;
-  const latencies: number[] = [];
-  const failures = new Map<number, number>();
-  let stopped = false;
-  const beat = async (id: string) => {
-    sent++;
-    const started = performance.now();
-    try {
-      const response = await fetch(`${base}/${id}/heartbeat`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ state: 'loading', restartCount: 0 }),
-        signal: AbortSignal.timeout(5_000),
-      });
-      await response.body?.cancel();
-      latencies.push(performance.now() - started);
-      if (response.status === 200) answered++;
-      else failures.set(response.status, (failures.get(response.status) ?? 0) + 1);
-    } catch {
-      failures.set(0, (failures.get(0) ?? 0) + 1);
+  // The simulated workers run in their own process, as independent nodes do: heartbeats sent
+  // from this one would share its event loop with the load and measure each other's delays.
+  const child = fork(simulatedWorkersScript(), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const messages: unknown[] = [];
+  let wake: (() => void) | undefined;
+  child.on('message', (message) => {
+    messages.push(message);
+    wake?.();
+  });
+  const next = async <T extends { type: string }>(type: T['type']): Promise<T> => {
+    for (;;) {
+      const index = messages.findIndex((m) => (m as { type?: string }).type === type);
+      if (index >= 0) return messages.splice(index, 1)[0] as T;
+      if (child.exitCode !== null)
+        throw new ChaosError(
+          'START_FAILED',
+          `simulated workers exited (${child.exitCode}) before '${type}'`,
+        );
+      await Promise.race([new Promise<void>((resolve) => (wake = resolve)), exited]);
     }
   };
-  const loops = ids.map(async (id, i) => {
-    // Spread the workers over the second, as independent nodes would be.
-    await sleep((i / ids.length) * 1_000);
-    while (!stopped) {
-      const next = Date.now() + 1_000;
-      await beat(id);
-      await sleep(Math.max(0, next - Date.now()));
-    }
-  });
-  await sleep(options.durationMs);
-  stopped = true;
-  await Promise.all(loops);
+  const request: SimulationRequest = {
+    base: `${ctx.scheduler.url}/api/v1/workers`,
+    workerToken,
+    deployment: options.model,
+    model: options.model,
+    count,
+    durationMs: options.durationMs,
+  };
+  child.send(request);
+  let started: { ids: string[]; refused: number };
+  let simulated: SimulationResult;
+  let faultAt: number;
+  try {
+    started = await next<{ type: 'heartbeating'; ids: string[]; refused: number }>('heartbeating');
+    faultAt = Date.now();
+    ctx.log?.(
+      `${started.ids.length} simulated workers registered (${started.refused} refused); heartbeating`,
+    );
+    simulated = await next<SimulationResult>('done');
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
   const end = Date.now();
+  const ids = started.ids;
+  const refused = started.refused;
+  child.send({ type: 'deregister' });
+  await exited;
   await ctx.load.settled(end);
   const events = ctx.scheduler.events();
-  const simulated = new Set(ids);
+  const simulatedIds = new Set(ids);
   const timedOut = events.filter(
     (e) =>
       e.time >= faultAt &&
+      // Their deregistration at the end is not a timeout.
+      e.time <= end &&
       e.event === 'gone' &&
       e.workerId !== undefined &&
-      simulated.has(e.workerId),
+      simulatedIds.has(e.workerId),
   ).length;
-  // Deregister so the status views are clean for what follows.
-  for (const id of ids) {
-    await fetch(`${base}/${id}/deregister`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ reason: 'chaos scale test over' }),
-    }).then(
-      (r) => r.body?.cancel(),
-      () => undefined,
-    );
-  }
   const before = percentile(ttfb(baselineFrom, faultAt), 50);
   const during = percentile(ttfb(faultAt, end), 50);
   const added = before === undefined || during === undefined ? undefined : during - before;
@@ -855,13 +853,13 @@ export async function scaleScenario(
     checks: {
       ...judged.checks,
       'registrations refused': refused,
-      'heartbeats not answered 200': sent - answered,
+      'heartbeats not answered 200': simulated.sent - simulated.answered,
       'simulated workers timed out': timedOut,
       [`time to first byte p50 grown by more than ${options.maxAddedP50Ms ?? 5} ms`]:
         added === undefined || added > (options.maxAddedP50Ms ?? 5) ? 1 : 0,
     },
     notes: [
-      `${sent} heartbeats in ${Math.round((end - faultAt) / 1000)} s (${Math.round(sent / ((end - faultAt) / 1000))}/s); latency p50 ${percentile(latencies, 50)?.toFixed(1)} ms, p99 ${percentile(latencies, 99)?.toFixed(1)} ms; failures by status ${JSON.stringify(Object.fromEntries(failures))}`,
+      `${simulated.sent} heartbeats in ${Math.round((end - faultAt) / 1000)} s (${Math.round(simulated.sent / ((end - faultAt) / 1000))}/s), from a process of their own; latency p50 ${simulated.latencyP50?.toFixed(1)} ms, p99 ${simulated.latencyP99?.toFixed(1)} ms (that process's own event-loop delay p99 ${simulated.loopDelayP99.toFixed(1)} ms); failures by status ${JSON.stringify(simulated.failures)}`,
       `client time to the first stream chunk (the role chunk, sent before the engine's TTFT, so mostly proxy and network) p50 ${before?.toFixed(1)} ms before, ${during?.toFixed(1)} ms during (proxy issue target: added p50 <= 0.3 ms at c=1, measured in bench/proxy; this end-to-end figure includes the engine's 50 ms TTFT)`,
     ],
   };
