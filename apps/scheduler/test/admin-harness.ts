@@ -19,6 +19,9 @@ import { parseFlags } from '../src/flags.js';
 import { startScheduler, type Scheduler } from '../src/main.js';
 import type { LogLine } from './harness.js';
 
+// The shared test helpers (apps/scheduler does not depend on @es/testkit; its tests run its code).
+export { metric, until } from '../../../packages/testkit/src/index.js';
+
 /** A scheduler running in this process. */
 export interface AdminTestScheduler {
   url: string;
@@ -123,21 +126,6 @@ export async function startAdminTestScheduler(
   };
 }
 
-/** Poll until `fn` returns a value other than undefined. */
-export async function until<T>(
-  fn: () => T | undefined | Promise<T | undefined>,
-  what: string,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** Ready workers of the `mock` deployment, sorted, when there are `n`. */
 export function readyWorkers(s: AdminTestScheduler, n: number): () => string[] | undefined {
   return () => {
@@ -147,21 +135,6 @@ export function readyWorkers(s: AdminTestScheduler, n: number): () => string[] |
       .map((w) => w.id);
     return ids.length === n ? ids.sort() : undefined;
   };
-}
-
-/** Sum of the samples of `name` whose labels include `labels`. */
-export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const found = new Map<string, string>();
-    for (const pair of (m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-      found.set(pair[1] ?? '', pair[2] ?? '');
-    }
-    if (Object.entries(labels).every(([k, v]) => found.get(k) === v)) sum += Number(m[4]);
-  }
-  return sum;
 }
 
 /** Run the `es` CLI in-process against `s`, with its admin key. */

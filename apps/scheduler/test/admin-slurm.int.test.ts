@@ -29,7 +29,7 @@ const readyCount = async () => (await status()).deployments[0]?.readyWorkers ?? 
 
 beforeAll(async () => {
   s = await startAdminTestScheduler({ backend: 'slurm', maxNodes: 1, schedulerId: SID });
-  await until(async () => ((await readyCount()) === 2 ? true : undefined), '2 ready', 120_000);
+  await until(async () => ((await readyCount()) === 2 ? true : undefined), 120_000, '2 ready');
 }, 180_000);
 
 afterAll(async () => {
@@ -64,8 +64,8 @@ describe('es against the SLURM dev cluster', () => {
           );
         return found.length >= 2 ? found : undefined;
       },
-      'two pending jobs with their SLURM reason in es jobs',
       60_000,
+      'two pending jobs with their SLURM reason in es jobs',
     );
     const pendingIds = rows.map((l) => l.split(/\s+/)[0] ?? '');
 
@@ -82,8 +82,8 @@ describe('es against the SLURM dev cluster', () => {
         );
         return live.length === 1 && st.deployments[0]?.readyWorkers === 2 ? true : undefined;
       },
-      'back to 1 running job and 2 ready workers',
       120_000,
+      'back to 1 running job and 2 ready workers',
     );
   });
 
@@ -100,8 +100,8 @@ describe('es against the SLURM dev cluster', () => {
           metric(before, 'es_preemptions_total', { deployment: 'mock' })
             ? true
             : undefined,
-        'the preemption counted',
         60_000,
+        'the preemption counted',
       ).catch(async (error: unknown) => {
         // Say what the scheduler saw instead.
         throw new Error(
@@ -120,8 +120,8 @@ describe('es against the SLURM dev cluster', () => {
             ? true
             : undefined;
         },
-        'the requeued job with restart count 1',
         60_000,
+        'the requeued job with restart count 1',
       );
       const jobs = await es('jobs');
       expect(jobs.stdout).toMatch(new RegExp(`^${victim?.jobId}\\s+mock\\s+\\S+.*\\s1\\s`, 'm'));
@@ -149,8 +149,8 @@ describe('es against the SLURM dev cluster', () => {
           .filter((l) => /\sgpu\d\s+ready\s/.test(l));
         return rows.length === 2 ? rows : undefined;
       },
-      '2 ready workers in es workers',
       120_000,
+      '2 ready workers in es workers',
     );
     const [workerId = '', jobId = ''] = ready[0]?.split(/\s+/) ?? [];
 
@@ -179,8 +179,8 @@ describe('es against the SLURM dev cluster', () => {
           ? true
           : undefined;
       },
-      'the drained job cancelled and replaced',
       120_000,
+      'the drained job cancelled and replaced',
     );
   });
 
@@ -196,8 +196,8 @@ describe('es against the SLURM dev cluster', () => {
           ? true
           : undefined;
       },
-      'no live job of ours',
       60_000,
+      'no live job of ours',
     );
   });
 });

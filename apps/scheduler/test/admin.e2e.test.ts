@@ -32,7 +32,7 @@ let s: AdminTestScheduler;
 beforeAll(async () => {
   s = await startAdminTestScheduler({ maxNodes: 2 });
   // 2 local nodes × (4 GPUs / TP 2) = 4 engine instances.
-  await until(readyWorkers(s, 4), '4 ready workers');
+  await until(readyWorkers(s, 4), 30_000, '4 ready workers');
 }, 60_000);
 
 afterAll(async () => {
@@ -59,12 +59,16 @@ describe('admin API and es CLI', () => {
   });
 
   it('es status prints deployments, nodes with state and time left, workers with GPU slices', async () => {
-    await until(async () => {
-      const st = await adminStatus(s);
-      return st.deployments[0]?.jobs.every((j) => j.progressLine.includes('ready'))
-        ? st
-        : undefined;
-    }, 'every job ready in its progress line');
+    await until(
+      async () => {
+        const st = await adminStatus(s);
+        return st.deployments[0]?.jobs.every((j) => j.progressLine.includes('ready'))
+          ? st
+          : undefined;
+      },
+      30_000,
+      'every job ready in its progress line',
+    );
     const { code, stdout } = await es('status');
     expect(code).toBe(0);
     const lines = stdout.split('\n');
@@ -141,15 +145,19 @@ describe('admin API and es CLI', () => {
     ).toBeGreaterThan(0);
     expect(after).toMatch(/^es_nodejs_eventloop_lag_seconds \d/m);
 
-    const series = await until(async () => {
-      const res = await fetch(`${s.url}/api/v1/admin/series`, {
-        headers: { authorization: `Bearer ${s.adminKey}` },
-      });
-      const body = (await res.json()) as {
-        samples: { requestsPerSecond: number; tokensPerSecond: number; ttfbMs?: number }[];
-      };
-      return body.samples.some((x) => x.requestsPerSecond > 0) ? body : undefined;
-    }, 'a traffic sample');
+    const series = await until(
+      async () => {
+        const res = await fetch(`${s.url}/api/v1/admin/series`, {
+          headers: { authorization: `Bearer ${s.adminKey}` },
+        });
+        const body = (await res.json()) as {
+          samples: { requestsPerSecond: number; tokensPerSecond: number; ttfbMs?: number }[];
+        };
+        return body.samples.some((x) => x.requestsPerSecond > 0) ? body : undefined;
+      },
+      30_000,
+      'a traffic sample',
+    );
     const busy = series.samples.filter((x) => x.requestsPerSecond > 0);
     expect(busy.reduce((sum, x) => sum + x.tokensPerSecond, 0)).toBeGreaterThan(0);
     expect(busy.every((x) => x.ttfbMs !== undefined && x.ttfbMs >= 0)).toBe(true);
@@ -211,7 +219,7 @@ describe('admin API and es CLI', () => {
       env: { ES_SCHEDULER_URL: s.url, ES_ADMIN_KEY: s.adminKey },
       signal: controller.signal,
     });
-    await until(() => (stdout.length > 0 ? true : undefined), 'the tail');
+    await until(() => (stdout.length > 0 ? true : undefined), 30_000, 'the tail');
     appendFileSync(join(s.logDir, file ?? ''), 'follow-marker-1\nfollow-marker-2\n');
     expect(await done).toBe(0);
     expect(stdout.indexOf('follow-marker-1')).toBeGreaterThan(0);
@@ -223,20 +231,24 @@ describe('admin API and es CLI', () => {
     const victim = (await adminStatus(s)).deployments[0]?.jobs.find((j) => j.state === 'RUNNING');
     expect(victim).toBeDefined();
     expect(s.preempt(victim?.jobId ?? '')).toBe(true);
-    await until(async () => {
-      const text = await scrape(s);
-      return metric(text, 'es_preemptions_total', { deployment: 'mock' }) >
-        metric(before, 'es_preemptions_total', { deployment: 'mock' }) &&
-        metric(text, 'es_replacements_total', { deployment: 'mock' }) >
-          metric(before, 'es_replacements_total', { deployment: 'mock' })
-        ? text
-        : undefined;
-    }, 'preemption and replacement counted');
+    await until(
+      async () => {
+        const text = await scrape(s);
+        return metric(text, 'es_preemptions_total', { deployment: 'mock' }) >
+          metric(before, 'es_preemptions_total', { deployment: 'mock' }) &&
+          metric(text, 'es_replacements_total', { deployment: 'mock' }) >
+            metric(before, 'es_replacements_total', { deployment: 'mock' })
+          ? text
+          : undefined;
+      },
+      30_000,
+      'preemption and replacement counted',
+    );
     const events = await es('events', '--json');
     const list = JSON.parse(events.stdout) as { type: string; jobId?: string }[];
     expect(list.some((e) => e.type === 'preempted' && e.jobId === victim?.jobId)).toBe(true);
     expect(list.some((e) => e.type === 'replaced' && e.jobId === victim?.jobId)).toBe(true);
-    await until(readyWorkers(s, 4), '4 ready workers again');
+    await until(readyWorkers(s, 4), 30_000, '4 ready workers again');
   });
 
   it('es drain <worker> takes it out of routing; es drain <job> cancels it and it is replaced', async () => {
@@ -262,15 +274,20 @@ describe('admin API and es CLI', () => {
         s.scheduler.registry
           .recentEvents()
           .find((e) => e.type === 'cancelled' && e.jobId === jobId),
+      30_000,
       'the drained job cancelled',
     );
     expect(cancelled.reason).toBe('drained by an operator');
-    await until(async () => {
-      const st = await adminStatus(s);
-      const jobs = st.deployments[0]?.jobs ?? [];
-      const live = jobs.filter((j) => j.state === 'RUNNING' && j.jobId !== jobId);
-      return live.length === 2 && st.deployments[0]?.readyWorkers === 4 ? st : undefined;
-    }, 'the drained job replaced');
+    await until(
+      async () => {
+        const st = await adminStatus(s);
+        const jobs = st.deployments[0]?.jobs ?? [];
+        const live = jobs.filter((j) => j.state === 'RUNNING' && j.jobId !== jobId);
+        return live.length === 2 && st.deployments[0]?.readyWorkers === 4 ? st : undefined;
+      },
+      30_000,
+      'the drained job replaced',
+    );
   });
 
   it('es scale lowers max nodes at once, cancelling the surplus after its workers left routing', async () => {
@@ -288,11 +305,15 @@ describe('admin API and es CLI', () => {
     expect(drains.map((e) => e.reason)).toEqual(['more than maxNodes 1', 'more than maxNodes 1']);
     const st = await adminStatus(s);
     expect(st.deployments[0]?.maxNodes).toBe(1);
-    await until(async () => {
-      const now = await adminStatus(s);
-      const running = now.deployments[0]?.jobs.filter((j) => j.state === 'RUNNING') ?? [];
-      return running.length === 1 ? now : undefined;
-    }, 'one running job');
+    await until(
+      async () => {
+        const now = await adminStatus(s);
+        const running = now.deployments[0]?.jobs.filter((j) => j.state === 'RUNNING') ?? [];
+        return running.length === 1 ? now : undefined;
+      },
+      30_000,
+      'one running job',
+    );
     const bad = await es('scale', 'nope', '--max-nodes', '1');
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/deployment nope is not served here/);

@@ -28,7 +28,7 @@ beforeAll(async () => {
     engineExtraArgs: '--die-mid-stream 2',
   });
   // 1 local node × (4 GPUs / TP 2) = 2 engine instances.
-  await until(readyWorkers(s, 2), '2 ready workers');
+  await until(readyWorkers(s, 2), 30_000, '2 ready workers');
 }, 60_000);
 
 afterAll(async () => {
@@ -45,12 +45,16 @@ describe('a stream cut mid-way by its engine', () => {
     expect((error as APIError).code).toBe('upstream_stream_interrupted');
     expect(text).not.toBe('');
 
-    const after = await until(async () => {
-      const scraped = await scrape(s);
-      return metric(scraped, 'es_requests_total', { ...chat, status: 'stream_error' }) === 1
-        ? scraped
-        : undefined;
-    }, 'status="stream_error" in /metrics');
+    const after = await until(
+      async () => {
+        const scraped = await scrape(s);
+        return metric(scraped, 'es_requests_total', { ...chat, status: 'stream_error' }) === 1
+          ? scraped
+          : undefined;
+      },
+      30_000,
+      'status="stream_error" in /metrics',
+    );
     const delta = (name: string, labels: Record<string, string>) =>
       metric(after, name, labels) - metric(before, name, labels);
     expect(delta('es_requests_total', { ...chat, status: '200' })).toBe(0);
@@ -74,14 +78,18 @@ describe('a stream cut mid-way by its engine', () => {
       max_tokens: 4,
     });
     expect(answer.choices[0]?.message.content).toBeTruthy();
-    const served = await until(async () => {
-      const scraped = await scrape(s);
-      return metric(scraped, 'es_requests_total', { ...chat, status: '200' }) -
-        metric(before, 'es_requests_total', { ...chat, status: '200' }) ===
-        1
-        ? scraped
-        : undefined;
-    }, 'the 200 counted');
+    const served = await until(
+      async () => {
+        const scraped = await scrape(s);
+        return metric(scraped, 'es_requests_total', { ...chat, status: '200' }) -
+          metric(before, 'es_requests_total', { ...chat, status: '200' }) ===
+          1
+          ? scraped
+          : undefined;
+      },
+      30_000,
+      'the 200 counted',
+    );
     expect(metric(served, 'es_requests_total', { ...chat, status: 'stream_error' })).toBe(1);
     const now = (await adminStatus(s)).deployments[0]?.workers ?? [];
     expect(now.reduce((sum, w) => sum + w.requestsServed, 0)).toBe(1);

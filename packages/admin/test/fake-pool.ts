@@ -21,6 +21,9 @@ import {
   type WorkerState,
 } from '@es/pool';
 
+// The shared Prometheus-text reader of the tests (@es/admin does not depend on @es/testkit).
+export { metric } from '../../testkit/src/index.js';
+
 /** A job of the fake pool (what `status()` shows of it is derived). */
 export interface FakeJob {
   jobId: string;
@@ -222,19 +225,4 @@ export function createFakePool(
     },
   };
   return pool;
-}
-
-/** Sum of the samples of `name` whose labels include `labels`, in Prometheus text. */
-export function metric(text: string, name: string, labels: Record<string, string> = {}): number {
-  let sum = 0;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(\{(.*)\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const found = new Map<string, string>();
-    for (const pair of (m[3] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) {
-      found.set(pair[1] ?? '', pair[2] ?? '');
-    }
-    if (Object.entries(labels).every(([k, v]) => found.get(k) === v)) sum += Number(m[4]);
-  }
-  return sum;
 }

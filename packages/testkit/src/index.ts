@@ -17,4 +17,5 @@ export {
   withStoppedController,
 } from './slurm-helpers.js';
 export type { JobInfo, SlurmRun } from './slurm-helpers.js';
+export { metric } from './prometheus.js';
 export { until } from './until.js';
