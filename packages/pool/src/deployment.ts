@@ -80,7 +80,23 @@ export function deploymentView(config: DeploymentConfig): DeploymentView {
     routing: config.routing ?? 'least-outstanding',
   };
   if (config.upstreamApiKey !== undefined) view.upstreamApiKey = config.upstreamApiKey;
+  if (parsesChatOutput(config)) view.parsesChatOutput = true;
   return view;
+}
+
+// vLLM options that make the chat endpoint parse the generated text (reasoning, tool calls).
+const PARSER_FLAGS = ['--reasoning-parser', '--tool-call-parser', '--enable-auto-tool-choice'];
+
+/**
+ * Whether the engine turns chat output into reasoning or tool calls: a parser flag in the
+ * engine arguments, or a gpt-oss model (vLLM renders its chat in Harmony and parses it).
+ */
+export function parsesChatOutput(config: DeploymentConfig): boolean {
+  const args = config.engineArgs ?? [];
+  if (args.some((arg) => PARSER_FLAGS.some((flag) => arg === flag || arg.startsWith(`${flag}=`)))) {
+    return true;
+  }
+  return /gpt-oss/i.test(config.model);
 }
 
 /**

@@ -32,6 +32,8 @@ import { createRetryBudget } from './retry-budget.js';
 import { createDeploymentRouter } from './routing.js';
 import type { DeploymentRouter } from './routing.js';
 import { createUpstreamPools } from './upstream-pools.js';
+import { generationKind, planGeneration } from './continuation/plan.js';
+import type { GenerationPlan } from './continuation/plan.js';
 
 /** Hono environment of the proxy app; the bindings are set by `@hono/node-server`. */
 export interface ProxyEnv {
@@ -83,6 +85,8 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     },
     queue: createWaitQueue(pool, resolved.queue),
     onRequestComplete: guard(options.onRequestComplete, options.logger),
+    continuation: resolved.continuation,
+    onContinuation: guard(options.onContinuation, options.logger),
     attemptsByWorker: new Map(),
     logger: options.logger,
     journal,
@@ -169,16 +173,16 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
 }
 
 /** A throwing observer must not break the request it observes. */
-function guard(
-  observer: ((record: ProxyRequestRecord) => void) | undefined,
+function guard<R>(
+  observer: ((record: R) => void) | undefined,
   logger: ProxyAppOptions['logger'],
-): ((record: ProxyRequestRecord) => void) | undefined {
+): ((record: R) => void) | undefined {
   if (observer === undefined) return undefined;
   return (record) => {
     try {
       observer(record);
     } catch (error) {
-      logger?.warn({ err: error }, 'onRequestComplete threw');
+      logger?.warn({ err: error }, 'a request observer threw');
     }
   };
 }
@@ -259,11 +263,18 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
     if (deployment === undefined) throw modelNotFound(shared.pool, parsed.model);
     base.deployment = deployment.name;
     const servedName = deployment.modelNames[0];
+    let fields = parsed.body;
     if (servedName !== undefined && parsed.model !== servedName) {
       // Engines started with --served-model-name (vLLM, SGLang) reject any other name, the
       // model path included: an alias costs one re-serialisation, the served name none.
-      body = Buffer.from(JSON.stringify({ ...parsed.body, model: servedName }));
+      fields = { ...parsed.body, model: servedName };
+      body = Buffer.from(JSON.stringify(fields));
     }
+    const kind = generationKind(path);
+    const plan: GenerationPlan | undefined =
+      kind === undefined
+        ? undefined
+        : planGeneration(kind, fields, deployment, shared.continuation.maxContinuations > 0);
 
     let sink: ClientSink;
     let webResponse: (() => Response) | undefined;
@@ -299,6 +310,7 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
       client,
       sink,
       startedAt,
+      ...(plan === undefined ? {} : { plan }),
     });
     return webResponse === undefined ? RESPONSE_ALREADY_SENT : webResponse();
   } catch (error) {

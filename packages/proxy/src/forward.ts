@@ -14,6 +14,9 @@ import type { DeploymentRouter } from './routing.js';
 import type { RetryBudget } from './retry-budget.js';
 import type { UpstreamPools } from './upstream-pools.js';
 import { UsageTail } from './usage.js';
+import type { GenerationPlan } from './continuation/plan.js';
+import { forwardGeneration } from './continuation/relay.js';
+import type { ContinuationRecord, ResolvedContinuationOptions } from './options.js';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) are the proxy's business, not the client's. */
 const HOP_BY_HOP = new Set([
@@ -43,6 +46,9 @@ export interface ForwardShared {
   silentStreamCut: boolean;
   /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
   attemptsByWorker: Map<string, Set<(reason: string) => void>>;
+  /** Limits of continuing a cut generation on another worker. */
+  continuation: ResolvedContinuationOptions;
+  onContinuation: ((record: ContinuationRecord) => void) | undefined;
 }
 
 /** Abort every attempt in flight on a worker the pool lost. */
@@ -53,7 +59,7 @@ export function abortAttemptsOn(shared: ForwardShared, workerId: string, reason:
 }
 
 /** The worker stopped serving while an attempt was in flight on it. */
-class WorkerLostError extends Error {
+export class WorkerLostError extends Error {
   readonly code = 'ES_WORKER_LOST';
 }
 
@@ -95,6 +101,8 @@ export interface ForwardRequest {
   sink: ClientSink;
   /** `performance.now()` at arrival. */
   startedAt: number;
+  /** For chat and completions: how the generation is relayed (continued if cut, or not). */
+  plan?: GenerationPlan;
 }
 
 type AttemptResult =
@@ -109,6 +117,7 @@ type AttemptResult =
  * when the client left first).
  */
 export async function forward(shared: ForwardShared, request: ForwardRequest): Promise<void> {
+  if (request.plan?.continuable === true) return forwardGeneration(shared, request, request.plan);
   const router = shared.router(request.deployment.name);
   const progress: Progress = { attempts: 0, queuedMs: 0, workerId: undefined };
   shared.budget.recordRequest();
@@ -177,7 +186,8 @@ async function forwardLoop(
   }
 }
 
-interface Progress {
+/** What a request's attempts have done so far (for its record). */
+export interface Progress {
   attempts: number;
   queuedMs: number;
   workerId: string | undefined;
@@ -185,7 +195,8 @@ interface Progress {
 
 const progressKey = Symbol('progress');
 
-function withProgress(error: ProxyError, progress: Progress): ProxyError {
+/** Attach `progress` to an error thrown out of `forward`, for the request record. */
+export function withProgress(error: ProxyError, progress: Progress): ProxyError {
   (error as ProxyError & { [progressKey]?: Progress })[progressKey] = progress;
   return error;
 }
@@ -195,7 +206,8 @@ export function progressOf(error: unknown): Progress | undefined {
   return (error as { [progressKey]?: Progress } | null)?.[progressKey];
 }
 
-function classify(error: Error & { code?: string }): {
+/** How an upstream error is reported to the pool, and the client's error for it. */
+export function classify(error: Error & { code?: string }): {
   outcome: AttemptOutcome;
   proxyError: ProxyError;
 } {
@@ -219,7 +231,8 @@ function classify(error: Error & { code?: string }): {
   };
 }
 
-function clientHeaders(
+/** The upstream response headers as the client receives them. */
+export function clientHeaders(
   upstream: IncomingHttpHeaders,
   requestId: string,
   sse: boolean,
@@ -321,6 +334,18 @@ function attempt(
 
     const midStreamFailure = (error: Error & { code?: string }) => {
       const timeout = error.code === 'UND_ERR_BODY_TIMEOUT';
+      const plan = request.plan;
+      if (plan !== undefined && !plan.continuable) {
+        shared.onContinuation?.({
+          requestId: request.requestId,
+          deployment: request.deployment.name,
+          fromWorker: worker.id,
+          outcome: 'refused',
+          reason: plan.reason,
+          cause: timeout ? 'stall' : 'connection',
+          generatedTokens: 0,
+        });
+      }
       pool.reportOutcome(worker.id, timeout ? 'timeout' : 'mid-stream-failure');
       shared.logger?.warn(
         { requestId: request.requestId, workerId: worker.id, code: error.code },
@@ -445,11 +470,15 @@ export function clientGone(): ProxyError {
   });
 }
 
-function upstreamHeaders(request: ForwardRequest): Record<string, string> {
+/** Headers of an upstream request (`sse`: a streamed answer is expected). */
+export function upstreamHeaders(
+  request: ForwardRequest,
+  sse = request.stream,
+): Record<string, string> {
   const headers: Record<string, string> = {
     'content-type': 'application/json',
     'x-request-id': request.requestId,
-    accept: request.stream ? 'text/event-stream' : 'application/json',
+    accept: sse ? 'text/event-stream' : 'application/json',
   };
   const key = request.deployment.upstreamApiKey;
   if (key !== undefined && key !== '') headers.authorization = `Bearer ${key}`;

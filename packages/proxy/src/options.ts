@@ -30,8 +30,10 @@ export interface ProxyRequestRecord {
   ttfbMs?: number;
   /** Milliseconds spent in the wait queue for capacity. */
   queuedMs: number;
-  /** Upstream attempts beyond the first. */
+  /** Upstream attempts beyond the first, continuations not included. */
   retries: number;
+  /** Times the generation was continued on another worker after a cut (chat, completions). */
+  continuations?: number;
   /** From the response's `usage`, when present. */
   promptTokens?: number;
   completionTokens?: number;
@@ -46,6 +48,48 @@ export interface ProxyRequestRecord {
  */
 export type RequestOutcome =
   'ok' | 'rejected' | 'upstream-error' | 'mid-stream-failure' | 'client-abort';
+
+/**
+ * One continuation decision: a generation cut after its first byte was continued on another
+ * worker (`continued`; `inexact` when the request has parameters that cannot be carried
+ * exactly across a splice), could not be (`failed`), or was not continuable at all
+ * (`refused`: n > 1, structured output, ...).
+ */
+export interface ContinuationRecord {
+  requestId: string;
+  deployment: string;
+  /** The worker whose generation was cut. */
+  fromWorker: string;
+  /** The worker that continued it (`continued`, `inexact`). */
+  toWorker?: string;
+  outcome: 'continued' | 'inexact' | 'refused' | 'failed';
+  /**
+   * `continued`: the cut (`connection`, `closed`, `stall`, `worker-lost`, `hand-over`);
+   * `inexact`: what may differ (`penalties`, `seeded_sampling`, ...); `refused`: the
+   * request's reason (`n`, `structured_output`, `echo`, `tools`, `parser`, `engine`, ...);
+   * `failed`: `no-worker`, `max-continuations`, `retry-budget`.
+   */
+  reason: string;
+  /** What cut the generation (as `reason` for `continued`). */
+  cause: string;
+  /** Milliseconds from the cut to the continuation's first event (the client's wait). */
+  waitMs?: number;
+  /** Tokens generated before the cut (0 when not known: refused requests). */
+  generatedTokens: number;
+}
+
+/** Continuing a generation cut after its first byte on another worker. */
+export interface ContinuationOptions {
+  /** Continuations per request; 0 switches continuation off. Default 3. */
+  maxContinuations?: number;
+  /**
+   * A generation that has started and sends nothing for this long is cut and continued
+   * elsewhere (a stopped or wedged engine). 0 disables it. Default 30 000 ms.
+   */
+  stallTimeoutMs?: number;
+  /** Longest wait for a worker to continue on, from the cut. Default 30 000 ms. */
+  deadlineMs?: number;
+}
 
 /** Logger the proxy writes rare events to (pino-compatible). */
 export interface ProxyLogger {
@@ -74,6 +118,9 @@ export interface ProxyAppOptions {
   affinity?: AffinityOptions;
   /** Called once per proxied `/v1/*` POST request when it has finished. */
   onRequestComplete?: (record: ProxyRequestRecord) => void;
+  continuation?: ContinuationOptions;
+  /** Called once per continuation decision (see {@link ContinuationRecord}). */
+  onContinuation?: (record: ContinuationRecord) => void;
   logger?: ProxyLogger;
   /**
    * Receives every upstream attempt and every routing change (see `RoutingJournalEntry`),
@@ -142,7 +189,11 @@ export interface ResolvedProxyOptions {
   queue: Required<QueueOptions>;
   upstream: Required<UpstreamOptions>;
   affinity: Required<AffinityOptions>;
+  continuation: ResolvedContinuationOptions;
 }
+
+/** {@link ContinuationOptions} with defaults. */
+export type ResolvedContinuationOptions = Required<ContinuationOptions>;
 
 /** Fill in defaults; throws a `RangeError` on nonsensical values. */
 export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): ResolvedProxyOptions {
@@ -166,6 +217,11 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
       bodyTimeoutMs: options.upstream?.bodyTimeoutMs ?? 300_000,
       keepAliveTimeoutMs: options.upstream?.keepAliveTimeoutMs ?? 60_000,
     },
+    continuation: {
+      maxContinuations: options.continuation?.maxContinuations ?? 3,
+      stallTimeoutMs: options.continuation?.stallTimeoutMs ?? 30_000,
+      deadlineMs: options.continuation?.deadlineMs ?? 30_000,
+    },
     affinity: {
       loadFactor: options.affinity?.loadFactor ?? 1.25,
       prefixChars: options.affinity?.prefixChars ?? 512,
@@ -187,6 +243,9 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
     ['upstream.bodyTimeoutMs', resolved.upstream.bodyTimeoutMs, '>=0'],
     ['upstream.keepAliveTimeoutMs', resolved.upstream.keepAliveTimeoutMs, '>0'],
     ['affinity.prefixChars', resolved.affinity.prefixChars, '>0'],
+    ['continuation.maxContinuations', resolved.continuation.maxContinuations, '>=0'],
+    ['continuation.stallTimeoutMs', resolved.continuation.stallTimeoutMs, '>=0'],
+    ['continuation.deadlineMs', resolved.continuation.deadlineMs, '>0'],
   ];
   for (const [name, value, rule] of rules) {
     if (!(rule === '>0' ? value > 0 : value >= 0)) {

@@ -126,9 +126,10 @@ describe('auth', () => {
 });
 
 describe('forwarding', () => {
-  it('passes the original bytes and request id upstream and returns the answer', async () => {
+  it('passes the original bytes and request id upstream and returns the answer (a request not continued)', async () => {
     const { app, fakes, records } = await setup();
-    const raw = `{"model":"llama",  "messages":[{"role":"user","content":"héllo"}], "extra": 1}`;
+    // n > 1 cannot be continued: the request goes upstream byte for byte.
+    const raw = `{"model":"llama",  "messages":[{"role":"user","content":"héllo"}], "extra": 1, "n": 2}`;
     const res = await app.request(
       '/v1/chat/completions?x=1',
       chat(raw, { 'x-request-id': 'req-42' }),
@@ -169,15 +170,26 @@ describe('forwarding', () => {
     expect(res.headers.get('cache-control')).toBe('no-cache');
     expect(res.headers.get('x-accel-buffering')).toBe('no');
     const text = await res.text();
-    expect(text.match(/^data: /gm)).toHaveLength(5);
+    // Three tokens and [DONE]: the usage chunk the proxy asked for is not the client's.
+    expect(text.match(/^data: /gm)).toHaveLength(4);
     expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
     expect(records[0]).toMatchObject({ stream: true, completionTokens: 3, status: 200 });
-    // The engine only knows its served name: the model path is rewritten to it.
+    // The engine only knows its served name: the model path is rewritten to it; a
+    // continuable generation is asked for its token ids and usage.
     expect(JSON.parse(fakes[0]!.seen[0]!.body)).toEqual({
       model: 'llama',
       prompt: 'a',
       stream: true,
+      stream_options: { include_usage: true },
+      return_token_ids: true,
     });
+    const withUsage = await app.request(
+      '/v1/completions',
+      chat({ model: 'llama', prompt: 'a', stream: true, stream_options: { include_usage: true } }),
+    );
+    const usageText = await withUsage.text();
+    expect(usageText.match(/^data: /gm)).toHaveLength(5);
+    expect(usageText).toContain('"usage":{"prompt_tokens":7');
   });
 
   it('passes other POST /v1/* routes through to the worker', async () => {

@@ -253,7 +253,7 @@ describe('the openai client through a real socket', () => {
 });
 
 describe('backpressure', () => {
-  it('stops reading the worker while the client is not reading, and loses nothing', async () => {
+  it('stops reading the worker while the client is not reading, and loses nothing (a request not continued: bytes piped as they are)', async () => {
     const { url, fakes } = await serve(1);
     const total = 64 * 1024 * 1024;
     fakes[0]!.mode = { kind: 'flood', bytes: total };
@@ -273,7 +273,8 @@ describe('backpressure', () => {
           res.resume();
         }, 500);
       });
-      req.end(JSON.stringify({ model: 'llama', stream: true }));
+      // n > 1 cannot be continued: the answer is piped byte for byte.
+      req.end(JSON.stringify({ model: 'llama', stream: true, n: 2 }));
     });
     // Socket buffers on both sides hold a few MB; without backpressure all 64 MB would be
     // read from the worker into the proxy's memory within the pause.

@@ -1,0 +1,260 @@
+/**
+ * What the proxy does with a generation request so that it can be continued on another
+ * worker if its worker dies (pure: no I/O). A continuable request is sent upstream as a
+ * stream with `return_token_ids` (vLLM >= 0.10.2, field names of vLLM main at 003fe59) and
+ * usage; a request that cannot be continued exactly is sent as it is and, if cut, ends as
+ * before — counted under the reason given here.
+ */
+import type { DeploymentView } from '@es/pool';
+
+/** Why a request is not continued (the `reason` label of a `refused` continuation). */
+export type RefusalReason =
+  | 'n'
+  | 'best_of'
+  | 'beam_search'
+  | 'structured_output'
+  | 'echo'
+  | 'prompt_logprobs'
+  | 'tools'
+  | 'parser'
+  | 'engine'
+  | 'batch_prompt'
+  | 'suffix'
+  | 'continuous_usage'
+  | 'disabled';
+
+/** Why a continued generation may differ from an uncut one (the `inexact` reasons). */
+export type InexactReason =
+  'penalties' | 'seeded_sampling' | 'bad_words' | 'logprobs_bytes' | 'text_mismatch';
+
+/** The generation kinds the proxy can continue. */
+export type GenerationKind = 'chat' | 'completion';
+
+/** A request that will be relayed and, if cut, continued. */
+export interface ContinuablePlan {
+  continuable: true;
+  kind: GenerationKind;
+  /** The client asked for a stream. */
+  clientStream: boolean;
+  /** The client asked for `return_token_ids` itself (else they are nulled, as vLLM does). */
+  clientTokenIds: boolean;
+  /** A streaming client asked for the usage chunk (`stream_options.include_usage`). */
+  clientUsage: boolean;
+  /** What is sent to the first worker. */
+  upstreamBody: Buffer;
+  /** `max_tokens` (or `max_completion_tokens`) when given. */
+  maxTokens: number | undefined;
+  minTokens: number;
+  stop: string[];
+  includeStopStr: boolean;
+  /** Chat `logprobs: true` or completions `logprobs: k`: the `k` (chat: `top_logprobs`). */
+  logprobs: number | undefined;
+  /** Why a continuation would not be token-exact (empty: exact). */
+  inexact: InexactReason[];
+  /** The client's body, the source of every continuation body. */
+  body: Readonly<Record<string, unknown>>;
+}
+
+/** A request that is forwarded as it is; if cut, it ends with an error counted by reason. */
+export interface RefusedPlan {
+  continuable: false;
+  reason: RefusalReason;
+}
+
+export type GenerationPlan = ContinuablePlan | RefusedPlan;
+
+const CHAT_PATH = '/v1/chat/completions';
+const COMPLETION_PATH = '/v1/completions';
+
+/** The generation kind of a request path (query ignored), or undefined for other routes. */
+export function generationKind(path: string): GenerationKind | undefined {
+  const q = path.indexOf('?');
+  const bare = q < 0 ? path : path.slice(0, q);
+  if (bare === CHAT_PATH) return 'chat';
+  if (bare === COMPLETION_PATH) return 'completion';
+  return undefined;
+}
+
+/** Engines whose OpenAI server takes token-id prompts and returns token ids. */
+const TOKEN_ID_ENGINES = new Set(['vllm', 'mock']);
+
+const present = (v: unknown) => v !== undefined && v !== null;
+
+function refusal(
+  kind: GenerationKind,
+  body: Readonly<Record<string, unknown>>,
+  deployment: DeploymentView,
+): RefusalReason | undefined {
+  if (!TOKEN_ID_ENGINES.has(deployment.engine)) return 'engine';
+  if (present(body.n) && body.n !== 1) return 'n';
+  if (present(body.best_of) && body.best_of !== 1) return 'best_of';
+  if (body.use_beam_search === true) return 'beam_search';
+  const format = body.response_format as { type?: unknown } | null | undefined;
+  if (
+    (present(format) && format?.type !== 'text') ||
+    present(body.guided_json) ||
+    present(body.guided_regex) ||
+    present(body.guided_choice) ||
+    present(body.guided_grammar) ||
+    present(body.structural_tag) ||
+    present(body.structured_outputs)
+  ) {
+    return 'structured_output';
+  }
+  if (body.echo === true) return 'echo';
+  if (present(body.prompt_logprobs) && body.prompt_logprobs !== 0) return 'prompt_logprobs';
+  const options = body.stream_options as { continuous_usage_stats?: unknown } | null | undefined;
+  if (options?.continuous_usage_stats === true) return 'continuous_usage';
+  if (kind === 'chat') {
+    const tools = body.tools;
+    if ((Array.isArray(tools) && tools.length > 0) || present(body.functions)) return 'tools';
+    if (deployment.parsesChatOutput === true) return 'parser';
+  } else {
+    if (present(body.suffix)) return 'suffix';
+    const prompt = body.prompt;
+    // One prompt: a string, a list of one string, or one list of token ids.
+    const single =
+      typeof prompt === 'string' ||
+      (Array.isArray(prompt) &&
+        ((prompt.length === 1 && typeof prompt[0] === 'string') ||
+          (prompt.length > 0 && prompt.every((p) => Number.isInteger(p)))));
+    if (!single) return 'batch_prompt';
+  }
+  return undefined;
+}
+
+function positiveInt(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 ? value : undefined;
+}
+
+function stopStrings(value: unknown): string[] {
+  if (typeof value === 'string') return value === '' ? [] : [value];
+  if (Array.isArray(value))
+    return value.filter((s): s is string => typeof s === 'string' && s !== '');
+  return [];
+}
+
+function inexactReasons(
+  body: Readonly<Record<string, unknown>>,
+  logprobsBytes: boolean,
+): InexactReason[] {
+  const reasons: InexactReason[] = [];
+  const nonzero = (v: unknown) => typeof v === 'number' && v !== 0;
+  // vLLM counts presence/frequency penalties over the request's own output only.
+  if (nonzero(body.presence_penalty) || nonzero(body.frequency_penalty)) reasons.push('penalties');
+  const temperature = body.temperature;
+  // A seeded sampler restarts its random stream with the continuation.
+  if (present(body.seed) && !(typeof temperature === 'number' && temperature === 0)) {
+    reasons.push('seeded_sampling');
+  }
+  if (Array.isArray(body.bad_words) && body.bad_words.length > 0) reasons.push('bad_words');
+  if (logprobsBytes) reasons.push('logprobs_bytes');
+  return reasons;
+}
+
+/**
+ * Decide how a generation request is relayed.
+ * @param enabled `false` when continuation is switched off (`--max-continuations 0`).
+ * @example
+ * const plan = planGeneration('chat', body, deployment, true);
+ * if (plan.continuable) send(plan.upstreamBody);
+ */
+export function planGeneration(
+  kind: GenerationKind,
+  body: Readonly<Record<string, unknown>>,
+  deployment: DeploymentView,
+  enabled: boolean,
+): GenerationPlan {
+  if (!enabled) return { continuable: false, reason: 'disabled' };
+  const reason = refusal(kind, body, deployment);
+  if (reason !== undefined) return { continuable: false, reason };
+  const clientStream = body.stream === true;
+  const options = body.stream_options as { include_usage?: unknown } | null | undefined;
+  const logprobs =
+    kind === 'chat'
+      ? body.logprobs === true
+        ? (positiveInt(body.top_logprobs) ?? 0)
+        : undefined
+      : positiveInt(body.logprobs);
+  const upstream: Record<string, unknown> = {
+    ...body,
+    stream: true,
+    stream_options: { include_usage: true },
+    return_token_ids: true,
+  };
+  return {
+    continuable: true,
+    kind,
+    clientStream,
+    clientTokenIds: body.return_token_ids === true,
+    clientUsage: clientStream && options?.include_usage === true,
+    upstreamBody: Buffer.from(JSON.stringify(upstream)),
+    maxTokens: positiveInt(body.max_completion_tokens) ?? positiveInt(body.max_tokens),
+    minTokens: positiveInt(body.min_tokens) ?? 0,
+    stop: stopStrings(body.stop),
+    includeStopStr: body.include_stop_str_in_output === true,
+    logprobs,
+    // Chat logprobs carry each token's bytes, which a completions continuation only gives
+    // as text: exact unless a token is part of a character (the stitcher reports it).
+    inexact: inexactReasons(body, false),
+    body,
+  };
+}
+
+/** Sampling fields a continuation carries as they are (both endpoints accept them). */
+const CARRIED = [
+  'temperature',
+  'top_p',
+  'top_k',
+  'min_p',
+  'seed',
+  'stop_token_ids',
+  'ignore_eos',
+  'presence_penalty',
+  'frequency_penalty',
+  'repetition_penalty',
+  'length_penalty',
+  'logit_bias',
+  'bad_words',
+  'allowed_token_ids',
+  'skip_special_tokens',
+  'spaces_between_special_tokens',
+  'truncate_prompt_tokens',
+  'priority',
+  'user',
+  'vllm_xargs',
+] as const;
+
+/**
+ * The `/v1/completions` body that continues `plan` after `generated` ids: the prompt's ids
+ * followed by every generated id, the token limits reduced by what was generated, stop
+ * strings kept in the output (`include_stop_str_in_output`: the proxy finds a stop string
+ * that spans the splice itself), streamed with token ids and usage.
+ * @param model the deployment's served name.
+ */
+export function continuationBody(
+  plan: ContinuablePlan,
+  model: string,
+  promptIds: readonly number[],
+  generated: readonly number[],
+): Buffer {
+  const body: Record<string, unknown> = {};
+  for (const key of CARRIED) {
+    const value = plan.body[key];
+    if (value !== undefined) body[key] = value;
+  }
+  body.model = model;
+  body.prompt = [...promptIds, ...generated];
+  if (plan.maxTokens !== undefined) body.max_tokens = plan.maxTokens - generated.length;
+  const minLeft = plan.minTokens - generated.length;
+  if (minLeft > 0) body.min_tokens = minLeft;
+  if (plan.stop.length > 0) {
+    body.stop = plan.stop;
+    body.include_stop_str_in_output = true;
+  }
+  if (plan.logprobs !== undefined) body.logprobs = plan.logprobs;
+  body.stream = true;
+  body.stream_options = { include_usage: true };
+  body.return_token_ids = true;
+  return Buffer.from(JSON.stringify(body));
+}

@@ -1,0 +1,436 @@
+/**
+ * The client's view of a generation that may run on several workers one after the other
+ * (pure: no I/O). The first worker answers in the client's format (chat or completions);
+ * each continuation answers `/v1/completions` and is re-shaped into that format, with the
+ * first response's id, creation time and model. The stitcher keeps the prompt's token ids
+ * and every generated id, the text the client has received, and what the client asked to
+ * see (fields the proxy added are set back to `null`, as vLLM sends them when not asked).
+ */
+import type { ContinuablePlan, InexactReason } from './plan.js';
+
+type Json = Record<string, unknown>;
+
+/** One upstream event, parsed. */
+export type UpstreamEvent = Json;
+
+/** What {@link Stitcher.accept} made of an upstream event. */
+export interface Accepted {
+  /** SSE text for a streaming client ('' when nothing is to be sent now). */
+  out: string;
+  /** The engine reported an error in the stream (`{"error": ...}`): pass it on and end. */
+  error?: Json;
+  /** The generation is finished (a finish reason, or a stop string found across a splice). */
+  finished: boolean;
+  /** The proxy found the end itself: the upstream is still generating and must be aborted. */
+  abortUpstream: boolean;
+}
+
+const SSE = (object: unknown) => `data: ${JSON.stringify(object)}\n\n`;
+
+/**
+ * Holds back the text after a splice that could still begin a stop string, and finds stop
+ * strings that span the splice (the continuing engine sees the text before the splice only
+ * as its prompt). Without stop strings it holds nothing back.
+ */
+export class StopScanner {
+  private buffer = '';
+  private readonly keep: number;
+
+  constructor(
+    private readonly stops: readonly string[],
+    private readonly includeStop: boolean,
+  ) {
+    this.keep = Math.max(0, ...stops.map((s) => s.length - 1));
+  }
+
+  /** Add text; returns what can be released now, and the stop string if one was found. */
+  push(text: string): { out: string; stop?: string } {
+    this.buffer += text;
+    let at = -1;
+    let found: string | undefined;
+    for (const stop of this.stops) {
+      const i = this.buffer.indexOf(stop);
+      if (i >= 0 && (at < 0 || i < at)) {
+        at = i;
+        found = stop;
+      }
+    }
+    if (found !== undefined) {
+      const out = this.buffer.slice(0, at + (this.includeStop ? found.length : 0));
+      this.buffer = '';
+      return { out, stop: found };
+    }
+    let cut = Math.max(0, this.buffer.length - this.keep);
+    // Never split a surrogate pair between two chunks.
+    if (cut > 0 && cut < this.buffer.length && isHighSurrogate(this.buffer.charCodeAt(cut - 1))) {
+      cut--;
+    }
+    const out = this.buffer.slice(0, cut);
+    this.buffer = this.buffer.slice(cut);
+    return { out };
+  }
+
+  /** Release what is held back (the generation ended without a stop string). */
+  flush(): string {
+    const out = this.buffer;
+    this.buffer = '';
+    return out;
+  }
+}
+
+function isHighSurrogate(code: number): boolean {
+  return code >= 0xd800 && code <= 0xdbff;
+}
+
+const REPLACEMENT = '\ufffd';
+
+/**
+ * Text an engine held back at a cut: the detokenization of every generated id minus what
+ * the client received, without a trailing incomplete character (its bytes are ids at the
+ * end of the continuation's prompt; the continuing engine emits the whole character).
+ * `undefined` when the client's text is not a prefix of the detokenization.
+ */
+export function heldBackText(detokenized: string, received: string): string | undefined {
+  if (!detokenized.startsWith(received)) return undefined;
+  let end = detokenized.length;
+  while (end > received.length && detokenized[end - 1] === REPLACEMENT) end--;
+  return detokenized.slice(received.length, end);
+}
+
+interface CompletionLogprobs {
+  text_offset: number[];
+  token_logprobs: (number | null)[];
+  tokens: string[];
+  top_logprobs: (Record<string, number> | null)[];
+}
+
+const utf8 = (text: string) => [...Buffer.from(text, 'utf8')];
+
+/**
+ * Follows one generation across workers and writes what the client sees.
+ * @example
+ * const stitcher = new Stitcher(plan);
+ * const { out } = stitcher.accept(JSON.parse(payload)); // first worker, client's format
+ * stitcher.splice(heldBack);                             // the worker died
+ * stitcher.accept(JSON.parse(continuationPayload));      // /v1/completions, re-shaped
+ */
+export class Stitcher {
+  /** The prompt's token ids (from the first chunk); undefined until seen. */
+  promptIds: number[] | undefined;
+  /** Every generated token id, across workers. */
+  readonly ids: number[] = [];
+  /** The text the client has received (or will, for a non-streaming client). */
+  emitted = '';
+  finishReason: string | null = null;
+  stopReason: string | number | null = null;
+  /** Continuations spliced in so far. */
+  splices = 0;
+  /** Reasons the stitched output may differ from an uncut one. */
+  readonly inexact = new Set<InexactReason>();
+
+  private id: string | undefined;
+  private created: number | undefined;
+  private model: string | undefined;
+  private role = 'assistant';
+  private usage: Json | undefined;
+  private scanner: StopScanner | undefined;
+  private offsetShift = 0;
+  private readonly chatLogprobs: Json[] = [];
+  private readonly completionLogprobs: CompletionLogprobs = {
+    text_offset: [],
+    token_logprobs: [],
+    tokens: [],
+    top_logprobs: [],
+  };
+  private finished = false;
+
+  constructor(private readonly plan: ContinuablePlan) {
+    for (const reason of plan.inexact) this.inexact.add(reason);
+  }
+
+  /** The engine reported the prompt's ids: a cut from now on can be continued. */
+  get tracked(): boolean {
+    return this.promptIds !== undefined;
+  }
+
+  get done(): boolean {
+    return this.finished;
+  }
+
+  /** Tokens a continuation may still generate (undefined: up to the context length). */
+  get tokensLeft(): number | undefined {
+    return this.plan.maxTokens === undefined ? undefined : this.plan.maxTokens - this.ids.length;
+  }
+
+  /** Take one upstream event (any worker); see {@link Accepted}. */
+  accept(event: UpstreamEvent): Accepted {
+    if (this.finished) return { out: '', finished: true, abortUpstream: false };
+    if (event.error !== undefined) {
+      return { out: SSE(event), error: event, finished: false, abortUpstream: false };
+    }
+    const choices = event.choices as Json[] | undefined;
+    const choice = choices?.[0];
+    if (choice === undefined) {
+      // The usage chunk (`choices: []`): kept for the trailer.
+      if (event.usage !== undefined && event.usage !== null) this.usage = event.usage as Json;
+      return { out: '', finished: false, abortUpstream: false };
+    }
+    return this.splices === 0 ? this.acceptOwn(event, choice) : this.acceptContinuation(choice);
+  }
+
+  /** An event of the first worker, already in the client's format. */
+  private acceptOwn(event: Json, choice: Json): Accepted {
+    if (this.id === undefined) {
+      this.id = event.id as string;
+      this.created = event.created as number;
+      this.model = event.model as string;
+    }
+    const promptIds = this.plan.kind === 'chat' ? event.prompt_token_ids : choice.prompt_token_ids;
+    if (Array.isArray(promptIds)) this.promptIds = promptIds as number[];
+    const ids = choice.token_ids;
+    if (Array.isArray(ids)) for (const id of ids as number[]) this.ids.push(id);
+    let text: unknown;
+    if (this.plan.kind === 'chat') {
+      const delta = choice.delta as Json | undefined;
+      text = delta?.content;
+      if (typeof delta?.role === 'string') this.role = delta.role;
+      const content = (choice.logprobs as { content?: Json[] } | null | undefined)?.content;
+      if (!this.plan.clientStream && Array.isArray(content)) this.chatLogprobs.push(...content);
+    } else {
+      text = choice.text;
+      if (!this.plan.clientStream) this.keepCompletionLogprobs(choice.logprobs, 0);
+    }
+    if (typeof text === 'string') this.emitted += text;
+    const finished = this.noteFinish(choice);
+    if (!this.plan.clientStream) return { out: '', finished, abortUpstream: false };
+    if (!this.plan.clientTokenIds) {
+      if ('prompt_token_ids' in event) event.prompt_token_ids = null;
+      if ('prompt_token_ids' in choice) choice.prompt_token_ids = null;
+      if ('token_ids' in choice) choice.token_ids = null;
+    }
+    return { out: SSE(event), finished, abortUpstream: false };
+  }
+
+  private noteFinish(choice: Json): boolean {
+    const reason = choice.finish_reason;
+    if (typeof reason !== 'string') return false;
+    this.finishReason = reason;
+    this.stopReason = (choice.stop_reason as string | number | null | undefined) ?? null;
+    this.finished = true;
+    return true;
+  }
+
+  /**
+   * Start a continuation: the next events are a `/v1/completions` stream whose prompt is
+   * the prompt's ids and {@link ids}; `heldBack` is text of those ids the client has not
+   * received (see {@link heldBackText}).
+   */
+  splice(heldBack: string): void {
+    this.splices++;
+    this.scanner = new StopScanner(this.plan.stop, this.plan.includeStopStr);
+    this.offsetShift = this.emitted.length + heldBack.length;
+    this.pendingHeldBack = heldBack;
+  }
+
+  private pendingHeldBack = '';
+
+  /** Undo a {@link splice} whose continuation never sent an event (tried elsewhere). */
+  unsplice(): void {
+    this.splices--;
+    this.pendingHeldBack = '';
+  }
+
+  /** An event of a continuation (`text_completion` format), re-shaped for the client. */
+  private acceptContinuation(choice: Json): Accepted {
+    const scanner = this.scanner!;
+    const ids = Array.isArray(choice.token_ids) ? (choice.token_ids as number[]) : [];
+    for (const id of ids) this.ids.push(id);
+    const text = this.pendingHeldBack + (typeof choice.text === 'string' ? choice.text : '');
+    this.pendingHeldBack = '';
+    const pushed = scanner.push(text);
+    let out = pushed.out;
+    const stop = pushed.stop;
+    let abortUpstream = false;
+    if (stop !== undefined) {
+      this.finishReason = 'stop';
+      this.stopReason = stop;
+      this.finished = true;
+      abortUpstream = choice.finish_reason === null || choice.finish_reason === undefined;
+    } else if (typeof choice.finish_reason === 'string') {
+      out += scanner.flush();
+      this.noteFinish(choice);
+    }
+    this.emitted += out;
+    const logprobs = this.continuationLogprobs(choice.logprobs);
+    if (!this.plan.clientStream) return { out: '', finished: this.finished, abortUpstream };
+    const tokenIds = this.plan.clientTokenIds ? ids : null;
+    const finish = this.finished ? this.finishReason : null;
+    const reshaped =
+      this.plan.kind === 'chat'
+        ? {
+            index: 0,
+            delta: { content: out },
+            logprobs,
+            finish_reason: finish,
+            ...(this.finished ? { stop_reason: this.stopReason } : {}),
+            token_ids: tokenIds,
+          }
+        : {
+            index: 0,
+            text: out,
+            logprobs,
+            finish_reason: finish,
+            stop_reason: this.finished ? this.stopReason : null,
+            prompt_token_ids: null,
+            token_ids: tokenIds,
+          };
+    return { out: SSE(this.chunk([reshaped])), finished: this.finished, abortUpstream };
+  }
+
+  /** Stitch a continuation's completions logprobs into the client's format. */
+  private continuationLogprobs(raw: unknown): Json | null {
+    if (raw === null || raw === undefined) return null;
+    const lp = raw as CompletionLogprobs;
+    if (this.plan.kind === 'completion') {
+      const shifted: CompletionLogprobs = {
+        text_offset: lp.text_offset.map((o) => o + this.offsetShift),
+        token_logprobs: lp.token_logprobs,
+        tokens: lp.tokens,
+        top_logprobs: lp.top_logprobs,
+      };
+      if (!this.plan.clientStream) this.keepCompletionLogprobs(shifted, 0);
+      return shifted as unknown as Json;
+    }
+    const k = this.plan.logprobs ?? 0;
+    const content = lp.tokens.map((token, i) => {
+      if (token.includes(REPLACEMENT)) this.inexact.add('logprobs_bytes');
+      const top = Object.entries(lp.top_logprobs[i] ?? {}).slice(0, k);
+      return {
+        token,
+        logprob: lp.token_logprobs[i] ?? null,
+        bytes: utf8(token),
+        top_logprobs: top.map(([t, logprob]) => ({ token: t, logprob, bytes: utf8(t) })),
+      };
+    });
+    if (!this.plan.clientStream) this.chatLogprobs.push(...content);
+    return { content };
+  }
+
+  private keepCompletionLogprobs(raw: unknown, shift: number): void {
+    if (raw === null || raw === undefined) return;
+    const lp = raw as CompletionLogprobs;
+    const kept = this.completionLogprobs;
+    kept.text_offset.push(...lp.text_offset.map((o) => o + shift));
+    kept.token_logprobs.push(...lp.token_logprobs);
+    kept.tokens.push(...lp.tokens);
+    kept.top_logprobs.push(...lp.top_logprobs);
+  }
+
+  /**
+   * End the generation without another worker: no tokens are left (`max_tokens` reached
+   * exactly at the cut). Returns the SSE text of the final chunk for a streaming client.
+   */
+  finishByProxy(heldBack: string): string {
+    this.finished = true;
+    this.finishReason = 'length';
+    this.stopReason = null;
+    this.emitted += heldBack;
+    if (!this.plan.clientStream) return '';
+    const choice =
+      this.plan.kind === 'chat'
+        ? {
+            index: 0,
+            delta: { content: heldBack },
+            logprobs: null,
+            finish_reason: 'length',
+            stop_reason: null,
+            token_ids: this.plan.clientTokenIds ? [] : null,
+          }
+        : {
+            index: 0,
+            text: heldBack,
+            logprobs: null,
+            finish_reason: 'length',
+            stop_reason: null,
+            prompt_token_ids: null,
+            token_ids: this.plan.clientTokenIds ? [] : null,
+          };
+    return SSE(this.chunk([choice]));
+  }
+
+  /** Usage of the whole generation: the client's prompt and every generated token. */
+  totalUsage(): Json | undefined {
+    if (this.promptIds === undefined) return this.usage;
+    const prompt = this.promptIds.length;
+    const completion = this.ids.length;
+    return {
+      ...this.usage,
+      prompt_tokens: prompt,
+      total_tokens: prompt + completion,
+      completion_tokens: completion,
+    };
+  }
+
+  /** The end of a streaming response: the usage chunk when asked for, then `[DONE]`. */
+  trailer(): string {
+    const usage = this.totalUsage();
+    const usageChunk =
+      this.plan.clientUsage && usage !== undefined ? SSE({ ...this.chunk([]), usage }) : '';
+    return `${usageChunk}data: [DONE]\n\n`;
+  }
+
+  private chunk(choices: Json[]): Json {
+    return {
+      id: this.id,
+      object: this.plan.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion',
+      created: this.created,
+      model: this.model,
+      choices,
+    };
+  }
+
+  /** The whole response for a non-streaming client (the engine's own non-streaming shape). */
+  assemble(): Json {
+    const ids = this.plan.clientTokenIds ? this.ids : null;
+    const promptIds = this.plan.clientTokenIds ? (this.promptIds ?? null) : null;
+    const wantsLogprobs = this.plan.logprobs !== undefined;
+    if (this.plan.kind === 'chat') {
+      return {
+        id: this.id,
+        object: 'chat.completion',
+        created: this.created,
+        model: this.model,
+        choices: [
+          {
+            index: 0,
+            message: { role: this.role, content: this.emitted, tool_calls: [] },
+            logprobs: wantsLogprobs ? { content: this.chatLogprobs } : null,
+            finish_reason: this.finishReason,
+            stop_reason: this.stopReason,
+            token_ids: ids,
+          },
+        ],
+        usage: this.totalUsage(),
+        prompt_token_ids: promptIds,
+      };
+    }
+    return {
+      id: this.id,
+      object: 'text_completion',
+      created: this.created,
+      model: this.model,
+      choices: [
+        {
+          index: 0,
+          text: this.emitted,
+          logprobs: wantsLogprobs ? this.completionLogprobs : null,
+          finish_reason: this.finishReason,
+          stop_reason: this.stopReason,
+          prompt_token_ids: promptIds,
+          token_ids: ids,
+        },
+      ],
+      usage: this.totalUsage(),
+    };
+  }
+}
