@@ -1,0 +1,397 @@
+import { describe, expect, it } from 'vitest';
+import { continuationBody, generationKind, planGeneration } from '../src/continuation/plan.js';
+import type { ContinuablePlan } from '../src/continuation/plan.js';
+import { SseSplitter } from '../src/continuation/sse.js';
+import { StopScanner, Stitcher, heldBackText } from '../src/continuation/stitch.js';
+import { deploymentView } from './static-pool.js';
+
+const mock = deploymentView('m');
+
+function plan(
+  kind: 'chat' | 'completion',
+  body: Record<string, unknown>,
+  deployment = mock,
+): ContinuablePlan {
+  const p = planGeneration(kind, { model: 'm', ...body }, deployment, true);
+  if (!p.continuable) throw new Error(`refused: ${p.reason}`);
+  return p;
+}
+
+describe('planGeneration', () => {
+  it('knows the generation routes', () => {
+    expect(generationKind('/v1/chat/completions')).toBe('chat');
+    expect(generationKind('/v1/completions?x=1')).toBe('completion');
+    expect(generationKind('/v1/embeddings')).toBeUndefined();
+  });
+
+  it.each([
+    ['chat', { n: 2 }, 'n'],
+    ['completion', { prompt: 'a', best_of: 3 }, 'best_of'],
+    ['completion', { prompt: 'a', use_beam_search: true }, 'beam_search'],
+    ['chat', { response_format: { type: 'json_object' } }, 'structured_output'],
+    ['chat', { guided_json: { type: 'object' } }, 'structured_output'],
+    ['completion', { prompt: 'a', guided_regex: 'a+' }, 'structured_output'],
+    ['completion', { prompt: 'a', echo: true }, 'echo'],
+    ['completion', { prompt: 'a', prompt_logprobs: 1 }, 'prompt_logprobs'],
+    ['chat', { tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
+    ['completion', { prompt: ['a', 'b'] }, 'batch_prompt'],
+    ['completion', { prompt: [[1, 2], [3]] }, 'batch_prompt'],
+    ['completion', { prompt: 'a', suffix: 'z' }, 'suffix'],
+    [
+      'chat',
+      { stream: true, stream_options: { include_usage: true, continuous_usage_stats: true } },
+      'continuous_usage',
+    ],
+  ] as const)('refuses %s %j: %s', (kind, body, reason) => {
+    expect(planGeneration(kind, { model: 'm', ...body }, mock, true)).toEqual({
+      continuable: false,
+      reason,
+    });
+  });
+
+  it('refuses chat on engines that parse chat output, SGLang, and when switched off', () => {
+    const body = { model: 'm', messages: [] };
+    expect(planGeneration('chat', body, { ...mock, parsesChatOutput: true }, true)).toEqual({
+      continuable: false,
+      reason: 'parser',
+    });
+    // Completions are not parsed: they continue on the same deployment.
+    expect(
+      planGeneration(
+        'completion',
+        { model: 'm', prompt: 'a' },
+        { ...mock, parsesChatOutput: true },
+        true,
+      ).continuable,
+    ).toBe(true);
+    expect(planGeneration('chat', body, { ...mock, engine: 'sglang' }, true)).toEqual({
+      continuable: false,
+      reason: 'engine',
+    });
+    expect(planGeneration('chat', body, mock, false)).toEqual({
+      continuable: false,
+      reason: 'disabled',
+    });
+  });
+
+  it('continues plain chat and completions (one prompt: text, one text in a list, or ids)', () => {
+    for (const prompt of ['a', ['a'], [1, 2, 3]]) {
+      expect(planGeneration('completion', { model: 'm', prompt }, mock, true).continuable).toBe(
+        true,
+      );
+    }
+    expect(plan('chat', { messages: [], n: 1, response_format: { type: 'text' } }).kind).toBe(
+      'chat',
+    );
+  });
+
+  it('asks the engine for a stream with token ids and usage, and remembers what the client asked', () => {
+    const p = plan('chat', { messages: [], max_completion_tokens: 9, stop: 'x', min_tokens: 2 });
+    expect(JSON.parse(p.upstreamBody.toString())).toEqual({
+      model: 'm',
+      messages: [],
+      max_completion_tokens: 9,
+      stop: 'x',
+      min_tokens: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+      return_token_ids: true,
+    });
+    expect(p).toMatchObject({
+      clientStream: false,
+      clientTokenIds: false,
+      clientUsage: false,
+      maxTokens: 9,
+      minTokens: 2,
+      stop: ['x'],
+      includeStopStr: false,
+      inexact: [],
+    });
+    const q = plan('completion', {
+      prompt: 'a',
+      stream: true,
+      stream_options: { include_usage: true },
+      return_token_ids: true,
+      logprobs: 2,
+    });
+    expect(q).toMatchObject({
+      clientStream: true,
+      clientTokenIds: true,
+      clientUsage: true,
+      logprobs: 2,
+    });
+  });
+
+  it('counts parameters that cannot be carried exactly as inexact', () => {
+    expect(plan('chat', { messages: [], presence_penalty: 0.5, seed: 1 }).inexact).toEqual([
+      'penalties',
+      'seeded_sampling',
+    ]);
+    // A seed at temperature 0 changes nothing.
+    expect(plan('chat', { messages: [], seed: 1, temperature: 0 }).inexact).toEqual([]);
+  });
+
+  it('continues with prompt = prompt ids + generated ids and the limits reduced', () => {
+    const p = plan('chat', {
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 10,
+      min_tokens: 5,
+      temperature: 0,
+      top_p: 0.9,
+      stop: ['END'],
+      logprobs: true,
+      top_logprobs: 2,
+      stream: true,
+    });
+    expect(JSON.parse(continuationBody(p, 'served', [1, 2], [7, 8, 9]).toString())).toEqual({
+      model: 'served',
+      prompt: [1, 2, 7, 8, 9],
+      max_tokens: 7,
+      min_tokens: 2,
+      temperature: 0,
+      top_p: 0.9,
+      stop: ['END'],
+      include_stop_str_in_output: true,
+      logprobs: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+      return_token_ids: true,
+    });
+    // No limit given: the engine's default (the context length) still holds.
+    const open = plan('completion', { prompt: 'a' });
+    expect(JSON.parse(continuationBody(open, 'm', [1], [2]).toString())).not.toHaveProperty(
+      'max_tokens',
+    );
+  });
+});
+
+describe('SseSplitter', () => {
+  it('returns whole events only, across chunk boundaries and split characters', () => {
+    const splitter = new SseSplitter();
+    const bytes = Buffer.from('data: {"t":"é"}\n\ndata: [DONE]\n\n');
+    const out: string[] = [];
+    for (let i = 0; i < bytes.length; i++) out.push(...splitter.push(bytes.subarray(i, i + 1)));
+    expect(out).toEqual(['{"t":"é"}', '[DONE]']);
+    expect(splitter.buffered).toBe(0);
+    expect(splitter.push(Buffer.from(': comment\n\ndata: a\r\ndata: b\r\n\r\n'))).toEqual([]);
+    expect(splitter.buffered).toBeGreaterThan(0);
+  });
+});
+
+describe('StopScanner', () => {
+  it('holds back what could start a stop string and cuts before it', () => {
+    const scanner = new StopScanner(['END'], false);
+    expect(scanner.push('abcE')).toEqual({ out: 'ab' });
+    expect(scanner.push('N')).toEqual({ out: 'c' });
+    expect(scanner.push('Dxyz')).toEqual({ out: '', stop: 'END' });
+  });
+
+  it('keeps the stop string when asked and releases everything at the end', () => {
+    const keep = new StopScanner(['END', 'X'], true);
+    expect(keep.push('aXbEND')).toEqual({ out: 'aX', stop: 'X' });
+    const none = new StopScanner(['END'], false);
+    expect(none.push('abc')).toEqual({ out: 'a' });
+    expect(none.flush()).toBe('bc');
+    expect(new StopScanner([], false).push('abc')).toEqual({ out: 'abc' });
+  });
+
+  it('never splits a surrogate pair', () => {
+    const scanner = new StopScanner(['xy'], false);
+    expect(scanner.push('a🙂')).toEqual({ out: 'a' });
+    expect(scanner.flush()).toBe('🙂');
+  });
+});
+
+describe('heldBackText', () => {
+  it('is the text of the ids the client has not received, without a partial character', () => {
+    expect(heldBackText('hello wor', 'hello')).toBe(' wor');
+    expect(heldBackText('caf\ufffd', 'caf')).toBe('');
+    expect(heldBackText('ab', 'ab')).toBe('');
+    expect(heldBackText('xb', 'ab')).toBeUndefined();
+  });
+});
+
+describe('Stitcher', () => {
+  const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    id: 'cmpl-1',
+    object: 'text_completion',
+    created: 5,
+    model: 'm',
+    choices: [{ index: 0, logprobs: null, finish_reason: null, stop_reason: null, ...choice }],
+    ...extra,
+  });
+  const sse = (out: string) => JSON.parse(out.slice('data: '.length)) as Record<string, unknown>;
+
+  it('splices a continuation into a completion stream, nulling the ids the client did not ask for', () => {
+    const p = plan('completion', { prompt: 'a', stream: true, max_tokens: 4 });
+    const s = new Stitcher(p);
+    const first = s.accept(chunk({ text: 'x', prompt_token_ids: [1], token_ids: [10] }));
+    expect(sse(first.out)).toMatchObject({
+      choices: [{ text: 'x', prompt_token_ids: null, token_ids: null }],
+    });
+    expect(s.tracked).toBe(true);
+    s.splice(' y');
+    const next = s.accept(
+      chunk({ text: 'z', token_ids: [11] }, { id: 'cmpl-2', created: 9, model: 'other' }),
+    );
+    expect(sse(next.out)).toEqual(chunk({ text: ' yz', prompt_token_ids: null, token_ids: null }));
+    const last = s.accept(chunk({ text: '!', token_ids: [12, 13], finish_reason: 'length' }));
+    expect(last.finished).toBe(true);
+    expect(s.ids).toEqual([10, 11, 12, 13]);
+    expect(s.emitted).toBe('x yz!');
+    expect(s.tokensLeft).toBe(0);
+  });
+
+  it('re-shapes a continuation as chat chunks and finds a stop string across the splice', () => {
+    const p = plan('chat', { messages: [], stream: true, stop: ['END'], return_token_ids: true });
+    const s = new Stitcher(p);
+    s.accept({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 5,
+      model: 'm',
+      choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }],
+      prompt_token_ids: [1, 2],
+    });
+    s.accept({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 5,
+      model: 'm',
+      choices: [{ index: 0, delta: { content: 'ab' }, finish_reason: null, token_ids: [3] }],
+    });
+    // The engine held back 'E' (it could start 'END'): the proxy receives it from /detokenize.
+    s.splice('E');
+    const next = s.accept(chunk({ text: 'ND and more', token_ids: [4, 5] }));
+    expect(next).toMatchObject({ finished: true, abortUpstream: true });
+    expect(sse(next.out)).toEqual({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 5,
+      model: 'm',
+      choices: [
+        {
+          index: 0,
+          delta: { content: '' },
+          logprobs: null,
+          finish_reason: 'stop',
+          stop_reason: 'END',
+          token_ids: [4, 5],
+        },
+      ],
+    });
+    expect(s.emitted).toBe('ab');
+    expect(s.trailer()).toBe('data: [DONE]\n\n');
+  });
+
+  it('assembles the non-streaming response with usage over every worker', () => {
+    const p = plan('chat', { messages: [] });
+    const s = new Stitcher(p);
+    s.accept({
+      id: 'chatcmpl-1',
+      object: 'chat.completion.chunk',
+      created: 5,
+      model: 'm',
+      choices: [{ index: 0, delta: { role: 'assistant', content: 'hi' }, token_ids: [3] }],
+      prompt_token_ids: [1, 2],
+    });
+    s.splice('');
+    s.accept(chunk({ text: ' there', token_ids: [4], finish_reason: 'stop' }));
+    s.accept({
+      ...chunk({}),
+      choices: [],
+      usage: { prompt_tokens: 3, total_tokens: 4, completion_tokens: 1 },
+    });
+    expect(s.assemble()).toEqual({
+      id: 'chatcmpl-1',
+      object: 'chat.completion',
+      created: 5,
+      model: 'm',
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: 'hi there', tool_calls: [] },
+          logprobs: null,
+          finish_reason: 'stop',
+          stop_reason: null,
+          token_ids: null,
+        },
+      ],
+      usage: { prompt_tokens: 2, total_tokens: 4, completion_tokens: 2 },
+      prompt_token_ids: null,
+    });
+  });
+
+  it('shifts completion logprobs offsets and converts them for chat', () => {
+    const p = plan('completion', { prompt: 'a', logprobs: 1 });
+    const s = new Stitcher(p);
+    s.accept(
+      chunk({
+        text: 'ab',
+        prompt_token_ids: [1],
+        token_ids: [2],
+        logprobs: {
+          text_offset: [0],
+          token_logprobs: [-1],
+          tokens: ['ab'],
+          top_logprobs: [{ ab: -1 }],
+        },
+      }),
+    );
+    s.splice('c');
+    s.accept(
+      chunk({
+        text: 'd',
+        token_ids: [3],
+        finish_reason: 'length',
+        logprobs: {
+          text_offset: [0],
+          token_logprobs: [-2],
+          tokens: ['cd'],
+          top_logprobs: [{ cd: -2 }],
+        },
+      }),
+    );
+    expect((s.assemble().choices as { logprobs: unknown }[])[0]!.logprobs).toEqual({
+      text_offset: [0, 3],
+      token_logprobs: [-1, -2],
+      tokens: ['ab', 'cd'],
+      top_logprobs: [{ ab: -1 }, { cd: -2 }],
+    });
+    const c = new Stitcher(
+      plan('chat', { messages: [], logprobs: true, top_logprobs: 1, stream: true }),
+    );
+    c.accept({
+      id: 'x',
+      created: 1,
+      model: 'm',
+      choices: [{ index: 0, delta: { content: '' } }],
+      prompt_token_ids: [1],
+    });
+    c.splice('');
+    const out = c.accept(
+      chunk({
+        text: '\ufffd',
+        token_ids: [200],
+        logprobs: {
+          text_offset: [0],
+          token_logprobs: [-0.5],
+          tokens: ['\ufffd'],
+          top_logprobs: [{ '\ufffd': -0.5 }],
+        },
+      }),
+    );
+    expect((sse(out.out).choices as { logprobs: unknown }[])[0]!.logprobs).toEqual({
+      content: [
+        {
+          token: '\ufffd',
+          logprob: -0.5,
+          bytes: [0xef, 0xbf, 0xbd],
+          top_logprobs: [{ token: '\ufffd', logprob: -0.5, bytes: [0xef, 0xbf, 0xbd] }],
+        },
+      ],
+    });
+    // A token that is part of a character has bytes the text cannot tell: inexact.
+    expect([...c.inexact]).toEqual(['logprobs_bytes']);
+  });
+});
