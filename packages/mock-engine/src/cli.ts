@@ -69,6 +69,10 @@ async function main(): Promise<void> {
         describe: 'Fraction of inference requests answered 500',
       },
       seed: { type: 'number', default: 0, describe: 'Seed of --fail-rate randomness' },
+      'request-log-dir': {
+        type: 'string',
+        describe: 'Append one JSON line per inference request to <dir>/requests-<pid>.jsonl',
+      },
       script: { type: 'string', describe: 'JSON file of {match?, response, finishReason?} rules' },
       'shutdown-timeout': {
         type: 'number',
@@ -103,6 +107,7 @@ async function main(): Promise<void> {
     dropChunk: argv['drop-chunk'],
     failRate: argv['fail-rate'],
     seed: argv.seed,
+    requestLogDir: argv['request-log-dir'],
     script: argv.script === undefined ? undefined : loadScript(argv.script),
     onCrash: () => {
       console.error(`mock engine: injected crash after ${argv['crash-after']} requests`);

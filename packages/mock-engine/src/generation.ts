@@ -5,7 +5,17 @@
  */
 import { compileScript } from './options.js';
 import type { CompiledRule, ScriptRule } from './options.js';
-import { INITIAL_STATE, absorb, encode, nextPiece, pieceId, tokenize } from './tokenizer.js';
+import {
+  INITIAL_STATE,
+  VOCABULARY_SIZE,
+  absorb,
+  createStreamDecoder,
+  encode,
+  mix,
+  nextToken,
+  pieceIds,
+  tokenize,
+} from './tokenizer.js';
 
 /** One chat message as the template sees it: a role and its text. */
 export interface ChatMessage {
@@ -26,27 +36,51 @@ export type GenerationInput =
   | ({ kind: 'chat'; messages: readonly ChatMessage[] } & ChatTemplateOptions)
   | { kind: 'completion'; prompt: string | readonly number[] };
 
-/** The request's limits, and the engine's script if it has one. */
+/** The request's sampling limits (vLLM's names in camelCase), and the engine's script. */
 export interface GenerationLimits {
   /** `max_tokens`: at most this many tokens are generated. */
   maxTokens: number;
-  /** Output is cut before the first of these strings (vLLM's default, not included). */
+  /** `stop`: output is cut before the first stop string generated (vLLM's rules, see below). */
   stop?: readonly string[];
+  /** `stop_token_ids`: a generated id in this list ends generation (its text is left out). */
+  stopTokenIds?: readonly number[];
+  /** `min_tokens`: no stop id before this many tokens, no stop string before more than this many. */
+  minTokens?: number;
+  /** `include_stop_str_in_output`: keep the stop string in the text (and hold nothing back). */
+  includeStopStrInOutput?: boolean;
+  /** Top logprobs wanted per token (chat `top_logprobs`, completions `logprobs`); absent = none. */
+  topLogprobs?: number;
   /** Scripted answers (the engine's `script` option); a matching rule wins over generation. */
   script?: readonly ScriptRule[];
 }
 
-/** What the engine answers to one request. */
+/** One candidate of a token's logprobs: a token id and its log-probability. */
+export interface TokenLogprob {
+  id: number;
+  logprob: number;
+}
+
+/** What the engine answers to one request, token by token. */
 export interface Generation {
-  /** The generated text: `tokens` joined. */
+  /** The prompt's token ids (`prompt_token_ids`; `usage.prompt_tokens` is their count). */
+  promptIds: number[];
+  /** Every generated token id (the stream's `token_ids` concatenated). */
+  ids: number[];
+  /** The ids of each streamed chunk: one id each (a scripted answer: one piece each). */
+  chunkIds: number[][];
+  /** The text of each streamed chunk, as vLLM's detokenizer releases it (`""` included). */
+  deltas: string[];
+  /** The whole text (non-streaming `content`/`text`): `deltas` joined. */
   text: string;
-  /** The generated tokens, one per streamed content chunk. */
-  tokens: string[];
   finishReason: 'stop' | 'length';
-  /** The stop string that ended generation (vLLM's `stop_reason`), else null. */
-  stopReason: string | null;
-  /** Number of prompt token ids (`usage.prompt_tokens`). */
+  /** vLLM's `stop_reason`: the stop string or stop token id that ended generation, else null. */
+  stopReason: string | number | null;
+  /** `usage.prompt_tokens`. */
   promptTokens: number;
+  /** `usage.completion_tokens`: the number of chunks (= `ids.length` unless scripted). */
+  completionTokens: number;
+  /** With `topLogprobs`: for each id of `ids`, the top candidates, the chosen id first. */
+  logprobs?: TokenLogprob[][];
 }
 
 /**
@@ -75,33 +109,20 @@ export function encodePrompt(input: GenerationInput): number[] {
 }
 
 /**
- * The input that continues a generation from `generated`, the text produced so far: the
- * completion prompt followed by it, or the chat with it as an open final assistant message
- * (`continue_final_message: true`, `add_generation_prompt: false`; appended to that message
- * if the input already continued one). {@link expectedGeneration} of the result, with the
- * tokens left, is the rest of the original generation.
+ * The input that continues a generation after `generatedIds`, the ids produced so far: a
+ * completion whose prompt is the original prompt's ids followed by them. Its
+ * {@link expectedGeneration}, with the tokens left, is the rest of the original generation,
+ * also when the cut falls inside a multi-byte character.
  * @example
  * const first = expectedGeneration(input, { maxTokens: 20 });
- * const sofar = first.tokens.slice(0, 5).join('');
- * expectedGeneration(continuationInput(input, sofar), { maxTokens: 15 }).tokens; // first.tokens.slice(5)
+ * expectedGeneration(continuationInput(input, first.ids.slice(0, 5)), { maxTokens: 15 }).ids;
+ * // first.ids.slice(5)
  */
-export function continuationInput(input: GenerationInput, generated: string): GenerationInput {
-  if (input.kind === 'completion') {
-    const { prompt } = input;
-    return {
-      kind: 'completion',
-      prompt: typeof prompt === 'string' ? prompt + generated : [...prompt, ...encode(generated)],
-    };
-  }
-  const open = input.continueFinalMessage === true ? input.messages.at(-1) : undefined;
-  const messages = open ? input.messages.slice(0, -1) : input.messages;
-  const content = (open?.content ?? '') + generated;
-  return {
-    kind: 'chat',
-    messages: [...messages, { role: open?.role ?? 'assistant', content }],
-    continueFinalMessage: true,
-    addGenerationPrompt: false,
-  };
+export function continuationInput(
+  input: GenerationInput,
+  generatedIds: readonly number[],
+): GenerationInput {
+  return { kind: 'completion', prompt: [...encodePrompt(input), ...generatedIds] };
 }
 
 // What script rules match: the message contents joined by newlines, or the prompt.
@@ -121,60 +142,75 @@ function compiled(script: readonly ScriptRule[]): CompiledRule[] {
   return rules;
 }
 
-/** `count` tokens, each a function of every id before it (prompt and generated). */
-function generate(promptIds: readonly number[], count: number): string[] {
-  let state = promptIds.reduce(absorb, INITIAL_STATE);
-  let last = promptIds.at(-1);
-  const tokens: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const piece = nextPiece(state, last);
-    tokens.push(piece);
-    last = pieceId(piece);
-    state = absorb(state, last);
-  }
-  return tokens;
-}
-
-function cutAtStop(
-  tokens: string[],
-  stop: readonly string[],
-): { tokens: string[]; stopReason: string } | undefined {
-  const text = tokens.join('');
-  let cut = -1;
-  let stopReason = '';
-  for (const s of stop) {
-    if (s.length === 0) continue;
-    const at = text.indexOf(s);
-    if (at !== -1 && (cut === -1 || at < cut)) {
-      cut = at;
-      stopReason = s;
-    }
-  }
-  if (cut === -1) return undefined;
-  const kept: string[] = [];
-  let length = 0;
-  for (const token of tokens) {
-    if (length + token.length > cut) {
-      if (cut > length) kept.push(token.slice(0, cut - length));
-      break;
-    }
-    kept.push(token);
-    length += token.length;
-  }
-  return { tokens: kept, stopReason };
+/** Python's `len`: a string's length in code points. */
+export function codePoints(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
 }
 
 /**
- * Exactly what the engine answers to a request: the first matching script rule's response,
- * else `maxTokens` generated tokens, each a pure function of all token ids before it (a
- * rolling hash over the prompt's ids and the tokens generated so far). Cut at `maxTokens`,
- * then before the first stop string. Sending the prompt plus the first k generated tokens
- * ({@link continuationInput}) yields the remaining tokens (script answers are not continued).
- * Temperature and seed play no part: the engine is deterministic.
+ * vLLM's `check_stop_strings` over the output's code points: the first stop string (in list
+ * order) that the last `newChars` characters complete; the cut (-1: keep everything).
+ */
+function checkStopStrings(
+  chars: readonly string[],
+  newChars: number,
+  stop: readonly string[],
+  includeInOutput: boolean,
+): [string, number] | undefined {
+  if (newChars === 0) return undefined;
+  for (const s of stop) {
+    const length = codePoints(s);
+    if (length === 0) continue;
+    const from = Math.max(0, chars.length + 1 - newChars - length);
+    const window = chars.slice(from).join('');
+    const at = window.indexOf(s);
+    if (at === -1) continue;
+    let index = from + codePoints(window.slice(0, at));
+    if (includeInOutput) {
+      index += length;
+      if (index >= chars.length) return [s, -1];
+    }
+    return [s, index];
+  }
+  return undefined;
+}
+
+/**
+ * The top `k` candidates of the token chosen after a sequence whose rolling hash is `state`:
+ * the chosen id first (it is the top-1), then `k - 1` other ids with lower logprobs, all a
+ * pure function of the ids so far.
+ */
+export function topLogprobs(state: number, chosen: number, k: number): TokenLogprob[] {
+  const first = -((mix(state, 0x9e3779b9) % 2000) + 1) / 1000;
+  const out: TokenLogprob[] = [{ id: chosen, logprob: first }];
+  const seen = new Set([chosen]);
+  let logprob = first;
+  for (let salt = 1; out.length < Math.max(1, k); salt++) {
+    const id = mix(state, salt) % VOCABULARY_SIZE;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    logprob -= 0.25 + (mix(state, salt + 0x1000) % 1000) / 1000;
+    out.push({ id, logprob: Math.round(logprob * 1e6) / 1e6 });
+  }
+  return out;
+}
+
+/**
+ * Exactly what the engine answers to a request, chunk by chunk: the first matching script
+ * rule's response (one chunk per piece), else up to `maxTokens` generated tokens, each a pure
+ * function of all token ids before it (the prompt's and the generated ones). The text of each
+ * chunk is what vLLM's incremental detokenizer releases: `""` while a character is incomplete,
+ * the whole character once complete, stop strings applied as vLLM applies them (the first
+ * stop string completed ends generation with the text cut before it; while streaming the last
+ * `maxStopLength - 1` characters are held back until they cannot start a stop string, flushed
+ * by the final chunk). Sending the prompt's ids plus the first k generated ids
+ * ({@link continuationInput}) yields the remaining ids. Temperature and seed play no part.
  * @example
- * const { text, finishReason } = expectedGeneration(
+ * const { text, ids, finishReason } = expectedGeneration(
  *   { kind: 'chat', messages: [{ role: 'user', content: 'Hello' }] },
- *   { maxTokens: 16 },
+ *   { maxTokens: 16, stop: ['\n'] },
  * );
  */
 export function expectedGeneration(input: GenerationInput, limits: GenerationLimits): Generation {
@@ -182,18 +218,83 @@ export function expectedGeneration(input: GenerationInput, limits: GenerationLim
   const rules = limits.script === undefined ? [] : compiled(limits.script);
   const subject = rules.length > 0 ? scriptSubject(input) : '';
   const rule = rules.find((r) => r.match === undefined || r.match.test(subject));
-  let tokens = rule ? tokenize(rule.response) : generate(promptIds, limits.maxTokens);
-  let finishReason: 'stop' | 'length' = rule ? rule.finishReason : 'length';
-  if (tokens.length > limits.maxTokens) {
-    tokens = tokens.slice(0, Math.max(0, limits.maxTokens));
-    finishReason = 'length';
+  const scripted = rule ? tokenize(rule.response).map(pieceIds) : undefined;
+  const stop = limits.stop ?? [];
+  const stopTokenIds = limits.stopTokenIds ?? [];
+  const minTokens = limits.minTokens ?? 0;
+  const include = limits.includeStopStrInOutput ?? false;
+  const bufferLength = stop.length > 0 && !include ? Math.max(...stop.map(codePoints)) - 1 : 0;
+
+  const all = [...promptIds];
+  let state = promptIds.reduce(absorb, INITIAL_STATE);
+  const decodeNext = createStreamDecoder(promptIds);
+  const ids: number[] = [];
+  const chunkIds: number[][] = [];
+  const deltas: string[] = [];
+  const logprobs: TokenLogprob[][] = [];
+  const chars: string[] = []; // the output text, one code point each (Python's str indexing)
+  let released = 0;
+  let finishReason: 'stop' | 'length' = 'length';
+  let stopReason: string | number | null = null;
+
+  for (let n = 1; n <= limits.maxTokens; n++) {
+    let step: number[];
+    if (scripted) {
+      const piece = scripted[n - 1];
+      if (piece === undefined) break; // an empty script answer
+      step = piece;
+    } else step = [nextToken(all, state)];
+    for (const id of step) {
+      if (limits.topLogprobs !== undefined)
+        logprobs.push(topLogprobs(state, id, limits.topLogprobs));
+      all.push(id);
+      state = absorb(state, id);
+      ids.push(id);
+    }
+    chunkIds.push(step);
+    // The scheduler's checks (vLLM's check_stop): length first, then stop ids after min_tokens.
+    let finished = false;
+    let stoppedById = false;
+    const last = step.at(-1) ?? -1;
+    if (n >= limits.maxTokens) finished = true;
+    else if (n >= minTokens && stopTokenIds.includes(last)) {
+      finished = stoppedById = true;
+      finishReason = 'stop';
+      stopReason = last;
+    } else if (scripted && n === scripted.length) {
+      finished = true;
+      finishReason = rule?.finishReason ?? 'stop';
+    }
+    // The detokenizer: the stop id's own text is left out unless include_stop_str_in_output.
+    let checkFrom = chars.length;
+    const shown = stoppedById && !include ? step.slice(0, -1) : step;
+    for (const id of shown) for (const c of decodeNext(id)) chars.push(c);
+    if (minTokens > 0 && n <= minTokens) checkFrom = chars.length;
+    if (stop.length > 0 && n > minTokens) {
+      const hit = checkStopStrings(chars, chars.length - checkFrom, stop, include);
+      if (hit) {
+        [stopReason] = hit;
+        finishReason = 'stop';
+        finished = true;
+        if (hit[1] !== -1) chars.length = hit[1];
+      }
+    }
+    const upTo = chars.length - (finished ? 0 : bufferLength);
+    deltas.push(released < upTo ? chars.slice(released, upTo).join('') : '');
+    released = Math.max(released, upTo);
+    if (finished) break;
   }
-  const promptTokens = promptIds.length;
-  const stopped = cutAtStop(tokens, limits.stop ?? []);
-  if (stopped) {
-    const { stopReason } = stopped;
-    tokens = stopped.tokens;
-    return { text: tokens.join(''), tokens, finishReason: 'stop', stopReason, promptTokens };
-  }
-  return { text: tokens.join(''), tokens, finishReason, stopReason: null, promptTokens };
+  if (scripted?.length === 0) finishReason = rule?.finishReason ?? 'stop';
+  return {
+    promptIds,
+    ids,
+    chunkIds,
+    deltas,
+    text: chars.join(''),
+    finishReason,
+    stopReason,
+    promptTokens: promptIds.length,
+    completionTokens: chunkIds.length,
+    ...(limits.topLogprobs === undefined ? {} : { logprobs }),
+  };
 }

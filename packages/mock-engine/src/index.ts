@@ -1,5 +1,7 @@
 export { createMockEngine } from './server.js';
 export type { MockEngine } from './server.js';
+export type { RequestLogRecord } from './request-log.js';
+export { VOCABULARY_SIZE, decode, encode } from './tokenizer.js';
 export {
   continuationInput,
   encodePrompt,
@@ -12,6 +14,7 @@ export type {
   Generation,
   GenerationInput,
   GenerationLimits,
+  TokenLogprob,
 } from './generation.js';
 export { MockEngineError } from './errors.js';
 export type { MockEngineErrorCode } from './errors.js';

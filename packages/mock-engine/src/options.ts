@@ -50,6 +50,11 @@ export interface MockEngineOptions {
   failRate?: number;
   /** Seed of the pseudo-random generator behind `failRate` (default 0: runs are reproducible). */
   seed?: number;
+  /**
+   * Directory of the request log: each engine process appends one JSON line per inference
+   * request to `<dir>/requests-<pid>.jsonl` (see `MockEngine.requestLog`).
+   */
+  requestLogDir?: string;
   /** Scripted answers; without a script the engine generates deterministic text. */
   script?: ScriptRule[];
   /**
@@ -78,6 +83,7 @@ export interface ResolvedOptions {
   dropChunk: number | undefined;
   failRate: number;
   seed: number;
+  requestLogDir: string | undefined;
   /** A checked copy of the script (compiled on use, see `expectedGeneration`). */
   script: readonly ScriptRule[];
 }
@@ -206,6 +212,7 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
     dropChunk: optionalCount('dropChunk', options.dropChunk, 1),
     failRate: checkNumber('failRate', options.failRate, 0, { max: 1 }),
     seed: checkNumber('seed', options.seed, 0, { integer: true }),
+    requestLogDir: options.requestLogDir === '' ? undefined : options.requestLogDir,
     script,
   };
 }

@@ -1,5 +1,6 @@
 import type { ChatMessage, GenerationInput } from './generation.js';
 import type { ResolvedOptions } from './options.js';
+import { isTokenId } from './tokenizer.js';
 
 /** An error answered to the client as an OpenAI-shaped body (vLLM's shape). */
 export class HttpError extends Error {
@@ -31,10 +32,22 @@ export interface GenerationRequest {
   /** The prompt as {@link expectedGeneration} takes it. */
   input: GenerationInput;
   maxTokens: number;
+  /** `max_tokens` as the request gave it (null: the default applies). */
+  requestedMaxTokens: number | null;
   stop: string[];
+  stopTokenIds: number[];
+  minTokens: number;
+  includeStopStrInOutput: boolean;
+  /** vLLM's `return_token_ids`: prompt and generated token ids in the answer. */
+  returnTokenIds: boolean;
+  /** Top logprobs per token (chat `top_logprobs` with `logprobs: true`; completions `logprobs`); undefined = none. */
+  topLogprobs: number | undefined;
   stream: boolean;
   includeUsage: boolean;
 }
+
+/** vLLM's default `--max-logprobs`. */
+export const MAX_LOGPROBS = 20;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -68,7 +81,8 @@ function completionPrompt(prompt: unknown): string | number[] {
   if (Array.isArray(prompt)) {
     if (prompt.length === 1 && typeof prompt[0] === 'string') return prompt[0];
     // A single prompt given as token ids.
-    if (prompt.length > 0 && prompt.every((t) => Number.isSafeInteger(t) && t >= 0)) {
+    if (prompt.length > 0 && prompt.every((t) => Number.isSafeInteger(t))) {
+      checkTokenIds(prompt as number[]);
       return prompt as number[];
     }
   }
@@ -76,6 +90,23 @@ function completionPrompt(prompt: unknown): string | number[] {
     'prompt must be a string, an array with one string, or an array of token ids',
     'prompt',
   );
+}
+
+/** vLLM's 400 for a prompt id outside the vocabulary. */
+export function checkTokenIds(ids: readonly number[]): void {
+  const bad = ids.find((id) => !isTokenId(id));
+  if (bad === undefined) return;
+  const shown = bad < 0 ? bad : Math.max(...ids);
+  throw badRequest(`Token id ${shown} is out of vocabulary`);
+}
+
+function optionalCount(body: Record<string, unknown>, key: string): number | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw badRequest(`${key} must be a non-negative integer`, key);
+  }
+  return v;
 }
 
 function optionalBoolean(body: Record<string, unknown>, key: string): boolean | undefined {
@@ -153,13 +184,92 @@ export function parseGenerationRequest(
   } else if (body.stop !== undefined && body.stop !== null) {
     throw badRequest('stop must be a string or an array of strings', 'stop');
   }
+  const stopTokenIds = body.stop_token_ids ?? [];
+  if (!Array.isArray(stopTokenIds) || !stopTokenIds.every((t) => Number.isInteger(t))) {
+    throw badRequest('stop_token_ids must be an array of integers', 'stop_token_ids');
+  }
+  const minTokens = optionalCount(body, 'min_tokens') ?? 0;
+  if (minTokens > maxTokens) {
+    throw badRequest(
+      `min_tokens must be less than or equal to max_tokens=${maxTokens}, got ${minTokens}.`,
+      'min_tokens',
+    );
+  }
+  const includeStopStrInOutput = optionalBoolean(body, 'include_stop_str_in_output') ?? false;
+  const returnTokenIds = optionalBoolean(body, 'return_token_ids') ?? false;
+  let topLogprobs: number | undefined;
+  if (kind === 'chat') {
+    const top = optionalCount(body, 'top_logprobs') ?? 0;
+    if (optionalBoolean(body, 'logprobs') === true) topLogprobs = top;
+    else if (top > 0) {
+      throw badRequest(
+        'when using `top_logprobs`, `logprobs` must be set to true.',
+        'top_logprobs',
+      );
+    }
+  } else topLogprobs = optionalCount(body, 'logprobs');
+  if (topLogprobs !== undefined && topLogprobs > MAX_LOGPROBS) {
+    throw badRequest(
+      `Requested sample logprobs of ${topLogprobs}, which is greater than max allowed: ${MAX_LOGPROBS}`,
+      kind === 'chat' ? 'top_logprobs' : 'logprobs',
+    );
+  }
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
     throw badRequest('stream must be a boolean', 'stream');
   }
   const stream = body.stream === true;
   const so = body.stream_options;
   const includeUsage = stream && isRecord(so) && so.include_usage === true;
-  return { kind, model, input, maxTokens, stop, stream, includeUsage };
+  return {
+    kind,
+    model,
+    input,
+    maxTokens,
+    requestedMaxTokens: requested ?? null,
+    stop,
+    stopTokenIds: stopTokenIds as number[],
+    minTokens,
+    includeStopStrInOutput,
+    returnTokenIds,
+    topLogprobs,
+    stream,
+    includeUsage,
+  };
+}
+
+/** A validated `/tokenize` request: the prompt as {@link expectedGeneration} takes it. */
+export interface TokenizeRequest {
+  input: GenerationInput;
+  returnTokenStrs: boolean;
+}
+
+/**
+ * Validate a `/tokenize` body: `{model?, prompt}` or `{model?, messages,
+ * add_generation_prompt?, continue_final_message?}`; `add_special_tokens` is accepted (the
+ * mock tokenizer adds none).
+ */
+export function parseTokenizeRequest(body: unknown, options: ResolvedOptions): TokenizeRequest {
+  if (!isRecord(body)) throw badRequest('request body must be a JSON object');
+  checkModel(body.model, options);
+  optionalBoolean(body, 'add_special_tokens');
+  const returnTokenStrs = optionalBoolean(body, 'return_token_strs') ?? false;
+  if (body.messages !== undefined) return { input: chatInput(body), returnTokenStrs };
+  if (typeof body.prompt !== 'string') {
+    throw badRequest('prompt must be a string (or give messages)', 'prompt');
+  }
+  return { input: { kind: 'completion', prompt: body.prompt }, returnTokenStrs };
+}
+
+/** Validate a `/detokenize` body `{model?, tokens}`; returns the ids. */
+export function parseDetokenizeRequest(body: unknown, options: ResolvedOptions): number[] {
+  if (!isRecord(body)) throw badRequest('request body must be a JSON object');
+  checkModel(body.model, options);
+  const { tokens } = body;
+  if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t))) {
+    throw badRequest('tokens must be an array of integers', 'tokens');
+  }
+  checkTokenIds(tokens as number[]);
+  return tokens as number[];
 }
 
 /** vLLM's 400 when prompt plus `max_tokens` exceed the context length. */

@@ -3,8 +3,8 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { embed } from './embeddings.js';
 import { MockEngineError } from './errors.js';
-import { expectedGeneration } from './generation.js';
-import type { Generation } from './generation.js';
+import { codePoints, encodePrompt, expectedGeneration } from './generation.js';
+import type { Generation, TokenLogprob } from './generation.js';
 import { renderMetrics } from './metrics.js';
 import type { MockEngineStats } from './metrics.js';
 import { resolveOptions } from './options.js';
@@ -14,11 +14,17 @@ import {
   badRequest,
   checkContextLength,
   checkModel,
+  parseDetokenizeRequest,
   parseEmbeddingRequest,
   parseGenerationRequest,
+  parseTokenizeRequest,
 } from './requests.js';
+import { createRequestLog } from './request-log.js';
+import type { RequestLogRecord } from './request-log.js';
 import type { GenerationRequest } from './requests.js';
-import { encode } from './tokenizer.js';
+import { decode, encode } from './tokenizer.js';
+
+const utf8 = new TextEncoder();
 
 /** A running (or loading) mock engine. */
 export interface MockEngine {
@@ -38,6 +44,8 @@ export interface MockEngine {
   shutdown(timeoutMs?: number): Promise<void>;
   /** Current counters and gauges. */
   stats(): MockEngineStats;
+  /** The inference requests received so far, oldest first (the latest 100,000). */
+  requestLog(): readonly RequestLogRecord[];
 }
 
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
@@ -118,6 +126,7 @@ function seededRandom(seed: number): () => number {
 export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   const opts: ResolvedOptions = resolveOptions(options);
   const random = seededRandom(opts.seed);
+  const log = createRequestLog(opts.requestLogDir);
   const requests: Record<string, number> = {};
   const counters = { completed: 0, aborted: 0, failed: 0, killed: 0, prompt: 0, generated: 0 };
   const running = new Set<Sequence>();
@@ -206,61 +215,159 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   function usageOf(plan: Generation) {
     return {
       prompt_tokens: plan.promptTokens,
-      total_tokens: plan.promptTokens + plan.tokens.length,
-      completion_tokens: plan.tokens.length,
+      total_tokens: plan.promptTokens + plan.completionTokens,
+      completion_tokens: plan.completionTokens,
     };
   }
 
   function fullResponse(request: GenerationRequest, plan: Generation, id: string) {
-    const text = plan.tokens.join('');
-    const choice =
-      request.kind === 'chat'
-        ? {
+    const tokenIds = request.returnTokenIds ? plan.ids : null;
+    const promptIds = request.returnTokenIds ? plan.promptIds : null;
+    const logprobs = logprobsOf(request, plan, 0, plan.ids.length, 0);
+    const usage = { ...usageOf(plan), prompt_tokens_details: null };
+    const end = { finish_reason: plan.finishReason, stop_reason: plan.stopReason };
+    if (request.kind === 'chat') {
+      return {
+        id,
+        object: 'chat.completion',
+        created: created(),
+        model: request.model,
+        choices: [
+          {
             index: 0,
-            message: { role: 'assistant', content: text, tool_calls: [] },
-            logprobs: null,
-            finish_reason: plan.finishReason,
-            stop_reason: plan.stopReason,
-          }
-        : {
-            index: 0,
-            text,
-            logprobs: null,
-            finish_reason: plan.finishReason,
-            stop_reason: plan.stopReason,
-          };
+            message: {
+              role: 'assistant',
+              content: plan.text,
+              refusal: null,
+              annotations: null,
+              audio: null,
+              function_call: null,
+              tool_calls: [],
+              reasoning_content: null,
+            },
+            logprobs,
+            ...end,
+            token_ids: tokenIds,
+          },
+        ],
+        service_tier: null,
+        system_fingerprint: null,
+        usage,
+        prompt_logprobs: null,
+        prompt_token_ids: promptIds,
+        kv_transfer_params: null,
+      };
+    }
     return {
       id,
-      object: request.kind === 'chat' ? 'chat.completion' : 'text_completion',
+      object: 'text_completion',
       created: created(),
       model: request.model,
-      choices: [choice],
-      usage: usageOf(plan),
+      choices: [
+        {
+          index: 0,
+          text: plan.text,
+          logprobs,
+          ...end,
+          token_ids: tokenIds,
+          prompt_logprobs: null,
+          prompt_token_ids: promptIds,
+        },
+      ],
+      service_tier: null,
+      system_fingerprint: null,
+      usage,
+      kv_transfer_params: null,
     };
   }
 
-  function chunk(
+  /**
+   * The `logprobs` of ids `from .. to` of the plan (a chunk's, or all of them), in the
+   * route's shape; `textOffset` is the completion's first `text_offset` (vLLM: the length
+   * of the text streamed before the chunk).
+   */
+  function logprobsOf(
     request: GenerationRequest,
-    id: string,
-    stamp: number,
+    plan: Generation,
+    from: number,
+    to: number,
+    textOffset: number,
+  ) {
+    const k = request.topLogprobs;
+    const top = plan.logprobs;
+    if (k === undefined || top === undefined) return null;
+    const entries = top.slice(from, to);
+    if (request.kind === 'chat') {
+      const candidate = (c: TokenLogprob) => {
+        const token = decode([c.id]);
+        return { token, logprob: c.logprob, bytes: [...utf8.encode(token)] };
+      };
+      return {
+        content: entries.map((candidates) => ({
+          ...candidate(candidates[0]!),
+          top_logprobs: candidates.slice(0, k).map(candidate),
+        })),
+      };
+    }
+    // vLLM's completions logprobs: each text_offset adds the previous token's decoded length.
+    const tokens = entries.map((candidates) => decode([candidates[0]!.id]));
+    const offsets: number[] = [];
+    let offset = textOffset;
+    for (const token of tokens) {
+      offsets.push(offset);
+      offset += codePoints(token);
+    }
+    return {
+      text_offset: offsets,
+      token_logprobs: entries.map((candidates) => candidates[0]!.logprob),
+      tokens,
+      top_logprobs: entries.map((candidates) =>
+        Object.fromEntries(candidates.map((c) => [decode([c.id]), c.logprob])),
+      ),
+    };
+  }
+
+  /** One SSE event of a stream, shaped as vLLM serializes it (chat: exclude_unset; completions: not). */
+  function event(request: GenerationRequest, id: string, stamp: number, body: object): string {
+    const head = { id, object: chunkObject(request.kind), created: stamp, model: request.model };
+    return `data: ${JSON.stringify({ ...head, ...body })}\n\n`;
+  }
+
+  /** The stream's chunk of plan chunk `i` (ids `from .. from + n`), the final one if `last`. */
+  function tokenChunk(
+    request: GenerationRequest,
+    plan: Generation,
+    i: number,
+    from: number,
+    textOffset: number,
     text: string,
-    finish: Generation | undefined,
-    role = false,
-  ): string {
-    const finishReason = finish ? finish.finishReason : null;
-    const stopReason = finish ? finish.stopReason : null;
-    const choice =
-      request.kind === 'chat'
-        ? {
-            index: 0,
-            delta: role ? { role: 'assistant', content: '' } : { content: text },
-            logprobs: null,
-            finish_reason: finishReason,
-            ...(finish ? { stop_reason: stopReason } : {}),
-          }
-        : { index: 0, text, logprobs: null, finish_reason: finishReason, stop_reason: stopReason };
-    const object = chunkObject(request.kind);
-    return `data: ${JSON.stringify({ id, object, created: stamp, model: request.model, choices: [choice] })}\n\n`;
+    last: boolean,
+  ): object {
+    const ids = plan.chunkIds[i] ?? [];
+    const logprobs = logprobsOf(request, plan, from, from + ids.length, textOffset);
+    const tokenIds = request.returnTokenIds ? ids : null;
+    const end = last
+      ? { finish_reason: plan.finishReason, stop_reason: plan.stopReason }
+      : { finish_reason: null };
+    if (request.kind === 'chat') {
+      return {
+        choices: [{ index: 0, delta: { content: text }, logprobs, ...end, token_ids: tokenIds }],
+      };
+    }
+    return {
+      choices: [
+        {
+          index: 0,
+          text,
+          logprobs,
+          finish_reason: end.finish_reason,
+          stop_reason: last ? plan.stopReason : null,
+          prompt_token_ids: request.returnTokenIds && i === 0 ? plan.promptIds : null,
+          token_ids: tokenIds,
+        },
+      ],
+      usage: null,
+    };
   }
 
   async function generate(
@@ -274,9 +381,14 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     const plan = expectedGeneration(request.input, {
       maxTokens: Math.min(request.maxTokens, opts.maxModelLen),
       stop: request.stop,
+      stopTokenIds: request.stopTokenIds,
+      minTokens: request.minTokens,
+      includeStopStrInOutput: request.includeStopStrInOutput,
+      ...(request.topLogprobs === undefined ? {} : { topLogprobs: request.topLogprobs }),
       script: opts.script,
     });
     checkContextLength(plan.promptTokens, request.maxTokens, opts);
+    log.record(req, request, plan.promptTokens);
     const seq = await admit(req, plan.promptTokens);
     if (!seq) {
       counters.aborted++;
@@ -306,12 +418,13 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     }
     const id = `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
     const interval = opts.tokensPerSecond > 0 ? 1000 / opts.tokensPerSecond : 0;
+    const chunks = plan.chunkIds.length;
 
     if (!request.stream) {
-      const total = opts.ttft + Math.max(0, plan.tokens.length - 1) * interval;
+      const total = opts.ttft + Math.max(0, chunks - 1) * interval;
       seq.timer = setTimeout(() => {
         if (done) return;
-        addTokens(seq, plan.tokens.length);
+        addTokens(seq, chunks);
         end('completed');
         sendJson(res, 200, fullResponse(request, plan, id));
       }, total);
@@ -323,10 +436,25 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache',
     });
-    if (kind === 'chat') res.write(chunk(request, id, stamp, '', undefined, true));
+    if (kind === 'chat') {
+      const role = { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null };
+      res.write(
+        event(request, id, stamp, {
+          choices: [{ ...role, finish_reason: null }],
+          prompt_token_ids: request.returnTokenIds ? plan.promptIds : null,
+        }),
+      );
+    }
     const firstAt = Date.now() + opts.ttft;
     let sent = 0;
-    const last = Math.max(1, plan.tokens.length);
+    let idsSent = 0;
+    let textSent = 0;
+    // An answer of no chunk (an empty script answer) still sends one, with the finish.
+    const last = Math.max(1, chunks);
+    // --drop-chunk: the Nth chunk is never sent; if its text is "" (a byte inside a character),
+    // the fault moves to the next chunk with text, so the client's text always loses something.
+    let drop = opts.dropChunk === undefined ? -1 : opts.dropChunk - 1;
+    while (drop >= 0 && drop < chunks - 1 && plan.deltas[drop] === '') drop++;
 
     const tick = () => {
       seq.timer = undefined;
@@ -336,13 +464,16 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       let out = '';
       while (sent < due) {
         const isLast = sent === last - 1;
-        // --drop-chunk: the Nth token is never sent; the final chunk still carries the finish.
-        const dropped = opts.dropChunk === sent + 1;
-        const text = dropped ? '' : (plan.tokens[sent] ?? '');
+        // A dropped final chunk is still sent, empty, with the finish.
+        const dropped = drop === sent;
+        const text = dropped ? '' : (plan.deltas[sent] ?? '');
         if (!dropped || isLast) {
-          out += chunk(request, id, stamp, text, isLast ? plan : undefined);
+          const body = tokenChunk(request, plan, sent, idsSent, textSent, text, isLast);
+          out += event(request, id, stamp, body);
         }
-        if (sent < plan.tokens.length) addTokens(seq, 1);
+        idsSent += plan.chunkIds[sent]?.length ?? 0;
+        textSent += codePoints(plan.deltas[sent] ?? '');
+        if (sent < chunks) addTokens(seq, 1);
         sent++;
         if (opts.dieMidStream !== undefined && sent >= opts.dieMidStream && !isLast) {
           end('killed');
@@ -353,8 +484,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       }
       if (sent === last) {
         if (request.includeUsage) {
-          const usage = usageOf(plan);
-          out += `data: ${JSON.stringify({ id, object: chunkObject(kind), created: stamp, model: request.model, choices: [], usage })}\n\n`;
+          out += event(request, id, stamp, { choices: [], usage: usageOf(plan) });
         }
         out += 'data: [DONE]\n\n';
         end('completed');
@@ -370,6 +500,22 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
       else schedule();
     };
     seq.timer = setTimeout(tick, opts.ttft);
+  }
+
+  async function tokenizeRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const request = parseTokenizeRequest(await readBody(req), opts);
+    const tokens = encodePrompt(request.input);
+    sendJson(res, 200, {
+      count: tokens.length,
+      max_model_len: opts.maxModelLen,
+      tokens,
+      token_strs: request.returnTokenStrs ? tokens.map((t) => decode([t])) : null,
+    });
+  }
+
+  async function detokenizeRoute(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const tokens = parseDetokenizeRequest(await readBody(req), opts);
+    sendJson(res, 200, { prompt: decode(tokens) });
   }
 
   async function embeddings(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -439,10 +585,15 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     else if (path === '/v1/chat/completions' && post) await generate(req, res, 'chat');
     else if (path === '/v1/completions' && post) await generate(req, res, 'completion');
     else if (path === '/v1/embeddings' && post) await embeddings(req, res);
+    else if (path === '/tokenize' && post) await tokenizeRoute(req, res);
+    else if (path === '/detokenize' && post) await detokenizeRoute(req, res);
     else if (path.startsWith('/v1/models/') && get) {
       checkModel(decodeURIComponent(path.slice('/v1/models/'.length)), opts);
       models(res);
-    } else if (['/health', '/metrics', '/v1/models'].includes(path) || path.startsWith('/v1/')) {
+    } else if (
+      ['/health', '/metrics', '/v1/models', '/tokenize', '/detokenize'].includes(path) ||
+      path.startsWith('/v1/')
+    ) {
       sendJson(res, 405, { detail: 'Method Not Allowed' });
     } else sendJson(res, 404, { detail: 'Not Found' });
   }
@@ -521,6 +672,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     close,
     shutdown,
     stats,
+    requestLog: () => [...log.records],
   };
 }
 

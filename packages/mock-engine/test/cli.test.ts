@@ -84,7 +84,12 @@ describe('es-mock-engine (real process)', () => {
     });
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
-    expect(text.split(' ')).toHaveLength(4);
+    expect(text).toBe(
+      expectedGeneration(
+        { kind: 'chat', messages: [{ role: 'user', content: 'hi' }] },
+        { maxTokens: 4 },
+      ).text,
+    );
     const anonymous = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'wrong', maxRetries: 0 });
     await expect(anonymous.models.list()).rejects.toMatchObject({ status: 401 });
     engine.child.kill('SIGTERM');
@@ -125,7 +130,7 @@ describe('es-mock-engine (real process)', () => {
       stream: true,
     });
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
-    expect(text).toBe(expected.tokens.toSpliced(1, 1).join(''));
+    expect(text).toBe(expected.deltas.toSpliced(1, 1).join(''));
   });
 
   it('rejects an invalid flag value with a message naming it', async () => {
@@ -158,7 +163,12 @@ describe('es-mock-engine (real process)', () => {
       finish ??= part.choices[0]?.finish_reason;
     }
     expect(finish).toBe('length');
-    expect(text.split(' ')).toHaveLength(20);
+    expect(text).toBe(
+      expectedGeneration(
+        { kind: 'chat', messages: [{ role: 'user', content: 'hi' }] },
+        { maxTokens: 20 },
+      ).text,
+    );
     expect(await engine.exited).toBe(0);
 
     const second = run(['--port', '0', '--tokens-per-second', '1', '--ttft', '0']);
