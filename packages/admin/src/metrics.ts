@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { PoolEvent } from '@es/pool';
-import type { ProxyRequestRecord } from '@es/proxy';
+import type { ContinuationRecord, ProxyRequestRecord } from '@es/proxy';
 import type { SeriesResponse, SeriesSample, StatusResponse } from '@es/client';
 
 /** Outcome of one provider call: `ok` or the failure class of `classifyProviderError`. */
@@ -32,6 +32,8 @@ export interface Metrics {
    * attempt was on this worker: the per-worker figure next to its `requestsServed`.
    */
   requestErrors(workerId: string): number;
+  /** Feed one continuation decision (the proxy's `onContinuation`). */
+  observeContinuation(record: ContinuationRecord): void;
   /** Feed one lifecycle event (the pool registry's `on`). */
   observeEvent(event: PoolEvent): void;
   /** Feed one provider call (sbatch/squeue/scancel) and how it ended. */
@@ -52,6 +54,7 @@ export interface Metrics {
 
 const LATENCY_BUCKETS = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 const TTFB_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+const SPLICE_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /** Workers whose error count is kept (the oldest go first, like the status view's jobs). */
 const WORKERS_KEPT = 2_000;
@@ -135,6 +138,21 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
     name: 'es_retries_total',
     help: 'Upstream attempts beyond the first',
     labelNames: ['deployment'] as const,
+    registers,
+  });
+  const continuations = new Counter({
+    name: 'es_continuations_total',
+    help:
+      'Generations cut after their first byte, by outcome (continued on another worker, inexact, ' +
+      'refused, failed) and reason',
+    labelNames: ['deployment', 'outcome', 'reason'] as const,
+    registers,
+  });
+  const spliceWait = new Histogram({
+    name: 'es_continuation_wait_seconds',
+    help: "Time a client waited at a splice: from the cut to the continuation's first token",
+    labelNames: ['deployment'] as const,
+    buckets: SPLICE_BUCKETS,
     registers,
   });
   const events = new Counter({
@@ -294,6 +312,11 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       }
     },
     requestErrors: (workerId) => workerErrors.get(workerId) ?? 0,
+    observeContinuation(record) {
+      const { deployment, outcome, reason } = record;
+      continuations.inc({ deployment, outcome, reason });
+      if (record.waitMs !== undefined) spliceWait.observe({ deployment }, record.waitMs / 1000);
+    },
     observeEvent(event) {
       events.inc({ deployment: event.deployment, type: event.type });
       if (event.type === 'preempted') preemptions.inc({ deployment: event.deployment });

@@ -1,6 +1,6 @@
 import type { Context, Hono } from 'hono';
 import type { NodeProvider, PoolEvent, PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
-import type { ProxyRequestRecord } from '@es/proxy';
+import type { ContinuationRecord, ProxyRequestRecord } from '@es/proxy';
 import { createAdminApi, type AdminApi } from './api.js';
 import { AdminError } from './errors.js';
 import { instrumentProvider } from './instrument.js';
@@ -36,6 +36,8 @@ export interface MountedAdmin {
   metrics: Metrics;
   /** Pass as the proxy's `onRequestComplete`. */
   onRequestComplete(record: ProxyRequestRecord): void;
+  /** Pass as (or call from) the proxy's `onContinuation`. */
+  onContinuation(record: ContinuationRecord): void;
   /** Wrap the provider so sbatch/squeue/scancel outcomes are counted. */
   instrumentProvider<P extends NodeProvider>(provider: P): P;
   /** Serve the routes (they answer 503 until then). */
@@ -76,6 +78,7 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
   return {
     metrics,
     onRequestComplete: (record) => metrics.observeRequest(record),
+    onContinuation: (record) => metrics.observeContinuation(record),
     instrumentProvider: (provider) => instrumentProvider(provider, metrics),
     attach(attachment) {
       api?.close();

@@ -126,3 +126,42 @@ describe('a stream the proxy cut with an error event', () => {
     expect(series.samples.at(-1)).toMatchObject({ requestsPerSecond: 4, errorsPerSecond: 2 });
   });
 });
+
+describe('continuations', () => {
+  it('are counted by outcome and reason, with the client wait at the splice', async () => {
+    const base = { requestId: 'r', deployment: 'd', fromWorker: workerId, generatedTokens: 5 };
+    metrics.observeContinuation({
+      ...base,
+      toWorker: '8.0.0',
+      outcome: 'continued',
+      reason: 'connection',
+      cause: 'connection',
+      waitMs: 40,
+    });
+    metrics.observeContinuation({
+      ...base,
+      toWorker: '8.0.0',
+      outcome: 'continued',
+      reason: 'connection',
+      cause: 'connection',
+      waitMs: 2_000,
+    });
+    metrics.observeContinuation({ ...base, outcome: 'refused', reason: 'n', cause: 'connection' });
+    metrics.observeContinuation({
+      ...base,
+      outcome: 'failed',
+      reason: 'no-worker',
+      cause: 'stall',
+    });
+    const text = await scrape();
+    const labels = (outcome: string, reason: string) => ({ deployment: 'd', outcome, reason });
+    expect(metric(text, 'es_continuations_total', labels('continued', 'connection'))).toBe(2);
+    expect(metric(text, 'es_continuations_total', labels('refused', 'n'))).toBe(1);
+    expect(metric(text, 'es_continuations_total', labels('failed', 'no-worker'))).toBe(1);
+    expect(metric(text, 'es_continuation_wait_seconds_count', { deployment: 'd' })).toBe(2);
+    expect(metric(text, 'es_continuation_wait_seconds_sum', { deployment: 'd' })).toBe(2.04);
+    expect(
+      metric(text, 'es_continuation_wait_seconds_bucket', { deployment: 'd', le: '0.05' }),
+    ).toBe(1);
+  });
+});

@@ -10,6 +10,8 @@ export type {
 } from './errors.js';
 export type {
   AffinityOptions,
+  ContinuationOptions,
+  ContinuationRecord,
   ProxyAppOptions,
   ProxyLogger,
   ProxyRequestRecord,
@@ -18,5 +20,6 @@ export type {
   RetryOptions,
   UpstreamOptions,
 } from './options.js';
+export type { InexactReason, RefusalReason } from './continuation/plan.js';
 export { startProxyServer } from './server.js';
 export type { NodeServerFetch, ProxyServer, ProxyServerOptions } from './server.js';
