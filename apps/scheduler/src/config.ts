@@ -7,7 +7,7 @@
  * invalid value names the field, what was expected and what was received.
  */
 import { readFileSync } from 'node:fs';
-import { ENGINE_KINDS, type EngineKind } from '@es/protocol';
+import { ENGINE_KINDS, WORKER_FLAGS, workerGraceProblem, type EngineKind } from '@es/protocol';
 import * as v from 'valibot';
 
 export const BACKENDS = ['auto', 'slurm', 'local'] as const;
@@ -44,6 +44,18 @@ export interface DeploymentSettings {
   venvPath?: string;
   /** Extra shell lines run in the batch script before the worker starts. */
   setup: string[];
+  /**
+   * The workers' `--drain-grace` (seconds in-flight requests may finish after SIGTERM);
+   * unset: the worker's default, 15. Keep it a few seconds under the partition's
+   * preemption GraceTime.
+   */
+  drainGrace?: number;
+  /**
+   * The workers' `--handover-margin` (seconds before the end of the drain grace at which
+   * the generations still running are continued elsewhere); unset: the worker's default
+   * (5, or half of the drain grace when that is under 10).
+   */
+  handoverMargin?: number;
 }
 
 export interface SchedulerSettings {
@@ -133,6 +145,8 @@ const deploymentFields = {
   condaEnv: v.optional(v.string()),
   venvPath: v.optional(v.string()),
   setup: v.optional(v.array(v.string())),
+  drainGrace: v.optional(v.pipe(v.number(), v.minValue(0))),
+  handoverMargin: v.optional(v.pipe(v.number(), v.minValue(0))),
 };
 
 const schedulerFields = {
@@ -315,9 +329,25 @@ function buildDeployment(
     constraint: get('constraint'),
     condaEnv: get('condaEnv'),
     venvPath: get('venvPath'),
+    drainGrace: get('drainGrace'),
+    handoverMargin: get('handoverMargin'),
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== '') Object.assign(deployment, { [key]: value });
+  }
+  // The rule the worker applies to the flags it gets (`workerGraceProblem`), checked here
+  // so a wrong value fails at start-up, not in every job.
+  const graces = workerGraceProblem({
+    drainGraceSeconds: deployment.drainGrace ?? Number(WORKER_FLAGS.drainGraceSeconds.default),
+    killGraceSeconds: Number(WORKER_FLAGS.killGraceSeconds.default),
+    handoverMarginSeconds: deployment.handoverMargin,
+  });
+  if (graces) {
+    const field = graces.flag === 'handover-margin' ? 'handoverMargin' : 'drainGrace';
+    throw new ConfigError(
+      `${graces.message} (deployment "${deployment.name}": --${graces.flag} or "${field}" in the config file)`,
+      field,
+    );
   }
   if (timeLimit !== undefined && timeLimit !== '') {
     deployment.timeLimit = String(timeLimit);

@@ -69,6 +69,16 @@ export async function parseFlags(argv: string[]): Promise<CliOverrides> {
         type: 'string',
         describe: 'Extra engine arguments, quoted like a shell',
       },
+      'drain-grace': {
+        type: 'number',
+        describe:
+          "Workers' --drain-grace: seconds in-flight requests may finish after SIGTERM (default 15; keep it a few seconds under the partition's preemption GraceTime)",
+      },
+      'handover-margin': {
+        type: 'number',
+        describe:
+          "Workers' --handover-margin: seconds before the end of the drain grace at which generations still running are continued on other workers (default 5, or half the drain grace when under 10; < --drain-grace)",
+      },
       'time-limit': { type: 'string', describe: 'SLURM time limit per node job (e.g. 4:00:00)' },
       'slurm-extra': { type: 'string', describe: 'Extra sbatch flags, semicolon-separated' },
       'conda-env': { type: 'string', describe: 'Conda environment to activate on the nodes' },

@@ -126,6 +126,10 @@ export async function startScheduler(
           gpusPerNode,
           killOnClose: true,
           stateFile: `${logDir}/local-jobs.json`,
+          // SLURM's default KillWait. The workers' drain (grace, hand-over a margin before its
+          // end, engine stop: at most 26 s with the notices) must run whole before the
+          // SIGKILL; the provider's own default of 5 s cut it short, engines included.
+          killGraceMs: 30_000,
         }),
   );
 

@@ -63,6 +63,8 @@ export function workerArgs(d: DeploymentSettings, ctx: NodeRequestContext): stri
       logDir: ctx.logDir,
       servedModelName: d.servedModelName || undefined,
       maxModelLen: d.maxModelLen,
+      drainGraceSeconds: d.drainGrace,
+      handoverMarginSeconds: d.handoverMargin,
       // Passed as --engine-extra-args=<value>: the value usually starts with "--".
       engineExtraArgs: d.engineExtraArgs.trim() === '' ? undefined : d.engineExtraArgs,
     }),

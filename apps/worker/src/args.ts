@@ -1,10 +1,12 @@
 import { hostname } from 'node:os';
 import {
   WORKER_ENV,
+  defaultHandoverMargin,
   isHttpUrl,
   missingWorkerFlag,
   readSchedulerUrlSync,
   readWorkerArgv,
+  workerGraceProblem,
   workerYargsOptions,
 } from '@es/protocol';
 import type { WorkerArgv } from '@es/protocol';
@@ -16,8 +18,10 @@ import yargs from 'yargs';
  */
 export type WorkerArgs = Omit<
   WorkerArgv,
-  'schedulerUrl' | 'model' | 'deployment' | 'jobId' | 'restartCount'
+  'schedulerUrl' | 'model' | 'deployment' | 'jobId' | 'restartCount' | 'handoverMarginSeconds'
 > & {
+  /** `--handover-margin`, or its default for `--drain-grace`. */
+  handoverMarginSeconds: number;
   schedulerUrl: string;
   model: string;
   deployment: string;
@@ -127,17 +131,13 @@ export async function parseWorkerArgs(
       `--gpu-memory-utilization must be in (0, 1], got ${mem}: pass e.g. --gpu-memory-utilization 0.9`,
     );
   }
-  const grace = parsed.drainGraceSeconds;
-  const killGrace = parsed.killGraceSeconds;
   // Both graces plus the drain and deregister requests (2 s each at most) must fit in
-  // SLURM's KillWait (30 s by default), or SLURM SIGKILLs the worker mid-drain.
-  if (!(grace >= 0) || !(killGrace > 0) || grace + killGrace > 26) {
-    throw new WorkerArgsError(
-      !(grace >= 0) || grace + killGrace > 26 ? 'drain-grace' : 'kill-grace',
-      `--drain-grace (${grace}) + --kill-grace (${killGrace}) seconds must be >= 0 and > 0 and ` +
-        "add up to at most 26 to fit SLURM's default KillWait of 30 s, e.g. --drain-grace 15 --kill-grace 5",
-    );
-  }
+  // SLURM's KillWait (30 s by default), or SLURM SIGKILLs the worker mid-drain; the
+  // hand-over margin ends inside the drain grace.
+  const graces = workerGraceProblem(parsed);
+  if (graces) throw new WorkerArgsError(graces.flag, graces.message);
+  const handoverMarginSeconds =
+    parsed.handoverMarginSeconds ?? defaultHandoverMargin(parsed.drainGraceSeconds);
   const restartCount = parsed.restartCount ?? 0;
   integer('restart-count', restartCount, 0, '0');
   return {
@@ -147,5 +147,6 @@ export async function parseWorkerArgs(
     deployment: parsed.deployment ?? defaultDeployment(parsed.servedModelName, model),
     jobId: parsed.jobId ?? `manual-${hostname()}-${process.pid}`,
     restartCount,
+    handoverMarginSeconds,
   };
 }

@@ -41,6 +41,7 @@ export function toWorkerOptions(args: WorkerArgs, logger: WorkerLogger): WorkerO
     ...(args.host === undefined ? {} : { host: args.host }),
     ...(args.logDir === undefined ? {} : { logDir: args.logDir }),
     drainGraceMs: args.drainGraceSeconds * 1000,
+    handoverMarginMs: args.handoverMarginSeconds * 1000,
     killGraceMs: args.killGraceSeconds * 1000,
     logger,
   };

@@ -26,6 +26,7 @@ describe('es-worker flags', () => {
       restartCount: 0,
       drainGraceSeconds: 15,
       killGraceSeconds: 5,
+      handoverMarginSeconds: 5,
     });
     const all = await parseWorkerArgs(
       [
@@ -115,11 +116,41 @@ describe('es-worker flags', () => {
     [[...base, '--gpu-memory-utilization', '1.5'], 'gpu-memory-utilization', /in \(0, 1\]/],
     [[...base, '--drain-grace', '30'], 'drain-grace', /KillWait/],
     [[...base, '--kill-grace', '0'], 'kill-grace', /KillWait/],
+    [
+      [...base, '--handover-margin', '15'],
+      'handover-margin',
+      /--handover-margin \(15\) must be >= 0 and shorter than --drain-grace \(15\).*pass e\.g\. --handover-margin 5 or a longer --drain-grace/,
+    ],
+    [
+      [...base, '--drain-grace', '4', '--handover-margin', '6'],
+      'handover-margin',
+      /shorter than --drain-grace \(4\).*--handover-margin 2 /,
+    ],
+    [[...base, '--handover-margin', '-1'], 'handover-margin', /must be >= 0/],
   ])('rejects %j naming the flag and the fix', async (argv, flag, message) => {
     const error = await parseWorkerArgs(argv, {}).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(WorkerArgsError);
     expect(error).toMatchObject({ flag, message: expect.stringMatching(message) });
   });
+
+  it.each([
+    // [drain grace, margin given, margin used]
+    ['15', undefined, 5],
+    ['20', undefined, 5],
+    ['6', undefined, 3],
+    ['1', undefined, 0.5],
+    ['0', undefined, 0],
+    ['0', '0', 0],
+    ['15', '14.5', 14.5],
+    ['15', '0', 0],
+  ])(
+    'with --drain-grace %s and --handover-margin %s hands over %s s before the grace ends',
+    async (grace, margin, used) => {
+      const argv = [...base, '--drain-grace', grace];
+      if (margin !== undefined) argv.push('--handover-margin', margin);
+      expect((await parseWorkerArgs(argv, {})).handoverMarginSeconds).toBe(used);
+    },
+  );
 
   it('rejects unknown engines and flags, naming the flag', async () => {
     await expect(parseWorkerArgs([...base, '--engine', 'tgi'], {})).rejects.toMatchObject({
@@ -157,6 +188,7 @@ describe('es-worker flags built by the scheduler (WORKER_FLAGS of @es/protocol)'
     jobId: '4242',
     restartCount: 3,
     drainGraceSeconds: 10,
+    handoverMarginSeconds: 3,
     killGraceSeconds: 8,
     logLevel: 'debug',
   };

@@ -22,6 +22,8 @@ export type PoolEventType =
   /** A ready worker out of routing for a while: its engine stopped answering (liveness), or it was passively ejected. */
   | 'unready'
   | 'draining'
+  /** A draining worker's engines stop soon: the generations still running on it are continued elsewhere. */
+  | 'hand-over'
   | 'gone'
   | 'preempted'
   | 'replaced'
@@ -118,7 +120,10 @@ export interface Registry
   extends PoolView, WorkerLedger, JobLedger, DeploymentCatalog, PoolEventLog {
   /** Heartbeat interval told to workers. */
   readonly heartbeatIntervalMs: number;
-  /** Workers that stop serving without a drain: unready (liveness), failed, gone. */
+  /**
+   * Workers that stop serving without finishing their requests: unready (liveness),
+   * failed, gone without a drain, and draining workers handed over (reason `hand-over: ...`).
+   */
   onWorkerLost(listener: (workerId: string, reason: string) => void): () => void;
   /** Every entry into and exit from a routable set, with its reason (see `PoolView`). */
   onRoutingChange(listener: (change: RoutingChange) => void): () => void;
@@ -146,6 +151,8 @@ interface WorkerRecord {
   ejectedUntil: number | undefined;
   logFile: string | undefined;
   pid: number | undefined;
+  /** When its hand-over was announced (once per record). */
+  handedOverAt: number | undefined;
   /** The object the proxy holds: stable for the worker's life so `inFlight` accumulates. */
   routable: RoutableWorker;
 }
@@ -319,6 +326,16 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
 
   const lostListeners = new Set<(workerId: string, reason: string) => void>();
 
+  function announceLost(workerId: string, reason: string): void {
+    for (const listener of [...lostListeners]) {
+      try {
+        listener(workerId, reason);
+      } catch {
+        // A listener's failure must not break the registry.
+      }
+    }
+  }
+
   function setState(w: WorkerRecord, state: WorkerState, reason?: string): void {
     if (w.state === state) return;
     const wasRoutable = w.state === 'ready';
@@ -336,15 +353,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
       emit({ ...event, type: state });
     } else if (wasRoutable && state === 'loading') emit({ ...event, type: 'unready' });
     const lost = state === 'gone' || state === 'failed' || (wasRoutable && state === 'loading');
-    if (lost && !wasDraining) {
-      for (const listener of [...lostListeners]) {
-        try {
-          listener(w.id, reason ?? state);
-        } catch {
-          // A listener's failure must not break the registry.
-        }
-      }
-    }
+    if (lost && !wasDraining) announceLost(w.id, reason ?? state);
   }
 
   function retire(w: WorkerRecord, state: 'gone' | 'failed', reason: string): void {
@@ -539,6 +548,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
         ejectedUntil: undefined,
         logFile: request.logFile,
         pid: request.pid,
+        handedOverAt: undefined,
         routable: {
           id,
           deployment: request.deployment,
@@ -597,6 +607,38 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     deregister(workerId, reason) {
       const w = getWorker(workerId);
       retire(w, 'gone', reason);
+    },
+
+    handOver(workerIds, reason, stopInMs) {
+      const known = workerIds.flatMap((id) => {
+        const w = workers.get(id);
+        return w === undefined ? [] : [w];
+      });
+      if (known.length === 0) {
+        throw new PoolError(
+          'unknown_worker',
+          `none of the workers ${workerIds.join(', ')} is registered`,
+          { workerId: workerIds[0] },
+        );
+      }
+      const why = `${reason} (engines stop in ${Math.round(stopInMs)} ms)`;
+      for (const w of known) {
+        if (w.handedOverAt !== undefined) continue;
+        w.handedOverAt = now();
+        // Its drain notice may have been lost: out of routing first, as a drain.
+        if (w.state === 'ready' || w.state === 'loading' || w.state === 'starting') {
+          setState(w, 'draining', reason);
+        }
+        emit({
+          type: 'hand-over',
+          deployment: w.deployment,
+          jobId: w.jobId,
+          workerId: w.id,
+          reason: why,
+        });
+        announceLost(w.id, `hand-over: ${why}`);
+      }
+      return known.map((w) => w.id);
     },
 
     noteIncarnation(jobId, deployment, restartCount) {

@@ -18,8 +18,8 @@ import type {
 import type { ReconcilerStatus } from './reconciler.js';
 
 /**
- * What the worker protocol changes: the scheduler side of register, heartbeat, drain and
- * deregister (`createWorkerApi` takes this). Failures are `PoolError`s the worker API
+ * What the worker protocol changes: the scheduler side of register, heartbeat, drain,
+ * deregister and handover (`createWorkerApi` takes this). Failures are `PoolError`s the worker API
  * answers as they are: `unknown_deployment` and `unknown_worker` (404: register again),
  * `fenced` (409: exit).
  */
@@ -32,6 +32,14 @@ export interface WorkerLedger {
   drain(workerId: string, reason: string): void;
   /** Clean exit. */
   deregister(workerId: string, reason: string): void;
+  /**
+   * A draining worker's engines stop in `stopInMs`: the generations still running on
+   * `workerIds` are to be continued elsewhere. Each known worker is announced once to the
+   * `onWorkerLost` listeners with a reason starting `hand-over` and recorded as a
+   * `hand-over` event; it stays draining (one still in service starts draining first).
+   * Returns the ids it knows; throws `PoolError` `unknown_worker` (404) when it knows none.
+   */
+  handOver(workerIds: readonly string[], reason: string, stopInMs: number): string[];
 }
 
 /** Workers as copies (mutating one changes nothing), for views and look-ups. */

@@ -15,6 +15,11 @@ export interface DeploymentView {
   routing: RoutingPolicy;
   /** `--api-key` the engines of this deployment require, if any. */
   upstreamApiKey?: string;
+  /**
+   * The engine parses chat output into reasoning or tool calls (a reasoning or tool-call
+   * parser, or gpt-oss's Harmony format): chat generations are not continued token by token.
+   */
+  parsesChatOutput?: boolean;
 }
 
 /** A ready engine instance the proxy may send requests to. */
@@ -74,10 +79,15 @@ export interface PoolView {
   reportOutcome(workerId: string, outcome: AttemptOutcome): void;
   /**
    * Subscribe to workers that stop serving without finishing their requests: their engine
-   * stopped answering (liveness), they failed, or they are gone (heartbeat timeout, job
-   * ended). Not called for a draining worker, whose in-flight requests are let finish. The proxy aborts its
-   * attempts on such a worker: retried elsewhere when nothing reached the client yet, an
-   * error event otherwise. Optional; returns the unsubscribe function.
+   * stopped answering (liveness), they failed, they are gone (heartbeat timeout, job ended),
+   * or they are handed over. A draining worker's in-flight requests are let finish, so
+   * leaving service while draining calls no listener, except the hand-over: a draining
+   * worker whose engines are still busy a margin before they get SIGTERM (its drain grace
+   * is nearly over: preemption, scancel, time limit, scale-down) is announced once with a
+   * reason starting `hand-over` (`hand-over: SIGTERM (engines stop in 5000 ms)`), before
+   * its engines stop. The proxy aborts its attempts on such a worker: continued or retried
+   * elsewhere when it can, an error event otherwise. Optional; returns the unsubscribe
+   * function.
    */
   onWorkerLost?(listener: (workerId: string, reason: string) => void): () => void;
   /**

@@ -18,8 +18,8 @@ function digest(value: string): Buffer {
 }
 
 /**
- * The worker protocol's server side as a Hono app: register, heartbeat, drain and
- * deregister under `WORKER_API_PREFIX`, authenticated with the worker token. Mount it on
+ * The worker protocol's server side as a Hono app: register, heartbeat, drain, deregister
+ * and handover under `WORKER_API_PREFIX`, authenticated with the worker token. Mount it on
  * the scheduler's server (`app.route('/', workerApi)`) or serve it alone.
  * @example
  * const api = createWorkerApi(registry, { workerToken: deriveKeys(secret).workerToken });
@@ -107,6 +107,10 @@ export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOption
     const { reason } = await body(c, WORKER_ROUTES.deregister.request);
     registry.deregister(c.req.param('workerId'), reason);
     return c.json({ ok: true });
+  });
+  app.post(WORKER_ROUTES.handover.path, async (c) => {
+    const { workerIds, reason, stopInMs } = await body(c, WORKER_ROUTES.handover.request);
+    return c.json({ ok: true, handedOver: registry.handOver(workerIds, reason, stopInMs) });
   });
   return app;
 }

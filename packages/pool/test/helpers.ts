@@ -1,3 +1,5 @@
+import { serve, type ServerType } from '@hono/node-server';
+import type { AddressInfo } from 'node:net';
 import type { RegisterRequest } from '@es/protocol';
 import type { DeploymentConfig } from '../src/index.js';
 
@@ -45,5 +47,26 @@ export function manualClock(start = 1_000_000) {
     set: (ms: number) => {
       t = ms;
     },
+  };
+}
+
+/**
+ * Serves `fetch` (a Hono app's) on 127.0.0.1, any free port: its base URL and a close.
+ * With the scheduler's keep-alive (startProxyServer): with Node's 5 s default, a socket
+ * fetch() reuses after the event loop stalled that long (a busy machine) is closed under
+ * the request, and the call fails with ECONNRESET.
+ */
+export async function serveOnLoopback(
+  fetch: (request: Request) => Response | Promise<Response>,
+): Promise<{ url: string; close(): Promise<void> }> {
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve(
+      { fetch, hostname: '127.0.0.1', port: 0, serverOptions: { keepAliveTimeout: 75_000 } },
+      () => resolve(s),
+    );
+  });
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
   };
 }

@@ -1,38 +1,20 @@
-import { serve, type ServerType } from '@hono/node-server';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WORKER_API_PREFIX, deriveKeys } from '@es/protocol';
 import { createRegistry, createWorkerApi } from '../src/index.js';
 import type { RoutingChange } from '../src/index.js';
-import { deployment, registration } from './helpers.js';
+import { deployment, registration, serveOnLoopback } from './helpers.js';
 
 const { workerToken } = deriveKeys('a shared secret');
 const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
-let server: ServerType;
+let served: Awaited<ReturnType<typeof serveOnLoopback>>;
 let base: string;
 
 beforeAll(async () => {
-  const app = createWorkerApi(registry, { workerToken });
-  server = await new Promise<ServerType>((resolve) => {
-    const s = serve(
-      {
-        fetch: app.fetch,
-        hostname: '127.0.0.1',
-        port: 0,
-        // As the scheduler serves it (startProxyServer): with Node's 5 s default, a socket
-        // fetch() reuses after the event loop stalled that long (a busy machine) is closed
-        // under the request, and the heartbeat fails with ECONNRESET.
-        serverOptions: { keepAliveTimeout: 75_000 },
-      },
-      () => resolve(s),
-    );
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}${WORKER_API_PREFIX}`;
+  served = await serveOnLoopback(createWorkerApi(registry, { workerToken }).fetch);
+  base = `${served.url}${WORKER_API_PREFIX}`;
 });
 
-afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
-});
+afterAll(() => served.close());
 
 /** A load distinct per worker index, so each heartbeat's effect can be told apart. */
 const loadOf = (i: number) => ({ running: i % 97, waiting: i % 13, kvCacheUsage: (i % 11) / 10 });

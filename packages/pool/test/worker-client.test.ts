@@ -2,38 +2,26 @@
  * `@es/protocol`'s worker client against the real server side (`createWorkerApi`): over a
  * socket on 127.0.0.1 with the global fetch, and in-process through `app.request`.
  */
-import { serve, type ServerType } from '@hono/node-server';
+import { serve } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createWorkerClient, deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRegistry, createWorkerApi } from '../src/index.js';
-import { deployment, registration } from './helpers.js';
+import { deployment, registration, serveOnLoopback } from './helpers.js';
 
 const { workerToken } = deriveKeys('a shared secret');
 const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
 const app = createWorkerApi(registry, { workerToken });
-let server: ServerType;
+let served: Awaited<ReturnType<typeof serveOnLoopback>>;
 let url: string;
 
 beforeAll(async () => {
-  server = await new Promise<ServerType>((resolve) => {
-    const s = serve(
-      {
-        fetch: app.fetch,
-        hostname: '127.0.0.1',
-        port: 0,
-        serverOptions: { keepAliveTimeout: 75_000 },
-      },
-      () => resolve(s),
-    );
-  });
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  served = await serveOnLoopback(app.fetch);
+  url = served.url;
 });
 
-afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
-});
+afterAll(() => served.close());
 
 const ready: HeartbeatRequest = { state: 'ready', restartCount: 0 };
 

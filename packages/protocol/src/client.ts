@@ -8,6 +8,8 @@ import { ErrorBodySchema, WORKER_ROUTES, workerRoutePath } from './schemas.js';
 import type {
   DeregisterRequest,
   DrainRequest,
+  HandoverRequest,
+  HandoverResponse,
   HeartbeatRequest,
   OkResponse,
   RegisterRequest,
@@ -109,6 +111,15 @@ export interface WorkerClient {
     body: DeregisterRequest,
     options?: WorkerCallOptions,
   ): Promise<WorkerCallResult<OkResponse>>;
+  /**
+   * `handover`: the generations still running on `body.workerIds` are to be continued
+   * elsewhere, their engines stop in `body.stopInMs`. `unknown` when the scheduler knows
+   * none of the ids; `ok` lists the ones it announced.
+   */
+  handover(
+    body: HandoverRequest,
+    options?: WorkerCallOptions,
+  ): Promise<WorkerCallResult<HandoverResponse>>;
   /** The base URL the next call goes to. */
   readonly schedulerUrl: string;
 }
@@ -258,6 +269,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
     heartbeat: (workerId, body, callOptions) => call('heartbeat', workerId, body, callOptions),
     drain: (workerId, body, callOptions) => call('drain', workerId, body, callOptions),
     deregister: (workerId, body, callOptions) => call('deregister', workerId, body, callOptions),
+    handover: (body, callOptions) => call('handover', '', body, callOptions),
     get schedulerUrl() {
       return baseUrl();
     },

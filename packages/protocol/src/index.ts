@@ -7,6 +7,8 @@ export {
   EngineKindSchema,
   EngineLoadSchema,
   ErrorBodySchema,
+  HandoverRequestSchema,
+  HandoverResponseSchema,
   HeartbeatRequestSchema,
   OkResponseSchema,
   REPORTED_STATES,
@@ -22,6 +24,8 @@ export type {
   DrainRequest,
   EngineLoad,
   ErrorBody,
+  HandoverRequest,
+  HandoverResponse,
   HeartbeatRequest,
   HeartbeatResponse,
   OkResponse,
@@ -46,7 +50,9 @@ export {
   WorkerArgvError,
   buildWorkerArgv,
   buildWorkerEnv,
+  defaultHandoverMargin,
   missingWorkerFlag,
+  workerGraceProblem,
   readWorkerArgv,
   workerYargsOptions,
 } from './worker-argv.js';
@@ -55,6 +61,7 @@ export type {
   WorkerArgvInput,
   WorkerFlagName,
   WorkerFlagSpec,
+  WorkerGraces,
   WorkerYargsOption,
 } from './worker-argv.js';
 export {

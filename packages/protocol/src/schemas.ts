@@ -10,6 +10,7 @@
  * - `heartbeat`  HeartbeatRequest  → 200 OkResponse | 400 | 401 | 404 (unknown: register again) | 409 (fenced: exit)
  * - `drain`      DrainRequest      → 200 OkResponse | 400 | 401 | 404
  * - `deregister` DeregisterRequest → 200 OkResponse | 400 | 401 | 404
+ * - `handover`   HandoverRequest   → 200 HandoverResponse | 400 | 401 | 404 (none of the ids known)
  *
  * Error bodies are {@link ErrorBody}: `{ "error": { "message", "type", "param", "code" } }`.
  */
@@ -96,6 +97,32 @@ export type DrainRequest = v.InferOutput<typeof DrainRequestSchema>;
 export const DeregisterRequestSchema = ReasonSchema;
 export type DeregisterRequest = v.InferOutput<typeof DeregisterRequestSchema>;
 
+/**
+ * A draining worker whose engines are still busy a margin before its drain grace ends: the
+ * generations still running on `workerIds` must be continued elsewhere now, because those
+ * engines get SIGTERM in `stopInMs`. One message for all the instances of the worker.
+ */
+export const HandoverRequestSchema = v.object({
+  /** The worker ids (`<job>.<restart>.<index>`) whose generations are handed over. */
+  workerIds: v.pipe(
+    v.array(v.pipe(v.string(), v.minLength(1), v.maxLength(256))),
+    v.minLength(1),
+    v.maxLength(1024),
+  ),
+  /** Why the worker is stopping (its drain reason: `SIGTERM`, ...). */
+  reason: v.pipe(v.string(), v.maxLength(4096)),
+  /** Milliseconds until the engines get SIGTERM (what is left of the hand-over margin). */
+  stopInMs: v.pipe(v.number(), v.minValue(0)),
+});
+export type HandoverRequest = v.InferOutput<typeof HandoverRequestSchema>;
+
+/** The answer of handover: the ids the scheduler announced (the others it did not know). */
+export const HandoverResponseSchema = v.object({
+  ok: v.literal(true),
+  handedOver: v.array(v.string()),
+});
+export type HandoverResponse = v.InferOutput<typeof HandoverResponseSchema>;
+
 /** The OpenAI-shaped error body of every non-2xx answer. */
 export const ErrorBodySchema = v.object({
   error: v.object({
@@ -140,6 +167,12 @@ export const WORKER_ROUTES = {
     path: `${WORKER_API_PREFIX}/:workerId/deregister`,
     request: DeregisterRequestSchema,
     response: OkResponseSchema,
+  },
+  handover: {
+    method: 'POST',
+    path: `${WORKER_API_PREFIX}/handover`,
+    request: HandoverRequestSchema,
+    response: HandoverResponseSchema,
   },
 } as const;
 

@@ -138,7 +138,14 @@ export const WORKER_FLAGS = {
     flag: 'drain-grace',
     type: 'number',
     default: 15,
-    describe: 'Seconds in-flight requests may finish after the drain notice',
+    describe:
+      "Seconds in-flight requests may finish after the drain notice; keep it a few seconds under the partition's preemption GraceTime",
+  },
+  handoverMarginSeconds: {
+    flag: 'handover-margin',
+    type: 'number',
+    describe:
+      'Seconds before the end of --drain-grace at which generations still running are handed over (continued on another worker); < --drain-grace (default 5, or half of --drain-grace when that is under 10)',
   },
   killGraceSeconds: {
     flag: 'kill-grace',
@@ -317,6 +324,68 @@ export function missingWorkerFlag(argv: WorkerArgv): { flag: string; message: st
         message: `--${spec.flag} is required: pass --${spec.flag} ${spec.example ?? `<${key}>`}`,
       };
     }
+  }
+  return undefined;
+}
+
+/** Largest `--drain-grace` + `--kill-grace`: with the drain and deregister notices (2 s each at most) they fit SLURM's default KillWait of 30 s. */
+const MAX_GRACES_SECONDS = 26;
+/** The hand-over margin when none is given, for a drain grace this long. */
+const DEFAULT_HANDOVER_MARGIN_SECONDS = 5;
+
+/**
+ * The `--handover-margin` a worker uses when none is given: 5 s, or half of
+ * `--drain-grace` when that is shorter than 10 s (so a short grace still has a margin and
+ * still waits for idle engines first).
+ * @example
+ * defaultHandoverMargin(15); // 5
+ * defaultHandoverMargin(1); // 0.5
+ */
+export function defaultHandoverMargin(drainGraceSeconds: number): number {
+  return Math.min(DEFAULT_HANDOVER_MARGIN_SECONDS, drainGraceSeconds / 2);
+}
+
+/** The drain timing of a worker, in seconds (its flags `--drain-grace`, `--kill-grace`, `--handover-margin`). */
+export interface WorkerGraces {
+  drainGraceSeconds: number;
+  killGraceSeconds: number;
+  /** Undefined: {@link defaultHandoverMargin}. */
+  handoverMarginSeconds?: number | undefined;
+}
+
+/**
+ * What is wrong with a worker's drain timing, naming the flag and the fix; undefined when
+ * nothing is. One rule for the worker (its flags) and the scheduler (the flags it passes):
+ * `--drain-grace` >= 0, `--kill-grace` > 0, the two add up to at most 26 s (SLURM's default
+ * KillWait of 30 s, less the notices), and `0 <= --handover-margin < --drain-grace` (0 is
+ * also accepted with `--drain-grace 0`: the hand-over then goes out just before the stop).
+ * @example
+ * workerGraceProblem({ drainGraceSeconds: 15, killGraceSeconds: 5, handoverMarginSeconds: 20 });
+ * // { flag: 'handover-margin', message: '--handover-margin (20) must be shorter than ...' }
+ */
+export function workerGraceProblem(
+  graces: WorkerGraces,
+): { flag: 'drain-grace' | 'kill-grace' | 'handover-margin'; message: string } | undefined {
+  const { drainGraceSeconds: grace, killGraceSeconds: killGrace } = graces;
+  if (!(grace >= 0) || !(killGrace > 0) || grace + killGrace > MAX_GRACES_SECONDS) {
+    return {
+      flag: !(grace >= 0) || grace + killGrace > MAX_GRACES_SECONDS ? 'drain-grace' : 'kill-grace',
+      message:
+        `--drain-grace (${grace}) + --kill-grace (${killGrace}) seconds must be >= 0 and > 0 and ` +
+        `add up to at most ${MAX_GRACES_SECONDS} to fit SLURM's default KillWait of 30 s, e.g. --drain-grace 15 --kill-grace 5`,
+    };
+  }
+  const margin = graces.handoverMarginSeconds;
+  if (margin === undefined) return undefined;
+  if (!(margin >= 0) || !(margin < grace || margin === 0)) {
+    const suggested = defaultHandoverMargin(grace);
+    return {
+      flag: 'handover-margin',
+      message:
+        `--handover-margin (${margin}) must be >= 0 and shorter than --drain-grace (${grace}): ` +
+        `the hand-over happens that many seconds before the grace ends, so pass e.g. --handover-margin ${suggested}` +
+        ` or a longer --drain-grace (at most ${MAX_GRACES_SECONDS} - --kill-grace)`,
+    };
   }
   return undefined;
 }

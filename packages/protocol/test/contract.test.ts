@@ -48,6 +48,8 @@ describe('the worker protocol contract', () => {
     expect(workerRoutePath('heartbeat', '42.0.1')).toBe('/api/v1/workers/42.0.1/heartbeat');
     expect(workerRoutePath('drain', 'a/b c')).toBe('/api/v1/workers/a%2Fb%20c/drain');
     expect(workerRoutePath('deregister', '7.0.0')).toBe('/api/v1/workers/7.0.0/deregister');
+    // One hand-over message for every instance of a worker: the ids are in the body.
+    expect(workerRoutePath('handover')).toBe('/api/v1/workers/handover');
   });
 
   it('keeps the environment names the batch scripts of running jobs use', () => {

@@ -7,7 +7,9 @@ import {
   isProtocolError,
   buildWorkerArgv,
   buildWorkerEnv,
+  defaultHandoverMargin,
   missingWorkerFlag,
+  workerGraceProblem,
   readWorkerArgv,
   workerYargsOptions,
 } from '../src/index.js';
@@ -165,5 +167,47 @@ describe('the parser side', () => {
       message: '--model is required: pass --model <path or hub id>',
     });
     expect(missingWorkerFlag(readWorkerArgv({ model: 'm' }))).toBeUndefined();
+  });
+});
+
+describe('workerGraceProblem (the drain timing rule of worker and scheduler)', () => {
+  it.each([
+    // drain grace, kill grace, margin → flag at fault (undefined: fine)
+    [15, 5, undefined, undefined],
+    [15, 5, 5, undefined],
+    [15, 5, 0, undefined],
+    [15, 5, 14.9, undefined],
+    [0, 5, 0, undefined],
+    [0, 5, undefined, undefined],
+    [21, 5, 20, undefined],
+    [15, 5, 15, 'handover-margin'],
+    [15, 5, 20, 'handover-margin'],
+    [15, 5, -1, 'handover-margin'],
+    [0, 5, 1, 'handover-margin'],
+    [22, 5, 5, 'drain-grace'],
+    [-1, 5, undefined, 'drain-grace'],
+    [15, 0, 5, 'kill-grace'],
+  ] as const)('--drain-grace %s --kill-grace %s --handover-margin %s: %s', (d, k, m, flag) => {
+    const problem = workerGraceProblem({
+      drainGraceSeconds: d,
+      killGraceSeconds: k,
+      handoverMarginSeconds: m,
+    });
+    expect(problem?.flag).toBe(flag);
+    if (problem && flag !== undefined) expect(problem.message).toContain(`--${flag}`);
+  });
+
+  it('names the flag and a margin that would do when the margin is too long', () => {
+    expect(
+      workerGraceProblem({ drainGraceSeconds: 8, killGraceSeconds: 5, handoverMarginSeconds: 8 }),
+    ).toEqual({
+      flag: 'handover-margin',
+      message:
+        '--handover-margin (8) must be >= 0 and shorter than --drain-grace (8): the hand-over happens that many seconds before the grace ends, so pass e.g. --handover-margin 4 or a longer --drain-grace (at most 26 - --kill-grace)',
+    });
+  });
+
+  it('defaults the margin to 5 s, or half a grace shorter than 10 s', () => {
+    expect([30, 15, 10, 8, 1, 0].map(defaultHandoverMargin)).toEqual([5, 5, 5, 4, 0.5, 0]);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * The worker's link to the scheduler: register each instance, heartbeat it, send the drain
- * and deregister notices, obey fencing (409: exit) and forgetting (404: register again),
+ * The worker's link to the scheduler: register each instance, heartbeat it, send the drain,
+ * hand-over and deregister notices, obey fencing (409: exit) and forgetting (404: register again),
  * and follow the scheduler-URL file while the scheduler is unreachable.
  */
 import { createWorkerClient, readSchedulerUrl } from '@es/protocol';
@@ -57,6 +57,16 @@ export interface SchedulerLink {
   drain(workerIds: readonly string[], reason: string): Promise<void>;
   /** Deregistration of each of `workerIds`, in parallel; failures are logged. */
   deregister(workerIds: readonly string[], reason: string): Promise<void>;
+  /**
+   * One `handover` message for `workerIds` (engines stop in `stopInMs`), waiting at most
+   * `timeoutMs` (default: the notices' 2000 ms); a failure is logged. Never throws.
+   */
+  handover(
+    workerIds: readonly string[],
+    reason: string,
+    stopInMs: number,
+    timeoutMs?: number,
+  ): Promise<void>;
 }
 
 /** The scheduler answered 409: this incarnation must exit. The message is the scheduler's. */
@@ -238,5 +248,17 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       notify(workerIds, (id) => client.drain(id, { reason }, notice), 'drain notice failed'),
     deregister: (workerIds, reason) =>
       notify(workerIds, (id) => client.deregister(id, { reason }, notice), 'deregister failed'),
+    async handover(workerIds, reason, stopInMs, handoverTimeoutMs = notice.timeoutMs) {
+      if (workerIds.length === 0) return;
+      const result = await client.handover(
+        { workerIds: [...workerIds], reason, stopInMs: Math.max(0, Math.round(stopInMs)) },
+        { timeoutMs: Math.min(notice.timeoutMs, handoverTimeoutMs) },
+      );
+      if (result.kind === 'ok') {
+        log.info({ workerIds: result.body.handedOver, stopInMs }, 'generations handed over');
+      } else {
+        log.warn({ workerIds, error: result.message }, 'hand-over failed');
+      }
+    },
   };
 }

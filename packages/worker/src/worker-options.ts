@@ -60,6 +60,13 @@ export interface WorkerOptions {
   env?: NodeJS.ProcessEnv;
   /** After the drain notice, how long in-flight requests may finish before engines get SIGTERM (ms, default 15000). */
   drainGraceMs?: number;
+  /**
+   * Hand-over margin (ms, default 5000, or half of `drainGraceMs` when that is under 10 s;
+   * 0 <= margin < `drainGraceMs`, or 0): engines still busy this long before the drain grace
+   * ends are handed over (one `handover` message for every instance), so the scheduler has
+   * their generations continued elsewhere before the engines get SIGTERM.
+   */
+  handoverMarginMs?: number;
   /** SIGTERM → SIGKILL of an engine's process group (ms, default 5000). */
   killGraceMs?: number;
   /** Readiness poll interval while an engine loads, and liveness poll once ready (ms, default 1000). */

@@ -8,7 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SlicePlanError, planSlices } from '@es/pool';
-import { deriveKeys } from '@es/protocol';
+import { defaultHandoverMargin, deriveKeys } from '@es/protocol';
 import { sleep, systemClock } from './clock.js';
 import { createEngineSupervisor } from './engine-supervisor.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
@@ -48,6 +48,16 @@ export function createWorker(options: WorkerOptions): Worker {
   const env = options.env ?? process.env;
   const keys = options.secret === undefined ? undefined : deriveKeys(options.secret);
   const drainGraceMs = options.drainGraceMs ?? 15_000;
+  const handoverMarginMs =
+    options.handoverMarginMs ?? defaultHandoverMargin(drainGraceMs / 1000) * 1000;
+  if (!(handoverMarginMs >= 0) || !(handoverMarginMs < drainGraceMs || handoverMarginMs === 0)) {
+    throw new WorkerError(
+      'INVALID_OPTION',
+      `handoverMarginMs (${handoverMarginMs}) must be >= 0 and shorter than drainGraceMs (${drainGraceMs}): ` +
+        `pass e.g. handoverMarginMs ${defaultHandoverMargin(drainGraceMs / 1000) * 1000}`,
+      { field: 'handover-margin' },
+    );
+  }
   const policy = healthPolicy(options, adapter.readinessPath);
   const extraArgs = [
     ...(options.engineExtraArgs ? splitArgs(options.engineExtraArgs) : []),
@@ -121,18 +131,43 @@ export function createWorker(options: WorkerOptions): Worker {
     void shutdown(reason, { drain: false, code: 1 });
   };
 
-  const waitIdle = async () => {
+  // Every engine that has served (ready, now draining) and is still running: one whose
+  // /metrics cannot be read is busy too (it may be finishing streams while shutting down
+  // its listener on the step's SIGTERM); only its exit or the grace ends the wait.
+  const busy = async () => {
+    const loads = await Promise.all(
+      engines.filter((engine) => engine.hasServed()).map((engine) => engine.readLoad()),
+    );
+    return loads.some((load) => load === undefined || load.running + load.waiting > 0);
+  };
+
+  /** Polls every 250 ms of clock time: true once no engine is busy, false at `until`. */
+  const idleBy = async (until: number): Promise<boolean> => {
+    for (;;) {
+      if (!(await busy())) return true;
+      const left = until - clock.now();
+      if (left <= 0) return false;
+      await sleep(clock, Math.min(250, left));
+    }
+  };
+
+  /**
+   * The drain grace: wait for idle engines; engines still busy `handoverMarginMs` before
+   * its end are handed over (their generations continue on other workers), then the rest
+   * of the grace lets the aborted streams end before the engines get SIGTERM.
+   */
+  const waitIdle = async (reason: string, workerIds: readonly string[]) => {
     const deadline = clock.now() + drainGraceMs;
-    // Every engine that has served (ready, now draining) and is still running: one whose
-    // /metrics cannot be read is busy too (it may be finishing streams while shutting down
-    // its listener on the step's SIGTERM); only its exit or the grace ends the wait.
-    const busy = async () => {
-      const loads = await Promise.all(
-        engines.filter((engine) => engine.hasServed()).map((engine) => engine.readLoad()),
-      );
-      return loads.some((load) => load === undefined || load.running + load.waiting > 0);
-    };
-    while (clock.now() < deadline && (await busy())) await sleep(clock, 250);
+    // With no grace at all, busy engines are handed over at once, just before they stop.
+    const idle = drainGraceMs > 0 ? await idleBy(deadline - handoverMarginMs) : !(await busy());
+    if (idle) return;
+    const stopInMs = Math.max(0, deadline - clock.now());
+    log.warn(
+      { workerIds, stopInMs },
+      'engines still busy near the end of the drain grace: handing their generations over',
+    );
+    await link.handover(workerIds, reason, stopInMs, Math.max(250, stopInMs));
+    if (deadline > clock.now()) await idleBy(deadline);
   };
 
   const shutdown = (reason: string, how: { drain: boolean; code: number }): Promise<WorkerExit> => {
@@ -147,7 +182,7 @@ export function createWorker(options: WorkerOptions): Worker {
         await link.drain(workerIds(), reason);
         for (const engine of registered) ended.set(engine.index, 'draining');
         log.info({ reason }, 'drain notices sent; waiting for in-flight requests');
-        await waitIdle();
+        await waitIdle(reason, workerIds());
       }
       await Promise.all(
         engines.map(async (engine) => {

@@ -13,7 +13,8 @@ import { WORKER_API_PREFIX, formatWorkerId } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 
 export interface SchedulerCall {
-  route: 'register' | 'heartbeat' | 'drain' | 'deregister';
+  route: 'register' | 'heartbeat' | 'drain' | 'deregister' | 'handover';
+  /** Ids of a handover call: the body's `workerIds`, joined with commas. */
   workerId: string;
   body: Record<string, unknown>;
   authorization: string | undefined;
@@ -30,6 +31,8 @@ export interface FakeScheduler {
   fence: boolean;
   /** Runs when a drain notice arrives, before it is answered. */
   onDrain: ((workerId: string) => Promise<void> | void) | undefined;
+  /** Runs when any call arrives, before it is recorded and answered. */
+  onCall: ((call: SchedulerCall) => void) | undefined;
   /** Resolves with the first call matching `test`, waiting up to `timeoutMs`. */
   waitFor(test: (call: SchedulerCall) => boolean, timeoutMs?: number): Promise<SchedulerCall>;
   close(): Promise<void>;
@@ -45,6 +48,7 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
     forget: new Set(),
     fence: false,
     onDrain: undefined,
+    onCall: undefined,
     waitFor: (test, timeoutMs = 10_000) =>
       new Promise((resolve, reject) => {
         const check = () => {
@@ -81,7 +85,10 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
         const [first, action] = path.split('/');
         let route: SchedulerCall['route'];
         let workerId: string;
-        if (first === 'register') {
+        if (first === 'handover') {
+          route = 'handover';
+          workerId = ((body.workerIds as string[] | undefined) ?? []).join(',');
+        } else if (first === 'register') {
           const request = body as unknown as RegisterRequest;
           route = 'register';
           workerId = formatWorkerId(request.jobId, request.restartCount, request.index);
@@ -96,6 +103,7 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
           authorization: req.headers.authorization,
           at: Date.now(),
         };
+        scheduler.onCall?.(call);
         if (route === 'drain') await scheduler.onDrain?.(workerId);
         scheduler.calls.push(call);
         for (const wake of [...waiters]) wake();
@@ -116,6 +124,17 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
         if (route === 'register') {
           known.add(workerId);
           send(200, { workerId, heartbeatIntervalMs: scheduler.heartbeatIntervalMs });
+          return;
+        }
+        if (route === 'handover') {
+          const handedOver = ((body.workerIds as string[] | undefined) ?? []).filter((id) =>
+            known.has(id),
+          );
+          if (handedOver.length > 0) send(200, { ok: true, handedOver });
+          else
+            send(404, {
+              error: { message: 'unknown workers', type: 'not_found', code: 'unknown' },
+            });
           return;
         }
         if (route === 'heartbeat' && scheduler.forget.delete(workerId)) known.delete(workerId);
