@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -131,6 +131,35 @@ describe('es-mock-engine (real process)', () => {
     });
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe(expected.deltas.toSpliced(1, 1).join(''));
+  });
+
+  it('--request-log-dir: the process appends a line per inference request to requests-<pid>.jsonl, kept after SIGKILL', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mock-cli-log-'));
+    const engine = run(['--port', '0', '--request-log-dir', dir]);
+    const url = await listening(engine);
+    const body = JSON.stringify({ prompt: 'hi', max_tokens: 2 });
+    const headers = { 'content-type': 'application/json', 'x-request-id': 'cli-1' };
+    expect((await fetch(`${url}/v1/completions`, { method: 'POST', headers, body })).status).toBe(
+      200,
+    );
+    engine.child.kill('SIGKILL');
+    await engine.exited;
+    const file = join(dir, `requests-${engine.child.pid}.jsonl`);
+    const lines = readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as unknown);
+    expect(lines).toEqual([
+      {
+        at: expect.any(Number),
+        path: '/v1/completions',
+        requestId: 'cli-1',
+        promptTokens: 2,
+        maxTokens: 2,
+        stream: false,
+        returnTokenIds: false,
+      },
+    ]);
   });
 
   it('rejects an invalid flag value with a message naming it', async () => {
