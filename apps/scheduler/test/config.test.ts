@@ -93,6 +93,45 @@ describe('resolveConfig', () => {
     expect(errorOf(() => resolveConfig({}, {})).message).toMatch(/--model/);
   });
 
+  it.each([
+    // flags → error field (undefined: accepted)
+    [{ drainGrace: 20, handoverMargin: 6 }, undefined],
+    [{ handoverMargin: 14 }, undefined],
+    [{ drainGrace: 4 }, undefined],
+    [{ handoverMargin: 15 }, 'handoverMargin'],
+    [{ drainGrace: 4, handoverMargin: 5 }, 'handoverMargin'],
+    [{ drainGrace: 22 }, 'drainGrace'],
+  ])("checks the workers' drain timing %j as the worker would: %s", (flags, field) => {
+    if (field === undefined) {
+      expect(resolveConfig({ model: 'm', ...flags }, {}).deployments[0]).toMatchObject(flags);
+      return;
+    }
+    const e = errorOf(() => resolveConfig({ model: 'm', ...flags }, {}));
+    expect(e.field).toBe(field);
+    expect(e.message).toMatch(
+      field === 'drainGrace'
+        ? /KillWait/
+        : /--handover-margin \(\d+\) must be >= 0 and shorter than --drain-grace/,
+    );
+    expect(e.message).toContain('(deployment "m"');
+  });
+
+  it('reads drain_grace and handover_margin per deployment from a file', () => {
+    const path = file('graces.json', {
+      deployments: [
+        { model: 'a/x', drain_grace: 10, handover_margin: 2 },
+        { model: 'b/y', handover_margin: 12 },
+      ],
+    });
+    const [x, y] = resolveConfig({ config: path }, {}).deployments;
+    expect([x?.drainGrace, x?.handoverMargin, y?.drainGrace, y?.handoverMargin]).toEqual([
+      10,
+      2,
+      undefined,
+      12,
+    ]);
+  });
+
   it('defaults the local backend to loopback and the mock engine', () => {
     const c = resolveConfig({ backend: 'local', model: 'mock-model' }, { ES_API_KEY: 'k1,k2' });
     expect(c.host).toBe('127.0.0.1');
@@ -134,6 +173,10 @@ describe('parseFlags', () => {
       'b',
       '--heartbeat-timeout',
       '12.5',
+      '--drain-grace',
+      '12',
+      '--handover-margin',
+      '4',
     ]);
     expect(o).toEqual({
       model: 'm',
@@ -142,6 +185,8 @@ describe('parseFlags', () => {
       slurmExtra: '--mem=0;--x',
       apiKey: ['a', 'b'],
       heartbeatTimeout: 12.5,
+      drainGrace: 12,
+      handoverMargin: 4,
     });
     await expect(parseFlags(['--model', 'm', '--max-nodez', '3'])).rejects.toThrow(
       /Unknown argument: max-nodez \(/,

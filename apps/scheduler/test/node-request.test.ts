@@ -2,6 +2,8 @@ import { WORKER_ENV } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../src/config.js';
 import { workerArgs, workerRequest, type NodeRequestContext } from '../src/node-request.js';
+// apps/scheduler does not depend on apps/worker: its argv parser is read from source.
+import { parseWorkerArgs } from '../../worker/src/args.js';
 
 const ctx: NodeRequestContext = {
   schedulerUrl: 'http://login1:8780',
@@ -69,5 +71,28 @@ describe('the worker command of a deployment', () => {
     expect(argv.some((a) => a.startsWith('--engine-extra-args'))).toBe(false);
     expect(argv).not.toContain('--served-model-name');
     expect(argv).not.toContain('--max-model-len');
+  });
+
+  it("passes the scheduler's drain grace and hand-over margin to the worker, which parses them back", async () => {
+    const [d] = resolveConfig({ model: 'm', drainGrace: 20, handoverMargin: 6 }, {}).deployments;
+    if (!d) throw new Error('no deployment');
+    const argv = workerArgs(d, ctx);
+    expect(argv.slice(argv.indexOf('--drain-grace'), argv.indexOf('--drain-grace') + 4)).toEqual([
+      '--drain-grace',
+      '20',
+      '--handover-margin',
+      '6',
+    ]);
+    const parsed = await parseWorkerArgs(
+      [...argv.slice(ctx.workerCommand.length), '--scheduler-url', ctx.schedulerUrl],
+      {},
+    );
+    expect(parsed).toMatchObject({ drainGraceSeconds: 20, handoverMarginSeconds: 6 });
+    // Unset: left to the worker's defaults (15 s, a margin of 5 s).
+    const [plain] = resolveConfig({ model: 'm' }, {}).deployments;
+    if (!plain) throw new Error('no deployment');
+    expect(workerArgs(plain, ctx).some((a) => /--(drain-grace|handover-margin)/.test(a))).toBe(
+      false,
+    );
   });
 });
