@@ -53,6 +53,14 @@ export interface SchedulerLink {
   workerId(index: number): string | undefined;
   /** No more heartbeats or registration attempts (shutdown has begun). */
   halt(): void;
+  /**
+   * Heartbeats `workerIds` as `draining`, at the interval the scheduler gave, until the
+   * returned function is called: a draining worker is alive for the whole drain grace, and
+   * a scheduler whose heartbeat timeout is shorter than that grace must not take it for
+   * dead (gone, its job cancelled: its hand-over would never come). Answers are ignored
+   * (no registering again, no fencing: the worker is stopping anyway).
+   */
+  keepDraining(workerIds: readonly string[], reason: string): () => void;
   /** Drain notice for each of `workerIds`, in parallel; failures are logged. */
   drain(workerIds: readonly string[], reason: string): Promise<void>;
   /** Deregistration of each of `workerIds`, in parallel; failures are logged. */
@@ -243,6 +251,32 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     halt() {
       halted = true;
       for (const link of links.values()) clock.clearTimeout(link.timer);
+    },
+    keepDraining(workerIds, reason) {
+      const intervalMs = Math.min(5000, ...[...links.values()].map((link) => link.heartbeatMs));
+      const body: HeartbeatRequest = {
+        state: 'draining',
+        restartCount: options.identity.restartCount,
+        reason,
+      };
+      let timer: unknown;
+      let stopped = false;
+      const beat = () => {
+        timer = clock.setTimeout(() => {
+          void notify(
+            workerIds,
+            (id) => client.heartbeat(id, body, notice),
+            'draining heartbeat failed',
+          ).then(() => {
+            if (!stopped) beat();
+          });
+        }, intervalMs);
+      };
+      if (workerIds.length > 0) beat();
+      return () => {
+        stopped = true;
+        clock.clearTimeout(timer);
+      };
     },
     drain: (workerIds, reason) =>
       notify(workerIds, (id) => client.drain(id, { reason }, notice), 'drain notice failed'),

@@ -182,13 +182,16 @@ export function createWorker(options: WorkerOptions): Worker {
         await link.drain(workerIds(), reason);
         for (const engine of registered) ended.set(engine.index, 'draining');
         log.info({ reason }, 'drain notices sent; waiting for in-flight requests');
-        await waitIdle(reason, workerIds());
       }
+      // Alive until the engines are stopped: heartbeats say `draining` meanwhile.
+      const stopBeats = how.drain ? link.keepDraining(workerIds(), reason) : () => undefined;
+      if (how.drain) await waitIdle(reason, workerIds());
       await Promise.all(
         engines.map(async (engine) => {
           if (await engine.stop()) ended.set(engine.index, 'stopped');
         }),
       );
+      stopBeats();
       if (how.drain) await link.deregister(workerIds(), reason);
       const exit = { code: how.code, reason };
       log.info(exit, 'worker stopped');

@@ -18,7 +18,8 @@ afterEach(async () => {
 async function readyWorkerOnFakeClock(options: Partial<WorkerOptions> = {}) {
   const { bin, env } = fakeVllmOnPath();
   const idleFile = `${bin}/idle`;
-  const fake = await startFakeScheduler(150);
+  // Heartbeats every second: the tests below fire only the drain's polls (<= 250 ms).
+  const fake = await startFakeScheduler(1000);
   cleanups.push(() => fake.close());
   const clock = createFakeClock();
   const worker = createWorker({
@@ -61,6 +62,12 @@ describe('createWorker on a fake clock', () => {
     await clock.nextTimer((ms) => ms === 250);
     clock.advance(14_000);
     await clock.nextTimer((ms) => ms === 250);
+    // Alive all along: heartbeats keep coming, saying `draining`.
+    await fake.waitFor(
+      (call) =>
+        call.route === 'heartbeat' &&
+        (call.body as unknown as HeartbeatRequest).state === 'draining',
+    );
     expect(stopped).toBe(false);
     expect(groupAlive(pid)).toBe(true);
     expect(worker.instances()[0]?.state).toBe('draining');

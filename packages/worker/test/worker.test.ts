@@ -315,9 +315,14 @@ describe('worker against a fake scheduler and real mock engines', () => {
       Math.max(...drains.map((c) => c.at)),
     );
     for (const pid of pids) expect(groupAlive(pid)).toBe(false);
-    // No heartbeat after the drain: the scheduler would otherwise see the instance ready again.
+    // After the drain, heartbeats say `draining` only: the scheduler would otherwise see the
+    // instance ready again.
     const lastDrain = Math.max(...drains.map((c) => c.at));
-    expect(scheduler.calls.filter((c) => c.route === 'heartbeat' && c.at > lastDrain)).toEqual([]);
+    expect(
+      scheduler.calls.filter(
+        (c) => c.route === 'heartbeat' && c.at > lastDrain && c.body.state !== 'draining',
+      ),
+    ).toEqual([]);
   });
 
   it('picks another port when the planned one is taken and registers that one', async () => {
