@@ -1,17 +1,15 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
-import type { ProxyRequestRecord } from '../src/index.js';
+import type { ContinuationRecord, ProxyRequestRecord } from '../src/index.js';
+import { MOCK_ENGINE_CLI, spawnMockEngine } from './engine-process.js';
 import { until } from './harness.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
 import type { StaticPool } from './static-pool.js';
 
 // Real mock-engine processes (the project's vLLM stand-in), as workers would run them.
-const CLI = fileURLToPath(new URL('../../mock-engine/dist/cli.mjs', import.meta.url));
 const ENGINE_KEY = 'es-engine-test-key';
 
 interface EngineProcess {
@@ -26,31 +24,16 @@ afterEach(async () => {
 });
 
 beforeAll(() => {
-  const built = existsSync(CLI) && readFileSync(CLI, 'utf8').includes('listening on');
+  const built =
+    existsSync(MOCK_ENGINE_CLI) && readFileSync(MOCK_ENGINE_CLI, 'utf8').includes('listening on');
   if (!built) throw new Error('build the mock engine first: pnpm --filter @es/mock-engine build');
 });
 
 async function startEngine(...flags: string[]): Promise<EngineProcess> {
-  const child = spawn(
-    process.execPath,
-    [CLI, '--port', '0', '--served-model-name', 'llama', '--api-key', ENGINE_KEY, ...flags],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
+  const { child, url } = await spawnMockEngine(
+    ['--served-model-name', 'llama', '--api-key', ENGINE_KEY, ...flags],
+    cleanups,
   );
-  cleanups.push(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await new Promise((resolve) => child.once('exit', resolve));
-    }
-  });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (data: Buffer) => {
-      out += data.toString();
-      const match = /listening on (http:\/\/\S+)/.exec(out);
-      if (match !== null) resolve(match[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`mock engine exited with ${code}: ${out}`)));
-  });
   return {
     child,
     url,
@@ -65,6 +48,7 @@ async function startEngine(...flags: string[]): Promise<EngineProcess> {
 async function serve(
   engines: EngineProcess[],
   routing: 'least-outstanding' | 'round-robin' = 'least-outstanding',
+  continuation: { deadlineMs?: number } = {},
 ) {
   const pool: StaticPool = createStaticPool([
     deploymentView('llama', routing, {
@@ -76,14 +60,20 @@ async function serve(
     pool.add({ id: `job${i}.0.0`, deployment: 'llama', baseUrl: engine.url }),
   );
   const records: ProxyRequestRecord[] = [];
-  const app = createProxyApp({ pool, onRequestComplete: (r) => records.push(r) });
+  const continuations: ContinuationRecord[] = [];
+  const app = createProxyApp({
+    pool,
+    continuation,
+    onRequestComplete: (r) => records.push(r),
+    onContinuation: (r) => continuations.push(r),
+  });
   const server = await startProxyServer({ fetch: app.fetch });
   cleanups.push(async () => {
     await server.close(0);
     await app.close();
   });
   const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-  return { pool, records, client };
+  return { pool, records, client, continuations };
 }
 
 const messages = [{ role: 'user' as const, content: 'Say something.' }];
@@ -149,13 +139,18 @@ describe('@es/proxy in front of real mock-engine workers', () => {
     const completion = await answer;
     expect(completion.choices[0]!.message.content!.length).toBeGreaterThan(0);
     await until(() => records.length === 1);
-    expect(records[0]).toMatchObject({ status: 200, retries: 1, workerId: 'job0.0.0' });
-    expect(pool.outcomes).toContainEqual({ workerId: 'job1.0.0', outcome: 'connect-error' });
+    expect(records[0]).toMatchObject({ status: 200, workerId: 'job0.0.0' });
+    // vLLM (and the mock) open a chat stream with the prompt's ids before the first token:
+    // from then on the generation is continued (with no generated ids yet), not retried.
+    expect(records[0]!.retries + (records[0]!.continuations ?? 0)).toBe(1);
+    expect(pool.outcomes).toContainEqual({ workerId: 'job1.0.0', outcome: 'mid-stream-failure' });
   });
 
-  it('ends the stream with an error event when the worker is killed mid-stream', async () => {
+  it('ends the stream with an error event when the worker is killed mid-stream and no other can continue it', async () => {
     const engine = await startEngine('--tokens-per-second', '20', '--ttft', '0');
-    const { client, pool } = await serve([engine]);
+    const { client, pool, continuations } = await serve([engine], 'least-outstanding', {
+      deadlineMs: 300,
+    });
     const stream = await client.chat.completions.create({
       model: 'llama',
       messages,
@@ -174,6 +169,7 @@ describe('@es/proxy in front of real mock-engine workers', () => {
     expect((error as APIError).code).toBe('upstream_stream_interrupted');
     expect(pool.outcomes).toContainEqual({ workerId: 'job0.0.0', outcome: 'mid-stream-failure' });
     expect(pool.all()[0]!.inFlight).toBe(0);
+    expect(continuations).toMatchObject([{ outcome: 'failed', reason: 'no-worker' }]);
   });
 
   it('stops the generation on the engine when the client aborts', async () => {

@@ -134,10 +134,7 @@ function stopStrings(value: unknown): string[] {
   return [];
 }
 
-function inexactReasons(
-  body: Readonly<Record<string, unknown>>,
-  logprobsBytes: boolean,
-): InexactReason[] {
+function inexactReasons(body: Readonly<Record<string, unknown>>): InexactReason[] {
   const reasons: InexactReason[] = [];
   const nonzero = (v: unknown) => typeof v === 'number' && v !== 0;
   // vLLM counts presence/frequency penalties over the request's own output only.
@@ -148,7 +145,6 @@ function inexactReasons(
     reasons.push('seeded_sampling');
   }
   if (Array.isArray(body.bad_words) && body.bad_words.length > 0) reasons.push('bad_words');
-  if (logprobsBytes) reasons.push('logprobs_bytes');
   return reasons;
 }
 
@@ -194,9 +190,9 @@ export function planGeneration(
     stop: stopStrings(body.stop),
     includeStopStr: body.include_stop_str_in_output === true,
     logprobs,
-    // Chat logprobs carry each token's bytes, which a completions continuation only gives
-    // as text: exact unless a token is part of a character (the stitcher reports it).
-    inexact: inexactReasons(body, false),
+    // Chat top logprobs continued through completions can lose candidates that share their
+    // text: the stitcher adds `top_logprobs` when it sees that happen.
+    inexact: inexactReasons(body),
     body,
   };
 }

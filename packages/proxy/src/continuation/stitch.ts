@@ -106,6 +106,27 @@ interface CompletionLogprobs {
 
 const utf8 = (text: string) => [...Buffer.from(text, 'utf8')];
 
+/** Length in code points, as Python (vLLM) counts a string. */
+function codePoints(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0xdc00 || c > 0xdfff) n++;
+  }
+  return n;
+}
+
+/** Each token's text offset: `base` plus the decoded lengths of the tokens before it. */
+function tokenOffsets(tokens: readonly string[], base: number): number[] {
+  const offsets: number[] = [];
+  let at = base;
+  for (const token of tokens) {
+    offsets.push(at);
+    at += codePoints(token);
+  }
+  return offsets;
+}
+
 /**
  * Follows one generation across workers and writes what the client sees.
  * @example
@@ -134,7 +155,6 @@ export class Stitcher {
   private role = 'assistant';
   private usage: Json | undefined;
   private scanner: StopScanner | undefined;
-  private offsetShift = 0;
   private readonly chatLogprobs: Json[] = [];
   private readonly completionLogprobs: CompletionLogprobs = {
     text_offset: [],
@@ -198,7 +218,7 @@ export class Stitcher {
       if (!this.plan.clientStream && Array.isArray(content)) this.chatLogprobs.push(...content);
     } else {
       text = choice.text;
-      if (!this.plan.clientStream) this.keepCompletionLogprobs(choice.logprobs, 0);
+      if (!this.plan.clientStream) this.keepCompletionLogprobs(choice.logprobs);
     }
     if (typeof text === 'string') this.emitted += text;
     const finished = this.noteFinish(choice);
@@ -228,7 +248,6 @@ export class Stitcher {
   splice(heldBack: string): void {
     this.splices++;
     this.scanner = new StopScanner(this.plan.stop, this.plan.includeStopStr);
-    this.offsetShift = this.emitted.length + heldBack.length;
     this.pendingHeldBack = heldBack;
   }
 
@@ -260,8 +279,9 @@ export class Stitcher {
       out += scanner.flush();
       this.noteFinish(choice);
     }
+    // vLLM's streamed text_offset starts at the length of the text sent before the chunk.
+    const logprobs = this.continuationLogprobs(choice.logprobs, codePoints(this.emitted));
     this.emitted += out;
-    const logprobs = this.continuationLogprobs(choice.logprobs);
     if (!this.plan.clientStream) return { out: '', finished: this.finished, abortUpstream };
     const tokenIds = this.plan.clientTokenIds ? ids : null;
     const finish = this.finished ? this.finishReason : null;
@@ -287,24 +307,27 @@ export class Stitcher {
     return { out: SSE(this.chunk([reshaped])), finished: this.finished, abortUpstream };
   }
 
-  /** Stitch a continuation's completions logprobs into the client's format. */
-  private continuationLogprobs(raw: unknown): Json | null {
+  /**
+   * Stitch a continuation's completions logprobs into the client's format. A streamed
+   * completion's `text_offset` is `base` (the length of the text sent before the chunk)
+   * plus the decoded lengths of the chunk's tokens before each one, as vLLM counts them.
+   */
+  private continuationLogprobs(raw: unknown, base: number): Json | null {
     if (raw === null || raw === undefined) return null;
     const lp = raw as CompletionLogprobs;
     if (this.plan.kind === 'completion') {
-      const shifted: CompletionLogprobs = {
-        text_offset: lp.text_offset.map((o) => o + this.offsetShift),
-        token_logprobs: lp.token_logprobs,
-        tokens: lp.tokens,
-        top_logprobs: lp.top_logprobs,
-      };
-      if (!this.plan.clientStream) this.keepCompletionLogprobs(shifted, 0);
-      return shifted as unknown as Json;
+      if (!this.plan.clientStream) {
+        this.keepCompletionLogprobs(lp);
+        return null;
+      }
+      return { ...lp, text_offset: tokenOffsets(lp.tokens, base) } as unknown as Json;
     }
     const k = this.plan.logprobs ?? 0;
     const content = lp.tokens.map((token, i) => {
-      if (token.includes(REPLACEMENT)) this.inexact.add('logprobs_bytes');
       const top = Object.entries(lp.top_logprobs[i] ?? {}).slice(0, k);
+      // Completions key candidates by their text: two with the same text (parts of
+      // characters, all '\ufffd') are one entry there, two in chat's list.
+      if (top.length < k) this.inexact.add('top_logprobs');
       return {
         token,
         logprob: lp.token_logprobs[i] ?? null,
@@ -316,11 +339,10 @@ export class Stitcher {
     return { content };
   }
 
-  private keepCompletionLogprobs(raw: unknown, shift: number): void {
+  private keepCompletionLogprobs(raw: unknown): void {
     if (raw === null || raw === undefined) return;
     const lp = raw as CompletionLogprobs;
     const kept = this.completionLogprobs;
-    kept.text_offset.push(...lp.text_offset.map((o) => o + shift));
     kept.token_logprobs.push(...lp.token_logprobs);
     kept.tokens.push(...lp.tokens);
     kept.top_logprobs.push(...lp.top_logprobs);
@@ -423,7 +445,13 @@ export class Stitcher {
         {
           index: 0,
           text: this.emitted,
-          logprobs: wantsLogprobs ? this.completionLogprobs : null,
+          // Non-streaming offsets count every token's decoded length from 0 (vLLM).
+          logprobs: wantsLogprobs
+            ? {
+                ...this.completionLogprobs,
+                text_offset: tokenOffsets(this.completionLogprobs.tokens, 0),
+              }
+            : null,
           finish_reason: this.finishReason,
           stop_reason: this.stopReason,
           prompt_token_ids: promptIds,
