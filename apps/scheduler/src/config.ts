@@ -80,6 +80,10 @@ export interface SchedulerSettings {
   schedulerId: string;
   /** Cancel all of this scheduler's jobs when it stops (default: leave them to be re-adopted). */
   cancelOnExit: boolean;
+  /** Continuations of one cut generation on other workers; 0 turns continuation off. */
+  maxContinuations: number;
+  /** A started generation silent this long is cut and continued elsewhere (0 = never). */
+  stallTimeoutS: number;
   deployments: DeploymentSettings[];
 }
 
@@ -100,6 +104,8 @@ const DEFAULTS = {
   backend: 'auto' as Backend,
   logDir: 'logs',
   heartbeatTimeoutS: 30,
+  maxContinuations: 3,
+  stallTimeoutS: 30,
   healthCheckIntervalS: 5,
   nodeAcquireIntervalS: 10,
   startupTimeoutS: 1800,
@@ -165,6 +171,8 @@ const schedulerFields = {
   localNodes: v.optional(positiveInt),
   schedulerId: v.optional(name),
   cancelOnExit: v.optional(v.boolean()),
+  maxContinuations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  stallTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
 };
 
 /** Fields accepted in a config file (after snake_case → camelCase). */
@@ -440,6 +448,8 @@ export function resolveConfig(
     localNodes: get('localNodes') ?? DEFAULTS.localNodes,
     schedulerId: get('schedulerId') ?? DEFAULTS.schedulerId,
     cancelOnExit: get('cancelOnExit') ?? DEFAULTS.cancelOnExit,
+    maxContinuations: get('maxContinuations') ?? DEFAULTS.maxContinuations,
+    stallTimeoutS: get('stallTimeout') ?? DEFAULTS.stallTimeoutS,
     deployments,
   };
   const adminKey = get('adminKey') ?? env.ES_ADMIN_KEY;

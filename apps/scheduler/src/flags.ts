@@ -142,6 +142,16 @@ export async function parseFlags(argv: string[]): Promise<CliOverrides> {
         describe:
           'Name that tags this scheduler\'s jobs, so a restart re-adopts them (default "es")',
       },
+      'max-continuations': {
+        type: 'number',
+        describe:
+          'Times a generation cut mid-way (engine or worker died, stalled, handed over) is continued on another worker, token-exact (default 3; 0 = off)',
+      },
+      'stall-timeout': {
+        type: 'number',
+        describe:
+          'Seconds a started generation may send nothing before it is cut and continued elsewhere (default 30; 0 = never)',
+      },
       'cancel-on-exit': {
         type: 'boolean',
         describe: 'Cancel all jobs when the scheduler stops (default: keep them for re-adoption)',

@@ -141,6 +141,25 @@ export async function startScheduler(
     pool: registry,
     apiKeys: settings.apiKeys,
     onRequestComplete: admin.onRequestComplete,
+    continuation: {
+      maxContinuations: settings.maxContinuations,
+      stallTimeoutMs: settings.stallTimeoutS * 1000,
+    },
+    onContinuation: (record) => {
+      admin.onContinuation(record);
+      const { requestId, fromWorker, toWorker, outcome, reason, generatedTokens } = record;
+      const target = toWorker === undefined ? '' : ` on ${toWorker}`;
+      const message = `generation ${requestId} cut on ${fromWorker} after ${generatedTokens} tokens (${record.cause}): ${outcome}${target} (${reason})`;
+      registry.emit({
+        type: 'continuation',
+        deployment: record.deployment,
+        workerId: fromWorker,
+        reason: message,
+      });
+      const fields = { requestId, fromWorker, toWorker, outcome, reason, waitMs: record.waitMs };
+      if (outcome === 'continued' || outcome === 'inexact') log.info(fields, message);
+      else log.warn(fields, message);
+    },
     logger: { warn: (fields, message) => log.warn(fields, message) },
     ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
     ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),

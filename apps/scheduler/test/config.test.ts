@@ -132,6 +132,27 @@ describe('resolveConfig', () => {
     ]);
   });
 
+  it('sets continuation limits from flags or a file, and names the field when wrong', () => {
+    expect(resolveConfig({ model: 'm' }, {})).toMatchObject({
+      maxContinuations: 3,
+      stallTimeoutS: 30,
+    });
+    expect(resolveConfig({ model: 'm', maxContinuations: 0, stallTimeout: 2.5 }, {})).toMatchObject(
+      { maxContinuations: 0, stallTimeoutS: 2.5 },
+    );
+    const path = file('continuation.json', { model: 'm', max_continuations: 5, stall_timeout: 0 });
+    expect(resolveConfig({ config: path }, {})).toMatchObject({
+      maxContinuations: 5,
+      stallTimeoutS: 0,
+    });
+    expect(errorOf(() => resolveConfig({ model: 'm', maxContinuations: 1.5 }, {})).message).toMatch(
+      /maxContinuations|max_continuations/,
+    );
+    expect(errorOf(() => resolveConfig({ model: 'm', stallTimeout: -1 }, {})).message).toMatch(
+      /stallTimeout|stall_timeout/,
+    );
+  });
+
   it('defaults the local backend to loopback and the mock engine', () => {
     const c = resolveConfig({ backend: 'local', model: 'mock-model' }, { ES_API_KEY: 'k1,k2' });
     expect(c.host).toBe('127.0.0.1');
@@ -177,6 +198,10 @@ describe('parseFlags', () => {
       '12',
       '--handover-margin',
       '4',
+      '--max-continuations',
+      '2',
+      '--stall-timeout',
+      '10',
     ]);
     expect(o).toEqual({
       model: 'm',
@@ -187,6 +212,8 @@ describe('parseFlags', () => {
       heartbeatTimeout: 12.5,
       drainGrace: 12,
       handoverMargin: 4,
+      maxContinuations: 2,
+      stallTimeout: 10,
     });
     await expect(parseFlags(['--model', 'm', '--max-nodez', '3'])).rejects.toThrow(
       /Unknown argument: max-nodez \(/,

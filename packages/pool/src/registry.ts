@@ -24,6 +24,8 @@ export type PoolEventType =
   | 'draining'
   /** A draining worker's engines stop soon: the generations still running on it are continued elsewhere. */
   | 'hand-over'
+  /** A generation cut on this worker was continued on another (or could not be: see `reason`). */
+  | 'continuation'
   | 'gone'
   | 'preempted'
   | 'replaced'

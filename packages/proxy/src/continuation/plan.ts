@@ -25,7 +25,7 @@ export type RefusalReason =
 
 /** Why a continued generation may differ from an uncut one (the `inexact` reasons). */
 export type InexactReason =
-  'penalties' | 'seeded_sampling' | 'bad_words' | 'logprobs_bytes' | 'text_mismatch';
+  'penalties' | 'seeded_sampling' | 'bad_words' | 'top_logprobs' | 'text_mismatch';
 
 /** The generation kinds the proxy can continue. */
 export type GenerationKind = 'chat' | 'completion';
