@@ -6,7 +6,9 @@
  * - `ES_PLANT_FAULTS=stale-routing[=ms]`: plant a fault on purpose so a run proves that its
  *   checks see it (`stale-routing`: the proxy reads routable sets at most every `ms`, default
  *   5000, and so keeps sending to workers that left routing; `silent-stream-cut`: a stream
- *   whose worker fails mid-way ends without its error event).
+ *   whose worker fails mid-way ends without its error event; `continue-from-scratch`: a cut
+ *   generation is continued from the prompt alone, so its text repeats and the engines see
+ *   a restart).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from '@es/proxy';
@@ -33,6 +35,12 @@ const FAULTS: Record<string, (value: string | undefined, into: PlantedFaults) =>
   'silent-stream-cut': (value, into) => {
     if (value !== undefined) throw new Error('ES_PLANT_FAULTS: silent-stream-cut takes no value');
     into.silentStreamCut = true;
+  },
+  'continue-from-scratch': (value, into) => {
+    if (value !== undefined) {
+      throw new Error('ES_PLANT_FAULTS: continue-from-scratch takes no value');
+    }
+    into.continueFromScratch = true;
   },
 };
 

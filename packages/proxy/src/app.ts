@@ -91,6 +91,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     logger: options.logger,
     journal,
     silentStreamCut: options.plantedFaults?.silentStreamCut === true,
+    continueFromScratch: options.plantedFaults?.continueFromScratch === true,
   };
   // A worker that stops serving (hung engine, failed, gone) takes its in-flight attempts
   // with it at once: retried elsewhere, or an error event for a stream already started.

@@ -44,6 +44,8 @@ export interface ForwardShared {
   journal: RoutingJournal | undefined;
   /** A planted fault (tests only): cut streams end without their error event. */
   silentStreamCut: boolean;
+  /** A planted fault (tests only): continuations start from the prompt alone. */
+  continueFromScratch: boolean;
   /** Attempts in flight per worker id: told when their worker is lost (see `PoolView.onWorkerLost`). */
   attemptsByWorker: Map<string, Set<(reason: string) => void>>;
   /** Limits of continuing a cut generation on another worker. */

@@ -46,6 +46,12 @@ export interface PlantedFaults {
    * a stream that simply stops: a silent truncation).
    */
   silentStreamCut?: boolean;
+  /**
+   * Continue a cut generation as if nothing had been generated: the continuation's prompt
+   * is the prompt alone and its `max_tokens` the client's, so the client's text repeats
+   * what it already had (and the engines' request logs show a restart).
+   */
+  continueFromScratch?: boolean;
 }
 
 /** A `PoolView` whose `routable()` answers from a copy up to `maxAgeMs` old (a planted fault). */

@@ -446,3 +446,27 @@ describe('what is not continued', () => {
     expect(r.records).toMatchObject([{ outcome: 'mid-stream-failure', continuations: 1 }]);
   });
 });
+
+describe('the planted fault continue-from-scratch (proves the checks can fail)', () => {
+  it('repeats text and shows as a restart in the engines request logs', async () => {
+    const first = await startEngine('first', '--die-mid-stream', '6', '--tokens-per-second', '400');
+    const second = await startEngine('second', '--tokens-per-second', '400');
+    const pool = createStaticPool([
+      deploymentView('llama', 'least-outstanding', { upstreamApiKey: KEY }),
+    ]);
+    const app = createProxyApp({ pool, plantedFaults: { continueFromScratch: true } });
+    const server = await startProxyServer({ fetch: app.fetch });
+    cleanups.push(async () => {
+      await server.close(0);
+      await app.close();
+    });
+    pool.add({ id: 'first', deployment: 'llama', baseUrl: first.url });
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'none', maxRetries: 0 });
+    const pending = generate(client, 'completion', true);
+    await until(() => first.requests().length > 0);
+    pool.add({ id: 'second', deployment: 'llama', baseUrl: second.url });
+    const answer = await pending;
+    expect(answer.text).not.toBe(uncut('completion').text);
+    expect(second.requests()[0]!.promptTokens).toBe(first.requests()[0]!.promptTokens);
+  });
+});

@@ -232,7 +232,7 @@ class Relay {
           this.plan,
           request.deployment.modelNames[0] ?? request.model,
           stitcher.promptIds!,
-          stitcher.ids,
+          shared.continueFromScratch ? [] : stitcher.ids,
         );
         const result = await this.attempt(to, '/v1/completions', body, () => false, splicedAt);
         const waitMs =
