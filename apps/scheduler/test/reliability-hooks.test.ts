@@ -14,8 +14,10 @@ describe('reliability hooks', () => {
       staleRoutingMs: 10,
       silentStreamCut: true,
     });
+    expect(parsePlantedFaults('continue-from-scratch')).toEqual({ continueFromScratch: true });
+    expect(() => parsePlantedFaults('continue-from-scratch=1')).toThrow(/takes no value/);
     expect(() => parsePlantedFaults('drop-everything')).toThrow(
-      /unknown fault "drop-everything"; known: stale-routing, silent-stream-cut/,
+      /unknown fault "drop-everything"; known: stale-routing, silent-stream-cut, continue-from-scratch/,
     );
   });
 
