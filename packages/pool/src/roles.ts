@@ -36,7 +36,9 @@ export interface WorkerLedger {
    * A draining worker's engines stop in `stopInMs`: the generations still running on
    * `workerIds` are to be continued elsewhere. Each known worker is announced once to the
    * `onWorkerLost` listeners with a reason starting `hand-over` and recorded as a
-   * `hand-over` event; it stays draining (one still in service starts draining first).
+   * `hand-over` event; it stays draining (one still in service starts draining first; one
+   * already gone, e.g. its job listed COMPLETING since the SIGTERM, is announced all the
+   * same: its engines still run).
    * Returns the ids it knows; throws `PoolError` `unknown_worker` (404) when it knows none.
    */
   handOver(workerIds: readonly string[], reason: string, stopInMs: number): string[];
