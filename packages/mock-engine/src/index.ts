@@ -1,6 +1,6 @@
 export { createMockEngine } from './server.js';
 export type { MockEngine } from './server.js';
-export type { RequestLogRecord } from './request-log.js';
+export type { FirstTokenRecord, RequestLogRecord } from './request-log.js';
 export { VOCABULARY_SIZE, decode, encode } from './tokenizer.js';
 export {
   continuationInput,

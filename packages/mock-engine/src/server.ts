@@ -426,6 +426,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
         if (done) return;
         addTokens(seq, chunks);
         end('completed');
+        log.firstToken(req, plan.promptTokens);
         sendJson(res, 200, fullResponse(request, plan, id));
       }, total);
       return;
@@ -463,6 +464,8 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
         interval === 0 ? last : Math.min(last, Math.floor((Date.now() - firstAt) / interval) + 1);
       let out = '';
       while (sent < due) {
+        // Written before the chunk goes out: an engine killed right after it keeps the line.
+        if (sent === 0) log.firstToken(req, plan.promptTokens);
         const isLast = sent === last - 1;
         // A dropped final chunk is still sent, empty, with the finish.
         const dropped = drop === sent;

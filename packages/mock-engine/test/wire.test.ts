@@ -554,7 +554,10 @@ describe('request log', () => {
     );
     await post(`${url}/tokenize`, { prompt: 'not inference' });
     const file = join(dir, `requests-${process.pid}.jsonl`);
-    expect(readdirSync(dir)).toEqual([`requests-${process.pid}.jsonl`]);
+    expect(readdirSync(dir).sort()).toEqual([
+      `first-tokens-${process.pid}.jsonl`,
+      `requests-${process.pid}.jsonl`,
+    ]);
     const lines = readFileSync(file, 'utf8')
       .trim()
       .split('\n')
@@ -585,5 +588,59 @@ describe('request log', () => {
     await post(`${url}/v1/completions`, { prompt: 'x', max_tokens: 1 });
     await post(`${url}/v1/completions`, { prompt: [99_999] });
     expect(engine.requestLog().map((r) => r.requestId)).toEqual(['r-1', 'r-1', null]);
+  });
+
+  it("appends a first-token line when a request's first token is sent, and none for a request cut before it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mock-log-'));
+    const { url } = await start({ requestLogDir: dir, ttft: 300 });
+    const firstTokens = () => {
+      const file = join(dir, `first-tokens-${process.pid}.jsonl`);
+      if (!readdirSync(dir).includes(`first-tokens-${process.pid}.jsonl`)) return [];
+      return readFileSync(file, 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Json);
+    };
+    // Cut before its first token (the client leaves during the TTFT): no line.
+    const abort = new AbortController();
+    const cut = fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'cut-early' },
+      body: JSON.stringify({ messages: ask, max_tokens: 3, stream: true }),
+      signal: abort.signal,
+    });
+    const response = await cut;
+    abort.abort();
+    await response.body?.cancel().catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(firstTokens()).toEqual([]);
+    const before = Date.now();
+    await sse(
+      `${url}/v1/chat/completions`,
+      { messages: ask, max_tokens: 3, stream: true },
+      { 'x-request-id': 'r-2' },
+    );
+    await post(`${url}/v1/completions`, { prompt: 'hi', max_tokens: 2 }, { 'x-request-id': 'r-3' });
+    const lines = firstTokens();
+    expect(lines).toStrictEqual([
+      {
+        at: expect.any(Number),
+        event: 'first-token',
+        requestId: 'r-2',
+        path: '/v1/chat/completions',
+        promptTokens: encodePrompt(chatInput).length,
+        pid: process.pid,
+      },
+      {
+        at: expect.any(Number),
+        event: 'first-token',
+        requestId: 'r-3',
+        path: '/v1/completions',
+        promptTokens: 2,
+        pid: process.pid,
+      },
+    ]);
+    // Sent after the TTFT, not when the request arrived.
+    expect(lines[0]!.at as number).toBeGreaterThanOrEqual(before + 290);
   });
 });
