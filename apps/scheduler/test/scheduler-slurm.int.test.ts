@@ -34,6 +34,8 @@ import {
   runSlurm,
   withStoppedController,
 } from '../../../packages/testkit/src/index.js';
+// Nor on @es/mock-engine: what the engine answers, from its source.
+import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 import {
   FAST_FLAGS,
   createSbatchShim,
@@ -222,6 +224,12 @@ const cancelledJobs = (from: number) => [
   ...new Set(events(scheduler, 'cancelled', from).map((l) => l.jobId)),
 ];
 
+/** What the engine answers to {@link chat} (and to the same request streamed). */
+function expectedChat(tokens: number) {
+  const input = { kind: 'chat', messages: [{ role: 'user', content: 'hello' }] } as const;
+  return expectedGeneration(input, { maxTokens: tokens });
+}
+
 async function chat(tokens = 3): Promise<string> {
   const response = await client().chat.completions.create({
     model: 'mock-model',
@@ -301,7 +309,7 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
     }
 
     const answers = await Promise.all(Array.from({ length: 24 }, () => chat(3)));
-    expect(answers.every((a) => a.split(' ').length === 3)).toBe(true);
+    expect(answers).toEqual(Array.from({ length: 24 }, () => expectedChat(3).text));
     const stream = await client().chat.completions.create({
       model: 'mock-model',
       messages: [{ role: 'user', content: 'hello' }],
@@ -310,7 +318,7 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
     });
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
-    expect(text.split(' ')).toHaveLength(5);
+    expect(text).toBe(expectedChat(5).text);
     const { workers } = await scheduler.get<{ workers: { requests_served: number }[] }>('/workers');
     expect(workers.filter((w) => w.requests_served > 0).length).toBeGreaterThan(2);
   });

@@ -9,6 +9,9 @@ import { cancelByNamePrefix, preempt, runSlurm, uniqueJobPrefix, waitForJob } fr
 import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startFakeScheduler } from './fake-scheduler.js';
+// What the engine answers; this app does not depend on @es/mock-engine (its package.json is
+// not ours to change), so its source is imported directly.
+import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
 const prefix = uniqueJobPrefix('worker');
@@ -91,12 +94,16 @@ describe('es-worker inside a real SLURM job', () => {
           apiKey: 'EMPTY',
           maxRetries: 0,
         });
+        // What the engine answers to these requests, as @es/mock-engine defines it.
+        const hello = { kind: 'chat', messages: [{ role: 'user', content: 'hello' }] } as const;
         const full = await client.chat.completions.create({
           model: 'mock-model',
           messages: [{ role: 'user', content: 'hello' }],
           max_tokens: 3,
         });
-        expect(full.choices[0]?.message.content?.split(' ')).toHaveLength(3);
+        expect(full.choices[0]?.message.content).toBe(
+          expectedGeneration(hello, { maxTokens: 3 }).text,
+        );
         const stream = await client.chat.completions.create({
           model: 'mock-model',
           messages: [{ role: 'user', content: 'hello' }],
@@ -105,7 +112,7 @@ describe('es-worker inside a real SLURM job', () => {
         });
         let text = '';
         for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
-        expect(text.split(' ')).toHaveLength(4);
+        expect(text).toBe(expectedGeneration(hello, { maxTokens: 4 }).text);
       }
       const ports = registrations.map((r) => r.port);
       expect(enginePids(ports)).toHaveLength(2);

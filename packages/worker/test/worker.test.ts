@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { expectedGeneration } from '@es/mock-engine';
 import { deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { WorkerError, createWorker } from '../src/index.js';
@@ -110,7 +111,12 @@ describe('worker against a fake scheduler and real mock engines', () => {
     expect(busy).toBeDefined();
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
-    expect(text.split(' ')).toHaveLength(40);
+    // Exactly the engine's answer to openStream's request: all 40 tokens, streamed whole.
+    const expected = expectedGeneration(
+      { kind: 'chat', messages: [{ role: 'user', content: 'hi' }] },
+      { maxTokens: 40 },
+    );
+    expect(text).toBe(expected.text);
     const denied = new OpenAI({
       baseURL: `${engineUrl(worker)}/v1`,
       apiKey: 'wrong',
