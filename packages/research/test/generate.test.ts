@@ -9,10 +9,12 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import OpenAI from 'openai';
 import { BUNDLED_TEMPLATE_DIR, loadChatTemplate } from '../src/chat-template.js';
 import { generateTrajectories } from '../src/generate.js';
+import { HARMONY_STOP } from '../src/harmony.js';
 import { createWebTools } from '../src/tools.js';
 import { runTrajectory } from '../src/trajectory.js';
 import type { GenerateOptions } from '../src/generate.js';
 import type { Trajectory } from '../src/trajectory.js';
+import { expectedGeneration } from '@es/mock-engine';
 import type { ScriptRule } from '@es/mock-engine';
 import { startMock } from './mock.js';
 import type { MockEngine } from './mock.js';
@@ -365,20 +367,67 @@ describe('long and interrupted runs', () => {
   });
 });
 
+/**
+ * What the mock engine counts in each turn of `t`: the ids of the prompt the turn sent (the
+ * conversation so far, rendered as generate-trajectories renders it) and the pieces of the
+ * scripted answer, both by @es/mock-engine's own tokenizer and generation.
+ */
+async function turnTokens(t: Trajectory): Promise<{ prompt: number; completion: number }[]> {
+  const template = await loadChatTemplate(BUNDLED_TEMPLATE_DIR);
+  const definitions = createWebTools({ serperApiKey: 'k' }).map((tool) => tool.definition);
+  return t.turns.map((_, i) => {
+    // Turn i + 1 sees the system prompt, the question, and a call and its result per turn before.
+    const prompt = template.render({
+      messages: t.messages.slice(0, 2 + 2 * i),
+      tools: definitions,
+      addGenerationPrompt: true,
+    });
+    const generation = expectedGeneration(
+      { kind: 'completion', prompt },
+      { maxTokens: 4096, stop: HARMONY_STOP, script: rules },
+    );
+    return { prompt: generation.promptTokens, completion: generation.completionTokens };
+  });
+}
+
+/** Runs one question with room to spare; returns its trajectory and its turns' token counts. */
+async function roomyRun(question: object, over: Partial<GenerateOptions> = {}) {
+  const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+  await generateTrajectories(options({ dataset: await dataset([question]), outputDir, ...over }));
+  const [t] = await readTrajectories(outputDir);
+  if (t === undefined) throw new Error('no trajectory written');
+  const counts = await turnTokens(t);
+  // The engine counted each prompt as its tokenizer does.
+  expect(t.turns.map((turn) => turn.promptTokens)).toEqual(counts.map((c) => c.prompt));
+  return { t, counts };
+}
+
+/** The trajectory's smallest useful completion (MIN_COMPLETION_TOKENS in trajectory.ts). */
+const MIN_COMPLETION_TOKENS = 16;
+
 describe('the model context length', () => {
   test('a max_tokens that no longer fits is lowered to what the context has room for', async () => {
-    const small = await startMock({ script: rules, maxModelLen: 1_000 });
+    const question = { id: 'ctx', question: 'Who proposed PagedAttention?' };
+    const roomy = await roomyRun(question);
+    expect(roomy.t.status).toBe('completed');
+    // Room for the largest turn and its answer, far less than the 4096 max_tokens asked for.
+    const maxModelLen = Math.max(...roomy.counts.map((c) => c.prompt + c.completion)) + 64;
+    const small = await startMock({ script: rules, maxModelLen });
     try {
       const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
-      const path = await dataset([{ id: 'ctx', question: 'Who proposed PagedAttention?' }]);
       await generateTrajectories(
-        options({ schedulerUrl: small.url, dataset: path, outputDir, maxTokens: 4096 }),
+        options({
+          schedulerUrl: small.url,
+          dataset: await dataset([question]),
+          outputDir,
+          maxTokens: 4096,
+        }),
       );
       const [t] = await readTrajectories(outputDir);
       expect(t?.status).toBe('completed');
+      expect(t?.turns.map((turn) => turn.promptTokens)).toEqual(roomy.counts.map((c) => c.prompt));
       for (const turn of t?.turns ?? []) {
-        // The mock engine counts words as tokens, like vLLM counts tokens.
-        expect(turn.maxTokens).toBe(1_000 - turn.promptTokens);
+        expect(turn.maxTokens).toBe(maxModelLen - turn.promptTokens);
       }
     } finally {
       await small.close();
@@ -386,19 +435,31 @@ describe('the model context length', () => {
   });
 
   test('a conversation that outgrows the context ends as context_full', async () => {
-    const small = await startMock({ script: rules, maxModelLen: 1_000 });
     const bigPages = await startFakeTools((request) =>
       request.method === 'GET' ? { body: 'word '.repeat(2_000) } : defaultAnswer(request),
     );
+    const bigTools = {
+      tools: { serperApiKey: 'k', serperBaseUrl: bigPages.url, jinaBaseUrl: bigPages.url },
+    };
+    const question = { id: 'big', question: 'Who proposed PagedAttention?' };
+    let small: MockEngine | undefined;
     try {
+      const roomy = await roomyRun(question, bigTools);
+      expect(roomy.t).toMatchObject({ status: 'completed', toolCalls: 2 });
+      const [first, second, third] = roomy.counts;
+      if (!first || !second || !third) throw new Error('expected three turns');
+      // Room for the first two turns; the page opened in the second leaves the third too little.
+      const maxModelLen =
+        Math.max(first.prompt + first.completion, second.prompt + second.completion) + 64;
+      expect(third.prompt).toBeGreaterThan(maxModelLen - MIN_COMPLETION_TOKENS);
+      small = await startMock({ script: rules, maxModelLen });
       const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
-      const path = await dataset([{ id: 'big', question: 'Who proposed PagedAttention?' }]);
       const summary = await generateTrajectories(
         options({
           schedulerUrl: small.url,
-          dataset: path,
+          dataset: await dataset([question]),
           outputDir,
-          tools: { serperApiKey: 'k', serperBaseUrl: bigPages.url, jinaBaseUrl: bigPages.url },
+          ...bigTools,
         }),
       );
       const [t] = await readTrajectories(outputDir);
@@ -406,11 +467,13 @@ describe('the model context length', () => {
       expect(t?.errors.at(-1)).toMatchObject({
         turn: 3,
         type: 'context_full',
-        message: expect.stringMatching(/context 1000: lower --tool-result-max-chars/),
+        message:
+          `the prompt has ${third.prompt} tokens, the model's context ${maxModelLen}: ` +
+          'lower --tool-result-max-chars or --max-turns',
       });
       expect(summary.byStatus.context_full).toBe(1);
     } finally {
-      await small.close();
+      await small?.close();
       await bigPages.close();
     }
   });

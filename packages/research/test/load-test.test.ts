@@ -2,7 +2,9 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, test } from 'vitest';
-import { runLoadTest } from '../src/load-test.js';
+import { encodePrompt } from '@es/mock-engine';
+import { mulberry32 } from '../src/dataset.js';
+import { makePrompt, runLoadTest } from '../src/load-test.js';
 import type { LoadTestReport } from '../src/load-test.js';
 import { startMock } from './mock.js';
 import type { MockEngine } from './mock.js';
@@ -42,10 +44,21 @@ describe('runLoadTest against the mock engine', () => {
       requests: 7,
     });
     expect(report.requests).toEqual({ total: 7, ok: 7, failed: 0 });
-    // The mock engine counts chat prompts through its chat template, as vLLM does: 5 more
-    // tokens than the 20 words (`<|user|>`, `\n`, then `\n<|assistant|>\n` after them).
-    const promptTokens = api === 'chat' ? 20 + 5 : 20;
-    expect(report.tokens).toEqual({ prompt: 7 * promptTokens, completion: 7 * 8 });
+    // The report counts what the engine said in `usage`: each of the 7 prompts (seed 1's
+    // first 7, whichever lane sent them) as the mock engine tokenizes it, a chat prompt
+    // through its chat template; 8 pieces of the scripted answer each.
+    const random = mulberry32(1);
+    const prompts = Array.from({ length: 7 }, () => makePrompt(20, random));
+    const promptTokens = prompts
+      .map((prompt) =>
+        encodePrompt(
+          api === 'chat'
+            ? { kind: 'chat', messages: [{ role: 'user', content: prompt }] }
+            : { kind: 'completion', prompt },
+        ),
+      )
+      .reduce((n, ids) => n + ids.length, 0);
+    expect(report.tokens).toEqual({ prompt: promptTokens, completion: 7 * 8 });
     expect(report.throughput.requestsPerSecond).toBeGreaterThan(0);
     expect(report.latencyMs?.p50).toBeGreaterThan(0);
     if (stream) {
