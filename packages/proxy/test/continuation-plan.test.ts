@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { continuationBody, generationKind, planGeneration } from '../src/continuation/plan.js';
 import type { ContinuablePlan } from '../src/continuation/plan.js';
 import { SseSplitter } from '../src/continuation/sse.js';
-import { StopScanner, Stitcher, heldBackText } from '../src/continuation/stitch.js';
+import { StopScanner, Stitcher, heldBackText, withoutIds } from '../src/continuation/stitch.js';
 import { deploymentView } from './static-pool.js';
 
 const mock = deploymentView('m');
@@ -394,5 +394,21 @@ describe('Stitcher', () => {
     });
     // Two candidates with the same text are one entry in completions' dict: inexact.
     expect([...c.inexact]).toEqual(['top_logprobs']);
+  });
+});
+
+describe('withoutIds', () => {
+  it('nulls the id fields in place, whatever the spacing, and nothing inside strings', () => {
+    expect(
+      withoutIds(
+        '{"prompt_token_ids":[1,2],"choices":[{"delta":{"content":"a"},"token_ids":[3]}]}',
+      ),
+    ).toBe('{"prompt_token_ids":null,"choices":[{"delta":{"content":"a"},"token_ids":null}]}');
+    expect(withoutIds('{"token_ids": [1, 2], "x": 1}')).toBe('{"token_ids": null, "x": 1}');
+    const quoted = '{"text":"say \\"token_ids\\":[1] please","token_ids":[]}';
+    expect(JSON.parse(withoutIds(quoted))).toEqual({
+      text: 'say "token_ids":[1] please',
+      token_ids: null,
+    });
   });
 });

@@ -525,7 +525,7 @@ class Relay {
             this.commit(200, upstreamResponseHeaders, worker);
           }
         }
-        const accepted = stitcher.accept(event);
+        const accepted = stitcher.accept(event, payload);
         if (accepted.error !== undefined) {
           shared.pool.reportOutcome(worker.id, 'upstream-5xx');
           if (plan.clientStream) {

@@ -84,6 +84,18 @@ function isHighSurrogate(code: number): boolean {
 
 const REPLACEMENT = '\ufffd';
 
+const ID_FIELDS = /"(prompt_token_ids|token_ids)"(\s*):(\s*)\[[^\]]*\]/g;
+
+/**
+ * An event's JSON with the values of `"token_ids"` and `"prompt_token_ids"` set to null, as
+ * vLLM sends them when they were not asked for. A quoted key followed by `:` cannot occur
+ * inside a JSON string (its quotes would be escaped), and an array of integers holds no
+ * `]`, so the pattern finds exactly the fields.
+ */
+export function withoutIds(json: string): string {
+  return json.replace(ID_FIELDS, '"$1"$2:$3null');
+}
+
 /**
  * Text an engine held back at a cut: the detokenization of every generated id minus what
  * the client received, without a trailing incomplete character (its bytes are ids at the
@@ -182,8 +194,12 @@ export class Stitcher {
     return this.plan.maxTokens === undefined ? undefined : this.plan.maxTokens - this.ids.length;
   }
 
-  /** Take one upstream event (any worker); see {@link Accepted}. */
-  accept(event: UpstreamEvent): Accepted {
+  /**
+   * Take one upstream event (any worker); see {@link Accepted}. `raw` is the event's JSON as
+   * the engine sent it: a first-worker event is passed on as those bytes (its id fields
+   * nulled in place), cheaper than serializing the parsed object again.
+   */
+  accept(event: UpstreamEvent, raw?: string): Accepted {
     if (this.finished) return { out: '', finished: true, abortUpstream: false };
     if (event.error !== undefined) {
       return { out: SSE(event), error: event, finished: false, abortUpstream: false };
@@ -195,11 +211,13 @@ export class Stitcher {
       if (event.usage !== undefined && event.usage !== null) this.usage = event.usage as Json;
       return { out: '', finished: false, abortUpstream: false };
     }
-    return this.splices === 0 ? this.acceptOwn(event, choice) : this.acceptContinuation(choice);
+    return this.splices === 0
+      ? this.acceptOwn(event, choice, raw)
+      : this.acceptContinuation(choice);
   }
 
   /** An event of the first worker, already in the client's format. */
-  private acceptOwn(event: Json, choice: Json): Accepted {
+  private acceptOwn(event: Json, choice: Json, raw: string | undefined): Accepted {
     if (this.id === undefined) {
       this.id = event.id as string;
       this.created = event.created as number;
@@ -223,6 +241,10 @@ export class Stitcher {
     if (typeof text === 'string') this.emitted += text;
     const finished = this.noteFinish(choice);
     if (!this.plan.clientStream) return { out: '', finished, abortUpstream: false };
+    if (raw !== undefined) {
+      const text = this.plan.clientTokenIds ? raw : withoutIds(raw);
+      return { out: `data: ${text}\n\n`, finished, abortUpstream: false };
+    }
     if (!this.plan.clientTokenIds) {
       if ('prompt_token_ids' in event) event.prompt_token_ids = null;
       if ('prompt_token_ids' in choice) choice.prompt_token_ids = null;
