@@ -70,9 +70,18 @@ type Fault = (typeof FAULTS)[number];
  * `stale-routing` (the proxy keeps routing to workers that left routing for up to 10 s),
  * `drop-chunk` (every mock engine drops the 3rd content chunk of each stream),
  * `double-submit` (sbatch submits every replacement twice), `silent-cut` (every engine cuts
- * each stream after 40 chunks, and the proxy ends such a stream without its error event).
+ * each stream after 10 chunks, more often than the proxy continues one (`--max-continuations`
+ * 3), and the proxy ends such a stream without its error event), `continue-from-scratch` (the
+ * proxy continues a cut generation from its prompt alone: the engines log a restart, the
+ * client's text repeats).
  */
-const PLANTS = ['stale-routing', 'drop-chunk', 'double-submit', 'silent-cut'] as const;
+const PLANTS = [
+  'stale-routing',
+  'drop-chunk',
+  'double-submit',
+  'silent-cut',
+  'continue-from-scratch',
+] as const;
 
 const { values } = parseArgs({
   options: {
@@ -82,6 +91,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'stop-seconds': { type: 'string', default: '60' },
     'sbatch-fail-seconds': { type: 'string', default: '40' },
+    'misbehaviour-seconds': { type: 'string', default: '30' },
     plant: { type: 'string' },
     recheck: { type: 'string' },
     help: { type: 'boolean', default: false },
@@ -91,7 +101,7 @@ if (values.help) {
   process.stdout.write(
     `usage: scripts/chaos [--out reports/reliability.md] [--max-nodes 3] [--concurrency 8]\n` +
       `                     [--only ${FAULTS.join(',')}]\n` +
-      `                     [--stop-seconds 60] [--sbatch-fail-seconds 40]\n` +
+      `                     [--stop-seconds 60] [--sbatch-fail-seconds 40] [--misbehaviour-seconds 30]\n` +
       `                     [--plant ${PLANTS.join(',')}] (faults planted on purpose: the run must report them)\n` +
       `       scripts/chaos --recheck reports/reliability-history.jsonl.gz (judge a kept history again)\n`,
   );
@@ -181,11 +191,12 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
   const engineFlags = [
     '--tokens-per-second 50 --ttft 50',
     ...(plants.has('drop-chunk') ? ['--drop-chunk 3'] : []),
-    ...(plants.has('silent-cut') ? ['--die-mid-stream 40'] : []),
+    ...(plants.has('silent-cut') ? ['--die-mid-stream 10'] : []),
   ].join(' ');
   const proxyPlants = [
     ...(plants.has('stale-routing') ? ['stale-routing=10000'] : []),
     ...(plants.has('silent-cut') ? ['silent-stream-cut'] : []),
+    ...(plants.has('continue-from-scratch') ? ['continue-from-scratch'] : []),
   ];
   const plantEnv: Record<string, string> =
     proxyPlants.length > 0 ? { ES_PLANT_FAULTS: proxyPlants.join(',') } : {};
@@ -287,6 +298,7 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
         queue: ctx.queue.samples,
         capacity: ctx.capacity.samples,
         journal: scheduler.journal(),
+        engine: scheduler.engineLog(),
         maxNodes,
       };
       histories.main = history;
@@ -310,20 +322,24 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
     }
   }
 
-  // Engines that misbehave by flag run under their own one-node scheduler.
-  const misbehaving: [Fault, string, string][] = [
-    ['engine-die-mid-stream', 'engine dies mid-stream', '--die-mid-stream 10'],
-    ['engine-crash', 'engine crashes (exit after 40 requests)', '--crash-after 40'],
+  // Engines that misbehave by flag run under their own one-node scheduler. Every stream dies
+  // once, half-way (40 of its 80 tokens): continued on the node's other engine, it must end
+  // whole (its 40 remaining tokens are the continuation's last, which the flag never cuts).
+  const misbehaving: [Fault, string, string, boolean][] = [
+    ['engine-die-mid-stream', 'engine dies mid-stream', '--die-mid-stream 40', true],
+    ['engine-crash', 'engine crashes (exit after 40 requests)', '--crash-after 40', false],
   ];
-  for (const [name, label, flags] of misbehaving) {
+  for (const [name, label, flags, continuable] of misbehaving) {
     await runOwn(name, () =>
       engineMisbehaviourScenario({
         logDir: join(logDir, name),
         schedulerId: `${schedulerId}m`,
         label,
         engineFlags: `${flags}${plants.has('drop-chunk') ? ' --drop-chunk 3' : ''}`,
-        durationMs: 30_000,
+        durationMs: positive('misbehaviour-seconds', values['misbehaviour-seconds']) * 1000,
         concurrency,
+        continuable,
+        env: plantEnv,
         log,
       }),
     );
@@ -380,7 +396,7 @@ async function main(): Promise<number> {
   const loadBefore = load1();
   const record = await runAll(meta);
   meta.Load = `${loadBefore} at the start, ${load1()} at the end (1 / 5 / 15 min averages)`;
-  meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms), ${concurrency} concurrent clients (official openai client, maxRetries 2, half streaming, temperature 0)`;
+  meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms, each logging its requests and first tokens), scheduler --stall-timeout 3, ${concurrency} concurrent clients (official openai client, maxRetries 2, half streaming, temperature 0, only continuable requests: one-message chats, n 1, no tools or structured output)`;
   if (plants.size > 0) meta['Planted faults'] = [...plants].join(', ');
   const out = resolve(values.out);
   const historyFile = out.replace(/\.md$/, '') + '-history.jsonl.gz';
@@ -388,6 +404,8 @@ async function main(): Promise<number> {
     ? historyFile
     : relative(repoRoot, historyFile);
   meta.History = `${shown} (re-check: scripts/chaos --recheck ${shown})`;
+  meta.Continuations =
+    '"generations restarted from scratch": an engine received a request again with the same request id and prompt length after an engine had sent a first token for it (a continuation carries prompt + generated tokens; a retry before any token is not a restart), judged from the engines\' request logs; "streams cut": streams that ended with an error event (or reset, or silently) and were not refused, in the rows whose fault cuts generations; refusals are read from the scheduler\'s `continuation` events and listed in the notes by reason';
   meta.Columns =
     'sent/succeeded/retried (client attempts > 1)/errored cleanly (stream ended with an error event)/lost (non-streaming failure, 4xx, silent truncation, reset, hung > 20 s); detection = fault → first scheduler event about it (or first dip of ready capacity); capacity = fault → all workers ready again ("never" breaks a promise, "—" not measured)';
   mkdirSync(dirname(out), { recursive: true });

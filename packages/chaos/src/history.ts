@@ -4,6 +4,7 @@
  */
 import type { RoutingJournalEntry } from '@es/proxy';
 import { ChaosError } from './errors.js';
+import type { EngineLog } from './engine-log.js';
 
 /**
  * How one request ended, as the client saw it:
@@ -90,6 +91,8 @@ export interface History {
   capacity: CapacitySample[];
   /** The routing journal of every scheduler process of the run, in file order. */
   journal: JournalEntry[];
+  /** The engines' request logs (absent in histories recorded before engines kept them). */
+  engine?: EngineLog;
 }
 
 /**

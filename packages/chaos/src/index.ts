@@ -20,6 +20,14 @@ export type {
   RequestViolations,
   RoutingViolation,
 } from './checker.js';
+export {
+  continuations,
+  missingFromEngineLog,
+  readEngineLog,
+  restartsFromScratch,
+  streamCuts,
+} from './engine-log.js';
+export type { Continuation, EngineLog, EngineRequest, Restart, StreamCuts } from './engine-log.js';
 export { expectedContent } from './expected.js';
 export { CHECKS, judge } from './judge.js';
 export type { Judgement, JudgeInput } from './judge.js';
@@ -66,6 +74,7 @@ export {
   engineHangScenario,
   engineKillScenario,
   capacityCheck,
+  continuityChecks,
   engineMisbehaviourScenario,
   hostileScenario,
   launchFailureScenario,

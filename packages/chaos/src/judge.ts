@@ -11,6 +11,7 @@ import {
   unjournaled,
   unknownJobs,
 } from './checker.js';
+import { missingFromEngineLog, restartsFromScratch, type EngineLog } from './engine-log.js';
 import { expectedContent } from './expected.js';
 import type { JournalEntry, QueueSample, RequestRecord, SchedulerEvent } from './history.js';
 
@@ -31,6 +32,11 @@ export interface JudgeInput {
   maxNodes: number;
   /** Requests a fault excuses by id (e.g. streams the killed scheduler itself carried). */
   excused?: ReadonlySet<string>;
+  /**
+   * The engines' request logs: with them, generations restarted from scratch are judged
+   * (and answers the logs do not account for, so a log that stops being written cannot pass).
+   */
+  engine?: EngineLog;
 }
 
 /** Check name → violations (0 = kept), and a few offenders per broken check. */
@@ -52,7 +58,15 @@ export const CHECKS = [
   'answers without a worker header',
   'jobs the scheduler never submitted',
   'over-acquisition',
+  'generations restarted from scratch',
+  'answers missing from the engine request logs',
 ] as const;
+
+/** The checks that need the engines' request logs ({@link JudgeInput.engine}). */
+const ENGINE_CHECKS: ReadonlySet<string> = new Set([
+  'generations restarted from scratch',
+  'answers missing from the engine request logs',
+]);
 
 const brief = (r: RequestRecord) =>
   `${r.id} (${r.stream ? 'stream' : 'non-streaming'}, ${r.outcome}${r.status === undefined ? '' : ` ${r.status}`}${r.worker === undefined ? '' : ` on ${r.worker}`}${r.message === undefined ? '' : `: ${r.message.slice(0, 80)}`})`;
@@ -75,6 +89,18 @@ export function judge(input: JudgeInput): Judgement {
   const headerless = unattributed(requests);
   const unknown = unknownJobs(input.queue, input.events);
   const over = Math.max(0, maxLiveJobs(input.queue).max - input.maxNodes);
+  const engine = input.engine;
+  // One per generation: a request restarted twice is one broken generation.
+  const restarts = new Map<string, string>();
+  if (engine !== undefined) {
+    for (const r of restartsFromScratch(engine, new Set(requests.map((q) => q.id)))) {
+      if (restarts.has(r.requestId)) continue;
+      restarts.set(
+        r.requestId,
+        `${r.requestId}: ${r.again.path} with its ${r.again.promptTokens} prompt tokens again on engine pid ${r.again.pid} at ${new Date(r.again.at).toISOString()}, ${r.again.at - r.after.at} ms after engine pid ${r.after.pid} sent its first token`,
+      );
+    }
+  }
   const found: Record<(typeof CHECKS)[number], string[]> = {
     'non-streaming lost': v.lostNonStreaming.map(brief),
     'silent truncations': v.silentTruncations.map(brief),
@@ -94,10 +120,14 @@ export function judge(input: JudgeInput): Judgement {
     'jobs the scheduler never submitted': unknown.map((id) => `job ${id}`),
     'over-acquisition':
       over > 0 ? [`${maxLiveJobs(input.queue).max} live jobs > ${input.maxNodes}`] : [],
+    'generations restarted from scratch': [...restarts.values()],
+    'answers missing from the engine request logs':
+      engine === undefined ? [] : missingFromEngineLog(requests, engine).map(brief),
   };
   const checks: Record<string, number> = {};
   const offenders: Record<string, string[]> = {};
   for (const name of CHECKS) {
+    if (engine === undefined && ENGINE_CHECKS.has(name)) continue;
     checks[name] = name === 'over-acquisition' ? over : found[name].length;
     if (found[name].length > 0) offenders[name] = found[name].slice(0, 5);
   }

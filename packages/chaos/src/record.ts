@@ -6,6 +6,8 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { inWindow, summarize } from './checker.js';
+import type { FirstTokenRecord } from '@es/mock-engine';
+import type { EngineRequest } from './engine-log.js';
 import { ChaosError } from './errors.js';
 import type { History } from './history.js';
 import { CHECKS, judge } from './judge.js';
@@ -24,8 +26,9 @@ export interface RunRecord {
 type Line =
   | { kind: 'meta'; meta: Record<string, string> }
   | { kind: 'result'; result: FaultResult }
-  | { kind: 'history'; run: string; maxNodes: number }
-  | { kind: 'request' | 'event' | 'queue' | 'capacity' | 'journal'; run: string; item: unknown };
+  | { kind: 'history'; run: string; maxNodes: number; engine?: boolean }
+  | { kind: 'request' | 'event' | 'queue' | 'capacity' | 'journal'; run: string; item: unknown }
+  | { kind: 'engine-request' | 'first-token'; run: string; item: unknown };
 
 const PARTS = [
   ['request', 'requests'],
@@ -40,9 +43,20 @@ export function writeRunRecord(path: string, record: RunRecord): void {
   const lines: Line[] = [{ kind: 'meta', meta: record.meta }];
   for (const result of record.results) lines.push({ kind: 'result', result });
   for (const [run, history] of Object.entries(record.histories)) {
-    lines.push({ kind: 'history', run, maxNodes: history.maxNodes });
+    lines.push({
+      kind: 'history',
+      run,
+      maxNodes: history.maxNodes,
+      ...(history.engine === undefined ? {} : { engine: true }),
+    });
     for (const [kind, key] of PARTS) {
       for (const item of history[key]) lines.push({ kind, run, item });
+    }
+    for (const item of history.engine?.requests ?? []) {
+      lines.push({ kind: 'engine-request', run, item });
+    }
+    for (const item of history.engine?.firstTokens ?? []) {
+      lines.push({ kind: 'first-token', run, item });
     }
   }
   writeFileSync(path, gzipSync(lines.map((l) => JSON.stringify(l)).join('\n') + '\n'));
@@ -70,7 +84,15 @@ export function readRunRecord(path: string): RunRecord {
         queue: [],
         capacity: [],
         journal: [],
+        ...(line.engine === true ? { engine: { requests: [], firstTokens: [] } } : {}),
       };
+    } else if (line.kind === 'engine-request' || line.kind === 'first-token') {
+      const engine = record.histories[line.run]?.engine;
+      if (engine === undefined) {
+        throw new ChaosError('BAD_HISTORY', `${path} line ${i + 1}: ${line.kind} of no engine log`);
+      }
+      if (line.kind === 'engine-request') engine.requests.push(line.item as EngineRequest);
+      else engine.firstTokens.push(line.item as FirstTokenRecord);
     } else {
       const history = record.histories[line.run];
       const key = PARTS.find(([kind]) => kind === line.kind)?.[1];
@@ -97,6 +119,7 @@ export function rejudge(record: RunRecord, result: FaultResult): FaultResult | u
     queue: history.queue.filter((q) => q.time >= from && q.time < to),
     maxNodes: history.maxNodes,
     window: { from, to },
+    ...(history.engine === undefined ? {} : { engine: history.engine }),
   });
   return { ...result, requests: summarize(requests), checks: { ...result.checks, ...checks } };
 }

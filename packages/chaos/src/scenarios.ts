@@ -24,6 +24,7 @@ import {
   summarize,
   timeToCapacity,
 } from './checker.js';
+import { continuations, streamCuts } from './engine-log.js';
 import { judge } from './judge.js';
 import { ChaosError } from './errors.js';
 import {
@@ -192,7 +193,51 @@ function judgeWindow(
     queue: ctx.queue.samples.filter((q) => q.time >= from && q.time < to),
     maxNodes: ctx.maxNodes,
     window: { from, to },
+    engine: ctx.scheduler.engineLog(),
   });
+}
+
+/**
+ * The continuation promise for a fault that cuts generations (an engine or worker dies, a
+ * stream stalls, a node is preempted without grace): 0 streams cut, except the ones the
+ * proxy refused to continue, which the notes list by reason with every continuation decision.
+ */
+export function continuityChecks(
+  requests: readonly RequestRecord[],
+  events: readonly SchedulerEvent[],
+  notes: string[],
+): Record<string, number> {
+  const { cut, refused } = streamCuts(requests, events);
+  const ids = new Set(requests.map((r) => r.id));
+  const decisions = continuations(events).filter((c) => ids.has(c.requestId));
+  const byOutcome = countBy(decisions.map((c) => c.outcome));
+  notes.push(
+    `continuation decisions for these requests: ${
+      decisions.length === 0
+        ? 'none'
+        : Object.entries(byOutcome)
+            .map(([o, n]) => `${o} ${n}`)
+            .join(', ')
+    }; refusals (an error event by design, not counted as cut): ${
+      Object.keys(refused).length === 0
+        ? 'none'
+        : Object.entries(refused)
+            .map(([reason, r]) => `${reason} ${r.length} (${r.slice(0, 3).join(', ')})`)
+            .join('; ')
+    }`,
+  );
+  if (cut.length > 0) {
+    notes.push(
+      `streams cut: ${cut
+        .slice(0, 5)
+        .map(
+          (r) =>
+            `${r.id} (${r.outcome}${r.message === undefined ? '' : `: ${r.message.slice(0, 80)}`})`,
+        )
+        .join('; ')}`,
+    );
+  }
+  return { 'streams cut': cut.length };
 }
 
 /** The name of the capacity check for a bound of `ms`. */
@@ -286,6 +331,7 @@ export async function preemptionScenario(
   try {
     await preempt(victim.node, options.highJobSeconds, `${ctx.scheduler.jobName}-preemptor`);
     const jobWorkers = new Set(workers.filter((w) => w.jobId === victim.jobId).map((w) => w.id));
+    const notes: string[] = [];
     return await finish(
       ctx,
       options.graceTime === undefined
@@ -295,7 +341,7 @@ export async function preemptionScenario(
       (e) =>
         (e.workerId !== undefined && jobWorkers.has(e.workerId)) ||
         (e.jobId === victim.jobId && e.event !== 'running'),
-      (requests) => ({
+      (requests, events) => ({
         // Streams last ~1.6 s: a grace period longer than that lets every one finish.
         ...(options.graceTime !== undefined && options.graceTime >= 5
           ? {
@@ -304,7 +350,11 @@ export async function preemptionScenario(
               ).length,
             }
           : {}),
+        // Without a grace period the node's engines die under their streams: each is
+        // continued on another worker.
+        ...(options.graceTime === undefined ? continuityChecks(requests, events, notes) : {}),
       }),
+      notes,
     );
   } finally {
     if (options.graceTime !== undefined) {
@@ -320,21 +370,23 @@ export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult
   const faultAt = Date.now();
   const pids = await killEngineOnPort(victim.port);
   ctx.log?.(`SIGKILLed engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
+  const notes = [`engine of ${victim.id} on port ${victim.port}`];
   return finish(
     ctx,
     'engine SIGKILL',
     faultAt,
     (e) => e.workerId === victim.id && e.event !== 'ready' && e.event !== 'registered',
-    () => ({}),
-    [`engine of ${victim.id} on port ${victim.port}`],
+    (requests, events) => continuityChecks(requests, events, notes),
+    notes,
   );
 }
 
 /**
  * Freezes one engine instance (SIGSTOP: it accepts connections, never answers) for
  * `frozenMs`, then thaws it. Checks: nothing lost (requests waiting on it are moved to
- * another worker once its liveness probes fail), streams on it end with an error event, no
- * hung client; detection is the worker's `unready` event.
+ * another worker once its liveness probes fail), streams on it are continued on another
+ * worker once they stall longer than the scheduler's `--stall-timeout` (0 streams cut, none
+ * restarted from scratch), no hung client; detection is the worker's `unready` event.
  */
 export async function engineHangScenario(
   ctx: ChaosContext,
@@ -350,13 +402,14 @@ export async function engineHangScenario(
   } finally {
     killPids(pids, 'SIGCONT');
   }
+  const notes = [`engine of ${victim.id} on port ${victim.port}`];
   return finish(
     ctx,
     `engine hangs (SIGSTOP ${Math.round(options.frozenMs / 1000)} s)`,
     faultAt,
     (e) => e.workerId === victim.id && e.event === 'unready',
-    () => ({}),
-    [`engine of ${victim.id} on port ${victim.port}`],
+    (requests, events) => continuityChecks(requests, events, notes),
+    notes,
   );
 }
 
@@ -368,6 +421,7 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
   const pids = killWorkerOfJob(victim.jobId);
   ctx.log?.(`SIGKILLed worker of job ${victim.jobId} (pids ${pids.join(',')})`);
   const ids = new Set(workers.filter((w) => w.jobId === victim.jobId).map((w) => w.id));
+  const notes: string[] = [];
   return finish(
     ctx,
     'worker SIGKILL',
@@ -375,12 +429,16 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
     (e) =>
       (e.workerId !== undefined && ids.has(e.workerId) && e.event !== 'ready') ||
       (e.jobId === victim.jobId && e.workerId === undefined && e.event !== 'running'),
-    () => {
+    (requests, events) => {
       // Engines of the dead worker must not outlive its job (on a GPU node they hold the GPUs).
       const orphans = pidsOfJob(victim.jobId, 'mock-engine');
       killPids(orphans, 'SIGKILL');
-      return { 'engine processes outliving the job': orphans.length };
+      return {
+        ...continuityChecks(requests, events, notes),
+        'engine processes outliving the job': orphans.length,
+      };
     },
+    notes,
   );
 }
 
@@ -643,9 +701,10 @@ export async function sbatchFailureScenario(
 /**
  * A separate one-node scheduler whose mock engines misbehave by flag (`--die-mid-stream N`:
  * every stream's connection is destroyed after N chunks; `--crash-after N`: the engine exits
- * after N requests, cutting the others), under load for `durationMs`. Promises: streams cut
- * by the engine end with an error event, non-streaming requests are retried to success or
- * fail with a status, nothing hangs.
+ * after N requests, cutting the others), under load for `durationMs`. Promises: non-streaming
+ * requests are retried to success or fail with a status, nothing hangs, no generation is
+ * restarted from scratch; with `continuable`, every stream an engine cut is continued on the
+ * other engine (0 streams cut but refusals), else it ends with an error event.
  */
 export async function engineMisbehaviourScenario(options: {
   logDir: string;
@@ -654,6 +713,10 @@ export async function engineMisbehaviourScenario(options: {
   engineFlags: string;
   durationMs: number;
   concurrency?: number;
+  /** Judge the continuation promise: 0 streams cut (refusals listed by reason). */
+  continuable?: boolean;
+  /** Environment of the scheduler (e.g. `ES_PLANT_FAULTS`). */
+  env?: Record<string, string>;
   log?: (message: string) => void;
 }): Promise<FaultResult> {
   await waitForIdleNodes(1, 5 * 60_000);
@@ -663,6 +726,7 @@ export async function engineMisbehaviourScenario(options: {
     schedulerId: options.schedulerId,
     maxNodes: 1,
     engineExtraArgs: `--tokens-per-second 50 --ttft 50 ${options.engineFlags}`,
+    ...(options.env === undefined ? {} : { env: options.env }),
   });
   let load: Load | undefined;
   const queue = sampleQueue(scheduler.jobName);
@@ -680,25 +744,39 @@ export async function engineMisbehaviourScenario(options: {
     load = undefined;
     const end = Date.now();
     const streamsCut = requests.filter((r) => r.stream && r.outcome === 'error-event').length;
+    const cutAndContinued = new Set(
+      continuations(scheduler.events())
+        .filter((c) => c.outcome === 'continued' || c.outcome === 'inexact')
+        .map((c) => c.requestId),
+    ).size;
     const events = scheduler.events();
+    const engine = scheduler.engineLog();
     const judged = judge({
       requests,
       journal: scheduler.journal(),
       events,
       queue: queue.samples,
       maxNodes: 1,
+      engine,
     });
+    const notes: string[] = [];
+    const continuity = options.continuable ? continuityChecks(requests, events, notes) : {};
     const result: FaultResult = {
       fault: options.label,
       requests: summarize(requests),
       detectionMs: [],
       checks: {
         ...judged.checks,
+        ...continuity,
+        // The fault must really cut streams: ended with an error event, or continued.
         'fault never hit a stream':
-          streamsCut > 0 || !options.engineFlags.includes('die-mid-stream') ? 0 : 1,
+          streamsCut + cutAndContinued > 0 || !options.engineFlags.includes('die-mid-stream')
+            ? 0
+            : 1,
       },
       notes: [
-        `engine flags ${options.engineFlags}; ${streamsCut} streams ended with an error event; ${events.filter((e) => e.time >= faultAt && (e.event === 'gone' || e.event === 'failed')).length} worker gone/failed events`,
+        `engine flags ${options.engineFlags}; ${streamsCut} streams ended with an error event; ${cutAndContinued} generations cut and continued; ${events.filter((e) => e.time >= faultAt && (e.event === 'gone' || e.event === 'failed')).length} worker gone/failed events`,
+        ...notes,
         ...Object.entries(judged.offenders).map(([check, o]) => `${check}: ${o.join('; ')}`),
       ],
       window: { from: faultAt, to: end },
@@ -708,6 +786,7 @@ export async function engineMisbehaviourScenario(options: {
         queue: queue.samples,
         capacity: [],
         journal: scheduler.journal(),
+        engine,
       },
     };
     options.log?.(`${options.label}: ${JSON.stringify({ ...result, history: undefined })}`);

@@ -8,6 +8,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } fr
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { repoRoot, slurmEnv } from '@es/testkit';
+import { readEngineLog, type EngineLog } from './engine-log.js';
 import { ChaosError } from './errors.js';
 import {
   parseJournal,
@@ -33,6 +34,12 @@ export interface SchedulerProcessOptions {
   extraArgs?: string[];
   /** Environment additions (e.g. a PATH with sbatch shims, `ES_PLANT_FAULTS`). */
   env?: Record<string, string>;
+  /**
+   * `--stall-timeout` in seconds: a started generation silent this long is cut and continued
+   * elsewhere (default 3, so a frozen engine's streams move on within the fault's window;
+   * at 50 tokens/s a healthy stream is never silent for more than a few tens of ms).
+   */
+  stallTimeoutS?: number;
 }
 
 /** A scheduler child process that can be killed and started again on the same port. */
@@ -48,6 +55,10 @@ export interface SchedulerProcess {
   /** The routing journal (`ES_ROUTING_JOURNAL`) so far, every incarnation, in file order. */
   readonly journalFile: string;
   journal(): JournalEntry[];
+  /** Where every engine of this scheduler's workers logs its requests (`--request-log-dir`). */
+  readonly engineLogDir: string;
+  /** The engines' request logs so far. */
+  engineLog(): EngineLog;
   /** Send a signal to the current process; resolves once it has exited. */
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Start it again (same flags, port, log dir, id); resolves once it serves. */
@@ -83,6 +94,8 @@ export async function startSchedulerProcess(
   mkdirSync(options.logDir, { recursive: true });
   const logFile = join(options.logDir, 'scheduler.log');
   const journalFile = join(options.logDir, 'routing-journal.jsonl');
+  // Workers run on this host (the dev cluster's nodes share it), so one directory serves all.
+  const engineLogDir = join(options.logDir, 'engine-requests');
   const model = options.model ?? 'mock-model';
   let port = options.port ?? 0;
   let url = '';
@@ -118,7 +131,9 @@ export async function startSchedulerProcess(
       '1',
       '--heartbeat-timeout',
       '4',
-      `--engine-extra-args=${options.engineExtraArgs ?? '--tokens-per-second 50'}`,
+      `--engine-extra-args=${options.engineExtraArgs ?? '--tokens-per-second 50'} --request-log-dir ${engineLogDir}`,
+      '--stall-timeout',
+      String(options.stallTimeoutS ?? 3),
       ...(options.extraArgs ?? []),
     ];
     const proc = spawn(process.execPath, args, {
@@ -160,6 +175,8 @@ export async function startSchedulerProcess(
     events: () => (existsSync(logFile) ? parseSchedulerLog(readFileSync(logFile, 'utf8')) : []),
     journalFile,
     journal: () => (existsSync(journalFile) ? parseJournal(readFileSync(journalFile, 'utf8')) : []),
+    engineLogDir,
+    engineLog: () => readEngineLog(engineLogDir),
     async kill(signal = 'SIGTERM') {
       if (child && child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;

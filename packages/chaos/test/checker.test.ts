@@ -23,6 +23,7 @@ import {
   renderReport,
   summarize,
   timeToCapacity,
+  type EngineLog,
   type FaultResult,
   type JournalEntry,
   type QueueSample,
@@ -158,7 +159,28 @@ function cleanHistory() {
     { time: 2, event: 'submitted', jobId: '2' },
   ];
   const queue: QueueSample[] = [{ time: 50, jobs: { '1': 'RUNNING', '2': 'RUNNING' } }];
-  return { requests, journal, events, queue, maxNodes: 2 };
+  // Each request reached an engine once and got its first token there.
+  const engine: EngineLog = {
+    requests: requests.map((r) => ({
+      at: r.start + 1,
+      path: '/v1/chat/completions',
+      requestId: r.id,
+      promptTokens: 30,
+      maxTokens: 20,
+      stream: r.stream,
+      returnTokenIds: r.stream,
+      pid: 100,
+    })),
+    firstTokens: requests.map((r) => ({
+      at: r.start + 4,
+      event: 'first-token' as const,
+      requestId: r.id,
+      path: '/v1/chat/completions',
+      promptTokens: 30,
+      pid: 100,
+    })),
+  };
+  return { requests, journal, events, queue, maxNodes: 2, engine };
 }
 
 /** The checks that report violations, as `name: count`. */
@@ -316,6 +338,25 @@ describe('judge: every promise, proven able to fail by one planted violation eac
       (h) => {
         h.events.push({ time: 3, event: 'submitted', jobId: '3' });
         h.queue.push({ time: 60, jobs: { '1': 'RUNNING', '2': 'RUNNING', '3': 'PENDING' } });
+      },
+    ],
+    [
+      'a stream an engine got again from its prompt after its first token (continued from scratch)',
+      'generations restarted from scratch',
+      (h) => {
+        h.engine.requests.push({
+          ...h.engine.requests[1]!,
+          at: 240,
+          path: '/v1/completions',
+          pid: 101,
+        });
+      },
+    ],
+    [
+      'an answer whose first token no engine logged',
+      'answers missing from the engine request logs',
+      (h) => {
+        h.engine.firstTokens = h.engine.firstTokens.filter((f) => f.requestId !== 'c1');
       },
     ],
   ];
@@ -514,15 +555,31 @@ describe('the routing journal and the kept history', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'chaos-record-')), 'h.jsonl.gz');
     writeRunRecord(file, {
       meta: { Commit: 'abc' },
-      results: [result, { ...result, fault: 'tampered', checks: { ...checks, 'hung clients': 1 } }],
+      results: [
+        result,
+        { ...result, fault: 'tampered', checks: { ...checks, 'hung clients': 1 } },
+        // The engines' request logs are kept too: their figures are re-judged as well.
+        {
+          ...result,
+          fault: 'tampered logs',
+          checks: { ...checks, 'generations restarted from scratch': 1 },
+        },
+      ],
       histories: { main: { ...h, capacity: [] } },
     });
     const record = readRunRecord(file);
     expect(record.meta.Commit).toBe('abc');
     expect(record.histories.main?.requests).toHaveLength(3);
+    expect(record.histories.main?.engine).toEqual(h.engine);
     const { mismatches } = recheck(record);
     expect(mismatches).toEqual([
       { fault: 'tampered', figure: 'hung clients', recorded: 1, rejudged: 0 },
+      {
+        fault: 'tampered logs',
+        figure: 'generations restarted from scratch',
+        recorded: 1,
+        rejudged: 0,
+      },
     ]);
   });
 

@@ -85,7 +85,7 @@ describe('reliability under load (short profile)', () => {
     await cancelByNamePrefix(`es-${schedulerId}`);
   });
 
-  it('preemption: no request to the draining worker, nothing lost, no over-acquisition', async () => {
+  it('preemption: no request to the draining worker, nothing lost, 0 streams cut, no over-acquisition', async () => {
     expectKept(await preemptionScenario(context(), { highJobSeconds: 20 }));
   });
 
@@ -93,18 +93,18 @@ describe('reliability under load (short profile)', () => {
     expectKept(await preemptionScenario(context(), { highJobSeconds: 20, graceTime: 15 }));
   });
 
-  it('SIGKILL of an engine instance: non-streaming requests retried, streams end cleanly', async () => {
+  it('SIGKILL of an engine instance: non-streaming requests retried, streams continued elsewhere (0 cut, none restarted)', async () => {
     expectKept(await engineKillScenario(context()));
   });
 
-  it('a hung engine (SIGSTOP 15 s): out of routing within seconds, waiting requests moved, nothing hangs', async () => {
+  it('a hung engine (SIGSTOP 15 s): out of routing within seconds, waiting requests moved, its streams continued after the 3 s stall timeout, nothing hangs', async () => {
     const result = await engineHangScenario(context(), { frozenMs: 15_000 });
     expectKept(result);
     // Liveness: the first probe within 1 s of the freeze, then 3 failures of 2 s back to back.
     expect(result.detectionMs[0]).toBeLessThan(10_000);
   });
 
-  it('SIGKILL of a worker daemon: its node is replaced, nothing lost', async () => {
+  it('SIGKILL of a worker daemon: its node is replaced, nothing lost, 0 streams cut', async () => {
     expectKept(await workerKillScenario(context()));
   });
 
@@ -142,7 +142,9 @@ describe('reliability under load (short profile)', () => {
       queue: c.queue.samples,
       maxNodes: MAX_NODES,
       excused: c.excused,
+      engine: c.scheduler.engineLog(),
     });
+    expect(checks['generations restarted from scratch']).toBe(0);
     // The recorder and the journal were really filled: a check over nothing cannot pass.
     expect(
       c.load.records.filter((r) => r.outcome === 'ok' && r.content !== '').length,
@@ -157,13 +159,14 @@ describe('reliability under load (short profile)', () => {
 });
 
 describe('engines that die mid-stream (short profile)', () => {
-  it('every stream they cut ends with an error event; nothing hangs', async () => {
+  it('every stream they cut half-way is continued on the other engine: 0 cut, none restarted, content exact; nothing hangs', async () => {
     const result = await engineMisbehaviourScenario({
       logDir: mkdtempSync(join(tmpdir(), 'es-chaos-mid-')),
       schedulerId: uniqueJobPrefix('relmid').slice(3, -1),
       label: 'engine dies mid-stream',
-      engineFlags: '--die-mid-stream 10',
+      engineFlags: '--die-mid-stream 40',
       durationMs: 15_000,
+      continuable: true,
       log: (m) => process.stdout.write(`[chaos] ${m}\n`),
     });
     for (const [check, violations] of Object.entries(result.checks)) {

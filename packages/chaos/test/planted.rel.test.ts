@@ -6,47 +6,84 @@ import { describe, expect, it } from 'vitest';
 import { repoRoot } from '@es/testkit';
 import { readRunRecord, recheck } from '../src/index.js';
 
+/**
+ * One run of scripts/chaos with `args`; resolves to its output, its report, and the
+ * violations of a check in the report's line for `row` (NaN when absent).
+ */
+async function chaosRun(args: string[], row: string, timeout: number) {
+  const dir = mkdtempSync(join(tmpdir(), 'es-chaos-planted-'));
+  const out = join(dir, 'report.md');
+  const run = await execa('bash', [join(repoRoot, 'scripts', 'chaos'), ...args, '--out', out], {
+    reject: false,
+    all: true,
+    timeout,
+  });
+  const report = readFileSync(out, 'utf8');
+  const line = report.split('\n').find((l) => l.startsWith(`- **${row}`));
+  const violations = (check: string) =>
+    Number(new RegExp(`${check} (\\d+)`).exec(line ?? '')?.[1] ?? 'NaN');
+  // The kept history re-judges to the same figures.
+  const { mismatches } = recheck(readRunRecord(join(dir, 'report-history.jsonl.gz')));
+  return { run, report, line, violations, mismatches };
+}
+
 // Every family of checks must see a real fault in a real run, or a recorder that stopped
 // filling a field would pass unnoticed: one run of scripts/chaos (a worker SIGKILL, whose
 // replacement is submitted) with one fault planted per family (routing, content,
-// submissions, request outcomes), which must exit 1 and name
-// each of them.
+// submissions, request outcomes), which must exit 1 and name each of them; and one short
+// run of engines dying mid-stream with a proxy that continues from the prompt alone, which
+// the engines' request logs (restarts) and the content check must both catch.
 describe('scripts/chaos with faults planted on purpose', () => {
   it('exits 1 and reports the stale routing, the dropped chunks, the double submission and the silent cuts', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'es-chaos-planted-'));
-    const out = join(dir, 'report.md');
-    const run = await execa(
-      'bash',
+    const { run, report, line, violations, mismatches } = await chaosRun(
       [
-        join(repoRoot, 'scripts', 'chaos'),
         '--only',
         'worker-kill',
         '--max-nodes',
         '2',
         '--plant',
         'stale-routing,drop-chunk,double-submit,silent-cut',
-        '--out',
-        out,
       ],
-      { reject: false, all: true, timeout: 540_000 },
+      'whole run',
+      540_000,
     );
-    const report = readFileSync(out, 'utf8');
     expect(run.exitCode, run.all?.slice(-3000)).toBe(1);
     expect(report).toContain(
       '- Planted faults: stale-routing, drop-chunk, double-submit, silent-cut',
     );
-    const whole = report.split('\n').find((l) => l.startsWith('- **whole run'));
-    expect(whole).toBeDefined();
-    const violations = (check: string) =>
-      Number(new RegExp(`${check} (\\d+)`).exec(whole ?? '')?.[1] ?? 'NaN');
+    expect(line).toBeDefined();
     expect.soft(violations('attempts to workers out of routing')).toBeGreaterThan(0);
     expect.soft(violations('content not what the engine produced')).toBeGreaterThan(0);
     expect.soft(violations('jobs the scheduler never submitted')).toBeGreaterThan(0);
     expect.soft(violations('silent truncations')).toBeGreaterThan(0);
     // The chaos run prints what it found broken on stderr.
     expect(run.all).toContain('BROKEN whole run');
-    // The kept history re-judges to the same figures, and is itself broken.
-    const { mismatches } = recheck(readRunRecord(join(dir, 'report-history.jsonl.gz')));
+    expect(mismatches).toEqual([]);
+  });
+
+  it('exits 1 and reports generations continued from scratch as restarts and as wrong content', async () => {
+    const { run, report, line, violations, mismatches } = await chaosRun(
+      [
+        '--only',
+        'engine-die-mid-stream',
+        '--misbehaviour-seconds',
+        '10',
+        '--plant',
+        'continue-from-scratch',
+      ],
+      'engine dies mid-stream',
+      300_000,
+    );
+    expect(run.exitCode, run.all?.slice(-3000)).toBe(1);
+    expect(report).toContain('- Planted faults: continue-from-scratch');
+    expect(line).toBeDefined();
+    expect.soft(violations('generations restarted from scratch')).toBeGreaterThan(0);
+    expect.soft(violations('content not what the engine produced')).toBeGreaterThan(0);
+    // The rest of the row holds: the engines logged every answer, and the cut streams were
+    // continued (wrongly), not cut.
+    expect.soft(violations('answers missing from the engine request logs')).toBe(0);
+    expect.soft(violations('streams cut')).toBe(0);
+    expect(run.all).toContain('BROKEN engine dies mid-stream');
     expect(mismatches).toEqual([]);
   });
 });
