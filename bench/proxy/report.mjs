@@ -164,20 +164,21 @@ const LABELS = {
   direct: 'direct',
   nodePipe: 'node:http pipe',
   undiciPipe: 'undici pipe',
+  proxyNoContinuation: '@es/proxy, continuation off',
   proxy: '@es/proxy',
   scheduler: 'scheduler',
 };
 
 /**
  * A markdown table: one row per figure, one column per target, then `ratios` columns
- * ([numerator, denominator] target names). Figures with `added: true` show the direct route's
- * absolute value in parentheses in its column.
+ * ([numerator, denominator] target names, and the column's label if not "a / b"). Figures
+ * with `added: true` show the direct route's absolute value in parentheses in its column.
  */
 function table(summary, names, ratios, rows) {
   const head = [
     'figure',
     ...names.map((n) => LABELS[n]),
-    ...ratios.map(([a, b]) => `${LABELS[a]} / ${LABELS[b]}`),
+    ...ratios.map(([a, b, label]) => label ?? `${LABELS[a]} / ${LABELS[b]}`),
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const row of rows) {
@@ -251,8 +252,13 @@ const cpuRows = [
   },
 ];
 
+/** The ratio of @es/proxy with continuation to the same proxy without. */
+const CONTINUATION_RATIO = ['proxy', 'proxyNoContinuation', 'continuation on / off'];
+const BENCH_NAMES = ['direct', 'nodePipe', 'undiciPipe', 'proxyNoContinuation', 'proxy'];
+const MOCK_NAMES = [...BENCH_NAMES, 'scheduler'];
+
 function benchTables(s, settings) {
-  const names = ['direct', 'nodePipe', 'undiciPipe', 'proxy'];
+  const names = BENCH_NAMES;
   const rows = [
     ...latencyRows,
     ...requestCpuRows,
@@ -278,20 +284,17 @@ function benchTables(s, settings) {
   return table(
     s,
     names,
-    [
-      ['proxy', 'undiciPipe'],
-      ['proxy', 'nodePipe'],
-    ],
+    [CONTINUATION_RATIO, ['proxy', 'undiciPipe'], ['proxy', 'nodePipe']],
     rows,
   );
 }
 
 function mockTable(s) {
-  const names = ['direct', 'nodePipe', 'undiciPipe', 'proxy', 'scheduler'];
   return table(
     s,
-    names,
+    MOCK_NAMES,
     [
+      CONTINUATION_RATIO,
       ['proxy', 'undiciPipe'],
       ['proxy', 'nodePipe'],
       ['scheduler', 'undiciPipe'],
@@ -315,6 +318,51 @@ function spreadTable(s, names, rows) {
     if (cells.some((cell) => cell !== '')) lines.push(`| ${label} | ${cells.join(' | ')} |`);
   }
   return lines.join('\n');
+}
+
+/**
+ * What continuation costs, in words and this run's figures: @es/proxy (non-streaming requests
+ * streamed from the engine and assembled, stream events parsed and re-serialized) against the
+ * same proxy with continuation off (requests and answers relayed as they are) and the pipes.
+ */
+function continuationCost(s) {
+  const on = s.proxy;
+  const off = s.proxyNoContinuation;
+  if (on === undefined || off === undefined) return [];
+  const figure = (label, fn, digits, unit) => {
+    const v = (r) => get(() => fn(r));
+    const [a, b] = [v(on), v(off)];
+    if (!Number.isFinite(a) || !Number.isFinite(b)) return undefined;
+    const pipes = ['nodePipe', 'undiciPipe']
+      .map((n) => [n, v(s[n])])
+      .filter(([, x]) => Number.isFinite(x))
+      .map(([n, x]) => `${LABELS[n]} ${fmt(x, digits)}${unit} (${fmt(a / x)} x)`)
+      .join(', ');
+    return `${label}: ${fmt(a, digits)}${unit} with continuation, ${fmt(b, digits)}${unit} without (on / off ${fmt(a / b)} x)${pipes === '' ? '' : `; ${pipes}`}`;
+  };
+  const lines = [
+    [
+      'Non-streaming (with continuation @es/proxy streams the request from the engine and assembles the answer)',
+      [
+        figure('served req/s, c=64', (r) => r.c64.rps, 0, ''),
+        figure('served req/s, c=1', (r) => r.c1.rps, 0, ''),
+        figure('process CPU per request, c=64', (r) => r.c64.cpuUsPerRequest, 1, ' µs'),
+        figure('process CPU per request, c=1', (r) => r.c1.cpuUsPerRequest, 1, ' µs'),
+      ],
+    ],
+    [
+      'Streaming (with continuation every event is parsed and re-serialized)',
+      [
+        figure('process CPU per 1,000 chunks', (r) => r.stream.cpuMsPer1000Chunks, 2, ' ms'),
+        figure('process RSS per 1,000 open streams', (r) => r.stream.rssMBPer1000Streams, 2, ' MB'),
+        figure('process RSS per 1,000 idle streams', (r) => r.idle.rssMBPer1000Streams, 2, ' MB'),
+      ],
+    ],
+  ]
+    .map(([head, items]) => [head, items.filter((x) => x !== undefined)])
+    .filter(([, items]) => items.length > 0)
+    .map(([head, items]) => `- ${head}: ${items.join('; ')}.`);
+  return lines.length === 0 ? [] : ['What continuation costs (medians of this run):', '', ...lines];
 }
 
 function targetChecks(s, settings) {
@@ -439,17 +487,15 @@ export function render(results) {
       '',
       benchTables(s, settings),
       '',
-      spreadTable(
-        s,
-        ['direct', 'nodePipe', 'undiciPipe', 'proxy'],
-        [
-          ['served req/s, c=64', (r) => r.c64.perRound, 0],
-          ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
-          ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
-          ['per-chunk p99 ms (not added)', (r) => r.stream.perRound.p99ms, 3],
-          ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
-        ],
-      ),
+      spreadTable(s, BENCH_NAMES, [
+        ['served req/s, c=64', (r) => r.c64.perRound, 0],
+        ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+        ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
+        ['per-chunk p99 ms (not added)', (r) => r.stream.perRound.p99ms, 3],
+        ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
+      ]),
+      '',
+      ...continuationCost(s),
       '',
       targetChecks(s, settings),
     );
@@ -465,16 +511,14 @@ export function render(results) {
       '',
       mockTable(m),
       '',
-      spreadTable(
-        m,
-        ['direct', 'nodePipe', 'undiciPipe', 'proxy', 'scheduler'],
-        [
-          ['served req/s, c=64', (r) => r.c64.perRound, 0],
-          ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
-          ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
-          ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
-        ],
-      ),
+      spreadTable(m, MOCK_NAMES, [
+        ['served req/s, c=64', (r) => r.c64.perRound, 0],
+        ['process CPU µs per request, c=64', (r) => r.c64.perRoundCpu, 1],
+        ['streaming steady-state window ms', (r) => r.stream.perRound.windowMs, 0],
+        ['process CPU ms per 1,000 chunks', (r) => r.stream.perRound.cpuMsPer1000Chunks, 2],
+      ]),
+      '',
+      ...continuationCost(m),
       '',
       `The scheduler's \`es_requests_total\` (its /metrics) counted ${results.mock.scheduler.requestsCounted} requests; the load generator sent it ${sum([m.scheduler?.checked, m.scheduler?.stream?.checked])}.`,
     );

@@ -1,7 +1,8 @@
 /* global process, console */
-// Proxy benchmark: @es/proxy, the deployed scheduler and two raw pipe proxies (node:http, and
-// node:http + undici as @es/proxy uses), each its own process, in front of the same engines,
-// driven from this one over 127.0.0.1. See README.md for the method.
+// Proxy benchmark: @es/proxy (with continuation, the default, and without), the deployed
+// scheduler and two raw pipe proxies (node:http, and node:http + undici as @es/proxy uses),
+// each its own process, in front of the same engines, driven from this one over 127.0.0.1.
+// See README.md for the method.
 //
 //   pnpm build && node bench/proxy/run.mjs [--quick] [--write-readme] [--plant-corrupt]
 import { execFileSync } from 'node:child_process';
@@ -164,7 +165,7 @@ async function start(file, argv, execArgv) {
   return server;
 }
 
-/** The bench upstream: direct, the two pipes and the bare proxy. */
+/** The bench upstream: direct, the two pipes and the bare proxy without and with continuation. */
 async function benchSection() {
   const section = {};
   const upstream = await start('upstream.mjs', settings.plantCorrupt ? ['--plant-corrupt'] : []);
@@ -172,10 +173,12 @@ async function benchSection() {
   // BENCH_PROXY_NODE_ARGS, e.g. "--cpu-prof", profiles the proxy process.
   const proxyArgs = (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const proxyServer = await start('proxy.mjs', [upstream.url], proxyArgs);
+  const noContinuation = await start('proxy.mjs', ['--no-continuation', upstream.url], proxyArgs);
   const targets = {
     direct: { url: upstream.url, headers },
     nodePipe: ipcTarget(await start('node-pipe.mjs', [upstream.url]), headers),
     undiciPipe: ipcTarget(await start('undici-pipe.mjs', [upstream.url]), headers),
+    proxyNoContinuation: ipcTarget(noContinuation, headers),
     proxy: ipcTarget(proxyServer, headers),
   };
   const workload = benchWorkload(settings);
@@ -185,7 +188,7 @@ async function benchSection() {
   }
   if (run('idle')) {
     section.idle = {};
-    for (const name of ['proxy', 'undiciPipe', 'nodePipe']) {
+    for (const name of ['proxy', 'proxyNoContinuation', 'undiciPipe', 'nodePipe']) {
       // The upstream must have shed the previous target's 10,000 sockets (see upstream.mjs),
       // or the two together would exceed its fd limit.
       for (let i = 0; i < 100; i++) {
@@ -206,7 +209,8 @@ async function benchSection() {
 /**
  * @es/mock-engine processes started by the deployed scheduler (one deployment answering
  * completions at once, one streaming at 1000/interval tokens/s), with the direct route, the
- * two pipes and the bare proxy in front of the very same engine processes.
+ * two pipes and the bare proxy (without and with continuation) in front of the very same
+ * engine processes.
  */
 async function mockSection() {
   const apiKey = `bench-${randomBytes(8).toString('hex')}`;
@@ -256,6 +260,12 @@ async function mockSection() {
           direct: { url: engine, headers: engineHeaders },
           nodePipe: await server('node-pipe.mjs', [engine]),
           undiciPipe: await server('undici-pipe.mjs', [engine]),
+          proxyNoContinuation: await server('proxy.mjs', [
+            '--no-continuation',
+            engine,
+            model,
+            scheduler.engineApiKey,
+          ]),
           proxy: await server('proxy.mjs', [engine, model, scheduler.engineApiKey]),
           scheduler: schedulerTarget,
         };

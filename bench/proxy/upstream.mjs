@@ -1,20 +1,30 @@
 /* global process, Buffer, setTimeout, clearTimeout */
-// A minimal OpenAI-shaped engine for the proxy benchmark. Every response carries the
-// request's `bench_nonce` (in its id and content) so the load generator can tell it is the
-// answer to that request; stream chunk i says " tok<i>" and is stamped with the sender's
-// CLOCK_MONOTONIC time (process.hrtime, shared by every process on the machine) so the load
-// generator can measure per-chunk latency through each proxy.
+// A minimal OpenAI-shaped chat engine for the proxy benchmark, answering as vLLM (>= 0.10.2)
+// does: the same content streamed or not (the streamed `delta.content`s concatenate to the
+// non-streamed `message.content`), one chunk per token after a role chunk, `finish_reason`
+// on the last token's chunk, `return_token_ids` (top-level `prompt_token_ids` in the first
+// chunk and in the response, `token_ids` in each choice: fake ids, one per token) and
+// `stream_options.include_usage` (a final `choices: []` chunk with usage) honoured. The
+// content is `benchAnswer(bench_nonce, max_tokens)` (verify.mjs), so the load generator can
+// tell it is the answer to that very request. Every stream chunk with a choice also carries
+// `t`, the sender's CLOCK_MONOTONIC time (process.hrtime, shared by every process on the
+// machine), a field no OpenAI client knows: a proxy must pass it through, and the load
+// generator measures per-chunk latency with it.
 //
-// Request body fields: `stream`, `max_tokens` (chunks), `bench_nonce`, `bench_interval_ms`
-// (gap between chunks), `bench_idle` (send the first chunk, then hold the stream open until
-// the client goes away).
+// Request body fields: `stream`, `max_tokens` (tokens, default 16), `return_token_ids`,
+// `stream_options.include_usage`, `bench_nonce`, `bench_interval_ms` (gap between chunks),
+// `bench_idle` (send the role chunk and the first token's, then hold the stream open until
+// the client goes away). The path is not looked at: every request is a chat completion.
 //
 // --plant-corrupt: alter one completion in PLANT_EVERY_COMPLETIONS and one stream in
 // PLANT_EVERY_STREAMS (a chunk lost, repeated or altered, in turn), to show that the
-// benchmark's checks catch it; the counts planted are reported with the stats.
+// benchmark's checks catch it; the counts planted are reported with the stats. A proxy that
+// streams a non-streaming request internally (@es/proxy with continuation) gets streams
+// from here: their planted defects must reach its client as an altered completion.
 import { createServer } from 'node:http';
 import { parseArgs } from 'node:util';
 import { announce } from './ipc.mjs';
+import { BENCH_PROMPT_TOKENS, benchAnswer } from './verify.mjs';
 
 const PLANT_EVERY_COMPLETIONS = 997;
 const PLANT_EVERY_STREAMS = 97;
@@ -24,17 +34,29 @@ const planted = { completions: 0, streams: 0 };
 let completions = 0;
 let streams = 0;
 
-const completion = (nonce) =>
-  `{"id":"chatcmpl-${nonce}","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"The quick brown fox jumps over the lazy dog. ${nonce}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":10,"total_tokens":22}}`;
-const chunk = (nonce, i, text = ` tok${i}`) =>
-  `data: {"id":"chatcmpl-${nonce}","object":"chat.completion.chunk","created":1,"model":"bench","choices":[{"index":0,"delta":{"content":"${text}"},"finish_reason":null}],"t":"${process.hrtime.bigint()}"}\n\n`;
-const tail = (nonce) =>
-  `data: {"id":"chatcmpl-${nonce}","object":"chat.completion.chunk","created":1,"model":"bench","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":10,"total_tokens":22}}\n\ndata: [DONE]\n\n`;
+// Fake token ids, consistent with usage: one per prompt token, one per generated token.
+const PROMPT_IDS = JSON.stringify(Array.from({ length: BENCH_PROMPT_TOKENS }, (_, i) => 100 + i));
+const tokenId = (i) => 1000 + i;
+const usage = (n) =>
+  `{"prompt_tokens":${BENCH_PROMPT_TOKENS},"completion_tokens":${n},"total_tokens":${BENCH_PROMPT_TOKENS + n}}`;
+
+function completion(nonce, pieces, tokenIds) {
+  const ids = tokenIds ? `,"token_ids":${JSON.stringify(pieces.map((_, i) => tokenId(i)))}` : '';
+  const promptIds = tokenIds ? `,"prompt_token_ids":${PROMPT_IDS}` : '';
+  return `{"id":"chatcmpl-${nonce}","object":"chat.completion","created":1,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":${JSON.stringify(pieces.join(''))}},"logprobs":null,"finish_reason":"length"${ids}}],"usage":${usage(pieces.length)}${promptIds}}`;
+}
+const head = (nonce) =>
+  `data: {"id":"chatcmpl-${nonce}","object":"chat.completion.chunk","created":1,"model":"bench",`;
+const roleChunk = (nonce, tokenIds) =>
+  `${head(nonce)}"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]${tokenIds ? `,"prompt_token_ids":${PROMPT_IDS}` : ''},"t":"${process.hrtime.bigint()}"}\n\n`;
+const tokenChunk = (nonce, i, text, last, tokenIds) =>
+  `${head(nonce)}"choices":[{"index":0,"delta":{"content":${JSON.stringify(text)}},"logprobs":null,"finish_reason":${last ? '"length"' : 'null'}${tokenIds ? `,"token_ids":[${tokenId(i)}]` : ''}}],"t":"${process.hrtime.bigint()}"}\n\n`;
+const usageChunk = (nonce, n) => `${head(nonce)}"choices":[],"usage":${usage(n)}}\n\n`;
 
 /** The planted defect of this stream, if any: which chunk, and what happens to it. */
 function defect(total) {
   streams++;
-  if (!plant || streams % PLANT_EVERY_STREAMS !== 0 || total < 2) return undefined;
+  if (!plant || streams % PLANT_EVERY_STREAMS !== 0 || total < 3) return undefined;
   planted.streams++;
   return { at: 1, kind: ['lose', 'repeat', 'alter'][planted.streams % 3] };
 }
@@ -46,12 +68,15 @@ const server = createServer((req, res) => {
   req.on('end', () => {
     const body = JSON.parse(Buffer.concat(parts).toString('utf8'));
     const nonce = body.bench_nonce ?? '0';
+    const total = body.max_tokens ?? 16;
+    const pieces = benchAnswer(nonce, total);
+    const tokenIds = body.return_token_ids === true;
     if (!body.stream) {
-      let text = completion(nonce);
-      if (plant && ++completions % PLANT_EVERY_COMPLETIONS === 0) {
+      if (plant && ++completions % PLANT_EVERY_COMPLETIONS === 0 && total >= 2) {
         planted.completions++;
-        text = text.replace('fox', 'f0x');
+        pieces[1] += 'x';
       }
+      const text = completion(nonce, pieces, tokenIds);
       res.writeHead(200, {
         'content-type': 'application/json',
         'content-length': Buffer.byteLength(text),
@@ -61,25 +86,33 @@ const server = createServer((req, res) => {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     if (body.bench_idle) {
-      res.write(chunk(nonce, 0));
+      res.write(roleChunk(nonce, tokenIds) + tokenChunk(nonce, 0, pieces[0], false, tokenIds));
       return;
     }
-    const total = body.max_tokens ?? 10;
+    const includeUsage = body.stream_options?.include_usage === true;
     const interval = body.bench_interval_ms ?? 0;
     const fault = defect(total);
+    const chunk = (i, text = pieces[i]) => tokenChunk(nonce, i, text, i === total - 1, tokenIds);
     let sent = 0;
     let timer;
     const tick = () => {
       if (res.destroyed) return;
-      if (sent < total) {
-        if (sent !== fault?.at) res.write(chunk(nonce, sent));
-        else if (fault.kind === 'repeat') res.write(chunk(nonce, sent) + chunk(nonce, sent));
-        else if (fault.kind === 'alter') res.write(chunk(nonce, sent, ` tok${sent}x`));
+      // The role chunk goes with the first token's, as the first write; without an interval
+      // (a non-streaming request streamed by a proxy) every chunk goes in that one write, as
+      // an engine that has generated them all at once sends them.
+      let out = sent === 0 ? roleChunk(nonce, tokenIds) : '';
+      do {
+        if (sent !== fault?.at) out += chunk(sent);
+        else if (fault.kind === 'repeat') out += chunk(sent) + chunk(sent);
+        else if (fault.kind === 'alter') out += chunk(sent, `${pieces[sent]}x`);
         sent++;
+      } while (interval === 0 && sent < total);
+      if (sent < total) {
+        res.write(out);
         timer = setTimeout(tick, interval);
         return;
       }
-      res.end(tail(nonce));
+      res.end(`${out}${includeUsage ? usageChunk(nonce, total) : ''}data: [DONE]\n\n`);
     };
     res.on('close', () => clearTimeout(timer));
     tick();

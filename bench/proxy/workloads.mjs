@@ -3,7 +3,11 @@
 // each request's body and its expectation (see verify.mjs): `completion()`, `stream(chunks?)`,
 // `idle()` (bench upstream only).
 import { randomBytes } from 'node:crypto';
-import { benchExpectation } from './verify.mjs';
+import { benchExpectation, checkCompletion, createStreamCheck } from './verify.mjs';
+import { here } from './processes.mjs';
+
+/** Tokens of a non-streaming answer. */
+const COMPLETION_TOKENS = 16;
 
 /**
  * The bench upstream (upstream.mjs) echoes a nonce per request into its answer, so an answer
@@ -21,8 +25,8 @@ export function benchWorkload({ chunks, intervalMs }) {
     model: 'bench',
     stamped: true,
     completion() {
-      const { nonce, body } = request(',"max_tokens":16');
-      return { body, expected: benchExpectation.completion(nonce) };
+      const { nonce, body } = request(`,"max_tokens":${COMPLETION_TOKENS}`);
+      return { body, expected: benchExpectation.completion(nonce, COMPLETION_TOKENS) };
     },
     stream(n = chunks) {
       const { nonce, body } = request(
@@ -32,7 +36,7 @@ export function benchWorkload({ chunks, intervalMs }) {
     },
     idle() {
       const { nonce, body } = request(',"stream":true,"bench_idle":true');
-      return { body, expected: benchExpectation.stream(nonce, 1) };
+      return { body, expected: benchExpectation.idle(nonce) };
     },
   };
 }
@@ -45,61 +49,76 @@ const MOCK_PROMPTS = Array.from(
 const mockBody = (model, k, extra) =>
   JSON.stringify({ model, messages: [{ role: 'user', content: MOCK_PROMPTS[k] }], ...extra });
 
-async function reference(url, headers, body, stream) {
+/**
+ * One request straight to the engine, checked against what `expectedGeneration` says it
+ * answers: a disagreement would show as failures of every target, so it stops the run here.
+ */
+async function crossCheck(url, headers, { body, expected }, stream) {
   const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers, body });
   const text = await res.text();
   if (!res.ok) throw new Error(`reference request to ${url} answered ${res.status}: ${text}`);
-  if (!stream) return JSON.parse(text).choices[0].message.content;
-  if (!text.endsWith('data: [DONE]\n\n'))
-    throw new Error(`reference stream from ${url} unterminated`);
-  const deltas = [];
-  for (const event of text.split('\n\n')) {
-    if (!event.startsWith('data: {')) continue;
-    const content = JSON.parse(event.slice(6)).choices?.[0]?.delta?.content;
-    if (content) deltas.push(content);
+  let failed;
+  if (stream) {
+    const check = createStreamCheck(expected);
+    check.push(text);
+    failed = check.end();
+  } else failed = checkCompletion(text, expected);
+  if (failed !== undefined) {
+    throw new Error(
+      `the mock engine at ${url} does not answer what @es/mock-engine's expectedGeneration says (is its dist current? pnpm build): ${failed.detail}`,
+    );
   }
-  return deltas;
 }
 
 /**
- * @es/mock-engine: the expected answers are read once, straight from the engine (`url`,
- * `headers` with its API key), for each of a few prompts; requests cycle through them.
+ * @es/mock-engine: what each request must receive is the engine's own definition,
+ * `expectedGeneration` of the built `@es/mock-engine` (its output is a pure function of the
+ * prompt and limits), for a few prompts in turn; one request per prompt straight to the
+ * engines (`url`, `streamUrl`, `headers` with its API key) confirms they answer just that.
  * `fastModel` answers completions, `streamModel` streams `chunks` tokens.
  */
 export async function mockWorkload({ url, streamUrl, headers, fastModel, streamModel, chunks }) {
-  const completions = await Promise.all(
-    MOCK_PROMPTS.map((_, k) =>
-      reference(url, headers, mockBody(fastModel, k, { max_tokens: 16 }), false),
-    ),
-  );
-  const streams = await Promise.all(
-    MOCK_PROMPTS.map((_, k) =>
-      reference(
-        streamUrl,
-        headers,
-        mockBody(streamModel, k, { max_tokens: chunks, stream: true }),
-        true,
-      ),
-    ),
+  const { expectedGeneration } = await import(here('../../packages/mock-engine/dist/index.mjs'));
+  const cache = new Map();
+  // The engine's answer to prompt k with at most `maxTokens` tokens (memoized: a pure function).
+  const generation = (k, maxTokens) => {
+    const key = `${k}/${maxTokens}`;
+    let g = cache.get(key);
+    if (g === undefined) {
+      const input = { kind: 'chat', messages: [{ role: 'user', content: MOCK_PROMPTS[k] }] };
+      g = expectedGeneration(input, { maxTokens });
+      cache.set(key, g);
+    }
+    return g;
+  };
+  const completion = (k) => {
+    const g = generation(k, COMPLETION_TOKENS);
+    return {
+      body: mockBody(fastModel, k, { max_tokens: COMPLETION_TOKENS }),
+      expected: {
+        content: g.text,
+        finishReason: g.finishReason,
+        completionTokens: g.completionTokens,
+      },
+    };
+  };
+  const stream = (k, count) => {
+    const g = generation(k, count);
+    return {
+      body: mockBody(streamModel, k, { max_tokens: count, stream: true }),
+      expected: { deltas: g.deltas, finishReason: g.finishReason },
+    };
+  };
+  await Promise.all(
+    MOCK_PROMPTS.flatMap((_, k) => [
+      crossCheck(url, headers, completion(k), false),
+      crossCheck(streamUrl, headers, stream(k, chunks), true),
+    ]),
   );
   let n = 0;
   return {
     stamped: false,
-    completion() {
-      const k = n++ % MOCK_PROMPTS.length;
-      return {
-        body: mockBody(fastModel, k, { max_tokens: 16 }),
-        expected: { content: completions[k] },
-      };
-    },
-    // Fewer tokens are a prefix of the reference: the mock engine's output continues token
-    // for token (a wrong guess would show as failures).
-    stream(count = chunks) {
-      const k = n++ % MOCK_PROMPTS.length;
-      return {
-        body: mockBody(streamModel, k, { max_tokens: count, stream: true }),
-        expected: { deltas: streams[k].slice(0, count) },
-      };
-    },
+    completion: () => completion(n++ % MOCK_PROMPTS.length),
+    stream: (count = chunks) => stream(n++ % MOCK_PROMPTS.length, count),
   };
 }
