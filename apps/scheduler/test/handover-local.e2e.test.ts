@@ -4,19 +4,22 @@
  * stream in flight hands its generation over at the workers' --drain-grace −
  * --handover-margin (15 − 5 s), while its engine still runs. Before the local provider's
  * SIGTERM → SIGKILL grace was raised to SLURM's KillWait (30 s), its 5 s cut the worker's
- * drain, engines included, long before the hand-over.
+ * drain, engines included, long before the hand-over. The proxy continues the handed-over
+ * generation on another worker: the client gets all of it.
  */
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolEvent } from '@es/pool';
 import { startAdminTestScheduler, until, type AdminTestScheduler } from './admin-harness.js';
+// What the engine answers (see local.e2e.test.ts for why the source is imported directly).
+import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 
 let s: AdminTestScheduler;
 
 beforeAll(async () => {
   s = await startAdminTestScheduler({
     maxNodes: 2,
-    engineExtraArgs: '--ttft 0 --tokens-per-second 10',
+    engineExtraArgs: '--ttft 0 --tokens-per-second 20',
   });
   await until(
     () =>
@@ -38,16 +41,22 @@ describe('hand-over of a preempted local job', () => {
     const lost: [string, string][] = [];
     registry.onWorkerLost((id, reason) => lost.push([id, reason]));
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const content = 'a long story, please';
     const stream = await client.chat.completions.create({
       model: 'mock-model',
-      messages: [{ role: 'user', content: 'a long story, please' }],
+      messages: [{ role: 'user', content }],
       max_tokens: 300,
+      temperature: 0,
       stream: true,
     });
     let chunks = 0;
+    let text = '';
     const reading = (async () => {
-      for await (const _chunk of stream) chunks += 1;
-    })().catch(() => undefined);
+      for await (const chunk of stream) {
+        chunks += 1;
+        text += chunk.choices[0]?.delta.content ?? '';
+      }
+    })();
 
     const serving = await until(
       () =>
@@ -74,8 +83,19 @@ describe('hand-over of a preempted local job', () => {
     // gone (without a loss: they were draining); the hand-over still reaches the proxy.
     expect(lost).toContainEqual([serving.id, expect.stringMatching(/^hand-over: SIGTERM/)]);
     expect(handover.reason).toMatch(/^SIGTERM \(engines stop in \d+ ms\)$/);
-    // The rest of the generation is the proxy's (continued elsewhere or ended with an error).
-    stream.controller.abort();
+    // The proxy continued the generation on another worker: the client has all of it, once.
     await reading;
+    const expected = expectedGeneration(
+      { kind: 'chat', messages: [{ role: 'user', content }] },
+      { maxTokens: 300 },
+    );
+    expect(text).toBe(expected.text);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'continuation',
+        workerId: serving.id,
+        reason: expect.stringMatching(/\(hand-over\): continued on /),
+      }),
+    );
   }, 60_000);
 });
