@@ -233,6 +233,20 @@ describe('failures before the first byte', () => {
     expect(pool.all().map((w) => w.inFlight)).toEqual([0, 0]);
   });
 
+  it('retries a non-streaming generation cut mid-way by an engine without token ids (vLLM < 0.10.2)', async () => {
+    const { app, fakes, records } = await setup(2);
+    // The fakes return no token ids: a cut cannot be continued, but nothing reached the
+    // client of a non-streaming request, so it starts again on the other worker.
+    fakes[0]!.mode = { kind: 'die-mid-stream', chunksBeforeDeath: 1 };
+    for (let i = 0; i < 200 && !records.some((r) => r.retries === 1); i++) {
+      const res = await app.request('/v1/chat/completions', chat(ask));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { choices: { message: { content: string } }[] };
+      expect(body.choices[0]!.message.content).toBe('t0 t1 t2 ');
+    }
+    expect(records.some((r) => r.retries === 1 && r.status === 200)).toBe(true);
+  });
+
   it('passes a 5xx through when no other worker is left, and 502s when none answers', async () => {
     const { app, fakes, records } = await setup(1);
     fakes[0]!.mode = { kind: 'status', status: 500 };

@@ -64,7 +64,7 @@ export function forwardGeneration(
 }
 
 class Relay {
-  private readonly stitcher: Stitcher;
+  private stitcher: Stitcher;
   private readonly progress: Progress = { attempts: 0, queuedMs: 0, workerId: undefined };
   private committed = false;
   private ended = false;
@@ -134,6 +134,8 @@ class Relay {
           .some((w) => w.id !== worker.id && (tried === undefined || !tried.has(w.id)));
         return others && shared.budget.tryRetry();
       };
+      // Each try of phase 1 starts from nothing (a retried attempt may have sent events).
+      if (this.progress.attempts > 0) this.stitcher = new Stitcher(this.plan);
       const result = await this.attempt(worker, request.path, this.plan.upstreamBody, canRetry);
       if (result.kind === 'finished' || result.kind === 'client-gone') return;
       if (result.kind === 'failed') return this.fail(result.error);
@@ -142,6 +144,13 @@ class Relay {
           { requestId: request.requestId, workerId: worker.id, code: result.error.code },
           `retrying on another worker: ${result.error.message}`,
         );
+        (tried ??= new Set()).add(worker.id);
+        continue;
+      }
+      if (!this.stitcher.tracked && !this.committed) {
+        // An engine without token ids (vLLM before 0.10.2) cut a non-streaming answer:
+        // nothing reached the client, so it starts again elsewhere, as before continuation.
+        if (!canRetry()) return this.fail(interrupted(result.error));
         (tried ??= new Set()).add(worker.id);
         continue;
       }
