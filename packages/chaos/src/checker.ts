@@ -184,20 +184,26 @@ export function checkRouting(journal: readonly JournalEntry[]): RoutingViolation
 
 /**
  * Requests the routing journal does not account for: a request that got an answer from a
- * worker must have an attempt in the journal, and its last attempt must name the worker the
- * client was told (`x-elastic-selected-worker-id`). So a journal that stops recording cannot
- * pass the routing check by being empty.
+ * worker must have an attempt in the journal, and one of its attempts must name the worker
+ * the client was told (`x-elastic-selected-worker-id`: the worker that started the answer; a
+ * generation continued on other workers has later attempts to them). So a journal that stops
+ * recording cannot pass the routing check by being empty.
  */
 export function unjournaled(
   requests: readonly RequestRecord[],
   journal: readonly JournalEntry[],
 ): RequestRecord[] {
-  const lastWorker = new Map<string, string>();
-  for (const e of journal) if (e.type === 'attempt') lastWorker.set(e.requestId, e.workerId);
+  const workers = new Map<string, Set<string>>();
+  for (const e of journal) {
+    if (e.type !== 'attempt') continue;
+    const seen = workers.get(e.requestId) ?? new Set<string>();
+    seen.add(e.workerId);
+    workers.set(e.requestId, seen);
+  }
   return requests.filter((r) => {
     if (r.firstByte === undefined || r.outcome !== 'ok') return false;
-    const worker = lastWorker.get(r.id);
-    return worker === undefined || (r.worker !== undefined && r.worker !== worker);
+    const seen = workers.get(r.id);
+    return seen === undefined || (r.worker !== undefined && !seen.has(r.worker));
   });
 }
 

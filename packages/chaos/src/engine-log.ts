@@ -65,10 +65,13 @@ export interface Restart {
 /**
  * Generations restarted from scratch: an engine request with the same request id and the
  * same number of prompt tokens as an earlier one for which an engine had already sent a
- * first token. A continuation carries the prompt plus the generated tokens (longer); a retry
- * of a request that never got a token has no first token before it. The path is not
- * compared: the proxy continues a chat on `/v1/completions` over the chat's own prompt ids,
- * so a chat restarted by a continuation shows there with the chat's prompt length.
+ * first token, and that generated again (a first token of its own). A continuation carries
+ * the prompt plus the generated tokens (longer); a retry of a request that never got a token
+ * has no first token before it. The path is not compared: the proxy continues a chat on
+ * `/v1/completions` over the chat's own prompt ids, so a chat restarted by a continuation
+ * shows there with the chat's prompt length. A request line without a first token of its own
+ * is not a restart: an engine thawed after a SIGSTOP reads, and logs then, requests the proxy
+ * sent it long before and has since given up (their connection closed, nothing generated).
  * `ids` limits the search to those requests.
  */
 export function restartsFromScratch(log: EngineLog, ids?: ReadonlySet<string>): Restart[] {
@@ -84,10 +87,10 @@ export function restartsFromScratch(log: EngineLog, ids?: ReadonlySet<string>): 
     if (r.requestId === null) continue;
     // A request's own first token comes a TTFT after it arrives; one in the same millisecond
     // on another engine came first only if it belongs to an earlier request.
-    const after = firsts
-      .get(key(r.requestId, r.promptTokens))
-      ?.find((f) => f.at < r.at || (f.at === r.at && f.pid !== r.pid));
-    if (after !== undefined) out.push({ requestId: r.requestId, again: r, after });
+    const same = firsts.get(key(r.requestId, r.promptTokens)) ?? [];
+    const after = same.find((f) => f.at < r.at || (f.at === r.at && f.pid !== r.pid));
+    const generated = same.some((f) => f.pid === r.pid && f.at >= r.at && f !== after);
+    if (after !== undefined && generated) out.push({ requestId: r.requestId, again: r, after });
   }
   return out;
 }

@@ -90,10 +90,13 @@ export function judge(input: JudgeInput): Judgement {
   const unknown = unknownJobs(input.queue, input.events);
   const over = Math.max(0, maxLiveJobs(input.queue).max - input.maxNodes);
   const engine = input.engine;
-  // One per generation: a request restarted twice is one broken generation.
+  // One per generation: a request restarted twice is one broken generation. Only requests
+  // the client sent once: a client's own retry (after a connection error or a 5xx, judged by
+  // the other checks) asks for the generation again itself.
   const restarts = new Map<string, string>();
   if (engine !== undefined) {
-    for (const r of restartsFromScratch(engine, new Set(requests.map((q) => q.id)))) {
+    const sentOnce = new Set(requests.filter((q) => q.attempts <= 1).map((q) => q.id));
+    for (const r of restartsFromScratch(engine, sentOnce)) {
       if (restarts.has(r.requestId)) continue;
       restarts.set(
         r.requestId,

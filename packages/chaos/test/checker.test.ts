@@ -193,6 +193,19 @@ describe('judge: every promise, proven able to fail by one planted violation eac
     expect(judge(cleanHistory()).checks).toEqual(Object.fromEntries(CHECKS.map((c) => [c, 0])));
   });
 
+  it('passes a stream started on one worker and continued on another (the header names the first)', () => {
+    const h = cleanHistory();
+    h.journal.push({
+      type: 'attempt',
+      time: 230,
+      requestId: 'c2',
+      deployment: 'm',
+      workerId: 'w1',
+      attempt: 2,
+    });
+    expect(broken(h)).toEqual({});
+  });
+
   const at = (h: ReturnType<typeof cleanHistory>, i: number) => h.requests[i]!;
   const plants: [string, string, (h: ReturnType<typeof cleanHistory>) => void][] = [
     [
@@ -310,6 +323,16 @@ describe('judge: every promise, proven able to fail by one planted violation eac
       },
     ],
     [
+      'an answer the journal only shows continued elsewhere, not started on its worker',
+      'answers missing from the routing journal',
+      (h) => {
+        // The header names w2; the journal has only the continuation's attempt to w1.
+        h.journal = h.journal.map((e) =>
+          e.type === 'attempt' && e.requestId === 'c2' ? { ...e, workerId: 'w1', attempt: 2 } : e,
+        );
+      },
+    ],
+    [
       'an answer without a worker header',
       'answers without a worker header',
       (h) => {
@@ -350,6 +373,7 @@ describe('judge: every promise, proven able to fail by one planted violation eac
           path: '/v1/completions',
           pid: 101,
         });
+        h.engine.firstTokens.push({ ...h.engine.firstTokens[1]!, at: 290, pid: 101 });
       },
     ],
     [

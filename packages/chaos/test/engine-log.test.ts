@@ -72,10 +72,23 @@ describe('restarts from scratch, judged from the engines request logs', () => {
     // The proxy continued from the prompt alone: a chat comes back on /v1/completions with
     // the chat's own prompt length.
     const again = request(300, { path: '/v1/completions', pid: 101 });
-    const restarted: EngineLog = { ...continued, requests: [request(0), again] };
+    const restarted: EngineLog = {
+      requests: [request(0), again],
+      firstTokens: [first(50), first(350, { path: '/v1/completions', pid: 101 })],
+    };
     expect(restartsFromScratch(restarted)).toEqual([{ requestId: 'g1', again, after: first(50) }]);
     // Limited to the ids asked about.
     expect(restartsFromScratch(restarted, new Set(['other']))).toEqual([]);
+  });
+
+  it('a request an engine read only after a SIGSTOP, long given up by the proxy, is not a restart', () => {
+    // Sent to the frozen engine first, moved by the proxy and started elsewhere; the thawed
+    // engine logs the stale request 8 s later and never generates for it.
+    const log: EngineLog = {
+      requests: [request(0, { pid: 101 }), request(8_050, { pid: 100 })],
+      firstTokens: [first(50, { pid: 101 })],
+    };
+    expect(restartsFromScratch(log)).toEqual([]);
   });
 
   it('a retry of a request that never got a token is not a restart', () => {
@@ -188,7 +201,7 @@ describe('judge with the engines request logs', () => {
     );
     const restarted: EngineLog = {
       requests: [request(0), request(300, { path: '/v1/completions' })],
-      firstTokens: [first(50)],
+      firstTokens: [first(50), first(350, { path: '/v1/completions' })],
     };
     const { checks, offenders } = judge({ ...base, requests: [answer], engine: restarted });
     expect(checks['generations restarted from scratch']).toBe(1);
@@ -196,6 +209,9 @@ describe('judge with the engines request logs', () => {
     expect(offenders['generations restarted from scratch']?.[0]).toMatch(
       /^g1: \/v1\/completions with its 30 prompt tokens again on engine pid 100 .* 250 ms after engine pid 100 sent its first token$/,
     );
+    // A client that sent the request again itself (its own retry) restarted it, not the system.
+    const retried = judge({ ...base, requests: [{ ...answer, attempts: 2 }], engine: restarted });
+    expect(retried.checks['generations restarted from scratch']).toBe(0);
     const empty = judge({ ...base, requests: [answer], engine: { requests: [], firstTokens: [] } });
     expect(empty.checks['answers missing from the engine request logs']).toBe(1);
     // An excused request is not judged.
