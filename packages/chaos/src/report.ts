@@ -33,6 +33,9 @@ export function brokenChecks(result: FaultResult): string[] {
     .map(([name, n]) => `${name} (${n})`);
 }
 
+const STREAMS_CUT = 'streams cut';
+const RESTARTED = 'generations restarted from scratch';
+
 const ms = (value: number | undefined): string =>
   value === undefined
     ? '—'
@@ -77,6 +80,27 @@ export function renderReport(
     lines.push(
       `| ${r.fault} | ${q.sent} | ${q.succeeded} | ${q.retried} | ${q.erroredCleanly} | ${q.lost} | ${ms(median(r.detectionMs))} | ${ms(max)} | ${capacity(r)} |`,
     );
+  }
+  // Generations that must survive their worker: the two figures side by side, per row that
+  // judges them (refusals are listed by reason in each row's notes below).
+  const cutRows = results.filter(
+    (r) => r.checks[STREAMS_CUT] !== undefined || r.checks[RESTARTED] !== undefined,
+  );
+  if (cutRows.length > 0) {
+    lines.push(
+      '',
+      '## Generations cut by faults (every figure must be 0; refusals are listed in the notes)',
+      '',
+      `| Fault | ${STREAMS_CUT} | ${RESTARTED} |`,
+      '| --- | ---: | ---: |',
+    );
+    const figure = (n: number | undefined) =>
+      n === undefined ? '—' : `${n}${n === 0 ? '' : ' ✗'}`;
+    for (const r of cutRows) {
+      lines.push(
+        `| ${r.fault} | ${figure(r.checks[STREAMS_CUT])} | ${figure(r.checks[RESTARTED])} |`,
+      );
+    }
   }
   lines.push('', '## Promise checks (violations; every figure must be 0)', '');
   for (const r of results) {

@@ -607,6 +607,29 @@ describe('the routing journal and the kept history', () => {
     ]);
   });
 
+  it('shows streams cut and generations restarted side by side for the rows that judge them', () => {
+    const base = {
+      requests: { sent: 1, succeeded: 1, retried: 0, erroredCleanly: 0, lost: 0 },
+      detectionMs: [],
+    };
+    const md = renderReport(
+      [
+        {
+          ...base,
+          fault: 'kill',
+          checks: { 'streams cut': 0, 'generations restarted from scratch': 2 },
+        },
+        { ...base, fault: 'restart', checks: { 'generations restarted from scratch': 0 } },
+        { ...base, fault: 'other', checks: { 'hung clients': 0 } },
+      ],
+      {},
+    );
+    expect(md).toContain('| Fault | streams cut | generations restarted from scratch |');
+    expect(md).toContain('| kill | 0 | 2 ✗ |');
+    expect(md).toContain('| restart | — | 0 |');
+    expect(md).not.toContain('| other | —');
+  });
+
   it('reports capacity that never came back as "never", distinct from "not measured"', () => {
     const base = {
       requests: { sent: 1, succeeded: 1, retried: 0, erroredCleanly: 0, lost: 0 },
