@@ -470,3 +470,65 @@ describe('the planted fault continue-from-scratch (proves the checks can fail)',
     expect(second.requests()[0]!.promptTokens).toBe(first.requests()[0]!.promptTokens);
   });
 });
+
+describe('a cut after the last token of max_tokens, before the finish', () => {
+  it('is finished by the proxy: the held-back text from /detokenize, finish length, no upstream call', async () => {
+    // An engine that streams all 3 tokens of max_tokens 3, holding the last one's text back
+    // (the start of a possible stop string), then dies before its finish chunk.
+    const { createServer } = await import('node:http');
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(req.url ?? '');
+      if (req.url === '/detokenize') {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ prompt: 'ab END' }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
+        `data: ${JSON.stringify({ id: 'cmpl-x', object: 'text_completion', created: 1, model: 'llama', choices: [{ index: 0, logprobs: null, finish_reason: null, stop_reason: null, ...choice }], ...extra })}\n\n`;
+      res.write(chunk({ text: 'ab', prompt_token_ids: [1, 2], token_ids: [7] }));
+      res.write(chunk({ text: ' ', prompt_token_ids: null, token_ids: [8] }));
+      res.write(chunk({ text: '', prompt_token_ids: null, token_ids: [9] }), () =>
+        setTimeout(() => res.destroy(), 20),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const other = createServer((req, res) => {
+      seen.push(`other ${req.url ?? ''}`);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ prompt: 'ab END' }));
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => other.close(() => resolve())));
+    const address = (s: typeof server) =>
+      `http://127.0.0.1:${(s.address() as { port: number }).port}`;
+    const r = await rig([]);
+    r.pool.add({ id: 'first', deployment: 'llama', baseUrl: address(server) });
+    const pending = r.client.completions.create({
+      model: 'llama',
+      prompt: 'x',
+      max_tokens: 3,
+      stop: ['ENDX'],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const stream = await pending;
+    r.pool.add({ id: 'second', deployment: 'llama', baseUrl: address(other) });
+    let text = '';
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.text ?? '';
+      if (chunk.choices[0]?.finish_reason) finish = chunk.choices[0].finish_reason;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe('ab END');
+    expect(finish).toBe('length');
+    expect(usage).toMatchObject({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+    // Only /detokenize on the second worker: nothing was left to generate.
+    expect(seen.filter((s) => s.startsWith('other'))).toEqual(['other /detokenize']);
+    expect(r.continuations).toMatchObject([{ outcome: 'continued', toWorker: 'second' }]);
+  });
+});
