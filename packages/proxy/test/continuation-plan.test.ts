@@ -25,6 +25,10 @@ describe('planGeneration', () => {
   });
 
   it.each([
+    ['chat', { stream: 'yes' }, 'invalid_request'],
+    ['chat', { stream: true, stream_options: 'usage' }, 'invalid_request'],
+    ['chat', { stream_options: { include_usage: true } }, 'invalid_request'],
+    ['completion', { prompt: 'a', return_token_ids: 1 }, 'invalid_request'],
     ['chat', { n: 2 }, 'n'],
     ['completion', { prompt: 'a', best_of: 3 }, 'best_of'],
     ['completion', { prompt: 'a', use_beam_search: true }, 'beam_search'],

@@ -8,6 +8,8 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decode, expectedGeneration } from '@es/mock-engine';
@@ -471,41 +473,91 @@ describe('the planted fault continue-from-scratch (proves the checks can fail)',
   });
 });
 
+/** A hand-written engine on 127.0.0.1 (for the exact timing a mock engine cannot give). */
+async function inlineEngine(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<string> {
+  const server = createServer(handler);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  );
+  return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+}
+
+/** One `text_completion` SSE event. */
+const completionEvent = (choice: Record<string, unknown>) =>
+  `data: ${JSON.stringify({ id: 'cmpl-x', object: 'text_completion', created: 1, model: 'llama', choices: [{ index: 0, logprobs: null, finish_reason: null, stop_reason: null, prompt_token_ids: null, ...choice }] })}\n\n`;
+
+describe('a worker that leaves routing while it answers /detokenize', () => {
+  it('gets no continuation: the proxy picks again', async () => {
+    const r = await rig([]);
+    const first = await inlineEngine((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(completionEvent({ text: 'a', prompt_token_ids: [1], token_ids: [7] }), () =>
+        setTimeout(() => res.destroy(), 20),
+      );
+    });
+    const seen: string[] = [];
+    const answer = (name: string) => (req: IncomingMessage, res: ServerResponse) => {
+      seen.push(`${name} ${req.url ?? ''}`);
+      if (req.url === '/detokenize') {
+        if (name === 'leaving') {
+          r.pool.remove('leaving');
+          r.add({ name: 'staying', url: stayingUrl } as Engine);
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ prompt: 'a' }));
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(
+        `${completionEvent({ text: 'b', token_ids: [8], finish_reason: 'length' })}data: [DONE]\n\n`,
+      );
+    };
+    const leavingUrl = await inlineEngine(answer('leaving'));
+    const stayingUrl = await inlineEngine(answer('staying'));
+    r.pool.add({ id: 'first', deployment: 'llama', baseUrl: first });
+    const stream = await r.client.completions.create({
+      model: 'llama',
+      prompt: 'x',
+      max_tokens: 2,
+      stream: true,
+    });
+    r.pool.add({ id: 'leaving', deployment: 'llama', baseUrl: leavingUrl });
+    let text = '';
+    for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+    expect(text).toBe('ab');
+    expect(seen).toEqual(['leaving /detokenize', 'staying /detokenize', 'staying /v1/completions']);
+    expect(r.continuations).toMatchObject([{ outcome: 'continued', toWorker: 'staying' }]);
+  });
+});
+
 describe('a cut after the last token of max_tokens, before the finish', () => {
   it('is finished by the proxy: the held-back text from /detokenize, finish length, no upstream call', async () => {
     // An engine that streams all 3 tokens of max_tokens 3, holding the last one's text back
     // (the start of a possible stop string), then dies before its finish chunk.
-    const { createServer } = await import('node:http');
     const seen: string[] = [];
-    const server = createServer((req, res) => {
+    const first = await inlineEngine((req, res) => {
       seen.push(req.url ?? '');
-      if (req.url === '/detokenize') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ prompt: 'ab END' }));
-        return;
-      }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) =>
-        `data: ${JSON.stringify({ id: 'cmpl-x', object: 'text_completion', created: 1, model: 'llama', choices: [{ index: 0, logprobs: null, finish_reason: null, stop_reason: null, ...choice }], ...extra })}\n\n`;
-      res.write(chunk({ text: 'ab', prompt_token_ids: [1, 2], token_ids: [7] }));
-      res.write(chunk({ text: ' ', prompt_token_ids: null, token_ids: [8] }));
-      res.write(chunk({ text: '', prompt_token_ids: null, token_ids: [9] }), () =>
+      res.write(completionEvent({ text: 'ab', prompt_token_ids: [1, 2], token_ids: [7] }));
+      res.write(completionEvent({ text: ' ', token_ids: [8] }));
+      res.write(completionEvent({ text: '', token_ids: [9] }), () =>
         setTimeout(() => res.destroy(), 20),
       );
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => server.close(() => resolve())));
-    const other = createServer((req, res) => {
+    const other = await inlineEngine((req, res) => {
       seen.push(`other ${req.url ?? ''}`);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ prompt: 'ab END' }));
     });
-    await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise<void>((resolve) => other.close(() => resolve())));
-    const address = (s: typeof server) =>
-      `http://127.0.0.1:${(s.address() as { port: number }).port}`;
     const r = await rig([]);
-    r.pool.add({ id: 'first', deployment: 'llama', baseUrl: address(server) });
+    r.pool.add({ id: 'first', deployment: 'llama', baseUrl: first });
     const pending = r.client.completions.create({
       model: 'llama',
       prompt: 'x',
@@ -515,7 +567,7 @@ describe('a cut after the last token of max_tokens, before the finish', () => {
       stream_options: { include_usage: true },
     });
     const stream = await pending;
-    r.pool.add({ id: 'second', deployment: 'llama', baseUrl: address(other) });
+    r.pool.add({ id: 'second', deployment: 'llama', baseUrl: other });
     let text = '';
     let finish: string | null = null;
     let usage: OpenAI.CompletionUsage | undefined;

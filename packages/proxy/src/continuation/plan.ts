@@ -9,6 +9,8 @@ import type { DeploymentView } from '@es/pool';
 
 /** Why a request is not continued (the `reason` label of a `refused` continuation). */
 export type RefusalReason =
+  /** A field the proxy would rewrite has the wrong type: sent as is, for the engine's 400. */
+  | 'invalid_request'
   | 'n'
   | 'best_of'
   | 'beam_search'
@@ -86,6 +88,17 @@ function refusal(
   deployment: DeploymentView,
 ): RefusalReason | undefined {
   if (!TOKEN_ID_ENGINES.has(deployment.engine)) return 'engine';
+  // The proxy rewrites these: a wrong type must reach the engine unchanged (its 400).
+  const options = body.stream_options;
+  if (
+    (present(body.stream) && typeof body.stream !== 'boolean') ||
+    (present(options) && (typeof options !== 'object' || Array.isArray(options))) ||
+    // vLLM refuses stream_options without a stream.
+    (present(options) && body.stream !== true) ||
+    (present(body.return_token_ids) && typeof body.return_token_ids !== 'boolean')
+  ) {
+    return 'invalid_request';
+  }
   if (present(body.n) && body.n !== 1) return 'n';
   if (present(body.best_of) && body.best_of !== 1) return 'best_of';
   if (body.use_beam_search === true) return 'beam_search';
@@ -103,8 +116,11 @@ function refusal(
   }
   if (body.echo === true) return 'echo';
   if (present(body.prompt_logprobs) && body.prompt_logprobs !== 0) return 'prompt_logprobs';
-  const options = body.stream_options as { continuous_usage_stats?: unknown } | null | undefined;
-  if (options?.continuous_usage_stats === true) return 'continuous_usage';
+  if (
+    (options as { continuous_usage_stats?: unknown } | null | undefined)?.continuous_usage_stats
+  ) {
+    return 'continuous_usage';
+  }
   if (kind === 'chat') {
     const tools = body.tools;
     if ((Array.isArray(tools) && tools.length > 0) || present(body.functions)) return 'tools';

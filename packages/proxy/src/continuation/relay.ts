@@ -223,6 +223,11 @@ class Relay {
         tried.add(to.id);
         const detokenized = await this.detokenize(to);
         if (detokenized === undefined) continue;
+        // The worker may have left routing while /detokenize answered: pick again.
+        const chosen = to;
+        if (!shared.pool.routable(request.deployment.name).some((w) => w.id === chosen.id)) {
+          continue;
+        }
         let heldBack = heldBackText(detokenized, stitcher.emitted);
         if (heldBack === undefined) {
           stitcher.inexact.add('text_mismatch');
