@@ -59,6 +59,10 @@ async function main(): Promise<void> {
         type: 'number',
         describe: 'Cut every streaming response after N content chunks',
       },
+      'kill-mid-stream': {
+        type: 'number',
+        describe: 'SIGKILL this engine process once a stream has sent N content chunks',
+      },
       'drop-chunk': {
         type: 'number',
         describe: 'Test-only fault: every stream silently leaves out its Nth content chunk',
@@ -104,6 +108,8 @@ async function main(): Promise<void> {
     crashAfter: argv['crash-after'],
     hang: argv.hang,
     dieMidStream: argv['die-mid-stream'],
+    killMidStream: argv['kill-mid-stream'],
+    onKill: () => process.kill(process.pid, 'SIGKILL'),
     dropChunk: argv['drop-chunk'],
     failRate: argv['fail-rate'],
     seed: argv.seed,

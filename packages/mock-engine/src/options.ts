@@ -42,6 +42,13 @@ export interface MockEngineOptions {
   /** Destroy the connection of a streaming response after this many content chunks. */
   dieMidStream?: number;
   /**
+   * Die after this many content chunks of a stream are flushed: the CLI SIGKILLs its own
+   * process (a crashed engine), the library calls {@link MockEngineOptions.onKill}.
+   */
+  killMidStream?: number;
+  /** What `killMidStream` does (library default: close every connection and the port). */
+  onKill?: () => void;
+  /**
    * Test-only fault: every stream silently leaves out its Nth content chunk (1-based); the
    * rest of the stream, `finish_reason` and `[DONE]` are unchanged. A content check must catch it.
    */
@@ -80,6 +87,7 @@ export interface ResolvedOptions {
   crashAfter: number | undefined;
   hang: boolean;
   dieMidStream: number | undefined;
+  killMidStream: number | undefined;
   dropChunk: number | undefined;
   failRate: number;
   seed: number;
@@ -209,6 +217,7 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
     crashAfter: optionalCount('crashAfter', options.crashAfter),
     hang: options.hang ?? false,
     dieMidStream: optionalCount('dieMidStream', options.dieMidStream),
+    killMidStream: optionalCount('killMidStream', options.killMidStream),
     dropChunk: optionalCount('dropChunk', options.dropChunk, 1),
     failRate: checkNumber('failRate', options.failRate, 0, { max: 1 }),
     seed: checkNumber('seed', options.seed, 0, { integer: true }),

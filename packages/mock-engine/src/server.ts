@@ -146,6 +146,11 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     (() => {
       void close();
     });
+  const kill =
+    options.onKill ??
+    (() => {
+      void close();
+    });
 
   const stats = (): MockEngineStats => ({
     requests: { ...requests },
@@ -478,6 +483,11 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
         textSent += codePoints(plan.deltas[sent] ?? '');
         if (sent < chunks) addTokens(seq, 1);
         sent++;
+        if (opts.killMidStream !== undefined && sent >= opts.killMidStream && !isLast) {
+          // The chunks reach the socket first, then the process dies (no FIN, no goodbye).
+          res.write(out, kill);
+          return;
+        }
         if (opts.dieMidStream !== undefined && sent >= opts.dieMidStream && !isLast) {
           end('killed');
           // Destroy only once the chunks are flushed, so the client sees them, then a cut.

@@ -162,6 +162,30 @@ describe('es-mock-engine (real process)', () => {
     ]);
   });
 
+  it('--kill-mid-stream: the process SIGKILLs itself once a stream has sent N content chunks', async () => {
+    const engine = run(['--port', '0', '--kill-mid-stream', '3', '--ttft', '0']);
+    const url = await listening(engine);
+    const signal = new Promise((resolve) => engine.child.on('exit', (_code, sig) => resolve(sig)));
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const prompt = 'Once upon a time';
+    const stream = await client.completions.create({
+      model: 'mock-model',
+      prompt,
+      max_tokens: 10,
+      stream: true,
+    });
+    const texts: string[] = [];
+    await expect(
+      (async () => {
+        for await (const chunk of stream) texts.push(chunk.choices[0]?.text ?? '');
+      })(),
+    ).rejects.toThrow();
+    expect(await signal).toBe('SIGKILL');
+    // Exactly the first 3 chunks arrived before the process died.
+    const expected = expectedGeneration({ kind: 'completion', prompt }, { maxTokens: 10 });
+    expect(texts).toEqual(expected.deltas.slice(0, 3));
+  });
+
   it('rejects an invalid flag value with a message naming it', async () => {
     const engine = run(['--fail-rate', '3']);
     expect(await engine.exited).toBe(2);

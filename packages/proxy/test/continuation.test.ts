@@ -195,20 +195,19 @@ function uncut(kind: 'chat' | 'completion', limits: { stop?: string[] } = {}): A
   };
 }
 
-/** The first engine cuts after k tokens; the second is added once the first has the request. */
+/**
+ * The first engine is cut after k tokens — its process SIGKILLs itself (`kill`) or it cuts
+ * the connection (`die`); the second is added once the first has the request.
+ */
 async function cutAfter(
   k: number,
   kind: 'chat' | 'completion',
   stream: boolean,
   extra: Record<string, unknown> = {},
+  how: 'kill' | 'die' = 'die',
 ) {
-  const first = await startEngine(
-    'first',
-    '--die-mid-stream',
-    String(k),
-    '--tokens-per-second',
-    '400',
-  );
+  const flag = how === 'kill' ? '--kill-mid-stream' : '--die-mid-stream';
+  const first = await startEngine('first', flag, String(k), '--tokens-per-second', '400');
   const second = await startEngine('second', '--tokens-per-second', '400');
   const r = await rig([first]);
   const pending = generate(r.client, kind, stream, extra);
@@ -218,31 +217,37 @@ async function cutAfter(
 }
 
 describe('a generation cut after k tokens is continued on another worker, token-exact', () => {
+  const cases = [];
   for (const kind of ['chat', 'completion'] as const) {
     for (const stream of [true, false]) {
-      for (const k of [1, 12, MAX - 1]) {
-        it(`${kind}, ${stream ? 'streaming' : 'not streaming'}, cut after ${k} tokens`, async () => {
-          const { answer, first, second, r } = await cutAfter(k, kind, stream);
-          expect(answer).toEqual(uncut(kind));
-          // The second engine continued: same request, prompt + the k generated ids, the
-          // rest of max_tokens; nobody started the generation again.
-          const promptTokens = expectedGeneration(inputOf(kind), { maxTokens: 1 }).promptTokens;
-          expect(first.requests()).toHaveLength(1);
-          const [continued, ...more] = second.requests();
-          expect(more).toEqual([]);
-          expect(continued).toMatchObject({
-            path: '/v1/completions',
-            requestId: first.requests()[0]!.requestId,
-            promptTokens: promptTokens + k,
-            maxTokens: MAX - k,
-          });
-          expect(r.continuations).toMatchObject([
-            { outcome: 'continued', fromWorker: 'first', toWorker: 'second', generatedTokens: k },
-          ]);
-          expect(r.records).toMatchObject([{ outcome: 'ok', status: 200, continuations: 1 }]);
-        });
-      }
+      for (const k of [1, 12, MAX - 1]) cases.push({ kind, stream, k, how: 'kill' as const });
     }
+  }
+  // The same cut as a closed connection, the engine alive (its worker may keep it routable).
+  cases.push({ kind: 'chat' as const, stream: true, k: 12, how: 'die' as const });
+  cases.push({ kind: 'completion' as const, stream: false, k: 1, how: 'die' as const });
+  for (const { kind, stream, k, how } of cases) {
+    const cut = how === 'kill' ? 'engine SIGKILLed' : 'connection cut';
+    it(`${kind}, ${stream ? 'streaming' : 'not streaming'}, ${cut} after ${k} tokens`, async () => {
+      const { answer, first, second, r } = await cutAfter(k, kind, stream, {}, how);
+      expect(answer).toEqual(uncut(kind));
+      // The second engine continued: same request, prompt + the k generated ids, the
+      // rest of max_tokens; nobody started the generation again.
+      const promptTokens = expectedGeneration(inputOf(kind), { maxTokens: 1 }).promptTokens;
+      expect(first.requests()).toHaveLength(1);
+      const [continued, ...more] = second.requests();
+      expect(more).toEqual([]);
+      expect(continued).toMatchObject({
+        path: '/v1/completions',
+        requestId: first.requests()[0]!.requestId,
+        promptTokens: promptTokens + k,
+        maxTokens: MAX - k,
+      });
+      expect(r.continuations).toMatchObject([
+        { outcome: 'continued', fromWorker: 'first', toWorker: 'second', generatedTokens: k },
+      ]);
+      expect(r.records).toMatchObject([{ outcome: 'ok', status: 200, continuations: 1 }]);
+    });
   }
 });
 
