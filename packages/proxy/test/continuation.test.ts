@@ -498,6 +498,20 @@ async function inlineEngine(
 const completionEvent = (choice: Record<string, unknown>) =>
   `data: ${JSON.stringify({ id: 'cmpl-x', object: 'text_completion', created: 1, model: 'llama', choices: [{ index: 0, logprobs: null, finish_reason: null, stop_reason: null, prompt_token_ids: null, ...choice }] })}\n\n`;
 
+describe('when the only ready worker is the one that cut the stream', () => {
+  it('continues on it again after a second (an engine that cut a connection but lives on)', async () => {
+    const only = await startEngine('only', '--die-mid-stream', '12', '--tokens-per-second', '400');
+    const r = await rig([only]);
+    const answer = await generate(r.client, 'chat', true);
+    expect(answer).toEqual(uncut('chat'));
+    expect(r.continuations).toMatchObject([
+      { outcome: 'continued', fromWorker: 'only', toWorker: 'only', generatedTokens: 12 },
+    ]);
+    expect(r.continuations[0]!.waitMs).toBeGreaterThanOrEqual(1_000);
+    expect(only.requests().map((q) => q.path)).toEqual(['/v1/chat/completions', '/v1/completions']);
+  });
+});
+
 describe('a worker that leaves routing while it answers /detokenize', () => {
   it('gets no continuation: the proxy picks again', async () => {
     const r = await rig([]);

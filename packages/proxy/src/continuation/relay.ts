@@ -24,6 +24,12 @@ import type { ContinuablePlan } from './plan.js';
 import { SseSplitter } from './sse.js';
 import { Stitcher, heldBackText } from './stitch.js';
 
+/** After this long without a fresh worker, a continuation may go to one already tried. */
+const REUSE_AFTER_MS = 1_000;
+
+/** The pause after a continuation that could not start, before the next try. */
+const RETRY_PAUSE_MS = 100;
+
 /** An upstream event larger than this is not an engine's (a token chunk is ~300 bytes). */
 const MAX_EVENT_BYTES = 8 * 1024 * 1024;
 
@@ -201,12 +207,12 @@ class Relay {
       let next: AttemptResult | undefined;
       let to: RoutableWorker | undefined;
       let budgetTaken = false;
+      // Tries end at the deadline (a worker that keeps failing is ejected from routing by
+      // its reported outcomes meanwhile); a failed try pauses before the next.
       for (let tries = 0; next === undefined; tries++) {
         if (request.client.gone) return this.clientLeft(from);
-        if (tries >= shared.options.retry.maxAttempts) {
-          return give('no-worker', 'no other worker could continue it.');
-        }
-        to = await this.pickForContinuation(tried, deadline);
+        if (tries > 0) await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+        to = await this.pickForContinuation(tried, cutAt, deadline);
         if (to === undefined) {
           if (request.client.gone) return this.clientLeft(from);
           return give(
@@ -281,22 +287,31 @@ class Relay {
       : { outcome: 'continued', reason };
   }
 
-  /** A ready worker other than `tried`, waiting for one until `deadline`. */
+  /**
+   * A ready worker to continue on: one not `tried` yet, else — once {@link REUSE_AFTER_MS}
+   * have passed since the cut, time for the pool to take a dead worker out of routing — any
+   * ready one again (a worker that cut a stream but stays ready, e.g. one back from an
+   * ejection, is better than none); waits for one until `deadline`.
+   */
   private async pickForContinuation(
     tried: Set<string>,
+    cutAt: number,
     deadline: number,
   ): Promise<RoutableWorker | undefined> {
     const { shared, request } = this;
     const router = shared.router(request.deployment.name);
+    const pick = (workers: readonly RoutableWorker[], exclude: Set<string> | undefined) =>
+      router.pick(request.deployment.routing, workers, request.affinityKey, exclude);
     for (;;) {
       const workers = shared.pool.routable(request.deployment.name);
-      const worker = router.pick(request.deployment.routing, workers, request.affinityKey, tried);
-      if (worker !== undefined) return worker;
+      const fresh = pick(workers, tried);
+      if (fresh !== undefined) return fresh;
+      if (workers.length > 0 && performance.now() - cutAt >= REUSE_AFTER_MS) {
+        return pick(workers, undefined);
+      }
       if (performance.now() >= deadline || request.client.gone) return undefined;
-      // Wait for a worker that has not been tried: any change of the routable set, or a
-      // short pause when the only routable workers are ones already tried.
-      const others = workers.some((w) => !tried.has(w.id));
-      if (!others && workers.length > 0) {
+      if (workers.length > 0) {
+        // Only tried workers are ready: a short pause, for a new one or the reuse delay.
         await new Promise((resolve) => setTimeout(resolve, 50));
         continue;
       }
