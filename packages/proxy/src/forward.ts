@@ -60,6 +60,32 @@ export function abortAttemptsOn(shared: ForwardShared, workerId: string, reason:
   for (const abort of [...attempts]) abort(reason);
 }
 
+/**
+ * Count an attempt in flight on `worker` (its `inFlight`) and let the loss of the worker
+ * abort it (see {@link abortAttemptsOn}); returns the function that undoes both, once.
+ */
+export function trackAttempt(
+  shared: ForwardShared,
+  worker: RoutableWorker,
+  abort: (error: Error) => void,
+): () => void {
+  worker.inFlight++;
+  const lost = (reason: string) => {
+    abort(new WorkerLostError(`worker ${worker.id} stopped serving: ${reason}`));
+  };
+  let attempts = shared.attemptsByWorker.get(worker.id);
+  if (attempts === undefined) shared.attemptsByWorker.set(worker.id, (attempts = new Set()));
+  attempts.add(lost);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    worker.inFlight--;
+    attempts.delete(lost);
+    if (attempts.size === 0) shared.attemptsByWorker.delete(worker.id);
+  };
+}
+
 /** The worker stopped serving while an attempt was in flight on it. */
 export class WorkerLostError extends Error {
   readonly code = 'ES_WORKER_LOST';
@@ -277,19 +303,11 @@ function attempt(
     const tail = new UsageTail();
     let released = false;
 
-    worker.inFlight++;
-    const lost = (reason: string) => {
-      controller?.abort(new WorkerLostError(`worker ${worker.id} stopped serving: ${reason}`));
-    };
-    let attempts = shared.attemptsByWorker.get(worker.id);
-    if (attempts === undefined) shared.attemptsByWorker.set(worker.id, (attempts = new Set()));
-    attempts.add(lost);
+    const untrack = trackAttempt(shared, worker, (error) => controller?.abort(error));
     const release = () => {
       if (released) return;
       released = true;
-      worker.inFlight--;
-      attempts.delete(lost);
-      if (attempts.size === 0) shared.attemptsByWorker.delete(worker.id);
+      untrack();
       request.client.onGone(undefined);
     };
 

@@ -12,6 +12,7 @@ import { ProxyError } from '../errors.js';
 import {
   WorkerLostError,
   classify,
+  trackAttempt,
   clientGone,
   clientHeaders,
   upstreamHeaders,
@@ -505,20 +506,12 @@ class Relay {
       const splitter = new SseSplitter();
       let released = false;
 
-      worker.inFlight++;
-      const lost = (reason: string) => {
-        controller?.abort(new WorkerLostError(`worker ${worker.id} stopped serving: ${reason}`));
-      };
-      let attempts = shared.attemptsByWorker.get(worker.id);
-      if (attempts === undefined) shared.attemptsByWorker.set(worker.id, (attempts = new Set()));
-      attempts.add(lost);
+      const untrack = trackAttempt(shared, worker, (error) => controller?.abort(error));
       const release = () => {
         if (released) return;
         released = true;
         if (stall !== undefined) clearTimeout(stall);
-        worker.inFlight--;
-        attempts.delete(lost);
-        if (attempts.size === 0) shared.attemptsByWorker.delete(worker.id);
+        untrack();
         request.client.onGone(undefined);
       };
       const done = (result: AttemptResult) => {
