@@ -1,0 +1,195 @@
+/**
+ * Generations that survive their worker on the local backend (the embedded default), through
+ * the scheduler's own wiring (real es-worker processes, real mock engines). The hand-over: a job preempted (or cancelled by a scale-down or a drain: the same SIGTERM) with a
+ * stream in flight hands its generation over at the workers' --drain-grace −
+ * --handover-margin (15 − 5 s), while its engine still runs. Before the local provider's
+ * SIGTERM → SIGKILL grace was raised to SLURM's KillWait (30 s), its 5 s cut the worker's
+ * drain, engines included, long before the hand-over. The proxy continues the handed-over
+ * generation on another worker: the client gets all of it. And a worker's process groups
+ * SIGKILLed mid-stream: the client still gets the uncut generation, with no error; the
+ * continuation is an event naming both workers and a metric.
+ */
+import OpenAI from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PoolEvent } from '@es/pool';
+import { execFileSync } from 'node:child_process';
+import {
+  metric,
+  scrape,
+  startAdminTestScheduler,
+  until,
+  type AdminTestScheduler,
+} from './admin-harness.js';
+import { processesWithEnv } from './harness.js';
+// What the engine answers (see local.e2e.test.ts for why the source is imported directly).
+import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
+
+let s: AdminTestScheduler;
+
+beforeAll(async () => {
+  s = await startAdminTestScheduler({
+    maxNodes: 2,
+    engineExtraArgs: '--ttft 0 --tokens-per-second 20',
+  });
+  await until(fourReady, 60_000, '4 ready workers');
+}, 90_000);
+
+const fourReady = () =>
+  s.scheduler.registry.workers('mock').filter((w) => w.state === 'ready').length === 4
+    ? true
+    : undefined;
+
+afterAll(() => s?.close());
+
+describe('hand-over of a preempted local job', () => {
+  it('comes 10 s after the preemption and reaches onWorkerLost, before the job is killed', async () => {
+    const { registry } = s.scheduler;
+    const events: PoolEvent[] = [];
+    registry.on((event) => events.push(event));
+    const lost: [string, string][] = [];
+    registry.onWorkerLost((id, reason) => lost.push([id, reason]));
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const content = 'a long story, please';
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content }],
+      max_tokens: 300,
+      temperature: 0,
+      stream: true,
+    });
+    let chunks = 0;
+    let text = '';
+    const reading = (async () => {
+      for await (const chunk of stream) {
+        chunks += 1;
+        text += chunk.choices[0]?.delta.content ?? '';
+      }
+    })();
+
+    const serving = await until(
+      () =>
+        chunks >= 3
+          ? registry.workers('mock').find((w) => w.state === 'ready' && w.inFlight > 0)
+          : undefined,
+      20_000,
+      'the worker serving the stream',
+    );
+    const preemptedAt = Date.now();
+    expect(s.preempt(serving.jobId)).toBe(true);
+    const handover = await until(
+      () => events.find((e) => e.type === 'hand-over' && e.workerId === serving.id),
+      25_000,
+      'the hand-over of the preempted worker',
+    );
+    const after = handover.at - preemptedAt;
+    expect(after).toBeGreaterThanOrEqual(10_000);
+    expect(after).toBeLessThan(15_000);
+    // Announced while the worker was draining, before it was gone.
+    const draining = events.find((e) => e.type === 'draining' && e.workerId === serving.id);
+    expect(draining?.at ?? Infinity).toBeLessThanOrEqual(handover.at);
+    // The job is listed COMPLETING from the SIGTERM on, and the reconciler takes its workers
+    // gone (without a loss: they were draining); the hand-over still reaches the proxy.
+    expect(lost).toContainEqual([serving.id, expect.stringMatching(/^hand-over: SIGTERM/)]);
+    expect(handover.reason).toMatch(/^SIGTERM \(engines stop in \d+ ms\)$/);
+    // The proxy continued the generation on another worker: the client has all of it, once.
+    await reading;
+    const expected = expectedGeneration(
+      { kind: 'chat', messages: [{ role: 'user', content }] },
+      { maxTokens: 300 },
+    );
+    expect(text).toBe(expected.text);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'continuation',
+        workerId: serving.id,
+        reason: expect.stringMatching(/\(hand-over\): continued on /),
+      }),
+    );
+  }, 60_000);
+});
+
+const messages = [{ role: 'user' as const, content: 'tell me about elastic clusters' }];
+const MAX = 150;
+
+describe('a worker process group SIGKILLed mid-stream', () => {
+  it('leaves the client with the whole, uncut generation', async () => {
+    const { registry } = s.scheduler;
+    // The preempted job of the test above has been replaced: all 4 ready again.
+    await until(fourReady, 60_000, '4 ready workers');
+    const continuedBefore = metric(await scrape(s), 'es_continuations_total', {
+      deployment: 'mock',
+      outcome: 'continued',
+    });
+    const events: PoolEvent[] = [];
+    registry.on((event) => events.push(event));
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages,
+      max_tokens: MAX,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let text = '';
+    let chunks = 0;
+    let usage: OpenAI.CompletionUsage | undefined;
+    let finish: string | null = null;
+    const reading = (async () => {
+      for await (const chunk of stream) {
+        const choice = chunk.choices[0];
+        text += choice?.delta.content ?? '';
+        if (choice?.finish_reason) finish = choice.finish_reason;
+        if (chunk.usage) usage = chunk.usage;
+        chunks += 1;
+      }
+    })();
+
+    const serving = await until(
+      () =>
+        chunks >= 20
+          ? registry.workers('mock').find((w) => w.state === 'ready' && w.inFlight > 0)
+          : undefined,
+      20_000,
+      'the worker serving the stream',
+    );
+    // The local job's processes carry its id as SLURM_JOB_ID, as on a cluster; SIGKILL the
+    // process group of each (the worker, and the engines it started), as a node crash does.
+    const groups = new Set(
+      processesWithEnv('SLURM_JOB_ID', serving.jobId).map((p) =>
+        Number(execFileSync('ps', ['-o', 'pgid=', '-p', String(p.pid)], { encoding: 'utf8' })),
+      ),
+    );
+    expect(groups.size).toBeGreaterThan(0);
+    for (const group of groups) {
+      try {
+        process.kill(-group, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await reading;
+
+    const expected = expectedGeneration(
+      { kind: 'chat', messages: [{ role: 'user', content: messages[0]!.content }] },
+      { maxTokens: MAX },
+    );
+    expect(text).toBe(expected.text);
+    expect(finish).toBe(expected.finishReason);
+    expect(usage).toMatchObject({
+      prompt_tokens: expected.promptTokens,
+      completion_tokens: expected.completionTokens,
+    });
+    const continuation = events.find((e) => e.type === 'continuation');
+    expect(continuation).toMatchObject({ workerId: serving.id });
+    expect(continuation?.reason).toMatch(
+      new RegExp(`cut on ${serving.id.replaceAll('.', '\\.')} after \\d+ tokens .*: continued on `),
+    );
+    const continued = async () =>
+      metric(await scrape(s), 'es_continuations_total', {
+        deployment: 'mock',
+        outcome: 'continued',
+      });
+    expect(await continued()).toBe(continuedBefore + 1);
+  }, 60_000);
+});
