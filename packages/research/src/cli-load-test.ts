@@ -10,6 +10,8 @@ runCli('load-test', async () => {
   process.once('SIGINT', () => controller.abort());
   const report = await runLoadTest({
     ...options,
+    // The banner, the waiting lines and the progress go to stderr: stdout is the report.
+    log: process.stderr,
     progress: process.stderr,
     signal: controller.signal,
   });

@@ -1,14 +1,28 @@
 /**
  * A load tester for OpenAI-compatible endpoints (the scheduler's `/v1`): closed-loop
  * concurrency, a request count or a duration, streaming or not, chat or completions.
- * Measuring is separate from summarising: {@link summarizeLoadTest} and
- * {@link formatLoadTestReport} are pure.
+ * Before the test it shows the cluster and waits for a ready worker; after it, how the
+ * requests spread over the workers. Measuring is separate from summarising:
+ * {@link summarizeLoadTest} and {@link formatLoadTestReport} are pure.
  */
+import { Writable } from 'node:stream';
 import OpenAI from 'openai';
+import { formatClusterBanner, readCluster } from './cluster-status.js';
 import { mulberry32 } from './dataset.js';
-import { firstModelId } from './models.js';
+import { ResearchError } from './errors.js';
+import { firstModel } from './models.js';
 import { createProgress } from './progress.js';
 import { childSignal, messageOf } from './util.js';
+import { waitForReadyWorkers } from './wait.js';
+
+/**
+ * The response header naming the worker the scheduler's proxy chose for a request (the
+ * one that started the answer, when a stream was continued elsewhere).
+ */
+export const WORKER_HEADER = 'x-elastic-selected-worker-id';
+
+/** How prompts are made: random common words of a set length, or readable questions. */
+export type PromptStyle = 'synthetic' | 'natural';
 
 /** Options of {@link runLoadTest}. */
 export interface LoadTestOptions {
@@ -27,10 +41,17 @@ export interface LoadTestOptions {
   requests?: number;
   /** Keep sending for this long instead of a fixed count; in-flight requests finish. */
   durationMs?: number;
-  /** Approximate prompt length in tokens (random common words), default 128. */
+  /**
+   * `synthetic` (default): `promptTokens` random common words, the same length every time;
+   * `natural`: a readable question per request (as the seed's load test sent), of varying length.
+   */
+  promptStyle?: PromptStyle;
+  /** Approximate prompt length in tokens for `synthetic` prompts, default 128. */
   promptTokens?: number;
   /** `max_tokens` of each request, default 128. */
   maxTokens?: number;
+  /** Sampling `temperature` sent with each request; the engine's default when unset. */
+  temperature?: number;
   /** Ask vLLM/SGLang to ignore EOS so every response has `maxTokens` tokens (default true). */
   ignoreEos?: boolean;
   /** Per-request timeout, default 600000 ms. */
@@ -39,6 +60,15 @@ export interface LoadTestOptions {
   maxRetries?: number;
   /** Seeds the random prompts. */
   seed?: number;
+  /**
+   * Longest wait for a ready worker before the test, default 600000 ms (0: check once).
+   * A server without `/cluster_status` (not a scheduler) is not waited for.
+   */
+  waitTimeoutMs?: number;
+  /** Time between two looks at `/cluster_status` while waiting, default 5000 ms. */
+  waitIntervalMs?: number;
+  /** Receives the cluster banner and the waiting lines; nothing when unset. */
+  log?: NodeJS.WritableStream;
   /** Progress for count-based runs; nothing when unset. */
   progress?: NodeJS.WritableStream & { isTTY?: boolean };
   signal?: AbortSignal;
@@ -56,6 +86,14 @@ export interface RequestSample {
   /** For failures: `http_<status>`, `timeout`, `connection`, `stream` or `other`. */
   errorClass?: string;
   errorMessage?: string;
+  /** The worker that answered ({@link WORKER_HEADER}); unset when the answer did not say. */
+  workerId?: string;
+}
+
+/** Requests one worker answered (a failure counts when its answer named the worker). */
+export interface WorkerCount {
+  requests: number;
+  failed: number;
 }
 
 /** Percentiles and extremes of one metric, in milliseconds. */
@@ -78,8 +116,11 @@ export interface LoadTestReport {
     concurrency: number;
     requests?: number;
     durationMs?: number;
+    promptStyle: PromptStyle;
+    /** For `synthetic` prompts (natural questions vary in length). */
     promptTokens: number;
     maxTokens: number;
+    temperature?: number;
   };
   requests: { total: number; ok: number; failed: number };
   elapsedMs: number;
@@ -95,6 +136,11 @@ export interface LoadTestReport {
   ttftMs: Distribution | null;
   /** Failures by class, each with a count and one example message. */
   errors: Record<string, { count: number; example: string }>;
+  /**
+   * Requests per worker id, from the {@link WORKER_HEADER} of each answer: how the load
+   * spread. Empty when no answer named a worker (a server other than the scheduler).
+   */
+  workers: Record<string, WorkerCount>;
 }
 
 /**
@@ -113,15 +159,29 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
     maxRetries: options.maxRetries ?? 0,
     timeout: options.timeoutMs ?? 600_000,
   });
-  const model = options.model ?? (await firstModelId(client));
   const api = options.api ?? 'chat';
   const stream = options.stream ?? true;
   const concurrency = options.concurrency ?? 8;
+  const promptStyle = options.promptStyle ?? 'synthetic';
   const promptTokens = options.promptTokens ?? 128;
   const maxTokens = options.maxTokens ?? 128;
   const requests = options.durationMs === undefined ? (options.requests ?? 100) : options.requests;
   const random = mulberry32(options.seed ?? 1);
   const ignoreEos = options.ignoreEos ?? true;
+  const config: Omit<LoadTestReport['config'], 'model'> = {
+    baseURL: options.baseURL,
+    api,
+    stream,
+    concurrency,
+    promptStyle,
+    promptTokens,
+    maxTokens,
+  };
+  if (requests !== undefined) config.requests = requests;
+  if (options.durationMs !== undefined) config.durationMs = options.durationMs;
+  if (options.temperature !== undefined) config.temperature = options.temperature;
+
+  const model = await prepareCluster(client, options, describeRun(config));
 
   // One child of the caller's signal for the whole run, so that lanes do not pile
   // listeners onto the caller's signal.
@@ -141,10 +201,11 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
       performance.now() < deadline
     ) {
       issued += 1;
-      const prompt = makePrompt(promptTokens, random);
+      const prompt =
+        promptStyle === 'natural' ? makeQuestion(random) : makePrompt(promptTokens, random);
       const sample = await measure(
         client,
-        { model, api, stream, prompt, maxTokens, ignoreEos },
+        { model, api, stream, prompt, maxTokens, ignoreEos, temperature: options.temperature },
         scope.signal,
       );
       // Requests cut off by an interrupt say nothing about the server: leave them out.
@@ -156,19 +217,35 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadTestRep
   await Promise.all(Array.from({ length: concurrency }, lane)).finally(scope.dispose);
   progress?.stop();
   const elapsedMs = performance.now() - started;
+  return summarizeLoadTest(samples, elapsedMs, { ...config, model });
+}
 
-  const config: LoadTestReport['config'] = {
-    baseURL: options.baseURL,
-    model,
-    api,
-    stream,
-    concurrency,
-    promptTokens,
-    maxTokens,
-  };
-  if (requests !== undefined) config.requests = requests;
-  if (options.durationMs !== undefined) config.durationMs = options.durationMs;
-  return summarizeLoadTest(samples, elapsedMs, config);
+/**
+ * Before the test: reads the cluster, logs the banner, waits (bounded) for a ready worker
+ * and returns the model to test (`--model`, else the first of `/v1/models`).
+ */
+async function prepareCluster(
+  client: OpenAI,
+  options: LoadTestOptions,
+  run: string,
+): Promise<string> {
+  const schedulerUrl = options.baseURL.replace(/\/v1\/?$/, '');
+  const log = options.log ?? new Writable({ write: (_chunk, _encoding, done) => done() });
+  const cluster = await readCluster(schedulerUrl, client, options.signal);
+  log.write(`${formatClusterBanner(cluster, { schedulerUrl, model: options.model, run })}\n`);
+  await waitForReadyWorkers({
+    schedulerUrl,
+    log,
+    timeoutMs: options.waitTimeoutMs,
+    intervalMs: options.waitIntervalMs,
+    apiKey: options.apiKey,
+    signal: options.signal,
+  }).catch((error: unknown) => {
+    // Ctrl-C while waiting: one line saying so rather than an AbortError's stack.
+    if (!options.signal?.aborted) throw error;
+    throw new ResearchError('WORKERS_NOT_READY', 'interrupted while waiting for a ready worker');
+  });
+  return options.model ?? cluster.models[0]?.id ?? (await firstModel(client)).id;
 }
 
 interface RequestPlan {
@@ -178,10 +255,11 @@ interface RequestPlan {
   prompt: string;
   maxTokens: number;
   ignoreEos: boolean;
+  temperature: number | undefined;
 }
 
 // vLLM/SGLang extension: generate exactly max_tokens tokens so lengths are comparable.
-type EngineExtras = { ignore_eos?: boolean };
+type EngineExtras = { ignore_eos?: boolean; temperature?: number };
 
 type Usage = { prompt_tokens: number; completion_tokens: number } | null | undefined;
 
@@ -201,6 +279,11 @@ async function measure(
     completionTokens = usage.completion_tokens;
   };
   const extras: EngineExtras = plan.ignoreEos ? { ignore_eos: true } : {};
+  if (plan.temperature !== undefined) extras.temperature = plan.temperature;
+  let workerId: string | undefined;
+  const noteWorker = (headers: Headers | undefined) => {
+    workerId = headers?.get(WORKER_HEADER) ?? undefined;
+  };
   const request = childSignal(signal);
   const requestOptions = request.signal ? { signal: request.signal } : undefined;
   const chat = {
@@ -218,10 +301,15 @@ async function measure(
   const streamOptions = { stream: true as const, stream_options: { include_usage: true } };
   try {
     if (plan.stream) {
-      const stream =
+      const { data: stream, response } =
         plan.api === 'chat'
-          ? await client.chat.completions.create({ ...chat, ...streamOptions }, requestOptions)
-          : await client.completions.create({ ...completion, ...streamOptions }, requestOptions);
+          ? await client.chat.completions
+              .create({ ...chat, ...streamOptions }, requestOptions)
+              .withResponse()
+          : await client.completions
+              .create({ ...completion, ...streamOptions }, requestOptions)
+              .withResponse();
+      noteWorker(response.headers);
       for await (const chunk of stream) {
         const choice = chunk.choices[0];
         const text =
@@ -233,14 +321,20 @@ async function measure(
         countUsage(chunk.usage);
       }
     } else {
-      const response =
+      const { data, response } =
         plan.api === 'chat'
-          ? await client.chat.completions.create({ ...chat, stream: false }, requestOptions)
-          : await client.completions.create({ ...completion, stream: false }, requestOptions);
-      countUsage(response.usage);
+          ? await client.chat.completions
+              .create({ ...chat, stream: false }, requestOptions)
+              .withResponse()
+          : await client.completions
+              .create({ ...completion, stream: false }, requestOptions)
+              .withResponse();
+      noteWorker(response.headers);
+      countUsage(data.usage);
     }
   } catch (error) {
-    return {
+    if (workerId === undefined && error instanceof OpenAI.APIError) noteWorker(error.headers);
+    const failed: RequestSample = {
       ok: false,
       latencyMs: performance.now() - start,
       promptTokens,
@@ -248,6 +342,8 @@ async function measure(
       errorClass: classifyError(error),
       errorMessage: messageOf(error),
     };
+    if (workerId !== undefined) failed.workerId = workerId;
+    return failed;
   } finally {
     request.dispose();
   }
@@ -260,6 +356,7 @@ async function measure(
     completionTokens,
   };
   if (ttftMs !== undefined) sample.ttftMs = ttftMs;
+  if (workerId !== undefined) sample.workerId = workerId;
   return sample;
 }
 
@@ -311,7 +408,13 @@ export function summarizeLoadTest(
   const prompt = ok.reduce((n, s) => n + s.promptTokens, 0);
   const completion = ok.reduce((n, s) => n + s.completionTokens, 0);
   const errors: LoadTestReport['errors'] = {};
+  const workers: LoadTestReport['workers'] = {};
   for (const sample of samples) {
+    if (sample.workerId !== undefined) {
+      const count = (workers[sample.workerId] ??= { requests: 0, failed: 0 });
+      count.requests += 1;
+      if (!sample.ok) count.failed += 1;
+    }
     if (sample.ok) continue;
     const key = sample.errorClass ?? 'other';
     const entry = (errors[key] ??= { count: 0, example: sample.errorMessage ?? '' });
@@ -333,13 +436,46 @@ export function summarizeLoadTest(
       ? distribution(ok.flatMap((s) => (s.ttftMs === undefined ? [] : [s.ttftMs])))
       : null,
     errors,
+    workers,
   };
+}
+
+/** `100 requests, concurrency 8, chat, streaming, prompt ~128 tokens, max_tokens 128`. Pure. */
+function describeRun(c: Omit<LoadTestReport['config'], 'model'>): string {
+  const what = c.durationMs === undefined ? `${c.requests} requests` : `${c.durationMs / 1000} s`;
+  const prompts =
+    c.promptStyle === 'natural' ? 'natural-language questions' : `prompt ~${c.promptTokens} tokens`;
+  return (
+    `${what}, concurrency ${c.concurrency}, ${c.api}, ${c.stream ? 'streaming' : 'not streaming'}, ` +
+    `${prompts}, max_tokens ${c.maxTokens}` +
+    (c.temperature === undefined ? '' : `, temperature ${c.temperature}`)
+  );
+}
+
+/** Worker ids in natural order (`w2` before `w10`). */
+const byWorkerId = new Intl.Collator('en', { numeric: true }).compare;
+
+function workerLines(workers: LoadTestReport['workers']): string[] {
+  const ids = Object.keys(workers).sort(byWorkerId);
+  if (ids.length === 0) {
+    return [`n/a (no answer named its worker in ${WORKER_HEADER}: not the scheduler?)`];
+  }
+  const counts = ids.map((id) => (workers[id] as WorkerCount).requests);
+  const width = Math.max(...ids.map((id) => id.length));
+  const countWidth = String(Math.max(...counts)).length;
+  return [
+    `${ids.length} answered, ${Math.min(...counts)} to ${Math.max(...counts)} requests each`,
+    ...ids.map((id) => {
+      const w = workers[id] as WorkerCount;
+      const failed = w.failed > 0 ? ` (${w.failed} failed)` : '';
+      return `  ${id.padEnd(width)}  ${String(w.requests).padStart(countWidth)}${failed}`;
+    }),
+  ];
 }
 
 /** Formats a report as an aligned text table. Pure. */
 export function formatLoadTestReport(report: LoadTestReport): string {
   const c = report.config;
-  const what = c.durationMs === undefined ? `${c.requests} requests` : `${c.durationMs / 1000} s`;
   const dist = (d: Distribution | null) =>
     d === null
       ? 'n/a'
@@ -348,8 +484,7 @@ export function formatLoadTestReport(report: LoadTestReport): string {
     .sort((a, b) => b[1].count - a[1].count)
     .map(([name, e]) => `${name} x${e.count} (${e.example.slice(0, 120)})`);
   return [
-    `load test: ${what}, concurrency ${c.concurrency}, ${c.api}, ${c.stream ? 'streaming' : 'not streaming'}, ` +
-      `prompt ~${c.promptTokens} tokens, max_tokens ${c.maxTokens}`,
+    `load test: ${describeRun(c)}`,
     `model ${c.model} at ${c.baseURL}`,
     `requests     ${report.requests.ok} ok, ${report.requests.failed} failed in ${(report.elapsedMs / 1000).toFixed(2)} s: ${report.throughput.requestsPerSecond} req/s`,
     `tokens       ${report.tokens.completion} completion (${report.throughput.outputTokensPerSecond} tok/s), ` +
@@ -357,6 +492,7 @@ export function formatLoadTestReport(report: LoadTestReport): string {
     `latency ms   ${dist(report.latencyMs)}`,
     `ttft ms      ${c.stream ? dist(report.ttftMs) : 'n/a (not streaming)'}`,
     `errors       ${errorLines.length === 0 ? 'none' : errorLines.join('\n             ')}`,
+    `workers      ${workerLines(report.workers).join('\n             ')}`,
   ].join('\n');
 }
 
@@ -372,4 +508,67 @@ export function makePrompt(tokens: number, random: () => number): string {
     words.push(WORDS[Math.floor(random() * WORDS.length)] as string);
   }
   return words.join(' ');
+}
+
+const QUESTIONS = [
+  'Tell me in a few sentences what everyone should know about {}.',
+  'Explain {} in simple terms.',
+  'Give two reasons why people care about {}.',
+  'Write a short paragraph about {}.',
+  'What are the main ideas behind {}?',
+  'How would you explain {} to a ten-year-old?',
+  'Summarize the history of {} briefly.',
+  'Name three common misconceptions about {} and correct them.',
+];
+
+const SUBJECTS = [
+  'photosynthesis',
+  'the water cycle',
+  'plate tectonics',
+  'the theory of relativity',
+  'machine learning',
+  'how the internet routes packets',
+  'black holes',
+  'vaccines',
+  'inflation',
+  'the French Revolution',
+  'the immune system',
+  'solar power',
+  'compilers',
+  'public-key cryptography',
+  'the Roman Empire',
+  'climate change',
+  'DNA replication',
+  'supply and demand',
+  'the printing press',
+  'neural networks',
+  'ocean tides',
+  'volcanoes',
+  'the Renaissance',
+  'electric cars',
+  'sleep',
+  'coral reefs',
+  'the stock market',
+  'gravity',
+  'antibiotics',
+  'democracy',
+  'jazz',
+  'the Moon landing',
+  'rainbows',
+  'earthquakes',
+  'honey bees',
+  'the periodic table',
+  'quantum computing',
+  'recycling',
+  'hash tables',
+  'the human heart',
+];
+
+/**
+ * A readable question, e.g. `Explain black holes in simple terms.`: one of a few question
+ * forms about one of forty everyday subjects, drawn with `random`. Pure given `random`.
+ */
+export function makeQuestion(random: () => number): string {
+  const form = QUESTIONS[Math.floor(random() * QUESTIONS.length)] as string;
+  return form.replace('{}', SUBJECTS[Math.floor(random() * SUBJECTS.length)] as string);
 }

@@ -4,6 +4,7 @@ import {
   classifyError,
   formatLoadTestReport,
   makePrompt,
+  makeQuestion,
   percentile,
   summarizeLoadTest,
 } from '../src/load-test.js';
@@ -17,6 +18,7 @@ const config: LoadTestReport['config'] = {
   stream: true,
   concurrency: 4,
   requests: 5,
+  promptStyle: 'synthetic',
   promptTokens: 16,
   maxTokens: 8,
 };
@@ -132,4 +134,68 @@ test('prompts have the requested number of words and differ between requests', (
   const a = makePrompt(50, random);
   expect(a.split(' ')).toHaveLength(50);
   expect(makePrompt(50, random)).not.toBe(a);
+});
+
+test('natural prompts are readable questions about varied subjects, reproducible by seed', () => {
+  const random = mulberry32(1);
+  const questions = Array.from({ length: 50 }, () => makeQuestion(random));
+  for (const question of questions) {
+    // A sentence: capital first letter, words and spaces, ending with ? or .
+    expect(question).toMatch(/^[A-Z][\w ,'-]+[?.]$/);
+    expect(question).not.toContain('{}');
+  }
+  expect(new Set(questions).size).toBeGreaterThan(30);
+  const again = mulberry32(1);
+  expect(Array.from({ length: 50 }, () => makeQuestion(again))).toEqual(questions);
+});
+
+describe('requests per worker', () => {
+  const answered = (workerId: string | undefined, ok = true): RequestSample => ({
+    ...(ok
+      ? { ok: true, latencyMs: 10, promptTokens: 16, completionTokens: 8 }
+      : { ok: false, latencyMs: 5, promptTokens: 0, completionTokens: 0, errorClass: 'http_502' }),
+    ...(workerId === undefined ? {} : { workerId }),
+  });
+
+  test('are counted from the worker each answer named, failures included', () => {
+    const report = summarizeLoadTest(
+      [
+        answered('w10'),
+        answered('w2'),
+        answered('w2'),
+        answered('w2', false),
+        answered(undefined, false),
+      ],
+      1000,
+      config,
+    );
+    expect(report.workers).toEqual({
+      w10: { requests: 1, failed: 0 },
+      w2: { requests: 3, failed: 1 },
+    });
+    const text = formatLoadTestReport(report);
+    // One line per worker in natural order, as the seed listed its workers after a test.
+    expect(text).toContain(
+      'workers      2 answered, 1 to 3 requests each\n' +
+        '               w2   3 (1 failed)\n' +
+        '               w10  1',
+    );
+  });
+
+  test('a server that does not name its workers is said to be one', () => {
+    const text = formatLoadTestReport(summarizeLoadTest([answered(undefined)], 1000, config));
+    expect(text).toContain(
+      'workers      n/a (no answer named its worker in x-elastic-selected-worker-id',
+    );
+  });
+
+  test('temperature and natural prompts show in the run description', () => {
+    const text = formatLoadTestReport(
+      summarizeLoadTest([], 1000, { ...config, promptStyle: 'natural', temperature: 0.7 }),
+    );
+    expect(text).toContain(
+      'load test: 5 requests, concurrency 4, chat, streaming, natural-language questions, ' +
+        'max_tokens 8, temperature 0.7',
+    );
+  });
 });

@@ -1,4 +1,6 @@
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -14,10 +16,57 @@ const SCRIPT = join(import.meta.dirname, '..', '..', '..', 'scripts', 'load-test
 const script = [{ response: 'one two three four five six seven eight' }];
 
 let engine: MockEngine | undefined;
+let recorder: Recorder | undefined;
 afterEach(async () => {
+  await recorder?.close();
+  recorder = undefined;
   await engine?.close();
   engine = undefined;
 });
+
+interface Recorder {
+  url: string;
+  /** The JSON body of every POST that went through, in order. */
+  bodies: Record<string, unknown>[];
+  close(): Promise<void>;
+}
+
+/**
+ * A pass-through HTTP server on 127.0.0.1 in front of `target` that keeps each request body:
+ * what the load test sent, while the engine behind still answers.
+ */
+async function startRecorder(target: string): Promise<Recorder> {
+  const bodies: Record<string, unknown>[] = [];
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.method === 'POST')
+        bodies.push(JSON.parse(body.toString()) as Record<string, unknown>);
+      void fetch(`${target}${req.url ?? '/'}`, {
+        method: req.method,
+        headers: { 'content-type': 'application/json' },
+        ...(req.method === 'POST' ? { body } : {}),
+      }).then(
+        async (upstream) => {
+          res.writeHead(upstream.status, {
+            'content-type': upstream.headers.get('content-type') ?? '',
+          });
+          for await (const chunk of upstream.body ?? []) res.write(chunk);
+          res.end();
+        },
+        () => res.destroy(),
+      );
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    bodies,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
 
 describe('runLoadTest against the mock engine', () => {
   test.each([
@@ -94,10 +143,11 @@ describe('runLoadTest against the mock engine', () => {
 
   test('an unreachable endpoint is reported as such', async () => {
     await expect(
-      runLoadTest({ baseURL: 'http://127.0.0.1:1/v1', requests: 1 }),
+      runLoadTest({ baseURL: 'http://127.0.0.1:1/v1', requests: 1, waitTimeoutMs: 0 }),
     ).rejects.toMatchObject({
-      code: 'ENGINE_FAILED',
-      field: '--scheduler-url',
+      code: 'WORKERS_NOT_READY',
+      field: '--wait-timeout',
+      message: expect.stringContaining('cannot reach http://127.0.0.1:1/cluster_status'),
     });
   });
 });
@@ -117,6 +167,48 @@ describe('scripts/load-test (the built CLI as a child process)', () => {
     const report = JSON.parse(stdout) as LoadTestReport;
     expect(report.requests).toEqual({ total: 5, ok: 5, failed: 0 });
     expect(report.config.baseURL).toBe(`${engine.url}/v1`);
+  });
+
+  test('--temperature goes into every request; --prompt-style natural sends readable questions on the chat API', async () => {
+    engine = await startMock({ script });
+    recorder = await startRecorder(engine.url);
+    const { stdout, stderr } = await run(SCRIPT, [
+      '--scheduler-url',
+      recorder.url,
+      '--num-requests',
+      '6',
+      '--concurrency',
+      '2',
+      '--max-tokens',
+      '8',
+      '--temperature',
+      '0.3',
+      '--prompt-style',
+      'natural',
+    ]);
+    expect(recorder.bodies).toHaveLength(6);
+    for (const body of recorder.bodies) {
+      expect(body).toMatchObject({ model: 'mock-model', max_tokens: 8, temperature: 0.3 });
+      const messages = body.messages as { role: string; content: string }[];
+      expect(messages).toHaveLength(1);
+      expect(messages[0]?.role).toBe('user');
+      expect(messages[0]?.content).toMatch(/^[A-Z][\w ,'-]+[?.]$/);
+    }
+    expect(new Set(recorder.bodies.map((b) => JSON.stringify(b.messages))).size).toBeGreaterThan(1);
+    expect(stdout).toContain('natural-language questions, max_tokens 8, temperature 0.3');
+    expect(stdout).toMatch(/^requests {5}6 ok, 0 failed/m);
+    // A bare engine is no scheduler: the banner says so, and nothing is waited for.
+    expect(stderr).toContain('cluster      unknown (GET /cluster_status: HTTP 404)\n');
+    expect(stderr).toContain('(not an Elastic Serving scheduler): not waiting for workers');
+    expect(stderr).not.toContain('waiting for ready workers:');
+    expect(stdout).toContain('workers      n/a (no answer named its worker');
+
+    // Without the flags: no temperature, and the synthetic prompt of --prompt-tokens words.
+    const before = recorder.bodies.length;
+    await run(SCRIPT, ['--scheduler-url', recorder.url, '--requests', '1', '--prompt-tokens', '5']);
+    const plain = recorder.bodies[before] as { messages: { content: string }[] };
+    expect(plain).not.toHaveProperty('temperature');
+    expect(plain.messages[0]?.content.split(' ')).toHaveLength(5);
   });
 
   test('the text report shows throughput, tokens/s, percentiles and errors', async () => {
