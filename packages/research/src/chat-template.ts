@@ -2,14 +2,13 @@
  * Chat templates: found in a model directory the way Hugging Face transformers finds them,
  * rendered with `@huggingface/jinja` so prompts carry the model's own special tokens.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Template } from '@huggingface/jinja';
 import { ResearchError } from './errors.js';
 import { parseToolArguments } from './harmony.js';
 import type { ChatMessage, ToolDefinition } from './types.js';
-import { isMissingFile, isRecord, messageOf } from './util.js';
+import { isRecord, messageOf, readTextIfExists } from './util.js';
 
 /** What {@link ChatTemplate.render} needs besides the template. */
 export interface RenderOptions {
@@ -51,7 +50,8 @@ export interface LoadChatTemplateOptions {
 
 /**
  * The Harmony-style template this package ships (`templates/harmony/chat_template.jinja`),
- * written for this project. It is used when no `--tokenizer` is given and in tests.
+ * written for this project: for the mock engine and tests only (`--chat-template bundled-test`),
+ * never chosen silently.
  */
 export const BUNDLED_TEMPLATE_DIR: string = fileURLToPath(
   new URL('../templates/harmony/', import.meta.url),
@@ -138,30 +138,53 @@ export async function loadChatTemplate(
   dir: string,
   options: LoadChatTemplateOptions = {},
 ): Promise<ChatTemplate> {
-  const config = await readJson(join(dir, 'tokenizer_config.json'));
-  const specialTokens = config === undefined ? {} : specialTokensOf(config);
-
-  const jinjaPath = join(dir, 'chat_template.jinja');
-  const jinja = await readText(jinjaPath);
-  if (jinja !== undefined) return createChatTemplate(jinja, { source: jinjaPath, specialTokens });
-
-  const jsonPath = join(dir, 'chat_template.json');
-  const json = await readJson(jsonPath);
-  if (json !== undefined && typeof json.chat_template === 'string') {
-    return createChatTemplate(json.chat_template, { source: jsonPath, specialTokens });
-  }
-
-  const configPath = join(dir, 'tokenizer_config.json');
-  if (config !== undefined && config.chat_template !== undefined) {
-    const text = pickTemplate(config.chat_template, options.name, configPath);
-    return createChatTemplate(text, { source: configPath, specialTokens });
-  }
+  const template = await templateFromFiles(
+    (name) => readTextIfExists(join(dir, name)),
+    (name) => join(dir, name),
+    options,
+  );
+  if (template !== undefined) return template;
   throw new ResearchError(
     'TEMPLATE_NOT_FOUND',
     `no chat template in ${dir}: expected chat_template.jinja, chat_template.json or a ` +
       `"chat_template" in tokenizer_config.json; pass --tokenizer <model directory>`,
     { field: '--tokenizer' },
   );
+}
+
+/** Reads one file of a model's files by name; undefined when it does not exist. */
+export type ModelFileReader = (name: string) => Promise<string | undefined>;
+
+/**
+ * The template of a model's files, wherever they are (a directory, a Hugging Face cache
+ * snapshot, the hub), in transformers' order; undefined when none of them holds one.
+ * `where` names a file in messages and in the template's `source`.
+ */
+export async function templateFromFiles(
+  read: ModelFileReader,
+  where: (name: string) => string,
+  options: LoadChatTemplateOptions = {},
+): Promise<ChatTemplate | undefined> {
+  const configPath = where('tokenizer_config.json');
+  const config = parseJsonObject(await read('tokenizer_config.json'), configPath);
+  const specialTokens = config === undefined ? {} : specialTokensOf(config);
+
+  const jinja = await read('chat_template.jinja');
+  if (jinja !== undefined) {
+    return createChatTemplate(jinja, { source: where('chat_template.jinja'), specialTokens });
+  }
+
+  const jsonPath = where('chat_template.json');
+  const json = parseJsonObject(await read('chat_template.json'), jsonPath);
+  if (json !== undefined && typeof json.chat_template === 'string') {
+    return createChatTemplate(json.chat_template, { source: jsonPath, specialTokens });
+  }
+
+  if (config !== undefined && config.chat_template !== undefined) {
+    const text = pickTemplate(config.chat_template, options.name, configPath);
+    return createChatTemplate(text, { source: configPath, specialTokens });
+  }
+  return undefined;
 }
 
 function pickTemplate(value: unknown, name: string | undefined, path: string): string {
@@ -200,17 +223,10 @@ function specialTokensOf(config: Record<string, unknown>): Record<string, string
   return tokens;
 }
 
-async function readText(path: string): Promise<string | undefined> {
-  try {
-    return await readFile(path, 'utf8');
-  } catch (error) {
-    if (isMissingFile(error)) return undefined;
-    throw error;
-  }
-}
-
-async function readJson(path: string): Promise<Record<string, unknown> | undefined> {
-  const text = await readText(path);
+function parseJsonObject(
+  text: string | undefined,
+  path: string,
+): Record<string, unknown> | undefined {
   if (text === undefined) return undefined;
   let value: unknown;
   try {

@@ -6,7 +6,7 @@ import { parseGenerateArgs } from './generate-args.js';
 runCli('generate-trajectories', async () => {
   const options = await parseGenerateArgs(process.argv.slice(2), process.env);
   const controller = new AbortController();
-  // First Ctrl-C: stop cleanly (what is written stays valid for --resume); second: exit now.
+  // First Ctrl-C: stop cleanly (what is written stays valid to continue); second: exit now.
   process.once('SIGINT', () => {
     process.stderr.write('\ninterrupted: finishing the output files (Ctrl-C again to quit now)\n');
     controller.abort();

@@ -6,8 +6,13 @@ import { isMissingFile, isRecord, messageOf } from './util.js';
 
 /** One question to research. */
 export interface DatasetItem {
-  /** Stable id: the file's `id`, else a hash of the question (so `--resume` survives reordering). */
+  /**
+   * Stable id: the file's `id` (or `qid`, the original tool's name for it), else a hash of
+   * the question (so resuming survives reordering).
+   */
   id: string;
+  /** The dataset's own id as written (a number stays a number): the seed format's `qid`. */
+  sourceId?: string | number;
   question: string;
   /** A reference answer from the dataset, copied to the output for later grading. */
   reference?: string;
@@ -43,7 +48,7 @@ export const SAMPLE_QUESTIONS: readonly string[] = [
 /**
  * Loads a dataset: `sample` (the built-in questions), a `.jsonl` file (one object per line)
  * or a `.json` file (an array, or an object with a `data`/`questions` array). Entries are
- * objects with `question` (or `prompt`, `query`, `problem`), an optional `id` and an
+ * objects with `question` (or `prompt`, `query`, `problem`), an optional `id` (or `qid`) and an
  * optional reference `answer`; plain strings are questions.
  *
  * @example
@@ -76,7 +81,7 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
     if (seen.has(item.id)) {
       throw new ResearchError(
         'DATASET_INVALID',
-        `--dataset ${spec}: id "${item.id}" appears twice; ids must be unique for --resume`,
+        `--dataset ${spec}: id "${item.id}" appears twice; ids must be unique to continue a run`,
         { field: '--dataset' },
       );
     }
@@ -167,13 +172,10 @@ function toItem(entry: unknown, spec: string, index: number): DatasetItem {
       (v): v is string => typeof v === 'string' && v.trim() !== '',
     );
     if (question !== undefined) {
-      const item: DatasetItem = {
-        id:
-          typeof entry.id === 'string' || typeof entry.id === 'number'
-            ? String(entry.id)
-            : idOf(question),
-        question,
-      };
+      const raw = entry.id ?? entry.qid;
+      const own = typeof raw === 'string' || typeof raw === 'number' ? raw : undefined;
+      const item: DatasetItem = { id: own === undefined ? idOf(question) : String(own), question };
+      if (own !== undefined) item.sourceId = own;
       const reference = entry.answer ?? entry.reference;
       if (typeof reference === 'string') item.reference = reference;
       return item;

@@ -8,8 +8,8 @@ export type ResearchErrorCode =
   | 'TEMPLATE_RENDER'
   /** The dataset file is missing, empty or malformed. */
   | 'DATASET_INVALID'
-  /** The output directory already holds trajectories and `--resume` was not given. */
-  | 'OUTPUT_EXISTS'
+  /** No worker became ready within `--wait-timeout`. */
+  | 'WORKERS_NOT_READY'
   /** The inference endpoint could not be reached or answered with an error. */
   | 'ENGINE_FAILED'
   /** A tool (search, URL reader) failed after its retries. */

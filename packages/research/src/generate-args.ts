@@ -10,6 +10,7 @@ import {
 } from './cli-support.js';
 import { ResearchError } from './errors.js';
 import type { GenerateOptions } from './generate.js';
+import { huggingFaceOptionsFromEnv } from './template-source.js';
 import { DEFAULT_JINA_BASE_URL, DEFAULT_SERPER_BASE_URL } from './tools.js';
 import type { WebToolsOptions } from './tools.js';
 
@@ -24,7 +25,8 @@ function buildParser(argv: readonly string[]) {
   ).options({
     'scheduler-url': {
       type: 'string',
-      describe: 'Scheduler URL (default $ES_SCHEDULER_URL, else http://localhost:8780)',
+      describe:
+        'Scheduler URL (default $ES_SCHEDULER_URL, else $ELASTIC_SERVING_URL, else http://localhost:8780)',
     },
     'api-key': {
       type: 'string',
@@ -40,13 +42,33 @@ function buildParser(argv: readonly string[]) {
     'output-dir': {
       type: 'string',
       default: 'trajectories',
-      describe: 'Directory for trajectories.jsonl, failed.jsonl, summary.json',
+      describe: 'Directory for the output files (see --format) and summary.json',
+    },
+    format: {
+      type: 'string',
+      default: 'es',
+      describe:
+        "es: trajectories.jsonl (+ failed.jsonl); seed: trajectories_<dataset>.jsonl with the original tool's fields",
+    },
+    overwrite: {
+      type: 'boolean',
+      default: false,
+      describe: 'Start the output again (default: continue it, skipping questions already done)',
     },
     model: { type: 'string', describe: 'Model name (default: the first of /v1/models)' },
     tokenizer: {
       type: 'string',
       describe:
-        'Model directory with chat_template.jinja or tokenizer_config.json (default: the model if it is a directory, else the bundled test template)',
+        'Model directory (chat_template.jinja / tokenizer_config.json) or hub id for the chat template (default: the model, from its directory, the Hugging Face cache or the hub)',
+    },
+    'chat-template': {
+      type: 'string',
+      describe:
+        'A .jinja file to use as the chat template, or "bundled-test" for the test template of the mock engine',
+    },
+    revision: {
+      type: 'string',
+      describe: 'Hub revision of the chat template (default main)',
     },
     'template-name': {
       type: 'string',
@@ -54,10 +76,35 @@ function buildParser(argv: readonly string[]) {
     },
     'max-turns': {
       type: 'number',
+      alias: 'max-rounds',
       default: 20,
-      describe: 'Completions per trajectory before giving up',
+      describe: 'Rounds per trajectory; the last one must answer',
     },
-    'max-tokens': { type: 'number', default: 4096, describe: 'max_tokens of each completion' },
+    'max-tokens': {
+      type: 'number',
+      alias: 'max-gen-tokens',
+      default: 4096,
+      describe: 'max_tokens of each completion',
+    },
+    'max-tool-calls': {
+      type: 'number',
+      describe: 'Tool calls per trajectory; the next round must answer (default: no limit)',
+    },
+    'force-final-answer': {
+      type: 'boolean',
+      default: true,
+      describe: 'On the last round, make the model answer instead of running a tool',
+    },
+    'wait-timeout': {
+      type: 'number',
+      default: 600,
+      describe: 'Seconds to wait for a ready worker before the first trajectory (0: no wait)',
+    },
+    'wait-interval': {
+      type: 'number',
+      default: 5,
+      describe: 'Seconds between checks of /cluster_status while waiting',
+    },
     'reasoning-effort': {
       type: 'string',
       default: 'high',
@@ -68,7 +115,10 @@ function buildParser(argv: readonly string[]) {
       type: 'number',
       describe: "Shuffle the dataset reproducibly; also sent as each request's seed",
     },
-    resume: { type: 'boolean', default: false, describe: 'Skip questions already in the output' },
+    resume: {
+      type: 'boolean',
+      describe: 'The default (kept for old command lines): continue the output',
+    },
     'system-prompt': {
       type: 'string',
       describe: 'Developer instructions (default: a research-assistant prompt)',
@@ -109,9 +159,12 @@ function buildParser(argv: readonly string[]) {
 }
 
 /**
- * Parses `generate-trajectories` flags. Values come from the flags, then the environment
- * (`ES_SCHEDULER_URL`, `ES_API_KEY`, `SERPER_API_KEY`, `JINA_API_KEY`), then the `.env`
- * file; invalid values throw `INVALID_OPTION` naming the flag and a valid example.
+ * Parses `generate-trajectories` flags (the original tool's names `--max-rounds` and
+ * `--max-gen-tokens` are aliases). Values come from the flags, then the environment
+ * (`ES_SCHEDULER_URL` or the original's `ELASTIC_SERVING_URL`, `ES_API_KEY`,
+ * `SERPER_API_KEY`, `JINA_API_KEY`, `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`,
+ * `HF_HUB_OFFLINE`), then the `.env` file; invalid values throw `INVALID_OPTION` naming the
+ * flag and a valid example.
  */
 export async function parseGenerateArgs(
   argv: readonly string[],
@@ -121,6 +174,21 @@ export async function parseGenerateArgs(
   const fileEnv = await readEnvFile(args['env-file'] ?? '.env', args['env-file'] !== undefined);
   const merged = { ...fileEnv, ...env };
   const effort = args['reasoning-effort'];
+  if (args.resume === true && args.overwrite) {
+    throw new ResearchError(
+      'INVALID_OPTION',
+      '--resume and --overwrite contradict each other: drop --overwrite to continue the output',
+      { field: '--overwrite' },
+    );
+  }
+  const format = args.format;
+  if (format !== 'es' && format !== 'seed') {
+    throw new ResearchError(
+      'INVALID_OPTION',
+      `--format must be es or seed (got "${format}"); for example --format seed`,
+      { field: '--format' },
+    );
+  }
   if (!(REASONING_EFFORTS as readonly string[]).includes(effort)) {
     throw new ResearchError(
       'INVALID_OPTION',
@@ -144,7 +212,13 @@ export async function parseGenerateArgs(
   if (merged.SERPER_API_KEY) tools.serperApiKey = merged.SERPER_API_KEY;
   if (merged.JINA_API_KEY) tools.jinaApiKey = merged.JINA_API_KEY;
   const options: GenerateOptions = {
-    schedulerUrl: urlFlag('scheduler-url', args['scheduler-url'] ?? defaultSchedulerUrl(merged)),
+    schedulerUrl: urlFlag(
+      'scheduler-url',
+      args['scheduler-url'] ??
+        defaultSchedulerUrl({
+          ES_SCHEDULER_URL: merged.ES_SCHEDULER_URL || merged.ELASTIC_SERVING_URL,
+        }),
+    ),
     apiKey: args['api-key'] ?? defaultApiKey(merged),
     dataset: args.dataset,
     concurrency: integerFlag('concurrency', args.concurrency, 1, '8'),
@@ -152,7 +226,12 @@ export async function parseGenerateArgs(
     maxTurns: integerFlag('max-turns', args['max-turns'], 1, '20'),
     maxTokens: integerFlag('max-tokens', args['max-tokens'], 1, '4096'),
     reasoningEffort: effort,
-    resume: args.resume,
+    format,
+    overwrite: args.overwrite,
+    forceFinalAnswer: args['force-final-answer'],
+    waitTimeoutMs: numberFlag('wait-timeout', args['wait-timeout'], 0, '600') * 1000,
+    waitIntervalMs: numberFlag('wait-interval', args['wait-interval'], 0.05, '5') * 1000,
+    huggingFace: huggingFaceOptionsFromEnv(merged),
     maxRetries: integerFlag('max-retries', args['max-retries'], 0, '3'),
     requestTimeoutMs: numberFlag('request-timeout', args['request-timeout'], 1, '600') * 1000,
     tools,
@@ -165,6 +244,10 @@ export async function parseGenerateArgs(
   if (temperature !== undefined) options.temperature = temperature;
   if (args.model !== undefined) options.model = args.model;
   if (args.tokenizer !== undefined) options.tokenizer = args.tokenizer;
+  if (args['chat-template'] !== undefined) options.chatTemplate = args['chat-template'];
+  if (args.revision !== undefined) options.revision = args.revision;
+  const maxToolCalls = integerFlag('max-tool-calls', args['max-tool-calls'], 0, '10');
+  if (maxToolCalls !== undefined) options.maxToolCalls = maxToolCalls;
   if (args['template-name'] !== undefined) options.templateName = args['template-name'];
   if (args['system-prompt'] !== undefined) options.systemPrompt = args['system-prompt'];
   return options;

@@ -1,24 +1,37 @@
 /**
- * Trajectory generation over a dataset: pick the questions, skip those already written
- * (`resume`), run trajectories with bounded concurrency, append each to the output as it
- * finishes, and summarise.
+ * Trajectory generation over a dataset: resolve the model's chat template, wait for ready
+ * workers, pick the questions, skip those already written (a run continues the last one
+ * unless `overwrite`), run trajectories with bounded concurrency, append each to the output
+ * as it finishes, and summarise.
  */
-import { mkdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { BUNDLED_TEMPLATE_DIR, loadChatTemplate } from './chat-template.js';
 import type { ChatTemplate } from './chat-template.js';
 import { loadDataset, selectSamples } from './dataset.js';
 import type { DatasetItem } from './dataset.js';
 import { ResearchError } from './errors.js';
-import { firstModelId } from './models.js';
+import { firstModel } from './models.js';
+import type { ListedModel } from './models.js';
 import { createJsonlWriter, readRecordIds } from './jsonl.js';
+import type { JsonlWriter } from './jsonl.js';
 import { createProgress } from './progress.js';
+import { seedOutputName, toSeedRecord } from './seed-format.js';
+import {
+  huggingFaceOptionsFromEnv,
+  resolveChatTemplate,
+  templateTarget,
+} from './template-source.js';
+import type { HuggingFaceOptions } from './template-source.js';
 import { createWebTools } from './tools.js';
 import type { Tool, WebToolsOptions } from './tools.js';
 import { runTrajectory } from './trajectory.js';
 import type { Trajectory, TrajectoryStatus } from './trajectory.js';
-import { childSignal, isMissingFile } from './util.js';
+import { childSignal } from './util.js';
+import { waitForReadyWorkers } from './wait.js';
+
+/** Output formats: this project's records, or the original tool's (`seed`). */
+export type OutputFormat = 'es' | 'seed';
 
 /** Options of {@link generateTrajectories}. */
 export interface GenerateOptions {
@@ -35,20 +48,36 @@ export interface GenerateOptions {
   /** Model name; default the first model of `/v1/models`. */
   model?: string;
   /**
-   * Directory with the chat template. Default: the model, when it names a local directory,
-   * else the bundled Harmony-style test template (with a warning).
+   * Where the chat template is: a directory or a hub id. Default: the model (as listed by
+   * `/v1/models`, its `root` first), from a local directory, the Hugging Face cache or the hub.
    */
   tokenizer?: string;
+  /** `bundled-test` (the bundled test template, for the mock engine) or a `.jinja` file. */
+  chatTemplate?: string;
+  /** Hub revision for the template, default `main`. */
+  revision?: string;
+  /** Hugging Face cache, hub and token; default from the environment (`HF_HOME`, ...). */
+  huggingFace?: HuggingFaceOptions;
   /** Named template in a `tokenizer_config.json` list. */
   templateName?: string;
   maxTurns?: number;
   maxTokens?: number;
+  /** Tool calls per trajectory before the final answer is forced; default no limit. */
+  maxToolCalls?: number;
+  /** Force a final answer on the last turn instead of running a tool; default true. */
+  forceFinalAnswer?: boolean;
+  /** How long to wait for a ready worker before the first trajectory, default 600000 ms. */
+  waitTimeoutMs?: number;
+  /** Between checks of `/cluster_status`, default 5000 ms. */
+  waitIntervalMs?: number;
+  /** `es` (default): `trajectories.jsonl`; `seed`: `trajectories_<dataset>.jsonl`. */
+  format?: OutputFormat;
   reasoningEffort?: string;
   temperature?: number;
   /** Shuffles the dataset reproducibly and is sent as each request's `seed`. */
   seed?: number;
-  /** Skip questions already in the output instead of refusing to touch it. */
-  resume?: boolean;
+  /** Empty the output first instead of continuing it (skipping questions already done). */
+  overwrite?: boolean;
   systemPrompt?: string;
   /** Retries of each completion request by the openai client, default 3. */
   maxRetries?: number;
@@ -60,7 +89,7 @@ export interface GenerateOptions {
   toolset?: readonly Tool[];
   /** Where progress, warnings and the summary go; default `process.stderr`. */
   log?: NodeJS.WritableStream & { isTTY?: boolean };
-  /** Stops starting new questions; in-flight ones are abandoned (and rerun by `resume`). */
+  /** Stops starting new questions; in-flight ones are abandoned (the next run does them). */
   signal?: AbortSignal;
 }
 
@@ -68,15 +97,19 @@ export interface GenerateOptions {
 export interface GenerateSummary {
   model: string;
   template: string;
+  format: OutputFormat;
   outputPath: string;
   /** Questions selected from the dataset. */
   selected: number;
-  /** Already in the output (resume). */
+  /** Already done in the output (skipped). */
   skipped: number;
-  /** Trajectories written by this run, by status. */
+  /** Records written to the output by this run. */
   written: number;
   byStatus: Record<TrajectoryStatus, number>;
-  /** Trajectories that failed on the engine: written to `failed.jsonl`, rerun by `resume`. */
+  /**
+   * Trajectories that failed on the engine: in `failed.jsonl` (`es`) or in the output with
+   * `status: "error"` (`seed`); the next run runs them again.
+   */
   failed: number;
   toolCalls: number;
   toolErrors: number;
@@ -118,8 +151,45 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     maxRetries: options.maxRetries ?? 3,
     timeout: options.requestTimeoutMs ?? 600_000,
   });
-  const model = options.model ?? (await firstModelId(client));
-  const template = await resolveTemplate(options, model, log);
+  const huggingFace = options.huggingFace ?? huggingFaceOptionsFromEnv(process.env);
+  const resolve = async (listed: ListedModel) =>
+    resolveChatTemplate({
+      model: await templateTarget(listed.root, listed.id),
+      huggingFace,
+      ...pick(options, ['tokenizer', 'chatTemplate', 'revision']),
+      ...(options.templateName === undefined ? {} : { name: options.templateName }),
+    });
+  // Bad input (dataset, template) stops the run before the wait for workers, not after it.
+  const items = selectSamples(await loadDataset(options.dataset), {
+    ...(options.numSamples === undefined ? {} : { numSamples: options.numSamples }),
+    ...(options.seed === undefined ? {} : { seed: options.seed }),
+  });
+  // With the model known (flag, or listed before any worker is ready), a missing template
+  // stops the run before the wait for workers rather than after it.
+  let listed: ListedModel | undefined =
+    options.model !== undefined
+      ? { id: options.model, root: undefined }
+      : await firstModel(client).catch(() => undefined);
+  let template: ChatTemplate | undefined = listed === undefined ? undefined : await resolve(listed);
+  try {
+    await waitForReadyWorkers({
+      schedulerUrl: options.schedulerUrl,
+      log,
+      ...(options.apiKey === undefined ? {} : { apiKey: options.apiKey }),
+      ...(options.waitTimeoutMs === undefined ? {} : { timeoutMs: options.waitTimeoutMs }),
+      ...(options.waitIntervalMs === undefined ? {} : { intervalMs: options.waitIntervalMs }),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  } catch (error) {
+    if (!options.signal?.aborted) throw error;
+    throw new ResearchError('WORKERS_NOT_READY', 'interrupted while waiting for ready workers', {
+      cause: error,
+    });
+  }
+  listed ??= await firstModel(client);
+  template ??= await resolve(listed);
+  const model = listed.id;
+  log.write(`model ${model}, chat template ${template.source}\n`);
   const tools = options.toolset ?? createWebTools(options.tools);
   if (options.toolset === undefined && !options.tools?.serperApiKey) {
     log.write(
@@ -128,30 +198,36 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     );
   }
 
-  const items = selectSamples(await loadDataset(options.dataset), {
-    ...(options.numSamples === undefined ? {} : { numSamples: options.numSamples }),
-    ...(options.seed === undefined ? {} : { seed: options.seed }),
-  });
   await mkdir(options.outputDir, { recursive: true });
-  const outputPath = join(options.outputDir, OUTPUT_FILES.trajectories);
-  const written = await readRecordIds(outputPath);
-  if (written.size > 0 && !options.resume) {
-    throw new ResearchError(
-      'OUTPUT_EXISTS',
-      `${outputPath} already holds ${written.size} trajectories: pass --resume to continue ` +
-        `it, or choose another --output-dir`,
-      { field: '--output-dir' },
-    );
-  }
+  const format: OutputFormat = options.format ?? 'es';
+  const outputPath = join(
+    options.outputDir,
+    format === 'seed' ? seedOutputName(options.dataset) : OUTPUT_FILES.trajectories,
+  );
+  if (options.overwrite) await writeFile(outputPath, '');
+  // Done questions: every record of ours (engine failures are in failed.jsonl); in the seed
+  // format, those with an answer (an error line means: run it again).
+  const written =
+    format === 'seed'
+      ? await readRecordIds(outputPath, (r) =>
+          r.status === 'success' && (typeof r.qid === 'string' || typeof r.qid === 'number')
+            ? String(r.qid)
+            : undefined,
+        )
+      : await readRecordIds(outputPath);
   const todo = items.filter((item) => !written.has(item.id));
   const output = await createJsonlWriter(outputPath);
-  // Failed attempts of earlier runs are history: this run reruns those questions.
-  await writeFile(join(options.outputDir, OUTPUT_FILES.failed), '');
-  const failedOutput = await createJsonlWriter(join(options.outputDir, OUTPUT_FILES.failed));
+  let failedOutput: JsonlWriter | undefined;
+  if (format === 'es') {
+    // Failed attempts of earlier runs are history: this run reruns those questions.
+    await writeFile(join(options.outputDir, OUTPUT_FILES.failed), '');
+    failedOutput = await createJsonlWriter(join(options.outputDir, OUTPUT_FILES.failed));
+  }
 
   const summary: GenerateSummary = {
     model,
     template: template.source,
+    format,
     outputPath,
     selected: items.length,
     skipped: items.length - todo.length,
@@ -172,18 +248,26 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     elapsedMs: 0,
     interrupted: false,
   };
-  if (summary.skipped > 0) log.write(`resume: ${summary.skipped} questions already written\n`);
+  if (summary.skipped > 0) {
+    log.write(
+      `continuing ${outputPath}: ${summary.skipped} of ${items.length} questions already done ` +
+        `(--overwrite starts again)\n`,
+    );
+  }
   const progress = createProgress(log, todo.length);
 
-  const record = async (trajectory: Trajectory) => {
+  const record = async (trajectory: Trajectory, item: DatasetItem) => {
     summary.byStatus[trajectory.status] += 1;
     summary.toolCalls += trajectory.toolCalls;
     summary.toolErrors += trajectory.errors.filter((e) => e.tool !== undefined).length;
     summary.promptTokens += trajectory.usage.promptTokens;
     summary.completionTokens += trajectory.usage.completionTokens;
-    if (trajectory.status === 'failed') {
-      summary.failed += 1;
-      await failedOutput.write(trajectory);
+    if (trajectory.status === 'failed') summary.failed += 1;
+    if (format === 'seed') {
+      summary.written += 1;
+      await output.write(toSeedRecord(trajectory, item));
+    } else if (trajectory.status === 'failed') {
+      await failedOutput?.write(trajectory);
     } else {
       summary.written += 1;
       await output.write(trajectory);
@@ -206,6 +290,8 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
         'systemPrompt',
         'maxTurns',
         'maxTokens',
+        'maxToolCalls',
+        'forceFinalAnswer',
         'reasoningEffort',
         'temperature',
         'seed',
@@ -222,13 +308,13 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
         if (options.signal?.aborted) return;
         throw error;
       }
-      await record(trajectory);
+      await record(trajectory, item);
     });
   } finally {
     scope.dispose();
     progress.stop();
     await output.close();
-    await failedOutput.close();
+    await failedOutput?.close();
   }
   summary.interrupted = options.signal?.aborted === true;
   summary.elapsedMs = Date.now() - started;
@@ -245,43 +331,25 @@ export function formatSummary(summary: GenerateSummary): string {
   const seconds = summary.elapsedMs / 1000;
   const lines = [
     `${summary.written} trajectories written to ${summary.outputPath} in ${seconds.toFixed(1)} s` +
-      (summary.interrupted ? ' (interrupted: rerun with --resume)' : ''),
+      (summary.interrupted ? ' (interrupted: run the same command again to continue)' : ''),
     `  completed ${s.completed}, max turns ${s.max_turns}, truncated ${s.truncated}, no answer ${s.no_answer}, context full ${s.context_full}, engine failures ${summary.failed}` +
-      (summary.skipped > 0 ? `, skipped ${summary.skipped} (resume)` : ''),
+      (summary.skipped > 0 ? `, skipped ${summary.skipped} (already done)` : ''),
     `  tool calls ${summary.toolCalls} (${summary.toolErrors} errors)`,
     `  tokens: ${summary.promptTokens} prompt, ${summary.completionTokens} completion` +
       (seconds > 0 ? ` (${Math.round(summary.completionTokens / seconds)} completion tok/s)` : ''),
     `  model ${summary.model}, template ${summary.template}`,
   ];
-  if (summary.failed > 0) {
-    lines.push(`  engine failures are in failed.jsonl; --resume runs those questions again`);
+  if (summary.format === 'seed') {
+    const errors = summary.written - summary.byStatus.completed;
+    if (errors > 0) {
+      lines.push(
+        `  ${errors} written with status "error"; the next run runs those questions again`,
+      );
+    }
+  } else if (summary.failed > 0) {
+    lines.push(`  engine failures are in failed.jsonl; the next run runs those questions again`);
   }
   return lines.join('\n');
-}
-
-async function resolveTemplate(
-  options: GenerateOptions,
-  model: string,
-  log: NodeJS.WritableStream,
-): Promise<ChatTemplate> {
-  const load = (dir: string) =>
-    loadChatTemplate(dir, options.templateName === undefined ? {} : { name: options.templateName });
-  if (options.tokenizer !== undefined) return load(options.tokenizer);
-  if (await isDirectory(model)) return load(model);
-  log.write(
-    `warning: no --tokenizer given and model "${model}" is not a local directory: using the ` +
-      `bundled Harmony-style test template. Pass --tokenizer <model dir> for a real model.\n`,
-  );
-  return load(BUNDLED_TEMPLATE_DIR);
-}
-
-async function isDirectory(path: string): Promise<boolean> {
-  try {
-    return (await stat(path)).isDirectory();
-  } catch (error) {
-    if (isMissingFile(error)) return false;
-    throw error;
-  }
 }
 
 async function forEachConcurrently<T>(

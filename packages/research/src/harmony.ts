@@ -161,3 +161,24 @@ export function parseToolArguments(raw: string): ToolArguments {
   }
   return { ok: true, value: value as Record<string, unknown> };
 }
+
+/** The header that opens a final answer, as a model writes it after `<|start|>assistant`. */
+export const HARMONY_FINAL_HEADER = '<|channel|>final<|message|>';
+
+/**
+ * What to append to a turn's prompt to force a final answer instead of the tool call the
+ * completion `text` ended with: the messages before the call (its analysis) are kept, the
+ * call is dropped, and a `final` channel message is opened for the model to fill. Pure.
+ *
+ * @example
+ * ```ts
+ * finalAnswerPrefill('<|channel|>analysis<|message|>hm<|end|><|start|>assistant<|channel|>commentary to=functions.search<|message|>{}');
+ * // '<|channel|>analysis<|message|>hm<|end|><|start|>assistant<|channel|>final<|message|>'
+ * ```
+ */
+export function finalAnswerPrefill(text: string): string {
+  const at = text.lastIndexOf(START);
+  return at < 0
+    ? HARMONY_FINAL_HEADER
+    : `${text.slice(0, at)}${START}assistant${HARMONY_FINAL_HEADER}`;
+}

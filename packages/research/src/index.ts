@@ -1,20 +1,45 @@
 export { ResearchError } from './errors.js';
 export type { ResearchErrorCode, ResearchErrorOptions } from './errors.js';
 export type { ChatMessage, ToolCall, ToolDefinition } from './types.js';
-export { BUNDLED_TEMPLATE_DIR, createChatTemplate, loadChatTemplate } from './chat-template.js';
+export {
+  BUNDLED_TEMPLATE_DIR,
+  createChatTemplate,
+  loadChatTemplate,
+  templateFromFiles,
+} from './chat-template.js';
 export type {
   ChatTemplate,
   ChatTemplateOptions,
   LoadChatTemplateOptions,
+  ModelFileReader,
   RenderOptions,
 } from './chat-template.js';
-export { HARMONY_STOP, interpretCompletion, parseHarmony, parseToolArguments } from './harmony.js';
+export {
+  BUNDLED_TEST_TEMPLATE,
+  DEFAULT_HF_ENDPOINT,
+  huggingFaceOptionsFromEnv,
+  resolveChatTemplate,
+} from './template-source.js';
+export type { HuggingFaceOptions, ResolveChatTemplateOptions } from './template-source.js';
+export { waitForReadyWorkers } from './wait.js';
+export type { WaitForWorkersOptions, WorkersReady } from './wait.js';
+export { seedOutputName, toSeedRecord } from './seed-format.js';
+export type { SeedMessage, SeedRecord } from './seed-format.js';
+export {
+  HARMONY_FINAL_HEADER,
+  HARMONY_STOP,
+  finalAnswerPrefill,
+  interpretCompletion,
+  parseHarmony,
+  parseToolArguments,
+} from './harmony.js';
 export type { HarmonyMessage, HarmonyTurn, ToolArguments } from './harmony.js';
 export {
   DEFAULT_JINA_BASE_URL,
   DEFAULT_SERPER_BASE_URL,
   createWebTools,
   formatSearchResults,
+  htmlToText,
   truncate,
 } from './tools.js';
 export type { Tool, WebToolsOptions } from './tools.js';
@@ -29,7 +54,7 @@ export type {
   TurnRecord,
 } from './trajectory.js';
 export { OUTPUT_FILES, formatSummary, generateTrajectories } from './generate.js';
-export type { GenerateOptions, GenerateSummary } from './generate.js';
+export type { GenerateOptions, GenerateSummary, OutputFormat } from './generate.js';
 export { parseGenerateArgs } from './generate-args.js';
 export {
   classifyError,

@@ -38,11 +38,15 @@ export async function createJsonlWriter(path: string): Promise<JsonlWriter> {
 }
 
 /**
- * Reads the `id` of every complete record in a JSONL file (none when it does not exist).
- * Unparseable lines, such as one cut short by a crash, are skipped, so their question runs
- * again on `--resume`.
+ * Reads the key of every complete record in a JSONL file (none when it does not exist):
+ * by default its `id`; `keyOf` picks another (undefined skips the record). Unparseable
+ * lines, such as one cut short by a crash, are skipped, so their question runs again.
  */
-export async function readRecordIds(path: string): Promise<Set<string>> {
+export async function readRecordIds(
+  path: string,
+  keyOf: (record: Record<string, unknown>) => string | undefined = (record) =>
+    typeof record.id === 'string' ? record.id : undefined,
+): Promise<Set<string>> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -55,7 +59,8 @@ export async function readRecordIds(path: string): Promise<Set<string>> {
     if (line.trim() === '') continue;
     try {
       const record: unknown = JSON.parse(line);
-      if (isRecord(record) && typeof record.id === 'string') ids.add(record.id);
+      const key = isRecord(record) ? keyOf(record) : undefined;
+      if (key !== undefined) ids.add(key);
     } catch {
       // A line cut short by a crash: its question is simply generated again.
     }

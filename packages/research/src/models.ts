@@ -3,14 +3,29 @@ import type OpenAI from 'openai';
 import { ResearchError } from './errors.js';
 import { messageOf } from './util.js';
 
+/** A model as `/v1/models` lists it. */
+export interface ListedModel {
+  /** The name requests are sent with. */
+  id: string;
+  /** What it serves (vLLM and the scheduler: the model path or hub id), when listed. */
+  root: string | undefined;
+}
+
 /**
  * The first model `/v1/models` lists: the scheduler's default deployment. Throws
  * `ENGINE_FAILED` naming `--scheduler-url` or `--model` as the fix.
  */
-export async function firstModelId(client: OpenAI): Promise<string> {
-  let first: string | undefined;
+export async function firstModel(client: OpenAI): Promise<ListedModel> {
+  let first: ListedModel | undefined;
   try {
-    first = (await client.models.list()).data[0]?.id;
+    const entry = (await client.models.list()).data[0] as
+      { id: string; root?: unknown } | undefined;
+    if (entry !== undefined) {
+      first = {
+        id: entry.id,
+        root: typeof entry.root === 'string' && entry.root !== '' ? entry.root : undefined,
+      };
+    }
   } catch (error) {
     throw new ResearchError(
       'ENGINE_FAILED',

@@ -1,6 +1,7 @@
 /**
  * The research tools the model can call: web search through the Serper API and URL reading
- * through the Jina reader. A tool either returns text for the model or throws; the agent
+ * through the Jina reader (or, without a Jina key, by fetching the page directly). A tool
+ * either returns text for the model or throws; the agent
  * loop turns a throw into a tool message, so a failing tool never ends a trajectory.
  */
 import { ResearchError } from './errors.js';
@@ -22,7 +23,10 @@ export interface WebToolsOptions {
   serperApiKey?: string;
   /** Default `https://google.serper.dev` (the tool POSTs to `<base>/search`). */
   serperBaseUrl?: string;
-  /** `JINA_API_KEY`. Optional: the reader also works, rate-limited, without a key. */
+  /**
+   * `JINA_API_KEY`. Without it `open_url` fetches the page itself (as the original tool
+   * did) and turns its HTML into text, instead of calling the reader.
+   */
   jinaApiKey?: string;
   /** Default `https://r.jina.ai` (the tool GETs `<base>/<url>`). */
   jinaBaseUrl?: string;
@@ -105,7 +109,7 @@ export function createWebTools(options: WebToolsOptions = {}): Tool[] {
       type: 'function',
       function: {
         name: 'open_url',
-        description: 'Read a web page. Returns its main content as Markdown text.',
+        description: 'Read a web page. Returns its main content as text.',
         parameters: {
           type: 'object',
           properties: { url: { type: 'string', description: 'An absolute http(s) URL.' } },
@@ -121,19 +125,128 @@ export function createWebTools(options: WebToolsOptions = {}): Tool[] {
           `"url" must be an absolute http(s) URL, got "${url}"`,
         );
       }
-      const headers: Record<string, string> = { accept: 'text/plain' };
-      if (options.jinaApiKey) headers.authorization = `Bearer ${options.jinaApiKey}`;
-      const response = await fetchWithRetry(
-        `${jinaBase}/${url}`,
-        { headers },
-        signal ? { ...retry, signal } : retry,
-      );
-      const text = (await response.text()).trim();
+      const attempt = signal ? { ...retry, signal } : retry;
+      let text: string;
+      if (options.jinaApiKey) {
+        const response = await fetchWithRetry(
+          `${jinaBase}/${url}`,
+          {
+            headers: {
+              accept: 'text/plain',
+              authorization: `Bearer ${options.jinaApiKey}`,
+              'x-return-format': 'text',
+            },
+          },
+          attempt,
+        );
+        text = (await response.text()).trim();
+      } else {
+        text = await fetchPageText(url, attempt);
+      }
       return truncate(text === '' ? `(${url} has no readable text)` : text, maxChars);
     },
   };
 
   return [search, openUrl];
+}
+
+/** The most of a page `open_url` reads without the reader (bigger bodies are cut). */
+const MAX_PAGE_BYTES = 5 * 1024 * 1024;
+
+/** Fetches a page directly and returns its text: HTML as text, text types as they are. */
+async function fetchPageText(url: string, retry: RetryOptions): Promise<string> {
+  const response = await fetchWithRetry(
+    url,
+    {
+      headers: {
+        accept: 'text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.5',
+        'user-agent': 'Mozilla/5.0 (compatible; elastic-serving-research/0.1)',
+      },
+      redirect: 'follow',
+    },
+    retry,
+  );
+  const type = (response.headers.get('content-type') ?? '').toLowerCase();
+  const readable = type === '' || type.startsWith('text/') || /json|xml|javascript/.test(type);
+  if (!readable) {
+    await response.body?.cancel();
+    throw new ResearchError(
+      'TOOL_FAILED',
+      `${url} is ${type.split(';')[0]}, which cannot be read without the Jina reader ` +
+        `(JINA_API_KEY is not set)`,
+    );
+  }
+  const body = await readCapped(response, MAX_PAGE_BYTES);
+  return /html|xml/.test(type) || /^\s*<(!doctype|html)/i.test(body)
+    ? htmlToText(body)
+    : body.trim();
+}
+
+async function readCapped(response: Response, maxBytes: number): Promise<string> {
+  if (response.body === null) return '';
+  const decoder = new TextDecoder();
+  let text = '';
+  let bytes = 0;
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    bytes += chunk.byteLength;
+    text += decoder.decode(chunk, { stream: true });
+    if (bytes >= maxBytes) break;
+  }
+  return text + decoder.decode();
+}
+
+const ENTITIES: Record<string, string> = {
+  amp: '&',
+  lt: '<',
+  gt: '>',
+  quot: '"',
+  apos: "'",
+  nbsp: ' ',
+  mdash: '\u2014',
+  ndash: '\u2013',
+  hellip: '\u2026',
+  copy: '\u00a9',
+};
+
+/**
+ * Turns an HTML page into readable text for the model: the title first, scripts, styles and
+ * comments dropped, block elements on lines of their own, entities decoded, blank runs
+ * collapsed. Pure; not a full HTML parser, but enough for articles and documentation.
+ */
+export function htmlToText(html: string): string {
+  const title = /<title[^>]*>([\s\S]*?)<\/title>/i.exec(html)?.[1];
+  const body = html
+    .replace(/<!--[\s\S]*?-->/g, '')
+    .replace(/<(script|style|noscript|template|svg|head)\b[\s\S]*?<\/\1\s*>/gi, '')
+    .replace(/<br\s*\/?>/gi, '\n')
+    .replace(/<li\b[^>]*>/gi, '\n- ')
+    .replace(
+      /<\/?(p|div|section|article|main|header|footer|nav|aside|h[1-6]|ul|ol|table|tr|pre|blockquote|figure|form)\b[^>]*>/gi,
+      '\n',
+    )
+    .replace(/<\/t[dh]\s*>/gi, '\t')
+    .replace(/<[^>]+>/g, '');
+  const text = decodeEntities(body)
+    .split('\n')
+    .map((line) => line.replace(/[ \t\u00a0]+/g, ' ').trim())
+    .join('\n')
+    .replace(/\n{3,}/g, '\n\n')
+    .trim();
+  const heading = title === undefined ? '' : decodeEntities(title).replace(/\s+/g, ' ').trim();
+  return heading !== '' && !text.startsWith(heading) ? `# ${heading}\n\n${text}` : text;
+}
+
+function decodeEntities(text: string): string {
+  return text.replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, name: string) => {
+    if (name.startsWith('#')) {
+      const code =
+        name[1] === 'x' || name[1] === 'X' ? parseInt(name.slice(2), 16) : Number(name.slice(1));
+      return Number.isFinite(code) && code > 0 && code <= 0x10ffff
+        ? String.fromCodePoint(code)
+        : whole;
+    }
+    return ENTITIES[name.toLowerCase()] ?? whole;
+  });
 }
 
 /**

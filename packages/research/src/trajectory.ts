@@ -6,7 +6,13 @@
 import type OpenAI from 'openai';
 import type { Completion, CompletionCreateParamsNonStreaming } from 'openai/resources/completions';
 import type { ChatTemplate } from './chat-template.js';
-import { HARMONY_STOP, interpretCompletion, parseToolArguments } from './harmony.js';
+import {
+  HARMONY_FINAL_HEADER,
+  HARMONY_STOP,
+  finalAnswerPrefill,
+  interpretCompletion,
+  parseToolArguments,
+} from './harmony.js';
 import type { Tool } from './tools.js';
 import type { ChatMessage } from './types.js';
 import { childSignal, messageOf } from './util.js';
@@ -50,6 +56,11 @@ export interface TurnRecord {
   /** The tool the turn called, if any. */
   tool?: string;
   toolMs?: number;
+  /**
+   * The second completion of a last turn whose model asked for a tool: its analysis was kept
+   * and a final answer forced (same `turn` number as the completion before it).
+   */
+  forcedFinal?: true;
 }
 
 /** One line of the output JSONL. */
@@ -93,6 +104,13 @@ export interface TrajectoryOptions {
   maxTurns?: number;
   /** `max_tokens` of each completion, default 4096. */
   maxTokens?: number;
+  /** Tool calls per trajectory; the turn after the last one must answer. Default: no limit. */
+  maxToolCalls?: number;
+  /**
+   * On the last turn (`maxTurns`, or after `maxToolCalls`), a tool call is not run: the model
+   * is made to write its final answer instead, as the original tool did. Default true.
+   */
+  forceFinalAnswer?: boolean;
   reasoningEffort?: string;
   temperature?: number;
   /** Sent as each request's `seed`. */
@@ -135,6 +153,7 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
   const started = Date.now();
   const maxTurns = options.maxTurns ?? 20;
   const maxTokens = options.maxTokens ?? 4096;
+  const forceFinal = options.forceFinalAnswer ?? true;
   const toolsByName = new Map(options.tools.map((tool) => [tool.definition.function.name, tool]));
   const definitions = options.tools.map((tool) => tool.definition);
   const messages: ChatMessage[] = [
@@ -149,7 +168,7 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
   let toolCalls = 0;
 
   for (let turn = 1; turn <= maxTurns; turn += 1) {
-    const prompt = options.template.render({
+    let prompt = options.template.render({
       messages,
       tools: definitions,
       addGenerationPrompt: true,
@@ -168,38 +187,46 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
     if (options.temperature !== undefined) params.temperature = options.temperature;
     if (options.seed !== undefined) params.seed = options.seed;
 
-    const generationStart = Date.now();
-    let completion: Completion;
-    const request = childSignal(options.signal);
-    try {
-      completion = await completeWithinContext(options.client, params, request.signal);
-    } catch (error) {
-      if (options.signal?.aborted) throw error;
-      if (error instanceof ContextFullError) {
-        errors.push({ turn, type: 'context_full', message: error.message });
-        status = 'context_full';
-      } else {
-        errors.push({ turn, type: 'engine', message: messageOf(error) });
-        status = 'failed';
-      }
+    const first = await completeTurn(options, params, turn);
+    if ('error' in first) {
+      errors.push(first.error);
+      status = first.status;
       break;
-    } finally {
-      request.dispose();
     }
-    const choice = completion.choices[0];
-    const text = choice?.text ?? '';
-    const finishReason = choice?.finish_reason ?? null;
-    const record: TurnRecord = {
-      turn,
-      promptTokens: completion.usage?.prompt_tokens ?? 0,
-      completionTokens: completion.usage?.completion_tokens ?? 0,
-      finishReason,
-      generationMs: Date.now() - generationStart,
-    };
-    if (params.max_tokens !== maxTokens) record.maxTokens = params.max_tokens ?? maxTokens;
-    turns.push(record);
-
-    const parsed = interpretCompletion(text, finishReason);
+    turns.push(first.record);
+    let text = first.text;
+    let parsed = interpretCompletion(text, first.record.finishReason);
+    const lastTurn =
+      turn === maxTurns ||
+      (options.maxToolCalls !== undefined && toolCalls >= options.maxToolCalls);
+    if (parsed.kind === 'tool_call' && lastTurn && forceFinal) {
+      // No tool runs on the last turn: keep the model's analysis, open a final message.
+      const forcedPrompt = `${prompt}${finalAnswerPrefill(text)}`;
+      const forced = await completeTurn(
+        options,
+        { ...params, prompt: forcedPrompt, stop: FINAL_ANSWER_STOP },
+        turn,
+      );
+      if ('error' in forced) {
+        errors.push(forced.error);
+        status = forced.status;
+        break;
+      }
+      forced.record.forcedFinal = true;
+      turns.push(forced.record);
+      const finish = forced.record.finishReason;
+      const answered = interpretCompletion(`${HARMONY_FINAL_HEADER}${forced.text}`, finish);
+      parsed =
+        answered.kind === 'final' && answered.answer !== ''
+          ? { kind: 'final', thinking: parsed.thinking, answer: answered.answer }
+          : {
+              kind: 'incomplete',
+              thinking: parsed.thinking,
+              reason: finish === 'length' ? 'length' : 'no_answer',
+            };
+      prompt = forcedPrompt;
+      text = forced.text;
+    }
     if (parsed.kind === 'final') {
       messages.push({
         role: 'assistant',
@@ -225,32 +252,33 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
       break;
     }
 
+    const call = parsed;
     raw = `${prompt}${text}<|call|>`;
     toolCalls += 1;
     const callId = `call_${toolCalls}`;
     messages.push({
       role: 'assistant',
       content: '',
-      ...(parsed.thinking ? { thinking: parsed.thinking } : {}),
+      ...(call.thinking ? { thinking: call.thinking } : {}),
       tool_calls: [
         {
           id: callId,
           type: 'function',
-          function: { name: parsed.name, arguments: parsed.arguments },
+          function: { name: call.name, arguments: call.arguments },
         },
       ],
     });
     const toolStart = Date.now();
     const content = await callTool(
-      parsed.name,
-      parsed.arguments,
+      call.name,
+      call.arguments,
       toolsByName,
       options.signal,
-      (type, message) => errors.push({ turn, type, message, tool: parsed.name }),
+      (type, message) => errors.push({ turn, type, message, tool: call.name }),
     );
-    record.tool = parsed.name;
-    record.toolMs = Date.now() - toolStart;
-    messages.push({ role: 'tool', tool_call_id: callId, name: parsed.name, content });
+    first.record.tool = call.name;
+    first.record.toolMs = Date.now() - toolStart;
+    messages.push({ role: 'tool', tool_call_id: callId, name: call.name, content });
   }
 
   if (status === 'max_turns') {
@@ -285,6 +313,44 @@ export async function runTrajectory(options: TrajectoryOptions): Promise<Traject
   };
   if (options.reference !== undefined) trajectory.reference = options.reference;
   return trajectory;
+}
+
+/** Stops of a forced final answer: the end of the answer, or anything that is not it. */
+const FINAL_ANSWER_STOP = ['<|return|>', '<|end|>', '<|call|>', '<|endoftext|>'];
+
+/** One completion of a turn: its text and record, or the error that ends the trajectory. */
+async function completeTurn(
+  options: TrajectoryOptions,
+  params: EngineCompletionParams,
+  turn: number,
+): Promise<
+  | { text: string; record: TurnRecord }
+  | { error: TrajectoryError; status: 'context_full' | 'failed' }
+> {
+  const started = Date.now();
+  const request = childSignal(options.signal);
+  let completion: Completion;
+  try {
+    completion = await completeWithinContext(options.client, params, request.signal);
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    return error instanceof ContextFullError
+      ? { error: { turn, type: 'context_full', message: error.message }, status: 'context_full' }
+      : { error: { turn, type: 'engine', message: messageOf(error) }, status: 'failed' };
+  } finally {
+    request.dispose();
+  }
+  const choice = completion.choices[0];
+  const record: TurnRecord = {
+    turn,
+    promptTokens: completion.usage?.prompt_tokens ?? 0,
+    completionTokens: completion.usage?.completion_tokens ?? 0,
+    finishReason: choice?.finish_reason ?? null,
+    generationMs: Date.now() - started,
+  };
+  const maxTokens = options.maxTokens ?? 4096;
+  if (params.max_tokens !== maxTokens) record.maxTokens = params.max_tokens ?? maxTokens;
+  return { text: choice?.text ?? '', record };
 }
 
 /** The smallest completion worth asking for when the context is nearly full. */

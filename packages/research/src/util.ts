@@ -1,5 +1,6 @@
 /** Small helpers shared inside the package (not exported from the index). */
 import { setMaxListeners } from 'node:events';
+import { readFile, stat } from 'node:fs/promises';
 
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -12,6 +13,26 @@ export function messageOf(error: unknown): string {
 export function isMissingFile(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/** A file's text, or undefined when it does not exist. */
+export async function readTextIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (error) {
+    if (isMissingFile(error)) return undefined;
+    throw error;
+  }
+}
+
+/** Whether `path` is a directory (false when it does not exist). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch (error) {
+    if (isMissingFile(error)) return false;
+    throw error;
+  }
 }
 
 /** Resolves after `ms`, or rejects early when `signal` aborts. */

@@ -19,8 +19,14 @@ describe('generate-trajectories flags', () => {
       maxTurns: 20,
       maxTokens: 4096,
       reasoningEffort: 'high',
-      resume: false,
+      format: 'es',
+      overwrite: false,
+      forceFinalAnswer: true,
+      waitTimeoutMs: 600_000,
+      waitIntervalMs: 5_000,
     });
+    expect(options.chatTemplate).toBeUndefined();
+    expect(options.maxToolCalls).toBeUndefined();
     expect(options.numSamples).toBeUndefined();
     expect((await parseGenerateArgs(noEnvFile, {})).schedulerUrl).toBe('http://localhost:8780');
   });
@@ -72,7 +78,7 @@ describe('generate-trajectories flags', () => {
       maxTurns: 5,
       maxTokens: 512,
       reasoningEffort: 'low',
-      resume: true,
+      overwrite: false,
       seed: 7,
       tokenizer: '/models/gpt-oss-120b',
       tools: {
@@ -82,6 +88,60 @@ describe('generate-trajectories flags', () => {
         serperApiKey: 's',
       },
     });
+  });
+
+  test("the original tool's flag names and environment, and the seed format", async () => {
+    const options = await parseGenerateArgs(
+      [
+        ...noEnvFile,
+        '--max-rounds',
+        '15',
+        '--max-gen-tokens',
+        '8192',
+        '--max-tool-calls',
+        '10',
+        '--format',
+        'seed',
+        '--overwrite',
+        '--chat-template',
+        'bundled-test',
+        '--revision',
+        'v1',
+        '--wait-timeout',
+        '30',
+        '--no-force-final-answer',
+      ],
+      {
+        ELASTIC_SERVING_URL: 'http://login1:8780',
+        HF_HOME: '/data/hf',
+        HF_ENDPOINT: 'http://127.0.0.1:9',
+        HF_TOKEN: 'hf_x',
+      },
+    );
+    expect(options).toMatchObject({
+      schedulerUrl: 'http://login1:8780',
+      maxTurns: 15,
+      maxTokens: 8192,
+      maxToolCalls: 10,
+      format: 'seed',
+      overwrite: true,
+      chatTemplate: 'bundled-test',
+      revision: 'v1',
+      waitTimeoutMs: 30_000,
+      forceFinalAnswer: false,
+      huggingFace: {
+        cacheDir: '/data/hf/hub',
+        endpoint: 'http://127.0.0.1:9',
+        token: 'hf_x',
+        offline: false,
+      },
+    });
+    // ES_SCHEDULER_URL wins over the original's variable.
+    const both = await parseGenerateArgs(noEnvFile, {
+      ES_SCHEDULER_URL: 'http://a:1',
+      ELASTIC_SERVING_URL: 'http://b:2',
+    });
+    expect(both.schedulerUrl).toBe('http://a:1');
   });
 
   test('API keys come from the .env file unless the environment has them', async () => {
@@ -118,6 +178,11 @@ describe('generate-trajectories flags', () => {
       '--scheduler-url must be an http(s) URL (got "localhost:8780")',
     ],
     [['--concurency', '4'], 'Unknown argument: concurency'],
+    [['--format', 'csv'], '--format must be es or seed (got "csv"); for example --format seed'],
+    [['--resume', '--overwrite'], '--resume and --overwrite contradict each other'],
+    [['--max-rounds', '0'], '--max-turns must be an integer >= 1 (got 0)'],
+    [['--max-tool-calls', '-1'], '--max-tool-calls must be an integer >= 0'],
+    [['--wait-timeout', '-5'], '--wait-timeout must be a number >= 0'],
   ])('%j is refused with a message naming the flag', async (argv, message) => {
     await expect(parseGenerateArgs([...noEnvFile, ...argv], {})).rejects.toMatchObject({
       code: 'INVALID_OPTION',

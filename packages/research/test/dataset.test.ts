@@ -22,10 +22,12 @@ describe('loadDataset', () => {
   test('reads JSONL with question/prompt keys, ids and reference answers', async () => {
     const path = await file(
       'q.jsonl',
-      '{"id": 7, "question": "A?", "answer": "a"}\n\n{"prompt": "B?"}\n',
+      '{"id": 7, "question": "A?", "answer": "a"}\n\n{"prompt": "B?"}\n{"qid": "x1", "question": "C?"}\n',
     );
     const items = await loadDataset(path);
-    expect(items[0]).toEqual({ id: '7', question: 'A?', reference: 'a' });
+    // The dataset's own id is kept as written (the seed format's qid stays a number).
+    expect(items[0]).toEqual({ id: '7', sourceId: 7, question: 'A?', reference: 'a' });
+    expect(items[2]).toEqual({ id: 'x1', sourceId: 'x1', question: 'C?' });
     expect(items[1]?.question).toBe('B?');
     expect(items[1]?.id).toMatch(/^q-[0-9a-f]{16}$/);
   });

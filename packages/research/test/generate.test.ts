@@ -16,6 +16,7 @@ import type { GenerateOptions } from '../src/generate.js';
 import type { Trajectory } from '../src/trajectory.js';
 import { expectedGeneration } from '@es/mock-engine';
 import type { ScriptRule } from '@es/mock-engine';
+import { generateOptions } from './generate-options.js';
 import { startMock } from './mock.js';
 import type { MockEngine } from './mock.js';
 import { defaultAnswer, startFakeTools } from './fake-tools.js';
@@ -32,6 +33,8 @@ const final = (answer: string) => `<|channel|>final<|message|>${answer}<|return|
 // Questions with a marker get their own behaviour; the first matching rule wins, so each
 // scenario lists its later conversation states first.
 const rules: ScriptRule[] = [
+  // A final answer forced on the last turn (the prompt ends with an opened final message).
+  { match: '<\\|channel\\|>final<\\|message\\|>$', response: 'Forced final answer.<|return|>' },
   { match: 'not valid JSON', response: final('Recovered after fixing the arguments.') },
   { match: 'BROKEN JSON', response: call('search', '{"query": "unterminated') },
   { match: 'search failed', response: final('Answered without search.') },
@@ -75,20 +78,7 @@ async function readTrajectories(dir: string): Promise<Trajectory[]> {
 }
 
 function options(over: Partial<GenerateOptions>): GenerateOptions {
-  return {
-    schedulerUrl: engine.url,
-    dataset: 'sample',
-    outputDir: '',
-    tools: {
-      serperApiKey: 'k',
-      serperBaseUrl: tools.url,
-      jinaBaseUrl: tools.url,
-      retryBaseMs: 5,
-      maxRetries: 1,
-    },
-    log: new PassThrough(),
-    ...over,
-  };
+  return generateOptions(engine.url, tools.url, over);
 }
 
 describe('generateTrajectories against the mock engine and fake tools', () => {
@@ -209,27 +199,68 @@ describe('generateTrajectories against the mock engine and fake tools', () => {
     });
   });
 
-  test('--max-turns stops a trajectory that keeps calling tools', async () => {
+  test('the last turn forces a final answer instead of running the tool the model asked for', async () => {
     const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
     const path = await dataset([{ id: 'mt', question: 'Anything?' }]);
-    await generateTrajectories(options({ dataset: path, outputDir, maxTurns: 2 }));
+    const before = tools.requests.length;
+    const summary = await generateTrajectories(options({ dataset: path, outputDir, maxTurns: 2 }));
+    const [t] = await readTrajectories(outputDir);
+    // Turn 2 asked for open_url: not run; the analysis before it is kept, the answer forced.
+    expect(t).toMatchObject({ status: 'completed', toolCalls: 1, answer: 'Forced final answer.' });
+    expect(t?.messages.map((m) => m.role)).toEqual([
+      'system',
+      'user',
+      'assistant',
+      'tool',
+      'assistant',
+    ]);
+    expect(t?.messages.at(-1)).toEqual({
+      role: 'assistant',
+      content: 'Forced final answer.',
+      thinking: 'The first result looks relevant; read it.',
+    });
+    expect(t?.turns.map((turn) => [turn.turn, turn.tool, turn.forcedFinal])).toEqual([
+      [1, 'search', undefined],
+      [2, undefined, undefined],
+      [2, undefined, true],
+    ]);
+    expect(t?.raw).toContain(
+      '<|start|>assistant<|channel|>analysis<|message|>The first result looks relevant; read it.<|end|>' +
+        '<|start|>assistant<|channel|>final<|message|>Forced final answer.<|return|>',
+    );
+    expect(t?.raw).not.toContain('to=functions.open_url');
+    // The tool the model asked for on the last turn never ran.
+    expect(tools.requests.slice(before).map((r) => r.method)).toEqual(['POST']);
+    expect(summary.byStatus).toMatchObject({ completed: 1, max_turns: 0 });
+  });
+
+  test('--max-tool-calls forces the answer after that many calls', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'tc', question: 'Anything?' }]);
+    await generateTrajectories(options({ dataset: path, outputDir, maxToolCalls: 1 }));
+    const [t] = await readTrajectories(outputDir);
+    expect(t).toMatchObject({ status: 'completed', toolCalls: 1, answer: 'Forced final answer.' });
+  });
+
+  test('with --no-force-final-answer, --max-turns stops a trajectory that keeps calling tools', async () => {
+    const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
+    const path = await dataset([{ id: 'mt', question: 'Anything?' }]);
+    await generateTrajectories(
+      options({ dataset: path, outputDir, maxTurns: 2, forceFinalAnswer: false }),
+    );
     const [t] = await readTrajectories(outputDir);
     expect(t).toMatchObject({ status: 'max_turns', toolCalls: 2, answer: null });
     expect(t?.errors.at(-1)?.message).toMatch(/raise --max-turns/);
   });
 
-  test('--resume skips questions already written and refuses to mix runs without it', async () => {
+  test('a second identical run continues the output; --overwrite starts again', async () => {
     const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
     await generateTrajectories(options({ numSamples: 2, outputDir }));
-    await expect(generateTrajectories(options({ numSamples: 3, outputDir }))).rejects.toMatchObject(
-      {
-        code: 'OUTPUT_EXISTS',
-        field: '--output-dir',
-      },
-    );
+    const again = await generateTrajectories(options({ numSamples: 2, outputDir }));
+    expect(again).toMatchObject({ selected: 2, skipped: 2, written: 0 });
     // A crash left half a line behind: it is ignored and its question runs again.
     await writeFile(join(outputDir, 'trajectories.jsonl'), '{"id": "half', { flag: 'a' });
-    const summary = await generateTrajectories(options({ numSamples: 3, outputDir, resume: true }));
+    const summary = await generateTrajectories(options({ numSamples: 3, outputDir }));
     expect(summary).toMatchObject({ selected: 3, skipped: 2, written: 1 });
     const lines = (await readFile(join(outputDir, 'trajectories.jsonl'), 'utf8'))
       .trim()
@@ -240,6 +271,12 @@ describe('generateTrajectories against the mock engine and fake tools', () => {
       (line) => (JSON.parse(line ?? '') as Trajectory).id,
     );
     expect(new Set(ids).size).toBe(3);
+
+    const fresh = await generateTrajectories(
+      options({ numSamples: 2, outputDir, overwrite: true }),
+    );
+    expect(fresh).toMatchObject({ skipped: 0, written: 2 });
+    expect(await readTrajectories(outputDir)).toHaveLength(2);
   });
 });
 
@@ -267,6 +304,8 @@ describe('scripts/generate-trajectories (the built CLI as a child process)', () 
         tools.url,
         '--env-file',
         '/dev/null',
+        '--chat-template',
+        'bundled-test',
       ],
       { env: { ...process.env, SERPER_API_KEY: 'cli-key', JINA_API_KEY: 'jina-cli-key' } },
     );
@@ -278,7 +317,9 @@ describe('scripts/generate-trajectories (the built CLI as a child process)', () 
     }
     expect(stderr).toContain(`3 trajectories written to ${join(outputDir, 'trajectories.jsonl')}`);
     expect(stderr).toContain('completed 3, max turns 0');
-    expect(stderr).toContain('using the bundled Harmony-style test template');
+    expect(stderr).toContain(
+      `model mock-model, chat template ${join(BUNDLED_TEMPLATE_DIR, 'chat_template.jinja')}`,
+    );
     expect(JSON.parse(await readFile(join(outputDir, 'summary.json'), 'utf8'))).toMatchObject({
       written: 3,
       toolCalls: 6,
@@ -312,6 +353,7 @@ describe('long and interrupted runs', () => {
       tools: createWebTools({
         serperApiKey: 'k',
         serperBaseUrl: tools.url,
+        jinaApiKey: 'j',
         jinaBaseUrl: tools.url,
       }),
       id: 'leak',
@@ -332,7 +374,7 @@ describe('long and interrupted runs', () => {
     expect(warnings.map((w) => w.name)).not.toContain('MaxListenersExceededWarning');
   });
 
-  test('an interrupt keeps what was written valid, and --resume finishes the rest', async () => {
+  test('an interrupt keeps what was written valid, and the next run finishes the rest', async () => {
     const slow = await startMock({ script: rules, tokensPerSecond: 1000 });
     try {
       const outputDir = await mkdtemp(join(tmpdir(), 'es-out-'));
@@ -356,7 +398,7 @@ describe('long and interrupted runs', () => {
       expect(await readTrajectories(outputDir)).toHaveLength(first.written);
 
       const second = await generateTrajectories(
-        options({ schedulerUrl: slow.url, numSamples: 5, concurrency: 2, outputDir, resume: true }),
+        options({ schedulerUrl: slow.url, numSamples: 5, concurrency: 2, outputDir }),
       );
       expect(second).toMatchObject({ skipped: 1, written: 4, interrupted: false });
       const ids = (await readTrajectories(outputDir)).map((t) => t.id);
@@ -439,7 +481,12 @@ describe('the model context length', () => {
       request.method === 'GET' ? { body: 'word '.repeat(2_000) } : defaultAnswer(request),
     );
     const bigTools = {
-      tools: { serperApiKey: 'k', serperBaseUrl: bigPages.url, jinaBaseUrl: bigPages.url },
+      tools: {
+        serperApiKey: 'k',
+        serperBaseUrl: bigPages.url,
+        jinaApiKey: 'j',
+        jinaBaseUrl: bigPages.url,
+      },
     };
     const question = { id: 'big', question: 'Who proposed PagedAttention?' };
     let small: MockEngine | undefined;

@@ -1,5 +1,10 @@
 import { describe, expect, test } from 'vitest';
-import { interpretCompletion, parseHarmony, parseToolArguments } from '../src/harmony.js';
+import {
+  finalAnswerPrefill,
+  interpretCompletion,
+  parseHarmony,
+  parseToolArguments,
+} from '../src/harmony.js';
 import { parseContextLengthError } from '../src/trajectory.js';
 
 describe('parseHarmony', () => {
@@ -114,6 +119,23 @@ describe('parseToolArguments', () => {
       ok: false,
       error: 'the arguments must be a JSON object',
     });
+  });
+});
+
+describe('finalAnswerPrefill', () => {
+  test('keeps the analysis before a tool call and opens a final message instead of the call', () => {
+    expect(
+      finalAnswerPrefill(
+        '<|channel|>analysis<|message|>Read it.<|end|><|start|>assistant<|channel|>commentary ' +
+          'to=functions.open_url <|constrain|>json<|message|>{"url": "https://a.example"}',
+      ),
+    ).toBe(
+      '<|channel|>analysis<|message|>Read it.<|end|><|start|>assistant<|channel|>final<|message|>',
+    );
+    // A call without analysis: the open assistant header gets the final channel directly.
+    expect(finalAnswerPrefill('<|channel|>commentary to=functions.search<|message|>{}')).toBe(
+      '<|channel|>final<|message|>',
+    );
   });
 });
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'vitest';
-import { createWebTools, formatSearchResults, truncate } from '../src/tools.js';
+import { createWebTools, formatSearchResults, htmlToText, truncate } from '../src/tools.js';
 import type { Tool, WebToolsOptions } from '../src/tools.js';
 import { defaultAnswer, startFakeTools } from './fake-tools.js';
 import type { FakeAnswer, FakeTools, RecordedRequest } from './fake-tools.js';
@@ -98,13 +98,55 @@ describe('search (Serper)', () => {
 });
 
 describe('open_url (Jina reader)', () => {
-  test('GETs <base>/<url> with the bearer key and truncates long pages', async () => {
+  test('GETs <base>/<url> with the bearer key and X-Return-Format: text, and truncates long pages', async () => {
     const long = 'x'.repeat(500);
     const { openUrl, fake } = await toolsAgainst(() => ({ body: long }), { maxResultChars: 100 });
     const text = await openUrl.run({ url: 'https://example.org/page?a=1' });
     expect(fake.requests[0]?.path).toBe('/https://example.org/page?a=1');
     expect(fake.requests[0]?.headers.authorization).toBe('Bearer jina-key');
+    expect(fake.requests[0]?.headers['x-return-format']).toBe('text');
     expect(text).toBe(`${'x'.repeat(100)}\n\n[truncated: showing 100 of 500 characters]`);
+  });
+
+  test('without a Jina key it fetches the page itself and reads the HTML as text', async () => {
+    const jina = await startFakeTools(() => ({ body: 'the reader must not be called' }));
+    try {
+      const site = await startFakeTools((request) =>
+        request.path === '/doc'
+          ? {
+              headers: { 'content-type': 'text/html; charset=utf-8' },
+              body:
+                '<!doctype html><html><head><title>PagedAttention &amp; vLLM</title>' +
+                '<style>p { color: red }</style><script>alert(1)</script></head><body>' +
+                '<h1>PagedAttention</h1><p>Proposed by Kwon&nbsp;et&nbsp;al. in 2023.</p>' +
+                '<ul><li>SOSP</li><li>vLLM</li></ul><!-- hidden --></body></html>',
+            }
+          : { status: 404, body: 'no such page' },
+      );
+      fake = site;
+      const [, openUrl] = createWebTools({ jinaBaseUrl: jina.url, retryBaseMs: 5 }) as [Tool, Tool];
+      expect(await openUrl.run({ url: `${site.url}/doc` })).toBe(
+        '# PagedAttention & vLLM\n\nPagedAttention\n\nProposed by Kwon et al. in 2023.\n\n- SOSP\n- vLLM',
+      );
+      await expect(openUrl.run({ url: `${site.url}/missing` })).rejects.toThrow(
+        /answered HTTP 404: no such page/,
+      );
+      expect(site.requests.map((r) => r.path)).toEqual(['/doc', '/missing']);
+      expect(jina.requests).toHaveLength(0);
+    } finally {
+      await jina.close();
+    }
+  });
+
+  test('without a Jina key a binary page is refused with the reason', async () => {
+    const { fake } = await toolsAgainst(() => ({
+      headers: { 'content-type': 'application/pdf' },
+      body: '%PDF-1.7',
+    }));
+    const [, openUrl] = createWebTools({ retryBaseMs: 5 }) as [Tool, Tool];
+    await expect(openUrl.run({ url: `${fake.url}/paper.pdf` })).rejects.toThrow(
+      /is application\/pdf, which cannot be read without the Jina reader \(JINA_API_KEY is not set\)/,
+    );
   });
 
   test('rejects URLs that are not absolute http(s)', async () => {
@@ -123,6 +165,14 @@ describe('formatting', () => {
     );
     expect(formatSearchResults('q', { organic: [] })).toBe('No results for "q".');
     expect(formatSearchResults('q', 'not json')).toBe('No results for "q".');
+  });
+
+  test('htmlToText: entities, tables, breaks and blank runs', () => {
+    expect(
+      htmlToText(
+        '<p>a&lt;b &#x41;&#66;</p><br/><table><tr><td>x</td><td>y</td></tr></table>\n\n\n<p>z</p>',
+      ),
+    ).toBe('a<b AB\n\nx y\n\nz');
   });
 
   test('truncate leaves short text alone', () => {
