@@ -126,7 +126,7 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
     const engines = await until('a ready worker per deployment', 60_000, async () => {
       const status = await (await fetch(`${url}/cluster_status`)).json();
       const ready = new Map(
-        status.workers.filter((w) => w.status === 'ready').map((w) => [w.model_name, w.base_url]),
+        status.workers.filter((w) => w.status === 'READY').map((w) => [w.model_name, w.base_url]),
       );
       if (!deployments.every((d) => ready.has(d.model))) return undefined;
       return Object.fromEntries(

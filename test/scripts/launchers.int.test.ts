@@ -107,7 +107,7 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
   let nodeJob = '';
   let workerJob = '';
   const workersOf = (status: ClusterStatus, job: string) =>
-    status.workers.filter((w) => w.slurm_job_id === job && w.status === 'ready');
+    status.workers.filter((w) => w.slurm_job_id === job && w.status === 'READY');
 
   it('runs the scheduler as a CPU-only requeueable job that publishes its URL and acquires a node', async () => {
     // --port 0: every (re)start picks a new port, which its running workers must follow.

@@ -1,9 +1,12 @@
 /**
- * The seed's read endpoints, answering with the seed's field names so existing clients and
- * scripts keep working: `GET /health`, `GET /cluster_status`, `GET /workers`.
+ * The seed's read endpoints, answering with the seed's field names and values so existing
+ * clients and scripts keep working: `GET /` (the service banner), `GET /health`,
+ * `GET /cluster_status` and `GET /workers`. Worker `status` values are spelled as the seed
+ * spells them (`READY`, `LOADING`, `OFFLINE`); this implementation's own state names stay in
+ * `state` and in the admin API.
  */
 import { Hono } from 'hono';
-import type { DeploymentCatalog, WorkerDirectory, WorkerInfo } from '@es/pool';
+import type { DeploymentCatalog, DeploymentConfig, WorkerDirectory, WorkerInfo } from '@es/pool';
 
 /** What the seed endpoints read. */
 export interface SeedStatusSource {
@@ -22,12 +25,15 @@ export interface DeploymentNote {
   launchFailures?: string;
 }
 
-const seedStatus = (w: WorkerInfo): string =>
-  w.state === 'ready'
-    ? 'ready'
-    : w.state === 'starting' || w.state === 'loading'
-      ? 'loading'
-      : 'offline';
+/** A worker's `status` as the seed spells it. */
+export type SeedWorkerStatus = 'READY' | 'LOADING' | 'OFFLINE';
+
+/** starting and loading → `LOADING`; draining, failed (and gone) → `OFFLINE`. */
+export function seedStatus(w: Pick<WorkerInfo, 'state'>): SeedWorkerStatus {
+  if (w.state === 'ready') return 'READY';
+  if (w.state === 'starting' || w.state === 'loading') return 'LOADING';
+  return 'OFFLINE';
+}
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -48,6 +54,7 @@ function seedWorker(w: WorkerInfo, tp: number) {
     last_heartbeat: iso(w.lastHeartbeat),
     requests_served: w.requestsServed,
     // Beyond the seed: this implementation's own state names and details.
+    deployment: w.deployment,
     state: w.state,
     gpus: w.gpus,
     in_flight: w.inFlight,
@@ -55,11 +62,48 @@ function seedWorker(w: WorkerInfo, tp: number) {
   };
 }
 
-/** Hono routes for the seed's status endpoints. */
+/** The seed's per-cluster facts of one deployment's config and live workers. */
+function facts(config: DeploymentConfig | undefined, workers: readonly WorkerInfo[]) {
+  const count = (status: SeedWorkerStatus) =>
+    workers.filter((w) => seedStatus(w) === status).length;
+  return {
+    model: config?.model ?? '',
+    engine: config?.engine ?? '',
+    tensor_parallel_size: config?.tensorParallelSize ?? 1,
+    dp_per_node: config ? Math.floor(config.gpusPerNode / config.tensorParallelSize) : 0,
+    total_nodes_active: new Set(workers.map((w) => w.jobId)).size,
+    total_workers: workers.length,
+    ready_workers: count('READY'),
+    loading_workers: count('LOADING'),
+    offline_workers: count('OFFLINE'),
+  };
+}
+
+/**
+ * Hono routes for the seed's endpoints.
+ * @example
+ * app.route('/', createSeedRoutes({ registry, jobCounts, deploymentNotes }));
+ */
 export function createSeedRoutes(source: SeedStatusSource): Hono {
   const app = new Hono();
   const { registry } = source;
   const live = () => registry.workers().filter((w) => w.state !== 'gone');
+
+  // The seed's service banner: what is served, and how much of it is up.
+  app.get('/', (c) => {
+    const first = registry.deploymentConfigs()[0];
+    const all = facts(first, live());
+    return c.json({
+      service: 'elastic-serving',
+      model: all.model,
+      engine: all.engine,
+      ready_workers: all.ready_workers,
+      dp_per_node: all.dp_per_node,
+      tensor_parallel_size: all.tensor_parallel_size,
+      models: registry.deploymentConfigs().map((d) => d.model),
+      endpoints: ['/v1/chat/completions', '/v1/completions', '/v1/models', '/cluster_status'],
+    });
+  });
 
   app.get('/health', (c) =>
     c.json({ status: 'ok', ready_workers: live().filter((w) => w.state === 'ready').length }),
@@ -67,28 +111,23 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
 
   app.get('/cluster_status', (c) => {
     const configs = registry.deploymentConfigs();
-    const first = configs[0];
     const workers = live();
     const tpOf = (name: string) => registry.deploymentConfig(name)?.tensorParallelSize ?? 1;
-    const jobs = source.jobCounts();
+    const notes = source.deploymentNotes();
     return c.json({
-      model: first?.model ?? '',
-      engine: first?.engine ?? '',
+      // The seed's fields describe one model: the first deployment's config, every worker.
+      ...facts(configs[0], workers),
       max_nodes: configs.reduce((n, d) => n + d.maxNodes, 0),
-      tensor_parallel_size: first?.tensorParallelSize ?? 1,
-      dp_per_node: first ? Math.floor(first.gpusPerNode / first.tensorParallelSize) : 0,
-      total_nodes_active: new Set(workers.map((w) => w.jobId)).size,
-      total_workers: workers.length,
-      ready_workers: workers.filter((w) => seedStatus(w) === 'ready').length,
-      loading_workers: workers.filter((w) => seedStatus(w) === 'loading').length,
-      offline_workers: workers.filter((w) => seedStatus(w) === 'offline').length,
-      pending_slurm_jobs: jobs.pending,
+      pending_slurm_jobs: source.jobCounts().pending,
       workers: workers.map((w) => seedWorker(w, tpOf(w.deployment))),
       deployments: configs.map((d) => {
-        const note = source.deploymentNotes().get(d.name);
+        const note = notes.get(d.name);
         return {
           name: d.name,
-          model: d.model,
+          ...facts(
+            d,
+            workers.filter((w) => w.deployment === d.name),
+          ),
           max_nodes: d.maxNodes,
           permanent_error: note?.permanentError ?? null,
           backoff: note?.backoff ?? null,

@@ -50,7 +50,8 @@ describe('admin API and es CLI', () => {
       const wrong = await fetch(`${s.url}${path}`, { headers: { authorization: 'Bearer nope' } });
       expect(wrong.status, path).toBe(401);
     }
-    const cli = await runCli(['status'], {
+    // `es status` shows the public view without a key (seed-cli.e2e.test.ts); `es workers` needs it.
+    const cli = await runCli(['workers'], {
       stdout: () => undefined,
       stderr: (t) => expect(t).toMatch(/admin key.*--admin-key or set ES_ADMIN_KEY/),
       env: { ES_SCHEDULER_URL: s.url },

@@ -48,7 +48,7 @@ export interface SeedWorker {
   ip_address: string;
   port: number;
   base_url: string;
-  status: 'ready' | 'loading' | 'offline';
+  status: 'READY' | 'LOADING' | 'OFFLINE';
   engine: string;
   model_name: string;
   n_gpus: number;
@@ -244,7 +244,7 @@ export async function startSchedulerProcess(
     async readyWorkerIds() {
       const body = await get<{ workers: { worker_id: string; status: string }[] }>('/workers');
       return body.workers
-        .filter((w) => w.status === 'ready')
+        .filter((w) => w.status === 'READY')
         .map((w) => w.worker_id)
         .sort();
     },

@@ -212,7 +212,7 @@ describe('es-scheduler --backend local --engine mock', () => {
         ]),
       );
       expect(w).toMatchObject({
-        status: 'ready',
+        status: 'READY',
         engine: 'mock',
         model_name: 'mock-model',
         n_gpus: 4,

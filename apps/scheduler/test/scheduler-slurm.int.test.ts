@@ -196,7 +196,7 @@ async function hungWorkersOutOfRouting(
   await waitFor(
     'the hung workers out of routing',
     async () => {
-      const ready = (await scheduler.clusterStatus()).workers.filter((w) => w.status === 'ready');
+      const ready = (await scheduler.clusterStatus()).workers.filter((w) => w.status === 'READY');
       for (const w of ready) lastHeartbeat.set(w.worker_id, Date.parse(w.last_heartbeat));
       return ready.map((w) => w.worker_id).sort();
     },

@@ -112,7 +112,7 @@ export async function liveWorkers(url: string): Promise<LiveWorker[]> {
  */
 /** A ready worker to hit, a first incarnation when there is one; throws when none is ready. */
 function pickVictim(workers: readonly LiveWorker[], missing = 'no ready worker'): LiveWorker {
-  const ready = workers.filter((w) => w.status === 'ready');
+  const ready = workers.filter((w) => w.status === 'READY');
   const victim = ready.find((w) => w.restartCount === 0) ?? ready[0];
   if (victim === undefined) throw new ChaosError('NOT_FOUND', missing);
   return victim;
@@ -666,7 +666,7 @@ export async function sbatchFailureScenario(
   if (options.mode === 'policy') {
     // A policy backoff ends when one of our jobs leaves: make one leave.
     const other = (await liveWorkers(ctx.scheduler.url)).find(
-      (w) => w.status === 'ready' && w.jobId !== victim.jobId,
+      (w) => w.status === 'READY' && w.jobId !== victim.jobId,
     );
     if (other !== undefined) killWorkerOfJob(other.jobId);
   }

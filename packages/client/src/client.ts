@@ -2,9 +2,14 @@ import ky, { HTTPError, TimeoutError, type KyInstance } from 'ky';
 import { ClientError } from './errors.js';
 import type {
   ApiErrorBody,
+  ChatRequest,
+  ChatResponse,
+  ClusterStatusResponse,
   DrainResponse,
   EventsResponse,
+  HealthResponse,
   LogsResponse,
+  ModelsResponse,
   ScaleResponse,
   SeriesResponse,
   StatusResponse,
@@ -20,6 +25,8 @@ export interface SchedulerClientOptions {
   url?: string;
   /** Admin key (`--admin-key` of the scheduler, or the admin token derived from its secret). */
   adminKey?: string;
+  /** Key for the OpenAI routes (`/v1/*`), when the scheduler was started with `--api-key`. */
+  apiKey?: string;
   /** Per-request timeout in ms. Default 10 000. */
   timeoutMs?: number;
   /** Custom fetch (tests, proxies). */
@@ -45,9 +52,20 @@ export interface SchedulerClient {
   stop(options?: { cancelJobs?: boolean }): Promise<StopResponse>;
   /** Raw Prometheus text of `/metrics`. */
   metrics(): Promise<string>;
+  /** The seed's public `GET /cluster_status` (no admin key needed). */
+  clusterStatus(): Promise<ClusterStatusResponse>;
+  /** The seed's public `GET /health`. */
+  health(): Promise<HealthResponse>;
+  /** `GET /v1/models`: the models served. */
+  models(): Promise<ModelsResponse>;
+  /** One non-streaming `POST /v1/chat/completions` (its own timeout: a generation takes time). */
+  chat(request: ChatRequest, options?: { timeoutMs?: number }): Promise<ChatResponse>;
 }
 
-async function toClientError(error: unknown, url: string): Promise<ClientError> {
+/** Which kind of route a call goes to: says which key to blame on a 401. */
+type Route = 'admin' | 'public' | 'openai';
+
+async function toClientError(error: unknown, url: string, route: Route): Promise<ClientError> {
   if (error instanceof HTTPError) {
     let body: ApiErrorBody | undefined;
     try {
@@ -57,6 +75,13 @@ async function toClientError(error: unknown, url: string): Promise<ClientError> 
     }
     const status = error.response.status;
     const message = body?.error.message ?? `${status} ${error.response.statusText}`;
+    if (status === 401 && route === 'openai') {
+      return new ClientError(
+        'unauthorized',
+        `the scheduler at ${url} refused the API key (${message}): pass --api-key or set ES_API_KEY (one of the scheduler's --api-key values)`,
+        { status, cause: error },
+      );
+    }
     if (status === 401) {
       return new ClientError(
         'unauthorized',
@@ -77,7 +102,7 @@ async function toClientError(error: unknown, url: string): Promise<ClientError> 
   }
   return new ClientError(
     'unreachable',
-    `scheduler not reachable at ${url}: is it running? Start it with \`bash scripts/run.sh\` or \`es-scheduler --model ...\`, or point --scheduler-url / ES_SCHEDULER_URL at it`,
+    `scheduler not reachable at ${url}: is it running? Start it with \`bash scripts/run.sh\` or \`scripts/es-scheduler --model ...\`, or point --url (ES_SCHEDULER_URL, ELASTIC_SERVING_URL) at it`,
     { cause: error },
   );
 }
@@ -100,13 +125,18 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
     retry: 0,
     ...(options.fetch ? { fetch: options.fetch } : {}),
   });
-  const call = async <T>(run: () => Promise<T>): Promise<T> => {
+  const call = async <T>(run: () => Promise<T>, route: Route = 'admin'): Promise<T> => {
     try {
       return await run();
     } catch (error) {
-      throw await toClientError(error, url);
+      throw await toClientError(error, url, route);
     }
   };
+  // The OpenAI routes get the API key, never the admin key; the public routes get no key.
+  const openai = api.extend({
+    headers: { authorization: options.apiKey ? `Bearer ${options.apiKey}` : undefined },
+  });
+  const open = api.extend({ headers: { authorization: undefined } });
   const id = (value: string) => encodeURIComponent(value);
   return {
     url,
@@ -143,5 +173,20 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
           .json<StopResponse>(),
       ),
     metrics: () => call(() => api.get('metrics').text()),
+    clusterStatus: () =>
+      call(() => open.get('cluster_status').json<ClusterStatusResponse>(), 'public'),
+    health: () => call(() => open.get('health').json<HealthResponse>(), 'public'),
+    models: () => call(() => openai.get('v1/models').json<ModelsResponse>(), 'openai'),
+    chat: (request, o = {}) =>
+      call(
+        () =>
+          openai
+            .post('v1/chat/completions', {
+              json: { ...request, stream: false },
+              timeout: o.timeoutMs ?? 300_000,
+            })
+            .json<ChatResponse>(),
+        'openai',
+      ),
   };
 }

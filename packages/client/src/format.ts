@@ -1,7 +1,14 @@
 /**
  * Pure renderers of the status API as aligned text tables (what `es status` prints).
  */
-import type { DeploymentView, JobView, StatusResponse, WorkerView } from './types.js';
+import type {
+  ClusterFacts,
+  ClusterStatusResponse,
+  DeploymentView,
+  JobView,
+  StatusResponse,
+  WorkerView,
+} from './types.js';
 
 /** `90` → `1m30s`, `3700` → `1h01m`; `-` when unknown. */
 export function formatDuration(seconds: number | undefined): string {
@@ -98,6 +105,15 @@ export function formatJobs(status: StatusResponse): string {
   return table(['JOB', 'DEPLOYMENT', 'STATE', 'NODE', 'LEFT', 'RESTARTS', 'AGE', 'PROGRESS'], rows);
 }
 
+function port(baseUrl: string): string {
+  try {
+    const url = new URL(baseUrl);
+    return url.port || (url.protocol === 'https:' ? '443' : '80');
+  } catch {
+    return '-';
+  }
+}
+
 /** The workers table. */
 export function formatWorkers(status: StatusResponse): string {
   const rows: string[][] = [];
@@ -110,6 +126,7 @@ export function formatWorkers(status: StatusResponse): string {
         `${w.state}${w.ejected ? ' (ejected)' : ''}`,
         gpuSlice(w.gpus),
         load(w),
+        port(w.baseUrl),
         String(w.requestsServed),
         String(w.requestErrors),
         w.reason ?? '',
@@ -117,13 +134,81 @@ export function formatWorkers(status: StatusResponse): string {
     }
   }
   return table(
-    ['WORKER', 'JOB', 'NODE', 'STATE', 'GPUS', 'LOAD', 'SERVED', 'ERRORS', 'REASON'],
+    ['WORKER', 'JOB', 'NODE', 'STATE', 'GPUS', 'LOAD', 'PORT', 'SERVED', 'ERRORS', 'REASON'],
     rows,
   );
 }
 
-/** Everything `es status` prints. */
-export function formatStatus(status: StatusResponse): string {
+/** The seed's facts as `Label: value` lines; `pending` is left out when undefined. */
+function factLines(f: Partial<ClusterFacts>, pending: number | undefined): string[] {
+  const nodes = `${f.total_nodes_active ?? 0} active / ${f.max_nodes ?? 0} max${
+    pending === undefined ? '' : `, ${pending} pending`
+  }`;
+  return [
+    `Model:        ${f.model ?? ''}`,
+    `Engine:       ${f.engine ?? ''}`,
+    `Parallelism:  TP=${f.tensor_parallel_size ?? 1}, DP=${f.dp_per_node ?? 0}/node`,
+    `Nodes:        ${nodes}`,
+    `Workers:      ${f.ready_workers ?? 0} ready, ${f.loading_workers ?? 0} loading, ${
+      f.offline_workers ?? 0
+    } offline`,
+  ];
+}
+
+/**
+ * The seed's facts of `GET /cluster_status`: model, engine, `TP=…, DP=…/node`, nodes
+ * active/max/pending and workers ready/loading/offline; a block per deployment when there
+ * are several.
+ */
+export function formatClusterFacts(cluster: ClusterStatusResponse): string {
+  const deployments = cluster.deployments ?? [];
+  if (deployments.length <= 1) return factLines(cluster, cluster.pending_slurm_jobs).join('\n');
+  return [
+    ...deployments.flatMap((d, i) => [
+      ...(i > 0 ? [''] : []),
+      `Deployment:   ${d.name}`,
+      ...factLines(d, undefined),
+    ]),
+    '',
+    `Pending jobs: ${cluster.pending_slurm_jobs}`,
+  ].join('\n');
+}
+
+/** The public workers table of `GET /cluster_status`: id, state (seed spelling), TP, requests served. */
+export function formatClusterWorkers(cluster: ClusterStatusResponse): string {
+  const models = new Set(cluster.workers.map((w) => w.model_name ?? ''));
+  const withModel = models.size > 1;
+  return table(
+    ['WORKER', ...(withModel ? ['MODEL'] : []), 'STATE', 'TP', 'SERVED'],
+    cluster.workers.map((w) => [
+      w.worker_id,
+      ...(withModel ? [w.model_name ?? ''] : []),
+      w.status,
+      String(w.tensor_parallel_size),
+      String(w.requests_served),
+    ]),
+  );
+}
+
+/**
+ * What `es status` prints with only the scheduler's URL: the public view of
+ * `GET /cluster_status` (no admin key needed), in the seed's layout of facts.
+ */
+export function formatPublicStatus(cluster: ClusterStatusResponse, url: string): string {
+  return [
+    `Elastic Serving at ${url} (public view)`,
+    '',
+    formatClusterFacts(cluster),
+    '',
+    formatClusterWorkers(cluster),
+  ].join('\n');
+}
+
+/**
+ * Everything `es status` prints with the admin key: the scheduler, the seed's facts when
+ * `cluster` is given, then deployments, nodes (jobs) and workers with their nodes and ports.
+ */
+export function formatStatus(status: StatusResponse, cluster?: ClusterStatusResponse): string {
   const header = `scheduler ${status.schedulerId} (${status.provider})${
     status.running ? '' : ' [reconciler stopped]'
   }${status.listFailures > 0 ? `  cluster list failing (${status.listFailures}x): ${status.lastListError ?? ''}` : ''}`;
@@ -133,6 +218,7 @@ export function formatStatus(status: StatusResponse): string {
   return [
     header,
     '',
+    ...(cluster === undefined ? [] : [formatClusterFacts(cluster), '']),
     formatDeployments(status),
     '',
     formatJobs(status),

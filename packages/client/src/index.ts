@@ -1,11 +1,16 @@
 export { DEFAULT_SCHEDULER_URL, createSchedulerClient } from './client.js';
 export type { SchedulerClient, SchedulerClientOptions } from './client.js';
 export { ClientError } from './errors.js';
+export { findAdminKey, locateScheduler } from './locate.js';
+export type { FoundAdminKey, LocateInput, SchedulerLocation } from './locate.js';
 export { runCli } from './run-cli.js';
 export type { CliIo } from './run-cli.js';
 export type { ClientErrorCode, ClientErrorOptions } from './errors.js';
 export {
+  formatClusterFacts,
+  formatClusterWorkers,
   formatDeployments,
+  formatPublicStatus,
   formatDuration,
   formatJobs,
   formatStatus,
@@ -14,14 +19,22 @@ export {
 } from './format.js';
 export type {
   ApiErrorBody,
+  ChatRequest,
+  ChatResponse,
+  ClusterFacts,
+  ClusterStatusResponse,
+  ClusterWorker,
   DeploymentView,
   DrainResponse,
   EventView,
   EventsResponse,
+  HealthResponse,
   JobView,
   LogsResponse,
+  ModelsResponse,
   ProgressStep,
   ScaleResponse,
+  SeedWorkerStatus,
   SeriesResponse,
   SeriesSample,
   StatusResponse,

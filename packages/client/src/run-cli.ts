@@ -1,11 +1,10 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import yargs from 'yargs';
-import { deriveKeys } from '@es/protocol';
-import { DEFAULT_SCHEDULER_URL, createSchedulerClient, type SchedulerClient } from './client.js';
+import { createSchedulerClient, type SchedulerClient } from './client.js';
 import { ClientError } from './errors.js';
-import { formatJobs, formatStatus, formatWorkers, table } from './format.js';
+import { formatJobs, formatPublicStatus, formatStatus, formatWorkers, table } from './format.js';
+import { findAdminKey, locateScheduler, type SchedulerLocation } from './locate.js';
+import type { ChatResponse, ClusterStatusResponse, StatusResponse } from './types.js';
 
 /** Where the CLI writes and what it reads (injected so tests run it in-process). */
 export interface CliIo {
@@ -16,37 +15,19 @@ export interface CliIo {
   signal?: AbortSignal;
   /** Whether stdout is a terminal (`--watch` redraws in place only then). */
   isTTY?: boolean;
+  /** Directory relative paths (`./logs`, `ES_LOG_DIR`) start from (default the process's). */
+  cwd?: string;
 }
 
 interface GlobalArgs {
-  schedulerUrl: string;
+  schedulerUrl: string | undefined;
   adminKey: string | undefined;
   secretFile: string | undefined;
+  apiKey: string | undefined;
 }
 
-/** Where `scripts/run.sh` (the scheduler's default `--log-dir logs`) keeps the secret. */
-const DEFAULT_SECRET_FILE = 'logs/secret';
-
-function adminKeyOf(args: GlobalArgs): string | undefined {
-  if (args.adminKey) return args.adminKey;
-  if (!args.secretFile) {
-    // Run from the directory the scheduler was started in, `es` finds its secret by itself.
-    const fallback = resolve(DEFAULT_SECRET_FILE);
-    if (!existsSync(fallback)) return undefined;
-    args = { ...args, secretFile: fallback };
-  }
-  if (!args.secretFile) return undefined;
-  try {
-    // Same derivation as the scheduler: whoever can read its secret file is its admin.
-    return deriveKeys(readFileSync(args.secretFile, 'utf8')).adminToken;
-  } catch (error) {
-    throw new ClientError(
-      'bad_input',
-      `cannot read the secret file ${args.secretFile}: pass --admin-key or ES_ADMIN_KEY instead`,
-      { cause: error },
-    );
-  }
-}
+/** The seed client's `test` defaults (the README's example message). */
+const TEST_DEFAULTS = { prompt: 'Hello!', maxTokens: 256, temperature: 0.7 } as const;
 
 /**
  * Run the `es` CLI with `argv` (without `node es`). Resolves to the exit code: 0 ok,
@@ -57,12 +38,59 @@ function adminKeyOf(args: GlobalArgs): string | undefined {
  */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   let code = 0;
+  let location: SchedulerLocation | undefined;
   const out = (text: string) => io.stdout(text.endsWith('\n') ? text : `${text}\n`);
-  const client = (args: GlobalArgs): SchedulerClient => {
-    const adminKey = adminKeyOf(args);
-    return createSchedulerClient(
-      adminKey === undefined ? { url: args.schedulerUrl } : { url: args.schedulerUrl, adminKey },
-    );
+  const input = (args: GlobalArgs) => ({
+    url: args.schedulerUrl,
+    adminKey: args.adminKey,
+    secretFile: args.secretFile,
+    env: io.env,
+    ...(io.cwd === undefined ? {} : { cwd: io.cwd }),
+  });
+  const locate = (args: GlobalArgs) => (location = locateScheduler(input(args)));
+  const adminKeyOf = (args: GlobalArgs) => findAdminKey(input(args));
+  const client = (args: GlobalArgs, admin = true): SchedulerClient => {
+    const { url } = locate(args);
+    const adminKey = admin ? adminKeyOf(args)?.key : undefined;
+    return createSchedulerClient({
+      url,
+      ...(adminKey === undefined ? {} : { adminKey }),
+      ...(args.apiKey ? { apiKey: args.apiKey } : {}),
+    });
+  };
+  /**
+   * `es status`: the public `/cluster_status` always; with an admin key also the admin
+   * status. A key found by itself (a `logs/secret` of another scheduler) that is refused
+   * falls back to the public view; a key the user gave must work.
+   */
+  const statusView = async (
+    args: GlobalArgs,
+  ): Promise<{ cluster: ClusterStatusResponse; admin?: StatusResponse; note?: string }> => {
+    const c = client(args, false);
+    const cluster = await c.clusterStatus();
+    const found = adminKeyOf(args);
+    if (found === undefined) return { cluster };
+    try {
+      const admin = await createSchedulerClient({ url: c.url, adminKey: found.key }).status();
+      return { cluster, admin };
+    } catch (error) {
+      if (found.explicit || !(error instanceof ClientError) || error.code !== 'unauthorized') {
+        throw error;
+      }
+      return {
+        cluster,
+        note: `the admin key derived from ${found.from} was refused (another scheduler's secret?): public view only; pass --admin-key, ES_ADMIN_KEY or --secret-file`,
+      };
+    }
+  };
+  const renderStatus = (
+    view: Awaited<ReturnType<typeof statusView>>,
+    asJson: boolean,
+    url: string,
+  ): string => {
+    if (asJson) return JSON.stringify(view.admin ?? view.cluster, null, 2);
+    if (view.admin !== undefined) return formatStatus(view.admin, view.cluster);
+    return `${formatPublicStatus(view.cluster, url)}\n\nNodes, ports and jobs need the admin key: --admin-key, ES_ADMIN_KEY or --secret-file <log dir>/secret.`;
   };
   const json = (value: unknown) => out(JSON.stringify(value, null, 2));
 
@@ -70,9 +98,10 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     .scriptName('es')
     .usage('$0 <command> [options]\n\nOperate an Elastic Serving scheduler.')
     .option('scheduler-url', {
+      alias: 'url',
       type: 'string',
-      default: io.env.ES_SCHEDULER_URL ?? DEFAULT_SCHEDULER_URL,
-      describe: 'Scheduler URL (env ES_SCHEDULER_URL)',
+      describe:
+        'Scheduler URL (env ES_SCHEDULER_URL or ELASTIC_SERVING_URL; else <log dir>/scheduler-url, the log dir being ES_LOG_DIR or ./logs; else http://127.0.0.1:8780)',
     })
     .option('admin-key', {
       type: 'string',
@@ -83,11 +112,16 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       type: 'string',
       default: io.env.ES_SECRET_FILE,
       describe:
-        "Derive the admin key from the scheduler's secret file (env ES_SECRET_FILE; default ./logs/secret when it exists)",
+        "Derive the admin key from the scheduler's secret file (env ES_SECRET_FILE; default <log dir>/secret when it exists)",
+    })
+    .option('api-key', {
+      type: 'string',
+      default: io.env.ES_API_KEY,
+      describe: 'Key for /v1 when the scheduler has --api-key (env ES_API_KEY): models, test',
     })
     .command(
       'status',
-      'Deployments, nodes (SLURM state, reason, time left) and workers',
+      'Model, engine, TP/DP, nodes and workers (public); with the admin key also jobs, nodes and ports',
       (y) =>
         y
           .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON' })
@@ -98,16 +132,18 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
             describe: 'Seconds between refreshes',
           }),
       async (args) => {
-        const c = client(args);
+        const url = locate(args).url;
         if (!args.watch) {
-          const status = await c.status();
-          if (args.json) json(status);
-          else out(formatStatus(status));
+          const view = await statusView(args);
+          out(renderStatus(view, args.json, url));
+          if (view.note !== undefined) io.stderr(`es: ${view.note}\n`);
           return;
         }
         while (!io.signal?.aborted) {
-          const status = await c.status();
-          const text = args.json ? JSON.stringify(status) : formatStatus(status);
+          const view = await statusView(args);
+          const text = args.json
+            ? JSON.stringify(view.admin ?? view.cluster)
+            : renderStatus(view, false, url);
           // Redraw in place on a terminal; a pipe gets one snapshot after the other.
           out(io.isTTY ? `\x1b[H\x1b[2J${new Date().toISOString()}\n${text}` : `${text}\n`);
           await sleep(args.interval * 1000, undefined, { signal: io.signal }).catch(
@@ -224,18 +260,114 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
       },
     )
     .command(
+      'models',
+      'The models served (GET /v1/models)',
+      (y) => y.option('json', { type: 'boolean', default: false }),
+      async (args) => {
+        const models = await client(args, false).models();
+        if (args.json) return json(models);
+        out(models.data.map((m) => m.id).join('\n') || '(no model served)');
+      },
+    )
+    .command(
+      'health',
+      "The scheduler's health (GET /health)",
+      (y) => y,
+      async (args) => json(await client(args, false).health()),
+    )
+    .command(
+      'test',
+      'Send one chat completion and print the answer and the latency',
+      (y) =>
+        y
+          .option('model', {
+            type: 'string',
+            describe: 'Model to ask (default: the first one GET /v1/models lists)',
+          })
+          .option('prompt', { type: 'string', default: TEST_DEFAULTS.prompt })
+          .option('max-tokens', { type: 'number', default: TEST_DEFAULTS.maxTokens })
+          .option('temperature', { type: 'number', default: TEST_DEFAULTS.temperature })
+          .option('timeout', {
+            type: 'number',
+            default: 300,
+            describe: 'Seconds to wait for the answer',
+          }),
+      async (args) => {
+        const bad = (flag: string, expected: string, value: number) =>
+          new ClientError('bad_input', `${flag}: expected ${expected}, got ${value}`);
+        if (!Number.isInteger(args.maxTokens) || args.maxTokens <= 0) {
+          throw bad('--max-tokens', 'a whole number above 0', args.maxTokens);
+        }
+        if (!(args.temperature >= 0)) {
+          throw bad('--temperature', 'a number of at least 0', args.temperature);
+        }
+        if (!(args.timeout > 0)) throw bad('--timeout', 'seconds above 0', args.timeout);
+        const c = client(args, false);
+        let model = args.model;
+        if (model === undefined) {
+          model = (await c.models()).data[0]?.id;
+          if (model === undefined) {
+            throw new ClientError(
+              'not_found',
+              `the scheduler at ${c.url} serves no model yet: pass --model, or wait for a ready worker (es status)`,
+            );
+          }
+        }
+        const started = performance.now();
+        let answer: ChatResponse;
+        try {
+          answer = await c.chat(
+            {
+              model,
+              messages: [{ role: 'user', content: args.prompt }],
+              max_tokens: args.maxTokens,
+              temperature: args.temperature,
+            },
+            { timeoutMs: args.timeout * 1000 },
+          );
+        } catch (error) {
+          if (error instanceof ClientError && error.apiCode === 'model_not_found') {
+            throw new ClientError(
+              'not_found',
+              `${error.message} Pass --model with one of them (es models lists them).`,
+              { status: 404, apiCode: error.apiCode, cause: error },
+            );
+          }
+          throw error;
+        }
+        const seconds = (performance.now() - started) / 1000;
+        const choice = answer.choices[0];
+        const tokens = answer.usage?.completion_tokens;
+        out(
+          [
+            `Model:    ${answer.model}`,
+            `Prompt:   ${args.prompt}`,
+            ...(choice?.message.reasoning_content
+              ? [`Reasoning: ${choice.message.reasoning_content}`]
+              : []),
+            `Answer:   ${choice?.message.content ?? ''}`,
+            `Latency:  ${seconds.toFixed(2)} s${
+              tokens === undefined
+                ? ''
+                : ` (${tokens} tokens, ${(tokens / seconds).toFixed(1)} tokens/s, finish ${choice?.finish_reason ?? '-'})`
+            }`,
+          ].join('\n'),
+        );
+      },
+    )
+    .command(
       'dashboard',
       'Print the dashboard URL (with the admin key, to open once in a browser)',
       (y) => y,
       async (args) => {
-        const key = adminKeyOf(args);
-        const url = `${args.schedulerUrl.replace(/\/+$/, '')}/dashboard`;
+        const key = adminKeyOf(args)?.key;
+        const url = `${locate(args).url}/dashboard`;
         // Checks that the scheduler is up and the key is right before handing out the URL.
         await client(args).status();
         out(key === undefined ? url : `${url}?key=${encodeURIComponent(key)}`);
       },
     )
-    .demandCommand(1, 'Say which command: es status, es workers, es jobs, es scale ...')
+    .demandCommand(1, 'Say which command: es status, es models, es test, es workers, es scale ...')
     .strict()
     .help()
     .version(false)
@@ -252,7 +384,15 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     });
   } catch (error) {
     if (error instanceof ClientError) {
-      io.stderr(`es: ${error.message}\n`);
+      // Say where an unreachable URL came from: often a stale file or variable.
+      const from =
+        error.code === 'unreachable' &&
+        location !== undefined &&
+        location.from !== '--url' &&
+        location.from !== 'default'
+          ? ` (URL from ${location.from})`
+          : '';
+      io.stderr(`es: ${error.message}${from}\n`);
       return error.code === 'bad_input' ? 2 : 1;
     }
     io.stderr(`es: ${(error as Error).message}\n`);

@@ -183,3 +183,81 @@ export interface StopResponse {
 export interface ApiErrorBody {
   error: { message: string; type: string; param: string | null; code: string };
 }
+
+/** A worker's `status` on the seed's public routes. */
+export type SeedWorkerStatus = 'READY' | 'LOADING' | 'OFFLINE';
+
+/** One worker of `GET /cluster_status`, in the seed's field names. */
+export interface ClusterWorker {
+  worker_id: string;
+  status: SeedWorkerStatus;
+  tensor_parallel_size: number;
+  requests_served: number;
+  model_name?: string;
+  engine?: string;
+  /** This implementation's deployment name (absent on the seed's own scheduler). */
+  deployment?: string;
+  [field: string]: unknown;
+}
+
+/** The seed's facts about what is served (one model, or one deployment). */
+export interface ClusterFacts {
+  model: string;
+  engine: string;
+  tensor_parallel_size: number;
+  dp_per_node: number;
+  max_nodes: number;
+  total_nodes_active: number;
+  total_workers: number;
+  ready_workers: number;
+  loading_workers: number;
+  offline_workers: number;
+}
+
+/**
+ * `GET /cluster_status`: public (no key), in the seed's field names, so the same view works
+ * against the original scheduler. `deployments` is this implementation's per-deployment view.
+ */
+export interface ClusterStatusResponse extends ClusterFacts {
+  pending_slurm_jobs: number;
+  workers: ClusterWorker[];
+  deployments?: (Partial<ClusterFacts> & {
+    name: string;
+    permanent_error?: string | null;
+    backoff?: string | null;
+    launch_failures?: string | null;
+  })[];
+}
+
+/** `GET /health`. */
+export interface HealthResponse {
+  status: string;
+  ready_workers: number;
+  [field: string]: unknown;
+}
+
+/** `GET /v1/models` (OpenAI's list). */
+export interface ModelsResponse {
+  object: 'list';
+  data: { id: string; object: string; owned_by?: string; [field: string]: unknown }[];
+}
+
+/** What `SchedulerClient.chat` sends: one OpenAI chat completion, not streamed. */
+export interface ChatRequest {
+  model: string;
+  messages: { role: 'system' | 'user' | 'assistant'; content: string }[];
+  max_tokens?: number;
+  temperature?: number;
+}
+
+/** The parts of an OpenAI chat completion `es test` reads. */
+export interface ChatResponse {
+  id: string;
+  model: string;
+  choices: {
+    index: number;
+    message: { role: string; content: string | null; reasoning_content?: string | null };
+    finish_reason: string | null;
+  }[];
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}

@@ -3,90 +3,37 @@
  * as child processes the way an operator runs them: `es` is started in the scheduler's
  * directory and finds its admin key through `./logs/secret` by itself.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-
-const ES = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
-const SCHEDULER = fileURLToPath(new URL('../../../apps/scheduler/dist/cli.mjs', import.meta.url));
+import { assertBuilt, runEs, startBuiltScheduler, until, type BuiltScheduler } from './built.js';
 
 let dir: string;
 let url: string;
-let scheduler: ChildProcess;
+let scheduler: BuiltScheduler;
 let exited: Promise<number | null>;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
-}
-
-function es(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [ES, ...args, '--scheduler-url', url],
-      // No ES_ADMIN_KEY / ES_SECRET_FILE: the key comes from ./logs/secret.
-      { cwd: dir, env: { PATH: process.env.PATH ?? '' }, timeout: 20_000 },
-      (error, stdout, stderr) =>
-        resolve({
-          code: error ? Number((error as { code?: number }).code ?? 1) : 0,
-          stdout,
-          stderr,
-        }),
-    );
-  });
-}
-
-async function until<T>(fn: () => Promise<T | undefined>, what: string, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+// No ES_ADMIN_KEY / ES_SECRET_FILE: the key comes from ./logs/secret.
+const es = (...args: string[]) => runEs(dir, {}, [...args, '--scheduler-url', url]);
 
 beforeAll(async () => {
-  for (const file of [ES, SCHEDULER]) {
-    if (!existsSync(file)) throw new Error(`${file} missing: run pnpm build first`);
-  }
+  assertBuilt();
   dir = mkdtempSync(join(tmpdir(), 'es-cli-e2e-'));
-  const port = await freePort();
-  url = `http://127.0.0.1:${port}`;
-  scheduler = spawn(
-    process.execPath,
-    [
-      SCHEDULER,
-      ...['--backend', 'local', '--engine', 'mock', '--model', 'mock-model'],
-      ...['--max-nodes', '2', '--tensor-parallel-size', '4', '--port', String(port)],
-      ...['--scheduler-id', `cli${process.pid}`, '--node-acquire-interval', '1'],
-      ...['--health-check-interval', '1', '--heartbeat-timeout', '5'],
-    ],
-    { cwd: dir, stdio: 'ignore' },
+  scheduler = await startBuiltScheduler(dir, `cli${process.pid}`);
+  ({ url, exited } = scheduler);
+  await until(
+    async () => {
+      const { stdout } = await es('workers');
+      return stdout.split('\n').filter((l) => /\sready\s/.test(l)).length === 4 ? true : undefined;
+    },
+    30_000,
+    '4 ready workers',
   );
-  exited = new Promise((resolve) => scheduler.on('exit', (code) => resolve(code)));
-  await until(async () => {
-    const { stdout } = await es('workers');
-    return stdout.split('\n').filter((l) => /\sready\s/.test(l)).length === 4 ? true : undefined;
-  }, '4 ready workers');
 }, 60_000);
 
 afterAll(async () => {
-  if (scheduler && scheduler.exitCode === null && scheduler.signalCode === null) {
-    scheduler.kill('SIGTERM');
-    await exited;
-  }
+  await scheduler?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

@@ -1,9 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import {
+  formatClusterFacts,
   formatDuration,
+  formatPublicStatus,
   formatJobs,
   formatWorkers,
   table,
+  type ClusterStatusResponse,
   type StatusResponse,
 } from '../src/index.js';
 
@@ -111,10 +114,94 @@ describe('status tables', () => {
   it('shows a worker with its GPU slice as a range, its load, served and errors', () => {
     const [header, row] = formatWorkers(status).split('\n');
     expect(header).toMatch(
-      /^WORKER\s+JOB\s+NODE\s+STATE\s+GPUS\s+LOAD\s+SERVED\s+ERRORS\s+REASON$/,
+      /^WORKER\s+JOB\s+NODE\s+STATE\s+GPUS\s+LOAD\s+PORT\s+SERVED\s+ERRORS\s+REASON$/,
     );
     expect(row).toMatch(
-      /^17\.1\.0\s+17\s+gpu-a01\s+ready\s+0-3\s+3 in-flight, 3 run, 1 wait, kv 42%\s+120\s+2$/,
+      /^17\.1\.0\s+17\s+gpu-a01\s+ready\s+0-3\s+3 in-flight, 3 run, 1 wait, kv 42%\s+8001\s+120\s+2$/,
     );
+  });
+});
+
+/** The seed's `/cluster_status` (its own scheduler sends no `deployments`). */
+const cluster: ClusterStatusResponse = {
+  model: 'openai/gpt-oss-120b',
+  engine: 'vllm',
+  tensor_parallel_size: 4,
+  dp_per_node: 2,
+  max_nodes: 16,
+  total_nodes_active: 3,
+  total_workers: 6,
+  ready_workers: 4,
+  loading_workers: 1,
+  offline_workers: 1,
+  pending_slurm_jobs: 2,
+  workers: [
+    { worker_id: '4242.0.0', status: 'READY', tensor_parallel_size: 4, requests_served: 17 },
+    { worker_id: '4242.0.1', status: 'LOADING', tensor_parallel_size: 4, requests_served: 0 },
+  ],
+};
+
+describe('the public status', () => {
+  it("shows the seed's facts and each worker's id, state, TP and requests served", () => {
+    expect(formatPublicStatus(cluster, 'http://login1:8780')).toBe(
+      [
+        'Elastic Serving at http://login1:8780 (public view)',
+        '',
+        'Model:        openai/gpt-oss-120b',
+        'Engine:       vllm',
+        'Parallelism:  TP=4, DP=2/node',
+        'Nodes:        3 active / 16 max, 2 pending',
+        'Workers:      4 ready, 1 loading, 1 offline',
+        '',
+        'WORKER    STATE    TP  SERVED',
+        '4242.0.0  READY    4   17',
+        '4242.0.1  LOADING  4   0',
+      ].join('\n'),
+    );
+  });
+
+  it('shows a block per deployment when there are several', () => {
+    const two: ClusterStatusResponse = {
+      ...cluster,
+      deployments: [
+        {
+          name: 'gpt',
+          model: 'openai/gpt-oss-120b',
+          engine: 'vllm',
+          tensor_parallel_size: 8,
+          dp_per_node: 1,
+          max_nodes: 4,
+          total_nodes_active: 1,
+          ready_workers: 1,
+          loading_workers: 0,
+          offline_workers: 0,
+        },
+        {
+          name: 'qwen',
+          model: 'Qwen/Qwen3-8B',
+          engine: 'sglang',
+          tensor_parallel_size: 1,
+          dp_per_node: 8,
+          max_nodes: 2,
+          total_nodes_active: 2,
+          ready_workers: 15,
+          loading_workers: 1,
+          offline_workers: 0,
+        },
+      ],
+    };
+    const text = formatClusterFacts(two);
+    expect(text).toContain(
+      [
+        'Deployment:   qwen',
+        'Model:        Qwen/Qwen3-8B',
+        'Engine:       sglang',
+        'Parallelism:  TP=1, DP=8/node',
+        'Nodes:        2 active / 2 max',
+        'Workers:      15 ready, 1 loading, 0 offline',
+      ].join('\n'),
+    );
+    expect(text.startsWith('Deployment:   gpt\nModel:        openai/gpt-oss-120b\n')).toBe(true);
+    expect(text.endsWith('\nPending jobs: 2')).toBe(true);
   });
 });

@@ -1,0 +1,119 @@
+/**
+ * Where the scheduler is and which admin key to use, from flags, the environment and the
+ * files the scheduler writes in its log directory (`scheduler-url`, `secret`).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { deriveKeys, isHttpUrl, readSchedulerUrlSync, schedulerUrlFilePath } from '@es/protocol';
+import { DEFAULT_SCHEDULER_URL } from './client.js';
+import { ClientError } from './errors.js';
+
+/** The scheduler's URL and where it was found (said in errors). */
+export interface SchedulerLocation {
+  url: string;
+  /** `--url`, an environment variable's name, a file's path, or `default`. */
+  from: string;
+}
+
+/** What {@link locateScheduler} and {@link findAdminKey} read. */
+export interface LocateInput {
+  /** `--url` / `--scheduler-url`. */
+  url?: string | undefined;
+  /** `--admin-key`. */
+  adminKey?: string | undefined;
+  /** `--secret-file`. */
+  secretFile?: string | undefined;
+  env: Record<string, string | undefined>;
+  /** Directory relative paths start from (default the process's). */
+  cwd?: string;
+}
+
+/** The scheduler's default log directory (`--log-dir logs`), relative to where it started. */
+const DEFAULT_LOG_DIR = 'logs';
+
+function checked(url: string, from: string): SchedulerLocation {
+  if (!isHttpUrl(url)) {
+    throw new ClientError(
+      'bad_input',
+      `${from}: expected the scheduler's http(s) URL such as http://login1:8780, got "${url}"`,
+    );
+  }
+  return { url: url.replace(/\/+$/, ''), from };
+}
+
+/**
+ * The scheduler's URL: `--url`, else `$ES_SCHEDULER_URL`, else the seed's
+ * `$ELASTIC_SERVING_URL`, else the `scheduler-url` file the scheduler writes in its log
+ * directory (`$ES_LOG_DIR`, else `./logs`), else {@link DEFAULT_SCHEDULER_URL}.
+ * @throws {ClientError} `bad_input` for a value that is not an http(s) URL; `unreachable`
+ *   when `$ES_LOG_DIR` names a directory without a URL file (its scheduler is not serving).
+ * @example
+ * const { url } = locateScheduler({ env: process.env });
+ */
+export function locateScheduler(input: LocateInput): SchedulerLocation {
+  const { env } = input;
+  if (input.url) return checked(input.url, '--url');
+  for (const name of ['ES_SCHEDULER_URL', 'ELASTIC_SERVING_URL']) {
+    const value = env[name];
+    if (value) return checked(value, name);
+  }
+  const cwd = input.cwd ?? process.cwd();
+  const logDir = env.ES_LOG_DIR ? resolve(cwd, env.ES_LOG_DIR) : undefined;
+  const file = schedulerUrlFilePath(logDir ?? resolve(cwd, DEFAULT_LOG_DIR));
+  const read = readSchedulerUrlSync(file);
+  if (read.kind === 'url') return { url: read.url.replace(/\/+$/, ''), from: file };
+  if (read.kind === 'invalid') {
+    throw new ClientError(
+      'bad_input',
+      `${file}: its first line "${read.text}" is not an http(s) URL: pass --url or ES_SCHEDULER_URL`,
+    );
+  }
+  if (logDir !== undefined) {
+    throw new ClientError(
+      'unreachable',
+      `no scheduler URL in ${file} (ES_LOG_DIR=${env.ES_LOG_DIR}): the scheduler writes it while it serves and removes it when it stops. Is it running with --log-dir ${logDir}? Else pass --url or ES_SCHEDULER_URL`,
+    );
+  }
+  return { url: DEFAULT_SCHEDULER_URL, from: 'default' };
+}
+
+/** An admin key and whether the user gave it (`--admin-key`, `ES_ADMIN_KEY`, a secret file). */
+export interface FoundAdminKey {
+  key: string;
+  /** False when it was derived from a secret file found by itself (it may be another scheduler's). */
+  explicit: boolean;
+  from: string;
+}
+
+/**
+ * The admin key: `--admin-key` (or `$ES_ADMIN_KEY`), else derived from `--secret-file`
+ * (or `$ES_SECRET_FILE`), else from `secret` in the log directory (`$ES_LOG_DIR`, else
+ * `./logs`) when it exists: whoever can read the scheduler's secret file is its admin.
+ * Undefined when there is none (the public view needs none).
+ * @throws {ClientError} `bad_input` when a named secret file cannot be read.
+ */
+export function findAdminKey(input: LocateInput): FoundAdminKey | undefined {
+  const { env } = input;
+  const key = input.adminKey ?? env.ES_ADMIN_KEY;
+  if (key) return { key, explicit: true, from: input.adminKey ? '--admin-key' : 'ES_ADMIN_KEY' };
+  const cwd = input.cwd ?? process.cwd();
+  const named = input.secretFile ?? env.ES_SECRET_FILE;
+  const file = named
+    ? resolve(cwd, named)
+    : join(resolve(cwd, env.ES_LOG_DIR || DEFAULT_LOG_DIR), 'secret');
+  if (!named && !existsSync(file)) return undefined;
+  try {
+    // Same derivation as the scheduler.
+    return {
+      key: deriveKeys(readFileSync(file, 'utf8')).adminToken,
+      explicit: named !== undefined,
+      from: file,
+    };
+  } catch (error) {
+    throw new ClientError(
+      'bad_input',
+      `cannot read the secret file ${file}: pass --admin-key or ES_ADMIN_KEY instead`,
+      { cause: error },
+    );
+  }
+}
