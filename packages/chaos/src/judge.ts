@@ -11,7 +11,12 @@ import {
   unjournaled,
   unknownJobs,
 } from './checker.js';
-import { missingFromEngineLog, restartsFromScratch, type EngineLog } from './engine-log.js';
+import {
+  continuations,
+  missingFromEngineLog,
+  restartsFromScratch,
+  type EngineLog,
+} from './engine-log.js';
 import { expectedContent } from './expected.js';
 import type { JournalEntry, QueueSample, RequestRecord, SchedulerEvent } from './history.js';
 
@@ -96,8 +101,18 @@ export function judge(input: JudgeInput): Judgement {
   const restarts = new Map<string, string>();
   if (engine !== undefined) {
     const sentOnce = new Set(requests.filter((q) => q.attempts <= 1).map((q) => q.id));
+    // A continuation the proxy started from 0 received tokens (its event says so) sends
+    // the bare prompt: the dead engine's first token was still in flight, nothing the proxy
+    // had was thrown away. A continuation that claims tokens but sends the bare prompt (the
+    // planted continue-from-scratch) stays a restart.
+    const fromNothing = new Set(
+      continuations(input.events)
+        .filter((c) => c.generatedTokens === 0 && c.outcome !== 'refused')
+        .map((c) => c.requestId),
+    );
     for (const r of restartsFromScratch(engine, sentOnce)) {
       if (restarts.has(r.requestId)) continue;
+      if (r.again.path === '/v1/completions' && fromNothing.has(r.requestId)) continue;
       restarts.set(
         r.requestId,
         `${r.requestId}: ${r.again.path} with its ${r.again.promptTokens} prompt tokens again on engine pid ${r.again.pid} at ${new Date(r.again.at).toISOString()}, ${r.again.at - r.after.at} ms after engine pid ${r.after.pid} sent its first token`,

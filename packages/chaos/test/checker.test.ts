@@ -390,6 +390,27 @@ describe('judge: every promise, proven able to fail by one planted violation eac
     expect(broken(h)).toEqual({ [check]: 1 });
   });
 
+  it('a continuation from 0 received tokens is not a restart; one that claims tokens but sends the bare prompt is', () => {
+    const h = cleanHistory();
+    h.engine.requests.push({
+      ...h.engine.requests[1]!,
+      at: 240,
+      path: '/v1/completions',
+      pid: 101,
+    });
+    h.engine.firstTokens.push({ ...h.engine.firstTokens[1]!, at: 290, pid: 101 });
+    const event = (tokens: number): SchedulerEvent => ({
+      time: 238,
+      event: 'continuation',
+      workerId: 'w2',
+      reason: `generation c2 cut on w2 after ${tokens} tokens (connection): continued on w1 (connection)`,
+    });
+    expect(broken({ ...h, events: [...h.events, event(0)] })).toEqual({});
+    expect(broken({ ...h, events: [...h.events, event(3)] })).toEqual({
+      'generations restarted from scratch': 1,
+    });
+  });
+
   it('also judges the text of a stream that broke another promise (a silent cut)', () => {
     const h = cleanHistory();
     at(h, 2).outcome = 'truncated';
