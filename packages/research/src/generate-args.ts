@@ -98,7 +98,7 @@ function buildParser(argv: readonly string[]) {
     'wait-timeout': {
       type: 'number',
       default: 600,
-      describe: 'Seconds to wait for a ready worker before the first trajectory (0: no wait)',
+      describe: 'Seconds to wait for a ready worker before the first trajectory (0: check once)',
     },
     'wait-interval': {
       type: 'number',

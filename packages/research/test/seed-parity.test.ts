@@ -241,6 +241,37 @@ describe('generate-trajectories --format seed (the original record shape)', () =
     expect(fresh).toMatchObject({ written: 2, skipped: 0 });
     expect(await readLines(path)).toHaveLength(2);
   });
+
+  test('an engine failure is a record with status "error" and the engine\'s message', async () => {
+    const failing = await startMock({ script: rules, failRate: 1 });
+    try {
+      const outputDir = await mkdtemp(join(tmpdir(), 'es-seed-out-'));
+      const summary = await generateTrajectories(
+        options({
+          schedulerUrl: failing.url,
+          numSamples: 1,
+          outputDir,
+          format: 'seed',
+          maxRetries: 0,
+        }),
+      );
+      expect(summary).toMatchObject({ written: 1, failed: 1 });
+      const [record] = await readLines(join(outputDir, 'trajectories_sample.jsonl'));
+      expect(Object.keys(record ?? {})).toEqual([...SEED_FIELDS, 'error']);
+      expect(record).toMatchObject({
+        messages: [{ role: 'system' }, { role: 'user' }],
+        answer: '',
+        num_rounds: 1,
+        num_tool_calls: 0,
+        tool_calls: [],
+        status: 'error',
+        error: expect.stringMatching(/^failed: 500 /),
+      });
+      expect(typeof record?.qid).toBe('string');
+    } finally {
+      await failing.close();
+    }
+  });
 });
 
 describe('waiting for ready workers (the original polled /cluster_status)', () => {
