@@ -81,7 +81,8 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
 /**
  * Finds and loads the chat template for a model. In order: `chatTemplate` (`bundled-test`
  * or a `.jinja` file); `tokenizer` or `model` as a local directory; as a hub id, the newest
- * matching snapshot of the Hugging Face cache, then the hub itself (unless offline). Throws
+ * matching snapshot of the Hugging Face cache, then, for an `org/name` id, the hub itself
+ * (unless offline). Throws
  * `TEMPLATE_NOT_FOUND` saying what was tried and how to provide a template.
  *
  * @example
@@ -130,6 +131,9 @@ export async function resolveChatTemplate(
 
   if (hf.offline) {
     tried.push('the hub was not asked (HF_HUB_OFFLINE is set)');
+  } else if (!target.includes('/')) {
+    // A served name such as "mock-model" or "gpt-oss" is no hub id worth a network call.
+    tried.push(`the hub was not asked ("${target}" is not an org/name id)`);
   } else {
     const endpoint = (hf.endpoint ?? DEFAULT_HF_ENDPOINT).replace(/\/+$/, '');
     const base = `${endpoint}/${target}/resolve/${encodeURIComponent(revision)}`;

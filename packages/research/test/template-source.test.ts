@@ -187,7 +187,7 @@ describe('resolveChatTemplate', () => {
     expect(message).toContain('--chat-template bundled-test');
   });
 
-  test('HF_HUB_OFFLINE=1 never asks the hub', async () => {
+  test('HF_HUB_OFFLINE=1, or a name that is not org/name, never asks the hub', async () => {
     const hub = await startHub({});
     try {
       const cacheDir = await mkdtemp(join(tmpdir(), 'es-hf-empty-'));
@@ -199,6 +199,10 @@ describe('resolveChatTemplate', () => {
       await expect(resolveChatTemplate({ model: 'org/m', huggingFace: hf })).rejects.toThrow(
         /the hub was not asked \(HF_HUB_OFFLINE is set\)/,
       );
+      expect(hub.requests).toHaveLength(0);
+      await expect(
+        resolveChatTemplate({ model: 'mock-model', huggingFace: { ...hf, offline: false } }),
+      ).rejects.toThrow(/the hub was not asked \("mock-model" is not an org\/name id\)/);
       expect(hub.requests).toHaveLength(0);
     } finally {
       await hub.close();
