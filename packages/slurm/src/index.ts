@@ -6,8 +6,8 @@ export { createSlurmProvider, nodeRequestToJobSpec } from './provider.js';
 export type { SlurmProviderOptions } from './provider.js';
 export { execaRunner } from './runner.js';
 export type { CommandResult, CommandRunner, CommandRunOptions } from './runner.js';
-export { renderBatchScript, shellQuote } from './script.js';
-export type { JobSpec } from './script.js';
+export { renderBatchScript, SHARED_PATH_HINT, shellQuote } from './script.js';
+export type { JobSpec, RequiredPath } from './script.js';
 export {
   parseDuration,
   parseJobState,

@@ -34,7 +34,31 @@ export interface JobSpec {
   env?: Record<string, string>;
   /** The command, argv[0] first. Runs as a job step: `exec srun --ntasks=1 -- argv...`. */
   command: string[];
+  /**
+   * Paths the job checks on the node before anything else (set-up included). A missing one
+   * ends the job at once, exit 1, with one line in its `.err` naming what, the path, the node
+   * and the fix. Default: the command's own absolute paths, argv[0] (an executable) and
+   * argv[1] when it is one (the script an interpreter such as `node` runs); `[]` checks
+   * nothing.
+   */
+  requiredPaths?: RequiredPath[];
 }
+
+/** A path a job needs on its node (see {@link JobSpec.requiredPaths}). */
+export interface RequiredPath {
+  path: string;
+  /** `executable`: a file that may be run; `file`: a file; `directory`. */
+  kind: 'executable' | 'file' | 'directory';
+  /** What it is, for the message (`node`, `the script node runs`). */
+  what: string;
+  /** The fix, for the message. Default {@link SHARED_PATH_HINT}. */
+  hint?: string;
+}
+
+/** The fix printed for a missing path: where the job's programs must be. */
+export const SHARED_PATH_HINT =
+  'Node and the Elastic Serving checkout (built) must be on a file system shared with the ' +
+  'login node, at the same path on every node';
 
 function invalid(message: string): SlurmError {
   return new SlurmError(message, { code: 'SLURM_INVALID_SPEC', kind: 'permanent' });
@@ -123,6 +147,12 @@ export function renderBatchScript(spec: JobSpec): string {
     }),
   ];
   const lines = ['#!/bin/bash', ...sbatch.map((flag) => `#SBATCH ${flag}`), ''];
+  const required = spec.requiredPaths ?? commandPaths(spec.command);
+  if (required.length > 0) {
+    lines.push('# pre-flight: what the command needs must exist on this node');
+    for (const need of required) lines.push(...preflight(need));
+    lines.push('');
+  }
   if (spec.setup?.length) lines.push('# set-up', ...spec.setup, '');
   const env = Object.entries(spec.env ?? {});
   for (const [name, value] of env) {
@@ -135,4 +165,40 @@ export function renderBatchScript(spec: JobSpec): string {
   // preemption, and the batch script's shell does not linger as a parent.
   lines.push(`exec srun --ntasks=1 -- ${spec.command.map(shellQuote).join(' ')}`, '');
   return lines.join('\n');
+}
+
+/** The absolute paths of a command: its executable, and the script an interpreter runs. */
+function commandPaths(command: readonly string[]): RequiredPath[] {
+  const [program, script] = command;
+  if (program === undefined || !program.startsWith('/')) return [];
+  const name = program.slice(program.lastIndexOf('/') + 1);
+  const paths: RequiredPath[] = [{ path: program, kind: 'executable', what: name }];
+  if (script?.startsWith('/')) {
+    paths.push({ path: script, kind: 'file', what: `the script ${name} runs` });
+  }
+  return paths;
+}
+
+const TESTS: Record<RequiredPath['kind'], (path: string) => string> = {
+  executable: (path) => `[ ! -f ${path} ] || [ ! -x ${path} ]`,
+  file: (path) => `[ ! -f ${path} ]`,
+  directory: (path) => `[ ! -d ${path} ]`,
+};
+
+function preflight(need: RequiredPath): string[] {
+  if (!need.path.startsWith('/')) {
+    throw invalid(`requiredPaths: ${JSON.stringify(need.path)} is not an absolute path`);
+  }
+  const path = shellQuote(need.path);
+  const found = need.kind === 'executable' ? 'not found (or not executable)' : 'not found';
+  // In the job's .out (what `es logs <job>` shows) and its .err; SLURMD_NODENAME is the
+  // node's name as squeue shows it.
+  return [
+    `if ${TESTS[need.kind](path)}; then`,
+    `  es_missing=$(printf 'es: %s ${found} at %s on %s: %s' ${shellQuote(need.what)} ${path} "\${SLURMD_NODENAME:-$(hostname)}" ${shellQuote(need.hint ?? SHARED_PATH_HINT)})`,
+    `  printf '%s\\n' "$es_missing"`,
+    `  printf '%s\\n' "$es_missing" >&2`,
+    '  exit 1',
+    'fi',
+  ];
 }

@@ -1,10 +1,12 @@
 import { execFile } from 'node:child_process';
-import { chmod, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { renderBatchScript, shellQuote, SlurmError } from '../src/index.js';
+import { renderBatchScript, SHARED_PATH_HINT, shellQuote, SlurmError } from '../src/index.js';
 import type { JobSpec } from '../src/index.js';
 
 const run = promisify(execFile);
@@ -176,6 +178,203 @@ describe('renderBatchScript', () => {
     const env = (await readFile(join(dir, 'env'), 'utf8')).split('\0').slice(0, -1);
     expect(env).toEqual([`$(id) \`id\` 'q' "dq" \\ !`, 'line1\nline2']);
   });
+});
+
+describe('renderBatchScript: the pre-flight check of Node and the checkout', () => {
+  /** The lines between the #SBATCH block and the set-up (or the exports, or srun). */
+  const preflightOf = (spec: Partial<JobSpec>): string[] => {
+    const lines = renderBatchScript({ ...base, ...spec }).split('\n');
+    const start = lines.indexOf('# pre-flight: what the command needs must exist on this node');
+    if (start === -1) return [];
+    return lines.slice(start + 1, lines.indexOf('', start));
+  };
+  const check = (test: string, message: string) => [
+    `if ${test}; then`,
+    `  es_missing=$(printf 'es: %s ${message} at %s on %s: %s' ${'${WHAT}'} ${'${PATH_}'} "\${SLURMD_NODENAME:-$(hostname)}" '${SHARED_PATH_HINT}')`,
+    `  printf '%s\\n' "$es_missing"`,
+    `  printf '%s\\n' "$es_missing" >&2`,
+    '  exit 1',
+    'fi',
+  ];
+  const fill = (lines: string[], what: string, path: string) =>
+    lines.map((line) => line.replace('${WHAT}', what).replace('${PATH_}', path));
+  const node = (path: string) =>
+    fill(
+      check(`[ ! -f ${path} ] || [ ! -x ${path} ]`, 'not found (or not executable)'),
+      'node',
+      path,
+    );
+
+  it.each<[string, Partial<JobSpec>, string[]]>([
+    ['a command found on PATH: nothing to check', { command: ['es-worker', '--model', '/m'] }, []],
+    [
+      'an absolute program without a script',
+      { command: ['/opt/node/bin/node', '--version'] },
+      node('/opt/node/bin/node'),
+    ],
+    [
+      "the scheduler's worker command: Node, then the checkout's worker script",
+      { command: ['/opt/node/bin/node', '/home/u/es/apps/worker/dist/cli.mjs', '--model', '/m'] },
+      [
+        ...node('/opt/node/bin/node'),
+        ...fill(
+          check(`[ ! -f /home/u/es/apps/worker/dist/cli.mjs ]`, 'not found'),
+          "'the script node runs'",
+          '/home/u/es/apps/worker/dist/cli.mjs',
+        ),
+      ],
+    ],
+    [
+      'paths with spaces and quotes are quoted',
+      { command: ["/opt/my node/bin/node's"] },
+      fill(
+        check(
+          `[ ! -f '/opt/my node/bin/node'\\''s' ] || [ ! -x '/opt/my node/bin/node'\\''s' ]`,
+          'not found (or not executable)',
+        ),
+        "'node'\\''s'",
+        "'/opt/my node/bin/node'\\''s'",
+      ),
+    ],
+    ['requiredPaths [] checks nothing', { command: ['/opt/node/bin/node'], requiredPaths: [] }, []],
+    [
+      'explicit requiredPaths replace the derived ones (a directory, a hint of its own)',
+      {
+        command: ['/opt/node/bin/node'],
+        requiredPaths: [
+          { path: '/shared/logs', kind: 'directory', what: 'the log directory', hint: 'share it' },
+        ],
+      },
+      [
+        'if [ ! -d /shared/logs ]; then',
+        `  es_missing=$(printf 'es: %s not found at %s on %s: %s' 'the log directory' /shared/logs "\${SLURMD_NODENAME:-$(hostname)}" 'share it')`,
+        `  printf '%s\\n' "$es_missing"`,
+        `  printf '%s\\n' "$es_missing" >&2`,
+        '  exit 1',
+        'fi',
+      ],
+    ],
+  ])('%s', (_label, spec, expected) => {
+    expect(preflightOf(spec)).toEqual(expected);
+  });
+
+  it('checks before anything else: before the set-up and the exports', () => {
+    const script = renderBatchScript({
+      ...base,
+      setup: ['conda activate serve'],
+      env: { A: '1' },
+      command: ['/opt/node/bin/node', '/es/cli.mjs'],
+    });
+    const at = (text: string) => script.indexOf(text);
+    expect(at('# pre-flight')).toBeGreaterThan(at('#SBATCH --error'));
+    expect(at('# pre-flight')).toBeLessThan(at('conda activate serve'));
+    expect(at('fi\n')).toBeLessThan(at('export A=1'));
+  });
+
+  it('refuses a relative required path', () => {
+    expect(() =>
+      renderBatchScript({
+        ...base,
+        requiredPaths: [{ path: 'bin/node', kind: 'file', what: 'x' }],
+      }),
+    ).toThrow(/requiredPaths: "bin\/node" is not an absolute path/);
+  });
+
+  /** A copy of a checkout: an executable `node` and the worker script, plus a fake srun. */
+  async function fakeNode() {
+    const dir = await mkdtemp(join(tmpdir(), 'es node checkout-'));
+    const node = join(dir, 'bin', 'node');
+    const cli = join(dir, 'apps', 'worker', 'dist', 'cli.mjs');
+    await run('mkdir', [
+      '-p',
+      join(dir, 'bin'),
+      join(dir, 'apps', 'worker', 'dist'),
+      join(dir, 'path'),
+    ]);
+    await writeFile(node, '#!/bin/sh\n');
+    await chmod(node, 0o755);
+    await writeFile(cli, '');
+    // srun records that it was reached (and with what).
+    await writeFile(
+      join(dir, 'path', 'srun'),
+      `#!/bin/bash\nprintf '%s\\n' "$@" > "$ES_OUT/srun"\n`,
+    );
+    await chmod(join(dir, 'path', 'srun'), 0o755);
+    const script = join(dir, 'job.sh');
+    await writeFile(
+      script,
+      renderBatchScript({
+        ...base,
+        setup: ['echo set-up ran'],
+        command: [node, cli, '--model', 'm'],
+      }),
+    );
+    const exec = (env: Record<string, string> = {}) =>
+      run('bash', [script], {
+        env: {
+          ...process.env,
+          PATH: `${join(dir, 'path')}:${process.env.PATH ?? ''}`,
+          ES_OUT: dir,
+          ...env,
+        },
+      }).then(
+        ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+        (error: { code: number; stdout: string; stderr: string }) => error,
+      );
+    return { dir, node, cli, exec, srunReached: () => existsSync(join(dir, 'srun')) };
+  }
+
+  it('runs the command when Node and the checkout are there', async () => {
+    const job = await fakeNode();
+    const result = await job.exec();
+    expect(result.code).toBe(0);
+    expect(result.stdout).toBe('set-up ran\n');
+    expect(await readFile(join(job.dir, 'srun'), 'utf8')).toBe(
+      ['--ntasks=1', '--', job.node, job.cli, '--model', 'm', ''].join('\n'),
+    );
+  });
+
+  it.each<
+    [
+      string,
+      (job: Awaited<ReturnType<typeof fakeNode>>) => Promise<void>,
+      (job: Awaited<ReturnType<typeof fakeNode>>) => string,
+    ]
+  >([
+    [
+      'Node missing',
+      (job) => rm(job.node),
+      (job) => `es: node not found (or not executable) at ${job.node}`,
+    ],
+    [
+      'Node not executable',
+      (job) => chmod(job.node, 0o644),
+      (job) => `es: node not found (or not executable) at ${job.node}`,
+    ],
+    [
+      'the checkout missing',
+      (job) => rm(join(job.dir, 'apps'), { recursive: true }),
+      (job) => `es: the script node runs not found at ${job.cli}`,
+    ],
+  ])(
+    '%s: exit 1 before the set-up, the message says what to fix',
+    async (_label, breakIt, start) => {
+      const job = await fakeNode();
+      await breakIt(job);
+      for (const [env, node] of [
+        [{ SLURMD_NODENAME: '' }, hostname()],
+        [{ SLURMD_NODENAME: 'gpu7' }, 'gpu7'],
+      ] as const) {
+        const result = await job.exec(env);
+        const message = `${start(job)} on ${node}: ${SHARED_PATH_HINT}\n`;
+        expect(result.code).toBe(1);
+        // In the job's .out (stdout) and .err (stderr); the set-up never ran, srun was not reached.
+        expect(result.stdout).toBe(message);
+        expect(result.stderr).toBe(message);
+        expect(job.srunReached()).toBe(false);
+      }
+    },
+  );
 });
 
 describe('shellQuote', () => {
