@@ -19,8 +19,24 @@ export interface EngineSpec {
   servedModelName?: string | undefined;
   /** The engine's `--api-key` (the proxy's key to it). */
   apiKey?: string | undefined;
-  /** Extra arguments appended verbatim (already split, see `splitArgs`). */
+  /**
+   * Extra arguments appended verbatim (already split, see `splitArgs`), except
+   * `--no-trust-remote-code`, which the vLLM and SGLang adapters read as
+   * `trustRemoteCode: false` and do not pass on.
+   */
   extraArgs?: readonly string[] | undefined;
+  /**
+   * vLLM and SGLang get `--trust-remote-code`, as the seed passed it: the model repository's
+   * own Python code (custom architectures, tokenizers) runs on the node. Default true;
+   * false, or `--no-trust-remote-code` among the extra arguments, leaves it out.
+   */
+  trustRemoteCode?: boolean | undefined;
+  /**
+   * The engine's version as its {@link EngineAdapter.versionCommand} printed it (`0.11.2`);
+   * undefined when unknown. vLLM gets `--disable-log-requests` only when this says it
+   * still accepts the flag (before 0.12).
+   */
+  engineVersion?: string | undefined;
   /**
    * Executable to run instead of the default (`vllm`, `python`, or Node for the mock).
    * For the mock engine this replaces the Node script, run with the current Node.
@@ -41,6 +57,11 @@ export interface EngineAdapter {
   kind: EngineKind;
   /** Pure: the command line for one instance. */
   command(spec: EngineSpec): EngineCommand;
+  /**
+   * Pure: the command printing the engine's version (`vllm --version`), when
+   * {@link command} depends on it for this spec; undefined otherwise.
+   */
+  versionCommand?(spec: Pick<EngineSpec, 'engineBin' | 'extraArgs'>): EngineCommand | undefined;
   /** Path answering 200 once the engine serves requests. */
   readinessPath: string;
   /** Reads running / waiting / KV-cache use from the engine's Prometheus text. */
@@ -53,6 +74,55 @@ function optional(flag: string, value: string | number | undefined): string[] {
 
 function slice(spec: EngineSpec): Record<string, string> {
   return { CUDA_VISIBLE_DEVICES: spec.gpus.join(',') };
+}
+
+const NO_TRUST_REMOTE_CODE = '--no-trust-remote-code';
+
+/** The extra arguments without the worker's own `--no-trust-remote-code`. */
+function passedExtraArgs(spec: EngineSpec): string[] {
+  return (spec.extraArgs ?? []).filter((arg) => arg !== NO_TRUST_REMOTE_CODE);
+}
+
+/** `--trust-remote-code` unless turned off, or already among the extra arguments. */
+function trustRemoteCode(spec: EngineSpec): string[] {
+  const extra = spec.extraArgs ?? [];
+  if (spec.trustRemoteCode === false || extra.includes(NO_TRUST_REMOTE_CODE)) return [];
+  return extra.includes('--trust-remote-code') ? [] : ['--trust-remote-code'];
+}
+
+/** Extra arguments that already decide vLLM's request logging. */
+function decidesRequestLogging(spec: Pick<EngineSpec, 'extraArgs'>): boolean {
+  return (spec.extraArgs ?? []).some(
+    (arg) => arg === '--disable-log-requests' || arg === '--enable-log-requests',
+  );
+}
+
+/**
+ * Whether a vLLM of this version (as `vllm --version` prints it: `0.11.2`, `0.10.1.1`,
+ * `0.12.0rc1.dev5+g1234`) accepts `--disable-log-requests`: before 0.12, which removed it
+ * (request logging is off by default there; older versions log every request without it).
+ * An unknown or unreadable version: false, since a removed flag stops the engine at start.
+ * @example
+ * vllmAcceptsDisableLogRequests('0.11.2'); // true
+ * vllmAcceptsDisableLogRequests('0.12.0'); // false
+ */
+export function vllmAcceptsDisableLogRequests(version: string | undefined): boolean {
+  const match = /^v?(\d+)\.(\d+)(?:\D|$)/.exec(version?.trim() ?? '');
+  if (match === null) return false;
+  return Number(match[1]) === 0 && Number(match[2]) < 12;
+}
+
+/**
+ * The version in an engine's `--version` output: the last line that is one (`0.11.2`),
+ * ignoring log lines around it; undefined when there is none.
+ */
+export function parseEngineVersion(output: string): string | undefined {
+  let version: string | undefined;
+  for (const line of output.split('\n')) {
+    const match = /^\s*v?(\d+\.\d+[\w.+-]*)\s*$/.exec(line);
+    if (match !== null) version = match[1];
+  }
+  return version;
 }
 
 /** vLLM: `vllm serve <model> --host --port --tensor-parallel-size --gpu-memory-utilization ...`. */
@@ -75,10 +145,19 @@ export const vllmAdapter: EngineAdapter = {
       ...optional('--max-model-len', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
       ...optional('--api-key', spec.apiKey),
-      ...(spec.extraArgs ?? []),
+      ...trustRemoteCode(spec),
+      // The seed passed it always; vLLM 0.12 removed it (and an unknown flag stops vLLM).
+      ...(!decidesRequestLogging(spec) && vllmAcceptsDisableLogRequests(spec.engineVersion)
+        ? ['--disable-log-requests']
+        : []),
+      ...passedExtraArgs(spec),
     ],
     env: slice(spec),
   }),
+  versionCommand: (spec) =>
+    decidesRequestLogging(spec)
+      ? undefined
+      : { command: spec.engineBin ?? 'vllm', args: ['--version'], env: {} },
   parseLoad: (text) => {
     const metrics = parsePrometheus(text);
     const kv = metrics.get('vllm:kv_cache_usage_perc') ?? metrics.get('vllm:gpu_cache_usage_perc');
@@ -112,9 +191,10 @@ export const sglangAdapter: EngineAdapter = {
       ...optional('--context-length', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
       ...optional('--api-key', spec.apiKey),
+      ...trustRemoteCode(spec),
       // SGLang exports Prometheus metrics only when asked to.
       ...(spec.extraArgs?.includes('--enable-metrics') ? [] : ['--enable-metrics']),
-      ...(spec.extraArgs ?? []),
+      ...passedExtraArgs(spec),
     ],
     env: slice(spec),
   }),
@@ -156,7 +236,7 @@ export const mockAdapter: EngineAdapter = {
       ...optional('--max-model-len', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
       ...optional('--api-key', spec.apiKey),
-      ...(spec.extraArgs ?? []),
+      ...passedExtraArgs(spec),
     ],
     env: slice(spec),
   }),

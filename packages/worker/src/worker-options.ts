@@ -48,6 +48,12 @@ export interface WorkerOptions {
   extraArgs?: readonly string[];
   /** Executable replacing the engine's default (for the mock: its script). */
   engineBin?: string;
+  /**
+   * Pass `--trust-remote-code` to vLLM and SGLang (default true, as the seed did): the model
+   * repository's own Python code runs on the node. `--no-trust-remote-code` among the extra
+   * engine arguments turns it off too.
+   */
+  trustRemoteCode?: boolean;
   /** Contents of the shared secret file: worker token and engine `--api-key` derive from it. */
   secret?: string;
   /** Address to bind and register (default: see `resolveAdvertiseHost`). */

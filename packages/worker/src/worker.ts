@@ -12,6 +12,7 @@ import { defaultHandoverMargin, deriveKeys } from '@es/protocol';
 import { sleep, systemClock } from './clock.js';
 import { createEngineSupervisor } from './engine-supervisor.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
+import { readEngineVersion } from './engine-probe.js';
 import { engineAdapter } from './engines.js';
 import { WorkerError } from './errors.js';
 import { healthPolicy, reportedState } from './health.js';
@@ -27,6 +28,8 @@ import type {
 } from './worker-options.js';
 
 const NOOP_LOGGER: WorkerLogger = { info() {}, warn() {}, error() {} };
+/** Longest wait for `vllm --version` (it imports vLLM: seconds, more on a cold file system). */
+const VERSION_TIMEOUT_MS = 120_000;
 
 /**
  * Creates the worker daemon of one node: one engine instance per GPU slice, registered
@@ -90,7 +93,27 @@ export function createWorker(options: WorkerOptions): Worker {
     resolveDone = resolve;
   });
 
-  const supervise = (slice: { index: number; gpus: number[]; port: number }, host: string) => {
+  /** The engine's version, once per worker, when its command line depends on it (vLLM). */
+  const probeVersion = async (): Promise<string | undefined> => {
+    const command = adapter.versionCommand?.({ engineBin: options.engineBin, extraArgs });
+    if (command === undefined) return undefined;
+    const probe = await readEngineVersion(command, env, VERSION_TIMEOUT_MS);
+    if ('version' in probe) {
+      log.info({ engine: options.engine, version: probe.version }, 'engine version');
+      return probe.version;
+    }
+    log.warn(
+      { engine: options.engine, problem: probe.problem },
+      'engine version unknown: starting it as the current version (no --disable-log-requests)',
+    );
+    return undefined;
+  };
+
+  const supervise = (
+    slice: { index: number; gpus: number[]; port: number },
+    host: string,
+    engineVersion: string | undefined,
+  ) => {
     const engine: EngineSupervisor = createEngineSupervisor({
       ...slice,
       host,
@@ -107,6 +130,8 @@ export function createWorker(options: WorkerOptions): Worker {
         apiKey: keys?.engineApiKey,
         extraArgs,
         engineBin: options.engineBin,
+        trustRemoteCode: options.trustRemoteCode,
+        engineVersion,
       },
       env,
       policy,
@@ -226,8 +251,10 @@ export function createWorker(options: WorkerOptions): Worker {
         host: options.host,
         schedulerUrl: options.schedulerUrl,
       });
+      const engineVersion = await probeVersion();
+      if (stopping) return;
       mkdirSync(logDir, { recursive: true });
-      for (const slice of plan) engines.push(supervise(slice, host));
+      for (const slice of plan) engines.push(supervise(slice, host, engineVersion));
       try {
         for (const engine of engines) {
           await engine.pickPort(options.basePort === 0);

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { engineAdapter, mockEngineCliPath, parsePrometheus, splitArgs } from '../src/index.js';
 import type { EngineSpec } from '../src/index.js';
+import { parseEngineVersion, vllmAcceptsDisableLogRequests } from '../src/engines.js';
 
 const base: EngineSpec = {
   engine: 'vllm',
@@ -14,7 +15,7 @@ const base: EngineSpec = {
 };
 
 describe('engine argv', () => {
-  it('vllm: serve <model> with the required flags only', () => {
+  it('vllm: serve <model> with the required flags and --trust-remote-code only', () => {
     expect(engineAdapter('vllm').command(base)).toEqual({
       command: 'vllm',
       args: [
@@ -28,6 +29,7 @@ describe('engine argv', () => {
         '4',
         '--gpu-memory-utilization',
         '0.9',
+        '--trust-remote-code',
       ],
       env: { CUDA_VISIBLE_DEVICES: '4,5,6,7' },
     });
@@ -48,6 +50,7 @@ describe('engine argv', () => {
       'gpt-oss',
       '--api-key',
       'secret-key',
+      '--trust-remote-code',
       '--chat-template',
       '/models/my template.jinja',
       '--override',
@@ -85,6 +88,7 @@ describe('engine argv', () => {
         'm',
         '--api-key',
         'k',
+        '--trust-remote-code',
         '--enable-metrics',
         '--attention-backend',
         'fa3',
@@ -136,6 +140,119 @@ describe('engine argv', () => {
     expect(existsSync(mockEngineCliPath().replace(/dist[/\\]cli\.mjs$/, 'package.json'))).toBe(
       true,
     );
+  });
+});
+
+describe('engine flags the seed passed (--trust-remote-code, --disable-log-requests)', () => {
+  const flagsOf = (spec: Partial<EngineSpec>) =>
+    engineAdapter(spec.engine ?? 'vllm')
+      .command({ ...base, ...spec })
+      .args.filter((arg) => /^--(no-)?trust-remote-code$|log-requests$/.test(arg));
+
+  it.each<[string, Partial<EngineSpec>, string[]]>([
+    ['vllm, version unknown', {}, ['--trust-remote-code']],
+    ['vllm 0.11.2', { engineVersion: '0.11.2' }, ['--trust-remote-code', '--disable-log-requests']],
+    [
+      'vllm 0.6.3.post1',
+      { engineVersion: '0.6.3.post1' },
+      ['--trust-remote-code', '--disable-log-requests'],
+    ],
+    [
+      'vllm 0.10.1.1',
+      { engineVersion: '0.10.1.1' },
+      ['--trust-remote-code', '--disable-log-requests'],
+    ],
+    ['vllm 0.12.0 (flag removed)', { engineVersion: '0.12.0' }, ['--trust-remote-code']],
+    [
+      'vllm 0.12.0rc1.dev5+g1234',
+      { engineVersion: '0.12.0rc1.dev5+g1234' },
+      ['--trust-remote-code'],
+    ],
+    ['vllm 0.13.1', { engineVersion: '0.13.1' }, ['--trust-remote-code']],
+    ['vllm 1.0.0', { engineVersion: '1.0.0' }, ['--trust-remote-code']],
+    ['vllm, unreadable version', { engineVersion: 'dev' }, ['--trust-remote-code']],
+    [
+      'vllm, trustRemoteCode false',
+      { trustRemoteCode: false, engineVersion: '0.11.0' },
+      ['--disable-log-requests'],
+    ],
+    [
+      'vllm, --no-trust-remote-code in extra args (not passed on)',
+      { extraArgs: ['--no-trust-remote-code', '--enforce-eager'] },
+      [],
+    ],
+    [
+      'vllm, --trust-remote-code in extra args (not doubled)',
+      { extraArgs: ['--trust-remote-code'] },
+      ['--trust-remote-code'],
+    ],
+    [
+      'vllm 0.11, --enable-log-requests in extra args (the user decides)',
+      { engineVersion: '0.11.0', extraArgs: ['--enable-log-requests'] },
+      ['--trust-remote-code', '--enable-log-requests'],
+    ],
+    [
+      'vllm 0.11, --disable-log-requests in extra args (not doubled)',
+      { engineVersion: '0.11.0', extraArgs: ['--disable-log-requests'] },
+      ['--trust-remote-code', '--disable-log-requests'],
+    ],
+    [
+      'sglang (its request logging is off by default)',
+      { engine: 'sglang', engineVersion: '0.11.0' },
+      ['--trust-remote-code'],
+    ],
+    ['sglang, trustRemoteCode false', { engine: 'sglang', trustRemoteCode: false }, []],
+    [
+      'sglang, --no-trust-remote-code in extra args',
+      { engine: 'sglang', extraArgs: ['--no-trust-remote-code'] },
+      [],
+    ],
+    ['mock (not a real engine)', { engine: 'mock', engineVersion: '0.11.0' }, []],
+    [
+      'mock, --no-trust-remote-code in extra args (not passed on)',
+      { engine: 'mock', extraArgs: ['--no-trust-remote-code'] },
+      [],
+    ],
+  ])('%s', (_label, spec, expected) => {
+    expect(flagsOf(spec)).toEqual(expected);
+  });
+
+  it('vllm asks `vllm --version` (or the engine binary) unless the extra args decide the logging', () => {
+    const vllm = engineAdapter('vllm');
+    expect(vllm.versionCommand?.({})).toEqual({ command: 'vllm', args: ['--version'], env: {} });
+    expect(vllm.versionCommand?.({ engineBin: '/opt/venv/bin/vllm' })?.command).toBe(
+      '/opt/venv/bin/vllm',
+    );
+    expect(vllm.versionCommand?.({ extraArgs: ['--enable-log-requests'] })).toBeUndefined();
+    expect(engineAdapter('sglang').versionCommand).toBeUndefined();
+    expect(engineAdapter('mock').versionCommand).toBeUndefined();
+  });
+
+  it.each<[string, string | undefined]>([
+    ['0.11.2\n', '0.11.2'],
+    [
+      'INFO 11-30 17:00:00 [__init__.py:216] Automatically detected platform cuda.\n0.10.1.1\n',
+      '0.10.1.1',
+    ],
+    ['0.12.0rc1.dev5+g1234abc\n', '0.12.0rc1.dev5+g1234abc'],
+    ['v0.9.2', '0.9.2'],
+    ['', undefined],
+    ['Traceback (most recent call last):\nImportError: libcuda.so.1\n', undefined],
+    ['vllm 0.11.0 is installed\n', undefined],
+  ])('parseEngineVersion(%j) = %s', (output, version) => {
+    expect(parseEngineVersion(output)).toBe(version);
+  });
+
+  it.each<[string | undefined, boolean]>([
+    ['0.11.2', true],
+    ['0.5.4', true],
+    ['0.12.0', false],
+    ['0.12', false],
+    ['1.2.0', false],
+    [undefined, false],
+    ['', false],
+  ])('vllmAcceptsDisableLogRequests(%j) = %s', (version, accepts) => {
+    expect(vllmAcceptsDisableLogRequests(version)).toBe(accepts);
   });
 });
 

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -153,6 +153,8 @@ describe('the worker with real processes', () => {
         'served',
         '--api-key',
         keys.engineApiKey,
+        // The seed's engine flag; no --disable-log-requests: the fake says it is vLLM 0.12.0.
+        '--trust-remote-code',
         '--chat-template',
         '/t/my template.jinja',
         '--enforce-eager',
@@ -163,6 +165,72 @@ describe('the worker with real processes', () => {
       6, 7,
     ]);
   });
+
+  it.each<[string, { engine: 'vllm' | 'sglang'; version?: string; extra?: string }, string[]]>([
+    [
+      'vLLM 0.11.2: --trust-remote-code and --disable-log-requests',
+      { engine: 'vllm', version: '0.11.2' },
+      ['--trust-remote-code', '--disable-log-requests'],
+    ],
+    [
+      'vLLM 0.12.0: no --disable-log-requests (removed)',
+      { engine: 'vllm', version: '0.12.0' },
+      ['--trust-remote-code'],
+    ],
+    [
+      '`vllm --version` fails: started as a current vLLM',
+      { engine: 'vllm', version: 'fail' },
+      ['--trust-remote-code'],
+    ],
+    [
+      'vLLM 0.11.2 with --no-trust-remote-code in the extra args',
+      { engine: 'vllm', version: '0.11.2', extra: '--no-trust-remote-code --enforce-eager' },
+      ['--disable-log-requests', '--enforce-eager'],
+    ],
+    [
+      'SGLang (engine binary: the fake)',
+      { engine: 'sglang' },
+      ['--trust-remote-code', '--enable-metrics'],
+    ],
+  ])(
+    '%s, from the argv the fake engine recorded',
+    async (_label, { engine, version, extra }, tail) => {
+      const { bin, env } = fakeVllmOnPath();
+      const fake = await scheduler();
+      const worker = createWorker({
+        schedulerUrl: fake.url,
+        deployment: 'default',
+        engine,
+        model: 'org/model',
+        jobId: '78',
+        basePort: 0,
+        gpusPerNode: 2,
+        visibleDevices: '0,1',
+        secret: SECRET,
+        logDir: bin,
+        probeIntervalMs: 50,
+        drainGraceMs: 300,
+        ...(extra === undefined ? {} : { engineExtraArgs: extra }),
+        ...(engine === 'sglang' ? { engineBin: join(bin, 'vllm') } : {}),
+        env: { ...env, ...(version === undefined ? {} : { FAKE_VLLM_VERSION: version }) },
+      });
+      cleanups.push(() => worker.stop('cleanup'));
+      await worker.start();
+      await fake.waitFor(ready('78.0.0'));
+      await fake.waitFor(ready('78.0.1'));
+      for (const instance of worker.instances()) {
+        const { argv } = JSON.parse(readFileSync(join(bin, `${instance.port}.json`), 'utf8')) as {
+          argv: string[];
+        };
+        expect(argv.slice(argv.indexOf(keys.engineApiKey) + 1)).toEqual(tail);
+      }
+      // Asked once per worker (two instances), and only for vLLM.
+      const calls = existsSync(join(bin, 'version-calls'))
+        ? readFileSync(join(bin, 'version-calls'), 'utf8').trim().split('\n')
+        : [];
+      expect(calls).toEqual(engine === 'vllm' ? [version] : []);
+    },
+  );
 
   it('SIGTERM: the drain notice reaches the scheduler at once, engines stop after it, exit 0, nothing left', async () => {
     const fake = await scheduler();
