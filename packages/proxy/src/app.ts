@@ -7,6 +7,7 @@ import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { createKeyChecker } from './auth.js';
 import { createNodeSink, createWebSink } from './client-sink.js';
+import { corsMiddleware } from './cors.js';
 import type { ClientSink } from './client-sink.js';
 import { ProxyError } from './errors.js';
 import {
@@ -108,6 +109,10 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
 
   const app = new Hono<ProxyEnv>();
 
+  // Before the key check: a browser's preflight carries no key.
+  if (resolved.corsOrigins.length > 0) {
+    app.use('/v1/*', corsMiddleware(resolved.corsOrigins, header));
+  }
   app.use('/v1/*', async (c, next) => {
     const given = header(c, 'x-request-id');
     // A client's id is kept when it is sane; it ends up in logs and upstream headers.

@@ -1,5 +1,6 @@
 export { createProxyApp } from './app.js';
 export type { ProxyApp, ProxyEnv } from './app.js';
+export { parseCorsOrigin } from './cors.js';
 export { ProxyError } from './errors.js';
 export type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from './journal.js';
 export type {

@@ -1,4 +1,5 @@
 import type { PoolView } from '@es/pool';
+import { parseCorsOrigin } from './cors.js';
 import type { PlantedFaults, RoutingJournal } from './journal.js';
 
 /** One finished proxied request, for metrics and logs. */
@@ -105,6 +106,14 @@ export interface ProxyAppOptions {
    * `Authorization: Bearer <one of them>`. Default: none (no client auth).
    */
   apiKeys?: readonly string[];
+  /**
+   * Origins whose web pages may call `/v1/*` from a browser (CORS), as browsers send them
+   * (`https://notebook.example.org`, `http://localhost:8888`), or `*` for any origin.
+   * Preflights are answered and responses (streams included) carry
+   * `Access-Control-Allow-Origin` for these origins only. Default: none (no CORS headers:
+   * browsers keep pages of other sites from reading any answer).
+   */
+  corsOrigins?: readonly string[];
   /** Largest accepted request body, in bytes. Default 32 MiB. */
   maxBodyBytes?: number;
   /**
@@ -183,6 +192,8 @@ export interface AffinityOptions {
 /** Options with every default filled in. */
 export interface ResolvedProxyOptions {
   apiKeys: readonly string[];
+  /** Parsed, deduplicated; empty: CORS off. */
+  corsOrigins: readonly string[];
   maxBodyBytes: number;
   requestBodyTimeoutMs: number;
   retry: Required<RetryOptions>;
@@ -199,6 +210,7 @@ export type ResolvedContinuationOptions = Required<ContinuationOptions>;
 export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): ResolvedProxyOptions {
   const resolved: ResolvedProxyOptions = {
     apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
+    corsOrigins: [...new Set((options.corsOrigins ?? []).map(parseCorsOrigin))],
     maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,
     requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     retry: {
