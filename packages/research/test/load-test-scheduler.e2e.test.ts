@@ -4,7 +4,7 @@
  * engines on 127.0.0.1): the cluster banner before the test, the bounded wait for ready
  * workers with its progress lines, and the requests each worker answered after it.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,13 +38,13 @@ let scheduler: SchedulerProcess;
 
 beforeAll(async () => {
   scheduler = await startSchedulerProcess({
-    // One node of 8 GPUs at TP 4: two workers. Their engines take 8 s to load, as a real
-    // model does (longer), so the first test meets a cluster with no ready worker.
+    // One node of 8 GPUs at TP 4: two workers. Their engines take 15 s to load, as a real
+    // model does (longer), so the first two tests meet a cluster with no ready worker.
     args: [
       ...'--backend local --engine mock --model mock-model --max-nodes 1 --tensor-parallel-size 4'.split(
         ' ',
       ),
-      '--engine-extra-args=--load-delay 8000',
+      '--engine-extra-args=--load-delay 15000',
       ...FAST_FLAGS,
       '--scheduler-id',
       'research-load-test',
@@ -86,6 +86,22 @@ describe('scripts/load-test against the scheduler (local backend)', () => {
         'm',
       ),
     );
+  });
+
+  test('Ctrl-C while waiting stops with one line saying so', async () => {
+    const child = spawn(SCRIPT, ['--scheduler-url', scheduler.url, '--wait-interval', '0.2']);
+    let stderr = '';
+    let interrupted = false;
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      // One Ctrl-C, as a user presses it (a second one would kill the process at once).
+      if (stderr.includes('waiting for ready workers:') && !interrupted) {
+        interrupted = child.kill('SIGINT');
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(/\nload-test: interrupted while waiting for a ready worker\n$/);
   });
 
   test("the seed's flags: the banner, the wait until workers are ready, then requests per worker", async () => {
