@@ -1,7 +1,11 @@
 #!/usr/bin/env node
-/** `es-scheduler`: parse flags and config, start serving, stop cleanly on SIGTERM/SIGINT. */
+/**
+ * `es-scheduler` (`scripts/es-scheduler` in a checkout): parse flags and config, start
+ * serving, stop cleanly on SIGTERM/SIGINT.
+ */
+import { join } from 'node:path';
 import { pino } from 'pino';
-import { ConfigError, resolveConfig } from './config.js';
+import { ConfigError, WORKER_CLI_PATH, resolveConfig } from './config.js';
 import { parseFlags } from './flags.js';
 import { humanLogStream } from './log-format.js';
 import { startScheduler } from './main.js';
@@ -23,7 +27,16 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  const scheduler = await startScheduler(settings, { logger, onStopped: () => process.exit(0) });
+  for (const warning of settings.warnings ?? []) logger.warn(warning);
+  const scheduler = await startScheduler(settings, {
+    logger,
+    onStopped: () => process.exit(0),
+    // --project-root: the node jobs run that checkout's worker with this Node, both at the
+    // same paths on the nodes.
+    ...(settings.projectRoot
+      ? { workerCommand: [process.execPath, join(settings.projectRoot, WORKER_CLI_PATH)] }
+      : {}),
+  });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {

@@ -3,10 +3,14 @@
  *
  * The config file may use the seed's snake_case keys (`max_nodes`) or camelCase
  * (`maxNodes`); it holds scheduler settings at the top level and either the seed's flat
- * deployment fields or a `deployments` array. Everything is validated with valibot and an
- * invalid value names the field, what was expected and what was received.
+ * deployment fields or a `deployments` array. A file the original tool wrote (its
+ * `save_json`: every key, `null` for unset ones, `project_root`) loads as it is: `null`
+ * means unset, and an unknown key is an error that names the closest known one.
+ * Everything is validated with valibot and an invalid value names the field, what was
+ * expected and what was received.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { ENGINE_KINDS, WORKER_FLAGS, workerGraceProblem, type EngineKind } from '@es/protocol';
 import * as v from 'valibot';
 
@@ -56,6 +60,12 @@ export interface DeploymentSettings {
    * (5, or half of the drain grace when that is under 10).
    */
   handoverMargin?: number;
+  /**
+   * The seed's `enable_prefix_caching`: `false` adds the engine's switch that turns its
+   * prefix cache off (vLLM `--no-enable-prefix-caching`, SGLang `--disable-radix-cache`) to
+   * `engineExtraArgs`; unset or `true`: the engine's default (on).
+   */
+  enablePrefixCaching?: boolean;
 }
 
 export interface SchedulerSettings {
@@ -84,6 +94,16 @@ export interface SchedulerSettings {
   maxContinuations: number;
   /** A started generation silent this long is cut and continued elsewhere (0 = never). */
   stallTimeoutS: number;
+  /**
+   * The seed's `project_root`: the checkout of this project whose worker
+   * (`<projectRoot>/apps/worker/dist/cli.mjs`) the node jobs run, at the same path on the
+   * nodes (a shared file system). Unset: the checkout this scheduler runs from. A
+   * `project_root` without that file (the original Python tool's checkout, as its config
+   * files name it) is ignored with a warning.
+   */
+  projectRoot?: string;
+  /** Things the operator should know that do not stop the start (logged as warnings). */
+  warnings?: string[];
   deployments: DeploymentSettings[];
 }
 
@@ -99,10 +119,14 @@ export class ConfigError extends Error {
   }
 }
 
+/** Where a checkout of this project keeps the worker binary the node jobs run. */
+export const WORKER_CLI_PATH = 'apps/worker/dist/cli.mjs';
+
 const DEFAULTS = {
   port: 8780,
   backend: 'auto' as Backend,
   logDir: 'logs',
+  /** The least heartbeat timeout: the default is max(this, 3 × the interval). */
   heartbeatTimeoutS: 30,
   maxContinuations: 3,
   stallTimeoutS: 30,
@@ -153,6 +177,7 @@ const deploymentFields = {
   setup: v.optional(v.array(v.string())),
   drainGrace: v.optional(v.pipe(v.number(), v.minValue(0))),
   handoverMargin: v.optional(v.pipe(v.number(), v.minValue(0))),
+  enablePrefixCaching: v.optional(v.boolean()),
 };
 
 const schedulerFields = {
@@ -173,6 +198,7 @@ const schedulerFields = {
   cancelOnExit: v.optional(v.boolean()),
   maxContinuations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   stallTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
+  projectRoot: v.optional(v.string()),
 };
 
 /** Fields accepted in a config file (after snake_case → camelCase). */
@@ -195,6 +221,86 @@ function camelKeys(value: unknown): unknown {
   if (value && typeof value === 'object') {
     return Object.fromEntries(
       Object.entries(value).map(([k, inner]) => [camel(k), k === 'env' ? inner : camelKeys(inner)]),
+    );
+  }
+  return value;
+}
+
+const snake = (key: string) => key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+
+/** Levenshtein distance between `a` and `b`. */
+export function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        (previous[j] ?? 0) + 1,
+        (current[j - 1] ?? 0) + 1,
+        (previous[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length] ?? 0;
+}
+
+/**
+ * The candidate closest to `name` by edit distance, or undefined when none is close enough
+ * to be a plausible misspelling (more than a third of the longer name differs, at least 2).
+ */
+export function closest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  const longer = Math.max(name.length, best?.length ?? 0);
+  return bestDistance <= Math.max(2, Math.floor(longer / 3)) ? best : undefined;
+}
+
+const TOP_LEVEL_KEYS = [
+  ...Object.keys(schedulerFields),
+  ...Object.keys(deploymentFields),
+  'deployments',
+];
+const DEPLOYMENT_KEYS = Object.keys(deploymentFields);
+
+/**
+ * Unknown keys of a raw config object (as the file spells them), each with the closest
+ * known key in the same spelling (snake_case or camelCase).
+ */
+function unknownKeys(raw: unknown): { path: string; key: string; suggestion?: string }[] {
+  const out: { path: string; key: string; suggestion?: string }[] = [];
+  const check = (value: unknown, known: string[], prefix: string) => {
+    if (!value || typeof value !== 'object' || Array.isArray(value)) return;
+    for (const key of Object.keys(value)) {
+      if (known.includes(camel(key))) continue;
+      const spelled = /[A-Z]/.test(key) ? known : known.map(snake);
+      const suggestion = closest(key, spelled);
+      out.push({ path: `${prefix}${key}`, key, ...(suggestion ? { suggestion } : {}) });
+    }
+  };
+  check(raw, TOP_LEVEL_KEYS, '');
+  const deployments = (raw as { deployments?: unknown } | null)?.deployments;
+  if (Array.isArray(deployments)) {
+    deployments.forEach((d, i) => check(d, DEPLOYMENT_KEYS, `deployments.${i}.`));
+  }
+  return out;
+}
+
+/** The seed writes unset keys as `null`: drop them (in objects, at every depth) so they mean "unset". */
+function withoutNulls(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutNulls);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value)
+        .filter(([, inner]) => inner !== null)
+        .map(([k, inner]) => [k, withoutNulls(inner)]),
     );
   }
   return value;
@@ -236,7 +342,18 @@ export function loadConfigFile(path: string): FileConfig {
       'config',
     );
   }
-  const result = v.safeParse(FileSchema, camelKeys(raw));
+  const unknown = unknownKeys(raw);
+  if (unknown.length > 0) {
+    const lines = unknown.map(
+      (u) => `  ${u.path}: unknown key${u.suggestion ? `; did you mean "${u.suggestion}"?` : ''}`,
+    );
+    throw new ConfigError(
+      `config file ${path} has ${unknown.length === 1 ? 'a key' : 'keys'} the scheduler does not know:\n${lines.join('\n')}\n` +
+        "Rename or remove it (the README lists every key; the original tool's keys are all accepted).",
+      unknown[0]?.path,
+    );
+  }
+  const result = v.safeParse(FileSchema, camelKeys(withoutNulls(raw)));
   if (!result.success) throw describeIssues(`config file ${path}`, result.issues);
   return result.output;
 }
@@ -311,6 +428,7 @@ function buildDeployment(
     );
   }
   const servedModelName = get('servedModelName');
+  const enablePrefixCaching = get('enablePrefixCaching');
   const fallbackName = (servedModelName ?? model).split('/').filter(Boolean).pop() ?? 'model';
   const timeLimit = get('timeLimit');
   const deployment: DeploymentSettings = {
@@ -321,7 +439,11 @@ function buildDeployment(
     gpusPerNode,
     tensorParallelSize,
     gpuMemoryUtilization: get('gpuMemoryUtilization') ?? DEFAULTS.gpuMemoryUtilization,
-    engineExtraArgs: get('engineExtraArgs') ?? DEFAULTS.engineExtraArgs,
+    engineExtraArgs: withPrefixCaching(
+      get('engineExtraArgs') ?? DEFAULTS.engineExtraArgs,
+      engine,
+      enablePrefixCaching,
+    ),
     workerBasePort: get('workerBasePort') ?? DEFAULTS.workerBasePort,
     routing: get('routing') ?? DEFAULTS.routing,
     exclusive: get('exclusive') ?? false,
@@ -339,6 +461,7 @@ function buildDeployment(
     venvPath: get('venvPath'),
     drainGrace: get('drainGrace'),
     handoverMargin: get('handoverMargin'),
+    enablePrefixCaching,
   };
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== '') Object.assign(deployment, { [key]: value });
@@ -362,6 +485,24 @@ function buildDeployment(
     deployment.timeLimitMinutes = parseTimeLimit(timeLimit);
   }
   return deployment;
+}
+
+/** The engine switch that turns its prefix cache off, for the seed's `enable_prefix_caching: false`. */
+const PREFIX_CACHE_OFF: Partial<Record<EngineKind, string>> = {
+  vllm: '--no-enable-prefix-caching',
+  sglang: '--disable-radix-cache',
+};
+
+function withPrefixCaching(
+  extraArgs: string,
+  engine: EngineKind,
+  enabled: boolean | undefined,
+): string {
+  const off = PREFIX_CACHE_OFF[engine];
+  if (enabled !== false || off === undefined || extraArgs.split(/\s+/).includes(off)) {
+    return extraArgs;
+  }
+  return extraArgs.trim() === '' ? off : `${extraArgs.trim()} ${off}`;
 }
 
 function divisors(n: number): number[] {
@@ -441,8 +582,7 @@ export function resolveConfig(
     backend,
     apiKeys: [...new Set(apiKeys)],
     logDir: get('logDir') ?? DEFAULTS.logDir,
-    heartbeatTimeoutS: get('heartbeatTimeout') ?? DEFAULTS.heartbeatTimeoutS,
-    healthCheckIntervalS: get('healthCheckInterval') ?? DEFAULTS.healthCheckIntervalS,
+    ...heartbeatTiming(get('healthCheckInterval'), get('heartbeatTimeout')),
     nodeAcquireIntervalS: get('nodeAcquireInterval') ?? DEFAULTS.nodeAcquireIntervalS,
     startupTimeoutS: get('startupTimeout') ?? DEFAULTS.startupTimeoutS,
     localNodes: get('localNodes') ?? DEFAULTS.localNodes,
@@ -456,13 +596,51 @@ export function resolveConfig(
   if (adminKey) settings.adminKey = adminKey;
   const secretFile = get('secretFile') ?? env.ES_SECRET_FILE;
   if (secretFile) settings.secretFile = secretFile;
-  if (settings.heartbeatTimeoutS <= settings.healthCheckIntervalS) {
+  const warnings: string[] = [];
+  const projectRoot = get('projectRoot');
+  // "" is the original's default ("this checkout"), as unset.
+  if (projectRoot !== undefined && projectRoot.trim() !== '') {
+    const root = resolve(projectRoot);
+    if (existsSync(join(root, WORKER_CLI_PATH))) {
+      settings.projectRoot = root;
+    } else {
+      warnings.push(
+        `project_root ${root} holds no ${WORKER_CLI_PATH} (the original tool's checkout?): ignored, ` +
+          "the node jobs run this checkout's worker. Set --project-root (project_root) to this project's " +
+          'checkout as the nodes see it, or leave it out (null).',
+      );
+    }
+  }
+  if (warnings.length > 0) settings.warnings = warnings;
+  return settings;
+}
+
+/**
+ * The health-check interval and heartbeat timeout. One given alone sets the other: the
+ * timeout defaults to max(30, 3 × interval), the interval to min(5, timeout / 3), so any
+ * one of the seed's flags works alone (`--health-check-interval 30` → timeout 90 s). Both
+ * given: the timeout must be longer than the interval.
+ */
+export function heartbeatTiming(
+  interval: number | undefined,
+  timeout: number | undefined,
+): { healthCheckIntervalS: number; heartbeatTimeoutS: number } {
+  const healthCheckIntervalS =
+    interval ??
+    (timeout === undefined
+      ? DEFAULTS.healthCheckIntervalS
+      : Math.min(DEFAULTS.healthCheckIntervalS, timeout / 3));
+  const heartbeatTimeoutS =
+    timeout ?? Math.max(DEFAULTS.heartbeatTimeoutS, 3 * healthCheckIntervalS);
+  if (heartbeatTimeoutS <= healthCheckIntervalS) {
     throw new ConfigError(
-      `heartbeat_timeout (${settings.heartbeatTimeoutS}s) must be longer than health_check_interval (${settings.healthCheckIntervalS}s), ideally 3× or more`,
+      `--heartbeat-timeout (heartbeat_timeout) ${heartbeatTimeoutS}s must be longer than ` +
+        `--health-check-interval (health_check_interval) ${healthCheckIntervalS}s, ideally 3× or more: ` +
+        'raise the timeout, or leave it out to get max(30, 3 × the interval)',
       'heartbeatTimeout',
     );
   }
-  return settings;
+  return { healthCheckIntervalS, heartbeatTimeoutS };
 }
 
 function toArray(value: string | string[] | undefined): string[] {

@@ -3,23 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ENGINE_KINDS } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseTimeLimit, resolveConfig } from '../src/config.js';
+import { parseTimeLimit, resolveConfig } from '../src/config.js';
+import { errorOf } from './config-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-config-'));
 function file(name: string, content: unknown): string {
   const path = join(dir, name);
   writeFileSync(path, typeof content === 'string' ? content : JSON.stringify(content));
   return path;
-}
-
-function errorOf(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(ConfigError);
-    return error as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
 }
 
 describe('resolveConfig', () => {
@@ -81,7 +72,9 @@ describe('resolveConfig', () => {
     expect(e.field).toBe('maxNodes');
     expect(e.message).toMatch(/maxNodes: expected number, received "many"/);
     const unknown = file('unknown.json', { model: 'm', max_nodez: 3 });
-    expect(errorOf(() => resolveConfig({ config: unknown }, {})).message).toMatch(/maxNodez/);
+    expect(errorOf(() => resolveConfig({ config: unknown }, {})).message).toMatch(
+      /max_nodez: unknown key; did you mean "max_nodes"\?/,
+    );
     const notJson = file('broken.json', '{ "model": ');
     expect(errorOf(() => resolveConfig({ config: notJson }, {})).message).toMatch(/not valid JSON/);
   });
