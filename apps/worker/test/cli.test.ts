@@ -198,11 +198,13 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
     const dir = tempDir();
     const bin = join(dir, 'bin');
     const record = join(dir, 'record');
-    // A fake vllm: record how it was started, then sit there like a loading engine.
+    // A fake vllm: say it is 0.12.0 when asked (the worker asks once, for
+    // --disable-log-requests), else record how it was started, then sit there like a loading
+    // engine.
     mkdirSync(bin);
     writeFileSync(
       join(bin, 'vllm'),
-      `#!/bin/sh\nprintf '%s\\n' "CUDA=$CUDA_VISIBLE_DEVICES" "$@" > "${record}.$$"\nexec sleep 300\n`,
+      `#!/bin/sh\nif [ "$1" = --version ]; then echo 0.12.0; exit 0; fi\nprintf '%s\\n' "CUDA=$CUDA_VISIBLE_DEVICES" "$@" > "${record}.$$"\nexec sleep 300\n`,
     );
     chmodSync(join(bin, 'vllm'), 0o755);
     // The seed's worker flags are named like vLLM's and passed through unchanged.
@@ -252,6 +254,8 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
         '--port',
         portOf(gpus),
         ...sharedFlags,
+        // The seed's engine flag (no --disable-log-requests: vLLM 0.12 removed it).
+        '--trust-remote-code',
         '--enable-prefix-caching',
         '--chat-template',
         '{{ a b }}',
