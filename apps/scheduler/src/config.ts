@@ -12,6 +12,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ENGINE_KINDS, WORKER_FLAGS, workerGraceProblem, type EngineKind } from '@es/protocol';
+import { parseCorsOrigin } from '@es/proxy';
 import * as v from 'valibot';
 
 export const BACKENDS = ['auto', 'slurm', 'local'] as const;
@@ -74,6 +75,11 @@ export interface SchedulerSettings {
   backend: Backend;
   /** Client keys for `/v1/*`; empty = no client auth. */
   apiKeys: string[];
+  /**
+   * Origins whose web pages may call `/v1/*` from a browser (`--cors-origin`, repeatable;
+   * `cors_origin` in a file, a string or a list), normalised, `*` for any; empty = CORS off.
+   */
+  corsOrigins: string[];
   /** Admin key; when unset, the admin token derived from the secret is accepted. */
   adminKey?: string;
   /** Shared secret file (0600) from which worker and engine keys are derived. */
@@ -186,6 +192,7 @@ const schedulerFields = {
   backend: v.optional(v.picklist(BACKENDS)),
   apiKeys: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
   apiKey: v.optional(v.union([v.string(), v.array(v.string())])),
+  corsOrigin: v.optional(v.union([v.string(), v.array(v.string())])),
   adminKey: v.optional(v.pipe(v.string(), v.minLength(1))),
   secretFile: v.optional(v.string()),
   logDir: v.optional(v.string()),
@@ -581,6 +588,7 @@ export function resolveConfig(
     port: get('port') ?? DEFAULTS.port,
     backend,
     apiKeys: [...new Set(apiKeys)],
+    corsOrigins: corsOrigins(toArray(get('corsOrigin'))),
     logDir: get('logDir') ?? DEFAULTS.logDir,
     ...heartbeatTiming(get('healthCheckInterval'), get('heartbeatTimeout')),
     nodeAcquireIntervalS: get('nodeAcquireInterval') ?? DEFAULTS.nodeAcquireIntervalS,
@@ -641,6 +649,20 @@ export function heartbeatTiming(
     );
   }
   return { healthCheckIntervalS, heartbeatTimeoutS };
+}
+
+function corsOrigins(values: string[]): string[] {
+  const out = values.map((value) => {
+    try {
+      return parseCorsOrigin(value);
+    } catch (error) {
+      throw new ConfigError(
+        `--cors-origin (cors_origin): ${(error as Error).message}`,
+        'corsOrigin',
+      );
+    }
+  });
+  return [...new Set(out)];
 }
 
 function toArray(value: string | string[] | undefined): string[] {

@@ -175,6 +175,12 @@ const OPTIONS = {
     array: true,
     describe: 'Client API key for /v1 (repeatable; env ES_API_KEY, comma-separated)',
   },
+  'cors-origin': {
+    type: 'string',
+    array: true,
+    describe:
+      "Origin whose web pages may call /v1 from a browser (repeatable; scheme://host[:port], or '*' for any, as the original allowed; default: none, CORS off)",
+  },
   'admin-key': { type: 'string', describe: 'Key for the admin API (env ES_ADMIN_KEY)' },
   'secret-file': {
     type: 'string',

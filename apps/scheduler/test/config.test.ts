@@ -146,6 +146,29 @@ describe('resolveConfig', () => {
     );
   });
 
+  it('reads CORS origins from repeated flags or a file (string or list), off by default', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    expect(resolveConfig({ model: 'm' }, {}).corsOrigins).toEqual([]);
+    const flags = await parseFlags([
+      '--model',
+      'm',
+      '--cors-origin',
+      '*',
+      '--cors-origin',
+      'HTTP://LocalHost:8888',
+    ]);
+    expect(resolveConfig(flags, {}).corsOrigins).toEqual(['*', 'http://localhost:8888']);
+    const one = file('cors-one.json', { model: 'm', cors_origin: 'https://nb.example.org:443' });
+    expect(resolveConfig({ config: one }, {}).corsOrigins).toEqual(['https://nb.example.org']);
+    const list = file('cors-list.json', { model: 'm', cors_origin: ['http://a.test', '*'] });
+    expect(resolveConfig({ config: list }, {}).corsOrigins).toEqual(['http://a.test', '*']);
+    const bad = errorOf(() => resolveConfig({ model: 'm', corsOrigin: ['http://a.test/x'] }, {}));
+    expect(bad.field).toBe('corsOrigin');
+    expect(bad.message).toMatch(
+      /--cors-origin \(cors_origin\): CORS origin "http:\/\/a.test\/x" is not an origin/,
+    );
+  });
+
   it('defaults the local backend to loopback and the mock engine', () => {
     const c = resolveConfig({ backend: 'local', model: 'mock-model' }, { ES_API_KEY: 'k1,k2' });
     expect(c.host).toBe('127.0.0.1');
