@@ -300,14 +300,18 @@ function unknownKeys(raw: unknown): { path: string; key: string; suggestion?: st
   return out;
 }
 
-/** The seed writes unset keys as `null`: drop them (in objects, at every depth) so they mean "unset". */
-function withoutNulls(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(withoutNulls);
+/**
+ * The seed writes unset keys as `null`, and `""` for its text keys' defaults (`model`,
+ * `constraint`, `conda_env`, `project_root` ...): drop both (in objects, at every depth)
+ * so they mean "unset".
+ */
+function withoutUnset(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutUnset);
   if (value && typeof value === 'object') {
     return Object.fromEntries(
       Object.entries(value)
-        .filter(([, inner]) => inner !== null)
-        .map(([k, inner]) => [k, withoutNulls(inner)]),
+        .filter(([, inner]) => inner !== null && inner !== '')
+        .map(([k, inner]) => [k, withoutUnset(inner)]),
     );
   }
   return value;
@@ -360,7 +364,7 @@ export function loadConfigFile(path: string): FileConfig {
       unknown[0]?.path,
     );
   }
-  const result = v.safeParse(FileSchema, camelKeys(withoutNulls(raw)));
+  const result = v.safeParse(FileSchema, camelKeys(withoutUnset(raw)));
   if (!result.success) throw describeIssues(`config file ${path}`, result.issues);
   return result.output;
 }

@@ -102,6 +102,16 @@ describe('a config file the original wrote', () => {
     expect(fromFlag.projectRoot).toBe(other);
   });
 
+  it('takes "" as unset, as the original wrote its text defaults: a model from the flag', () => {
+    const path = seedFile('no-model.json', { model: '""', log_dir: '""' });
+    const c = resolveConfig({ config: path, model: 'Qwen/Qwen3-32B' }, {});
+    expect(c.deployments[0]?.model).toBe('Qwen/Qwen3-32B');
+    expect(c.logDir).toBe('logs');
+    expect(errorOf(() => resolveConfig({ config: path }, {})).message).toMatch(
+      /no model given. Pass --model/,
+    );
+  });
+
   it('reads the values a user set where the original wrote them', () => {
     const c = resolveConfig(
       {
