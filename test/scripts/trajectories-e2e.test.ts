@@ -100,6 +100,9 @@ describe('scripts against the README run command (local backend, scripted mock e
         tools.url,
         '--jina-url',
         tools.url,
+        // mock-model has no chat template anywhere: the bundled test one, asked for by name.
+        '--chat-template',
+        'bundled-test',
       ],
       {
         // No ./.env in the temp dir: the keys come from here only.

@@ -57,13 +57,29 @@ export { OUTPUT_FILES, formatSummary, generateTrajectories } from './generate.js
 export type { GenerateOptions, GenerateSummary, OutputFormat } from './generate.js';
 export { parseGenerateArgs } from './generate-args.js';
 export {
+  WORKER_HEADER,
   classifyError,
   formatLoadTestReport,
+  makeQuestion,
   percentile,
   runLoadTest,
   summarizeLoadTest,
 } from './load-test.js';
-export type { Distribution, LoadTestOptions, LoadTestReport, RequestSample } from './load-test.js';
+export type {
+  Distribution,
+  LoadTestOptions,
+  LoadTestReport,
+  PromptStyle,
+  RequestSample,
+  WorkerCount,
+} from './load-test.js';
+export {
+  formatClusterBanner,
+  parseClusterStatus,
+  parseModelList,
+  readCluster,
+} from './cluster-status.js';
+export type { ClusterSnapshot, ClusterStatusFields, ServedModel } from './cluster-status.js';
 export { parseLoadTestArgs } from './load-test-args.js';
 export type { LoadTestArgs } from './load-test-args.js';
 export { formatDuration, formatProgress } from './progress.js';
