@@ -140,6 +140,7 @@ export async function startScheduler(
   const proxy = createProxyApp({
     pool: registry,
     apiKeys: settings.apiKeys,
+    corsOrigins: settings.corsOrigins,
     onRequestComplete: admin.onRequestComplete,
     continuation: {
       maxContinuations: settings.maxContinuations,
