@@ -104,6 +104,28 @@ describe('@es/slurm against the dev cluster', () => {
     await provider.cancel([id]);
   });
 
+  it('pre-flight: a job whose Node is not on its node ends at once, saying so in its .out', async () => {
+    const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
+    const client = createSlurmClient({ env });
+    const name = `${prefix}preflight`;
+    // The scheduler's worker command as a login node with a private Node would write it.
+    const node = join(logDir, 'private', 'bin', 'node');
+    const id = await client.submit({
+      name,
+      logDir,
+      partition: 'low',
+      command: [node, join(logDir, 'apps', 'worker', 'dist', 'cli.mjs'), '--model', 'm'],
+    });
+    const out = await waitForFile(join(logDir, `${name}-${id}.out`), 90_000);
+    expect(out).toMatch(
+      new RegExp(
+        `^es: node not found \\(or not executable\\) at ${node} on gpu[1-4]: Node and the Elastic Serving checkout \\(built\\) must be on a file system shared with the login node, at the same path on every node\n$`,
+      ),
+    );
+    expect(await readFile(join(logDir, `${name}-${id}.err`), 'utf8')).toBe(out);
+    await waitForJob(id, (j) => j.JobState === 'FAILED', 30_000);
+  });
+
   it('gets a name and a comment with quotes, backslashes, # and $ through sbatch unchanged', async () => {
     const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
     const client = createSlurmClient({ env });
