@@ -5,8 +5,6 @@
  * without the flag. The seed allowed every origin; here it is opt-in.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { request } from 'node:http';
-import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -26,30 +24,10 @@ afterAll(async () => {
   await killStartedSchedulers();
 });
 
-interface RawResponse {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-/** One request with exactly these headers (a browser's `Origin` included). */
-function raw(url: string, method: string, headers: Record<string, string>, body?: string) {
-  return new Promise<RawResponse>((resolve, reject) => {
-    const req = request(url, { method, headers }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => parts.push(chunk));
-      res.on('end', () =>
-        resolve({
-          status: res.statusCode ?? 0,
-          headers: res.headers,
-          body: Buffer.concat(parts).toString('utf8'),
-        }),
-      );
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+/** A request as a browser page would send it (fetch sends the given `Origin` as it is). */
+async function send(url: string, method: string, headers: Record<string, string>, body?: string) {
+  const res = await fetch(url, { method, headers, ...(body === undefined ? {} : { body }) });
+  return { status: res.status, headers: res.headers, body: await res.text() };
 }
 
 const streamedChat = JSON.stringify({
@@ -85,29 +63,29 @@ describe('--cors-origin', () => {
       ['--api-key', KEY, '--cors-origin', NOTEBOOK, '--cors-origin', 'https://lab.example.org'],
       'cors-list',
     );
-    const preflight = await raw(`${s.url}/v1/chat/completions`, 'OPTIONS', {
+    const preflight = await send(`${s.url}/v1/chat/completions`, 'OPTIONS', {
       origin: NOTEBOOK,
       'access-control-request-method': 'POST',
       'access-control-request-headers': 'authorization, content-type',
     });
     expect(preflight.status).toBe(204);
-    expect(preflight.headers['access-control-allow-origin']).toBe(NOTEBOOK);
-    expect(preflight.headers['access-control-allow-headers']).toMatch(
+    expect(preflight.headers.get('access-control-allow-origin')).toBe(NOTEBOOK);
+    expect(preflight.headers.get('access-control-allow-headers')).toMatch(
       /authorization, content-type/,
     );
-    const stream = await raw(`${s.url}/v1/chat/completions`, 'POST', from(NOTEBOOK), streamedChat);
+    const stream = await send(`${s.url}/v1/chat/completions`, 'POST', from(NOTEBOOK), streamedChat);
     expect(stream.status).toBe(200);
-    expect(stream.headers['content-type']).toMatch(/text\/event-stream/);
-    expect(stream.headers['access-control-allow-origin']).toBe(NOTEBOOK);
+    expect(stream.headers.get('content-type')).toMatch(/text\/event-stream/);
+    expect(stream.headers.get('access-control-allow-origin')).toBe(NOTEBOOK);
     expect(stream.body).toContain('data: [DONE]');
-    const other = await raw(
+    const other = await send(
       `${s.url}/v1/chat/completions`,
       'POST',
       from('https://evil.example'),
       streamedChat,
     );
     expect(other.status).toBe(200);
-    expect(other.headers['access-control-allow-origin']).toBeUndefined();
+    expect(other.headers.get('access-control-allow-origin')).toBeNull();
     await s.stop();
   });
 
@@ -116,22 +94,22 @@ describe('--cors-origin', () => {
     const config = join(dir, 'config.json');
     writeFileSync(config, JSON.stringify({ cors_origin: '*' }));
     const s = await scheduler(['--config', config], 'cors-any');
-    const res = await raw(
+    const res = await send(
       `${s.url}/v1/chat/completions`,
       'POST',
       from('https://any.example'),
       streamedChat,
     );
     expect(res.status).toBe(200);
-    expect(res.headers['access-control-allow-origin']).toBe('*');
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
     await s.stop();
   });
 
   it('is off without the flag', async () => {
     const s = await scheduler([], 'cors-off');
-    const res = await raw(`${s.url}/v1/chat/completions`, 'POST', from(NOTEBOOK), streamedChat);
+    const res = await send(`${s.url}/v1/chat/completions`, 'POST', from(NOTEBOOK), streamedChat);
     expect(res.status).toBe(200);
-    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+    expect(res.headers.get('access-control-allow-origin')).toBeNull();
     await s.stop();
   });
 
