@@ -269,7 +269,8 @@ export function clientHeaders(
   const headers: OutgoingHeaders = {};
   for (const name in upstream) {
     const value = upstream[name];
-    if (value === undefined || HOP_BY_HOP.has(name)) continue;
+    // CORS is the proxy's decision (corsOrigins), never an engine's.
+    if (value === undefined || HOP_BY_HOP.has(name) || name.startsWith('access-control-')) continue;
     headers[name] = value;
   }
   headers['x-request-id'] = requestId;

@@ -8,9 +8,8 @@ import { existsSync } from 'node:fs';
 import { createServer, request } from 'node:http';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createRequire } from 'node:module';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Browser, BrowserType } from '../../admin/node_modules/playwright-core/index.js';
+import type { Browser } from 'playwright-core';
 import { createProxyApp, parseCorsOrigin, startProxyServer } from '../src/index.js';
 import { addFakeWorkers } from './harness.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
@@ -271,11 +270,7 @@ describe('CORS in headless Chromium', () => {
     if (!existsSync(CHROMIUM)) {
       throw new Error(`${CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
     }
-    // playwright-core is a dependency of @es/admin (its dashboard test), not of this package.
-    const require = createRequire(import.meta.url);
-    const { chromium } = require('../../admin/node_modules/playwright-core') as {
-      chromium: BrowserType;
-    };
+    const { chromium } = await import('playwright-core');
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run'],
