@@ -17,6 +17,10 @@ const logger =
     : pino({ name: 'es-scheduler' });
 
 async function main(): Promise<void> {
+  // Everything this process and the jobs it submits create (logs, job scripts, the secret,
+  // SLURM's .out/.err: sbatch passes the umask on) is owner-only: other users of the
+  // cluster can run ps and read world-readable files.
+  process.umask(0o077);
   let settings;
   try {
     settings = resolveConfig(await parseFlags(process.argv.slice(2)));

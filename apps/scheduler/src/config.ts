@@ -11,7 +11,15 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { ENGINE_KINDS, WORKER_FLAGS, workerGraceProblem, type EngineKind } from '@es/protocol';
+import {
+  ENGINE_KINDS,
+  WORKER_FLAGS,
+  commandLineValueProblem,
+  isSecretFileError,
+  readKeyFile,
+  workerGraceProblem,
+  type EngineKind,
+} from '@es/protocol';
 import { parseCorsOrigin } from '@es/proxy';
 import * as v from 'valibot';
 
@@ -73,14 +81,20 @@ export interface SchedulerSettings {
   host: string;
   port: number;
   backend: Backend;
-  /** Client keys for `/v1/*`; empty = no client auth. */
+  /**
+   * Client keys for `/v1/*` (`--api-key`, the lines of `--api-key-file`, `ES_API_KEYS` and
+   * `ES_API_KEY`, comma-separated); empty = no client auth.
+   */
   apiKeys: string[];
   /**
    * Origins whose web pages may call `/v1/*` from a browser (`--cors-origin`, repeatable;
    * `cors_origin` in a file, a string or a list), normalised, `*` for any; empty = CORS off.
    */
   corsOrigins: string[];
-  /** Admin key; when unset, the admin token derived from the secret is accepted. */
+  /**
+   * Admin key (`--admin-key`, `--admin-key-file`, `ES_ADMIN_KEY`); when unset, the admin
+   * token derived from the secret is accepted.
+   */
   adminKey?: string;
   /** Shared secret file (0600) from which worker and engine keys are derived. */
   secretFile?: string;
@@ -192,8 +206,10 @@ const schedulerFields = {
   backend: v.optional(v.picklist(BACKENDS)),
   apiKeys: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
   apiKey: v.optional(v.union([v.string(), v.array(v.string())])),
+  apiKeyFile: v.optional(v.union([v.string(), v.array(v.string())])),
   corsOrigin: v.optional(v.union([v.string(), v.array(v.string())])),
   adminKey: v.optional(v.pipe(v.string(), v.minLength(1))),
+  adminKeyFile: v.optional(v.pipe(v.string(), v.minLength(1))),
   secretFile: v.optional(v.string()),
   logDir: v.optional(v.string()),
   heartbeatTimeout: v.optional(v.pipe(v.number(), v.gtValue(0))),
@@ -477,6 +493,7 @@ function buildDeployment(
   for (const [key, value] of Object.entries(optional)) {
     if (value !== undefined && value !== '') Object.assign(deployment, { [key]: value });
   }
+  checkCommandLineValues(deployment);
   // The rule the worker applies to the flags it gets (`workerGraceProblem`), checked here
   // so a wrong value fails at start-up, not in every job.
   const graces = workerGraceProblem({
@@ -496,6 +513,37 @@ function buildDeployment(
     deployment.timeLimitMinutes = parseTimeLimit(timeLimit);
   }
   return deployment;
+}
+
+/**
+ * The deployment fields that reach a command line (the worker's argv, the batch script),
+ * as `--flag=value` words, quoted: none may hold a control character (a newline would start
+ * a new line of the batch script), and a name may not start with `-`; a conda environment
+ * is a plain name or an absolute path.
+ */
+const COMMAND_LINE_FIELDS = [
+  ['model', 'model', true],
+  ['servedModelName', 'served-model-name', true],
+  ['engineExtraArgs', 'engine-extra-args', false],
+  ['venvPath', 'venv-path', false],
+] as const;
+const CONDA_ENV = /^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]*|\/[A-Za-z0-9_.+/-]+)$/;
+
+function checkCommandLineValues(d: DeploymentSettings): void {
+  const where = (flag: string, field: string) =>
+    ` (deployment "${d.name}": --${flag} or "${snake(field)}" in the config file)`;
+  for (const [field, flag, isName] of COMMAND_LINE_FIELDS) {
+    const value = d[field];
+    if (value === undefined) continue;
+    const problem = commandLineValueProblem(flag, value, { name: isName });
+    if (problem) throw new ConfigError(`${problem}${where(flag, field)}`, field);
+  }
+  if (d.condaEnv !== undefined && !CONDA_ENV.test(d.condaEnv)) {
+    throw new ConfigError(
+      `--conda-env ${JSON.stringify(d.condaEnv)} is not a conda environment: pass its name (letters, digits, "_", ".", "+", "-", not starting with "-") or its absolute path${where('conda-env', 'condaEnv')}`,
+      'condaEnv',
+    );
+  }
 }
 
 /** The engine switch that turns its prefix cache off, for the seed's `enable_prefix_caching: false`. */
@@ -584,7 +632,11 @@ export function resolveConfig(
   const apiKeys = [
     ...(get('apiKeys') ?? []),
     ...toArray(flags.apiKey ?? file.apiKey),
-    ...toArray(env.ES_API_KEY ? env.ES_API_KEY.split(',') : undefined),
+    ...toArray(flags.apiKeyFile ?? file.apiKeyFile).flatMap((f) =>
+      keysOfFile(f, '--api-key-file (api_key_file)', 'apiKeyFile'),
+    ),
+    ...commaList(env.ES_API_KEYS),
+    ...commaList(env.ES_API_KEY),
   ].filter((k) => k.length > 0);
 
   const settings: SchedulerSettings = {
@@ -604,7 +656,7 @@ export function resolveConfig(
     stallTimeoutS: get('stallTimeout') ?? DEFAULTS.stallTimeoutS,
     deployments,
   };
-  const adminKey = get('adminKey') ?? env.ES_ADMIN_KEY;
+  const adminKey = adminKeyOf(flags) ?? adminKeyOf(file) ?? env.ES_ADMIN_KEY;
   if (adminKey) settings.adminKey = adminKey;
   const secretFile = get('secretFile') ?? env.ES_SECRET_FILE;
   if (secretFile) settings.secretFile = secretFile;
@@ -667,6 +719,40 @@ function corsOrigins(values: string[]): string[] {
     }
   });
   return [...new Set(out)];
+}
+
+/** The keys of a key file, or a `ConfigError` on `field` naming `flag`, the file and the fix. */
+function keysOfFile(file: string, flag: string, field: string): string[] {
+  try {
+    return readKeyFile(file);
+  } catch (error) {
+    if (isSecretFileError(error)) throw new ConfigError(`${flag}: ${error.message}`, field);
+    throw error;
+  }
+}
+
+/** A layer's admin key: `adminKey`, or the one key of `adminKeyFile` (not both). */
+function adminKeyOf(layer: FileConfig): string | undefined {
+  if (layer.adminKeyFile === undefined) return layer.adminKey;
+  const flag = '--admin-key-file (admin_key_file)';
+  if (layer.adminKey !== undefined) {
+    throw new ConfigError(
+      `${flag} and --admin-key (admin_key) are both given: pass one of them (the file keeps the key out of ps)`,
+      'adminKeyFile',
+    );
+  }
+  const keys = keysOfFile(layer.adminKeyFile, flag, 'adminKeyFile');
+  if (keys.length > 1) {
+    throw new ConfigError(
+      `${flag}: ${layer.adminKeyFile} holds ${keys.length} keys: an admin key file holds one (other lines blank or # comments)`,
+      'adminKeyFile',
+    );
+  }
+  return keys[0];
+}
+
+function commaList(value: string | undefined): string[] {
+  return value ? value.split(',').map((k) => k.trim()) : [];
 }
 
 function toArray(value: string | string[] | undefined): string[] {

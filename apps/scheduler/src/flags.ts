@@ -160,7 +160,8 @@ const OPTIONS = {
   },
   'log-dir': {
     type: 'string',
-    describe: 'Directory for job scripts and logs (default ./logs)',
+    describe:
+      'Directory for job scripts, logs and the secret (default ./logs); created 0700, and an existing one open to other users or owned by another is refused',
   },
   backend: {
     choices: BACKENDS,
@@ -173,7 +174,14 @@ const OPTIONS = {
   'api-key': {
     type: 'string',
     array: true,
-    describe: 'Client API key for /v1 (repeatable; env ES_API_KEY, comma-separated)',
+    describe:
+      'Client API key for /v1 (repeatable). Visible in ps to every user of the machine: prefer --api-key-file or env ES_API_KEYS (comma-separated; ES_API_KEY too)',
+  },
+  'api-key-file': {
+    type: 'string',
+    array: true,
+    describe:
+      'File of client API keys for /v1, one per line (blank lines and # comments ignored); mode 600 and owned by you, like the secret file (repeatable; api_key_file in a config file)',
   },
   'cors-origin': {
     type: 'string',
@@ -181,7 +189,16 @@ const OPTIONS = {
     describe:
       "Origin whose web pages may call /v1 from a browser (repeatable; scheme://host[:port], or '*' for any, as the original allowed; default: none, CORS off)",
   },
-  'admin-key': { type: 'string', describe: 'Key for the admin API (env ES_ADMIN_KEY)' },
+  'admin-key': {
+    type: 'string',
+    describe:
+      'Key for the admin API. Visible in ps: prefer --admin-key-file or env ES_ADMIN_KEY (default: the token derived from the secret file)',
+  },
+  'admin-key-file': {
+    type: 'string',
+    describe:
+      'File holding the admin key on one line (# comments ignored); mode 600 and owned by you (admin_key_file in a config file)',
+  },
   'secret-file': {
     type: 'string',
     describe: 'Shared secret (0600) for worker and engine keys (default <log-dir>/secret, created)',

@@ -3,9 +3,8 @@
  * status routes, all served on one port. No policy lives here.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isAbsolute, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Hono } from 'hono';
 import { mountAdmin, type AdminApi } from '@es/admin';
@@ -30,7 +29,7 @@ import { createSlurmProvider } from '@es/slurm';
 import type { SchedulerSettings } from './config.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
 import { reliabilityHooks } from './reliability-hooks.js';
-import { loadOrCreateSecret } from './secret.js';
+import { ensureLogDir, loadOrCreateSecret } from './secret.js';
 import { createSeedRoutes, type DeploymentNote } from './seed-routes.js';
 
 /** A running scheduler. */
@@ -95,8 +94,9 @@ export async function startScheduler(
   const log = options.logger;
   const backend =
     settings.backend === 'auto' ? (hasSbatch() ? 'slurm' : 'local') : settings.backend;
-  const logDir = isAbsolute(settings.logDir) ? settings.logDir : resolve(settings.logDir);
-  mkdirSync(logDir, { recursive: true });
+  // Owner-only (0700), or refused: other users must neither read the logs nor swap a
+  // job script in it before sbatch reads it.
+  const logDir = ensureLogDir(settings.logDir);
   const secretFile = resolve(settings.secretFile ?? `${logDir}/secret`);
   const keys = deriveKeys(loadOrCreateSecret(secretFile));
 
@@ -299,7 +299,7 @@ export async function startScheduler(
 
   if (!LOOPBACK.test(settings.host) && settings.apiKeys.length === 0) {
     log.warn(
-      `listening on ${settings.host}:${server.port} with NO client API key: anyone who can reach this port can use the models. Pass --api-key (or ES_API_KEY) to require one.`,
+      `listening on ${settings.host}:${server.port} with NO client API key: anyone who can reach this port can use the models. Pass --api-key-file (or ES_API_KEYS, or --api-key) to require one.`,
     );
   }
   log.info(

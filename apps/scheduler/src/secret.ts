@@ -1,4 +1,9 @@
-import { isSecretFileError, loadOrCreateSecret as loadOrCreate } from '@es/protocol';
+import {
+  ensurePrivateDir,
+  isPrivateDirError,
+  isSecretFileError,
+  loadOrCreateSecret as loadOrCreate,
+} from '@es/protocol';
 import { ConfigError } from './config.js';
 
 /**
@@ -11,6 +16,20 @@ export function loadOrCreateSecret(path: string): string {
     return loadOrCreate(path);
   } catch (error) {
     if (isSecretFileError(error)) throw new ConfigError(error.message, 'secretFile');
+    throw error;
+  }
+}
+
+/**
+ * The log directory (`--log-dir`), absolute: created owner-only (0700) when missing; an
+ * existing one open to group or others, or owned by another user, is refused with a
+ * `ConfigError` on `logDir` naming the directory, what was found and the fix.
+ */
+export function ensureLogDir(dir: string): string {
+  try {
+    return ensurePrivateDir(dir, { flag: '--log-dir' });
+  } catch (error) {
+    if (isPrivateDirError(error)) throw new ConfigError(`${error.message} (log_dir)`, 'logDir');
     throw error;
   }
 }

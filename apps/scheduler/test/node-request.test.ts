@@ -30,27 +30,17 @@ describe('the worker command of a deployment', () => {
     expect(workerRequest(d, ctx)).toEqual({
       command: [
         ...ctx.workerCommand,
-        '--engine',
-        'sglang',
-        '--model',
-        'Qwen/Qwen3-32B',
-        '--base-port',
-        '8001',
-        '--tensor-parallel-size',
-        '4',
-        '--gpus-per-node',
-        String(d.gpusPerNode),
-        '--gpu-memory-utilization',
-        '0.9',
-        '--max-model-len',
-        '32768',
-        '--served-model-name',
-        'qwen',
+        '--engine=sglang',
+        '--model=Qwen/Qwen3-32B',
+        '--base-port=8001',
+        '--tensor-parallel-size=4',
+        `--gpus-per-node=${d.gpusPerNode}`,
+        '--gpu-memory-utilization=0.9',
+        '--max-model-len=32768',
+        '--served-model-name=qwen',
         '--engine-extra-args=--enable-torch-compile',
-        '--deployment',
-        'qwen',
-        '--log-dir',
-        '/shared/es/logs',
+        '--deployment=qwen',
+        '--log-dir=/shared/es/logs',
       ],
       env: {
         [WORKER_ENV.schedulerUrl]: 'http://login1:8780',
@@ -66,23 +56,18 @@ describe('the worker command of a deployment', () => {
     const [d] = resolveConfig({ model: 'm', backend: 'local', engine: 'mock' }, {}).deployments;
     if (!d) throw new Error('no deployment');
     const argv = workerArgs(d, { ...ctx, anyPort: true });
-    expect(argv).toContain('--base-port');
-    expect(argv[argv.indexOf('--base-port') + 1]).toBe('0');
-    expect(argv.some((a) => a.startsWith('--engine-extra-args'))).toBe(false);
-    expect(argv).not.toContain('--served-model-name');
-    expect(argv).not.toContain('--max-model-len');
+    expect(argv).toContain('--base-port=0');
+    for (const flag of ['--engine-extra-args', '--served-model-name', '--max-model-len']) {
+      expect(argv.some((a) => a.startsWith(flag))).toBe(false);
+    }
   });
 
   it("passes the scheduler's drain grace and hand-over margin to the worker, which parses them back", async () => {
     const [d] = resolveConfig({ model: 'm', drainGrace: 20, handoverMargin: 6 }, {}).deployments;
     if (!d) throw new Error('no deployment');
     const argv = workerArgs(d, ctx);
-    expect(argv.slice(argv.indexOf('--drain-grace'), argv.indexOf('--drain-grace') + 4)).toEqual([
-      '--drain-grace',
-      '20',
-      '--handover-margin',
-      '6',
-    ]);
+    const at = argv.indexOf('--drain-grace=20');
+    expect(argv.slice(at, at + 2)).toEqual(['--drain-grace=20', '--handover-margin=6']);
     const parsed = await parseWorkerArgs(
       [...argv.slice(ctx.workerCommand.length), '--scheduler-url', ctx.schedulerUrl],
       {},

@@ -1,6 +1,9 @@
 import { hostname } from 'node:os';
 import {
   WORKER_ENV,
+  WORKER_FLAGS,
+  WORKER_NAME_OPTIONS,
+  commandLineValueProblem,
   defaultHandoverMargin,
   isHttpUrl,
   missingWorkerFlag,
@@ -57,6 +60,22 @@ function defaultDeployment(servedModelName: string | undefined, model: string): 
   const last = (servedModelName ?? model).split('/').filter(Boolean).pop() ?? 'model';
   const cleaned = last.replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '');
   return (cleaned || 'model').slice(0, 63);
+}
+
+/**
+ * Every text value (from a flag or its environment variable) goes on into an engine's argv
+ * or a log line: none may hold a control character, and a name (model, served model name,
+ * deployment) may not be empty or start with `-`, or `--served-model-name=--engine-bin=...`
+ * would become a flag of the engine or of a worker started from a script.
+ */
+function checkValues(parsed: WorkerArgv): void {
+  for (const [key, spec] of Object.entries(WORKER_FLAGS)) {
+    const value: unknown = parsed[key as keyof WorkerArgv];
+    if (spec.type !== 'string' || typeof value !== 'string') continue;
+    const name = (WORKER_NAME_OPTIONS as readonly string[]).includes(key);
+    const problem = commandLineValueProblem(spec.flag, value, { name });
+    if (problem) throw new WorkerArgsError(spec.flag, problem);
+  }
 }
 
 /** The URL file's first line (an invalid one too: the check below names it), if any. */
@@ -116,6 +135,7 @@ export async function parseWorkerArgs(
   }
   const missing = missingWorkerFlag(parsed);
   if (missing) throw new WorkerArgsError(missing.flag, missing.message);
+  checkValues(parsed);
   const model = parsed.model as string;
   integer('base-port', parsed.basePort, 0, '8001');
   if (parsed.basePort > 65535) {

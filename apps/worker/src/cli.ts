@@ -11,6 +11,9 @@ import { toWorkerOptions } from './main.js';
 const USAGE_EXIT_CODE = 2;
 
 async function main(): Promise<number> {
+  // Engine logs, sockets and anything else this process or its engines create are
+  // owner-only: other users of the node can read world-readable files.
+  process.umask(0o077);
   const args = await parseWorkerArgs(hideBin(process.argv));
   const logger = pino({ level: args.logLevel, base: { job: args.jobId } });
   return runWorker(toWorkerOptions(args, logger));

@@ -1,4 +1,10 @@
-import { WORKER_ENV, isSecretFileError, readSecret } from '@es/protocol';
+import {
+  WORKER_ENV,
+  ensurePrivateDir,
+  isPrivateDirError,
+  isSecretFileError,
+  readSecret,
+} from '@es/protocol';
 import type { WorkerLogger, WorkerOptions } from '@es/worker';
 import type { WorkerArgs } from './args.js';
 import { WorkerArgsError } from './args.js';
@@ -19,7 +25,20 @@ export function readSecretFile(file: string): string {
   }
 }
 
-/** Turn parsed flags into `@es/worker` options (reads the secret file). */
+/**
+ * The log directory (`--log-dir`), created owner-only (0700) when missing; one open to
+ * group or others, or owned by another user, is refused naming `--log-dir` and the fix.
+ */
+export function ensureLogDir(dir: string): string {
+  try {
+    return ensurePrivateDir(dir, { flag: '--log-dir' });
+  } catch (error) {
+    if (!isPrivateDirError(error)) throw error;
+    throw new WorkerArgsError('log-dir', error.message);
+  }
+}
+
+/** Turn parsed flags into `@es/worker` options (reads the secret file, makes the log directory). */
 export function toWorkerOptions(args: WorkerArgs, logger: WorkerLogger): WorkerOptions {
   return {
     schedulerUrl: args.schedulerUrl,
@@ -39,7 +58,7 @@ export function toWorkerOptions(args: WorkerArgs, logger: WorkerLogger): WorkerO
     ...(args.engineBin === undefined ? {} : { engineBin: args.engineBin }),
     ...(args.secretFile === undefined ? {} : { secret: readSecretFile(args.secretFile) }),
     ...(args.host === undefined ? {} : { host: args.host }),
-    ...(args.logDir === undefined ? {} : { logDir: args.logDir }),
+    ...(args.logDir === undefined ? {} : { logDir: ensureLogDir(args.logDir) }),
     drainGraceMs: args.drainGraceSeconds * 1000,
     handoverMarginMs: args.handoverMarginSeconds * 1000,
     killGraceMs: args.killGraceSeconds * 1000,

@@ -220,3 +220,36 @@ describe('es-worker flags built by the scheduler (WORKER_FLAGS of @es/protocol)'
     }
   });
 });
+
+describe('names and values that go on to an engine argv', () => {
+  it.each([
+    [
+      ['--served-model-name=--engine-bin=/bin/sh'],
+      'served-model-name',
+      '--served-model-name "--engine-bin=/bin/sh" starts with "-"',
+    ],
+    [['--served-model-name='], 'served-model-name', '--served-model-name is empty'],
+    [['--deployment=-x'], 'deployment', '--deployment "-x" starts with "-"'],
+    [['--served-model-name', 'a\nb'], 'served-model-name', 'contains a control character'],
+    [['--engine-extra-args=--x 1\n--y'], 'engine-extra-args', 'contains a control character'],
+    [['--log-dir', '/l\r'], 'log-dir', 'contains a control character'],
+  ])('refuses %j naming the flag', async (extra, flag, message) => {
+    const error = await parseWorkerArgs([...base, ...extra], {}).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(WorkerArgsError);
+    expect(error).toMatchObject({ flag });
+    expect((error as Error).message).toContain(message);
+  });
+
+  it('refuses a --model that starts with "-" and a deployment from the environment with a newline', async () => {
+    await expect(
+      parseWorkerArgs(['--scheduler-url', 'http://a:1', '--model=--engine-bin=/bin/sh'], {}),
+    ).rejects.toMatchObject({ flag: 'model', message: expect.stringContaining('starts with "-"') });
+    await expect(parseWorkerArgs(base, { ES_DEPLOYMENT: 'd\nx' })).rejects.toMatchObject({
+      flag: 'deployment',
+      message: expect.stringContaining('contains a control character'),
+    });
+  });
+});

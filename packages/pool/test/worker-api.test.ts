@@ -79,6 +79,29 @@ describe('worker API over a real socket', () => {
     expect(json).toMatchObject({ status: 400, body: { error: { param: 'body' } } });
   });
 
+  it.each(['127.0.0.1/../x', 'user@host', 'evil.com:80/x', 'gpu 1', '[::1]', 'host?x=1', ''])(
+    'answers 400 naming host for a registered host %j that is no host name or IP address',
+    async (host) => {
+      const refused = await post('/register', registration('505', 0, { host }));
+      expect(refused.status).toBe(400);
+      expect(refused.body.error).toMatchObject({ param: 'host', code: 'invalid_request' });
+      expect(String((refused.body.error as { message: string }).message)).toContain(
+        'invalid host: expected a host name (RFC 1123), an IPv4 or an IPv6 address',
+      );
+      expect(registry.job('505')).toBeUndefined();
+    },
+  );
+
+  it.each([
+    ['506', 'gpu-12'],
+    ['507', 'node12.cluster.example.org'],
+    ['508', '10.0.3.7'],
+    ['509', '::1'],
+    ['510', 'fe80::1'],
+  ])('registers worker %s on host %j', async (id, host) => {
+    expect((await post('/register', registration(id, 0, { host }))).status).toBe(200);
+  });
+
   it('answers 404 to unknown workers and 409 to fenced incarnations', async () => {
     expect((await post('/999.0.0/heartbeat', { state: 'ready', restartCount: 0 })).status).toBe(
       404,

@@ -10,6 +10,7 @@ export {
   HandoverRequestSchema,
   HandoverResponseSchema,
   HeartbeatRequestSchema,
+  HostSchema,
   OkResponseSchema,
   REPORTED_STATES,
   RegisterRequestSchema,
@@ -17,6 +18,7 @@ export {
   ReportedStateSchema,
   WORKER_API_PREFIX,
   WORKER_ROUTES,
+  isRegistrableHost,
   workerRoutePath,
 } from './schemas.js';
 export type {
@@ -47,8 +49,10 @@ export type {
 } from './client.js';
 export {
   WORKER_FLAGS,
+  WORKER_NAME_OPTIONS,
   WorkerArgvError,
   buildWorkerArgv,
+  commandLineValueProblem,
   buildWorkerEnv,
   defaultHandoverMargin,
   missingWorkerFlag,
@@ -76,9 +80,18 @@ export {
 export type { SchedulerUrlRead } from './url-file.js';
 export {
   MIN_SCHEDULER_SECRET_LENGTH,
+  PrivateDirError,
   SecretFileError,
+  ensurePrivateDir,
+  isPrivateDirError,
   isSecretFileError,
   loadOrCreateSecret,
+  readKeyFile,
   readSecret,
 } from './secret.js';
-export type { ReadSecretOptions, SecretFileErrorCode } from './secret.js';
+export type {
+  EnsurePrivateDirOptions,
+  PrivateDirErrorCode,
+  ReadSecretOptions,
+  SecretFileErrorCode,
+} from './secret.js';

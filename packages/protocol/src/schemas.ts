@@ -14,11 +14,40 @@
  *
  * Error bodies are {@link ErrorBody}: `{ "error": { "message", "type", "param", "code" } }`.
  */
+import { isIPv4, isIPv6 } from 'node:net';
 import * as v from 'valibot';
 import { ENGINE_KINDS } from './engines.js';
 
 const nonNegativeInt = v.pipe(v.number(), v.integer(), v.minValue(0));
 const text = v.pipe(v.string(), v.minLength(1), v.maxLength(4096));
+
+// RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens, 63 at most
+// each, 253 in all (a trailing dot, the root, is allowed).
+const HOST_LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * Whether `host` is a DNS host name (RFC 1123), an IPv4 literal or an IPv6 literal without
+ * brackets or zone: what a worker may register as the address of its engines. Nothing else
+ * (no user info, port, path, query, space) can end up in the URL the proxy builds from it.
+ * @example
+ * isRegistrableHost('gpu-12.cluster'); // true
+ * isRegistrableHost('user@host'); // false
+ */
+export function isRegistrableHost(host: string): boolean {
+  if (isIPv4(host)) return true;
+  if (host.includes(':')) return isIPv6(host) && !host.includes('%');
+  const name = host.endsWith('.') ? host.slice(0, -1) : host;
+  return name.length > 0 && name.length <= 253 && name.split('.').every((l) => HOST_LABEL.test(l));
+}
+
+/** A host a worker registers: see {@link isRegistrableHost}. */
+export const HostSchema = v.pipe(
+  v.string(),
+  v.check(
+    isRegistrableHost,
+    'a host name (RFC 1123), an IPv4 or an IPv6 address, without user info, port, path or brackets',
+  ),
+);
 
 /** States a worker reports about one engine instance. */
 export const REPORTED_STATES = ['loading', 'ready', 'draining', 'failed'] as const;
@@ -47,7 +76,8 @@ export const RegisterRequestSchema = v.object({
   restartCount: nonNegativeInt,
   /** Index of the engine instance on this node (0-based, DP rank on the node). */
   index: nonNegativeInt,
-  host: text,
+  /** Address of the instance: a host name (RFC 1123), an IPv4 or an IPv6 literal (no brackets). */
+  host: HostSchema,
   port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
   /** GPU ids of this instance's slice (as in CUDA_VISIBLE_DEVICES). */
   gpus: v.array(nonNegativeInt),

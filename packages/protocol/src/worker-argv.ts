@@ -196,14 +196,53 @@ export class WorkerArgvError extends ProtocolError<'INVALID_WORKER_ARGV'> {
 const SPECS = Object.entries(WORKER_FLAGS) as [WorkerFlagName, WorkerFlagSpec][];
 
 /**
+ * The options whose value is a name (a model, the name clients use, a deployment): such a
+ * value never starts with `-`, so no parser takes it for a flag.
+ */
+export const WORKER_NAME_OPTIONS = ['model', 'servedModelName', 'deployment'] as const;
+
+// C0 controls (newline, carriage return, tab, NUL, escape ...) and DEL.
+// eslint-disable-next-line no-control-regex -- finding control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * What is wrong with `value` as the value of `--<flag>` on a command line (an es-worker or
+ * engine argv, a batch script line); undefined when nothing is. No value may hold a control
+ * character (a newline would start a new line of the batch script); a name
+ * (`{ name: true }`: model, served model name, deployment, conda env) may also not be empty
+ * or start with `-`, so `--served-model-name --engine-bin=/bin/sh` cannot become a flag.
+ * @example
+ * commandLineValueProblem('served-model-name', '--engine-bin=/bin/sh', { name: true });
+ * // '--served-model-name "--engine-bin=/bin/sh" starts with "-": ...'
+ */
+export function commandLineValueProblem(
+  flag: string,
+  value: string,
+  options: { name?: boolean } = {},
+): string | undefined {
+  const shown = JSON.stringify(value);
+  if (CONTROL.test(value)) {
+    return `--${flag} ${shown} contains a control character (a line break, tab or escape): pass it on one line, without control characters`;
+  }
+  if (options.name && value.trim() === '') {
+    return `--${flag} is empty: pass a name, e.g. --${flag}=Qwen3-32B`;
+  }
+  if (options.name && value.startsWith('-')) {
+    return `--${flag} ${shown} starts with "-": a name cannot (a command line would read it as a flag); pass a name that starts with a letter, digit, "/" or "."`;
+  }
+  return undefined;
+}
+
+/**
  * The `es-worker` flags for `options`, in `--help` order; options left undefined are
- * omitted (the worker applies its default). A value starting with `-` is passed in the
- * `--flag=value` form, so the parser does not take it for a flag.
+ * omitted (the worker applies its default). Every value is passed in the `--flag=value`
+ * form, one argv word, so no value (one starting with `-` included) is taken for a flag.
  * @throws {WorkerArgvError} naming the flag, when a required option is missing, a value
- * has the wrong type or is not among the choices, or an option is unknown.
+ * has the wrong type or is not among the choices, holds a control character, a name
+ * ({@link WORKER_NAME_OPTIONS}) is empty or starts with `-`, or an option is unknown.
  * @example
  * buildWorkerArgv({ model: 'Qwen/Qwen3-32B', engine: 'sglang', tensorParallelSize: 4 });
- * // ['--engine', 'sglang', '--model', 'Qwen/Qwen3-32B', '--tensor-parallel-size', '4']
+ * // ['--engine=sglang', '--model=Qwen/Qwen3-32B', '--tensor-parallel-size=4']
  */
 export function buildWorkerArgv(options: WorkerArgvInput): string[] {
   for (const key of Object.keys(options)) {
@@ -239,8 +278,11 @@ export function buildWorkerArgv(options: WorkerArgvInput): string[] {
       );
     }
     const text = String(value);
-    if (text === '' || text.startsWith('-')) argv.push(`--${spec.flag}=${text}`);
-    else argv.push(`--${spec.flag}`, text);
+    const problem = commandLineValueProblem(spec.flag, text, {
+      name: (WORKER_NAME_OPTIONS as readonly string[]).includes(key),
+    });
+    if (problem) throw new WorkerArgvError(spec.flag, `es-worker ${problem}`);
+    argv.push(`--${spec.flag}=${text}`);
   }
   return argv;
 }

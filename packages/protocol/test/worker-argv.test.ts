@@ -4,6 +4,7 @@ import {
   WORKER_ENV,
   WORKER_FLAGS,
   WorkerArgvError,
+  commandLineValueProblem,
   isProtocolError,
   buildWorkerArgv,
   buildWorkerEnv,
@@ -28,7 +29,7 @@ function errorOf(fn: () => unknown): WorkerArgvError {
 }
 
 describe('buildWorkerArgv', () => {
-  it('passes the given options in --help order, leaving the others to their defaults', () => {
+  it('passes the given options in --help order, each as one --flag=value word, leaving the others to their defaults', () => {
     expect(
       buildWorkerArgv({
         tensorParallelSize: 4,
@@ -38,29 +39,55 @@ describe('buildWorkerArgv', () => {
         basePort: 0,
       }),
     ).toEqual([
-      '--engine',
-      'sglang',
-      '--model',
-      'Qwen/Qwen3-32B',
-      '--base-port',
-      '0',
-      '--tensor-parallel-size',
-      '4',
+      '--engine=sglang',
+      '--model=Qwen/Qwen3-32B',
+      '--base-port=0',
+      '--tensor-parallel-size=4',
     ]);
   });
 
-  it('uses the = form for values a parser would take for a flag, and for empty ones', () => {
+  it('keeps values a parser would take for a flag, and empty ones, inside their word', () => {
     expect(buildWorkerArgv({ model: 'm', engineExtraArgs: '--enforce-eager --x "a b"' })).toEqual([
-      '--model',
-      'm',
+      '--model=m',
       '--engine-extra-args=--enforce-eager --x "a b"',
     ]);
     expect(buildWorkerArgv({ model: 'm', engineExtraArgs: '' })).toEqual([
-      '--model',
-      'm',
+      '--model=m',
       '--engine-extra-args=',
     ]);
     expect(buildWorkerArgv({ model: 'm', restartCount: -1 })).toContain('--restart-count=-1');
+  });
+
+  it.each([
+    ['servedModelName', 'served-model-name', '--engine-bin=/bin/sh'],
+    ['model', 'model', '-x'],
+    ['deployment', 'deployment', '--engine-bin=/bin/sh'],
+  ] as const)('refuses a %s that starts with "-", naming the flag', (option, flag, value) => {
+    expect(errorOf(() => buildWorkerArgv({ model: 'm', [option]: value }))).toMatchObject({
+      flag,
+      message: `es-worker --${flag} ${JSON.stringify(value)} starts with "-": a name cannot (a command line would read it as a flag); pass a name that starts with a letter, digit, "/" or "."`,
+    });
+  });
+
+  it('refuses an empty name and any value with a line break or another control character', () => {
+    expect(errorOf(() => buildWorkerArgv({ model: 'm', servedModelName: '' }))).toMatchObject({
+      flag: 'served-model-name',
+      message:
+        'es-worker --served-model-name is empty: pass a name, e.g. --served-model-name=Qwen3-32B',
+    });
+    for (const [option, flag] of [
+      ['model', 'model'],
+      ['engineExtraArgs', 'engine-extra-args'],
+      ['logDir', 'log-dir'],
+    ] as const) {
+      for (const bad of ['a\nb', 'a\rb', 'a\u0000b', 'a\u001bb']) {
+        const error = errorOf(() => buildWorkerArgv({ model: 'm', [option]: bad }));
+        expect(error.flag).toBe(flag);
+        expect(error.message).toContain('contains a control character');
+      }
+    }
+    expect(commandLineValueProblem('conda-env', 'my-env', { name: true })).toBeUndefined();
+    expect(commandLineValueProblem('engine-extra-args', '--max-num-seqs 256')).toBeUndefined();
   });
 
   it('refuses to build without a required option, naming the flag', () => {
