@@ -164,7 +164,8 @@ export async function startSchedulerProcess(
   options: SchedulerProcessOptions,
 ): Promise<SchedulerProcess> {
   const port = options.port ?? (await freePort());
-  mkdirSync(options.logDir, { recursive: true });
+  // Owner-only, as the scheduler requires of an existing log directory.
+  mkdirSync(options.logDir, { recursive: true, mode: 0o700 });
   const args = [...options.args];
   if (!args.includes('--port')) args.push('--port', String(port));
   if (!args.includes('--log-dir')) args.push('--log-dir', options.logDir);

@@ -3,6 +3,7 @@ import { PoolError, type PoolErrorCode } from '@es/pool';
 /** Error codes of the admin API. */
 export type AdminErrorCode =
   | 'unauthorized'
+  | 'forbidden'
   | 'bad_request'
   | 'unknown_deployment'
   | 'unknown_worker'
@@ -12,6 +13,7 @@ export type AdminErrorCode =
 
 const STATUS: Record<AdminErrorCode, number> = {
   unauthorized: 401,
+  forbidden: 403,
   bad_request: 400,
   unknown_deployment: 404,
   unknown_worker: 404,

@@ -4,7 +4,7 @@
  * commands do to a cluster is tested in `@es/pool` (the reconciler) and end to end with
  * real workers in `apps/scheduler/test/admin.e2e.test.ts`.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Hono } from 'hono';
@@ -322,7 +322,7 @@ describe('scale and drains: the operator behind HTTP', () => {
 describe('logs', () => {
   it("tails a worker's engine log and a job's batch output, and follows from an offset", async () => {
     const logs = join(dir, 'logs');
-    const engineLog = join(dir, 'engine-7.0.0.log');
+    const engineLog = join(logs, 'engine-7.0.0.log');
     mkdirSync(logs, { recursive: true });
     writeFileSync(engineLog, 'mock engine: listening\n');
     writeFileSync(join(logs, 'es-fake-mock-7.out'), 'engine 0 started\n');
@@ -357,6 +357,72 @@ describe('logs', () => {
     const missing = await get('/api/v1/admin/logs/no-such-job');
     expect(missing.status).toBe(404);
     expect((await errorOf(missing)).message).toMatch(/^no worker no-such-job and no job log/);
+  });
+});
+
+describe('logs: only the files workers and jobs create in the log directory', () => {
+  it.each([
+    ['/etc/hostname', 'is outside the log directory'],
+    ['../outside/engine-7.0.0.log', 'is outside the log directory'],
+    ['engine-7.0.0.log.link', 'is not a log file of a worker or job'],
+    ['secret', 'is not a log file of a worker or job'],
+  ])(
+    'refuses a worker that registered %s (403, naming the file and what is served)',
+    async (registered, why) => {
+      const logs = join(dir, 'logs');
+      mkdirSync(join(dir, 'outside'), { recursive: true });
+      mkdirSync(logs, { recursive: true });
+      writeFileSync(join(dir, 'outside', 'engine-7.0.0.log'), 'not served\n');
+      writeFileSync(join(logs, 'secret'), 'top secret\n');
+      writeFileSync(join(logs, 'engine-7.0.0.log.link'), 'x\n');
+      const file = registered.startsWith('/') ? registered : join(logs, registered);
+      pool.addJob('7', 1);
+      pool.workers[0]!.logFile = file;
+      const refused = await get('/api/v1/admin/logs/7.0.0');
+      expect(refused.status).toBe(403);
+      const error = await errorOf(refused);
+      expect(error).toMatchObject({ code: 'forbidden', param: 'id' });
+      expect(error.message).toBe(
+        `the log file of worker 7.0.0 ${file} ${why}: es logs serves only engine-<job>.<restart>.<index>.log and <job name>-<job id>.out/.err files in the scheduler's log directory ${logs}`,
+      );
+      expect(JSON.stringify(error)).not.toMatch(/top secret|not served/);
+    },
+  );
+
+  it('refuses symbolic links out of the log directory or to another file in it, for engine and job logs', async () => {
+    const logs = join(dir, 'logs');
+    mkdirSync(logs, { recursive: true });
+    writeFileSync(join(logs, 'secret'), 'top secret\n');
+    symlinkSync('/etc/hostname', join(logs, 'engine-7.0.0.log'));
+    symlinkSync(join(logs, 'secret'), join(logs, 'engine-7.0.1.log'));
+    symlinkSync('/etc/hostname', join(logs, 'es-fake-mock-8.out'));
+    pool.addJob('7', 2);
+    pool.workers[0]!.logFile = join(logs, 'engine-7.0.0.log');
+    pool.workers[1]!.logFile = join(logs, 'engine-7.0.1.log');
+    const out = await get('/api/v1/admin/logs/7.0.0');
+    expect(out.status).toBe(403);
+    expect((await errorOf(out)).message).toContain(
+      `${join(logs, 'engine-7.0.0.log')} leads to /etc/hostname, outside the log directory`,
+    );
+    const inside = await get('/api/v1/admin/logs/7.0.1');
+    expect(inside.status).toBe(403);
+    expect((await errorOf(inside)).message).toContain(
+      `leads to ${join(logs, 'secret')}, not a log file of a worker or job`,
+    );
+    const job = await get('/api/v1/admin/logs/8');
+    expect(job.status).toBe(403);
+    expect((await errorOf(job)).message).toMatch(/^the log of job 8 .*leads to \/etc\/hostname/);
+  });
+
+  it('serves an engine log through a link to the log directory itself', async () => {
+    const real = join(dir, 'real-logs');
+    mkdirSync(real);
+    writeFileSync(join(real, 'engine-7.0.0.log'), 'ok\n');
+    symlinkSync(real, join(dir, 'logs'));
+    pool.addJob('7', 1);
+    pool.workers[0]!.logFile = join(dir, 'logs', 'engine-7.0.0.log');
+    const served = (await (await get('/api/v1/admin/logs/7.0.0')).json()) as LogsResponse;
+    expect(served).toEqual({ file: join(real, 'engine-7.0.0.log'), offset: 3, text: 'ok\n' });
   });
 });
 

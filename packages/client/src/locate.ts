@@ -4,7 +4,14 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { deriveKeys, isHttpUrl, readSchedulerUrlSync, schedulerUrlFilePath } from '@es/protocol';
+import {
+  deriveKeys,
+  isHttpUrl,
+  isSecretFileError,
+  readKeyFile,
+  readSchedulerUrlSync,
+  schedulerUrlFilePath,
+} from '@es/protocol';
 import { DEFAULT_SCHEDULER_URL } from './client.js';
 import { ClientError } from './errors.js';
 
@@ -21,6 +28,8 @@ export interface LocateInput {
   url?: string | undefined;
   /** `--admin-key`. */
   adminKey?: string | undefined;
+  /** `--admin-key-file`: a file (0600, owned by this user) holding the admin key. */
+  adminKeyFile?: string | undefined;
   /** `--secret-file`. */
   secretFile?: string | undefined;
   env: Record<string, string | undefined>;
@@ -86,7 +95,22 @@ export interface FoundAdminKey {
 }
 
 /**
- * The admin key: `--admin-key` (or `$ES_ADMIN_KEY`), else derived from `--secret-file`
+ * The first key of a key file given as `flag` (0600, owned by this user; blank lines and
+ * `#` comments ignored), relative to `cwd`.
+ * @throws {ClientError} `bad_input` naming the flag, the file and the fix.
+ */
+export function keyFromFile(file: string, flag: string, cwd = process.cwd()): string {
+  try {
+    return readKeyFile(resolve(cwd, file))[0] as string;
+  } catch (error) {
+    if (!isSecretFileError(error)) throw error;
+    throw new ClientError('bad_input', `${flag}: ${error.message}`, { cause: error });
+  }
+}
+
+/**
+ * The admin key: `--admin-key`, else the key in `--admin-key-file`, else `$ES_ADMIN_KEY`,
+ * else derived from `--secret-file`
  * (or `$ES_SECRET_FILE`), else from `secret` in the log directory (`$ES_LOG_DIR`, else
  * `./logs`) when it exists: whoever can read the scheduler's secret file is its admin.
  * Undefined when there is none (the public view needs none).
@@ -94,9 +118,13 @@ export interface FoundAdminKey {
  */
 export function findAdminKey(input: LocateInput): FoundAdminKey | undefined {
   const { env } = input;
-  const key = input.adminKey ?? env.ES_ADMIN_KEY;
-  if (key) return { key, explicit: true, from: input.adminKey ? '--admin-key' : 'ES_ADMIN_KEY' };
   const cwd = input.cwd ?? process.cwd();
+  if (input.adminKey) return { key: input.adminKey, explicit: true, from: '--admin-key' };
+  if (input.adminKeyFile) {
+    const key = keyFromFile(input.adminKeyFile, '--admin-key-file', cwd);
+    return { key, explicit: true, from: resolve(cwd, input.adminKeyFile) };
+  }
+  if (env.ES_ADMIN_KEY) return { key: env.ES_ADMIN_KEY, explicit: true, from: 'ES_ADMIN_KEY' };
   const named = input.secretFile ?? env.ES_SECRET_FILE;
   const file = named
     ? resolve(cwd, named)

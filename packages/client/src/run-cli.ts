@@ -3,7 +3,7 @@ import yargs from 'yargs';
 import { createSchedulerClient, type SchedulerClient } from './client.js';
 import { ClientError } from './errors.js';
 import { formatJobs, formatPublicStatus, formatStatus, formatWorkers, table } from './format.js';
-import { findAdminKey, locateScheduler, type SchedulerLocation } from './locate.js';
+import { findAdminKey, keyFromFile, locateScheduler, type SchedulerLocation } from './locate.js';
 import type { ChatResponse, ClusterStatusResponse, StatusResponse } from './types.js';
 
 /** Where the CLI writes and what it reads (injected so tests run it in-process). */
@@ -22,8 +22,10 @@ export interface CliIo {
 interface GlobalArgs {
   schedulerUrl: string | undefined;
   adminKey: string | undefined;
+  adminKeyFile: string | undefined;
   secretFile: string | undefined;
   apiKey: string | undefined;
+  apiKeyFile: string | undefined;
 }
 
 /** The seed client's `test` defaults (the README's example message). */
@@ -43,19 +45,26 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
   const input = (args: GlobalArgs) => ({
     url: args.schedulerUrl,
     adminKey: args.adminKey,
+    adminKeyFile: args.adminKeyFile,
     secretFile: args.secretFile,
     env: io.env,
     ...(io.cwd === undefined ? {} : { cwd: io.cwd }),
   });
   const locate = (args: GlobalArgs) => (location = locateScheduler(input(args)));
   const adminKeyOf = (args: GlobalArgs) => findAdminKey(input(args));
+  // --api-key, else the first key of --api-key-file, else ES_API_KEY.
+  const apiKeyOf = (args: GlobalArgs) =>
+    args.apiKey ||
+    (args.apiKeyFile ? keyFromFile(args.apiKeyFile, '--api-key-file', io.cwd) : undefined) ||
+    io.env.ES_API_KEY;
   const client = (args: GlobalArgs, admin = true): SchedulerClient => {
     const { url } = locate(args);
     const adminKey = admin ? adminKeyOf(args)?.key : undefined;
+    const apiKey = apiKeyOf(args);
     return createSchedulerClient({
       url,
       ...(adminKey === undefined ? {} : { adminKey }),
-      ...(args.apiKey ? { apiKey: args.apiKey } : {}),
+      ...(apiKey ? { apiKey } : {}),
     });
   };
   /**
@@ -105,8 +114,13 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     })
     .option('admin-key', {
       type: 'string',
-      default: io.env.ES_ADMIN_KEY,
-      describe: 'Admin key (env ES_ADMIN_KEY)',
+      describe:
+        'Admin key (env ES_ADMIN_KEY). Visible in ps to every user of the machine: prefer --admin-key-file or the environment',
+    })
+    .option('admin-key-file', {
+      type: 'string',
+      describe:
+        'File holding the admin key (mode 600, owned by you; blank lines and # comments ignored)',
     })
     .option('secret-file', {
       type: 'string',
@@ -116,8 +130,13 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     })
     .option('api-key', {
       type: 'string',
-      default: io.env.ES_API_KEY,
-      describe: 'Key for /v1 when the scheduler has --api-key (env ES_API_KEY): models, test',
+      describe:
+        'Key for /v1 when the scheduler requires one (env ES_API_KEY): models, test. Visible in ps: prefer --api-key-file or the environment',
+    })
+    .option('api-key-file', {
+      type: 'string',
+      describe:
+        'File holding the key for /v1 (its first key: mode 600, owned by you; blank lines and # comments ignored)',
     })
     .command(
       'status',

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -107,6 +107,27 @@ describe('findAdminKey', () => {
       explicit: false,
     });
     expect(findAdminKey({ env: {}, cwd: root })).toBeUndefined();
+  });
+
+  it('takes --admin-key-file after --admin-key and before ES_ADMIN_KEY, under the secret policy', () => {
+    const file = join(root, 'admin-key');
+    writeFileSync(file, '# the admin key\nfrom-file\n');
+    chmodSync(file, 0o600);
+    expect(
+      findAdminKey({ adminKeyFile: 'admin-key', env: { ES_ADMIN_KEY: 'e' }, cwd: root }),
+    ).toEqual({
+      key: 'from-file',
+      explicit: true,
+      from: file,
+    });
+    expect(findAdminKey({ adminKey: 'k', adminKeyFile: file, env: {}, cwd })).toMatchObject({
+      key: 'k',
+    });
+    chmodSync(file, 0o644);
+    expect(thrown(() => findAdminKey({ adminKeyFile: file, env: {}, cwd }))).toMatchObject({
+      code: 'bad_input',
+      message: `--admin-key-file: key file ${file} is readable by other users (mode 644): run chmod 600 ${file}`,
+    });
   });
 
   it('a named secret file that cannot be read is a usage error', () => {

@@ -253,7 +253,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       saved.push(entry);
     }
     const body = JSON.stringify({ nextId, jobs: saved }, null, 2);
-    mkdirSync(dirname(options.stateFile), { recursive: true });
+    mkdirSync(dirname(options.stateFile), { recursive: true, mode: 0o700 });
     // Write-then-rename: a crash mid-write must not leave a truncated file to adopt from.
     const tmp = `${options.stateFile}.${process.pid}.tmp`;
     writeFileSync(tmp, body, { mode: 0o600 });
@@ -386,8 +386,10 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     const [file, ...args] = job.request.command;
     try {
       if (file === undefined) throw new Error('empty command');
-      mkdirSync(job.request.logDir, { recursive: true });
-      out = openSync(join(job.request.logDir, `${job.request.name}-${job.id}.out`), 'a');
+      // Owner-only whatever the umask of the process using this library: a job's output
+      // may show what its command was given.
+      mkdirSync(job.request.logDir, { recursive: true, mode: 0o700 });
+      out = openSync(join(job.request.logDir, `${job.request.name}-${job.id}.out`), 'a', 0o600);
       const child = spawn(file, args, {
         env,
         cwd: process.cwd(),

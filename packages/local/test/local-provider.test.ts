@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -63,6 +63,24 @@ function alive(pid: number): boolean {
 }
 
 describe('createLocalProvider', () => {
+  it('creates the log directory, the job output and the state file owner-only, whatever the umask', async () => {
+    const previous = process.umask(0o022);
+    try {
+      const dir = join(logDir(), 'logs');
+      const stateFile = join(logDir(), 'state', 'local-jobs.json');
+      const p = provider({ nodes: 1, stateFile });
+      const id = await p.submit(request(dir, 'console.log("done")'));
+      await jobIn(p, id, ['COMPLETED', 'FAILED']);
+      const mode = (path: string) => statSync(path).mode & 0o777;
+      expect(mode(dir)).toBe(0o700);
+      expect(mode(join(dir, `${NAME}-${id}.out`))).toBe(0o600);
+      expect(mode(stateFile)).toBe(0o600);
+      expect(mode(join(stateFile, '..'))).toBe(0o700);
+    } finally {
+      process.umask(previous);
+    }
+  });
+
   it('runs the command with SLURM-like variables, its own GPU ids and the request env, logging to logDir', async () => {
     const dir = logDir();
     const p = provider({ nodes: 1, gpusPerNode: 8 });

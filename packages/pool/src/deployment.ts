@@ -1,4 +1,4 @@
-import type { EngineKind } from '@es/protocol';
+import { commandLineValueProblem, type EngineKind } from '@es/protocol';
 import type { ClusterOptions } from './provider.js';
 import type { DeploymentView, RoutingPolicy } from './view.js';
 import { PoolError } from './errors.js';
@@ -50,6 +50,26 @@ export function validateDeployment(config: DeploymentConfig): void {
   };
   if (!NAME.test(config.name)) fail('name', 'expected letters, digits, ".", "_" or "-"');
   if (config.model.trim() === '') fail('model', 'expected a model path or hub id');
+  // The names reach the worker's and the engines' command lines: none may pass for a flag
+  // (`--engine-bin=/bin/sh` as a served model name) or break a line of the batch script.
+  const names: [string, string, string | undefined][] = [
+    ['model', 'model', config.model],
+    ['servedModelName', 'served-model-name', config.servedModelName],
+    ...(config.aliases ?? []).map((alias, i): [string, string, string] => [
+      `aliases.${i}`,
+      'alias',
+      alias,
+    ]),
+  ];
+  for (const [param, flag, value] of names) {
+    const problem =
+      value === undefined ? undefined : commandLineValueProblem(flag, value, { name: true });
+    if (problem) fail(param, `is refused: ${problem}`);
+  }
+  (config.engineArgs ?? []).forEach((arg, i) => {
+    const problem = commandLineValueProblem('engine-extra-args', arg);
+    if (problem) fail(`engineArgs.${i}`, `is refused: ${problem}`);
+  });
   for (const key of ['tensorParallelSize', 'gpusPerNode'] as const) {
     if (!Number.isInteger(config[key]) || config[key] < 1) {
       fail(key, `expected an integer >= 1, got ${config[key]}`);

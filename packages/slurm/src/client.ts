@@ -129,7 +129,9 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
   return {
     async submit(spec) {
       const script = renderBatchScript(spec);
-      await mkdir(spec.logDir, { recursive: true });
+      // A directory this creates is owner-only; the scheduler refuses an existing one open to
+      // others (another user could swap the script before sbatch reads it).
+      await mkdir(spec.logDir, { recursive: true, mode: 0o700 });
       const safeName = spec.name.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 80);
       const stamp = `${Date.now()}-${randomBytes(4).toString('hex')}`;
       const path = join(spec.logDir, `${safeName}-${stamp}.sbatch`);

@@ -86,6 +86,8 @@ describe('createSlurmClient with fake SLURM commands', () => {
     expect(call.argv[1]).toMatch(/\.sbatch$/);
     expect(call.mode).toBe('600');
     expect((await stat(call.argv[1] ?? '')).mode & 0o777).toBe(0o600);
+    // The directory it made is owner-only: nobody else can swap the script before sbatch reads it.
+    expect((await stat(logDir)).mode & 0o777).toBe(0o700);
     expect(call.script).toContain('#SBATCH --comment="tag-1"');
     expect(call.script).toContain("exec srun --ntasks=1 -- worker 'a b'");
   });
