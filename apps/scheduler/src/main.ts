@@ -19,6 +19,7 @@ import {
   type Registry,
 } from '@es/pool';
 import {
+  deriveEngineKey,
   deriveKeys,
   removeSchedulerUrl,
   schedulerUrlFilePath,
@@ -98,12 +99,15 @@ export async function startScheduler(
   // job script in it before sbatch reads it.
   const logDir = ensureLogDir(settings.logDir);
   const secretFile = resolve(settings.secretFile ?? `${logDir}/secret`);
-  const keys = deriveKeys(loadOrCreateSecret(secretFile));
+  const secret = loadOrCreateSecret(secretFile);
+  const keys = deriveKeys(secret);
 
   const byName = new Map(settings.deployments.map((d) => [d.name, d]));
   const registry = createRegistry({
-    deployments: settings.deployments.map((d) => toDeploymentConfig(d, keys.engineApiKey)),
+    deployments: settings.deployments.map((d) => toDeploymentConfig(d)),
     heartbeatIntervalMs: settings.healthCheckIntervalS * 1000,
+    // Each job's engines take their own key: one that leaks opens that job only.
+    upstreamKey: ({ jobId }) => deriveEngineKey(secret, jobId),
   });
 
   // Admin API, /metrics and /dashboard: mounted before any other route, attached below once

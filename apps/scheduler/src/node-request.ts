@@ -86,10 +86,7 @@ export function workerRequest(d: DeploymentSettings, ctx: NodeRequestContext): N
 }
 
 /** The pool's view of a deployment. */
-export function toDeploymentConfig(
-  d: DeploymentSettings,
-  upstreamApiKey?: string,
-): DeploymentConfig {
+export function toDeploymentConfig(d: DeploymentSettings): DeploymentConfig {
   const config: DeploymentConfig = {
     name: d.name,
     model: d.model,
@@ -102,6 +99,5 @@ export function toDeploymentConfig(
   };
   if (d.servedModelName) config.servedModelName = d.servedModelName;
   if (d.timeLimitMinutes !== undefined) config.timeLimitMinutes = d.timeLimitMinutes;
-  if (upstreamApiKey) config.upstreamApiKey = upstreamApiKey;
   return config;
 }

@@ -8,7 +8,7 @@
  * proxy does with the hand-over (continuing the generation) is not asserted here: the
  * listener aborts the stream as the proxy's attempt would be aborted.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,9 +17,10 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { createRegistry, createWorkerApi } from '@es/pool';
 import type { PoolEvent } from '@es/pool';
-import { deriveKeys } from '@es/protocol';
+import { deriveEngineKey, deriveKeys } from '@es/protocol';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../../../packages/testkit/src/index.js';
+import { enginePidsBehind } from '../../../packages/chaos/src/faults.js';
 
 const WORKER = fileURLToPath(new URL('../../worker/dist/cli.mjs', import.meta.url));
 const MOCK = fileURLToPath(new URL('../../../packages/mock-engine/dist/cli.mjs', import.meta.url));
@@ -46,19 +47,6 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The pid of the mock engine listening on `port` (its command line holds `--port <port>`). */
-function enginePid(port: number): number | undefined {
-  const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
-  const line = ps
-    .split('\n')
-    .find(
-      (l) =>
-        l.includes('mock-engine') &&
-        (l.includes(`--port ${port} `) || l.endsWith(`--port ${port}`)),
-    );
-  return line === undefined ? undefined : Number.parseInt(line.trim(), 10);
-}
-
 describe('hand-over of a real worker on SIGTERM', () => {
   it(`reaches onWorkerLost ("hand-over") ${DRAIN_GRACE_S - MARGIN_S} s after SIGTERM with the stream in flight, before the engine stops`, async () => {
     const secret = 'a hand-over secret';
@@ -75,6 +63,7 @@ describe('hand-over of a real worker on SIGTERM', () => {
         },
       ],
       heartbeatIntervalMs: 250,
+      upstreamKey: ({ jobId }) => deriveEngineKey(secret, jobId),
     });
     const api = createWorkerApi(registry, { workerToken: keys.workerToken });
     const server = await new Promise<ServerType>((resolve) => {
@@ -141,7 +130,7 @@ describe('hand-over of a real worker on SIGTERM', () => {
     );
     const workerId = routable.id;
     const port = Number(new URL(routable.baseUrl).port);
-    const engine = enginePid(port);
+    const [engine] = await enginePidsBehind(port, 0);
     expect(engine, 'the mock engine process').toBeDefined();
 
     // A generation of 200 tokens at 5 tokens/s: 40 s, far past the drain grace.
@@ -150,7 +139,7 @@ describe('hand-over of a real worker on SIGTERM', () => {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
-        authorization: `Bearer ${keys.engineApiKey}`,
+        authorization: `Bearer ${routable.upstreamKey ?? ''}`,
       },
       body: JSON.stringify({
         model: 'mock-model',

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** `es-worker`: wiring only — flags → `@es/worker`'s `runWorker`. */
 import { SlicePlanError } from '@es/pool';
+import { derivedSecrets, redactingStream } from '@es/protocol';
 import { WorkerError, runWorker } from '@es/worker';
 import { pino } from 'pino';
 import { hideBin } from 'yargs/helpers';
@@ -15,8 +16,15 @@ async function main(): Promise<number> {
   // owner-only: other users of the node can read world-readable files.
   process.umask(0o077);
   const args = await parseWorkerArgs(hideBin(process.argv));
-  const logger = pino({ level: args.logLevel, base: { job: args.jobId } });
-  return runWorker(toWorkerOptions(args, logger));
+  let secrets: readonly string[] = [];
+  const logger = pino(
+    { level: args.logLevel, base: { job: args.jobId } },
+    redactingStream(() => secrets),
+  );
+  const options = toWorkerOptions(args, logger);
+  // No log line shows the secret, the keys derived from it or this job's engine key.
+  if (options.secret !== undefined) secrets = derivedSecrets(options.secret, [args.jobId]);
+  return runWorker(options);
 }
 
 main().then(

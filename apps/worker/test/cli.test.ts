@@ -13,7 +13,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deriveKeys } from '@es/protocol';
+import { deriveEngineKey, deriveKeys } from '@es/protocol';
 import type { RegisterRequest } from '@es/protocol';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -61,12 +61,21 @@ function runWorker(args: string[], env: NodeJS.ProcessEnv = {}) {
 }
 
 // PIDs of processes whose command line holds `--port <port>` (the engines).
-function pidsListening(port: number): number[] {
-  const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
-  return ps
+/**
+ * Pids of the mock engines of worker `workerPid` (children of its engine guards) whose
+ * command line names the private socket of instance `index`.
+ */
+function mockEnginePids(workerPid: number, index: number): number[] {
+  const ps = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' });
+  const rows = ps
     .split('\n')
-    .filter((line) => line.includes(`--port ${port} `) || line.endsWith(`--port ${port}`))
-    .map((line) => Number.parseInt(line.trim(), 10));
+    .map((line) => /^\s*(\d+)\s+(\d+)\s+(.*)$/.exec(line))
+    .filter((match) => match !== null)
+    .map(([, pid, ppid, args]) => ({ pid: Number(pid), ppid: Number(ppid), args: args ?? '' }));
+  const guards = new Set(rows.filter((row) => row.ppid === workerPid).map((row) => row.pid));
+  return rows
+    .filter((row) => guards.has(row.ppid) && row.args.includes(`/engine-${index}.sock`))
+    .map((row) => row.pid);
 }
 
 // A free port for --base-port; if base+1 is taken the worker picks another, as it should.
@@ -146,7 +155,7 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
     for (const r of registrations) {
       const client = new OpenAI({
         baseURL: `http://${r.host}:${r.port}/v1`,
-        apiKey: keys.engineApiKey,
+        apiKey: deriveEngineKey('top secret', '777'),
         maxRetries: 0,
       });
       const stream = await client.chat.completions.create({
@@ -173,7 +182,7 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
     const loads = scheduler.of('heartbeat').map((e) => e.body.load as { running?: number });
     expect(loads.some((load) => typeof load?.running === 'number')).toBe(true);
 
-    const pids = registrations.flatMap((r) => pidsListening(r.port));
+    const pids = registrations.flatMap((r) => mockEnginePids(worker.child.pid ?? 0, r.index));
     expect(pids).toHaveLength(2);
     const aliveAtDrain: boolean[] = [];
     scheduler.onEvent((e) => {
@@ -242,18 +251,20 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
       .map((f) => readFileSync(join(dir, f), 'utf8').trimEnd().split('\n'))
       .sort((a, b) => (a[0] ?? '').localeCompare(b[0] ?? ''));
     const registrations = scheduler.of('register').map((e) => e.body as unknown as RegisterRequest);
-    const portOf = (gpus: string) =>
-      String(registrations.find((r) => r.gpus.join(',') === gpus)?.port);
+    const indexOf = (gpus: string) => registrations.find((r) => r.gpus.join(',') === gpus)?.index;
+    const socketOf = (line: string | undefined) => line?.replace(/^--uds=/, '') ?? '';
     expect(recorded).toEqual(
-      ['2,3', '6,7'].map((gpus) => [
+      ['2,3', '6,7'].map((gpus, i) => [
         `CUDA=${gpus}`,
         'serve',
         'meta-llama/Llama-3-70B-Instruct',
-        '--host',
-        '127.0.0.1',
-        '--port',
-        portOf(gpus),
-        ...sharedFlags,
+        // vLLM 0.12 listens on a Unix socket in the worker's private directory.
+        `--uds=${socketOf(recorded[i]?.[3])}`,
+        // The seed's flags, as --flag=value (a value that starts with "-" stays a value).
+        '--tensor-parallel-size=2',
+        '--gpu-memory-utilization=0.85',
+        '--max-model-len=8192',
+        '--served-model-name=llama3',
         // The seed's engine flag (no --disable-log-requests: vLLM 0.12 removed it).
         '--trust-remote-code',
         '--enable-prefix-caching',
@@ -262,6 +273,11 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
         '--x=it s',
       ]),
     );
+    for (const [i, line] of recorded.entries()) {
+      expect(socketOf(line[3])).toMatch(
+        new RegExp(`/es-[A-Za-z0-9]{6}/engine-${indexOf(['2,3', '6,7'][i] ?? '')}\\.sock$`),
+      );
+    }
     expect(sleeps.every(alive)).toBe(true);
     worker.child.kill('SIGINT');
     expect(await worker.exited).toBe(0);

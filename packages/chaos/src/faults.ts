@@ -1,6 +1,6 @@
 /**
- * Fault injectors that act on real processes: find an engine by its port, a worker by its
- * SLURM job, and kill them. Parsing is pure; the rest is a thin layer over `ss` and /proc.
+ * Fault injectors that act on real processes: find an engine behind its worker's front
+ * port, a worker by its SLURM job, and kill them. Parsing is pure; the rest is a thin layer over `ss` and /proc.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { execa } from 'execa';
@@ -74,25 +74,60 @@ export function killPids(pids: readonly number[], signal: NodeJS.Signals = 'SIGK
   return hit;
 }
 
-/**
- * SIGKILLs the engine listening on `port` (the mock engine, not its worker).
- * @example
- * await killEngineOnPort(8001);
- */
-export async function killEngineOnPort(port: number): Promise<number[]> {
-  const pids = await pidsListeningOn(port);
-  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
-  return killPids(pids, 'SIGKILL');
+/** Parent pid of every process (from /proc/<pid>/stat). */
+function parents(): Map<number, number> {
+  const map = new Map<number, number>();
+  for (const pid of readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const stat = readProc(pid, 'stat');
+    if (stat === undefined) continue;
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    map.set(Number(pid), ppid);
+  }
+  return map;
 }
 
 /**
- * Freezes the engine listening on `port` (SIGSTOP): it keeps accepting connections in the
- * kernel and never answers, as a hung engine does. `SIGCONT` the returned pids to thaw it.
+ * Pids of engine instance `index` behind the front listening on `port`: the worker holds
+ * the port; the engine is the descendant of that worker whose command line names the
+ * instance's Unix socket (`.../engine-<index>.sock`).
  */
-export async function freezeEngineOnPort(port: number): Promise<number[]> {
-  const pids = await pidsListeningOn(port);
-  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
-  return killPids(pids, 'SIGSTOP');
+export async function enginePidsBehind(port: number, index: number): Promise<number[]> {
+  const fronts = await pidsListeningOn(port);
+  if (fronts.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
+  const parentOf = parents();
+  const descends = (pid: number): boolean => {
+    for (let at = parentOf.get(pid); at !== undefined && at > 1; at = parentOf.get(at)) {
+      if (fronts.includes(at)) return true;
+    }
+    return false;
+  };
+  const socket = `/engine-${index}.sock`;
+  const engines = [...parentOf.keys()].filter(
+    (pid) => descends(pid) && (readProc(String(pid), 'cmdline') ?? '').includes(socket),
+  );
+  if (engines.length === 0) {
+    throw new ChaosError('NOT_FOUND', `no engine ${index} behind the front on port ${port}`);
+  }
+  return engines;
+}
+
+/**
+ * SIGKILLs engine instance `index` behind the front on `port` (the engine, not its worker).
+ * @example
+ * await killEngineBehind(8001, 0);
+ */
+export async function killEngineBehind(port: number, index: number): Promise<number[]> {
+  return killPids(await enginePidsBehind(port, index), 'SIGKILL');
+}
+
+/**
+ * Freezes engine instance `index` behind the front on `port` (SIGSTOP): its socket keeps
+ * accepting connections in the kernel and nothing answers, as a hung engine does. `SIGCONT`
+ * the returned pids to thaw it.
+ */
+export async function freezeEngineBehind(port: number, index: number): Promise<number[]> {
+  return killPids(await enginePidsBehind(port, index), 'SIGSTOP');
 }
 
 /** SIGKILLs the worker daemon of SLURM job `jobId` (its engines are left orphaned, as after a crash). */

@@ -36,7 +36,8 @@ export type { RecheckMismatch, RunRecord } from './record.js';
 export { ChaosError } from './errors.js';
 export type { ChaosErrorCode } from './errors.js';
 export {
-  killEngineOnPort,
+  enginePidsBehind,
+  killEngineBehind,
   killPids,
   killWorkerOfJob,
   isAlive,

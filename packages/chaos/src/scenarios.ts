@@ -29,8 +29,8 @@ import { judge } from './judge.js';
 import { ChaosError } from './errors.js';
 import {
   isAlive,
-  freezeEngineOnPort,
-  killEngineOnPort,
+  freezeEngineBehind,
+  killEngineBehind,
   killPids,
   killWorkerOfJob,
   pidsOfJob,
@@ -119,6 +119,11 @@ function pickVictim(workers: readonly LiveWorker[], missing = 'no ready worker')
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The instance index of a worker id (`<job>.<restart count>.<index>`). */
+function instanceIndex(workerId: string): number {
+  return Number(workerId.split('.').at(-1));
+}
 
 /**
  * Waits until `target` workers are ready and stay so for `stableMs` (nodes that share a
@@ -368,7 +373,7 @@ export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
   const faultAt = Date.now();
-  const pids = await killEngineOnPort(victim.port);
+  const pids = await killEngineBehind(victim.port, instanceIndex(victim.id));
   ctx.log?.(`SIGKILLed engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
   const notes = [`engine of ${victim.id} on port ${victim.port}`];
   return finish(
@@ -395,7 +400,7 @@ export async function engineHangScenario(
   const workers = await liveWorkers(ctx.scheduler.url);
   const victim = pickVictim(workers);
   const faultAt = Date.now();
-  const pids = await freezeEngineOnPort(victim.port);
+  const pids = await freezeEngineBehind(victim.port, instanceIndex(victim.id));
   ctx.log?.(`froze engine of ${victim.id} (port ${victim.port}, pids ${pids.join(',')})`);
   try {
     await sleep(options.frozenMs);

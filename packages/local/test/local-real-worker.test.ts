@@ -13,7 +13,7 @@ import { serve } from '@hono/node-server';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolEvent, Reconciler, Registry } from '@es/pool';
 import { createReconciler, createRegistry, createWorkerApi } from '@es/pool';
-import { WORKER_ENV, deriveKeys } from '@es/protocol';
+import { WORKER_ENV, deriveEngineKey, deriveKeys } from '@es/protocol';
 import { until } from '@es/testkit';
 import type { LocalProvider } from '../src/index.js';
 import { createLocalProvider } from '../src/index.js';
@@ -55,9 +55,9 @@ async function startScheduler(port: number, secretFile: string, schedulerId: str
         gpusPerNode: 4,
         tensorParallelSize: 2,
         maxNodes: 2,
-        upstreamApiKey: keys.engineApiKey,
       },
     ],
+    upstreamKey: ({ jobId }) => deriveEngineKey('test-secret', jobId),
   });
   registry.on((e) => events.push(e));
   const api = createWorkerApi(registry, { workerToken: keys.workerToken });
@@ -125,11 +125,21 @@ describe('pool + local provider + apps/worker (mock engine)', () => {
     const first = await startScheduler(0, secretFile, schedulerId);
 
     const workers = await until(ready(first, 4));
-    const { engineApiKey } = deriveKeys('test-secret');
     for (const worker of workers) {
+      // Each job's engines take that job's key only.
+      const jobId = worker.id.split('.')[0] ?? '';
+      expect(worker.upstreamKey).toBe(deriveEngineKey('test-secret', jobId));
+      const otherJob = deriveEngineKey('test-secret', `${jobId}0`);
+      const refused = await fetch(`${worker.baseUrl}/v1/models`, {
+        headers: { authorization: `Bearer ${otherJob}` },
+      });
+      expect(refused.status).toBe(401);
       const res = await fetch(`${worker.baseUrl}/v1/chat/completions`, {
         method: 'POST',
-        headers: { authorization: `Bearer ${engineApiKey}`, 'content-type': 'application/json' },
+        headers: {
+          authorization: `Bearer ${worker.upstreamKey ?? ''}`,
+          'content-type': 'application/json',
+        },
         body: JSON.stringify({ model: 'mock-model', messages: [{ role: 'user', content: 'hi' }] }),
       });
       expect(res.status).toBe(200);

@@ -21,7 +21,14 @@ async function main(): Promise<void> {
       },
       host: { type: 'string', default: '127.0.0.1', describe: 'Address to bind' },
       port: { type: 'number', default: 8000, describe: 'Port to bind (0 = any free port)' },
-      'api-key': { type: 'string', describe: 'Require "Authorization: Bearer <key>" on /v1/*' },
+      uds: {
+        type: 'string',
+        describe: 'Listen on this Unix socket instead of --host/--port (as vLLM does)',
+      },
+      'api-key': {
+        type: 'string',
+        describe: 'Require "Authorization: Bearer <key>" on /v1/* (default: env VLLM_API_KEY)',
+      },
       'load-delay': {
         type: 'number',
         default: 0,
@@ -96,7 +103,8 @@ async function main(): Promise<void> {
   const engine = createMockEngine({
     model: argv.model,
     servedModelName: argv['served-model-name'],
-    apiKey: argv['api-key'],
+    // As vLLM: the flag, else VLLM_API_KEY (which keeps the key out of `ps`).
+    apiKey: argv['api-key'] ?? (process.env.VLLM_API_KEY || undefined),
     loadDelay: argv['load-delay'],
     tokensPerSecond: argv['tokens-per-second'],
     ttft: argv.ttft,
@@ -142,7 +150,10 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 
   console.log(`mock engine: loading ${argv.model} (load delay ${argv['load-delay']} ms)`);
-  const url = await engine.listen(argv.port, argv.host);
+  const url =
+    argv.uds === undefined
+      ? await engine.listen(argv.port, argv.host)
+      : await engine.listenUnix(argv.uds);
   console.log(`mock engine: listening on ${url}`);
 }
 

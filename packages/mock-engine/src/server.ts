@@ -34,6 +34,11 @@ export interface MockEngine {
   readonly server: Server;
   /** Wait `loadDelay`, then listen (default port 0, host 127.0.0.1); resolves to the URL. */
   listen(port?: number, host?: string): Promise<string>;
+  /**
+   * Like vLLM's `--uds`: wait `loadDelay`, then listen on the Unix socket `path` (which must
+   * not exist); resolves to `unix:<path>`.
+   */
+  listenUnix(path: string): Promise<string>;
   /** Stop generating, drop every connection and close the port. */
   close(): Promise<void>;
   /**
@@ -659,6 +664,19 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     await close();
   }
 
+  /** Waits `loadDelay` (loading weights), then binds. */
+  async function bind(where: { port: number; host: string } | { path: string }): Promise<void> {
+    if (opts.loadDelay > 0) await new Promise((r) => setTimeout(r, opts.loadDelay));
+    if (closing) throw new MockEngineError('NOT_LISTENING', 'closed while loading');
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(where, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
   return {
     get url() {
       if (url === undefined) {
@@ -668,18 +686,15 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     },
     server,
     async listen(port = 0, host = '127.0.0.1') {
-      if (opts.loadDelay > 0) await new Promise((r) => setTimeout(r, opts.loadDelay));
-      if (closing) throw new MockEngineError('NOT_LISTENING', 'closed while loading');
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve();
-        });
-      });
+      await bind({ port, host });
       const address = server.address();
       const actual = typeof address === 'object' && address ? address.port : port;
       url = `http://${host.includes(':') ? `[${host}]` : host}:${actual}`;
+      return url;
+    },
+    async listenUnix(path) {
+      await bind({ path });
+      url = `unix:${path}`;
       return url;
     },
     close,

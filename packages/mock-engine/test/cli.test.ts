@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,8 +36,11 @@ interface Spawned {
   exited: Promise<number | null>;
 }
 
-function run(args: string[]): Spawned {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function run(args: string[], env: NodeJS.ProcessEnv = {}): Spawned {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   children.push(child);
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
@@ -50,7 +54,41 @@ async function listening(spawned: Spawned): Promise<string> {
   return /listening on (http:\S+)/.exec(spawned.output())?.[1] ?? '';
 }
 
+/** GET `path` over the Unix socket `socketPath`: status and body. */
+function getOverSocket(
+  socketPath: string,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path, headers }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe('es-mock-engine (real process)', () => {
+  it('as vLLM: --uds listens on a Unix socket only, the key from VLLM_API_KEY guards /v1/* (it is in no argv)', async () => {
+    const socketPath = join(mkdtempSync(join(tmpdir(), 'es-')), 'engine-0.sock');
+    const engine = run(['--model=m', `--uds=${socketPath}`], { VLLM_API_KEY: 'es-engine-k-0123' });
+    await expect
+      .poll(engine.output, { timeout: 10_000 })
+      .toContain(`listening on unix:${socketPath}`);
+    expect((await getOverSocket(socketPath, '/v1/models')).status).toBe(401);
+    const models = await getOverSocket(socketPath, '/v1/models', {
+      authorization: 'Bearer es-engine-k-0123',
+    });
+    expect(models.status).toBe(200);
+    expect(JSON.parse(models.body)).toMatchObject({ data: [{ id: 'm' }] });
+    // vLLM leaves /health open: so does the mock (the worker's front guards it).
+    expect((await getOverSocket(socketPath, '/health')).status).toBe(200);
+    expect(engine.output()).not.toContain('es-engine-k-0123');
+  });
+
   it('opens its port only after --load-delay, then serves the OpenAI API with --api-key', async () => {
     const port = await freePort();
     const engine = run([

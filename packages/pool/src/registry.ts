@@ -107,6 +107,11 @@ export interface RegistryOptions {
   eventBufferSize?: number;
   /** Clock (default `Date.now`). */
   now?: () => number;
+  /**
+   * The key a worker's engine front requires (`deriveEngineKey(secret, jobId)`): the proxy
+   * sends it to that worker only. Undefined: the deployment's `upstreamApiKey`, if any.
+   */
+  upstreamKey?: (worker: { deployment: string; jobId: string }) => string | undefined;
 }
 
 /** A listener of lifecycle events. Exceptions it throws are swallowed. */
@@ -200,6 +205,10 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
   const goneRetentionMs = options.goneRetentionMs ?? 600_000;
   const bufferSize = Math.max(1, options.eventBufferSize ?? 1000);
 
+  const upstreamKeyOf = (deployment: string, jobId: string): { upstreamKey?: string } => {
+    const key = options.upstreamKey?.({ deployment, jobId });
+    return key === undefined ? {} : { upstreamKey: key };
+  };
   const deployments = new Map<string, DeploymentRecord>();
   const views: DeploymentView[] = [];
   const modelIndex = new Map<string, DeploymentView>();
@@ -555,6 +564,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
           id,
           deployment: request.deployment,
           baseUrl: baseUrlOf(request.host, request.port),
+          ...upstreamKeyOf(request.deployment, request.jobId),
           // Requests still running on the previous record decrement that object, not this one.
           inFlight: 0,
         },

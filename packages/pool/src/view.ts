@@ -13,7 +13,10 @@ export interface DeploymentView {
   model: string;
   engine: EngineKind;
   routing: RoutingPolicy;
-  /** `--api-key` the engines of this deployment require, if any. */
+  /**
+   * A key every engine of this deployment requires, for engines the pool does not start
+   * (a worker's own `upstreamKey` wins).
+   */
   upstreamApiKey?: string;
   /**
    * The engine parses chat output into reasoning or tool calls (a reasoning or tool-call
@@ -28,6 +31,11 @@ export interface RoutableWorker {
   deployment: string;
   /** `http://host:port` */
   baseUrl: string;
+  /**
+   * The key this worker's engine front requires (one per job, see the registry's
+   * `upstreamKey`); when absent, the deployment's `upstreamApiKey`.
+   */
+  upstreamKey?: string;
   /** Latest engine-reported load (from heartbeats). */
   load?: EngineLoad;
   /**

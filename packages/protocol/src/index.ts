@@ -36,7 +36,7 @@ export type {
   ReportedState,
   WorkerRouteName,
 } from './schemas.js';
-export { WORKER_ENV, deriveKeys, formatWorkerId } from './keys.js';
+export { WORKER_ENV, derivedSecrets, deriveEngineKey, deriveKeys, formatWorkerId } from './keys.js';
 export type { DerivedKeys } from './keys.js';
 export { createWorkerClient } from './client.js';
 export type {
@@ -95,3 +95,5 @@ export type {
   ReadSecretOptions,
   SecretFileErrorCode,
 } from './secret.js';
+export { REDACTED, redactSecrets, redactingStream } from './redact.js';
+export type { LineSink } from './redact.js';

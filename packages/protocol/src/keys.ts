@@ -9,14 +9,12 @@ export function formatWorkerId(jobId: string, restartCount: number, index: numbe
 export interface DerivedKeys {
   /** Bearer token workers present to the scheduler's worker routes. */
   workerToken: string;
-  /** `--api-key` given to engines, so only the proxy can reach them. */
-  engineApiKey: string;
   /** Bearer token for the admin API, when no explicit admin key is configured. */
   adminToken: string;
 }
 
 /**
- * Derive the worker token, the engine API key and the admin token from a secret
+ * Derive the worker token and the admin token from a secret
  * (surrounding whitespace is ignored, so a file's trailing newline does not matter).
  * @example
  * const { workerToken } = deriveKeys(readSecret(secretFile));
@@ -26,9 +24,34 @@ export function deriveKeys(secret: string): DerivedKeys {
     createHmac('sha256', secret.trim()).update(`elastic-serving:${purpose}`).digest('hex');
   return {
     workerToken: derive('worker'),
-    engineApiKey: `es-engine-${derive('engine').slice(0, 40)}`,
     adminToken: derive('admin'),
   };
+}
+
+/**
+ * The key one job's engines require, on every path of the worker's authenticating front
+ * (and as `VLLM_API_KEY` of vLLM): derived from the secret and the job id, so a key that
+ * leaks (an engine's own code, a core dump) opens that job's engines only.
+ * @example
+ * const key = deriveEngineKey(readSecret(secretFile), '4242'); // 'es-engine-…'
+ */
+export function deriveEngineKey(secret: string, jobId: string): string {
+  const mac = createHmac('sha256', secret.trim()).update(`elastic-serving:engine:${jobId}`);
+  return `es-engine-${mac.digest('hex').slice(0, 48)}`;
+}
+
+/**
+ * The secret and the keys derived from it (the worker token, the admin token, and the
+ * engine key of each of `jobIds`): what a log line must never show.
+ */
+export function derivedSecrets(secret: string, jobIds: readonly string[] = []): string[] {
+  const { workerToken, adminToken } = deriveKeys(secret);
+  return [
+    secret.trim(),
+    workerToken,
+    adminToken,
+    ...jobIds.map((id) => deriveEngineKey(secret, id)),
+  ];
 }
 
 /** Environment variables the scheduler sets for a worker (batch script or local spawn). */

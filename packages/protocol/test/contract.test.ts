@@ -8,6 +8,7 @@ import {
   WORKER_API_PREFIX,
   WORKER_ENV,
   WORKER_ROUTES,
+  deriveEngineKey,
   deriveKeys,
   formatWorkerId,
   isEngineKind,
@@ -33,9 +34,17 @@ describe('the worker protocol contract', () => {
   it('derives the same keys as before the move (workers and schedulers of both versions agree)', () => {
     expect(deriveKeys('a shared secret\n')).toEqual({
       workerToken: 'fbeb94bb61d040e96fb56949ad785c794c421a1e4b746f55c13f04e7129bd56d',
-      engineApiKey: 'es-engine-7044422302c82940a3b867f6b13e3024cb268850',
       adminToken: '09f9a5ae167f120cc2b49e8ec4ac59ebafdc0d3c896af9e6807df61496de2bcb',
     });
+  });
+
+  it('derives one engine key per job: a key of one job opens no other', () => {
+    const key = deriveEngineKey('a shared secret\n', '4242');
+    expect(key).toMatch(/^es-engine-[0-9a-f]{48}$/);
+    expect(deriveEngineKey('a shared secret', '4242')).toBe(key);
+    expect(deriveEngineKey('a shared secret', '4243')).not.toBe(key);
+    expect(deriveEngineKey('another secret', '4242')).not.toBe(key);
+    expect(Object.values(deriveKeys('a shared secret'))).not.toContain(key);
   });
 
   it('names a worker <job>.<restart count>.<index>', () => {

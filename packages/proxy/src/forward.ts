@@ -474,7 +474,7 @@ function attempt(
           path: request.path,
           method: 'POST',
           body: request.body,
-          headers: upstreamHeaders(request),
+          headers: upstreamHeaders(request, worker),
         },
         handler,
       );
@@ -491,9 +491,13 @@ export function clientGone(): ProxyError {
   });
 }
 
-/** Headers of an upstream request (`sse`: a streamed answer is expected). */
+/**
+ * Headers of an upstream request to `worker` (`sse`: a streamed answer is expected); the key
+ * is the worker's own (its job's engine key), else the deployment's.
+ */
 export function upstreamHeaders(
   request: ForwardRequest,
+  worker: RoutableWorker,
   sse = request.stream,
 ): Record<string, string> {
   const headers: Record<string, string> = {
@@ -501,7 +505,7 @@ export function upstreamHeaders(
     'x-request-id': request.requestId,
     accept: sse ? 'text/event-stream' : 'application/json',
   };
-  const key = request.deployment.upstreamApiKey;
+  const key = worker.upstreamKey ?? request.deployment.upstreamApiKey;
   if (key !== undefined && key !== '') headers.authorization = `Bearer ${key}`;
   return headers;
 }

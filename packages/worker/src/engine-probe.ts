@@ -1,43 +1,68 @@
 import { execFile } from 'node:child_process';
+import { request as httpRequest } from 'node:http';
 import type { EngineLoad } from '@es/protocol';
 import { parseEngineVersion } from './engines.js';
 import type { EngineCommand } from './engines.js';
+import type { EngineEndpoint } from './engine-front.js';
 
-/** The URL of `path` on an engine listening on `host:port` (IPv6 hosts bracketed). */
-export function engineUrl(host: string, port: number, path: string): string {
-  return `http://${host.includes(':') ? `[${host}]` : host}:${port}${path}`;
-}
-
-/** Whether `url` answers with a 2xx within `timeoutMs` (the engine's readiness probe). */
-export async function answersHealth(url: string, timeoutMs: number): Promise<boolean> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    await response.body?.cancel();
-    return response.ok;
-  } catch {
-    return false;
-  }
+/** How an endpoint is shown in logs: the socket path, or `host:port`. */
+export function describeEndpoint(endpoint: EngineEndpoint): string {
+  if ('socketPath' in endpoint) return `unix:${endpoint.socketPath}`;
+  const { host, port } = endpoint;
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 /**
- * The engine's load from its Prometheus `url` (`/metrics`) within `timeoutMs`, parsed by
- * `parse`; undefined when it cannot be read.
+ * GET `path` from the engine at `endpoint` (with its `key`) within `timeoutMs`: the status
+ * and body, or undefined when it does not answer in time.
+ */
+export function engineGet(
+  endpoint: EngineEndpoint,
+  path: string,
+  options: { key?: string | undefined; timeoutMs: number },
+): Promise<{ status: number; body: string } | undefined> {
+  return new Promise((resolve) => {
+    const headers = options.key === undefined ? {} : { authorization: `Bearer ${options.key}` };
+    const req = httpRequest({ ...endpoint, path, method: 'GET', headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.once('end', () => {
+        clearTimeout(timer);
+        resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
+      });
+      res.once('error', () => resolve(undefined));
+    });
+    const timer = setTimeout(() => req.destroy(new Error('timeout')), options.timeoutMs);
+    req.once('error', () => {
+      clearTimeout(timer);
+      resolve(undefined);
+    });
+    req.end();
+  });
+}
+
+/** Whether the engine's `path` answers with a 2xx within `timeoutMs` (the readiness probe). */
+export async function answersHealth(
+  endpoint: EngineEndpoint,
+  path: string,
+  options: { key?: string | undefined; timeoutMs: number },
+): Promise<boolean> {
+  const answer = await engineGet(endpoint, path, options);
+  return answer !== undefined && answer.status >= 200 && answer.status < 300;
+}
+
+/**
+ * The engine's load from its Prometheus `/metrics` within `timeoutMs`, parsed by `parse`;
+ * undefined when it cannot be read.
  */
 export async function readLoad(
-  url: string,
+  endpoint: EngineEndpoint,
   parse: (metrics: string) => EngineLoad,
-  timeoutMs: number,
+  options: { key?: string | undefined; timeoutMs: number },
 ): Promise<EngineLoad | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    if (!response.ok) {
-      await response.body?.cancel();
-      return undefined;
-    }
-    return parse(await response.text());
-  } catch {
-    return undefined;
-  }
+  const answer = await engineGet(endpoint, '/metrics', options);
+  if (answer === undefined || answer.status < 200 || answer.status >= 300) return undefined;
+  return parse(answer.body);
 }
 
 /** What {@link readEngineVersion} found: the version, or why there is none. */

@@ -21,7 +21,8 @@ export interface SpawnGuardedOptions {
  * process dies without a chance to do it (SIGKILL, OOM killer).
  */
 export function spawnGuarded(command: EngineCommand, options: SpawnGuardedOptions): ChildProcess {
-  const fd = openSync(options.logFile, 'a');
+  // Owner-only whatever the umask: an engine's log may show its prompts.
+  const fd = openSync(options.logFile, 'a', 0o600);
   try {
     return spawn(
       process.execPath,

@@ -1,33 +1,49 @@
 /**
- * The supervisor of one engine instance's process: launch through the engine guard, probe
- * it, restart it after a crash with backoff, stop it. What to do when is decided by the
- * pure health machine (`health.ts`); this module only carries its actions out.
+ * The supervisor of one engine instance: its front (the only address others see, see
+ * `engine-front.ts`), and its process: launch through the engine guard on a private Unix
+ * socket (or a loopback port), probe it, check that what answers is its own process,
+ * restart it after a crash with backoff, stop it. What to do when is decided by the pure
+ * health machine (`health.ts`); this module only carries its actions out.
  */
 import type { ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { signalGroup, terminateGroup } from '@es/proc';
 import type { EngineLoad } from '@es/protocol';
 import type { Clock } from './clock.js';
-import { answersHealth, engineUrl, readLoad } from './engine-probe.js';
+import { createEngineFront } from './engine-front.js';
+import type { EngineEndpoint } from './engine-front.js';
+import { answersHealth, describeEndpoint, readLoad } from './engine-probe.js';
 import { spawnGuarded } from './engine-spawn.js';
 import type { EngineAdapter, EngineSpec } from './engines.js';
 import { initialHealth, nextHealth } from './health.js';
 import type { HealthAction, HealthEvent, HealthPolicy, HealthState } from './health.js';
-import { freePort, isPortFree } from './host.js';
+import { freePort } from './host.js';
+import { socketOwnership } from './socket-owner.js';
 import type { WorkerLogger } from './worker-options.js';
 
 /** Options of {@link createEngineSupervisor}. */
 export interface EngineSupervisorOptions {
   index: number;
   gpus: number[];
-  /** The planned port (kept when free). */
+  /** The planned port of the front (kept when free). */
   port: number;
-  /** Address the engine binds (and the probes reach). */
+  /** Address the front binds and the worker registers. */
   host: string;
+  /**
+   * The worker's private directory (mode 0700) for the engines' Unix sockets; an engine
+   * that cannot listen on one listens on a loopback port.
+   */
+  socketDir: string;
+  /** Listen on `socketDir/engine-<index>.sock` (the adapter said the engine can). */
+  unixSocket: boolean;
+  /** The job's engine key: required by the front on every path, given to the engine. */
+  key: string | undefined;
   /** The engine's log (stdout and stderr, appended). */
   logFile: string;
   adapter: EngineAdapter;
-  /** The instance's engine spec without its port and slice. */
-  spec: Omit<EngineSpec, 'port' | 'gpus'>;
+  /** The instance's engine spec without its endpoint, slice and key. */
+  spec: Omit<EngineSpec, 'listen' | 'gpus' | 'apiKey'>;
   /** Environment of the engine (its command's own variables go on top). */
   env: NodeJS.ProcessEnv;
   policy: HealthPolicy;
@@ -37,8 +53,6 @@ export interface EngineSupervisorOptions {
   logger: WorkerLogger;
   /** Tell the scheduler the instance's state now (it changed). */
   report(): Promise<void>;
-  /** A restart moved the engine to another port: the scheduler must learn it. */
-  portChanged(): void;
   /** The engine guard script (default: the built `engine-guard.mjs`). */
   guardPath?: string;
 }
@@ -48,19 +62,19 @@ export interface EngineSupervisor {
   readonly index: number;
   readonly gpus: readonly number[];
   readonly logFile: string;
-  /** The address the engine binds. */
+  /** The address of the front. */
   readonly host: string;
-  /** The port the engine listens on (may change on a restart when it was taken). */
+  /** The port of the front (fixed once {@link listen} resolved; restarts keep it). */
   readonly port: number;
   readonly health: HealthState;
   /** The last load read from the engine's /metrics (cleared on every launch). */
   readonly load: EngineLoad | undefined;
   /** Pid of the engine's guard (its process group), while it runs. */
   readonly pid: number | undefined;
-  /** Picks the port: a free one when `anyPort`, else the planned one unless it is taken. */
-  pickPort(anyPort: boolean): Promise<void>;
+  /** Binds the front: a free port when `anyPort`, else the planned one unless it is taken. */
+  listen(anyPort: boolean): Promise<void>;
   /** Starts the engine (through the guard) and its probes. */
-  launch(): void;
+  launch(): Promise<void>;
   /** Reads the load now (within `timeoutMs`); keeps the last one when it cannot be read. */
   refreshLoad(timeoutMs: number): Promise<EngineLoad | undefined>;
   /** Reads the load now, undefined when it cannot be read. */
@@ -69,7 +83,10 @@ export interface EngineSupervisor {
   hasServed(): boolean;
   /** Stop reacting: no more probes, restarts or exit handling (shutdown has begun). */
   halt(): void;
-  /** SIGTERM the engine's group, SIGKILL after the grace; resolves once it exited. False if none ran. */
+  /**
+   * SIGTERM the engine's group, SIGKILL after the grace; resolves once it exited (false if
+   * none ran) and the front is closed.
+   */
   stop(): Promise<boolean>;
   /** SIGKILL the engine's group now. */
   killSync(): void;
@@ -77,9 +94,11 @@ export interface EngineSupervisor {
 
 /** Creates the supervisor of one engine instance; nothing runs before `start`. */
 export function createEngineSupervisor(options: EngineSupervisorOptions): EngineSupervisor {
-  const { index, gpus, host, logFile, adapter, policy, clock, logger: log } = options;
-  let port = options.port;
+  const { index, gpus, host, logFile, adapter, policy, clock, logger: log, key } = options;
   let health = initialHealth();
+  /** Where the engine that runs now listens. */
+  let endpoint: EngineEndpoint | undefined;
+  const front = createEngineFront({ host, key, endpoint: () => endpoint });
   let load: EngineLoad | undefined;
   let current: ChildProcess | undefined;
   let halted = false;
@@ -97,16 +116,34 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     for (const timer of timers) clock.clearTimeout(timer);
     timers.clear();
   };
-  const url = (path: string) => engineUrl(host, port, path);
-  const loadNow = (timeoutMs = 2_000) => readLoad(url('/metrics'), adapter.parseLoad, timeoutMs);
+  const loadNow = async (timeoutMs = 2_000) =>
+    endpoint === undefined ? undefined : readLoad(endpoint, adapter.parseLoad, { key, timeoutMs });
+  /** The launch whose socket was found to be someone else's (warned once per launch). */
+  let warnedForeign: ChildProcess | undefined;
 
-  const choosePort = async (wanted: number) => {
-    if (await isPortFree(wanted, host)) {
-      port = wanted;
-      return;
+  /**
+   * Whether what answered at `at` is `child`'s own socket: checked before every report of
+   * readiness, so a port another user took first never becomes a ready worker.
+   */
+  const ownSocket = async (child: ChildProcess, at: EngineEndpoint): Promise<boolean> => {
+    if (child.pid === undefined) return false;
+    const owner = await socketOwnership(at, child.pid);
+    if (owner === 'owned') return true;
+    if (owner === 'unknown') {
+      if (warnedForeign !== child) {
+        warnedForeign = child;
+        log.warn({ index }, 'cannot check who owns the engine socket here (no /proc): trusting it');
+      }
+      return true;
     }
-    port = await freePort(host);
-    log.warn({ index, wanted, port }, `port ${wanted} is taken; instance ${index} uses ${port}`);
+    if (warnedForeign !== child) {
+      warnedForeign = child;
+      log.error(
+        { index, endpoint: describeEndpoint(at) },
+        `engine ${index}: ${describeEndpoint(at)} answers but is not the engine's socket (another user's process?): not ready`,
+      );
+    }
+    return false;
   };
 
   const dispatch = (child: ChildProcess, event: HealthEvent) => {
@@ -122,7 +159,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
           later(action.afterMs, () => void probe(child, action.timeoutMs));
           break;
         case 'ready':
-          log.info({ index, port }, `engine ${index} ready`);
+          log.info({ index, port: front.port }, `engine ${index} ready`);
           load = await loadNow();
           await options.report();
           break;
@@ -131,7 +168,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
           void options.report();
           break;
         case 'unready':
-          log.warn({ index, port }, health.reason ?? '');
+          log.warn({ index, port: front.port }, health.reason ?? '');
           // Reported at once: the scheduler takes it out of routing now, not at a timeout.
           void options.report();
           break;
@@ -161,14 +198,30 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
   };
 
   const probe = async (child: ChildProcess, timeoutMs: number) => {
-    if (halted || current !== child) return;
-    const ok = await answersHealth(url(adapter.readinessPath), timeoutMs);
+    const at = endpoint;
+    if (halted || current !== child || at === undefined) return;
+    let ok = await answersHealth(at, adapter.readinessPath, { key, timeoutMs });
+    // Readiness (not yet serving, or serving again): only when the socket is the engine's.
+    if (ok && health.phase !== 'ready') ok = await ownSocket(child, at);
     if (halted || current !== child) return;
     await dispatch(child, { type: 'probed', ok, at: clock.now() });
   };
 
-  const launch = () => {
-    const command = adapter.command({ ...options.spec, port, gpus });
+  /** A fresh endpoint for a launch: the socket path (a stale file removed) or a free port. */
+  const nextEndpoint = async (): Promise<EngineEndpoint> => {
+    if (options.unixSocket) {
+      const socketPath = join(options.socketDir, `engine-${index}.sock`);
+      rmSync(socketPath, { force: true });
+      return { socketPath };
+    }
+    return { host: '127.0.0.1', port: await freePort('127.0.0.1') };
+  };
+
+  const launch = async () => {
+    const at = await nextEndpoint();
+    if (halted) return;
+    endpoint = at;
+    const command = adapter.command({ ...options.spec, listen: at, gpus, apiKey: key });
     const child = spawnGuarded(command, {
       env: options.env,
       logFile,
@@ -177,7 +230,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     current = child;
     load = undefined;
     log.info(
-      { index, pid: child.pid, port, gpus },
+      { index, pid: child.pid, port: front.port, endpoint: describeEndpoint(at), gpus },
       `engine ${index} started: ${command.command} ${command.args.join(' ')}`,
     );
     let spawnError: Error | undefined;
@@ -203,13 +256,9 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
 
   const relaunch = () => {
     if (halted) return;
-    const registeredPort = port;
-    void choosePort(port).then(() => {
-      if (halted) return;
-      launch();
-      // Another process took the port (on a shared host, another job's engine): tell the
-      // scheduler where this instance listens now, or it routes to the wrong engine.
-      if (port !== registeredPort) options.portChanged();
+    // The front keeps its port: the scheduler routes to the same address as before.
+    launch().catch((error: unknown) => {
+      log.error({ index, error: String(error) }, `engine ${index} could not be restarted`);
     });
   };
 
@@ -219,7 +268,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     logFile,
     host,
     get port() {
-      return port;
+      return front.port;
     },
     get health() {
       return health;
@@ -230,9 +279,14 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     get pid() {
       return current?.pid;
     },
-    async pickPort(anyPort) {
-      if (anyPort) port = await freePort(host);
-      else await choosePort(port);
+    async listen(anyPort) {
+      const port = await front.listen(anyPort ? 0 : options.port);
+      if (!anyPort && port !== options.port) {
+        log.warn(
+          { index, wanted: options.port, port },
+          `port ${options.port} is taken; instance ${index} uses ${port}`,
+        );
+      }
     },
     launch,
     async refreshLoad(timeoutMs) {
@@ -246,21 +300,27 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
       clearTimers();
     },
     async stop() {
-      const child = current;
-      if (!child || child.pid === undefined || child.exitCode !== null) return false;
-      const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-      // Children the engine left behind in its group go too (sweep).
-      const termination = terminateGroup(child.pid, {
-        graceMs: options.killGraceMs,
-        exited,
-        sweep: true,
-        timers: clock,
-      });
-      await Promise.all([termination.done, exited]);
-      return true;
+      const stopped = await stopEngine();
+      await front.close();
+      return stopped;
     },
     killSync() {
       signalGroup(current?.pid, 'SIGKILL');
     },
   };
+
+  async function stopEngine(): Promise<boolean> {
+    const child = current;
+    if (!child || child.pid === undefined || child.exitCode !== null) return false;
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    // Children the engine left behind in its group go too (sweep).
+    const termination = terminateGroup(child.pid, {
+      graceMs: options.killGraceMs,
+      exited,
+      sweep: true,
+      timers: clock,
+    });
+    await Promise.all([termination.done, exited]);
+    return true;
+  }
 }

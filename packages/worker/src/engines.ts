@@ -1,14 +1,19 @@
 import { createRequire } from 'node:module';
 import type { EngineKind, EngineLoad } from '@es/protocol';
+import type { EngineEndpoint } from './engine-front.js';
+import { WorkerError } from './errors.js';
 
 /** Everything an engine adapter needs to build one instance's command line. */
 export interface EngineSpec {
   engine: EngineKind;
   /** Model path or hub id. */
   model: string;
-  /** Address the engine binds. */
-  host: string;
-  port: number;
+  /**
+   * Where the engine listens: a Unix socket in the worker's private directory, or (for an
+   * engine that cannot, see {@link EngineAdapter.unixSocket}) a loopback port. Only the
+   * worker's engine front is reachable from outside.
+   */
+  listen: EngineEndpoint;
   /** GPU ids of the instance's slice; becomes `CUDA_VISIBLE_DEVICES`. */
   gpus: readonly number[];
   tensorParallelSize: number;
@@ -17,7 +22,10 @@ export interface EngineSpec {
   /** vLLM `--max-model-len`, SGLang `--context-length`. */
   maxModelLen?: number | undefined;
   servedModelName?: string | undefined;
-  /** The engine's `--api-key` (the proxy's key to it). */
+  /**
+   * The key the engine requires (its job's engine key), passed in its environment, never
+   * in its argv: `VLLM_API_KEY` for vLLM and the mock, a launcher variable for SGLang.
+   */
   apiKey?: string | undefined;
   /**
    * Extra arguments appended verbatim (already split, see `splitArgs`), except
@@ -62,14 +70,60 @@ export interface EngineAdapter {
    * {@link command} depends on it for this spec; undefined otherwise.
    */
   versionCommand?(spec: Pick<EngineSpec, 'engineBin' | 'extraArgs'>): EngineCommand | undefined;
+  /**
+   * Whether this engine (at this version, as its `versionCommand` printed it) can listen on
+   * a Unix socket; if not, it listens on a loopback port behind the worker's front.
+   */
+  unixSocket(version: string | undefined): boolean;
   /** Path answering 200 once the engine serves requests. */
   readinessPath: string;
   /** Reads running / waiting / KV-cache use from the engine's Prometheus text. */
   parseLoad(metrics: string): EngineLoad;
 }
 
-function optional(flag: string, value: string | number | undefined): string[] {
-  return value === undefined ? [] : [flag, String(value)];
+/**
+ * `--flag=value`: a value that starts with `-` stays a value (a model name `--engine-bin=x`
+ * never becomes a flag); refused when it holds a line break or a NUL.
+ */
+function flag(name: string, value: string | number): string {
+  const text = String(value);
+  if (/[\0\r\n]/.test(text)) {
+    throw new WorkerError(
+      'INVALID_OPTION',
+      `${name} must be one line, got ${JSON.stringify(text)}`,
+      {
+        field: name.replace(/^--/, ''),
+      },
+    );
+  }
+  return `${name}=${text}`;
+}
+
+function optional(name: string, value: string | number | undefined): string[] {
+  return value === undefined ? [] : [flag(name, value)];
+}
+
+/** A model given as a positional argument must not look like a flag. */
+function modelArgument(model: string): string {
+  if (model.startsWith('-') || /[\0\r\n]/.test(model)) {
+    throw new WorkerError(
+      'INVALID_OPTION',
+      `model ${JSON.stringify(model)} is not a model path or hub id (it starts with "-" or holds a line break)`,
+      { field: 'model' },
+    );
+  }
+  return model;
+}
+
+/** `--uds=<path>`, or `--host=<loopback> --port=<port>`. */
+function listenArgs(spec: EngineSpec): string[] {
+  if ('socketPath' in spec.listen) return [flag('--uds', spec.listen.socketPath)];
+  return [flag('--host', spec.listen.host), flag('--port', spec.listen.port)];
+}
+
+/** The slice's GPUs and, when there is one, the key in vLLM's variable. */
+function vllmEnv(spec: EngineSpec): Record<string, string> {
+  return { ...slice(spec), ...(spec.apiKey === undefined ? {} : { VLLM_API_KEY: spec.apiKey }) };
 }
 
 function slice(spec: EngineSpec): Record<string, string> {
@@ -125,26 +179,34 @@ export function parseEngineVersion(output: string): string | undefined {
   return version;
 }
 
-/** vLLM: `vllm serve <model> --host --port --tensor-parallel-size --gpu-memory-utilization ...`. */
+/**
+ * The first vLLM that listens on a Unix socket (`--uds`, vLLM pull request 18097, mid-2025):
+ * older or unknown versions listen on a loopback port behind the worker's front.
+ */
+export const VLLM_UNIX_SOCKET_SINCE = '0.10.0';
+
+/** Whether a vLLM of this version (`vllm --version`) takes `--uds`: 0.10.0 or later. */
+export function vllmTakesUnixSocket(version: string | undefined): boolean {
+  const match = /^v?(\d+)\.(\d+)(?:\D|$)/.exec(version?.trim() ?? '');
+  if (match === null) return false;
+  return Number(match[1]) > 0 || Number(match[2]) >= 10;
+}
+
+/** vLLM: `vllm serve <model> --uds=... --tensor-parallel-size=... --gpu-memory-utilization=...`. */
 export const vllmAdapter: EngineAdapter = {
   kind: 'vllm',
   readinessPath: '/health',
+  unixSocket: vllmTakesUnixSocket,
   command: (spec) => ({
     command: spec.engineBin ?? 'vllm',
     args: [
       'serve',
-      spec.model,
-      '--host',
-      spec.host,
-      '--port',
-      String(spec.port),
-      '--tensor-parallel-size',
-      String(spec.tensorParallelSize),
-      '--gpu-memory-utilization',
-      String(spec.gpuMemoryUtilization),
+      modelArgument(spec.model),
+      ...listenArgs(spec),
+      flag('--tensor-parallel-size', spec.tensorParallelSize),
+      flag('--gpu-memory-utilization', spec.gpuMemoryUtilization),
       ...optional('--max-model-len', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
-      ...optional('--api-key', spec.apiKey),
       ...trustRemoteCode(spec),
       // The seed passed it always; vLLM 0.12 removed it (and an unknown flag stops vLLM).
       ...(!decidesRequestLogging(spec) && vllmAcceptsDisableLogRequests(spec.engineVersion)
@@ -152,12 +214,10 @@ export const vllmAdapter: EngineAdapter = {
         : []),
       ...passedExtraArgs(spec),
     ],
-    env: slice(spec),
+    env: vllmEnv(spec),
   }),
-  versionCommand: (spec) =>
-    decidesRequestLogging(spec)
-      ? undefined
-      : { command: spec.engineBin ?? 'vllm', args: ['--version'], env: {} },
+  // Always read: whether vLLM takes `--uds` depends on it.
+  versionCommand: (spec) => ({ command: spec.engineBin ?? 'vllm', args: ['--version'], env: {} }),
   parseLoad: (text) => {
     const metrics = parsePrometheus(text);
     const kv = metrics.get('vllm:kv_cache_usage_perc') ?? metrics.get('vllm:gpu_cache_usage_perc');
@@ -169,34 +229,50 @@ export const vllmAdapter: EngineAdapter = {
   },
 };
 
-/** SGLang: `python -m sglang.launch_server --model-path --host --port --tp-size ...`. */
+/** The variable the SGLang launcher reads the engine key from (and removes). */
+export const SGLANG_KEY_VARIABLE = 'ES_ENGINE_API_KEY';
+
+/**
+ * SGLang takes its key only as `--api-key`: this launcher, run as `python -c`, appends it to
+ * `sys.argv` inside the interpreter (where `ps` cannot see it) and runs
+ * `sglang.launch_server` as `python -m` would.
+ */
+export const SGLANG_LAUNCHER = [
+  'import os, runpy, sys',
+  `key = os.environ.pop(${JSON.stringify(SGLANG_KEY_VARIABLE)}, None)`,
+  "sys.argv = ['sglang.launch_server'] + sys.argv[1:] + (['--api-key', key] if key else [])",
+  "runpy.run_module('sglang.launch_server', run_name='__main__', alter_sys=True)",
+].join('\n');
+
+/**
+ * SGLang: `python -c <launcher> --model-path=... --host=127.0.0.1 --port=... --tp-size=...`.
+ * It cannot listen on a Unix socket: it binds loopback, behind the worker's front; its own
+ * `/health` and `/metrics` need no key (SGLang leaves them open).
+ */
 export const sglangAdapter: EngineAdapter = {
   kind: 'sglang',
   readinessPath: '/health',
+  unixSocket: () => false,
   command: (spec) => ({
     command: spec.engineBin ?? 'python',
     args: [
-      '-m',
-      'sglang.launch_server',
-      '--model-path',
-      spec.model,
-      '--host',
-      spec.host,
-      '--port',
-      String(spec.port),
-      '--tp-size',
-      String(spec.tensorParallelSize),
-      '--mem-fraction-static',
-      String(spec.gpuMemoryUtilization),
+      '-c',
+      SGLANG_LAUNCHER,
+      flag('--model-path', spec.model),
+      ...listenArgs(spec),
+      flag('--tp-size', spec.tensorParallelSize),
+      flag('--mem-fraction-static', spec.gpuMemoryUtilization),
       ...optional('--context-length', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
-      ...optional('--api-key', spec.apiKey),
       ...trustRemoteCode(spec),
       // SGLang exports Prometheus metrics only when asked to.
       ...(spec.extraArgs?.includes('--enable-metrics') ? [] : ['--enable-metrics']),
       ...passedExtraArgs(spec),
     ],
-    env: slice(spec),
+    env: {
+      ...slice(spec),
+      ...(spec.apiKey === undefined ? {} : { [SGLANG_KEY_VARIABLE]: spec.apiKey }),
+    },
   }),
   parseLoad: (text) => {
     const metrics = parsePrometheus(text);
@@ -223,22 +299,18 @@ export function mockEngineCliPath(): string {
 export const mockAdapter: EngineAdapter = {
   kind: 'mock',
   readinessPath: '/health',
+  unixSocket: () => true,
   command: (spec) => ({
     command: process.execPath,
     args: [
       spec.engineBin ?? mockEngineCliPath(),
-      '--model',
-      spec.model,
-      '--host',
-      spec.host,
-      '--port',
-      String(spec.port),
+      flag('--model', spec.model),
+      ...listenArgs(spec),
       ...optional('--max-model-len', spec.maxModelLen),
       ...optional('--served-model-name', spec.servedModelName),
-      ...optional('--api-key', spec.apiKey),
       ...passedExtraArgs(spec),
     ],
-    env: slice(spec),
+    env: vllmEnv(spec),
   }),
   parseLoad: (text) => vllmAdapter.parseLoad(text),
 };

@@ -4,11 +4,11 @@
  * for in-flight requests, stop engines, deregister). The parts: `engine-supervisor.ts`
  * (processes), `health.ts` (pure health state machine), `scheduler-link.ts` (protocol).
  */
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SlicePlanError, planSlices } from '@es/pool';
-import { defaultHandoverMargin, deriveKeys } from '@es/protocol';
+import { defaultHandoverMargin, deriveEngineKey, deriveKeys } from '@es/protocol';
 import { sleep, systemClock } from './clock.js';
 import { createEngineSupervisor } from './engine-supervisor.js';
 import type { EngineSupervisor } from './engine-supervisor.js';
@@ -50,6 +50,9 @@ export function createWorker(options: WorkerOptions): Worker {
   const restartCount = options.restartCount ?? 0;
   const env = options.env ?? process.env;
   const keys = options.secret === undefined ? undefined : deriveKeys(options.secret);
+  // This job's engines' key: one leaked key opens this job only.
+  const engineKey =
+    options.secret === undefined ? undefined : deriveEngineKey(options.secret, options.jobId);
   const drainGraceMs = options.drainGraceMs ?? 15_000;
   const handoverMarginMs =
     options.handoverMarginMs ?? defaultHandoverMargin(drainGraceMs / 1000) * 1000;
@@ -66,7 +69,10 @@ export function createWorker(options: WorkerOptions): Worker {
     ...(options.engineExtraArgs ? splitArgs(options.engineExtraArgs) : []),
     ...(options.extraArgs ?? []),
   ];
-  const logDir = options.logDir ?? join(tmpdir(), `es-worker-${options.jobId}`);
+  /** The log directory: `logDir`, else a fresh private one (never a predictable path). */
+  let logDir = options.logDir;
+  /** Private (0700) directory of the engines' Unix sockets, removed at the end. */
+  let socketDir: string | undefined;
   const link = createSchedulerLink({
     schedulerUrl: options.schedulerUrl,
     schedulerUrlFile: options.schedulerUrlFile,
@@ -111,23 +117,24 @@ export function createWorker(options: WorkerOptions): Worker {
 
   const supervise = (
     slice: { index: number; gpus: number[]; port: number },
-    host: string,
+    dirs: { host: string; logDir: string; socketDir: string },
     engineVersion: string | undefined,
   ) => {
     const engine: EngineSupervisor = createEngineSupervisor({
       ...slice,
-      host,
-      logFile: join(logDir, `engine-${options.jobId}.${restartCount}.${slice.index}.log`),
+      host: dirs.host,
+      socketDir: dirs.socketDir,
+      unixSocket: adapter.unixSocket(engineVersion),
+      key: engineKey,
+      logFile: join(dirs.logDir, `engine-${options.jobId}.${restartCount}.${slice.index}.log`),
       adapter,
       spec: {
         engine: options.engine,
         model: options.model,
-        host,
         tensorParallelSize: options.tensorParallelSize ?? 1,
         gpuMemoryUtilization: options.gpuMemoryUtilization ?? 0.9,
         maxModelLen: options.maxModelLen,
         servedModelName: options.servedModelName,
-        apiKey: keys?.engineApiKey,
         extraArgs,
         engineBin: options.engineBin,
         trustRemoteCode: options.trustRemoteCode,
@@ -139,9 +146,6 @@ export function createWorker(options: WorkerOptions): Worker {
       clock,
       logger: log,
       report: () => link.heartbeat(engine),
-      portChanged: () => {
-        if (link.workerId(slice.index) !== undefined) link.register(engine).catch(fatal);
-      },
     });
     return engine;
   };
@@ -217,6 +221,7 @@ export function createWorker(options: WorkerOptions): Worker {
         }),
       );
       stopBeats();
+      if (socketDir !== undefined) rmSync(socketDir, { recursive: true, force: true });
       if (how.drain) await link.deregister(workerIds(), reason);
       const exit = { code: how.code, reason };
       log.info(exit, 'worker stopped');
@@ -253,13 +258,23 @@ export function createWorker(options: WorkerOptions): Worker {
       });
       const engineVersion = await probeVersion();
       if (stopping) return;
-      mkdirSync(logDir, { recursive: true });
-      for (const slice of plan) engines.push(supervise(slice, host, engineVersion));
+      if (logDir === undefined) logDir = mkdtempSync(join(tmpdir(), `es-worker-${options.jobId}-`));
+      else mkdirSync(logDir, { recursive: true, mode: 0o700 });
+      socketDir = mkdtempSync(socketBase(env));
+      if (!adapter.unixSocket(engineVersion)) {
+        log.warn(
+          { engine: options.engine, version: engineVersion },
+          `${options.engine} ${engineVersion ?? '(version unknown)'} cannot listen on a Unix socket: ` +
+            'engines listen on loopback behind the authenticating front (other users of this node can reach loopback: use --exclusive nodes)',
+        );
+      }
+      const dirs = { host, logDir, socketDir };
+      for (const slice of plan) engines.push(supervise(slice, dirs, engineVersion));
       try {
         for (const engine of engines) {
-          await engine.pickPort(options.basePort === 0);
+          await engine.listen(options.basePort === 0);
           if (stopping) return;
-          engine.launch();
+          await engine.launch();
         }
         await Promise.all(
           engines.map(async (engine) => {
@@ -298,6 +313,16 @@ export function createWorker(options: WorkerOptions): Worker {
       for (const engine of engines) engine.killSync();
     },
   };
+}
+
+/**
+ * Prefix of the private socket directory: under `$TMPDIR` (SLURM's per-job one when set),
+ * or /tmp when that path is too long for a Unix socket address (108 bytes on Linux).
+ */
+function socketBase(env: NodeJS.ProcessEnv): string {
+  const base = join(env.TMPDIR || tmpdir(), 'es-');
+  // mkdtemp adds 6 characters, the socket name ~20 (`/engine-<index>.sock`).
+  return base.length + 6 + 24 < 108 ? base : '/tmp/es-';
 }
 
 function kebab(field: string): string {

@@ -1,4 +1,5 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -17,11 +18,17 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
+const KEY = 'es-engine-test-key-0123456789';
+
 /** The worker's defaults. */
 const defaults = healthPolicy({}, '/health');
 
 /** A supervised mock engine on a fake clock; every report and log line is recorded. */
-function supervise(policy: Partial<HealthPolicy>, engineBin?: string) {
+function supervise(
+  policy: Partial<HealthPolicy>,
+  engineBin?: string,
+  listen: { unixSocket: boolean } = { unixSocket: true },
+) {
   const clock: FakeClock = createFakeClock();
   const reports: { phase: HealthPhase; reason: string | undefined }[] = [];
   const logs: string[] = [];
@@ -31,12 +38,14 @@ function supervise(policy: Partial<HealthPolicy>, engineBin?: string) {
     gpus: [0],
     port: 0,
     host: '127.0.0.1',
+    socketDir: mkdtempSync(join(tmpdir(), 'es-')),
+    unixSocket: listen.unixSocket,
+    key: KEY,
     logFile: join(mkdtempSync(join(tmpdir(), 'es-supervisor-')), 'engine.log'),
     adapter: mockAdapter,
     spec: {
       engine: 'mock',
       model: 'mock-model',
-      host: '127.0.0.1',
       tensorParallelSize: 1,
       gpuMemoryUtilization: 0.9,
       extraArgs: ['--tokens-per-second', '0', '--ttft', '0'],
@@ -50,7 +59,6 @@ function supervise(policy: Partial<HealthPolicy>, engineBin?: string) {
     report: async () => {
       reports.push({ phase: engine.health.phase, reason: engine.health.reason });
     },
-    portChanged: () => undefined,
   });
   cleanups.push(async () => {
     engine.halt();
@@ -82,8 +90,8 @@ describe('the engine supervisor on a fake clock, with real processes', () => {
     const dying = join(dir, 'dying-engine.mjs');
     writeFileSync(dying, 'process.exit(7);\n');
     const { clock, engine, reported } = supervise({ maxRestarts: 3 }, dying);
-    await engine.pickPort(true);
-    engine.launch();
+    await engine.listen(true);
+    await engine.launch();
     const pids = [engine.pid];
     for (const [n, delay] of [
       [1, 1_000],
@@ -109,8 +117,8 @@ describe('the engine supervisor on a fake clock, with real processes', () => {
 
   it('takes a hung engine out of routing, and kills and restarts it after hungRestartMs of clock time', async () => {
     const { clock, engine, reported, logs, untilReady } = supervise({ livenessTimeoutMs: 1_000 });
-    await engine.pickPort(true);
-    engine.launch();
+    await engine.listen(true);
+    await engine.launch();
     await untilReady();
     const pid = engine.pid!;
     // Hung: the process is stopped, the kernel still accepts connections; nothing answers.
@@ -139,4 +147,57 @@ describe('the engine supervisor on a fake clock, with real processes', () => {
     expect(engine.pid).not.toBe(pid);
     expect(engine.health).toMatchObject({ phase: 'ready', crashes: 1, reason: undefined });
   }, 60_000);
+
+  it('an engine on loopback becomes ready once its own process holds the port', async () => {
+    const { engine, untilReady, logs } = supervise({}, undefined, { unixSocket: false });
+    await engine.listen(true);
+    await engine.launch();
+    await untilReady();
+    expect(logs.some((line) => line.includes('not the engine'))).toBe(false);
+  });
+
+  it('a loopback port another user took before the engine bound it never becomes ready', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-squat-'));
+    chmodSync(dir, 0o755);
+    // An "engine" that never binds: it tells the test the port it was given, then waits.
+    const lazy = join(dir, 'lazy-engine.mjs');
+    writeFileSync(
+      lazy,
+      `import { writeFileSync } from 'node:fs';
+const port = process.argv.find((arg) => arg.startsWith('--port='))?.slice(7);
+writeFileSync(${JSON.stringify(join(dir, 'port'))}, String(port));
+setInterval(() => {}, 1000);
+`,
+    );
+    const { clock, engine, reports, logs } = supervise({}, lazy, { unixSocket: false });
+    await engine.listen(true);
+    await engine.launch();
+    const port = Number(
+      await vi.waitFor(() => readFileSync(join(dir, 'port'), 'utf8'), { timeout: 10_000 }),
+    );
+    // The squatter: another user (when the test runs as root) answering 200 on every path.
+    const squatter = spawn(
+      process.execPath,
+      [
+        '-e',
+        `require('node:http').createServer((q, s) => s.end('ok')).listen(${port}, '127.0.0.1', () => console.log('up'))`,
+      ],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        ...(process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {}),
+      },
+    );
+    cleanups.push(() => void squatter.kill('SIGKILL'));
+    await new Promise((resolve) => squatter.stdout?.once('data', resolve));
+    const squatted = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(squatted.status).toBe(200);
+    for (let probe = 0; probe < 5; probe++) await clock.fireNext();
+    await vi.waitFor(() =>
+      expect(logs).toContain(
+        `engine 0: 127.0.0.1:${port} answers but is not the engine's socket (another user's process?): not ready`,
+      ),
+    );
+    expect(reports.map((report) => report.phase)).not.toContain('ready');
+    expect(engine.health.phase).toBe('loading');
+  });
 });

@@ -2,99 +2,115 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { engineAdapter, mockEngineCliPath, parsePrometheus, splitArgs } from '../src/index.js';
 import type { EngineSpec } from '../src/index.js';
-import { parseEngineVersion, vllmAcceptsDisableLogRequests } from '../src/engines.js';
+import {
+  SGLANG_KEY_VARIABLE,
+  SGLANG_LAUNCHER,
+  parseEngineVersion,
+  vllmAcceptsDisableLogRequests,
+} from '../src/engines.js';
 
 const base: EngineSpec = {
   engine: 'vllm',
   model: 'openai/gpt-oss-120b',
-  host: '10.0.0.5',
-  port: 8002,
+  listen: { socketPath: '/tmp/es-Ab12Cd/engine-1.sock' },
   gpus: [4, 5, 6, 7],
   tensorParallelSize: 4,
   gpuMemoryUtilization: 0.9,
 };
+const loopback: EngineSpec['listen'] = { host: '127.0.0.1', port: 38002 };
 
 describe('engine argv', () => {
-  it('vllm: serve <model> with the required flags and --trust-remote-code only', () => {
-    expect(engineAdapter('vllm').command(base)).toEqual({
+  it('vllm: serve <model> on its Unix socket, every value as --flag=value, the key in VLLM_API_KEY', () => {
+    expect(engineAdapter('vllm').command({ ...base, apiKey: 'es-engine-job-key' })).toEqual({
       command: 'vllm',
       args: [
         'serve',
         'openai/gpt-oss-120b',
-        '--host',
-        '10.0.0.5',
-        '--port',
-        '8002',
-        '--tensor-parallel-size',
-        '4',
-        '--gpu-memory-utilization',
-        '0.9',
+        '--uds=/tmp/es-Ab12Cd/engine-1.sock',
+        '--tensor-parallel-size=4',
+        '--gpu-memory-utilization=0.9',
         '--trust-remote-code',
       ],
-      env: { CUDA_VISIBLE_DEVICES: '4,5,6,7' },
+      env: { CUDA_VISIBLE_DEVICES: '4,5,6,7', VLLM_API_KEY: 'es-engine-job-key' },
     });
   });
 
-  it('vllm: optional flags, then extra args kept as single words', () => {
-    const { args } = engineAdapter('vllm').command({
+  it('vllm: a loopback port when it cannot take a Unix socket; optional flags, then extra args kept as single words', () => {
+    const { args, env } = engineAdapter('vllm').command({
       ...base,
+      listen: loopback,
       maxModelLen: 32768,
       servedModelName: 'gpt-oss',
       apiKey: 'secret-key',
       extraArgs: splitArgs(`--chat-template "/models/my template.jinja" --override '{"a": 1}'`),
     });
-    expect(args.slice(10)).toEqual([
-      '--max-model-len',
-      '32768',
-      '--served-model-name',
-      'gpt-oss',
-      '--api-key',
-      'secret-key',
+    expect(args.slice(2)).toEqual([
+      '--host=127.0.0.1',
+      '--port=38002',
+      '--tensor-parallel-size=4',
+      '--gpu-memory-utilization=0.9',
+      '--max-model-len=32768',
+      '--served-model-name=gpt-oss',
       '--trust-remote-code',
       '--chat-template',
       '/models/my template.jinja',
       '--override',
       '{"a": 1}',
     ]);
+    expect(args.join(' ')).not.toContain('secret-key');
+    expect(env.VLLM_API_KEY).toBe('secret-key');
   });
 
-  it('sglang: python -m sglang.launch_server with its own flag names', () => {
+  it.each<[string | undefined, boolean]>([
+    ['0.10.0', true],
+    ['0.11.2', true],
+    ['0.12.0rc1.dev5+g1234', true],
+    ['1.0.0', true],
+    ['0.9.2', false],
+    ['0.6.3.post1', false],
+    [undefined, false],
+    ['dev', false],
+  ])('vllm %j takes a Unix socket: %s', (version, takes) => {
+    expect(engineAdapter('vllm').unixSocket(version)).toBe(takes);
+  });
+
+  it('sglang: loopback only, launched through the key launcher with its own flag names; the key in its environment', () => {
     const command = engineAdapter('sglang').command({
       ...base,
       engine: 'sglang',
+      listen: loopback,
       maxModelLen: 8192,
       servedModelName: 'm',
-      apiKey: 'k',
+      apiKey: 'es-engine-job-key',
       extraArgs: ['--attention-backend', 'fa3'],
     });
+    expect(engineAdapter('sglang').unixSocket('0.5.0')).toBe(false);
     expect(command).toEqual({
       command: 'python',
       args: [
-        '-m',
-        'sglang.launch_server',
-        '--model-path',
-        'openai/gpt-oss-120b',
-        '--host',
-        '10.0.0.5',
-        '--port',
-        '8002',
-        '--tp-size',
-        '4',
-        '--mem-fraction-static',
-        '0.9',
-        '--context-length',
-        '8192',
-        '--served-model-name',
-        'm',
-        '--api-key',
-        'k',
+        '-c',
+        SGLANG_LAUNCHER,
+        '--model-path=openai/gpt-oss-120b',
+        '--host=127.0.0.1',
+        '--port=38002',
+        '--tp-size=4',
+        '--mem-fraction-static=0.9',
+        '--context-length=8192',
+        '--served-model-name=m',
         '--trust-remote-code',
         '--enable-metrics',
         '--attention-backend',
         'fa3',
       ],
-      env: { CUDA_VISIBLE_DEVICES: '4,5,6,7' },
+      env: { CUDA_VISIBLE_DEVICES: '4,5,6,7', [SGLANG_KEY_VARIABLE]: 'es-engine-job-key' },
     });
+    // The launcher appends the key inside Python, removes it from the environment and runs
+    // sglang.launch_server as `python -m` would.
+    expect(SGLANG_LAUNCHER).toContain(`os.environ.pop("${SGLANG_KEY_VARIABLE}"`);
+    expect(SGLANG_LAUNCHER).toContain("'--api-key', key");
+    expect(SGLANG_LAUNCHER).toContain(
+      "runpy.run_module('sglang.launch_server', run_name='__main__'",
+    );
   });
 
   it('sglang: --enable-metrics is not doubled when given in extra args', () => {
@@ -112,7 +128,28 @@ describe('engine argv', () => {
     expect(command.args[0]).toBe('serve');
   });
 
-  it("mock: the mock engine's CLI under this Node, with vLLM's flags", () => {
+  it('a served model name or model that looks like a flag stays a value (or is refused)', () => {
+    for (const engine of ['vllm', 'sglang', 'mock'] as const) {
+      const { args } = engineAdapter(engine).command({
+        ...base,
+        engine,
+        servedModelName: '--engine-bin=/bin/sh',
+      });
+      expect(args).toContain('--served-model-name=--engine-bin=/bin/sh');
+      expect(args).not.toContain('--engine-bin=/bin/sh');
+    }
+    expect(() => engineAdapter('vllm').command({ ...base, model: '--engine-bin=/bin/sh' })).toThrow(
+      /model "--engine-bin=\/bin\/sh" is not a model path/,
+    );
+    expect(engineAdapter('mock').command({ ...base, engine: 'mock', model: '-x' }).args).toContain(
+      '--model=-x',
+    );
+    expect(() =>
+      engineAdapter('vllm').command({ ...base, servedModelName: 'm\n--port=1' }),
+    ).toThrow(/served-model-name must be one line/);
+  });
+
+  it("mock: the mock engine's CLI under this Node, with vLLM's flags and key variable", () => {
     const command = engineAdapter('mock').command({
       ...base,
       engine: 'mock',
@@ -123,19 +160,14 @@ describe('engine argv', () => {
     expect(command.command).toBe(process.execPath);
     expect(command.args).toEqual([
       mockEngineCliPath(),
-      '--model',
-      'openai/gpt-oss-120b',
-      '--host',
-      '10.0.0.5',
-      '--port',
-      '8002',
-      '--served-model-name',
-      'm',
-      '--api-key',
-      'k',
+      '--model=openai/gpt-oss-120b',
+      '--uds=/tmp/es-Ab12Cd/engine-1.sock',
+      '--served-model-name=m',
       '--load-delay',
       '500',
     ]);
+    expect(command.env).toEqual({ CUDA_VISIBLE_DEVICES: '4,5,6,7', VLLM_API_KEY: 'k' });
+    expect(engineAdapter('mock').unixSocket(undefined)).toBe(true);
     expect(mockEngineCliPath()).toMatch(/mock-engine[/\\]dist[/\\]cli\.mjs$/);
     expect(existsSync(mockEngineCliPath().replace(/dist[/\\]cli\.mjs$/, 'package.json'))).toBe(
       true,
@@ -217,13 +249,15 @@ describe('engine flags the seed passed (--trust-remote-code, --disable-log-reque
     expect(flagsOf(spec)).toEqual(expected);
   });
 
-  it('vllm asks `vllm --version` (or the engine binary) unless the extra args decide the logging', () => {
+  it('vllm always asks `vllm --version` (or the engine binary): the Unix socket depends on it', () => {
     const vllm = engineAdapter('vllm');
     expect(vllm.versionCommand?.({})).toEqual({ command: 'vllm', args: ['--version'], env: {} });
     expect(vllm.versionCommand?.({ engineBin: '/opt/venv/bin/vllm' })?.command).toBe(
       '/opt/venv/bin/vllm',
     );
-    expect(vllm.versionCommand?.({ extraArgs: ['--enable-log-requests'] })).toBeUndefined();
+    expect(vllm.versionCommand?.({ extraArgs: ['--enable-log-requests'] })?.args).toEqual([
+      '--version',
+    ]);
     expect(engineAdapter('sglang').versionCommand).toBeUndefined();
     expect(engineAdapter('mock').versionCommand).toBeUndefined();
   });

@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
-import { deriveKeys } from '@es/protocol';
+import { deriveEngineKey } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { createWorker } from '../src/index.js';
 import { fakeVllmOnPath, groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
@@ -14,7 +14,6 @@ import type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const SECRET = 'process-test-secret';
-const keys = deriveKeys(SECRET);
 const cleanups: (() => Promise<unknown> | void)[] = [];
 
 afterEach(async () => {
@@ -130,35 +129,33 @@ describe('the worker with real processes', () => {
       waiting: 1,
       kvCacheUsage: 0.125,
     });
+    const engineKey = deriveEngineKey(SECRET, '77');
     for (const instance of worker.instances()) {
-      const record = JSON.parse(readFileSync(join(bin, `${instance.port}.json`), 'utf8')) as {
-        argv: string[];
-        cuda: string;
-      };
+      const record = JSON.parse(
+        readFileSync(join(bin, `instance-${instance.gpus.join(',')}.json`), 'utf8'),
+      ) as { argv: string[]; cuda: string; vllmKey: string | null };
       expect(record.cuda).toBe(instance.index === 0 ? '2,3' : '6,7');
+      // vLLM 0.12 takes a Unix socket: in the worker's private directory, one per instance.
+      const uds = record.argv[2] ?? '';
+      expect(uds).toMatch(new RegExp(`^--uds=.*/es-[^/]+/engine-${instance.index}\\.sock$`));
+      expect(statSync(dirname(uds.slice('--uds='.length))).mode & 0o777).toBe(0o700);
       expect(record.argv).toEqual([
         'serve',
         'org/model',
-        '--host',
-        '127.0.0.1',
-        '--port',
-        String(instance.port),
-        '--tensor-parallel-size',
-        '2',
-        '--gpu-memory-utilization',
-        '0.85',
-        '--max-model-len',
-        '4096',
-        '--served-model-name',
-        'served',
-        '--api-key',
-        keys.engineApiKey,
+        uds,
+        '--tensor-parallel-size=2',
+        '--gpu-memory-utilization=0.85',
+        '--max-model-len=4096',
+        '--served-model-name=served',
         // The seed's engine flag; no --disable-log-requests: the fake says it is vLLM 0.12.0.
         '--trust-remote-code',
         '--chat-template',
         '/t/my template.jinja',
         '--enforce-eager',
       ]);
+      // The job's own key, in vLLM's variable: never in the argv.
+      expect(record.vllmKey).toBe(engineKey);
+      expect(record.argv.join(' ')).not.toContain(engineKey);
     }
     const registered = fake.calls.filter((call) => call.route === 'register');
     expect(registered.map((c) => (c.body as unknown as RegisterRequest).gpus)).toContainEqual([
@@ -219,10 +216,27 @@ describe('the worker with real processes', () => {
       await fake.waitFor(ready('78.0.0'));
       await fake.waitFor(ready('78.0.1'));
       for (const instance of worker.instances()) {
-        const { argv } = JSON.parse(readFileSync(join(bin, `${instance.port}.json`), 'utf8')) as {
-          argv: string[];
-        };
-        expect(argv.slice(argv.indexOf(keys.engineApiKey) + 1)).toEqual(tail);
+        const { argv, vllmKey, launcherKey } = JSON.parse(
+          readFileSync(join(bin, `instance-${instance.gpus.join(',')}.json`), 'utf8'),
+        ) as { argv: string[]; vllmKey: string | null; launcherKey: string | null };
+        expect(
+          argv.slice(
+            argv.findIndex(
+              (arg) => arg.startsWith('--gpu-memory') || arg.startsWith('--mem-fraction'),
+            ) + 1,
+          ),
+        ).toEqual(tail);
+        // SGLang gets its key through the launcher's variable, vLLM through its own.
+        const key = deriveEngineKey(SECRET, '78');
+        expect({ vllmKey, launcherKey }).toEqual(
+          engine === 'sglang'
+            ? { vllmKey: null, launcherKey: key }
+            : { vllmKey: key, launcherKey: null },
+        );
+        // A vLLM whose version is unknown, and SGLang, listen on loopback only.
+        const loopback = engine === 'sglang' || version === 'fail';
+        expect(argv.some((arg) => arg === '--host=127.0.0.1')).toBe(loopback);
+        expect(argv.some((arg) => arg.startsWith('--uds='))).toBe(!loopback);
       }
       // Asked once per worker (two instances), and only for vLLM.
       const calls = existsSync(join(bin, 'version-calls'))
@@ -317,7 +331,7 @@ describe('the worker with real processes', () => {
     expect(guards).toHaveLength(2);
     const register = fake.calls.find((c) => c.route === 'register' && c.workerId === '55.0.0');
     const port = (register?.body as RegisterRequest | undefined)?.port ?? 0;
-    const stream = await openStream(`http://127.0.0.1:${port}`, keys.engineApiKey, 30);
+    const stream = await openStream(`http://127.0.0.1:${port}`, deriveEngineKey(SECRET, '55'), 30);
     let text = '';
     let finish: string | null | undefined;
     let signalledAt = 0;

@@ -1,10 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
-import { deriveKeys } from '@es/protocol';
+import { deriveEngineKey, deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { WorkerError, createWorker } from '../src/index.js';
 import type { Worker, WorkerOptions } from '../src/index.js';
@@ -12,6 +12,9 @@ import { groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js'
 
 const SECRET = 'test-secret';
 const keys = deriveKeys(SECRET);
+/** Job 1234's engine key: what its fronts require. */
+const ENGINE_KEY = deriveEngineKey(SECRET, '1234');
+const withKey = { headers: { authorization: `Bearer ${ENGINE_KEY}` } };
 const cleanups: (() => Promise<unknown>)[] = [];
 
 afterEach(async () => {
@@ -88,8 +91,12 @@ describe('worker against a fake scheduler and real mock engines', () => {
       expect(body.gpus).toEqual(body.index === 0 ? [2, 3] : [6, 7]);
       expect(body.logFile).toBe(join(logDir, `engine-1234.2.${body.index}.log`));
     }
-    // Still loading (--load-delay 400): nothing answers yet.
-    await expect(fetch(`${engineUrl(worker)}/health`)).rejects.toThrow();
+    // Still loading (--load-delay 400): the front answers, the engine behind it not yet.
+    expect((await fetch(`${engineUrl(worker)}/health`, withKey)).status).toBe(502);
+    // Without the job's key the front refuses every path, /health included.
+    expect((await fetch(`${engineUrl(worker)}/health`)).status).toBe(401);
+    const otherJob = { authorization: `Bearer ${deriveEngineKey(SECRET, '1235')}` };
+    expect((await fetch(`${engineUrl(worker)}/health`, { headers: otherJob })).status).toBe(401);
 
     const ready = await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
     expect((ready.body as unknown as HeartbeatRequest).load).toEqual({
@@ -101,8 +108,8 @@ describe('worker against a fake scheduler and real mock engines', () => {
     // Everything the engine printed went to the instance's own log file.
     expect(readFileSync(join(logDir, 'engine-1234.2.0.log'), 'utf8')).toContain('listening');
 
-    // The engines enforce the derived API key and serve the OpenAI API, streaming included.
-    const stream = await openStream(engineUrl(worker, 1), keys.engineApiKey, 40);
+    // The fronts enforce the job's key and serve the OpenAI API, streaming included.
+    const stream = await openStream(engineUrl(worker, 1), ENGINE_KEY, 40);
     const since = Date.now();
     // While the stream runs (40 tokens at 20/s), heartbeats carry running = 1.
     const busy = await scheduler.waitFor(
@@ -136,7 +143,7 @@ describe('worker against a fake scheduler and real mock engines', () => {
 
     const client = new OpenAI({
       baseURL: `${engineUrl(worker)}/v1`,
-      apiKey: keys.engineApiKey,
+      apiKey: ENGINE_KEY,
       maxRetries: 0,
     });
     const crashAt = Date.now();
@@ -303,7 +310,7 @@ describe('worker against a fake scheduler and real mock engines', () => {
     const aliveAtDrain: boolean[] = [];
     scheduler.onDrain = async (workerId) => {
       const index = Number(workerId.split('.')[2]);
-      const health = await fetch(`${urls[index] ?? ''}/health`).catch(() => undefined);
+      const health = await fetch(`${urls[index] ?? ''}/health`, withKey).catch(() => undefined);
       aliveAtDrain.push(health?.status === 200);
     };
     const stoppedAt = Date.now();
@@ -343,7 +350,24 @@ describe('worker against a fake scheduler and real mock engines', () => {
     const port = (registration.body as unknown as RegisterRequest).port;
     expect(port).not.toBe(taken);
     await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
-    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/health`, withKey)).status).toBe(200);
+  });
+
+  it('without a log directory: a fresh private one, never a predictable path; the socket directory goes at the end', async () => {
+    const { scheduler, worker } = await setup({ logDir: undefined });
+    await worker.start();
+    const registration = await scheduler.waitFor((call) => call.route === 'register');
+    const logFile = (registration.body as unknown as RegisterRequest).logFile ?? '';
+    const dir = dirname(logFile);
+    expect(dir).toMatch(new RegExp(`^${tmpdir()}/es-worker-1234-[A-Za-z0-9]{6}$`));
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    await scheduler.waitFor(heartbeatOf('1234.2.0', (b) => b.state === 'ready'));
+    expect(statSync(logFile).mode & 0o777).toBe(0o600);
+    const engine = readFileSync(logFile, 'utf8');
+    const socketPath = /listening on unix:(\S+)/.exec(engine)?.[1] ?? '';
+    expect(statSync(dirname(socketPath)).mode & 0o777).toBe(0o700);
+    await worker.stop('done');
+    expect(existsSync(dirname(socketPath))).toBe(false);
   });
 
   it('rejects a TP size that does not divide the GPUs, naming the flag', async () => {

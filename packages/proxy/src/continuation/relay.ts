@@ -331,7 +331,7 @@ class Relay {
       const response = await shared.pools.get(worker.baseUrl).request({
         path: '/detokenize',
         method: 'POST',
-        headers: upstreamHeaders(request, false),
+        headers: upstreamHeaders(request, worker, false),
         body: JSON.stringify({
           model: request.deployment.modelNames[0] ?? request.model,
           tokens: stitcher.ids,
@@ -735,7 +735,7 @@ class Relay {
         shared.pools
           .get(worker.baseUrl)
           .dispatch(
-            { path, method: 'POST', body, headers: upstreamHeaders(request, true) },
+            { path, method: 'POST', body, headers: upstreamHeaders(request, worker, true) },
             handler,
           );
       } catch (error) {

@@ -1,0 +1,181 @@
+/**
+ * The engine front: the only address of an engine instance anyone else sees. The engine
+ * itself listens on a Unix socket in a directory only this user can enter (or, for engines
+ * that cannot, on loopback); the front listens on the advertised host and port, requires
+ * `Authorization: Bearer <engine key>` on every path (vLLM checks its key on `/v1/*` only:
+ * `/invocations`, `/tokenize`, `/metrics` ... answer anyone), and forwards what passes,
+ * streams included, byte for byte.
+ *
+ * The front binds its port itself, before the worker registers it: no other user can take
+ * the port between a "free?" check and the engine's bind.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { Agent, createServer, request as httpRequest } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** Where an engine listens: a Unix socket (preferred) or a loopback TCP port. */
+export type EngineEndpoint = { socketPath: string } | { host: string; port: number };
+
+/** Options of {@link createEngineFront}. */
+export interface EngineFrontOptions {
+  /** Address the front binds (the worker's advertised host). */
+  host: string;
+  /** The key every request must carry; undefined: none required (no secret: tests only). */
+  key: string | undefined;
+  /** Where the engine listens now (undefined while it is not running). */
+  endpoint(): EngineEndpoint | undefined;
+}
+
+/** A running front; see {@link createEngineFront}. */
+export interface EngineFront {
+  /** The port it listens on (0 before {@link listen}). */
+  readonly port: number;
+  /**
+   * Binds `wanted` (0: any free port); when it is taken or not allowed, any free port.
+   * Resolves the port bound.
+   */
+  listen(wanted: number): Promise<number>;
+  /** Stops accepting and closes every connection (call it once the engine has stopped). */
+  close(): Promise<void>;
+}
+
+// Headers of one hop only (RFC 9110 7.6.1), never forwarded.
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
+
+function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const kept: IncomingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (!HOP_BY_HOP.has(name) && value !== undefined) kept[name] = value;
+  }
+  return kept;
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest();
+
+/** Whether an `authorization` header carries `key` (compared in constant time). */
+function carriesKey(expected: Buffer, header: string | undefined): boolean {
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return match !== null && timingSafeEqual(digest(match[1] ?? ''), expected);
+}
+
+/** An OpenAI-shaped error answer that closes the connection (its body is not read). */
+function refuse(res: ServerResponse, status: number, code: string, message: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = JSON.stringify({
+    error: {
+      message,
+      type: status === 401 ? 'authentication_error' : 'server_error',
+      param: null,
+      code,
+    },
+  });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(body),
+    connection: 'close',
+    ...(status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
+  });
+  res.end(body);
+}
+
+/**
+ * Creates the front of one engine instance; nothing listens before {@link EngineFront.listen}.
+ * @example
+ * const front = createEngineFront({ host: '10.0.0.5', key, endpoint: () => ({ socketPath }) });
+ * const port = await front.listen(8001); // registered as http://10.0.0.5:<port>
+ */
+export function createEngineFront(options: EngineFrontOptions): EngineFront {
+  const expected = options.key === undefined ? undefined : digest(options.key);
+  const agent = new Agent({ keepAlive: true, maxFreeSockets: 64 });
+
+  const forward = (req: IncomingMessage, res: ServerResponse) => {
+    if (expected !== undefined && !carriesKey(expected, req.headers.authorization)) {
+      refuse(res, 401, 'invalid_api_key', 'This engine answers only requests with its key.');
+      return;
+    }
+    const endpoint = options.endpoint();
+    if (endpoint === undefined) {
+      refuse(res, 503, 'engine_not_running', 'The engine is not running (restarting?).');
+      return;
+    }
+    const upstream = httpRequest(
+      { ...endpoint, agent, method: req.method, path: req.url, headers: endToEnd(req.headers) },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, endToEnd(answer.headers));
+        res.flushHeaders();
+        answer.pipe(res);
+        // An engine that dies mid-answer: the client's connection is cut too (not ended
+        // cleanly), so the proxy sees the failure and can continue the generation.
+        answer.once('aborted', () => res.destroy());
+        answer.once('error', () => res.destroy());
+      },
+    );
+    upstream.once('error', () => {
+      refuse(res, 502, 'engine_unreachable', 'The engine did not answer.');
+    });
+    // The client left (or the answer was cut): stop the engine's work for it.
+    res.once('close', () => {
+      if (!res.writableFinished) upstream.destroy();
+    });
+    req.pipe(upstream);
+  };
+
+  const server = createServer({ noDelay: true, keepAliveTimeout: 65_000 }, forward);
+  // Engines get no upgraded connections (websockets): those sockets are closed.
+  server.on('upgrade', (_req, socket) => socket.destroy());
+  let port = 0;
+
+  const bind = (wanted: number) =>
+    new Promise<number>((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      server.once('error', onError);
+      server.listen({ port: wanted, host: options.host, exclusive: true }, () => {
+        server.off('error', onError);
+        resolve((server.address() as AddressInfo).port);
+      });
+    });
+
+  return {
+    get port() {
+      return port;
+    },
+    async listen(wanted) {
+      try {
+        port = await bind(wanted);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (wanted === 0 || (code !== 'EADDRINUSE' && code !== 'EACCES')) throw error;
+        port = await bind(0);
+      }
+      return port;
+    },
+    close() {
+      return new Promise<void>((resolve) => {
+        if (!server.listening) {
+          agent.destroy();
+          resolve();
+          return;
+        }
+        server.close(() => {
+          agent.destroy();
+          resolve();
+        });
+        server.closeAllConnections();
+      });
+    },
+  };
+}
