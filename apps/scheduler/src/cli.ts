@@ -66,6 +66,11 @@ async function main(): Promise<void> {
 }
 
 main().catch((error: unknown) => {
+  // A setting refused at start-up (the log directory, the secret file): a usage error.
+  if (error instanceof ConfigError) {
+    process.stderr.write(`es-scheduler: ${error.message}\n`);
+    process.exit(2);
+  }
   logger.error({ err: error }, (error as Error).message);
   process.exit(1);
 });

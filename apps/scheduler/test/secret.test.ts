@@ -1,10 +1,10 @@
-import { chmodSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSecret } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../src/config.js';
-import { loadOrCreateSecret } from '../src/secret.js';
+import { ensureLogDir, loadOrCreateSecret } from '../src/secret.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-scheduler-secret-'));
 
@@ -33,5 +33,27 @@ describe("the scheduler's secret", () => {
     expect(error).toBeInstanceOf(ConfigError);
     expect(error).toMatchObject({ field: 'secretFile', message: expect.stringMatching(message) });
     expect((error as Error).message).toContain(file);
+  });
+});
+
+describe("the scheduler's log directory", () => {
+  it('is made 0700 when missing, and refused as a ConfigError on logDir when open to others', () => {
+    const made = join(dir, 'made-logs');
+    expect(ensureLogDir(made)).toBe(made);
+    expect(statSync(made).mode & 0o777).toBe(0o700);
+    const open = join(dir, 'open-logs');
+    mkdirSync(open);
+    chmodSync(open, 0o750);
+    let error: unknown;
+    try {
+      ensureLogDir(open);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect(error).toMatchObject({
+      field: 'logDir',
+      message: `--log-dir ${open} is open to other users (mode 750): run chmod 700 ${open}, or pass another --log-dir (log_dir)`,
+    });
   });
 });
