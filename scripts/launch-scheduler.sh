@@ -21,6 +21,9 @@
 # ES_SCHEDULER_HOST, ES_START_TIMEOUT (seconds to wait for the URL, default 120), NODE (the
 # node binary, default `node`).
 set -euo pipefail
+# Owner-only: the log directory this makes (the scheduler refuses one open to other users),
+# scheduler.log and scheduler.pid.
+umask 077
 
 foreground=0
 if [ "${1:-}" = "--foreground" ]; then
