@@ -120,7 +120,8 @@ export const WORKER_FLAGS = {
   logDir: {
     flag: 'log-dir',
     type: 'string',
-    describe: 'Directory of engine log files (default $TMPDIR/es-worker-<job id>)',
+    describe:
+      'Directory of engine log files, made 0700 when missing; one open to other users is refused (default: a new private $TMPDIR/es-worker-<job id>-XXXXXX)',
   },
   jobId: {
     flag: 'job-id',
