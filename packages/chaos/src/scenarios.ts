@@ -969,7 +969,7 @@ export async function launchFailureScenario(options: {
 }): Promise<FaultResult> {
   await waitForIdleNodes(1, 5 * 60_000);
   const config = join(options.logDir, 'config.json');
-  mkdirSync(options.logDir, { recursive: true });
+  mkdirSync(options.logDir, { recursive: true, mode: 0o700 });
   writeFileSync(config, JSON.stringify({ setup: options.setup }));
   const scheduler = await startSchedulerProcess({
     backend: 'slurm',

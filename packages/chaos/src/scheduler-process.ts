@@ -91,7 +91,8 @@ function readUrl(logFile: string, from: number): string | undefined {
 export async function startSchedulerProcess(
   options: SchedulerProcessOptions,
 ): Promise<SchedulerProcess> {
-  mkdirSync(options.logDir, { recursive: true });
+  // Owner-only: the scheduler refuses a log directory open to other users.
+  mkdirSync(options.logDir, { recursive: true, mode: 0o700 });
   const logFile = join(options.logDir, 'scheduler.log');
   const journalFile = join(options.logDir, 'routing-journal.jsonl');
   // Workers run on this host (the dev cluster's nodes share it), so one directory serves all.
