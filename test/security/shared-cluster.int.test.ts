@@ -412,15 +412,24 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
       expect(await scanProcesses(intruder, await secrets())).toEqual([]);
     });
 
+    /** The log directory and the test's files (new in the temp directory), the scheduler's cwd. */
+    const fileRoots = (cwd: string): WalkRoot[] => [
+      ...tmpRoots.map((d) => ({ dir: d, skip: tmpBefore.get(d) ?? [] })),
+      { dir: cwd, since: startedAt },
+    ];
+
     it('leaves no key in any file the intruder can read (log dir, temp dirs, the scheduler’s cwd)', async () => {
-      const cwd = readlinkSync(`/proc/${scheduler.pid}/cwd`);
-      const roots: WalkRoot[] = [
-        // The log directory and the test's files are in here (created during the run).
-        ...tmpRoots.map((d) => ({ dir: d, skip: tmpBefore.get(d) ?? [] })),
-        { dir: cwd, since: startedAt },
-      ];
+      const roots = fileRoots(readlinkSync(`/proc/${scheduler.pid}/cwd`));
       expect(existsSync(logDir)).toBe(true);
       expect(await scanFiles(intruder, roots, await secrets())).toEqual([]);
+    });
+
+    it('leaves no key in any file the intruder can read once the scheduler has stopped', async () => {
+      const roots = fileRoots(readlinkSync(`/proc/${scheduler.pid}/cwd`));
+      const all = await secrets();
+      // SIGTERM: the scheduler ends its local jobs; workers and engines log their way out.
+      expect(await scheduler.stop()).toEqual({ code: 0, signal: null });
+      expect(await scanFiles(intruder, roots, all)).toEqual([]);
     });
   });
 
