@@ -4,17 +4,23 @@
  * serving, stop cleanly on SIGTERM/SIGINT.
  */
 import { join } from 'node:path';
+import { redactingStream } from '@es/protocol';
 import { pino } from 'pino';
 import { ConfigError, WORKER_CLI_PATH, resolveConfig } from './config.js';
 import { parseFlags } from './flags.js';
 import { humanLogStream } from './log-format.js';
 import { startScheduler } from './main.js';
 
+/** Every secret this process holds: no log line shows one (filled once they are read). */
+let secrets: readonly string[] = [];
 // JSON for machines (a pipe, a file, systemd); readable lines on a terminal unless ES_LOG_JSON=1.
-const logger =
-  process.stdout.isTTY && process.env.ES_LOG_JSON !== '1'
-    ? pino({ name: 'es-scheduler' }, humanLogStream())
-    : pino({ name: 'es-scheduler' });
+const logger = pino(
+  { name: 'es-scheduler' },
+  redactingStream(
+    () => secrets,
+    process.stdout.isTTY && process.env.ES_LOG_JSON !== '1' ? humanLogStream() : process.stdout,
+  ),
+);
 
 async function main(): Promise<void> {
   // Everything this process and the jobs it submits create (logs, job scripts, the secret,
@@ -34,6 +40,9 @@ async function main(): Promise<void> {
   for (const warning of settings.warnings ?? []) logger.warn(warning);
   const scheduler = await startScheduler(settings, {
     logger,
+    onSecrets: (held) => {
+      secrets = held;
+    },
     onStopped: () => process.exit(0),
     // --project-root: the node jobs run that checkout's worker with this Node, both at the
     // same paths on the nodes.

@@ -21,6 +21,7 @@ import {
 import {
   deriveEngineKey,
   deriveKeys,
+  derivedSecrets,
   removeSchedulerUrl,
   schedulerUrlFilePath,
   writeSchedulerUrl,
@@ -51,6 +52,11 @@ export interface StartOptions {
   workerCommand?: string[];
   /** Called after `POST /api/v1/admin/stop` (`es stop`) has stopped the scheduler. */
   onStopped?: () => void;
+  /**
+   * Told every secret the scheduler holds (the shared secret and its derived tokens, the
+   * client and admin keys) once it has read them, so the log stream can redact them.
+   */
+  onSecrets?: (secrets: readonly string[]) => void;
 }
 
 const LOOPBACK = /^(127\.|localhost$|::1$|\[::1\]$)/;
@@ -101,6 +107,11 @@ export async function startScheduler(
   const secretFile = resolve(settings.secretFile ?? `${logDir}/secret`);
   const secret = loadOrCreateSecret(secretFile);
   const keys = deriveKeys(secret);
+  options.onSecrets?.([
+    ...derivedSecrets(secret),
+    ...settings.apiKeys,
+    ...(settings.adminKey === undefined ? [] : [settings.adminKey]),
+  ]);
 
   const byName = new Map(settings.deployments.map((d) => [d.name, d]));
   const registry = createRegistry({

@@ -7,17 +7,21 @@
 /** What a secret is replaced with. */
 export const REDACTED = '[redacted]';
 
+const ENGINE_KEY = /es-engine-[0-9a-f]{48}/g;
+
 /** Secrets shorter than this are not searched for (they would redact ordinary words). */
 const MIN_SECRET_LENGTH = 8;
 
 /**
- * `text` with every occurrence of each secret replaced by {@link REDACTED} (longest first,
- * so a secret that contains another is replaced whole).
+ * `text` with every occurrence of each secret, and every engine key (`es-engine-<48 hex>`),
+ * replaced by {@link REDACTED} (longest first, so a secret that contains another is
+ * replaced whole).
  * @example
  * redactSecrets('key=abcdef123456', ['abcdef123456']); // 'key=[redacted]'
  */
 export function redactSecrets(text: string, secrets: readonly string[]): string {
-  let result = text;
+  // Engine keys of any job (`deriveEngineKey`), known or not.
+  let result = text.replace(ENGINE_KEY, REDACTED);
   for (const secret of usable(secrets)) {
     if (result.includes(secret)) result = result.split(secret).join(REDACTED);
   }
