@@ -525,7 +525,7 @@ const COMMAND_LINE_FIELDS = [
   ['model', 'model', true],
   ['servedModelName', 'served-model-name', true],
   ['engineExtraArgs', 'engine-extra-args', false],
-  ['venvPath', 'venv-path', false],
+  ['venvPath', 'venv-path', true],
 ] as const;
 const CONDA_ENV = /^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]*|\/[A-Za-z0-9_.+/-]+)$/;
 

@@ -65,6 +65,7 @@ describe('names that reach a command line', () => {
       '--engine-extra-args "--x 1\\nrm -rf ~" contains a control character',
     ],
     [{ model: 'm', venv_path: '/v\n/x' }, 'venvPath', 'contains a control character'],
+    [{ model: 'm', venv_path: '-x' }, 'venvPath', '--venv-path "-x" starts with "-"'],
     [
       { model: 'm', conda_env: 'env; rm -rf ~' },
       'condaEnv',
