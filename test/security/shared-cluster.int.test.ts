@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deriveEngineKey, deriveKeys } from '@es/protocol';
+import { deriveEngineKey } from '@es/protocol';
 import {
   FAST_FLAGS,
   SCHEDULER_CLI,
@@ -59,8 +59,13 @@ import {
   type Credential,
   type Secret,
   type TcpTarget,
-} from './checks.js';
-import { createIntruder, runningAsRoot, type Intruder, type WalkRoot } from './intruder.js';
+  createIntruder,
+  engineCredentials,
+  runningAsRoot,
+  secretsOfRun,
+  type Intruder,
+  type WalkRoot,
+} from '../../packages/chaos/src/index.js';
 
 const SKIP_REASON = runningAsRoot()
   ? undefined
@@ -211,7 +216,6 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
     let dir = '';
     let logDir = '';
     const secret = hex(32);
-    const keys = deriveKeys(secret);
     const clientKey = `es-client-${hex(16)}`;
     const adminKey = `es-admin-${hex(16)}`;
     let scheduler: SchedulerProcess;
@@ -239,15 +243,10 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
       }
       return [
         ANY_ENGINE_KEY,
-        { name: 'the secret', value: secret },
-        { name: 'the worker token', value: keys.workerToken },
-        { name: 'the derived admin token', value: keys.adminToken },
-        { name: 'the client API key', value: clientKey },
-        { name: 'the admin key', value: adminKey },
-        ...[...jobIds].map((id) => ({
-          name: `the engine key of job ${id}`,
-          value: deriveEngineKey(secret, id),
-        })),
+        ...secretsOfRun(secret, jobIds, [
+          { name: 'the client API key', value: clientKey },
+          { name: 'the admin key', value: adminKey },
+        ]),
       ];
     }
 
@@ -371,26 +370,10 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
           jobOf.set(targetUrl(advertised), w.jobId);
         }
       }
-      const credentials: Credential[] = [
-        { name: 'no Authorization', headers: {} },
-        {
-          name: 'a wrong Bearer key',
-          headers: { authorization: `Bearer es-engine-${'0'.repeat(48)}` },
-        },
-        { name: 'the worker token', headers: { authorization: `Bearer ${keys.workerToken}` } },
-        {
-          name: 'the worker token as Basic',
-          headers: {
-            authorization: `Basic ${Buffer.from(`es:${keys.workerToken}`).toString('base64')}`,
-          },
-        },
-        { name: 'the client API key', headers: { authorization: `Bearer ${clientKey}` } },
-        { name: 'the admin key', headers: { authorization: `Bearer ${adminKey}` } },
-        {
-          name: 'a forged Host: localhost',
-          headers: { host: 'localhost', 'x-forwarded-for': '127.0.0.1' },
-        },
-      ];
+      const credentials = engineCredentials(secret, {
+        'the client API key': clientKey,
+        'the admin key': adminKey,
+      });
       const targets = [...byAddress.values()];
       expect(targets.length).toBeGreaterThanOrEqual(JOBS);
       expect(await probeTcp(intruder, targets, credentials, all)).toEqual([]);

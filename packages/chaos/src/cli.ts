@@ -17,6 +17,7 @@ import { cancelByNamePrefix, repoRoot, uniqueJobPrefix } from '@es/testkit';
 import { summarize } from './checker.js';
 import { judge } from './judge.js';
 import { startLoad } from './load.js';
+import { otherUserScenario } from './other-user.js';
 import { readRunRecord, recheck, writeRunRecord, type RunRecord } from './record.js';
 import { brokenChecks, renderReport, type FaultResult } from './report.js';
 import { createSbatchShim } from './sbatch-shim.js';
@@ -54,6 +55,8 @@ const SHARED_FAULTS = [
   'sbatch-policy',
   'hostile',
   'scale',
+  // Last: until workers ignore unsigned answers, its squatter makes every worker exit.
+  'other-user',
 ] as const;
 /** Faults that run their own one-node scheduler, after the shared ones. */
 const OWN_FAULTS = [
@@ -271,6 +274,7 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
         // Longer than the proxy's 30 s body deadline, so the report shows it ending them.
         hostile: () => hostileScenario(c, { logDir, model: 'mock-model', lorisMs: 35_000 }),
         scale: () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 }),
+        'other-user': () => otherUserScenario(c, { logDir }),
       };
       for (const name of shared) {
         try {

@@ -47,6 +47,43 @@ export {
   rssBytes,
 } from './faults.js';
 export { parseJournal, parseSchedulerLog } from './history.js';
+export {
+  ANY_ENGINE_KEY,
+  ENGINE_PATHS,
+  environOf,
+  isWorkerProcess,
+  listenersOf,
+  probeTcp,
+  probeUnix,
+  processLabel,
+  redact,
+  scanFiles,
+  scanProcesses,
+  secretsIn,
+  targetUrl,
+  targetsOf,
+  tcpOutsideWorkers,
+} from './intruder/checks.js';
+export type {
+  Credential,
+  Listener,
+  Secret,
+  TcpListener,
+  TcpTarget,
+  UnixListener,
+} from './intruder/checks.js';
+export { INTRUDER_PROGRAM } from './intruder/program.js';
+export { createIntruder, runningAsRoot } from './intruder/user.js';
+export type {
+  HttpAttempt,
+  HttpOutcome,
+  Intruder,
+  IntruderTasks,
+  ReadableFile,
+  SquatOutcome,
+  SquattedRequest,
+  WalkRoot,
+} from './intruder/user.js';
 export type {
   CapacitySample,
   History,
@@ -60,7 +97,22 @@ export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw, slowLoris } fr
 export type { HostileAnswer, HostileCase } from './hostile.js';
 export { startLoad, WORKER_HEADERS } from './load.js';
 export type { Load, LoadOptions } from './load.js';
-export { brokenChecks, renderReport } from './report.js';
+export {
+  derivedKeysByName,
+  engineCredentials,
+  esCliToSquatter,
+  IGNORED_UNSIGNED,
+  leaksIn,
+  OTHER_USER_CHECKS,
+  otherUserScenario,
+  privateFacts,
+  probePublicRoutes,
+  recordedSecrets,
+  replayFindings,
+  secretsOfRun,
+} from './other-user.js';
+export type { OtherUserOptions, PrivateFacts } from './other-user.js';
+export { brokenChecks, OTHER_USER_FAULT, renderReport } from './report.js';
 export type { FaultResult } from './report.js';
 export {
   parseQueue,

@@ -33,6 +33,9 @@ export function brokenChecks(result: FaultResult): string[] {
     .map(([name, n]) => `${name} (${n})`);
 }
 
+/** The fault name of `otherUserScenario`'s result (the report gives it a section of its own). */
+export const OTHER_USER_FAULT = 'another user of the cluster';
+
 const STREAMS_CUT = 'streams cut';
 const RESTARTED = 'generations restarted from scratch';
 
@@ -101,6 +104,18 @@ export function renderReport(
         `| ${r.fault} | ${figure(r.checks[STREAMS_CUT])} | ${figure(r.checks[RESTARTED])} |`,
       );
     }
+  }
+  // The attacks of another user of the cluster: one row per attack, its findings in the notes.
+  const intruderRows = results.filter((r) => r.fault === OTHER_USER_FAULT);
+  for (const r of intruderRows) {
+    lines.push(
+      '',
+      '## Another user of the cluster (attacks run as an unprivileged user; every figure must be 0)',
+      '',
+      '| Check | Violations |',
+      '| --- | ---: |',
+      ...Object.entries(r.checks).map(([name, n]) => `| ${name} | ${n}${n === 0 ? '' : ' ✗'} |`),
+    );
   }
   lines.push('', '## Promise checks (violations; every figure must be 0)', '');
   for (const r of results) {

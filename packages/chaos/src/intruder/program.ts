@@ -1,15 +1,20 @@
-/* global process, Buffer, setTimeout, clearTimeout */
-// The program the intruder runs (`node --input-type=module -e <this file's text>`, as the
-// unprivileged user; see intruder.ts). It reads one task as JSON on stdin and prints what
-// it saw as JSON on stdout. It knows no key of the run and judges nothing: the test, as
-// root, looks for keys in what it brings back and decides what is a refusal.
+/**
+ * The program the intruder runs (`node --input-type=module -e INTRUDER_PROGRAM`, as the
+ * unprivileged user; see user.ts). It reads one task as JSON on stdin and prints what it saw
+ * as JSON on stdout. It knows no key of the run and judges nothing: the caller, as root,
+ * looks for keys in what it brings back and decides what is a refusal. Kept as a string so
+ * the built package needs no file beside its bundle.
+ */
+
+/** The intruder's program (ES module source; its tasks are typed by `IntruderTasks`). */
+export const INTRUDER_PROGRAM = String.raw`/* global process, Buffer, setTimeout, clearTimeout */
 import { execFileSync } from 'node:child_process';
 import { closeSync, lstatSync, openSync, readFileSync, readSync, readdirSync } from 'node:fs';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 
-/** One HTTP request; the status and the start of the body, or the error's code. */
+/** One HTTP request; the status, the headers and the start of the body, or the error's code. */
 function send({ host, port, method, path, headers, body, timeoutMs }) {
   return new Promise((resolve) => {
     let done = false;
@@ -27,17 +32,19 @@ function send({ host, port, method, path, headers, body, timeoutMs }) {
       res.setEncoding('latin1');
       res.on('data', (chunk) => {
         text += chunk;
-        if (text.length >= 2048) finish({ status: res.statusCode, body: text.slice(0, 2048) });
+        if (text.length >= 2048) {
+          finish({ status: res.statusCode, headers: res.headers, body: text.slice(0, 2048) });
+        }
       });
-      res.on('end', () => finish({ status: res.statusCode, body: text }));
-      res.on('error', () => finish({ status: res.statusCode, body: text }));
+      res.on('end', () => finish({ status: res.statusCode, headers: res.headers, body: text }));
+      res.on('error', () => finish({ status: res.statusCode, headers: res.headers, body: text }));
     });
     req.on('error', (error) => finish({ error: error.code ?? error.message }));
     req.end(body);
   });
 }
 
-/** `requests`, at most `concurrency` at once; outcomes in the same order. */
+/** 'requests', at most 'concurrency' at once; outcomes in the same order. */
 async function requests({ requests: list, concurrency }) {
   const outcomes = new Array(list.length);
   let next = 0;
@@ -51,7 +58,7 @@ async function requests({ requests: list, concurrency }) {
   return outcomes;
 }
 
-/** Connect to each Unix socket (`\0name` for an abstract one): `connected` or the error's code. */
+/** Connect to each Unix socket ('\0name' for an abstract one): 'connected' or the error's code. */
 async function connectUnix({ paths, timeoutMs }) {
   const attempt = (path) =>
     new Promise((resolve) => {
@@ -75,7 +82,7 @@ async function connectUnix({ paths, timeoutMs }) {
   return outcomes;
 }
 
-/** `ps` as any user runs it, and every /proc/<pid>/cmdline and environ this user may read. */
+/** 'ps' as any user runs it, and every /proc/<pid>/cmdline and environ this user may read. */
 function processes() {
   const ps = execFileSync('ps', ['-ww', '-eo', 'pid,args'], { encoding: 'latin1' });
   const cmdlines = {};
@@ -87,7 +94,7 @@ function processes() {
       ['environ', environs],
     ]) {
       try {
-        into[entry] = readFileSync(`/proc/${entry}/${file}`, 'latin1');
+        into[entry] = readFileSync('/proc/' + entry + '/' + file, 'latin1');
       } catch {
         // Not ours to read (environ of another user), or the process is gone.
       }
@@ -96,7 +103,7 @@ function processes() {
   return { ps, cmdlines, environs };
 }
 
-/** The first `maxBytes` of a file, or undefined when this user may not read it. */
+/** The first 'maxBytes' of a file, or undefined when this user may not read it. */
 function readStart(path, maxBytes) {
   let fd;
   try {
@@ -118,8 +125,8 @@ function readStart(path, maxBytes) {
 /**
  * Walk each root as this user sees it (directories it may list, files it may read; links
  * are not followed): every regular file it can read, with its mode and the start of its
- * content. At the top of a root, the names in `skip` are left out; below it, directories
- * named in `prune`; with `since`, files last modified before it.
+ * content. At the top of a root, the names in 'skip' are left out; below it, directories
+ * named in 'prune'; with 'since', files last modified before it.
  */
 function files({ roots, prune, maxBytes }) {
   const found = [];
@@ -157,7 +164,60 @@ function files({ roots, prune, maxBytes }) {
   return { files: found };
 }
 
-const TASKS = { requests, connectUnix, processes, files };
+/**
+ * Squat a port: bind host:port as soon as it is free (trying every 20 ms for up to
+ * bindWithinMs), hold it for holdMs, answer every request with status and an OpenAI-shaped
+ * error, and bring back what was sent (method, path, headers, the first maxBodyBytes).
+ */
+function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes }) {
+  return new Promise((resolve) => {
+    const recorded = [];
+    const server = createServer((req, res) => {
+      const chunks = [];
+      let size = 0;
+      req.on('data', (chunk) => {
+        if (size < maxBodyBytes) chunks.push(chunk.subarray(0, maxBodyBytes - size));
+        size += chunk.length;
+      });
+      req.on('end', () => {
+        recorded.push({
+          at: Date.now(),
+          method: req.method,
+          path: req.url,
+          headers: req.headers,
+          body: Buffer.concat(chunks).toString('utf8'),
+        });
+        const answer = JSON.stringify({
+          error: { message: 'fenced', type: 'conflict', param: null, code: 'fenced' },
+        });
+        res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
+        res.end(answer);
+      });
+      req.on('error', () => undefined);
+    });
+    const deadline = Date.now() + bindWithinMs;
+    const attempt = () => server.listen({ host, port, exclusive: true });
+    server.on('error', (error) => {
+      if (error.code === 'EADDRINUSE' && Date.now() < deadline) {
+        setTimeout(attempt, 20);
+        return;
+      }
+      resolve({ bound: false, error: error.code ?? error.message, requests: recorded });
+    });
+    server.on('listening', () => {
+      const boundAt = Date.now();
+      setTimeout(() => {
+        server.closeAllConnections();
+        server.close(() =>
+          resolve({ bound: true, boundAt, releasedAt: Date.now(), requests: recorded }),
+        );
+      }, holdMs);
+    });
+    attempt();
+  });
+}
+
+const TASKS = { requests, connectUnix, processes, files, squat };
 
 let text = '';
 process.stdin.setEncoding('utf8');
@@ -165,3 +225,4 @@ for await (const chunk of process.stdin) text += chunk;
 const { task, input } = JSON.parse(text);
 const result = await TASKS[task](input);
 process.stdout.write(JSON.stringify(result));
+`;

@@ -1,12 +1,14 @@
 /**
- * The intruder: an unprivileged user the test creates, as another user of a shared cluster
- * is, and runs code as. It gets nothing of the run but what any user has (`ps`, /proc, the
- * file system, the network): no secret in its environment, no file it must read. What it
- * runs is intruder-program.mjs; what each task hands it and brings back is typed here.
+ * The intruder: an unprivileged user created for a test or a chaos run, as another user of a
+ * shared cluster is, and code run as it. It gets nothing of the run but what any user has
+ * (`ps`, /proc, the file system, the network, free ports): no secret in its environment, no
+ * file it must read. What it runs is {@link INTRUDER_PROGRAM}; what each task hands it and
+ * brings back is typed here.
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { INTRUDER_PROGRAM } from './program.js';
 
 /** One HTTP request the intruder sends. */
 export interface HttpAttempt {
@@ -19,8 +21,29 @@ export interface HttpAttempt {
   timeoutMs: number;
 }
 
-/** The status and the start (2 KiB) of the body, or the error's code (`ECONNREFUSED`, `TIMEOUT`). */
-export type HttpOutcome = { status: number; body: string } | { error: string };
+/**
+ * The status, the headers and the start (2 KiB) of the body, or the error's code
+ * (`ECONNREFUSED`, `TIMEOUT`).
+ */
+export type HttpOutcome =
+  | { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+  | { error: string };
+
+/** One request a squatter received. */
+export interface SquattedRequest {
+  /** ms since the epoch. */
+  at: number;
+  method: string;
+  path: string;
+  headers: Record<string, string | string[] | undefined>;
+  /** The body's first `maxBodyBytes`, as UTF-8. */
+  body: string;
+}
+
+/** What a squatter did: whether it got the port, when, and what it was sent. */
+export type SquatOutcome =
+  | { bound: true; boundAt: number; releasedAt: number; requests: SquattedRequest[] }
+  | { bound: false; error: string; requests: SquattedRequest[] };
 
 /** A directory the intruder walks. */
 export interface WalkRoot {
@@ -38,7 +61,7 @@ export interface ReadableFile {
   content: string;
 }
 
-/** Each task of intruder-program.mjs: what it is given and what it brings back. */
+/** Each task of the intruder's program: what it is given and what it brings back. */
 export interface IntruderTasks {
   requests: {
     input: { requests: HttpAttempt[]; concurrency: number };
@@ -56,6 +79,21 @@ export interface IntruderTasks {
     input: { roots: WalkRoot[]; prune: string[]; maxBytes: number };
     output: { files: ReadableFile[] };
   };
+  /**
+   * Bind `host:port` as soon as it is free (every 20 ms, for up to `bindWithinMs`), hold it
+   * `holdMs`, answer every request `status` with an OpenAI-shaped error, record them.
+   */
+  squat: {
+    input: {
+      host: string;
+      port: number;
+      bindWithinMs: number;
+      holdMs: number;
+      status: number;
+      maxBodyBytes: number;
+    };
+    output: SquatOutcome;
+  };
 }
 
 /** An unprivileged user and the means to run tasks as it. */
@@ -64,7 +102,7 @@ export interface Intruder {
   user: string | undefined;
   uid: number;
   gid: number;
-  /** Run one task of intruder-program.mjs as the user (its input goes on stdin, not argv). */
+  /** Run one task of {@link INTRUDER_PROGRAM} as the user (its input goes on stdin, not argv). */
   run<K extends keyof IntruderTasks>(
     task: K,
     input: IntruderTasks[K]['input'],
@@ -73,8 +111,6 @@ export interface Intruder {
   /** `userdel` the user (nothing to do for a bare uid). */
   remove(): void;
 }
-
-const PROGRAM = readFileSync(new URL('./intruder-program.mjs', import.meta.url), 'utf8');
 
 /** Only root can create a user and switch to it. */
 export function runningAsRoot(): boolean {
@@ -134,7 +170,7 @@ export function createIntruder(): Intruder {
     ...ids,
     run: (task, input, timeoutMs = 30_000) =>
       new Promise((resolve, reject) => {
-        const child = spawn(process.execPath, ['--input-type=module', '-e', PROGRAM], {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', INTRUDER_PROGRAM], {
           ...ids,
           cwd: '/',
           env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },

@@ -6,7 +6,7 @@
  * violation of each kind run the same functions.
  */
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
-import type { HttpAttempt, HttpOutcome, Intruder, WalkRoot } from './intruder.js';
+import type { HttpAttempt, HttpOutcome, Intruder, WalkRoot } from './user.js';
 
 /** A key to look for (or a pattern every key of a kind matches), and the name a finding gives it. */
 export interface Secret {
@@ -114,7 +114,7 @@ export function secretsIn(text: string, secrets: readonly Secret[]): string[] {
 }
 
 /** `text` with each secret replaced by its name, cut to `max` characters. */
-function redact(text: string, secrets: readonly Secret[], max = 240): string {
+export function redact(text: string, secrets: readonly Secret[], max = 240): string {
   let out = text;
   for (const s of secrets) {
     out =

@@ -1,0 +1,701 @@
+/**
+ * "Another user of the cluster": every attack of the two shared-cluster issues, run as an
+ * unprivileged user (the {@link Intruder}) against the real scheduler and its SLURM jobs on
+ * this machine, each turned into a check that counts what it found.
+ *
+ * - Issue 14: requests without the engine key (none, wrong, the worker/admin tokens, another
+ *   job's engine key, a forged `Host`) to every engine path at every address a job process
+ *   listens on; connects to their Unix sockets; `ps` and /proc cmdline/environ; every file
+ *   it can read in the log directory and in new temp entries.
+ * - Issue 15: the public routes show no engine address, node name or job id; a squatter on
+ *   the scheduler's port during a restart records what workers send, answers 409 to all of
+ *   it, and learns nothing replayable (no key in it, its replay refused by the restarted
+ *   scheduler) and makes no worker exit (their logs say they ignored its unsigned answers);
+ *   an admin request the `es` CLI sent to a squatter is refused when replayed.
+ */
+import { createHmac } from 'node:crypto';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { execa } from 'execa';
+import { deriveEngineKey, deriveKeys } from '@es/protocol';
+import { repoRoot } from '@es/testkit';
+import { inWindow, summarize } from './checker.js';
+import { isAlive, pidsOfJob } from './faults.js';
+import {
+  ANY_ENGINE_KEY,
+  listenersOf,
+  probeTcp,
+  probeUnix,
+  redact,
+  scanFiles,
+  scanProcesses,
+  secretsIn,
+  targetUrl,
+  targetsOf,
+  tcpOutsideWorkers,
+  type Credential,
+  type Secret,
+  type TcpTarget,
+} from './intruder/checks.js';
+import { ChaosError } from './errors.js';
+import {
+  createIntruder,
+  runningAsRoot,
+  type HttpAttempt,
+  type Intruder,
+  type SquattedRequest,
+} from './intruder/user.js';
+import { OTHER_USER_FAULT, type FaultResult } from './report.js';
+import { capacityCheck, waitForCapacity, type ChaosContext } from './scenarios.js';
+
+/** Options of {@link otherUserScenario}. */
+export interface OtherUserOptions {
+  /** The scheduler's log directory (its `secret`, the jobs' `.out`); default: its log file's. */
+  logDir?: string;
+  /** The admin key (default: the one derived from `<logDir>/secret`). */
+  adminKey?: string;
+  /** How long the squatter holds the scheduler's port, ms (default 5000). */
+  squatMs?: number;
+  /** An intruder to reuse (default: one created for the scenario and removed after it). */
+  intruder?: Intruder;
+  /** Files in the temp directory modified before this (ms) are not the run's (default: its first event). */
+  since?: number;
+}
+
+/** The parts of `GET /api/v1/admin/status` the scenario reads. */
+interface AdminStatus {
+  deployments: {
+    jobs: { jobId: string; nodes: string }[];
+    workers: { id: string; jobId: string; node: string; baseUrl: string; state: string }[];
+  }[];
+}
+
+/** What the public routes must not show: the engines' addresses, node names, job ids. */
+export interface PrivateFacts {
+  /** `host:port` of each engine front. */
+  addresses: string[];
+  ports: number[];
+  nodes: string[];
+  jobIds: string[];
+}
+
+/** The check names of {@link otherUserScenario}, in the order the report lists them. */
+export const OTHER_USER_CHECKS = {
+  tcp: 'job processes listening on TCP outside es-worker',
+  engine: 'engine paths answered without the engine key',
+  unix: 'Unix sockets the intruder connected to',
+  processes: 'keys in ps or /proc',
+  files: 'keys in files the intruder can read',
+  publicRoutes: 'public routes showing an engine address, node name or job id',
+  squatKeys: 'keys in what the squatter recorded',
+  squatReplay: 'replayed worker requests accepted',
+  squatMissed: 'squatter reached no worker',
+  workersExited: 'workers that exited or stopped serving after the squat',
+  workersSilent: 'workers that did not log ignoring the unsigned answers',
+  cliKeys: 'keys the es CLI sent to a squatter',
+  cliReplay: 'replayed admin requests accepted',
+} as const;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A line a worker logs when it ignores an answer that was not signed with the secret. */
+export const IGNORED_UNSIGNED = /ignored an answer|not signed|wrongly signed|unsigned/i;
+
+async function adminStatus(url: string, adminKey: string): Promise<AdminStatus> {
+  const res = await fetch(`${url}/api/v1/admin/status`, {
+    headers: { authorization: `Bearer ${adminKey}` },
+    signal: AbortSignal.timeout(5_000),
+  });
+  if (!res.ok) throw new Error(`GET ${url}/api/v1/admin/status: ${res.status} ${await res.text()}`);
+  return (await res.json()) as AdminStatus;
+}
+
+/**
+ * The keys derived from the secret, by name (`workerKey`, `adminToken` ...), and the bearer
+ * token workers sent in clear before the worker protocol was signed (`workerToken`): a run
+ * of either version is attacked with, and searched for, what it derives.
+ */
+export function derivedKeysByName(secret: string): Record<string, string> {
+  return {
+    workerToken: createHmac('sha256', secret.trim()).update('elastic-serving:worker').digest('hex'),
+    ...(deriveKeys(secret) as unknown as Record<string, string>),
+  };
+}
+
+/**
+ * What another user would try at an engine's address instead of its key: nothing, a wrong
+ * key, each key derived from the secret (Bearer and Basic), `extra` keys, a forged `Host`.
+ */
+export function engineCredentials(
+  secret: string,
+  extra: Record<string, string> = {},
+): Credential[] {
+  const bearer = (name: string, key: string): Credential => ({
+    name,
+    headers: { authorization: `Bearer ${key}` },
+  });
+  return [
+    { name: 'no Authorization', headers: {} },
+    bearer('a wrong Bearer key', `es-engine-${'0'.repeat(48)}`),
+    ...Object.entries(derivedKeysByName(secret)).flatMap(([name, key]) => [
+      bearer(`the derived ${name}`, key),
+      {
+        name: `the derived ${name} as Basic`,
+        headers: { authorization: `Basic ${Buffer.from(`es:${key}`).toString('base64')}` },
+      },
+    ]),
+    ...Object.entries(extra).map(([name, key]) => bearer(name, key)),
+    {
+      name: 'a forged Host: localhost',
+      headers: { host: 'localhost', 'x-forwarded-for': '127.0.0.1' },
+    },
+  ];
+}
+
+/** Every key of the run: the secret, what is derived from it, each job's engine key. */
+export function secretsOfRun(
+  secret: string,
+  jobIds: Iterable<string>,
+  extra: Secret[] = [],
+): Secret[] {
+  return [
+    { name: 'the secret', value: secret.trim() },
+    ...Object.entries(derivedKeysByName(secret)).map(([name, value]) => ({
+      name: `the derived ${name}`,
+      value,
+    })),
+    ...[...jobIds].map((id) => ({
+      name: `the engine key of job ${id}`,
+      value: deriveEngineKey(secret, id),
+    })),
+    ...extra,
+  ];
+}
+
+function comm(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+/** The job's own processes (es-worker, engines): SLURM's `srun` and `slurmstepd` are the cluster's. */
+function jobProcesses(jobIds: Iterable<string>): number[] {
+  return [...jobIds].flatMap((id) =>
+    pidsOfJob(id, '').filter((pid) => !['srun', 'slurmstepd'].includes(comm(pid))),
+  );
+}
+
+/** The es-worker processes of a job. */
+function workerPids(jobId: string): number[] {
+  return pidsOfJob(jobId, 'worker/dist/cli.mjs').filter((pid) => comm(pid) !== 'srun');
+}
+
+/** `host:port` of a URL (an IPv6 host in brackets), and its port. */
+function addressOf(url: string): { address: string; port: number } {
+  const u = new URL(url);
+  return { address: u.host, port: Number(u.port) };
+}
+
+/** The private facts of the scheduler's admin status. */
+export function privateFacts(status: AdminStatus): PrivateFacts {
+  const workers = status.deployments.flatMap((d) => d.workers);
+  const jobs = status.deployments.flatMap((d) => d.jobs);
+  const fronts = workers.map((w) => addressOf(w.baseUrl));
+  return {
+    addresses: [...new Set(fronts.map((f) => f.address))],
+    ports: [...new Set(fronts.map((f) => f.port))],
+    nodes: [...new Set([...workers.map((w) => w.node), ...jobs.map((j) => j.nodes)])].filter(
+      (n) => n !== '',
+    ),
+    jobIds: [...new Set([...workers.map((w) => w.jobId), ...jobs.map((j) => j.jobId)])],
+  };
+}
+
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** What of `facts` one value shows (`key` is the name it has in its object). */
+function showsIn(value: string | number, key: string, facts: PrivateFacts): string[] {
+  const found: string[] = [];
+  if (typeof value === 'number') {
+    if (/port/i.test(key) && facts.ports.includes(value)) found.push(`engine port ${value}`);
+    if (/job|id/i.test(key) && facts.jobIds.includes(String(value))) {
+      found.push(`job id ${value}`);
+    }
+    return found;
+  }
+  for (const a of facts.addresses) if (value.includes(a)) found.push(`engine address ${a}`);
+  for (const n of facts.nodes) {
+    if (new RegExp(`(^|[^A-Za-z0-9_-])${escape(n)}($|[^A-Za-z0-9_-])`).test(value)) {
+      found.push(`node name ${n}`);
+    }
+  }
+  for (const id of facts.jobIds) {
+    if (
+      value === id ||
+      new RegExp(`^${escape(id)}\\.\\d+\\.\\d+$`).test(value) ||
+      new RegExp(`job[ _-]?(id)?[ :=#]*${escape(id)}\\b|-${escape(id)}\\.(out|err)\\b`, 'i').test(
+        value,
+      )
+    ) {
+      found.push(`job id ${id}`);
+    }
+  }
+  return found;
+}
+
+/** Every finding in a JSON value (or text): `<where> <json path>: <what>`. */
+export function leaksIn(where: string, value: unknown, facts: PrivateFacts, path = ''): string[] {
+  if (typeof value === 'string' || typeof value === 'number') {
+    const key = path.split('.').at(-1) ?? '';
+    return showsIn(value, key, facts).map(
+      (what) =>
+        `${where} shows ${what} at ${path || '(body)'}: ${JSON.stringify(value).slice(0, 120)}`,
+    );
+  }
+  if (Array.isArray(value)) {
+    return value.flatMap((v, i) => leaksIn(where, v, facts, `${path}[${i}]`));
+  }
+  if (typeof value === 'object' && value !== null) {
+    return Object.entries(value).flatMap(([k, v]) =>
+      leaksIn(where, v, facts, path === '' ? k : `${path}.${k}`),
+    );
+  }
+  return [];
+}
+
+/** The routes anyone may call, and a chat request (its answer's headers too). */
+const PUBLIC_ROUTES = ['/', '/health', '/cluster_status', '/workers'];
+
+/**
+ * As the intruder, without a key: `GET` each public route and one chat completion; a finding
+ * for each engine address, node name or job id a body or a response header shows.
+ */
+export async function probePublicRoutes(
+  intruder: Intruder,
+  url: string,
+  facts: PrivateFacts,
+  model: string,
+): Promise<string[]> {
+  const { hostname, port } = new URL(url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  const attempts: HttpAttempt[] = [
+    ...PUBLIC_ROUTES.map((path) => ({
+      host,
+      port: Number(port),
+      method: 'GET',
+      path,
+      headers: { connection: 'close' },
+      timeoutMs: 10_000,
+    })),
+    {
+      host,
+      port: Number(port),
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { connection: 'close', 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model,
+        messages: [{ role: 'user', content: 'hello' }],
+        max_tokens: 2,
+      }),
+      timeoutMs: 30_000,
+    },
+  ];
+  const outcomes = await intruder.run('requests', { requests: attempts, concurrency: 1 }, 60_000);
+  return outcomes.flatMap((outcome, i) => {
+    const attempt = attempts[i] as HttpAttempt;
+    const where = `${attempt.method} ${attempt.path} (no key)`;
+    if (!('status' in outcome)) return [`${where}: no answer (${outcome.error})`];
+    let body: unknown = outcome.body;
+    try {
+      body = JSON.parse(outcome.body);
+    } catch {
+      // Not JSON (an SSE stream, text): searched as text.
+    }
+    const headers = Object.fromEntries(
+      Object.entries(outcome.headers).filter(
+        ([name]) => !['date', 'content-length'].includes(name),
+      ),
+    );
+    return [...leaksIn(where, body, facts), ...leaksIn(`${where} header`, headers, facts)];
+  });
+}
+
+/** The headers a request authenticates with (or signs with): dropped to see if a route is public. */
+const CREDENTIAL_HEADER = /^(authorization|cookie)$|sign|nonce|timestamp|auth|^x-es-/i;
+/** Headers of one connection, not of the request. */
+const HOP_HEADER = /^(host|connection|content-length|transfer-encoding|keep-alive)$/i;
+
+const ok = (status: number) => status >= 200 && status < 300;
+
+/**
+ * As the intruder, send each recorded request again to `url`, as recorded and without its
+ * credentials: a finding for each replay that was accepted (2xx) where the same request
+ * without credentials is refused (a public route accepts both; that proves nothing).
+ */
+export async function replayFindings(
+  intruder: Intruder,
+  url: string,
+  recorded: readonly SquattedRequest[],
+  secrets: readonly Secret[],
+): Promise<string[]> {
+  const { hostname, port } = new URL(url);
+  const host = hostname.replace(/^\[|\]$/g, '');
+  const attempt = (r: SquattedRequest, keep: (name: string) => boolean): HttpAttempt => {
+    const headers: Record<string, string> = { connection: 'close' };
+    for (const [name, value] of Object.entries(r.headers)) {
+      if (value === undefined || HOP_HEADER.test(name) || !keep(name)) continue;
+      headers[name] = Array.isArray(value) ? value.join(', ') : value;
+    }
+    return {
+      host,
+      port: Number(port),
+      method: r.method,
+      path: r.path,
+      headers,
+      ...(r.method === 'GET' || r.method === 'HEAD' ? {} : { body: r.body }),
+      timeoutMs: 10_000,
+    };
+  };
+  const plan = recorded.flatMap((r) => [
+    attempt(r, () => true),
+    attempt(r, (name) => !CREDENTIAL_HEADER.test(name)),
+  ]);
+  if (plan.length === 0) return [];
+  const outcomes = await intruder.run(
+    'requests',
+    { requests: plan, concurrency: 1 },
+    plan.length * 10_000 + 10_000,
+  );
+  return recorded.flatMap((r, i) => {
+    const replay = outcomes[2 * i];
+    const bare = outcomes[2 * i + 1];
+    if (replay === undefined || !('status' in replay) || !ok(replay.status)) return [];
+    if (bare !== undefined && 'status' in bare && ok(bare.status)) return [];
+    const bareWhat =
+      bare === undefined ? 'nothing' : 'status' in bare ? String(bare.status) : bare.error;
+    return [
+      `${r.method} ${r.path} replayed to ${url}: ${replay.status} ${redact(replay.body, secrets, 80)} (without its credentials: ${bareWhat})`,
+    ];
+  });
+}
+
+/** A finding for each recorded request whose headers or body hold a secret. */
+export function recordedSecrets(
+  who: string,
+  recorded: readonly SquattedRequest[],
+  secrets: readonly Secret[],
+): string[] {
+  return recorded.flatMap((r) => {
+    const found = secretsIn(`${JSON.stringify(r.headers)}\n${r.body}`, secrets);
+    return found.length === 0 ? [] : [`${who} ${r.method} ${r.path} holds ${found.join(', ')}`];
+  });
+}
+
+/** A TCP port free on 127.0.0.1 now. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return typeof address === 'object' && address !== null ? address.port : 0;
+}
+
+/** Resolves once something accepts connections on 127.0.0.1:`port`. */
+async function listening(port: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (up) return true;
+    await sleep(50);
+  }
+  return false;
+}
+
+/** The `es` CLI of this checkout (built). */
+const ES_CLI = join(repoRoot, 'packages', 'client', 'dist', 'cli.mjs');
+
+/**
+ * The `es` CLI's admin call to a squatter (the intruder on a port the operator points it
+ * at, as on `127.0.0.1:8780` when no scheduler listens there): what it sent.
+ */
+export async function esCliToSquatter(
+  intruder: Intruder,
+  adminKeyFile: string,
+): Promise<{ requests: SquattedRequest[]; note: string }> {
+  const port = await freePort();
+  const squat = intruder.run(
+    'squat',
+    {
+      host: '127.0.0.1',
+      port,
+      bindWithinMs: 5_000,
+      holdMs: 8_000,
+      status: 409,
+      maxBodyBytes: 65_536,
+    },
+    30_000,
+  );
+  if (!(await listening(port, 5_000))) {
+    const outcome = await squat;
+    throw new Error(`the squatter did not bind 127.0.0.1:${port}: ${JSON.stringify(outcome)}`);
+  }
+  const es = await execa(
+    process.execPath,
+    [ES_CLI, 'jobs', '--url', `http://127.0.0.1:${port}`, '--admin-key-file', adminKeyFile],
+    { reject: false, timeout: 6_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
+  );
+  const outcome = await squat;
+  return {
+    requests: outcome.requests,
+    note: `es jobs --url http://127.0.0.1:${port} (a squatter answering 409): exit ${es.exitCode ?? es.signal}, ${outcome.requests.length} requests reached the squatter (${outcome.requests.map((r) => `${r.method} ${r.path}`).join(', ') || 'none'}); stderr ${JSON.stringify(String(es.stderr).slice(0, 200))}`,
+  };
+}
+
+/** The job's log lines (`<name>-<job id>.out` in the log directory). */
+function jobLog(logDir: string, jobId: string): string {
+  return readdirSync(logDir)
+    .filter((f) => f.endsWith(`-${jobId}.out`))
+    .map((f) => readFileSync(join(logDir, f), 'utf8'))
+    .join('\n');
+}
+
+/**
+ * Runs every attack of another user of the cluster against the scheduler of `ctx` and its
+ * jobs (see the module's comment). The load keeps running; its requests that met the
+ * squatter (the scheduler's port held by someone else) are excused.
+ * @example
+ * const result = await otherUserScenario(ctx);
+ * result.checks; // { 'engine paths answered without the engine key': 0, ... }
+ */
+export async function otherUserScenario(
+  ctx: ChaosContext,
+  options: OtherUserOptions = {},
+): Promise<FaultResult> {
+  const C = OTHER_USER_CHECKS;
+  const logDir = options.logDir ?? dirname(ctx.scheduler.logFile);
+  const secret = readFileSync(join(logDir, 'secret'), 'utf8');
+  const adminKey = options.adminKey ?? deriveKeys(secret).adminToken;
+  if (options.intruder === undefined && !runningAsRoot()) {
+    throw new ChaosError(
+      'START_FAILED',
+      'another user of the cluster: creating the unprivileged intruder user needs root (run scripts/chaos as root, as CI does, or pass options.intruder)',
+    );
+  }
+  const intruder = options.intruder ?? createIntruder();
+  const faultAt = Date.now();
+  const notes: string[] = [`intruder ${intruder.user ?? 'a bare uid'} (uid ${intruder.uid})`];
+  const checks: Record<string, number> = {};
+  const record = (name: string, findings: readonly string[]) => {
+    checks[name] = findings.length;
+    for (const f of findings.slice(0, 8)) notes.push(`${name}: ${f}`);
+    if (findings.length > 8) notes.push(`${name}: … ${findings.length - 8} more`);
+  };
+  const excused = new Set<string>();
+  try {
+    const url = ctx.scheduler.url;
+    const status = await adminStatus(url, adminKey);
+    const facts = privateFacts(status);
+    const secrets = secretsOfRun(secret, facts.jobIds, [
+      ...(options.adminKey === undefined ? [] : [{ name: 'the admin key', value: adminKey }]),
+    ]);
+
+    // Issue 14: the job processes' listeners, their engine paths, ps and readable files.
+    const pids = jobProcesses(facts.jobIds);
+    const listeners = listenersOf(pids);
+    record(C.tcp, tcpOutsideWorkers(listeners));
+    const keyOf = (jobId: string): Credential => ({
+      name: `the engine key of job ${jobId}`,
+      headers: { authorization: `Bearer ${deriveEngineKey(secret, jobId)}` },
+    });
+    const jobOfPid = (pid: number) =>
+      facts.jobIds.find((id) => pidsOfJob(id, '').includes(pid)) ?? '';
+    const targets = new Map<string, TcpTarget>();
+    for (const l of listeners) {
+      const job = jobOfPid(l.pid);
+      for (const t of targetsOf([l])) {
+        targets.set(targetUrl(t), {
+          ...t,
+          credentials: facts.jobIds.filter((id) => id !== job).map(keyOf),
+        });
+      }
+    }
+    for (const w of status.deployments.flatMap((d) => d.workers)) {
+      const u = new URL(w.baseUrl);
+      const t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
+      if (!targets.has(targetUrl(t))) {
+        targets.set(targetUrl(t), {
+          ...t,
+          label: `worker ${w.id} (advertised)`,
+          credentials: facts.jobIds.filter((id) => id !== w.jobId).map(keyOf),
+        });
+      }
+    }
+    const credentials = engineCredentials(secret);
+    record(C.engine, [
+      ...(targets.size === 0
+        ? [`no address found for the ${facts.jobIds.length} jobs' processes (${pids.length} pids)`]
+        : []),
+      ...(await probeTcp(intruder, [...targets.values()], credentials, secrets)),
+    ]);
+    record(C.unix, await probeUnix(intruder, listeners));
+    record(C.processes, await scanProcesses(intruder, secrets));
+    const since =
+      options.since ??
+      Math.min(
+        faultAt,
+        ...ctx.scheduler
+          .events()
+          .slice(0, 1)
+          .map((e) => e.time),
+      );
+    record(
+      C.files,
+      await scanFiles(
+        intruder,
+        // The log directory's keys of unknown jobs too; the temp directory (shared with
+        // other runs on this machine) for this run's keys only.
+        [{ dir: logDir }],
+        [...secrets, ANY_ENGINE_KEY],
+      ).then(async (inLogDir) => [
+        ...inLogDir,
+        ...(await scanFiles(intruder, [{ dir: tmpdir(), since }], secrets)),
+      ]),
+    );
+    notes.push(
+      `${pids.length} job processes of jobs ${facts.jobIds.join(', ')}: ${listeners.filter((l) => l.kind === 'tcp').length} TCP and ${listeners.filter((l) => l.kind === 'unix').length} Unix listeners; ${targets.size} addresses probed`,
+    );
+
+    // Issue 15 (2): what the public routes say without a key.
+    record(C.publicRoutes, await probePublicRoutes(intruder, url, facts, 'mock-model'));
+
+    // Issue 15 (1): the es CLI's admin request, sent to a squatter, replayed.
+    const keyFile = join(logDir, 'other-user-admin-key');
+    writeFileSync(keyFile, `${adminKey}\n`, { mode: 0o600 });
+    const cli = await esCliToSquatter(intruder, keyFile);
+    notes.push(cli.note);
+    const adminSecrets = [...secrets, { name: 'the admin key', value: adminKey }];
+    record(C.cliKeys, recordedSecrets('the es CLI sent the squatter', cli.requests, adminSecrets));
+    record(C.cliReplay, await replayFindings(intruder, url, cli.requests, adminSecrets));
+
+    // Issue 15 (1): a squatter on the scheduler's port while it restarts.
+    const squatMs = options.squatMs ?? 5_000;
+    const serving = new Set(
+      status.deployments.flatMap((d) =>
+        d.workers.filter((w) => w.state === 'ready').map((w) => w.jobId),
+      ),
+    );
+    const workersBefore = new Map([...serving].map((id) => [id, workerPids(id)]));
+    const squat = intruder.run(
+      'squat',
+      {
+        host: '127.0.0.1',
+        port: ctx.scheduler.port,
+        bindWithinMs: 15_000,
+        holdMs: squatMs,
+        status: 409,
+        maxBodyBytes: 65_536,
+      },
+      squatMs + 45_000,
+    );
+    const stopAt = Date.now();
+    await ctx.scheduler.kill('SIGKILL');
+    const squatted = await squat;
+    await ctx.scheduler.restart();
+    const servingAt = Date.now();
+    for (const r of inWindow(ctx.load.records, stopAt, servingAt)) excused.add(r.id);
+    if (!squatted.bound) {
+      throw new Error(`the squatter could not bind the scheduler's port: ${squatted.error}`);
+    }
+    const recorded = squatted.requests;
+    const fromWorkers = recorded.filter((r) => r.path.startsWith('/api/v1/workers'));
+    notes.push(
+      `squatter held 127.0.0.1:${ctx.scheduler.port} ${squatted.releasedAt - squatted.boundAt} ms (${squatted.boundAt - stopAt} ms after the kill): ${recorded.length} requests, ${fromWorkers.length} of the worker protocol (${[...new Set(fromWorkers.map((r) => r.path))].slice(0, 6).join(', ')})`,
+    );
+    record(C.squatKeys, recordedSecrets('the squatter recorded', recorded, secrets));
+    const talked = [...serving].filter((id) =>
+      fromWorkers.some((r) => r.path.includes(`/${id}.`) || r.body.includes(`"${id}"`)),
+    );
+    record(
+      C.squatMissed,
+      talked.length > 0
+        ? []
+        : [`none of the jobs ${[...serving].join(', ')} sent the squatter a request`],
+    );
+
+    // The restarted scheduler: the same jobs serve again, and no replay passes.
+    let after: AdminStatus | undefined;
+    const deadline = Date.now() + 20_000;
+    let missing = [...serving];
+    while (Date.now() < deadline) {
+      after = await adminStatus(ctx.scheduler.url, adminKey).catch(() => undefined);
+      const ready = new Set(
+        (after?.deployments ?? []).flatMap((d) =>
+          d.workers.filter((w) => w.state === 'ready').map((w) => w.jobId),
+        ),
+      );
+      missing = [...serving].filter((id) => !ready.has(id));
+      if (missing.length === 0) break;
+      await sleep(500);
+    }
+    record(C.squatReplay, await replayFindings(intruder, ctx.scheduler.url, recorded, secrets));
+    record(C.workersExited, [
+      ...missing.map(
+        (id) => `job ${id} served before the squat and has no ready worker 20 s after the restart`,
+      ),
+      ...[...workersBefore].flatMap(([id, before]) =>
+        before
+          .filter((pid) => !isAlive(pid))
+          .map((pid) => `es-worker pid ${pid} of job ${id} exited`),
+      ),
+    ]);
+    record(
+      C.workersSilent,
+      talked
+        .filter((id) => !IGNORED_UNSIGNED.test(jobLog(logDir, id)))
+        .map((id) => `job ${id}'s log says nothing of ignoring the squatter's unsigned answers`),
+    );
+  } finally {
+    for (const id of excused) ctx.excused.add(id);
+    if (options.intruder === undefined) intruder.remove();
+  }
+  let capacityMs: number | undefined;
+  try {
+    capacityMs =
+      (await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000)) -
+      faultAt;
+  } catch (error) {
+    notes.push((error as Error).message);
+  }
+  checks[capacityCheck(ctx.capacityTimeoutMs)] = capacityMs === undefined ? 1 : 0;
+  const end = Date.now();
+  await ctx.load.settled(end);
+  const requests = inWindow(ctx.load.records, faultAt, end).filter((r) => !excused.has(r.id));
+  if (excused.size > 0) {
+    notes.push(`${excused.size} requests excused: they met the squatter or the stopped scheduler`);
+  }
+  const result: FaultResult = {
+    fault: OTHER_USER_FAULT,
+    requests: summarize(requests),
+    detectionMs: [],
+    checks,
+    notes,
+    window: { from: faultAt, to: end },
+    excused: [...excused],
+    run: 'main',
+  };
+  if (capacityMs !== undefined) result.capacityMs = capacityMs;
+  ctx.log?.(`${OTHER_USER_FAULT}: ${JSON.stringify(result)}`);
+  return result;
+}
