@@ -35,6 +35,7 @@ import {
   withStoppedController,
 } from '../../../packages/testkit/src/index.js';
 // Nor on @es/mock-engine: what the engine answers, from its source.
+import { enginePidsBehind } from '../../../packages/chaos/src/faults.js';
 import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 import {
   FAST_FLAGS,
@@ -299,13 +300,16 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
       expect(slices.map((s) => s.join(',')).sort()).toEqual(['0,1,2,3', '4,5,6,7']);
     }
 
-    // Each ready worker is served by an engine of its own job, on the port it registered
-    // (all dev-cluster nodes share one host, so engines of different jobs race for ports).
+    // Each ready worker is served by an engine of its own job, behind the front on the port
+    // it registered (all dev-cluster nodes share one host, so fronts of different jobs race
+    // for ports).
     for (const w of status.workers) {
-      const engines = processesWithEnv('SLURM_JOB_ID', w.slurm_job_id).filter(
-        (p) => p.args.includes('mock-engine') && p.args.includes(`--port ${w.port} `),
-      );
-      expect(engines, `engine of ${w.worker_id} on port ${w.port}`).toHaveLength(1);
+      const ofJob = new Set(processesWithEnv('SLURM_JOB_ID', w.slurm_job_id).map((p) => p.pid));
+      const engines = await enginePidsBehind(w.port, Number(w.worker_id.split('.').at(-1)));
+      expect(
+        engines.filter((pid) => ofJob.has(pid)),
+        `engine of ${w.worker_id} behind port ${w.port}`,
+      ).toHaveLength(1);
     }
 
     const answers = await Promise.all(Array.from({ length: 24 }, () => chat(3)));

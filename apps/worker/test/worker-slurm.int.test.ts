@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startFakeScheduler } from './fake-scheduler.js';
 // What the engine answers; this app does not depend on @es/mock-engine (its package.json is
 // not ours to change), so its source is imported directly.
+import { enginePidsBehind } from '../../../packages/chaos/src/faults.js';
 import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
@@ -30,14 +30,14 @@ function freePort(): Promise<number> {
   });
 }
 
-function enginePids(ports: number[]): number[] {
-  const ps = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
-  return ps
-    .split('\n')
-    .filter(
-      (line) => line.includes('mock-engine') && ports.some((p) => line.includes(`--port ${p} `)),
-    )
-    .map((line) => Number.parseInt(line.trim(), 10));
+/** Whether `pid` is a live process (not gone, not a zombie). */
+function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 describe('es-worker inside a real SLURM job', () => {
@@ -114,8 +114,11 @@ describe('es-worker inside a real SLURM job', () => {
         for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
         expect(text).toBe(expectedGeneration(hello, { maxTokens: 4 }).text);
       }
-      const ports = registrations.map((r) => r.port);
-      expect(enginePids(ports)).toHaveLength(2);
+      // The engines behind the two fronts the worker registered.
+      const engines = (
+        await Promise.all(registrations.map((r) => enginePidsBehind(r.port, r.index)))
+      ).flat();
+      expect(engines).toHaveLength(2);
 
       const job = await waitForJob(jobId, (j) => j.JobState === 'RUNNING');
       const node = job.NodeList ?? '';
@@ -138,7 +141,7 @@ describe('es-worker inside a real SLURM job', () => {
       expect(drainedAt - signalAt).toBeLessThan(2_000);
       expect(drainedAt - preemptedAt).toBeLessThan(10_000);
       // The engines are gone once the step has ended (drained or killed by SLURM).
-      await expect.poll(() => enginePids(ports), { timeout: 15_000 }).toEqual([]);
+      await expect.poll(() => engines.filter(running), { timeout: 15_000 }).toEqual([]);
     } finally {
       await cancelByNamePrefix(prefix);
       await scheduler.close();
