@@ -6,6 +6,8 @@ import { Hono } from 'hono';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { createKeyChecker } from './auth.js';
+import { createBodyBudget } from './body-budget.js';
+import type { BodyBudget } from './body-budget.js';
 import { createNodeSink, createWebSink } from './client-sink.js';
 import { corsMiddleware } from './cors.js';
 import type { ClientSink } from './client-sink.js';
@@ -22,6 +24,7 @@ import type { ForwardShared } from './forward.js';
 import { withStaleRouting } from './journal.js';
 import { resolveProxyOptions } from './options.js';
 import type { ProxyAppOptions, ProxyRequestRecord } from './options.js';
+import type { BodyLease } from './request-body.js';
 import {
   isJsonContentType,
   parseRequest,
@@ -141,7 +144,12 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
     return c.json(entry, 200, { 'x-request-id': c.get('requestId') });
   });
 
-  app.post('/v1/*', (c) => proxyRequest(c, shared));
+  const bodyBudget = createBodyBudget(
+    resolved.bodyBudgetBytes,
+    resolved.bodyBudgetWaitMs,
+    resolved.queue.retryAfterSeconds,
+  );
+  app.post('/v1/*', (c) => proxyRequest(c, shared, bodyBudget));
 
   // A route rather than notFound(): a parent app that mounts this one keeps its own notFound.
   app.all('/v1/*', (c) => {
@@ -237,8 +245,12 @@ function modelList(pool: PoolView) {
   };
 }
 
-async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promise<Response> {
-  const { maxBodyBytes, requestBodyTimeoutMs, affinity } = shared.options;
+async function proxyRequest(
+  c: Context<ProxyEnv>,
+  shared: ForwardShared,
+  bodyBudget: BodyBudget,
+): Promise<Response> {
+  const { maxBodyBytes, requestBodyTimeoutMs, clientIdleTimeoutMs, affinity } = shared.options;
   const startedAt = performance.now();
   const requestId = c.get('requestId');
   const incoming = c.env?.incoming;
@@ -250,6 +262,8 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
     deployment?: string;
   } = { requestId, path, stream: false };
   const client = new ClientState();
+  // The body's bytes stay taken until the request is done with it (retries resend it).
+  const lease: BodyLease = { budget: bodyBudget, bytes: 0 };
 
   try {
     if (!isJsonContentType(header(c, 'content-type'))) {
@@ -260,8 +274,8 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
       );
     }
     let body = node
-      ? await readNodeBody(incoming, maxBodyBytes, requestBodyTimeoutMs)
-      : await readWebBody(c.req.raw, maxBodyBytes);
+      ? await readNodeBody(incoming, maxBodyBytes, requestBodyTimeoutMs, undefined, lease)
+      : await readWebBody(c.req.raw, maxBodyBytes, lease);
     const parsed = parseRequest(body);
     base.model = parsed.model;
     base.stream = parsed.stream;
@@ -285,7 +299,7 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
     let sink: ClientSink;
     let webResponse: (() => Response) | undefined;
     if (node) {
-      sink = createNodeSink(outgoing);
+      sink = createNodeSink(outgoing, clientIdleTimeoutMs);
       // The client may have left while the body was read: 'close' has then already fired.
       if (outgoing.destroyed || outgoing.socket === null) client.markGone();
       else {
@@ -294,7 +308,7 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
         });
       }
     } else {
-      const web = createWebSink(() => client.markGone());
+      const web = createWebSink(() => client.markGone(), clientIdleTimeoutMs);
       sink = web;
       webResponse = web.response;
       c.req.raw.signal.addEventListener('abort', () => client.markGone(), { once: true });
@@ -331,6 +345,8 @@ async function proxyRequest(c: Context<ProxyEnv>, shared: ForwardShared): Promis
     record(shared, base, startedAt, gone ? clientGone() : proxyError, progressOf(error));
     if (gone && node) return RESPONSE_ALREADY_SENT;
     throw proxyError;
+  } finally {
+    bodyBudget.release(lease.bytes);
   }
 }
 

@@ -18,14 +18,40 @@ export interface ClientSink {
   destroy(error: Error): void;
 }
 
-/** Sink writing to a Node `ServerResponse`. */
-export function createNodeSink(res: ServerResponse): ClientSink {
+/** The client read nothing for longer than the idle timeout. */
+export function clientIdle(idleTimeoutMs: number): Error {
+  return Object.assign(
+    new Error(`The client read nothing of its response for ${idleTimeoutMs / 1000} s.`),
+    { code: 'client_idle_timeout' },
+  );
+}
+
+/**
+ * Sink writing to a Node `ServerResponse`. When a write backs up and no `drain` follows
+ * within `idleTimeoutMs` (0: never), the response is destroyed: its `close` tells the
+ * request the client is gone, which aborts the upstream attempt and frees the engine's slot.
+ */
+export function createNodeSink(res: ServerResponse, idleTimeoutMs = 0): ClientSink {
+  let idle: NodeJS.Timeout | undefined;
+  const stopIdle = () => {
+    if (idle !== undefined) clearTimeout(idle);
+    idle = undefined;
+  };
+  if (idleTimeoutMs > 0) {
+    res.on('drain', stopIdle);
+    res.once('close', stopIdle);
+  }
   return {
     start(status, headers) {
       res.writeHead(status, headers);
     },
     write(chunk) {
-      return res.write(chunk);
+      const flushed = res.write(chunk);
+      if (!flushed && idleTimeoutMs > 0 && idle === undefined) {
+        idle = setTimeout(() => res.destroy(clientIdle(idleTimeoutMs)), idleTimeoutMs);
+        idle.unref();
+      }
+      return flushed;
     },
     onDrain(listener) {
       res.once('drain', listener);
@@ -46,24 +72,32 @@ export interface WebSink extends ClientSink {
 
 /**
  * Sink for the web path.
- * @param onCancel called when the consumer cancels the body (client went away).
+ * @param onCancel called when the consumer cancels the body (client went away), or when it
+ *   pulls nothing for `idleTimeoutMs` (0: never) while the stream is full.
  */
-export function createWebSink(onCancel: () => void): WebSink {
+export function createWebSink(onCancel: () => void, idleTimeoutMs = 0): WebSink {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let drain: (() => void) | undefined;
   let closed = false;
   let response: Response | undefined;
+  let idle: NodeJS.Timeout | undefined;
+  const stopIdle = () => {
+    if (idle !== undefined) clearTimeout(idle);
+    idle = undefined;
+  };
   const stream = new ReadableStream<Uint8Array>(
     {
       start(c) {
         controller = c;
       },
       pull() {
+        stopIdle();
         const listener = drain;
         drain = undefined;
         listener?.();
       },
       cancel() {
+        stopIdle();
         closed = true;
         onCancel();
       },
@@ -82,7 +116,18 @@ export function createWebSink(onCancel: () => void): WebSink {
     write(chunk) {
       if (closed) return true;
       controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      return (controller.desiredSize ?? 1) > 0;
+      const room = (controller.desiredSize ?? 1) > 0;
+      if (!room && idleTimeoutMs > 0 && idle === undefined) {
+        idle = setTimeout(() => {
+          idle = undefined;
+          if (closed) return;
+          closed = true;
+          controller.error(clientIdle(idleTimeoutMs));
+          onCancel();
+        }, idleTimeoutMs);
+        idle.unref();
+      }
+      return room;
     },
     onDrain(listener) {
       drain = listener;
@@ -93,6 +138,7 @@ export function createWebSink(onCancel: () => void): WebSink {
       controller.close();
     },
     destroy(error) {
+      stopIdle();
       if (closed) return;
       closed = true;
       controller.error(error);

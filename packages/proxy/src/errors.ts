@@ -14,6 +14,7 @@ export type ProxyErrorCode =
   | 'unknown_url'
   | 'queue_full'
   | 'no_capacity'
+  | 'body_budget_exhausted'
   | 'upstream_unavailable'
   | 'upstream_timeout'
   | 'upstream_stream_interrupted'

@@ -114,8 +114,22 @@ export interface ProxyAppOptions {
    * browsers keep pages of other sites from reading any answer).
    */
   corsOrigins?: readonly string[];
-  /** Largest accepted request body, in bytes. Default 32 MiB. */
+  /** Largest accepted request body, in bytes (at most `bodyBudgetBytes`). Default 32 MiB. */
   maxBodyBytes?: number;
+  /**
+   * Bytes of request bodies held in memory at once, all requests together. A body that does
+   * not fit waits (its socket is not read) up to `bodyBudgetWaitMs`, then gets 503
+   * `body_budget_exhausted` with `Retry-After` (`queue.retryAfterSeconds`). Default 128 MiB.
+   */
+  bodyBudgetBytes?: number;
+  /** Longest wait for room in the body budget; 0 answers 503 at once. Default 10 000 ms. */
+  bodyBudgetWaitMs?: number;
+  /**
+   * A client that reads nothing of its response (writes back up, no `drain`) for this long
+   * is disconnected and its upstream request aborted, so the engine frees the slot.
+   * 0 = never. Default 60 000 ms.
+   */
+  clientIdleTimeoutMs?: number;
   /**
    * The whole request body must arrive within this many ms, else 408 `request_timeout` and
    * the connection is closed (slow-loris uploads). Default 30000; 0 = no limit.
@@ -195,6 +209,9 @@ export interface ResolvedProxyOptions {
   /** Parsed, deduplicated; empty: CORS off. */
   corsOrigins: readonly string[];
   maxBodyBytes: number;
+  bodyBudgetBytes: number;
+  bodyBudgetWaitMs: number;
+  clientIdleTimeoutMs: number;
   requestBodyTimeoutMs: number;
   retry: Required<RetryOptions>;
   queue: Required<QueueOptions>;
@@ -212,6 +229,9 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
     apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
     corsOrigins: [...new Set((options.corsOrigins ?? []).map(parseCorsOrigin))],
     maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,
+    bodyBudgetBytes: options.bodyBudgetBytes ?? 128 * 1024 * 1024,
+    bodyBudgetWaitMs: options.bodyBudgetWaitMs ?? 10_000,
+    clientIdleTimeoutMs: options.clientIdleTimeoutMs ?? 60_000,
     requestBodyTimeoutMs: options.requestBodyTimeoutMs ?? 30_000,
     retry: {
       maxAttempts: options.retry?.maxAttempts ?? 3,
@@ -243,6 +263,9 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
   // '>0' for sizes and timeouts that cannot be zero, '>=0' where zero means "none".
   const rules: [string, number, '>0' | '>=0'][] = [
     ['maxBodyBytes', resolved.maxBodyBytes, '>0'],
+    ['bodyBudgetBytes', resolved.bodyBudgetBytes, '>0'],
+    ['bodyBudgetWaitMs', resolved.bodyBudgetWaitMs, '>=0'],
+    ['clientIdleTimeoutMs', resolved.clientIdleTimeoutMs, '>=0'],
     ['requestBodyTimeoutMs', resolved.requestBodyTimeoutMs, '>=0'],
     ['retry.maxAttempts', resolved.retry.maxAttempts, '>0'],
     ['retry.budgetRatio', resolved.retry.budgetRatio, '>=0'],
@@ -263,6 +286,11 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
     if (!(rule === '>0' ? value > 0 : value >= 0)) {
       throw new RangeError(`proxy option ${name} must be ${rule}, got ${value}`);
     }
+  }
+  if (resolved.maxBodyBytes > resolved.bodyBudgetBytes) {
+    throw new RangeError(
+      `proxy option maxBodyBytes (${resolved.maxBodyBytes}) must be <= bodyBudgetBytes (${resolved.bodyBudgetBytes}): a body larger than the budget could never be read; raise bodyBudgetBytes or lower maxBodyBytes`,
+    );
   }
   if (!(resolved.affinity.loadFactor >= 1)) {
     throw new RangeError(`proxy option affinity.loadFactor must be >= 1`);

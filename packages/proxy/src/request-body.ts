@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { BodyBudget } from './body-budget.js';
 import { ProxyError } from './errors.js';
 
 /** What the proxy reads from a request body: the rest is forwarded as the original bytes. */
@@ -40,67 +41,112 @@ export function bodyTimedOut(timeoutMs: number): ProxyError {
   );
 }
 
+/** Bytes of a {@link BodyBudget} one request holds; the caller releases them when done. */
+export interface BodyLease {
+  budget: BodyBudget;
+  bytes: number;
+}
+
 /**
  * Read a Node request body, keeping at most `limit` bytes, within `timeoutMs` (0: no limit). A larger body (declared or
  * streamed) is read to its end and discarded before the 413 is answered: closing a
  * connection (`Connection: close`) while the client is still sending makes the kernel answer
  * its next bytes with a reset, which destroys the 413 before the client reads it (RFC 9112
  * §9.6, "lingering close"). The discarding stops after `discardDeadlineMs`.
+ *
+ * With a `lease`, the bytes kept are taken from its budget first (a declared length at once,
+ * a chunked body as it arrives); while they do not fit the socket is not read. A body that
+ * finds no room within the budget's wait is discarded the same way and answered 503.
  */
 export function readNodeBody(
   incoming: IncomingMessage,
   limit: number,
   timeoutMs = 0,
   discardDeadlineMs = DISCARD_DEADLINE_MS,
+  lease?: BodyLease,
 ): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    const declared = Number(incoming.headers['content-length']);
+    // A declared length is read into one buffer: no second copy at the end.
+    let whole: Buffer | undefined;
     let size = 0;
-    let discarding = false;
+    let discarding: ProxyError | undefined;
+    let settled = false;
     let timer: NodeJS.Timeout | undefined;
+    const waiting = new AbortController();
     const deadline =
       timeoutMs > 0
         ? setTimeout(() => {
-            if (discarding) return;
+            if (discarding !== undefined) return;
             cleanup();
             reject(bodyTimedOut(timeoutMs));
           }, timeoutMs)
         : undefined;
     deadline?.unref();
-    const startDiscarding = () => {
-      discarding = true;
+    const startDiscarding = (error: ProxyError) => {
+      discarding = error;
       chunks.length = 0;
+      whole = undefined;
       timer = setTimeout(finishDiscarding, discardDeadlineMs);
       timer.unref();
+      incoming.resume();
     };
     const finishDiscarding = () => {
       cleanup();
       // Whatever still arrives is dropped, never buffered.
       incoming.resume();
-      reject(tooLarge(limit));
+      reject(discarding);
+    };
+    const keep = (chunk: Buffer) => {
+      if (whole !== undefined) chunk.copy(whole, size - chunk.length);
+      else chunks.push(chunk);
     };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
-      if (discarding) return;
+      if (discarding !== undefined) return;
       if (size > limit) {
-        startDiscarding();
+        startDiscarding(tooLarge(limit));
         return;
       }
-      chunks.push(chunk);
+      if (lease === undefined || size <= lease.bytes) {
+        keep(chunk);
+        return;
+      }
+      const more = size - lease.bytes;
+      if (lease.budget.tryTake(more)) {
+        lease.bytes += more;
+        keep(chunk);
+        return;
+      }
+      incoming.pause();
+      lease.budget.take(more, waiting.signal).then(
+        () => {
+          lease.bytes += more;
+          keep(chunk);
+          incoming.resume();
+        },
+        (error: unknown) => {
+          if (!settled) startDiscarding(error as ProxyError);
+        },
+      );
     };
     const onEnd = () => {
-      if (discarding) {
+      if (discarding !== undefined) {
         finishDiscarding();
         return;
       }
       cleanup();
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      if (whole !== undefined) resolve(size === whole.length ? whole : whole.subarray(0, size));
+      else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
     const onError = (error: Error) => {
       cleanup();
-      reject(discarding ? tooLarge(limit) : error);
+      reject(discarding ?? error);
     };
     const cleanup = () => {
+      settled = true;
+      waiting.abort();
       if (timer !== undefined) clearTimeout(timer);
       if (deadline !== undefined) clearTimeout(deadline);
       incoming.off('data', onData);
@@ -108,16 +154,58 @@ export function readNodeBody(
       incoming.off('error', onError);
       incoming.off('aborted', onError);
     };
-    incoming.on('data', onData);
-    incoming.on('end', onEnd);
-    incoming.on('error', onError);
-    incoming.on('aborted', onError);
-    if (Number(incoming.headers['content-length']) > limit) startDiscarding();
+    const listen = () => {
+      incoming.on('data', onData);
+      incoming.on('end', onEnd);
+      incoming.on('error', onError);
+      incoming.on('aborted', onError);
+    };
+    if (declared > limit) {
+      listen();
+      startDiscarding(tooLarge(limit));
+      return;
+    }
+    if (!(declared > 0)) {
+      listen();
+      return;
+    }
+    if (lease === undefined) {
+      whole = Buffer.allocUnsafe(declared);
+      listen();
+      return;
+    }
+    // Nothing is read until the declared length fits the budget.
+    incoming.once('aborted', onError);
+    lease.budget.take(declared, waiting.signal).then(
+      () => {
+        incoming.off('aborted', onError);
+        if (settled) {
+          lease.budget.release(declared);
+          return;
+        }
+        lease.bytes = declared;
+        whole = Buffer.allocUnsafe(declared);
+        listen();
+      },
+      (error: unknown) => {
+        incoming.off('aborted', onError);
+        if (settled) return;
+        listen();
+        startDiscarding(error as ProxyError);
+      },
+    );
   });
 }
 
-/** Read a web request body (the `app.request()` / non-Node path) with the same limit. */
-export async function readWebBody(request: Request, limit: number): Promise<Buffer> {
+/**
+ * Read a web request body (the `app.request()` / non-Node path) with the same limit, taking
+ * its bytes from the `lease`'s budget as they arrive (nothing is read while they do not fit).
+ */
+export async function readWebBody(
+  request: Request,
+  limit: number,
+  lease?: BodyLease,
+): Promise<Buffer> {
   const declared = Number(request.headers.get('content-length'));
   if (declared > limit) throw tooLarge(limit);
   if (request.body === null) return Buffer.alloc(0);
@@ -131,6 +219,15 @@ export async function readWebBody(request: Request, limit: number): Promise<Buff
     if (size > limit) {
       await reader.cancel();
       throw tooLarge(limit);
+    }
+    if (lease !== undefined) {
+      try {
+        await lease.budget.take(value.byteLength);
+      } catch (error) {
+        await reader.cancel();
+        throw error;
+      }
+      lease.bytes += value.byteLength;
     }
     chunks.push(value);
   }

@@ -23,6 +23,13 @@ export interface ProxyServerOptions {
   headersTimeoutMs?: number;
   /** Time allowed to receive a whole request (not the response). Default 300 000 ms. */
   requestTimeoutMs?: number;
+  /**
+   * Open connections at most; a connection past the cap is closed as soon as it is accepted
+   * (the open ones keep working). 0 = no cap. Default 4096.
+   */
+  maxConnections?: number;
+  /** Called for each connection closed at accept because of `maxConnections`. */
+  onConnectionDropped?: () => void;
 }
 
 /** A listening server. */
@@ -41,7 +48,7 @@ export interface ProxyServer {
 /**
  * Serve a Hono fetch handler with `@hono/node-server` and settings fit for long streams:
  * no socket idle timeout (a generation may pause longer than any sane idle limit),
- * keep-alive longer than clients' pools, and no cap on connections.
+ * keep-alive longer than clients' pools, and a cap on open connections.
  * @example
  * const server = await startProxyServer({ fetch: app.fetch, port: 8780, hostname: '0.0.0.0' });
  */
@@ -57,6 +64,15 @@ export async function startProxyServer(options: ProxyServerOptions): Promise<Pro
     },
   }) as Server;
   server.timeout = 0;
+  const maxConnections = options.maxConnections ?? 4096;
+  if (!(Number.isInteger(maxConnections) && maxConnections >= 0)) {
+    throw new RangeError(
+      `maxConnections must be a whole number >= 0 (0 = no cap), got ${maxConnections}`,
+    );
+  }
+  if (maxConnections > 0) server.maxConnections = maxConnections;
+  const onDropped = options.onConnectionDropped;
+  if (onDropped !== undefined) server.on('drop', () => onDropped());
   const hostname = options.hostname ?? '127.0.0.1';
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
