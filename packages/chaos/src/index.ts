@@ -101,7 +101,9 @@ export {
   derivedKeysByName,
   engineCredentials,
   esCliToSquatter,
+  exitedWorkers,
   IGNORED_UNSIGNED,
+  jobsThatSent,
   leaksIn,
   OTHER_USER_CHECKS,
   otherUserScenario,
@@ -110,6 +112,7 @@ export {
   recordedSecrets,
   replayFindings,
   secretsOfRun,
+  silentWorkers,
 } from './other-user.js';
 export type { OtherUserOptions, PrivateFacts } from './other-user.js';
 export { brokenChecks, OTHER_USER_FAULT, renderReport } from './report.js';

@@ -471,6 +471,45 @@ function jobLog(logDir: string, jobId: string): string {
     .join('\n');
 }
 
+/** The jobs of `jobIds` whose worker sent one of `recorded` (its worker id in the path, or the job id in the body). */
+export function jobsThatSent(
+  jobIds: Iterable<string>,
+  recorded: readonly SquattedRequest[],
+): string[] {
+  const fromWorkers = recorded.filter((r) => r.path.startsWith('/api/v1/workers'));
+  return [...jobIds].filter((id) =>
+    fromWorkers.some((r) => r.path.includes(`/${id}.`) || r.body.includes(`"${id}"`)),
+  );
+}
+
+/**
+ * Findings for the workers a squatter stopped: each job that served before and has no ready
+ * worker now (`readyAfter`), each es-worker process of `before` that is gone.
+ */
+export function exitedWorkers(
+  before: ReadonlyMap<string, readonly number[]>,
+  readyAfter: ReadonlySet<string>,
+): string[] {
+  return [
+    ...[...before.keys()]
+      .filter((id) => !readyAfter.has(id))
+      .map((id) => `job ${id} served before the squat and has no ready worker after the restart`),
+    ...[...before].flatMap(([id, pids]) =>
+      pids.filter((pid) => !isAlive(pid)).map((pid) => `es-worker pid ${pid} of job ${id} exited`),
+    ),
+  ];
+}
+
+/**
+ * Findings for the jobs of `jobIds` whose log (`*-<job id>.out` in `logDir`) has no line
+ * saying the worker ignored an answer that was not signed ({@link IGNORED_UNSIGNED}).
+ */
+export function silentWorkers(logDir: string, jobIds: readonly string[]): string[] {
+  return jobIds
+    .filter((id) => !IGNORED_UNSIGNED.test(jobLog(logDir, id)))
+    .map((id) => `job ${id}'s log says nothing of ignoring the squatter's unsigned answers`);
+}
+
 /**
  * Runs every attack of another user of the cluster against the scheduler of `ctx` and its
  * jobs (see the module's comment). The load keeps running; its requests that met the
@@ -624,9 +663,7 @@ export async function otherUserScenario(
       `squatter held 127.0.0.1:${ctx.scheduler.port} ${squatted.releasedAt - squatted.boundAt} ms (${squatted.boundAt - stopAt} ms after the kill): ${recorded.length} requests, ${fromWorkers.length} of the worker protocol (${[...new Set(fromWorkers.map((r) => r.path))].slice(0, 6).join(', ')})`,
     );
     record(C.squatKeys, recordedSecrets('the squatter recorded', recorded, secrets));
-    const talked = [...serving].filter((id) =>
-      fromWorkers.some((r) => r.path.includes(`/${id}.`) || r.body.includes(`"${id}"`)),
-    );
+    const talked = jobsThatSent(serving, recorded);
     record(
       C.squatMissed,
       talked.length > 0
@@ -634,38 +671,21 @@ export async function otherUserScenario(
         : [`none of the jobs ${[...serving].join(', ')} sent the squatter a request`],
     );
 
-    // The restarted scheduler: the same jobs serve again, and no replay passes.
-    let after: AdminStatus | undefined;
-    const deadline = Date.now() + 20_000;
-    let missing = [...serving];
-    while (Date.now() < deadline) {
-      after = await adminStatus(ctx.scheduler.url, adminKey).catch(() => undefined);
-      const ready = new Set(
-        (after?.deployments ?? []).flatMap((d) =>
-          d.workers.filter((w) => w.state === 'ready').map((w) => w.jobId),
-        ),
+    // The restarted scheduler: the same jobs serve again (within 20 s), and no replay passes.
+    const readyJobs = async () =>
+      new Set(
+        (
+          (await adminStatus(ctx.scheduler.url, adminKey).catch(() => undefined))?.deployments ?? []
+        ).flatMap((d) => d.workers.filter((w) => w.state === 'ready').map((w) => w.jobId)),
       );
-      missing = [...serving].filter((id) => !ready.has(id));
-      if (missing.length === 0) break;
+    let ready = await readyJobs();
+    for (const deadline = Date.now() + 20_000; Date.now() < deadline; ready = await readyJobs()) {
+      if ([...serving].every((id) => ready.has(id))) break;
       await sleep(500);
     }
     record(C.squatReplay, await replayFindings(intruder, ctx.scheduler.url, recorded, secrets));
-    record(C.workersExited, [
-      ...missing.map(
-        (id) => `job ${id} served before the squat and has no ready worker 20 s after the restart`,
-      ),
-      ...[...workersBefore].flatMap(([id, before]) =>
-        before
-          .filter((pid) => !isAlive(pid))
-          .map((pid) => `es-worker pid ${pid} of job ${id} exited`),
-      ),
-    ]);
-    record(
-      C.workersSilent,
-      talked
-        .filter((id) => !IGNORED_UNSIGNED.test(jobLog(logDir, id)))
-        .map((id) => `job ${id}'s log says nothing of ignoring the squatter's unsigned answers`),
-    );
+    record(C.workersExited, exitedWorkers(workersBefore, ready));
+    record(C.workersSilent, silentWorkers(logDir, talked));
   } finally {
     for (const id of excused) ctx.excused.add(id);
     if (options.intruder === undefined) intruder.remove();

@@ -1,0 +1,263 @@
+/**
+ * The checks of the "another user of the cluster" scenario, each shown to fail: a public
+ * route that shows an engine address, node name and job id; a request with a key sent to a
+ * squatter; a server that accepts a replayed request (and one that refuses it, and a public
+ * route that accepts it without credentials too); a worker that exited; a job log that says
+ * nothing of unsigned answers. Real processes and sockets on 127.0.0.1; the intruder (an
+ * unprivileged user) needs root, as CI runs, and those tests are skipped otherwise.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createIntruder,
+  exitedWorkers,
+  jobsThatSent,
+  probePublicRoutes,
+  recordedSecrets,
+  replayFindings,
+  runningAsRoot,
+  silentWorkers,
+  type Intruder,
+  type PrivateFacts,
+  type SquattedRequest,
+} from '../src/index.js';
+
+const FACTS: PrivateFacts = {
+  addresses: ['127.0.0.1:41234'],
+  ports: [41234],
+  nodes: ['gpu-node-7'],
+  jobIds: ['4242'],
+};
+
+const servers: Server[] = [];
+afterAll(() => {
+  for (const s of servers) s.close();
+});
+
+/** A real HTTP server on 127.0.0.1 answering with `handler`; its base URL. */
+async function serve(
+  handler: (req: IncomingMessage, body: string, res: ServerResponse) => void,
+): Promise<string> {
+  const server = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => handler(req, body, res));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  servers.push(server);
+  const address = server.address();
+  return `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+}
+
+const json = (res: ServerResponse, status: number, body: unknown) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(body));
+};
+
+describe('checks that need no intruder', () => {
+  it('a worker whose process exited, and a job that no longer serves, are reported', async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const pid = child.pid ?? 0;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const alive = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      child.kill('SIGKILL');
+      await exited;
+      const before = new Map([
+        ['4242', [pid]],
+        ['4243', [alive.pid ?? 0]],
+      ]);
+      expect(exitedWorkers(before, new Set(['4243']))).toEqual([
+        'job 4242 served before the squat and has no ready worker after the restart',
+        `es-worker pid ${pid} of job 4242 exited`,
+      ]);
+      expect(exitedWorkers(new Map([['4243', [alive.pid ?? 0]]]), new Set(['4243']))).toEqual([]);
+    } finally {
+      alive.kill('SIGKILL');
+    }
+  });
+
+  it('a job log without a line about an ignored unsigned answer is reported', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-other-user-logs-'));
+    try {
+      writeFileSync(join(dir, 'es-m-4242.out'), '{"msg":"heartbeat: fenced (409): exiting"}\n');
+      writeFileSync(
+        join(dir, 'es-m-4243.out'),
+        '{"msg":"POST http://127.0.0.1:8780/api/v1/workers/4243.0.0/heartbeat: ignored an answer (HTTP 409) not signed"}\n',
+      );
+      expect(silentWorkers(dir, ['4242', '4243'])).toEqual([
+        "job 4242's log says nothing of ignoring the squatter's unsigned answers",
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('jobs that sent the squatter a request: by worker id in the path or job id in the body', () => {
+    const request = (path: string, body = ''): SquattedRequest => ({
+      at: 0,
+      method: 'POST',
+      path,
+      headers: {},
+      body,
+    });
+    expect(
+      jobsThatSent(
+        ['4242', '4243', '4244'],
+        [
+          request('/api/v1/workers/4242.0.1/heartbeat'),
+          request('/api/v1/workers/register', '{"jobId":"4243"}'),
+          request('/v1/chat/completions', '{"jobId":"4244"}'),
+        ],
+      ),
+    ).toEqual(['4242', '4243']);
+  });
+});
+
+const suite = runningAsRoot() ? describe : describe.skip;
+
+suite(`as the intruder${runningAsRoot() ? '' : ' (skipped: not root)'}`, () => {
+  let intruder: Intruder;
+  beforeAll(() => {
+    intruder = createIntruder();
+  });
+  afterAll(() => intruder?.remove());
+
+  it('public routes: a scheduler that shows an engine address, node name and job id is reported; one with counts only is not', async () => {
+    const leaky = await serve((req, _body, res) => {
+      if (req.url === '/cluster_status') {
+        json(res, 200, {
+          ready_workers: 1,
+          workers: [
+            {
+              worker_id: '4242.0.1',
+              hostname: 'gpu-node-7',
+              base_url: 'http://127.0.0.1:41234/v1',
+              port: 41234,
+              slurm_job_id: '4242',
+            },
+          ],
+        });
+      } else if (req.url === '/v1/chat/completions') {
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'x-elastic-selected-endpoint': 'http://127.0.0.1:41234',
+        });
+        res.end('{"choices":[]}');
+      } else json(res, 200, { status: 'ok', ready_workers: 1 });
+    });
+    const findings = await probePublicRoutes(intruder, leaky, FACTS, 'mock-model');
+    const at = (path: string) => findings.filter((f) => f.includes(` at ${path}:`));
+    expect(at('workers[0].worker_id')).toEqual([
+      'GET /cluster_status (no key) shows job id 4242 at workers[0].worker_id: "4242.0.1"',
+    ]);
+    expect(at('workers[0].hostname')).toEqual([
+      'GET /cluster_status (no key) shows node name gpu-node-7 at workers[0].hostname: "gpu-node-7"',
+    ]);
+    expect(at('workers[0].base_url')).toHaveLength(1);
+    expect(at('workers[0].port')).toHaveLength(1);
+    expect(at('workers[0].slurm_job_id')).toHaveLength(1);
+    expect(at('x-elastic-selected-endpoint')).toEqual([
+      'POST /v1/chat/completions (no key) header shows engine address 127.0.0.1:41234 at x-elastic-selected-endpoint: "http://127.0.0.1:41234"',
+    ]);
+    expect(findings).toHaveLength(6);
+
+    const quiet = await serve((req, _body, res) =>
+      req.url === '/v1/chat/completions'
+        ? json(res, 200, { choices: [] })
+        : json(res, 200, {
+            status: 'ok',
+            ready_workers: 1,
+            total_workers: 1,
+            workers: [{ status: 'READY', requests_served: 41234 }],
+          }),
+    );
+    expect(await probePublicRoutes(intruder, quiet, FACTS, 'mock-model')).toEqual([]);
+  });
+
+  it('squatter: a request with a bearer key is recorded with it, and its replay to a server that takes the key is reported', async () => {
+    const key = 'a'.repeat(64);
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const address = probe.address();
+        probe.close(() =>
+          resolve(typeof address === 'object' && address !== null ? address.port : 0),
+        );
+      });
+    });
+    const squat = intruder.run('squat', {
+      host: '127.0.0.1',
+      port,
+      bindWithinMs: 5_000,
+      holdMs: 1_500,
+      status: 409,
+      maxBodyBytes: 65_536,
+    });
+    // As a worker of the old protocol would: a heartbeat with its bearer token.
+    let answer: { status: number; body: string } | undefined;
+    for (let i = 0; i < 50 && answer === undefined; i++) {
+      answer = await fetch(`http://127.0.0.1:${port}/api/v1/workers/4242.0.1/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: '{"state":"ready"}',
+      }).then(
+        async (r) => ({ status: r.status, body: await r.text() }),
+        () => new Promise<undefined>((r) => setTimeout(() => r(undefined), 20)),
+      );
+    }
+    expect(answer?.status).toBe(409);
+    expect(JSON.parse(answer?.body ?? '{}')).toMatchObject({ error: { code: 'fenced' } });
+    const outcome = await squat;
+    expect(outcome.bound).toBe(true);
+    const recorded = outcome.requests;
+    expect(recorded.map((r) => `${r.method} ${r.path} ${r.body}`)).toEqual([
+      'POST /api/v1/workers/4242.0.1/heartbeat {"state":"ready"}',
+    ]);
+    const secrets = [{ name: 'the worker token', value: key }];
+    expect(recordedSecrets('the squatter recorded', recorded, secrets)).toEqual([
+      'the squatter recorded POST /api/v1/workers/4242.0.1/heartbeat holds the worker token',
+    ]);
+    expect(
+      recordedSecrets('the squatter recorded', recorded, [{ name: 'x', value: 'b'.repeat(64) }]),
+    ).toEqual([]);
+
+    // A scheduler that takes the bearer token: the replay is accepted.
+    const takesKey = await serve((req, _body, res) =>
+      req.headers.authorization === `Bearer ${key}`
+        ? json(res, 200, { ok: true })
+        : json(res, 401, {
+            error: { message: 'no', type: 'auth', param: null, code: 'unauthorized' },
+          }),
+    );
+    expect(await replayFindings(intruder, takesKey, recorded, secrets)).toEqual([
+      expect.stringMatching(
+        /^POST \/api\/v1\/workers\/4242\.0\.1\/heartbeat replayed to http:\/\/127\.0\.0\.1:\d+: 200 .* \(without its credentials: 401\)$/,
+      ),
+    ]);
+    // One that refuses what it has seen (a nonce it remembers): nothing to report.
+    const seen = new Set<string>();
+    const refusesReplays = await serve((req, body, res) => {
+      const nonce = `${req.url} ${body}`;
+      if (seen.has(nonce))
+        json(res, 401, {
+          error: { message: 'replayed', type: 'auth', param: null, code: 'replayed' },
+        });
+      else {
+        seen.add(nonce);
+        json(res, 200, { ok: true });
+      }
+    });
+    seen.add('/api/v1/workers/4242.0.1/heartbeat {"state":"ready"}');
+    expect(await replayFindings(intruder, refusesReplays, recorded, secrets)).toEqual([]);
+    // A public route answers 200 with or without credentials: that proves nothing.
+    const open = await serve((_req, _body, res) => json(res, 200, { status: 'ok' }));
+    expect(await replayFindings(intruder, open, recorded, secrets)).toEqual([]);
+  });
+});
