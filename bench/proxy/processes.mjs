@@ -124,7 +124,10 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
       return /"url":"(http:[^"]+)"/.exec(readFileSync(logFile, 'utf8'))?.[1];
     });
     const engines = await until('a ready worker per deployment', 60_000, async () => {
-      const status = await (await fetch(`${url}/cluster_status`)).json();
+      // Engine addresses are shown only with the admin key.
+      const status = await (
+        await fetch(`${url}/cluster_status`, { headers: { authorization: `Bearer ${adminKey}` } })
+      ).json();
       const ready = new Map(
         status.workers.filter((w) => w.status === 'READY').map((w) => [w.model_name, w.base_url]),
       );

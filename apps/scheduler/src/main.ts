@@ -190,6 +190,7 @@ export async function startScheduler(
       registry,
       jobCounts: () => jobCounts,
       deploymentNotes: () => deploymentNotes,
+      isAdmin: (request) => admin.isAdmin(request),
     }),
   );
   app.route('/', proxy);

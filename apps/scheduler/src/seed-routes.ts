@@ -4,6 +4,11 @@
  * `GET /cluster_status` and `GET /workers`. Worker `status` values are spelled as the seed
  * spells them (`READY`, `LOADING`, `OFFLINE`); this implementation's own state names stay in
  * `state` and in the admin API.
+ *
+ * Without the admin key these routes answer with counts and states only: node names, engine
+ * addresses (`hostname`, `ip_address`, `port`, `base_url`), worker and job ids, log files and
+ * SLURM error texts are for a request that proves the admin key (bearer or signed), because
+ * every user of the cluster can reach this port.
  */
 import { Hono } from 'hono';
 import type { DeploymentCatalog, DeploymentConfig, WorkerDirectory, WorkerInfo } from '@es/pool';
@@ -16,6 +21,11 @@ export interface SeedStatusSource {
   jobCounts(): { pending: number; running: number };
   /** Why a deployment is not growing, if it is not: a permanent error or a backoff. */
   deploymentNotes(): ReadonlyMap<string, DeploymentNote>;
+  /**
+   * Whether a request proves the admin key (`MountedAdmin.isAdmin`); only then do the routes
+   * show nodes, addresses, ids and error texts. Absent: never (the public view only).
+   */
+  isAdmin?: (request: Request) => boolean | Promise<boolean>;
 }
 
 /** What `/cluster_status` says about a deployment beyond the seed's fields. */
@@ -36,6 +46,24 @@ export function seedStatus(w: Pick<WorkerInfo, 'state'>): SeedWorkerStatus {
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
+
+/** What anyone may see of a worker: its state and load, nothing that locates it. */
+function publicWorker(w: WorkerInfo, tp: number) {
+  return {
+    status: seedStatus(w),
+    engine: w.engine,
+    model_name: w.model,
+    n_gpus: w.gpus.length,
+    tensor_parallel_size: tp,
+    registered_at: iso(w.registeredAt),
+    last_heartbeat: iso(w.lastHeartbeat),
+    requests_served: w.requestsServed,
+    deployment: w.deployment,
+    state: w.state,
+    in_flight: w.inFlight,
+    load: w.load ?? null,
+  };
+}
 
 function seedWorker(w: WorkerInfo, tp: number) {
   return {
@@ -109,7 +137,10 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
     c.json({ status: 'ok', ready_workers: live().filter((w) => w.state === 'ready').length }),
   );
 
-  app.get('/cluster_status', (c) => {
+  const isAdmin = async (request: Request) => (await source.isAdmin?.(request)) ?? false;
+
+  app.get('/cluster_status', async (c) => {
+    const admin = await isAdmin(c.req.raw);
     const configs = registry.deploymentConfigs();
     const workers = live();
     const tpOf = (name: string) => registry.deploymentConfig(name)?.tensorParallelSize ?? 1;
@@ -119,16 +150,32 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
       ...facts(configs[0], workers),
       max_nodes: configs.reduce((n, d) => n + d.maxNodes, 0),
       pending_slurm_jobs: source.jobCounts().pending,
-      workers: workers.map((w) => seedWorker(w, tpOf(w.deployment))),
+      workers: workers.map((w) =>
+        admin ? seedWorker(w, tpOf(w.deployment)) : publicWorker(w, tpOf(w.deployment)),
+      ),
       deployments: configs.map((d) => {
         const note = notes.get(d.name);
-        return {
+        const shared = {
           name: d.name,
           ...facts(
             d,
             workers.filter((w) => w.deployment === d.name),
           ),
           max_nodes: d.maxNodes,
+        };
+        if (!admin) {
+          // Which problem, not its text: sbatch's errors name partitions, accounts and paths.
+          const problem = note?.permanentError
+            ? 'permanent_error'
+            : note?.backoff
+              ? 'backoff'
+              : note?.launchFailures
+                ? 'launch_failures'
+                : null;
+          return { ...shared, problem };
+        }
+        return {
+          ...shared,
           permanent_error: note?.permanentError ?? null,
           backoff: note?.backoff ?? null,
           launch_failures: note?.launchFailures ?? null,
@@ -137,16 +184,26 @@ export function createSeedRoutes(source: SeedStatusSource): Hono {
     });
   });
 
-  app.get('/workers', (c) =>
-    c.json({
-      workers: live().map((w) => ({
-        worker_id: w.id,
-        base_url: `${w.baseUrl}/v1`,
-        status: seedStatus(w),
-        hostname: w.node,
-        requests_served: w.requestsServed,
-      })),
-    }),
-  );
+  app.get('/workers', async (c) => {
+    const admin = await isAdmin(c.req.raw);
+    return c.json({
+      workers: live().map((w) =>
+        admin
+          ? {
+              worker_id: w.id,
+              base_url: `${w.baseUrl}/v1`,
+              status: seedStatus(w),
+              hostname: w.node,
+              requests_served: w.requestsServed,
+            }
+          : {
+              status: seedStatus(w),
+              deployment: w.deployment,
+              model_name: w.model,
+              requests_served: w.requestsServed,
+            },
+      ),
+    });
+  });
   return app;
 }

@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
-import { getCookie, setCookie } from 'hono/cookie';
+import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
-import { bearer, keyMatches } from './auth.js';
+import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
+import { createAdminAuth, keyMatches, type AdminAuth, type AdminAuthResult } from './auth.js';
 import { AdminError, fromOperatorError } from './errors.js';
 import { findLogFile, tailFile } from './logs.js';
 import type { Metrics } from './metrics.js';
+import { createSessionStore, LOGIN_TOKEN_TTL_MS, SESSION_TTL_MS } from './sessions.js';
 import { buildStatus, createProgressTracker } from './status-view.js';
 
 /** Options of {@link createAdminApi}. */
@@ -34,6 +36,11 @@ export interface AdminApiOptions {
   stop?: (options: { cancelJobs: boolean }) => unknown;
   /** Clock (default `Date.now`). */
   now?: () => number;
+  /**
+   * How requests prove the admin key (default: `createAdminAuth` over `adminKey`, from when
+   * this app is created). `mountAdmin` passes one it shares with the seed routes.
+   */
+  auth?: AdminAuth;
 }
 
 /** The admin app plus the status it serves. */
@@ -44,7 +51,8 @@ export type AdminApi = Hono & {
   close(): void;
 };
 
-const COOKIE = 'es_admin_key';
+/** The dashboard's session cookie: a random id the scheduler keeps, never the admin key. */
+const COOKIE = 'es_session';
 let dashboardHtml: string | undefined;
 
 function dashboard(): string {
@@ -53,11 +61,16 @@ function dashboard(): string {
   return dashboardHtml;
 }
 
-const LOGIN_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>Elastic Serving — sign in</title>
+const escapeHtml = (text: string) =>
+  text.replace(/[&<>"]/g, (ch) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[ch]!);
+
+function loginPage(problem?: string): string {
+  return `<!doctype html><html><head><meta charset="utf-8"><title>Elastic Serving — sign in</title>
 <style>body{font:15px system-ui,sans-serif;background:#0f172a;color:#e2e8f0;display:grid;place-items:center;height:100vh;margin:0}
-form{background:#1e293b;padding:24px;border-radius:10px}input{font:inherit;padding:6px;width:22em}button{font:inherit;padding:6px 12px}</style></head>
-<body><form method="get" action="/dashboard"><p>This scheduler needs its admin key<br><small>(--admin-key, ES_ADMIN_KEY, or the admin token derived from its secret file)</small></p>
-<input type="password" name="key" autofocus placeholder="admin key"> <button>Open</button></form></body></html>`;
+form{background:#1e293b;padding:24px;border-radius:10px}input{font:inherit;padding:6px;width:22em}button{font:inherit;padding:6px 12px}.problem{color:#fca5a5}</style></head>
+<body><form method="post" action="/dashboard/login">${problem === undefined ? '' : `<p class="problem">${escapeHtml(problem)}</p>`}<p>This scheduler needs its admin key<br><small>(open the one-time link <code>es dashboard</code> prints, or type the key: --admin-key, ES_ADMIN_KEY, or the admin token derived from its secret file)</small></p>
+<input type="password" name="key" autofocus placeholder="admin key"> <button>Sign in</button></form></body></html>`;
+}
 
 function errorBody(error: AdminError) {
   return {
@@ -112,22 +125,55 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   };
   metrics.setStatusSource(status);
 
-  const authorized = (c: Context): boolean =>
-    adminKey === undefined ||
-    keyMatches(bearer(c.req.header('authorization')), adminKey) ||
-    // The dashboard's cookie reads only: actions need the bearer key, so no page can make a
-    // browser that holds the cookie scale or stop anything.
-    (c.req.method === 'GET' && keyMatches(getCookie(c, COOKIE), adminKey));
-  const deny = (c: Context) =>
+  const auth = options.auth ?? createAdminAuth({ adminKey, now, startedAt });
+  const sessions = createSessionStore(now);
+  /**
+   * The bearer key or a signed request; for reads also the dashboard's session cookie
+   * (actions need the key or a signature, so no page can make a browser that holds the
+   * cookie scale or stop anything).
+   */
+  const authorize = async (c: Context): Promise<AdminAuthResult> => {
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    const result = auth.check(c.req.raw, body);
+    if (!result.ok && c.req.method === 'GET' && sessions.valid(getCookie(c, COOKIE))) {
+      return { ok: true, how: 'bearer' };
+    }
+    return result;
+  };
+  const deny = (c: Context, result: Extract<AdminAuthResult, { ok: false }>) =>
     c.json(
       errorBody(
-        new AdminError(
-          'unauthorized',
-          'admin key required: send Authorization: Bearer <admin key> (es: --admin-key or ES_ADMIN_KEY)',
-        ),
+        new AdminError(result.status === 503 ? 'not_ready' : 'unauthorized', result.message, {
+          ...(result.param === null ? {} : { param: result.param }),
+        }),
       ),
-      401,
+      result.status,
     );
+  /** Admin routes: refused without the key; a signed request's answer is signed too. */
+  const guard = async (c: Context, next: () => Promise<void>) => {
+    const result = await authorize(c);
+    if (!result.ok) return deny(c, result);
+    await next();
+    if (result.how === 'signed') {
+      const body = new Uint8Array(await c.res.clone().arrayBuffer());
+      c.res.headers.set(
+        ADMIN_SIGNATURE_HEADERS.answer,
+        auth.signAnswer(result.nonce, c.res.status, body),
+      );
+    }
+    return undefined;
+  };
+  const cookieOptions = {
+    httpOnly: true,
+    sameSite: 'Strict',
+    path: '/',
+    maxAge: SESSION_TTL_MS / 1000,
+  } as const;
+  /** Log the browser in: a new session id in the cookie, then the page without the token. */
+  const logIn = (c: Context) => {
+    setCookie(c, COOKIE, sessions.startSession(), cookieOptions);
+    return c.redirect('/dashboard', 303);
+  };
 
   const app = new Hono();
   app.onError((error, c) => {
@@ -146,27 +192,56 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   });
 
   app.get('/dashboard', (c) => {
-    const key = c.req.query('key');
-    if (adminKey !== undefined && key !== undefined) {
-      if (!keyMatches(key, adminKey)) return c.html(LOGIN_PAGE, 401);
-      // The key travels once in the URL; from then on a cookie scoped to this origin.
-      setCookie(c, COOKIE, key, { httpOnly: true, sameSite: 'Strict', path: '/' });
-      return c.redirect('/dashboard', 303);
+    const token = c.req.query('login');
+    if (token !== undefined) {
+      if (adminKey === undefined || sessions.redeemLoginToken(token)) return logIn(c);
+      return c.html(
+        loginPage(
+          'This login link was used already or is older than a minute: run es dashboard again, or type the admin key.',
+        ),
+        401,
+      );
     }
-    if (!authorized(c)) return c.html(LOGIN_PAGE, 401);
+    if (adminKey !== undefined && !sessions.valid(getCookie(c, COOKIE))) {
+      return c.html(loginPage(), 401);
+    }
     return c.html(dashboard());
   });
-
-  app.get('/metrics', async (c) => {
-    if (!options.publicMetrics && !authorized(c)) return deny(c);
-    return c.text(await metrics.render(), 200, {
-      'content-type': metrics.registry.contentType,
-    });
+  // The form's key, or a login token typed or pasted in it.
+  app.post('/dashboard/login', async (c) => {
+    const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
+    const key = typeof form.key === 'string' ? form.key : '';
+    if (adminKey === undefined || keyMatches(key, adminKey) || sessions.redeemLoginToken(key)) {
+      return logIn(c);
+    }
+    return c.html(loginPage('Wrong admin key (or a used or expired login token).'), 401);
+  });
+  app.post('/dashboard/logout', (c) => {
+    sessions.end(getCookie(c, COOKIE));
+    deleteCookie(c, COOKIE, { path: '/' });
+    return c.redirect('/dashboard', 303);
   });
 
-  app.use('/api/v1/admin/*', async (c, next) => {
-    if (!authorized(c)) return deny(c);
-    await next();
+  app.use('/metrics', async (c, next) => {
+    if (options.publicMetrics) return next();
+    return guard(c, next);
+  });
+  app.get('/metrics', async (c) =>
+    c.text(await metrics.render(), 200, {
+      'content-type': metrics.registry.contentType,
+    }),
+  );
+
+  app.use('/api/v1/admin/*', guard);
+
+  // A one-time link for `es dashboard`: the token is good for one login, for a minute.
+  app.post('/api/v1/admin/dashboard/login-token', (c) => {
+    const token = sessions.mintLoginToken();
+    return c.json({
+      path: `/dashboard?login=${token}`,
+      token,
+      expiresInSeconds: LOGIN_TOKEN_TTL_MS / 1000,
+    });
   });
 
   app.get('/api/v1/admin/status', (c) => c.json(status()));

@@ -2,6 +2,7 @@ import type { Context, Hono } from 'hono';
 import type { NodeProvider, PoolEvent, PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { ContinuationRecord, ProxyRequestRecord } from '@es/proxy';
 import { createAdminApi, type AdminApi } from './api.js';
+import { createAdminAuth } from './auth.js';
 import { AdminError } from './errors.js';
 import { instrumentProvider } from './instrument.js';
 import { createMetrics, type Metrics, type MetricsOptions } from './metrics.js';
@@ -40,6 +41,11 @@ export interface MountedAdmin {
   onContinuation(record: ContinuationRecord): void;
   /** Wrap the provider so sbatch/squeue/scancel outcomes are counted. */
   instrumentProvider<P extends NodeProvider>(provider: P): P;
+  /**
+   * Whether `request` proves the admin key (bearer or signed, as the admin API takes it): the
+   * seed routes show nodes, addresses, job ids and errors only then.
+   */
+  isAdmin(request: Request): Promise<boolean>;
   /** Serve the routes (they answer 503 until then). */
   attach(attachment: AdminAttachment): AdminApi;
   /** Stop timers and listeners. */
@@ -60,6 +66,9 @@ export interface MountedAdmin {
  */
 export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin {
   const metrics = createMetrics(options.metrics);
+  const now = Date.now;
+  // One verifier for the admin API and the seed routes: a nonce used on one is used up.
+  const auth = createAdminAuth({ adminKey: options.adminKey, now, startedAt: now() });
   const unsubscribe = options.events.on((event: PoolEvent) => metrics.observeEvent(event));
   let api: AdminApi | undefined;
   const handler = (c: Context) => {
@@ -75,11 +84,17 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
   app.all('/api/v1/admin/*', handler);
   app.get('/metrics', handler);
   app.get('/dashboard', handler);
+  app.post('/dashboard/login', handler);
+  app.post('/dashboard/logout', handler);
   return {
     metrics,
     onRequestComplete: (record) => metrics.observeRequest(record),
     onContinuation: (record) => metrics.observeContinuation(record),
     instrumentProvider: (provider) => instrumentProvider(provider, metrics),
+    async isAdmin(request) {
+      const body = new Uint8Array(await request.clone().arrayBuffer());
+      return auth.check(request, body).ok;
+    },
     attach(attachment) {
       api?.close();
       const apiOptions: Parameters<typeof createAdminApi>[0] = {
@@ -88,6 +103,8 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
         events: options.events,
         metrics,
         logDir: options.logDir,
+        auth,
+        now,
       };
       if (options.adminKey !== undefined) apiOptions.adminKey = options.adminKey;
       if (options.publicMetrics !== undefined) apiOptions.publicMetrics = options.publicMetrics;

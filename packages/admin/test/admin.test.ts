@@ -89,7 +89,7 @@ describe('admin key', () => {
         expect(res.status, `${method} ${path}`).toBe(401);
         expect(await errorOf(res)).toEqual({
           message:
-            'admin key required: send Authorization: Bearer <admin key> (es: --admin-key or ES_ADMIN_KEY)',
+            'admin key required: send Authorization: Bearer <admin key>, or sign the request (es does: --admin-key-file, ES_ADMIN_KEY or --secret-file)',
           type: 'authentication_error',
           param: null,
           code: 'unauthorized',
@@ -117,15 +117,30 @@ describe('admin key', () => {
     expect((await get('/api/v1/admin/status', {})).status).toBe(200);
   });
 
-  it('the dashboard takes the key once in the URL, then a cookie that reads but never acts', async () => {
+  it('the dashboard logs in with a session id, never the admin key, and the cookie reads but never acts', async () => {
     expect((await get('/dashboard', {})).status).toBe(401);
     expect(await (await get('/dashboard', {})).text()).toMatch(/name="key"/);
-    expect((await get('/dashboard?key=wrong', {})).status).toBe(401);
-    const signIn = await get(`/dashboard?key=${KEY}`, {});
+    // The key in the URL is not taken any more (it would stay in the history and logs).
+    const inUrl = await get(`/dashboard?key=${KEY}`, {});
+    expect(inUrl.status).toBe(401);
+    expect(inUrl.headers.get('set-cookie')).toBeNull();
+    const form = (key: string) =>
+      api.request('/dashboard/login', {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ key }).toString(),
+      });
+    const wrong = await form('wrong');
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get('set-cookie')).toBeNull();
+    const signIn = await form(KEY);
     expect(signIn.status).toBe(303);
     expect(signIn.headers.get('location')).toBe('/dashboard');
     const cookie = signIn.headers.get('set-cookie') ?? '';
-    expect(cookie).toMatch(/^es_admin_key=admin-test-key; Path=\/; HttpOnly; SameSite=Strict$/);
+    expect(cookie).toMatch(
+      /^es_session=[A-Za-z0-9_-]{43}; Max-Age=43200; Path=\/; HttpOnly; SameSite=Strict$/,
+    );
+    expect(cookie).not.toContain(KEY);
     const jar = { cookie: cookie.split(';')[0] ?? '' };
     const page = await get('/dashboard', jar);
     expect(page.status).toBe(200);
@@ -133,8 +148,56 @@ describe('admin key', () => {
     expect((await get('/api/v1/admin/status', jar)).status).toBe(200);
     expect((await post('/api/v1/admin/stop', {}, jar)).status).toBe(401);
     expect((await post('/api/v1/admin/jobs/1/drain', {}, jar)).status).toBe(401);
+    // A session id nobody was given is refused.
+    expect((await get('/api/v1/admin/status', { cookie: 'es_session=made-up' })).status).toBe(401);
+    // Logged out: the same cookie no longer reads.
+    const out = await api.request('/dashboard/logout', { method: 'POST', headers: jar });
+    expect(out.status).toBe(303);
+    expect(out.headers.get('set-cookie')).toMatch(/^es_session=; Max-Age=0/);
+    expect((await get('/dashboard', jar)).status).toBe(401);
+    expect((await get('/api/v1/admin/status', jar)).status).toBe(401);
     expect(stopped).toEqual([]);
     expect(pool.calls).toEqual([]);
+  });
+
+  it('a login token works once, within a minute; a session ends after 12 h', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(5_000_000);
+      start();
+      const mint = async () =>
+        (await (await post('/api/v1/admin/dashboard/login-token')).json()) as {
+          path: string;
+          token: string;
+          expiresInSeconds: number;
+        };
+      expect((await post('/api/v1/admin/dashboard/login-token', undefined, {})).status).toBe(401);
+      const first = await mint();
+      expect(first.expiresInSeconds).toBe(60);
+      expect(first.path).toBe(`/dashboard?login=${first.token}`);
+      expect(first.token).not.toContain(KEY);
+      const used = await get(first.path, {});
+      expect(used.status).toBe(303);
+      const jar = { cookie: (used.headers.get('set-cookie') ?? '').split(';')[0] ?? '' };
+      expect(jar.cookie).toMatch(/^es_session=/);
+      expect(jar.cookie).not.toContain(first.token);
+      // Once only: the same link again is the sign-in page, saying why.
+      const again = await get(first.path, {});
+      expect(again.status).toBe(401);
+      expect(await again.text()).toMatch(/used already or is older than a minute/);
+      // A token older than a minute is refused.
+      const late = await mint();
+      vi.setSystemTime(5_000_000 + 61_000);
+      expect((await get(late.path, {})).status).toBe(401);
+      // The session reads until 12 h after its login, then not.
+      vi.setSystemTime(5_000_000 + 12 * 3600_000 - 1_000);
+      expect((await get('/api/v1/admin/status', jar)).status).toBe(200);
+      vi.setSystemTime(5_000_000 + 12 * 3600_000 + 1_000);
+      expect((await get('/api/v1/admin/status', jar)).status).toBe(401);
+      expect((await get('/dashboard', jar)).status).toBe(401);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

@@ -2,7 +2,7 @@
  * The dashboard in a real browser: Debian's headless Chromium driven by playwright-core
  * against the admin app on a real socket, over a fake pool the test moves (no scheduler, no
  * workers: what the pool does is tested in `@es/pool` and end to end in apps/scheduler).
- * The page asks for the admin key, shows the workers and the traffic, and follows a
+ * The page asks for the admin key (or takes a one-time login link), shows the workers and the traffic, and follows a
  * preemption and its replacement; a stream its engine cut shows as an error of its worker
  * and in errors/s. Saves the screenshot the README shows (packages/admin/docs/dashboard.png,
  * refreshed with ES_UPDATE_SCREENSHOT=1).
@@ -142,12 +142,20 @@ describe('dashboard in headless Chromium', () => {
       const login = await page.goto(`${s.url}/dashboard`);
       expect(login?.status()).toBe(401);
       await expect(page.locator('input[name=key]').count()).resolves.toBe(1);
-      const wrong = await page.goto(`${s.url}/dashboard?key=wrong`);
-      expect(wrong?.status()).toBe(401);
+      // A wrong key typed in the form: the sign-in page again.
+      await page.fill('input[name=key]', 'wrong');
+      const wrong = await Promise.all([page.waitForNavigation(), page.click('button')]);
+      expect(wrong[0]?.status()).toBe(401);
 
-      // The key once in the URL, then a cookie: the address bar ends up without it.
-      await page.goto(`${s.url}/dashboard?key=${encodeURIComponent(KEY)}`);
-      expect(new URL(page.url()).search).toBe('');
+      // The key typed in the form: a session cookie that is not the key.
+      await page.fill('input[name=key]', KEY);
+      await Promise.all([page.waitForNavigation(), page.click('button')]);
+      expect(new URL(page.url()).pathname).toBe('/dashboard');
+      const cookies = await page.context().cookies();
+      expect(cookies.map((c) => [c.name, c.httpOnly, c.sameSite, c.path])).toEqual([
+        ['es_session', true, 'Strict', '/'],
+      ]);
+      expect(cookies[0]?.value).not.toContain(KEY);
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 4);
       expect(await readyCards(page)).toEqual(['1.0.0', '1.0.1', '2.0.0', '2.0.1']);
       expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2/);
@@ -220,7 +228,14 @@ describe('dashboard in headless Chromium', () => {
     try {
       s.pool.addJob('1', 2);
       const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-      await page.goto(`${s.url}/dashboard?key=${encodeURIComponent(KEY)}`);
+      // The one-time link `es dashboard` prints: the address bar ends up without the token.
+      const minted = await fetch(`${s.url}/api/v1/admin/dashboard/login-token`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}` },
+      });
+      const { path } = (await minted.json()) as { path: string };
+      await page.goto(`${s.url}${path}`);
+      expect(new URL(page.url()).search).toBe('');
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 2);
       // The proxy ended the stream with an error event after the first chunks.
       s.metrics.observeRequest(

@@ -86,9 +86,21 @@ export interface LiveWorker {
   status: string;
 }
 
-/** The scheduler's live workers. */
-export async function liveWorkers(url: string): Promise<LiveWorker[]> {
-  const response = await fetch(`${url}/workers`, { signal: AbortSignal.timeout(5_000) });
+/**
+ * The scheduler's live workers. `adminKey` (`SchedulerProcess.adminKey()`): without it
+ * `/workers` names no worker, node or address.
+ */
+export async function liveWorkers(url: string, adminKey: string): Promise<LiveWorker[]> {
+  const response = await fetch(`${url}/workers`, {
+    headers: { authorization: `Bearer ${adminKey}` },
+    signal: AbortSignal.timeout(5_000),
+  });
+  if (!response.ok) {
+    throw new ChaosError(
+      'NOT_FOUND',
+      `GET ${url}/workers: ${response.status} ${await response.text()}`,
+    );
+  }
   const body = (await response.json()) as {
     workers: { worker_id: string; base_url: string; status: string; hostname: string }[];
   };
@@ -322,7 +334,7 @@ export async function preemptionScenario(
   ctx: ChaosContext,
   options: { highJobSeconds: number; graceTime?: number },
 ): Promise<FaultResult> {
-  const workers = await liveWorkers(ctx.scheduler.url);
+  const workers = await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey());
   const victim = pickVictim(workers, 'no ready worker to preempt');
   // Restored afterwards: the partition is shared with other test runs.
   const before = /GraceTime=(\d+)/.exec(
@@ -370,7 +382,7 @@ export async function preemptionScenario(
 
 /** SIGKILLs one engine instance (found by its port) and checks requests and recovery. */
 export async function engineKillScenario(ctx: ChaosContext): Promise<FaultResult> {
-  const workers = await liveWorkers(ctx.scheduler.url);
+  const workers = await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey());
   const victim = pickVictim(workers);
   const faultAt = Date.now();
   const pids = await killEngineBehind(victim.port, instanceIndex(victim.id));
@@ -397,7 +409,7 @@ export async function engineHangScenario(
   ctx: ChaosContext,
   options: { frozenMs: number },
 ): Promise<FaultResult> {
-  const workers = await liveWorkers(ctx.scheduler.url);
+  const workers = await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey());
   const victim = pickVictim(workers);
   const faultAt = Date.now();
   const pids = await freezeEngineBehind(victim.port, instanceIndex(victim.id));
@@ -420,7 +432,7 @@ export async function engineHangScenario(
 
 /** SIGKILLs the worker daemon of one job and checks requests, replacement and over-acquisition. */
 export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult> {
-  const workers = await liveWorkers(ctx.scheduler.url);
+  const workers = await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey());
   const victim = pickVictim(workers);
   const faultAt = Date.now();
   const pids = killWorkerOfJob(victim.jobId);
@@ -522,7 +534,9 @@ export async function hostileScenario(
   },
 ): Promise<FaultResult & { bad: HostileAnswer[] }> {
   const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
-  const live = (await liveWorkers(ctx.scheduler.url)).find((w) => w.restartCount >= 1);
+  const live = (await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey())).find(
+    (w) => w.restartCount >= 1,
+  );
   const corpus = hostileCorpus({
     model: options.model,
     workerToken,
@@ -654,7 +668,7 @@ export async function sbatchFailureScenario(
     passMode?: 'pass' | 'double';
   },
 ): Promise<FaultResult> {
-  const workers = await liveWorkers(ctx.scheduler.url);
+  const workers = await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey());
   const victim = pickVictim(workers);
   shim.setMode(options.mode);
   const faultAt = Date.now();
@@ -670,7 +684,7 @@ export async function sbatchFailureScenario(
   const bound = options.mode === 'policy' ? 2 : maxCallsUnderBackoff(recoverAt - faultAt);
   if (options.mode === 'policy') {
     // A policy backoff ends when one of our jobs leaves: make one leave.
-    const other = (await liveWorkers(ctx.scheduler.url)).find(
+    const other = (await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey())).find(
       (w) => w.status === 'READY' && w.jobId !== victim.jobId,
     );
     if (other !== undefined) killWorkerOfJob(other.jobId);

@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { deriveKeys } from '@es/protocol';
 import { repoRoot, slurmEnv } from '@es/testkit';
 import { readEngineLog, type EngineLog } from './engine-log.js';
 import { ChaosError } from './errors.js';
@@ -50,6 +51,11 @@ export interface SchedulerProcess {
   readonly logFile: string;
   /** SLURM job name of this scheduler's jobs. */
   readonly jobName: string;
+  /**
+   * The admin key it was started with (`--admin-key` among the extra flags, else the admin
+   * token derived from `<log dir>/secret`): `/workers` shows engine addresses only with it.
+   */
+  adminKey(): string;
   /** Lifecycle events from the log so far (all incarnations). */
   events(): SchedulerEvent[];
   /** The routing journal (`ES_ROUTING_JOURNAL`) so far, every incarnation, in file order. */
@@ -173,6 +179,7 @@ export async function startSchedulerProcess(
     },
     logFile,
     jobName: `es-${options.schedulerId}-${model}`,
+    adminKey: () => adminKeyOf(options),
     events: () => (existsSync(logFile) ? parseSchedulerLog(readFileSync(logFile, 'utf8')) : []),
     journalFile,
     journal: () => (existsSync(journalFile) ? parseJournal(readFileSync(journalFile, 'utf8')) : []),
@@ -184,6 +191,16 @@ export async function startSchedulerProcess(
     },
     restart: launch,
   };
+}
+
+/** `--admin-key <key>` / `--admin-key=<key>` of the extra flags, else the secret's admin token. */
+function adminKeyOf(options: SchedulerProcessOptions): string {
+  const args = options.extraArgs ?? [];
+  for (const [i, arg] of args.entries()) {
+    if (arg === '--admin-key' && args[i + 1] !== undefined) return args[i + 1]!;
+    if (arg.startsWith('--admin-key=')) return arg.slice('--admin-key='.length);
+  }
+  return deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).adminToken;
 }
 
 /** A running sampler; `stop()` resolves to what it saw. */

@@ -1,10 +1,17 @@
 import ky, { HTTPError, TimeoutError, type KyInstance } from 'ky';
 import { ClientError } from './errors.js';
+import {
+  ADMIN_SIGNATURE_HEADERS,
+  adminAnswerSignature,
+  signaturesMatch,
+  signAdminRequest,
+} from './signing.js';
 import type {
   ApiErrorBody,
   ChatRequest,
   ChatResponse,
   ClusterStatusResponse,
+  DashboardLoginResponse,
   DrainResponse,
   EventsResponse,
   HealthResponse,
@@ -23,7 +30,11 @@ export const DEFAULT_SCHEDULER_URL = 'http://127.0.0.1:8780';
 export interface SchedulerClientOptions {
   /** Scheduler base URL. Default {@link DEFAULT_SCHEDULER_URL}. */
   url?: string;
-  /** Admin key (`--admin-key` of the scheduler, or the admin token derived from its secret). */
+  /**
+   * Admin key (`--admin-key` of the scheduler, or the admin token derived from its secret).
+   * It never leaves this process: admin requests are signed with it (see `signAdminRequest`),
+   * and an admin answer is trusted only when the scheduler signed it with the same key.
+   */
   adminKey?: string;
   /** Key for the OpenAI routes (`/v1/*`), when the scheduler was started with `--api-key`. */
   apiKey?: string;
@@ -50,6 +61,8 @@ export interface SchedulerClient {
   logs(id: string, options?: { since?: number; bytes?: number }): Promise<LogsResponse>;
   /** Stop serving; cancel the jobs too when `cancelJobs`. */
   stop(options?: { cancelJobs?: boolean }): Promise<StopResponse>;
+  /** A one-time dashboard login link (`/dashboard?login=<token>`), valid for a minute. */
+  dashboardLogin(): Promise<DashboardLoginResponse>;
   /** Raw Prometheus text of `/metrics`. */
   metrics(): Promise<string>;
   /** The seed's public `GET /cluster_status` (no admin key needed). */
@@ -66,6 +79,7 @@ export interface SchedulerClient {
 type Route = 'admin' | 'public' | 'openai';
 
 async function toClientError(error: unknown, url: string, route: Route): Promise<ClientError> {
+  if (error instanceof ClientError) return error;
   if (error instanceof HTTPError) {
     let body: ApiErrorBody | undefined;
     try {
@@ -108,6 +122,45 @@ async function toClientError(error: unknown, url: string, route: Route): Promise
 }
 
 /**
+ * ky hooks that sign each admin request with `adminKey` and refuse an answer the scheduler
+ * did not sign: whatever listens at the URL learns no key and nothing it can send again, and
+ * a process that is not the scheduler cannot pass its answer off as the scheduler's.
+ */
+function signedAdminHooks(adminKey: string, url: string) {
+  return {
+    beforeRequest: [
+      async (request: Request) => {
+        const body = new Uint8Array(await request.clone().arrayBuffer());
+        const { pathname, search } = new URL(request.url);
+        const headers = signAdminRequest(adminKey, {
+          method: request.method,
+          path: `${pathname}${search}`,
+          body,
+        });
+        for (const [name, value] of Object.entries(headers)) request.headers.set(name, value);
+      },
+    ],
+    afterResponse: [
+      async (request: Request, _options: unknown, response: Response) => {
+        // Refusals are reported as they are (they carry nothing to act on); an answer to
+        // act on must be signed.
+        if (!response.ok) return;
+        const nonce = request.headers.get(ADMIN_SIGNATURE_HEADERS.nonce) ?? '';
+        const body = new Uint8Array(await response.clone().arrayBuffer());
+        const expected = adminAnswerSignature(adminKey, { nonce, status: response.status, body });
+        if (!signaturesMatch(response.headers.get(ADMIN_SIGNATURE_HEADERS.answer), expected)) {
+          throw new ClientError(
+            'unverified',
+            `the server at ${url} did not prove that it holds the admin key (its answer to ${request.method} ${new URL(request.url).pathname} has no valid ${ADMIN_SIGNATURE_HEADERS.answer}): it is not the scheduler you meant (another process on its port?) or the key is another scheduler's; check --url and the key`,
+            { status: response.status },
+          );
+        }
+      },
+    ],
+  };
+}
+
+/**
  * Create a typed client of the scheduler's admin/status API.
  * @example
  * const client = createSchedulerClient({ url: 'http://127.0.0.1:8780', adminKey: process.env.ES_ADMIN_KEY });
@@ -115,11 +168,10 @@ async function toClientError(error: unknown, url: string, route: Route): Promise
  */
 export function createSchedulerClient(options: SchedulerClientOptions = {}): SchedulerClient {
   const url = (options.url ?? DEFAULT_SCHEDULER_URL).replace(/\/+$/, '');
-  const headers: Record<string, string> = {};
-  if (options.adminKey) headers.authorization = `Bearer ${options.adminKey}`;
+  const adminKey = options.adminKey || undefined;
   const api: KyInstance = ky.create({
     prefixUrl: url,
-    headers,
+    hooks: adminKey === undefined ? {} : signedAdminHooks(adminKey, url),
     timeout: options.timeoutMs ?? 10_000,
     // Admin calls are not idempotent (scale, stop): never retry behind the user's back.
     retry: 0,
@@ -132,11 +184,17 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
       throw await toClientError(error, url, route);
     }
   };
-  // The OpenAI routes get the API key, never the admin key; the public routes get no key.
-  const openai = api.extend({
+  // The OpenAI routes get the API key, never an admin signature; the public routes no key.
+  const plain = ky.create({
+    prefixUrl: url,
+    timeout: options.timeoutMs ?? 10_000,
+    retry: 0,
+    ...(options.fetch ? { fetch: options.fetch } : {}),
+  });
+  const openai = plain.extend({
     headers: { authorization: options.apiKey ? `Bearer ${options.apiKey}` : undefined },
   });
-  const open = api.extend({ headers: { authorization: undefined } });
+  const open = plain;
   const id = (value: string) => encodeURIComponent(value);
   return {
     url,
@@ -172,6 +230,8 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
           .post('api/v1/admin/stop', { json: { cancelJobs: o.cancelJobs ?? false } })
           .json<StopResponse>(),
       ),
+    dashboardLogin: () =>
+      call(() => api.post('api/v1/admin/dashboard/login-token').json<DashboardLoginResponse>()),
     metrics: () => call(() => api.get('metrics').text()),
     clusterStatus: () =>
       call(() => open.get('cluster_status').json<ClusterStatusResponse>(), 'public'),

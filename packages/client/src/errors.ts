@@ -1,6 +1,13 @@
 /** Why a client call failed. */
 export type ClientErrorCode =
-  'unreachable' | 'timeout' | 'unauthorized' | 'not_found' | 'http_error' | 'bad_input';
+  | 'unreachable'
+  | 'timeout'
+  | 'unauthorized'
+  | 'not_found'
+  | 'http_error'
+  | 'bad_input'
+  /** The answer to an admin request was not signed with the admin key: not the scheduler. */
+  | 'unverified';
 
 /** Structured fields of a {@link ClientError}. */
 export interface ClientErrorOptions {

@@ -174,14 +174,18 @@ export function formatClusterFacts(cluster: ClusterStatusResponse): string {
   ].join('\n');
 }
 
-/** The public workers table of `GET /cluster_status`: id, state (seed spelling), TP, requests served. */
+/**
+ * The public workers table of `GET /cluster_status`: id, state (seed spelling), TP, requests
+ * served. Without the admin key the scheduler names no worker (its id holds the job id): the
+ * rows are numbered `#1`, `#2` ... instead.
+ */
 export function formatClusterWorkers(cluster: ClusterStatusResponse): string {
   const models = new Set(cluster.workers.map((w) => w.model_name ?? ''));
   const withModel = models.size > 1;
   return table(
     ['WORKER', ...(withModel ? ['MODEL'] : []), 'STATE', 'TP', 'SERVED'],
-    cluster.workers.map((w) => [
-      w.worker_id,
+    cluster.workers.map((w, i) => [
+      w.worker_id ?? `#${i + 1}`,
       ...(withModel ? [w.model_name ?? ''] : []),
       w.status,
       String(w.tensor_parallel_size),

@@ -1,6 +1,14 @@
 export { DEFAULT_SCHEDULER_URL, createSchedulerClient } from './client.js';
 export type { SchedulerClient, SchedulerClientOptions } from './client.js';
 export { ClientError } from './errors.js';
+export {
+  ADMIN_SIGNATURE_HEADERS,
+  adminAnswerSignature,
+  adminRequestSignature,
+  signAdminRequest,
+  signaturesMatch,
+} from './signing.js';
+export type { AdminRequestParts } from './signing.js';
 export { findAdminKey, locateScheduler } from './locate.js';
 export type { FoundAdminKey, LocateInput, SchedulerLocation } from './locate.js';
 export { runCli } from './run-cli.js';
@@ -24,6 +32,7 @@ export type {
   ClusterFacts,
   ClusterStatusResponse,
   ClusterWorker,
+  DashboardLoginResponse,
   DeploymentView,
   DrainResponse,
   EventView,

@@ -376,14 +376,23 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     )
     .command(
       'dashboard',
-      'Print the dashboard URL (with the admin key, to open once in a browser)',
+      'Print a one-time dashboard login link (good for one login, within a minute)',
       (y) => y,
       async (args) => {
-        const key = adminKeyOf(args)?.key;
-        const url = `${locate(args).url}/dashboard`;
-        // Checks that the scheduler is up and the key is right before handing out the URL.
-        await client(args).status();
-        out(key === undefined ? url : `${url}?key=${encodeURIComponent(key)}`);
+        const url = locate(args).url;
+        if (adminKeyOf(args) === undefined) {
+          out(`${url}/dashboard`);
+          io.stderr(
+            'es: no admin key found (--admin-key-file, ES_ADMIN_KEY or --secret-file): the page asks for it\n',
+          );
+          return;
+        }
+        // Signed, and the answer checked: the token comes from the scheduler itself.
+        const login = await client(args).dashboardLogin();
+        out(`${url}${login.path}`);
+        io.stderr(
+          `es: open it within ${login.expiresInSeconds} s; it works once (a session of 12 h in that browser)\n`,
+        );
       },
     )
     .demandCommand(1, 'Say which command: es status, es models, es test, es workers, es scale ...')

@@ -189,7 +189,11 @@ export type SeedWorkerStatus = 'READY' | 'LOADING' | 'OFFLINE';
 
 /** One worker of `GET /cluster_status`, in the seed's field names. */
 export interface ClusterWorker {
-  worker_id: string;
+  /**
+   * `<job id>.<restart>.<index>`: only with the admin key (it names the SLURM job), as are
+   * `hostname`, `ip_address`, `port`, `base_url` and `slurm_job_id`.
+   */
+  worker_id?: string;
   status: SeedWorkerStatus;
   tensor_parallel_size: number;
   requests_served: number;
@@ -226,7 +230,20 @@ export interface ClusterStatusResponse extends ClusterFacts {
     permanent_error?: string | null;
     backoff?: string | null;
     launch_failures?: string | null;
+    /**
+     * Public view: which of those texts is set (`permanent_error`, `backoff`,
+     * `launch_failures`), the texts themselves only with the admin key.
+     */
+    problem?: string | null;
   })[];
+}
+
+/** `POST /api/v1/admin/dashboard/login-token`: a one-time dashboard login link. */
+export interface DashboardLoginResponse {
+  /** `/dashboard?login=<token>`: open it once, within `expiresInSeconds`. */
+  path: string;
+  token: string;
+  expiresInSeconds: number;
 }
 
 /** `GET /health`. */

@@ -3,7 +3,12 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../src/index.js';
+import {
+  ADMIN_SIGNATURE_HEADERS,
+  adminAnswerSignature,
+  adminRequestSignature,
+  runCli,
+} from '../src/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-cli-keys-'));
 const seen: { path: string; headers: IncomingHttpHeaders }[] = [];
@@ -14,11 +19,18 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     seen.push({ path: req.url ?? '', headers: req.headers });
     res.setHeader('content-type', 'application/json');
-    res.end(
-      req.url?.startsWith('/v1/models')
-        ? JSON.stringify({ object: 'list', data: [{ id: 'm', object: 'model' }] })
-        : JSON.stringify({ events: [] }),
-    );
+    const body = req.url?.startsWith('/v1/models')
+      ? JSON.stringify({ object: 'list', data: [{ id: 'm', object: 'model' }] })
+      : JSON.stringify({ events: [] });
+    // Answers as a scheduler holding `the-admin-key` does: signed over the request's nonce.
+    const nonce = req.headers[ADMIN_SIGNATURE_HEADERS.nonce];
+    if (typeof nonce === 'string') {
+      res.setHeader(
+        ADMIN_SIGNATURE_HEADERS.answer,
+        adminAnswerSignature('the-admin-key', { nonce, status: 200, body }),
+      );
+    }
+    res.end(body);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
@@ -57,13 +69,23 @@ describe('es: keys from files, so they are not in ps', () => {
     expect(seen.at(-1)?.headers.authorization).toBe('Bearer k-env');
   });
 
-  it('sends the key of --admin-key-file to the admin API', async () => {
+  it('signs admin requests with the key of --admin-key-file, and never sends the key', async () => {
     keyFile('admin-key', 'the-admin-key\n');
     expect((await es(['events', '--admin-key-file', 'admin-key'])).code).toBe(0);
-    expect(seen.at(-1)).toMatchObject({
-      path: expect.stringMatching(/^\/api\/v1\/admin\/events/),
-      headers: { authorization: 'Bearer the-admin-key' },
-    });
+    const sent = seen.at(-1)!;
+    expect(sent.path).toMatch(/^\/api\/v1\/admin\/events/);
+    expect(sent.headers.authorization).toBeUndefined();
+    expect(JSON.stringify(sent)).not.toContain('the-admin-key');
+    const h = (name: string) => String(sent.headers[name]);
+    expect(h(ADMIN_SIGNATURE_HEADERS.signature)).toBe(
+      adminRequestSignature('the-admin-key', {
+        method: 'GET',
+        path: sent.path,
+        timestamp: Number(h(ADMIN_SIGNATURE_HEADERS.timestamp)),
+        nonce: h(ADMIN_SIGNATURE_HEADERS.nonce),
+        body: '',
+      }),
+    );
   });
 
   it('refuses a key file other users can read: exit 2, naming the flag, the file and the fix', async () => {
