@@ -102,6 +102,7 @@ export {
   engineCredentials,
   esCliToSquatter,
   exitedWorkers,
+  forgedRegistrations,
   IGNORED_UNSIGNED,
   jobsThatSent,
   leaksIn,

@@ -44,6 +44,7 @@ import {
   createIntruder,
   runningAsRoot,
   type HttpAttempt,
+  type HttpOutcome,
   type Intruder,
   type SquattedRequest,
 } from './intruder/user.js';
@@ -60,6 +61,8 @@ export interface OtherUserOptions {
   squatMs?: number;
   /** An intruder to reuse (default: one created for the scenario and removed after it). */
   intruder?: Intruder;
+  /** The deployment (and model) the scheduler serves (default `mock-model`). */
+  model?: string;
   /** Files in the temp directory modified before this (ms) are not the run's (default: its first event). */
   since?: number;
 }
@@ -92,7 +95,8 @@ export const OTHER_USER_CHECKS = {
   squatKeys: 'keys in what the squatter recorded',
   squatReplay: 'replayed worker requests accepted',
   squatMissed: 'squatter reached no worker',
-  workersExited: 'workers that exited or stopped serving after the squat',
+  squatForged: 'registrations forged from what the squatter recorded accepted',
+  workersExited: 'jobs whose worker exited or stopped serving after the squat',
   workersSilent: 'workers that did not log ignoring the unsigned answers',
   cliKeys: 'keys the es CLI sent to a squatter',
   cliReplay: 'replayed admin requests accepted',
@@ -290,6 +294,7 @@ export async function probePublicRoutes(
       path,
       headers: { connection: 'close' },
       timeoutMs: 10_000,
+      maxBodyBytes: 4 * 1024 * 1024,
     })),
     {
       host,
@@ -330,12 +335,17 @@ const CREDENTIAL_HEADER = /^(authorization|cookie)$|sign|nonce|timestamp|auth|^x
 /** Headers of one connection, not of the request. */
 const HOP_HEADER = /^(host|connection|content-length|transfer-encoding|keep-alive)$/i;
 
-const ok = (status: number) => status >= 200 && status < 300;
+/** An authentication refusal. */
+const refused = (outcome: HttpOutcome | undefined) =>
+  outcome !== undefined &&
+  'status' in outcome &&
+  (outcome.status === 401 || outcome.status === 403);
 
 /**
  * As the intruder, send each recorded request again to `url`, as recorded and without its
- * credentials: a finding for each replay that was accepted (2xx) where the same request
- * without credentials is refused (a public route accepts both; that proves nothing).
+ * credentials: a finding for each replay that got past authentication (any answer but 401 or
+ * 403: a 404 "unknown worker" or a 400 took the credentials too) where the same request
+ * without them is refused (on a public route both pass; that proves nothing).
  */
 export async function replayFindings(
   intruder: Intruder,
@@ -374,14 +384,55 @@ export async function replayFindings(
   return recorded.flatMap((r, i) => {
     const replay = outcomes[2 * i];
     const bare = outcomes[2 * i + 1];
-    if (replay === undefined || !('status' in replay) || !ok(replay.status)) return [];
-    if (bare !== undefined && 'status' in bare && ok(bare.status)) return [];
+    if (replay === undefined || !('status' in replay) || refused(replay) || !refused(bare)) {
+      return [];
+    }
     const bareWhat =
       bare === undefined ? 'nothing' : 'status' in bare ? String(bare.status) : bare.error;
     return [
       `${r.method} ${r.path} replayed to ${url}: ${replay.status} ${redact(replay.body, secrets, 80)} (without its credentials: ${bareWhat})`,
     ];
   });
+}
+
+/**
+ * Registrations the intruder forges from what a squatter recorded: a fake worker (its own
+ * address, index 7 of the job) sent with the credential headers of each recorded worker
+ * request (a bearer token, or a signature over another request). Pass them to
+ * {@link replayFindings}: any that gets past authentication could route prompts to it.
+ */
+export function forgedRegistrations(
+  recorded: readonly SquattedRequest[],
+  deployment: string,
+): SquattedRequest[] {
+  return recorded
+    .filter((r) => r.path.startsWith('/api/v1/workers'))
+    .slice(0, 3)
+    .map((r) => {
+      const jobId = /\/api\/v1\/workers\/([^./]+)\./.exec(r.path)?.[1] ?? '1';
+      const headers = Object.fromEntries(
+        Object.entries(r.headers).filter(([name]) => CREDENTIAL_HEADER.test(name)),
+      );
+      return {
+        at: r.at,
+        method: 'POST',
+        path: '/api/v1/workers/register',
+        headers: { ...headers, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          deployment,
+          jobId,
+          restartCount: 0,
+          index: 7,
+          host: '127.0.0.1',
+          port: 9,
+          gpus: [7],
+          engine: 'mock',
+          model: deployment,
+          node: 'intruder',
+          state: 'loading',
+        }),
+      };
+    });
 }
 
 /** A finding for each recorded request whose headers or body hold a secret. */
@@ -490,14 +541,14 @@ export function exitedWorkers(
   before: ReadonlyMap<string, readonly number[]>,
   readyAfter: ReadonlySet<string>,
 ): string[] {
-  return [
-    ...[...before.keys()]
-      .filter((id) => !readyAfter.has(id))
-      .map((id) => `job ${id} served before the squat and has no ready worker after the restart`),
-    ...[...before].flatMap(([id, pids]) =>
-      pids.filter((pid) => !isAlive(pid)).map((pid) => `es-worker pid ${pid} of job ${id} exited`),
-    ),
-  ];
+  return [...before].flatMap(([id, pids]) => {
+    const gone = pids.filter((pid) => !isAlive(pid));
+    const what = [
+      ...(readyAfter.has(id) ? [] : ['has no ready worker after the restart']),
+      ...(gone.length === 0 ? [] : [`its es-worker (pid ${gone.join(', ')}) exited`]),
+    ];
+    return what.length === 0 ? [] : [`job ${id} served before the squat: ${what.join('; ')}`];
+  });
 }
 
 /**
@@ -542,6 +593,13 @@ export async function otherUserScenario(
     if (findings.length > 8) notes.push(`${name}: … ${findings.length - 8} more`);
   };
   const excused = new Set<string>();
+  // How long each part took, for the notes (the short profile's budget is about a minute).
+  const timings: string[] = [];
+  let mark = faultAt;
+  const took = (part: string) => {
+    timings.push(`${part} ${((Date.now() - mark) / 1000).toFixed(1)} s`);
+    mark = Date.now();
+  };
   try {
     const url = ctx.scheduler.url;
     const status = await adminStatus(url, adminKey);
@@ -616,8 +674,15 @@ export async function otherUserScenario(
       `${pids.length} job processes of jobs ${facts.jobIds.join(', ')}: ${listeners.filter((l) => l.kind === 'tcp').length} TCP and ${listeners.filter((l) => l.kind === 'unix').length} Unix listeners; ${targets.size} addresses probed`,
     );
 
+    took('issue-14 attacks');
+
     // Issue 15 (2): what the public routes say without a key.
-    record(C.publicRoutes, await probePublicRoutes(intruder, url, facts, 'mock-model'));
+    record(
+      C.publicRoutes,
+      await probePublicRoutes(intruder, url, facts, options.model ?? 'mock-model'),
+    );
+
+    took('public routes');
 
     // Issue 15 (1): the es CLI's admin request, sent to a squatter, replayed.
     const keyFile = join(logDir, 'other-user-admin-key');
@@ -627,6 +692,8 @@ export async function otherUserScenario(
     const adminSecrets = [...secrets, { name: 'the admin key', value: adminKey }];
     record(C.cliKeys, recordedSecrets('the es CLI sent the squatter', cli.requests, adminSecrets));
     record(C.cliReplay, await replayFindings(intruder, url, cli.requests, adminSecrets));
+
+    took('es CLI to a squatter');
 
     // Issue 15 (1): a squatter on the scheduler's port while it restarts.
     const squatMs = options.squatMs ?? 5_000;
@@ -684,8 +751,18 @@ export async function otherUserScenario(
       await sleep(500);
     }
     record(C.squatReplay, await replayFindings(intruder, ctx.scheduler.url, recorded, secrets));
+    record(
+      C.squatForged,
+      await replayFindings(
+        intruder,
+        ctx.scheduler.url,
+        forgedRegistrations(recorded, options.model ?? 'mock-model'),
+        secrets,
+      ),
+    );
     record(C.workersExited, exitedWorkers(workersBefore, ready));
     record(C.workersSilent, silentWorkers(logDir, talked));
+    took('squatter, restart, replays');
   } finally {
     for (const id of excused) ctx.excused.add(id);
     if (options.intruder === undefined) intruder.remove();
@@ -698,6 +775,8 @@ export async function otherUserScenario(
   } catch (error) {
     notes.push((error as Error).message);
   }
+  took('capacity back');
+  notes.push(`took: ${timings.join(', ')}`);
   checks[capacityCheck(ctx.capacityTimeoutMs)] = capacityMs === undefined ? 1 : 0;
   const end = Date.now();
   await ctx.load.settled(end);

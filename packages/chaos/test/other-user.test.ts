@@ -7,6 +7,7 @@
  * unprivileged user) needs root, as CI runs, and those tests are skipped otherwise.
  */
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
@@ -16,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createIntruder,
   exitedWorkers,
+  forgedRegistrations,
   jobsThatSent,
   probePublicRoutes,
   recordedSecrets,
@@ -74,8 +76,10 @@ describe('checks that need no intruder', () => {
         ['4243', [alive.pid ?? 0]],
       ]);
       expect(exitedWorkers(before, new Set(['4243']))).toEqual([
-        'job 4242 served before the squat and has no ready worker after the restart',
-        `es-worker pid ${pid} of job 4242 exited`,
+        `job 4242 served before the squat: has no ready worker after the restart; its es-worker (pid ${pid}) exited`,
+      ]);
+      expect(exitedWorkers(before, new Set(['4242', '4243']))).toEqual([
+        `job 4242 served before the squat: its es-worker (pid ${pid}) exited`,
       ]);
       expect(exitedWorkers(new Map([['4243', [alive.pid ?? 0]]]), new Set(['4243']))).toEqual([]);
     } finally {
@@ -256,8 +260,60 @@ suite(`as the intruder${runningAsRoot() ? '' : ' (skipped: not root)'}`, () => {
     });
     seen.add('/api/v1/workers/4242.0.1/heartbeat {"state":"ready"}');
     expect(await replayFindings(intruder, refusesReplays, recorded, secrets)).toEqual([]);
+    // Past authentication is accepted, whatever comes after it (the worker is unknown now).
+    const unknownWorker = await serve((req, _body, res) =>
+      req.headers.authorization === `Bearer ${key}`
+        ? json(res, 404, {
+            error: {
+              message: 'unknown worker',
+              type: 'not_found',
+              param: null,
+              code: 'unknown_worker',
+            },
+          })
+        : json(res, 401, {
+            error: { message: 'no', type: 'auth', param: null, code: 'unauthorized' },
+          }),
+    );
+    expect(await replayFindings(intruder, unknownWorker, recorded, secrets)).toEqual([
+      expect.stringMatching(
+        / replayed to .*: 404 .*unknown worker.* \(without its credentials: 401\)$/,
+      ),
+    ]);
     // A public route answers 200 with or without credentials: that proves nothing.
     const open = await serve((_req, _body, res) => json(res, 200, { status: 'ok' }));
     expect(await replayFindings(intruder, open, recorded, secrets)).toEqual([]);
+
+    // A registration forged with the recorded credentials: taken by a scheduler that takes
+    // the bearer token, refused by one that checks a signature over the path and body.
+    const forged = forgedRegistrations(recorded, 'mock-model');
+    expect(forged.map((r) => [r.path, JSON.parse(r.body).jobId, r.headers.authorization])).toEqual([
+      ['/api/v1/workers/register', '4242', `Bearer ${key}`],
+    ]);
+    expect(await replayFindings(intruder, takesKey, forged, secrets)).toEqual([
+      expect.stringMatching(/^POST \/api\/v1\/workers\/register replayed to .*: 200 /),
+    ]);
+    const signs = await serve((req, body, res) => {
+      const expected = createHmac('sha256', key).update(`${req.url}\n${body}`).digest('hex');
+      if (req.headers['x-es-signature'] === expected) json(res, 200, { ok: true });
+      else
+        json(res, 401, {
+          error: { message: 'bad signature', type: 'auth', param: null, code: 'bad_signature' },
+        });
+    });
+    const signed = forgedRegistrations(
+      [
+        {
+          ...recorded[0]!,
+          headers: {
+            'x-es-signature': createHmac('sha256', key)
+              .update(`${recorded[0]!.path}\n${recorded[0]!.body}`)
+              .digest('hex'),
+          },
+        },
+      ],
+      'mock-model',
+    );
+    expect(await replayFindings(intruder, signs, signed, secrets)).toEqual([]);
   });
 });

@@ -15,7 +15,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 
 /** One HTTP request; the status, the headers and the start of the body, or the error's code. */
-function send({ host, port, method, path, headers, body, timeoutMs }) {
+function send({ host, port, method, path, headers, body, timeoutMs, maxBodyBytes = 2048 }) {
   return new Promise((resolve) => {
     let done = false;
     const req = request({ host, port, method, path, headers, agent: false });
@@ -32,8 +32,8 @@ function send({ host, port, method, path, headers, body, timeoutMs }) {
       res.setEncoding('latin1');
       res.on('data', (chunk) => {
         text += chunk;
-        if (text.length >= 2048) {
-          finish({ status: res.statusCode, headers: res.headers, body: text.slice(0, 2048) });
+        if (text.length >= maxBodyBytes) {
+          finish({ status: res.statusCode, headers: res.headers, body: text.slice(0, maxBodyBytes) });
         }
       });
       res.on('end', () => finish({ status: res.statusCode, headers: res.headers, body: text }));

@@ -19,10 +19,12 @@ export interface HttpAttempt {
   headers: Record<string, string>;
   body?: string;
   timeoutMs: number;
+  /** How much of the answer's body to bring back (default 2048 characters). */
+  maxBodyBytes?: number;
 }
 
 /**
- * The status, the headers and the start (2 KiB) of the body, or the error's code
+ * The status, the headers and the start (`maxBodyBytes`, 2 KiB by default) of the body, or the error's code
  * (`ECONNREFUSED`, `TIMEOUT`).
  */
 export type HttpOutcome =
