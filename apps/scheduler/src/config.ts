@@ -114,6 +114,12 @@ export interface SchedulerSettings {
   maxContinuations: number;
   /** A started generation silent this long is cut and continued elsewhere (0 = never). */
   stallTimeoutS: number;
+  /** Open connections to the scheduler's port at most (0 = no cap). */
+  maxConnections: number;
+  /** MiB of memory for request bodies, all requests together (each charged 4 × its size). */
+  bodyBudgetMb: number;
+  /** A client that reads nothing of its response this long is cut (0 = never). */
+  clientIdleTimeoutS: number;
   /**
    * The seed's `project_root`: the checkout of this project whose worker
    * (`<projectRoot>/apps/worker/dist/cli.mjs`) the node jobs run, at the same path on the
@@ -150,6 +156,9 @@ const DEFAULTS = {
   heartbeatTimeoutS: 30,
   maxContinuations: 3,
   stallTimeoutS: 30,
+  maxConnections: 4096,
+  bodyBudgetMb: 128,
+  clientIdleTimeoutS: 60,
   healthCheckIntervalS: 5,
   nodeAcquireIntervalS: 10,
   startupTimeoutS: 1800,
@@ -221,6 +230,10 @@ const schedulerFields = {
   cancelOnExit: v.optional(v.boolean()),
   maxContinuations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   stallTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
+  maxConnections: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  // The largest accepted body (32 MiB), charged 4 times its size, must fit the budget.
+  bodyBudgetMb: v.optional(v.pipe(v.number(), v.minValue(128))),
+  clientIdleTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
   projectRoot: v.optional(v.string()),
 };
 
@@ -654,6 +667,9 @@ export function resolveConfig(
     cancelOnExit: get('cancelOnExit') ?? DEFAULTS.cancelOnExit,
     maxContinuations: get('maxContinuations') ?? DEFAULTS.maxContinuations,
     stallTimeoutS: get('stallTimeout') ?? DEFAULTS.stallTimeoutS,
+    maxConnections: get('maxConnections') ?? DEFAULTS.maxConnections,
+    bodyBudgetMb: get('bodyBudgetMb') ?? DEFAULTS.bodyBudgetMb,
+    clientIdleTimeoutS: get('clientIdleTimeout') ?? DEFAULTS.clientIdleTimeoutS,
     deployments,
   };
   const adminKey = adminKeyOf(flags) ?? adminKeyOf(file) ?? env.ES_ADMIN_KEY;

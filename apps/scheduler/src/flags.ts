@@ -217,6 +217,21 @@ const OPTIONS = {
     describe:
       'Seconds a started generation may send nothing before it is cut and continued elsewhere (default 30; 0 = never)',
   },
+  'max-connections': {
+    type: 'number',
+    describe:
+      'Open client, admin and worker connections at most; past it new connections are closed at once, open ones keep working (default 4096; 0 = no cap)',
+  },
+  'body-budget-mb': {
+    type: 'number',
+    describe:
+      'MiB of memory for request bodies, all requests together, each charged 4 × its size (bytes, text, parsed, upstream copy); a body that does not fit waits up to 10 s, then gets 503 with Retry-After (default 128; at least 128: 4 × the largest body, 32 MiB)',
+  },
+  'client-idle-timeout': {
+    type: 'number',
+    describe:
+      'Seconds a client may read nothing of its response (a stream it stopped reading) before it is disconnected and its engine request aborted (default 60; 0 = never)',
+  },
   'cancel-on-exit': {
     type: 'boolean',
     describe: 'Cancel all jobs when the scheduler stops (default: keep them for re-adoption)',

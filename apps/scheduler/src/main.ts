@@ -161,6 +161,8 @@ export async function startScheduler(
       maxContinuations: settings.maxContinuations,
       stallTimeoutMs: settings.stallTimeoutS * 1000,
     },
+    bodyBudgetBytes: settings.bodyBudgetMb * 1024 * 1024,
+    clientIdleTimeoutMs: settings.clientIdleTimeoutS * 1000,
     onContinuation: (record) => {
       admin.onContinuation(record);
       const { requestId, fromWorker, toWorker, outcome, reason, generatedTokens } = record;
@@ -201,6 +203,7 @@ export async function startScheduler(
       fetch: app.fetch,
       port: settings.port,
       hostname: settings.host,
+      maxConnections: settings.maxConnections,
     });
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {

@@ -1,4 +1,5 @@
 import type { PoolView } from '@es/pool';
+import { BODY_MEMORY_FACTOR } from './body-budget.js';
 import { parseCorsOrigin } from './cors.js';
 import type { PlantedFaults, RoutingJournal } from './journal.js';
 
@@ -114,11 +115,11 @@ export interface ProxyAppOptions {
    * browsers keep pages of other sites from reading any answer).
    */
   corsOrigins?: readonly string[];
-  /** Largest accepted request body, in bytes (at most `bodyBudgetBytes`). Default 32 MiB. */
+  /** Largest accepted request body, in bytes (at most `bodyBudgetBytes` / 4). Default 32 MiB. */
   maxBodyBytes?: number;
   /**
-   * Bytes of request bodies held in memory at once, all requests together. A body that does
-   * not fit waits (its socket is not read) up to `bodyBudgetWaitMs`, then gets 503
+   * Memory for request bodies, all requests together; each body is charged 4 times its size
+   * (its bytes, text, parsed fields and upstream copy). A body that does not fit waits (its socket is not read) up to `bodyBudgetWaitMs`, then gets 503
    * `body_budget_exhausted` with `Retry-After` (`queue.retryAfterSeconds`). Default 128 MiB.
    */
   bodyBudgetBytes?: number;
@@ -287,9 +288,9 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
       throw new RangeError(`proxy option ${name} must be ${rule}, got ${value}`);
     }
   }
-  if (resolved.maxBodyBytes > resolved.bodyBudgetBytes) {
+  if (resolved.maxBodyBytes * BODY_MEMORY_FACTOR > resolved.bodyBudgetBytes) {
     throw new RangeError(
-      `proxy option maxBodyBytes (${resolved.maxBodyBytes}) must be <= bodyBudgetBytes (${resolved.bodyBudgetBytes}): a body larger than the budget could never be read; raise bodyBudgetBytes or lower maxBodyBytes`,
+      `proxy option bodyBudgetBytes (${resolved.bodyBudgetBytes}) must be at least ${BODY_MEMORY_FACTOR} × maxBodyBytes (${resolved.maxBodyBytes}): a body costs ${BODY_MEMORY_FACTOR} times its size in memory, and the largest must fit; raise bodyBudgetBytes or lower maxBodyBytes`,
     );
   }
   if (!(resolved.affinity.loadFactor >= 1)) {

@@ -158,9 +158,9 @@ function upload(
 describe('the global budget of buffered bodies', () => {
   const MiB = 1024 * 1024;
 
-  /** A 1 MiB budget held by a 700 KiB body still arriving; then a second such body. */
+  /** A budget for 1 MiB of bodies held by a 700 KiB body still arriving; then a second such body. */
   async function twoBodies(bodyBudgetWaitMs: number) {
-    const { port } = await serve({ maxBodyBytes: MiB, bodyBudgetBytes: MiB, bodyBudgetWaitMs });
+    const { port } = await serve({ maxBodyBytes: MiB, bodyBudgetBytes: 4 * MiB, bodyBudgetWaitMs });
     const first = upload(port, 700 * 1024, 100);
     await new Promise((resolve) => setTimeout(resolve, 200));
     return { first, second: upload(port, 700 * 1024, 700 * 1024) };
@@ -192,8 +192,8 @@ describe('the global budget of buffered bodies', () => {
 
   it('is refused when smaller than the largest body', () => {
     const pool = createStaticPool([deploymentView('llama')]);
-    expect(() => createProxyApp({ pool, maxBodyBytes: 2 * MiB, bodyBudgetBytes: MiB })).toThrow(
-      /maxBodyBytes .* must be <= bodyBudgetBytes/,
+    expect(() => createProxyApp({ pool, maxBodyBytes: 2 * MiB, bodyBudgetBytes: 4 * MiB })).toThrow(
+      /bodyBudgetBytes \(4194304\) must be at least 4 × maxBodyBytes/,
     );
   });
 });

@@ -1,0 +1,189 @@
+/**
+ * Bounds that keep a real scheduler serving under abuse (issue 15): the global budget of
+ * buffered request bodies holds its memory down, and worker heartbeats are answered in time
+ * while clients flood its port. Measured on the built scheduler with real local workers and
+ * mock engines; the abusers run in processes of their own.
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createWorkerClient, deriveKeys, readSecret } from '@es/protocol';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import {
+  FAST_FLAGS,
+  killStartedSchedulers,
+  startSchedulerProcess,
+  waitFor,
+  type SchedulerProcess,
+} from './harness.js';
+
+const RUN_MODE = [
+  '--backend',
+  'local',
+  '--engine',
+  'mock',
+  '--model',
+  'mock-model',
+  '--max-nodes',
+  '1',
+  '--tensor-parallel-size',
+  '8',
+];
+
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+afterAll(async () => {
+  await killStartedSchedulers();
+});
+
+async function schedulerWithWorker(name: string, extra: string[]): Promise<SchedulerProcess> {
+  const dir = mkdtempSync(join(tmpdir(), `es-bounds-${name}-`));
+  const scheduler = await startSchedulerProcess({
+    args: [...RUN_MODE, ...FAST_FLAGS, '--scheduler-id', `bounds-${name}`, ...extra],
+    logDir: join(dir, 'logs'),
+  });
+  await waitFor(
+    '1 ready worker',
+    () => scheduler.readyWorkerIds(),
+    (ids) => ids.length === 1,
+    30_000,
+  );
+  return scheduler;
+}
+
+/** The resident set of a process, in bytes (`VmRSS` of /proc/<pid>/status). */
+function rss(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (match === null) throw new Error(`no VmRSS for ${pid}`);
+  return Number(match[1]) * 1024;
+}
+
+/** POST a chat request whose body is `bytes` long; resolves with the status. */
+function upload(url: string, bytes: number): Promise<number> {
+  const prefix = '{"model":"mock-model","max_tokens":1,"messages":[{"role":"user","content":"';
+  const suffix = '"}]}';
+  const body = Buffer.alloc(bytes, 'x');
+  body.write(prefix, 0);
+  body.write(suffix, bytes - suffix.length);
+  return new Promise((resolve, reject) => {
+    const req = request(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'content-length': String(bytes) },
+    });
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Peak RSS growth of the scheduler over 8 concurrent 30 MB uploads, and their statuses. */
+async function uploadGrowth(scheduler: SchedulerProcess) {
+  const base = rss(scheduler.pid);
+  let peak = base;
+  const sampler = setInterval(() => (peak = Math.max(peak, rss(scheduler.pid))), 20);
+  try {
+    const statuses = await Promise.all(
+      Array.from({ length: 8 }, () => upload(scheduler.url, 30 * 1000 * 1000)),
+    );
+    return { growthMb: (peak - base) / 1024 / 1024, statuses };
+  } finally {
+    clearInterval(sampler);
+  }
+}
+
+describe('the body budget on a real scheduler', () => {
+  it('8 concurrent 30 MB uploads grow its RSS by less than 200 MB (default budget)', async () => {
+    const scheduler = await schedulerWithWorker('rss', []);
+    const { growthMb, statuses } = await uploadGrowth(scheduler);
+    // Each got an answer (the process kept serving), none was cut.
+    expect(statuses.every((s) => s >= 200)).toBe(true);
+    expect(growthMb).toBeLessThan(200);
+    await scheduler.stop();
+  }, 120_000);
+
+  it('with a budget as large as the uploads (planted) the same uploads grow it by more', async () => {
+    const scheduler = await schedulerWithWorker('rss-planted', ['--body-budget-mb', '4096']);
+    const { growthMb } = await uploadGrowth(scheduler);
+    expect(growthMb).toBeGreaterThan(200);
+    await scheduler.stop();
+  }, 120_000);
+});
+
+/**
+ * A flood of invalid requests from another process: `connections` keep-alive connections
+ * sending `rate` malformed chat requests per second in all for `seconds`; prints
+ * `{"sent":n,"answered":n}` when done.
+ */
+const FLOOD = `
+const http = require('node:http');
+const [url, rate, connections, seconds] = process.argv.slice(1);
+const agent = new http.Agent({ keepAlive: true, maxSockets: Number(connections) });
+let sent = 0, answered = 0;
+const tick = 1000 / (Number(rate) / Number(connections));
+const timer = setInterval(() => {
+  for (let i = 0; i < Number(connections); i++) {
+    sent++;
+    const req = http.request(url + '/v1/chat/completions', {
+      method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': '1' },
+    }, (res) => { res.resume(); res.on('end', () => answered++); });
+    req.on('error', () => {});
+    req.end('{');
+  }
+}, tick);
+setTimeout(() => {
+  clearInterval(timer);
+}, Number(seconds) * 1000);
+`;
+
+function run(args: string[]): { child: ChildProcess; output: Promise<string> } {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  return { child, output: new Promise((resolve) => child.once('exit', () => resolve(out))) };
+}
+
+describe('worker heartbeats during a client flood', () => {
+  it('are each answered within 1 s while 50 connections send 2,000 invalid requests/s, one core busy', async () => {
+    const scheduler = await schedulerWithWorker('flood', []);
+    const [workerId] = await scheduler.readyWorkerIds();
+    const { workerKey } = deriveKeys(readSecret(join(scheduler.logDir, 'secret')));
+    const client = createWorkerClient({ schedulerUrl: scheduler.url, workerKey, timeoutMs: 5_000 });
+
+    // One core kept busy by something else.
+    run(['-e', 'for (;;) {}']);
+    const seconds = 10;
+    const flood = run(['-e', FLOOD, scheduler.url, '2000', '50', String(seconds)]);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+
+    const latencies: number[] = [];
+    const failures: string[] = [];
+    const end = Date.now() + (seconds - 2) * 1000;
+    while (Date.now() < end) {
+      const started = performance.now();
+      const result = await client.heartbeat(workerId!, { state: 'ready', restartCount: 0 });
+      latencies.push(performance.now() - started);
+      if (!result.ok) failures.push(`${result.kind}: ${result.message}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const { sent, answered } = JSON.parse(await flood.output) as { sent: number; answered: number };
+
+    // The flood was real: close to 2,000 requests/s sent, and the scheduler kept answering them.
+    expect(sent).toBeGreaterThan(2_000 * seconds * 0.8);
+    expect(answered).toBeGreaterThan(sent * 0.8);
+    expect(failures).toEqual([]);
+    expect(latencies.length).toBeGreaterThan(30);
+    expect(Math.max(...latencies)).toBeLessThan(1_000);
+    // The real worker's own heartbeats got through as well: it is still ready.
+    expect(await scheduler.readyWorkerIds()).toEqual([workerId]);
+    await scheduler.stop();
+  }, 120_000);
+});
