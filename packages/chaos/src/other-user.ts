@@ -55,7 +55,7 @@ import { capacityCheck, waitForCapacity, type ChaosContext } from './scenarios.j
 export interface OtherUserOptions {
   /** The scheduler's log directory (its `secret`, the jobs' `.out`); default: its log file's. */
   logDir?: string;
-  /** The admin key (default: the one derived from `<logDir>/secret`). */
+  /** The admin key (default: the scheduler's, `SchedulerProcess.adminKey()`). */
   adminKey?: string;
   /** How long the squatter holds the scheduler's port, ms (default 5000). */
   squatMs?: number;
@@ -576,7 +576,7 @@ export async function otherUserScenario(
   const C = OTHER_USER_CHECKS;
   const logDir = options.logDir ?? dirname(ctx.scheduler.logFile);
   const secret = readFileSync(join(logDir, 'secret'), 'utf8');
-  const adminKey = options.adminKey ?? deriveKeys(secret).adminToken;
+  const adminKey = options.adminKey ?? ctx.scheduler.adminKey();
   if (options.intruder === undefined && !runningAsRoot()) {
     throw new ChaosError(
       'START_FAILED',
@@ -605,7 +605,7 @@ export async function otherUserScenario(
     const status = await adminStatus(url, adminKey);
     const facts = privateFacts(status);
     const secrets = secretsOfRun(secret, facts.jobIds, [
-      ...(options.adminKey === undefined ? [] : [{ name: 'the admin key', value: adminKey }]),
+      { name: 'the admin key', value: adminKey },
     ]);
 
     // Issue 14: the job processes' listeners, their engine paths, ps and readable files.
@@ -646,8 +646,10 @@ export async function otherUserScenario(
         : []),
       ...(await probeTcp(intruder, [...targets.values()], credentials, secrets)),
     ]);
+    took('engine paths');
     record(C.unix, await probeUnix(intruder, listeners));
     record(C.processes, await scanProcesses(intruder, secrets));
+    took('Unix sockets and ps');
     const since =
       options.since ??
       Math.min(
@@ -674,7 +676,7 @@ export async function otherUserScenario(
       `${pids.length} job processes of jobs ${facts.jobIds.join(', ')}: ${listeners.filter((l) => l.kind === 'tcp').length} TCP and ${listeners.filter((l) => l.kind === 'unix').length} Unix listeners; ${targets.size} addresses probed`,
     );
 
-    took('issue-14 attacks');
+    took('readable files');
 
     // Issue 15 (2): what the public routes say without a key.
     record(
@@ -689,9 +691,8 @@ export async function otherUserScenario(
     writeFileSync(keyFile, `${adminKey}\n`, { mode: 0o600 });
     const cli = await esCliToSquatter(intruder, keyFile);
     notes.push(cli.note);
-    const adminSecrets = [...secrets, { name: 'the admin key', value: adminKey }];
-    record(C.cliKeys, recordedSecrets('the es CLI sent the squatter', cli.requests, adminSecrets));
-    record(C.cliReplay, await replayFindings(intruder, url, cli.requests, adminSecrets));
+    record(C.cliKeys, recordedSecrets('the es CLI sent the squatter', cli.requests, secrets));
+    record(C.cliReplay, await replayFindings(intruder, url, cli.requests, secrets));
 
     took('es CLI to a squatter');
 
