@@ -178,10 +178,23 @@ describe('admin API and es CLI', () => {
     expect(missing.stderr).toMatch(/no worker no-such-job and no job log/);
   });
 
-  it('es dashboard prints the URL to open once, key included', async () => {
+  it('es dashboard prints a one-time login link, without the key, that logs a browser in once', async () => {
     const { code, stdout } = await es('dashboard');
     expect(code).toBe(0);
-    expect(stdout).toBe(`${s.url}/dashboard?key=${encodeURIComponent(s.adminKey)}\n`);
+    expect(stdout).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/dashboard\?login=[A-Za-z0-9_-]{43}\n$/);
+    expect(stdout.startsWith(`${s.url}/dashboard?login=`)).toBe(true);
+    expect(stdout).not.toContain(s.adminKey);
+    const link = stdout.trim();
+    const first = await fetch(link, { redirect: 'manual' });
+    expect(first.status).toBe(303);
+    const cookie = first.headers.get('set-cookie') ?? '';
+    expect(cookie).toMatch(
+      /^es_session=[A-Za-z0-9_-]{43}; Max-Age=43200; Path=\/; HttpOnly; SameSite=Strict$/,
+    );
+    expect(cookie).not.toContain(s.adminKey);
+    const page = await fetch(`${s.url}/dashboard`, { headers: { cookie: cookie.split(';')[0]! } });
+    expect(page.status).toBe(200);
+    expect((await fetch(link, { redirect: 'manual' })).status).toBe(401);
   });
 
   it('es status --watch redraws in place until interrupted', async () => {

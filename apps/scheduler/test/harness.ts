@@ -15,6 +15,7 @@ import {
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { deriveKeys } from '@es/protocol';
 
 /** The built scheduler binary (`pnpm build` first). */
 export const SCHEDULER_CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
@@ -203,8 +204,23 @@ export async function startSchedulerProcess(
   void exited.then((e) => (exit = e));
 
   const url = `http://127.0.0.1:${port}`;
+  // The seed routes show worker ids, nodes and addresses only to the admin key: the
+  // scheduler's --admin-key, else the token derived from its secret file (once it exists).
+  const adminHeaders = (): Record<string, string> => {
+    const flag = args.indexOf('--admin-key');
+    if (flag >= 0 && args[flag + 1] !== undefined) {
+      return { authorization: `Bearer ${args[flag + 1]}` };
+    }
+    const secretFlag = args.indexOf('--secret-file');
+    const secretFile = secretFlag >= 0 ? args[secretFlag + 1] : join(options.logDir, 'secret');
+    if (secretFile === undefined || !existsSync(secretFile)) return {};
+    return { authorization: `Bearer ${deriveKeys(readFileSync(secretFile, 'utf8')).adminToken}` };
+  };
   const get = async <T>(path: string): Promise<T> => {
-    const response = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5_000) });
+    const response = await fetch(`${url}${path}`, {
+      headers: adminHeaders(),
+      signal: AbortSignal.timeout(5_000),
+    });
     if (!response.ok) throw new Error(`GET ${path}: ${response.status} ${await response.text()}`);
     return (await response.json()) as T;
   };

@@ -264,6 +264,11 @@ describe('dashboard in headless Chromium', () => {
         null,
         { timeout: 15_000 },
       );
+      // Sign out: the session ends, the page asks for the key again.
+      await Promise.all([page.waitForNavigation(), page.click('#logout')]);
+      await expect(page.locator('input[name=key]').count()).resolves.toBe(1);
+      const after = await page.evaluate(async () => (await fetch('/api/v1/admin/status')).status);
+      expect(after).toBe(401);
       await page.close();
     } finally {
       await s.close();

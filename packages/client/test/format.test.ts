@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   formatClusterFacts,
+  formatClusterWorkers,
   formatDuration,
   formatPublicStatus,
   formatJobs,
@@ -157,6 +158,15 @@ describe('the public status', () => {
         '4242.0.0  READY    4   17',
         '4242.0.1  LOADING  4   0',
       ].join('\n'),
+    );
+  });
+
+  it('numbers the workers when the scheduler names none (its public view, without the key)', () => {
+    const unnamed = cluster.workers.map(({ worker_id: _, ...w }) => w);
+    expect(formatClusterWorkers({ ...cluster, workers: unnamed })).toBe(
+      ['WORKER  STATE    TP  SERVED', '#1      READY    4   17', '#2      LOADING  4   0'].join(
+        '\n',
+      ),
     );
   });
 
