@@ -1,4 +1,4 @@
-/* global process, console, fetch, performance */
+/* global process, console, fetch, performance, URL */
 // Heartbeat benchmark: N simulated workers (real HTTP registrations, then one heartbeat a
 // second each, spread over the second, as independent nodes would send them) against the
 // deployed scheduler of this checkout and, with --baseline, of another checkout, alternately
@@ -30,12 +30,12 @@ const workers = Number(args.workers);
 const seconds = Number(args.seconds);
 const rounds = Number(args.rounds);
 
-/** `deriveKeys` of a checkout: @es/protocol's, or @es/pool's before @es/protocol existed. */
+/** The module of a checkout with `deriveKeys`: @es/protocol's, or @es/pool's before it existed. */
 async function keysOf(root) {
   for (const dist of ['packages/protocol/dist/index.mjs', 'packages/pool/dist/index.mjs']) {
     try {
       const module = await import(join(root, dist));
-      if (typeof module.deriveKeys === 'function') return module.deriveKeys;
+      if (typeof module.deriveKeys === 'function') return module;
     } catch {
       // not in this checkout
     }
@@ -54,7 +54,7 @@ const percentile = (sorted, p) =>
   sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))];
 
 async function measure(root) {
-  const deriveKeys = await keysOf(root);
+  const protocol = await keysOf(root);
   const dir = mkdtempSync(join(tmpdir(), 'es-bench-hb-'));
   const logFile = join(dir, 'scheduler.log');
   const out = openSync(logFile, 'a');
@@ -74,19 +74,28 @@ async function measure(root) {
     }
     if (url === undefined) throw new Error(`${root}: the scheduler did not start (${logFile})`);
     await sleep(3_000); // its own worker registers; start-up work settles
-    const token = deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8')).workerToken;
-    const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
+    const keys = protocol.deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8'));
     const base = `${url}/api/v1/workers`;
+    // Signed requests (workerKey), or the bearer token of checkouts from before signing.
+    const post = (route, body) => {
+      const text = JSON.stringify(body);
+      const path = new URL(`${base}${route}`).pathname;
+      const auth =
+        keys.workerKey === undefined
+          ? { authorization: `Bearer ${keys.workerToken}` }
+          : protocol.signWorkerRequest(keys.workerKey, { method: 'POST', path, body: text });
+      return fetch(`${base}${route}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...auth },
+        body: text,
+      });
+    };
     const ids = [];
     for (let i = 0; i < workers; i++) {
-      const response = await fetch(`${base}/register`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({
-          ...{ deployment: 'mock-model', jobId: String(9_000_000 + i), restartCount: 0 },
-          ...{ index: 0, host: '127.0.0.1', port: 9, gpus: [0], engine: 'mock' },
-          ...{ model: 'mock-model', node: `sim${i}`, state: 'loading' },
-        }),
+      const response = await post('/register', {
+        ...{ deployment: 'mock-model', jobId: String(9_000_000 + i), restartCount: 0 },
+        ...{ index: 0, host: '127.0.0.1', port: 9, gpus: [0], engine: 'mock' },
+        ...{ model: 'mock-model', node: `sim${i}`, state: 'loading' },
       });
       if (!response.ok) throw new Error(`register answered ${response.status}`);
       ids.push((await response.json()).workerId);
@@ -101,11 +110,7 @@ async function measure(root) {
       while (!stopped) {
         const next = performance.now() + 1_000;
         const t = performance.now();
-        const response = await fetch(`${base}/${id}/heartbeat`, {
-          method: 'POST',
-          headers,
-          body: JSON.stringify({ state: 'loading', restartCount: 0 }),
-        });
+        const response = await post(`/${id}/heartbeat`, { state: 'loading', restartCount: 0 });
         await response.body?.cancel();
         if (response.status === 200) latencies.push(performance.now() - t);
         else failed++;

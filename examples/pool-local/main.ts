@@ -62,9 +62,10 @@ export async function startPoolLocalExample(
   });
   if (options.onEvent) registry.on(options.onEvent);
 
-  // Same-user trust: workers prove themselves with a token derived from a shared secret.
-  const { workerToken } = deriveKeys(randomBytes(32).toString('hex'));
-  const api = createWorkerApi(registry, { workerToken });
+  // Same-user trust: workers sign their requests (and the scheduler its answers) with a key
+  // derived from a shared secret; the key itself never crosses the wire.
+  const { workerKey } = deriveKeys(randomBytes(32).toString('hex'));
+  const api = createWorkerApi(registry, { workerKey });
   const server = serve({ fetch: api.fetch, port: options.port ?? 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', resolve));
   const address = server.address();
@@ -83,7 +84,7 @@ export async function startPoolLocalExample(
       command: [process.execPath, WORKER_SCRIPT],
       env: {
         [WORKER_ENV.schedulerUrl]: url,
-        EXAMPLE_WORKER_TOKEN: workerToken,
+        EXAMPLE_WORKER_KEY: workerKey,
         EXAMPLE_MODEL: deployment.model,
         EXAMPLE_TENSOR_PARALLEL_SIZE: String(deployment.tensorParallelSize),
       },

@@ -1,31 +1,25 @@
 // A trivial worker for examples/pool-local: no engine, one tiny HTTP server per GPU slice,
-// speaking the worker protocol of @es/pool (register, heartbeat, drain, deregister).
+// speaking the worker protocol of @es/pool (register, heartbeat, drain, deregister) through
+// the typed client of @es/protocol, which signs every request and ignores any answer not
+// signed by the scheduler (a squatter's 409 cannot stop it).
 // The local provider starts it with SLURM-like variables, as SLURM would start apps/worker.
-/* global fetch */
 import { createServer } from 'node:http';
 import process from 'node:process';
 import { clearInterval, setInterval } from 'node:timers';
+import { createWorkerClient } from '@es/protocol';
 
 const env = process.env;
 const schedulerUrl = env.ES_SCHEDULER_URL;
 const deployment = env.ES_DEPLOYMENT;
 // A real worker derives this from ES_SECRET_FILE (deriveKeys); the example passes it directly.
-const token = env.EXAMPLE_WORKER_TOKEN;
+const workerKey = env.EXAMPLE_WORKER_KEY;
 const jobId = env.SLURM_JOB_ID;
 const restartCount = Number(env.SLURM_RESTART_COUNT ?? '0');
 const node = env.SLURMD_NODENAME ?? 'localhost';
 const model = env.EXAMPLE_MODEL ?? 'example-model';
 const tp = Number(env.EXAMPLE_TENSOR_PARALLEL_SIZE ?? '1');
 const gpus = (env.CUDA_VISIBLE_DEVICES ?? '0').split(',').map(Number);
-const prefix = `${schedulerUrl}/api/v1/workers`;
-
-function post(path, body) {
-  return fetch(`${prefix}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-}
+const client = createWorkerClient({ schedulerUrl, workerKey });
 
 /** One "engine instance": answers GET / with who it is. */
 async function startInstance(index) {
@@ -42,7 +36,7 @@ async function startInstance(index) {
 }
 
 async function register(instance) {
-  const res = await post('/register', {
+  const res = await client.register({
     deployment,
     jobId,
     restartCount,
@@ -56,9 +50,9 @@ async function register(instance) {
     state: 'loading',
     pid: process.pid,
   });
-  if (res.status === 409) process.exit(0); // fenced: a newer incarnation owns this job
-  if (!res.ok) throw new Error(`register: HTTP ${res.status} ${await res.text()}`);
-  const { workerId, heartbeatIntervalMs } = await res.json();
+  if (res.kind === 'fenced') process.exit(0); // a newer incarnation owns this job
+  if (!res.ok) throw new Error(`register: ${res.message}`);
+  const { workerId, heartbeatIntervalMs } = res.body;
   instance.id = workerId;
   clearInterval(instance.timer);
   // Loading takes no time here: the first heartbeat already says ready.
@@ -67,17 +61,14 @@ async function register(instance) {
 }
 
 async function heartbeat(instance) {
-  try {
-    const res = await post(`/${instance.id}/heartbeat`, {
-      state: 'ready',
-      restartCount,
-      load: { running: 0, waiting: 0 },
-    });
-    if (res.status === 404) await register(instance); // the scheduler restarted
-    if (res.status === 409) process.exit(0);
-  } catch {
-    // The scheduler is unreachable for now; keep serving and try again next interval.
-  }
+  const res = await client.heartbeat(instance.id, {
+    state: 'ready',
+    restartCount,
+    load: { running: 0, waiting: 0 },
+  });
+  // `unreachable` (no answer, or an unsigned one): keep serving, try again next interval.
+  if (res.kind === 'unknown') await register(instance); // the scheduler restarted
+  if (res.kind === 'fenced') process.exit(0);
 }
 
 const instances = await Promise.all(
@@ -86,11 +77,11 @@ const instances = await Promise.all(
 
 process.once('SIGTERM', async () => {
   // Drain first so the scheduler stops routing here at once, then leave cleanly.
-  await Promise.allSettled(instances.map((i) => post(`/${i.id}/drain`, { reason: 'SIGTERM' })));
+  await Promise.all(instances.map((i) => client.drain(i.id, { reason: 'SIGTERM' })));
   for (const i of instances) {
     clearInterval(i.timer);
     i.server.close();
   }
-  await Promise.allSettled(instances.map((i) => post(`/${i.id}/deregister`, { reason: 'exit' })));
+  await Promise.all(instances.map((i) => client.deregister(i.id, { reason: 'exit' })));
   process.exit(0);
 });

@@ -185,7 +185,7 @@ export async function startScheduler(
 
   let jobCounts = { pending: 0, running: 0 };
   let deploymentNotes = new Map<string, DeploymentNote>();
-  app.route('/', createWorkerApi(registry, { workerToken: keys.workerToken }));
+  app.route('/', createWorkerApi(registry, { workerKey: keys.workerKey, logger: log }));
   app.route(
     '/',
     createSeedRoutes({

@@ -65,7 +65,7 @@ describe('hand-over of a real worker on SIGTERM', () => {
       heartbeatIntervalMs: 250,
       upstreamKey: ({ jobId }) => deriveEngineKey(secret, jobId),
     });
-    const api = createWorkerApi(registry, { workerToken: keys.workerToken });
+    const api = createWorkerApi(registry, { workerKey: keys.workerKey });
     const server = await new Promise<ServerType>((resolve) => {
       const s = serve({ fetch: api.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
     });

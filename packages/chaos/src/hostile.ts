@@ -3,6 +3,7 @@
  * raw socket (so nothing is fixed up on the way), and the rule every answer must follow.
  */
 import { connect } from 'node:net';
+import { signWorkerRequest } from '@es/protocol';
 
 /** One hostile request. `body` may be a string or a byte count of filler. */
 export interface HostileCase {
@@ -38,23 +39,44 @@ function request(
 }
 
 const JSON_CT = { 'content-type': 'application/json' };
+
+/** A worker-protocol request signed with `workerKey` when it is built (i.e. sent). */
+function signed(workerKey: string, path: string, body: string): (host: string) => Buffer {
+  return (host) => {
+    const signature = signWorkerRequest(workerKey, { method: 'POST', path, body });
+    return request('POST', path, { ...JSON_CT, ...signature }, body)(host);
+  };
+}
+
+/** The same bytes every time: the first build, replayed. */
+function once(build: (host: string) => Buffer): (host: string) => Buffer {
+  let built: Buffer | undefined;
+  return (host) => (built ??= build(host));
+}
 const chat = (body: unknown) =>
   request('POST', '/v1/chat/completions', JSON_CT, JSON.stringify(body));
 
 /**
- * The corpus. `workerToken` is the real worker token (for fencing cases that must pass
- * authentication); `liveWorker` a registered worker id `<job>.<restart>.<index>` whose
- * restart count is at least 1 (for stale-incarnation cases), when one exists.
+ * The corpus. `workerKey` is the real worker key (`deriveKeys(secret).workerKey`: the cases
+ * that must pass authentication are signed with it when sent); `liveWorker` a registered
+ * worker id `<job>.<restart>.<index>` whose restart count is at least 1 (for
+ * stale-incarnation cases), when one exists.
  * @example
- * const answers = await sendCorpus(url, hostileCorpus({ model: 'mock-model', workerToken }));
+ * const answers = await sendCorpus(url, hostileCorpus({ model: 'mock-model', workerKey }));
  */
 export function hostileCorpus(options: {
   model: string;
-  workerToken: string;
+  workerKey: string;
   liveWorker?: { jobId: string; restartCount: number; index: number };
 }): HostileCase[] {
-  const { model, workerToken } = options;
-  const bearer = { ...JSON_CT, authorization: `Bearer ${workerToken}` };
+  const { model, workerKey } = options;
+  const sign = (path: string, body: string) => signed(workerKey, path, body);
+  const unknownHeartbeat = once(
+    sign(
+      '/api/v1/workers/999999.0.0/heartbeat',
+      JSON.stringify({ state: 'ready', restartCount: 0 }),
+    ),
+  );
   const registration = (overrides: Record<string, unknown>) => ({
     deployment: model,
     jobId: '999999',
@@ -122,43 +144,23 @@ export function hostileCorpus(options: {
       expect: [401],
     },
     {
-      name: 'forged-token registration',
-      raw: request(
-        'POST',
-        '/api/v1/workers/register',
-        { ...JSON_CT, authorization: 'Bearer forged' },
-        JSON.stringify(registration({})),
-      ),
+      name: 'registration signed with another key',
+      raw: signed('forged', '/api/v1/workers/register', JSON.stringify(registration({}))),
       expect: [401],
     },
     {
       name: 'registration with wrong types',
-      raw: request(
-        'POST',
+      raw: sign(
         '/api/v1/workers/register',
-        bearer,
         JSON.stringify(registration({ port: 'eighty', gpus: 'all' })),
       ),
       expect: [400],
     },
+    { name: 'heartbeat of an unknown worker', raw: unknownHeartbeat, expect: [404] },
+    { name: 'the same heartbeat replayed', raw: unknownHeartbeat, expect: [401] },
     {
-      name: 'heartbeat of an unknown worker',
-      raw: request(
-        'POST',
-        '/api/v1/workers/999999.0.0/heartbeat',
-        bearer,
-        JSON.stringify({ state: 'ready', restartCount: 0 }),
-      ),
-      expect: [404],
-    },
-    {
-      name: 'forged-token drain',
-      raw: request(
-        'POST',
-        '/api/v1/workers/999999.0.0/drain',
-        { ...JSON_CT, authorization: 'Bearer forged' },
-        JSON.stringify({ reason: 'x' }),
-      ),
+      name: 'drain signed with another key',
+      raw: signed('forged', '/api/v1/workers/999999.0.0/drain', JSON.stringify({ reason: 'x' })),
       expect: [401],
     },
   ];
@@ -170,20 +172,16 @@ export function hostileCorpus(options: {
     cases.push(
       {
         name: 'heartbeat from a stale incarnation',
-        raw: request(
-          'POST',
+        raw: sign(
           `/api/v1/workers/${staleId}/heartbeat`,
-          bearer,
           JSON.stringify({ state: 'ready', restartCount: stale }),
         ),
         expect: [409],
       },
       {
         name: 'registration of a stale incarnation',
-        raw: request(
-          'POST',
+        raw: sign(
           '/api/v1/workers/register',
-          bearer,
           JSON.stringify(
             registration({ jobId: live.jobId, restartCount: stale, index: live.index }),
           ),

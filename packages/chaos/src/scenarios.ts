@@ -533,13 +533,13 @@ export async function hostileScenario(
     lorisMs?: number;
   },
 ): Promise<FaultResult & { bad: HostileAnswer[] }> {
-  const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
+  const workerKey = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerKey;
   const live = (await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey())).find(
     (w) => w.restartCount >= 1,
   );
   const corpus = hostileCorpus({
     model: options.model,
-    workerToken,
+    workerKey,
     ...(live ? { liveWorker: live } : {}),
   });
   const pid = ctx.scheduler.pid;
@@ -859,7 +859,7 @@ export async function scaleScenario(
   },
 ): Promise<FaultResult> {
   const count = options.workers ?? 1_024;
-  const workerToken = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerToken;
+  const workerKey = deriveKeys(readFileSync(join(options.logDir, 'secret'), 'utf8')).workerKey;
   const baselineFrom = Date.now() - 20_000;
   const ttfb = (from: number, to: number) =>
     ctx.load.records
@@ -899,7 +899,7 @@ export async function scaleScenario(
   };
   const request: SimulationRequest = {
     base: `${ctx.scheduler.url}/api/v1/workers`,
-    workerToken,
+    workerKey,
     deployment: options.model,
     model: options.model,
     count,

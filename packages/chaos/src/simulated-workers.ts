@@ -11,12 +11,14 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { signWorkerRequest } from '@es/protocol';
 
 /** What the parent asks for. */
 export interface SimulationRequest {
   /** `<scheduler>/api/v1/workers` */
   base: string;
-  workerToken: string;
+  /** `deriveKeys(secret).workerKey`: signs every request (as a real worker's client does). */
+  workerKey: string;
   deployment: string;
   model: string;
   count: number;
@@ -41,30 +43,44 @@ function percentile(values: readonly number[], p: number): number | undefined {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+/** POST `body` to `<base><route>`, signed with the worker key at the moment it is sent. */
+function signedPost(
+  request: SimulationRequest,
+  route: string,
+  body: unknown,
+  signal?: AbortSignal,
+): Promise<Response> {
+  const url = `${request.base}${route}`;
+  const text = JSON.stringify(body);
+  const signature = signWorkerRequest(request.workerKey, {
+    method: 'POST',
+    path: new URL(url).pathname,
+    body: text,
+  });
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...signature },
+    body: text,
+    ...(signal ? { signal } : {}),
+  });
+}
+
 async function simulate(request: SimulationRequest): Promise<void> {
-  const headers = {
-    'content-type': 'application/json',
-    authorization: `Bearer ${request.workerToken}`,
-  };
   const ids: string[] = [];
   let refused = 0;
   for (let i = 0; i < request.count; i++) {
-    const response = await fetch(`${request.base}/register`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({
-        deployment: request.deployment,
-        jobId: String(9_000_000 + i),
-        restartCount: 0,
-        index: 0,
-        host: '127.0.0.1',
-        port: 9,
-        gpus: [0],
-        engine: 'mock',
-        model: request.model,
-        node: `sim${i}`,
-        state: 'loading',
-      }),
+    const response = await signedPost(request, '/register', {
+      deployment: request.deployment,
+      jobId: String(9_000_000 + i),
+      restartCount: 0,
+      index: 0,
+      host: '127.0.0.1',
+      port: 9,
+      gpus: [0],
+      engine: 'mock',
+      model: request.model,
+      node: `sim${i}`,
+      state: 'loading',
     });
     if (response.ok) ids.push(((await response.json()) as { workerId: string }).workerId);
     else {
@@ -84,12 +100,12 @@ async function simulate(request: SimulationRequest): Promise<void> {
     sent++;
     const started = performance.now();
     try {
-      const response = await fetch(`${request.base}/${id}/heartbeat`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ state: 'loading', restartCount: 0 }),
-        signal: AbortSignal.timeout(5_000),
-      });
+      const response = await signedPost(
+        request,
+        `/${id}/heartbeat`,
+        { state: 'loading', restartCount: 0 },
+        AbortSignal.timeout(5_000),
+      );
       await response.body?.cancel();
       latencies.push(performance.now() - started);
       if (response.status === 200) answered++;
@@ -127,11 +143,7 @@ async function simulate(request: SimulationRequest): Promise<void> {
   await new Promise<void>((resolve) => process.once('message', () => resolve()));
   // Deregister so the status views are clean for what follows.
   for (const id of ids) {
-    await fetch(`${request.base}/${id}/deregister`, {
-      method: 'POST',
-      headers,
-      body: JSON.stringify({ reason: 'chaos scale test over' }),
-    }).then(
+    await signedPost(request, `/${id}/deregister`, { reason: 'chaos scale test over' }).then(
       (r) => r.body?.cancel(),
       () => undefined,
     );

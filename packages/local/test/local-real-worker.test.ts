@@ -60,7 +60,7 @@ async function startScheduler(port: number, secretFile: string, schedulerId: str
     upstreamKey: ({ jobId }) => deriveEngineKey('test-secret', jobId),
   });
   registry.on((e) => events.push(e));
-  const api = createWorkerApi(registry, { workerToken: keys.workerToken });
+  const api = createWorkerApi(registry, { workerKey: keys.workerKey });
   const server = serve({ fetch: api.fetch, port, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

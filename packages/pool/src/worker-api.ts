@@ -1,38 +1,86 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import * as v from 'valibot';
-import { WORKER_API_PREFIX, WORKER_ROUTES } from '@es/protocol';
+import {
+  WORKER_API_PREFIX,
+  WORKER_ROUTES,
+  WORKER_SIGNATURE_HEADERS,
+  createWorkerRequestVerifier,
+  signWorkerAnswer,
+} from '@es/protocol';
+import type { WorkerRequestCheck } from '@es/protocol';
 import { PoolError } from './errors.js';
 import type { WorkerLedger } from './roles.js';
 
 /** Options of {@link createWorkerApi}. */
 export interface WorkerApiOptions {
-  /** Bearer token workers present (`deriveKeys(secret).workerToken`). */
-  workerToken: string;
+  /**
+   * `deriveKeys(secret).workerKey`: requests must be signed with it, answers are signed
+   * with it (see `signWorkerRequest` of `@es/protocol`).
+   */
+  workerKey: string;
   /** Largest accepted body in bytes (default 65536). */
   maxBodyBytes?: number;
+  /** Signature window, ± ms (default `WORKER_SIGNATURE_WINDOW_MS`, 30 s). */
+  windowMs?: number;
+  /** Default `Date.now`. */
+  now?: () => number;
+  /**
+   * Requests signed earlier are refused as `stale` (default: `now()` when the API is made,
+   * i.e. the scheduler's start): nothing captured before a restart passes after it.
+   */
+  startedAt?: number;
+  /** Where refused requests are logged (at most one line per second and reason). */
+  logger?: { warn(fields: Record<string, unknown>, message: string): void };
 }
 
-function digest(value: string): Buffer {
-  return createHash('sha256').update(value).digest();
+/** Logs refusals, at most one line per code a second, counting the ones it held back. */
+function refusalLog(options: WorkerApiOptions, now: () => number) {
+  const last = new Map<string, { at: number; held: number }>();
+  return (check: Exclude<WorkerRequestCheck, { ok: true }>, fields: Record<string, unknown>) => {
+    const logger = options.logger;
+    if (logger === undefined) return;
+    const at = now();
+    const seen = last.get(check.code);
+    if (seen !== undefined && at - seen.at < 1_000) {
+      seen.held++;
+      return;
+    }
+    last.set(check.code, { at, held: 0 });
+    logger.warn(
+      { ...fields, code: check.code, ...(seen?.held ? { alsoRefused: seen.held } : {}) },
+      `worker request refused (${check.code}): ${check.message}`,
+    );
+  };
 }
 
 /**
  * The worker protocol's server side as a Hono app: register, heartbeat, drain, deregister
- * and handover under `WORKER_API_PREFIX`, authenticated with the worker token. Mount it on
- * the scheduler's server (`app.route('/', workerApi)`) or serve it alone.
+ * and handover under `WORKER_API_PREFIX`. Every request must be signed with the worker key
+ * (fresh, not before this API was made, its nonce unseen: else 401 `bad_signature`, `stale`
+ * or `replayed`); every answer under the prefix is signed over the request's nonce, so a
+ * worker can tell it from a squatter's. Mount it on the scheduler's server
+ * (`app.route('/', workerApi)`) or serve it alone.
  * @example
- * const api = createWorkerApi(registry, { workerToken: deriveKeys(secret).workerToken });
+ * const api = createWorkerApi(registry, { workerKey: deriveKeys(secret).workerKey });
  * serve({ fetch: api.fetch, port: 8780 });
  */
 export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOptions): Hono {
-  if (!options.workerToken) {
-    throw new PoolError('invalid_config', 'createWorkerApi needs a non-empty workerToken', {
-      param: 'workerToken',
-    });
+  if (!options.workerKey) {
+    throw new PoolError(
+      'invalid_config',
+      'createWorkerApi needs a non-empty workerKey (deriveKeys(secret).workerKey)',
+      { param: 'workerKey' },
+    );
   }
-  // Comparing fixed-length digests keeps the comparison constant-time whatever the length.
-  const expected = digest(options.workerToken);
+  const key = options.workerKey;
+  const now = options.now ?? Date.now;
+  const verifier = createWorkerRequestVerifier({
+    key,
+    now,
+    ...(options.windowMs === undefined ? {} : { windowMs: options.windowMs }),
+    ...(options.startedAt === undefined ? {} : { startedAt: options.startedAt }),
+  });
+  const logRefusal = refusalLog(options, now);
   const maxBodyBytes = options.maxBodyBytes ?? 65_536;
   const app = new Hono();
 
@@ -52,27 +100,55 @@ export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOption
     ),
   );
 
+  // Every answer under the prefix, refusals included, is signed over the request's nonce.
   app.use(`${WORKER_API_PREFIX}/*`, async (c, next) => {
-    const header = c.req.header('authorization') ?? '';
-    const token = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (!timingSafeEqual(digest(token), expected)) {
-      throw new PoolError('unauthorized', 'missing or wrong worker token', {
-        param: 'authorization',
-      });
-    }
     await next();
+    const nonce = c.req.header(WORKER_SIGNATURE_HEADERS.nonce) ?? '';
+    const { status } = c.res;
+    const bytes = new Uint8Array(await c.res.arrayBuffer());
+    const headers = new Headers(c.res.headers);
+    headers.set(
+      WORKER_SIGNATURE_HEADERS.signature,
+      signWorkerAnswer(key, { nonce, status, body: bytes }),
+    );
+    c.res = new Response(bytes, { status, headers });
   });
 
-  async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S>> {
+  app.use(`${WORKER_API_PREFIX}/*`, async (c, next) => {
     const length = Number(c.req.header('content-length') ?? 0);
     if (length > maxBodyBytes) {
       throw new PoolError('invalid_request', `body larger than ${maxBodyBytes} bytes`, {
         status: 413,
       });
     }
+    const text = await c.req.text();
+    if (Buffer.byteLength(text) > maxBodyBytes) {
+      throw new PoolError('invalid_request', `body larger than ${maxBodyBytes} bytes`, {
+        status: 413,
+      });
+    }
+    const check = verifier.verify({
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      body: text,
+      header: (name) => c.req.header(name),
+    });
+    if (!check.ok) {
+      logRefusal(check, { method: c.req.method, path: c.req.path });
+      const type = check.status === 401 ? 'authentication_error' : 'server_error';
+      return c.json(
+        { error: { message: check.message, type, param: check.param, code: check.code } },
+        check.status,
+      );
+    }
+    await next();
+  });
+
+  async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S>> {
     let raw: unknown;
     try {
-      raw = await c.req.json();
+      // The text the signature was checked on (Hono keeps it after the first read).
+      raw = JSON.parse(await c.req.text());
     } catch {
       throw new PoolError('invalid_request', 'body is not valid JSON', { param: 'body' });
     }

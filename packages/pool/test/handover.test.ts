@@ -10,9 +10,9 @@ import { createRegistry, createWorkerApi } from '../src/index.js';
 import type { RoutingChange } from '../src/index.js';
 import { deployment, registration, serveOnLoopback } from './helpers.js';
 
-const { workerToken } = deriveKeys('a shared secret');
+const { workerKey } = deriveKeys('a shared secret');
 const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
-const app = createWorkerApi(registry, { workerToken });
+const app = createWorkerApi(registry, { workerKey });
 let served: Awaited<ReturnType<typeof serveOnLoopback>>;
 let client: ReturnType<typeof createWorkerClient>;
 
@@ -23,7 +23,7 @@ registry.onRoutingChange((change) => routing.push(change));
 
 beforeAll(async () => {
   served = await serveOnLoopback(app.fetch);
-  client = createWorkerClient({ schedulerUrl: served.url, workerToken });
+  client = createWorkerClient({ schedulerUrl: served.url, workerKey });
 });
 
 afterAll(() => served.close());
@@ -134,11 +134,15 @@ describe('hand-over over the worker protocol', () => {
     expect(lost).toEqual([]);
   });
 
-  it('answers 401 without the worker token and announces nothing', async () => {
+  it('answers 401 to an unsigned or wrongly signed handover and announces nothing', async () => {
     const [id = ''] = await readyWorkers('14', 1);
-    const stranger = createWorkerClient({ schedulerUrl: client.schedulerUrl, workerToken: 'nope' });
-    const result = await stranger.handover({ workerIds: [id], reason: 'x', stopInMs: 1 });
+    const unsigned = createWorkerClient({ schedulerUrl: client.schedulerUrl });
+    const result = await unsigned.handover({ workerIds: [id], reason: 'x', stopInMs: 1 });
     expect(result).toMatchObject({ ok: false, kind: 'unauthorized', status: 401 });
+    // Signed with another key, it cannot read the scheduler's signed answer either.
+    const stranger = createWorkerClient({ schedulerUrl: client.schedulerUrl, workerKey: 'nope' });
+    const forged = await stranger.handover({ workerIds: [id], reason: 'x', stopInMs: 1 });
+    expect(forged).toMatchObject({ ok: false, kind: 'unreachable', unsigned: true });
     expect(lost).toEqual([]);
     expect(registry.worker(id)?.state).toBe('ready');
   });

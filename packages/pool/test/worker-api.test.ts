@@ -1,16 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { WORKER_API_PREFIX, deriveKeys } from '@es/protocol';
+import { WORKER_API_PREFIX, deriveKeys, signWorkerRequest } from '@es/protocol';
 import { createRegistry, createWorkerApi } from '../src/index.js';
 import type { RoutingChange } from '../src/index.js';
 import { deployment, registration, serveOnLoopback } from './helpers.js';
 
-const { workerToken } = deriveKeys('a shared secret');
+const { workerKey } = deriveKeys('a shared secret');
 const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
 let served: Awaited<ReturnType<typeof serveOnLoopback>>;
 let base: string;
 
 beforeAll(async () => {
-  served = await serveOnLoopback(createWorkerApi(registry, { workerToken }).fetch);
+  served = await serveOnLoopback(createWorkerApi(registry, { workerKey }).fetch);
   base = `${served.url}${WORKER_API_PREFIX}`;
 });
 
@@ -19,11 +19,17 @@ afterAll(() => served.close());
 /** A load distinct per worker index, so each heartbeat's effect can be told apart. */
 const loadOf = (i: number) => ({ running: i % 97, waiting: i % 13, kvCacheUsage: (i % 11) / 10 });
 
-async function post(path: string, body: unknown, token = workerToken) {
+/** POST signed with `key` (null: unsigned). */
+async function post(path: string, body: unknown, key: string | null = workerKey) {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  const signature =
+    key === null
+      ? {}
+      : signWorkerRequest(key, { method: 'POST', path: `${WORKER_API_PREFIX}${path}`, body: text });
   const response = await fetch(`${base}${path}`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
+    headers: { ...signature, 'content-type': 'application/json' },
+    body: text,
   });
   return { status: response.status, body: (await response.json()) as Record<string, unknown> };
 }
@@ -48,18 +54,25 @@ describe('worker API over a real socket', () => {
     expect(registry.worker('500.0.0')?.state).toBe('gone');
   });
 
-  it('rejects a wrong or missing token with 401 and an OpenAI-shaped body', async () => {
-    const wrong = await post('/register', registration('501'), 'not-the-token');
+  it('refuses a request signed with another key, or unsigned, with 401 bad_signature', async () => {
+    const wrong = await post('/register', registration('501'), deriveKeys('another').workerKey);
     expect(wrong.status).toBe(401);
     expect(wrong.body).toEqual({
       error: {
-        message: 'missing or wrong worker token',
-        type: 'invalid_request_error',
-        param: 'authorization',
-        code: 'unauthorized',
+        message: expect.stringContaining('x-es-signature does not sign this request') as string,
+        type: 'authentication_error',
+        param: 'x-es-signature',
+        code: 'bad_signature',
       },
     });
-    expect((await post('/register', registration('501'), '')).status).toBe(401);
+    const unsigned = await post('/register', registration('501'), null);
+    expect(unsigned).toMatchObject({
+      status: 401,
+      body: { error: { code: 'bad_signature', param: 'x-es-signature' } },
+    });
+    expect(String((unsigned.body.error as { message: string }).message)).toContain(
+      'missing x-es-signature',
+    );
     expect(registry.job('501')).toBeUndefined();
   });
 
@@ -116,25 +129,27 @@ describe('worker API over a real socket', () => {
   });
 
   it('a steady heartbeat updates load in place and rebuilds no routing, whatever the pool size', async () => {
-    const app = createWorkerApi(registry, { workerToken });
+    const app = createWorkerApi(registry, { workerKey });
     const ids = Array.from(
       { length: 1024 },
       (_, i) =>
         registry.register(registration(`8${String(i).padStart(4, '0')}`, 0, { state: 'ready' }))
           .workerId,
     );
-    const headers = { authorization: `Bearer ${workerToken}`, 'content-type': 'application/json' };
     const routing = registry.routable('m');
     const changes: RoutingChange[] = [];
     const unsubscribe = registry.onRoutingChange((change) => changes.push(change));
     const responses = await Promise.all(
-      ids.map((id, i) =>
-        app.request(`${WORKER_API_PREFIX}/${id}/heartbeat`, {
+      ids.map((id, i) => {
+        const path = `${WORKER_API_PREFIX}/${id}/heartbeat`;
+        const body = JSON.stringify({ state: 'ready', restartCount: 0, load: loadOf(i) });
+        const signature = signWorkerRequest(workerKey, { method: 'POST', path, body });
+        return app.request(path, {
           method: 'POST',
-          body: JSON.stringify({ state: 'ready', restartCount: 0, load: loadOf(i) }),
-          headers,
-        }),
-      ),
+          body,
+          headers: { ...signature, 'content-type': 'application/json' },
+        });
+      }),
     );
     unsubscribe();
     expect(responses.every((r) => r.status === 200)).toBe(true);

@@ -10,9 +10,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRegistry, createWorkerApi } from '../src/index.js';
 import { deployment, registration, serveOnLoopback } from './helpers.js';
 
-const { workerToken } = deriveKeys('a shared secret');
+const { workerKey } = deriveKeys('a shared secret');
 const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
-const app = createWorkerApi(registry, { workerToken });
+const app = createWorkerApi(registry, { workerKey });
 let served: Awaited<ReturnType<typeof serveOnLoopback>>;
 let url: string;
 
@@ -27,7 +27,7 @@ const ready: HeartbeatRequest = { state: 'ready', restartCount: 0 };
 
 describe('the worker client against createWorkerApi over a socket', () => {
   it('registers, heartbeats, drains and deregisters: ok with the parsed bodies', async () => {
-    const client = createWorkerClient({ schedulerUrl: url, workerToken });
+    const client = createWorkerClient({ schedulerUrl: url, workerKey });
     expect(await client.register(registration('700', 0, { port: 9700 }))).toEqual({
       ok: true,
       kind: 'ok',
@@ -46,7 +46,7 @@ describe('the worker client against createWorkerApi over a socket', () => {
   });
 
   it('unknown (404) for a worker the scheduler does not hold: register again', async () => {
-    const client = createWorkerClient({ schedulerUrl: url, workerToken });
+    const client = createWorkerClient({ schedulerUrl: url, workerKey });
     const result = await client.heartbeat('701.0.0', ready);
     expect(result).toMatchObject({
       ok: false,
@@ -59,7 +59,7 @@ describe('the worker client against createWorkerApi over a socket', () => {
   });
 
   it('unknown (404, unknown_deployment) for a register naming a deployment not served', async () => {
-    const client = createWorkerClient({ schedulerUrl: url, workerToken });
+    const client = createWorkerClient({ schedulerUrl: url, workerKey });
     const result = await client.register(registration('702', 0, { deployment: 'other' }));
     expect(result).toMatchObject({
       kind: 'unknown',
@@ -70,7 +70,7 @@ describe('the worker client against createWorkerApi over a socket', () => {
   });
 
   it('fenced (409) for an old incarnation, with the scheduler message: exit', async () => {
-    const client = createWorkerClient({ schedulerUrl: url, workerToken });
+    const client = createWorkerClient({ schedulerUrl: url, workerKey });
     expect((await client.register(registration('703'))).kind).toBe('ok');
     expect((await client.register(registration('703', 0, { restartCount: 1 }))).kind).toBe('ok');
     const beat = await client.heartbeat('703.0.0', ready);
@@ -80,21 +80,27 @@ describe('the worker client against createWorkerApi over a socket', () => {
     expect(again).toMatchObject({ kind: 'fenced', status: 409 });
   });
 
-  it('unauthorized (401) with a wrong or missing token', async () => {
-    for (const token of ['wrong', undefined]) {
-      const client = createWorkerClient({ schedulerUrl: url, workerToken: token });
-      expect(await client.register(registration('704'))).toEqual({
-        ok: false,
-        kind: 'unauthorized',
-        status: 401,
-        message: 'missing or wrong worker token',
-        code: 'unauthorized',
-      });
-    }
+  it('unauthorized (401, bad_signature) without a key; signed with another key, the answer is ignored', async () => {
+    const unsigned = createWorkerClient({ schedulerUrl: url });
+    expect(await unsigned.register(registration('704'))).toMatchObject({
+      ok: false,
+      kind: 'unauthorized',
+      status: 401,
+      message: expect.stringMatching(/^missing x-es-signature: /) as string,
+      code: 'bad_signature',
+    });
+    // The scheduler's 401 is signed with its key, which this client does not hold.
+    const stranger = createWorkerClient({ schedulerUrl: url, workerKey: 'wrong' });
+    const result = await stranger.register(registration('704'));
+    expect(result).toMatchObject({ ok: false, kind: 'unreachable', unsigned: true });
+    expect(result.ok ? '' : result.message).toContain(
+      'ignored an answer (HTTP 401) wrongly signed',
+    );
+    expect(registry.job('704')).toBeUndefined();
   });
 
   it('rejected (400) with the field the scheduler names', async () => {
-    const client = createWorkerClient({ schedulerUrl: url, workerToken });
+    const client = createWorkerClient({ schedulerUrl: url, workerKey });
     const bad = { ...registration('705'), port: 70_000 } as RegisterRequest;
     const result = await client.register(bad);
     expect(result).toMatchObject({ kind: 'rejected', status: 400, code: 'invalid_request' });
@@ -106,7 +112,7 @@ describe('the worker client against createWorkerApi over a socket', () => {
     await new Promise((resolve) => closed.once('listening', resolve));
     const port = (closed.address() as AddressInfo).port;
     await new Promise((resolve) => closed.close(resolve));
-    const client = createWorkerClient({ schedulerUrl: `http://127.0.0.1:${port}`, workerToken });
+    const client = createWorkerClient({ schedulerUrl: `http://127.0.0.1:${port}`, workerKey });
     const result = await client.heartbeat('700.0.0', ready);
     expect(result).toMatchObject({ ok: false, kind: 'unreachable', timedOut: false });
     expect(result.ok ? '' : result.message).toContain(
@@ -119,7 +125,7 @@ describe('the worker client against createWorkerApi in process (app.request)', (
   it('gives the same results without a socket', async () => {
     const client = createWorkerClient({
       schedulerUrl: 'http://scheduler.invalid',
-      workerToken,
+      workerKey,
       fetch: (input, init) => app.request(input, init),
     });
     expect(await client.register(registration('710'))).toMatchObject({

@@ -5,6 +5,7 @@
  */
 import * as v from 'valibot';
 import { ErrorBodySchema, WORKER_ROUTES, workerRoutePath } from './schemas.js';
+import { WORKER_SIGNATURE_HEADERS, isSignedWorkerAnswer, signWorkerRequest } from './signing.js';
 import type {
   DeregisterRequest,
   DrainRequest,
@@ -28,8 +29,13 @@ export interface WorkerClientOptions {
    * `() => currentUrl`. A path in the URL is kept (`http://gw/es` → `http://gw/es/api/v1/...`).
    */
   schedulerUrl: string | (() => string);
-  /** Bearer token (`deriveKeys(secret).workerToken`); without it no `authorization` is sent. */
-  workerToken?: string | undefined;
+  /**
+   * `deriveKeys(secret).workerKey`: every request is signed with it (`x-es-timestamp`,
+   * `x-es-nonce`, `x-es-signature`; the key itself is never sent) and every answer must be
+   * signed with it too: an answer that is not is ignored (`unreachable`, `unsigned: true`).
+   * Without it nothing is signed or checked (a scheduler without authentication: tests).
+   */
+  workerKey?: string | undefined;
   /** Timeout of each call, from sending to the whole answer read (ms, default 5000). */
   timeoutMs?: number;
   /** Default: the global `fetch`. */
@@ -61,10 +67,14 @@ interface Refusal {
  * - `unknown` (404): the scheduler does not know this worker (heartbeat, drain, deregister:
  *   register again) or, for register, the deployment (`code: 'unknown_deployment'`).
  * - `fenced` (409): this incarnation was replaced or ended: exit.
- * - `unauthorized` (401, 403): wrong or missing worker token (not the scheduler's secret).
+ * - `unauthorized` (401, 403): the signature was refused; `code` says why: `stale` (the
+ *   worker's clock is off, or it is behind a freshly restarted scheduler's: retry),
+ *   `replayed`, `bad_signature`.
  * - `rejected` (400, 413, 422): the scheduler refused the body; sending it again is useless.
  * - `unexpected`: any other answer (5xx, another status, a 2xx whose body is off-contract).
- * - `unreachable`: no answer: connection refused or reset, DNS, timeout (`timedOut`), abort.
+ * - `unreachable`: no answer: connection refused or reset, DNS, timeout (`timedOut`), abort;
+ *   or an answer not signed with the worker key (`unsigned`): whoever answered does not know
+ *   the secret (a squatter on the scheduler's port), so what it said means nothing.
  */
 export type WorkerCallResult<T> =
   | { ok: true; kind: 'ok'; status: number; body: T }
@@ -80,6 +90,8 @@ export type WorkerCallResult<T> =
       message: string;
       /** True when the call ran out of time. */
       timedOut: boolean;
+      /** True when an answer came but was not signed with the worker key: ignored. */
+      unsigned: boolean;
       cause: unknown;
     };
 
@@ -163,7 +175,7 @@ class CallTimeout extends Error {
  * Creates the worker protocol's client. Calls never throw: every outcome is a
  * {@link WorkerCallResult}. There is no retry inside: the caller decides.
  * @example
- * const client = createWorkerClient({ schedulerUrl: () => url, workerToken: keys.workerToken });
+ * const client = createWorkerClient({ schedulerUrl: () => url, workerKey: keys.workerKey });
  * const result = await client.heartbeat(workerId, { state: 'ready', restartCount: 0 });
  * if (result.kind === 'unknown') await registerAgain();
  * else if (result.kind === 'fenced') exit(result.message);
@@ -174,8 +186,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
   const baseUrl = typeof schedulerUrl === 'function' ? schedulerUrl : () => schedulerUrl;
   const doFetch: FetchLike = options.fetch ?? ((input, init) => fetch(input, init));
   const defaultTimeoutMs = options.timeoutMs ?? 5_000;
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (options.workerToken) headers.authorization = `Bearer ${options.workerToken}`;
+  const { workerKey } = options;
 
   async function call<R extends WorkerRouteName>(
     route: R,
@@ -193,9 +204,17 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
         kind: 'unreachable',
         message: `${method} ${workerRoutePath(route, workerId)}: invalid scheduler URL "${baseUrl()}"`,
         timedOut: false,
+        unsigned: false,
         cause: error,
       };
     }
+    const text = JSON.stringify(body);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (workerKey) {
+      const path = workerRoutePath(route, workerId);
+      Object.assign(headers, signWorkerRequest(workerKey, { method, path, body: text }));
+    }
+    const nonce = headers[WORKER_SIGNATURE_HEADERS.nonce] ?? '';
     const timeoutMs = callOptions.timeoutMs ?? defaultTimeoutMs;
     const controller = new AbortController();
     const timer = setTimeout(
@@ -218,18 +237,39 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
           const response = await doFetch(url, {
             method,
             headers,
-            body: JSON.stringify(body),
+            body: text,
             signal: controller.signal,
           });
-          return { status: response.status, text: await response.text() };
+          const bytes = new Uint8Array(await response.arrayBuffer());
+          return {
+            status: response.status,
+            bytes,
+            signature: response.headers.get(WORKER_SIGNATURE_HEADERS.signature),
+          };
         })(),
         aborted,
       ]);
-      const { status, text } = answer;
+      const { status, bytes, signature } = answer;
+      if (
+        workerKey &&
+        !isSignedWorkerAnswer(workerKey, { nonce, status, body: bytes }, signature)
+      ) {
+        return {
+          ok: false,
+          kind: 'unreachable',
+          message:
+            `${method} ${url}: ignored an answer (HTTP ${status}) ${signature ? 'wrongly signed' : 'not signed'}: ` +
+            `whoever answered does not know the shared secret (another process on the scheduler's port, or a scheduler reading another secret file)`,
+          timedOut: false,
+          unsigned: true,
+          cause: undefined,
+        };
+      }
+      const answerText = new TextDecoder().decode(bytes);
       if (status >= 200 && status < 300) {
         let parsed: unknown;
         try {
-          parsed = JSON.parse(text);
+          parsed = JSON.parse(answerText);
         } catch {
           parsed = undefined;
         }
@@ -243,11 +283,11 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
           ok: false,
           kind: 'unexpected',
           status,
-          message: `answer of ${method} ${url} is not the protocol's: ${text.trim().slice(0, MAX_MESSAGE)}`,
+          message: `answer of ${method} ${url} is not the protocol's: ${answerText.trim().slice(0, MAX_MESSAGE)}`,
           code: undefined,
         };
       }
-      const { message, code } = refusalOf(text);
+      const { message, code } = refusalOf(answerText);
       return { ok: false, kind: kindOf(status), status, message, code } as WorkerCallFailure;
     } catch (error) {
       const timedOut = error instanceof CallTimeout;
@@ -256,6 +296,7 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
         kind: 'unreachable',
         message: `${method} ${url}: ${timedOut ? error.message : describe(error)}`,
         timedOut,
+        unsigned: false,
         cause: error,
       };
     } finally {

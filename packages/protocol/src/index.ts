@@ -38,6 +38,24 @@ export type {
 } from './schemas.js';
 export { WORKER_ENV, derivedSecrets, deriveEngineKey, deriveKeys, formatWorkerId } from './keys.js';
 export type { DerivedKeys } from './keys.js';
+export {
+  MAX_REMEMBERED_NONCES,
+  WORKER_SIGNATURE_HEADERS,
+  WORKER_SIGNATURE_WINDOW_MS,
+  createWorkerRequestVerifier,
+  isSignedWorkerAnswer,
+  signWorkerAnswer,
+  signWorkerRequest,
+} from './signing.js';
+export type {
+  SignedWorkerRequest,
+  WorkerAnswerParts,
+  WorkerRequestCheck,
+  WorkerRequestParts,
+  WorkerRequestRefusalCode,
+  WorkerRequestVerifier,
+  WorkerRequestVerifierOptions,
+} from './signing.js';
 export { createWorkerClient } from './client.js';
 export type {
   FetchLike,

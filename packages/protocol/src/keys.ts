@@ -7,23 +7,27 @@ export function formatWorkerId(jobId: string, restartCount: number, index: numbe
 
 /** Keys derived from the shared secret file (same-user trust, like munge). */
 export interface DerivedKeys {
-  /** Bearer token workers present to the scheduler's worker routes. */
-  workerToken: string;
+  /**
+   * HMAC key of the worker protocol: workers sign their requests with it and the scheduler
+   * its answers (see `signWorkerRequest`). It never crosses the wire.
+   */
+  workerKey: string;
   /** Bearer token for the admin API, when no explicit admin key is configured. */
   adminToken: string;
 }
 
 /**
- * Derive the worker token and the admin token from a secret
+ * Derive the worker protocol's signing key and the admin token from a secret
  * (surrounding whitespace is ignored, so a file's trailing newline does not matter).
  * @example
- * const { workerToken } = deriveKeys(readSecret(secretFile));
+ * const { workerKey } = deriveKeys(readSecret(secretFile));
  */
 export function deriveKeys(secret: string): DerivedKeys {
   const derive = (purpose: string) =>
     createHmac('sha256', secret.trim()).update(`elastic-serving:${purpose}`).digest('hex');
   return {
-    workerToken: derive('worker'),
+    // Not 'worker': that derived the bearer token earlier versions sent in clear.
+    workerKey: derive('worker-signing'),
     adminToken: derive('admin'),
   };
 }
@@ -41,17 +45,12 @@ export function deriveEngineKey(secret: string, jobId: string): string {
 }
 
 /**
- * The secret and the keys derived from it (the worker token, the admin token, and the
+ * The secret and the keys derived from it (the worker key, the admin token, and the
  * engine key of each of `jobIds`): what a log line must never show.
  */
 export function derivedSecrets(secret: string, jobIds: readonly string[] = []): string[] {
-  const { workerToken, adminToken } = deriveKeys(secret);
-  return [
-    secret.trim(),
-    workerToken,
-    adminToken,
-    ...jobIds.map((id) => deriveEngineKey(secret, id)),
-  ];
+  const { workerKey, adminToken } = deriveKeys(secret);
+  return [secret.trim(), workerKey, adminToken, ...jobIds.map((id) => deriveEngineKey(secret, id))];
 }
 
 /** Environment variables the scheduler sets for a worker (batch script or local spawn). */

@@ -1,9 +1,10 @@
 /**
  * The worker protocol: JSON over HTTP between a worker (one per SLURM job) and the
- * scheduler. Every request carries `Authorization: Bearer <workerToken>` where the token is
- * derived from the shared secret (see `deriveKeys`). The schemas below are the contract:
- * the scheduler validates request bodies with them, the worker client validates answers
- * with them, and every TypeScript type is inferred from them.
+ * scheduler. Every request is signed, and so is every answer, with the worker key derived
+ * from the shared secret (see `deriveKeys` and `signWorkerRequest`); no secret is sent.
+ * The schemas below are the contract: the scheduler validates request bodies with them,
+ * the worker client validates answers with them, and every TypeScript type is inferred
+ * from them.
  *
  * Routes (all POST, JSON bodies, mounted on the scheduler's HTTP server):
  * - `register`   RegisterRequest   → 200 RegisterResponse | 400 | 401 | 404 (unknown deployment) | 409 (fenced)

@@ -95,7 +95,7 @@ function checkStats(file: string, stat: Stats, what = 'secret file'): void {
  * another user, is open to group or others, or is empty.
  * @throws {SecretFileError} whose message names the file and the fix.
  * @example
- * const { workerToken } = deriveKeys(readSecret(process.env.ES_SECRET_FILE));
+ * const { workerKey } = deriveKeys(readSecret(process.env.ES_SECRET_FILE));
  */
 export function readSecret(file: string, options: ReadSecretOptions = {}): string {
   let secret: string;

@@ -1,8 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { createWorkerClient } from '../src/index.js';
-import type { FetchLike, HeartbeatRequest } from '../src/index.js';
+import {
+  WORKER_SIGNATURE_HEADERS,
+  createWorkerClient,
+  createWorkerRequestVerifier,
+  signWorkerAnswer,
+} from '../src/index.js';
+import type { FetchLike, HeartbeatRequest, RegisterRequest } from '../src/index.js';
 
 const beat: HeartbeatRequest = { state: 'ready', restartCount: 0 };
+const registration: RegisterRequest = {
+  deployment: 'd',
+  jobId: '1',
+  restartCount: 0,
+  index: 0,
+  host: 'h',
+  port: 1,
+  gpus: [0],
+  engine: 'mock',
+  model: 'm',
+  node: 'n',
+  state: 'loading',
+};
 
 /** A fetch answering `status` with `body`, recording the calls. */
 function answering(status: number, body: unknown) {
@@ -14,11 +32,30 @@ function answering(status: number, body: unknown) {
   return { calls, fetch };
 }
 
+/**
+ * A fetch answering `status` with `body`, signed with `key` over the request's nonce (or
+ * over `nonce` when given: an answer to another request), recording the calls.
+ */
+function answeringSigned(key: string, status: number, body: unknown, nonce?: string) {
+  const calls: { url: string; init: RequestInit }[] = [];
+  const fetch: FetchLike = (url, init) => {
+    calls.push({ url, init });
+    const text = JSON.stringify(body);
+    const own = new Headers(init.headers).get(WORKER_SIGNATURE_HEADERS.nonce) ?? '';
+    const signature = signWorkerAnswer(key, { nonce: nonce ?? own, status, body: text });
+    return new Response(text, {
+      status,
+      headers: { [WORKER_SIGNATURE_HEADERS.signature]: signature },
+    });
+  };
+  return { calls, fetch };
+}
+
 describe('createWorkerClient (injected fetch)', () => {
-  it('posts JSON with the bearer token to the route under the current URL', async () => {
+  it('posts JSON signed with the worker key (never sent) to the route under the current URL', async () => {
     let url = 'http://login1:8780';
-    const { calls, fetch } = answering(200, { ok: true });
-    const client = createWorkerClient({ schedulerUrl: () => url, workerToken: 'tok', fetch });
+    const { calls, fetch } = answeringSigned('k3y', 200, { ok: true });
+    const client = createWorkerClient({ schedulerUrl: () => url, workerKey: 'k3y', fetch });
     expect(await client.heartbeat('42.0.1', beat)).toEqual({
       ok: true,
       kind: 'ok',
@@ -33,16 +70,69 @@ describe('createWorkerClient (injected fetch)', () => {
       'http://login2:9000/es/api/v1/workers/42.0.1/drain',
     ]);
     expect(calls[0]?.init.method).toBe('POST');
-    expect(new Headers(calls[0]?.init.headers).get('authorization')).toBe('Bearer tok');
     expect(JSON.parse(String(calls[1]?.init.body))).toEqual({ reason: 'SIGTERM' });
+    // The signature covers the route path, not the base URL's prefix ('/es').
+    const verifier = createWorkerRequestVerifier({ key: 'k3y', startedAt: 0 });
+    const checks = calls.map((call, i) => {
+      const headers = new Headers(call.init.headers);
+      expect(headers.has('authorization')).toBe(false);
+      expect([...headers.values()].some((value) => value.includes('k3y'))).toBe(false);
+      const route = ['heartbeat', 'drain'][i];
+      return verifier.verify({
+        method: 'POST',
+        path: `/api/v1/workers/42.0.1/${route}`,
+        body: String(call.init.body),
+        header: (name) => headers.get(name) ?? undefined,
+      });
+    });
+    expect(checks.map((c) => c.ok)).toEqual([true, true]);
+    const nonces = calls.map((c) => new Headers(c.init.headers).get('x-es-nonce'));
+    expect(new Set(nonces).size).toBe(2);
   });
 
-  it('sends no authorization without a token', async () => {
+  it('signs nothing without a key', async () => {
     const { calls, fetch } = answering(200, { ok: true });
     await createWorkerClient({ schedulerUrl: 'http://s:1', fetch }).deregister('1.0.0', {
       reason: 'x',
     });
-    expect(new Headers(calls[0]?.init.headers).has('authorization')).toBe(false);
+    const headers = new Headers(calls[0]?.init.headers);
+    expect(headers.has('authorization')).toBe(false);
+    expect(headers.has('x-es-signature')).toBe(false);
+  });
+
+  it.each([
+    ['unsigned', (status: number, body: unknown) => answering(status, body)],
+    [
+      'signed with another key',
+      (status: number, body: unknown) => answeringSigned('other', status, body),
+    ],
+    [
+      'signed for another request',
+      (status: number, body: unknown) =>
+        answeringSigned('k3y', status, body, 'a-nonce-of-another-request'),
+    ],
+  ])('ignores an answer %s: a 409 does not fence, a 200 does not register', async (_, make) => {
+    for (const [status, body] of [
+      [409, { error: { message: 'exit', type: 'conflict', code: 'fenced' } }],
+      [200, { workerId: '1.0.0', heartbeatIntervalMs: 1000 }],
+      [404, { error: { message: 'who?', type: 'not_found', code: 'unknown_worker' } }],
+    ] as const) {
+      const { fetch } = make(status, body);
+      const client = createWorkerClient({ schedulerUrl: 'http://s:1', workerKey: 'k3y', fetch });
+      const result = await client.register(registration);
+      expect(result).toMatchObject({ ok: false, kind: 'unreachable', unsigned: true });
+      expect(result.ok ? '' : result.message).toMatch(
+        new RegExp(`ignored an answer \\(HTTP ${status}\\) (not|wrongly) signed`),
+      );
+    }
+  });
+
+  it('obeys a signed 409 (fenced)', async () => {
+    const { fetch } = answeringSigned('k3y', 409, {
+      error: { message: 'exit', type: 'conflict', code: 'fenced' },
+    });
+    const client = createWorkerClient({ schedulerUrl: 'http://s:1', workerKey: 'k3y', fetch });
+    expect(await client.heartbeat('1.0.0', beat)).toMatchObject({ kind: 'fenced', status: 409 });
   });
 
   it.each([
@@ -84,19 +174,9 @@ describe('createWorkerClient (injected fetch)', () => {
 
   it('does not take a 200 whose body is off-contract', async () => {
     const { fetch } = answering(200, { workerId: 42 });
-    const result = await createWorkerClient({ schedulerUrl: 'http://s:1', fetch }).register({
-      deployment: 'd',
-      jobId: '1',
-      restartCount: 0,
-      index: 0,
-      host: 'h',
-      port: 1,
-      gpus: [0],
-      engine: 'mock',
-      model: 'm',
-      node: 'n',
-      state: 'loading',
-    });
+    const result = await createWorkerClient({ schedulerUrl: 'http://s:1', fetch }).register(
+      registration,
+    );
     expect(result).toMatchObject({ ok: false, kind: 'unexpected', status: 200 });
     expect(result.ok ? '' : result.message).toMatch(/not the protocol's/);
   });

@@ -31,11 +31,17 @@ const registration: RegisterRequest = {
 };
 
 describe('the worker protocol contract', () => {
-  it('derives the same keys as before the move (workers and schedulers of both versions agree)', () => {
+  it('derives the same keys on every version that signs (workers and schedulers agree)', () => {
     expect(deriveKeys('a shared secret\n')).toEqual({
-      workerToken: 'fbeb94bb61d040e96fb56949ad785c794c421a1e4b746f55c13f04e7129bd56d',
+      workerKey: '88718551df634686d17bdc79d74fb9d2dbe5444ace98c9661c3b89f6d155e6a8',
       adminToken: '09f9a5ae167f120cc2b49e8ec4ac59ebafdc0d3c896af9e6807df61496de2bcb',
     });
+  });
+
+  it('signs with a key that is not the bearer token earlier versions sent in clear', () => {
+    // The worker token of the bearer-token versions, collected by anyone on the port.
+    const sentInClear = 'fbeb94bb61d040e96fb56949ad785c794c421a1e4b746f55c13f04e7129bd56d';
+    expect(deriveKeys('a shared secret').workerKey).not.toBe(sentInClear);
   });
 
   it('derives one engine key per job: a key of one job opens no other', () => {

@@ -1,7 +1,9 @@
 /**
  * The worker's link to the scheduler: register each instance, heartbeat it, send the drain,
  * hand-over and deregister notices, obey fencing (409: exit) and forgetting (404: register again),
- * and follow the scheduler-URL file while the scheduler is unreachable.
+ * and follow the scheduler-URL file while the scheduler is unreachable. Only signed answers
+ * are obeyed: one not signed with the worker key (a squatter on the scheduler's port) is
+ * logged and counts as no answer, so it can neither fence the worker nor register it.
  */
 import { createWorkerClient, readSchedulerUrl } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest, WorkerCallResult } from '@es/protocol';
@@ -23,8 +25,8 @@ export interface SchedulerLinkOptions {
   schedulerUrl: string;
   /** The scheduler-URL file, followed while the scheduler is unreachable. */
   schedulerUrlFile?: string | undefined;
-  /** `Authorization: Bearer` token of every call (none without a secret). */
-  workerToken?: string | undefined;
+  /** `deriveKeys(secret).workerKey`: signs every call, checks every answer (none without a secret). */
+  workerKey?: string | undefined;
   /** Timeout of each call (drain and deregister notices use at most 2000 ms). */
   requestTimeoutMs: number;
   /** The fields of every registration that do not depend on the instance. */
@@ -91,7 +93,7 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
   let schedulerUrl = options.schedulerUrl;
   const client = createWorkerClient({
     schedulerUrl: () => schedulerUrl,
-    workerToken: options.workerToken,
+    workerKey: options.workerKey,
     timeoutMs,
   });
   let urlFileReadAt = 0;
@@ -156,7 +158,9 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       if (result.kind === 'unreachable') {
         log.warn(
           { attempt, error: result.message },
-          'scheduler unreachable; retrying registration',
+          result.unsigned
+            ? 'ignored an unsigned answer (not from the scheduler); retrying registration'
+            : 'scheduler unreachable; retrying registration',
         );
         await followUrlFile();
         await sleep(clock, Math.min(500 * attempt, 5000));
@@ -169,12 +173,28 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
         return;
       }
       if (result.kind === 'fenced') throw new FencedError(result.message);
+      if (
+        result.kind === 'unauthorized' &&
+        (result.code === 'stale' || result.code === 'replayed')
+      ) {
+        // A clock behind the scheduler's (just restarted) or out of step: not fatal.
+        log.warn(
+          { attempt, code: result.code, error: result.message },
+          'the scheduler refused the signature as not fresh; retrying registration',
+        );
+        await sleep(clock, Math.min(500 * attempt, 5000));
+        continue;
+      }
       const { status } = result;
       if (status === 401 || status === 403 || status === 400 || status === 422) {
         throw new WorkerError(
           'REGISTRATION_FAILED',
           `The scheduler refused to register instance ${instance.index} (HTTP ${status}): ${result.message}` +
-            (status === 401 ? " — check that --secret-file is the scheduler's secret" : ''),
+            (status === 401
+              ? options.workerKey
+                ? ' — the scheduler knows the secret but not this signature: does something between them change the path or body?'
+                : ' — the worker has no --secret-file'
+              : ''),
         );
       }
       log.warn({ status, attempt }, `registration answered ${status}; retrying`);
@@ -201,8 +221,17 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     };
     const result = await client.heartbeat(link.workerId, body);
     if (result.kind === 'unreachable') {
-      log.warn({ error: result.message }, 'heartbeat failed');
+      log.warn(
+        { error: result.message },
+        result.unsigned
+          ? 'ignored an unsigned heartbeat answer (not from the scheduler)'
+          : 'heartbeat failed',
+      );
       await followUrlFile();
+      return;
+    }
+    if (result.kind === 'unauthorized') {
+      log.warn({ code: result.code, error: result.message }, 'heartbeat refused; next one retries');
       return;
     }
     try {

@@ -76,7 +76,7 @@ export function createWorker(options: WorkerOptions): Worker {
   const link = createSchedulerLink({
     schedulerUrl: options.schedulerUrl,
     schedulerUrlFile: options.schedulerUrlFile,
-    workerToken: keys?.workerToken,
+    workerKey: keys?.workerKey,
     requestTimeoutMs: options.requestTimeoutMs ?? 5_000,
     identity: {
       deployment: options.deployment,

@@ -1,6 +1,9 @@
 /**
  * A small scheduler speaking the worker protocol on 127.0.0.1 (port 0), recording every call.
- * Tests steer it: answer 404 to the next heartbeat of an id, or 409 to everything.
+ * It knows the workers' secret (`secret`, default {@link TEST_SECRET}): it checks each
+ * request's signature, as the real one does, and signs its answers (a worker ignores
+ * unsigned ones). Tests steer it: answer 404 to the next heartbeat of an id, or 409 to
+ * everything.
  */
 import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -9,15 +12,28 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
-import { WORKER_API_PREFIX, formatWorkerId } from '@es/protocol';
+import {
+  WORKER_API_PREFIX,
+  WORKER_SIGNATURE_HEADERS,
+  createWorkerRequestVerifier,
+  deriveKeys,
+  formatWorkerId,
+  signWorkerAnswer,
+} from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+
+/** The secret of the workers the fake scheduler expects, unless told another. */
+export const TEST_SECRET = 'test-secret';
 
 export interface SchedulerCall {
   route: 'register' | 'heartbeat' | 'drain' | 'deregister' | 'handover';
   /** Ids of a handover call: the body's `workerIds`, joined with commas. */
   workerId: string;
   body: Record<string, unknown>;
+  /** The `authorization` header, if any was sent (none should be: nothing reusable). */
   authorization: string | undefined;
+  /** The verdict on the request's signature: `ok`, `unsigned`, or the refusal's code. */
+  signature: string;
   at: number;
 }
 
@@ -38,7 +54,13 @@ export interface FakeScheduler {
   close(): Promise<void>;
 }
 
-export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<FakeScheduler> {
+export async function startFakeScheduler(
+  heartbeatIntervalMs = 200,
+  secret = TEST_SECRET,
+): Promise<FakeScheduler> {
+  const key = deriveKeys(secret).workerKey;
+  // The restart rule is the real scheduler's business: here only signature and nonce count.
+  const verifier = createWorkerRequestVerifier({ key, startedAt: 0 });
   const waiters = new Set<() => void>();
   const known = new Set<string>();
   const scheduler: FakeScheduler = {
@@ -77,11 +99,19 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       void (async () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        // A worker without a secret signs nothing: accepted, recorded as `unsigned`.
+        const check =
+          req.headers[WORKER_SIGNATURE_HEADERS.signature] === undefined
+            ? undefined
+            : verifier.verify({
+                method: req.method ?? '',
+                path: req.url ?? '',
+                body: text,
+                header: (name) => req.headers[name] as string | undefined,
+              });
         const path = (req.url ?? '').slice(WORKER_API_PREFIX.length + 1);
-        const body = JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<
-          string,
-          unknown
-        >;
+        const body = JSON.parse(text || '{}') as Record<string, unknown>;
         const [first, action] = path.split('/');
         let route: SchedulerCall['route'];
         let workerId: string;
@@ -101,6 +131,7 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
           workerId,
           body,
           authorization: req.headers.authorization,
+          signature: check === undefined ? 'unsigned' : check.ok ? 'ok' : check.code,
           at: Date.now(),
         };
         scheduler.onCall?.(call);
@@ -108,9 +139,24 @@ export async function startFakeScheduler(heartbeatIntervalMs = 200): Promise<Fak
         scheduler.calls.push(call);
         for (const wake of [...waiters]) wake();
         const send = (status: number, value: unknown) => {
-          res.writeHead(status, { 'content-type': 'application/json' });
-          res.end(JSON.stringify(value));
+          const answer = JSON.stringify(value);
+          const nonce = (req.headers[WORKER_SIGNATURE_HEADERS.nonce] as string | undefined) ?? '';
+          res.writeHead(status, {
+            'content-type': 'application/json',
+            [WORKER_SIGNATURE_HEADERS.signature]: signWorkerAnswer(key, {
+              nonce,
+              status,
+              body: answer,
+            }),
+          });
+          res.end(answer);
         };
+        if (check !== undefined && !check.ok) {
+          send(check.status, {
+            error: { message: check.message, type: 'authentication_error', code: check.code },
+          });
+          return;
+        }
         if (scheduler.fence) {
           send(409, {
             error: {

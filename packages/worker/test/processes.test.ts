@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 async function scheduler(heartbeatMs = 150): Promise<FakeScheduler> {
-  const started = await startFakeScheduler(heartbeatMs);
+  const started = await startFakeScheduler(heartbeatMs, SECRET);
   cleanups.push(() => started.close());
   return started;
 }

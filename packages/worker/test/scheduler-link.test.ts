@@ -2,6 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { initialHealth } from '../src/health.js';
 import type { HealthState } from '../src/health.js';
@@ -9,7 +10,7 @@ import { freePort } from '../src/index.js';
 import { FencedError, createSchedulerLink } from '../src/scheduler-link.js';
 import type { LinkedInstance } from '../src/scheduler-link.js';
 import { createFakeClock } from './fake-clock.js';
-import { startFakeScheduler } from './fake-scheduler.js';
+import { TEST_SECRET, startFakeScheduler } from './fake-scheduler.js';
 import type { FakeScheduler } from './fake-scheduler.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -49,7 +50,7 @@ function link(schedulerUrl: string, extra: { schedulerUrlFile?: string } = {}) {
   const created = createSchedulerLink({
     schedulerUrl,
     ...extra,
-    workerToken: 'token',
+    workerKey: deriveKeys(TEST_SECRET).workerKey,
     requestTimeoutMs: 5_000,
     identity: {
       deployment: 'default',
@@ -75,7 +76,8 @@ describe('the scheduler link, on a fake clock against a fake scheduler', () => {
     await linked.register(engine);
     expect(linked.workerId(0)).toBe('1234.2.0');
     const registration = fake.calls[0]!;
-    expect(registration.authorization).toBe('Bearer token');
+    expect(registration.signature).toBe('ok');
+    expect(registration.authorization).toBeUndefined();
     expect(registration.body as unknown as RegisterRequest).toEqual({
       deployment: 'default',
       jobId: '1234',

@@ -4,14 +4,13 @@ import { dirname, join } from 'node:path';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
-import { deriveEngineKey, deriveKeys } from '@es/protocol';
+import { deriveEngineKey } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
 import { WorkerError, createWorker } from '../src/index.js';
 import type { Worker, WorkerOptions } from '../src/index.js';
-import { groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
+import { TEST_SECRET, groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
 
-const SECRET = 'test-secret';
-const keys = deriveKeys(SECRET);
+const SECRET = TEST_SECRET;
 /** Job 1234's engine key: what its fronts require. */
 const ENGINE_KEY = deriveEngineKey(SECRET, '1234');
 const withKey = { headers: { authorization: `Bearer ${ENGINE_KEY}` } };
@@ -78,7 +77,9 @@ describe('worker against a fake scheduler and real mock engines', () => {
     expect(registrations.map((call) => call.workerId).sort()).toEqual(['1234.2.0', '1234.2.1']);
     for (const call of registrations) {
       const body = call.body as unknown as RegisterRequest;
-      expect(call.authorization).toBe(`Bearer ${keys.workerToken}`);
+      // Signed (checked by the fake scheduler), and nothing reusable sent.
+      expect(call.signature).toBe('ok');
+      expect(call.authorization).toBeUndefined();
       expect(body).toMatchObject({
         deployment: 'default',
         jobId: '1234',
