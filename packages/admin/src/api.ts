@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Hono, type Context } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
@@ -50,6 +51,9 @@ export type AdminApi = Hono & {
   /** Stop listening to the event log. */
   close(): void;
 };
+
+/** Largest admin request body (bytes): scale and stop send a few bytes of JSON. */
+const ADMIN_BODY_LIMIT = 64 * 1024;
 
 /** The dashboard's session cookie: a random id the scheduler keeps, never the admin key. */
 const COOKIE = 'es_session';
@@ -133,7 +137,9 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
    * cookie scale or stop anything).
    */
   const authorize = async (c: Context): Promise<AdminAuthResult> => {
-    const body = new Uint8Array(await c.req.arrayBuffer());
+    // Only a signed request's body is read before it is authorized (its hash is signed).
+    const signed = c.req.header(ADMIN_SIGNATURE_HEADERS.signature) !== undefined;
+    const body = signed ? new Uint8Array(await c.req.arrayBuffer()) : new Uint8Array();
     const result = auth.check(c.req.raw, body);
     if (!result.ok && c.req.method === 'GET' && sessions.valid(getCookie(c, COOKIE))) {
       return { ok: true, how: 'bearer' };
@@ -232,6 +238,23 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     }),
   );
 
+  // Admin bodies are a few bytes of JSON: a larger one is refused before it is buffered.
+  app.use(
+    '/api/v1/admin/*',
+    bodyLimit({
+      maxSize: ADMIN_BODY_LIMIT,
+      onError: (c) =>
+        c.json(
+          errorBody(
+            new AdminError(
+              'too_large',
+              `an admin request body is at most ${ADMIN_BODY_LIMIT / 1024} KiB (they are small JSON objects)`,
+            ),
+          ),
+          413,
+        ),
+    }),
+  );
   app.use('/api/v1/admin/*', guard);
 
   // A one-time link for `es dashboard`: the token is good for one login, for a minute.

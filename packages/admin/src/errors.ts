@@ -5,6 +5,7 @@ export type AdminErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'bad_request'
+  | 'too_large'
   | 'unknown_deployment'
   | 'unknown_worker'
   | 'unknown_job'
@@ -15,6 +16,7 @@ const STATUS: Record<AdminErrorCode, number> = {
   unauthorized: 401,
   forbidden: 403,
   bad_request: 400,
+  too_large: 413,
   unknown_deployment: 404,
   unknown_worker: 404,
   unknown_job: 404,

@@ -1,6 +1,7 @@
 import type { Context, Hono } from 'hono';
 import type { NodeProvider, PoolEvent, PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { ContinuationRecord, ProxyRequestRecord } from '@es/proxy';
+import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
 import { createAdminApi, type AdminApi } from './api.js';
 import { createAdminAuth } from './auth.js';
 import { AdminError } from './errors.js';
@@ -92,7 +93,9 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
     onContinuation: (record) => metrics.observeContinuation(record),
     instrumentProvider: (provider) => instrumentProvider(provider, metrics),
     async isAdmin(request) {
-      const body = new Uint8Array(await request.clone().arrayBuffer());
+      // A body is read only when it is signed (the seed routes are GETs: none).
+      const signed = request.headers.has(ADMIN_SIGNATURE_HEADERS.signature);
+      const body = signed ? new Uint8Array(await request.clone().arrayBuffer()) : new Uint8Array();
       return auth.check(request, body).ok;
     },
     attach(attachment) {

@@ -100,6 +100,16 @@ describe('admin key', () => {
     expect(stopped).toEqual([]);
   });
 
+  it('refuses an admin body over 64 KiB with 413 too_large, before acting', async () => {
+    const big = JSON.stringify({ maxNodes: 1, pad: 'x'.repeat(70 * 1024) });
+    const res = await post('/api/v1/admin/deployments/mock/scale', big);
+    expect(res.status).toBe(413);
+    expect(await errorOf(res)).toMatchObject({ code: 'too_large', param: null });
+    expect(pool.calls).toEqual([]);
+    const small = await post('/api/v1/admin/deployments/mock/scale', { maxNodes: 1 });
+    expect(small.status).toBe(200);
+  });
+
   it('serves /metrics without the key with publicMetrics, and everything without a key set', async () => {
     start({ publicMetrics: true });
     expect((await get('/metrics', {})).status).toBe(200);
