@@ -19,8 +19,11 @@ import {
   exitedWorkers,
   forgedRegistrations,
   jobsThatSent,
+  OTHER_USER_CHECKS,
+  OTHER_USER_FAULT,
   probePublicRoutes,
   recordedSecrets,
+  renderReport,
   replayFindings,
   runningAsRoot,
   silentWorkers,
@@ -63,6 +66,32 @@ const json = (res: ServerResponse, status: number, body: unknown) => {
 };
 
 describe('checks that need no intruder', () => {
+  it('the report gives the scenario a section listing each of its checks, broken ones marked', () => {
+    const report = renderReport(
+      [
+        {
+          fault: OTHER_USER_FAULT,
+          requests: { sent: 20, succeeded: 20, retried: 0, erroredCleanly: 0, lost: 0 },
+          detectionMs: [],
+          checks: { [OTHER_USER_CHECKS.engine]: 0, [OTHER_USER_CHECKS.squatReplay]: 5 },
+          notes: ['replayed worker requests accepted: POST /api/v1/workers/1.0.0/heartbeat …'],
+        },
+      ],
+      { Commit: 'abc' },
+    );
+    expect(report).toContain(
+      [
+        '## Another user of the cluster (attacks run as an unprivileged user; every figure must be 0)',
+        '',
+        '| Check | Violations |',
+        '| --- | ---: |',
+        '| engine paths answered without the engine key | 0 |',
+        '| replayed worker requests accepted | 5 ✗ |',
+      ].join('\n'),
+    );
+    expect(report).toContain(`- Verdict: 1 fault(s) broke a promise: ${OTHER_USER_FAULT}`);
+  });
+
   it('a worker whose process exited, and a job that no longer serves, are reported', async () => {
     const child = spawn('sleep', ['30'], { stdio: 'ignore' });
     const pid = child.pid ?? 0;
