@@ -295,6 +295,9 @@ async function proxyRequest(
       kind === undefined
         ? undefined
         : planGeneration(kind, fields, deployment, shared.continuation.maxContinuations > 0);
+    // A continued generation sends the plan's body: the client's bytes can go (a large
+    // prompt is held once less for the whole stream).
+    if (plan?.continuable === true) body = plan.upstreamBody;
 
     let sink: ClientSink;
     let webResponse: (() => Response) | undefined;
