@@ -1,9 +1,13 @@
+import { serve } from '@hono/node-server';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createRegistry, createWorkerApi } from '@es/pool';
 import { deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import { systemClock } from '../src/clock.js';
 import { initialHealth } from '../src/health.js';
 import type { HealthState } from '../src/health.js';
 import { freePort } from '../src/index.js';
@@ -180,5 +184,54 @@ describe('the scheduler link, on a fake clock against a fake scheduler', () => {
       ['drain', '1234.2.0', { reason: 'SIGTERM' }],
       ['deregister', '1234.2.0', { reason: 'SIGTERM' }],
     ]);
+  });
+});
+
+describe('the scheduler link against a real worker API that started after the worker signed', () => {
+  it('retries a registration refused as stale (its clock behind a restarted scheduler): not fatal', async () => {
+    const { workerKey } = deriveKeys(TEST_SECRET);
+    const registry = createRegistry({
+      deployments: [
+        {
+          name: 'default',
+          model: 'mock-model',
+          engine: 'mock',
+          tensorParallelSize: 2,
+          gpusPerNode: 2,
+          maxNodes: 1,
+        },
+      ],
+    });
+    // As if the scheduler's clock were 1.2 s ahead of the worker's, just after its restart.
+    const api = createWorkerApi(registry, { workerKey, startedAt: Date.now() + 1_200 });
+    const server = serve({ fetch: api.fetch, hostname: '127.0.0.1', port: 0 });
+    await new Promise((resolve) => server.once('listening', resolve));
+    cleanups.push(() => new Promise((resolve) => server.close(resolve)));
+    const warnings: string[] = [];
+    const fatal: unknown[] = [];
+    const linked = createSchedulerLink({
+      schedulerUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      workerKey,
+      requestTimeoutMs: 5_000,
+      identity: {
+        deployment: 'default',
+        jobId: '1234',
+        restartCount: 2,
+        engine: 'mock',
+        model: 'mock-model',
+        node: 'node1',
+      },
+      clock: systemClock,
+      logger: { info: () => undefined, error: () => undefined, warn: (_, m) => warnings.push(m) },
+      onFatal: (error) => fatal.push(error),
+    });
+    cleanups.push(() => linked.halt());
+    await linked.register(instance({ phase: 'ready', readySince: 1 }).linked);
+    expect(linked.workerId(0)).toBe('1234.2.0');
+    expect(warnings).toContain(
+      'the scheduler refused the signature as not fresh; retrying registration',
+    );
+    expect(fatal).toEqual([]);
+    expect(registry.worker('1234.2.0')?.state).toBe('ready');
   });
 });
