@@ -5,6 +5,11 @@
  * SHA-256 of the body; the answer's HMAC covers the request's nonce, the status and the
  * answer's body. Nothing that crosses the wire can be used again: the nonce is refused a
  * second time, the timestamp after its window (and before the scheduler started).
+ *
+ * The same shape as the worker protocol's signatures (`@es/protocol`: same headers, same
+ * fields), under the admin key and with prefixes of its own, so that neither signature can
+ * pass for the other; its verifier's refusals speak of workers and the worker key, so the
+ * admin API checks these with `createAdminAuth` of `@es/admin`.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 
@@ -16,8 +21,11 @@ export const ADMIN_SIGNATURE_HEADERS = {
   nonce: 'x-es-nonce',
   /** HMAC-SHA256 (hex) of the request, keyed by the admin key. */
   signature: 'x-es-signature',
-  /** HMAC-SHA256 (hex) of the answer, keyed by the admin key. */
-  answer: 'x-es-answer-signature',
+  /**
+   * HMAC-SHA256 (hex) of the answer, keyed by the admin key: the same header on answers as
+   * on requests, as in the worker protocol (`WORKER_SIGNATURE_HEADERS` of `@es/protocol`).
+   */
+  answer: 'x-es-signature',
 } as const;
 
 /** What a request signature covers. */
