@@ -326,7 +326,12 @@ export async function probePublicRoutes(
         ([name]) => !['date', 'content-length'].includes(name),
       ),
     );
-    return [...leaksIn(where, body, facts), ...leaksIn(`${where} header`, headers, facts)];
+    // A client's answer names the worker that served it (`x-elastic-selected-worker-id`,
+    // which the load records): only its address and node are the admin's.
+    return [
+      ...leaksIn(where, body, facts),
+      ...leaksIn(`${where} header`, headers, { ...facts, jobIds: [] }),
+    ];
   });
 }
 
@@ -492,7 +497,7 @@ export async function esCliToSquatter(
       host: '127.0.0.1',
       port,
       bindWithinMs: 5_000,
-      holdMs: 8_000,
+      holdMs: 4_000,
       status: 409,
       maxBodyBytes: 65_536,
     },
@@ -505,7 +510,7 @@ export async function esCliToSquatter(
   const es = await execa(
     process.execPath,
     [ES_CLI, 'jobs', '--url', `http://127.0.0.1:${port}`, '--admin-key-file', adminKeyFile],
-    { reject: false, timeout: 6_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
+    { reject: false, timeout: 3_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
   );
   const outcome = await squat;
   return {
@@ -718,8 +723,11 @@ export async function otherUserScenario(
     );
     const stopAt = Date.now();
     await ctx.scheduler.kill('SIGKILL');
+    took('scheduler SIGKILL');
     const squatted = await squat;
+    took('squatter');
     await ctx.scheduler.restart();
+    took('scheduler restart');
     const servingAt = Date.now();
     for (const r of inWindow(ctx.load.records, stopAt, servingAt)) excused.add(r.id);
     if (!squatted.bound) {
@@ -751,6 +759,7 @@ export async function otherUserScenario(
       if ([...serving].every((id) => ready.has(id))) break;
       await sleep(500);
     }
+    took('workers back');
     record(C.squatReplay, await replayFindings(intruder, ctx.scheduler.url, recorded, secrets));
     record(
       C.squatForged,
@@ -763,7 +772,7 @@ export async function otherUserScenario(
     );
     record(C.workersExited, exitedWorkers(workersBefore, ready));
     record(C.workersSilent, silentWorkers(logDir, talked));
-    took('squatter, restart, replays');
+    took('replays and logs');
   } finally {
     for (const id of excused) ctx.excused.add(id);
     if (options.intruder === undefined) intruder.remove();

@@ -181,6 +181,8 @@ suite(`as the intruder${runningAsRoot() ? '' : ' (skipped: not root)'}`, () => {
         res.writeHead(200, {
           'content-type': 'application/json',
           'x-elastic-selected-endpoint': 'http://127.0.0.1:41234',
+          // Clients get the worker's id (the load records it); only its address is the admin's.
+          'x-elastic-selected-worker-id': '4242.0.1',
         });
         res.end('{"choices":[]}');
       } else json(res, 200, { status: 'ok', ready_workers: 1 });
