@@ -28,6 +28,16 @@ async function scheduler(heartbeatMs: number): Promise<FakeScheduler> {
   return started;
 }
 
+/** Job 1234, incarnation 2, of deployment `default` on node1. */
+const IDENTITY = {
+  deployment: 'default',
+  jobId: '1234',
+  restartCount: 2,
+  engine: 'mock',
+  model: 'mock-model',
+  node: 'node1',
+} as const;
+
 /** An engine instance as the link sees it, its health set by the test. */
 function instance(health: Partial<HealthState> = {}) {
   const budgets: number[] = [];
@@ -56,14 +66,7 @@ function link(schedulerUrl: string, extra: { schedulerUrlFile?: string } = {}) {
     ...extra,
     workerKey: deriveKeys(TEST_SECRET).workerKey,
     requestTimeoutMs: 5_000,
-    identity: {
-      deployment: 'default',
-      jobId: '1234',
-      restartCount: 2,
-      engine: 'mock',
-      model: 'mock-model',
-      node: 'node1',
-    },
+    identity: IDENTITY,
     clock,
     logger: { info: () => undefined, error: () => undefined, warn: (_, m) => warnings.push(m) },
     onFatal: (error) => fatal.push(error),
@@ -213,14 +216,7 @@ describe('the scheduler link against a real worker API that started after the wo
       schedulerUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
       workerKey,
       requestTimeoutMs: 5_000,
-      identity: {
-        deployment: 'default',
-        jobId: '1234',
-        restartCount: 2,
-        engine: 'mock',
-        model: 'mock-model',
-        node: 'node1',
-      },
+      identity: IDENTITY,
       clock: systemClock,
       logger: { info: () => undefined, error: () => undefined, warn: (_, m) => warnings.push(m) },
       onFatal: (error) => fatal.push(error),
