@@ -1,11 +1,6 @@
 import ky, { HTTPError, TimeoutError, type KyInstance } from 'ky';
 import { ClientError } from './errors.js';
-import {
-  ADMIN_SIGNATURE_HEADERS,
-  adminAnswerSignature,
-  signaturesMatch,
-  signAdminRequest,
-} from './signing.js';
+import { ADMIN_SIGNATURE_HEADERS, isSignedAdminAnswer, signAdminRequest } from './signing.js';
 import type {
   ApiErrorBody,
   ChatRequest,
@@ -147,8 +142,14 @@ function signedAdminHooks(adminKey: string, url: string) {
         if (!response.ok) return;
         const nonce = request.headers.get(ADMIN_SIGNATURE_HEADERS.nonce) ?? '';
         const body = new Uint8Array(await response.clone().arrayBuffer());
-        const expected = adminAnswerSignature(adminKey, { nonce, status: response.status, body });
-        if (!signaturesMatch(response.headers.get(ADMIN_SIGNATURE_HEADERS.answer), expected)) {
+        const answer = { nonce, status: response.status, body };
+        if (
+          !isSignedAdminAnswer(
+            adminKey,
+            answer,
+            response.headers.get(ADMIN_SIGNATURE_HEADERS.answer),
+          )
+        ) {
           throw new ClientError(
             'unverified',
             `the server at ${url} did not prove that it holds the admin key (its answer to ${request.method} ${new URL(request.url).pathname} has no valid ${ADMIN_SIGNATURE_HEADERS.answer}): it is not the scheduler you meant (another process on its port?) or the key is another scheduler's; check --url and the key`,

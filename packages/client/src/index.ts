@@ -3,12 +3,19 @@ export type { SchedulerClient, SchedulerClientOptions } from './client.js';
 export { ClientError } from './errors.js';
 export {
   ADMIN_SIGNATURE_HEADERS,
+  ADMIN_SIGNATURE_WINDOW_MS,
   adminAnswerSignature,
   adminRequestSignature,
+  createAdminRequestVerifier,
+  isSignedAdminAnswer,
   signAdminRequest,
-  signaturesMatch,
 } from './signing.js';
-export type { AdminRequestParts } from './signing.js';
+export type {
+  AdminRequestCheck,
+  AdminRequestParts,
+  AdminRequestVerifier,
+  SignedAdminRequest,
+} from './signing.js';
 export { findAdminKey, locateScheduler } from './locate.js';
 export type { FoundAdminKey, LocateInput, SchedulerLocation } from './locate.js';
 export { runCli } from './run-cli.js';

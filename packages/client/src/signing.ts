@@ -1,32 +1,36 @@
 /**
  * Signed admin requests and answers: what `es` sends instead of the admin key, and how it
- * knows the answer comes from a scheduler that holds the same key. An HMAC-SHA256 keyed by
- * the admin key over a timestamp, a random nonce, the method, the path with its query and the
- * SHA-256 of the body; the answer's HMAC covers the request's nonce, the status and the
- * answer's body. Nothing that crosses the wire can be used again: the nonce is refused a
- * second time, the timestamp after its window (and before the scheduler started).
- *
- * The same shape as the worker protocol's signatures (`@es/protocol`: same headers, same
- * fields), under the admin key and with prefixes of its own, so that neither signature can
- * pass for the other; its verifier's refusals speak of workers and the worker key, so the
- * admin API checks these with `createAdminAuth` of `@es/admin`.
+ * knows the answer comes from a scheduler that holds the same key. The signatures are the
+ * worker protocol's (`@es/protocol`: an HMAC-SHA256 over the method, the path with its query,
+ * a timestamp, a fresh nonce and the body's SHA-256; the answer's over the request's nonce,
+ * the status and the answer's body), keyed by the admin key instead of the worker key, so
+ * this file only words the refusals for admin requests. Nothing that crosses the wire can be
+ * used again: the nonce is refused a second time, the timestamp outside its window and
+ * before the scheduler started.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  WORKER_SIGNATURE_HEADERS,
+  WORKER_SIGNATURE_WINDOW_MS,
+  createWorkerRequestVerifier,
+  isSignedWorkerAnswer,
+  signWorkerAnswer,
+  signWorkerRequest,
+} from '@es/protocol';
 
-/** The headers of a signed admin request and of its signed answer. */
+/** The headers of a signed admin request and of its signed answer (the worker protocol's). */
 export const ADMIN_SIGNATURE_HEADERS = {
   /** Milliseconds since the epoch when the request was signed. */
-  timestamp: 'x-es-timestamp',
+  timestamp: WORKER_SIGNATURE_HEADERS.timestamp,
   /** 32 hex digits, never sent twice. */
-  nonce: 'x-es-nonce',
+  nonce: WORKER_SIGNATURE_HEADERS.nonce,
   /** HMAC-SHA256 (hex) of the request, keyed by the admin key. */
-  signature: 'x-es-signature',
-  /**
-   * HMAC-SHA256 (hex) of the answer, keyed by the admin key: the same header on answers as
-   * on requests, as in the worker protocol (`WORKER_SIGNATURE_HEADERS` of `@es/protocol`).
-   */
-  answer: 'x-es-signature',
+  signature: WORKER_SIGNATURE_HEADERS.signature,
+  /** HMAC-SHA256 (hex) of the answer, keyed by the admin key (same header as requests). */
+  answer: WORKER_SIGNATURE_HEADERS.signature,
 } as const;
+
+/** How far a signed admin request's timestamp may be from the scheduler's clock (±30 s). */
+export const ADMIN_SIGNATURE_WINDOW_MS = WORKER_SIGNATURE_WINDOW_MS;
 
 /** What a request signature covers. */
 export interface AdminRequestParts {
@@ -38,28 +42,18 @@ export interface AdminRequestParts {
   body: Uint8Array | string;
 }
 
-const sha256 = (data: Uint8Array | string) => createHash('sha256').update(data).digest('hex');
-const hmac = (key: string, text: string) => createHmac('sha256', key).update(text).digest('hex');
-
-/** The text a request signature is the HMAC of (its own prefix: it never equals an answer's). */
-function requestText(parts: AdminRequestParts): string {
-  return [
-    'es-admin-request-v1',
-    parts.method.toUpperCase(),
-    parts.path,
-    String(parts.timestamp),
-    parts.nonce,
-    sha256(parts.body),
-  ].join('\n');
-}
-
 /** The HMAC of a request under `adminKey` (hex). */
 export function adminRequestSignature(adminKey: string, parts: AdminRequestParts): string {
-  return hmac(adminKey, requestText(parts));
+  const headers = signWorkerRequest(
+    adminKey,
+    { method: parts.method, path: parts.path, body: parts.body },
+    { now: parts.timestamp, nonce: parts.nonce },
+  );
+  return headers[WORKER_SIGNATURE_HEADERS.signature] ?? '';
 }
 
 /**
- * The headers that sign one request: a fresh nonce, the timestamp `now()` and the signature.
+ * The headers that sign one request: a fresh nonce, the timestamp `now` and the signature.
  * @example
  * const headers = signAdminRequest(key, { method: 'POST', path: '/api/v1/admin/stop', body: '{}' });
  */
@@ -67,18 +61,12 @@ export function signAdminRequest(
   adminKey: string,
   request: { method: string; path: string; body: Uint8Array | string; now?: number },
 ): Record<string, string> {
-  const parts: AdminRequestParts = {
-    method: request.method,
-    path: request.path,
-    body: request.body,
-    timestamp: request.now ?? Date.now(),
-    nonce: randomBytes(16).toString('hex'),
-  };
-  return {
-    [ADMIN_SIGNATURE_HEADERS.timestamp]: String(parts.timestamp),
-    [ADMIN_SIGNATURE_HEADERS.nonce]: parts.nonce,
-    [ADMIN_SIGNATURE_HEADERS.signature]: adminRequestSignature(adminKey, parts),
-  };
+  const { method, path, body } = request;
+  return signWorkerRequest(
+    adminKey,
+    { method, path, body },
+    request.now === undefined ? {} : { now: request.now },
+  );
 }
 
 /** The HMAC (hex) of an answer to the request that carried `nonce`. */
@@ -86,16 +74,91 @@ export function adminAnswerSignature(
   adminKey: string,
   answer: { nonce: string; status: number; body: Uint8Array | string },
 ): string {
-  return hmac(
-    adminKey,
-    ['es-admin-answer-v1', answer.nonce, String(answer.status), sha256(answer.body)].join('\n'),
-  );
+  return signWorkerAnswer(adminKey, answer);
 }
 
-/** Constant-time comparison of two hex signatures; false when either is missing. */
-export function signaturesMatch(presented: string | null | undefined, expected: string): boolean {
-  if (presented === null || presented === undefined || !/^[0-9a-f]{64}$/.test(presented)) {
-    return false;
-  }
-  return timingSafeEqual(Buffer.from(presented, 'hex'), Buffer.from(expected, 'hex'));
+/** Whether `signature` signs this answer with `adminKey` (constant time). */
+export function isSignedAdminAnswer(
+  adminKey: string,
+  answer: { nonce: string; status: number; body: Uint8Array | string },
+  signature: string | null | undefined,
+): boolean {
+  return isSignedWorkerAnswer(adminKey, answer, signature);
+}
+
+/** A signed admin request as {@link AdminRequestVerifier} reads it. */
+export interface SignedAdminRequest {
+  method: string;
+  /** Path and query. */
+  path: string;
+  body: Uint8Array | string;
+  header(name: string): string | undefined;
+}
+
+/** The verdict on one signed admin request; a refusal names the header at fault. */
+export type AdminRequestCheck =
+  { ok: true; nonce: string } | { ok: false; status: 401 | 503; param: string; message: string };
+
+/** Checks signed admin requests; an accepted nonce is remembered, so a request passes once. */
+export interface AdminRequestVerifier {
+  verify(request: SignedAdminRequest): AdminRequestCheck;
+}
+
+/**
+ * The scheduler's check of signed admin requests (the worker protocol's verifier under the
+ * admin key): a valid signature, a timestamp within ±30 s and not before `startedAt`, a
+ * nonce not seen before.
+ */
+export function createAdminRequestVerifier(options: {
+  adminKey: string;
+  now: () => number;
+  startedAt: number;
+}): AdminRequestVerifier {
+  const { now, startedAt } = options;
+  const verifier = createWorkerRequestVerifier({ key: options.adminKey, now, startedAt });
+  const window = ADMIN_SIGNATURE_WINDOW_MS / 1000;
+  return {
+    verify(request) {
+      const check = verifier.verify(request);
+      if (check.ok) return check;
+      const { status, param } = check;
+      const refuse = (message: string): AdminRequestCheck => ({
+        ok: false,
+        status,
+        param,
+        message,
+      });
+      if (check.code === 'replayed') {
+        return refuse(
+          'this signed request was already used (a replay): each request needs a new nonce',
+        );
+      }
+      if (check.code === 'busy') return refuse(`${check.message} (signed admin requests)`);
+      if (check.code === 'stale') {
+        const signedAt = Number(request.header(ADMIN_SIGNATURE_HEADERS.timestamp));
+        const at = now();
+        if (signedAt > at + ADMIN_SIGNATURE_WINDOW_MS) {
+          return refuse(
+            `the signed request is dated ${Math.round((signedAt - at) / 1000)} s in the future: check the clocks (NTP)`,
+          );
+        }
+        if (signedAt < at - ADMIN_SIGNATURE_WINDOW_MS) {
+          return refuse(
+            `the signed request is older than ${window} s (a replay, or this machine's clock is behind): sign a new one`,
+          );
+        }
+        return refuse(
+          'the signed request was made before this scheduler started (a replay of a recorded request): sign a new one',
+        );
+      }
+      if (param === ADMIN_SIGNATURE_HEADERS.signature) {
+        return refuse(
+          'the request signature does not match: signed with another key (another scheduler’s secret?), or changed on the way',
+        );
+      }
+      return refuse(
+        `${param} is missing or malformed: sign admin requests as es does (signAdminRequest of @es/client)`,
+      );
+    },
+  };
 }
