@@ -25,6 +25,7 @@ import {
   waitFor,
   type ClusterStatus,
 } from '../../apps/scheduler/test/harness.js';
+import { deriveKeys } from '../../packages/protocol/src/index.js';
 import {
   cancelByNamePrefix,
   runSlurm,
@@ -80,8 +81,18 @@ const jobOutput = (name: string, id: string) => {
   return existsSync(file) ? readFileSync(file, 'utf8') : '(no output yet)';
 };
 
+/** The scheduler's admin token (from its secret): `/cluster_status` names jobs only with it. */
+const adminHeaders = (): Record<string, string> => {
+  const secret = join(logDir, 'secret');
+  if (!existsSync(secret)) return {};
+  return { authorization: `Bearer ${deriveKeys(readFileSync(secret, 'utf8')).adminToken}` };
+};
+
 async function getJson<T>(url: string): Promise<T> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  const response = await fetch(url, {
+    headers: adminHeaders(),
+    signal: AbortSignal.timeout(5_000),
+  });
   if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
   return (await response.json()) as T;
 }
