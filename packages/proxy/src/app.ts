@@ -347,6 +347,18 @@ async function proxyRequest(
     const gone = proxyError.code === 'client_closed_request' || client.gone;
     record(shared, base, startedAt, gone ? clientGone() : proxyError, progressOf(error));
     if (gone && node) return RESPONSE_ALREADY_SENT;
+    if (node && !outgoing.headersSent) {
+      // Straight into Node's response: a flood of bad requests costs no web Response each.
+      const text = JSON.stringify(proxyError.toJSON());
+      outgoing.writeHead(proxyError.status, {
+        ...proxyError.headers,
+        'content-type': 'application/json',
+        'content-length': String(Buffer.byteLength(text)),
+        'x-request-id': requestId,
+      });
+      outgoing.end(text);
+      return RESPONSE_ALREADY_SENT;
+    }
     throw proxyError;
   } finally {
     bodyBudget.release(lease.bytes);

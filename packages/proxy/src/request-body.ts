@@ -74,7 +74,9 @@ export function readNodeBody(
     let discarding: ProxyError | undefined;
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
-    const waiting = new AbortController();
+    // Made only when a body waits for the budget: most never do.
+    let waiting: AbortController | undefined;
+    const waitSignal = () => (waiting ??= new AbortController()).signal;
     const deadline =
       timeoutMs > 0
         ? setTimeout(() => {
@@ -120,7 +122,7 @@ export function readNodeBody(
         return;
       }
       incoming.pause();
-      lease.budget.take(more, waiting.signal).then(
+      lease.budget.take(more, waitSignal()).then(
         () => {
           lease.bytes += more;
           keep(chunk);
@@ -146,7 +148,7 @@ export function readNodeBody(
     };
     const cleanup = () => {
       settled = true;
-      waiting.abort();
+      waiting?.abort();
       if (timer !== undefined) clearTimeout(timer);
       if (deadline !== undefined) clearTimeout(deadline);
       incoming.off('data', onData);
@@ -174,9 +176,15 @@ export function readNodeBody(
       listen();
       return;
     }
+    if (lease.budget.tryTake(declared)) {
+      lease.bytes = declared;
+      whole = Buffer.allocUnsafe(declared);
+      listen();
+      return;
+    }
     // Nothing is read until the declared length fits the budget.
     incoming.once('aborted', onError);
-    lease.budget.take(declared, waiting.signal).then(
+    lease.budget.take(declared, waitSignal()).then(
       () => {
         incoming.off('aborted', onError);
         if (settled) {
