@@ -235,7 +235,10 @@ export function progressOf(error: unknown): Progress | undefined {
 }
 
 /** How an upstream error is reported to the pool, and the client's error for it. */
-export function classify(error: Error & { code?: string }): {
+export function classify(
+  error: Error & { code?: string },
+  worker: Pick<RoutableWorker, 'id'>,
+): {
   outcome: AttemptOutcome;
   proxyError: ProxyError;
 } {
@@ -243,7 +246,7 @@ export function classify(error: Error & { code?: string }): {
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
     return {
       outcome: 'timeout',
-      proxyError: new ProxyError('upstream_timeout', `The worker timed out (${code}).`, {
+      proxyError: new ProxyError('upstream_timeout', `Worker ${worker.id} timed out (${code}).`, {
         status: 504,
         cause: error,
       }),
@@ -253,18 +256,23 @@ export function classify(error: Error & { code?: string }): {
     outcome: 'connect-error',
     proxyError: new ProxyError(
       'upstream_unavailable',
-      `The worker could not be reached: ${error.message}${code === '' ? '' : ` (${code})`}`,
+      // The worker's id, never its address (clients need not learn engine addresses).
+      `Worker ${worker.id} could not be reached${code === '' ? '' : ` (${code})`}.`,
       { status: 502, cause: error },
     ),
   };
 }
 
-/** The upstream response headers as the client receives them. */
+/**
+ * The upstream response headers as the client receives them; the engine's address only
+ * when `exposeEndpoint` (the proxy's `exposeSelectedEndpoint`).
+ */
 export function clientHeaders(
   upstream: IncomingHttpHeaders,
   requestId: string,
   sse: boolean,
   worker: RoutableWorker,
+  exposeEndpoint: boolean,
 ): OutgoingHeaders {
   const headers: OutgoingHeaders = {};
   for (const name in upstream) {
@@ -276,7 +284,7 @@ export function clientHeaders(
   headers['x-request-id'] = requestId;
   // The seed's names: which engine instance answered (debugging, and request histories).
   headers['x-elastic-selected-worker-id'] = worker.id;
-  headers['x-elastic-selected-endpoint'] = worker.baseUrl;
+  if (exposeEndpoint) headers['x-elastic-selected-endpoint'] = worker.baseUrl;
   if (sse) {
     headers['cache-control'] = 'no-cache';
     // nginx and friends must not buffer tokens.
@@ -341,7 +349,16 @@ function attempt(
       phase = 'committed';
       ttfbMs = performance.now() - request.startedAt;
       sse = String(headers['content-type'] ?? '').startsWith('text/event-stream');
-      sink.start(status, clientHeaders(headers, request.requestId, sse, worker));
+      sink.start(
+        status,
+        clientHeaders(
+          headers,
+          request.requestId,
+          sse,
+          worker,
+          shared.options.exposeSelectedEndpoint,
+        ),
+      );
       settle({ kind: 'committed' });
     };
 
@@ -462,7 +479,7 @@ function attempt(
           midStreamFailure(error);
           return;
         }
-        const { outcome, proxyError } = classify(error);
+        const { outcome, proxyError } = classify(error, worker);
         preCommitFailure(proxyError, outcome);
       },
     };
@@ -479,7 +496,7 @@ function attempt(
         handler,
       );
     } catch (error) {
-      preCommitFailure(classify(error as Error).proxyError, 'connect-error');
+      preCommitFailure(classify(error as Error, worker).proxyError, 'connect-error');
     }
   });
 }

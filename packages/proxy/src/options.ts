@@ -115,6 +115,12 @@ export interface ProxyAppOptions {
    * browsers keep pages of other sites from reading any answer).
    */
   corsOrigins?: readonly string[];
+  /**
+   * Send the answering engine's address as `x-elastic-selected-endpoint` (the seed did
+   * always). Default false: engine addresses are for operators (the admin API), and other
+   * users of the cluster need not learn them; `x-elastic-selected-worker-id` is always sent.
+   */
+  exposeSelectedEndpoint?: boolean;
   /** Largest accepted request body, in bytes (at most `bodyBudgetBytes` / 4). Default 32 MiB. */
   maxBodyBytes?: number;
   /**
@@ -209,6 +215,7 @@ export interface ResolvedProxyOptions {
   apiKeys: readonly string[];
   /** Parsed, deduplicated; empty: CORS off. */
   corsOrigins: readonly string[];
+  exposeSelectedEndpoint: boolean;
   maxBodyBytes: number;
   bodyBudgetBytes: number;
   bodyBudgetWaitMs: number;
@@ -229,6 +236,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
   const resolved: ResolvedProxyOptions = {
     apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
     corsOrigins: [...new Set((options.corsOrigins ?? []).map(parseCorsOrigin))],
+    exposeSelectedEndpoint: options.exposeSelectedEndpoint ?? false,
     maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,
     bodyBudgetBytes: options.bodyBudgetBytes ?? 128 * 1024 * 1024,
     bodyBudgetWaitMs: options.bodyBudgetWaitMs ?? 10_000,

@@ -138,7 +138,8 @@ describe('forwarding', () => {
     expect(res.headers.get('x-request-id')).toBe('req-42');
     expect(res.headers.get('x-engine')).toBe('w0');
     expect(res.headers.get('x-elastic-selected-worker-id')).toBe('w0');
-    expect(res.headers.get('x-elastic-selected-endpoint')).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    // The engine's address is for operators: not sent unless exposeSelectedEndpoint.
+    expect(res.headers.get('x-elastic-selected-endpoint')).toBeNull();
     const body = (await res.json()) as { usage: unknown };
     expect(body.usage).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
     expect(fakes[0]!.seen[0]).toMatchObject({ path: '/v1/chat/completions?x=1', body: raw });
@@ -247,6 +248,12 @@ describe('failures before the first byte', () => {
     expect(records.some((r) => r.retries === 1 && r.status === 200)).toBe(true);
   });
 
+  it('sends the engine address as x-elastic-selected-endpoint only when asked to (exposeSelectedEndpoint)', async () => {
+    const { app } = await setup(1, { exposeSelectedEndpoint: true });
+    const res = await app.request('/v1/chat/completions', chat(ask));
+    expect(res.headers.get('x-elastic-selected-endpoint')).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+  });
+
   it('passes a 5xx through when no other worker is left, and 502s when none answers', async () => {
     const { app, fakes, records } = await setup(1);
     fakes[0]!.mode = { kind: 'status', status: 500 };
@@ -255,9 +262,13 @@ describe('failures before the first byte', () => {
     fakes[0]!.mode = { kind: 'reset' };
     const reset = await app.request('/v1/chat/completions', chat(ask));
     expect(reset.status).toBe(502);
-    expect(await reset.json()).toMatchObject({
+    const error = (await reset.json()) as { error: { code: string; message: string } };
+    expect(error).toMatchObject({
       error: { code: 'upstream_unavailable', type: 'server_error' },
     });
+    // The worker is named by its id, never by its address.
+    expect(error.error.message).toMatch(/^Worker w0 could not be reached/);
+    expect(error.error.message).not.toMatch(/127\.0\.0\.1|:\d{2,5}\b/);
     expect(records.map((r) => r.outcome)).toEqual(['ok', 'upstream-error']);
   });
 

@@ -388,7 +388,16 @@ class Relay {
     this.status = status;
     this.ttfbMs = performance.now() - this.request.startedAt;
     const sse = String(headers['content-type'] ?? '').startsWith('text/event-stream');
-    this.request.sink.start(status, clientHeaders(headers, this.request.requestId, sse, worker));
+    this.request.sink.start(
+      status,
+      clientHeaders(
+        headers,
+        this.request.requestId,
+        sse,
+        worker,
+        this.shared.options.exposeSelectedEndpoint,
+      ),
+    );
     this.resolveCommit();
   }
 
@@ -720,7 +729,7 @@ class Relay {
             cut(error);
             return;
           }
-          const { outcome, proxyError } = classify(error);
+          const { outcome, proxyError } = classify(error, worker);
           shared.pool.reportOutcome(worker.id, outcome);
           done(
             canRetry()
@@ -740,7 +749,10 @@ class Relay {
           );
       } catch (error) {
         shared.pool.reportOutcome(worker.id, 'connect-error');
-        done({ kind: canRetry() ? 'retry' : 'failed', error: classify(error as Error).proxyError });
+        done({
+          kind: canRetry() ? 'retry' : 'failed',
+          error: classify(error as Error, worker).proxyError,
+        });
       }
     });
   }
