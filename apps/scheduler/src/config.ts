@@ -110,6 +110,8 @@ export interface SchedulerSettings {
   schedulerId: string;
   /** Cancel all of this scheduler's jobs when it stops (default: leave them to be re-adopted). */
   cancelOnExit: boolean;
+  /** Send engine addresses to clients as `x-elastic-selected-endpoint` (default false). */
+  exposeSelectedEndpoint: boolean;
   /** Continuations of one cut generation on other workers; 0 turns continuation off. */
   maxContinuations: number;
   /** A started generation silent this long is cut and continued elsewhere (0 = never). */
@@ -165,6 +167,7 @@ const DEFAULTS = {
   localNodes: 4,
   schedulerId: 'es',
   cancelOnExit: false,
+  exposeSelectedEndpoint: false,
   engine: 'vllm' as EngineKind,
   maxNodes: 1,
   gpusPerNode: 8,
@@ -228,6 +231,7 @@ const schedulerFields = {
   localNodes: v.optional(positiveInt),
   schedulerId: v.optional(name),
   cancelOnExit: v.optional(v.boolean()),
+  exposeSelectedEndpoint: v.optional(v.boolean()),
   maxContinuations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   stallTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
   maxConnections: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
@@ -665,6 +669,7 @@ export function resolveConfig(
     localNodes: get('localNodes') ?? DEFAULTS.localNodes,
     schedulerId: get('schedulerId') ?? DEFAULTS.schedulerId,
     cancelOnExit: get('cancelOnExit') ?? DEFAULTS.cancelOnExit,
+    exposeSelectedEndpoint: get('exposeSelectedEndpoint') ?? DEFAULTS.exposeSelectedEndpoint,
     maxContinuations: get('maxContinuations') ?? DEFAULTS.maxContinuations,
     stallTimeoutS: get('stallTimeout') ?? DEFAULTS.stallTimeoutS,
     maxConnections: get('maxConnections') ?? DEFAULTS.maxConnections,

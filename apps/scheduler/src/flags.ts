@@ -232,6 +232,11 @@ const OPTIONS = {
     describe:
       'Seconds a client may read nothing of its response (a stream it stopped reading) before it is disconnected and its engine request aborted (default 60; 0 = never)',
   },
+  'expose-selected-endpoint': {
+    type: 'boolean',
+    describe:
+      "Send the answering engine's address to clients as x-elastic-selected-endpoint, as the original did (default: off; x-elastic-selected-worker-id is always sent)",
+  },
   'cancel-on-exit': {
     type: 'boolean',
     describe: 'Cancel all jobs when the scheduler stops (default: keep them for re-adoption)',

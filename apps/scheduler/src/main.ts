@@ -156,6 +156,7 @@ export async function startScheduler(
     pool: registry,
     apiKeys: settings.apiKeys,
     corsOrigins: settings.corsOrigins,
+    exposeSelectedEndpoint: settings.exposeSelectedEndpoint,
     onRequestComplete: admin.onRequestComplete,
     continuation: {
       maxContinuations: settings.maxContinuations,
