@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { resolveConfig } from '../src/config.js';
+import { parseFlags } from '../src/flags.js';
+import { errorOf } from './config-fixtures.js';
+
+describe('the bounds flags and config keys', () => {
+  it('default to 4096 connections, a 128 MiB body budget and a 60 s client idle timeout', () => {
+    expect(resolveConfig({ model: 'm' }, {})).toMatchObject({
+      maxConnections: 4096,
+      bodyBudgetMb: 128,
+      clientIdleTimeoutS: 60,
+    });
+  });
+
+  it('are read from the command line', async () => {
+    const flags = await parseFlags([
+      '--model',
+      'm',
+      '--max-connections',
+      '100',
+      '--body-budget-mb',
+      '256',
+      '--client-idle-timeout',
+      '5',
+    ]);
+    expect(resolveConfig(flags, {})).toMatchObject({
+      maxConnections: 100,
+      bodyBudgetMb: 256,
+      clientIdleTimeoutS: 5,
+    });
+  });
+
+  it('refuse values that cannot work, naming the field', () => {
+    expect(errorOf(() => resolveConfig({ model: 'm', maxConnections: -1 }, {})).message).toMatch(
+      /maxConnections|max_connections/,
+    );
+    expect(errorOf(() => resolveConfig({ model: 'm', maxConnections: 1.5 }, {})).message).toMatch(
+      /maxConnections|max_connections/,
+    );
+    // Under 4 x the largest body (32 MiB), the largest body could never be read.
+    expect(errorOf(() => resolveConfig({ model: 'm', bodyBudgetMb: 64 }, {})).message).toMatch(
+      /bodyBudgetMb|body_budget_mb/,
+    );
+    expect(errorOf(() => resolveConfig({ model: 'm', clientIdleTimeout: -1 }, {})).message).toMatch(
+      /clientIdleTimeout|client_idle_timeout/,
+    );
+  });
+});
