@@ -98,6 +98,7 @@ export const OTHER_USER_CHECKS = {
   squatForged: 'registrations forged from what the squatter recorded accepted',
   workersExited: 'jobs whose worker exited or stopped serving after the squat',
   workersSilent: 'workers that did not log ignoring the unsigned answers',
+  cliMissed: 'es CLI sent the squatter nothing',
   cliKeys: 'keys the es CLI sent to a squatter',
   cliReplay: 'replayed admin requests accepted',
 } as const;
@@ -497,11 +498,13 @@ export async function esCliToSquatter(
       host: '127.0.0.1',
       port,
       bindWithinMs: 5_000,
-      holdMs: 4_000,
+      // Long enough for a CLI started on a busy machine; released once it has sent its request.
+      holdMs: 20_000,
+      endAfterRequests: 1,
       status: 409,
       maxBodyBytes: 65_536,
     },
-    30_000,
+    45_000,
   );
   if (!(await listening(port, 5_000))) {
     const outcome = await squat;
@@ -510,7 +513,7 @@ export async function esCliToSquatter(
   const es = await execa(
     process.execPath,
     [ES_CLI, 'jobs', '--url', `http://127.0.0.1:${port}`, '--admin-key-file', adminKeyFile],
-    { reject: false, timeout: 3_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
+    { reject: false, timeout: 20_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
   );
   const outcome = await squat;
   return {
@@ -696,6 +699,8 @@ export async function otherUserScenario(
     writeFileSync(keyFile, `${adminKey}\n`, { mode: 0o600 });
     const cli = await esCliToSquatter(intruder, keyFile);
     notes.push(cli.note);
+    // Nothing sent is no proof: the attack did not happen (the CLI did not start in time).
+    record(C.cliMissed, cli.requests.length > 0 ? [] : [cli.note]);
     record(C.cliKeys, recordedSecrets('the es CLI sent the squatter', cli.requests, secrets));
     record(C.cliReplay, await replayFindings(intruder, url, cli.requests, secrets));
 

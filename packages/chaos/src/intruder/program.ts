@@ -166,12 +166,14 @@ function files({ roots, prune, maxBytes }) {
 
 /**
  * Squat a port: bind host:port as soon as it is free (trying every 20 ms for up to
- * bindWithinMs), hold it for holdMs, answer every request with status and an OpenAI-shaped
- * error, and bring back what was sent (method, path, headers, the first maxBodyBytes).
+ * bindWithinMs), hold it for holdMs (or until 500 ms after endAfterRequests requests), answer
+ * every request with status and an OpenAI-shaped error, and bring back what was sent (method,
+ * path, headers, the first maxBodyBytes).
  */
-function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes }) {
+function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes, endAfterRequests }) {
   return new Promise((resolve) => {
     const recorded = [];
+    let release;
     const server = createServer((req, res) => {
       const chunks = [];
       let size = 0;
@@ -192,6 +194,9 @@ function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes }) {
         });
         res.writeHead(status, { 'content-type': 'application/json', connection: 'close' });
         res.end(answer);
+        if (endAfterRequests !== undefined && recorded.length >= endAfterRequests) {
+          setTimeout(() => release?.(), 500);
+        }
       });
       req.on('error', () => undefined);
     });
@@ -206,12 +211,16 @@ function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes }) {
     });
     server.on('listening', () => {
       const boundAt = Date.now();
-      setTimeout(() => {
+      let released = false;
+      release = () => {
+        if (released) return;
+        released = true;
         server.closeAllConnections();
         server.close(() =>
           resolve({ bound: true, boundAt, releasedAt: Date.now(), requests: recorded }),
         );
-      }, holdMs);
+      };
+      setTimeout(release, holdMs);
     });
     attempt();
   });

@@ -93,6 +93,8 @@ export interface IntruderTasks {
       holdMs: number;
       status: number;
       maxBodyBytes: number;
+      /** Release the port 500 ms after this many requests, before `holdMs` is up. */
+      endAfterRequests?: number;
     };
     output: SquatOutcome;
   };
