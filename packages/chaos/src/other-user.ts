@@ -384,7 +384,7 @@ export async function replayFindings(
   if (plan.length === 0) return [];
   const outcomes = await intruder.run(
     'requests',
-    { requests: plan, concurrency: 1 },
+    { requests: plan, concurrency: 8 },
     plan.length * 10_000 + 10_000,
   );
   return recorded.flatMap((r, i) => {
