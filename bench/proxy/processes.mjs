@@ -129,15 +129,23 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
         await fetch(`${url}/cluster_status`, { headers: { authorization: `Bearer ${adminKey}` } })
       ).json();
       const ready = new Map(
-        status.workers.filter((w) => w.status === 'READY').map((w) => [w.model_name, w.base_url]),
+        status.workers.filter((w) => w.status === 'READY').map((w) => [w.model_name, w]),
       );
       if (!deployments.every((d) => ready.has(d.model))) return undefined;
-      return Object.fromEntries(
-        deployments.map((d) => [d.model, ready.get(d.model).replace(/\/v1$/, '')]),
-      );
+      return Object.fromEntries(deployments.map((d) => [d.model, ready.get(d.model)]));
     });
-    const { deriveKeys } = await import(PROTOCOL_DIST);
-    const { engineApiKey } = deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8'));
+    // Each engine sits behind its worker's front, which takes its own job's key.
+    const { deriveEngineKey } = await import(PROTOCOL_DIST);
+    const secret = readFileSync(join(dir, 'logs', 'secret'), 'utf8');
+    const engineUrls = Object.fromEntries(
+      Object.entries(engines).map(([model, w]) => [model, w.base_url.replace(/\/v1$/, '')]),
+    );
+    const engineKeys = Object.fromEntries(
+      Object.entries(engines).map(([model, w]) => [
+        model,
+        deriveEngineKey(secret, String(w.slurm_job_id)),
+      ]),
+    );
     // What the scheduler's own metrics say it proxied (es_requests_total, all series).
     const requestsCounted = async () => {
       const res = await fetch(`${url}/metrics`, {
@@ -154,7 +162,15 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
       'apps/scheduler/dist/cli.mjs',
       ...argv.map((a) => (a === apiKey || a === adminKey ? '<random>' : a.replace(dir, '<tmp>'))),
     ];
-    return { child, url, engines, engineApiKey, argv: shown, requestsCounted, stop };
+    return {
+      child,
+      url,
+      engines: engineUrls,
+      engineKeys,
+      argv: shown,
+      requestsCounted,
+      stop,
+    };
   } catch (error) {
     await stop();
     throw error;

@@ -227,14 +227,16 @@ async function mockSection() {
   });
   const section = { engineArgs, scheduler: { argv: scheduler.argv } };
   try {
-    const engineHeaders = {
+    // Each engine behind its worker's front, with its own job's key.
+    const engineHeaders = (model) => ({
       'content-type': 'application/json',
-      authorization: `Bearer ${scheduler.engineApiKey}`,
-    };
+      authorization: `Bearer ${scheduler.engineKeys[model]}`,
+    });
     const workload = await mockWorkload({
       url: scheduler.engines['bench-fast'],
       streamUrl: scheduler.engines['bench-stream'],
-      headers: engineHeaders,
+      headers: engineHeaders('bench-fast'),
+      streamHeaders: engineHeaders('bench-stream'),
       fastModel: 'bench-fast',
       streamModel: 'bench-stream',
       chunks: settings.chunks,
@@ -253,20 +255,20 @@ async function mockSection() {
       const server = async (file, argv) => {
         const s = await startChild(file, argv);
         own.push(s.child);
-        return ipcTarget(s, engineHeaders);
+        return ipcTarget(s, engineHeaders(model));
       };
       try {
         const targets = {
-          direct: { url: engine, headers: engineHeaders },
+          direct: { url: engine, headers: engineHeaders(model) },
           nodePipe: await server('node-pipe.mjs', [engine]),
           undiciPipe: await server('undici-pipe.mjs', [engine]),
           proxyNoContinuation: await server('proxy.mjs', [
             '--no-continuation',
             engine,
             model,
-            scheduler.engineApiKey,
+            scheduler.engineKeys[model],
           ]),
-          proxy: await server('proxy.mjs', [engine, model, scheduler.engineApiKey]),
+          proxy: await server('proxy.mjs', [engine, model, scheduler.engineKeys[model]]),
           scheduler: schedulerTarget,
         };
         if (phase === 'latency') {

@@ -74,10 +74,19 @@ async function crossCheck(url, headers, { body, expected }, stream) {
  * @es/mock-engine: what each request must receive is the engine's own definition,
  * `expectedGeneration` of the built `@es/mock-engine` (its output is a pure function of the
  * prompt and limits), for a few prompts in turn; one request per prompt straight to the
- * engines (`url`, `streamUrl`, `headers` with its API key) confirms they answer just that.
+ * engines (`url` with `headers`, `streamUrl` with `streamHeaders`: each carries its engine's
+ * key) confirms they answer just that.
  * `fastModel` answers completions, `streamModel` streams `chunks` tokens.
  */
-export async function mockWorkload({ url, streamUrl, headers, fastModel, streamModel, chunks }) {
+export async function mockWorkload({
+  url,
+  streamUrl,
+  headers,
+  streamHeaders,
+  fastModel,
+  streamModel,
+  chunks,
+}) {
   const { expectedGeneration } = await import(here('../../packages/mock-engine/dist/index.mjs'));
   const cache = new Map();
   // The engine's answer to prompt k with at most `maxTokens` tokens (memoized: a pure function).
@@ -112,7 +121,7 @@ export async function mockWorkload({ url, streamUrl, headers, fastModel, streamM
   await Promise.all(
     MOCK_PROMPTS.flatMap((_, k) => [
       crossCheck(url, headers, completion(k), false),
-      crossCheck(streamUrl, headers, stream(k, chunks), true),
+      crossCheck(streamUrl, streamHeaders, stream(k, chunks), true),
     ]),
   );
   let n = 0;
