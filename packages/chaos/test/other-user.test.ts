@@ -216,6 +216,40 @@ suite(`as the intruder${runningAsRoot() ? '' : ' (skipped: not root)'}`, () => {
     expect(await probePublicRoutes(intruder, quiet, FACTS, 'mock-model')).toEqual([]);
   });
 
+  it('squatter: with endAfterRequests it lets the port go 500 ms after that many requests, not after holdMs', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const probe = createNetServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const address = probe.address();
+        probe.close(() =>
+          resolve(typeof address === 'object' && address !== null ? address.port : 0),
+        );
+      });
+    });
+    const startedAt = Date.now();
+    const squat = intruder.run('squat', {
+      host: '127.0.0.1',
+      port,
+      bindWithinMs: 5_000,
+      holdMs: 60_000,
+      status: 409,
+      maxBodyBytes: 1_024,
+      endAfterRequests: 1,
+    });
+    let status: number | undefined;
+    for (let i = 0; i < 100 && status === undefined; i++) {
+      status = await fetch(`http://127.0.0.1:${port}/api/v1/admin/status`).then(
+        (r) => r.status,
+        () => new Promise<undefined>((r) => setTimeout(() => r(undefined), 20)),
+      );
+    }
+    expect(status).toBe(409);
+    const outcome = await squat;
+    expect(outcome.requests).toHaveLength(1);
+    // Well under the 60 s hold, with room for a busy machine.
+    expect(Date.now() - startedAt).toBeLessThan(20_000);
+  });
+
   it('squatter: a request with a bearer key is recorded with it, and its replay to a server that takes the key is reported', async () => {
     const key = 'a'.repeat(64);
     const port = await new Promise<number>((resolve) => {

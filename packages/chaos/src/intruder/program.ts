@@ -215,12 +215,14 @@ function squat({ host, port, bindWithinMs, holdMs, status, maxBodyBytes, endAfte
       release = () => {
         if (released) return;
         released = true;
+        // The hold's timer would keep this process (and the caller waiting on it) alive.
+        clearTimeout(hold);
         server.closeAllConnections();
         server.close(() =>
           resolve({ bound: true, boundAt, releasedAt: Date.now(), requests: recorded }),
         );
       };
-      setTimeout(release, holdMs);
+      const hold = setTimeout(release, holdMs);
     });
     attempt();
   });
