@@ -124,10 +124,14 @@ export async function startScheduler(
   // Admin API, /metrics and /dashboard: mounted before any other route, attached below once
   // the reconciler exists.
   const app = new Hono();
+  /** The port this scheduler listens on, once it does. */
+  let listeningPort: number | undefined = undefined;
   const admin = mountAdmin(app, {
     events: registry,
     logDir,
     adminKey: settings.adminKey ?? keys.adminToken,
+    // Signed admin requests must be signed for this port (known once it listens).
+    ports: () => (listeningPort === undefined ? [] : [listeningPort]),
   });
 
   const gpusPerNode = Math.max(...settings.deployments.map((d) => d.gpusPerNode));
@@ -216,6 +220,7 @@ export async function startScheduler(
     throw error;
   }
 
+  listeningPort = server.port;
   const ctx: NodeRequestContext = {
     schedulerUrl: advertisedUrl(settings.host, server.port, backend),
     secretFile,

@@ -48,10 +48,19 @@ export function createAdminAuth(options: {
   adminKey: string | undefined;
   now: () => number;
   startedAt: number;
+  /** The ports a signed request must be signed for (see `MountAdminOptions.ports`). */
+  audiences?: () => readonly string[];
 }): AdminAuth {
-  const { adminKey, now, startedAt } = options;
+  const { adminKey, now, startedAt, audiences } = options;
   const verifier =
-    adminKey === undefined ? undefined : createAdminRequestVerifier({ adminKey, now, startedAt });
+    adminKey === undefined
+      ? undefined
+      : createAdminRequestVerifier({
+          adminKey,
+          now,
+          startedAt,
+          ...(audiences === undefined ? {} : { audiences }),
+        });
   return {
     check(request, body) {
       if (adminKey === undefined || verifier === undefined) return { ok: true, how: 'open' };

@@ -18,6 +18,12 @@ export interface MountAdminOptions {
   adminKey?: string;
   /** Serve `/metrics` without the admin key (default false). */
   publicMetrics?: boolean;
+  /**
+   * The ports the scheduler listens on, read at each request: a signed admin request must be
+   * signed for one of them (a request a squatter on another port received is not relayed
+   * here). Undefined: any.
+   */
+  ports?: () => readonly number[];
   metrics?: MetricsOptions;
 }
 
@@ -69,7 +75,13 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
   const metrics = createMetrics(options.metrics);
   const now = Date.now;
   // One verifier for the admin API and the seed routes: a nonce used on one is used up.
-  const auth = createAdminAuth({ adminKey: options.adminKey, now, startedAt: now() });
+  const ports = options.ports;
+  const auth = createAdminAuth({
+    adminKey: options.adminKey,
+    now,
+    startedAt: now(),
+    ...(ports === undefined ? {} : { audiences: () => ports().map(String) }),
+  });
   const unsubscribe = options.events.on((event: PoolEvent) => metrics.observeEvent(event));
   let api: AdminApi | undefined;
   const handler = (c: Context) => {

@@ -126,11 +126,14 @@ function signedAdminHooks(adminKey: string, url: string) {
     beforeRequest: [
       async (request: Request) => {
         const body = new Uint8Array(await request.clone().arrayBuffer());
-        const { pathname, search } = new URL(request.url);
+        const target = new URL(request.url);
+        const { pathname, search } = target;
         const headers = signAdminRequest(adminKey, {
           method: request.method,
           path: `${pathname}${search}`,
           body,
+          // Signed for the port it is sent to: a squatter there cannot relay it elsewhere.
+          port: Number(target.port || (target.protocol === 'https:' ? 443 : 80)),
         });
         for (const [name, value] of Object.entries(headers)) request.headers.set(name, value);
       },

@@ -40,13 +40,15 @@ export interface AdminRequestParts {
   timestamp: number;
   nonce: string;
   body: Uint8Array | string;
+  /** The port it was signed for (`x-es-audience`), if any. */
+  audience?: string | undefined;
 }
 
 /** The HMAC of a request under `adminKey` (hex). */
 export function adminRequestSignature(adminKey: string, parts: AdminRequestParts): string {
   const headers = signWorkerRequest(
     adminKey,
-    { method: parts.method, path: parts.path, body: parts.body },
+    { method: parts.method, path: parts.path, body: parts.body, audience: parts.audience },
     { now: parts.timestamp, nonce: parts.nonce },
   );
   return headers[WORKER_SIGNATURE_HEADERS.signature] ?? '';
@@ -59,12 +61,19 @@ export function adminRequestSignature(adminKey: string, parts: AdminRequestParts
  */
 export function signAdminRequest(
   adminKey: string,
-  request: { method: string; path: string; body: Uint8Array | string; now?: number },
+  request: {
+    method: string;
+    path: string;
+    body: Uint8Array | string;
+    now?: number;
+    /** The scheduler's port as this client addresses it (its URL's port). */
+    port?: number | undefined;
+  },
 ): Record<string, string> {
-  const { method, path, body } = request;
+  const { method, path, body, port } = request;
   return signWorkerRequest(
     adminKey,
-    { method, path, body },
+    { method, path, body, ...(port === undefined ? {} : { audience: String(port) }) },
     request.now === undefined ? {} : { now: request.now },
   );
 }
@@ -113,9 +122,16 @@ export function createAdminRequestVerifier(options: {
   adminKey: string;
   now: () => number;
   startedAt: number;
+  /** The ports a request must be signed for (undefined: any). */
+  audiences?: () => readonly string[];
 }): AdminRequestVerifier {
-  const { now, startedAt } = options;
-  const verifier = createWorkerRequestVerifier({ key: options.adminKey, now, startedAt });
+  const { now, startedAt, audiences } = options;
+  const verifier = createWorkerRequestVerifier({
+    key: options.adminKey,
+    now,
+    startedAt,
+    ...(audiences === undefined ? {} : { audiences }),
+  });
   const window = ADMIN_SIGNATURE_WINDOW_MS / 1000;
   return {
     verify(request) {
@@ -134,6 +150,11 @@ export function createAdminRequestVerifier(options: {
         );
       }
       if (check.code === 'busy') return refuse(`${check.message} (signed admin requests)`);
+      if (check.code === 'wrong_audience') {
+        return refuse(
+          `${check.message}; es signs for the port of the URL it is given (--url, the scheduler-url file): an SSH tunnel must keep the scheduler's port number`,
+        );
+      }
       if (check.code === 'stale') {
         const signedAt = Number(request.header(ADMIN_SIGNATURE_HEADERS.timestamp));
         const at = now();

@@ -84,8 +84,11 @@ describe('es: keys from files, so they are not in ps', () => {
         timestamp: Number(h(ADMIN_SIGNATURE_HEADERS.timestamp)),
         nonce: h(ADMIN_SIGNATURE_HEADERS.nonce),
         body: '',
+        // Signed for the port it was sent to.
+        audience: new URL(url).port,
       }),
     );
+    expect(h('x-es-audience')).toBe(new URL(url).port);
   });
 
   it('refuses a key file other users can read: exit 2, naming the flag, the file and the fix', async () => {

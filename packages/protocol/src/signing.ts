@@ -16,6 +16,12 @@ export const WORKER_SIGNATURE_HEADERS = {
   nonce: 'x-es-nonce',
   /** HMAC-SHA256, hex. */
   signature: 'x-es-signature',
+  /**
+   * The port the request was addressed to, when it is signed for one: a verifier that
+   * requires an audience refuses a request signed for another port, so a squatter on a
+   * stale address cannot relay what it received to the real server.
+   */
+  audience: 'x-es-audience',
 } as const;
 
 /**
@@ -30,7 +36,7 @@ export const WORKER_SIGNATURE_WINDOW_MS = 30_000;
 export const MAX_REMEMBERED_NONCES = 200_000;
 
 /** Why a signed request was refused (the `error.code` of the 401). */
-export type WorkerRequestRefusalCode = 'bad_signature' | 'stale' | 'replayed';
+export type WorkerRequestRefusalCode = 'bad_signature' | 'stale' | 'replayed' | 'wrong_audience';
 
 /** The parts of a request a signature covers. */
 export interface WorkerRequestParts {
@@ -40,6 +46,11 @@ export interface WorkerRequestParts {
   path: string;
   /** The exact bytes sent. */
   body: string | Uint8Array;
+  /**
+   * The port of the server the request is addressed to (`'8780'`), signed when given and
+   * sent as `x-es-audience`.
+   */
+  audience?: string | undefined;
 }
 
 const NONCE = /^[0-9A-Za-z_-]{16,128}$/;
@@ -69,6 +80,8 @@ function requestMac(key: string, parts: WorkerRequestParts, timestamp: string, n
     timestamp,
     nonce,
     sha256(parts.body),
+    // Only when signed for one: requests signed without keep their signature.
+    ...(parts.audience === undefined ? [] : [`audience ${parts.audience}`]),
   ]);
 }
 
@@ -90,6 +103,9 @@ export function signWorkerRequest(
     [WORKER_SIGNATURE_HEADERS.timestamp]: timestamp,
     [WORKER_SIGNATURE_HEADERS.nonce]: nonce,
     [WORKER_SIGNATURE_HEADERS.signature]: requestMac(key, parts, timestamp, nonce),
+    ...(parts.audience === undefined
+      ? {}
+      : { [WORKER_SIGNATURE_HEADERS.audience]: parts.audience }),
   };
 }
 
@@ -132,6 +148,12 @@ export interface WorkerRequestVerifierOptions {
   startedAt?: number;
   /** Nonces remembered at most (default {@link MAX_REMEMBERED_NONCES}). */
   maxNonces?: number;
+  /**
+   * The ports this server listens on, read at each request: when given, a request must be
+   * signed for one of them (`audience`), so one a squatter received on another port cannot
+   * be relayed here. Undefined: no audience required.
+   */
+  audiences?: () => readonly string[];
 }
 
 /** A request as the verifier reads it. */
@@ -224,11 +246,21 @@ export function createWorkerRequestVerifier(
           `malformed ${param}: expected ${param === T ? 'milliseconds since the epoch' : '16 to 128 characters of [0-9A-Za-z_-]'}`,
         );
       }
-      if (!sameSignature(requestMac(key, request, timestamp!, nonce!), signature)) {
+      const audience = request.header(WORKER_SIGNATURE_HEADERS.audience);
+      const signed = { ...request, audience };
+      if (!sameSignature(requestMac(key, signed, timestamp!, nonce!), signature)) {
         return refuse(
           'bad_signature',
           S,
           `${S} does not sign this request (method, path, timestamp, nonce and body) with the shared secret's worker key: check that the worker reads the scheduler's secret file`,
+        );
+      }
+      const audiences = options.audiences?.();
+      if (audiences !== undefined && (audience === undefined || !audiences.includes(audience))) {
+        return refuse(
+          'wrong_audience',
+          WORKER_SIGNATURE_HEADERS.audience,
+          `the request was signed for ${audience === undefined ? 'no port' : `port ${audience}`}, not for this server (port ${audiences.join(' or ')}): a request sent to another address and relayed here, or a tunnel that changes the port (keep the port number)`,
         );
       }
       const at = now();

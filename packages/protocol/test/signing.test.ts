@@ -125,6 +125,45 @@ describe('signed worker requests', () => {
   });
 });
 
+describe('requests signed for a port (audience)', () => {
+  const bound = (ports: string[]) =>
+    createWorkerRequestVerifier({ key, now: () => START + 5, audiences: () => ports });
+  const check = (verifier: ReturnType<typeof bound>, headers: Record<string, string>) =>
+    verifier.verify({ ...parts, header: (name) => headers[name] });
+
+  it('accepts a request signed for this port; one signed for another port is refused before its nonce is taken', () => {
+    const forHere = signWorkerRequest(key, { ...parts, audience: '8780' }, { now: START + 5 });
+    expect(forHere[WORKER_SIGNATURE_HEADERS.audience]).toBe('8780');
+    const relayed = signWorkerRequest(key, { ...parts, audience: '9999' }, { now: START + 5 });
+    const verifier = bound(['8780']);
+    expect(check(verifier, relayed)).toMatchObject({
+      ok: false,
+      status: 401,
+      code: 'wrong_audience',
+      param: 'x-es-audience',
+    });
+    expect(check(verifier, forHere)).toMatchObject({ ok: true });
+  });
+
+  it('refuses a request signed for no port where one is required, and a changed audience header', () => {
+    const verifier = bound(['8780']);
+    const unbound = signWorkerRequest(key, parts, { now: START + 5 });
+    expect(check(verifier, unbound)).toMatchObject({ ok: false, code: 'wrong_audience' });
+    const other = signWorkerRequest(key, { ...parts, audience: '9999' }, { now: START + 5 });
+    // The squatter rewrites the header to this port: the signature no longer matches.
+    const rewritten = { ...other, [WORKER_SIGNATURE_HEADERS.audience]: '8780' };
+    expect(check(verifier, rewritten)).toMatchObject({ ok: false, code: 'bad_signature' });
+  });
+
+  it('a verifier without audiences accepts both forms (worker requests are signed for none)', () => {
+    const { check: open } = verifierAt();
+    expect(
+      open(signWorkerRequest(key, { ...parts, audience: '1' }, { now: START + 5 })),
+    ).toMatchObject({ ok: true });
+    expect(open(signWorkerRequest(key, parts, { now: START + 6 }))).toMatchObject({ ok: true });
+  });
+});
+
 describe('signed answers', () => {
   const answer = { nonce: 'n'.repeat(32), status: 409, body: '{"error":{}}' };
 
