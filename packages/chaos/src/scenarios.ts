@@ -537,17 +537,17 @@ export async function hostileScenario(
   const live = (await liveWorkers(ctx.scheduler.url, ctx.scheduler.adminKey())).find(
     (w) => w.restartCount >= 1,
   );
-  const corpus = hostileCorpus({
-    model: options.model,
-    workerKey,
-    ...(live ? { liveWorker: live } : {}),
-  });
+  // A fresh corpus for each pass: its signed cases are signed when first sent, and the
+  // replay case replays its own pass's heartbeat (the second pass's are new requests).
+  const corpus = () =>
+    hostileCorpus({ model: options.model, workerKey, ...(live ? { liveWorker: live } : {}) });
   const pid = ctx.scheduler.pid;
   const before = rssBytes(pid) ?? 0;
   const faultAt = Date.now();
+  const cases = corpus();
   const answers = [
-    ...(await sendCorpus(ctx.scheduler.url, corpus)),
-    ...(await sendCorpus(ctx.scheduler.url, corpus)),
+    ...(await sendCorpus(ctx.scheduler.url, cases)),
+    ...(await sendCorpus(ctx.scheduler.url, corpus())),
   ];
   const bad = checkHostileAnswers(answers);
   // Slow-loris uploads while the load runs: everyone else must still be served.
@@ -578,7 +578,7 @@ export async function hostileScenario(
     }),
     [
       `${loris.opened} slow-loris uploads (1 byte/s for ${lorisMs / 1000} s): ${loris.endedByServer} ended by the scheduler, answers ${JSON.stringify(loris.statuses)}`,
-      `${answers.length} hostile requests (${corpus.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
+      `${answers.length} hostile requests (${cases.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
       `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB after (lowest sample over 10 s)`,
       ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),
     ],
