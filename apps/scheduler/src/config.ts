@@ -158,7 +158,7 @@ const DEFAULTS = {
   heartbeatTimeoutS: 30,
   maxContinuations: 3,
   stallTimeoutS: 30,
-  maxConnections: 4096,
+  maxConnections: 16_384,
   bodyBudgetMb: 128,
   clientIdleTimeoutS: 60,
   healthCheckIntervalS: 5,

@@ -220,7 +220,7 @@ const OPTIONS = {
   'max-connections': {
     type: 'number',
     describe:
-      'Open client, admin and worker connections at most; past it new connections are closed at once, open ones keep working (default 4096; 0 = no cap)',
+      'Open client, admin and worker connections at most; past it new connections are closed at once, open ones keep working (default 16384, above the 10,000 idle streams the proxy holds; 0 = no cap)',
   },
   'body-budget-mb': {
     type: 'number',

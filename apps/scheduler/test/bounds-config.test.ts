@@ -4,9 +4,9 @@ import { parseFlags } from '../src/flags.js';
 import { errorOf } from './config-fixtures.js';
 
 describe('the bounds flags and config keys', () => {
-  it('default to 4096 connections, a 128 MiB body budget and a 60 s client idle timeout', () => {
+  it('default to 16384 connections, a 128 MiB body budget and a 60 s client idle timeout', () => {
     expect(resolveConfig({ model: 'm' }, {})).toMatchObject({
-      maxConnections: 4096,
+      maxConnections: 16_384,
       bodyBudgetMb: 128,
       clientIdleTimeoutS: 60,
     });

@@ -64,7 +64,7 @@ export async function startProxyServer(options: ProxyServerOptions): Promise<Pro
     },
   }) as Server;
   server.timeout = 0;
-  const maxConnections = options.maxConnections ?? 4096;
+  const maxConnections = options.maxConnections ?? 16_384;
   if (!(Number.isInteger(maxConnections) && maxConnections >= 0)) {
     throw new RangeError(
       `maxConnections must be a whole number >= 0 (0 = no cap), got ${maxConnections}`,
