@@ -13,6 +13,8 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolEvent } from '@es/pool';
 import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import {
   metric,
   scrape,
@@ -80,7 +82,14 @@ describe('hand-over of a preempted local job', () => {
       () => events.find((e) => e.type === 'hand-over' && e.workerId === serving.id),
       25_000,
       'the hand-over of the preempted worker',
-    );
+    ).catch((error: unknown) => {
+      // What the preempted job's worker said, so that a miss can be read from the failure.
+      const log = readdirSync(s.logDir)
+        .filter((name) => name.endsWith(`-${serving.jobId}.out`))
+        .map((name) => readFileSync(join(s.logDir, name), 'utf8'))
+        .join('');
+      throw new Error(`${String(error)}\nworker log of job ${serving.jobId}:\n${log}`);
+    });
     const after = handover.at - preemptedAt;
     expect(after).toBeGreaterThanOrEqual(10_000);
     expect(after).toBeLessThan(15_000);

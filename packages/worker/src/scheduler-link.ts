@@ -68,8 +68,9 @@ export interface SchedulerLink {
   /** Deregistration of each of `workerIds`, in parallel; failures are logged. */
   deregister(workerIds: readonly string[], reason: string): Promise<void>;
   /**
-   * One `handover` message for `workerIds` (engines stop in `stopInMs`), waiting at most
-   * `timeoutMs` (default: the notices' 2000 ms); a failure is logged. Never throws.
+   * A `handover` message for `workerIds` (engines stop in `stopInMs`), each attempt waiting
+   * at most 2000 ms; sent again while the scheduler is unreachable, for up to the longer of
+   * `stopInMs` and `timeoutMs` (default 2000 ms). A failure is logged. Never throws.
    */
   handover(
     workerIds: readonly string[],
@@ -313,14 +314,35 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       notify(workerIds, (id) => client.deregister(id, { reason }, notice), 'deregister failed'),
     async handover(workerIds, reason, stopInMs, handoverTimeoutMs = notice.timeoutMs) {
       if (workerIds.length === 0) return;
-      const result = await client.handover(
-        { workerIds: [...workerIds], reason, stopInMs: Math.max(0, Math.round(stopInMs)) },
-        { timeoutMs: Math.min(notice.timeoutMs, handoverTimeoutMs) },
-      );
-      if (result.kind === 'ok') {
-        log.info({ workerIds: result.body.handedOver, stopInMs }, 'generations handed over');
-      } else {
-        log.warn({ workerIds, error: result.message }, 'hand-over failed');
+      // Sent again (a new nonce each time; the scheduler announces each worker once) while
+      // the scheduler is unreachable and the engines still run: one lost or late answer on a
+      // busy login node must not cost the generations their hand-over.
+      const start = clock.now();
+      const until = start + Math.max(handoverTimeoutMs, stopInMs);
+      for (let attempt = 1; ; attempt += 1) {
+        const left = until - clock.now();
+        const result = await client.handover(
+          {
+            workerIds: [...workerIds],
+            reason,
+            stopInMs: Math.max(0, Math.round(stopInMs - (clock.now() - start))),
+          },
+          { timeoutMs: Math.max(250, Math.min(notice.timeoutMs, left)) },
+        );
+        if (result.kind === 'ok') {
+          log.info(
+            { workerIds: result.body.handedOver, stopInMs, attempt },
+            'generations handed over',
+          );
+          return;
+        }
+        const again = result.kind === 'unreachable' && until - clock.now() > 250;
+        log.warn(
+          { workerIds, attempt, error: result.message },
+          again ? 'hand-over failed; sending it again' : 'hand-over failed',
+        );
+        if (!again) return;
+        await sleep(clock, 250);
       }
     },
   };

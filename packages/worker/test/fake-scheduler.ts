@@ -45,6 +45,8 @@ export interface FakeScheduler {
   forget: Set<string>;
   /** When true, every call is answered 409 (fenced). */
   fence: boolean;
+  /** Routes whose next call is recorded, then its connection cut with no answer. */
+  dropNext: Set<SchedulerCall['route']>;
   /** Runs when a drain notice arrives, before it is answered. */
   onDrain: ((workerId: string) => Promise<void> | void) | undefined;
   /** Runs when any call arrives, before it is recorded and answered. */
@@ -69,6 +71,7 @@ export async function startFakeScheduler(
     heartbeatIntervalMs,
     forget: new Set(),
     fence: false,
+    dropNext: new Set(),
     onDrain: undefined,
     onCall: undefined,
     waitFor: (test, timeoutMs = 10_000) =>
@@ -138,6 +141,10 @@ export async function startFakeScheduler(
         if (route === 'drain') await scheduler.onDrain?.(workerId);
         scheduler.calls.push(call);
         for (const wake of [...waiters]) wake();
+        if (scheduler.dropNext.delete(route)) {
+          req.socket.destroy();
+          return;
+        }
         const send = (status: number, value: unknown) => {
           const answer = JSON.stringify(value);
           const nonce = (req.headers[WORKER_SIGNATURE_HEADERS.nonce] as string | undefined) ?? '';

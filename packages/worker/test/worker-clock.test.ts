@@ -168,6 +168,42 @@ describe('the hand-over on a fake clock (drain → hand-over at grace − margin
     expect(groupAlive(pid)).toBe(false);
   });
 
+  it('sends the hand-over again when its first message gets no answer, before the engines stop', async () => {
+    const { fake, clock, worker, pid } = await readyWorkerOnFakeClock({
+      jobId: '79',
+      drainGraceMs: 10_000,
+      handoverMarginMs: 3_000,
+    });
+    // The scheduler takes the first hand-over's connection and never answers it.
+    fake.dropNext.add('handover');
+    const aliveAtHandover: boolean[] = [];
+    fake.onCall = (call) => {
+      if (call.route === 'handover') aliveAtHandover.push(groupAlive(pid));
+    };
+    let stopped = false;
+    const stopping = worker.stop('SIGTERM').then((exit) => {
+      stopped = true;
+      return exit;
+    });
+    await fake.waitFor((call) => call.route === 'drain');
+    while (!stopped) {
+      const next = clock.pending().find((ms) => ms <= 250);
+      if (next === undefined) {
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        continue;
+      }
+      await clock.fireNext((ms) => ms <= 250);
+    }
+    expect(await stopping).toEqual({ code: 0, reason: 'SIGTERM' });
+    const handovers = fake.calls.filter((call) => call.route === 'handover');
+    expect(handovers).toHaveLength(2);
+    expect(aliveAtHandover).toEqual([true, true]);
+    // The second one says how long is left from its own sending.
+    expect(handovers[1]?.body).toMatchObject({ workerIds: ['79.0.0'], reason: 'SIGTERM' });
+    expect(handovers[1]?.body.stopInMs).toBeLessThanOrEqual(3_000);
+    expect(handovers[1]?.body.stopInMs).toBeGreaterThan(0);
+  });
+
   it('refuses a margin that is not shorter than the drain grace, naming the option', () => {
     expect(() =>
       createWorker({
