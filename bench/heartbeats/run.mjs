@@ -75,7 +75,10 @@ async function measure(root) {
     if (url === undefined) throw new Error(`${root}: the scheduler did not start (${logFile})`);
     await sleep(3_000); // its own worker registers; start-up work settles
     const keys = protocol.deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8'));
-    const base = `${url}/api/v1/workers`;
+    // The worker listener (its own thread, since issue 15), else the client port of older
+    // checkouts: where the scheduler tells its workers to report.
+    const workerUrl = /"workersReachUs":"(http:[^"]+)"/.exec(readFileSync(logFile, 'utf8'))?.[1];
+    const base = `${workerUrl ?? url}/api/v1/workers`;
     // Signed requests (workerKey), or the bearer token of checkouts from before signing.
     const post = (route, body) => {
       const text = JSON.stringify(body);

@@ -80,6 +80,12 @@ export interface DeploymentSettings {
 export interface SchedulerSettings {
   host: string;
   port: number;
+  /**
+   * Port of the worker protocol's own listener, served from a thread of its own so that
+   * heartbeats are answered however busy the client port is (0 = any free port; workers
+   * find it in `<log-dir>/worker-url`).
+   */
+  workerPort: number;
   backend: Backend;
   /**
    * Client keys for `/v1/*` (`--api-key`, the lines of `--api-key-file`, `ES_API_KEYS` and
@@ -215,6 +221,7 @@ const deploymentFields = {
 const schedulerFields = {
   host: v.optional(v.pipe(v.string(), v.minLength(1))),
   port: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  workerPort: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
   backend: v.optional(v.picklist(BACKENDS)),
   apiKeys: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
   apiKey: v.optional(v.union([v.string(), v.array(v.string())])),
@@ -659,6 +666,7 @@ export function resolveConfig(
   const settings: SchedulerSettings = {
     host: get('host') ?? (localish ? '127.0.0.1' : '0.0.0.0'),
     port: get('port') ?? DEFAULTS.port,
+    workerPort: get('workerPort') ?? 0,
     backend,
     apiKeys: [...new Set(apiKeys)],
     corsOrigins: corsOrigins(toArray(get('corsOrigin'))),
@@ -681,6 +689,12 @@ export function resolveConfig(
   if (adminKey) settings.adminKey = adminKey;
   const secretFile = get('secretFile') ?? env.ES_SECRET_FILE;
   if (secretFile) settings.secretFile = secretFile;
+  if (settings.workerPort !== 0 && settings.workerPort === settings.port) {
+    throw new ConfigError(
+      `--worker-port (worker_port) ${settings.workerPort} is --port too: the workers' listener needs a port of its own; pass another one, or 0 for any free port`,
+      'workerPort',
+    );
+  }
   const warnings: string[] = [];
   const projectRoot = get('projectRoot');
   // "" is the original's default ("this checkout"), as unset.

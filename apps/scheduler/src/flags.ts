@@ -131,6 +131,11 @@ const OPTIONS = {
     describe: 'Routing policy (default least-outstanding)',
   },
   port: { type: 'number', describe: 'Port of the scheduler (default 8780)' },
+  'worker-port': {
+    type: 'number',
+    describe:
+      'Port the workers report to (registrations, heartbeats), served from a thread of its own so that a client flood on --port cannot delay them (default 0: any free port, written to <log-dir>/worker-url, which the workers follow; fix it when a firewall sits between nodes and scheduler)',
+  },
   host: {
     type: 'string',
     describe: 'Address to listen on (default 0.0.0.0; 127.0.0.1 for --backend local)',

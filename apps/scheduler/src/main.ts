@@ -14,7 +14,9 @@ import {
   createReconciler,
   createRegistry,
   createWorkerApi,
+  startWorkerApiThread,
   type NodeProvider,
+  type WorkerApiThread,
   type Reconciler,
   type Registry,
 } from '@es/pool';
@@ -24,6 +26,7 @@ import {
   derivedSecrets,
   removeSchedulerUrl,
   schedulerUrlFilePath,
+  workerUrlFilePath,
   writeSchedulerUrl,
 } from '@es/protocol';
 import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
@@ -42,6 +45,8 @@ export interface Scheduler {
   registry: Registry;
   reconciler: Reconciler;
   provider: NodeProvider;
+  /** The port of the worker listener (its own thread). */
+  workerPort: number;
   /** Stop serving; cancel the jobs too when `cancelJobs` (default: the `cancelOnExit` setting). */
   close(options?: { cancelJobs?: boolean }): Promise<void>;
 }
@@ -202,6 +207,27 @@ export async function startScheduler(
   );
   app.route('/', proxy);
 
+  // The worker protocol on a listener and an event loop of its own: heartbeats are
+  // answered in milliseconds while clients keep this thread busy. (Also mounted on the
+  // client port above, for tools that speak it there; the workers are sent here.)
+  let workerApi: WorkerApiThread;
+  try {
+    workerApi = await startWorkerApiThread(registry, {
+      workerKey: keys.workerKey,
+      host: settings.host,
+      port: settings.workerPort,
+      logger: log,
+      onError: (error) => log.error({ err: error }, `worker API thread failed: ${error.message}`),
+    });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new Error(
+        `worker port ${settings.workerPort} on ${settings.host} is in use: is another scheduler running? Stop it or pass --worker-port (0: any free port)`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
   let server: ProxyServer;
   try {
     server = await startProxyServer({
@@ -211,6 +237,7 @@ export async function startScheduler(
       maxConnections: settings.maxConnections,
     });
   } catch (error) {
+    await workerApi.close();
     if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
       throw new Error(
         `port ${settings.port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --port`,
@@ -222,16 +249,20 @@ export async function startScheduler(
 
   listeningPort = server.port;
   const ctx: NodeRequestContext = {
-    schedulerUrl: advertisedUrl(settings.host, server.port, backend),
+    schedulerUrl: advertisedUrl(settings.host, workerApi.port, backend),
     secretFile,
     logDir,
     workerCommand: options.workerCommand ?? defaultWorkerCommand(),
     anyPort: backend === 'local',
   };
-  // Workers re-read this file (ES_SCHEDULER_URL_FILE) when the scheduler is unreachable, so
-  // a scheduler requeued to another node or restarted on another port finds them again.
+  // Workers re-read the worker-url file (ES_SCHEDULER_URL_FILE) when the scheduler is
+  // unreachable, so a scheduler requeued to another node or restarted on another port finds
+  // them again; the es CLI finds the client URL in scheduler-url.
+  const workerUrlFile = workerUrlFilePath(logDir);
+  writeSchedulerUrl(workerUrlFile, ctx.schedulerUrl);
   const urlFile = schedulerUrlFilePath(logDir);
-  writeSchedulerUrl(urlFile, ctx.schedulerUrl);
+  const clientUrl = advertisedUrl(settings.host, server.port, backend);
+  writeSchedulerUrl(urlFile, clientUrl);
   const reconciler = createReconciler({
     registry,
     provider,
@@ -340,7 +371,7 @@ export async function startScheduler(
         tp: d.tensorParallelSize,
       })),
     },
-    `serving /v1 on ${server.url} (backend ${backend})`,
+    `serving /v1 on ${server.url} (backend ${backend}); workers report to ${ctx.schedulerUrl}`,
   );
   log.info(
     `dashboard: ${server.url}/dashboard · status: es status --scheduler-url ${server.url} (admin key: --admin-key, or the token derived from ${secretFile}: es dashboard --secret-file ${secretFile})`,
@@ -357,6 +388,7 @@ export async function startScheduler(
         log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
       }
       await server.close(5_000);
+      await workerApi.close();
       await proxy.close();
       hooks.close();
       if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
@@ -364,11 +396,13 @@ export async function startScheduler(
       admin.close();
       // A stale URL would send workers and users to a scheduler that is gone (a newer
       // scheduler's URL stays).
-      removeSchedulerUrl(urlFile, ctx.schedulerUrl);
+      removeSchedulerUrl(urlFile, clientUrl);
+      removeSchedulerUrl(workerUrlFile, ctx.schedulerUrl);
     })());
   return {
     url: server.url,
     port: server.port,
+    workerPort: workerApi.port,
     backend,
     registry,
     reconciler,

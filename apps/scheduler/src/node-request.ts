@@ -3,12 +3,12 @@
  * script (or the local provider) runs. Pure, so the exact argv is table-tested.
  */
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
-import { buildWorkerArgv, buildWorkerEnv, schedulerUrlFilePath } from '@es/protocol';
+import { buildWorkerArgv, buildWorkerEnv, workerUrlFilePath } from '@es/protocol';
 import { shellQuote } from '@es/slurm';
 import type { DeploymentSettings } from './config.js';
 
 export interface NodeRequestContext {
-  /** URL the workers use to reach this scheduler. */
+  /** URL the workers use to reach this scheduler: its worker listener. */
   schedulerUrl: string;
   /** Absolute path of the shared secret file. */
   secretFile: string;
@@ -77,7 +77,7 @@ export function workerRequest(d: DeploymentSettings, ctx: NodeRequestContext): N
     command: workerArgs(d, ctx),
     env: buildWorkerEnv({
       schedulerUrl: ctx.schedulerUrl,
-      schedulerUrlFile: schedulerUrlFilePath(ctx.logDir),
+      schedulerUrlFile: workerUrlFilePath(ctx.logDir),
       secretFile: ctx.secretFile,
       deployment: d.name,
     }),

@@ -46,3 +46,21 @@ describe('the bounds flags and config keys', () => {
     );
   });
 });
+
+describe('--worker-port', () => {
+  it('defaults to 0 (any free port) and is read from the command line', async () => {
+    expect(resolveConfig({ model: 'm' }, {}).workerPort).toBe(0);
+    const flags = await parseFlags(['--model', 'm', '--worker-port', '8790']);
+    expect(resolveConfig(flags, {}).workerPort).toBe(8790);
+  });
+
+  it('refuses the client port, naming the flag and the fix', () => {
+    const error = errorOf(() => resolveConfig({ model: 'm', port: 8790, workerPort: 8790 }, {}));
+    expect(error.message).toMatch(
+      /--worker-port \(worker_port\) 8790 is --port too.*0 for any free port/,
+    );
+    expect(errorOf(() => resolveConfig({ model: 'm', workerPort: 70_000 }, {})).message).toMatch(
+      /workerPort|worker_port/,
+    );
+  });
+});

@@ -276,7 +276,7 @@ describe('es-scheduler --backend local --engine mock', () => {
 });
 
 describe('a scheduler that comes back on another port', () => {
-  it('is found by its running workers through <log dir>/scheduler-url: nothing resubmitted', async () => {
+  it('is found by its running workers through <log dir>/worker-url: nothing resubmitted', async () => {
     const logDir = join(dir, 'moved-logs');
     const args = [...RUN_MODE.slice(0, -4), '--max-nodes', '1', '--tensor-parallel-size', '4'];
     // Each start picks a free port; both share the log dir (local jobs, URL file).
@@ -286,8 +286,13 @@ describe('a scheduler that comes back on another port', () => {
         logDir,
       });
     const urlFile = () => readFileSync(join(logDir, 'scheduler-url'), 'utf8');
+    // The workers follow the worker listener's URL (a port of its own), the es CLI the other.
+    const workerUrlFile = () => readFileSync(join(logDir, 'worker-url'), 'utf8');
     const first = await start();
     expect(urlFile()).toBe(`${first.url}\n`);
+    const firstWorkerUrl = workerUrlFile();
+    expect(firstWorkerUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\n$/);
+    expect(firstWorkerUrl).not.toBe(`${first.url}\n`);
     const before = await waitFor(
       '2 ready workers',
       () => first.readyWorkerIds(),
@@ -299,6 +304,7 @@ describe('a scheduler that comes back on another port', () => {
     const second = await start();
     expect(second.port).not.toBe(first.port);
     expect(urlFile()).toBe(`${second.url}\n`);
+    expect(workerUrlFile()).not.toBe(firstWorkerUrl);
     const after = await waitFor(
       'the same 2 workers ready at the new address',
       () => second.readyWorkerIds(),
@@ -308,8 +314,9 @@ describe('a scheduler that comes back on another port', () => {
     expect(after.sort()).toEqual(before.sort());
     expect(second.logs.filter((l) => l.event === 'submitted')).toHaveLength(0);
     await second.stop('SIGTERM', 20_000);
-    // A stopped scheduler takes its URL back.
+    // A stopped scheduler takes its URLs back.
     expect(existsSync(join(logDir, 'scheduler-url'))).toBe(false);
+    expect(existsSync(join(logDir, 'worker-url'))).toBe(false);
   });
 });
 

@@ -6,7 +6,7 @@ import { workerArgs, workerRequest, type NodeRequestContext } from '../src/node-
 import { parseWorkerArgs } from '../../worker/src/args.js';
 
 const ctx: NodeRequestContext = {
-  schedulerUrl: 'http://login1:8780',
+  schedulerUrl: 'http://login1:8781',
   secretFile: '/shared/es/secret',
   logDir: '/shared/es/logs',
   workerCommand: ['/usr/bin/node', '/opt/es/apps/worker/dist/cli.mjs'],
@@ -43,8 +43,8 @@ describe('the worker command of a deployment', () => {
         '--log-dir=/shared/es/logs',
       ],
       env: {
-        [WORKER_ENV.schedulerUrl]: 'http://login1:8780',
-        [WORKER_ENV.schedulerUrlFile]: '/shared/es/logs/scheduler-url',
+        [WORKER_ENV.schedulerUrl]: 'http://login1:8781',
+        [WORKER_ENV.schedulerUrlFile]: '/shared/es/logs/worker-url',
         [WORKER_ENV.secretFile]: '/shared/es/secret',
         [WORKER_ENV.deployment]: 'qwen',
       },

@@ -706,7 +706,8 @@ export async function otherUserScenario(
 
     took('es CLI to a squatter');
 
-    // Issue 15 (1): a squatter on the scheduler's port while it restarts.
+    // Issue 15 (1): a squatter on the scheduler's worker port (where the workers report)
+    // while it restarts.
     const squatMs = options.squatMs ?? 5_000;
     const serving = new Set(
       status.deployments.flatMap((d) =>
@@ -718,7 +719,7 @@ export async function otherUserScenario(
       'squat',
       {
         host: '127.0.0.1',
-        port: ctx.scheduler.port,
+        port: ctx.scheduler.workerPort,
         bindWithinMs: 15_000,
         holdMs: squatMs,
         status: 409,
@@ -736,12 +737,12 @@ export async function otherUserScenario(
     const servingAt = Date.now();
     for (const r of inWindow(ctx.load.records, stopAt, servingAt)) excused.add(r.id);
     if (!squatted.bound) {
-      throw new Error(`the squatter could not bind the scheduler's port: ${squatted.error}`);
+      throw new Error(`the squatter could not bind the scheduler's worker port: ${squatted.error}`);
     }
     const recorded = squatted.requests;
     const fromWorkers = recorded.filter((r) => r.path.startsWith('/api/v1/workers'));
     notes.push(
-      `squatter held 127.0.0.1:${ctx.scheduler.port} ${squatted.releasedAt - squatted.boundAt} ms (${squatted.boundAt - stopAt} ms after the kill): ${recorded.length} requests, ${fromWorkers.length} of the worker protocol (${[...new Set(fromWorkers.map((r) => r.path))].slice(0, 6).join(', ')})`,
+      `squatter held the worker port 127.0.0.1:${ctx.scheduler.workerPort} ${squatted.releasedAt - squatted.boundAt} ms (${squatted.boundAt - stopAt} ms after the kill): ${recorded.length} requests, ${fromWorkers.length} of the worker protocol (${[...new Set(fromWorkers.map((r) => r.path))].slice(0, 6).join(', ')})`,
     );
     record(C.squatKeys, recordedSecrets('the squatter recorded', recorded, secrets));
     const talked = jobsThatSent(serving, recorded);
@@ -767,12 +768,15 @@ export async function otherUserScenario(
     took('workers back');
     // The worker protocol's and the admin API's requests: clients' chats need no credential here.
     const protocol = recorded.filter((r) => r.path.startsWith('/api/'));
-    record(C.squatReplay, await replayFindings(intruder, ctx.scheduler.url, protocol, secrets));
+    record(
+      C.squatReplay,
+      await replayFindings(intruder, ctx.scheduler.workerUrl, protocol, secrets),
+    );
     record(
       C.squatForged,
       await replayFindings(
         intruder,
-        ctx.scheduler.url,
+        ctx.scheduler.workerUrl,
         forgedRegistrations(recorded, options.model ?? 'mock-model'),
         secrets,
       ),

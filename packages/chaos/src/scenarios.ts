@@ -898,7 +898,8 @@ export async function scaleScenario(
     }
   };
   const request: SimulationRequest = {
-    base: `${ctx.scheduler.url}/api/v1/workers`,
+    // The worker listener (its own thread), where real workers report.
+    base: `${ctx.scheduler.workerUrl}/api/v1/workers`,
     workerKey,
     deployment: options.model,
     model: options.model,

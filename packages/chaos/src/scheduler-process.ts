@@ -47,6 +47,10 @@ export interface SchedulerProcessOptions {
 export interface SchedulerProcess {
   readonly url: string;
   readonly port: number;
+  /** The worker listener's URL (its own thread and port), where the workers report. */
+  readonly workerUrl: string;
+  /** Its port: restarts reuse it, as they reuse {@link port}. */
+  readonly workerPort: number;
   readonly pid: number;
   readonly logFile: string;
   /** SLURM job name of this scheduler's jobs. */
@@ -73,15 +77,20 @@ export interface SchedulerProcess {
 
 const CLI = join(repoRoot, 'apps', 'scheduler', 'dist', 'cli.mjs');
 
-function readUrl(logFile: string, from: number): string | undefined {
+function readUrls(logFile: string, from: number): { url: string; workerUrl: string } | undefined {
   if (!existsSync(logFile)) return undefined;
   // `from` is a byte offset (the log holds multi-byte characters).
   const text = readFileSync(logFile).subarray(from).toString('utf8');
   for (const line of text.split('\n')) {
     if (!line.includes('serving /v1 on')) continue;
     try {
-      const url = (JSON.parse(line) as { url?: unknown }).url;
-      if (typeof url === 'string') return url;
+      const { url, workersReachUs } = JSON.parse(line) as {
+        url?: unknown;
+        workersReachUs?: unknown;
+      };
+      if (typeof url === 'string' && typeof workersReachUs === 'string') {
+        return { url, workerUrl: workersReachUs };
+      }
     } catch {
       // A line cut by SIGKILL: keep looking.
     }
@@ -106,6 +115,8 @@ export async function startSchedulerProcess(
   const model = options.model ?? 'mock-model';
   let port = options.port ?? 0;
   let url = '';
+  let workerPort = 0;
+  let workerUrl = '';
   let child: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
 
@@ -128,6 +139,8 @@ export async function startSchedulerProcess(
       '127.0.0.1',
       '--port',
       String(port),
+      '--worker-port',
+      String(workerPort),
       '--log-dir',
       options.logDir,
       '--scheduler-id',
@@ -152,10 +165,12 @@ export async function startSchedulerProcess(
     exited = new Promise((resolve) => proc.once('exit', () => resolve()));
     const deadline = Date.now() + 30_000;
     for (;;) {
-      const found = readUrl(logFile, from);
+      const found = readUrls(logFile, from);
       if (found !== undefined) {
-        url = found;
-        port = Number(new URL(found).port);
+        url = found.url;
+        port = Number(new URL(found.url).port);
+        workerUrl = found.workerUrl;
+        workerPort = Number(new URL(found.workerUrl).port);
         return;
       }
       if (proc.exitCode !== null || Date.now() > deadline) {
@@ -173,6 +188,12 @@ export async function startSchedulerProcess(
     },
     get port() {
       return port;
+    },
+    get workerUrl() {
+      return workerUrl;
+    },
+    get workerPort() {
+      return workerPort;
     },
     get pid() {
       return child?.pid ?? -1;

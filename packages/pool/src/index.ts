@@ -49,7 +49,13 @@ export type {
   WorkerLedger,
 } from './roles.js';
 export { createWorkerApi } from './worker-api.js';
-export type { WorkerApiOptions } from './worker-api.js';
+export type { WorkerApiOptions, WorkerLedgerLike } from './worker-api.js';
+export { startWorkerApiThread } from './worker-api-thread.js';
+export type {
+  WorkerApiPool,
+  WorkerApiThread,
+  WorkerApiThreadOptions,
+} from './worker-api-thread.js';
 export {
   DEFAULT_RECONCILE_OPTIONS,
   abandonSubmission,

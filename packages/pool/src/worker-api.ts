@@ -11,6 +11,16 @@ import type { WorkerRequestCheck } from '@es/protocol';
 import { PoolError } from './errors.js';
 import type { WorkerLedger } from './roles.js';
 
+/**
+ * What {@link createWorkerApi} serves from: a {@link WorkerLedger} (the registry), or one
+ * whose answers come later (the worker API's own thread asks the registry's thread).
+ */
+export type WorkerLedgerLike = {
+  [K in keyof WorkerLedger]: (
+    ...args: Parameters<WorkerLedger[K]>
+  ) => ReturnType<WorkerLedger[K]> | Promise<ReturnType<WorkerLedger[K]>>;
+};
+
 /** Options of {@link createWorkerApi}. */
 export interface WorkerApiOptions {
   /**
@@ -64,7 +74,7 @@ function refusalLog(options: WorkerApiOptions, now: () => number) {
  * const api = createWorkerApi(registry, { workerKey: deriveKeys(secret).workerKey });
  * serve({ fetch: api.fetch, port: 8780 });
  */
-export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOptions): Hono {
+export function createWorkerApi(registry: WorkerLedgerLike, options: WorkerApiOptions): Hono {
   if (!options.workerKey) {
     throw new PoolError(
       'invalid_config',
@@ -167,26 +177,26 @@ export function createWorkerApi(registry: WorkerLedger, options: WorkerApiOption
 
   app.post(WORKER_ROUTES.register.path, async (c) => {
     const request = await body(c, WORKER_ROUTES.register.request);
-    return c.json(registry.register(request));
+    return c.json(await registry.register(request));
   });
   app.post(WORKER_ROUTES.heartbeat.path, async (c) => {
     const request = await body(c, WORKER_ROUTES.heartbeat.request);
-    registry.heartbeat(c.req.param('workerId'), request);
+    await registry.heartbeat(c.req.param('workerId'), request);
     return c.json({ ok: true });
   });
   app.post(WORKER_ROUTES.drain.path, async (c) => {
     const { reason } = await body(c, WORKER_ROUTES.drain.request);
-    registry.drain(c.req.param('workerId'), reason);
+    await registry.drain(c.req.param('workerId'), reason);
     return c.json({ ok: true });
   });
   app.post(WORKER_ROUTES.deregister.path, async (c) => {
     const { reason } = await body(c, WORKER_ROUTES.deregister.request);
-    registry.deregister(c.req.param('workerId'), reason);
+    await registry.deregister(c.req.param('workerId'), reason);
     return c.json({ ok: true });
   });
   app.post(WORKER_ROUTES.handover.path, async (c) => {
     const { workerIds, reason, stopInMs } = await body(c, WORKER_ROUTES.handover.request);
-    return c.json({ ok: true, handedOver: registry.handOver(workerIds, reason, stopInMs) });
+    return c.json({ ok: true, handedOver: await registry.handOver(workerIds, reason, stopInMs) });
   });
   return app;
 }

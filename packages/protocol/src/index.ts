@@ -93,6 +93,7 @@ export {
   readSchedulerUrlSync,
   removeSchedulerUrl,
   schedulerUrlFilePath,
+  workerUrlFilePath,
   writeSchedulerUrl,
 } from './url-file.js';
 export type { SchedulerUrlRead } from './url-file.js';

@@ -1,8 +1,9 @@
 /**
- * The scheduler-URL file: the scheduler writes its current URL to `<log dir>/scheduler-url`
- * (`ES_SCHEDULER_URL_FILE` in a worker's environment); a worker that cannot reach the
- * scheduler re-reads it and follows a new URL, so a scheduler requeued to another node or
- * restarted on another port finds its workers again.
+ * The scheduler-URL files: the scheduler writes its current client URL to
+ * `<log dir>/scheduler-url` (the `es` CLI finds it there) and the URL of its worker listener
+ * to `<log dir>/worker-url` (`ES_SCHEDULER_URL_FILE` in a worker's environment); a worker that
+ * cannot reach the scheduler re-reads its file and follows a new URL, so a scheduler requeued
+ * to another node or restarted on another port finds its workers again.
  */
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -14,6 +15,14 @@ export const SCHEDULER_URL_FILE_NAME = 'scheduler-url';
 /** `<logDir>/scheduler-url`. */
 export function schedulerUrlFilePath(logDir: string): string {
   return join(logDir, SCHEDULER_URL_FILE_NAME);
+}
+
+/** Name of the workers' file in the scheduler's log directory. */
+export const WORKER_URL_FILE_NAME = 'worker-url';
+
+/** `<logDir>/worker-url`: where the workers find the scheduler's worker listener. */
+export function workerUrlFilePath(logDir: string): string {
+  return join(logDir, WORKER_URL_FILE_NAME);
 }
 
 /** True for an absolute `http:` or `https:` URL (a scheduler address). */

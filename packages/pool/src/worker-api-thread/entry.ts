@@ -1,0 +1,107 @@
+/**
+ * The worker API's own thread (built to `dist/worker-api-thread.mjs`): its own event loop
+ * and listener, so that a worker's heartbeat is answered in milliseconds however busy the
+ * scheduler's main thread is with clients. It verifies signatures and nonces here (the nonce
+ * cache lives here), answers a heartbeat of a worker in service from the table the main
+ * thread sends (and passes it on to be applied), and asks the main thread, which owns the
+ * registry, for everything else: registrations, drains, hand-overs, and heartbeats it cannot
+ * answer alone (unknown, gone or fenced workers get their exact 404 or 409 from the registry).
+ */
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parentPort, workerData } from 'node:worker_threads';
+import { getRequestListener } from '@hono/node-server';
+import type { HeartbeatRequest } from '@es/protocol';
+import { PoolError } from '../errors.js';
+import { createWorkerApi, type WorkerLedgerLike } from '../worker-api.js';
+import type {
+  ClonedPoolError,
+  FromApiThread,
+  LedgerMethod,
+  ThreadSettings,
+  ToApiThread,
+} from './messages.js';
+
+const port = parentPort;
+if (port === null) throw new Error('worker-api-thread runs as a worker thread only');
+const settings = workerData as ThreadSettings;
+const send = (message: FromApiThread) => port.postMessage(message);
+
+/** Worker id → restart count, of every worker in service. */
+let table = new Map<string, number>();
+const waiting = new Map<number, { resolve(value: unknown): void; reject(error: Error): void }>();
+let nextId = 1;
+
+const ask = (method: LedgerMethod, ...args: unknown[]): Promise<unknown> =>
+  new Promise((resolve, reject) => {
+    const id = nextId++;
+    waiting.set(id, { resolve, reject });
+    send({ type: 'call', id, method, args });
+  });
+
+const revive = (error: ClonedPoolError | { message: string }): Error =>
+  'code' in error
+    ? new PoolError(error.code, error.message, {
+        status: error.status,
+        ...(error.param === undefined ? {} : { param: error.param }),
+        ...(error.jobId === undefined ? {} : { jobId: error.jobId }),
+        ...(error.workerId === undefined ? {} : { workerId: error.workerId }),
+      })
+    : new Error(error.message);
+
+const ledger: WorkerLedgerLike = {
+  register: (request) => ask('register', request) as ReturnType<WorkerLedgerLike['register']>,
+  heartbeat: (workerId: string, request: HeartbeatRequest) => {
+    if (table.get(workerId) === request.restartCount) {
+      send({ type: 'heartbeat', workerId, request });
+      return;
+    }
+    return ask('heartbeat', workerId, request) as Promise<void>;
+  },
+  drain: (workerId, reason) => ask('drain', workerId, reason) as Promise<void>,
+  deregister: (workerId, reason) => ask('deregister', workerId, reason) as Promise<void>,
+  handOver: (workerIds, reason, stopInMs) =>
+    ask('handOver', workerIds, reason, stopInMs) as Promise<string[]>,
+};
+
+const app = createWorkerApi(ledger, {
+  workerKey: settings.workerKey,
+  startedAt: settings.startedAt,
+  ...(settings.windowMs === undefined ? {} : { windowMs: settings.windowMs }),
+  ...(settings.maxBodyBytes === undefined ? {} : { maxBodyBytes: settings.maxBodyBytes }),
+  logger: { warn: (fields, message) => send({ type: 'log', fields, message }) },
+});
+
+const server = createServer(getRequestListener(app.fetch));
+// A worker keeps its connection between heartbeats; an idle one is closed after a while.
+server.keepAliveTimeout = 65_000;
+
+port.on('message', (message: ToApiThread) => {
+  switch (message.type) {
+    case 'table':
+      table = new Map(message.workers);
+      return;
+    case 'reply': {
+      const call = waiting.get(message.id);
+      if (call === undefined) return;
+      waiting.delete(message.id);
+      if ('error' in message) call.reject(revive(message.error));
+      else call.resolve(message.value);
+      return;
+    }
+    case 'close':
+      server.close(() => port.close());
+      server.closeAllConnections();
+      for (const call of waiting.values()) call.reject(new Error('the scheduler is stopping'));
+      waiting.clear();
+      return;
+  }
+});
+
+server.once('error', (error: NodeJS.ErrnoException) => {
+  send({ type: 'listen-failed', message: error.message, code: error.code });
+  port.close();
+});
+server.listen(settings.port, settings.host, () => {
+  send({ type: 'listening', port: (server.address() as AddressInfo).port });
+});
