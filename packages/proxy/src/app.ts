@@ -340,10 +340,12 @@ async function proxyRequest(
     const proxyError =
       error instanceof ProxyError
         ? error
-        : new ProxyError('internal_error', `The proxy failed: ${(error as Error).message}`, {
-            status: 500,
-            cause: error,
-          });
+        : new ProxyError(
+            'internal_error',
+            // Whatever was thrown: an Error, or anything else (a bare rejection).
+            `The proxy failed: ${error instanceof Error ? error.message : String(error)}`,
+            { status: 500, cause: error },
+          );
     const gone = proxyError.code === 'client_closed_request' || client.gone;
     record(shared, base, startedAt, gone ? clientGone() : proxyError, progressOf(error));
     if (gone && node) return RESPONSE_ALREADY_SENT;

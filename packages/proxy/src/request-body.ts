@@ -48,15 +48,38 @@ export interface BodyLease {
 }
 
 /**
+ * Bytes of a body charged to the budget one chunk at a time, as they arrive (one socket
+ * read); past them the rest of the body is taken all at once (see {@link readNodeBody}).
+ */
+export const BODY_ALLOWANCE_BYTES = 64 * 1024;
+
+/** The client left (or its connection broke) before its body arrived. */
+export function clientClosedBody(cause?: unknown): ProxyError {
+  return new ProxyError(
+    'client_closed_request',
+    'The client closed the request before its body arrived.',
+    { status: 499, ...(cause instanceof Error ? { cause } : {}) },
+  );
+}
+
+/**
  * Read a Node request body, keeping at most `limit` bytes, within `timeoutMs` (0: no limit). A larger body (declared or
  * streamed) is read to its end and discarded before the 413 is answered: closing a
  * connection (`Connection: close`) while the client is still sending makes the kernel answer
  * its next bytes with a reset, which destroys the 413 before the client reads it (RFC 9112
  * §9.6, "lingering close"). The discarding stops after `discardDeadlineMs`.
  *
- * With a `lease`, the bytes kept are taken from its budget first (a declared length at once,
- * a chunked body as it arrives); while they do not fit the socket is not read. A body that
- * finds no room within the budget's wait is discarded the same way and answered 503.
+ * With a `lease`, the bytes kept are charged to its budget as they arrive, up to
+ * {@link BODY_ALLOWANCE_BYTES}; the chunk that goes past them takes the rest of the body at
+ * once: the rest of its declared length, or for a chunked body the rest of `limit` (the
+ * unused part is given back at its end). Bytes are charged as they arrive so that a client
+ * that declares a large body and sends it slowly holds only what it sent, never room a
+ * small body of another client needs; the rest is taken all at once so that two large
+ * bodies arriving together are read one after the other, not each holding half the budget
+ * waiting for the other. While bytes do not fit the socket is not read. A body that finds
+ * no room within the budget's wait is discarded the same way and answered 503; its bytes are
+ * given back as soon as it is discarded. A client that leaves mid-body rejects with
+ * `client_closed_request` (499).
  */
 export function readNodeBody(
   incoming: IncomingMessage,
@@ -68,7 +91,10 @@ export function readNodeBody(
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const declared = Number(incoming.headers['content-length']);
-    // A declared length is read into one buffer: no second copy at the end.
+    // The most this body may hold: what a chunk past the allowance takes at once.
+    const ceiling = declared > 0 ? Math.min(declared, limit) : limit;
+    // A declared length past the allowance (or with no budget) is read into one buffer: no
+    // second copy at the end.
     let whole: Buffer | undefined;
     let size = 0;
     let discarding: ProxyError | undefined;
@@ -81,15 +107,28 @@ export function readNodeBody(
       timeoutMs > 0
         ? setTimeout(() => {
             if (discarding !== undefined) return;
-            cleanup();
-            reject(bodyTimedOut(timeoutMs));
+            fail(bodyTimedOut(timeoutMs));
           }, timeoutMs)
         : undefined;
     deadline?.unref();
+    const giveBack = () => {
+      if (lease === undefined || lease.bytes === 0) return;
+      lease.budget.release(lease.bytes);
+      lease.bytes = 0;
+    };
+    const fail = (error: ProxyError) => {
+      cleanup();
+      // Nothing kept is used any more.
+      chunks.length = 0;
+      whole = undefined;
+      giveBack();
+      reject(error);
+    };
     const startDiscarding = (error: ProxyError) => {
       discarding = error;
       chunks.length = 0;
       whole = undefined;
+      giveBack();
       timer = setTimeout(finishDiscarding, discardDeadlineMs);
       timer.unref();
       incoming.resume();
@@ -104,6 +143,14 @@ export function readNodeBody(
       if (whole !== undefined) chunk.copy(whole, size - chunk.length);
       else chunks.push(chunk);
     };
+    // The whole declared length is taken: from here on the body is copied into one buffer.
+    const gather = () => {
+      if (!(declared > 0) || whole !== undefined) return;
+      whole = Buffer.allocUnsafe(declared);
+      let at = 0;
+      for (const chunk of chunks) at += chunk.copy(whole, at);
+      chunks.length = 0;
+    };
     const onData = (chunk: Buffer) => {
       size += chunk.length;
       if (discarding !== undefined) return;
@@ -115,17 +162,25 @@ export function readNodeBody(
         keep(chunk);
         return;
       }
-      const more = size - lease.bytes;
-      if (lease.budget.tryTake(more)) {
+      const held = lease.bytes;
+      const more = (size <= BODY_ALLOWANCE_BYTES ? size : Math.max(ceiling, size)) - held;
+      const took = () => {
         lease.bytes += more;
+        if (lease.bytes === ceiling) gather();
         keep(chunk);
+      };
+      if (lease.budget.tryTake(more)) {
+        took();
         return;
       }
       incoming.pause();
-      lease.budget.take(more, waitSignal()).then(
+      lease.budget.take(more, waitSignal(), held).then(
         () => {
-          lease.bytes += more;
-          keep(chunk);
+          if (settled) {
+            lease.budget.release(more);
+            return;
+          }
+          took();
           incoming.resume();
         },
         (error: unknown) => {
@@ -139,12 +194,23 @@ export function readNodeBody(
         return;
       }
       cleanup();
+      // A chunked body took room for the largest body it could become.
+      if (lease !== undefined && lease.bytes > size) {
+        lease.budget.release(lease.bytes - size);
+        lease.bytes = size;
+      }
       if (whole !== undefined) resolve(size === whole.length ? whole : whole.subarray(0, size));
       else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
-    const onError = (error: Error) => {
-      cleanup();
-      reject(discarding ?? error);
+    // 'aborted' comes with no argument, 'error' with the socket's error: either way the
+    // client is gone, unless its body was already refused.
+    const onGone = (error?: unknown) => {
+      if (discarding !== undefined) {
+        cleanup();
+        reject(discarding);
+        return;
+      }
+      fail(clientClosedBody(error));
     };
     const cleanup = () => {
       settled = true;
@@ -153,61 +219,23 @@ export function readNodeBody(
       if (deadline !== undefined) clearTimeout(deadline);
       incoming.off('data', onData);
       incoming.off('end', onEnd);
-      incoming.off('error', onError);
-      incoming.off('aborted', onError);
+      incoming.off('error', onGone);
+      incoming.off('aborted', onGone);
     };
-    const listen = () => {
-      incoming.on('data', onData);
-      incoming.on('end', onEnd);
-      incoming.on('error', onError);
-      incoming.on('aborted', onError);
-    };
-    if (declared > limit) {
-      listen();
-      startDiscarding(tooLarge(limit));
-      return;
-    }
-    if (!(declared > 0)) {
-      listen();
-      return;
-    }
-    if (lease === undefined) {
-      whole = Buffer.allocUnsafe(declared);
-      listen();
-      return;
-    }
-    if (lease.budget.tryTake(declared)) {
-      lease.bytes = declared;
-      whole = Buffer.allocUnsafe(declared);
-      listen();
-      return;
-    }
-    // Nothing is read until the declared length fits the budget.
-    incoming.once('aborted', onError);
-    lease.budget.take(declared, waitSignal()).then(
-      () => {
-        incoming.off('aborted', onError);
-        if (settled) {
-          lease.budget.release(declared);
-          return;
-        }
-        lease.bytes = declared;
-        whole = Buffer.allocUnsafe(declared);
-        listen();
-      },
-      (error: unknown) => {
-        incoming.off('aborted', onError);
-        if (settled) return;
-        listen();
-        startDiscarding(error as ProxyError);
-      },
-    );
+    incoming.on('data', onData);
+    incoming.on('end', onEnd);
+    incoming.on('error', onGone);
+    incoming.on('aborted', onGone);
+    if (declared > limit) startDiscarding(tooLarge(limit));
+    else if (lease === undefined && declared > 0) whole = Buffer.allocUnsafe(declared);
   });
 }
 
 /**
- * Read a web request body (the `app.request()` / non-Node path) with the same limit, taking
- * its bytes from the `lease`'s budget as they arrive (nothing is read while they do not fit).
+ * Read a web request body (the `app.request()` / non-Node path) with the same limit and the
+ * same charging as {@link readNodeBody}: bytes as they arrive up to
+ * {@link BODY_ALLOWANCE_BYTES}, then the rest of the body at once (nothing is read while
+ * they do not fit).
  */
 export async function readWebBody(
   request: Request,
@@ -217,27 +245,43 @@ export async function readWebBody(
   const declared = Number(request.headers.get('content-length'));
   if (declared > limit) throw tooLarge(limit);
   if (request.body === null) return Buffer.alloc(0);
+  const ceiling = declared > 0 ? declared : limit;
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      throw tooLarge(limit);
-    }
-    if (lease !== undefined) {
-      try {
-        await lease.budget.take(value.byteLength);
-      } catch (error) {
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
         await reader.cancel();
-        throw error;
+        throw tooLarge(limit);
       }
-      lease.bytes += value.byteLength;
+      if (lease !== undefined && size > lease.bytes) {
+        const held = lease.bytes;
+        const more = (size <= BODY_ALLOWANCE_BYTES ? size : Math.max(ceiling, size)) - held;
+        try {
+          await lease.budget.take(more, undefined, held);
+        } catch (error) {
+          await reader.cancel();
+          throw error;
+        }
+        lease.bytes += more;
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } catch (error) {
+    chunks.length = 0;
+    if (lease !== undefined) {
+      lease.budget.release(lease.bytes);
+      lease.bytes = 0;
+    }
+    throw error;
+  }
+  if (lease !== undefined && lease.bytes > size) {
+    lease.budget.release(lease.bytes - size);
+    lease.bytes = size;
   }
   return Buffer.concat(chunks, size);
 }

@@ -123,6 +123,8 @@ function upload(
   bytes: number,
 ): {
   response: Promise<{ status: number; headers: IncomingMessage['headers']; body: string }>;
+  /** Send the next `more` bytes of the body; false once all are sent. */
+  send(more: number): boolean;
   finish(): void;
 } {
   const prefix = '{"model":"llama","messages":[{"role":"user","content":"';
@@ -148,29 +150,49 @@ function upload(
     });
     req.on('error', reject);
   });
-  req.write(whole.subarray(0, bytes));
+  let sent = bytes;
+  req.write(whole.subarray(0, sent));
   cleanups.push(() => {
     req.destroy();
   });
-  return { response, finish: () => req.end(whole.subarray(bytes)) };
+  return {
+    response,
+    send(more) {
+      if (sent === declared) return false;
+      const from = sent;
+      sent = Math.min(declared, sent + more);
+      if (sent === declared) req.end(whole.subarray(from));
+      else req.write(whole.subarray(from, sent));
+      return sent < declared;
+    },
+    finish: () => req.end(whole.subarray(sent)),
+  };
 }
 
 describe('the global budget of buffered bodies', () => {
   const MiB = 1024 * 1024;
+  const KiB = 1024;
+  // 1 MiB of bodies (each byte charged 4 times).
+  const budget = (bodyBudgetWaitMs: number) => ({
+    maxBodyBytes: MiB,
+    bodyBudgetBytes: 4 * MiB,
+    bodyBudgetWaitMs,
+  });
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-  /** A budget for 1 MiB of bodies held by a 700 KiB body still arriving; then a second such body. */
+  /** A 700 KiB body half arrived (so it holds its whole length), then a second whole one. */
   async function twoBodies(bodyBudgetWaitMs: number) {
-    const { port } = await serve({ maxBodyBytes: MiB, bodyBudgetBytes: 4 * MiB, bodyBudgetWaitMs });
-    const first = upload(port, 700 * 1024, 100);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    return { first, second: upload(port, 700 * 1024, 700 * 1024) };
+    const { port } = await serve(budget(bodyBudgetWaitMs));
+    const first = upload(port, 700 * KiB, 400 * KiB);
+    await pause(200);
+    return { first, second: upload(port, 700 * KiB, 700 * KiB) };
   }
 
   it('makes a body that does not fit wait, then serves it once room is freed', async () => {
     const { first, second } = await twoBodies(5_000);
     let secondDone = false;
     void second.response.then(() => (secondDone = true));
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await pause(500);
     expect(secondDone).toBe(false);
     first.finish();
     expect((await first.response).status).toBe(200);
@@ -188,6 +210,89 @@ describe('the global budget of buffered bodies', () => {
     // The held body still goes through.
     first.finish();
     expect((await first.response).status).toBe(200);
+  });
+
+  it('charges a body as it arrives: slow uploads of large declared bodies do not hold back a small one', async () => {
+    const { url, port } = await serve(budget(3_000));
+    // Each declares 700 KiB (all together 14 times the budget) and sends 100 bytes.
+    const slow = Array.from({ length: 20 }, () => upload(port, 700 * KiB, 100));
+    await pause(300);
+    const started = performance.now();
+    const small = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'llama', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(small.status).toBe(200);
+    expect(performance.now() - started).toBeLessThan(1_000);
+    // Sent whole at once they are read in turn (or told to come back), never crash it.
+    for (const body of slow) body.finish();
+    const statuses = await Promise.all(slow.map(async (body) => (await body.response).status));
+    expect(statuses.every((status) => status === 200 || status === 503)).toBe(true);
+    expect(statuses).toContain(200);
+  });
+
+  it('reads two large bodies arriving together one after the other, never each holding half', async () => {
+    const { port } = await serve(budget(5_000));
+    // Both start within their allowance (charged as they arrive), then send the rest at once:
+    // together they need 1.4 MiB of a 1 MiB budget.
+    const first = upload(port, 700 * KiB, 32 * KiB);
+    const second = upload(port, 700 * KiB, 32 * KiB);
+    await pause(200);
+    const started = performance.now();
+    // Their bytes arrive interleaved (on loopback a socket is otherwise read whole at once).
+    for (let more = true; more; await pause(10)) {
+      more = first.send(64 * KiB);
+      more = second.send(64 * KiB) || more;
+    }
+    const answers = await Promise.all([first.response, second.response]);
+    expect(answers.map((answer) => answer.status)).toEqual([200, 200]);
+    // Not after the budget's wait (5 s): the second waited for the first only.
+    expect(performance.now() - started).toBeLessThan(3_000);
+  });
+
+  it('when waiting bodies alone keep the oldest out, the youngest gives way at once with 503', async () => {
+    const { port } = await serve(budget(5_000));
+    // Each is as large as the whole budget: the first cannot be read while the second holds
+    // even its allowance, and the second waits behind the first.
+    const first = upload(port, MiB, 32 * KiB);
+    await pause(100);
+    const second = upload(port, MiB, 32 * KiB);
+    await pause(200);
+    const started = performance.now();
+    first.finish();
+    await pause(100);
+    second.finish();
+    const [one, two] = await Promise.all([first.response, second.response]);
+    expect(one.status).toBe(200);
+    expect(two.status).toBe(503);
+    expect(two.headers['retry-after']).toBe('5');
+    expect(JSON.parse(two.body)).toMatchObject({ error: { code: 'body_budget_exhausted' } });
+    // Neither waited for the budget's wait to run out.
+    expect(performance.now() - started).toBeLessThan(3_000);
+  });
+
+  it('records a client that leaves mid-body as a client abort, not an internal error', async () => {
+    const warnings: string[] = [];
+    const { port, records } = await serve({
+      ...budget(5_000),
+      logger: { warn: (_fields, message) => warnings.push(message) },
+    });
+    const socket = connect({ port, host: '127.0.0.1' });
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(
+      'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+        `Content-Length: ${100 * KiB}\r\n\r\n{"model":"llama","messages":[`,
+    );
+    await pause(200);
+    socket.destroy();
+    await until(() => records.length === 1, 5_000);
+    expect(records[0]).toMatchObject({
+      outcome: 'client-abort',
+      errorCode: 'client_closed_request',
+      status: 499,
+    });
+    expect(warnings).toEqual([]);
   });
 
   it('is refused when smaller than the largest body', () => {
