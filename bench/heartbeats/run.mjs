@@ -86,7 +86,13 @@ async function measure(root) {
       const auth =
         keys.workerKey === undefined
           ? { authorization: `Bearer ${keys.workerToken}` }
-          : protocol.signWorkerRequest(keys.workerKey, { method: 'POST', path, body: text });
+          : protocol.signWorkerRequest(keys.workerKey, {
+              method: 'POST',
+              path,
+              body: text,
+              // For the port it is sent to, as a worker signs (ignored by older checkouts).
+              audience: new URL(base).port,
+            });
       return fetch(`${base}${route}`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', ...auth },

@@ -195,7 +195,15 @@ export async function startScheduler(
 
   let jobCounts = { pending: 0, running: 0 };
   let deploymentNotes = new Map<string, DeploymentNote>();
-  app.route('/', createWorkerApi(registry, { workerKey: keys.workerKey, logger: log }));
+  app.route(
+    '/',
+    createWorkerApi(registry, {
+      workerKey: keys.workerKey,
+      logger: log,
+      // Signed for this port, as the workers sign for theirs: nothing relayed from another.
+      audiences: () => (listeningPort === undefined ? [] : [String(listeningPort)]),
+    }),
+  );
   app.route(
     '/',
     createSeedRoutes({

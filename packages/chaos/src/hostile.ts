@@ -3,7 +3,7 @@
  * raw socket (so nothing is fixed up on the way), and the rule every answer must follow.
  */
 import { connect } from 'node:net';
-import { signWorkerRequest } from '@es/protocol';
+import { audienceOf, signWorkerRequest } from '@es/protocol';
 
 /** One hostile request. `body` may be a string or a byte count of filler. */
 export interface HostileCase {
@@ -40,10 +40,14 @@ function request(
 
 const JSON_CT = { 'content-type': 'application/json' };
 
-/** A worker-protocol request signed with `workerKey` when it is built (i.e. sent). */
+/**
+ * A worker-protocol request signed with `workerKey` when it is built (i.e. sent), for the
+ * port it is sent to, as a real worker signs.
+ */
 function signed(workerKey: string, path: string, body: string): (host: string) => Buffer {
   return (host) => {
-    const signature = signWorkerRequest(workerKey, { method: 'POST', path, body });
+    const audience = audienceOf(`http://${host}`);
+    const signature = signWorkerRequest(workerKey, { method: 'POST', path, body, audience });
     return request('POST', path, { ...JSON_CT, ...signature }, body)(host);
   };
 }

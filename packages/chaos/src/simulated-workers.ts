@@ -11,7 +11,7 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { signWorkerRequest } from '@es/protocol';
+import { audienceOf, signWorkerRequest } from '@es/protocol';
 
 /** What the parent asks for. */
 export interface SimulationRequest {
@@ -56,6 +56,7 @@ function signedPost(
     method: 'POST',
     path: new URL(url).pathname,
     body: text,
+    audience: audienceOf(url),
   });
   return fetch(url, {
     method: 'POST',

@@ -39,6 +39,13 @@ export interface WorkerApiOptions {
    * i.e. the scheduler's start): nothing captured before a restart passes after it.
    */
   startedAt?: number;
+  /**
+   * The ports this API is served on, read at each request: a request must be signed for one
+   * of them (`x-es-audience`, as `createWorkerClient` signs), so a request a squatter
+   * received on another port cannot be relayed here within the signature window. Default:
+   * no audience required.
+   */
+  audiences?: () => readonly string[];
   /** Where refused requests are logged (at most one line per second and reason). */
   logger?: { warn(fields: Record<string, unknown>, message: string): void };
 }
@@ -89,6 +96,7 @@ export function createWorkerApi(registry: WorkerLedgerLike, options: WorkerApiOp
     now,
     ...(options.windowMs === undefined ? {} : { windowMs: options.windowMs }),
     ...(options.startedAt === undefined ? {} : { startedAt: options.startedAt }),
+    ...(options.audiences === undefined ? {} : { audiences: options.audiences }),
   });
   const logRefusal = refusalLog(options, now);
   const maxBodyBytes = options.maxBodyBytes ?? 65_536;

@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WORKER_API_PREFIX, createWorkerClient, deriveKeys } from '@es/protocol';
+import { WORKER_API_PREFIX, createWorkerClient, deriveKeys, signWorkerRequest } from '@es/protocol';
 import { createRegistry, createWorkerApi, startWorkerApiThread } from '../src/index.js';
 import { deployment, registration, serveOnLoopback } from './helpers.js';
 
@@ -137,6 +137,28 @@ describe('the worker API in its own thread', () => {
     });
     expect(response.status).toBe(401);
     await until(() => (warnings.some((w) => w.includes('bad_signature')) ? true : undefined));
+  });
+
+  it('refuses a request signed for another port (relayed from a squatter) with 401 wrong_audience', async () => {
+    const { url, client, api } = await threadFor();
+    await client.register(registration('606'));
+    const send = (audience: string) => {
+      const path = `${WORKER_API_PREFIX}/606.0.0/heartbeat`;
+      const body = JSON.stringify({ state: 'ready', restartCount: 0 });
+      return fetch(`${url}${path}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          ...signWorkerRequest(workerKey, { method: 'POST', path, body, audience }),
+        },
+        body,
+      });
+    };
+    const relayed = await send(String(api.port + 1));
+    expect(relayed.status).toBe(401);
+    expect(await relayed.json()).toMatchObject({ error: { code: 'wrong_audience' } });
+    // The same request signed for this port passes: the audience is what was refused.
+    expect((await send(String(api.port))).status).toBe(200);
   });
 
   it('fails to start on a port in use, naming EADDRINUSE', async () => {

@@ -73,7 +73,12 @@ const unverifiedApi: StartApi = (port) => {
     const path = new URL(request.url).pathname;
     const headers = new Headers(request.headers);
     for (const [name, value] of Object.entries(
-      signWorkerRequest(workerKey, { method: request.method, path, body }),
+      signWorkerRequest(workerKey, {
+        method: request.method,
+        path,
+        body,
+        audience: request.headers.get(WORKER_SIGNATURE_HEADERS.audience) ?? undefined,
+      }),
     )) {
       headers.set(name, value);
     }

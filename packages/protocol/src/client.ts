@@ -5,7 +5,12 @@
  */
 import * as v from 'valibot';
 import { ErrorBodySchema, WORKER_ROUTES, workerRoutePath } from './schemas.js';
-import { WORKER_SIGNATURE_HEADERS, isSignedWorkerAnswer, signWorkerRequest } from './signing.js';
+import {
+  WORKER_SIGNATURE_HEADERS,
+  audienceOf,
+  isSignedWorkerAnswer,
+  signWorkerRequest,
+} from './signing.js';
 import type {
   DeregisterRequest,
   DrainRequest,
@@ -212,7 +217,11 @@ export function createWorkerClient(options: WorkerClientOptions): WorkerClient {
     const headers: Record<string, string> = { 'content-type': 'application/json' };
     if (workerKey) {
       const path = workerRoutePath(route, workerId);
-      Object.assign(headers, signWorkerRequest(workerKey, { method, path, body: text }));
+      // Signed for the port it is sent to: a squatter elsewhere cannot relay it here.
+      Object.assign(
+        headers,
+        signWorkerRequest(workerKey, { method, path, body: text, audience: audienceOf(url) }),
+      );
     }
     const nonce = headers[WORKER_SIGNATURE_HEADERS.nonce] ?? '';
     const timeoutMs = callOptions.timeoutMs ?? defaultTimeoutMs;

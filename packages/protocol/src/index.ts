@@ -41,6 +41,7 @@ export type { DerivedKeys } from './keys.js';
 export {
   MAX_REMEMBERED_NONCES,
   WORKER_SIGNATURE_HEADERS,
+  audienceOf,
   WORKER_SIGNATURE_WINDOW_MS,
   createWorkerRequestVerifier,
   isSignedWorkerAnswer,

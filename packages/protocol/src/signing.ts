@@ -38,6 +38,17 @@ export const MAX_REMEMBERED_NONCES = 200_000;
 /** Why a signed request was refused (the `error.code` of the 401). */
 export type WorkerRequestRefusalCode = 'bad_signature' | 'stale' | 'replayed' | 'wrong_audience';
 
+/**
+ * The audience a request to `url` is signed for: its port as the client addresses it (the
+ * scheme's default when the URL names none).
+ * @example
+ * audienceOf('http://login1:8781/api/v1/workers/register'); // '8781'
+ */
+export function audienceOf(url: string | URL): string {
+  const u = typeof url === 'string' ? new URL(url) : url;
+  return u.port !== '' ? u.port : u.protocol === 'https:' ? '443' : '80';
+}
+
 /** The parts of a request a signature covers. */
 export interface WorkerRequestParts {
   /** `POST` (compared in upper case). */

@@ -64,7 +64,10 @@ const ledger: WorkerLedgerLike = {
     ask('handOver', workerIds, reason, stopInMs) as Promise<string[]>,
 };
 
+/** This listener's port, once it listens: requests must be signed for it. */
+let audiences: readonly string[] = [];
 const app = createWorkerApi(ledger, {
+  audiences: () => audiences,
   workerKey: settings.workerKey,
   startedAt: settings.startedAt,
   ...(settings.windowMs === undefined ? {} : { windowMs: settings.windowMs }),
@@ -103,5 +106,7 @@ server.once('error', (error: NodeJS.ErrnoException) => {
   port.close();
 });
 server.listen(settings.port, settings.host, () => {
-  send({ type: 'listening', port: (server.address() as AddressInfo).port });
+  const listening = (server.address() as AddressInfo).port;
+  audiences = [String(listening)];
+  send({ type: 'listening', port: listening });
 });
