@@ -74,9 +74,10 @@ export async function startWorkerApiThread(
   const thread = new Worker(THREAD_SCRIPT, { workerData: settings, execArgv: [] });
   const post = (message: ToApiThread) => thread.postMessage(message);
 
-  // The table of workers in service, sent again (at most once a turn of the event loop)
-  // after every lifecycle event, and every second in case an event was missed.
-  let pending: NodeJS.Immediate | undefined;
+  // The table of workers in service, sent again at most every 100 ms after lifecycle
+  // events (a burst of 1,024 registrations makes a few tables, not 1,024), and every second
+  // in case an event was missed. A registration adds its worker on the thread at once.
+  let pending: NodeJS.Timeout | undefined;
   const sendTable = () => {
     pending = undefined;
     const workers: [string, number][] = [];
@@ -89,7 +90,9 @@ export async function startWorkerApiThread(
     }
     post({ type: 'table', workers });
   };
-  const tableSoon = () => (pending ??= setImmediate(sendTable));
+  const tableSoon = () => {
+    pending ??= setTimeout(sendTable, 100);
+  };
   const unsubscribe = pool.on(tableSoon);
   const refresh = setInterval(tableSoon, 1_000);
   refresh.unref();
@@ -115,7 +118,7 @@ export async function startWorkerApiThread(
             : { message: String((error as Error)?.message ?? error) },
       });
     }
-    // A registration (or any answer) may have changed the table.
+    // A drain, deregistration or hand-over may have changed the table.
     tableSoon();
   };
 
@@ -173,7 +176,7 @@ export async function startWorkerApiThread(
       (closing ??= (async () => {
         unsubscribe();
         clearInterval(refresh);
-        if (pending !== undefined) clearImmediate(pending);
+        if (pending !== undefined) clearTimeout(pending);
         const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
         post({ type: 'close' });
         // The thread ends once its listener has closed; never wait for ever.

@@ -50,7 +50,14 @@ const revive = (error: ClonedPoolError | { message: string }): Error =>
     : new Error(error.message);
 
 const ledger: WorkerLedgerLike = {
-  register: (request) => ask('register', request) as ReturnType<WorkerLedgerLike['register']>,
+  register: async (request) => {
+    const registered = (await ask('register', request)) as Awaited<
+      ReturnType<WorkerLedgerLike['register']>
+    >;
+    // In service from now on: its first heartbeat need not wait for the next table.
+    table.set(registered.workerId, request.restartCount);
+    return registered;
+  },
   heartbeat: (workerId: string, request: HeartbeatRequest) => {
     if (table.get(workerId) === request.restartCount) {
       send({ type: 'heartbeat', workerId, request });
