@@ -2,7 +2,7 @@
  * Where the scheduler is and which admin key to use, from flags, the environment and the
  * files the scheduler writes in its log directory (`scheduler-url`, `secret`).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   deriveKeys,
@@ -10,6 +10,7 @@ import {
   isSecretFileError,
   readKeyFile,
   readSchedulerUrlSync,
+  readSecret,
   schedulerUrlFilePath,
 } from '@es/protocol';
 import { DEFAULT_SCHEDULER_URL } from './client.js';
@@ -131,17 +132,17 @@ export function findAdminKey(input: LocateInput): FoundAdminKey | undefined {
     : join(resolve(cwd, env.ES_LOG_DIR || DEFAULT_LOG_DIR), 'secret');
   if (!named && !existsSync(file)) return undefined;
   try {
-    // Same derivation as the scheduler.
+    // Same policy (a regular file of this user's, mode 600) and derivation as the scheduler:
+    // a secret others can read or write is nobody's proof of being the admin.
     return {
-      key: deriveKeys(readFileSync(file, 'utf8')).adminToken,
+      key: deriveKeys(readSecret(file)).adminToken,
       explicit: named !== undefined,
       from: file,
     };
   } catch (error) {
-    throw new ClientError(
-      'bad_input',
-      `cannot read the secret file ${file}: pass --admin-key or ES_ADMIN_KEY instead`,
-      { cause: error },
-    );
+    const why = isSecretFileError(error) ? error.message : `cannot read the secret file ${file}`;
+    throw new ClientError('bad_input', `${why} (or pass --admin-key or ES_ADMIN_KEY instead)`, {
+      cause: error,
+    });
   }
 }

@@ -13,7 +13,8 @@ function schedulerDir(name: string, url: string, secret = `secret-of-${name}`): 
   const dir = join(root, name);
   mkdirSync(join(dir, 'logs'), { recursive: true });
   writeFileSync(join(dir, 'logs', 'scheduler-url'), `${url}\n`);
-  writeFileSync(join(dir, 'logs', 'secret'), `${secret}\n`);
+  // As the scheduler writes it: owner-only.
+  writeFileSync(join(dir, 'logs', 'secret'), `${secret}\n`, { mode: 0o600 });
   return dir;
 }
 
@@ -135,7 +136,18 @@ describe('findAdminKey', () => {
       thrown(() => findAdminKey({ secretFile: join(root, 'nope'), env: {}, cwd })),
     ).toMatchObject({
       code: 'bad_input',
-      message: `cannot read the secret file ${join(root, 'nope')}: pass --admin-key or ES_ADMIN_KEY instead`,
+      message: expect.stringMatching(
+        /^secret file .*nope cannot be read \(ENOENT.*\(or pass --admin-key or ES_ADMIN_KEY instead\)$/,
+      ),
+    });
+  });
+
+  it('refuses a secret file other users can read, as the scheduler does, naming the fix', () => {
+    const file = join(schedulerDir('open-secret', 'http://h:3'), 'logs', 'secret');
+    chmodSync(file, 0o644);
+    expect(thrown(() => findAdminKey({ secretFile: file, env: {}, cwd }))).toMatchObject({
+      code: 'bad_input',
+      message: `secret file ${file} is readable by other users (mode 644): run chmod 600 ${file} (or pass --admin-key or ES_ADMIN_KEY instead)`,
     });
   });
 });
