@@ -42,7 +42,8 @@ async function launch(script: string, args: string[], env: Record<string, string
 function schedulerLogDir(name: string, url?: string): string {
   const logDir = join(dir, name);
   mkdirSync(logDir);
-  if (url) writeFileSync(join(logDir, 'scheduler-url'), `${url}\n`);
+  // The workers' file: the URL of the scheduler's worker listener.
+  if (url) writeFileSync(join(logDir, 'worker-url'), `${url}\n`);
   writeFileSync(join(logDir, 'secret'), 'secret', { mode: 0o600 });
   return logDir;
 }
@@ -67,6 +68,8 @@ describe('launch-worker.slurm', () => {
       worker,
       '--scheduler-url',
       'http://login1:8780',
+      '--scheduler-url-file',
+      join(logDir, 'worker-url'),
       '--secret-file',
       join(logDir, 'secret'),
       '--log-dir',
@@ -108,7 +111,7 @@ describe('launch-worker.slurm', () => {
     const noUrl = await launch('launch-worker.slurm', ['--model', 'm'], { ES_LOG_DIR: empty });
     expect(noUrl.code).toBe(2);
     expect(noUrl.stderr).toContain('no scheduler URL: pass --scheduler-url');
-    expect(noUrl.stderr).toContain(join(empty, 'scheduler-url'));
+    expect(noUrl.stderr).toContain(join(empty, 'worker-url'));
     expect(noUrl.stdout).toBe('');
 
     const noSecret = await launch('launch-worker.slurm', ['--model', 'm'], {

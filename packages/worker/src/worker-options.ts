@@ -13,7 +13,7 @@ export interface WorkerOptions {
   /** Scheduler base URL, e.g. `http://login1:8780`. */
   schedulerUrl: string;
   /**
-   * A file whose first line is the scheduler's current URL (`<log dir>/scheduler-url`). While
+   * A file whose first line is the scheduler's current URL (`<log dir>/worker-url`: its worker listener). While
    * the scheduler is unreachable the worker re-reads it (at most once a second) and follows a
    * new URL: a scheduler requeued to another node or restarted on another port finds its
    * workers again (they register anew with it).
