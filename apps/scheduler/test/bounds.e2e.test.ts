@@ -75,15 +75,9 @@ function upload(url: string, bytes: number): Promise<number> {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'content-length': String(bytes) },
     });
-    const t0 = Date.now();
     req.on('response', (res) => {
-      let text = '';
-      res.on('data', (d: Buffer) => (text += d.toString().slice(0, 300)));
-      res.on('end', () => {
-        // B15TEMP
-        console.log('B15R', Date.now() - t0, res.statusCode, text.slice(0, 300));
-        resolve(res.statusCode ?? 0);
-      });
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
     });
     req.on('error', reject);
     req.end(body);
@@ -99,9 +93,6 @@ async function uploadGrowth(scheduler: SchedulerProcess) {
     const statuses = await Promise.all(
       Array.from({ length: 8 }, () => upload(scheduler.url, 30 * 1000 * 1000)),
     );
-    await new Promise((r) => setTimeout(r, 500));
-    // B15TEMP
-    console.log('B15', JSON.stringify({ growthMb: (peak - base) / 1024 / 1024, statuses, pid: scheduler.pid }), JSON.stringify(scheduler.logs.filter((l) => l.level >= 40).slice(-12)).slice(0, 6000), scheduler.stderr().slice(-2000));
     return { growthMb: (peak - base) / 1024 / 1024, statuses };
   } finally {
     clearInterval(sampler);
@@ -109,29 +100,38 @@ async function uploadGrowth(scheduler: SchedulerProcess) {
 }
 
 /**
- * Two bounds issue 15 asks for are not met yet (measured on a 2-core machine: 8 × 30 MB
- * uploads grow RSS by 214–255 MB, not < 200 MB; heartbeats during the flood below wait
- * seconds, not < 1 s, once one core is busy). Their strict checks run with
- * ES_UNMET_BOUNDS=1 (they fail today); CI checks the bound that holds.
+ * Issue 15's bound: 8 concurrent 30 MB uploads grow the scheduler's RSS by less than 200 MB
+ * with the default budget (measured on a 2-core machine at 124–136 MB, 140 MB with one core
+ * busy; 214–255 MB before bodies were charged as they arrive, the upstream body made from
+ * the client's bytes and the prompt dropped after planning).
  */
-const UNMET_BOUNDS = process.env.ES_UNMET_BOUNDS === '1';
-/** What the default budget holds today (the planted budget grows RSS by ~445 MB). */
-const HELD_GROWTH_MB = 320;
+const GROWTH_BOUND_MB = 200;
 
 describe('the body budget on a real scheduler', () => {
-  it(`8 concurrent 30 MB uploads all answered, RSS growth under ${HELD_GROWTH_MB} MB (default budget)`, async () => {
+  it(`8 concurrent 30 MB uploads all answered, RSS growth under ${GROWTH_BOUND_MB} MB (default budget)`, async ({
+    annotate,
+  }) => {
     const scheduler = await schedulerWithWorker('rss', []);
     const { growthMb, statuses } = await uploadGrowth(scheduler);
+    const seen = JSON.stringify({ growthMb, statuses });
+    await annotate(seen);
     // Each got an answer (the process kept serving), none was cut.
-    expect(statuses.every((s) => s >= 200)).toBe(true);
-    expect(growthMb).toBeLessThan(UNMET_BOUNDS ? 200 : HELD_GROWTH_MB);
+    expect(
+      statuses.every((s) => s >= 200),
+      seen,
+    ).toBe(true);
+    expect(growthMb, seen).toBeLessThan(GROWTH_BOUND_MB);
     await scheduler.stop();
   }, 120_000);
 
-  it('with a budget as large as the uploads (planted) the same uploads grow it by more', async () => {
+  it('with a budget as large as the uploads (planted) the same uploads grow it past the bound', async ({
+    annotate,
+  }) => {
     const scheduler = await schedulerWithWorker('rss-planted', ['--body-budget-mb', '4096']);
-    const { growthMb } = await uploadGrowth(scheduler);
-    expect(growthMb).toBeGreaterThan(UNMET_BOUNDS ? 200 : HELD_GROWTH_MB);
+    const { growthMb, statuses } = await uploadGrowth(scheduler);
+    const seen = JSON.stringify({ growthMb, statuses });
+    await annotate(seen);
+    expect(growthMb, seen).toBeGreaterThan(GROWTH_BOUND_MB);
     await scheduler.stop();
   }, 120_000);
 });

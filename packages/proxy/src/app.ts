@@ -31,6 +31,7 @@ import {
   promptPrefix,
   readNodeBody,
   readWebBody,
+  withMembers,
 } from './request-body.js';
 import { createRetryBudget } from './retry-budget.js';
 import { createDeploymentRouter } from './routing.js';
@@ -286,15 +287,15 @@ async function proxyRequest(
     let fields = parsed.body;
     if (servedName !== undefined && parsed.model !== servedName) {
       // Engines started with --served-model-name (vLLM, SGLang) reject any other name, the
-      // model path included: an alias costs one re-serialisation, the served name none.
+      // model path included: an alias costs one copy of the bytes, the served name none.
       fields = { ...parsed.body, model: servedName };
-      body = Buffer.from(JSON.stringify(fields));
+      body = withMembers(body, parsed.body, { model: servedName });
     }
     const kind = generationKind(path);
     const plan: GenerationPlan | undefined =
       kind === undefined
         ? undefined
-        : planGeneration(kind, fields, deployment, shared.continuation.maxContinuations > 0);
+        : planGeneration(kind, fields, deployment, shared.continuation.maxContinuations > 0, body);
     // A continued generation sends the plan's body: the client's bytes can go (a large
     // prompt is held once less for the whole stream).
     if (plan?.continuable === true) body = plan.upstreamBody;

@@ -38,9 +38,14 @@ interface Waiter {
 }
 
 /**
- * What one byte of a JSON body costs in memory while its request runs: the bytes, their
- * text, the parsed fields and the body sent upstream (measured on a real scheduler: 8
- * concurrent 30 MB chat bodies counted once each grew it by 445 MB).
+ * What one byte of a JSON body costs in memory at its peak: the socket's reads (garbage
+ * until the next GC) and the buffer they are copied into, the text JSON.parse reads and the
+ * parsed prompt. Measured on the built scheduler (apps/scheduler/test/bounds.e2e.test.ts's
+ * 30 MB chat uploads, `process.memoryUsage()` sampled every 20 ms through
+ * `NODE_OPTIONS=--require`): one 28.6 MiB body took +59 MiB of external memory and +57 MiB
+ * of V8 heap at once, 4.0 times its size. That holds because the body sent upstream is
+ * made from the client's bytes (`withMembers`: one copy, not a serialised string and then
+ * its bytes) and the plan keeps only the fields a continuation carries.
  */
 export const BODY_MEMORY_FACTOR = 4;
 

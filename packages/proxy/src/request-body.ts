@@ -286,6 +286,112 @@ export async function readWebBody(
   return Buffer.concat(chunks, size);
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+
+function skipSpace(raw: Buffer, at: number): number {
+  let i = at;
+  // Space, tab, line feed, carriage return: JSON's whitespace.
+  while (raw[i] === 0x20 || raw[i] === 0x09 || raw[i] === 0x0a || raw[i] === 0x0d) i++;
+  return i;
+}
+
+/** The index after the string that starts (with its quote) at `at`; -1 if it does not end. */
+function stringEnd(raw: Buffer, at: number): number {
+  let from = at + 1;
+  for (;;) {
+    const quote = raw.indexOf(QUOTE, from);
+    if (quote < 0) return -1;
+    let backslashes = 0;
+    while (raw[quote - 1 - backslashes] === BACKSLASH) backslashes++;
+    if (backslashes % 2 === 0) return quote + 1;
+    from = quote + 1;
+  }
+}
+
+/** The index after the value that starts at `at` (before any `,` or `}` that ends it). */
+function valueEnd(raw: Buffer, at: number): number {
+  let depth = 0;
+  let i = at;
+  while (i >= 0 && i < raw.length) {
+    const byte = raw[i]!;
+    if (byte === QUOTE) {
+      i = stringEnd(raw, i);
+      if (depth === 0) return i;
+      continue;
+    }
+    if (byte === OPEN_BRACE || byte === OPEN_BRACKET) depth++;
+    else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
+      // At depth 0: the enclosing object ends a number, `true`, `false` or `null`.
+      if (depth === 0) return i;
+      depth--;
+      if (depth === 0) return i + 1;
+    } else if (byte === COMMA && depth === 0) return i;
+    i++;
+  }
+  return -1;
+}
+
+/** The byte ranges of the top-level members of the JSON object `raw`; undefined if it is not one. */
+function topLevelMembers(raw: Buffer): { name: unknown; start: number; end: number }[] | undefined {
+  let i = skipSpace(raw, 0);
+  if (raw[i] !== OPEN_BRACE) return undefined;
+  const members: { name: unknown; start: number; end: number }[] = [];
+  i = skipSpace(raw, i + 1);
+  if (raw[i] === CLOSE_BRACE) return members;
+  for (;;) {
+    if (raw[i] !== QUOTE) return undefined;
+    const start = i;
+    const keyEnd = stringEnd(raw, i);
+    if (keyEnd < 0) return undefined;
+    const name: unknown = JSON.parse(raw.toString('utf8', start, keyEnd));
+    i = skipSpace(raw, keyEnd);
+    if (raw[i] !== COLON) return undefined;
+    const end = valueEnd(raw, skipSpace(raw, i + 1));
+    if (end < 0) return undefined;
+    members.push({ name, start, end });
+    i = skipSpace(raw, end);
+    if (raw[i] === CLOSE_BRACE) return members;
+    if (raw[i] !== COMMA) return undefined;
+    i = skipSpace(raw, i + 1);
+  }
+}
+
+/**
+ * The JSON object `raw` (whose parsed form is `fields`) with the top-level `members` set:
+ * its own members of those names left out, the new ones added (an `undefined` value only
+ * removes). Built from the client's bytes, so a large body costs one copy of its bytes,
+ * not a serialised string of every field and then its bytes (30 MB less of V8 heap for a
+ * 30 MB prompt); `fields` is serialised only if `raw` is not a JSON object.
+ */
+export function withMembers(
+  raw: Buffer,
+  fields: Record<string, unknown>,
+  members: Record<string, unknown>,
+): Buffer {
+  const spans = topLevelMembers(raw);
+  if (spans === undefined) return Buffer.from(JSON.stringify({ ...fields, ...members }));
+  const parts: Buffer[] = [Buffer.from('{')];
+  for (const span of spans) {
+    if (typeof span.name === 'string' && Object.hasOwn(members, span.name)) continue;
+    if (parts.length > 1) parts.push(Buffer.from(','));
+    parts.push(raw.subarray(span.start, span.end));
+  }
+  for (const [name, value] of Object.entries(members)) {
+    if (value === undefined) continue;
+    if (parts.length > 1) parts.push(Buffer.from(','));
+    parts.push(Buffer.from(`${JSON.stringify(name)}:${JSON.stringify(value)}`));
+  }
+  parts.push(Buffer.from('}'));
+  return Buffer.concat(parts);
+}
+
 /** Parse the body once, to read `model`, `stream` and `user`. */
 export function parseRequest(raw: Buffer): ParsedRequest {
   let body: unknown;

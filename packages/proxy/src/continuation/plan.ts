@@ -6,6 +6,7 @@
  * before — counted under the reason given here.
  */
 import type { DeploymentView } from '@es/pool';
+import { withMembers } from '../request-body.js';
 
 /** Why a request is not continued (the `reason` label of a `refused` continuation). */
 export type RefusalReason =
@@ -53,7 +54,7 @@ export interface ContinuablePlan {
   logprobs: number | undefined;
   /** Why a continuation would not be token-exact (empty: exact). */
   inexact: InexactReason[];
-  /** The client's body, the source of every continuation body. */
+  /** The client's fields a continuation body carries (sampling, `user`, ...). */
   body: Readonly<Record<string, unknown>>;
 }
 
@@ -167,6 +168,7 @@ function inexactReasons(body: Readonly<Record<string, unknown>>): InexactReason[
 /**
  * Decide how a generation request is relayed.
  * @param enabled `false` when continuation is switched off (`--max-continuations 0`).
+ * @param raw the client's bytes of `body`: the upstream body is made from them (one copy).
  * @example
  * const plan = planGeneration('chat', body, deployment, true);
  * if (plan.continuable) send(plan.upstreamBody);
@@ -176,6 +178,7 @@ export function planGeneration(
   body: Readonly<Record<string, unknown>>,
   deployment: DeploymentView,
   enabled: boolean,
+  raw?: Buffer,
 ): GenerationPlan {
   if (!enabled) return { continuable: false, reason: 'disabled' };
   const reason = refusal(kind, body, deployment);
@@ -188,8 +191,7 @@ export function planGeneration(
         ? (positiveInt(body.top_logprobs) ?? 0)
         : undefined
       : positiveInt(body.logprobs);
-  const upstream: Record<string, unknown> = {
-    ...body,
+  const rewritten = {
     stream: true,
     stream_options: { include_usage: true },
     return_token_ids: true,
@@ -200,7 +202,10 @@ export function planGeneration(
     clientStream,
     clientTokenIds: body.return_token_ids === true,
     clientUsage: clientStream && options?.include_usage === true,
-    upstreamBody: Buffer.from(JSON.stringify(upstream)),
+    upstreamBody:
+      raw === undefined
+        ? Buffer.from(JSON.stringify({ ...body, ...rewritten }))
+        : withMembers(raw, body, rewritten),
     maxTokens: positiveInt(body.max_completion_tokens) ?? positiveInt(body.max_tokens),
     minTokens: positiveInt(body.min_tokens) ?? 0,
     stop: stopStrings(body.stop),
@@ -209,7 +214,9 @@ export function planGeneration(
     // Chat top logprobs continued through completions can lose candidates that share their
     // text: the stitcher adds `top_logprobs` when it sees that happen.
     inexact: inexactReasons(body),
-    body,
+    // Only what a continuation carries: the prompt (often most of a large body) is not kept
+    // for the whole generation.
+    body: carried(body),
   };
 }
 
@@ -236,6 +243,12 @@ const CARRIED = [
   'user',
   'vllm_xargs',
 ] as const;
+
+function carried(body: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const kept: Record<string, unknown> = {};
+  for (const key of CARRIED) if (body[key] !== undefined) kept[key] = body[key];
+  return kept;
+}
 
 /**
  * The `/v1/completions` body that continues `plan` after `generated` ids: the prompt's ids
