@@ -13,10 +13,10 @@ export interface WorkerOptions {
   /** Scheduler base URL, e.g. `http://login1:8780`. */
   schedulerUrl: string;
   /**
-   * A file whose first line is the scheduler's current URL (`<log dir>/worker-url`: its worker listener). While
-   * the scheduler is unreachable the worker re-reads it (at most once a second) and follows a
-   * new URL: a scheduler requeued to another node or restarted on another port finds its
-   * workers again (they register anew with it).
+   * A file whose first line is the scheduler's current URL (`<log dir>/worker-url`: its
+   * worker listener). While the scheduler is unreachable the worker re-reads it (at most once
+   * a second) and follows a new URL: a scheduler requeued to another node or restarted on
+   * another port finds its workers again (they register anew with it).
    */
   schedulerUrlFile?: string;
   /** Deployment this worker serves. */
