@@ -70,13 +70,15 @@ export function clientClosedBody(cause?: unknown): ProxyError {
  * §9.6, "lingering close"). The discarding stops after `discardDeadlineMs`.
  *
  * With a `lease`, the bytes kept are charged to its budget as they arrive, up to
- * {@link BODY_ALLOWANCE_BYTES}; the chunk that goes past them takes the rest of the body at
- * once: the rest of its declared length, or for a chunked body the rest of `limit` (the
- * unused part is given back at its end). Bytes are charged as they arrive so that a client
- * that declares a large body and sends it slowly holds only what it sent, never room a
- * small body of another client needs; the rest is taken all at once so that two large
- * bodies arriving together are read one after the other, not each holding half the budget
- * waiting for the other. While bytes do not fit the socket is not read. A body that finds
+ * {@link BODY_ALLOWANCE_BYTES}; the chunk that goes past them takes the rest of the declared
+ * length at once. Bytes are charged as they arrive so that a client that declares a large
+ * body and sends it slowly holds only what it sent, never room a small body of another
+ * client needs; the rest is taken all at once so that two large bodies arriving together
+ * are read one after the other, not each holding half the budget waiting for the other. A
+ * chunked body has no length to take: it is charged as it arrives to its end (taking `limit`
+ * for it would let one slow chunked upload hold the whole budget); two large ones that end
+ * up waiting for each other are resolved by the budget, the younger answered 503 at once
+ * (see {@link BodyBudget}). While bytes do not fit the socket is not read. A body that finds
  * no room within the budget's wait is discarded the same way and answered 503; its bytes are
  * given back as soon as it is discarded. A client that leaves mid-body rejects with
  * `client_closed_request` (499).
@@ -91,8 +93,8 @@ export function readNodeBody(
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     const declared = Number(incoming.headers['content-length']);
-    // The most this body may hold: what a chunk past the allowance takes at once.
-    const ceiling = declared > 0 ? Math.min(declared, limit) : limit;
+    // What a chunk past the allowance takes at once: the whole declared length, if any.
+    const ceiling = declared > 0 ? Math.min(declared, limit) : 0;
     // A declared length past the allowance (or with no budget) is read into one buffer: no
     // second copy at the end.
     let whole: Buffer | undefined;
@@ -194,11 +196,6 @@ export function readNodeBody(
         return;
       }
       cleanup();
-      // A chunked body took room for the largest body it could become.
-      if (lease !== undefined && lease.bytes > size) {
-        lease.budget.release(lease.bytes - size);
-        lease.bytes = size;
-      }
       if (whole !== undefined) resolve(size === whole.length ? whole : whole.subarray(0, size));
       else resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
@@ -234,8 +231,8 @@ export function readNodeBody(
 /**
  * Read a web request body (the `app.request()` / non-Node path) with the same limit and the
  * same charging as {@link readNodeBody}: bytes as they arrive up to
- * {@link BODY_ALLOWANCE_BYTES}, then the rest of the body at once (nothing is read while
- * they do not fit).
+ * {@link BODY_ALLOWANCE_BYTES}, then the rest of a declared length at once (nothing is read
+ * while they do not fit).
  */
 export async function readWebBody(
   request: Request,
@@ -245,7 +242,7 @@ export async function readWebBody(
   const declared = Number(request.headers.get('content-length'));
   if (declared > limit) throw tooLarge(limit);
   if (request.body === null) return Buffer.alloc(0);
-  const ceiling = declared > 0 ? declared : limit;
+  const ceiling = declared > 0 ? declared : 0;
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -278,10 +275,6 @@ export async function readWebBody(
       lease.bytes = 0;
     }
     throw error;
-  }
-  if (lease !== undefined && lease.bytes > size) {
-    lease.budget.release(lease.bytes - size);
-    lease.bytes = size;
   }
   return Buffer.concat(chunks, size);
 }
