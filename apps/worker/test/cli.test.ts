@@ -15,9 +15,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deriveEngineKey } from '@es/protocol';
 import type { RegisterRequest } from '@es/protocol';
+import { startFakeScheduler } from '@es/testkit';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startFakeScheduler } from './fake-scheduler.js';
 // What the engine answers; this app does not depend on @es/mock-engine (its package.json is
 // not ours to change), so its source is imported directly.
 import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
@@ -148,8 +148,8 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
       });
     }
     // Every request signed (checked by the fake scheduler), nothing reusable sent.
-    expect(scheduler.events.map((e) => e.signature)).toEqual(scheduler.events.map(() => 'ok'));
-    expect(scheduler.events.filter((e) => e.authorization !== undefined)).toEqual([]);
+    expect(scheduler.calls.map((e) => e.signature)).toEqual(scheduler.calls.map(() => 'ok'));
+    expect(scheduler.calls.filter((e) => e.authorization !== undefined)).toEqual([]);
     // Both engines answer, streaming included, and only with the derived engine key.
     for (const r of registrations) {
       const client = new OpenAI({
@@ -184,11 +184,11 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
     const pids = registrations.flatMap((r) => mockEnginePids(worker.child.pid ?? 0, r.index));
     expect(pids).toHaveLength(2);
     const aliveAtDrain: boolean[] = [];
-    scheduler.onEvent((e) => {
-      if (e.route === 'drain') aliveAtDrain.push(pids.every(alive));
-    });
+    scheduler.onCall = (call) => {
+      if (call.route === 'drain') aliveAtDrain.push(pids.every(alive));
+    };
 
-    const sigtermAt = performance.now();
+    const sigtermAt = Date.now();
     worker.child.kill('SIGTERM');
     await expect.poll(() => scheduler.of('drain').length, { timeout: 2000 }).toBe(2);
     const drains = scheduler.of('drain');

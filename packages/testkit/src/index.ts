@@ -17,5 +17,7 @@ export {
   withStoppedController,
 } from './slurm-helpers.js';
 export type { JobInfo, SlurmRun } from './slurm-helpers.js';
+export { TEST_SECRET, startFakeScheduler } from './fake-scheduler.js';
+export type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 export { metric } from './prometheus.js';
 export { until } from './until.js';

@@ -11,7 +11,7 @@ import { healthPolicy } from '../src/health.js';
 import type { HealthPhase, HealthPolicy } from '../src/health.js';
 import { createFakeClock } from './fake-clock.js';
 import type { FakeClock } from './fake-clock.js';
-import { groupAlive } from './fake-scheduler.js';
+import { groupAlive } from './engine-helpers.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {

@@ -8,9 +8,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
 import { deriveEngineKey } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import { startFakeScheduler } from '@es/testkit';
+import type { FakeScheduler, SchedulerCall } from '@es/testkit';
 import { createWorker } from '../src/index.js';
-import { fakeVllmOnPath, groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
-import type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
+import { fakeVllmOnPath, groupAlive, openStream } from './engine-helpers.js';
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 const SECRET = 'process-test-secret';

@@ -7,6 +7,8 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createRegistry, createWorkerApi } from '@es/pool';
 import { deriveKeys } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import { TEST_SECRET, startFakeScheduler } from '@es/testkit';
+import type { FakeScheduler } from '@es/testkit';
 import { systemClock } from '../src/clock.js';
 import { initialHealth } from '../src/health.js';
 import type { HealthState } from '../src/health.js';
@@ -14,8 +16,6 @@ import { freePort } from '../src/index.js';
 import { FencedError, createSchedulerLink } from '../src/scheduler-link.js';
 import type { LinkedInstance } from '../src/scheduler-link.js';
 import { createFakeClock } from './fake-clock.js';
-import { TEST_SECRET, startFakeScheduler } from './fake-scheduler.js';
-import type { FakeScheduler } from './fake-scheduler.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {

@@ -1,10 +1,11 @@
 import { writeFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { HeartbeatRequest } from '@es/protocol';
+import { startFakeScheduler } from '@es/testkit';
 import { createWorker } from '../src/index.js';
 import type { WorkerOptions } from '../src/index.js';
 import { createFakeClock } from './fake-clock.js';
-import { fakeVllmOnPath, groupAlive, startFakeScheduler } from './fake-scheduler.js';
+import { fakeVllmOnPath, groupAlive } from './engine-helpers.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {

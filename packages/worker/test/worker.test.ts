@@ -6,9 +6,10 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
 import { deriveEngineKey } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import { TEST_SECRET, startFakeScheduler } from '@es/testkit';
 import { WorkerError, createWorker } from '../src/index.js';
 import type { Worker, WorkerOptions } from '../src/index.js';
-import { TEST_SECRET, groupAlive, openStream, startFakeScheduler } from './fake-scheduler.js';
+import { groupAlive, openStream } from './engine-helpers.js';
 
 const SECRET = TEST_SECRET;
 /** Job 1234's engine key: what its fronts require. */

@@ -1,16 +1,4 @@
-/**
- * A small scheduler speaking the worker protocol on 127.0.0.1 (port 0), recording every call.
- * It knows the workers' secret (`secret`, default {@link TEST_SECRET}): it checks each
- * request's signature, as the real one does, and signs its answers (a worker ignores
- * unsigned ones). Tests steer it: answer 404 to the next heartbeat of an id, or 409 to
- * everything.
- */
-import { chmodSync, copyFileSync, mkdtempSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
 import {
   WORKER_API_PREFIX,
@@ -20,11 +8,12 @@ import {
   formatWorkerId,
   signWorkerAnswer,
 } from '@es/protocol';
-import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
+import type { RegisterRequest } from '@es/protocol';
 
 /** The secret of the workers the fake scheduler expects, unless told another. */
 export const TEST_SECRET = 'test-secret';
 
+/** One request the fake scheduler received. */
 export interface SchedulerCall {
   route: 'register' | 'heartbeat' | 'drain' | 'deregister' | 'handover';
   /** Ids of a handover call: the body's `workerIds`, joined with commas. */
@@ -34,12 +23,16 @@ export interface SchedulerCall {
   authorization: string | undefined;
   /** The verdict on the request's signature: `ok`, `unsigned`, or the refusal's code. */
   signature: string;
+  /** `Date.now()` on arrival. */
   at: number;
 }
 
+/** A running {@link startFakeScheduler}: what it received, and the knobs tests steer it with. */
 export interface FakeScheduler {
   url: string;
+  /** Every call, in the order they arrived. */
   calls: SchedulerCall[];
+  /** The interval a registration is told to heartbeat at (may be changed between calls). */
   heartbeatIntervalMs: number;
   /** Ids whose next heartbeat gets 404 (the scheduler "restarted"). */
   forget: Set<string>;
@@ -53,9 +46,25 @@ export interface FakeScheduler {
   onCall: ((call: SchedulerCall) => void) | undefined;
   /** Resolves with the first call matching `test`, waiting up to `timeoutMs`. */
   waitFor(test: (call: SchedulerCall) => boolean, timeoutMs?: number): Promise<SchedulerCall>;
+  /** The calls of one route so far. */
+  of(route: SchedulerCall['route']): SchedulerCall[];
   close(): Promise<void>;
 }
 
+/**
+ * A small scheduler speaking the worker protocol on 127.0.0.1 (port 0), recording every call.
+ * It knows the workers' secret (`secret`, default {@link TEST_SECRET}): it checks each
+ * signed request's signature, as the real one does, and signs its answers (a worker with the
+ * secret ignores unsigned ones; one without it signs nothing, recorded as `unsigned`). It
+ * answers heartbeats, drains and deregistrations of registered workers only (404 otherwise).
+ * Tests steer it: answer 404 to the next heartbeat of an id, 409 to everything, or no
+ * answer to the next call of a route.
+ * @example
+ * const scheduler = await startFakeScheduler(200, 'top secret');
+ * // ... start a worker with --scheduler-url scheduler.url and that secret ...
+ * const drain = await scheduler.waitFor((call) => call.route === 'drain');
+ * await scheduler.close();
+ */
 export async function startFakeScheduler(
   heartbeatIntervalMs = 200,
   secret = TEST_SECRET,
@@ -91,6 +100,7 @@ export async function startFakeScheduler(
         }, timeoutMs);
         if (!check()) waiters.add(wake);
       }),
+    of: (route) => scheduler.calls.filter((call) => call.route === route),
     close: () =>
       new Promise((resolve) => {
         server.closeAllConnections();
@@ -195,7 +205,6 @@ export async function startFakeScheduler(
           send(404, { error: { message: 'unknown worker', type: 'not_found', code: 'unknown' } });
           return;
         }
-        if (route === 'heartbeat') void (body as unknown as HeartbeatRequest);
         send(200, { ok: true });
       })();
     });
@@ -203,41 +212,4 @@ export async function startFakeScheduler(
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   scheduler.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return scheduler;
-}
-
-/** Whether a process group still has members (signal 0 probes without killing). */
-export function groupAlive(pid: number): boolean {
-  try {
-    process.kill(-pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Start a chat stream of `maxTokens` tokens on the engine at `engineUrl` (key: the engine's). */
-export function openStream(engineUrl: string, apiKey: string, maxTokens: number) {
-  const client = new OpenAI({ baseURL: `${engineUrl}/v1`, apiKey, maxRetries: 0 });
-  return client.chat.completions.create({
-    model: 'mock-model',
-    messages: [{ role: 'user', content: 'hi' }],
-    max_tokens: maxTokens,
-    stream: true,
-  });
-}
-
-/**
- * A fake `vllm` (fixtures/fake-vllm.mjs) in a new directory `bin`, and the environment that
- * puts it first on PATH and has it record its argv there. Its /metrics always shows
- * requests in flight.
- */
-export function fakeVllmOnPath(): { bin: string; env: NodeJS.ProcessEnv } {
-  const bin = mkdtempSync(join(tmpdir(), 'es-fake-vllm-'));
-  const fixture = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'fake-vllm.mjs');
-  copyFileSync(fixture, join(bin, 'vllm'));
-  chmodSync(join(bin, 'vllm'), 0o755);
-  return {
-    bin,
-    env: { ...process.env, PATH: `${bin}:${process.env.PATH ?? ''}`, FAKE_VLLM_RECORD: bin },
-  };
 }
