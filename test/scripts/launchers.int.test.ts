@@ -19,7 +19,6 @@ import { promisify } from 'node:util';
 import OpenAI from 'openai';
 import { afterAll, describe, expect, inject, it, vi } from 'vitest';
 import {
-  alive,
   freePort,
   processesWithEnv,
   waitFor,
@@ -28,6 +27,7 @@ import {
 import { deriveKeys } from '../../packages/protocol/src/index.js';
 import {
   cancelByNamePrefix,
+  processAlive,
   runSlurm,
   showJob,
   uniqueJobPrefix,
@@ -109,7 +109,7 @@ async function chat(baseUrl: string): Promise<string> {
 
 afterAll(async () => {
   await cancelByNamePrefix(prefix);
-  if (localPid !== undefined && alive(localPid)) process.kill(localPid, 'SIGKILL');
+  if (localPid !== undefined && processAlive(localPid)) process.kill(localPid, 'SIGKILL');
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -267,7 +267,7 @@ describe('launch-scheduler.sh', () => {
       { cwd: dir, timeout: 60_000, env: { ...process.env, ES_SCHEDULER_HOST: '127.0.0.1' } },
     );
     localPid = Number(readFileSync(join(localLogDir, 'scheduler.pid'), 'utf8'));
-    expect(alive(localPid)).toBe(true);
+    expect(processAlive(localPid)).toBe(true);
     const url = readFileSync(join(localLogDir, 'scheduler-url'), 'utf8').trim();
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     expect(stdout).toContain(`scheduler ${url} (pid ${localPid}`);
@@ -292,7 +292,7 @@ describe('launch-scheduler.sh', () => {
     process.kill(localPid, 'SIGTERM');
     await waitFor(
       'the scheduler to exit',
-      () => alive(localPid ?? 0),
+      () => processAlive(localPid ?? 0),
       (a) => !a,
       20_000,
     );

@@ -1,6 +1,6 @@
 /** Process checks shared by the scripts' tests. */
 import { readFileSync, readdirSync } from 'node:fs';
-import { alive } from '../../apps/scheduler/test/harness.js';
+import { processAlive } from '../../packages/testkit/src/index.js';
 
 /** Live processes whose command line or environment mentions `needle` (e.g. a temp dir). */
 export function processesMentioning(needle: string): { pid: number; args: string }[] {
@@ -11,7 +11,9 @@ export function processesMentioning(needle: string): { pid: number; args: string
     try {
       const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
       const env = readFileSync(`/proc/${pid}/environ`, 'utf8');
-      if ((args.includes(needle) || env.includes(needle)) && alive(pid)) out.push({ pid, args });
+      if ((args.includes(needle) || env.includes(needle)) && processAlive(pid)) {
+        out.push({ pid, args });
+      }
     } catch {
       // The process ended while we looked.
     }

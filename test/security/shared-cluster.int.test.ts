@@ -32,7 +32,6 @@ import { deriveEngineKey } from '@es/protocol';
 import {
   FAST_FLAGS,
   SCHEDULER_CLI,
-  alive,
   descendants,
   killStartedSchedulers,
   runSchedulerToExit,
@@ -66,6 +65,7 @@ import {
   type Intruder,
   type WalkRoot,
 } from '../../packages/chaos/src/index.js';
+import { processAlive } from '../../packages/testkit/src/index.js';
 
 const SKIP_REASON = runningAsRoot()
   ? undefined
@@ -107,7 +107,7 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
         stdio: 'ignore',
       });
       cleanups.push(() => child.kill('SIGKILL'));
-      await waitFor('the planted process', () => alive(child.pid ?? 0), Boolean, 5_000, 20);
+      await waitFor('the planted process', () => processAlive(child.pid ?? 0), Boolean, 5_000, 20);
 
       const findings = await scanProcesses(intruder, [planted]);
       child.kill('SIGKILL');

@@ -16,6 +16,8 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deriveKeys } from '@es/protocol';
+// The shared test helpers (apps/scheduler does not depend on @es/testkit; its tests run its code).
+import { processAlive } from '../../../packages/testkit/src/index.js';
 
 /** The built scheduler binary (`pnpm build` first). */
 export const SCHEDULER_CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
@@ -290,7 +292,7 @@ export async function killStartedSchedulers(): Promise<void> {
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await exited;
     clearTimeout(timer);
-    for (const pid of tree.filter(alive)) {
+    for (const pid of tree.filter(processAlive)) {
       try {
         process.kill(pid, 'SIGKILL');
       } catch {
@@ -299,20 +301,6 @@ export async function killStartedSchedulers(): Promise<void> {
     }
   });
   await Promise.all(waits);
-}
-
-/** True while `pid` exists (and is not a zombie). */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
-  } catch {
-    return false;
-  }
 }
 
 /** Every descendant of `pid` (children, grandchildren ...), from one `ps`. */
@@ -365,7 +353,7 @@ export function processesWithEnv(name: string, value: string): ProcessInfo[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
-    if (pid === process.pid || !environ(pid).includes(wanted) || !alive(pid)) continue;
+    if (pid === process.pid || !environ(pid).includes(wanted) || !processAlive(pid)) continue;
     out.push({ pid, args: cmdline(pid) });
   }
   return out;
@@ -384,7 +372,7 @@ export function engineProcesses(needle: string): ProcessInfo[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const args = cmdline(Number(entry));
-    if (args.includes('mock-engine') && args.includes(needle) && alive(Number(entry))) {
+    if (args.includes('mock-engine') && args.includes(needle) && processAlive(Number(entry))) {
       out.push({ pid: Number(entry), args });
     }
   }

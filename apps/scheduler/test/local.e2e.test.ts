@@ -11,7 +11,6 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   FAST_FLAGS,
-  alive,
   descendants,
   killStartedSchedulers,
   runSchedulerToExit,
@@ -19,6 +18,7 @@ import {
   waitFor,
   type SchedulerProcess,
 } from './harness.js';
+import { processAlive } from '../../../packages/testkit/src/index.js';
 // What the engine answers; this app does not depend on @es/mock-engine (its package.json is
 // not ours to change), so its source is imported directly.
 import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
@@ -266,7 +266,7 @@ describe('es-scheduler --backend local --engine mock', () => {
     expect(exit).toEqual({ code: 0, signal: null });
     const left = await waitFor(
       'every worker and engine process gone',
-      () => tree.filter(alive),
+      () => tree.filter(processAlive),
       (pids) => pids.length === 0,
       10_000,
     );

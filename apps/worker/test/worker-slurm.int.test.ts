@@ -7,6 +7,7 @@ import type { RegisterRequest } from '@es/protocol';
 import {
   cancelByNamePrefix,
   preempt,
+  processAlive,
   runSlurm,
   startFakeScheduler,
   uniqueJobPrefix,
@@ -34,16 +35,6 @@ function freePort(): Promise<number> {
       server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
     });
   });
-}
-
-/** Whether `pid` is a live process (not gone, not a zombie). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 describe('es-worker inside a real SLURM job', () => {
@@ -146,7 +137,7 @@ describe('es-worker inside a real SLURM job', () => {
       expect(drainedAt - signalAt).toBeLessThan(2_000);
       expect(drainedAt - preemptedAt).toBeLessThan(10_000);
       // The engines are gone once the step has ended (drained or killed by SLURM).
-      await expect.poll(() => engines.filter(running), { timeout: 15_000 }).toEqual([]);
+      await expect.poll(() => engines.filter(processAlive), { timeout: 15_000 }).toEqual([]);
     } finally {
       await cancelByNamePrefix(prefix);
       await scheduler.close();

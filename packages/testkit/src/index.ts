@@ -20,4 +20,5 @@ export type { JobInfo, SlurmRun } from './slurm-helpers.js';
 export { TEST_SECRET, startFakeScheduler } from './fake-scheduler.js';
 export type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 export { metric } from './prometheus.js';
+export { processAlive } from './processes.js';
 export { until } from './until.js';

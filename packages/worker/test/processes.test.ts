@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { expectedGeneration } from '@es/mock-engine';
 import { deriveEngineKey } from '@es/protocol';
 import type { HeartbeatRequest, RegisterRequest } from '@es/protocol';
-import { startFakeScheduler } from '@es/testkit';
+import { processAlive, startFakeScheduler } from '@es/testkit';
 import type { FakeScheduler, SchedulerCall } from '@es/testkit';
 import { createWorker } from '../src/index.js';
 import { fakeVllmOnPath, groupAlive, openStream } from './engine-helpers.js';
@@ -46,16 +46,6 @@ function childrenOf(pid: number): number[] {
     }
   }
   return found;
-}
-
-/** Whether `pid` is a live process (not gone, not a zombie nobody reaped yet). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 /** Options of a worker process running two mock engines (one GPU each) for job `jobId`. */
@@ -312,7 +302,7 @@ describe('the worker with real processes', () => {
     const killedAt = Date.now();
     worker.kill('SIGKILL');
     for (const pid of [...engines, ...guards])
-      await expect.poll(() => running(pid), { timeout: 6000, interval: 100 }).toBe(false);
+      await expect.poll(() => processAlive(pid), { timeout: 6000, interval: 100 }).toBe(false);
     expect(Date.now() - killedAt).toBeLessThan(5000);
     await expect(fetch(url)).rejects.toThrow();
   });
