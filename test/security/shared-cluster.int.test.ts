@@ -39,7 +39,6 @@ import {
   waitFor,
   type SchedulerProcess,
 } from '../../apps/scheduler/test/harness.js';
-import type { StatusResponse } from '../../packages/client/src/index.js';
 import { expectedGeneration } from '../../packages/mock-engine/src/index.js';
 import { processesMentioning } from '../scripts/processes.js';
 import {
@@ -52,14 +51,13 @@ import {
   probeUnix,
   scanFiles,
   scanProcesses,
-  targetUrl,
   targetsOf,
   tcpOutsideWorkers,
-  type Credential,
   type Secret,
-  type TcpTarget,
+  adminStatus,
   createIntruder,
   engineCredentials,
+  engineTargets,
   runningAsRoot,
   secretsOfRun,
   type Intruder,
@@ -221,22 +219,16 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
     let scheduler: SchedulerProcess;
     let startedAt = 0;
 
-    async function adminStatus(): Promise<StatusResponse> {
-      const res = await fetch(`${scheduler.url}/api/v1/admin/status`, {
-        headers: { authorization: `Bearer ${adminKey}` },
-        signal: AbortSignal.timeout(5_000),
-      });
-      if (!res.ok) throw new Error(`admin status: ${res.status} ${await res.text()}`);
-      return (await res.json()) as StatusResponse;
-    }
+    const status = () => adminStatus(scheduler.url, adminKey);
 
     /** The job processes: everything the scheduler started (es-worker, engine guards, engines). */
     const jobProcesses = () => descendants(scheduler.pid);
 
     /** Every key of the run; an engine key for each job the scheduler or /proc knows of. */
     async function secrets(): Promise<Secret[]> {
-      const status = await adminStatus();
-      const jobIds = new Set(status.deployments.flatMap((d) => d.jobs.map((j) => j.jobId)));
+      const jobIds = new Set(
+        (await status()).deployments.flatMap((d) => d.jobs.map((j) => j.jobId)),
+      );
       for (const pid of jobProcesses()) {
         const id = environOf(pid, 'SLURM_JOB_ID');
         if (id !== undefined) jobIds.add(id);
@@ -275,7 +267,7 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
       });
       await waitFor(
         `${JOBS} ready workers`,
-        adminStatus,
+        status,
         (s) =>
           s.deployments.flatMap((d) => d.workers).filter((w) => w.state === 'ready').length ===
           JOBS,
@@ -307,7 +299,7 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
 
     it('job processes listen on TCP only in es-worker, at the addresses the scheduler advertises', async () => {
       const listeners = listenersOf(jobProcesses());
-      const workers = (await adminStatus()).deployments.flatMap((d) => d.workers);
+      const workers = (await status()).deployments.flatMap((d) => d.workers);
       const forwarders = new Set(
         listeners
           .filter((l) => l.kind === 'tcp' && isWorkerProcess(l.args))
@@ -341,46 +333,24 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
       const jobIds = new Set(listeners.map((l) => environOf(l.pid, 'SLURM_JOB_ID') ?? ''));
       jobIds.delete('');
       // Each job's addresses get the other jobs' engine keys: one leaked key opens one job.
-      const otherJobsKeys = (jobId: string): Credential[] =>
-        [...jobIds]
-          .filter((id) => id !== jobId)
-          .map((id) => ({
-            name: `the engine key of job ${id}`,
-            headers: { authorization: `Bearer ${deriveEngineKey(secret, id)}` },
-          }));
-      const byAddress = new Map<string, TcpTarget>();
-      const jobOf = new Map<string, string>();
-      for (const listener of listeners) {
-        const jobId = environOf(listener.pid, 'SLURM_JOB_ID') ?? '';
-        for (const target of targetsOf([listener])) {
-          byAddress.set(targetUrl(target), { ...target, credentials: otherJobsKeys(jobId) });
-          jobOf.set(targetUrl(target), jobId);
-        }
-      }
-      for (const w of (await adminStatus()).deployments.flatMap((d) => d.workers)) {
-        const url = new URL(w.baseUrl);
-        const advertised = {
-          host: url.hostname.replace(/^\[|\]$/g, ''),
-          port: Number(url.port),
-          label: `worker ${w.id} (advertised)`,
-          credentials: otherJobsKeys(w.jobId),
-        };
-        if (!byAddress.has(targetUrl(advertised))) {
-          byAddress.set(targetUrl(advertised), advertised);
-          jobOf.set(targetUrl(advertised), w.jobId);
-        }
-      }
+      const byAddress = engineTargets(
+        secret,
+        jobIds,
+        listeners,
+        (await status()).deployments.flatMap((d) => d.workers),
+        (pid) => environOf(pid, 'SLURM_JOB_ID') ?? '',
+      );
       const credentials = engineCredentials(secret, {
         'the client API key': clientKey,
         'the admin key': adminKey,
       });
-      const targets = [...byAddress.values()];
+      const targets = [...byAddress.values()].map((t) => t.target);
       expect(targets.length).toBeGreaterThanOrEqual(JOBS);
       expect(await probeTcp(intruder, targets, credentials, all)).toEqual([]);
 
       // The control: each address serves its job's own key, so the refusals are the key check's.
       const withOwnKey = await Promise.all(
-        [...jobOf].map(async ([url, jobId]) => {
+        [...byAddress].map(async ([url, { jobId }]) => {
           const res = await fetch(`${url}/v1/models`, {
             headers: { authorization: `Bearer ${deriveEngineKey(secret, jobId)}` },
             signal: AbortSignal.timeout(5_000),
@@ -388,7 +358,7 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
           return `${url}: ${res.status}`;
         }),
       );
-      expect(withOwnKey).toEqual([...jobOf.keys()].map((url) => `${url}: 200`));
+      expect(withOwnKey).toEqual([...byAddress.keys()].map((url) => `${url}: 200`));
     });
 
     it('shows the intruder no key in ps, /proc/*/cmdline or /proc/*/environ', async () => {

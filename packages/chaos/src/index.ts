@@ -98,8 +98,10 @@ export type { HostileAnswer, HostileCase } from './hostile.js';
 export { startLoad, WORKER_HEADERS } from './load.js';
 export type { Load, LoadOptions } from './load.js';
 export {
+  adminStatus,
   derivedKeysByName,
   engineCredentials,
+  engineTargets,
   esCliToSquatter,
   exitedWorkers,
   forgedRegistrations,
@@ -115,7 +117,7 @@ export {
   secretsOfRun,
   silentWorkers,
 } from './other-user.js';
-export type { OtherUserOptions, PrivateFacts } from './other-user.js';
+export type { AdminStatus, EngineTarget, OtherUserOptions, PrivateFacts } from './other-user.js';
 export { brokenChecks, OTHER_USER_FAULT, renderReport } from './report.js';
 export type { FaultResult } from './report.js';
 export {

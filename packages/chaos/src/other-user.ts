@@ -36,6 +36,7 @@ import {
   targetsOf,
   tcpOutsideWorkers,
   type Credential,
+  type Listener,
   type Secret,
   type TcpTarget,
 } from './intruder/checks.js';
@@ -68,7 +69,7 @@ export interface OtherUserOptions {
 }
 
 /** The parts of `GET /api/v1/admin/status` the scenario reads. */
-interface AdminStatus {
+export interface AdminStatus {
   deployments: {
     jobs: { jobId: string; nodes: string }[];
     workers: { id: string; jobId: string; node: string; baseUrl: string; state: string }[];
@@ -108,7 +109,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** A line a worker logs when it ignores an answer that was not signed with the secret. */
 export const IGNORED_UNSIGNED = /ignored an answer|not signed|wrongly signed|unsigned/i;
 
-async function adminStatus(url: string, adminKey: string): Promise<AdminStatus> {
+/** `GET /api/v1/admin/status` of the scheduler at `url`, with the admin key (5 s at most). */
+export async function adminStatus(url: string, adminKey: string): Promise<AdminStatus> {
   const res = await fetch(`${url}/api/v1/admin/status`, {
     headers: { authorization: `Bearer ${adminKey}` },
     signal: AbortSignal.timeout(5_000),
@@ -177,6 +179,53 @@ export function secretsOfRun(
     })),
     ...extra,
   ];
+}
+
+/** An address {@link engineTargets} found, and the job it is of. */
+export interface EngineTarget {
+  target: TcpTarget;
+  jobId: string;
+}
+
+/**
+ * Where to try the engine paths: every TCP address a job process listens on (`listeners`,
+ * its job named by `jobOf(pid)`), then each worker's advertised `baseUrl` that none of them
+ * is; each address with the engine keys of the other jobs of `jobIds`, since one leaked key
+ * must open one job only. Keyed by {@link targetUrl}.
+ */
+export function engineTargets(
+  secret: string,
+  jobIds: Iterable<string>,
+  listeners: readonly Listener[],
+  workers: readonly { id: string; jobId: string; baseUrl: string }[],
+  jobOf: (pid: number) => string,
+): Map<string, EngineTarget> {
+  const jobs = [...jobIds];
+  const otherJobsKeys = (jobId: string): Credential[] =>
+    jobs
+      .filter((id) => id !== jobId)
+      .map((id) => ({
+        name: `the engine key of job ${id}`,
+        headers: { authorization: `Bearer ${deriveEngineKey(secret, id)}` },
+      }));
+  const targets = new Map<string, EngineTarget>();
+  for (const l of listeners) {
+    const jobId = jobOf(l.pid);
+    for (const t of targetsOf([l])) {
+      targets.set(targetUrl(t), { target: { ...t, credentials: otherJobsKeys(jobId) }, jobId });
+    }
+  }
+  for (const w of workers) {
+    const u = new URL(w.baseUrl);
+    const t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
+    if (!targets.has(targetUrl(t))) {
+      targets.set(targetUrl(t), {
+        target: { ...t, label: `worker ${w.id} (advertised)`, credentials: otherJobsKeys(w.jobId) },
+        jobId: w.jobId,
+      });
+    }
+  }
+  return targets;
 }
 
 function comm(pid: number): string {
@@ -620,39 +669,24 @@ export async function otherUserScenario(
     const pids = jobProcesses(facts.jobIds);
     const listeners = listenersOf(pids);
     record(C.tcp, tcpOutsideWorkers(listeners));
-    const keyOf = (jobId: string): Credential => ({
-      name: `the engine key of job ${jobId}`,
-      headers: { authorization: `Bearer ${deriveEngineKey(secret, jobId)}` },
-    });
-    const jobOfPid = (pid: number) =>
-      facts.jobIds.find((id) => pidsOfJob(id, '').includes(pid)) ?? '';
-    const targets = new Map<string, TcpTarget>();
-    for (const l of listeners) {
-      const job = jobOfPid(l.pid);
-      for (const t of targetsOf([l])) {
-        targets.set(targetUrl(t), {
-          ...t,
-          credentials: facts.jobIds.filter((id) => id !== job).map(keyOf),
-        });
-      }
-    }
-    for (const w of status.deployments.flatMap((d) => d.workers)) {
-      const u = new URL(w.baseUrl);
-      const t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
-      if (!targets.has(targetUrl(t))) {
-        targets.set(targetUrl(t), {
-          ...t,
-          label: `worker ${w.id} (advertised)`,
-          credentials: facts.jobIds.filter((id) => id !== w.jobId).map(keyOf),
-        });
-      }
-    }
+    const targets = engineTargets(
+      secret,
+      facts.jobIds,
+      listeners,
+      status.deployments.flatMap((d) => d.workers),
+      (pid) => facts.jobIds.find((id) => pidsOfJob(id, '').includes(pid)) ?? '',
+    );
     const credentials = engineCredentials(secret);
     record(C.engine, [
       ...(targets.size === 0
         ? [`no address found for the ${facts.jobIds.length} jobs' processes (${pids.length} pids)`]
         : []),
-      ...(await probeTcp(intruder, [...targets.values()], credentials, secrets)),
+      ...(await probeTcp(
+        intruder,
+        [...targets.values()].map((t) => t.target),
+        credentials,
+        secrets,
+      )),
     ]);
     took('engine paths');
     record(C.unix, await probeUnix(intruder, listeners));

@@ -14,8 +14,10 @@ import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deriveEngineKey } from '@es/protocol';
 import {
   createIntruder,
+  engineTargets,
   exitedWorkers,
   forgedRegistrations,
   jobsThatSent,
@@ -28,6 +30,7 @@ import {
   runningAsRoot,
   silentWorkers,
   type Intruder,
+  type Listener,
   type PrivateFacts,
   type SquattedRequest,
 } from '../src/index.js';
@@ -150,6 +153,63 @@ describe('checks that need no intruder', () => {
         ],
       ),
     ).toEqual(['4242', '4243']);
+  });
+
+  it("engine targets: every address a job process listens on, with the other jobs' keys, then the advertised ones none listens on", () => {
+    const listeners: Listener[] = [
+      { kind: 'tcp', pid: 10, args: 'es-worker a', host: '0.0.0.0', port: 41234 },
+      { kind: 'tcp', pid: 11, args: 'es-worker b', host: '127.0.0.1', port: 41235 },
+      { kind: 'unix', pid: 11, args: 'engine b', path: '/tmp/engine-0.sock' },
+    ];
+    const workers = [
+      { id: '4242.0.0', jobId: '4242', baseUrl: 'http://127.0.0.1:41234' },
+      { id: '4243.0.0', jobId: '4243', baseUrl: 'http://[::1]:41299' },
+    ];
+    const keyOf = (id: string) => ({
+      name: `the engine key of job ${id}`,
+      headers: { authorization: `Bearer ${deriveEngineKey('s3cret', id)}` },
+    });
+    const targets = engineTargets('s3cret', ['4242', '4243'], listeners, workers, (pid) =>
+      pid === 10 ? '4242' : '4243',
+    );
+    expect([...targets]).toEqual([
+      [
+        'http://127.0.0.1:41234',
+        {
+          jobId: '4242',
+          target: {
+            host: '127.0.0.1',
+            port: 41234,
+            label: 'pid 10 (es-worker a)',
+            credentials: [keyOf('4243')],
+          },
+        },
+      ],
+      [
+        'http://127.0.0.1:41235',
+        {
+          jobId: '4243',
+          target: {
+            host: '127.0.0.1',
+            port: 41235,
+            label: 'pid 11 (es-worker b)',
+            credentials: [keyOf('4242')],
+          },
+        },
+      ],
+      [
+        'http://[::1]:41299',
+        {
+          jobId: '4243',
+          target: {
+            host: '::1',
+            port: 41299,
+            label: 'worker 4243.0.0 (advertised)',
+            credentials: [keyOf('4242')],
+          },
+        },
+      ],
+    ]);
   });
 });
 
