@@ -101,7 +101,7 @@ async function uploadGrowth(scheduler: SchedulerProcess) {
 
 /**
  * Issue 15's bound: 8 concurrent 30 MB uploads grow the scheduler's RSS by less than 200 MB
- * with the default budget (measured on a 2-core machine at 124–136 MB, 140 MB with one core
+ * with the default budget (measured on a 2-core machine at 124–137 MB, 140 MB with one core
  * busy; 214–255 MB before bodies were charged as they arrive, the upstream body made from
  * the client's bytes and the prompt dropped after planning).
  */
