@@ -5,9 +5,10 @@ import { processAlive, until } from '../src/index.js';
 
 describe('processAlive', () => {
   it('is true for a running process, false for a zombie (which kill -0 still finds) and for a pid gone', async () => {
-    // The shell's background child exits at once; the shell then becomes `sleep`, which never
-    // reaps it: a zombie until the sleep ends.
-    const child = spawn('sh', ['-c', 'true & echo $!; exec sleep 30'], {
+    // The shell's background child exits after the shell has become `sleep` (which never
+    // reaps it): a zombie until the sleep ends. (Had it exited at once, the shell could have
+    // reaped it before its exec.)
+    const child = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     try {
