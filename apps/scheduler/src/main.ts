@@ -277,6 +277,8 @@ export async function startScheduler(
     schedulerId: settings.schedulerId,
     intervalMs: settings.nodeAcquireIntervalS * 1000,
     heartbeatTimeoutMs: settings.heartbeatTimeoutS * 1000,
+    // Heartbeats the worker listener's thread answered are applied before any is judged late.
+    receivePendingHeartbeats: () => workerApi.receivePending(),
     startupTimeoutMs: settings.startupTimeoutS * 1000,
     buildNodeRequest: (deployment) => {
       const d = byName.get(deployment.name);

@@ -75,6 +75,13 @@ export interface ReconcilerOptions extends Partial<Omit<ReconcileOptions, 'sched
    * cluster answers.
    */
   livenessIntervalMs?: number;
+  /**
+   * Called right before heartbeat timeouts are judged (the liveness check, and each tick's
+   * plan): apply the heartbeats another thread
+   * has received and not yet handed over (`WorkerApiThread.receivePending`), so that an
+   * event loop that ran its timers first does not take a worker it has heard for silent.
+   */
+  receivePendingHeartbeats?: () => void;
   /** Clock (default `Date.now`). */
   now?: () => number;
   /** Jitter source in [0, 1) (default `Math.random`). */
@@ -286,6 +293,8 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
       report(error, { action: 'list' });
     }
     const deployments = registry.deploymentConfigs();
+    // The plan judges heartbeat timeouts too: from every heartbeat received so far.
+    options.receivePendingHeartbeats?.();
     const plan = planReconcile({
       now: now(),
       deployments,
@@ -421,6 +430,7 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
   // this took out (the 'gone' event asks for an early tick when none is running). Only the
   // silent workers are copied: this runs every second over every worker.
   function checkLiveness(): void {
+    options.receivePendingHeartbeats?.();
     const at = now();
     const plan = planHeartbeatTimeouts({
       now: at,

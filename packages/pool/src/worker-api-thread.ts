@@ -6,11 +6,16 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker, receiveMessageOnPort } from 'node:worker_threads';
 import { PoolError } from './errors.js';
 import type { JobLedger, PoolEventFeed, WorkerDirectory, WorkerLedger } from './roles.js';
 import type { WorkerApiOptions } from './worker-api.js';
-import type { FromApiThread, ThreadSettings, ToApiThread } from './worker-api-thread/messages.js';
+import type {
+  FromApiThread,
+  HeartbeatBatch,
+  ThreadSettings,
+  ToApiThread,
+} from './worker-api-thread/messages.js';
 
 /** The built thread: the same file whether this module runs from `src/` or `dist/`. */
 const THREAD_SCRIPT = fileURLToPath(new URL('../dist/worker-api-thread.mjs', import.meta.url));
@@ -40,6 +45,12 @@ export interface WorkerApiThreadOptions extends Pick<
 export interface WorkerApiThread {
   /** The port it listens on. */
   port: number;
+  /**
+   * Apply, now, the heartbeats the thread answered and handed over but this thread has not
+   * handled yet (a busy event loop runs its timers first): call it before judging heartbeat
+   * timeouts, so a worker that was heard is not taken for silent.
+   */
+  receivePending(): void;
   /** Stop listening and end the thread. */
   close(): Promise<void>;
 }
@@ -62,7 +73,9 @@ export async function startWorkerApiThread(
       { param: 'workerApiThread' },
     );
   }
+  const beats = new MessageChannel();
   const settings: ThreadSettings = {
+    beats: beats.port2,
     workerKey: options.workerKey,
     host: options.host,
     port: options.port,
@@ -71,7 +84,11 @@ export async function startWorkerApiThread(
     ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
   };
   // Not the host's flags (a test runner's loaders, --input-type): the thread is plain built code.
-  const thread = new Worker(THREAD_SCRIPT, { workerData: settings, execArgv: [] });
+  const thread = new Worker(THREAD_SCRIPT, {
+    workerData: settings,
+    transferList: [beats.port2],
+    execArgv: [],
+  });
   const post = (message: ToApiThread) => thread.postMessage(message);
 
   // The table of workers in service, sent again at most every 100 ms after lifecycle
@@ -122,17 +139,30 @@ export async function startWorkerApiThread(
     tableSoon();
   };
 
+  const apply = (batch: HeartbeatBatch) => {
+    for (const [workerId, request] of batch) {
+      // Answered already; a worker that left the table meanwhile is the registry's to judge
+      // (its next heartbeat gets the 404 or 409).
+      try {
+        pool.heartbeat(workerId, request);
+      } catch {
+        tableSoon();
+      }
+    }
+  };
+  beats.port1.on('message', apply);
+  const receivePending = () => {
+    for (
+      let got = receiveMessageOnPort(beats.port1);
+      got;
+      got = receiveMessageOnPort(beats.port1)
+    ) {
+      apply(got.message as HeartbeatBatch);
+    }
+  };
+
   thread.on('message', (message: FromApiThread) => {
     switch (message.type) {
-      case 'heartbeat':
-        // Answered already; a worker that left the table meanwhile is the registry's to judge
-        // (its next heartbeat gets the 404 or 409).
-        try {
-          pool.heartbeat(message.workerId, message.request);
-        } catch {
-          tableSoon();
-        }
-        return;
       case 'call': {
         const { id, method, args } = message;
         reply(id, () => (pool[method] as (...a: unknown[]) => unknown)(...args));
@@ -164,6 +194,7 @@ export async function startWorkerApiThread(
   }).catch(async (error: unknown) => {
     unsubscribe();
     clearInterval(refresh);
+    beats.port1.close();
     await thread.terminate();
     throw error;
   });
@@ -172,6 +203,7 @@ export async function startWorkerApiThread(
   let closing: Promise<void> | undefined;
   return {
     port,
+    receivePending,
     close: () =>
       (closing ??= (async () => {
         unsubscribe();
@@ -183,6 +215,8 @@ export async function startWorkerApiThread(
         const timer = setTimeout(() => void thread.terminate(), 2_000);
         await exited;
         clearTimeout(timer);
+        receivePending();
+        beats.port1.close();
       })()),
   };
 }

@@ -513,4 +513,32 @@ describe('the liveness check', () => {
       await reconciler.stop();
     }
   });
+
+  it('applies the heartbeats another thread holds before it judges anyone silent', async () => {
+    // Pending: heartbeats a worker API thread answered that this thread has not handled yet.
+    const pending: string[] = [];
+    const world = setup(undefined, {
+      intervalMs: 3_600_000,
+      heartbeatTimeoutMs: 4_000,
+      livenessIntervalMs: 10,
+      receivePendingHeartbeats: () => {
+        for (const id of pending.splice(0)) {
+          world.registry.heartbeat(id, { state: 'ready', restartCount: 0 });
+        }
+      },
+    });
+    const { reconciler, registry, clock } = world;
+    await twoReadyJobs(world);
+    reconciler.start();
+    try {
+      clock.advance(4_001);
+      // 100's heartbeat came in time (it is pending); 101's did not.
+      pending.push('100.0.0');
+      await expect.poll(() => registry.worker('101.0.0')?.state).toBe('gone');
+      expect(registry.worker('100.0.0')?.state).toBe('ready');
+      expect(pending).toEqual([]);
+    } finally {
+      await reconciler.stop();
+    }
+  });
 });

@@ -184,6 +184,32 @@ describe('the worker API in its own thread', () => {
     expect(registry.worker('604.0.0')?.state).toBe('ready');
   }, 30_000);
 
+  it('hands over, on receivePending, the heartbeats this thread has not handled yet', async () => {
+    const { registry, client, url, api } = await threadFor();
+    await client.register(registration('607'));
+    const child = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', SENDER, url, workerKey, '607.0.0', '3000'],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    cleanups.push(async () => {
+      child.kill('SIGKILL');
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await until(() => (out.startsWith('go\n') ? true : undefined), 10_000);
+    const blockedAt = Date.now();
+    // Heartbeats arrive and are answered meanwhile; none is handled on this thread.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1_000);
+    // Still synchronous: no event-loop turn has run since the block.
+    const before = registry.worker('607.0.0')?.lastHeartbeat ?? 0;
+    api.receivePending();
+    const after = registry.worker('607.0.0')?.lastHeartbeat ?? 0;
+    // Without receivePending the registry would judge from a heartbeat older than the block.
+    expect(before).toBeLessThan(blockedAt);
+    expect(after).toBeGreaterThanOrEqual(blockedAt + 1_000);
+  }, 30_000);
+
   it('(planted) the same heartbeats to the API on the blocked main thread wait for it', async () => {
     const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
     const served = await serveOnLoopback(createWorkerApi(registry, { workerKey }).fetch);

@@ -4,12 +4,19 @@
  * a worker it knows to be in service, from the table the registry's thread sends it) and
  * asks for everything else.
  */
+import type { MessagePort } from 'node:worker_threads';
 import type { HeartbeatRequest } from '@es/protocol';
 import type { PoolErrorCode } from '../errors.js';
 import type { WorkerLedger } from '../roles.js';
 
 /** What the API's thread is started with (`workerData`). */
 export interface ThreadSettings {
+  /**
+   * Where the heartbeats it answered alone go, in batches ({@link HeartbeatBatch}): a
+   * channel of their own, which the main thread can also read synchronously
+   * (`receiveMessageOnPort`) before it judges heartbeat timeouts.
+   */
+  beats: MessagePort;
   workerKey: string;
   host: string;
   port: number;
@@ -36,9 +43,10 @@ export type FromApiThread =
   | { type: 'listening'; port: number }
   | { type: 'listen-failed'; message: string; code: string | undefined }
   | { type: 'call'; id: number; method: LedgerMethod; args: unknown[] }
-  /** A heartbeat already answered 200 (its worker is in the table): to be applied. */
-  | { type: 'heartbeat'; workerId: string; request: HeartbeatRequest }
   | { type: 'log'; fields: Record<string, unknown>; message: string };
+
+/** Heartbeats already answered 200 (their workers are in the table): to be applied, in order. */
+export type HeartbeatBatch = [workerId: string, request: HeartbeatRequest][];
 
 /** To the API's thread. */
 export type ToApiThread =
