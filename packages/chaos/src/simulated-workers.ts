@@ -1,11 +1,12 @@
 /**
  * Simulated workers for the chaos suite's scale fault, run as their own process (forked by
- * `scaleScenario`): N real HTTP registrations, then one heartbeat a second each, spread over
- * the second, then deregistration. In their own process, as independent nodes are, so that
+ * `scaleScenario`): N real HTTP registrations, each worker heartbeating once a second from
+ * its registration on (as a real worker does), then deregistration; the heartbeats are
+ * counted from the moment all are registered. In their own process, as independent nodes are, so that
  * neither the load generator nor these heartbeats measure the other's event-loop delay.
  *
  * Protocol (IPC): the parent sends one {@link SimulationRequest}; this process answers
- * `{ type: 'heartbeating', ids, refused }` when the heartbeats start, then
+ * `{ type: 'heartbeating', ids, refused }` once all are registered (the counting starts), then
  * `{ type: 'done', ... }` ({@link SimulationResult}); on the parent's next message it
  * deregisters every simulated worker and exits.
  */
@@ -69,6 +70,46 @@ function signedPost(
 async function simulate(request: SimulationRequest): Promise<void> {
   const ids: string[] = [];
   let refused = 0;
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  // Counted from the moment every worker is registered (the fault's window).
+  let measuring = false;
+  let sent = 0;
+  let answered = 0;
+  const latencies: number[] = [];
+  const failures: Record<string, number> = {};
+  let stopped = false;
+  const beat = async (id: string) => {
+    const counted = measuring;
+    if (counted) sent++;
+    const started = performance.now();
+    try {
+      const response = await signedPost(
+        request,
+        `/${id}/heartbeat`,
+        { state: 'loading', restartCount: 0 },
+        AbortSignal.timeout(5_000),
+      );
+      await response.body?.cancel();
+      if (!counted) return;
+      latencies.push(performance.now() - started);
+      if (response.status === 200) answered++;
+      else failures[response.status] = (failures[response.status] ?? 0) + 1;
+    } catch {
+      if (counted) failures[0] = (failures[0] ?? 0) + 1;
+    }
+  };
+  // Each worker heartbeats from its registration on, once a second, as a real one does
+  // (registering all 1,024 first takes longer than the scheduler's heartbeat timeout).
+  // The registrations are sequential, so the heartbeats spread over the second.
+  const loops: Promise<void>[] = [];
+  const heartbeatFrom = async (id: string) => {
+    while (!stopped) {
+      const next = Date.now() + 1_000;
+      await sleep(Math.max(0, next - Date.now()));
+      if (stopped) break;
+      await beat(id);
+    }
+  };
   for (let i = 0; i < request.count; i++) {
     const response = await signedPost(request, '/register', {
       deployment: request.deployment,
@@ -83,47 +124,18 @@ async function simulate(request: SimulationRequest): Promise<void> {
       node: `sim${i}`,
       state: 'loading',
     });
-    if (response.ok) ids.push(((await response.json()) as { workerId: string }).workerId);
-    else {
+    if (response.ok) {
+      const { workerId } = (await response.json()) as { workerId: string };
+      ids.push(workerId);
+      loops.push(heartbeatFrom(workerId));
+    } else {
       refused++;
       await response.body?.cancel();
     }
   }
   process.send?.({ type: 'heartbeating', ids, refused });
-  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  measuring = true;
   loopDelay.enable();
-  let sent = 0;
-  let answered = 0;
-  const latencies: number[] = [];
-  const failures: Record<string, number> = {};
-  let stopped = false;
-  const beat = async (id: string) => {
-    sent++;
-    const started = performance.now();
-    try {
-      const response = await signedPost(
-        request,
-        `/${id}/heartbeat`,
-        { state: 'loading', restartCount: 0 },
-        AbortSignal.timeout(5_000),
-      );
-      await response.body?.cancel();
-      latencies.push(performance.now() - started);
-      if (response.status === 200) answered++;
-      else failures[response.status] = (failures[response.status] ?? 0) + 1;
-    } catch {
-      failures[0] = (failures[0] ?? 0) + 1;
-    }
-  };
-  const loops = ids.map(async (id, i) => {
-    // Spread the workers over the second, as independent nodes would be.
-    await sleep((i / ids.length) * 1_000);
-    while (!stopped) {
-      const next = Date.now() + 1_000;
-      await beat(id);
-      await sleep(Math.max(0, next - Date.now()));
-    }
-  });
   await sleep(request.durationMs);
   stopped = true;
   await Promise.all(loops);
