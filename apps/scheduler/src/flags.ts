@@ -225,7 +225,7 @@ const OPTIONS = {
   'max-connections': {
     type: 'number',
     describe:
-      'Open client, admin and worker connections at most; past it new connections are closed at once, open ones keep working (default 16384, above the 10,000 idle streams the proxy holds; 0 = no cap)',
+      "Open connections at most on the client port (clients, admin) and, separately, on the workers' listener; past it new connections are closed at once, open ones keep working (default 16384, above the 10,000 idle streams the proxy holds; 0 = no cap)",
   },
   'body-budget-mb': {
     type: 'number',

@@ -224,6 +224,7 @@ export async function startScheduler(
       workerKey: keys.workerKey,
       host: settings.host,
       port: settings.workerPort,
+      maxConnections: settings.maxConnections,
       logger: log,
       onError: (error) => log.error({ err: error }, `worker API thread failed: ${error.message}`),
     });

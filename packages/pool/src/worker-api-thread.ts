@@ -37,6 +37,8 @@ export interface WorkerApiThreadOptions extends Pick<
   port: number;
   /** See {@link WorkerApiOptions.startedAt} (default: now). */
   startedAt?: number;
+  /** Open connections at most; past it a new one is closed at once (default 16384; 0: no cap). */
+  maxConnections?: number;
   /** Where the thread's own failures are logged. */
   onError?: (error: Error) => void;
 }
@@ -80,6 +82,7 @@ export async function startWorkerApiThread(
     host: options.host,
     port: options.port,
     startedAt: options.startedAt ?? Date.now(),
+    maxConnections: options.maxConnections ?? 16_384,
     ...(options.windowMs === undefined ? {} : { windowMs: options.windowMs }),
     ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
   };

@@ -5,6 +5,8 @@
  * process, as a worker's do, so that blocking this thread does not also stop the sender.
  */
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WORKER_API_PREFIX, createWorkerClient, deriveKeys, signWorkerRequest } from '@es/protocol';
@@ -159,6 +161,40 @@ describe('the worker API in its own thread', () => {
     expect(await relayed.json()).toMatchObject({ error: { code: 'wrong_audience' } });
     // The same request signed for this port passes: the audience is what was refused.
     expect((await send(String(api.port))).status).toBe(200);
+  });
+
+  it('closes connections past its cap at once; the open ones keep working', async () => {
+    const registry = createRegistry({ deployments: [deployment()], heartbeatIntervalMs: 1000 });
+    const api = await startWorkerApiThread(registry, {
+      workerKey,
+      host: '127.0.0.1',
+      port: 0,
+      maxConnections: 2,
+    });
+    cleanups.push(() => api.close());
+    const sockets = await Promise.all(
+      [0, 1].map(
+        () =>
+          new Promise<Socket>((resolve) => {
+            const socket = connect(api.port, '127.0.0.1', () => resolve(socket));
+          }),
+      ),
+    );
+    cleanups.push(async () => {
+      for (const socket of sockets) socket.destroy();
+    });
+    // Accepted by the kernel, then closed by the server with nothing read or written.
+    const third = connect(api.port, '127.0.0.1');
+    const closed = await new Promise<boolean>((resolve) => {
+      third.on('close', () => resolve(true));
+      third.on('error', () => undefined);
+      setTimeout(() => resolve(false), 3_000);
+    });
+    expect(closed).toBe(true);
+    // One of the two open connections still gets an answer.
+    sockets[0]!.write(`GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+    const [answer] = (await once(sockets[0]!, 'data')) as [Buffer];
+    expect(answer.toString()).toMatch(/^HTTP\/1\.1 404/);
   });
 
   it('fails to start on a port in use, naming EADDRINUSE', async () => {

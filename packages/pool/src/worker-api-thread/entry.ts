@@ -101,6 +101,8 @@ const app = createWorkerApi(ledger, {
 const server = createServer(getRequestListener(app.fetch));
 // A worker keeps its connection between heartbeats; an idle one is closed after a while.
 server.keepAliveTimeout = 65_000;
+// Past the cap a new connection is closed at once (file descriptors are the process's).
+if (settings.maxConnections > 0) server.maxConnections = settings.maxConnections;
 
 port.on('message', (message: ToApiThread) => {
   switch (message.type) {

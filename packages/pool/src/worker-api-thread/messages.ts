@@ -21,6 +21,8 @@ export interface ThreadSettings {
   host: string;
   port: number;
   startedAt: number;
+  /** Open connections at most (0: no cap). */
+  maxConnections: number;
   windowMs?: number;
   maxBodyBytes?: number;
 }
