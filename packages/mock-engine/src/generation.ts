@@ -9,6 +9,7 @@ import {
   INITIAL_STATE,
   VOCABULARY_SIZE,
   absorb,
+  countTokens,
   createStreamDecoder,
   encode,
   mix,
@@ -106,6 +107,12 @@ export function renderChatPrompt(
 export function encodePrompt(input: GenerationInput): number[] {
   if (input.kind === 'chat') return encode(renderChatPrompt(input.messages, input));
   return typeof input.prompt === 'string' ? encode(input.prompt) : [...input.prompt];
+}
+
+/** How many prompt tokens {@link encodePrompt} makes of `input`, without making them. */
+export function promptTokenCount(input: GenerationInput): number {
+  if (input.kind === 'chat') return countTokens(renderChatPrompt(input.messages, input));
+  return typeof input.prompt === 'string' ? countTokens(input.prompt) : input.prompt.length;
 }
 
 /**

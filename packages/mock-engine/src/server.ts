@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { embed } from './embeddings.js';
 import { MockEngineError } from './errors.js';
-import { codePoints, encodePrompt, expectedGeneration } from './generation.js';
+import { codePoints, encodePrompt, expectedGeneration, promptTokenCount } from './generation.js';
 import type { Generation, TokenLogprob } from './generation.js';
 import { renderMetrics } from './metrics.js';
 import type { MockEngineStats } from './metrics.js';
@@ -386,6 +386,10 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
     kind: 'chat' | 'completion',
   ): Promise<void> {
     const request = parseGenerationRequest(kind, await readBody(req), opts);
+    // A prompt past the context length is refused before any generation work: making the
+    // ids of a 30 MB prompt blocked this process for seconds (its /health unanswered).
+    const promptTokens = promptTokenCount(request.input);
+    if (promptTokens > opts.maxModelLen) checkContextLength(promptTokens, request.maxTokens, opts);
     // The one definition of the output. Capped at the context length so that an oversized
     // max_tokens costs nothing before its 400 (a valid one is never above it).
     const plan = expectedGeneration(request.input, {
