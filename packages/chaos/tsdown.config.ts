@@ -1,11 +1,5 @@
-import { defineConfig } from 'tsdown';
+import { definePackageConfig } from '../../tsdown.base.js';
 
-export default defineConfig({
+export default definePackageConfig({
   entry: ['src/index.ts', 'src/cli.ts', 'src/simulated-workers.ts'],
-  format: 'esm',
-  platform: 'node',
-  target: 'node20',
-  dts: true,
-  sourcemap: true,
-  clean: true,
 });

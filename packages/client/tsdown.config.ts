@@ -1,11 +1,3 @@
-import { defineConfig } from 'tsdown';
+import { definePackageConfig } from '../../tsdown.base.js';
 
-export default defineConfig({
-  entry: ['src/index.ts', 'src/cli.ts'],
-  format: 'esm',
-  platform: 'node',
-  target: 'node20',
-  dts: true,
-  sourcemap: true,
-  clean: true,
-});
+export default definePackageConfig({ entry: ['src/index.ts', 'src/cli.ts'] });
