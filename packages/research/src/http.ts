@@ -1,6 +1,7 @@
-/** HTTP with per-attempt timeouts and retries with backoff, for the tools' upstream APIs. */
+/** HTTP with per-attempt timeouts and retries with backoff (ky's), for the tools' upstream APIs. */
+import ky, { HTTPError, TimeoutError } from 'ky';
 import { ResearchError } from './errors.js';
-import { messageOf, sleep } from './util.js';
+import { messageOf } from './util.js';
 
 /** Retry policy of {@link fetchWithRetry}. */
 export interface RetryOptions {
@@ -8,69 +9,63 @@ export interface RetryOptions {
   timeoutMs: number;
   /** Retries after the first attempt (on network errors, timeouts, 429 and 5xx). */
   maxRetries: number;
-  /** First backoff delay; doubles each retry, with jitter, capped at 30 s. */
+  /**
+   * First backoff delay; doubles each retry, with jitter (between half and all of it),
+   * capped at 30 s. A `Retry-After` on a 429 or 5xx answer is waited instead (at most 30 s).
+   */
   retryBaseMs: number;
   signal?: AbortSignal;
   fetch?: typeof fetch;
 }
 
 const MAX_DELAY_MS = 30_000;
+/** 429 and every 5xx: the failures a later attempt may get past. */
+const RETRIED_STATUSES = [429, ...Array.from({ length: 100 }, (_, i) => 500 + i)];
 
 /**
- * Fetches `url`, retrying transient failures. Resolves with the first successful
- * response; throws `TOOL_FAILED` (with `status` when the server answered) otherwise.
+ * Fetches `url` with ky, which retries transient failures (any method: the tools' POSTs are
+ * searches, safe to repeat). Resolves with the first successful response; throws
+ * `TOOL_FAILED` (with `status` when the server answered) otherwise.
  */
 export async function fetchWithRetry(
   url: string,
   init: RequestInit,
   options: RetryOptions,
 ): Promise<Response> {
-  const doFetch = options.fetch ?? fetch;
-  for (let attempt = 0; ; attempt += 1) {
-    const last = attempt >= options.maxRetries;
-    const timeout = AbortSignal.timeout(options.timeoutMs);
-    const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
-    let response: Response;
-    try {
-      response = await doFetch(url, { ...init, signal });
-    } catch (error) {
-      if (options.signal?.aborted) throw error;
-      const what = timeout.aborted ? `timed out after ${options.timeoutMs} ms` : messageOf(error);
-      if (last) {
-        throw new ResearchError('TOOL_FAILED', `${hostOf(url)}: ${what}`, { cause: error });
-      }
-      await sleep(backoff(attempt, options.retryBaseMs), options.signal);
-      continue;
-    }
-    if (response.ok) return response;
-    const retryable = response.status === 429 || response.status >= 500;
-    if (!retryable || last) {
-      const body = (await response.text().catch(() => '')).slice(0, 300).trim();
+  try {
+    return await ky(url, {
+      ...init,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(options.fetch === undefined ? {} : { fetch: options.fetch }),
+      timeout: options.timeoutMs,
+      retry: {
+        limit: options.maxRetries,
+        methods: ['get', 'post', 'put', 'patch', 'head', 'delete', 'options', 'trace'],
+        statusCodes: RETRIED_STATUSES,
+        afterStatusCodes: RETRIED_STATUSES,
+        maxRetryAfter: MAX_DELAY_MS,
+        backoffLimit: MAX_DELAY_MS,
+        retryOnTimeout: true,
+        delay: (attempt) => options.retryBaseMs * 2 ** (attempt - 1),
+        // Between half and all of the delay keeps concurrent workers from retrying in step.
+        jitter: (delay) => delay / 2 + Math.random() * (delay / 2),
+      },
+    });
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    if (error instanceof HTTPError) {
+      const { status } = error.response;
+      const body = (await error.response.text().catch(() => '')).slice(0, 300).trim();
       throw new ResearchError(
         'TOOL_FAILED',
-        `${hostOf(url)} answered HTTP ${response.status}${body ? `: ${body}` : ''}`,
-        { status: response.status },
+        `${hostOf(url)} answered HTTP ${status}${body ? `: ${body}` : ''}`,
+        { status },
       );
     }
-    await response.body?.cancel();
-    const delay =
-      retryAfterMs(response.headers.get('retry-after')) ?? backoff(attempt, options.retryBaseMs);
-    await sleep(Math.min(delay, MAX_DELAY_MS), options.signal);
+    const what =
+      error instanceof TimeoutError ? `timed out after ${options.timeoutMs} ms` : messageOf(error);
+    throw new ResearchError('TOOL_FAILED', `${hostOf(url)}: ${what}`, { cause: error });
   }
-}
-
-function backoff(attempt: number, baseMs: number): number {
-  const exponential = Math.min(baseMs * 2 ** attempt, MAX_DELAY_MS);
-  // Full jitter between half and all of the delay keeps concurrent workers from retrying in step.
-  return exponential / 2 + Math.random() * (exponential / 2);
-}
-
-function retryAfterMs(header: string | null): number | undefined {
-  if (header === null) return undefined;
-  const seconds = Number(header);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(header);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 function hostOf(url: string): string {

@@ -61,6 +61,18 @@ describe('search (Serper)', () => {
     expect(fake.requests).toHaveLength(3);
   });
 
+  test('waits the Retry-After of a 429 (1 s) instead of its own 10 ms backoff', async () => {
+    const at: number[] = [];
+    const { search, fake } = await toolsAgainst((request, index) => {
+      at.push(Date.now());
+      if (index === 0) return { status: 429, headers: { 'retry-after': '1' }, body: 'slow down' };
+      return defaultAnswer(request);
+    });
+    await expect(search.run({ query: 'q' })).resolves.toContain('[1] About q');
+    expect(fake.requests).toHaveLength(2);
+    expect((at[1] ?? 0) - (at[0] ?? 0)).toBeGreaterThanOrEqual(950);
+  });
+
   test('gives up after its retries with the status and body in the error', async () => {
     const { search, fake } = await toolsAgainst(() => ({ status: 500, body: 'boom' }), {
       maxRetries: 2,
@@ -76,6 +88,16 @@ describe('search (Serper)', () => {
   test('does not retry a client error such as a bad key', async () => {
     const { search, fake } = await toolsAgainst(() => ({ status: 403, body: 'bad key' }));
     await expect(search.run({ query: 'q' })).rejects.toThrow(/HTTP 403: bad key/);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  test('does not retry a 400', async () => {
+    const { search, fake } = await toolsAgainst(() => ({ status: 400, body: 'bad query' }));
+    await expect(search.run({ query: 'q' })).rejects.toMatchObject({
+      code: 'TOOL_FAILED',
+      status: 400,
+      message: expect.stringContaining('answered HTTP 400: bad query'),
+    });
     expect(fake.requests).toHaveLength(1);
   });
 
