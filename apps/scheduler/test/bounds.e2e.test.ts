@@ -101,9 +101,10 @@ async function uploadGrowth(scheduler: SchedulerProcess) {
 
 /**
  * Issue 15's bound: 8 concurrent 30 MB uploads grow the scheduler's RSS by less than 200 MB
- * with the default budget (measured on a 2-core machine at 124–137 MB, 140 MB with one core
- * busy; 214–255 MB before bodies were charged as they arrive, the upstream body made from
- * the client's bytes and the prompt dropped after planning).
+ * with the default budget. Measured on a 2-core machine with other work running at 144–160 MB,
+ * every upload reaching the engine (which refuses the over-long prompt at once); 188–259 MB
+ * while the proxy parsed a large body's prompt into strings, 214–255 MB before bodies were
+ * charged as they arrive and the upstream body was made from the client's bytes.
  */
 const GROWTH_BOUND_MB = 200;
 
@@ -115,9 +116,10 @@ describe('the body budget on a real scheduler', () => {
     const { growthMb, statuses } = await uploadGrowth(scheduler);
     const seen = JSON.stringify({ growthMb, statuses });
     await annotate(seen);
-    // Each got an answer (the process kept serving), none was cut.
+    // Each got an answer (the process kept serving): the engine's 400 for a prompt past its
+    // context, or the budget's 503; never a lost worker (502) or a cut connection (0).
     expect(
-      statuses.every((s) => s >= 200),
+      statuses.every((s) => s === 400 || s === 503),
       seen,
     ).toBe(true);
     expect(growthMb, seen).toBeLessThan(GROWTH_BOUND_MB);

@@ -45,7 +45,9 @@ interface Waiter {
  * `NODE_OPTIONS=--require`): one 28.6 MiB body took +59 MiB of external memory and +57 MiB
  * of V8 heap at once, 4.0 times its size. That holds because the body sent upstream is
  * made from the client's bytes (`withMembers`: one copy, not a serialised string and then
- * its bytes) and the plan keeps only the fields a continuation carries.
+ * its bytes) and the plan keeps only the fields a continuation carries. A body over
+ * `LARGE_BODY_BYTES` costs less (its prompt is not made into strings): the factor is the
+ * bound of the bodies that are parsed whole.
  */
 export const BODY_MEMORY_FACTOR = 4;
 

@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import type { BodyBudget } from './body-budget.js';
 import { ProxyError } from './errors.js';
+import { jsonSyntaxError, objectMembers } from './json-scan.js';
+import { RawJson, isObject, itemsOf, memberOf, textOf, valueAt } from './raw-json.js';
 
 /** What the proxy reads from a request body: the rest is forwarded as the original bytes. */
 export interface ParsedRequest {
@@ -279,83 +281,6 @@ export async function readWebBody(
   return Buffer.concat(chunks, size);
 }
 
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-const COMMA = 0x2c;
-const COLON = 0x3a;
-const OPEN_BRACE = 0x7b;
-const CLOSE_BRACE = 0x7d;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACKET = 0x5d;
-
-function skipSpace(raw: Buffer, at: number): number {
-  let i = at;
-  // Space, tab, line feed, carriage return: JSON's whitespace.
-  while (raw[i] === 0x20 || raw[i] === 0x09 || raw[i] === 0x0a || raw[i] === 0x0d) i++;
-  return i;
-}
-
-/** The index after the string that starts (with its quote) at `at`; -1 if it does not end. */
-function stringEnd(raw: Buffer, at: number): number {
-  let from = at + 1;
-  for (;;) {
-    const quote = raw.indexOf(QUOTE, from);
-    if (quote < 0) return -1;
-    let backslashes = 0;
-    while (raw[quote - 1 - backslashes] === BACKSLASH) backslashes++;
-    if (backslashes % 2 === 0) return quote + 1;
-    from = quote + 1;
-  }
-}
-
-/** The index after the value that starts at `at` (before any `,` or `}` that ends it). */
-function valueEnd(raw: Buffer, at: number): number {
-  let depth = 0;
-  let i = at;
-  while (i >= 0 && i < raw.length) {
-    const byte = raw[i]!;
-    if (byte === QUOTE) {
-      i = stringEnd(raw, i);
-      if (depth === 0) return i;
-      continue;
-    }
-    if (byte === OPEN_BRACE || byte === OPEN_BRACKET) depth++;
-    else if (byte === CLOSE_BRACE || byte === CLOSE_BRACKET) {
-      // At depth 0: the enclosing object ends a number, `true`, `false` or `null`.
-      if (depth === 0) return i;
-      depth--;
-      if (depth === 0) return i + 1;
-    } else if (byte === COMMA && depth === 0) return i;
-    i++;
-  }
-  return -1;
-}
-
-/** The byte ranges of the top-level members of the JSON object `raw`; undefined if it is not one. */
-function topLevelMembers(raw: Buffer): { name: unknown; start: number; end: number }[] | undefined {
-  let i = skipSpace(raw, 0);
-  if (raw[i] !== OPEN_BRACE) return undefined;
-  const members: { name: unknown; start: number; end: number }[] = [];
-  i = skipSpace(raw, i + 1);
-  if (raw[i] === CLOSE_BRACE) return members;
-  for (;;) {
-    if (raw[i] !== QUOTE) return undefined;
-    const start = i;
-    const keyEnd = stringEnd(raw, i);
-    if (keyEnd < 0) return undefined;
-    const name: unknown = JSON.parse(raw.toString('utf8', start, keyEnd));
-    i = skipSpace(raw, keyEnd);
-    if (raw[i] !== COLON) return undefined;
-    const end = valueEnd(raw, skipSpace(raw, i + 1));
-    if (end < 0) return undefined;
-    members.push({ name, start, end });
-    i = skipSpace(raw, end);
-    if (raw[i] === CLOSE_BRACE) return members;
-    if (raw[i] !== COMMA) return undefined;
-    i = skipSpace(raw, i + 1);
-  }
-}
-
 /**
  * The JSON object `raw` (whose parsed form is `fields`) with the top-level `members` set:
  * its own members of those names left out, the new ones added (an `undefined` value only
@@ -368,7 +293,7 @@ export function withMembers(
   fields: Record<string, unknown>,
   members: Record<string, unknown>,
 ): Buffer {
-  const spans = topLevelMembers(raw);
+  const spans = objectMembers(raw);
   if (spans === undefined) return Buffer.from(JSON.stringify({ ...fields, ...members }));
   const parts: Buffer[] = [Buffer.from('{')];
   for (const span of spans) {
@@ -385,17 +310,59 @@ export function withMembers(
   return Buffer.concat(parts);
 }
 
-/** Parse the body once, to read `model`, `stream` and `user`. */
+/**
+ * Bodies larger than this are read in place: checked, their small members parsed, their
+ * prompt (`messages`, `prompt`, `input`) kept as bytes where large (see {@link RawJson}).
+ */
+export const LARGE_BODY_BYTES = 1024 * 1024;
+
+const PROMPT_MEMBERS = new Set(['messages', 'prompt', 'input']);
+
+function invalidJson(message: string, cause?: unknown): ProxyError {
+  return new ProxyError(
+    'invalid_json',
+    `We could not parse the JSON body of your request: ${message}`,
+    { status: 400, ...(cause === undefined ? {} : { cause }) },
+  );
+}
+
+/** A large body's members: each parsed, but a large prompt kept as bytes; undefined if not an object. */
+function readLarge(raw: Buffer): Record<string, unknown> | undefined {
+  const fault = jsonSyntaxError(raw);
+  if (fault !== undefined) throw invalidJson(fault.message);
+  const members = objectMembers(raw);
+  if (members === undefined) return undefined;
+  const body: Record<string, unknown> = {};
+  for (const { name, valueStart, end } of members) {
+    const span = { start: valueStart, end };
+    const value = PROMPT_MEMBERS.has(name as string)
+      ? valueAt(raw, span)
+      : JSON.parse(raw.toString('utf8', valueStart, end));
+    // As JSON.parse does: a member named `__proto__` is an own property, not the prototype.
+    Object.defineProperty(body, name as string, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
+  return body;
+}
+
+/**
+ * Parse the body once, to read `model`, `stream` and `user`. A body over
+ * {@link LARGE_BODY_BYTES} is read in place (its prompt not made into strings); the same
+ * bodies are refused, with the same codes.
+ */
 export function parseRequest(raw: Buffer): ParsedRequest {
   let body: unknown;
-  try {
-    body = JSON.parse(raw.toString('utf8'));
-  } catch (error) {
-    throw new ProxyError(
-      'invalid_json',
-      `We could not parse the JSON body of your request: ${(error as Error).message}`,
-      { status: 400, cause: error },
-    );
+  if (raw.length > LARGE_BODY_BYTES) body = readLarge(raw);
+  else {
+    try {
+      body = JSON.parse(raw.toString('utf8'));
+    } catch (error) {
+      throw invalidJson((error as Error).message, error);
+    }
   }
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
     throw new ProxyError('invalid_request_body', 'The request body must be a JSON object.', {
@@ -423,35 +390,49 @@ export function parseRequest(raw: Buffer): ParsedRequest {
 
 /**
  * The first `maxChars` characters of the prompt (chat messages, completion prompt or
- * embedding input): requests sharing it share the engine's prefix cache.
+ * embedding input): requests sharing it share the engine's prefix cache. A large body's
+ * prompt is read in place, to the same key (a token-id prompt kept as bytes gives its
+ * bytes, which are the same text when the client sends compact JSON, as the openai client does).
  */
 export function promptPrefix(body: Record<string, unknown>, maxChars: number): string | undefined {
   let prefix = '';
+  const left = () => maxChars - prefix.length;
   const add = (text: string) => {
-    if (prefix.length < maxChars) prefix += text.slice(0, maxChars - prefix.length);
+    if (prefix.length < maxChars) prefix += text.slice(0, left());
   };
-  const messages = body.messages;
-  if (Array.isArray(messages)) {
+  const messages = itemsOf(body.messages);
+  if (messages !== undefined) {
     for (const message of messages) {
-      if (prefix.length >= maxChars) break;
-      if (typeof message !== 'object' || message === null) continue;
-      const { role, content } = message as { role?: unknown; content?: unknown };
-      add(`${String(role)}\u0000`);
-      if (typeof content === 'string') add(content);
-      else if (Array.isArray(content)) {
-        for (const part of content) {
-          const text = (part as { text?: unknown } | null)?.text;
-          if (typeof text === 'string') add(text);
+      if (left() <= 0) break;
+      if (!isObject(message)) continue;
+      const role = memberOf(message, 'role');
+      add(`${textOf(role, left()) ?? String(role)}\u0000`);
+      const content = memberOf(message, 'content');
+      const text = textOf(content, left());
+      if (text !== undefined) add(text);
+      else {
+        for (const part of itemsOf(content) ?? []) {
+          if (left() <= 0) break;
+          const partText = textOf(memberOf(part, 'text'), left());
+          if (partText !== undefined) add(partText);
         }
       }
       add('\u0001');
     }
   } else {
     const prompt = body.prompt ?? body.input;
-    if (typeof prompt === 'string') add(prompt);
-    else if (Array.isArray(prompt) && prompt.length > 0) {
-      const first = prompt[0];
-      add(typeof first === 'string' ? first : JSON.stringify(first));
+    const text = textOf(prompt, maxChars);
+    if (text !== undefined) add(text);
+    else {
+      for (const first of itemsOf(prompt) ?? []) {
+        add(
+          textOf(first, maxChars) ??
+            (first instanceof RawJson
+              ? first.raw.toString('utf8', first.start, Math.min(first.end, first.start + maxChars))
+              : JSON.stringify(first)),
+        );
+        break;
+      }
     }
   }
   return prefix === '' ? undefined : prefix;

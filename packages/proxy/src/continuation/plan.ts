@@ -6,6 +6,7 @@
  * before — counted under the reason given here.
  */
 import type { DeploymentView } from '@es/pool';
+import { RawJson } from '../raw-json.js';
 import { withMembers } from '../request-body.js';
 
 /** Why a request is not continued (the `reason` label of a `refused` continuation). */
@@ -132,6 +133,7 @@ function refusal(
     // One prompt: a string, a list of one string, or one list of token ids.
     const single =
       typeof prompt === 'string' ||
+      (prompt instanceof RawJson && prompt.isSinglePrompt()) ||
       (Array.isArray(prompt) &&
         ((prompt.length === 1 && typeof prompt[0] === 'string') ||
           (prompt.length > 0 && prompt.every((p) => Number.isInteger(p)))));
