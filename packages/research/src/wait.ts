@@ -3,8 +3,9 @@
  * (it polled `/cluster_status` for up to 10 minutes): a run started together with the
  * scheduler would otherwise fail its first trajectories while the engines load.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ResearchError } from './errors.js';
-import { isRecord, messageOf, sleep } from './util.js';
+import { isRecord, messageOf } from './util.js';
 
 /** Options of {@link waitForReadyWorkers}. */
 export interface WaitForWorkersOptions {
@@ -117,7 +118,9 @@ export async function waitForReadyWorkers(options: WaitForWorkersOptions): Promi
       `waiting for ready workers: ${state} (${Math.round(waited / 1000)} s of ` +
         `${Math.round(timeoutMs / 1000)} s)\n`,
     );
-    await sleep(Math.min(intervalMs, Math.max(0, timeoutMs - waited)), options.signal);
+    await sleep(Math.min(intervalMs, Math.max(0, timeoutMs - waited)), undefined, {
+      signal: options.signal,
+    });
   }
 }
 
