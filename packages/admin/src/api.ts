@@ -5,7 +5,8 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
 import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
-import { createAdminAuth, keyMatches, type AdminAuth, type AdminAuthResult } from './auth.js';
+import { createKeyCheck } from '@es/protocol';
+import { createAdminAuth, type AdminAuth, type AdminAuthResult } from './auth.js';
 import { AdminError, fromOperatorError } from './errors.js';
 import { findLogFile, tailFile } from './logs.js';
 import type { Metrics } from './metrics.js';
@@ -130,6 +131,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   metrics.setStatusSource(status);
 
   const auth = options.auth ?? createAdminAuth({ adminKey, now, startedAt });
+  const formKeyOk = createKeyCheck(adminKey === undefined ? [] : [adminKey]);
   const sessions = createSessionStore(now);
   /**
    * The bearer key or a signed request; for reads also the dashboard's session cookie
@@ -217,7 +219,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   app.post('/dashboard/login', async (c) => {
     const form = await c.req.parseBody().catch(() => ({}) as Record<string, unknown>);
     const key = typeof form.key === 'string' ? form.key : '';
-    if (adminKey === undefined || keyMatches(key, adminKey) || sessions.redeemLoginToken(key)) {
+    if (adminKey === undefined || formKeyOk(key) || sessions.redeemLoginToken(key)) {
       return logIn(c);
     }
     return c.html(loginPage('Wrong admin key (or a used or expired login token).'), 401);

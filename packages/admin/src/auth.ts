@@ -1,24 +1,10 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   ADMIN_SIGNATURE_HEADERS,
   ADMIN_SIGNATURE_WINDOW_MS,
   adminAnswerSignature,
   createAdminRequestVerifier,
 } from '@es/client';
-
-const digest = (value: string) => createHash('sha256').update(value).digest();
-
-/** Constant-time comparison of a presented key with the admin key (hashes equalise lengths). */
-export function keyMatches(presented: string | undefined, adminKey: string): boolean {
-  if (presented === undefined || presented === '') return false;
-  return timingSafeEqual(digest(presented), digest(adminKey));
-}
-
-/** The bearer token of an `Authorization` header. */
-export function bearer(header: string | undefined | null): string | undefined {
-  const match = /^Bearer\s+(.+)$/i.exec(header ?? '');
-  return match?.[1]?.trim();
-}
+import { createBearerCheck } from '@es/protocol';
 
 /** How far a signed request's timestamp may be from this clock, either way (±30 s). */
 export const SIGNATURE_WINDOW_MS = ADMIN_SIGNATURE_WINDOW_MS;
@@ -52,6 +38,7 @@ export function createAdminAuth(options: {
   audiences?: () => readonly string[];
 }): AdminAuth {
   const { adminKey, now, startedAt, audiences } = options;
+  const bearerOk = createBearerCheck(adminKey === undefined ? [] : [adminKey]);
   const verifier =
     adminKey === undefined
       ? undefined
@@ -65,7 +52,7 @@ export function createAdminAuth(options: {
     check(request, body) {
       if (adminKey === undefined || verifier === undefined) return { ok: true, how: 'open' };
       const headers = request.headers;
-      if (keyMatches(bearer(headers.get('authorization')), adminKey)) {
+      if (bearerOk(headers.get('authorization'))) {
         return { ok: true, how: 'bearer' };
       }
       if (!headers.has(ADMIN_SIGNATURE_HEADERS.signature)) {

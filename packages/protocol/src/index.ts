@@ -115,5 +115,6 @@ export type {
   ReadSecretOptions,
   SecretFileErrorCode,
 } from './secret.js';
+export { createBearerCheck, createKeyCheck } from './bearer.js';
 export { REDACTED, redactSecrets, redactingStream } from './redact.js';
 export type { LineSink } from './redact.js';

@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PoolView } from '@es/pool';
+import { createBearerCheck } from '@es/protocol';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { Hono } from 'hono';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { createKeyChecker } from './auth.js';
 import { createBodyBudget } from './body-budget.js';
 import type { BodyBudget } from './body-budget.js';
 import { createNodeSink, createWebSink } from './client-sink.js';
@@ -109,7 +109,7 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
       : options.pool.onRoutingChange?.((change) =>
           journal({ type: 'route', time: Date.now(), ...change }),
         );
-  const checkKey = resolved.apiKeys.length > 0 ? createKeyChecker(resolved.apiKeys) : undefined;
+  const checkKey = resolved.apiKeys.length > 0 ? createBearerCheck(resolved.apiKeys) : undefined;
 
   const app = new Hono<ProxyEnv>();
 

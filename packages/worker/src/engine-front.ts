@@ -9,10 +9,10 @@
  * The front binds its port itself, before the worker registers it: no other user can take
  * the port between a "free?" check and the engine's bind.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createBearerCheck } from '@es/protocol';
 
 /** Where an engine listens: a Unix socket (preferred) or a loopback TCP port. */
 export type EngineEndpoint = { socketPath: string } | { host: string; port: number };
@@ -61,14 +61,6 @@ function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
   return kept;
 }
 
-const digest = (text: string) => createHash('sha256').update(text).digest();
-
-/** Whether an `authorization` header carries `key` (compared in constant time). */
-function carriesKey(expected: Buffer, header: string | undefined): boolean {
-  const match = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return match !== null && timingSafeEqual(digest(match[1] ?? ''), expected);
-}
-
 /** An OpenAI-shaped error answer that closes the connection (its body is not read). */
 function refuse(res: ServerResponse, status: number, code: string, message: string): void {
   if (res.headersSent) {
@@ -99,11 +91,11 @@ function refuse(res: ServerResponse, status: number, code: string, message: stri
  * const port = await front.listen(8001); // registered as http://10.0.0.5:<port>
  */
 export function createEngineFront(options: EngineFrontOptions): EngineFront {
-  const expected = options.key === undefined ? undefined : digest(options.key);
+  const authorized = options.key === undefined ? undefined : createBearerCheck([options.key]);
   const agent = new Agent({ keepAlive: true, maxFreeSockets: 64 });
 
   const forward = (req: IncomingMessage, res: ServerResponse) => {
-    if (expected !== undefined && !carriesKey(expected, req.headers.authorization)) {
+    if (authorized !== undefined && !authorized(req.headers.authorization)) {
       refuse(res, 401, 'invalid_api_key', 'This engine answers only requests with its key.');
       return;
     }
