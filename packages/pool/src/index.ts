@@ -70,7 +70,7 @@ export {
   settleCancel,
   settleSubmission,
   submissionTag,
-} from './reconcile.js';
+} from './reconcile/index.js';
 export type {
   BackoffState,
   CancelItem,
@@ -85,7 +85,7 @@ export type {
   SubmissionRecord,
   SubmitOutcome,
   TrackedJob,
-} from './reconcile.js';
+} from './reconcile/index.js';
 export { createReconciler } from './reconciler.js';
 export type {
   DeploymentStatus,

@@ -30,7 +30,7 @@ import {
   type ReconcileAction,
   type ReconcileOptions,
   type ReconcilerState,
-} from './reconcile.js';
+} from './reconcile/index.js';
 
 /**
  * What `buildNodeRequest` returns: the worker command, its environment and log directory.
