@@ -4,32 +4,16 @@
  * the embedded default that runs the whole system without SLURM (and, with the mock
  * engine, without GPUs).
  */
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  writeFileSync,
-} from 'node:fs';
-import { dirname, join } from 'node:path';
-import type {
-  FailureKind,
-  JobState,
-  ListFilter,
-  NodeProvider,
-  NodeRequest,
-  ObservedJob,
-} from '@es/pool';
-import { isGroupAlive, signalGroup, terminateGroup } from '@es/proc';
-import type { Termination } from '@es/proc';
+import { existsSync } from 'node:fs';
+import type { FailureKind, JobState, ListFilter, NodeProvider, ObservedJob } from '@es/pool';
+import { signalGroup, terminateGroup } from '@es/proc';
 import { LocalProviderError } from './errors.js';
 import type { LocalProviderErrorCode } from './errors.js';
+import { ENDED, finalState, jobEnv, observeJob } from './job.js';
+import type { EndCause, LocalJob } from './job.js';
+import { killJobProcesses, runsJob, spawnJob } from './job-processes.js';
+import { readStateFile, writeStateFile } from './state-file.js';
 
 /** Options of {@link createLocalProvider}. */
 export interface LocalProviderOptions {
@@ -95,59 +79,6 @@ export interface LocalProvider extends NodeProvider {
   close(options?: LocalCloseOptions): Promise<void>;
 }
 
-type EndCause = 'cancel' | 'preempt' | 'timeout';
-
-interface LocalJob {
-  id: string;
-  /** Value of `ES_LOCAL_JOB` in every process of the job: our stand-in for SLURM's cgroup. */
-  key: string;
-  request: NodeRequest;
-  state: JobState;
-  reason: string;
-  submitTime: number;
-  startTime?: number;
-  endTime?: number;
-  node?: number;
-  child?: ChildProcess;
-  pgid?: number;
-  endCause?: EndCause;
-  timers: ReturnType<typeof setTimeout>[];
-  /** The SIGTERM → SIGKILL of a cancel, preemption or time limit, until the job ends. */
-  termination?: Termination;
-  exited?: Promise<void>;
-}
-
-/** Environment variable marking every process of a local job (inherited by its children). */
-const JOB_KEY_ENV = 'ES_LOCAL_JOB';
-
-/** What the state file keeps of a job. */
-interface SavedJob {
-  id: string;
-  key: string;
-  request: NodeRequest;
-  state: JobState;
-  submitTime: number;
-  startTime?: number;
-  node?: number;
-  pgid?: number;
-}
-
-/**
- * Whether the leader `pgid` still runs the job with marker `key`. The marker guards against
- * a recycled pid; without /proc (not Linux) a live group is taken at its word.
- */
-function runsJob(pgid: number, key: string): boolean {
-  if (!isGroupAlive(pgid)) return false;
-  try {
-    const environ = readFileSync(`/proc/${pgid}/environ`, 'latin1');
-    return `\0${environ}`.includes(`\0${JOB_KEY_ENV}=${key}\0`);
-  } catch {
-    return !existsSync('/proc/self');
-  }
-}
-
-const ENDED = new Set<JobState>(['COMPLETED', 'CANCELLED', 'FAILED', 'TIMEOUT', 'PREEMPTED']);
-
 function providerError(
   code: LocalProviderErrorCode,
   kind: FailureKind,
@@ -155,35 +86,6 @@ function providerError(
   param?: string,
 ): LocalProviderError {
   return new LocalProviderError(code, message, param === undefined ? { kind } : { kind, param });
-}
-
-/**
- * SIGKILL every process whose environment carries the job's key, wherever its process
- * group: engines a worker started in their own groups would otherwise outlive the job,
- * which SLURM prevents with the job's cgroup. Linux only (/proc); elsewhere a no-op.
- */
-function killJobProcesses(key: string): void {
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
-  } catch {
-    return;
-  }
-  const marker = `\0${JOB_KEY_ENV}=${key}\0`;
-  for (const pid of pids) {
-    let environ: string;
-    try {
-      environ = readFileSync(`/proc/${pid}/environ`, 'latin1');
-    } catch {
-      continue; // gone meanwhile, or another user's
-    }
-    if (!`\0${environ}`.includes(marker)) continue;
-    try {
-      process.kill(Number(pid), 'SIGKILL');
-    } catch {
-      // ESRCH: it exited meanwhile.
-    }
-  }
 }
 
 /**
@@ -237,27 +139,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
 
   function persist(): void {
     if (options.stateFile === undefined || handedOver) return;
-    const saved: SavedJob[] = [];
-    for (const job of jobs.values()) {
-      if (ENDED.has(job.state)) continue;
-      const entry: SavedJob = {
-        id: job.id,
-        key: job.key,
-        request: job.request,
-        state: job.state,
-        submitTime: job.submitTime,
-      };
-      if (job.startTime !== undefined) entry.startTime = job.startTime;
-      if (job.node !== undefined) entry.node = job.node;
-      if (job.pgid !== undefined) entry.pgid = job.pgid;
-      saved.push(entry);
-    }
-    const body = JSON.stringify({ nextId, jobs: saved }, null, 2);
-    mkdirSync(dirname(options.stateFile), { recursive: true, mode: 0o700 });
-    // Write-then-rename: a crash mid-write must not leave a truncated file to adopt from.
-    const tmp = `${options.stateFile}.${process.pid}.tmp`;
-    writeFileSync(tmp, body, { mode: 0o600 });
-    renameSync(tmp, options.stateFile);
+    writeStateFile(options.stateFile, nextId, jobs.values());
   }
 
   /** Watch a job this process did not spawn: no 'exit' event, so poll its process group. */
@@ -277,7 +159,7 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
   }
 
   function adopt(file: string): void {
-    const saved = JSON.parse(readFileSync(file, 'utf8')) as { nextId: number; jobs: SavedJob[] };
+    const saved = readStateFile(file);
     nextId = Math.max(nextId, saved.nextId);
     for (const entry of saved.jobs) {
       const job: LocalJob = {
@@ -328,24 +210,6 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.timers.push(timer);
   }
 
-  function finalState(
-    job: LocalJob,
-    code: number | null,
-    signal: NodeJS.Signals | null,
-  ): { state: JobState; reason: string; endCauseKnown: boolean } {
-    if (job.endCause === 'cancel') return { state: 'CANCELLED', reason: '', endCauseKnown: true };
-    if (job.endCause === 'preempt') return { state: 'PREEMPTED', reason: '', endCauseKnown: true };
-    if (job.endCause === 'timeout') {
-      return { state: 'TIMEOUT', reason: 'TimeLimit', endCauseKnown: true };
-    }
-    if (code === 0) return { state: 'COMPLETED', reason: '', endCauseKnown: false };
-    return {
-      state: 'FAILED',
-      reason: signal !== null ? `RaisedSignal:${signal}` : `NonZeroExitCode:${code ?? '?'}`,
-      endCauseKnown: false,
-    };
-  }
-
   /** SIGTERM the job's group now, SIGKILL after the grace (SLURM's KillWait). */
   function terminate(job: LocalJob, cause: EndCause): void {
     if (job.endCause !== undefined) return;
@@ -369,37 +233,10 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     job.state = 'RUNNING';
     job.reason = '';
     job.startTime = now();
-    const env: NodeJS.ProcessEnv = {
-      ...baseEnv,
-      ...job.request.env,
-      [JOB_KEY_ENV]: job.key,
-      SLURM_JOB_ID: job.id,
-      SLURM_JOBID: job.id,
-      SLURM_JOB_NAME: job.request.name,
-      SLURM_RESTART_COUNT: '0',
-      SLURMD_NODENAME: nodeName,
-      SLURM_JOB_NODELIST: nodeName,
-      SLURM_GPUS_ON_NODE: String(gpus.length),
-      CUDA_VISIBLE_DEVICES: gpus.join(','),
-    };
-    let out: number | undefined;
-    const [file, ...args] = job.request.command;
     try {
-      if (file === undefined) throw new Error('empty command');
-      // Owner-only whatever the umask of the process using this library: a job's output
-      // may show what its command was given.
-      mkdirSync(job.request.logDir, { recursive: true, mode: 0o700 });
-      out = openSync(join(job.request.logDir, `${job.request.name}-${job.id}.out`), 'a', 0o600);
-      const child = spawn(file, args, {
-        env,
-        cwd: process.cwd(),
-        detached: true,
-        stdio: ['ignore', out, out],
-      });
+      const child = spawnJob(job.request, job.id, jobEnv(job, baseEnv, { nodeName, gpus }));
       job.child = child;
       job.pgid = child.pid;
-      // The provider's owner decides when to exit; running jobs must not keep it alive.
-      child.unref();
       job.exited = new Promise<void>((resolve) => {
         child.once('error', (error) => {
           end(job, 'FAILED', `LaunchFailed: ${error.message}`);
@@ -417,8 +254,6 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     } catch (error) {
       end(job, 'FAILED', `LaunchFailed: ${(error as Error).message}`);
       return;
-    } finally {
-      if (out !== undefined) closeSync(out);
     }
     armTimeLimit(job);
     persist();
@@ -442,26 +277,6 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
     for (const [id, job] of jobs) {
       if (job.endTime !== undefined && job.endTime < cutoff) jobs.delete(id);
     }
-  }
-
-  function observe(job: LocalJob): ObservedJob {
-    const observed: ObservedJob = {
-      id: job.id,
-      name: job.request.name,
-      tag: job.request.tag,
-      state: job.state,
-      reason: job.reason,
-      nodes: job.node === undefined ? '' : `${prefix}-${job.node}`,
-      restartCount: 0,
-      submitTime: job.submitTime,
-    };
-    if (job.startTime !== undefined) observed.startTime = job.startTime;
-    const limit = job.request.timeLimitMinutes;
-    if (limit !== undefined && !ENDED.has(job.state)) {
-      const elapsed = job.startTime === undefined ? 0 : now() - job.startTime;
-      observed.timeLeftSeconds = Math.max(0, Math.ceil((limit * 60_000 - elapsed) / 1000));
-    }
-    return observed;
   }
 
   if (options.stateFile !== undefined && existsSync(options.stateFile)) {
@@ -512,7 +327,9 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
       prune();
       const names = new Set(filter.names);
       const out: ObservedJob[] = [];
-      for (const job of jobs.values()) if (names.has(job.request.name)) out.push(observe(job));
+      for (const job of jobs.values()) {
+        if (names.has(job.request.name)) out.push(observeJob(job, prefix, now));
+      }
       return out;
     },
 
