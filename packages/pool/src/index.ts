@@ -56,36 +56,7 @@ export type {
   WorkerApiThread,
   WorkerApiThreadOptions,
 } from './worker-api-thread.js';
-export {
-  DEFAULT_RECONCILE_OPTIONS,
-  abandonSubmission,
-  initialReconcilerState,
-  isHeld,
-  isLiveState,
-  jobDrainDue,
-  planHeartbeatTimeouts,
-  planJobDrain,
-  planReconcile,
-  resumeDeployment,
-  settleCancel,
-  settleSubmission,
-  submissionTag,
-} from './reconcile/index.js';
-export type {
-  BackoffState,
-  CancelItem,
-  HeartbeatTimeoutInput,
-  JobDrain,
-  JobDrainRequest,
-  ReconcileAction,
-  ReconcileInput,
-  ReconcileOptions,
-  ReconcilePlan,
-  ReconcilerState,
-  SubmissionRecord,
-  SubmitOutcome,
-  TrackedJob,
-} from './reconcile/index.js';
+export type { CancelItem, ReconcileAction, ReconcileOptions } from './reconcile/index.js';
 export { createReconciler } from './reconciler.js';
 export type {
   DeploymentStatus,

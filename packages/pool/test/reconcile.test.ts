@@ -1,4 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import type {
+  DeploymentConfig,
+  JobState,
+  ObservedJob,
+  WorkerInfo,
+  WorkerState,
+} from '../src/index.js';
 import {
   DEFAULT_RECONCILE_OPTIONS,
   initialReconcilerState,
@@ -8,15 +15,10 @@ import {
   planReconcile,
   settleCancel,
   settleSubmission,
-  type DeploymentConfig,
-  type JobState,
-  type ObservedJob,
   type ReconcileAction,
   type ReconcileOptions,
   type ReconcilerState,
-  type WorkerInfo,
-  type WorkerState,
-} from '../src/index.js';
+} from '../src/reconcile/index.js';
 import { deployment } from './helpers.js';
 
 const options: ReconcileOptions = {
