@@ -1,5 +1,7 @@
-import { Hono, type Context } from 'hono';
-import * as v from 'valibot';
+import { vValidator } from '@hono/valibot-validator';
+import { Hono } from 'hono';
+import { HTTPException } from 'hono/http-exception';
+import type * as v from 'valibot';
 import {
   WORKER_API_PREFIX,
   WORKER_ROUTES,
@@ -71,6 +73,24 @@ function refusalLog(options: WorkerApiOptions, now: () => number) {
 }
 
 /**
+ * A route's JSON body validated against its schema by the valibot validator (it parses the
+ * text the signature was checked on: Hono keeps it after the first read). A failure answers
+ * 400 `invalid_request` naming the first invalid field (`load.running`), as `param`.
+ */
+function json<S extends v.GenericSchema>(schema: S) {
+  return vValidator('json', schema, (result) => {
+    if (result.success) return;
+    const issue = result.issues[0];
+    const field = issue.path?.map((p) => String(p.key)).join('.') ?? 'body';
+    throw new PoolError(
+      'invalid_request',
+      `invalid ${field}: expected ${issue.expected ?? issue.message}, received ${issue.received}`,
+      { param: field },
+    );
+  });
+}
+
+/**
  * The worker protocol's server side as a Hono app: register, heartbeat, drain, deregister
  * and handover under `WORKER_API_PREFIX`. Every request must be signed with the worker key
  * (fresh, not before this API was made, its nonce unseen: else 401 `bad_signature`, `stale`
@@ -106,7 +126,10 @@ export function createWorkerApi(registry: WorkerLedgerLike, options: WorkerApiOp
     const pool =
       error instanceof PoolError
         ? error
-        : new PoolError('invalid_request', 'internal error', { status: 500, cause: error });
+        : // The validator's only refusal of its own: a JSON body that does not parse.
+          error instanceof HTTPException && error.status === 400
+          ? new PoolError('invalid_request', 'body is not valid JSON', { param: 'body' })
+          : new PoolError('invalid_request', 'internal error', { status: 500, cause: error });
     return c.json(pool.toJSON(), pool.status as 400);
   });
   app.notFound((c) =>
@@ -162,48 +185,23 @@ export function createWorkerApi(registry: WorkerLedgerLike, options: WorkerApiOp
     await next();
   });
 
-  async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<v.InferOutput<S>> {
-    let raw: unknown;
-    try {
-      // The text the signature was checked on (Hono keeps it after the first read).
-      raw = JSON.parse(await c.req.text());
-    } catch {
-      throw new PoolError('invalid_request', 'body is not valid JSON', { param: 'body' });
-    }
-    const result = v.safeParse(schema, raw);
-    if (!result.success) {
-      const issue = result.issues[0];
-      const field = issue?.path?.map((p) => String(p.key)).join('.') ?? 'body';
-      throw new PoolError(
-        'invalid_request',
-        `invalid ${field}: expected ${issue?.expected ?? issue?.message}, received ${issue?.received}`,
-        { param: field },
-      );
-    }
-    return result.output;
-  }
-
-  app.post(WORKER_ROUTES.register.path, async (c) => {
-    const request = await body(c, WORKER_ROUTES.register.request);
-    return c.json(await registry.register(request));
-  });
-  app.post(WORKER_ROUTES.heartbeat.path, async (c) => {
-    const request = await body(c, WORKER_ROUTES.heartbeat.request);
-    await registry.heartbeat(c.req.param('workerId'), request);
+  app.post(WORKER_ROUTES.register.path, json(WORKER_ROUTES.register.request), async (c) =>
+    c.json(await registry.register(c.req.valid('json'))),
+  );
+  app.post(WORKER_ROUTES.heartbeat.path, json(WORKER_ROUTES.heartbeat.request), async (c) => {
+    await registry.heartbeat(c.req.param('workerId'), c.req.valid('json'));
     return c.json({ ok: true });
   });
-  app.post(WORKER_ROUTES.drain.path, async (c) => {
-    const { reason } = await body(c, WORKER_ROUTES.drain.request);
-    await registry.drain(c.req.param('workerId'), reason);
+  app.post(WORKER_ROUTES.drain.path, json(WORKER_ROUTES.drain.request), async (c) => {
+    await registry.drain(c.req.param('workerId'), c.req.valid('json').reason);
     return c.json({ ok: true });
   });
-  app.post(WORKER_ROUTES.deregister.path, async (c) => {
-    const { reason } = await body(c, WORKER_ROUTES.deregister.request);
-    await registry.deregister(c.req.param('workerId'), reason);
+  app.post(WORKER_ROUTES.deregister.path, json(WORKER_ROUTES.deregister.request), async (c) => {
+    await registry.deregister(c.req.param('workerId'), c.req.valid('json').reason);
     return c.json({ ok: true });
   });
-  app.post(WORKER_ROUTES.handover.path, async (c) => {
-    const { workerIds, reason, stopInMs } = await body(c, WORKER_ROUTES.handover.request);
+  app.post(WORKER_ROUTES.handover.path, json(WORKER_ROUTES.handover.request), async (c) => {
+    const { workerIds, reason, stopInMs } = c.req.valid('json');
     return c.json({ ok: true, handedOver: await registry.handOver(workerIds, reason, stopInMs) });
   });
   return app;

@@ -89,7 +89,27 @@ describe('worker API over a real socket', () => {
     });
     expect(load.body.error).toMatchObject({ param: 'load.running' });
     const json = await post('/register', '{not json');
-    expect(json).toMatchObject({ status: 400, body: { error: { param: 'body' } } });
+    expect(json).toMatchObject({
+      status: 400,
+      body: {
+        error: { param: 'body', code: 'invalid_request', message: 'body is not valid JSON' },
+      },
+    });
+  });
+
+  it('reads a body as JSON only when it is sent as JSON (as workers send it)', async () => {
+    const text = JSON.stringify(registration('508'));
+    const path = `${WORKER_API_PREFIX}/register`;
+    const response = await fetch(`${base}/register`, {
+      method: 'POST',
+      headers: { ...signWorkerRequest(workerKey, { method: 'POST', path, body: text }) },
+      body: text,
+    });
+    expect(response.status).toBe(400);
+    expect(((await response.json()) as { error: unknown }).error).toMatchObject({
+      code: 'invalid_request',
+    });
+    expect(registry.job('508')).toBeUndefined();
   });
 
   it.each(['127.0.0.1/../x', 'user@host', 'evil.com:80/x', 'gpu 1', '[::1]', 'host?x=1', ''])(
