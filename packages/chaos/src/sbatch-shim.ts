@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { backoffDelay } from '@es/protocol';
 import { ChaosError } from './errors.js';
 import { killPids } from './faults.js';
 
@@ -97,7 +98,8 @@ export function createSbatchShim(dir: string, options: { realSbatch?: string } =
 /**
  * The most sbatch calls a capped exponential backoff allows in a window of `windowMs`
  * starting with a failure: gaps of at least `initialMs × 2^k × minJitter`, capped at
- * `maxMs × minJitter`, plus the first call and one tick of slack. More calls is a hot loop.
+ * `maxMs × minJitter` (`backoffDelay` of `@es/protocol`, the reconciler's formula, at its
+ * lowest jitter), plus the first call and one tick of slack. More calls is a hot loop.
  */
 export function maxCallsUnderBackoff(
   windowMs: number,
@@ -109,7 +111,7 @@ export function maxCallsUnderBackoff(
   let calls = 1;
   let elapsed = 0;
   for (let k = 0; ; k++) {
-    elapsed += Math.min(max, initial * 2 ** k) * jitter;
+    elapsed += backoffDelay(k + 1, { initialMs: initial, maxMs: max }) * jitter;
     if (elapsed > windowMs) return calls + 1;
     calls++;
   }

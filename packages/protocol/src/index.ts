@@ -118,3 +118,5 @@ export type {
 export { createBearerCheck, createKeyCheck } from './bearer.js';
 export { REDACTED, redactSecrets, redactingStream } from './redact.js';
 export type { LineSink } from './redact.js';
+export { backoffDelay } from './backoff.js';
+export type { BackoffJitter, BackoffOptions } from './backoff.js';

@@ -10,7 +10,7 @@
  *                                      exited, unstartable or too many crashes → failed
  * ```
  */
-import type { ReportedState } from '@es/protocol';
+import { backoffDelay, type ReportedState } from '@es/protocol';
 
 /** The numbers the machine decides with (see `WorkerOptions` for their meaning). */
 export interface HealthPolicy {
@@ -259,7 +259,10 @@ function exited(
       actions: [{ type: 'failed' }],
     };
   }
-  const delay = Math.min(policy.restartBackoffMs * 2 ** (crashes - 1), policy.maxRestartBackoffMs);
+  const delay = backoffDelay(crashes, {
+    initialMs: policy.restartBackoffMs,
+    maxMs: policy.maxRestartBackoffMs,
+  });
   return {
     state: {
       ...base,

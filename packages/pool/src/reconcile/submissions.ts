@@ -3,6 +3,7 @@
  * batched cancel, and an operator's resume. Submission failures set the backoff the fill
  * phase (`fill.ts`) waits for.
  */
+import { backoffDelay } from '@es/protocol';
 import type { ProviderFailure } from '../provider.js';
 import { clone, type ReconcileOptions, type ReconcilerState } from './state.js';
 
@@ -63,23 +64,30 @@ export function settleSubmission(
   next.backoff[name] = {
     kind: 'transient',
     attempts,
-    until: now + backoffDelay(options, attempts, jitter),
+    until: now + transientDelay(options, attempts, jitter),
     message: failure.message,
   };
   return next;
 }
 
 /**
- * The wait before attempt `attempts + 1`: `transientInitialMs` doubled per attempt, capped at
- * `transientMaxMs`, jittered into [half, full] by `jitter` in [0, 1).
+ * The wait before attempt `attempts + 1` (`backoffDelay` of `@es/protocol`):
+ * `transientInitialMs` doubled per attempt, capped at `transientMaxMs`, with equal jitter
+ * (into [half, full]) placed by `jitter` in [0, 1), in whole milliseconds.
  */
-export function backoffDelay(
+export function transientDelay(
   options: Pick<ReconcileOptions, 'transientInitialMs' | 'transientMaxMs'>,
   attempts: number,
   jitter: number,
 ): number {
-  const base = Math.min(options.transientMaxMs, options.transientInitialMs * 2 ** (attempts - 1));
-  return Math.round(base * (0.5 + 0.5 * jitter));
+  return Math.round(
+    backoffDelay(attempts, {
+      initialMs: options.transientInitialMs,
+      maxMs: options.transientMaxMs,
+      jitter: 'equal',
+      random: jitter,
+    }),
+  );
 }
 
 /** Drop a planned submission that was never attempted (its deployment is backing off). */

@@ -15,7 +15,7 @@ import {
   type ReconcilerState,
   type TrackedJob,
 } from './state.js';
-import { backoffDelay } from './submissions.js';
+import { transientDelay } from './submissions.js';
 
 /** A job of the successful list that belongs to one of the deployments. */
 export type ListedJob = ObservedJob & { deployment: string };
@@ -84,7 +84,7 @@ export function startTick(input: ReconcileInput): Tick {
       const count = (next.launchFailures[tracked.deployment]?.count ?? 0) + 1;
       next.launchFailures[tracked.deployment] = {
         count,
-        until: now + backoffDelay(options, count, input.jitter ?? 0.5),
+        until: now + transientDelay(options, count, input.jitter ?? 0.5),
         lastJobId: tracked.jobId,
         message: how,
       };
