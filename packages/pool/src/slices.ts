@@ -1,6 +1,7 @@
 /**
  * The DP/TP slice planner: which GPUs and which port each engine instance on a node gets.
- * Pure, so the worker, the scheduler's dry-run output and tests all agree on one answer.
+ * Pure, so the worker (at start-up) and the table tests in `slices.test.ts` get one answer,
+ * and the tests need no GPUs.
  */
 
 /** Input of {@link planSlices}. */
