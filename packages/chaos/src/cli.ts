@@ -17,56 +17,16 @@ import { cancelByNamePrefix, repoRoot, uniqueJobPrefix } from '@es/testkit';
 import { summarize } from './checker.js';
 import { judge } from './judge.js';
 import { startLoad } from './load.js';
-import { otherUserScenario } from './other-user.js';
 import { readRunRecord, recheck, writeRunRecord, type RunRecord } from './record.js';
 import { brokenChecks, renderReport, type FaultResult } from './report.js';
 import { createSbatchShim } from './sbatch-shim.js';
-import {
-  controllerStopScenario,
-  controllerRestartScenario,
-  engineHangScenario,
-  engineKillScenario,
-  engineMisbehaviourScenario,
-  hostileScenario,
-  launchFailureScenario,
-  preemptionScenario,
-  sbatchFailureScenario,
-  scaleScenario,
-  schedulerRestartScenario,
-  waitForCapacity,
-  waitForIdleNodes,
-  workerKillScenario,
-  type ChaosContext,
-} from './scenarios.js';
+import { waitForCapacity, waitForIdleNodes, type ChaosContext } from './scenario-kit.js';
+import { scenariosOf, type ScenarioRun } from './scenario-registry.js';
 import { sampleCapacity, sampleQueue, startSchedulerProcess } from './scheduler-process.js';
 
-/** Faults injected into the one shared scheduler, in this order. */
-const SHARED_FAULTS = [
-  'preemption',
-  'preemption-grace',
-  'engine-kill',
-  'engine-hang',
-  'worker-kill',
-  'scheduler-restart',
-  'slurmctld-stop',
-  'slurmctld-restart',
-  'sbatch-transient',
-  'sbatch-hang',
-  'sbatch-policy',
-  'hostile',
-  'scale',
-  // Last: until workers ignore unsigned answers, its squatter makes every worker exit.
-  'other-user',
-] as const;
-/** Faults that run their own one-node scheduler, after the shared ones. */
-const OWN_FAULTS = [
-  'engine-die-mid-stream',
-  'engine-crash',
-  'launch-failure',
-  'never-registers',
-] as const;
-const FAULTS = [...SHARED_FAULTS, ...OWN_FAULTS];
-type Fault = (typeof FAULTS)[number];
+/** The long profile's scenarios, in the order they run (shared scheduler first). */
+const SCENARIOS = scenariosOf('long');
+const FAULTS = SCENARIOS.map((s) => s.name);
 
 /**
  * Faults planted on purpose, one per family of checks, to prove a real run reports them:
@@ -121,9 +81,10 @@ const positive = (name: string, value: string | undefined): number => {
 };
 const maxNodes = positive('max-nodes', values['max-nodes']);
 const concurrency = positive('concurrency', values.concurrency);
+const misbehaviourMs = positive('misbehaviour-seconds', values['misbehaviour-seconds']) * 1000;
 const only = new Set((values.only ?? FAULTS.join(',')).split(',').map((s) => s.trim()));
 for (const f of only) {
-  if (!FAULTS.includes(f as Fault)) fail(`unknown fault ${f}; one of ${FAULTS.join(', ')}`);
+  if (!FAULTS.includes(f)) fail(`unknown fault ${f}; one of ${FAULTS.join(', ')}`);
 }
 const plants = new Set(
   (values.plant ?? '')
@@ -203,23 +164,22 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
   ];
   const plantEnv: Record<string, string> =
     proxyPlants.length > 0 ? { ES_PLANT_FAULTS: proxyPlants.join(',') } : {};
-  const runOwn = async (name: Fault, run: () => Promise<FaultResult>) => {
-    if (!only.has(name)) return;
-    try {
-      const result = await run();
-      if (result.history !== undefined) {
-        histories[name] = { ...result.history, maxNodes: 1 };
-        delete result.history;
-        result.run = name;
-      }
-      results.push(result);
-    } catch (error) {
-      log(`${name} could not run: ${(error as Error).message}`);
-      results.push(couldNotRun(name, error));
-    }
+  const settings: ScenarioRun = {
+    profile: 'long',
+    logDir,
+    schedulerId,
+    shim,
+    plants,
+    env: plantEnv,
+    concurrency,
+    stopMs: Number(values['stop-seconds']) * 1000,
+    sbatchFailMs: Number(values['sbatch-fail-seconds']) * 1000,
+    misbehaviourMs,
+    log,
   };
+  const selected = SCENARIOS.filter((s) => only.has(s.name));
 
-  const shared = SHARED_FAULTS.filter((f) => only.has(f));
+  const shared = selected.filter((s) => s.scheduler === 'shared');
   if (shared.length > 0) {
     log(`log dir ${logDir}; waiting for ${maxNodes} idle nodes`);
     await waitForIdleNodes(maxNodes, 15 * 60_000);
@@ -249,39 +209,12 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
         excused: new Set(),
         log,
       };
-      const c = ctx;
-      const pass = plants.has('double-submit') ? 'double' : 'pass';
-      const runs: Record<(typeof SHARED_FAULTS)[number], () => Promise<FaultResult>> = {
-        preemption: () => preemptionScenario(c, { highJobSeconds: 30 }),
-        'preemption-grace': () => preemptionScenario(c, { highJobSeconds: 30, graceTime: 15 }),
-        'engine-kill': () => engineKillScenario(c),
-        'engine-hang': () => engineHangScenario(c, { frozenMs: 20_000 }),
-        'worker-kill': () => workerKillScenario(c),
-        'scheduler-restart': () => schedulerRestartScenario(c, { downMs: 2_000, clientRetries: 5 }),
-        'slurmctld-stop': () =>
-          controllerStopScenario(c, { stopMs: Number(values['stop-seconds']) * 1000 }),
-        'slurmctld-restart': () => controllerRestartScenario(c, { downMs: 5_000 }),
-        'sbatch-transient': () =>
-          sbatchFailureScenario(c, shim, {
-            mode: 'transient',
-            failMs: sbatchFailMs,
-            passMode: pass,
-          }),
-        'sbatch-hang': () =>
-          sbatchFailureScenario(c, shim, { mode: 'hang', failMs: sbatchFailMs, passMode: pass }),
-        'sbatch-policy': () =>
-          sbatchFailureScenario(c, shim, { mode: 'policy', failMs: sbatchFailMs, passMode: pass }),
-        // Longer than the proxy's 30 s body deadline, so the report shows it ending them.
-        hostile: () => hostileScenario(c, { logDir, model: 'mock-model', lorisMs: 35_000 }),
-        scale: () => scaleScenario(c, { logDir, model: 'mock-model', durationMs: 30_000 }),
-        'other-user': () => otherUserScenario(c, { logDir }),
-      };
-      for (const name of shared) {
+      for (const scenario of shared) {
         try {
-          results.push(await runs[name]());
+          results.push(await scenario.run({ ...settings, ctx }));
         } catch (error) {
-          log(`${name} could not run: ${(error as Error).message}`);
-          results.push(couldNotRun(name, error));
+          log(`${scenario.name} could not run: ${(error as Error).message}`);
+          results.push(couldNotRun(scenario.name, error));
         }
         // Let the pool settle between faults so each window sees one fault.
         await waitForCapacity(() => scheduler.url, target, 180_000, 2_000).catch(() => undefined);
@@ -326,52 +259,25 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
     }
   }
 
-  // Engines that misbehave by flag run under their own one-node scheduler. Every stream dies
-  // once, half-way (40 of its 80 tokens): continued on the node's other engine, it must end
-  // whole (its 40 remaining tokens are the continuation's last, which the flag never cuts).
-  const misbehaving: [Fault, string, string, boolean][] = [
-    ['engine-die-mid-stream', 'engine dies mid-stream', '--die-mid-stream 40', true],
-    ['engine-crash', 'engine crashes (exit after 40 requests)', '--crash-after 40', false],
-  ];
-  for (const [name, label, flags, continuable] of misbehaving) {
-    await runOwn(name, () =>
-      engineMisbehaviourScenario({
-        logDir: join(logDir, name),
-        schedulerId: `${schedulerId}m`,
-        label,
-        engineFlags: `${flags}${plants.has('drop-chunk') ? ' --drop-chunk 3' : ''}`,
-        durationMs: positive('misbehaviour-seconds', values['misbehaviour-seconds']) * 1000,
-        concurrency,
-        continuable,
-        env: plantEnv,
-        log,
-      }),
-    );
-  }
-
-  // Jobs that never serve, under their own one-node scheduler.
-  const neverServing: [Fault, string, string[]][] = [
-    ['launch-failure', 'batch script fails at launch', ['exit 1']],
-    ['never-registers', 'job runs, worker never registers', ['sleep 100000']],
-  ];
-  for (const [name, label, setup] of neverServing) {
-    await runOwn(name, () =>
-      launchFailureScenario({
-        logDir: join(logDir, name),
-        schedulerId: `${schedulerId}${name === 'launch-failure' ? 'f' : 'n'}`,
-        label,
-        setup,
-        startupTimeoutS: 15,
-        durationMs: 60_000,
-        log,
-      }),
-    );
+  // Scenarios under their own one-node scheduler: each result is judged from its own history.
+  for (const scenario of selected.filter((s) => s.scheduler === 'own')) {
+    const name = scenario.name;
+    try {
+      const result = await scenario.run(settings);
+      if (result.history !== undefined) {
+        histories[name] = { ...result.history, maxNodes: 1 };
+        delete result.history;
+        result.run = name;
+      }
+      results.push(result);
+    } catch (error) {
+      log(`${name} could not run: ${(error as Error).message}`);
+      results.push(couldNotRun(name, error));
+    }
   }
   meta['Scheduler log'] = join(logDir, 'scheduler.log');
   return { meta, results, histories };
 }
-
-const sbatchFailMs = Number(values['sbatch-fail-seconds']) * 1000;
 
 async function main(): Promise<number> {
   if (values.recheck !== undefined) {

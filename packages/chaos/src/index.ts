@@ -102,23 +102,25 @@ export {
   derivedKeysByName,
   engineCredentials,
   engineTargets,
+  leaksIn,
+  privateFacts,
+  probePublicRoutes,
+  secretsOfRun,
+} from './other-user-facts.js';
+export type { AdminStatus, EngineTarget, PrivateFacts } from './other-user-facts.js';
+export {
   esCliToSquatter,
   exitedWorkers,
   forgedRegistrations,
   IGNORED_UNSIGNED,
   jobsThatSent,
-  leaksIn,
-  OTHER_USER_CHECKS,
-  otherUserScenario,
-  privateFacts,
-  probePublicRoutes,
   recordedSecrets,
   replayFindings,
-  secretsOfRun,
   silentWorkers,
-} from './other-user.js';
-export type { AdminStatus, EngineTarget, OtherUserOptions, PrivateFacts } from './other-user.js';
-export { brokenChecks, OTHER_USER_FAULT, renderReport } from './report.js';
+} from './other-user-squat.js';
+export { OTHER_USER_CHECKS, OTHER_USER_FAULT, otherUserScenario } from './other-user.js';
+export type { OtherUserOptions } from './other-user.js';
+export { brokenChecks, renderReport } from './report.js';
 export type { FaultResult } from './report.js';
 export {
   parseQueue,
@@ -128,24 +130,29 @@ export {
 } from './scheduler-process.js';
 export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
 export {
-  controllerStopScenario,
-  controllerRestartScenario,
-  engineHangScenario,
-  engineKillScenario,
   capacityCheck,
   continuityChecks,
-  engineMisbehaviourScenario,
-  hostileScenario,
-  launchFailureScenario,
   liveWorkers,
-  preemptionScenario,
-  sbatchFailureScenario,
-  scaleScenario,
-  schedulerRestartScenario,
   waitForCapacity,
   waitForIdleNodes,
+} from './scenario-kit.js';
+export type { ChaosContext, LiveWorker } from './scenario-kit.js';
+export {
+  controllerRestartScenario,
+  controllerStopScenario,
+  hostileScenario,
+  sbatchFailureScenario,
+} from './cluster-scenarios.js';
+export { engineMisbehaviourScenario, launchFailureScenario } from './own-scheduler-scenarios.js';
+export { scaleScenario } from './scale-scenario.js';
+export {
+  engineHangScenario,
+  engineKillScenario,
+  preemptionScenario,
+  schedulerRestartScenario,
   workerKillScenario,
-} from './scenarios.js';
-export type { ChaosContext, LiveWorker } from './scenarios.js';
+} from './worker-scenarios.js';
+export { SCENARIOS, scenariosOf } from './scenario-registry.js';
+export type { ChaosProfile, Scenario, ScenarioRun } from './scenario-registry.js';
 export { createSbatchShim, maxCallsUnderBackoff, SBATCH_FAILURES } from './sbatch-shim.js';
 export type { SbatchMode, SbatchShim } from './sbatch-shim.js';

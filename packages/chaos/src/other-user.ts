@@ -13,44 +13,47 @@
  *   scheduler) and makes no worker exit (their logs say they ignored its unsigned answers);
  *   an admin request the `es` CLI sent to a squatter is refused when replayed.
  */
-import { createHmac } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { execa } from 'execa';
-import { deriveEngineKey, deriveKeys } from '@es/protocol';
-import { repoRoot } from '@es/testkit';
 import { inWindow, summarize } from './checker.js';
-import { isAlive, pidsOfJob } from './faults.js';
+import { pidsOfJob } from './faults.js';
 import {
   ANY_ENGINE_KEY,
   listenersOf,
   probeTcp,
   probeUnix,
-  redact,
   scanFiles,
   scanProcesses,
-  secretsIn,
-  targetUrl,
-  targetsOf,
   tcpOutsideWorkers,
-  type Credential,
-  type Listener,
-  type Secret,
-  type TcpTarget,
 } from './intruder/checks.js';
 import { ChaosError } from './errors.js';
+import { createIntruder, runningAsRoot, type Intruder } from './intruder/user.js';
+import type { FaultResult } from './report.js';
+import { capacityCheck, waitForCapacity, type ChaosContext } from './scenario-kit.js';
 import {
-  createIntruder,
-  runningAsRoot,
-  type HttpAttempt,
-  type HttpOutcome,
-  type Intruder,
-  type SquattedRequest,
-} from './intruder/user.js';
-import { OTHER_USER_FAULT, type FaultResult } from './report.js';
-import { capacityCheck, waitForCapacity, type ChaosContext } from './scenarios.js';
+  adminStatus,
+  engineCredentials,
+  engineTargets,
+  jobProcesses,
+  privateFacts,
+  probePublicRoutes,
+  secretsOfRun,
+  workerPids,
+} from './other-user-facts.js';
+import {
+  esCliToSquatter,
+  exitedWorkers,
+  forgedRegistrations,
+  jobsThatSent,
+  recordedSecrets,
+  replayFindings,
+  silentWorkers,
+} from './other-user-squat.js';
+
+/** The fault name of `otherUserScenario`'s result (the report gives it a section of its own). */
+export const OTHER_USER_FAULT = 'another user of the cluster';
 
 /** Options of {@link otherUserScenario}. */
 export interface OtherUserOptions {
@@ -66,23 +69,6 @@ export interface OtherUserOptions {
   model?: string;
   /** Files in the temp directory modified before this (ms) are not the run's (default: its first event). */
   since?: number;
-}
-
-/** The parts of `GET /api/v1/admin/status` the scenario reads. */
-export interface AdminStatus {
-  deployments: {
-    jobs: { jobId: string; nodes: string }[];
-    workers: { id: string; jobId: string; node: string; baseUrl: string; state: string }[];
-  }[];
-}
-
-/** What the public routes must not show: the engines' addresses, node names, job ids. */
-export interface PrivateFacts {
-  /** `host:port` of each engine front. */
-  addresses: string[];
-  ports: number[];
-  nodes: string[];
-  jobIds: string[];
 }
 
 /** The check names of {@link otherUserScenario}, in the order the report lists them. */
@@ -103,520 +89,6 @@ export const OTHER_USER_CHECKS = {
   cliKeys: 'keys the es CLI sent to a squatter',
   cliReplay: 'replayed admin requests accepted',
 } as const;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** A line a worker logs when it ignores an answer that was not signed with the secret. */
-export const IGNORED_UNSIGNED = /ignored an answer|not signed|wrongly signed|unsigned/i;
-
-/** `GET /api/v1/admin/status` of the scheduler at `url`, with the admin key (5 s at most). */
-export async function adminStatus(url: string, adminKey: string): Promise<AdminStatus> {
-  const res = await fetch(`${url}/api/v1/admin/status`, {
-    headers: { authorization: `Bearer ${adminKey}` },
-    signal: AbortSignal.timeout(5_000),
-  });
-  if (!res.ok) throw new Error(`GET ${url}/api/v1/admin/status: ${res.status} ${await res.text()}`);
-  return (await res.json()) as AdminStatus;
-}
-
-/**
- * The keys derived from the secret, by name (`workerKey`, `adminToken` ...), and the bearer
- * token workers sent in clear before the worker protocol was signed (`workerToken`): a run
- * of either version is attacked with, and searched for, what it derives.
- */
-export function derivedKeysByName(secret: string): Record<string, string> {
-  return {
-    workerToken: createHmac('sha256', secret.trim()).update('elastic-serving:worker').digest('hex'),
-    ...(deriveKeys(secret) as unknown as Record<string, string>),
-  };
-}
-
-/**
- * What another user would try at an engine's address instead of its key: nothing, a wrong
- * key, each key derived from the secret (Bearer and Basic), `extra` keys, a forged `Host`.
- */
-export function engineCredentials(
-  secret: string,
-  extra: Record<string, string> = {},
-): Credential[] {
-  const bearer = (name: string, key: string): Credential => ({
-    name,
-    headers: { authorization: `Bearer ${key}` },
-  });
-  return [
-    { name: 'no Authorization', headers: {} },
-    bearer('a wrong Bearer key', `es-engine-${'0'.repeat(48)}`),
-    ...Object.entries(derivedKeysByName(secret)).flatMap(([name, key]) => [
-      bearer(`the derived ${name}`, key),
-      {
-        name: `the derived ${name} as Basic`,
-        headers: { authorization: `Basic ${Buffer.from(`es:${key}`).toString('base64')}` },
-      },
-    ]),
-    ...Object.entries(extra).map(([name, key]) => bearer(name, key)),
-    {
-      name: 'a forged Host: localhost',
-      headers: { host: 'localhost', 'x-forwarded-for': '127.0.0.1' },
-    },
-  ];
-}
-
-/** Every key of the run: the secret, what is derived from it, each job's engine key. */
-export function secretsOfRun(
-  secret: string,
-  jobIds: Iterable<string>,
-  extra: Secret[] = [],
-): Secret[] {
-  return [
-    { name: 'the secret', value: secret.trim() },
-    ...Object.entries(derivedKeysByName(secret)).map(([name, value]) => ({
-      name: `the derived ${name}`,
-      value,
-    })),
-    ...[...jobIds].map((id) => ({
-      name: `the engine key of job ${id}`,
-      value: deriveEngineKey(secret, id),
-    })),
-    ...extra,
-  ];
-}
-
-/** An address {@link engineTargets} found, and the job it is of. */
-export interface EngineTarget {
-  target: TcpTarget;
-  jobId: string;
-}
-
-/**
- * Where to try the engine paths: every TCP address a job process listens on (`listeners`,
- * its job named by `jobOf(pid)`), then each worker's advertised `baseUrl` that none of them
- * is; each address with the engine keys of the other jobs of `jobIds`, since one leaked key
- * must open one job only. Keyed by {@link targetUrl}.
- */
-export function engineTargets(
-  secret: string,
-  jobIds: Iterable<string>,
-  listeners: readonly Listener[],
-  workers: readonly { id: string; jobId: string; baseUrl: string }[],
-  jobOf: (pid: number) => string,
-): Map<string, EngineTarget> {
-  const jobs = [...jobIds];
-  const otherJobsKeys = (jobId: string): Credential[] =>
-    jobs
-      .filter((id) => id !== jobId)
-      .map((id) => ({
-        name: `the engine key of job ${id}`,
-        headers: { authorization: `Bearer ${deriveEngineKey(secret, id)}` },
-      }));
-  const targets = new Map<string, EngineTarget>();
-  for (const l of listeners) {
-    const jobId = jobOf(l.pid);
-    for (const t of targetsOf([l])) {
-      targets.set(targetUrl(t), { target: { ...t, credentials: otherJobsKeys(jobId) }, jobId });
-    }
-  }
-  for (const w of workers) {
-    const u = new URL(w.baseUrl);
-    const t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
-    if (!targets.has(targetUrl(t))) {
-      targets.set(targetUrl(t), {
-        target: { ...t, label: `worker ${w.id} (advertised)`, credentials: otherJobsKeys(w.jobId) },
-        jobId: w.jobId,
-      });
-    }
-  }
-  return targets;
-}
-
-function comm(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** The job's own processes (es-worker, engines): SLURM's `srun` and `slurmstepd` are the cluster's. */
-function jobProcesses(jobIds: Iterable<string>): number[] {
-  return [...jobIds].flatMap((id) =>
-    pidsOfJob(id, '').filter((pid) => !['srun', 'slurmstepd'].includes(comm(pid))),
-  );
-}
-
-/** The es-worker processes of a job. */
-function workerPids(jobId: string): number[] {
-  return pidsOfJob(jobId, 'worker/dist/cli.mjs').filter((pid) => comm(pid) !== 'srun');
-}
-
-/** `host:port` of a URL (an IPv6 host in brackets), and its port. */
-function addressOf(url: string): { address: string; port: number } {
-  const u = new URL(url);
-  return { address: u.host, port: Number(u.port) };
-}
-
-/** The private facts of the scheduler's admin status. */
-export function privateFacts(status: AdminStatus): PrivateFacts {
-  const workers = status.deployments.flatMap((d) => d.workers);
-  const jobs = status.deployments.flatMap((d) => d.jobs);
-  const fronts = workers.map((w) => addressOf(w.baseUrl));
-  return {
-    addresses: [...new Set(fronts.map((f) => f.address))],
-    ports: [...new Set(fronts.map((f) => f.port))],
-    nodes: [...new Set([...workers.map((w) => w.node), ...jobs.map((j) => j.nodes)])].filter(
-      (n) => n !== '',
-    ),
-    jobIds: [...new Set([...workers.map((w) => w.jobId), ...jobs.map((j) => j.jobId)])],
-  };
-}
-
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** What of `facts` one value shows (`key` is the name it has in its object). */
-function showsIn(value: string | number, key: string, facts: PrivateFacts): string[] {
-  const found: string[] = [];
-  if (typeof value === 'number') {
-    if (/port/i.test(key) && facts.ports.includes(value)) found.push(`engine port ${value}`);
-    if (/job|id/i.test(key) && facts.jobIds.includes(String(value))) {
-      found.push(`job id ${value}`);
-    }
-    return found;
-  }
-  for (const a of facts.addresses) if (value.includes(a)) found.push(`engine address ${a}`);
-  for (const n of facts.nodes) {
-    if (new RegExp(`(^|[^A-Za-z0-9_-])${escape(n)}($|[^A-Za-z0-9_-])`).test(value)) {
-      found.push(`node name ${n}`);
-    }
-  }
-  for (const id of facts.jobIds) {
-    if (
-      value === id ||
-      new RegExp(`^${escape(id)}\\.\\d+\\.\\d+$`).test(value) ||
-      new RegExp(`job[ _-]?(id)?[ :=#]*${escape(id)}\\b|-${escape(id)}\\.(out|err)\\b`, 'i').test(
-        value,
-      )
-    ) {
-      found.push(`job id ${id}`);
-    }
-  }
-  return found;
-}
-
-/** Every finding in a JSON value (or text): `<where> <json path>: <what>`. */
-export function leaksIn(where: string, value: unknown, facts: PrivateFacts, path = ''): string[] {
-  if (typeof value === 'string' || typeof value === 'number') {
-    const key = path.split('.').at(-1) ?? '';
-    return showsIn(value, key, facts).map(
-      (what) =>
-        `${where} shows ${what} at ${path || '(body)'}: ${JSON.stringify(value).slice(0, 120)}`,
-    );
-  }
-  if (Array.isArray(value)) {
-    return value.flatMap((v, i) => leaksIn(where, v, facts, `${path}[${i}]`));
-  }
-  if (typeof value === 'object' && value !== null) {
-    return Object.entries(value).flatMap(([k, v]) =>
-      leaksIn(where, v, facts, path === '' ? k : `${path}.${k}`),
-    );
-  }
-  return [];
-}
-
-/** The routes anyone may call, and a chat request (its answer's headers too). */
-const PUBLIC_ROUTES = ['/', '/health', '/cluster_status', '/workers'];
-
-/**
- * As the intruder, without a key: `GET` each public route and one chat completion; a finding
- * for each engine address, node name or job id a body or a response header shows.
- */
-export async function probePublicRoutes(
-  intruder: Intruder,
-  url: string,
-  facts: PrivateFacts,
-  model: string,
-): Promise<string[]> {
-  const { hostname, port } = new URL(url);
-  const host = hostname.replace(/^\[|\]$/g, '');
-  const attempts: HttpAttempt[] = [
-    ...PUBLIC_ROUTES.map((path) => ({
-      host,
-      port: Number(port),
-      method: 'GET',
-      path,
-      headers: { connection: 'close' },
-      timeoutMs: 10_000,
-      maxBodyBytes: 4 * 1024 * 1024,
-    })),
-    {
-      host,
-      port: Number(port),
-      method: 'POST',
-      path: '/v1/chat/completions',
-      headers: { connection: 'close', 'content-type': 'application/json' },
-      body: JSON.stringify({
-        model,
-        messages: [{ role: 'user', content: 'hello' }],
-        max_tokens: 2,
-      }),
-      timeoutMs: 30_000,
-    },
-  ];
-  const outcomes = await intruder.run('requests', { requests: attempts, concurrency: 1 }, 60_000);
-  return outcomes.flatMap((outcome, i) => {
-    const attempt = attempts[i] as HttpAttempt;
-    const where = `${attempt.method} ${attempt.path} (no key)`;
-    if (!('status' in outcome)) return [`${where}: no answer (${outcome.error})`];
-    let body: unknown = outcome.body;
-    try {
-      body = JSON.parse(outcome.body);
-    } catch {
-      // Not JSON (an SSE stream, text): searched as text.
-    }
-    const headers = Object.fromEntries(
-      Object.entries(outcome.headers).filter(
-        ([name]) => !['date', 'content-length'].includes(name),
-      ),
-    );
-    // A client's answer names the worker that served it (`x-elastic-selected-worker-id`,
-    // which the load records): only its address and node are the admin's.
-    return [
-      ...leaksIn(where, body, facts),
-      ...leaksIn(`${where} header`, headers, { ...facts, jobIds: [] }),
-    ];
-  });
-}
-
-/** The headers a request authenticates with (or signs with): dropped to see if a route is public. */
-const CREDENTIAL_HEADER = /^(authorization|cookie)$|sign|nonce|timestamp|auth|^x-es-/i;
-/** Headers of one connection, not of the request. */
-const HOP_HEADER = /^(host|connection|content-length|transfer-encoding|keep-alive)$/i;
-
-/** An authentication refusal. */
-const refused = (outcome: HttpOutcome | undefined) =>
-  outcome !== undefined &&
-  'status' in outcome &&
-  (outcome.status === 401 || outcome.status === 403);
-
-/**
- * As the intruder, send each recorded request again to `url`, as recorded and without its
- * credentials: a finding for each replay that got past authentication (any answer but 401 or
- * 403: a 404 "unknown worker" or a 400 took the credentials too) where the same request
- * without them is refused (on a public route both pass; that proves nothing).
- */
-export async function replayFindings(
-  intruder: Intruder,
-  url: string,
-  recorded: readonly SquattedRequest[],
-  secrets: readonly Secret[],
-): Promise<string[]> {
-  const { hostname, port } = new URL(url);
-  const host = hostname.replace(/^\[|\]$/g, '');
-  const attempt = (r: SquattedRequest, keep: (name: string) => boolean): HttpAttempt => {
-    const headers: Record<string, string> = { connection: 'close' };
-    for (const [name, value] of Object.entries(r.headers)) {
-      if (value === undefined || HOP_HEADER.test(name) || !keep(name)) continue;
-      headers[name] = Array.isArray(value) ? value.join(', ') : value;
-    }
-    return {
-      host,
-      port: Number(port),
-      method: r.method,
-      path: r.path,
-      headers,
-      ...(r.method === 'GET' || r.method === 'HEAD' ? {} : { body: r.body }),
-      timeoutMs: 10_000,
-    };
-  };
-  const plan = recorded.flatMap((r) => [
-    attempt(r, () => true),
-    attempt(r, (name) => !CREDENTIAL_HEADER.test(name)),
-  ]);
-  if (plan.length === 0) return [];
-  const outcomes = await intruder.run(
-    'requests',
-    { requests: plan, concurrency: 8 },
-    plan.length * 10_000 + 10_000,
-  );
-  return recorded.flatMap((r, i) => {
-    const replay = outcomes[2 * i];
-    const bare = outcomes[2 * i + 1];
-    if (replay === undefined || !('status' in replay) || refused(replay) || !refused(bare)) {
-      return [];
-    }
-    const bareWhat =
-      bare === undefined ? 'nothing' : 'status' in bare ? String(bare.status) : bare.error;
-    return [
-      `${r.method} ${r.path} replayed to ${url}: ${replay.status} ${redact(replay.body, secrets, 80)} (without its credentials: ${bareWhat})`,
-    ];
-  });
-}
-
-/**
- * Registrations the intruder forges from what a squatter recorded: a fake worker (its own
- * address, index 7 of the job) sent with the credential headers of each recorded worker
- * request (a bearer token, or a signature over another request). Pass them to
- * {@link replayFindings}: any that gets past authentication could route prompts to it.
- */
-export function forgedRegistrations(
-  recorded: readonly SquattedRequest[],
-  deployment: string,
-): SquattedRequest[] {
-  return recorded
-    .filter((r) => r.path.startsWith('/api/v1/workers'))
-    .slice(0, 3)
-    .map((r) => {
-      const jobId = /\/api\/v1\/workers\/([^./]+)\./.exec(r.path)?.[1] ?? '1';
-      const headers = Object.fromEntries(
-        Object.entries(r.headers).filter(([name]) => CREDENTIAL_HEADER.test(name)),
-      );
-      return {
-        at: r.at,
-        method: 'POST',
-        path: '/api/v1/workers/register',
-        headers: { ...headers, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          deployment,
-          jobId,
-          restartCount: 0,
-          index: 7,
-          host: '127.0.0.1',
-          port: 9,
-          gpus: [7],
-          engine: 'mock',
-          model: deployment,
-          node: 'intruder',
-          state: 'loading',
-        }),
-      };
-    });
-}
-
-/** A finding for each recorded request whose headers or body hold a secret. */
-export function recordedSecrets(
-  who: string,
-  recorded: readonly SquattedRequest[],
-  secrets: readonly Secret[],
-): string[] {
-  return recorded.flatMap((r) => {
-    const found = secretsIn(`${JSON.stringify(r.headers)}\n${r.body}`, secrets);
-    return found.length === 0 ? [] : [`${who} ${r.method} ${r.path} holds ${found.join(', ')}`];
-  });
-}
-
-/** A TCP port free on 127.0.0.1 now. */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return typeof address === 'object' && address !== null ? address.port : 0;
-}
-
-/** Resolves once something accepts connections on 127.0.0.1:`port`. */
-async function listening(port: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const up = await new Promise<boolean>((resolve) => {
-      const socket = connect({ host: '127.0.0.1', port });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (up) return true;
-    await sleep(50);
-  }
-  return false;
-}
-
-/** The `es` CLI of this checkout (built). */
-const ES_CLI = join(repoRoot, 'packages', 'client', 'dist', 'cli.mjs');
-
-/**
- * The `es` CLI's admin call to a squatter (the intruder on a port the operator points it
- * at, as on `127.0.0.1:8780` when no scheduler listens there): what it sent.
- */
-export async function esCliToSquatter(
-  intruder: Intruder,
-  adminKeyFile: string,
-): Promise<{ requests: SquattedRequest[]; note: string }> {
-  const port = await freePort();
-  const squat = intruder.run(
-    'squat',
-    {
-      host: '127.0.0.1',
-      port,
-      bindWithinMs: 5_000,
-      // Long enough for a CLI started on a busy machine; released once it has sent its request.
-      holdMs: 20_000,
-      endAfterRequests: 1,
-      status: 409,
-      maxBodyBytes: 65_536,
-    },
-    45_000,
-  );
-  if (!(await listening(port, 5_000))) {
-    const outcome = await squat;
-    throw new Error(`the squatter did not bind 127.0.0.1:${port}: ${JSON.stringify(outcome)}`);
-  }
-  const es = await execa(
-    process.execPath,
-    [ES_CLI, 'jobs', '--url', `http://127.0.0.1:${port}`, '--admin-key-file', adminKeyFile],
-    { reject: false, timeout: 20_000, env: { ES_ADMIN_KEY: '', ES_SCHEDULER_URL: '' } },
-  );
-  const outcome = await squat;
-  return {
-    requests: outcome.requests,
-    note: `es jobs --url http://127.0.0.1:${port} (a squatter answering 409): exit ${es.exitCode ?? es.signal}, ${outcome.requests.length} requests reached the squatter (${outcome.requests.map((r) => `${r.method} ${r.path}`).join(', ') || 'none'}); stderr ${JSON.stringify(String(es.stderr).slice(0, 200))}`,
-  };
-}
-
-/** The job's log lines (`<name>-<job id>.out` in the log directory). */
-function jobLog(logDir: string, jobId: string): string {
-  return readdirSync(logDir)
-    .filter((f) => f.endsWith(`-${jobId}.out`))
-    .map((f) => readFileSync(join(logDir, f), 'utf8'))
-    .join('\n');
-}
-
-/** The jobs of `jobIds` whose worker sent one of `recorded` (its worker id in the path, or the job id in the body). */
-export function jobsThatSent(
-  jobIds: Iterable<string>,
-  recorded: readonly SquattedRequest[],
-): string[] {
-  const fromWorkers = recorded.filter((r) => r.path.startsWith('/api/v1/workers'));
-  return [...jobIds].filter((id) =>
-    fromWorkers.some((r) => r.path.includes(`/${id}.`) || r.body.includes(`"${id}"`)),
-  );
-}
-
-/**
- * Findings for the workers a squatter stopped: each job that served before and has no ready
- * worker now (`readyAfter`), each es-worker process of `before` that is gone.
- */
-export function exitedWorkers(
-  before: ReadonlyMap<string, readonly number[]>,
-  readyAfter: ReadonlySet<string>,
-): string[] {
-  return [...before].flatMap(([id, pids]) => {
-    const gone = pids.filter((pid) => !isAlive(pid));
-    const what = [
-      ...(readyAfter.has(id) ? [] : ['has no ready worker after the restart']),
-      ...(gone.length === 0 ? [] : [`its es-worker (pid ${gone.join(', ')}) exited`]),
-    ];
-    return what.length === 0 ? [] : [`job ${id} served before the squat: ${what.join('; ')}`];
-  });
-}
-
-/**
- * Findings for the jobs of `jobIds` whose log (`*-<job id>.out` in `logDir`) has no line
- * saying the worker ignored an answer that was not signed ({@link IGNORED_UNSIGNED}).
- */
-export function silentWorkers(logDir: string, jobIds: readonly string[]): string[] {
-  return jobIds
-    .filter((id) => !IGNORED_UNSIGNED.test(jobLog(logDir, id)))
-    .map((id) => `job ${id}'s log says nothing of ignoring the squatter's unsigned answers`);
-}
 
 /**
  * Runs every attack of another user of the cluster against the scheduler of `ctx` and its

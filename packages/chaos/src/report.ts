@@ -1,6 +1,7 @@
 /** Renders the per-fault figures of a chaos run as the Markdown of `reports/reliability.md`. */
 import { median, type RequestSummary } from './checker.js';
 import type { History } from './history.js';
+import { SCENARIOS } from './scenario-registry.js';
 
 /** Figures of one injected fault. */
 export interface FaultResult {
@@ -32,9 +33,6 @@ export function brokenChecks(result: FaultResult): string[] {
     .filter(([, n]) => n > 0)
     .map(([name, n]) => `${name} (${n})`);
 }
-
-/** The fault name of `otherUserScenario`'s result (the report gives it a section of its own). */
-export const OTHER_USER_FAULT = 'another user of the cluster';
 
 const STREAMS_CUT = 'streams cut';
 const RESTARTED = 'generations restarted from scratch';
@@ -105,12 +103,15 @@ export function renderReport(
       );
     }
   }
-  // The attacks of another user of the cluster: one row per attack, its findings in the notes.
-  const intruderRows = results.filter((r) => r.fault === OTHER_USER_FAULT);
-  for (const r of intruderRows) {
+  // Scenarios with a section of their own (another user of the cluster: one row per attack,
+  // its findings in the notes).
+  const sections = SCENARIOS.flatMap((s) => (s.section === undefined ? [] : [s.section]));
+  for (const r of results) {
+    const section = sections.find((s) => s.fault === r.fault);
+    if (section === undefined) continue;
     lines.push(
       '',
-      '## Another user of the cluster (attacks run as an unprivileged user; every figure must be 0)',
+      `## ${section.heading}`,
       '',
       '| Check | Violations |',
       '| --- | ---: |',

@@ -4,36 +4,46 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cancelByNamePrefix, uniqueJobPrefix } from '@es/testkit';
 import {
-  controllerRestartScenario,
-  engineHangScenario,
-  engineKillScenario,
-  engineMisbehaviourScenario,
-  hostileScenario,
   judge,
-  otherUserScenario,
-  preemptionScenario,
   runningAsRoot,
   sampleCapacity,
   sampleQueue,
-  schedulerRestartScenario,
+  scenariosOf,
   startLoad,
   startSchedulerProcess,
   waitForCapacity,
-  workerKillScenario,
   waitForIdleNodes,
   type ChaosContext,
   type FaultResult,
+  type ScenarioRun,
   type SchedulerProcess,
 } from '../src/index.js';
 
 // CI short profile: 3 nodes × 2 mock engines (TP 4 of 8 GPUs) at 50 tokens/s, 8 clients
-// (half streaming), one fault after another.
+// (half streaming), one fault after another: the registry's short-profile scenarios, in order.
 const MAX_NODES = 3;
 const TARGET = MAX_NODES * 2;
 const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-'));
 const schedulerId = uniqueJobPrefix('rel').slice(3, -1);
 let ctx: ChaosContext | undefined;
 let scheduler: SchedulerProcess | undefined;
+const log = (m: string) => process.stdout.write(`[chaos] ${m}\n`);
+const SHARED = scenariosOf('short').filter((s) => s.scheduler === 'shared');
+const OWN = scenariosOf('short').filter((s) => s.scheduler === 'own');
+/** The short profile's settings; `ctx` is the shared scheduler once it runs. */
+const run = (ctx?: ChaosContext): ScenarioRun => ({
+  profile: 'short',
+  ...(ctx === undefined ? {} : { ctx }),
+  logDir,
+  schedulerId,
+  plants: new Set(),
+  env: {},
+  concurrency: 8,
+  stopMs: 0,
+  sbatchFailMs: 0,
+  misbehaviourMs: 0,
+  log,
+});
 
 function context(): ChaosContext {
   if (ctx === undefined) throw new Error('the scheduler under test did not start');
@@ -74,7 +84,7 @@ describe('reliability under load (short profile)', () => {
       target: TARGET,
       capacityTimeoutMs: 90_000,
       excused: new Set(),
-      log: (m) => process.stdout.write(`[chaos] ${m}\n`),
+      log,
     };
     await new Promise((r) => setTimeout(r, 2_000));
   });
@@ -87,62 +97,17 @@ describe('reliability under load (short profile)', () => {
     await cancelByNamePrefix(`es-${schedulerId}`);
   });
 
-  it('preemption: no request to the draining worker, nothing lost, 0 streams cut, no over-acquisition', async () => {
-    expectKept(await preemptionScenario(context(), { highJobSeconds: 20 }));
-  });
-
-  it('preemption with GraceTime 15: the drain lets in-flight streams finish', async () => {
-    expectKept(await preemptionScenario(context(), { highJobSeconds: 20, graceTime: 15 }));
-  });
-
-  it('SIGKILL of an engine instance: non-streaming requests retried, streams continued elsewhere (0 cut, none restarted)', async () => {
-    expectKept(await engineKillScenario(context()));
-  });
-
-  it('a hung engine (SIGSTOP 15 s): out of routing within seconds, waiting requests moved, its streams continued after the 3 s stall timeout, nothing hangs', async () => {
-    const result = await engineHangScenario(context(), { frozenMs: 15_000 });
-    expectKept(result);
-    // Liveness: the first probe within 1 s of the freeze, then 3 failures of 2 s back to back.
-    expect(result.detectionMs[0]).toBeLessThan(10_000);
-  });
-
-  it('SIGKILL of a worker daemon: its node is replaced, nothing lost, 0 streams cut', async () => {
-    expectKept(await workerKillScenario(context()));
-  });
-
-  it('slurmctld restart (5 s down): nothing cancelled, removed or resubmitted; serving continues', async () => {
-    expectKept(await controllerRestartScenario(context(), { downMs: 5_000 }));
-  });
-
-  it('scheduler SIGKILL and restart: clients retry, 0 duplicate submissions', async () => {
-    // While the scheduler is down, clients only get connection refusals: they must retry
-    // for longer than the restart takes. openai's default (2 retries after 0.5 s and 1 s,
-    // each less up to 25 % jitter) gives up 1.1 to 1.5 s after the kill: less than a
-    // restart takes on a busy machine (538 ms down + 810 ms to serve was seen failing on a
-    // fresh machine). A defect of the test, which bet on the machine's speed: clients that
-    // must ride out a restart retry longer (5 retries: at least ~11 s). Reproduce the old
-    // failure, deterministically, with the old retries and a longer outage:
-    //   ES_REL_RESTART_RETRIES=2 ES_REL_RESTART_DOWN_MS=1500 \
-    //     pnpm exec vitest run --project reliability packages/chaos/test/faults.rel.test.ts
-    // Serving that survives the scheduler itself is the data-plane issue's promise.
-    const clientRetries = Number(process.env.ES_REL_RESTART_RETRIES ?? 5);
-    const downMs = Number(process.env.ES_REL_RESTART_DOWN_MS ?? 500);
-    expectKept(await schedulerRestartScenario(context(), { downMs, clientRetries }));
-  });
-
-  it('hostile input: every answer a clean 4xx, no crash, memory back near baseline', async () => {
-    const result = await hostileScenario(context(), { logDir, model: 'mock-model' });
-    expectKept(result);
-  });
-
-  // Root only (it creates the unprivileged user; CI runs as root). Last of the faults: a
-  // scheduler whose workers obey an unsigned 409 loses every worker to its squatter.
-  it.skipIf(!runningAsRoot())(
-    'another user of the cluster: engines refuse it, nothing it can read holds a key, public routes show no address, a squatter on the scheduler port during a restart learns nothing replayable and stops no worker, a replayed admin request is refused',
-    async () => {
-      expectKept(await otherUserScenario(context()));
-    },
-  );
+  for (const scenario of SHARED) {
+    // Root only: it creates the unprivileged user (CI runs as root).
+    it.skipIf(scenario.rootOnly === true && !runningAsRoot())(scenario.description, async () => {
+      const result = await scenario.run(run(context()));
+      expectKept(result);
+      if (scenario.name === 'engine-hang') {
+        // Liveness: the first probe within 1 s of the freeze, then 3 failures of 2 s back to back.
+        expect(result.detectionMs[0]).toBeLessThan(10_000);
+      }
+    });
+  }
 
   it('the whole run: every request, in and between the faults, kept every promise', () => {
     const c = context();
@@ -170,22 +135,16 @@ describe('reliability under load (short profile)', () => {
   });
 });
 
-describe('engines that die mid-stream (short profile)', () => {
-  it('every stream they cut half-way is continued on the other engine: 0 cut, none restarted, content exact; nothing hangs', async () => {
-    const result = await engineMisbehaviourScenario({
-      logDir: mkdtempSync(join(tmpdir(), 'es-chaos-mid-')),
-      schedulerId: uniqueJobPrefix('relmid').slice(3, -1),
-      label: 'engine dies mid-stream',
-      engineFlags: '--die-mid-stream 40',
-      durationMs: 15_000,
-      continuable: true,
-      log: (m) => process.stdout.write(`[chaos] ${m}\n`),
+describe('scenarios with a scheduler of their own (short profile)', () => {
+  for (const scenario of OWN) {
+    it(scenario.description, async () => {
+      const result = await scenario.run(run());
+      for (const [check, violations] of Object.entries(result.checks)) {
+        expect
+          .soft(violations, `${result.fault}: ${check} (${result.notes?.join('; ') ?? ''})`)
+          .toBe(0);
+      }
+      expect(result.requests.lost).toBe(0);
     });
-    for (const [check, violations] of Object.entries(result.checks)) {
-      expect
-        .soft(violations, `${result.fault}: ${check} (${result.notes?.join('; ') ?? ''})`)
-        .toBe(0);
-    }
-    expect(result.requests.lost).toBe(0);
-  });
+  }
 });
