@@ -1,6 +1,7 @@
 /** `load-test`: the command-line entry point (wiring only). */
 import { runCli } from './cli-support.js';
-import { formatLoadTestReport, runLoadTest } from './load-test.js';
+import { runLoadTest } from './load-test.js';
+import { formatLoadTestReport } from './load-test-report.js';
 import { parseLoadTestArgs } from './load-test-args.js';
 
 runCli('load-test', async () => {

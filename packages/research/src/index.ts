@@ -56,23 +56,23 @@ export type {
 export { OUTPUT_FILES, formatSummary, generateTrajectories } from './generate.js';
 export type { GenerateOptions, GenerateSummary, OutputFormat } from './generate.js';
 export { parseGenerateArgs } from './generate-args.js';
+export { runLoadTest } from './load-test.js';
+export type { LoadTestOptions } from './load-test.js';
+export { makeQuestion } from './load-test-prompts.js';
+export type { PromptStyle } from './load-test-prompts.js';
 export {
   WORKER_HEADER,
-  classifyError,
   formatLoadTestReport,
-  makeQuestion,
   percentile,
-  runLoadTest,
   summarizeLoadTest,
-} from './load-test.js';
+} from './load-test-report.js';
 export type {
   Distribution,
-  LoadTestOptions,
   LoadTestReport,
-  PromptStyle,
   RequestSample,
   WorkerCount,
-} from './load-test.js';
+} from './load-test-report.js';
+export { classifyError } from './load-test-request.js';
 export {
   formatClusterBanner,
   parseClusterStatus,

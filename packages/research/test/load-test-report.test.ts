@@ -1,14 +1,9 @@
 import OpenAI from 'openai';
 import { describe, expect, test } from 'vitest';
-import {
-  classifyError,
-  formatLoadTestReport,
-  makePrompt,
-  makeQuestion,
-  percentile,
-  summarizeLoadTest,
-} from '../src/load-test.js';
-import type { LoadTestReport, RequestSample } from '../src/load-test.js';
+import { makePrompt, makeQuestion } from '../src/load-test-prompts.js';
+import { formatLoadTestReport, percentile, summarizeLoadTest } from '../src/load-test-report.js';
+import type { LoadTestReport, RequestSample } from '../src/load-test-report.js';
+import { classifyError } from '../src/load-test-request.js';
 import { mulberry32 } from '../src/dataset.js';
 
 const config: LoadTestReport['config'] = {

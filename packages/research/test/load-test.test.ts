@@ -6,8 +6,9 @@ import { promisify } from 'node:util';
 import { afterEach, describe, expect, test } from 'vitest';
 import { encodePrompt } from '@es/mock-engine';
 import { mulberry32 } from '../src/dataset.js';
-import { makePrompt, runLoadTest } from '../src/load-test.js';
-import type { LoadTestReport } from '../src/load-test.js';
+import { runLoadTest } from '../src/load-test.js';
+import { makePrompt } from '../src/load-test-prompts.js';
+import type { LoadTestReport } from '../src/load-test-report.js';
 import { startMock } from './mock.js';
 import type { MockEngine } from './mock.js';
 
