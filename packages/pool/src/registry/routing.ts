@@ -1,0 +1,218 @@
+/**
+ * Routing views: the deployments served (configs, the proxy's `DeploymentView`s and the
+ * model-name index) and each one's routable set, rebuilt in one place (`republish`) that
+ * tells routing-change listeners what entered and left; the proxy's wait for a routable
+ * worker, and passive ejection after repeated failed attempts.
+ */
+import type {
+  AttemptOutcome,
+  DeploymentView,
+  PoolView,
+  RoutableWorker,
+  RoutingChange,
+} from '../view.js';
+import { deploymentView, validateDeployment, type DeploymentConfig } from '../deployment.js';
+import type { PoolEventLog, DeploymentCatalog } from '../roles.js';
+import type { RegistryStore, WorkerRecord } from './records.js';
+
+interface DeploymentRecord {
+  config: DeploymentConfig;
+  view: DeploymentView;
+  workers: Set<string>;
+  /** Published array; replaced (never mutated) on every change so callers may hold it. */
+  routable: readonly RoutableWorker[];
+  waiters: Set<(ready: boolean) => void>;
+}
+
+const EMPTY: readonly RoutableWorker[] = Object.freeze([]);
+
+/** What {@link createRouting} needs besides the store. */
+export interface RoutingOptions {
+  emit: PoolEventLog['emit'];
+  /** Consecutive failed attempts before a worker is ejected from routing. */
+  ejectAfter: number;
+  /** How long an ejected worker stays out of routing. */
+  ejectCooldownMs: number;
+}
+
+/** The deployments and their routable sets. */
+export interface Routing
+  extends
+    DeploymentCatalog,
+    Pick<
+      PoolView,
+      'deployments' | 'resolveModel' | 'routable' | 'waitForRoutable' | 'reportOutcome'
+    > {
+  onRoutingChange(listener: (change: RoutingChange) => void): () => void;
+  /**
+   * Rebuild a deployment's routable set, the only place it changes; tell routing listeners
+   * what entered and left (`why` overrides the reason derived from the worker's state).
+   */
+  republish(deployment: string, why?: string): void;
+  /** The ids of a served deployment's workers (the set itself), `undefined` if not served. */
+  deploymentWorkers(deployment: string): Set<string> | undefined;
+}
+
+function isRoutable(w: WorkerRecord, at: number): boolean {
+  return w.state === 'ready' && (w.ejectedUntil === undefined || w.ejectedUntil <= at);
+}
+
+/** Why a worker is out of routing, for the routing-change record. */
+function outReason(w: WorkerRecord | undefined, at: number): string {
+  if (w === undefined) return 'forgotten';
+  if (w.state === 'ready' && w.ejectedUntil !== undefined && w.ejectedUntil > at) {
+    return `ejected until ${new Date(w.ejectedUntil).toISOString()}`;
+  }
+  const state = w.state === 'loading' ? 'unready' : w.state;
+  return w.reason === undefined ? state : `${state}: ${w.reason}`;
+}
+
+/** The routing views of a registry over `store`'s workers. */
+export function createRouting(store: RegistryStore, options: RoutingOptions): Routing {
+  const { now, workers } = store;
+  const { emit, ejectAfter, ejectCooldownMs } = options;
+  const deployments = new Map<string, DeploymentRecord>();
+  const views: DeploymentView[] = [];
+  const modelIndex = new Map<string, DeploymentView>();
+  const routingListeners = new Set<(change: RoutingChange) => void>();
+
+  function rebuildViews(): void {
+    views.length = 0;
+    modelIndex.clear();
+    for (const record of deployments.values()) views.push(record.view);
+    for (const view of views) {
+      for (const name of view.modelNames) if (!modelIndex.has(name)) modelIndex.set(name, view);
+    }
+  }
+
+  function republish(deployment: string, why?: string): void {
+    const record = deployments.get(deployment);
+    if (record === undefined) return;
+    const at = now();
+    const list: RoutableWorker[] = [];
+    for (const id of record.workers) {
+      const w = workers.get(id);
+      if (w !== undefined && isRoutable(w, at)) {
+        if (w.ejectedUntil !== undefined) w.ejectedUntil = undefined;
+        list.push(w.routable);
+      }
+    }
+    const before = record.routable;
+    record.routable = list.length === 0 ? EMPTY : list;
+    if (routingListeners.size > 0) notifyRouting(deployment, before, record.routable, at, why);
+    if (list.length > 0 && record.waiters.size > 0) {
+      const waiters = [...record.waiters];
+      record.waiters.clear();
+      for (const resolve of waiters) resolve(true);
+    }
+  }
+
+  function notifyRouting(
+    deployment: string,
+    before: readonly RoutableWorker[],
+    after: readonly RoutableWorker[],
+    at: number,
+    why: string | undefined,
+  ): void {
+    // Identity of the routable object, not the id: a re-registered worker is a new object.
+    const changes: RoutingChange[] = [];
+    const kept = new Set(after);
+    for (const r of before) {
+      if (!kept.has(r)) {
+        const w = workers.get(r.id);
+        const reason =
+          why ?? (w !== undefined && w.routable !== r ? 'registered again' : outReason(w, at));
+        changes.push({ deployment, workerId: r.id, routable: false, reason });
+      }
+    }
+    const old = new Set(before);
+    for (const r of after) {
+      if (!old.has(r))
+        changes.push({ deployment, workerId: r.id, routable: true, reason: 'ready' });
+    }
+    for (const change of changes) {
+      for (const listener of [...routingListeners]) {
+        try {
+          listener(change);
+        } catch {
+          // A listener's failure must not break the registry.
+        }
+      }
+    }
+  }
+
+  return {
+    republish,
+    deploymentWorkers: (deployment) => deployments.get(deployment)?.workers,
+
+    addDeployment(config) {
+      validateDeployment(config);
+      const existing = deployments.get(config.name);
+      if (existing !== undefined) {
+        existing.config = config;
+        existing.view = deploymentView(config);
+      } else {
+        deployments.set(config.name, {
+          config,
+          view: deploymentView(config),
+          workers: new Set(),
+          routable: EMPTY,
+          waiters: new Set(),
+        });
+      }
+      rebuildViews();
+    },
+
+    deploymentConfig: (name) => deployments.get(name)?.config,
+    deploymentConfigs: () => [...deployments.values()].map((d) => d.config),
+
+    deployments: () => views,
+    resolveModel: (model) => modelIndex.get(model),
+    routable: (deployment) => deployments.get(deployment)?.routable ?? EMPTY,
+
+    waitForRoutable(deployment, signal) {
+      const record = deployments.get(deployment);
+      if (record === undefined || signal.aborted) return Promise.resolve(false);
+      if (record.routable.length > 0) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const onAbort = () => {
+          record.waiters.delete(settle);
+          resolve(false);
+        };
+        const settle = (ready: boolean) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(ready);
+        };
+        record.waiters.add(settle);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    },
+
+    onRoutingChange(listener) {
+      routingListeners.add(listener);
+      return () => routingListeners.delete(listener);
+    },
+
+    reportOutcome(workerId, outcome: AttemptOutcome) {
+      const w = workers.get(workerId);
+      if (w === undefined) return;
+      if (outcome === 'success') {
+        w.failures = 0;
+        w.requestsServed++;
+        return;
+      }
+      w.failures++;
+      if (w.failures < ejectAfter || w.state !== 'ready' || w.ejectedUntil !== undefined) return;
+      const record = deployments.get(w.deployment);
+      // Never eject the last routable worker: with nowhere else to go, a failing worker is
+      // still better than a queue that waits for the cool-down.
+      if (record === undefined || record.routable.length <= 1) return;
+      w.ejectedUntil = now() + ejectCooldownMs;
+      w.failures = 0;
+      const reason = `ejected for ${ejectCooldownMs} ms after ${ejectAfter} failed attempts (${outcome})`;
+      republish(w.deployment, `unready: ${reason}`);
+      // Out of routing for the cool-down only: `unready`, not a drain (it comes back).
+      emit({ type: 'unready', deployment: w.deployment, jobId: w.jobId, workerId, reason });
+    },
+  };
+}
