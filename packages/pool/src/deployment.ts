@@ -34,7 +34,22 @@ export interface DeploymentConfig {
   extra?: Record<string, unknown>;
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/**
+ * What a deployment name (and a scheduler id) may be: it becomes part of the SLURM job name
+ * `es-<schedulerId>-<deployment>`, so letters, digits, `.`, `_`, `-`, at most 63 characters,
+ * not starting with a punctuation mark.
+ */
+export const DEPLOYMENT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * The tensor parallel sizes that split a node of `gpusPerNode` GPUs into whole engine
+ * instances: the divisors of `gpusPerNode`, smallest first.
+ * @example
+ * tensorParallelSizes(8); // [1, 2, 4, 8]
+ */
+export function tensorParallelSizes(gpusPerNode: number): number[] {
+  return Array.from({ length: gpusPerNode }, (_, i) => i + 1).filter((d) => gpusPerNode % d === 0);
+}
 
 /** Engine instances one node job runs (`gpusPerNode / tensorParallelSize`). */
 export function workersPerNode(deployment: DeploymentConfig): number {
@@ -48,7 +63,7 @@ export function validateDeployment(config: DeploymentConfig): void {
       param,
     });
   };
-  if (!NAME.test(config.name)) fail('name', 'expected letters, digits, ".", "_" or "-"');
+  if (!DEPLOYMENT_NAME.test(config.name)) fail('name', 'expected letters, digits, ".", "_" or "-"');
   if (config.model.trim() === '') fail('model', 'expected a model path or hub id');
   // The names reach the worker's and the engines' command lines: none may pass for a flag
   // (`--engine-bin=/bin/sh` as a served model name) or break a line of the batch script.
@@ -75,7 +90,7 @@ export function validateDeployment(config: DeploymentConfig): void {
       fail(key, `expected an integer >= 1, got ${config[key]}`);
     }
   }
-  if (config.gpusPerNode % config.tensorParallelSize !== 0) {
+  if (!tensorParallelSizes(config.gpusPerNode).includes(config.tensorParallelSize)) {
     fail(
       'tensorParallelSize',
       `${config.tensorParallelSize} does not divide ${config.gpusPerNode}`,

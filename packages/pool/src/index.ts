@@ -6,6 +6,7 @@ export type {
   RoutingChange,
   RoutingPolicy,
 } from './view.js';
+export { ROUTING_POLICIES } from './view.js';
 export { ProviderError, classifyProviderError, isProviderError } from './provider.js';
 export type {
   ClusterOptions,
@@ -22,7 +23,13 @@ export { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
 export type { PlannedSlice, SlicePlanOptions } from './slices.js';
 export { PoolError } from './errors.js';
 export type { PoolErrorCode, PoolErrorOptions } from './errors.js';
-export { deploymentView, jobNameFor, validateDeployment } from './deployment.js';
+export {
+  DEPLOYMENT_NAME,
+  deploymentView,
+  jobNameFor,
+  tensorParallelSizes,
+  validateDeployment,
+} from './deployment.js';
 export type { DeploymentConfig } from './deployment.js';
 export { createRegistry } from './registry.js';
 export type {

@@ -1,7 +1,10 @@
 import type { EngineKind, EngineLoad } from '@es/protocol';
 
-/** Routing policies the proxy implements. */
-export type RoutingPolicy = 'least-outstanding' | 'round-robin' | 'prefix-affinity';
+/** Routing policies the proxy implements, the default first. */
+export const ROUTING_POLICIES = ['least-outstanding', 'round-robin', 'prefix-affinity'] as const;
+
+/** One of {@link ROUTING_POLICIES}. */
+export type RoutingPolicy = (typeof ROUTING_POLICIES)[number];
 
 /** What the proxy needs to know about a deployment. */
 export interface DeploymentView {

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { PoolError, createRegistry, validateDeployment } from '../src/index.js';
+import {
+  DEPLOYMENT_NAME,
+  PoolError,
+  createRegistry,
+  tensorParallelSizes,
+  validateDeployment,
+} from '../src/index.js';
 import { deployment } from './helpers.js';
 
 function refusal(fn: () => unknown): PoolError {
@@ -43,5 +49,43 @@ describe('validateDeployment: names that reach a command line', () => {
         }),
       ),
     ).not.toThrow();
+  });
+});
+
+describe('the deployment rules the scheduler config checks too', () => {
+  it.each([
+    [8, [1, 2, 4, 8]],
+    [6, [1, 2, 3, 6]],
+    [1, [1]],
+    [7, [1, 7]],
+  ])('tensorParallelSizes(%i) is %j', (gpusPerNode, sizes) => {
+    expect(tensorParallelSizes(gpusPerNode)).toEqual(sizes);
+  });
+
+  it('refuses a TP size outside tensorParallelSizes, accepts every one inside', () => {
+    for (const tp of tensorParallelSizes(8)) {
+      expect(() =>
+        validateDeployment(deployment('m', { gpusPerNode: 8, tensorParallelSize: tp })),
+      ).not.toThrow();
+    }
+    const error = refusal(() =>
+      validateDeployment(deployment('m', { gpusPerNode: 8, tensorParallelSize: 3 })),
+    );
+    expect(error).toMatchObject({ param: 'tensorParallelSize' });
+  });
+
+  it.each([
+    ['llama-3.70b_v2', true],
+    ['a'.repeat(63), true],
+    ['a'.repeat(64), false],
+    ['-x', false],
+    ['.x', false],
+    ['a b', false],
+    ['a/b', false],
+  ])('DEPLOYMENT_NAME %j: %s, as validateDeployment judges it', (name, ok) => {
+    expect(DEPLOYMENT_NAME.test(name)).toBe(ok);
+    const judge = () => validateDeployment(deployment(name));
+    if (ok) expect(judge).not.toThrow();
+    else expect(refusal(judge)).toMatchObject({ param: 'name' });
   });
 });
