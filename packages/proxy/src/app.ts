@@ -12,14 +12,7 @@ import { createNodeSink, createWebSink } from './client-sink.js';
 import { corsMiddleware } from './cors.js';
 import type { ClientSink } from './client-sink.js';
 import { ProxyError } from './errors.js';
-import {
-  ClientState,
-  abortAttemptsOn,
-  clientGone,
-  createWaitQueue,
-  forward,
-  progressOf,
-} from './forward.js';
+import { forward } from './forward.js';
 import type { ForwardShared } from './forward.js';
 import { withStaleRouting } from './journal.js';
 import { resolveProxyOptions } from './options.js';
@@ -33,10 +26,13 @@ import {
   readWebBody,
   withMembers,
 } from './request-body.js';
+import { ClientState, clientGone, progressOf } from './request-state.js';
 import { createRetryBudget } from './retry-budget.js';
 import { createDeploymentRouter } from './routing.js';
 import type { DeploymentRouter } from './routing.js';
 import { createUpstreamPools } from './upstream-pools.js';
+import { abortAttemptsOn } from './upstream.js';
+import { createWaitQueue } from './wait-queue.js';
 import { generationKind, planGeneration } from './continuation/plan.js';
 import type { GenerationPlan } from './continuation/plan.js';
 

@@ -9,17 +9,17 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { RoutableWorker } from '@es/pool';
 import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.js';
+import type { ForwardRequest, ForwardShared } from '../forward.js';
+import type { ContinuationRecord, ProxyRequestRecord, RequestOutcome } from '../options.js';
+import { clientGone, withProgress } from '../request-state.js';
+import type { Progress } from '../request-state.js';
 import {
   WorkerLostError,
   classify,
-  trackAttempt,
-  clientGone,
   clientHeaders,
+  trackAttempt,
   upstreamHeaders,
-  withProgress,
-} from '../forward.js';
-import type { ForwardRequest, ForwardShared, Progress } from '../forward.js';
-import type { ContinuationRecord, ProxyRequestRecord, RequestOutcome } from '../options.js';
+} from '../upstream.js';
 import { continuationBody } from './plan.js';
 import type { ContinuablePlan } from './plan.js';
 import { SseSplitter } from './sse.js';
