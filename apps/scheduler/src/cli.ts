@@ -3,13 +3,11 @@
  * `es-scheduler` (`scripts/es-scheduler` in a checkout): parse flags and config, start
  * serving, stop cleanly on SIGTERM/SIGINT.
  */
-import { join } from 'node:path';
 import { redactingStream } from '@es/protocol';
+import { createScheduler } from '@es/scheduler';
 import { pino } from 'pino';
-import { ConfigError, WORKER_CLI_PATH, resolveConfig } from './config.js';
-import { parseFlags } from './flags.js';
+import { ConfigError, settingsFromArgv, workerCommandOf } from './config.js';
 import { humanLogStream } from './log-format.js';
-import { startScheduler } from './main.js';
 
 /** Every secret this process holds: no log line shows one (filled once they are read). */
 let secrets: readonly string[] = [];
@@ -29,7 +27,7 @@ async function main(): Promise<void> {
   process.umask(0o077);
   let settings;
   try {
-    settings = resolveConfig(await parseFlags(process.argv.slice(2)));
+    settings = await settingsFromArgv(process.argv.slice(2));
   } catch (error) {
     if (error instanceof ConfigError) {
       process.stderr.write(`es-scheduler: ${error.message}\n`);
@@ -38,17 +36,14 @@ async function main(): Promise<void> {
     throw error;
   }
   for (const warning of settings.warnings ?? []) logger.warn(warning);
-  const scheduler = await startScheduler(settings, {
+  const workerCommand = workerCommandOf(settings);
+  const scheduler = await createScheduler(settings, {
     logger,
     onSecrets: (held) => {
       secrets = held;
     },
     onStopped: () => process.exit(0),
-    // --project-root: the node jobs run that checkout's worker with this Node, both at the
-    // same paths on the nodes.
-    ...(settings.projectRoot
-      ? { workerCommand: [process.execPath, join(settings.projectRoot, WORKER_CLI_PATH)] }
-      : {}),
+    ...(workerCommand === undefined ? {} : { workerCommand }),
   });
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {

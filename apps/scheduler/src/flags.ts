@@ -4,8 +4,9 @@
  * merges with the config file.
  */
 import yargs from 'yargs';
+import { ROUTING_POLICIES } from '@es/pool';
 import { ENGINE_KINDS } from '@es/protocol';
-import { BACKENDS, ConfigError, ROUTING_POLICIES, closest, type CliOverrides } from './config.js';
+import { BACKENDS, ConfigError, closest, type CliOverrides } from '@es/scheduler';
 
 /**
  * The command as it works from the repository root after `bash scripts/run.sh`: what

@@ -1,6 +1,6 @@
 /**
- * The scheduler in-process, exactly as `es-scheduler` wires it (`startScheduler` of
- * src/main.ts: registry, reconciler, worker API, proxy and admin on one port), with real
+ * The scheduler in-process, exactly as `es-scheduler` wires it (`createScheduler` of
+ * `@es/scheduler`: registry, reconciler, worker API, proxy and admin on one port), with real
  * apps/worker processes and mock engines on the local backend or in jobs of the SLURM dev
  * cluster. The admin API, `/metrics` and the `es` CLI are exercised against it end to end;
  * the admin's routes alone are tested in packages/admin over a fake pool.
@@ -16,7 +16,7 @@ import { deriveKeys } from '@es/protocol';
 import { runCli, type StatusResponse } from '../../../packages/client/src/index.js';
 import { resolveConfig } from '../src/config.js';
 import { parseFlags } from '../src/flags.js';
-import { startScheduler, type Scheduler } from '../src/main.js';
+import { createScheduler, type Scheduler } from '@es/scheduler';
 import type { LogLine } from './harness.js';
 
 // The shared test helpers (apps/scheduler does not depend on @es/testkit; its tests run its code).
@@ -99,7 +99,7 @@ export async function startAdminTestScheduler(
   });
   let onStopped: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => (onStopped = resolve));
-  const scheduler = await startScheduler(settings, {
+  const scheduler = await createScheduler(settings, {
     logger: pino({ level: 'info' }, sink),
     onStopped: () => onStopped(),
   });

@@ -3,7 +3,7 @@
  * (4 nodes × 8 fake GPUs, partitions `low` and `high`): SLURM states, pending reasons, time
  * left, a scale-up past the cluster's size, a preemption by a `high` job (requeue), and a
  * scale-down that cancels the pending jobs first. The scheduler is its own wiring
- * (`startScheduler`) in-process; moved here from packages/admin (issue 12).
+ * (`createScheduler`) in-process; moved here from packages/admin (issue 12).
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 // apps/scheduler depends on neither @es/client nor @es/testkit; its tests run their code.

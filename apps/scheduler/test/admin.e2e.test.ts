@@ -1,6 +1,6 @@
 /**
  * The admin API, `/metrics` and the `es` CLI against the scheduler's own wiring in-process
- * (`startScheduler`: local provider, real apps/worker processes, mock engines): requests, a
+ * (`createScheduler`: local provider, real apps/worker processes, mock engines): requests, a
  * preemption, operator drains (the job's workers leave routing, then it is cancelled and
  * replaced), a scale-down, a stop. CLI commands run through `runCli` (the bin's code) and
  * once as the built `es` binary. Moved here from packages/admin, whose own tests use a fake

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { resolveConfig } from '../src/config.js';
 import { parseFlags } from '../src/flags.js';
-import { workerArgs } from '../src/node-request.js';
+import { workerArgs } from '@es/scheduler';
 import { errorOf } from './config-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-config-security-'));

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ENGINE_KINDS } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
-import { parseTimeLimit, resolveConfig } from '../src/config.js';
+import { parseTimeLimit } from '@es/scheduler';
+import { resolveConfig } from '../src/config.js';
 import { errorOf } from './config-fixtures.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-config-'));

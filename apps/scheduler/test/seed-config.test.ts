@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { WORKER_CLI_PATH, closest, heartbeatTiming, resolveConfig } from '../src/config.js';
+import { closest, heartbeatTiming } from '@es/scheduler';
+import { WORKER_CLI_PATH, resolveConfig } from '../src/config.js';
 import { joinPassThroughValues, parseFlags } from '../src/flags.js';
 import { errorOf, seedConfigText } from './config-fixtures.js';
 

@@ -2,21 +2,16 @@
  * Wiring: settings → provider, registry, reconciler, worker API, proxy and the seed's
  * status routes, all served on one port. No policy lives here.
  */
-import { execFileSync } from 'node:child_process';
-import { hostname } from 'node:os';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { pino, type Logger } from 'pino';
 import { Hono } from 'hono';
 import { mountAdmin, type AdminApi } from '@es/admin';
-import type { Logger } from 'pino';
-import { createLocalProvider, type LocalProvider } from '@es/local';
+import type { LocalProvider } from '@es/local';
 import {
   createReconciler,
   createRegistry,
   createWorkerApi,
-  startWorkerApiThread,
   type NodeProvider,
-  type WorkerApiThread,
   type Reconciler,
   type Registry,
 } from '@es/pool';
@@ -29,13 +24,21 @@ import {
   workerUrlFilePath,
   writeSchedulerUrl,
 } from '@es/protocol';
-import { createProxyApp, startProxyServer, type ProxyServer } from '@es/proxy';
-import { createSlurmProvider } from '@es/slurm';
-import type { SchedulerSettings } from './config.js';
+import { createProxyApp } from '@es/proxy';
+import {
+  advertisedUrl,
+  createBackendProvider,
+  defaultWorkerCommand,
+  resolveBackend,
+} from './backend.js';
+import { logContinuation, logPoolEvent, logProgress } from './event-log.js';
+import { startListeners } from './listeners.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
 import { reliabilityHooks } from './reliability-hooks.js';
 import { ensureLogDir, loadOrCreateSecret } from './secret.js';
-import { createSeedRoutes, type DeploymentNote } from './seed-routes.js';
+import { createSeedRoutes } from './seed-routes.js';
+import type { SchedulerSettings } from './settings.js';
+import { summarizeStatus, type SeedStatusSummary } from './status-model.js';
 
 /** A running scheduler. */
 export interface Scheduler {
@@ -51,9 +54,11 @@ export interface Scheduler {
   close(options?: { cancelJobs?: boolean }): Promise<void>;
 }
 
-export interface StartOptions {
-  logger: Logger;
-  /** argv prefix that starts a worker (default: this Node and apps/worker's dist/cli.mjs). */
+/** What the embedder of a scheduler provides (the `es-scheduler` binary, tests, examples). */
+export interface SchedulerDeps {
+  /** Where the scheduler logs (default: pino's JSON lines on stdout). */
+  logger?: Logger;
+  /** argv prefix that starts a worker (default: this Node and the checkout's apps/worker). */
   workerCommand?: string[];
   /** Called after `POST /api/v1/admin/stop` (`es stop`) has stopped the scheduler. */
   onStopped?: () => void;
@@ -62,57 +67,37 @@ export interface StartOptions {
    * client and admin keys) once it has read them, so the log stream can redact them.
    */
   onSecrets?: (secrets: readonly string[]) => void;
+  /**
+   * The node provider to submit jobs with, instead of the backend's (SLURM's, or local
+   * processes). The embedder owns it: the scheduler does not close it.
+   */
+  provider?: NodeProvider;
 }
 
 const LOOPBACK = /^(127\.|localhost$|::1$|\[::1\]$)/;
 
-function hasSbatch(): boolean {
-  try {
-    execFileSync('sh', ['-c', 'command -v sbatch'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-function defaultWorkerCommand(): string[] {
-  const cli = fileURLToPath(new URL('../../worker/dist/cli.mjs', import.meta.url));
-  return [process.execPath, cli];
-}
-
-/** Whole seconds from now until `at` (ms), never negative. */
-function secondsUntil(at: number): number {
-  return Math.max(0, Math.round((at - Date.now()) / 1000));
-}
-
-/** URL the workers use to reach the scheduler. */
-function advertisedUrl(host: string, port: number, backend: 'slurm' | 'local'): string {
-  if (backend === 'local') return `http://127.0.0.1:${port}`;
-  // A wildcard listen address is advertised as $ES_SCHEDULER_HOST, else the host name.
-  const name =
-    host === '0.0.0.0' || host === '::' ? process.env.ES_SCHEDULER_HOST || hostname() : host;
-  return `http://${name.includes(':') ? `[${name}]` : name}:${port}`;
-}
-
 /**
- * Start the scheduler described by `settings`.
+ * Start the scheduler described by `settings`: it listens, writes its URL files and keeps
+ * the deployments' node jobs submitted until `close()`.
  * @example
- * const scheduler = await startScheduler(resolveConfig(await parseFlags(argv)), { logger });
+ * const settings = resolveConfig({ backend: 'local', model: 'mock-model', port: 0 });
+ * const scheduler = await createScheduler(settings, { logger: pino() });
+ * // ... clients use `${scheduler.url}/v1`
+ * await scheduler.close();
  */
-export async function startScheduler(
+export async function createScheduler(
   settings: SchedulerSettings,
-  options: StartOptions,
+  deps: SchedulerDeps = {},
 ): Promise<Scheduler> {
-  const log = options.logger;
-  const backend =
-    settings.backend === 'auto' ? (hasSbatch() ? 'slurm' : 'local') : settings.backend;
+  const log = deps.logger ?? pino({ name: 'es-scheduler' });
+  const backend = resolveBackend(settings.backend);
   // Owner-only (0700), or refused: other users must neither read the logs nor swap a
   // job script in it before sbatch reads it.
   const logDir = ensureLogDir(settings.logDir);
   const secretFile = resolve(settings.secretFile ?? `${logDir}/secret`);
   const secret = loadOrCreateSecret(secretFile);
   const keys = deriveKeys(secret);
-  options.onSecrets?.([
+  deps.onSecrets?.([
     ...derivedSecrets(secret),
     ...settings.apiKeys,
     ...(settings.adminKey === undefined ? [] : [settings.adminKey]),
@@ -139,23 +124,8 @@ export async function startScheduler(
     ports: () => (listeningPort === undefined ? [] : [listeningPort]),
   });
 
-  const gpusPerNode = Math.max(...settings.deployments.map((d) => d.gpusPerNode));
-  const provider: NodeProvider = admin.instrumentProvider(
-    backend === 'slurm'
-      ? createSlurmProvider({})
-      : // Local jobs end with the scheduler (a rehearsal should leave nothing behind), but the
-        // state file lets a scheduler that crashed re-adopt the ones still running.
-        createLocalProvider({
-          nodes: settings.localNodes,
-          gpusPerNode,
-          killOnClose: true,
-          stateFile: `${logDir}/local-jobs.json`,
-          // SLURM's default KillWait. The workers' drain (grace, hand-over a margin before its
-          // end, engine stop: at most 26 s with the notices) must run whole before the
-          // SIGKILL; the provider's own default of 5 s cut it short, engines included.
-          killGraceMs: 30_000,
-        }),
-  );
+  const baseProvider = deps.provider ?? createBackendProvider(backend, settings, logDir);
+  const provider: NodeProvider = admin.instrumentProvider(baseProvider);
 
   const hooks = reliabilityHooks();
   if (hooks.planted.length > 0) {
@@ -175,26 +145,17 @@ export async function startScheduler(
     clientIdleTimeoutMs: settings.clientIdleTimeoutS * 1000,
     onContinuation: (record) => {
       admin.onContinuation(record);
-      const { requestId, fromWorker, toWorker, outcome, reason, generatedTokens } = record;
-      const target = toWorker === undefined ? '' : ` on ${toWorker}`;
-      const message = `generation ${requestId} cut on ${fromWorker} after ${generatedTokens} tokens (${record.cause}): ${outcome}${target} (${reason})`;
-      registry.emit({
-        type: 'continuation',
-        deployment: record.deployment,
-        workerId: fromWorker,
-        reason: message,
-      });
-      const fields = { requestId, fromWorker, toWorker, outcome, reason, waitMs: record.waitMs };
-      if (outcome === 'continued' || outcome === 'inexact') log.info(fields, message);
-      else log.warn(fields, message);
+      logContinuation(log, registry, record);
     },
     logger: { warn: (fields, message) => log.warn(fields, message) },
     ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
     ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),
   });
 
-  let jobCounts = { pending: 0, running: 0 };
-  let deploymentNotes = new Map<string, DeploymentNote>();
+  let summary: SeedStatusSummary = {
+    jobCounts: { pending: 0, running: 0 },
+    deploymentNotes: new Map(),
+  };
   app.route(
     '/',
     createWorkerApi(registry, {
@@ -208,60 +169,27 @@ export async function startScheduler(
     '/',
     createSeedRoutes({
       registry,
-      jobCounts: () => jobCounts,
-      deploymentNotes: () => deploymentNotes,
+      jobCounts: () => summary.jobCounts,
+      deploymentNotes: () => summary.deploymentNotes,
       isAdmin: (request) => admin.isAdmin(request),
     }),
   );
   app.route('/', proxy);
 
-  // The worker protocol on a listener and an event loop of its own: heartbeats are
-  // answered in milliseconds while clients keep this thread busy. (Also mounted on the
-  // client port above, for tools that speak it there; the workers are sent here.)
-  let workerApi: WorkerApiThread;
-  try {
-    workerApi = await startWorkerApiThread(registry, {
-      workerKey: keys.workerKey,
-      host: settings.host,
-      port: settings.workerPort,
-      maxConnections: settings.maxConnections,
-      logger: log,
-      onError: (error) => log.error({ err: error }, `worker API thread failed: ${error.message}`),
-    });
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new Error(
-        `worker port ${settings.workerPort} on ${settings.host} is in use: is another scheduler running? Stop it or pass --worker-port (0: any free port)`,
-        { cause: error },
-      );
-    }
-    throw error;
-  }
-  let server: ProxyServer;
-  try {
-    server = await startProxyServer({
-      fetch: app.fetch,
-      port: settings.port,
-      hostname: settings.host,
-      maxConnections: settings.maxConnections,
-    });
-  } catch (error) {
-    await workerApi.close();
-    if ((error as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      throw new Error(
-        `port ${settings.port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --port`,
-        { cause: error },
-      );
-    }
-    throw error;
-  }
+  // The worker protocol is also mounted on the client port above, for tools that speak it
+  // there; the workers are sent to the listener of its own.
+  const { server, workerApi } = await startListeners(settings, registry, {
+    workerKey: keys.workerKey,
+    logger: log,
+    fetch: app.fetch,
+  });
 
   listeningPort = server.port;
   const ctx: NodeRequestContext = {
     schedulerUrl: advertisedUrl(settings.host, workerApi.port, backend),
     secretFile,
     logDir,
-    workerCommand: options.workerCommand ?? defaultWorkerCommand(),
+    workerCommand: deps.workerCommand ?? defaultWorkerCommand(),
     anyPort: backend === 'local',
   };
   // Workers re-read the worker-url file (ES_SCHEDULER_URL_FILE) when the scheduler is
@@ -307,58 +235,16 @@ export async function startScheduler(
         `stop requested through the admin API${cancelJobs ? ' (cancelling jobs)' : ''}`,
       );
       await close({ cancelJobs });
-      options.onStopped?.();
+      deps.onStopped?.();
     },
   });
   // Progress while nodes come up: one line per job still on its way, every 10 s.
-  const progressTimer = setInterval(() => {
-    for (const d of adminApi.status().deployments) {
-      for (const j of d.jobs) {
-        if (j.endedAt !== undefined || j.progress.at(-1)?.phase === 'ready') continue;
-        log.info(
-          {
-            event: 'progress',
-            deployment: d.name,
-            jobId: j.jobId,
-            state: j.state,
-            reason: j.reason,
-          },
-          `job ${j.jobId}: ${j.progressLine}`,
-        );
-      }
-    }
-  }, 10_000);
+  const progressTimer = setInterval(() => logProgress(log, adminApi), 10_000);
   progressTimer.unref();
 
-  const unsubscribe = registry.on((event) => {
-    const { type, ...fields } = event;
-    log.info(
-      { event: type, ...fields },
-      `${type}${event.workerId ? ` ${event.workerId}` : event.jobId ? ` job ${event.jobId}` : ''}${event.reason ? `: ${event.reason}` : ''}`,
-    );
-  });
+  const unsubscribe = registry.on((event) => logPoolEvent(log, event));
   const countTimer = setInterval(() => {
-    let pending = 0;
-    let running = 0;
-    const notes = new Map<string, DeploymentNote>();
-    for (const d of reconciler.status().deployments) {
-      const note: DeploymentNote = {};
-      if (d.permanentError) note.permanentError = d.permanentError;
-      if (d.backoff) {
-        note.backoff = `${d.backoff.kind} failure, retrying in ${secondsUntil(d.backoff.until)} s: ${d.backoff.message}`;
-      }
-      if (d.launchFailures) {
-        const { count, lastJobId, message, until } = d.launchFailures;
-        note.launchFailures = `${count} job(s) in a row ended before a worker was ready (last: job ${lastJobId}, ${message}); next replacement in ${secondsUntil(until)} s; its output: es logs ${lastJobId}`;
-      }
-      notes.set(d.name, note);
-      for (const j of d.jobs) {
-        if (j.state === 'PENDING' || j.state === 'CONFIGURING') pending += 1;
-        else if (j.state === 'RUNNING') running += 1;
-      }
-    }
-    jobCounts = { pending, running };
-    deploymentNotes = notes;
+    summary = summarizeStatus(reconciler.status(), Date.now());
   }, 1000);
   countTimer.unref();
 
@@ -402,7 +288,9 @@ export async function startScheduler(
       await workerApi.close();
       await proxy.close();
       hooks.close();
-      if (backend === 'local') await (provider as LocalProvider).close({ kill: true });
+      if (backend === 'local' && deps.provider === undefined) {
+        await (baseProvider as LocalProvider).close({ kill: true });
+      }
       unsubscribe();
       admin.close();
       // A stale URL would send workers and users to a scheduler that is gone (a newer

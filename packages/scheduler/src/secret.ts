@@ -4,7 +4,7 @@ import {
   isSecretFileError,
   loadOrCreateSecret as loadOrCreate,
 } from '@es/protocol';
-import { ConfigError } from './config.js';
+import { ConfigError } from './settings.js';
 
 /**
  * The scheduler's shared secret under the one secret policy of `@es/protocol`: created

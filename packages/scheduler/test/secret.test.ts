@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSecret } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../src/config.js';
+import { ConfigError } from '../src/settings.js';
 import { ensureLogDir, loadOrCreateSecret } from '../src/secret.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'es-scheduler-secret-'));

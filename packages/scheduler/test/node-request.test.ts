@@ -1,9 +1,9 @@
 import { WORKER_ENV } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
-import { resolveConfig } from '../src/config.js';
+import { resolveConfig } from '../src/resolve-config.js';
 import { workerArgs, workerRequest, type NodeRequestContext } from '../src/node-request.js';
-// apps/scheduler does not depend on apps/worker: its argv parser is read from source.
-import { parseWorkerArgs } from '../../worker/src/args.js';
+// @es/scheduler does not depend on apps/worker: its argv parser is read from source.
+import { parseWorkerArgs } from '../../../apps/worker/src/args.js';
 
 const ctx: NodeRequestContext = {
   schedulerUrl: 'http://login1:8781',

@@ -5,7 +5,7 @@
 import type { ClusterOptions, DeploymentConfig, NodeRequestInit } from '@es/pool';
 import { buildWorkerArgv, buildWorkerEnv, workerUrlFilePath } from '@es/protocol';
 import { shellQuote } from '@es/slurm';
-import type { DeploymentSettings } from './config.js';
+import type { DeploymentSettings } from './settings.js';
 
 export interface NodeRequestContext {
   /** URL the workers use to reach this scheduler: its worker listener. */
@@ -18,6 +18,18 @@ export interface NodeRequestContext {
   workerCommand: string[];
   /** Local backend: several "nodes" share one machine, so engines take free ports. */
   anyPort: boolean;
+}
+
+/** What `conda activate` is given: an environment's name or its absolute path. */
+const CONDA_ENV = /^(?:[A-Za-z0-9_][A-Za-z0-9_.+-]*|\/[A-Za-z0-9_.+/-]+)$/;
+
+/**
+ * Why `condaEnv` may not reach the batch script's `conda activate` line, or undefined when
+ * it may: a name (not starting with `-`) or an absolute path, no shell syntax.
+ */
+export function condaEnvProblem(condaEnv: string): string | undefined {
+  if (CONDA_ENV.test(condaEnv)) return undefined;
+  return `--conda-env ${JSON.stringify(condaEnv)} is not a conda environment: pass its name (letters, digits, "_", ".", "+", "-", not starting with "-") or its absolute path`;
 }
 
 /** Shell lines that activate the deployment's environment on the node. */

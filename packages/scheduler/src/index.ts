@@ -1,0 +1,10 @@
+export { createScheduler } from './create-scheduler.js';
+export type { Scheduler, SchedulerDeps } from './create-scheduler.js';
+export { BACKENDS, ConfigError, WORKER_CLI_PATH } from './settings.js';
+export type { Backend, DeploymentSettings, SchedulerSettings } from './settings.js';
+export { closest } from './config-file.js';
+export type { CliOverrides } from './config-file.js';
+export { parseTimeLimit } from './deployment-settings.js';
+export { heartbeatTiming, resolveConfig } from './resolve-config.js';
+export { workerArgs, workerRequest } from './node-request.js';
+export type { NodeRequestContext } from './node-request.js';
