@@ -3,6 +3,7 @@
  * raw socket (so nothing is fixed up on the way), and the rule every answer must follow.
  */
 import { connect } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { audienceOf, signWorkerRequest } from '@es/protocol';
 
 /** One hostile request. `body` may be a string or a byte count of filler. */
@@ -320,7 +321,7 @@ export async function slowLoris(
       },
     };
   });
-  await new Promise((r) => setTimeout(r, options.durationMs));
+  await sleep(options.durationMs);
   for (const s of sockets) s.end();
   return { opened: sockets.length, endedByServer, statuses };
 }

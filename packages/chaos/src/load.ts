@@ -2,6 +2,7 @@
  * The load generator: keeps `concurrency` chat requests running through the scheduler with
  * the official `openai` client (its own retries included), and records each one.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import type { RequestOutcome, RequestRecord } from './history.js';
 
@@ -216,7 +217,7 @@ export function startLoad(options: LoadOptions): Load {
     async settled(time) {
       // Bounded: every request ends within the hang timeout of its last progress.
       while ([...running.values()].some((start) => start < time)) {
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     },
     setMaxRetries(retries) {

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { deriveKeys } from '@es/protocol';
 import { repoRoot, slurmEnv } from '@es/testkit';
@@ -177,7 +178,7 @@ export async function startSchedulerProcess(
         const tail = readFileSync(logFile).subarray(from).toString('utf8').slice(-2000);
         throw new ChaosError('START_FAILED', `the scheduler did not start: ${tail}`);
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   };
   await launch();
@@ -237,7 +238,7 @@ function sampleEvery<T>(intervalMs: number, take: () => Promise<T | undefined>):
     while (!stopped) {
       const sample = await take();
       if (sample !== undefined) samples.push(sample);
-      await new Promise((r) => setTimeout(r, intervalMs));
+      await sleep(intervalMs);
     }
   })();
   return {

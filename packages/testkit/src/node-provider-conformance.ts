@@ -9,6 +9,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isProviderError } from '@es/pool';
 import type { ClusterOptions, JobState, NodeProvider, NodeRequest, ObservedJob } from '@es/pool';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -286,7 +287,7 @@ export function describeNodeProvider<P extends NodeProvider>(
         const key = running.join(',');
         const settled = key !== '' && key === last && now.some((j) => j.state === 'PENDING');
         last = key;
-        if (!settled) await new Promise((resolve) => setTimeout(resolve, 500));
+        if (!settled) await sleep(500);
         return settled ? now : undefined;
       }, timeoutMs);
       expect(jobs.map((j) => j.id).sort()).toEqual([...ids].sort());

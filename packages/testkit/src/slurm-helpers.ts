@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
 import { controllerPid, slurmEnv } from './dev-cluster.js';
 
@@ -78,7 +79,7 @@ export async function waitForJob(
         )}`,
       );
     }
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
   }
 }
 
@@ -130,7 +131,7 @@ async function waitForPing(timeoutMs: number): Promise<boolean> {
   while (Date.now() < deadline) {
     const ping = await runSlurm('scontrol', ['ping'], { timeoutMs: 5_000 });
     if (ping.stdout.includes('is UP')) return true;
-    await new Promise((r) => setTimeout(r, 200));
+    await sleep(200);
   }
   return false;
 }
@@ -162,10 +163,10 @@ export async function restartController(downMs = 0): Promise<{ goneMs: number }>
   const stoppedAt = Date.now();
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 300 && controllerPid() === pid; i++) {
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
   }
   if (controllerPid() === pid) throw new Error(`slurmctld (pid ${pid}) did not stop on SIGTERM`);
-  await new Promise((r) => setTimeout(r, downMs));
+  await sleep(downMs);
   // It daemonizes: the command returns once the controller runs in the background.
   await execa('slurmctld', [], { env: slurmEnv(), stdin: 'ignore', timeout: 30_000 });
   if (!(await waitForPing(30_000))) throw new Error('slurmctld did not answer after its restart');

@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 /**
  * Poll `probe` until it returns something other than `undefined` (or time runs out). `what`
  * names the awaited condition in the timeout's error.
@@ -18,6 +20,6 @@ export async function until<T>(
           : `timed out waiting for ${what} (${timeoutMs} ms)`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25);
   }
 }
