@@ -5,7 +5,7 @@ import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
 import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
-import { createKeyCheck } from '@es/protocol';
+import { createKeyCheck, openAIErrorBody } from '@es/protocol';
 import { createAdminAuth, type AdminAuth, type AdminAuthResult } from './auth.js';
 import { AdminError, fromOperatorError } from './errors.js';
 import { findLogFile, tailFile } from './logs.js';
@@ -77,17 +77,6 @@ form{background:#1e293b;padding:24px;border-radius:10px}input{font:inherit;paddi
 <input type="password" name="key" autofocus placeholder="admin key"> <button>Sign in</button></form></body></html>`;
 }
 
-function errorBody(error: AdminError) {
-  return {
-    error: {
-      message: error.message,
-      type: error.status === 401 ? 'authentication_error' : 'invalid_request_error',
-      param: error.param,
-      code: error.code,
-    },
-  };
-}
-
 /**
  * The admin/status API, `/metrics` and the dashboard, as one Hono app.
  * An HTTP edge only: scaling and drains are the operator's operations, the status its read
@@ -150,11 +139,9 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
   };
   const deny = (c: Context, result: Extract<AdminAuthResult, { ok: false }>) =>
     c.json(
-      errorBody(
-        new AdminError(result.status === 503 ? 'not_ready' : 'unauthorized', result.message, {
-          ...(result.param === null ? {} : { param: result.param }),
-        }),
-      ),
+      new AdminError(result.status === 503 ? 'not_ready' : 'unauthorized', result.message, {
+        ...(result.param === null ? {} : { param: result.param }),
+      }).toJSON(),
       result.status,
     );
   /** Admin routes: refused without the key; a signed request's answer is signed too. */
@@ -185,18 +172,8 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
 
   const app = new Hono();
   app.onError((error, c) => {
-    if (error instanceof AdminError) return c.json(errorBody(error), error.status as 400);
-    return c.json(
-      {
-        error: {
-          message: String(error.message),
-          type: 'server_error',
-          param: null,
-          code: 'internal',
-        },
-      },
-      500,
-    );
+    if (error instanceof AdminError) return c.json(error.toJSON(), error.status as 400);
+    return c.json(openAIErrorBody('internal', String(error.message), 500), 500);
   });
 
   app.get('/dashboard', (c) => {
@@ -247,12 +224,10 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
       maxSize: ADMIN_BODY_LIMIT,
       onError: (c) =>
         c.json(
-          errorBody(
-            new AdminError(
-              'too_large',
-              `an admin request body is at most ${ADMIN_BODY_LIMIT / 1024} KiB (they are small JSON objects)`,
-            ),
-          ),
+          new AdminError(
+            'too_large',
+            `an admin request body is at most ${ADMIN_BODY_LIMIT / 1024} KiB (they are small JSON objects)`,
+          ).toJSON(),
           413,
         ),
     }),

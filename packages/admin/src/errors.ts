@@ -1,4 +1,5 @@
 import { PoolError, type PoolErrorCode } from '@es/pool';
+import { EsError } from '@es/protocol';
 
 /** Error codes of the admin API. */
 export type AdminErrorCode =
@@ -25,21 +26,16 @@ const STATUS: Record<AdminErrorCode, number> = {
 };
 
 /** Every failure of `@es/admin`; the API answers it as `{"error": {message, type, param, code}}`. */
-export class AdminError extends Error {
+export class AdminError extends EsError<AdminErrorCode> {
   override readonly name = 'AdminError';
-  readonly code: AdminErrorCode;
-  readonly status: number;
-  readonly param: string | null;
+  declare readonly status: number;
 
   constructor(
     code: AdminErrorCode,
     message: string,
     options: { param?: string; cause?: unknown } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.status = STATUS[code];
-    this.param = options.param ?? null;
+    super(code, message, { ...options, status: STATUS[code] });
   }
 }
 

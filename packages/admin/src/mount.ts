@@ -87,10 +87,7 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
   const handler = (c: Context) => {
     if (api === undefined) {
       const error = new AdminError('not_ready', 'the scheduler is starting: try again in a second');
-      return c.json(
-        { error: { message: error.message, type: 'server_error', param: null, code: error.code } },
-        503,
-      );
+      return c.json(error.toJSON(), 503);
     }
     return api.fetch(c.req.raw);
   };

@@ -90,7 +90,7 @@ describe('admin key', () => {
         expect(await errorOf(res)).toEqual({
           message:
             'admin key required: send Authorization: Bearer <admin key>, or sign the request (es does: --admin-key-file, ES_ADMIN_KEY or --secret-file)',
-          type: 'authentication_error',
+          type: 'invalid_request_error',
           param: null,
           code: 'unauthorized',
         });
@@ -514,8 +514,8 @@ describe('stop', () => {
     start({ stop: undefined });
     const res = await post('/api/v1/admin/stop', {});
     expect(res.status).toBe(503);
-    // Only a 401 has a type of its own; every other refusal is an invalid_request_error.
-    expect(await errorOf(res)).toMatchObject({ code: 'not_ready', type: 'invalid_request_error' });
+    // One body for every edge: a 5xx is a server_error, every 4xx an invalid_request_error.
+    expect(await errorOf(res)).toMatchObject({ code: 'not_ready', type: 'server_error' });
   });
 });
 

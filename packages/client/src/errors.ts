@@ -1,3 +1,5 @@
+import { EsError } from '@es/protocol';
+
 /** Why a client call failed. */
 export type ClientErrorCode =
   | 'unreachable'
@@ -19,16 +21,12 @@ export interface ClientErrorOptions {
 }
 
 /** Every failure of `@es/client`; `message` says what to do. */
-export class ClientError extends Error {
+export class ClientError extends EsError<ClientErrorCode> {
   override readonly name = 'ClientError';
-  readonly code: ClientErrorCode;
-  readonly status: number | undefined;
   readonly apiCode: string | undefined;
 
   constructor(code: ClientErrorCode, message: string, options: ClientErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.status = options.status;
+    super(code, message, options);
     this.apiCode = options.apiCode;
   }
 }

@@ -32,14 +32,8 @@ export interface LocalProviderErrorOptions {
  */
 export class LocalProviderError extends ProviderError<LocalProviderErrorCode> {
   override readonly name = 'LocalProviderError';
-  readonly param: string | undefined;
 
   constructor(code: LocalProviderErrorCode, message: string, options: LocalProviderErrorOptions) {
-    super(code, message, {
-      kind: options.kind,
-      ambiguous: false,
-      ...(options.cause === undefined ? {} : { cause: options.cause }),
-    });
-    this.param = options.param;
+    super(code, message, { ...options, ambiguous: false });
   }
 }

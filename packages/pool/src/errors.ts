@@ -1,3 +1,5 @@
+import { EsError } from '@es/protocol';
+
 /** Machine-readable codes of every error `@es/pool` produces. */
 export type PoolErrorCode =
   /** The worker token was missing or wrong (HTTP 401). */
@@ -50,32 +52,15 @@ const STATUS: Record<PoolErrorCode, number> = {
  * @example
  * throw new PoolError('fenced', 'job 42 restarted (restart count 2 > 1)', { jobId: '42' });
  */
-export class PoolError extends Error {
+export class PoolError extends EsError<PoolErrorCode> {
   override readonly name = 'PoolError';
-  readonly code: PoolErrorCode;
-  readonly status: number;
-  readonly param: string | undefined;
+  declare readonly status: number;
   readonly jobId: string | undefined;
   readonly workerId: string | undefined;
 
   constructor(code: PoolErrorCode, message: string, options: PoolErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.status = options.status ?? STATUS[code];
-    this.param = options.param;
+    super(code, message, { ...options, status: options.status ?? STATUS[code] });
     this.jobId = options.jobId;
     this.workerId = options.workerId;
-  }
-
-  /** The OpenAI-shaped JSON body for this error. */
-  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
-    return {
-      error: {
-        message: this.message,
-        type: this.status >= 500 ? 'server_error' : 'invalid_request_error',
-        param: this.param ?? null,
-        code: this.code,
-      },
-    };
   }
 }

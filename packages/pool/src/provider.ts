@@ -4,6 +4,7 @@
  * machine), side by side; both pass the conformance suite `describeNodeProvider` of
  * `@es/testkit`. The reconciler talks to a cluster only through it.
  */
+import { EsError } from '@es/protocol';
 
 /** Job states as SLURM names them (the local provider uses the same names). */
 export type JobState =
@@ -116,6 +117,8 @@ export interface ProviderErrorOptions {
   kind: FailureKind;
   /** True when the call may have taken effect (e.g. sbatch timed out after the job was accepted). */
   ambiguous?: boolean;
+  /** The request field or option at fault, when there is one. */
+  param?: string;
   cause?: unknown;
 }
 
@@ -133,15 +136,13 @@ export interface ProviderErrorOptions {
  *   }
  * }
  */
-export class ProviderError<Code extends string = string> extends Error {
+export class ProviderError<Code extends string = string> extends EsError<Code> {
   override readonly name: string = 'ProviderError';
-  readonly code: Code;
   readonly kind: FailureKind;
   readonly ambiguous: boolean;
 
   constructor(code: Code, message: string, options: ProviderErrorOptions) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
+    super(code, message, { param: options.param, cause: options.cause });
     this.kind = options.kind;
     this.ambiguous = options.ambiguous ?? false;
   }

@@ -120,7 +120,7 @@ describe('planSlices', () => {
     }
     expect(error).toBeInstanceOf(SlicePlanError);
     expect(error).toMatchObject({
-      field,
+      param: field,
       code: 'INVALID_SLICE_PLAN',
       message: expect.stringMatching(message),
     });

@@ -3,6 +3,7 @@
  * Pure, so the worker (at start-up) and the table tests in `slices.test.ts` get one answer,
  * and the tests need no GPUs.
  */
+import { EsError } from '@es/protocol';
 
 /** Input of {@link planSlices}. */
 export interface SlicePlanOptions {
@@ -32,16 +33,14 @@ export interface PlannedSlice {
   port: number;
 }
 
-/** Raised when a slice plan is impossible; `field` names the option to fix. */
-export class SlicePlanError extends Error {
+/** Raised when a slice plan is impossible; `param` names the option to fix. */
+export class SlicePlanError extends EsError<'INVALID_SLICE_PLAN'> {
   override readonly name = 'SlicePlanError';
-  readonly code = 'INVALID_SLICE_PLAN';
   /** `tensorParallelSize`, `gpuCount`, `visibleDevices` or `basePort`. */
-  readonly field: keyof SlicePlanOptions;
+  declare readonly param: keyof SlicePlanOptions;
 
-  constructor(field: keyof SlicePlanOptions, message: string) {
-    super(message);
-    this.field = field;
+  constructor(param: keyof SlicePlanOptions, message: string) {
+    super('INVALID_SLICE_PLAN', message, { param });
   }
 }
 

@@ -8,6 +8,7 @@ import {
   WORKER_SIGNATURE_HEADERS,
   createWorkerRequestVerifier,
   signWorkerAnswer,
+  openAIErrorBody,
 } from '@es/protocol';
 import type { WorkerRequestCheck } from '@es/protocol';
 import { PoolError } from './errors.js';
@@ -176,9 +177,8 @@ export function createWorkerApi(registry: WorkerLedgerLike, options: WorkerApiOp
     });
     if (!check.ok) {
       logRefusal(check, { method: c.req.method, path: c.req.path });
-      const type = check.status === 401 ? 'authentication_error' : 'server_error';
       return c.json(
-        { error: { message: check.message, type, param: check.param, code: check.code } },
+        openAIErrorBody(check.code, check.message, check.status, check.param),
         check.status,
       );
     }

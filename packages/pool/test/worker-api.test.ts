@@ -60,7 +60,7 @@ describe('worker API over a real socket', () => {
     expect(wrong.body).toEqual({
       error: {
         message: expect.stringContaining('x-es-signature does not sign this request') as string,
-        type: 'authentication_error',
+        type: 'invalid_request_error',
         param: 'x-es-signature',
         code: 'bad_signature',
       },

@@ -1,4 +1,12 @@
-export { ProtocolError, isProtocolError } from './errors.js';
+export {
+  EsError,
+  ProtocolError,
+  isEsError,
+  isProtocolError,
+  openAIErrorBody,
+  openAIErrorType,
+} from './errors.js';
+export type { EsErrorOptions, OpenAIErrorBody, OpenAIErrorType } from './errors.js';
 export { ENGINE_KINDS, ENGINE_NAMES, isEngineKind } from './engines.js';
 export type { EngineKind } from './engines.js';
 export {

@@ -203,7 +203,7 @@ export interface WorkerRequestVerifier {
  * @example
  * const verifier = createWorkerRequestVerifier({ key: deriveKeys(secret).workerKey });
  * const check = verifier.verify({ method, path, body, header: (name) => c.req.header(name) });
- * if (!check.ok) return c.json({ error: { message: check.message, type: 'authentication_error', param: check.param, code: check.code } }, check.status);
+ * if (!check.ok) return c.json(openAIErrorBody(check.code, check.message, check.status, check.param), check.status);
  */
 export function createWorkerRequestVerifier(
   options: WorkerRequestVerifierOptions,

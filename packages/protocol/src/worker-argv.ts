@@ -185,12 +185,10 @@ export type WorkerArgv = { [K in DefaultedNames]: ValueOf<Flags[K]> } & {
 /** An option {@link buildWorkerArgv} cannot turn into a flag; `flag` names it. */
 export class WorkerArgvError extends ProtocolError<'INVALID_WORKER_ARGV'> {
   override readonly name = 'WorkerArgvError';
-  constructor(
-    /** The flag without its dashes (`model`), or the unknown option's name. */
-    readonly flag: string,
-    message: string,
-  ) {
-    super('INVALID_WORKER_ARGV', message);
+  /** The flag without its dashes (`model`), or the unknown option's name. */
+  declare readonly param: string;
+  constructor(flag: string, message: string) {
+    super('INVALID_WORKER_ARGV', message, { param: flag });
   }
 }
 

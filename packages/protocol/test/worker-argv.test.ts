@@ -64,14 +64,14 @@ describe('buildWorkerArgv', () => {
     ['deployment', 'deployment', '--engine-bin=/bin/sh'],
   ] as const)('refuses a %s that starts with "-", naming the flag', (option, flag, value) => {
     expect(errorOf(() => buildWorkerArgv({ model: 'm', [option]: value }))).toMatchObject({
-      flag,
+      param: flag,
       message: `es-worker --${flag} ${JSON.stringify(value)} starts with "-": a name cannot (a command line would read it as a flag); pass a name that starts with a letter, digit, "/" or "."`,
     });
   });
 
   it('refuses an empty name and any value with a line break or another control character', () => {
     expect(errorOf(() => buildWorkerArgv({ model: 'm', servedModelName: '' }))).toMatchObject({
-      flag: 'served-model-name',
+      param: 'served-model-name',
       message:
         'es-worker --served-model-name is empty: pass a name, e.g. --served-model-name=Qwen3-32B',
     });
@@ -82,7 +82,7 @@ describe('buildWorkerArgv', () => {
     ] as const) {
       for (const bad of ['a\nb', 'a\rb', 'a\u0000b', 'a\u001bb']) {
         const error = errorOf(() => buildWorkerArgv({ model: 'm', [option]: bad }));
-        expect(error.flag).toBe(flag);
+        expect(error.param).toBe(flag);
         expect(error.message).toContain('contains a control character');
       }
     }
@@ -93,7 +93,7 @@ describe('buildWorkerArgv', () => {
   it('refuses to build without a required option, naming the flag', () => {
     const error = errorOf(() => buildWorkerArgv({ engine: 'vllm' } as unknown as WorkerArgvInput));
     expect(error).toMatchObject({
-      flag: 'model',
+      param: 'model',
       code: 'INVALID_WORKER_ARGV',
       message: 'es-worker needs --model (option "model"): pass model',
     });
@@ -103,7 +103,7 @@ describe('buildWorkerArgv', () => {
     expect(
       errorOf(() => buildWorkerArgv({ model: 'm', gpus: 8 } as unknown as WorkerArgvInput)),
     ).toMatchObject({
-      flag: 'gpus',
+      param: 'gpus',
       message: 'es-worker has no option "gpus" (no flag to pass it)',
     });
     expect(
@@ -111,16 +111,16 @@ describe('buildWorkerArgv', () => {
         buildWorkerArgv({ model: 'm', basePort: '8001' } as unknown as WorkerArgvInput),
       ),
     ).toMatchObject({
-      flag: 'base-port',
+      param: 'base-port',
       message: 'es-worker --base-port (option "basePort") must be a finite number, got "8001"',
     });
     expect(errorOf(() => buildWorkerArgv({ model: 'm', maxModelLen: NaN }))).toMatchObject({
-      flag: 'max-model-len',
+      param: 'max-model-len',
     });
     expect(
       errorOf(() => buildWorkerArgv({ model: 'm', engine: 'tgi' } as unknown as WorkerArgvInput)),
     ).toMatchObject({
-      flag: 'engine',
+      param: 'engine',
       message: `es-worker --engine (option "engine") must be one of ${ENGINE_KINDS.join(', ')}, got "tgi"`,
     });
   });
@@ -147,7 +147,7 @@ describe('buildWorkerEnv', () => {
   });
 
   it('refuses an option the worker reads from no variable', () => {
-    expect(errorOf(() => buildWorkerEnv({ model: 'm' }))).toMatchObject({ flag: 'model' });
+    expect(errorOf(() => buildWorkerEnv({ model: 'm' }))).toMatchObject({ param: 'model' });
   });
 });
 

@@ -1,5 +1,7 @@
-/** OpenAI error `type` values the proxy emits. */
-export type OpenAIErrorType = 'invalid_request_error' | 'server_error';
+import { EsError, openAIErrorBody } from '@es/protocol';
+import type { OpenAIErrorBody } from '@es/protocol';
+
+export type { OpenAIErrorBody, OpenAIErrorType } from '@es/protocol';
 
 /** Machine-readable codes of every error the proxy itself produces. */
 export type ProxyErrorCode =
@@ -25,52 +27,30 @@ export type ProxyErrorCode =
 export interface ProxyErrorOptions {
   /** HTTP status sent to the client. */
   status: number;
-  /** OpenAI error type (defaults from the status). */
-  type?: OpenAIErrorType;
   /** Request field the error is about (`model`, ...). */
-  param?: string | null;
+  param?: string;
   /** Extra response headers (e.g. `Retry-After`). */
   headers?: Record<string, string>;
   cause?: unknown;
 }
 
 /**
- * The one error class of `@es/proxy`. Every failure that reaches a client becomes an
- * OpenAI-shaped body `{"error": {"message", "type", "param", "code"}}` built from it.
+ * The one error class of `@es/proxy`. Every failure that reaches a client becomes the one
+ * OpenAI-shaped body (`openAIErrorBody` of `@es/protocol`) built from it.
  * @example
  * throw new ProxyError('missing_model', 'you must provide a model parameter', { status: 400, param: 'model' });
  */
-export class ProxyError extends Error {
+export class ProxyError extends EsError<ProxyErrorCode> {
   override readonly name = 'ProxyError';
-  readonly code: ProxyErrorCode;
-  readonly status: number;
-  readonly type: OpenAIErrorType;
-  readonly param: string | null;
+  declare readonly status: number;
   readonly headers: Record<string, string>;
 
   constructor(code: ProxyErrorCode, message: string, options: ProxyErrorOptions) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.status = options.status;
-    this.type = options.type ?? defaultType(options.status);
-    this.param = options.param ?? null;
+    super(code, message, options);
     this.headers = options.headers ?? {};
   }
 
-  /** The OpenAI-shaped JSON body for this error. */
-  toJSON(): OpenAIErrorBody {
-    return {
-      error: { message: this.message, type: this.type, param: this.param, code: this.code },
-    };
+  override toJSON(): OpenAIErrorBody {
+    return openAIErrorBody(this.code, this.message, this.status, this.param);
   }
-}
-
-/** Body of every error response (and of the mid-stream SSE error event). */
-export interface OpenAIErrorBody {
-  error: { message: string; type: string; param: string | null; code: string | null };
-}
-
-// OpenAI itself answers 401 and 404 with `invalid_request_error`; clients key on `code`.
-function defaultType(status: number): OpenAIErrorType {
-  return status >= 500 ? 'server_error' : 'invalid_request_error';
 }

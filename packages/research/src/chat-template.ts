@@ -148,7 +148,7 @@ export async function loadChatTemplate(
     'TEMPLATE_NOT_FOUND',
     `no chat template in ${dir}: expected chat_template.jinja, chat_template.json or a ` +
       `"chat_template" in tokenizer_config.json; pass --tokenizer <model directory>`,
-    { field: '--tokenizer' },
+    { param: 'tokenizer' },
   );
 }
 
@@ -202,13 +202,13 @@ function pickTemplate(value: unknown, name: string | undefined, path: string): s
     throw new ResearchError(
       'TEMPLATE_NOT_FOUND',
       `${path} has no chat template named "${wanted}" (it has: ${[...named.keys()].join(', ') || 'none'})`,
-      { field: '--tokenizer' },
+      { param: 'tokenizer' },
     );
   }
   throw new ResearchError(
     'TEMPLATE_NOT_FOUND',
     `${path}: "chat_template" must be a string or a list of { name, template }`,
-    { field: '--tokenizer' },
+    { param: 'tokenizer' },
   );
 }
 
@@ -236,14 +236,14 @@ function parseJsonObject(
       'TEMPLATE_NOT_FOUND',
       `${path} is not valid JSON: ${messageOf(error)}`,
       {
-        field: '--tokenizer',
+        param: 'tokenizer',
         cause: error,
       },
     );
   }
   if (!isRecord(value)) {
     throw new ResearchError('TEMPLATE_NOT_FOUND', `${path} must hold a JSON object`, {
-      field: '--tokenizer',
+      param: 'tokenizer',
     });
   }
   return value;

@@ -35,7 +35,7 @@ export async function readEnvFile(
   } catch (error) {
     if (isMissingFile(error) && !required) return {};
     throw new ResearchError('INVALID_OPTION', `--env-file ${path}: ${messageOf(error)}`, {
-      field: '--env-file',
+      param: 'env-file',
       cause: error,
     });
   }
@@ -79,7 +79,7 @@ function checkNumber<T extends number | undefined>(
       'INVALID_OPTION',
       `--${name} must be ${kind === 'integer' ? 'an integer' : 'a number'} >= ${min} ` +
         `(got ${String(value)}); for example --${name} ${example}`,
-      { field: `--${name}` },
+      { param: name },
     );
   }
   return value;
@@ -97,7 +97,7 @@ export function urlFlag(name: string, value: string): string {
     throw new ResearchError(
       'INVALID_OPTION',
       `--${name} must be an http(s) URL (got "${value}"); for example --${name} http://localhost:8780`,
-      { field: `--${name}` },
+      { param: name },
     );
   }
   return value.replace(/\/+$/, '');

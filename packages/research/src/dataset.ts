@@ -66,14 +66,14 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
     throw new ResearchError(
       'DATASET_INVALID',
       `--dataset ${spec}: ${why}; pass "sample" or a .jsonl/.json file of questions`,
-      { field: '--dataset', cause: error },
+      { param: 'dataset', cause: error },
     );
   }
   const entries = spec.endsWith('.jsonl') ? parseJsonl(text, spec) : parseJson(text, spec);
   const items = entries.map((entry, index) => toItem(entry, spec, index));
   if (items.length === 0) {
     throw new ResearchError('DATASET_INVALID', `--dataset ${spec} holds no questions`, {
-      field: '--dataset',
+      param: 'dataset',
     });
   }
   const seen = new Set<string>();
@@ -82,7 +82,7 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
       throw new ResearchError(
         'DATASET_INVALID',
         `--dataset ${spec}: id "${item.id}" appears twice; ids must be unique to continue a run`,
-        { field: '--dataset' },
+        { param: 'dataset' },
       );
     }
     seen.add(item.id);
@@ -131,7 +131,7 @@ function parseJsonl(text: string, spec: string): unknown[] {
       throw new ResearchError(
         'DATASET_INVALID',
         `--dataset ${spec}, line ${index + 1}: not valid JSON (${messageOf(error)})`,
-        { field: '--dataset', cause: error },
+        { param: 'dataset', cause: error },
       );
     }
   });
@@ -146,7 +146,7 @@ function parseJson(text: string, spec: string): unknown[] {
     throw new ResearchError(
       'DATASET_INVALID',
       `--dataset ${spec}: not valid JSON (${messageOf(error)}); use a .jsonl extension for JSON Lines`,
-      { field: '--dataset', cause: error },
+      { param: 'dataset', cause: error },
     );
   }
   if (Array.isArray(value)) return value;
@@ -157,7 +157,7 @@ function parseJson(text: string, spec: string): unknown[] {
   throw new ResearchError(
     'DATASET_INVALID',
     `--dataset ${spec}: expected an array of questions (or an object with a "data" or "questions" array)`,
-    { field: '--dataset' },
+    { param: 'dataset' },
   );
 }
 
@@ -185,7 +185,7 @@ function toItem(entry: unknown, spec: string, index: number): DatasetItem {
     'DATASET_INVALID',
     `--dataset ${spec}, entry ${index + 1}: expected a string or an object with "question" ` +
       `(or ${QUESTION_KEYS.slice(1).join(', ')})`,
-    { field: '--dataset' },
+    { param: 'dataset' },
   );
 }
 

@@ -1,3 +1,5 @@
+import { EsError } from '@es/protocol';
+
 /** Machine-readable reasons a research-tooling call can fail. */
 export type ResearchErrorCode =
   /** A command-line flag or option has an invalid value. */
@@ -17,15 +19,15 @@ export type ResearchErrorCode =
 
 /** Options of {@link ResearchError}. */
 export interface ResearchErrorOptions {
-  /** The flag or option at fault, e.g. `--concurrency`. */
-  field?: string;
+  /** The flag or option at fault, without its dashes, e.g. `concurrency`. */
+  param?: string;
   /** HTTP status of a failed upstream call. */
   status?: number;
   cause?: unknown;
 }
 
 /**
- * The one error class of `@es/research`. `code` says what went wrong; `field` names the
+ * The one error class of `@es/research`. `code` says what went wrong; `param` names the
  * option at fault when there is one.
  *
  * @example
@@ -38,16 +40,6 @@ export interface ResearchErrorOptions {
  * }
  * ```
  */
-export class ResearchError extends Error {
+export class ResearchError extends EsError<ResearchErrorCode> {
   override readonly name = 'ResearchError';
-  readonly code: ResearchErrorCode;
-  readonly field: string | undefined;
-  readonly status: number | undefined;
-
-  constructor(code: ResearchErrorCode, message: string, options: ResearchErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
-    this.field = options.field;
-    this.status = options.status;
-  }
 }

@@ -178,7 +178,7 @@ export async function parseGenerateArgs(
     throw new ResearchError(
       'INVALID_OPTION',
       '--resume and --overwrite contradict each other: drop --overwrite to continue the output',
-      { field: '--overwrite' },
+      { param: 'overwrite' },
     );
   }
   const format = args.format;
@@ -186,14 +186,14 @@ export async function parseGenerateArgs(
     throw new ResearchError(
       'INVALID_OPTION',
       `--format must be es or seed (got "${format}"); for example --format seed`,
-      { field: '--format' },
+      { param: 'format' },
     );
   }
   if (!(REASONING_EFFORTS as readonly string[]).includes(effort)) {
     throw new ResearchError(
       'INVALID_OPTION',
       `--reasoning-effort must be one of ${REASONING_EFFORTS.join(', ')} (got "${effort}")`,
-      { field: '--reasoning-effort' },
+      { param: 'reasoning-effort' },
     );
   }
   const tools: WebToolsOptions = {

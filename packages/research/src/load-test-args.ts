@@ -111,7 +111,7 @@ export async function parseLoadTestArgs(
       'INVALID_OPTION',
       '--prompt-tokens sets the length of synthetic prompts; natural-language questions have ' +
         'their own length: drop --prompt-tokens, or use --prompt-style synthetic',
-      { field: '--prompt-tokens' },
+      { param: 'prompt-tokens' },
     );
   }
   const options: LoadTestOptions = {

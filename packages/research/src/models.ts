@@ -31,14 +31,14 @@ export async function firstModel(client: OpenAI): Promise<ListedModel> {
       'ENGINE_FAILED',
       `cannot list models at ${client.baseURL}/models (${messageOf(error)}): is the scheduler ` +
         `running? Check --scheduler-url, or pass --model`,
-      { field: '--scheduler-url', cause: error },
+      { param: 'scheduler-url', cause: error },
     );
   }
   if (first === undefined) {
     throw new ResearchError(
       'ENGINE_FAILED',
       `${client.baseURL}/models lists no models yet (no worker is ready): wait, or pass --model`,
-      { field: '--model' },
+      { param: 'model' },
     );
   }
   return first;

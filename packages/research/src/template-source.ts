@@ -107,7 +107,7 @@ export async function resolveChatTemplate(
       'TEMPLATE_NOT_FOUND',
       `${flag} "${target}" is neither a local directory nor a Hugging Face model id ` +
         `(org/name); pass --tokenizer <model directory>`,
-      { field: flag },
+      { param: flag.slice(2) },
     );
   }
 
@@ -157,7 +157,7 @@ export async function resolveChatTemplate(
       `(set HF_HOME or HF_HUB_CACHE if it lives elsewhere, HF_ENDPOINT for a mirror), ` +
       `or --chat-template <file.jinja>. Only with the mock engine: --chat-template ` +
       `${BUNDLED_TEST_TEMPLATE}`,
-    { field: '--tokenizer' },
+    { param: 'tokenizer' },
   );
 }
 
@@ -179,7 +179,7 @@ async function explicitTemplate(spec: string): Promise<ChatTemplate> {
     throw new ResearchError(
       'TEMPLATE_NOT_FOUND',
       `--chat-template ${spec}: no such file; pass a .jinja file or "${BUNDLED_TEST_TEMPLATE}"`,
-      { field: '--chat-template' },
+      { param: 'chat-template' },
     );
   }
   return createChatTemplate(text, { source: spec });
@@ -247,7 +247,7 @@ function hubReader(
         'TEMPLATE_NOT_FOUND',
         `the hub refused ${base}/${name} (HTTP ${response.status}): ${repo} is gated, ` +
           `private or does not exist; check the id, set HF_TOKEN to a token with access, or pass --tokenizer <model directory>`,
-        { field: '--tokenizer', status: response.status },
+        { param: 'tokenizer', status: response.status },
       );
     }
     throw new HubUnreachable(`HTTP ${response.status} for ${base}/${name}`);

@@ -111,7 +111,7 @@ export async function waitForReadyWorkers(options: WaitForWorkersOptions): Promi
         `no ready worker at ${base} after ${Math.round(timeoutMs / 1000)} s (last check: ` +
           `${state}). See the scheduler's log or \`scripts/es status\`; raise --wait-timeout ` +
           'to wait longer',
-        { field: '--wait-timeout' },
+        { param: 'wait-timeout' },
       );
     }
     options.log.write(

@@ -154,7 +154,7 @@ describe('generate-trajectories flags', () => {
     expect(options.tools).toMatchObject({ serperApiKey: 'from-env', jinaApiKey: 'jina file' });
     await expect(parseGenerateArgs(['--env-file', join(dir, 'missing')], {})).rejects.toMatchObject(
       {
-        field: '--env-file',
+        param: 'env-file',
       },
     );
   });

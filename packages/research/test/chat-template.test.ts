@@ -152,7 +152,7 @@ describe('loadChatTemplate on model directories', () => {
     const dir = await mkdtemp(join(tmpdir(), 'es-template-'));
     await expect(loadChatTemplate(dir)).rejects.toMatchObject({
       code: 'TEMPLATE_NOT_FOUND',
-      field: '--tokenizer',
+      param: 'tokenizer',
       message: expect.stringContaining('chat_template.jinja'),
     });
     await expect(loadChatTemplate(MODEL_DIR, { name: 'rag' })).rejects.toThrow(

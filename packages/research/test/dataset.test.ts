@@ -55,7 +55,7 @@ describe('loadDataset', () => {
     const path = text === null ? join(tmpdir(), 'es-no-such-dir', name) : await file(name, text);
     await expect(loadDataset(path)).rejects.toMatchObject({
       code: 'DATASET_INVALID',
-      field: '--dataset',
+      param: 'dataset',
     });
     await expect(loadDataset(path)).rejects.toThrow(message);
   });

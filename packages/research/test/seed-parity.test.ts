@@ -326,7 +326,7 @@ describe('waiting for ready workers (the original polled /cluster_status)', () =
       ),
     ).rejects.toMatchObject({
       code: 'WORKERS_NOT_READY',
-      field: '--wait-timeout',
+      param: 'wait-timeout',
       message:
         `no ready worker at ${scheduler.url} after 1 s (last check: 0 ready, 1 loading, 0 ` +
         "offline workers, 1 pending jobs). See the scheduler's log or `scripts/es status`; " +

@@ -175,7 +175,7 @@ describe('resolveChatTemplate', () => {
       model: 'openai/gpt-oss-120b',
       huggingFace: offlineHub(cacheDir),
     }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'TEMPLATE_NOT_FOUND', field: '--tokenizer' });
+    expect(error).toMatchObject({ code: 'TEMPLATE_NOT_FOUND', param: 'tokenizer' });
     const message = (error as Error).message;
     expect(message).toContain('no chat template for model "openai/gpt-oss-120b"');
     expect(message).toContain(`(${join(cacheDir, 'models--openai--gpt-oss-120b')})`);
@@ -218,7 +218,7 @@ describe('resolveChatTemplate', () => {
     await expect(
       resolveChatTemplate({ model: '/no/such/model/dir', huggingFace: offlineHub('/nonexistent') }),
     ).rejects.toMatchObject({
-      field: '--model',
+      param: 'model',
       message: expect.stringContaining('"/no/such/model/dir" is neither a local directory nor'),
     });
   });

@@ -6,6 +6,7 @@ import {
   createWorkerRequestVerifier,
   deriveKeys,
   formatWorkerId,
+  openAIErrorBody,
   signWorkerAnswer,
 } from '@es/protocol';
 import type { RegisterRequest } from '@es/protocol';
@@ -169,9 +170,7 @@ export async function startFakeScheduler(
           res.end(answer);
         };
         if (check !== undefined && !check.ok) {
-          send(check.status, {
-            error: { message: check.message, type: 'authentication_error', code: check.code },
-          });
+          send(check.status, openAIErrorBody(check.code, check.message, check.status, check.param));
           return;
         }
         if (scheduler.fence) {

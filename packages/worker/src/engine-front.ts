@@ -12,7 +12,7 @@
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createBearerCheck } from '@es/protocol';
+import { createBearerCheck, openAIErrorBody } from '@es/protocol';
 
 /** Where an engine listens: a Unix socket (preferred) or a loopback TCP port. */
 export type EngineEndpoint = { socketPath: string } | { host: string; port: number };
@@ -67,14 +67,7 @@ function refuse(res: ServerResponse, status: number, code: string, message: stri
     res.destroy();
     return;
   }
-  const body = JSON.stringify({
-    error: {
-      message,
-      type: status === 401 ? 'authentication_error' : 'server_error',
-      param: null,
-      code,
-    },
-  });
+  const body = JSON.stringify(openAIErrorBody(code, message, status));
   res.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(body),

@@ -92,7 +92,7 @@ function flag(name: string, value: string | number): string {
       'INVALID_OPTION',
       `${name} must be one line, got ${JSON.stringify(text)}`,
       {
-        field: name.replace(/^--/, ''),
+        param: name.replace(/^--/, ''),
       },
     );
   }
@@ -109,7 +109,7 @@ function modelArgument(model: string): string {
     throw new WorkerError(
       'INVALID_OPTION',
       `model ${JSON.stringify(model)} is not a model path or hub id (it starts with "-" or holds a line break)`,
-      { field: 'model' },
+      { param: 'model' },
     );
   }
   return model;

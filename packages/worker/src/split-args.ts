@@ -41,7 +41,7 @@ export function splitArgs(input: string, field = 'engine-extra-args'): string[] 
     else if (char === '\\') {
       if (i + 1 >= input.length) {
         throw new WorkerError('INVALID_EXTRA_ARGS', `--${field} ends with a lone backslash`, {
-          field,
+          param: field,
         });
       }
       // A backslash-newline is a line continuation, as in a shell.
@@ -53,7 +53,7 @@ export function splitArgs(input: string, field = 'engine-extra-args'): string[] 
     throw new WorkerError(
       'INVALID_EXTRA_ARGS',
       `--${field} has an unterminated ${quote === '"' ? 'double' : 'single'} quote: ${input}`,
-      { field },
+      { param: field },
     );
   }
   if (inWord) words.push(word);

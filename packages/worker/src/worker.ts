@@ -61,7 +61,7 @@ export function createWorker(options: WorkerOptions): Worker {
       'INVALID_OPTION',
       `handoverMarginMs (${handoverMarginMs}) must be >= 0 and shorter than drainGraceMs (${drainGraceMs}): ` +
         `pass e.g. handoverMarginMs ${defaultHandoverMargin(drainGraceMs / 1000) * 1000}`,
-      { field: 'handover-margin' },
+      { param: 'handover-margin' },
     );
   }
   const policy = healthPolicy(options, adapter.readinessPath);
@@ -246,7 +246,7 @@ export function createWorker(options: WorkerOptions): Worker {
       } catch (error) {
         if (error instanceof SlicePlanError) {
           throw new WorkerError('INVALID_OPTION', error.message, {
-            field: kebab(error.field),
+            param: kebab(error.param),
             cause: error,
           });
         }

@@ -103,7 +103,7 @@ describe('the engine front', () => {
         });
         expect({ path, status: answer.status }).toEqual({ path, status: 401 });
         expect(JSON.parse(answer.body)).toMatchObject({
-          error: { type: 'authentication_error', code: 'invalid_api_key' },
+          error: { type: 'invalid_request_error', code: 'invalid_api_key' },
         });
       }
       expect(engine.stats().requests).toEqual({});

@@ -376,7 +376,7 @@ describe('worker against a fake scheduler and real mock engines', () => {
     const { worker } = await setup({ tensorParallelSize: 3, gpusPerNode: 8 });
     const error = await worker.start().catch((caught: unknown) => caught);
     expect(error).toBeInstanceOf(WorkerError);
-    expect((error as WorkerError).field).toBe('tensor-parallel-size');
+    expect((error as WorkerError).param).toBe('tensor-parallel-size');
     expect((error as WorkerError).message).toMatch(/3/);
     expect((error as WorkerError).message).toMatch(/8/);
   });
