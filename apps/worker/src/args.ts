@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import {
   WORKER_ENV,
   WORKER_FLAGS,
+  EsError,
   WORKER_NAME_OPTIONS,
   commandLineValueProblem,
   defaultHandoverMargin,
@@ -33,14 +34,12 @@ export type WorkerArgs = Omit<
 };
 
 /** A flag with a value `es-worker` cannot use; the message names the flag and the fix. */
-export class WorkerArgsError extends Error {
+export class WorkerArgsError extends EsError<'INVALID_FLAG'> {
   override readonly name = 'WorkerArgsError';
-  readonly code = 'INVALID_FLAG';
-  constructor(
-    readonly flag: string,
-    message: string,
-  ) {
-    super(message);
+  /** The flag without its dashes. */
+  declare readonly param: string;
+  constructor(flag: string, message: string) {
+    super('INVALID_FLAG', message, { param: flag });
   }
 }
 

@@ -101,7 +101,7 @@ describe('es-worker flags', () => {
     await expect(
       parseWorkerArgs(['--model', 'm', '--scheduler-url-file', missing], {}),
     ).rejects.toMatchObject({
-      flag: 'scheduler-url',
+      param: 'scheduler-url',
       message: `no scheduler URL: --scheduler-url-file ${missing} is missing or empty (is the scheduler serving?); pass --scheduler-url http://<scheduler-host>:<port>`,
     });
   });
@@ -130,7 +130,7 @@ describe('es-worker flags', () => {
   ])('rejects %j naming the flag and the fix', async (argv, flag, message) => {
     const error = await parseWorkerArgs(argv, {}).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(WorkerArgsError);
-    expect(error).toMatchObject({ flag, message: expect.stringMatching(message) });
+    expect(error).toMatchObject({ param: flag, message: expect.stringMatching(message) });
   });
 
   it.each([
@@ -154,13 +154,13 @@ describe('es-worker flags', () => {
 
   it('rejects unknown engines and flags, naming the flag', async () => {
     await expect(parseWorkerArgs([...base, '--engine', 'tgi'], {})).rejects.toMatchObject({
-      flag: 'engine',
+      param: 'engine',
       message: expect.stringMatching(/tgi/),
     });
     const unknown = await parseWorkerArgs([...base, '--gpus', '8'], {}).catch((e: unknown) => e);
     expect(unknown).toBeInstanceOf(WorkerArgsError);
     expect(unknown).toMatchObject({
-      flag: 'gpus',
+      param: 'gpus',
       message: 'Unknown argument: gpus (see es-worker --help)',
     });
   });
@@ -239,16 +239,19 @@ describe('names and values that go on to an engine argv', () => {
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(WorkerArgsError);
-    expect(error).toMatchObject({ flag });
+    expect(error).toMatchObject({ param: flag });
     expect((error as Error).message).toContain(message);
   });
 
   it('refuses a --model that starts with "-" and a deployment from the environment with a newline', async () => {
     await expect(
       parseWorkerArgs(['--scheduler-url', 'http://a:1', '--model=--engine-bin=/bin/sh'], {}),
-    ).rejects.toMatchObject({ flag: 'model', message: expect.stringContaining('starts with "-"') });
+    ).rejects.toMatchObject({
+      param: 'model',
+      message: expect.stringContaining('starts with "-"'),
+    });
     await expect(parseWorkerArgs(base, { ES_DEPLOYMENT: 'd\nx' })).rejects.toMatchObject({
-      flag: 'deployment',
+      param: 'deployment',
       message: expect.stringContaining('contains a control character'),
     });
   });

@@ -36,7 +36,7 @@ describe('--secret-file (the one secret policy of @es/protocol)', () => {
       return undefined;
     })();
     expect(error).toBeInstanceOf(WorkerArgsError);
-    expect(error).toMatchObject({ flag: 'secret-file', message: expect.stringMatching(message) });
+    expect(error).toMatchObject({ param: 'secret-file', message: expect.stringMatching(message) });
     expect((error as Error).message).toContain(file);
     expect((error as Error).message).toMatch(/\(--secret-file, or ES_SECRET_FILE\)$/);
   });
