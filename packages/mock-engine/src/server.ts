@@ -13,6 +13,7 @@ import type { MockEngineOptions } from './options.js';
 import type { RequestLogRecord } from './request-log.js';
 import { HttpError } from './requests.js';
 import { route } from './routes.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A running (or loading) mock engine. */
 export interface MockEngine {
@@ -111,7 +112,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
 
   /** Waits `loadDelay` (loading weights), then binds. */
   async function bind(where: { port: number; host: string } | { path: string }): Promise<void> {
-    if (opts.loadDelay > 0) await new Promise((r) => setTimeout(r, opts.loadDelay));
+    if (opts.loadDelay > 0) await sleep(opts.loadDelay);
     if (closing) throw new MockEngineError('NOT_LISTENING', 'closed while loading');
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -7,6 +7,7 @@ import { ProxyError } from './errors.js';
 import type { ResolvedProxyOptions } from './options.js';
 import { clientGone } from './request-state.js';
 import type { ClientState } from './request-state.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** The bounded per-deployment wait for a routable worker. */
 export interface WaitQueue {
@@ -54,7 +55,7 @@ export function createWaitQueue(pool: PoolView, options: ResolvedProxyOptions['q
           if (!ready || controller.signal.aborted) throw noCapacity();
           if (pool.routable(deployment).length > 0) return;
           // Ready was announced but the worker is gone again: do not spin on it.
-          await new Promise((resolve) => setTimeout(resolve, 10));
+          await sleep(10);
         }
       } finally {
         clearTimeout(timer);

@@ -14,6 +14,7 @@ import type { AttemptResult, CutReason } from './attempt.js';
 import { continuationBody } from './plan.js';
 import type { Relay } from './relay.js';
 import { heldBackText } from './stitch.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** After this long without a fresh worker, a continuation may go to one already tried. */
 const REUSE_AFTER_MS = 1_000;
@@ -72,7 +73,7 @@ export async function continueAfter(
     // its reported outcomes meanwhile); a failed try pauses before the next.
     for (let tries = 0; next === undefined; tries++) {
       if (request.client.gone) return relay.clientLeft(from);
-      if (tries > 0) await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
+      if (tries > 0) await sleep(RETRY_PAUSE_MS);
       to = await pickForContinuation(relay, tried, cutAt, deadline);
       if (to === undefined) {
         if (request.client.gone) return relay.clientLeft(from);
@@ -184,7 +185,7 @@ async function pickForContinuation(
     if (performance.now() >= deadline || request.client.gone) return undefined;
     if (workers.length > 0) {
       // Only tried workers are ready: a short pause, for a new one or the reuse delay.
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       continue;
     }
     try {
