@@ -25,7 +25,7 @@ describe('names that reach a command line', () => {
     const flags = await parseFlags(['--model', 'm', `--served-model-name=${ATTACK}`]);
     expect(flags.servedModelName).toBe(ATTACK);
     const error = errorOf(() => resolveConfig(flags, {}));
-    expect(error.field).toBe('servedModelName');
+    expect(error.param).toBe('servedModelName');
     expect(error.message).toContain(REFUSED);
     expect(error.message).toContain(
       '(deployment "sh": --served-model-name or "served_model_name" in the config file)',
@@ -40,7 +40,7 @@ describe('names that reach a command line', () => {
     const top = errorOf(() =>
       resolveConfig({ config: file({ model: 'm', served_model_name: ATTACK }) }, {}),
     );
-    expect(top).toMatchObject({ field: 'servedModelName' });
+    expect(top).toMatchObject({ param: 'servedModelName' });
     expect(top.message).toContain(REFUSED);
     const listed = errorOf(() =>
       resolveConfig(
@@ -74,7 +74,7 @@ describe('names that reach a command line', () => {
     [{ model: 'm', conda_env: '--prefix=/x' }, 'condaEnv', 'is not a conda environment'],
   ])('refuses %j, naming the flag and the key', (fields, field, message) => {
     const error = errorOf(() => resolveConfig({ config: file(fields) }, {}));
-    expect(error.field).toBe(field);
+    expect(error.param).toBe(field);
     expect(error.message).toContain(message);
   });
 
@@ -136,7 +136,7 @@ describe('client and admin keys kept out of ps', () => {
     (flag, field, flags) => {
       const open = file('k\n', 0o644);
       const error = errorOf(() => resolveConfig(flags(open), {}));
-      expect(error.field).toBe(field);
+      expect(error.param).toBe(field);
       expect(error.message).toBe(
         `${flag} (${field === 'apiKeyFile' ? 'api_key_file' : 'admin_key_file'}): key file ${open} is readable by other users (mode 644): run chmod 600 ${open}`,
       );

@@ -70,7 +70,7 @@ describe('resolveConfig', () => {
   it('names the field, the expectation and the received value for an invalid file', () => {
     const bad = file('bad.json', { model: 'm', deployments: undefined, max_nodes: 'many' });
     const e = errorOf(() => resolveConfig({ config: bad }, {}));
-    expect(e.field).toBe('maxNodes');
+    expect(e.param).toBe('maxNodes');
     expect(e.message).toMatch(/maxNodes: expected number, received "many"/);
     const unknown = file('unknown.json', { model: 'm', max_nodez: 3 });
     expect(errorOf(() => resolveConfig({ config: unknown }, {})).message).toMatch(
@@ -101,7 +101,7 @@ describe('resolveConfig', () => {
       return;
     }
     const e = errorOf(() => resolveConfig({ model: 'm', ...flags }, {}));
-    expect(e.field).toBe(field);
+    expect(e.param).toBe(field);
     expect(e.message).toMatch(
       field === 'drainGrace'
         ? /KillWait/
@@ -164,7 +164,7 @@ describe('resolveConfig', () => {
     const list = file('cors-list.json', { model: 'm', cors_origin: ['http://a.test', '*'] });
     expect(resolveConfig({ config: list }, {}).corsOrigins).toEqual(['http://a.test', '*']);
     const bad = errorOf(() => resolveConfig({ model: 'm', corsOrigin: ['http://a.test/x'] }, {}));
-    expect(bad.field).toBe('corsOrigin');
+    expect(bad.param).toBe('corsOrigin');
     expect(bad.message).toMatch(
       /--cors-origin \(cors_origin\): CORS origin "http:\/\/a.test\/x" is not an origin/,
     );

@@ -163,7 +163,7 @@ describe('a config file the original wrote', () => {
       resolveConfig({ config: seedFile('typo.json', { max_nodes: '16, "max_nodez": 3' }) }, {}),
     );
     expect(typo.message).toContain('max_nodez: unknown key; did you mean "max_nodes"?');
-    expect(typo.field).toBe('max_nodez');
+    expect(typo.param).toBe('max_nodez');
     const camelPath = join(dir, 'camel.json');
     writeFileSync(camelPath, JSON.stringify({ model: 'm', tensorParalelSize: 2 }));
     expect(errorOf(() => resolveConfig({ config: camelPath }, {})).message).toContain(
@@ -277,7 +277,7 @@ describe('heartbeat timing', () => {
 
   it('refuses a timeout not longer than the interval, naming both flags and the fix', () => {
     const e = errorOf(() => heartbeatTiming(30, 20));
-    expect(e.field).toBe('heartbeatTimeout');
+    expect(e.param).toBe('heartbeatTimeout');
     expect(e.message).toMatch(/--heartbeat-timeout \(heartbeat_timeout\) 20s/);
     expect(e.message).toMatch(/--health-check-interval \(health_check_interval\) 30s/);
     expect(e.message).toMatch(/leave it out/);

@@ -34,12 +34,12 @@ export type WorkerArgs = Omit<
 };
 
 /** A flag with a value `es-worker` cannot use; the message names the flag and the fix. */
-export class WorkerArgsError extends EsError<'INVALID_FLAG'> {
+export class WorkerArgsError extends EsError<'invalid_flag'> {
   override readonly name = 'WorkerArgsError';
   /** The flag without its dashes. */
   declare readonly param: string;
   constructor(flag: string, message: string) {
-    super('INVALID_FLAG', message, { param: flag });
+    super('invalid_flag', message, { param: flag });
   }
 }
 

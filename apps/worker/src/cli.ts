@@ -34,7 +34,7 @@ main().then(
       error instanceof WorkerArgsError ||
       error instanceof SlicePlanError ||
       (error instanceof WorkerError &&
-        (error.code === 'INVALID_OPTION' || error.code === 'INVALID_EXTRA_ARGS'));
+        (error.code === 'invalid_option' || error.code === 'invalid_extra_args'));
     console.error(`es-worker: ${error instanceof Error ? error.message : String(error)}`);
     process.exit(usage ? USAGE_EXIT_CODE : 1);
   },

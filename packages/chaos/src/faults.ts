@@ -94,7 +94,7 @@ function parents(): Map<number, number> {
  */
 export async function enginePidsBehind(port: number, index: number): Promise<number[]> {
   const fronts = await pidsListeningOn(port);
-  if (fronts.length === 0) throw new ChaosError('NOT_FOUND', `nothing listens on port ${port}`);
+  if (fronts.length === 0) throw new ChaosError('not_found', `nothing listens on port ${port}`);
   const parentOf = parents();
   const descends = (pid: number): boolean => {
     for (let at = parentOf.get(pid); at !== undefined && at > 1; at = parentOf.get(at)) {
@@ -107,7 +107,7 @@ export async function enginePidsBehind(port: number, index: number): Promise<num
     (pid) => descends(pid) && (readProc(String(pid), 'cmdline') ?? '').includes(socket),
   );
   if (engines.length === 0) {
-    throw new ChaosError('NOT_FOUND', `no engine ${index} behind the front on port ${port}`);
+    throw new ChaosError('not_found', `no engine ${index} behind the front on port ${port}`);
   }
   return engines;
 }
@@ -133,6 +133,6 @@ export async function freezeEngineBehind(port: number, index: number): Promise<n
 /** SIGKILLs the worker daemon of SLURM job `jobId` (its engines are left orphaned, as after a crash). */
 export function killWorkerOfJob(jobId: string, needle = 'worker/dist/cli.mjs'): number[] {
   const pids = pidsOfJob(jobId, needle);
-  if (pids.length === 0) throw new ChaosError('NOT_FOUND', `no worker process of job ${jobId}`);
+  if (pids.length === 0) throw new ChaosError('not_found', `no worker process of job ${jobId}`);
   return killPids(pids, 'SIGKILL');
 }

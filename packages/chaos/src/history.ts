@@ -111,7 +111,7 @@ export function parseJournal(text: string): JournalEntry[] {
       // Only the line before a process's next `start` (or the file's end) may be cut.
       const next = lines.slice(i + 1).find((l) => l.trim() !== '');
       if (next === undefined || next.includes('"type":"start"')) return;
-      throw new ChaosError('BAD_HISTORY', `routing journal line ${i + 1} is not JSON: ${line}`, {
+      throw new ChaosError('bad_history', `routing journal line ${i + 1} is not JSON: ${line}`, {
         cause: error,
       });
     }
@@ -126,7 +126,7 @@ export function parseJournal(text: string): JournalEntry[] {
           typeof e.workerId === 'string' &&
           typeof (e as { requestId?: unknown }).requestId === 'string'));
     if (!known) {
-      throw new ChaosError('BAD_HISTORY', `routing journal line ${i + 1} is not an entry: ${line}`);
+      throw new ChaosError('bad_history', `routing journal line ${i + 1} is not an entry: ${line}`);
     }
     entries.push(e as JournalEntry);
   });

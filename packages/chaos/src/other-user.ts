@@ -108,7 +108,7 @@ export async function otherUserScenario(
   const adminKey = options.adminKey ?? ctx.scheduler.adminKey();
   if (options.intruder === undefined && !runningAsRoot()) {
     throw new ChaosError(
-      'START_FAILED',
+      'start_failed',
       'another user of the cluster: creating the unprivileged intruder user needs root (run scripts/chaos as root, as CI does, or pass options.intruder)',
     );
   }

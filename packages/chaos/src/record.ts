@@ -72,7 +72,7 @@ export function readRunRecord(path: string): RunRecord {
     try {
       line = JSON.parse(raw) as Line;
     } catch (error) {
-      throw new ChaosError('BAD_HISTORY', `${path} line ${i + 1} is not JSON`, { cause: error });
+      throw new ChaosError('bad_history', `${path} line ${i + 1} is not JSON`, { cause: error });
     }
     if (line.kind === 'meta') record.meta = line.meta;
     else if (line.kind === 'result') record.results.push(line.result);
@@ -89,7 +89,7 @@ export function readRunRecord(path: string): RunRecord {
     } else if (line.kind === 'engine-request' || line.kind === 'first-token') {
       const engine = record.histories[line.run]?.engine;
       if (engine === undefined) {
-        throw new ChaosError('BAD_HISTORY', `${path} line ${i + 1}: ${line.kind} of no engine log`);
+        throw new ChaosError('bad_history', `${path} line ${i + 1}: ${line.kind} of no engine log`);
       }
       if (line.kind === 'engine-request') engine.requests.push(line.item as EngineRequest);
       else engine.firstTokens.push(line.item as FirstTokenRecord);
@@ -97,7 +97,7 @@ export function readRunRecord(path: string): RunRecord {
       const history = record.histories[line.run];
       const key = PARTS.find(([kind]) => kind === line.kind)?.[1];
       if (history === undefined || key === undefined) {
-        throw new ChaosError('BAD_HISTORY', `${path} line ${i + 1}: unknown ${line.kind} line`);
+        throw new ChaosError('bad_history', `${path} line ${i + 1}: unknown ${line.kind} line`);
       }
       (history[key] as unknown[]).push(line.item);
     }

@@ -51,7 +51,7 @@ export function createSbatchShim(dir: string, options: { realSbatch?: string } =
       options.realSbatch ??
       execFileSync('sh', ['-c', 'command -v sbatch'], { encoding: 'utf8' }).trim();
   } catch (error) {
-    throw new ChaosError('NOT_FOUND', 'sbatch is not on PATH', { cause: error });
+    throw new ChaosError('not_found', 'sbatch is not on PATH', { cause: error });
   }
   const modeFile = join(dir, 'mode');
   const callsFile = join(dir, 'calls');

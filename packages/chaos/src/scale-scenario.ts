@@ -25,7 +25,7 @@ function simulatedWorkersScript(): string {
     if (existsSync(candidate)) return candidate;
   }
   throw new ChaosError(
-    'NOT_FOUND',
+    'not_found',
     `simulated-workers.mjs is not built next to ${here}: run pnpm build`,
   );
 }
@@ -85,7 +85,7 @@ export async function scaleScenario(
       if (index >= 0) return messages.splice(index, 1)[0] as T;
       if (child.exitCode !== null)
         throw new ChaosError(
-          'START_FAILED',
+          'start_failed',
           `simulated workers exited (${child.exitCode}) before '${type}'`,
         );
       await Promise.race([new Promise<void>((resolve) => (wake = resolve)), exited]);

@@ -56,7 +56,7 @@ export async function liveWorkers(url: string, adminKey: string): Promise<LiveWo
   });
   if (!response.ok) {
     throw new ChaosError(
-      'NOT_FOUND',
+      'not_found',
       `GET ${url}/workers: ${response.status} ${await response.text()}`,
     );
   }
@@ -87,7 +87,7 @@ export function pickVictim(
 ): LiveWorker {
   const ready = workers.filter((w) => w.status === 'READY');
   const victim = ready.find((w) => w.restartCount === 0) ?? ready[0];
-  if (victim === undefined) throw new ChaosError('NOT_FOUND', missing);
+  if (victim === undefined) throw new ChaosError('not_found', missing);
   return victim;
 }
 
@@ -121,7 +121,7 @@ export async function waitForCapacity(
       if (Date.now() - since >= stableMs) return since;
     } else since = undefined;
     if (Date.now() > deadline) {
-      throw new ChaosError('TIMEOUT', `${ready}/${target} workers ready after ${timeoutMs} ms`);
+      throw new ChaosError('timeout', `${ready}/${target} workers ready after ${timeoutMs} ms`);
     }
     await sleep(200);
   }
@@ -146,7 +146,7 @@ export async function waitForIdleNodes(count: number, timeoutMs: number): Promis
     if (idle.length >= count) return idle;
     if (Date.now() > deadline) {
       throw new ChaosError(
-        'TIMEOUT',
+        'timeout',
         `only ${idle.length} of the ${count} nodes needed are idle after ${timeoutMs} ms (other test runs hold the rest)`,
       );
     }

@@ -176,7 +176,7 @@ export async function startSchedulerProcess(
       }
       if (proc.exitCode !== null || Date.now() > deadline) {
         const tail = readFileSync(logFile).subarray(from).toString('utf8').slice(-2000);
-        throw new ChaosError('START_FAILED', `the scheduler did not start: ${tail}`);
+        throw new ChaosError('start_failed', `the scheduler did not start: ${tail}`);
       }
       await sleep(100);
     }

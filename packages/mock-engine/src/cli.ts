@@ -162,7 +162,7 @@ main().catch((error: unknown) => {
   if (error instanceof MockEngineError) {
     // Option names in library errors are camelCase; on the command line they are flags.
     message =
-      error.code === 'INVALID_OPTION'
+      error.code === 'invalid_option'
         ? error.message.replace(
             /^[a-zA-Z]+/,
             (name) => `--${name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`,

@@ -1,7 +1,7 @@
 import { EsError } from '@es/protocol';
 
 /** Codes carried by {@link MockEngineError}. */
-export type MockEngineErrorCode = 'INVALID_OPTION' | 'INVALID_SCRIPT' | 'NOT_LISTENING';
+export type MockEngineErrorCode = 'invalid_option' | 'invalid_script' | 'not_listening';
 
 /**
  * The one error class of `@es/mock-engine`: invalid options, an unreadable or malformed

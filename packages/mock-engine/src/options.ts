@@ -114,7 +114,7 @@ function checkNumber(
     const kind = integer ? 'an integer' : 'a number';
     const range = max === Number.POSITIVE_INFINITY ? `>= ${min}` : `between ${min} and ${max}`;
     throw new MockEngineError(
-      'INVALID_OPTION',
+      'invalid_option',
       `${name} must be ${kind} ${range}, got ${String(value)}`,
     );
   }
@@ -125,25 +125,25 @@ function checkNumber(
 export function compileScript(rules: unknown, source = 'script'): CompiledRule[] {
   if (!Array.isArray(rules)) {
     throw new MockEngineError(
-      'INVALID_SCRIPT',
+      'invalid_script',
       `${source}: expected a JSON array of {"match"?, "response", "finishReason"?} rules`,
     );
   }
   return rules.map((rule: unknown, i) => {
     const where = `${source}: rule ${i}`;
     if (typeof rule !== 'object' || rule === null) {
-      throw new MockEngineError('INVALID_SCRIPT', `${where} must be an object`);
+      throw new MockEngineError('invalid_script', `${where} must be an object`);
     }
     const { match, response, finishReason } = rule as Record<string, unknown>;
     if (typeof response !== 'string') {
-      throw new MockEngineError('INVALID_SCRIPT', `${where}: "response" must be a string`);
+      throw new MockEngineError('invalid_script', `${where}: "response" must be a string`);
     }
     if (match !== undefined && typeof match !== 'string') {
-      throw new MockEngineError('INVALID_SCRIPT', `${where}: "match" must be a string (a regex)`);
+      throw new MockEngineError('invalid_script', `${where}: "match" must be a string (a regex)`);
     }
     if (finishReason !== undefined && finishReason !== 'stop' && finishReason !== 'length') {
       throw new MockEngineError(
-        'INVALID_SCRIPT',
+        'invalid_script',
         `${where}: "finishReason" must be "stop" or "length"`,
       );
     }
@@ -151,7 +151,7 @@ export function compileScript(rules: unknown, source = 'script'): CompiledRule[]
     try {
       regex = match === undefined ? undefined : new RegExp(match);
     } catch (cause) {
-      throw new MockEngineError('INVALID_SCRIPT', `${where}: "match" is not a valid regex`, {
+      throw new MockEngineError('invalid_script', `${where}: "match" is not a valid regex`, {
         cause,
       });
     }
@@ -169,7 +169,7 @@ export function loadScript(file: string): ScriptRule[] {
   try {
     parsed = JSON.parse(readFileSync(file, 'utf8'));
   } catch (cause) {
-    throw new MockEngineError('INVALID_SCRIPT', `cannot read script ${file}: ${String(cause)}`, {
+    throw new MockEngineError('invalid_script', `cannot read script ${file}: ${String(cause)}`, {
       cause,
     });
   }
@@ -187,7 +187,7 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
         ? options.servedModelName
         : [options.servedModelName];
   if (served.length === 0 || served.some((name) => name.length === 0)) {
-    throw new MockEngineError('INVALID_OPTION', 'servedModelName must not be empty');
+    throw new MockEngineError('invalid_option', 'servedModelName must not be empty');
   }
   const optionalCount = (name: string, v: number | undefined, min = 0) =>
     v === undefined ? undefined : checkNumber(name, v, 0, { min, integer: true });

@@ -17,7 +17,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** A running (or loading) mock engine. */
 export interface MockEngine {
-  /** `http://host:port` once `listen()` resolved; throws `NOT_LISTENING` before. */
+  /** `http://host:port` once `listen()` resolved; throws `not_listening` before. */
   readonly url: string;
   /** The underlying node:http server. */
   readonly server: Server;
@@ -113,7 +113,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   /** Waits `loadDelay` (loading weights), then binds. */
   async function bind(where: { port: number; host: string } | { path: string }): Promise<void> {
     if (opts.loadDelay > 0) await sleep(opts.loadDelay);
-    if (closing) throw new MockEngineError('NOT_LISTENING', 'closed while loading');
+    if (closing) throw new MockEngineError('not_listening', 'closed while loading');
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(where, () => {
@@ -126,7 +126,7 @@ export function createMockEngine(options: MockEngineOptions = {}): MockEngine {
   return {
     get url() {
       if (url === undefined) {
-        throw new MockEngineError('NOT_LISTENING', 'the mock engine is not listening yet');
+        throw new MockEngineError('not_listening', 'the mock engine is not listening yet');
       }
       return url;
     },

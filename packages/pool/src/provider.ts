@@ -124,7 +124,7 @@ export interface ProviderErrorOptions {
 
 /**
  * The base of every error a {@link NodeProvider} throws: a `code` of the driver's own
- * (`SLURM_POLICY_LIMIT`, `unsatisfiable`, ...), a `kind` choosing the reconciler's backoff
+ * (`slurm_policy_limit`, `unsatisfiable`, ...), a `kind` choosing the reconciler's backoff
  * and `ambiguous` when the call may have taken effect. Each driver extends it with its own
  * class (`SlurmError` in `@es/slurm`, `LocalProviderError` in `@es/local`) and fields.
  * @example

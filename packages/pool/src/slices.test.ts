@@ -121,7 +121,7 @@ describe('planSlices', () => {
     expect(error).toBeInstanceOf(SlicePlanError);
     expect(error).toMatchObject({
       param: field,
-      code: 'INVALID_SLICE_PLAN',
+      code: 'invalid_slice_plan',
       message: expect.stringMatching(message),
     });
   });

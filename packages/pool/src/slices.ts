@@ -34,13 +34,13 @@ export interface PlannedSlice {
 }
 
 /** Raised when a slice plan is impossible; `param` names the option to fix. */
-export class SlicePlanError extends EsError<'INVALID_SLICE_PLAN'> {
+export class SlicePlanError extends EsError<'invalid_slice_plan'> {
   override readonly name = 'SlicePlanError';
   /** `tensorParallelSize`, `gpuCount`, `visibleDevices` or `basePort`. */
   declare readonly param: keyof SlicePlanOptions;
 
   constructor(param: keyof SlicePlanOptions, message: string) {
-    super('INVALID_SLICE_PLAN', message, { param });
+    super('invalid_slice_plan', message, { param });
   }
 }
 

@@ -183,12 +183,12 @@ export type WorkerArgv = { [K in DefaultedNames]: ValueOf<Flags[K]> } & {
 };
 
 /** An option {@link buildWorkerArgv} cannot turn into a flag; `flag` names it. */
-export class WorkerArgvError extends ProtocolError<'INVALID_WORKER_ARGV'> {
+export class WorkerArgvError extends ProtocolError<'invalid_worker_argv'> {
   override readonly name = 'WorkerArgvError';
   /** The flag without its dashes (`model`), or the unknown option's name. */
   declare readonly param: string;
   constructor(flag: string, message: string) {
-    super('INVALID_WORKER_ARGV', message, { param: flag });
+    super('invalid_worker_argv', message, { param: flag });
   }
 }
 

@@ -22,7 +22,7 @@ function errorOf(fn: () => unknown): WorkerArgvError {
   } catch (error) {
     expect(error).toBeInstanceOf(WorkerArgvError);
     expect(isProtocolError(error)).toBe(true);
-    expect((error as WorkerArgvError).code).toBe('INVALID_WORKER_ARGV');
+    expect((error as WorkerArgvError).code).toBe('invalid_worker_argv');
     return error as WorkerArgvError;
   }
   throw new Error('expected a WorkerArgvError');
@@ -94,7 +94,7 @@ describe('buildWorkerArgv', () => {
     const error = errorOf(() => buildWorkerArgv({ engine: 'vllm' } as unknown as WorkerArgvInput));
     expect(error).toMatchObject({
       param: 'model',
-      code: 'INVALID_WORKER_ARGV',
+      code: 'invalid_worker_argv',
       message: 'es-worker needs --model (option "model"): pass model',
     });
   });

@@ -27,7 +27,7 @@ export interface RenderOptions {
 export interface ChatTemplate {
   /** Where the template came from (a file path, or `inline`). */
   readonly source: string;
-  /** Renders a conversation into one prompt string. Throws `TEMPLATE_RENDER` on template errors. */
+  /** Renders a conversation into one prompt string. Throws `template_render` on template errors. */
   render(options: RenderOptions): string;
 }
 
@@ -73,7 +73,7 @@ export function createChatTemplate(text: string, options: ChatTemplateOptions = 
     template = new Template(text);
   } catch (error) {
     throw new ResearchError(
-      'TEMPLATE_NOT_FOUND',
+      'template_not_found',
       `cannot parse chat template ${source}: ${messageOf(error)}`,
       { cause: error },
     );
@@ -98,7 +98,7 @@ export function createChatTemplate(text: string, options: ChatTemplateOptions = 
         return template.render(context);
       } catch (error) {
         throw new ResearchError(
-          'TEMPLATE_RENDER',
+          'template_render',
           `chat template ${source} failed to render: ${messageOf(error)}`,
           { cause: error },
         );
@@ -145,7 +145,7 @@ export async function loadChatTemplate(
   );
   if (template !== undefined) return template;
   throw new ResearchError(
-    'TEMPLATE_NOT_FOUND',
+    'template_not_found',
     `no chat template in ${dir}: expected chat_template.jinja, chat_template.json or a ` +
       `"chat_template" in tokenizer_config.json; pass --tokenizer <model directory>`,
     { param: 'tokenizer' },
@@ -200,13 +200,13 @@ function pickTemplate(value: unknown, name: string | undefined, path: string): s
     const found = named.get(wanted);
     if (found !== undefined) return found;
     throw new ResearchError(
-      'TEMPLATE_NOT_FOUND',
+      'template_not_found',
       `${path} has no chat template named "${wanted}" (it has: ${[...named.keys()].join(', ') || 'none'})`,
       { param: 'tokenizer' },
     );
   }
   throw new ResearchError(
-    'TEMPLATE_NOT_FOUND',
+    'template_not_found',
     `${path}: "chat_template" must be a string or a list of { name, template }`,
     { param: 'tokenizer' },
   );
@@ -233,7 +233,7 @@ function parseJsonObject(
     value = JSON.parse(text);
   } catch (error) {
     throw new ResearchError(
-      'TEMPLATE_NOT_FOUND',
+      'template_not_found',
       `${path} is not valid JSON: ${messageOf(error)}`,
       {
         param: 'tokenizer',
@@ -242,7 +242,7 @@ function parseJsonObject(
     );
   }
   if (!isRecord(value)) {
-    throw new ResearchError('TEMPLATE_NOT_FOUND', `${path} must hold a JSON object`, {
+    throw new ResearchError('template_not_found', `${path} must hold a JSON object`, {
       param: 'tokenizer',
     });
   }

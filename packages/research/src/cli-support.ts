@@ -34,7 +34,7 @@ export async function readEnvFile(
     text = await readFile(path, 'utf8');
   } catch (error) {
     if (isMissingFile(error) && !required) return {};
-    throw new ResearchError('INVALID_OPTION', `--env-file ${path}: ${messageOf(error)}`, {
+    throw new ResearchError('invalid_option', `--env-file ${path}: ${messageOf(error)}`, {
       param: 'env-file',
       cause: error,
     });
@@ -76,7 +76,7 @@ function checkNumber<T extends number | undefined>(
   const valid = kind === 'integer' ? Number.isInteger(value) : Number.isFinite(value);
   if (!valid || value < min) {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       `--${name} must be ${kind === 'integer' ? 'an integer' : 'a number'} >= ${min} ` +
         `(got ${String(value)}); for example --${name} ${example}`,
       { param: name },
@@ -95,7 +95,7 @@ export function urlFlag(name: string, value: string): string {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       `--${name} must be an http(s) URL (got "${value}"); for example --${name} http://localhost:8780`,
       { param: name },
     );
@@ -115,7 +115,7 @@ export function runCli(name: string, main: () => Promise<number>): void {
     (error: unknown) => {
       if (error instanceof ResearchError) {
         process.stderr.write(`${name}: ${error.message}\n`);
-        process.exitCode = error.code === 'INVALID_OPTION' ? 2 : 1;
+        process.exitCode = error.code === 'invalid_option' ? 2 : 1;
       } else {
         process.stderr.write(
           `${name}: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
@@ -128,7 +128,7 @@ export function runCli(name: string, main: () => Promise<number>): void {
 
 /**
  * A yargs parser with the tools' shared behaviour: unknown flags are errors, and every
- * parse failure is an `INVALID_OPTION` error instead of an exit from inside yargs.
+ * parse failure is an `invalid_option` error instead of an exit from inside yargs.
  */
 export function createParser(argv: readonly string[], scriptName: string, usage: string): Argv {
   return yargs([...argv])
@@ -140,6 +140,6 @@ export function createParser(argv: readonly string[], scriptName: string, usage:
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, error) => {
       if (error) throw error;
-      throw new ResearchError('INVALID_OPTION', `${message} (see --help)`);
+      throw new ResearchError('invalid_option', `${message} (see --help)`);
     });
 }

@@ -64,7 +64,7 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
   } catch (error) {
     const why = isMissingFile(error) ? 'no such file' : messageOf(error);
     throw new ResearchError(
-      'DATASET_INVALID',
+      'dataset_invalid',
       `--dataset ${spec}: ${why}; pass "sample" or a .jsonl/.json file of questions`,
       { param: 'dataset', cause: error },
     );
@@ -72,7 +72,7 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
   const entries = spec.endsWith('.jsonl') ? parseJsonl(text, spec) : parseJson(text, spec);
   const items = entries.map((entry, index) => toItem(entry, spec, index));
   if (items.length === 0) {
-    throw new ResearchError('DATASET_INVALID', `--dataset ${spec} holds no questions`, {
+    throw new ResearchError('dataset_invalid', `--dataset ${spec} holds no questions`, {
       param: 'dataset',
     });
   }
@@ -80,7 +80,7 @@ export async function loadDataset(spec: string): Promise<DatasetItem[]> {
   for (const item of items) {
     if (seen.has(item.id)) {
       throw new ResearchError(
-        'DATASET_INVALID',
+        'dataset_invalid',
         `--dataset ${spec}: id "${item.id}" appears twice; ids must be unique to continue a run`,
         { param: 'dataset' },
       );
@@ -129,7 +129,7 @@ function parseJsonl(text: string, spec: string): unknown[] {
       entries.push(JSON.parse(line));
     } catch (error) {
       throw new ResearchError(
-        'DATASET_INVALID',
+        'dataset_invalid',
         `--dataset ${spec}, line ${index + 1}: not valid JSON (${messageOf(error)})`,
         { param: 'dataset', cause: error },
       );
@@ -144,7 +144,7 @@ function parseJson(text: string, spec: string): unknown[] {
     value = JSON.parse(text);
   } catch (error) {
     throw new ResearchError(
-      'DATASET_INVALID',
+      'dataset_invalid',
       `--dataset ${spec}: not valid JSON (${messageOf(error)}); use a .jsonl extension for JSON Lines`,
       { param: 'dataset', cause: error },
     );
@@ -155,7 +155,7 @@ function parseJson(text: string, spec: string): unknown[] {
     if (list) return list as unknown[];
   }
   throw new ResearchError(
-    'DATASET_INVALID',
+    'dataset_invalid',
     `--dataset ${spec}: expected an array of questions (or an object with a "data" or "questions" array)`,
     { param: 'dataset' },
   );
@@ -182,7 +182,7 @@ function toItem(entry: unknown, spec: string, index: number): DatasetItem {
     }
   }
   throw new ResearchError(
-    'DATASET_INVALID',
+    'dataset_invalid',
     `--dataset ${spec}, entry ${index + 1}: expected a string or an object with "question" ` +
       `(or ${QUESTION_KEYS.slice(1).join(', ')})`,
     { param: 'dataset' },

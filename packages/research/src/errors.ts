@@ -3,19 +3,19 @@ import { EsError } from '@es/protocol';
 /** Machine-readable reasons a research-tooling call can fail. */
 export type ResearchErrorCode =
   /** A command-line flag or option has an invalid value. */
-  | 'INVALID_OPTION'
+  | 'invalid_option'
   /** No chat template could be found or parsed in a model directory. */
-  | 'TEMPLATE_NOT_FOUND'
+  | 'template_not_found'
   /** The chat template raised or failed while rendering. */
-  | 'TEMPLATE_RENDER'
+  | 'template_render'
   /** The dataset file is missing, empty or malformed. */
-  | 'DATASET_INVALID'
+  | 'dataset_invalid'
   /** No worker became ready within `--wait-timeout`. */
-  | 'WORKERS_NOT_READY'
+  | 'workers_not_ready'
   /** The inference endpoint could not be reached or answered with an error. */
-  | 'ENGINE_FAILED'
+  | 'engine_failed'
   /** A tool (search, URL reader) failed after its retries. */
-  | 'TOOL_FAILED';
+  | 'tool_failed';
 
 /** Options of {@link ResearchError}. */
 export interface ResearchErrorOptions {
@@ -35,7 +35,7 @@ export interface ResearchErrorOptions {
  * try {
  *   await loadChatTemplate('/models/gpt-oss-120b');
  * } catch (error) {
- *   if (error instanceof ResearchError && error.code === 'TEMPLATE_NOT_FOUND') process.exit(2);
+ *   if (error instanceof ResearchError && error.code === 'template_not_found') process.exit(2);
  *   throw error;
  * }
  * ```

@@ -163,7 +163,7 @@ function buildParser(argv: readonly string[]) {
  * `--max-gen-tokens` are aliases). Values come from the flags, then the environment
  * (`ES_SCHEDULER_URL` or the original's `ELASTIC_SERVING_URL`, `ES_API_KEY`,
  * `SERPER_API_KEY`, `JINA_API_KEY`, `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_TOKEN`,
- * `HF_HUB_OFFLINE`), then the `.env` file; invalid values throw `INVALID_OPTION` naming the
+ * `HF_HUB_OFFLINE`), then the `.env` file; invalid values throw `invalid_option` naming the
  * flag and a valid example.
  */
 export async function parseGenerateArgs(
@@ -176,7 +176,7 @@ export async function parseGenerateArgs(
   const effort = args['reasoning-effort'];
   if (args.resume === true && args.overwrite) {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       '--resume and --overwrite contradict each other: drop --overwrite to continue the output',
       { param: 'overwrite' },
     );
@@ -184,14 +184,14 @@ export async function parseGenerateArgs(
   const format = args.format;
   if (format !== 'es' && format !== 'seed') {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       `--format must be es or seed (got "${format}"); for example --format seed`,
       { param: 'format' },
     );
   }
   if (!(REASONING_EFFORTS as readonly string[]).includes(effort)) {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       `--reasoning-effort must be one of ${REASONING_EFFORTS.join(', ')} (got "${effort}")`,
       { param: 'reasoning-effort' },
     );

@@ -182,7 +182,7 @@ export async function generateTrajectories(options: GenerateOptions): Promise<Ge
     });
   } catch (error) {
     if (!options.signal?.aborted) throw error;
-    throw new ResearchError('WORKERS_NOT_READY', 'interrupted while waiting for ready workers', {
+    throw new ResearchError('workers_not_ready', 'interrupted while waiting for ready workers', {
       cause: error,
     });
   }

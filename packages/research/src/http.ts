@@ -25,7 +25,7 @@ const RETRIED_STATUSES = [429, ...Array.from({ length: 100 }, (_, i) => 500 + i)
 /**
  * Fetches `url` with ky, which retries transient failures (any method: the tools' POSTs are
  * searches, safe to repeat). Resolves with the first successful response; throws
- * `TOOL_FAILED` (with `status` when the server answered) otherwise.
+ * `tool_failed` (with `status` when the server answered) otherwise.
  */
 export async function fetchWithRetry(
   url: string,
@@ -57,14 +57,14 @@ export async function fetchWithRetry(
       const { status } = error.response;
       const body = (await error.response.text().catch(() => '')).slice(0, 300).trim();
       throw new ResearchError(
-        'TOOL_FAILED',
+        'tool_failed',
         `${hostOf(url)} answered HTTP ${status}${body ? `: ${body}` : ''}`,
         { status },
       );
     }
     const what =
       error instanceof TimeoutError ? `timed out after ${options.timeoutMs} ms` : messageOf(error);
-    throw new ResearchError('TOOL_FAILED', `${hostOf(url)}: ${what}`, { cause: error });
+    throw new ResearchError('tool_failed', `${hostOf(url)}: ${what}`, { cause: error });
   }
 }
 

@@ -17,7 +17,7 @@ export interface LoadTestArgs {
 }
 
 /**
- * Parses `load-test` flags; invalid values throw `INVALID_OPTION` naming the flag and a
+ * Parses `load-test` flags; invalid values throw `invalid_option` naming the flag and a
  * valid example. `ES_SCHEDULER_URL` (or the seed's `ELASTIC_SERVING_URL`) and `ES_API_KEY`
  * provide defaults. The seed's `scripts/test_load.py` flags work as they were:
  * `--scheduler-url`, `--model`, `--num-requests` (an alias of `--requests`),
@@ -108,7 +108,7 @@ export async function parseLoadTestArgs(
   const promptStyle = args['prompt-style'];
   if (promptStyle === 'natural' && args['prompt-tokens'] !== undefined) {
     throw new ResearchError(
-      'INVALID_OPTION',
+      'invalid_option',
       '--prompt-tokens sets the length of synthetic prompts; natural-language questions have ' +
         'their own length: drop --prompt-tokens, or use --prompt-style synthetic',
       { param: 'prompt-tokens' },

@@ -171,7 +171,7 @@ async function prepareCluster(
   }).catch((error: unknown) => {
     // Ctrl-C while waiting: one line saying so rather than an AbortError's stack.
     if (!options.signal?.aborted) throw error;
-    throw new ResearchError('WORKERS_NOT_READY', 'interrupted while waiting for a ready worker');
+    throw new ResearchError('workers_not_ready', 'interrupted while waiting for a ready worker');
   });
   return options.model ?? cluster.models[0]?.id ?? (await firstModel(client)).id;
 }

@@ -13,7 +13,7 @@ export interface ListedModel {
 
 /**
  * The first model `/v1/models` lists: the scheduler's default deployment. Throws
- * `ENGINE_FAILED` naming `--scheduler-url` or `--model` as the fix.
+ * `engine_failed` naming `--scheduler-url` or `--model` as the fix.
  */
 export async function firstModel(client: OpenAI): Promise<ListedModel> {
   let first: ListedModel | undefined;
@@ -28,7 +28,7 @@ export async function firstModel(client: OpenAI): Promise<ListedModel> {
     }
   } catch (error) {
     throw new ResearchError(
-      'ENGINE_FAILED',
+      'engine_failed',
       `cannot list models at ${client.baseURL}/models (${messageOf(error)}): is the scheduler ` +
         `running? Check --scheduler-url, or pass --model`,
       { param: 'scheduler-url', cause: error },
@@ -36,7 +36,7 @@ export async function firstModel(client: OpenAI): Promise<ListedModel> {
   }
   if (first === undefined) {
     throw new ResearchError(
-      'ENGINE_FAILED',
+      'engine_failed',
       `${client.baseURL}/models lists no models yet (no worker is ready): wait, or pass --model`,
       { param: 'model' },
     );

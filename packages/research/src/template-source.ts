@@ -83,7 +83,7 @@ const REPO_ID = /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/;
  * or a `.jinja` file); `tokenizer` or `model` as a local directory; as a hub id, the newest
  * matching snapshot of the Hugging Face cache, then, for an `org/name` id, the hub itself
  * (unless offline). Throws
- * `TEMPLATE_NOT_FOUND` saying what was tried and how to provide a template.
+ * `template_not_found` saying what was tried and how to provide a template.
  *
  * @example
  * ```ts
@@ -104,7 +104,7 @@ export async function resolveChatTemplate(
   if (await isDirectory(target)) return loadChatTemplate(target, load);
   if (!REPO_ID.test(target) || target.includes('..')) {
     throw new ResearchError(
-      'TEMPLATE_NOT_FOUND',
+      'template_not_found',
       `${flag} "${target}" is neither a local directory nor a Hugging Face model id ` +
         `(org/name); pass --tokenizer <model directory>`,
       { param: flag.slice(2) },
@@ -149,7 +149,7 @@ export async function resolveChatTemplate(
   }
 
   throw new ResearchError(
-    'TEMPLATE_NOT_FOUND',
+    'template_not_found',
     `no chat template for ${flag === '--model' ? 'model' : 'tokenizer'} "${target}": ` +
       `${tried.join('; ')}. Provide one: --tokenizer <model directory> (with ` +
       `tokenizer_config.json or chat_template.jinja), or fill the cache with ` +
@@ -177,7 +177,7 @@ async function explicitTemplate(spec: string): Promise<ChatTemplate> {
   const text = await readTextIfExists(spec);
   if (text === undefined) {
     throw new ResearchError(
-      'TEMPLATE_NOT_FOUND',
+      'template_not_found',
       `--chat-template ${spec}: no such file; pass a .jinja file or "${BUNDLED_TEST_TEMPLATE}"`,
       { param: 'chat-template' },
     );
@@ -244,7 +244,7 @@ function hubReader(
     if (response.status === 404) return undefined;
     if (response.status === 401 || response.status === 403) {
       throw new ResearchError(
-        'TEMPLATE_NOT_FOUND',
+        'template_not_found',
         `the hub refused ${base}/${name} (HTTP ${response.status}): ${repo} is gated, ` +
           `private or does not exist; check the id, set HF_TOKEN to a token with access, or pass --tokenizer <model directory>`,
         { param: 'tokenizer', status: response.status },

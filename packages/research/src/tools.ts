@@ -86,7 +86,7 @@ export function createWebTools(options: WebToolsOptions = {}): Tool[] {
       const query = requireString(args, 'query');
       if (!options.serperApiKey) {
         throw new ResearchError(
-          'TOOL_FAILED',
+          'tool_failed',
           'search is not configured (SERPER_API_KEY is not set); answer from what you know or use open_url',
         );
       }
@@ -121,7 +121,7 @@ export function createWebTools(options: WebToolsOptions = {}): Tool[] {
       const url = requireString(args, 'url');
       if (!/^https?:\/\/\S+$/i.test(url)) {
         throw new ResearchError(
-          'TOOL_FAILED',
+          'tool_failed',
           `"url" must be an absolute http(s) URL, got "${url}"`,
         );
       }
@@ -171,7 +171,7 @@ async function fetchPageText(url: string, retry: RetryOptions): Promise<string> 
   if (!readable) {
     await response.body?.cancel();
     throw new ResearchError(
-      'TOOL_FAILED',
+      'tool_failed',
       `${url} is ${type.split(';')[0]}, which cannot be read without the Jina reader ` +
         `(JINA_API_KEY is not set)`,
     );
@@ -281,7 +281,7 @@ export function formatSearchResults(query: string, body: unknown): string {
 function requireString(args: Record<string, unknown>, key: string): string {
   const value = args[key];
   if (typeof value !== 'string' || value.trim() === '') {
-    throw new ResearchError('TOOL_FAILED', `missing argument "${key}" (a non-empty string)`);
+    throw new ResearchError('tool_failed', `missing argument "${key}" (a non-empty string)`);
   }
   return value.trim();
 }

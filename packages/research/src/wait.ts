@@ -43,7 +43,7 @@ interface ClusterCounts {
  * Polls `<scheduler>/cluster_status` until it reports a ready worker, printing one line per
  * check while it waits. A server without `/cluster_status` (HTTP 404: an engine such as vLLM
  * used directly) is taken as ready. An unreachable scheduler is waited for too (it may be
- * starting). Throws `WORKERS_NOT_READY` when `timeoutMs` runs out.
+ * starting). Throws `workers_not_ready` when `timeoutMs` runs out.
  *
  * @example
  * ```ts
@@ -107,7 +107,7 @@ export async function waitForReadyWorkers(options: WaitForWorkersOptions): Promi
     }
     if (waited >= timeoutMs) {
       throw new ResearchError(
-        'WORKERS_NOT_READY',
+        'workers_not_ready',
         `no ready worker at ${base} after ${Math.round(timeoutMs / 1000)} s (last check: ` +
           `${state}). See the scheduler's log or \`scripts/es status\`; raise --wait-timeout ` +
           'to wait longer',

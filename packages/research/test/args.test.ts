@@ -185,7 +185,7 @@ describe('generate-trajectories flags', () => {
     [['--wait-timeout', '-5'], '--wait-timeout must be a number >= 0'],
   ])('%j is refused with a message naming the flag', async (argv, message) => {
     await expect(parseGenerateArgs([...noEnvFile, ...argv], {})).rejects.toMatchObject({
-      code: 'INVALID_OPTION',
+      code: 'invalid_option',
       message: expect.stringContaining(message),
     });
   });

@@ -93,7 +93,7 @@ describe('the bundled Harmony-style template', () => {
     );
   });
 
-  test('raises a TEMPLATE_RENDER error for a role it does not know', async () => {
+  test('raises a template_render error for a role it does not know', async () => {
     const template = await loadChatTemplate(BUNDLED_TEMPLATE_DIR);
     const render = () =>
       template.render({
@@ -151,7 +151,7 @@ describe('loadChatTemplate on model directories', () => {
   test('says where it looked when a directory has no template', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'es-template-'));
     await expect(loadChatTemplate(dir)).rejects.toMatchObject({
-      code: 'TEMPLATE_NOT_FOUND',
+      code: 'template_not_found',
       param: 'tokenizer',
       message: expect.stringContaining('chat_template.jinja'),
     });

@@ -54,7 +54,7 @@ describe('loadDataset', () => {
   ])('rejects %s with a message naming the problem', async (name, text, message) => {
     const path = text === null ? join(tmpdir(), 'es-no-such-dir', name) : await file(name, text);
     await expect(loadDataset(path)).rejects.toMatchObject({
-      code: 'DATASET_INVALID',
+      code: 'dataset_invalid',
       param: 'dataset',
     });
     await expect(loadDataset(path)).rejects.toThrow(message);

@@ -80,7 +80,7 @@ describe("load-test takes the seed's scripts/test_load.py flags", () => {
     ],
   ])('%j is refused with a message naming the flag', async (argv, message) => {
     await expect(parseLoadTestArgs(argv, {})).rejects.toMatchObject({
-      code: 'INVALID_OPTION',
+      code: 'invalid_option',
       message: expect.stringContaining(message),
     });
   });

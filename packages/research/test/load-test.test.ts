@@ -146,7 +146,7 @@ describe('runLoadTest against the mock engine', () => {
     await expect(
       runLoadTest({ baseURL: 'http://127.0.0.1:1/v1', requests: 1, waitTimeoutMs: 0 }),
     ).rejects.toMatchObject({
-      code: 'WORKERS_NOT_READY',
+      code: 'workers_not_ready',
       param: 'wait-timeout',
       message: expect.stringContaining('cannot reach http://127.0.0.1:1/cluster_status'),
     });

@@ -325,7 +325,7 @@ describe('waiting for ready workers (the original polled /cluster_status)', () =
         }),
       ),
     ).rejects.toMatchObject({
-      code: 'WORKERS_NOT_READY',
+      code: 'workers_not_ready',
       param: 'wait-timeout',
       message:
         `no ready worker at ${scheduler.url} after 1 s (last check: 0 ready, 1 loading, 0 ` +

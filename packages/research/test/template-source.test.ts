@@ -161,7 +161,7 @@ describe('resolveChatTemplate', () => {
       await expect(
         resolveChatTemplate({ model: 'meta/llama', huggingFace: { cacheDir, endpoint: hub.url } }),
       ).rejects.toMatchObject({
-        code: 'TEMPLATE_NOT_FOUND',
+        code: 'template_not_found',
         message: expect.stringContaining('set HF_TOKEN to a token with access'),
       });
     } finally {
@@ -175,7 +175,7 @@ describe('resolveChatTemplate', () => {
       model: 'openai/gpt-oss-120b',
       huggingFace: offlineHub(cacheDir),
     }).catch((e: unknown) => e);
-    expect(error).toMatchObject({ code: 'TEMPLATE_NOT_FOUND', param: 'tokenizer' });
+    expect(error).toMatchObject({ code: 'template_not_found', param: 'tokenizer' });
     const message = (error as Error).message;
     expect(message).toContain('no chat template for model "openai/gpt-oss-120b"');
     expect(message).toContain(`(${join(cacheDir, 'models--openai--gpt-oss-120b')})`);

@@ -78,7 +78,7 @@ describe('search (Serper)', () => {
       maxRetries: 2,
     });
     await expect(search.run({ query: 'q' })).rejects.toMatchObject({
-      code: 'TOOL_FAILED',
+      code: 'tool_failed',
       status: 500,
       message: expect.stringContaining('answered HTTP 500: boom'),
     });
@@ -94,7 +94,7 @@ describe('search (Serper)', () => {
   test('does not retry a 400', async () => {
     const { search, fake } = await toolsAgainst(() => ({ status: 400, body: 'bad query' }));
     await expect(search.run({ query: 'q' })).rejects.toMatchObject({
-      code: 'TOOL_FAILED',
+      code: 'tool_failed',
       status: 400,
       message: expect.stringContaining('answered HTTP 400: bad query'),
     });

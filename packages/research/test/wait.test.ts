@@ -43,11 +43,11 @@ describe('waitForReadyWorkers', () => {
     expect(checks).toBe(1);
   });
 
-  test('gives up with WORKERS_NOT_READY after its timeout, having checked again', async () => {
+  test('gives up with workers_not_ready after its timeout, having checked again', async () => {
     checks = 0;
     await expect(
       waitForReadyWorkers({ schedulerUrl: url, timeoutMs: 250, intervalMs: 100, log: quiet() }),
-    ).rejects.toMatchObject({ code: 'WORKERS_NOT_READY' });
+    ).rejects.toMatchObject({ code: 'workers_not_ready' });
     expect(checks).toBeGreaterThan(1);
   });
 });

@@ -5,6 +5,7 @@
  */
 import type { EngineKind } from '@es/protocol';
 import type { RoutingPolicy } from '@es/pool';
+import { EsError } from '@es/protocol';
 
 /** How node jobs are run: SLURM, local processes, or SLURM when `sbatch` is on the PATH. */
 export const BACKENDS = ['auto', 'slurm', 'local'] as const;
@@ -125,14 +126,10 @@ export interface SchedulerSettings {
 }
 
 /** A configuration problem, with the field that is wrong and how to fix it. */
-export class ConfigError extends Error {
+export class ConfigError extends EsError<'invalid_config'> {
   override readonly name = 'ConfigError';
-  readonly code = 'ES_CONFIG_INVALID';
-  constructor(
-    message: string,
-    readonly field?: string,
-  ) {
-    super(message);
+  constructor(message: string, param?: string) {
+    super('invalid_config', message, { param });
   }
 }
 

@@ -31,7 +31,7 @@ describe("the scheduler's secret", () => {
       error = e;
     }
     expect(error).toBeInstanceOf(ConfigError);
-    expect(error).toMatchObject({ field: 'secretFile', message: expect.stringMatching(message) });
+    expect(error).toMatchObject({ param: 'secretFile', message: expect.stringMatching(message) });
     expect((error as Error).message).toContain(file);
   });
 });
@@ -52,7 +52,7 @@ describe("the scheduler's log directory", () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     expect(error).toMatchObject({
-      field: 'logDir',
+      param: 'logDir',
       message: `--log-dir ${open} is open to other users (mode 750): run chmod 700 ${open}, or pass another --log-dir (log_dir)`,
     });
   });

@@ -89,7 +89,7 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
       const code = (cause as { code?: unknown } | null)?.code;
       const notFound = code === 'ENOENT' || code === 'EACCES';
       throw new SlurmError(`${file} could not be started: ${(cause as Error)?.message ?? cause}`, {
-        code: notFound ? 'SLURM_COMMAND_NOT_FOUND' : 'SLURM_FAILED',
+        code: notFound ? 'slurm_command_not_found' : 'slurm_failed',
         kind: notFound ? 'permanent' : 'transient',
         command,
         cause,
@@ -97,7 +97,7 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
     }
     if (result.timedOut) {
       throw new SlurmError(`${file} did not finish within ${timeoutMs} ms`, {
-        code: 'SLURM_TIMEOUT',
+        code: 'slurm_timeout',
         kind: 'transient',
         ambiguous: mutating,
         command,
@@ -119,7 +119,7 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
       code,
       kind,
       // A socket timeout inside sbatch or scancel may have happened after the controller acted.
-      ambiguous: mutating && code === 'SLURM_SOCKET_TIMEOUT',
+      ambiguous: mutating && code === 'slurm_socket_timeout',
       command: [file, ...args],
       ...(result.exitCode === undefined ? {} : { exitCode: result.exitCode }),
       stderr: result.stderr,
@@ -144,7 +144,7 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
         throw new SlurmError(
           `sbatch printed no job id: ${JSON.stringify(result.stdout.slice(0, 200))}`,
           {
-            code: 'SLURM_BAD_OUTPUT',
+            code: 'slurm_bad_output',
             kind: 'transient',
             ambiguous: true,
             command: [sbatch, ...args],
@@ -176,7 +176,7 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
       for (const id of ids) {
         if (!JOB_ID.test(id)) {
           throw new SlurmError(`not a SLURM job id: ${JSON.stringify(id)}`, {
-            code: 'SLURM_INVALID_REQUEST',
+            code: 'slurm_invalid_request',
             kind: 'permanent',
             command: [scancel, ...ids],
           });

@@ -4,31 +4,31 @@ import type { FailureKind } from '@es/pool';
 /** Every `code` a {@link SlurmError} can carry. The README documents each one. */
 export type SlurmErrorCode =
   /** The controller could not be reached (connection refused, no route, DNS). Transient. */
-  | 'SLURM_UNREACHABLE'
+  | 'slurm_unreachable'
   /** SLURM's own RPC timed out ("Socket timed out on send/recv operation"). Transient. */
-  | 'SLURM_SOCKET_TIMEOUT'
+  | 'slurm_socket_timeout'
   /** The command did not finish within our timeout and was killed. Transient. */
-  | 'SLURM_TIMEOUT'
+  | 'slurm_timeout'
   /** The controller is busy or rate limits us ("Resource temporarily unavailable"). Transient. */
-  | 'SLURM_BUSY'
+  | 'slurm_busy'
   /** A QOS, association or submit limit refuses the job. Policy. */
-  | 'SLURM_POLICY_LIMIT'
+  | 'slurm_policy_limit'
   /** The partition does not exist or may not be used. Permanent. */
-  | 'SLURM_INVALID_PARTITION'
+  | 'slurm_invalid_partition'
   /** The account does not exist or may not be used. Permanent. */
-  | 'SLURM_INVALID_ACCOUNT'
+  | 'slurm_invalid_account'
   /** The QOS does not exist or may not be used. Permanent. */
-  | 'SLURM_INVALID_QOS'
+  | 'slurm_invalid_qos'
   /** A rejected option or request (bad flag, time, feature, impossible node configuration). Permanent. */
-  | 'SLURM_INVALID_REQUEST'
+  | 'slurm_invalid_request'
   /** The job spec cannot be rendered safely (line break in a value, bad number, empty command). Permanent. */
-  | 'SLURM_INVALID_SPEC'
+  | 'slurm_invalid_spec'
   /** The SLURM command is not installed or not executable. Permanent. */
-  | 'SLURM_COMMAND_NOT_FOUND'
+  | 'slurm_command_not_found'
   /** The command succeeded but its output could not be understood. Transient. */
-  | 'SLURM_BAD_OUTPUT'
+  | 'slurm_bad_output'
   /** Any other failure (non-zero exit with an unrecognised message). Transient. */
-  | 'SLURM_FAILED';
+  | 'slurm_failed';
 
 /** Fields of a {@link SlurmError}. */
 export interface SlurmErrorOptions {
@@ -86,43 +86,43 @@ export interface SlurmFailureClass {
 // Ordered: the first match wins. Messages are SLURM 22.05's (slurm_strerror and client
 // errors); the patterns are loose enough for neighbouring versions' wording.
 const RULES: readonly [RegExp, SlurmErrorCode, FailureKind][] = [
-  [/socket timed out|timed out on send\/recv/i, 'SLURM_SOCKET_TIMEOUT', 'transient'],
+  [/socket timed out|timed out on send\/recv/i, 'slurm_socket_timeout', 'transient'],
   [
     /unable to contact slurm controller|connect(ion)? (failure|refused)|communication connection failure|zero bytes were transmitted|no route to host|backup controller in standby|slurmctld.*(not responding|down)/i,
-    'SLURM_UNREACHABLE',
+    'slurm_unreachable',
     'transient',
   ],
   [
     /rate limit|resource temporarily unavailable|temporarily unable to accept job|controller is busy|try again later|too many (rpcs|requests)/i,
-    'SLURM_BUSY',
+    'slurm_busy',
     'transient',
   ],
   [
     /QOSMax|QOSGrp|AssocMax|AssocGrp|MaxSubmit|job submit limit|violates accounting\/qos policy|qos.*limit|association.*limit|partition.*limit.*exceeded/i,
-    'SLURM_POLICY_LIMIT',
+    'slurm_policy_limit',
     'policy',
   ],
   [
     /invalid partition|partition.*not (available|permitted|valid)|not permitted to use this partition/i,
-    'SLURM_INVALID_PARTITION',
+    'slurm_invalid_partition',
     'permanent',
   ],
-  [/invalid account|account.*(not valid|not permitted)/i, 'SLURM_INVALID_ACCOUNT', 'permanent'],
-  [/invalid qos|qos.*(not valid|not permitted)/i, 'SLURM_INVALID_QOS', 'permanent'],
+  [/invalid account|account.*(not valid|not permitted)/i, 'slurm_invalid_account', 'permanent'],
+  [/invalid qos|qos.*(not valid|not permitted)/i, 'slurm_invalid_qos', 'permanent'],
   [
     /unrecognized option|invalid option|unknown option|invalid .*specification|requested node configuration is not available|requested time limit is invalid|invalid (argument|job id|generic resource|gres|feature|node name|dependency)|access\/permission denied|try ".* --help"/i,
-    'SLURM_INVALID_REQUEST',
+    'slurm_invalid_request',
     'permanent',
   ],
 ];
 
 /**
- * Classifies a SLURM command's stderr (pure). Unrecognised messages are `SLURM_FAILED`,
+ * Classifies a SLURM command's stderr (pure). Unrecognised messages are `slurm_failed`,
  * transient: retrying an unknown failure later is safer than giving up on a deployment.
  */
 export function classifySlurmMessage(stderr: string): SlurmFailureClass {
   for (const [pattern, code, kind] of RULES) {
     if (pattern.test(stderr)) return { code, kind };
   }
-  return { code: 'SLURM_FAILED', kind: 'transient' };
+  return { code: 'slurm_failed', kind: 'transient' };
 }

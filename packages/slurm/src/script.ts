@@ -61,7 +61,7 @@ export const SHARED_PATH_HINT =
   'login node, at the same path on every node';
 
 function invalid(message: string): SlurmError {
-  return new SlurmError(message, { code: 'SLURM_INVALID_SPEC', kind: 'permanent' });
+  return new SlurmError(message, { code: 'slurm_invalid_spec', kind: 'permanent' });
 }
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;

@@ -104,7 +104,7 @@ describe('createSlurmClient with fake SLURM commands', () => {
       }),
     );
     expect(error).toMatchObject({
-      code: 'SLURM_POLICY_LIMIT',
+      code: 'slurm_policy_limit',
       kind: 'policy',
       ambiguous: false,
       exitCode: 1,
@@ -124,7 +124,7 @@ describe('createSlurmClient with fake SLURM commands', () => {
       }).submit({ name: 'n', logDir, command: ['x'] }),
     );
     expect(error).toMatchObject({
-      code: 'SLURM_SOCKET_TIMEOUT',
+      code: 'slurm_socket_timeout',
       kind: 'transient',
       ambiguous: true,
     });
@@ -141,7 +141,7 @@ describe('createSlurmClient with fake SLURM commands', () => {
       }),
     );
     expect(Date.now() - started).toBeLessThan(5_000);
-    expect(error).toMatchObject({ code: 'SLURM_TIMEOUT', kind: 'transient', ambiguous: true });
+    expect(error).toMatchObject({ code: 'slurm_timeout', kind: 'transient', ambiguous: true });
     expect(classifyProviderError(error)).toMatchObject({ kind: 'transient', ambiguous: true });
   });
 
@@ -154,7 +154,7 @@ describe('createSlurmClient with fake SLURM commands', () => {
         command: ['x'],
       }),
     );
-    expect(error).toMatchObject({ code: 'SLURM_BAD_OUTPUT', ambiguous: true });
+    expect(error).toMatchObject({ code: 'slurm_bad_output', ambiguous: true });
   });
 
   it('lists with one squeue call for the user, filtered by name', async () => {
@@ -197,11 +197,11 @@ describe('createSlurmClient with fake SLURM commands', () => {
           'slurm_load_jobs error: Unable to contact slurm controller (connect failure)\\n',
       }).list(),
     );
-    expect(down).toMatchObject({ code: 'SLURM_UNREACHABLE', kind: 'transient', ambiguous: false });
+    expect(down).toMatchObject({ code: 'slurm_unreachable', kind: 'transient', ambiguous: false });
     const hung = await failure(
       client({ FAKE_SQUEUE_SLEEP: '30' }, { timeouts: { squeueMs: 300 } }).list(),
     );
-    expect(hung).toMatchObject({ code: 'SLURM_TIMEOUT', kind: 'transient', ambiguous: false });
+    expect(hung).toMatchObject({ code: 'slurm_timeout', kind: 'transient', ambiguous: false });
   });
 
   it('cancels in one scancel call, ignoring jobs that are already gone', async () => {
@@ -219,19 +219,19 @@ describe('createSlurmClient with fake SLURM commands', () => {
           'scancel: error: Kill job error on job id 5: Unable to contact slurm controller (connect failure)\\n',
       }).cancel(['5']),
     );
-    expect(error).toMatchObject({ code: 'SLURM_UNREACHABLE', kind: 'transient' });
+    expect(error).toMatchObject({ code: 'slurm_unreachable', kind: 'transient' });
   });
 
   it('refuses something that is not a job id before running scancel', async () => {
     const error = await failure(client({}).cancel(['--user=root']));
-    expect(error).toMatchObject({ code: 'SLURM_INVALID_REQUEST', kind: 'permanent' });
+    expect(error).toMatchObject({ code: 'slurm_invalid_request', kind: 'permanent' });
   });
 
   it('reports a missing SLURM installation as permanent', async () => {
     const error = await failure(
       createSlurmClient({ commands: { squeue: '/nonexistent/squeue' } }).list(),
     );
-    expect(error).toMatchObject({ code: 'SLURM_COMMAND_NOT_FOUND', kind: 'permanent' });
+    expect(error).toMatchObject({ code: 'slurm_command_not_found', kind: 'permanent' });
   });
 });
 

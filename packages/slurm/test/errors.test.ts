@@ -7,82 +7,82 @@ describe('classifySlurmMessage', () => {
   it.each([
     [
       'slurm_load_jobs error: Socket timed out on send/recv operation',
-      'SLURM_SOCKET_TIMEOUT',
+      'slurm_socket_timeout',
       'transient',
     ],
     [
       'slurm_load_jobs error: Unable to contact slurm controller (connect failure)',
-      'SLURM_UNREACHABLE',
+      'slurm_unreachable',
       'transient',
     ],
     [
       'sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)',
-      'SLURM_UNREACHABLE',
+      'slurm_unreachable',
       'transient',
     ],
     [
       'scancel: error: Kill job error on job id 5: Unable to contact slurm controller (connect failure)',
-      'SLURM_UNREACHABLE',
+      'slurm_unreachable',
       'transient',
     ],
     [
       'sbatch: error: Batch job submission failed: Zero Bytes were transmitted or received',
-      'SLURM_UNREACHABLE',
+      'slurm_unreachable',
       'transient',
     ],
     [
       'sbatch: error: Batch job submission failed: Resource temporarily unavailable',
-      'SLURM_BUSY',
+      'slurm_busy',
       'transient',
     ],
-    ['squeue: error: RPC rate limit exceeded, please retry', 'SLURM_BUSY', 'transient'],
+    ['squeue: error: RPC rate limit exceeded, please retry', 'slurm_busy', 'transient'],
     [
       'sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying',
-      'SLURM_BUSY',
+      'slurm_busy',
       'transient',
     ],
     [
       "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)",
-      'SLURM_POLICY_LIMIT',
+      'slurm_policy_limit',
       'policy',
     ],
-    ['sbatch: error: AssocMaxJobsLimit', 'SLURM_POLICY_LIMIT', 'policy'],
-    ['sbatch: error: AssocMaxSubmitJobLimit', 'SLURM_POLICY_LIMIT', 'policy'],
-    ['sbatch: error: QOSGrpGRES', 'SLURM_POLICY_LIMIT', 'policy'],
+    ['sbatch: error: AssocMaxJobsLimit', 'slurm_policy_limit', 'policy'],
+    ['sbatch: error: AssocMaxSubmitJobLimit', 'slurm_policy_limit', 'policy'],
+    ['sbatch: error: QOSGrpGRES', 'slurm_policy_limit', 'policy'],
     [
       'sbatch: error: invalid partition specified: nosuch\nsbatch: error: Batch job submission failed: Invalid partition name specified',
-      'SLURM_INVALID_PARTITION',
+      'slurm_invalid_partition',
       'permanent',
     ],
     [
       'sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified',
-      'SLURM_INVALID_ACCOUNT',
+      'slurm_invalid_account',
       'permanent',
     ],
     [
       'sbatch: error: Batch job submission failed: Invalid qos specification',
-      'SLURM_INVALID_QOS',
+      'slurm_invalid_qos',
       'permanent',
     ],
     [
       'sbatch: unrecognized option \'--bogus-opt\'\nTry "sbatch --help" for more information',
-      'SLURM_INVALID_REQUEST',
+      'slurm_invalid_request',
       'permanent',
     ],
     [
       'sbatch: error: Batch job submission failed: Requested node configuration is not available',
-      'SLURM_INVALID_REQUEST',
+      'slurm_invalid_request',
       'permanent',
     ],
     [
       'sbatch: error: Batch job submission failed: Invalid feature specification',
-      'SLURM_INVALID_REQUEST',
+      'slurm_invalid_request',
       'permanent',
     ],
-    ['sbatch: error: Invalid --time specification', 'SLURM_INVALID_REQUEST', 'permanent'],
-    ['scancel: error: Invalid job id abc', 'SLURM_INVALID_REQUEST', 'permanent'],
-    ['something nobody has seen before', 'SLURM_FAILED', 'transient'],
-    ['', 'SLURM_FAILED', 'transient'],
+    ['sbatch: error: Invalid --time specification', 'slurm_invalid_request', 'permanent'],
+    ['scancel: error: Invalid job id abc', 'slurm_invalid_request', 'permanent'],
+    ['something nobody has seen before', 'slurm_failed', 'transient'],
+    ['', 'slurm_failed', 'transient'],
   ])('%j → %s (%s)', (stderr, code, kind) => {
     expect(classifySlurmMessage(stderr)).toEqual({ code, kind });
   });
@@ -92,7 +92,7 @@ describe('SlurmError', () => {
   it('carries its fields and is understood by classifyProviderError', () => {
     const cause = new Error('inner');
     const error = new SlurmError('sbatch failed', {
-      code: 'SLURM_POLICY_LIMIT',
+      code: 'slurm_policy_limit',
       kind: 'policy',
       command: ['sbatch', '--parsable', '/x.sbatch'],
       exitCode: 1,
@@ -104,7 +104,7 @@ describe('SlurmError', () => {
     expect(isProviderError(error)).toBe(true);
     expect(error).toMatchObject({
       name: 'SlurmError',
-      code: 'SLURM_POLICY_LIMIT',
+      code: 'slurm_policy_limit',
       kind: 'policy',
       ambiguous: false,
       exitCode: 1,

@@ -122,7 +122,7 @@ describe('renderBatchScript', () => {
     ['a fractional GPU count', { gpusPerNode: 1.5 }],
     ['a zero time limit', { timeLimitMinutes: 0 }],
     ['NUL in an argument', { command: ['a\0b'] }],
-  ])('refuses %s with a permanent SLURM_INVALID_SPEC error', (_label, extra) => {
+  ])('refuses %s with a permanent slurm_invalid_spec error', (_label, extra) => {
     let error: unknown;
     try {
       renderBatchScript({ ...base, ...extra });
@@ -130,7 +130,7 @@ describe('renderBatchScript', () => {
       error = e;
     }
     expect(error).toBeInstanceOf(SlurmError);
-    expect(error).toMatchObject({ code: 'SLURM_INVALID_SPEC', kind: 'permanent' });
+    expect(error).toMatchObject({ code: 'slurm_invalid_spec', kind: 'permanent' });
   });
 
   it('delivers nasty arguments and environment values byte-exact to the srun step', async () => {

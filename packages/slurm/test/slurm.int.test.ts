@@ -147,7 +147,7 @@ describe('@es/slurm against the dev cluster', () => {
       );
     expect(error).toBeInstanceOf(SlurmError);
     expect(error).toMatchObject({
-      code: 'SLURM_INVALID_PARTITION',
+      code: 'slurm_invalid_partition',
       kind: 'permanent',
       ambiguous: false,
       exitCode: 1,
@@ -166,7 +166,7 @@ describe('@es/slurm against the dev cluster', () => {
         (e: unknown) => e,
       );
       expect(Date.now() - started).toBeLessThan(2_000 + 3_000);
-      expect(error).toMatchObject({ code: 'SLURM_TIMEOUT', kind: 'transient', ambiguous: false });
+      expect(error).toMatchObject({ code: 'slurm_timeout', kind: 'transient', ambiguous: false });
 
       // A submit that times out may still reach the controller: it is ambiguous.
       const submitError = await client
@@ -176,7 +176,7 @@ describe('@es/slurm against the dev cluster', () => {
           (e: unknown) => e,
         );
       expect(submitError).toMatchObject({
-        code: 'SLURM_TIMEOUT',
+        code: 'slurm_timeout',
         kind: 'transient',
         ambiguous: true,
       });

@@ -50,7 +50,7 @@ function engineGuardPath(): string {
   const built = fileURLToPath(new URL('../dist/engine-guard.mjs', import.meta.url));
   if (existsSync(built)) return built;
   throw new WorkerError(
-    'ENGINE_GUARD_MISSING',
+    'engine_guard_missing',
     `engine guard not found at ${beside} (build @es/worker)`,
   );
 }

@@ -89,7 +89,7 @@ function flag(name: string, value: string | number): string {
   const text = String(value);
   if (/[\0\r\n]/.test(text)) {
     throw new WorkerError(
-      'INVALID_OPTION',
+      'invalid_option',
       `${name} must be one line, got ${JSON.stringify(text)}`,
       {
         param: name.replace(/^--/, ''),
@@ -107,7 +107,7 @@ function optional(name: string, value: string | number | undefined): string[] {
 function modelArgument(model: string): string {
   if (model.startsWith('-') || /[\0\r\n]/.test(model)) {
     throw new WorkerError(
-      'INVALID_OPTION',
+      'invalid_option',
       `model ${JSON.stringify(model)} is not a model path or hub id (it starts with "-" or holds a line break)`,
       { param: 'model' },
     );

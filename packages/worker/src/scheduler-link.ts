@@ -44,7 +44,7 @@ export interface SchedulerLinkOptions {
 export interface SchedulerLink {
   /**
    * Registers `instance`, retrying while the scheduler is unreachable or answers 5xx.
-   * Throws {@link FencedError} on 409 and `WorkerError` `REGISTRATION_FAILED` on a refusal.
+   * Throws {@link FencedError} on 409 and `WorkerError` `registration_failed` on a refusal.
    */
   register(instance: LinkedInstance): Promise<void>;
   /** Heartbeats `instance` at the interval the scheduler gave, until `halt`. */
@@ -189,7 +189,7 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       const { status } = result;
       if (status === 401 || status === 403 || status === 400 || status === 422) {
         throw new WorkerError(
-          'REGISTRATION_FAILED',
+          'registration_failed',
           `The scheduler refused to register instance ${instance.index} (HTTP ${status}): ${result.message}` +
             (status === 401
               ? options.workerKey

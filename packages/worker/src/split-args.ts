@@ -5,7 +5,7 @@ import { WorkerError } from './errors.js';
  * single quotes keep everything literal, double quotes keep whitespace and honour `\"`,
  * `\\`, `\$` and `` \` ``, and a backslash outside quotes escapes the next character.
  * Nothing is expanded and nothing runs: the result goes straight into an argv.
- * @throws WorkerError `INVALID_EXTRA_ARGS` on an unterminated quote or a trailing backslash.
+ * @throws WorkerError `invalid_extra_args` on an unterminated quote or a trailing backslash.
  * @example
  * splitArgs(`--chat-template "a b" --x='{"k": 1}'`);
  * // → ['--chat-template', 'a b', '--x={"k": 1}']
@@ -40,7 +40,7 @@ export function splitArgs(input: string, field = 'engine-extra-args'): string[] 
     if (char === "'" || char === '"') quote = char;
     else if (char === '\\') {
       if (i + 1 >= input.length) {
-        throw new WorkerError('INVALID_EXTRA_ARGS', `--${field} ends with a lone backslash`, {
+        throw new WorkerError('invalid_extra_args', `--${field} ends with a lone backslash`, {
           param: field,
         });
       }
@@ -51,7 +51,7 @@ export function splitArgs(input: string, field = 'engine-extra-args'): string[] 
   }
   if (quote !== undefined) {
     throw new WorkerError(
-      'INVALID_EXTRA_ARGS',
+      'invalid_extra_args',
       `--${field} has an unterminated ${quote === '"' ? 'double' : 'single'} quote: ${input}`,
       { param: field },
     );

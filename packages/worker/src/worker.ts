@@ -58,7 +58,7 @@ export function createWorker(options: WorkerOptions): Worker {
     options.handoverMarginMs ?? defaultHandoverMargin(drainGraceMs / 1000) * 1000;
   if (!(handoverMarginMs >= 0) || !(handoverMarginMs < drainGraceMs || handoverMarginMs === 0)) {
     throw new WorkerError(
-      'INVALID_OPTION',
+      'invalid_option',
       `handoverMarginMs (${handoverMarginMs}) must be >= 0 and shorter than drainGraceMs (${drainGraceMs}): ` +
         `pass e.g. handoverMarginMs ${defaultHandoverMargin(drainGraceMs / 1000) * 1000}`,
       { param: 'handover-margin' },
@@ -245,7 +245,7 @@ export function createWorker(options: WorkerOptions): Worker {
         });
       } catch (error) {
         if (error instanceof SlicePlanError) {
-          throw new WorkerError('INVALID_OPTION', error.message, {
+          throw new WorkerError('invalid_option', error.message, {
             param: kebab(error.param),
             cause: error,
           });

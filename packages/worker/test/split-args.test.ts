@@ -30,7 +30,7 @@ describe('splitArgs', () => {
       return undefined;
     })();
     expect(error).toBeInstanceOf(WorkerError);
-    expect((error as WorkerError).code).toBe('INVALID_EXTRA_ARGS');
+    expect((error as WorkerError).code).toBe('invalid_extra_args');
     expect((error as WorkerError).message).toContain('--engine-extra-args');
   });
 });

@@ -218,7 +218,7 @@ describe('the hand-over on a fake clock (drain → hand-over at grace − margin
       }),
     ).toThrow(
       expect.objectContaining({
-        code: 'INVALID_OPTION',
+        code: 'invalid_option',
         param: 'handover-margin',
         message: expect.stringMatching(/shorter than drainGraceMs \(4000\).*handoverMarginMs 2000/),
       }),
