@@ -112,11 +112,26 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
     return link;
   };
 
-  /** The scheduler is unreachable: follow the URL file if it names another address. */
-  const followUrlFile = async (): Promise<void> => {
+  /**
+   * The scheduler is unreachable: follow the URL file if it names another address. The
+   * registration loop reads it at most every URL_FILE_EVERY_MS; a failed heartbeat reads it
+   * each time (`everyTime`: heartbeats are an interval apart already), so a scheduler that
+   * came back elsewhere is found at the first heartbeat after it wrote the file. Callers at
+   * the same moment share one read: none returns before the address it would find is set.
+   */
+  let urlFileRead: Promise<void> | undefined;
+  const followUrlFile = (everyTime = false): Promise<void> => {
     const file = options.schedulerUrlFile;
-    if (file === undefined || clock.now() - urlFileReadAt < URL_FILE_EVERY_MS) return;
+    if (urlFileRead) return urlFileRead;
+    if (file === undefined) return Promise.resolve();
+    if (!everyTime && clock.now() - urlFileReadAt < URL_FILE_EVERY_MS) return Promise.resolve();
     urlFileReadAt = clock.now();
+    urlFileRead = readAndFollow(file).finally(() => {
+      urlFileRead = undefined;
+    });
+    return urlFileRead;
+  };
+  const readAndFollow = async (file: string): Promise<void> => {
     const read = await readSchedulerUrl(file);
     // Missing or empty: the scheduler is not serving (yet).
     if (read.kind === 'missing') return;
@@ -220,6 +235,7 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
       ...(state === 'ready' && instance.load ? { load: instance.load } : {}),
       ...(reason ? { reason } : {}),
     };
+    const sentTo = schedulerUrl;
     const result = await client.heartbeat(link.workerId, body);
     if (result.kind === 'unreachable') {
       log.warn(
@@ -228,7 +244,11 @@ export function createSchedulerLink(options: SchedulerLinkOptions): SchedulerLin
           ? 'ignored an unsigned heartbeat answer (not from the scheduler)'
           : 'heartbeat failed',
       );
-      await followUrlFile();
+      await followUrlFile(true);
+      // The scheduler is at another address now (this instance or another one read the URL
+      // file): tell it at once rather than one interval later, so a restarted scheduler
+      // re-adopts this worker within one heartbeat interval of serving.
+      if (schedulerUrl !== sentTo && !halted) await heartbeat(instance);
       return;
     }
     if (result.kind === 'unauthorized') {

@@ -176,6 +176,25 @@ describe('the scheduler link, on a fake clock against a fake scheduler', () => {
     );
   });
 
+  it('a heartbeat refused at an address the URL file has left is sent again at once to the new one', async () => {
+    const urlFile = join(mkdtempSync(join(tmpdir(), 'es-link-url-')), 'scheduler-url');
+    const before = await scheduler(1_000);
+    writeFileSync(urlFile, `${before.url}\n`);
+    const { link: linked, clock } = link(before.url, { schedulerUrlFile: urlFile });
+    const { linked: engine } = instance({ phase: 'ready' });
+    await linked.register(engine);
+    const start = clock.now();
+    // The scheduler restarts on another port and writes its new address.
+    await before.close();
+    const after = await scheduler(1_000);
+    writeFileSync(urlFile, `${after.url}\n`);
+    await linked.heartbeat(engine);
+    // Within that one heartbeat, no clock time passing: refused, followed, sent again,
+    // answered 404 by the new scheduler (it does not know the worker), registered there.
+    expect(after.calls.map((call) => call.route)).toEqual(['heartbeat', 'register']);
+    expect(clock.now()).toBe(start);
+  });
+
   it('sends drain and deregister notices with the reason, even after halt', async () => {
     const fake = await scheduler(5_000);
     const { link: linked } = link(fake.url);
