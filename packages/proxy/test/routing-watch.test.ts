@@ -18,6 +18,7 @@ import type { Registry, RoutingChange, RoutingWatchServer, RoutingWatchSource } 
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRoutingWatchClient } from '../src/index.js';
 import type { RoutingWatchClient, RoutingWatchStatus } from '../src/index.js';
+import { registerReadyWorker } from './registry-worker.js';
 
 // The watch stream end to end: the registry of @es/pool served by createRoutingWatchServer
 // on a real socket, and the data plane's client following the scheduler-URL file.
@@ -43,28 +44,6 @@ function newRegistry(): Registry {
     upstreamKey: ({ jobId }) => deriveEngineKey(secret, jobId),
   });
   return registry;
-}
-
-function readyWorker(registry: Registry, jobId: string, port: number): string {
-  const { workerId } = registry.register({
-    deployment: 'qwen',
-    jobId,
-    restartCount: 0,
-    index: 0,
-    host: '127.0.0.1',
-    port,
-    gpus: [0],
-    engine: 'mock',
-    model: '/models/qwen',
-    node: 'local',
-    state: 'loading',
-  });
-  registry.heartbeat(workerId, {
-    state: 'ready',
-    restartCount: 0,
-    load: { running: 0, waiting: 0 },
-  });
-  return workerId;
 }
 
 async function listen(
@@ -131,7 +110,7 @@ const ids = (client: RoutingWatchClient) => client.routable('qwen').map((w) => w
 describe('routing-table watch stream', () => {
   it('sends a snapshot, then the changes in order, each with a higher version', async () => {
     const registry = newRegistry();
-    const a = readyWorker(registry, '101', 9001);
+    const a = registerReadyWorker(registry, '101', 9001);
     const { watch, url } = await serveWatch(registry);
     const file = urlFile();
     writeSchedulerUrl(file, url);
@@ -143,9 +122,9 @@ describe('routing-table watch stream', () => {
     expect(client.routable('qwen')[0]!.upstreamKey).toBe(deriveEngineKey(secret, '101'));
     const snapshotVersion = client.version!;
 
-    const b = readyWorker(registry, '102', 9002);
+    const b = registerReadyWorker(registry, '102', 9002);
     registry.drain(a, 'preempted');
-    const c = readyWorker(registry, '103', 9003);
+    const c = registerReadyWorker(registry, '103', 9003);
     await until(() => client.version === watch.version);
     expect(ids(client)).toEqual([b, c]);
     expect(changes.map((ch) => [ch.workerId, ch.routable])).toEqual([
@@ -160,7 +139,7 @@ describe('routing-table watch stream', () => {
 
   it('a worker made unroutable in the registry leaves the table within a second', async () => {
     const registry = newRegistry();
-    const a = readyWorker(registry, '201', 9001);
+    const a = registerReadyWorker(registry, '201', 9001);
     const { url } = await serveWatch(registry);
     const file = urlFile();
     writeSchedulerUrl(file, url);
@@ -174,7 +153,7 @@ describe('routing-table watch stream', () => {
 
   it('keeps its table while the scheduler is away and catches up on its new port', async () => {
     const registry = newRegistry();
-    const a = readyWorker(registry, '301', 9001);
+    const a = registerReadyWorker(registry, '301', 9001);
     const first = await serveWatch(registry);
     const file = urlFile();
     writeSchedulerUrl(file, first.url);
@@ -187,7 +166,7 @@ describe('routing-table watch stream', () => {
     await until(() => !client.connected);
     // Changes while no stream is open: the client cannot know them yet.
     registry.drain(a, 'preempted');
-    const b = readyWorker(registry, '302', 9002);
+    const b = registerReadyWorker(registry, '302', 9002);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(ids(client)).toEqual([a]); // static stability: the last table keeps serving
     expect(client.resolveModel('qwen')?.name).toBe('qwen');
