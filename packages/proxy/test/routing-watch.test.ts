@@ -182,6 +182,21 @@ describe('routing-table watch stream', () => {
     ]);
   });
 
+  it('ejects a failing worker in this process only', async () => {
+    const registry = newRegistry();
+    const a = registerReadyWorker(registry, '401', 9001);
+    const b = registerReadyWorker(registry, '402', 9002);
+    const { url } = await serveWatch(registry);
+    const file = urlFile();
+    writeSchedulerUrl(file, url);
+    const { client } = subscribe(file);
+    await until(() => client.connected);
+    for (let i = 0; i < 3; i += 1) client.reportOutcome(a, 'connect-error');
+    expect(ids(client)).toEqual([b]);
+    // The scheduler's registry, and so every other data-plane process, still routes to it.
+    expect(registry.routable('qwen').map((w) => w.id)).toEqual([a, b]);
+  });
+
   it('refuses a forged or unsigned stream and an unsigned subscription', async () => {
     // A squatter on the scheduler's port: answers with a table signed with another key,
     // or with plain JSON lines.
