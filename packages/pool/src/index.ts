@@ -75,3 +75,9 @@ export type {
   ReconcilerStatus,
   TickResult,
 } from './reconciler.js';
+export { createRoutingWatchServer } from './routing-watch.js';
+export type {
+  RoutingWatchServer,
+  RoutingWatchServerOptions,
+  RoutingWatchSource,
+} from './routing-watch.js';

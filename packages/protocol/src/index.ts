@@ -127,4 +127,20 @@ export { createBearerCheck, createKeyCheck } from './bearer.js';
 export { REDACTED, redactSecrets, redactingStream } from './redact.js';
 export type { LineSink } from './redact.js';
 export { backoffDelay } from './backoff.js';
+export {
+  ROUTING_WATCH_HEARTBEAT_MS,
+  ROUTING_WATCH_ROUTE,
+  RoutingWatchDeploymentSchema,
+  RoutingWatchEventSchema,
+  RoutingWatchWorkerSchema,
+  createRoutingWatchSigner,
+  createRoutingWatchVerifier,
+  jobIdOfWorker,
+} from './routing-watch.js';
+export type {
+  RoutingWatchDeployment,
+  RoutingWatchEvent,
+  RoutingWatchLineCheck,
+  RoutingWatchWorker,
+} from './routing-watch.js';
 export type { BackoffJitter, BackoffOptions } from './backoff.js';

@@ -14,6 +14,15 @@ export interface DerivedKeys {
   workerKey: string;
   /** Bearer token for the admin API, when no explicit admin key is configured. */
   adminToken: string;
+  /**
+   * HMAC key of the data plane's routing-table watch stream (`ROUTING_WATCH_ROUTE`): a
+   * data-plane process signs its subscription with it and the scheduler every line of the
+   * table. Separate from `workerKey` so that neither side's signatures can pass for the
+   * other's (a worker request is never a subscription, a table line never a worker answer),
+   * and so that the key a data-plane process holds cannot sign worker requests. It never
+   * crosses the wire.
+   */
+  dataPlaneKey: string;
 }
 
 /**
@@ -29,6 +38,7 @@ export function deriveKeys(secret: string): DerivedKeys {
     // Not 'worker': that derived the bearer token earlier versions sent in clear.
     workerKey: derive('worker-signing'),
     adminToken: derive('admin'),
+    dataPlaneKey: derive('data-plane-signing'),
   };
 }
 
@@ -45,12 +55,19 @@ export function deriveEngineKey(secret: string, jobId: string): string {
 }
 
 /**
- * The secret and the keys derived from it (the worker key, the admin token, and the
+ * The secret and the keys derived from it (the worker key, the admin token, the data-plane
+ * key, and the
  * engine key of each of `jobIds`): what a log line must never show.
  */
 export function derivedSecrets(secret: string, jobIds: readonly string[] = []): string[] {
-  const { workerKey, adminToken } = deriveKeys(secret);
-  return [secret.trim(), workerKey, adminToken, ...jobIds.map((id) => deriveEngineKey(secret, id))];
+  const { workerKey, adminToken, dataPlaneKey } = deriveKeys(secret);
+  return [
+    secret.trim(),
+    workerKey,
+    adminToken,
+    dataPlaneKey,
+    ...jobIds.map((id) => deriveEngineKey(secret, id)),
+  ];
 }
 
 /** Environment variables the scheduler sets for a worker (batch script or local spawn). */

@@ -35,6 +35,8 @@ describe('the worker protocol contract', () => {
     expect(deriveKeys('a shared secret\n')).toEqual({
       workerKey: '88718551df634686d17bdc79d74fb9d2dbe5444ace98c9661c3b89f6d155e6a8',
       adminToken: '09f9a5ae167f120cc2b49e8ec4ac59ebafdc0d3c896af9e6807df61496de2bcb',
+      // Added with the routing-table watch stream (issue 17); the two above are unchanged.
+      dataPlaneKey: '06912a33569da32934c7a5c5cbc3fbb15e63de45e241a69124ed4eb20a593439',
     });
   });
 

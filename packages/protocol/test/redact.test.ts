@@ -36,6 +36,7 @@ describe('redaction of secrets in log lines', () => {
     expect(lines[1]).toBe(
       `{"msg":"engine started","key":"${known.map(() => REDACTED).join(' ')}"}\n`,
     );
-    expect(known).toHaveLength(4);
+    // The secret, the worker key, the admin token, the data-plane key, one engine key.
+    expect(known).toHaveLength(5);
   });
 });

@@ -24,3 +24,9 @@ export type {
 export type { InexactReason, RefusalReason } from './continuation/plan.js';
 export { startProxyServer } from './server.js';
 export type { NodeServerFetch, ProxyServer, ProxyServerOptions } from './server.js';
+export { createRoutingWatchClient } from './routing-watch-client.js';
+export type {
+  RoutingWatchClient,
+  RoutingWatchClientOptions,
+  RoutingWatchStatus,
+} from './routing-watch-client.js';

@@ -3,6 +3,7 @@ import type { Registry } from '@es/pool';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp } from '../src/index.js';
 import { startFakeEngine } from './fake-engine.js';
+import { registerReadyWorker } from './registry-worker.js';
 import type { FakeEngine } from './fake-engine.js';
 
 // The proxy against the real registry of @es/pool (the PoolView the scheduler passes).
@@ -18,24 +19,7 @@ async function readyWorker(
   const fake = await startFakeEngine(jobId);
   cleanups.push(() => fake.close());
   const { port } = new URL(fake.url);
-  const { workerId } = registry.register({
-    deployment: 'qwen',
-    jobId,
-    restartCount: 0,
-    index: 0,
-    host: '127.0.0.1',
-    port: Number(port),
-    gpus: [0],
-    engine: 'mock',
-    model: '/models/qwen',
-    node: 'local',
-    state: 'loading',
-  });
-  registry.heartbeat(workerId, {
-    state: 'ready',
-    restartCount: 0,
-    load: { running: 0, waiting: 0 },
-  });
+  const workerId = registerReadyWorker(registry, jobId, Number(port));
   return { id: workerId, fake };
 }
 
