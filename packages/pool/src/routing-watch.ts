@@ -12,6 +12,7 @@ import {
   openAIErrorBody,
 } from '@es/protocol';
 import type {
+  DataPlaneSettings,
   RoutingWatchDeployment,
   RoutingWatchEvent,
   RoutingWatchWorker,
@@ -30,6 +31,8 @@ export interface RoutingWatchServerOptions {
   pool: RoutingWatchSource;
   /** `deriveKeys(secret).dataPlaneKey`: checks subscriptions and signs every line. */
   key: string;
+  /** The settings sent in each snapshot (read at each subscription). */
+  dataPlane: () => DataPlaneSettings;
   /**
    * The check of subscriptions (default: `createWorkerRequestVerifier({ key })`; pass one
    * with `audiences` to require the port).
@@ -222,6 +225,7 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
         version,
         deployments: views.map(wireDeployment),
         workers: views.flatMap((d) => pool.routable(d.name).map(wireWorker)),
+        dataPlane: options.dataPlane(),
       });
       return true;
     },

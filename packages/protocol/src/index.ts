@@ -144,3 +144,15 @@ export type {
   RoutingWatchWorker,
 } from './routing-watch.js';
 export type { BackoffJitter, BackoffOptions } from './backoff.js';
+export {
+  DATA_PLANE_MAX_RECORDS,
+  DATA_PLANE_REPORT_MS,
+  DATA_PLANE_ROUTES,
+  DATA_PLANE_SILENT_MS,
+  DataPlaneContinuationRecordSchema,
+  DataPlaneReportSchema,
+  DataPlaneRequestRecordSchema,
+  DataPlaneSettingsSchema,
+  clientKeyHash,
+} from './data-plane.js';
+export type { DataPlaneReport, DataPlaneSettings } from './data-plane.js';

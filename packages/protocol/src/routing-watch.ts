@@ -13,6 +13,7 @@
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import * as v from 'valibot';
+import { DataPlaneSettingsSchema } from './data-plane.js';
 import { EngineKindSchema } from './schemas.js';
 
 /** The route a data-plane process subscribes to (next to `WORKER_ROUTES`). */
@@ -60,6 +61,8 @@ export const RoutingWatchEventSchema = v.variant('type', [
     version: Version,
     deployments: v.array(RoutingWatchDeploymentSchema),
     workers: v.array(RoutingWatchWorkerSchema),
+    /** The settings every data-plane process serves with (`DataPlaneSettings`). */
+    dataPlane: DataPlaneSettingsSchema,
   }),
   v.object({
     type: v.literal('worker-routable'),

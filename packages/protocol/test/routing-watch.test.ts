@@ -10,7 +10,22 @@ import type { RoutingWatchEvent } from '../src/index.js';
 
 const key = deriveKeys('a-secret-of-enough-length-0123456789').dataPlaneKey;
 const events: RoutingWatchEvent[] = [
-  { type: 'snapshot', version: 4, deployments: [], workers: [] },
+  {
+    type: 'snapshot',
+    version: 4,
+    deployments: [],
+    workers: [],
+    dataPlane: {
+      clientKeyHashes: [],
+      corsOrigins: [],
+      exposeSelectedEndpoint: false,
+      maxContinuations: 3,
+      stallTimeoutMs: 30_000,
+      bodyBudgetBytes: 1 << 30,
+      clientIdleTimeoutMs: 120_000,
+      maxConnections: 10_000,
+    },
+  },
   { type: 'worker-unroutable', version: 5, deployment: 'd', workerId: '7.0.0', reason: 'failed' },
   { type: 'heartbeat', version: 5 },
 ];

@@ -18,7 +18,12 @@ import {
   readSchedulerUrl,
   signWorkerRequest,
 } from '@es/protocol';
-import type { RoutingWatchDeployment, RoutingWatchEvent, RoutingWatchWorker } from '@es/protocol';
+import type {
+  DataPlaneSettings,
+  RoutingWatchDeployment,
+  RoutingWatchEvent,
+  RoutingWatchWorker,
+} from '@es/protocol';
 import { ROUTING_POLICIES } from '@es/pool';
 import type {
   AttemptOutcome,
@@ -64,6 +69,10 @@ export interface RoutingWatchClient extends PoolView {
   readonly version: number | undefined;
   /** A stream is open and its snapshot was received. */
   readonly connected: boolean;
+  /** The settings of the last snapshot; undefined before the first. */
+  readonly settings: DataPlaneSettings | undefined;
+  /** When the stream last sent a line (epoch ms; 0 before the first). */
+  readonly lastEventAt: number;
   /** Stops subscribing; the table stays as it is. */
   close(): void;
 }
@@ -96,6 +105,8 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
   const waiters = new Map<string, Set<(ready: boolean) => void>>();
   const listeners = new Set<(change: RoutingChange) => void>();
   let version: number | undefined;
+  let settings: DataPlaneSettings | undefined;
+  let lastEventAt = 0;
   let connected = false;
   let closed = false;
   let attempt = 0;
@@ -165,6 +176,7 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
   const apply = (event: RoutingWatchEvent) => {
     switch (event.type) {
       case 'snapshot': {
+        settings = event.dataPlane;
         deployments.clear();
         for (const d of event.deployments) deployments.set(d.name, toView(d));
         rebuildDeployments();
@@ -197,6 +209,7 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
       case 'heartbeat':
         break;
     }
+    lastEventAt = Date.now();
     version = event.version;
   };
 
@@ -308,6 +321,12 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
     },
     get connected() {
       return connected;
+    },
+    get settings() {
+      return settings;
+    },
+    get lastEventAt() {
+      return lastEventAt;
     },
     deployments: () => views,
     resolveModel: (model) => modelIndex.get(model),

@@ -15,6 +15,7 @@ import {
 } from '@es/protocol';
 import { createRegistry, createRoutingWatchServer } from '@es/pool';
 import type { Registry, RoutingChange, RoutingWatchServer, RoutingWatchSource } from '@es/pool';
+import type { DataPlaneSettings } from '@es/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRoutingWatchClient } from '../src/index.js';
 import type { RoutingWatchClient, RoutingWatchStatus } from '../src/index.js';
@@ -22,6 +23,17 @@ import { registerReadyWorker } from './registry-worker.js';
 
 // The watch stream end to end: the registry of @es/pool served by createRoutingWatchServer
 // on a real socket, and the data plane's client following the scheduler-URL file.
+const SETTINGS: DataPlaneSettings = {
+  clientKeyHashes: [],
+  corsOrigins: [],
+  exposeSelectedEndpoint: false,
+  maxContinuations: 3,
+  stallTimeoutMs: 30_000,
+  bodyBudgetBytes: 1 << 30,
+  clientIdleTimeoutMs: 120_000,
+  maxConnections: 10_000,
+};
+
 const secret = 'routing-watch-test-secret-0123456789abcdef';
 const { dataPlaneKey } = deriveKeys(secret);
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -66,7 +78,13 @@ async function serveWatch(
   pool: RoutingWatchSource,
   extra: { maxBufferedBytes?: number } = {},
 ): Promise<{ watch: RoutingWatchServer; server: Server; url: string }> {
-  const watch = createRoutingWatchServer({ pool, key: dataPlaneKey, heartbeatMs: 200, ...extra });
+  const watch = createRoutingWatchServer({
+    pool,
+    key: dataPlaneKey,
+    heartbeatMs: 200,
+    dataPlane: () => SETTINGS,
+    ...extra,
+  });
   cleanups.push(() => watch.close());
   const { server, url } = await listen((req, res) => {
     if (!watch.handle(req, res)) res.writeHead(404).end();
@@ -206,6 +224,7 @@ describe('routing-table watch stream', () => {
       const event = {
         type: 'snapshot' as const,
         version: 1,
+        dataPlane: SETTINGS,
         deployments: [
           {
             name: 'qwen',
