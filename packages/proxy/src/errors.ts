@@ -1,5 +1,4 @@
-import { EsError, openAIErrorBody } from '@es/protocol';
-import type { OpenAIErrorBody } from '@es/protocol';
+import { EsError } from '@es/protocol';
 
 export type { OpenAIErrorBody, OpenAIErrorType } from '@es/protocol';
 
@@ -48,9 +47,5 @@ export class ProxyError extends EsError<ProxyErrorCode> {
   constructor(code: ProxyErrorCode, message: string, options: ProxyErrorOptions) {
     super(code, message, options);
     this.headers = options.headers ?? {};
-  }
-
-  override toJSON(): OpenAIErrorBody {
-    return openAIErrorBody(this.code, this.message, this.status, this.param);
   }
 }

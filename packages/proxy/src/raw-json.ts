@@ -7,13 +7,16 @@
  * and the engine gets the client's bytes anyway: those facts are read in place.
  */
 import { BACKSLASH, QUOTE, arrayElements, objectMembers, skipSpace } from './json-scan.js';
-import type { Span } from './json-scan.js';
+import type { MemberSpan, Span } from './json-scan.js';
 
 /** Values of a large body's prompt members up to this size are parsed; larger ones stay bytes. */
 export const RAW_VALUE_BYTES = 64 * 1024;
 
 /** A JSON value (already checked) kept as bytes: `raw[start, end)`. */
 export class RawJson {
+  /** The members of an object value, found at the first `member` call. */
+  #members: MemberSpan[] | undefined;
+
   constructor(
     readonly raw: Buffer,
     readonly start: number,
@@ -59,7 +62,8 @@ export class RawJson {
   /** The value of an object's member (the last of that name, as `JSON.parse` keeps). */
   member(name: string): unknown {
     if (this.kind !== 'object') return undefined;
-    const members = objectMembers(this.raw, this.start) ?? [];
+    // Scanned once per value: promptPrefix asks a large message for `role`, then `content`.
+    const members = (this.#members ??= objectMembers(this.raw, this.start) ?? []);
     for (let k = members.length - 1; k >= 0; k--) {
       const span = members[k]!;
       if (span.name === name) return valueAt(this.raw, { start: span.valueStart, end: span.end });
