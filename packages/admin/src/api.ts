@@ -3,7 +3,7 @@ import { Hono, type Context } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { deleteCookie, getCookie, setCookie } from 'hono/cookie';
 import type { PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
-import type { DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
+import type { DataPlaneView, DrainResponse, ScaleResponse, StatusResponse } from '@es/client';
 import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
 import { createKeyCheck, openAIErrorBody } from '@es/protocol';
 import { createAdminAuth, type AdminAuth, type AdminAuthResult } from './auth.js';
@@ -34,6 +34,8 @@ export interface AdminApiOptions {
   publicMetrics?: boolean;
   /** Requests waiting for capacity, per deployment (the proxy's `queueDepth`). */
   queueDepth?: () => Record<string, number>;
+  /** The data-plane processes (`GET /api/v1/admin/data-plane`, and in the status). */
+  dataPlane?: () => DataPlaneView;
   /** `POST /api/v1/admin/stop`: called after the response is sent. */
   stop?: (options: { cancelJobs: boolean }) => unknown;
   /** Clock (default `Date.now`). */
@@ -108,7 +110,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     const at = now();
     const raw = readModel.status();
     progress.observeStatus(raw, at);
-    return buildStatus({
+    const built = buildStatus({
       status: raw,
       now: at,
       startedAt,
@@ -116,6 +118,7 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
       queueDepth: options.queueDepth?.() ?? {},
       requestErrors: metrics.requestErrors,
     });
+    return options.dataPlane === undefined ? built : { ...built, dataPlane: options.dataPlane() };
   };
   metrics.setStatusSource(status);
 
@@ -250,6 +253,12 @@ export function createAdminApi(options: AdminApiOptions): AdminApi {
     return c.json({ events: events.recentEvents(Number.isFinite(limit) ? limit : 200) });
   });
   app.get('/api/v1/admin/series', (c) => c.json(metrics.series()));
+  app.get('/api/v1/admin/data-plane', (c) =>
+    c.json(
+      options.dataPlane?.() ??
+        ({ tableVersion: 0, subscribers: 0, processes: [] } as DataPlaneView),
+    ),
+  );
 
   app.post('/api/v1/admin/deployments/:name/scale', async (c) => {
     const body = (await c.req.json().catch(() => ({}))) as { maxNodes?: unknown };

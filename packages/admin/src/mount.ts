@@ -1,7 +1,7 @@
 import type { Context, Hono } from 'hono';
 import type { NodeProvider, PoolEvent, PoolEventFeed, PoolOperator, PoolReadModel } from '@es/pool';
 import type { ContinuationRecord, ProxyRequestRecord } from '@es/proxy';
-import { ADMIN_SIGNATURE_HEADERS } from '@es/client';
+import { ADMIN_SIGNATURE_HEADERS, type DataPlaneView } from '@es/client';
 import { createAdminApi, type AdminApi } from './api.js';
 import { createAdminAuth } from './auth.js';
 import { AdminError } from './errors.js';
@@ -37,6 +37,8 @@ export interface AdminAttachment {
   queueDepth?: () => Record<string, number>;
   /** `POST /api/v1/admin/stop` calls it (e.g. the scheduler's `close`, then exit). */
   stop?: (options: { cancelJobs: boolean }) => unknown;
+  /** The data-plane processes and the scheduler's table version. */
+  dataPlane?: () => DataPlaneView;
 }
 
 /** The handle {@link mountAdmin} returns. */
@@ -122,6 +124,7 @@ export function mountAdmin(app: Hono, options: MountAdminOptions): MountedAdmin 
       if (options.publicMetrics !== undefined) apiOptions.publicMetrics = options.publicMetrics;
       if (attachment.queueDepth !== undefined) apiOptions.queueDepth = attachment.queueDepth;
       if (attachment.stop !== undefined) apiOptions.stop = attachment.stop;
+      if (attachment.dataPlane !== undefined) apiOptions.dataPlane = attachment.dataPlane;
       api = createAdminApi(apiOptions);
       return api;
     },

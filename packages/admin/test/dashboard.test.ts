@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { serve } from '@hono/node-server';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DataPlaneView } from '@es/client';
 import type { ProxyRequestRecord } from '@es/proxy';
 import { createAdminApi, createMetrics, type Metrics } from '../src/index.js';
 import { createFakePool, type FakePool } from './fake-pool.js';
@@ -23,6 +24,7 @@ import { createFakePool, type FakePool } from './fake-pool.js';
 // declares the little of it they use.
 interface PageElement {
   textContent: string | null;
+  hidden?: boolean;
   getAttribute(name: string): string | null;
 }
 declare const document: {
@@ -42,7 +44,7 @@ interface Served {
   close(): Promise<void>;
 }
 
-async function serveAdmin(): Promise<Served> {
+async function serveAdmin(dataPlane?: () => DataPlaneView): Promise<Served> {
   const pool = createFakePool();
   const metrics = createMetrics({ sampleIntervalMs: 1_000, defaultMetrics: false });
   const api = createAdminApi({
@@ -53,6 +55,7 @@ async function serveAdmin(): Promise<Served> {
     logDir: tmpdir(),
     adminKey: KEY,
     queueDepth: () => ({ mock: 0 }),
+    ...(dataPlane === undefined ? {} : { dataPlane }),
   });
   const server = serve({ fetch: api.fetch, port: 0, hostname: '127.0.0.1' });
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
@@ -270,6 +273,50 @@ describe('dashboard in headless Chromium', () => {
       const after = await page.evaluate(async () => (await fetch('/api/v1/admin/status')).status);
       expect(after).toBe(401);
       await page.close();
+    } finally {
+      await s.close();
+    }
+  }, 60_000);
+
+  it('lists the data-plane processes with their last contact and table version', async () => {
+    const view: DataPlaneView = { tableVersion: 9, subscribers: 1, processes: [] };
+    const s = await serveAdmin(() => view);
+    try {
+      s.pool.addJob('1', 1);
+      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      const minted = await fetch(`${s.url}/api/v1/admin/dashboard/login-token`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}` },
+      });
+      await page.goto(`${s.url}${((await minted.json()) as { path: string }).path}`);
+      await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 1);
+      // No process reports: no section.
+      expect(await page.locator('#data-plane-section').isHidden()).toBe(true);
+      view.processes.push({
+        id: 'login1:4242',
+        host: 'login1',
+        pid: 4242,
+        listen: 'http://0.0.0.0:8780',
+        state: 'silent',
+        startedAt: 0,
+        lastReportAt: 0,
+        lastContactSeconds: 75,
+        tableVersion: 7,
+        subscribed: false,
+        inFlight: 3,
+        ejected: ['1.0.0'],
+        missedReports: 0,
+        droppedRecords: 0,
+      });
+      await page.waitForFunction(
+        () => document.querySelector('#data-plane')?.textContent?.includes('login1:4242'),
+        null,
+        { timeout: 10_000 },
+      );
+      expect(await page.locator('#data-plane-section').isVisible()).toBe(true);
+      expect(await page.locator('#data-plane').innerText()).toMatch(
+        /login1:4242\s+http:\/\/0\.0\.0\.0:8780\s+silent \(unsubscribed\)\s+1m15s ago\s+7\/9\s+3\s+1\.0\.0/,
+      );
     } finally {
       await s.close();
     }

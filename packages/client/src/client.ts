@@ -7,6 +7,7 @@ import type {
   ChatResponse,
   ClusterStatusResponse,
   DashboardLoginResponse,
+  DataPlaneView,
   DrainResponse,
   EventsResponse,
   HealthResponse,
@@ -44,6 +45,8 @@ export interface SchedulerClient {
   /** The scheduler URL this client talks to. */
   readonly url: string;
   status(): Promise<StatusResponse>;
+  /** The data-plane processes that report to the scheduler, and its table version. */
+  dataPlane(): Promise<DataPlaneView>;
   events(options?: { limit?: number }): Promise<EventsResponse>;
   series(): Promise<SeriesResponse>;
   /** Set a deployment's `maxNodes`; lowering it drains and cancels the surplus at once. */
@@ -203,6 +206,7 @@ export function createSchedulerClient(options: SchedulerClientOptions = {}): Sch
   return {
     url,
     status: () => call(() => api.get('api/v1/admin/status').json<StatusResponse>()),
+    dataPlane: () => call(() => api.get('api/v1/admin/data-plane').json<DataPlaneView>()),
     events: (o = {}) =>
       call(() =>
         api

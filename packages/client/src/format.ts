@@ -4,6 +4,7 @@
 import type {
   ClusterFacts,
   ClusterStatusResponse,
+  DataPlaneView,
   DeploymentView,
   JobView,
   StatusResponse,
@@ -139,6 +140,32 @@ export function formatWorkers(status: StatusResponse): string {
   );
 }
 
+/**
+ * The data-plane processes: where each serves, whether it reports, how long ago it last
+ * did, and the table version it serves against the scheduler's (`7/9`: two changes behind).
+ */
+export function formatDataPlane(dataPlane: DataPlaneView): string {
+  const rows = dataPlane.processes.map((p) => [
+    p.id,
+    p.listen,
+    `${p.state}${p.subscribed ? '' : ' (unsubscribed)'}`,
+    `${formatDuration(p.lastContactSeconds)} ago`,
+    `${p.tableVersion}/${dataPlane.tableVersion}`,
+    String(p.inFlight),
+    p.ejected.length === 0 ? '-' : p.ejected.join(','),
+    [
+      p.missedReports > 0 ? `${p.missedReports} reports lost` : '',
+      p.droppedRecords > 0 ? `${p.droppedRecords} records dropped` : '',
+    ]
+      .filter((note) => note !== '')
+      .join(', '),
+  ]);
+  return table(
+    ['DATA PLANE', 'LISTEN', 'STATE', 'LAST CONTACT', 'TABLE', 'IN-FLIGHT', 'EJECTED', 'NOTE'],
+    rows,
+  );
+}
+
 /** The seed's facts as `Label: value` lines; `pending` is left out when undefined. */
 function factLines(f: Partial<ClusterFacts>, pending: number | undefined): string[] {
   const nodes = `${f.total_nodes_active ?? 0} active / ${f.max_nodes ?? 0} max${
@@ -228,6 +255,9 @@ export function formatStatus(status: StatusResponse, cluster?: ClusterStatusResp
     formatJobs(status),
     '',
     formatWorkers(status),
+    ...(status.dataPlane === undefined || status.dataPlane.processes.length === 0
+      ? []
+      : ['', formatDataPlane(status.dataPlane)]),
     ...(errors.length > 0 ? ['', 'recent provider errors:', ...errors] : []),
   ].join('\n');
 }

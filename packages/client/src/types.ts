@@ -110,6 +110,44 @@ export interface StatusResponse {
   listFailures: number;
   lastListError?: string;
   deployments: DeploymentView[];
+  /** The data-plane processes (`es-proxy`) that report to this scheduler. */
+  dataPlane?: DataPlaneView;
+}
+
+/** One data-plane process as its last report described it. */
+export interface DataPlaneProcessView {
+  /** `<host>:<pid>` unless given (`es-proxy --id`). */
+  id: string;
+  host: string;
+  pid: number;
+  /** The client address it serves, e.g. `http://0.0.0.0:8780`. */
+  listen: string;
+  /** `serving`: reported within `DATA_PLANE_SILENT_MS`; `silent`: not since. */
+  state: 'serving' | 'silent';
+  startedAt: number;
+  /** ms since epoch of its last report, and how long ago that was (s). */
+  lastReportAt: number;
+  lastContactSeconds: number;
+  /** The routing-table version it serves (the scheduler's is `DataPlaneView.tableVersion`). */
+  tableVersion: number;
+  /** Whether its watch stream was open at its last report. */
+  subscribed: boolean;
+  /** Requests in flight through it (all workers). */
+  inFlight: number;
+  /** Workers it has ejected for its own failed attempts. */
+  ejected: string[];
+  /** Reports that never arrived, and records it could not send. */
+  missedReports: number;
+  droppedRecords: number;
+}
+
+/** `GET /api/v1/admin/data-plane`: the scheduler's table version and its data plane. */
+export interface DataPlaneView {
+  /** The version of the routing table the scheduler streams now. */
+  tableVersion: number;
+  /** Watch streams open now. */
+  subscribers: number;
+  processes: DataPlaneProcessView[];
 }
 
 /** One lifecycle event. */

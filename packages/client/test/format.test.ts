@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import {
   formatClusterFacts,
   formatClusterWorkers,
+  formatDataPlane,
   formatDuration,
   formatPublicStatus,
+  formatStatus,
   formatJobs,
   formatWorkers,
   table,
@@ -213,5 +215,59 @@ describe('the public status', () => {
     );
     expect(text.startsWith('Deployment:   gpt\nModel:        openai/gpt-oss-120b\n')).toBe(true);
     expect(text.endsWith('\nPending jobs: 2')).toBe(true);
+  });
+});
+
+describe('the data plane', () => {
+  const dataPlane = {
+    tableVersion: 9,
+    subscribers: 1,
+    processes: [
+      {
+        id: 'login1:4242',
+        host: 'login1',
+        pid: 4242,
+        listen: 'http://0.0.0.0:8780',
+        state: 'serving' as const,
+        startedAt: 0,
+        lastReportAt: 0,
+        lastContactSeconds: 0.4,
+        tableVersion: 9,
+        subscribed: true,
+        inFlight: 3,
+        ejected: [],
+        missedReports: 0,
+        droppedRecords: 0,
+      },
+      {
+        id: 'login2:77',
+        host: 'login2',
+        pid: 77,
+        listen: 'http://0.0.0.0:8780',
+        state: 'silent' as const,
+        startedAt: 0,
+        lastReportAt: 0,
+        lastContactSeconds: 75,
+        tableVersion: 7,
+        subscribed: false,
+        inFlight: 0,
+        ejected: ['1.0.0'],
+        missedReports: 2,
+        droppedRecords: 0,
+      },
+    ],
+  };
+
+  it("lists each process with its state, last contact and table version against the scheduler's", () => {
+    expect(formatDataPlane(dataPlane).split('\n')).toEqual([
+      'DATA PLANE   LISTEN               STATE                  LAST CONTACT  TABLE  IN-FLIGHT  EJECTED  NOTE',
+      'login1:4242  http://0.0.0.0:8780  serving                0s ago        9/9    3          -',
+      'login2:77    http://0.0.0.0:8780  silent (unsubscribed)  1m15s ago     7/9    0          1.0.0    2 reports lost',
+    ]);
+  });
+
+  it('is part of es status when the scheduler has one', () => {
+    expect(formatStatus(status)).not.toContain('DATA PLANE');
+    expect(formatStatus({ ...status, dataPlane })).toContain(formatDataPlane(dataPlane));
   });
 });

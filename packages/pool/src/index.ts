@@ -44,6 +44,7 @@ export type {
   WorkerState,
 } from './registry.js';
 export type {
+  ControlPlaneRouting,
   DeploymentCatalog,
   DrainResult,
   JobLedger,
@@ -81,3 +82,12 @@ export type {
   RoutingWatchServerOptions,
   RoutingWatchSource,
 } from './routing-watch.js';
+export { createDataPlaneLedger } from './data-plane-ledger.js';
+export type {
+  DataPlaneLedger,
+  DataPlaneLedgerOptions,
+  DataPlaneProcess,
+  DataPlaneProcessState,
+  DataPlaneRecords,
+  DataPlaneReportResult,
+} from './data-plane-ledger.js';

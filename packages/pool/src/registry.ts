@@ -8,7 +8,13 @@
 import type { EngineKind, EngineLoad } from '@es/protocol';
 import type { PoolView, RoutingChange } from './view.js';
 import type { DeploymentConfig } from './deployment.js';
-import type { DeploymentCatalog, JobLedger, PoolEventLog, WorkerLedger } from './roles.js';
+import type {
+  ControlPlaneRouting,
+  DeploymentCatalog,
+  JobLedger,
+  PoolEventLog,
+  WorkerLedger,
+} from './roles.js';
 import { createEventLog } from './registry/events.js';
 import { createJobLedger } from './registry/job-ledger.js';
 import { createLifecycle } from './registry/lifecycle.js';
@@ -130,7 +136,7 @@ export type PoolEventListener = (event: PoolEvent) => void;
  * `PoolEventLog`, status views a `PoolEventFeed` (see roles.ts).
  */
 export interface Registry
-  extends PoolView, WorkerLedger, JobLedger, DeploymentCatalog, PoolEventLog {
+  extends PoolView, ControlPlaneRouting, WorkerLedger, JobLedger, DeploymentCatalog, PoolEventLog {
   /** Heartbeat interval told to workers. */
   readonly heartbeatIntervalMs: number;
   /**
@@ -182,6 +188,8 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     waitForRoutable: routing.waitForRoutable,
     reportOutcome: routing.reportOutcome,
     onRoutingChange: routing.onRoutingChange,
+    controlRoutable: routing.controlRoutable,
+    onControlRoutingChange: routing.onControlRoutingChange,
     onWorkerLost: lifecycle.onWorkerLost,
 
     register: workerLedger.register,

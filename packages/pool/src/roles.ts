@@ -16,6 +16,22 @@ import type {
   WorkerInfo,
 } from './registry.js';
 import type { ReconcilerStatus } from './reconciler.js';
+import type { DeploymentView, RoutableWorker, RoutingChange } from './view.js';
+
+/**
+ * The routable sets as the control plane decides them: workers `ready` (not loading or
+ * unready, not draining, not failed or gone), before any passive ejection. Ejections are
+ * per data-plane process (each ejects for its own failed attempts), so what every process
+ * starts from, the routing-table watch stream, is this set, not this process's `routable`.
+ */
+export interface ControlPlaneRouting {
+  /** All deployments served. */
+  deployments(): readonly DeploymentView[];
+  /** The control plane's routable set of `deployment` (replaced, never mutated, on change). */
+  controlRoutable(deployment: string): readonly RoutableWorker[];
+  /** Every entry into and exit from a control-plane routable set; returns the unsubscribe. */
+  onControlRoutingChange(listener: (change: RoutingChange) => void): () => void;
+}
 
 /**
  * What the worker protocol changes: the scheduler side of register, heartbeat, drain,

@@ -18,12 +18,15 @@ import type {
   RoutingWatchWorker,
   WorkerRequestVerifier,
 } from '@es/protocol';
-import type { DeploymentView, PoolView, RoutableWorker, RoutingChange } from './view.js';
+import type { ControlPlaneRouting } from './roles.js';
+import type { DeploymentView, RoutableWorker } from './view.js';
 
-/** What the stream reads: the routable sets, the deployments and the routing changes. */
-export type RoutingWatchSource = Pick<PoolView, 'deployments' | 'routable'> & {
-  onRoutingChange(listener: (change: RoutingChange) => void): () => void;
-};
+/**
+ * What the stream reads: the deployments and the CONTROL-PLANE routable sets and their
+ * changes (the registry's `controlRoutable`): a worker this process ejected for its own
+ * failed attempts stays in every data-plane process's table, a drain or a removal leaves it.
+ */
+export type RoutingWatchSource = ControlPlaneRouting;
 
 /** Options of {@link createRoutingWatchServer}. */
 export interface RoutingWatchServerOptions {
@@ -140,10 +143,10 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
     sentDeployments = now;
   };
 
-  const unsubscribe = pool.onRoutingChange((change) => {
+  const unsubscribe = pool.onControlRoutingChange((change) => {
     syncDeployments();
     if (change.routable) {
-      const worker = pool.routable(change.deployment).find((w) => w.id === change.workerId);
+      const worker = pool.controlRoutable(change.deployment).find((w) => w.id === change.workerId);
       if (worker === undefined) return;
       broadcast({
         type: 'worker-routable',
@@ -224,7 +227,7 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
         type: 'snapshot',
         version,
         deployments: views.map(wireDeployment),
-        workers: views.flatMap((d) => pool.routable(d.name).map(wireWorker)),
+        workers: views.flatMap((d) => pool.controlRoutable(d.name).map(wireWorker)),
         dataPlane: options.dataPlane(),
       });
       return true;

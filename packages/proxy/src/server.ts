@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createAdaptorServer } from '@hono/node-server';
 
 /** The fetch callback `@hono/node-server` accepts (a Hono app's `fetch`). */
@@ -30,6 +30,11 @@ export interface ProxyServerOptions {
   maxConnections?: number;
   /** Called for each connection closed at accept because of `maxConnections`. */
   onConnectionDropped?: () => void;
+  /**
+   * Tried on each request before `fetch`: returns `true` when it took the request (e.g. the
+   * routing-table watch stream's `node:http` handler).
+   */
+  handle?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
 
 /** A listening server. */
@@ -64,6 +69,14 @@ export async function startProxyServer(options: ProxyServerOptions): Promise<Pro
     },
   }) as Server;
   server.timeout = 0;
+  const handle = options.handle;
+  if (handle !== undefined) {
+    const [adaptor] = server.listeners('request') as ((...args: unknown[]) => void)[];
+    server.removeAllListeners('request');
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      if (!handle(req, res)) adaptor!(req, res);
+    });
+  }
   const maxConnections = options.maxConnections ?? 16_384;
   if (!(Number.isInteger(maxConnections) && maxConnections >= 0)) {
     throw new RangeError(

@@ -287,8 +287,8 @@ describe('routing-table watch stream', () => {
     const listeners = new Set<(change: RoutingChange) => void>();
     const source: RoutingWatchSource = {
       deployments: () => [],
-      routable: () => [],
-      onRoutingChange(listener) {
+      controlRoutable: () => [],
+      onControlRoutingChange(listener) {
         listeners.add(listener);
         return () => listeners.delete(listener);
       },

@@ -22,3 +22,4 @@ export type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 export { metric } from './prometheus.js';
 export { processAlive } from './processes.js';
 export { until } from './until.js';
+export { registerReadyWorker } from './registry-worker.js';

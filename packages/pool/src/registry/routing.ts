@@ -1,7 +1,8 @@
 /**
  * Routing views: the deployments served (configs, the proxy's `DeploymentView`s and the
- * model-name index) and each one's routable set, rebuilt in one place (`republish`) that
- * tells routing-change listeners what entered and left; the proxy's wait for a routable
+ * model-name index) and each one's routable set, with and without passive ejections (the
+ * control plane's set, which the watch stream serves), rebuilt in one place (`republish`)
+ * that tells routing-change listeners what entered and left; the proxy's wait for a routable
  * worker, and passive ejection after repeated failed attempts.
  */
 import type {
@@ -12,7 +13,7 @@ import type {
   RoutingChange,
 } from '../view.js';
 import { deploymentView, validateDeployment, type DeploymentConfig } from '../deployment.js';
-import type { PoolEventLog, DeploymentCatalog } from '../roles.js';
+import type { ControlPlaneRouting, PoolEventLog, DeploymentCatalog } from '../roles.js';
 import type { RegistryStore, WorkerRecord } from './records.js';
 
 interface DeploymentRecord {
@@ -21,6 +22,8 @@ interface DeploymentRecord {
   workers: Set<string>;
   /** Published array; replaced (never mutated) on every change so callers may hold it. */
   routable: readonly RoutableWorker[];
+  /** The control plane's set: `routable` before this process's passive ejections. */
+  control: readonly RoutableWorker[];
   waiters: Set<(ready: boolean) => void>;
 }
 
@@ -39,6 +42,7 @@ export interface RoutingOptions {
 export interface Routing
   extends
     DeploymentCatalog,
+    ControlPlaneRouting,
     Pick<
       PoolView,
       'deployments' | 'resolveModel' | 'routable' | 'waitForRoutable' | 'reportOutcome'
@@ -75,6 +79,7 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
   const views: DeploymentView[] = [];
   const modelIndex = new Map<string, DeploymentView>();
   const routingListeners = new Set<(change: RoutingChange) => void>();
+  const controlListeners = new Set<(change: RoutingChange) => void>();
 
   function rebuildViews(): void {
     views.length = 0;
@@ -90,16 +95,27 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
     if (record === undefined) return;
     const at = now();
     const list: RoutableWorker[] = [];
+    const control: RoutableWorker[] = [];
     for (const id of record.workers) {
       const w = workers.get(id);
-      if (w !== undefined && isRoutable(w, at)) {
+      if (w?.state !== 'ready') continue;
+      control.push(w.routable);
+      if (isRoutable(w, at)) {
         if (w.ejectedUntil !== undefined) w.ejectedUntil = undefined;
         list.push(w.routable);
       }
     }
     const before = record.routable;
     record.routable = list.length === 0 ? EMPTY : list;
-    if (routingListeners.size > 0) notifyRouting(deployment, before, record.routable, at, why);
+    const controlBefore = record.control;
+    record.control = control.length === 0 ? EMPTY : control;
+    if (routingListeners.size > 0) {
+      notifyRouting(routingListeners, deployment, before, record.routable, at, why);
+    }
+    // An ejection (or its end) changes this process's set only: no control-plane change.
+    if (controlListeners.size > 0) {
+      notifyRouting(controlListeners, deployment, controlBefore, record.control, at, why);
+    }
     if (list.length > 0 && record.waiters.size > 0) {
       const waiters = [...record.waiters];
       record.waiters.clear();
@@ -108,6 +124,7 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
   }
 
   function notifyRouting(
+    listeners: Set<(change: RoutingChange) => void>,
     deployment: string,
     before: readonly RoutableWorker[],
     after: readonly RoutableWorker[],
@@ -131,7 +148,7 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
         changes.push({ deployment, workerId: r.id, routable: true, reason: 'ready' });
     }
     for (const change of changes) {
-      for (const listener of [...routingListeners]) {
+      for (const listener of [...listeners]) {
         try {
           listener(change);
         } catch {
@@ -157,6 +174,7 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
           view: deploymentView(config),
           workers: new Set(),
           routable: EMPTY,
+          control: EMPTY,
           waiters: new Set(),
         });
       }
@@ -169,6 +187,7 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
     deployments: () => views,
     resolveModel: (model) => modelIndex.get(model),
     routable: (deployment) => deployments.get(deployment)?.routable ?? EMPTY,
+    controlRoutable: (deployment) => deployments.get(deployment)?.control ?? EMPTY,
 
     waitForRoutable(deployment, signal) {
       const record = deployments.get(deployment);
@@ -193,9 +212,25 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
       return () => routingListeners.delete(listener);
     },
 
+    onControlRoutingChange(listener) {
+      controlListeners.add(listener);
+      return () => controlListeners.delete(listener);
+    },
+
     reportOutcome(workerId, outcome: AttemptOutcome) {
       const w = workers.get(workerId);
       if (w === undefined) return;
+      if (outcome === 'draining') {
+        // The worker drains (its front said so) before this registry heard of it: out of
+        // routing now, even as the last routable worker; its drain notice or heartbeat
+        // makes it `draining` here meanwhile. Not a failure.
+        if (w.state !== 'ready' || (w.ejectedUntil ?? 0) > now()) return;
+        w.ejectedUntil = now() + ejectCooldownMs;
+        const reason = 'its engine front refuses new requests: the worker is draining';
+        republish(w.deployment, `unready: ${reason}`);
+        emit({ type: 'unready', deployment: w.deployment, jobId: w.jobId, workerId, reason });
+        return;
+      }
       if (outcome === 'success') {
         w.failures = 0;
         w.requestsServed++;

@@ -1,0 +1,33 @@
+import type { WorkerLedger } from '@es/pool';
+
+/**
+ * Registers a worker of `deployment` (default `qwen`, model `/models/<deployment>`) at
+ * 127.0.0.1:`port` and reports it ready, as a worker's first register and heartbeat do:
+ * its id.
+ */
+export function registerReadyWorker(
+  registry: Pick<WorkerLedger, 'register' | 'heartbeat'>,
+  jobId: string,
+  port: number,
+  deployment = 'qwen',
+): string {
+  const { workerId } = registry.register({
+    deployment,
+    jobId,
+    restartCount: 0,
+    index: 0,
+    host: '127.0.0.1',
+    port,
+    gpus: [0],
+    engine: 'mock',
+    model: `/models/${deployment}`,
+    node: 'local',
+    state: 'loading',
+  });
+  registry.heartbeat(workerId, {
+    state: 'ready',
+    restartCount: 0,
+    load: { running: 0, waiting: 0 },
+  });
+  return workerId;
+}
