@@ -31,6 +31,7 @@ import {
   defaultWorkerCommand,
   resolveBackend,
 } from './backend.js';
+import { createDataPlaneRoutes, dataPlaneSettings } from './data-plane-routes.js';
 import { logContinuation, logPoolEvent, logProgress } from './event-log.js';
 import { startListeners } from './listeners.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
@@ -174,6 +175,14 @@ export async function createScheduler(
       isAdmin: (request) => admin.isAdmin(request),
     }),
   );
+  // The data plane's watch stream and reports; their records count in /metrics like ours.
+  const dataPlaneRoutes = createDataPlaneRoutes({
+    registry,
+    dataPlaneKey: keys.dataPlaneKey,
+    settings: dataPlaneSettings(settings),
+    hooks: admin,
+  });
+  app.route('/', dataPlaneRoutes.app);
   app.route('/', proxy);
 
   // The worker protocol is also mounted on the client port above, for tools that speak it
@@ -182,6 +191,7 @@ export async function createScheduler(
     workerKey: keys.workerKey,
     logger: log,
     fetch: app.fetch,
+    handle: dataPlaneRoutes.watch.handle,
   });
 
   listeningPort = server.port;
@@ -229,6 +239,7 @@ export async function createScheduler(
     operator: reconciler,
     readModel: reconciler,
     queueDepth: () => proxy.queueDepth(),
+    dataPlane: () => dataPlaneRoutes.view(),
     stop: async ({ cancelJobs }) => {
       log.info(
         { cancelJobs },
@@ -279,6 +290,7 @@ export async function createScheduler(
     (closed ??= (async () => {
       clearInterval(countTimer);
       clearInterval(progressTimer);
+      dataPlaneRoutes.close();
       await reconciler.stop();
       if (closeOptions.cancelJobs ?? settings.cancelOnExit) {
         const cancelled = await reconciler.cancelAll();

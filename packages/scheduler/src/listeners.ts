@@ -27,7 +27,13 @@ function inUse(error: unknown): boolean {
 export async function startListeners(
   settings: Pick<SchedulerSettings, 'host' | 'port' | 'workerPort' | 'maxConnections'>,
   registry: Registry,
-  options: { workerKey: string; logger: Logger; fetch: ClientFetch },
+  options: {
+    workerKey: string;
+    logger: Logger;
+    fetch: ClientFetch;
+    /** Tried before `fetch` (the data plane's watch stream). */
+    handle?: Parameters<typeof startProxyServer>[0]['handle'];
+  },
 ): Promise<Listeners> {
   const log = options.logger;
   // The worker protocol on a listener and an event loop of its own: heartbeats are
@@ -54,6 +60,7 @@ export async function startListeners(
   try {
     const server = await startProxyServer({
       fetch: options.fetch,
+      ...(options.handle === undefined ? {} : { handle: options.handle }),
       port: settings.port,
       hostname: settings.host,
       maxConnections: settings.maxConnections,

@@ -5,7 +5,7 @@
  * malformed and listed when accepted; their records count in `/metrics`; the stream carries
  * the control plane's routable set, not this process's passive ejections.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Hono } from 'hono';
@@ -22,9 +22,11 @@ import {
   type DataPlaneReport,
 } from '@es/protocol';
 import { createRoutingWatchClient, startProxyServer } from '@es/proxy';
+import { pino } from 'pino';
 import { metric, registerReadyWorker, until } from '@es/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDataPlaneRoutes, dataPlaneSettings } from '../src/data-plane-routes.js';
+import { createScheduler, resolveConfig } from '../src/index.js';
 
 type DataPlaneView = ReturnType<ReturnType<typeof createDataPlaneRoutes>['view']>;
 
@@ -266,5 +268,44 @@ describe('watch stream served by the scheduler', () => {
     expect(client.version).toBe(routes.watch.version);
     const view = await admin<DataPlaneView>(url, '/api/v1/admin/data-plane');
     expect(view).toMatchObject({ tableVersion: routes.watch.version, subscribers: 1 });
+  });
+});
+
+describe('createScheduler', () => {
+  it('serves the watch stream and the report route on the port of its app', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'es-data-plane-wiring-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const settings = resolveConfig(
+      { backend: 'local', model: 'mock-model', gpusPerNode: 1, host: '127.0.0.1', port: 0 },
+      {},
+    );
+    // The in-process layout: its app serves /v1 too, on the one port.
+    Object.assign(settings, { logDir: join(dir, 'logs'), proxyProcesses: 0 });
+    const provider = createLocalProvider({ nodes: 1, gpusPerNode: 1, killGraceMs: 200 });
+    const scheduler = await createScheduler(settings, {
+      logger: pino({ level: 'silent' }),
+      provider,
+      workerCommand: ['sh', '-c', 'sleep 60', 'sh'],
+    });
+    cleanups.push(async () => {
+      await scheduler.close({ cancelJobs: true });
+      await provider.close({ kill: true });
+    });
+    const key = deriveKeys(readFileSync(join(dir, 'logs', 'secret'), 'utf8').trim()).dataPlaneKey;
+    const a = registerReadyWorker(scheduler.registry, '1', 9001, 'mock-model');
+    const file = join(dir, 'url');
+    writeSchedulerUrl(file, scheduler.url);
+    const client = createRoutingWatchClient({ urlFile: file, key });
+    cleanups.push(() => client.close());
+    await until(() => (client.connected ? true : undefined), 5_000, 'the subscription');
+    expect(client.routable('mock-model').map((w) => w.id)).toEqual([a]);
+
+    const body = JSON.stringify(report(1, { requests: [request('x')] }));
+    const res = await fetch(scheduler.url + path, {
+      method: 'POST',
+      headers: { ...signWorkerRequest(key, { method: 'POST', path, body }) },
+      body,
+    });
+    expect(res.status).toBe(204);
   });
 });
