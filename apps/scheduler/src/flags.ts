@@ -137,6 +137,16 @@ const OPTIONS = {
     describe:
       'Port the workers report to (registrations, heartbeats), served from a thread of its own so that a client flood on --port cannot delay them (default 0: any free port, written to <log-dir>/worker-url, which the workers follow; fix it when a firewall sits between nodes and scheduler)',
   },
+  'proxy-processes': {
+    type: 'number',
+    describe:
+      'es-proxy processes serving --port (/v1, and everything else forwarded to the scheduler), started detached so that serving outlives a scheduler crash or restart; a restarted scheduler re-adopts them (default: half the cores, 1 to 4; 0: serve --port in the scheduler process itself)',
+  },
+  'control-port': {
+    type: 'number',
+    describe:
+      "Port of the scheduler's own listener when --proxy-processes >= 1 (admin API, /metrics, routing watch stream of the es-proxy processes; default 0: any free port, written to <log-dir>/control-url, which es-proxy follows)",
+  },
   host: {
     type: 'string',
     describe: 'Address to listen on (default 0.0.0.0; 127.0.0.1 for --backend local)',

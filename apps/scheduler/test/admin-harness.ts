@@ -84,6 +84,11 @@ export async function startAdminTestScheduler(
     ...['--scheduler-id', schedulerId, '--local-nodes', String(options.nodes ?? 2)],
     ...['--health-check-interval', '0.3', '--node-acquire-interval', '0.5'],
     ...['--heartbeat-timeout', '5'],
+    // The in-process layout on purpose: these tests read what the proxy does from the
+    // scheduler's own registry (a worker's in-flight count, continuation events) and
+    // /metrics right after a request ends, which es-proxy processes only report a second
+    // later. The data plane itself is tested in data-plane.e2e.test.ts.
+    ...['--proxy-processes', '0'],
   ];
   // Hermetic: no ES_ADMIN_KEY or ES_API_KEY of the environment running the tests.
   const settings = resolveConfig(await parseFlags(argv), {});

@@ -1,9 +1,9 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ENGINE_KINDS } from '@es/protocol';
 import { describe, expect, it } from 'vitest';
-import { parseTimeLimit } from '@es/scheduler';
+import { defaultProxyProcesses, parseTimeLimit } from '@es/scheduler';
 import { resolveConfig } from '../src/config.js';
 import { errorOf } from './config-fixtures.js';
 
@@ -145,6 +145,45 @@ describe('resolveConfig', () => {
     expect(errorOf(() => resolveConfig({ model: 'm', stallTimeout: -1 }, {})).message).toMatch(
       /stallTimeout|stall_timeout/,
     );
+  });
+
+  it('sets the data plane from flags or a file: proxy processes from the cores, a control port of its own', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    const cores = availableParallelism();
+    expect(resolveConfig({ model: 'm' }, {})).toMatchObject({
+      proxyProcesses: Math.max(1, Math.min(4, Math.floor(cores / 2))),
+      controlPort: 0,
+    });
+    expect([1, 2, 3, 4, 8, 9, 64].map((n) => defaultProxyProcesses(n))).toEqual([
+      1, 1, 1, 2, 4, 4, 4,
+    ]);
+    const o = await parseFlags(['--model', 'm', '--proxy-processes', '0', '--control-port', '0']);
+    expect(o).toMatchObject({ proxyProcesses: 0, controlPort: 0 });
+    expect(resolveConfig(o, {})).toMatchObject({ proxyProcesses: 0 });
+    const path = file('data-plane.json', { model: 'm', proxy_processes: 3, control_port: 9781 });
+    expect(resolveConfig({ config: path }, {})).toMatchObject({
+      proxyProcesses: 3,
+      controlPort: 9781,
+    });
+    const wrong = (cli: Parameters<typeof resolveConfig>[0]) =>
+      errorOf(() => resolveConfig(cli, {}));
+    expect(wrong({ model: 'm', proxyProcesses: -1 }).message).toMatch(/proxyProcesses/);
+    expect(wrong({ model: 'm', proxyProcesses: 1.5 }).message).toMatch(/proxyProcesses/);
+    expect(wrong({ model: 'm', controlPort: 8780 })).toMatchObject({
+      param: 'controlPort',
+      message: expect.stringMatching(
+        /--control-port \(control_port\) 8780 is --port too.*0 for any free port/,
+      ),
+    });
+    expect(wrong({ model: 'm', controlPort: 9000, workerPort: 9000 }).message).toMatch(
+      /--control-port \(control_port\) 9000 is --worker-port too/,
+    );
+    expect(wrong({ model: 'm', controlPort: 9000, proxyProcesses: 0 })).toMatchObject({
+      param: 'controlPort',
+      message: expect.stringMatching(
+        /with --proxy-processes \(proxy_processes\) 0.*leave --control-port out/,
+      ),
+    });
   });
 
   it('reads CORS origins from repeated flags or a file (string or list), off by default', async () => {

@@ -238,6 +238,9 @@ export async function startSchedulerProcess(
     }
     try {
       await get('/health');
+      // es-proxy answers /health on the client port before the scheduler has seen it listen
+      // (or, re-adopted, as soon as the scheduler starts): ready is when it says it serves.
+      if (!logs.some((l) => l.msg.startsWith('serving /v1'))) throw new Error('not serving yet');
       break;
     } catch (error) {
       if (Date.now() > deadline) {

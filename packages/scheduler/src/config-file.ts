@@ -52,6 +52,8 @@ const schedulerFields = {
   host: v.optional(v.pipe(v.string(), v.minLength(1))),
   port: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
   workerPort: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  controlPort: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(65535))),
+  proxyProcesses: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(64))),
   backend: v.optional(v.picklist(BACKENDS)),
   apiKeys: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
   apiKey: v.optional(v.union([v.string(), v.array(v.string())])),

@@ -37,14 +37,19 @@ import { startListeners } from './listeners.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
 import { reliabilityHooks } from './reliability-hooks.js';
 import { ensureLogDir, loadOrCreateSecret } from './secret.js';
+import { controlUrlFilePath, startOrAdoptDataPlane, type DataPlane } from './data-plane-process.js';
 import { createSeedRoutes } from './seed-routes.js';
 import type { SchedulerSettings } from './settings.js';
 import { summarizeStatus, type SeedStatusSummary } from './status-model.js';
 
 /** A running scheduler. */
 export interface Scheduler {
+  /** The client URL (`/v1`): es-proxy's port, or this process's with `proxyProcesses` 0. */
   url: string;
+  /** The client port. */
   port: number;
+  /** The port of the scheduler's own app (admin, watch stream); `port` with `proxyProcesses` 0. */
+  controlPort: number;
   backend: 'slurm' | 'local';
   registry: Registry;
   reconciler: Reconciler;
@@ -115,14 +120,15 @@ export async function createScheduler(
   // Admin API, /metrics and /dashboard: mounted before any other route, attached below once
   // the reconciler exists.
   const app = new Hono();
-  /** The port this scheduler listens on, once it does. */
-  let listeningPort: number | undefined = undefined;
+  /** The ports this scheduler is reached on (its own, and es-proxy's client port), once it is. */
+  let listeningPorts: number[] = [];
   const admin = mountAdmin(app, {
     events: registry,
     logDir,
     adminKey: settings.adminKey ?? keys.adminToken,
-    // Signed admin requests must be signed for this port (known once it listens).
-    ports: () => (listeningPort === undefined ? [] : [listeningPort]),
+    // Signed admin requests must be signed for a port of ours (known once we listen): the
+    // client port (es talks to it) or the control port (es-proxy forwards to it).
+    ports: () => listeningPorts,
   });
 
   const baseProvider = deps.provider ?? createBackendProvider(backend, settings, logDir);
@@ -163,7 +169,7 @@ export async function createScheduler(
       workerKey: keys.workerKey,
       logger: log,
       // Signed for this port, as the workers sign for theirs: nothing relayed from another.
-      audiences: () => (listeningPort === undefined ? [] : [String(listeningPort)]),
+      audiences: () => listeningPorts.map(String),
     }),
   );
   app.route(
@@ -194,7 +200,31 @@ export async function createScheduler(
     handle: dataPlaneRoutes.watch.handle,
   });
 
-  listeningPort = server.port;
+  // The control URL es-proxy follows (the client port's own in the in-process layout).
+  const controlUrlFile = controlUrlFilePath(logDir);
+  const controlUrl = advertisedUrl(settings.host, server.port, backend);
+  writeSchedulerUrl(controlUrlFile, controlUrl);
+  let dataPlane: DataPlane | undefined;
+  if ((settings.proxyProcesses ?? 0) >= 1) {
+    try {
+      dataPlane = await startOrAdoptDataPlane({
+        host: settings.host,
+        port: settings.port,
+        processes: settings.proxyProcesses ?? 1,
+        logDir,
+        secretFile,
+        logger: log,
+      });
+    } catch (error) {
+      await server.close(1_000);
+      await workerApi.close();
+      removeSchedulerUrl(controlUrlFile, controlUrl);
+      throw error;
+    }
+  }
+  const clientPort = dataPlane?.port ?? server.port;
+  const clientServerUrl = `http://${settings.host}:${clientPort}`;
+  listeningPorts = [...new Set([clientPort, server.port])];
   const ctx: NodeRequestContext = {
     schedulerUrl: advertisedUrl(settings.host, workerApi.port, backend),
     secretFile,
@@ -208,7 +238,7 @@ export async function createScheduler(
   const workerUrlFile = workerUrlFilePath(logDir);
   writeSchedulerUrl(workerUrlFile, ctx.schedulerUrl);
   const urlFile = schedulerUrlFilePath(logDir);
-  const clientUrl = advertisedUrl(settings.host, server.port, backend);
+  const clientUrl = advertisedUrl(settings.host, clientPort, backend);
   writeSchedulerUrl(urlFile, clientUrl);
   const reconciler = createReconciler({
     registry,
@@ -263,12 +293,15 @@ export async function createScheduler(
 
   if (!LOOPBACK.test(settings.host) && settings.apiKeys.length === 0) {
     log.warn(
-      `listening on ${settings.host}:${server.port} with NO client API key: anyone who can reach this port can use the models. Pass --api-key-file (or ES_API_KEYS, or --api-key) to require one.`,
+      `listening on ${settings.host}:${clientPort} with NO client API key: anyone who can reach this port can use the models. Pass --api-key-file (or ES_API_KEYS, or --api-key) to require one.`,
     );
   }
   log.info(
     {
-      url: server.url,
+      url: clientServerUrl,
+      ...(dataPlane === undefined
+        ? {}
+        : { controlUrl: server.url, dataPlanePid: dataPlane.pid, adopted: dataPlane.adopted }),
       backend,
       workersReachUs: ctx.schedulerUrl,
       deployments: settings.deployments.map((d) => ({
@@ -279,10 +312,12 @@ export async function createScheduler(
         tp: d.tensorParallelSize,
       })),
     },
-    `serving /v1 on ${server.url} (backend ${backend}); workers report to ${ctx.schedulerUrl}`,
+    dataPlane === undefined
+      ? `serving /v1 on ${server.url} (backend ${backend}); workers report to ${ctx.schedulerUrl}`
+      : `serving /v1 on ${clientServerUrl} (es-proxy pid ${dataPlane.pid}, ${dataPlane.processes} process${dataPlane.processes === 1 ? '' : 'es'}${dataPlane.adopted ? ', re-adopted' : ''}); control port ${server.port} (${server.url}, backend ${backend}); workers report to ${ctx.schedulerUrl}`,
   );
   log.info(
-    `dashboard: ${server.url}/dashboard · status: es status --scheduler-url ${server.url} (admin key: --admin-key, or the token derived from ${secretFile}: es dashboard --secret-file ${secretFile})`,
+    `dashboard: ${clientServerUrl}/dashboard · status: es status --scheduler-url ${clientServerUrl} (admin key: --admin-key, or the token derived from ${secretFile}: es dashboard --secret-file ${secretFile})`,
   );
 
   let closed: Promise<void> | undefined;
@@ -296,7 +331,15 @@ export async function createScheduler(
         const cancelled = await reconciler.cancelAll();
         log.info({ cancelled }, `cancelled ${cancelled.length} job(s)`);
       }
-      await server.close(5_000);
+      // The data plane follows the jobs: ended with them (the local backend's always are),
+      // else left serving for the next scheduler, which re-adopts it.
+      const endsJobs = (closeOptions.cancelJobs ?? settings.cancelOnExit) || backend === 'local';
+      await Promise.all([server.close(5_000), endsJobs ? dataPlane?.stop() : undefined]);
+      if (dataPlane !== undefined && !endsJobs) {
+        log.info(
+          `es-proxy (pid ${dataPlane.pid}) keeps serving ${clientServerUrl}/v1 from its last routing table; the next scheduler with --log-dir ${logDir} re-adopts it. To stop it: kill -TERM ${dataPlane.pid}`,
+        );
+      }
       await workerApi.close();
       await proxy.close();
       hooks.close();
@@ -307,12 +350,15 @@ export async function createScheduler(
       admin.close();
       // A stale URL would send workers and users to a scheduler that is gone (a newer
       // scheduler's URL stays).
-      removeSchedulerUrl(urlFile, clientUrl);
+      // The client URL stays while es-proxy serves it.
+      if (dataPlane === undefined || endsJobs) removeSchedulerUrl(urlFile, clientUrl);
       removeSchedulerUrl(workerUrlFile, ctx.schedulerUrl);
+      removeSchedulerUrl(controlUrlFile, controlUrl);
     })());
   return {
-    url: server.url,
-    port: server.port,
+    url: clientServerUrl,
+    port: clientPort,
+    controlPort: server.port,
     workerPort: workerApi.port,
     backend,
     registry,

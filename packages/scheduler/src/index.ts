@@ -1,6 +1,6 @@
 export { createScheduler } from './create-scheduler.js';
 export type { Scheduler, SchedulerDeps } from './create-scheduler.js';
-export { BACKENDS, ConfigError, WORKER_CLI_PATH } from './settings.js';
+export { BACKENDS, ConfigError, WORKER_CLI_PATH, defaultProxyProcesses } from './settings.js';
 export type { Backend, DeploymentSettings, SchedulerSettings } from './settings.js';
 export { closest } from './config-file.js';
 export type { CliOverrides } from './config-file.js';

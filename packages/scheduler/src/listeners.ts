@@ -1,5 +1,6 @@
 /**
- * The scheduler's two listeners: the client port (proxy, admin, seed routes) and the worker
+ * The scheduler's two listeners: its app's port (proxy, admin, seed routes: the client port,
+ * or the control port when es-proxy processes serve the client port) and the worker
  * protocol's own port on a thread of its own. A port in use is explained, not just thrown.
  */
 import type { Logger } from 'pino';
@@ -25,7 +26,10 @@ function inUse(error: unknown): boolean {
  * the first is closed again.
  */
 export async function startListeners(
-  settings: Pick<SchedulerSettings, 'host' | 'port' | 'workerPort' | 'maxConnections'>,
+  settings: Pick<
+    SchedulerSettings,
+    'host' | 'port' | 'workerPort' | 'maxConnections' | 'proxyProcesses' | 'controlPort'
+  >,
   registry: Registry,
   options: {
     workerKey: string;
@@ -57,11 +61,14 @@ export async function startListeners(
     }
     throw error;
   }
+  // With a data plane the app listens on the control port; es-proxy serves the client port.
+  const control = (settings.proxyProcesses ?? 0) >= 1;
+  const port = control ? (settings.controlPort ?? 0) : settings.port;
   try {
     const server = await startProxyServer({
       fetch: options.fetch,
       ...(options.handle === undefined ? {} : { handle: options.handle }),
-      port: settings.port,
+      port,
       hostname: settings.host,
       maxConnections: settings.maxConnections,
     });
@@ -70,7 +77,9 @@ export async function startListeners(
     await workerApi.close();
     if (inUse(error)) {
       throw new Error(
-        `port ${settings.port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --port`,
+        control
+          ? `control port ${port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --control-port (0: any free port)`
+          : `port ${port} on ${settings.host} is in use: is another scheduler running? Stop it or pass --port`,
         { cause: error },
       );
     }

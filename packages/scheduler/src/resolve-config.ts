@@ -23,6 +23,7 @@ import {
   ConfigError,
   DEFAULTS,
   WORKER_CLI_PATH,
+  defaultProxyProcesses,
   type DeploymentSettings,
   type SchedulerSettings,
 } from './settings.js';
@@ -97,6 +98,8 @@ export function resolveConfig(
     host: get('host') ?? (localish ? '127.0.0.1' : '0.0.0.0'),
     port: get('port') ?? DEFAULTS.port,
     workerPort: get('workerPort') ?? 0,
+    proxyProcesses: get('proxyProcesses') ?? defaultProxyProcesses(),
+    controlPort: get('controlPort') ?? 0,
     backend,
     apiKeys: [...new Set(apiKeys)],
     corsOrigins: corsOrigins(toArray(get('corsOrigin'))),
@@ -125,6 +128,7 @@ export function resolveConfig(
       'workerPort',
     );
   }
+  checkControlPort(settings);
   const warnings: string[] = [];
   const projectRoot = get('projectRoot');
   // "" is the original's default ("this checkout"), as unset.
@@ -170,6 +174,31 @@ export function heartbeatTiming(
     );
   }
   return { healthCheckIntervalS, heartbeatTimeoutS };
+}
+
+/** The control port must differ from the client and worker ports, and needs a data plane. */
+function checkControlPort(settings: SchedulerSettings): void {
+  const control = settings.controlPort ?? 0;
+  if (control === 0) return;
+  if (settings.proxyProcesses === 0) {
+    throw new ConfigError(
+      `--control-port (control_port) ${control} is given with --proxy-processes (proxy_processes) 0: ` +
+        'without es-proxy processes the scheduler listens on --port only; leave --control-port out, or pass --proxy-processes 1 or more',
+      'controlPort',
+    );
+  }
+  const clash =
+    control === settings.port
+      ? '--port'
+      : control === settings.workerPort
+        ? '--worker-port'
+        : undefined;
+  if (clash !== undefined) {
+    throw new ConfigError(
+      `--control-port (control_port) ${control} is ${clash} too: the scheduler's control listener needs a port of its own; pass another one, or 0 for any free port`,
+      'controlPort',
+    );
+  }
 }
 
 function corsOrigins(values: string[]): string[] {

@@ -3,6 +3,7 @@
  * the defaults, and the error a wrong setting is reported with. `resolveConfig` builds them
  * from flags and a config file; an embedder may build them by hand.
  */
+import { availableParallelism } from 'node:os';
 import type { EngineKind } from '@es/protocol';
 import type { RoutingPolicy } from '@es/pool';
 import { EsError } from '@es/protocol';
@@ -70,6 +71,19 @@ export interface SchedulerSettings {
    * find it in `<log-dir>/worker-url`).
    */
   workerPort: number;
+  /**
+   * Processes of the data plane (`es-proxy --processes N`) serving the client port `port`,
+   * started detached so that they outlive this scheduler; 0: the client port is served in
+   * this process, as before the data plane was separate. Unset: 0 (resolveConfig sets the
+   * command line's default, {@link defaultProxyProcesses}).
+   */
+  proxyProcesses?: number;
+  /**
+   * Port of the scheduler's own listener (admin API, worker protocol mount, /metrics,
+   * /dashboard, the routing watch stream, data-plane reports) when `proxyProcesses` >= 1
+   * (0 = any free port; the data plane finds it in `<log-dir>/control-url`).
+   */
+  controlPort?: number;
   backend: Backend;
   /**
    * Client keys for `/v1/*` (`--api-key`, the lines of `--api-key-file`, `ES_API_KEYS` and
@@ -131,6 +145,14 @@ export class ConfigError extends EsError<'invalid_config'> {
   constructor(message: string, param?: string) {
     super('invalid_config', message, { param });
   }
+}
+
+/**
+ * The default of `--proxy-processes`: half the cores this process may use, at least 1 and
+ * at most 4 (the scheduler, the workers' thread and the machine's other work keep the rest).
+ */
+export function defaultProxyProcesses(cores: number = availableParallelism()): number {
+  return Math.max(1, Math.min(4, Math.floor(cores / 2)));
 }
 
 /** Where a checkout of this project keeps the worker binary the node jobs run. */

@@ -47,6 +47,9 @@ describe('createScheduler with an injected provider', () => {
         port: 0,
         logDir,
         nodeAcquireInterval: 0.2,
+        // The in-process layout on purpose: this test is about the injected provider and the
+        // URL files; es-proxy's are tested in apps/scheduler/test/data-plane.e2e.test.ts.
+        proxyProcesses: 0,
       },
       {},
     );
@@ -67,6 +70,8 @@ describe('createScheduler with an injected provider', () => {
       workersReachUs: workersUrl,
     });
     expect(readSchedulerUrlSync(schedulerUrlFilePath(logDir))).toEqual({ kind: 'url', url });
+    // Without es-proxy the control URL, which standalone es-proxy processes follow, is it too.
+    expect(readSchedulerUrlSync(join(logDir, 'control-url'))).toEqual({ kind: 'url', url });
     expect(readSchedulerUrlSync(workerUrlFilePath(logDir))).toEqual({
       kind: 'url',
       url: workersUrl,
@@ -83,6 +88,7 @@ describe('createScheduler with an injected provider', () => {
     await scheduler.close();
     expect(readSchedulerUrlSync(schedulerUrlFilePath(logDir))).toEqual({ kind: 'missing' });
     expect(readSchedulerUrlSync(workerUrlFilePath(logDir))).toEqual({ kind: 'missing' });
+    expect(readSchedulerUrlSync(join(logDir, 'control-url'))).toEqual({ kind: 'missing' });
     // The embedder's provider is not closed: its job still runs until the embedder ends it.
     const after = await provider.list(names);
     expect(after.find((j) => j.id === job?.id)?.state).toBe('RUNNING');
