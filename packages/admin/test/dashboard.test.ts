@@ -102,6 +102,18 @@ const readyCards = async (page: Page) =>
 
 let browser: Browser;
 
+/** A new page signed in through a one-time login link, as `es dashboard` opens it. */
+async function openWithLoginLink(s: Served): Promise<Page> {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const minted = await fetch(`${s.url}/api/v1/admin/dashboard/login-token`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}` },
+  });
+  const { path } = (await minted.json()) as { path: string };
+  await page.goto(`${s.url}${path}`);
+  return page;
+}
+
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) {
     throw new Error(`${CHROMIUM} missing: apt-get install -y chromium (or set CHROMIUM_PATH)`);
@@ -230,14 +242,8 @@ describe('dashboard in headless Chromium', () => {
     const s = await serveAdmin();
     try {
       s.pool.addJob('1', 2);
-      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
       // The one-time link `es dashboard` prints: the address bar ends up without the token.
-      const minted = await fetch(`${s.url}/api/v1/admin/dashboard/login-token`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${KEY}` },
-      });
-      const { path } = (await minted.json()) as { path: string };
-      await page.goto(`${s.url}${path}`);
+      const page = await openWithLoginLink(s);
       expect(new URL(page.url()).search).toBe('');
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 2);
       // The proxy ended the stream with an error event after the first chunks.
@@ -283,12 +289,7 @@ describe('dashboard in headless Chromium', () => {
     const s = await serveAdmin(() => view);
     try {
       s.pool.addJob('1', 1);
-      const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-      const minted = await fetch(`${s.url}/api/v1/admin/dashboard/login-token`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${KEY}` },
-      });
-      await page.goto(`${s.url}${((await minted.json()) as { path: string }).path}`);
+      const page = await openWithLoginLink(s);
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 1);
       // No process reports: no section.
       expect(await page.locator('#data-plane-section').isHidden()).toBe(true);

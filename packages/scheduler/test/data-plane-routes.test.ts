@@ -23,10 +23,13 @@ import {
 } from '@es/protocol';
 import { createRoutingWatchClient, startProxyServer } from '@es/proxy';
 import { pino } from 'pino';
-import { metric, registerReadyWorker, until } from '@es/testkit';
+import { dataPlaneReport, metric, oneGpuDeployment, registerReadyWorker, until } from '@es/testkit';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDataPlaneRoutes, dataPlaneSettings } from '../src/data-plane-routes.js';
 import { createScheduler, resolveConfig } from '../src/index.js';
+
+const report = (seq: number, extra: Partial<DataPlaneReport> = {}) =>
+  dataPlaneReport(seq, { inFlight: { 'w-1': 2, 'w-2': 1 }, ejected: ['w-3'], ...extra });
 
 type DataPlaneView = ReturnType<ReturnType<typeof createDataPlaneRoutes>['view']>;
 
@@ -43,16 +46,7 @@ async function startScheduler() {
   const dir = mkdtempSync(join(tmpdir(), 'es-data-plane-routes-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const registry = createRegistry({
-    deployments: [
-      {
-        name: 'qwen',
-        model: '/models/qwen',
-        engine: 'mock',
-        tensorParallelSize: 1,
-        gpusPerNode: 1,
-        maxNodes: 4,
-      },
-    ],
+    deployments: [oneGpuDeployment()],
     upstreamKey: ({ jobId }) => deriveEngineKey(secret, jobId),
   });
   const app = new Hono();
@@ -92,26 +86,6 @@ async function startScheduler() {
     await provider.close({ kill: true });
   });
   return { registry, routes, url: server.url, dir };
-}
-
-function report(seq: number, extra: Partial<DataPlaneReport> = {}): DataPlaneReport {
-  return {
-    id: 'login1:4242',
-    host: 'login1',
-    pid: 4242,
-    listen: 'http://0.0.0.0:8780',
-    startedAt: Date.now() - 60_000,
-    seq,
-    tableVersion: 0,
-    tableAt: Date.now(),
-    subscribed: true,
-    inFlight: { 'w-1': 2, 'w-2': 1 },
-    ejected: ['w-3'],
-    requests: [],
-    continuations: [],
-    droppedRecords: 0,
-    ...extra,
-  };
 }
 
 async function send(

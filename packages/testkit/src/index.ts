@@ -22,4 +22,5 @@ export type { FakeScheduler, SchedulerCall } from './fake-scheduler.js';
 export { metric } from './prometheus.js';
 export { processAlive } from './processes.js';
 export { until } from './until.js';
-export { registerReadyWorker } from './registry-worker.js';
+export { oneGpuDeployment, registerReadyWorker } from './registry-worker.js';
+export { dataPlaneReport } from './data-plane.js';

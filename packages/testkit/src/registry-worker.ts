@@ -1,4 +1,16 @@
-import type { WorkerLedger } from '@es/pool';
+import type { DeploymentConfig, WorkerLedger } from '@es/pool';
+
+/** A deployment of one-GPU workers of the mock engine (model `/models/<name>`), up to 4 nodes. */
+export function oneGpuDeployment(name = 'qwen'): DeploymentConfig {
+  return {
+    name,
+    model: `/models/${name}`,
+    engine: 'mock',
+    tensorParallelSize: 1,
+    gpusPerNode: 1,
+    maxNodes: 4,
+  };
+}
 
 /**
  * Registers a worker of `deployment` (default `qwen`, model `/models/<deployment>`) at
