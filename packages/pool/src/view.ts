@@ -48,9 +48,13 @@ export interface RoutableWorker {
   inFlight: number;
 }
 
-/** Outcome the proxy reports per upstream attempt, for passive ejection. */
+/**
+ * Outcome the proxy reports per upstream attempt, for passive ejection. `draining`: the
+ * worker's engine front refused the request because the worker drains (`WORKER_DRAINING` of
+ * `@es/protocol`); not a failure, but the worker leaves this process's routing at once.
+ */
 export type AttemptOutcome =
-  'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure';
+  'success' | 'connect-error' | 'upstream-5xx' | 'timeout' | 'mid-stream-failure' | 'draining';
 
 /**
  * A worker entering or leaving the routable set of its deployment: the one place where

@@ -25,6 +25,7 @@ export {
   RegisterResponseSchema,
   ReportedStateSchema,
   WORKER_API_PREFIX,
+  WORKER_DRAINING,
   WORKER_ROUTES,
   isRegistrableHost,
   workerRoutePath,

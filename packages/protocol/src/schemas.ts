@@ -129,6 +129,18 @@ export const DeregisterRequestSchema = ReasonSchema;
 export type DeregisterRequest = v.InferOutput<typeof DeregisterRequestSchema>;
 
 /**
+ * How a draining worker's engine front refuses a NEW inference request (`POST /v1/*`): status
+ * 503 before any byte, an OpenAI-shaped body with this `code`, and `header: '1'`. Data-plane
+ * processes retry it on another worker and take the worker out of their own routing at once,
+ * so a drain takes effect in every one of them even while the scheduler is unreachable.
+ */
+export const WORKER_DRAINING = {
+  status: 503,
+  code: 'worker_draining',
+  header: 'x-es-draining',
+} as const;
+
+/**
  * A draining worker whose engines are still busy a margin before its drain grace ends: the
  * generations still running on `workerIds` must be continued elsewhere now, because those
  * engines get SIGTERM in `stopInMs`. One message for all the instances of the worker.

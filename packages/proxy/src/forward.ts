@@ -94,12 +94,15 @@ async function forwardLoop(
   const deployment = request.deployment;
   let tried: Set<string> | undefined;
   let queueDeadline: number | undefined;
+  // Attempts a draining worker refused: they reached no engine, so they neither count
+  // against `maxAttempts` nor keep the request from waiting for a worker.
+  let refused = 0;
   for (;;) {
     if (request.client.gone) throw clientGone();
     const workers = pool.routable(deployment.name);
     const worker = router.pick(deployment.routing, workers, request.affinityKey, tried);
     if (worker === undefined) {
-      if (progress.attempts > 0) {
+      if (progress.attempts > refused || workers.length > 0) {
         throw new ProxyError('upstream_unavailable', 'No other worker could take the request.', {
           status: 502,
         });
@@ -124,7 +127,9 @@ async function forwardLoop(
       attempt: progress.attempts,
     });
     const canRetry = (): boolean => {
-      if (progress.attempts >= options.retry.maxAttempts || request.client.gone) return false;
+      if (progress.attempts - refused >= options.retry.maxAttempts || request.client.gone) {
+        return false;
+      }
       const others = pool
         .routable(deployment.name)
         .some((w) => w.id !== worker.id && (tried === undefined || !tried.has(w.id)));
@@ -133,6 +138,7 @@ async function forwardLoop(
     const result = await pipeAttempt(shared, request, worker, progress, canRetry);
     if (result.kind === 'committed') return;
     if (result.kind === 'failed') throw result.error;
+    if (result.kind === 'draining') refused++;
     shared.logger?.warn(
       { requestId: request.requestId, workerId: worker.id, code: result.error.code },
       `retrying on another worker: ${result.error.message}`,

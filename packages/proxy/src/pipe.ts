@@ -12,19 +12,28 @@ import type { ForwardRequest, ForwardShared } from './forward.js';
 import type { ProxyRequestRecord, RequestOutcome } from './options.js';
 import { clientGone } from './request-state.js';
 import type { Progress } from './request-state.js';
-import { classify, clientHeaders, trackAttempt, upstreamHeaders } from './upstream.js';
+import {
+  classify,
+  clientHeaders,
+  drainingError,
+  isDrainingRefusal,
+  trackAttempt,
+  upstreamHeaders,
+} from './upstream.js';
 import { UsageTail } from './usage.js';
 
 /** How an attempt ended: committed to the client, or a failure before that. */
 export type PipeResult =
   | { kind: 'committed' }
   | { kind: 'retry'; error: ProxyError }
-  | { kind: 'failed'; error: ProxyError };
+  | { kind: 'failed'; error: ProxyError }
+  | { kind: 'draining'; error: ProxyError };
 
 /**
  * Send `request` to `worker` and pipe its answer to the client. Resolves `committed` once the
  * first body byte (or the end) reached the client; before that a failure resolves `retry`
- * when `canRetry()` allows another worker, else `failed`.
+ * when `canRetry()` allows another worker, else `failed`; a worker's draining refusal
+ * resolves `draining` (always to be sent elsewhere).
  */
 export function pipeAttempt(
   shared: ForwardShared,
@@ -161,6 +170,14 @@ export function pipeAttempt(
       },
       onResponseStart(c, statusCode, responseHeaders) {
         if (phase !== 'waiting') return;
+        if (isDrainingRefusal(statusCode, responseHeaders)) {
+          pool.reportOutcome(worker.id, 'draining');
+          phase = 'done';
+          release();
+          settle({ kind: 'draining', error: drainingError(worker) });
+          c.abort(new Error('discarding a draining refusal'));
+          return;
+        }
         if ((statusCode >= 500 || statusCode === 429) && canRetry()) {
           pool.reportOutcome(worker.id, statusCode === 429 ? 'success' : 'upstream-5xx');
           phase = 'done';

@@ -350,6 +350,16 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
     reportOutcome(workerId: string, outcome: AttemptOutcome) {
       const worker = [...table.values()].map((m) => m.get(workerId)).find((w) => w !== undefined);
       if (worker === undefined) return;
+      if (outcome === 'draining') {
+        // Its front says it drains: out of this table until the control plane sends it as
+        // routable again (a `worker-routable` event or a snapshot that lists it).
+        removeWorker(
+          worker.deployment,
+          workerId,
+          'draining: its engine front refuses new requests',
+        );
+        return;
+      }
       const ejection = ejections.get(workerId) ?? { failures: 0, until: 0 };
       ejections.set(workerId, ejection);
       if (outcome === 'success') {

@@ -5,6 +5,7 @@
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AttemptOutcome, RoutableWorker } from '@es/pool';
+import { WORKER_DRAINING } from '@es/protocol';
 import type { OutgoingHeaders } from './client-sink.js';
 import { ProxyError } from './errors.js';
 import type { ForwardRequest, ForwardShared } from './forward.js';
@@ -58,6 +59,22 @@ export function trackAttempt(
 /** The worker stopped serving while an attempt was in flight on it. */
 export class WorkerLostError extends Error {
   readonly code = 'ES_WORKER_LOST';
+}
+
+/**
+ * The worker's engine front refused the request because the worker drains (a 503 with
+ * `x-es-draining: 1`, before any byte): nothing reached the engine, so it goes to another
+ * worker whatever the retry budget says, and the worker leaves this process's routing.
+ */
+export function isDrainingRefusal(statusCode: number, headers: IncomingHttpHeaders): boolean {
+  return statusCode === WORKER_DRAINING.status && headers[WORKER_DRAINING.header] === '1';
+}
+
+/** The error a draining refusal is retried with (seen only in logs). */
+export function drainingError(worker: Pick<RoutableWorker, 'id'>): ProxyError {
+  return new ProxyError('upstream_unavailable', `Worker ${worker.id} is draining.`, {
+    status: 503,
+  });
 }
 
 /** How an upstream error is reported to the pool, and the client's error for it. */

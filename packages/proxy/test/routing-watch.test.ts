@@ -15,24 +15,14 @@ import {
 } from '@es/protocol';
 import { createRegistry, createRoutingWatchServer } from '@es/pool';
 import type { Registry, RoutingChange, RoutingWatchServer, RoutingWatchSource } from '@es/pool';
-import type { DataPlaneSettings } from '@es/protocol';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createRoutingWatchClient } from '../src/index.js';
 import type { RoutingWatchClient, RoutingWatchStatus } from '../src/index.js';
 import { registerReadyWorker } from './registry-worker.js';
+import { SETTINGS } from './watch-settings.js';
 
 // The watch stream end to end: the registry of @es/pool served by createRoutingWatchServer
 // on a real socket, and the data plane's client following the scheduler-URL file.
-const SETTINGS: DataPlaneSettings = {
-  clientKeyHashes: [],
-  corsOrigins: [],
-  exposeSelectedEndpoint: false,
-  maxContinuations: 3,
-  stallTimeoutMs: 30_000,
-  bodyBudgetBytes: 1 << 30,
-  clientIdleTimeoutMs: 120_000,
-  maxConnections: 10_000,
-};
 
 const secret = 'routing-watch-test-secret-0123456789abcdef';
 const { dataPlaneKey } = deriveKeys(secret);

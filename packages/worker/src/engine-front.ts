@@ -6,13 +6,19 @@
  * `/invocations`, `/tokenize`, `/metrics` ... answer anyone), and forwards what passes,
  * streams included, byte for byte.
  *
+ * Once the worker drains ({@link EngineFront.drain}) the front itself refuses every NEW
+ * inference request (`POST /v1/*`) with `WORKER_DRAINING` (503 before any byte, header
+ * `x-es-draining: 1`): every data-plane process retries it elsewhere, even while the scheduler
+ * is unreachable. Requests in flight, and every other path (`/detokenize`, `/metrics`,
+ * health), go on as before.
+ *
  * The front binds its port itself, before the worker registers it: no other user can take
  * the port between a "free?" check and the engine's bind.
  */
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createBearerCheck, openAIErrorBody } from '@es/protocol';
+import { WORKER_DRAINING, createBearerCheck, openAIErrorBody } from '@es/protocol';
 
 /** Where an engine listens: a Unix socket (preferred) or a loopback TCP port. */
 export type EngineEndpoint = { socketPath: string } | { host: string; port: number };
@@ -36,6 +42,8 @@ export interface EngineFront {
    * Resolves the port bound.
    */
   listen(wanted: number): Promise<number>;
+  /** From now on, refuse every new `POST /v1/*` with `WORKER_DRAINING` (in flight: untouched). */
+  drain(): void;
   /** Stops accepting and closes every connection (call it once the engine has stopped). */
   close(): Promise<void>;
 }
@@ -62,7 +70,13 @@ function endToEnd(headers: IncomingHttpHeaders): IncomingHttpHeaders {
 }
 
 /** An OpenAI-shaped error answer that closes the connection (its body is not read). */
-function refuse(res: ServerResponse, status: number, code: string, message: string): void {
+function refuse(
+  res: ServerResponse,
+  status: number,
+  code: string,
+  message: string,
+  extra: Record<string, string> = {},
+): void {
   if (res.headersSent) {
     res.destroy();
     return;
@@ -73,6 +87,7 @@ function refuse(res: ServerResponse, status: number, code: string, message: stri
     'content-length': Buffer.byteLength(body),
     connection: 'close',
     ...(status === 401 ? { 'www-authenticate': 'Bearer' } : {}),
+    ...extra,
   });
   res.end(body);
 }
@@ -86,10 +101,21 @@ function refuse(res: ServerResponse, status: number, code: string, message: stri
 export function createEngineFront(options: EngineFrontOptions): EngineFront {
   const authorized = options.key === undefined ? undefined : createBearerCheck([options.key]);
   const agent = new Agent({ keepAlive: true, maxFreeSockets: 64 });
+  let draining = false;
 
   const forward = (req: IncomingMessage, res: ServerResponse) => {
     if (authorized !== undefined && !authorized(req.headers.authorization)) {
       refuse(res, 401, 'invalid_api_key', 'This engine answers only requests with its key.');
+      return;
+    }
+    if (draining && req.method === 'POST' && req.url?.startsWith('/v1/') === true) {
+      refuse(
+        res,
+        WORKER_DRAINING.status,
+        WORKER_DRAINING.code,
+        'This worker is draining: it takes no new requests (send it to another worker).',
+        { [WORKER_DRAINING.header]: '1' },
+      );
       return;
     }
     const endpoint = options.endpoint();
@@ -147,6 +173,9 @@ export function createEngineFront(options: EngineFrontOptions): EngineFront {
         port = await bind(0);
       }
       return port;
+    },
+    drain() {
+      draining = true;
     },
     close() {
       return new Promise<void>((resolve) => {

@@ -83,6 +83,8 @@ export interface EngineSupervisor {
   hasServed(): boolean;
   /** Stop reacting: no more probes, restarts or exit handling (shutdown has begun). */
   halt(): void;
+  /** The front refuses new inference requests from now on (see `EngineFront.drain`). */
+  drain(): void;
   /**
    * SIGTERM the engine's group, SIGKILL after the grace; resolves once it exited (false if
    * none ran) and the front is closed.
@@ -295,6 +297,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     },
     readLoad: (timeoutMs) => loadNow(timeoutMs),
     hasServed: () => health.readySince !== undefined && current !== undefined,
+    drain: () => front.drain(),
     halt() {
       halted = true;
       clearTimers();

@@ -203,6 +203,9 @@ export function createWorker(options: WorkerOptions): Worker {
     if (stopping) return stopping;
     stopping = (async () => {
       for (const engine of engines) engine.halt();
+      // Every front refuses new requests itself at once: a drain takes effect in every
+      // data-plane process even while the scheduler cannot be told (or is down).
+      for (const engine of engines) engine.drain();
       link.halt();
       const registered = engines.filter((engine) => link.workerId(engine.index) !== undefined);
       const workerIds = () => registered.map((engine) => link.workerId(engine.index) ?? '');

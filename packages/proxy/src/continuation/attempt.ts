@@ -9,7 +9,14 @@ import type { RoutableWorker } from '@es/pool';
 import type { Dispatcher } from 'undici';
 import { ProxyError } from '../errors.js';
 import { clientGone } from '../request-state.js';
-import { WorkerLostError, classify, trackAttempt, upstreamHeaders } from '../upstream.js';
+import {
+  WorkerLostError,
+  classify,
+  drainingError,
+  isDrainingRefusal,
+  trackAttempt,
+  upstreamHeaders,
+} from '../upstream.js';
 import type { Relay } from './relay.js';
 import { SseSplitter } from './sse.js';
 
@@ -34,6 +41,7 @@ export type AttemptResult =
   | { kind: 'finished' }
   | { kind: 'retry'; error: ProxyError }
   | { kind: 'failed'; error: ProxyError }
+  | { kind: 'draining'; error: ProxyError }
   | { kind: 'cut'; reason: CutReason; error: Error }
   | { kind: 'client-gone' };
 
@@ -183,6 +191,14 @@ export function streamAttempt(
       },
       onResponseStart: (c, statusCode, headers) => {
         if (phase !== 'waiting') return;
+        if (isDrainingRefusal(statusCode, headers)) {
+          // Not a failure: the worker drains; it leaves this process's routing now.
+          shared.pool.reportOutcome(worker.id, 'draining');
+          // Settled first: the abort reports an error synchronously, which must be ignored.
+          done({ kind: 'draining', error: drainingError(worker) });
+          c.abort(new DoneError('discarding a draining refusal'));
+          return;
+        }
         upstreamStatus = statusCode;
         const sse = String(headers['content-type'] ?? '').startsWith('text/event-stream');
         if (statusCode === 200 && sse) {

@@ -126,7 +126,7 @@ export async function continueAfter(
       );
       const waitMs =
         splicedAt.firstAt === undefined ? undefined : splicedAt.firstAt - splicedAt.cutAt;
-      if (result.kind === 'retry' || result.kind === 'failed') {
+      if (result.kind === 'retry' || result.kind === 'failed' || result.kind === 'draining') {
         // The continuation never started: the same splice on another worker.
         stitcher.unsplice();
         shared.logger?.warn(

@@ -80,6 +80,8 @@ export class Relay {
     shared.budget.recordRequest();
     let tried: Set<string> | undefined;
     let queueDeadline: number | undefined;
+    // Attempts a draining worker refused (see `forward.ts`): not counted as tries.
+    let refused = 0;
     // Phase 1: until the generation has started (the engine sent the prompt's ids), a
     // failure is retried from the start on another worker, as for any request.
     for (;;) {
@@ -87,7 +89,7 @@ export class Relay {
       const workers = shared.pool.routable(request.deployment.name);
       const worker = router.pick(request.deployment.routing, workers, request.affinityKey, tried);
       if (worker === undefined) {
-        if (this.progress.attempts > 0) {
+        if (this.progress.attempts > refused || workers.length > 0) {
           return this.fail(
             new ProxyError('upstream_unavailable', 'No other worker could take the request.', {
               status: 502,
@@ -106,7 +108,8 @@ export class Relay {
         continue;
       }
       const canRetry = () => {
-        if (this.progress.attempts >= shared.options.retry.maxAttempts || request.client.gone) {
+        const attempts = this.progress.attempts - refused;
+        if (attempts >= shared.options.retry.maxAttempts || request.client.gone) {
           return false;
         }
         const others = shared.pool
@@ -125,7 +128,8 @@ export class Relay {
       );
       if (result.kind === 'finished' || result.kind === 'client-gone') return;
       if (result.kind === 'failed') return this.fail(result.error);
-      if (result.kind === 'retry') {
+      if (result.kind === 'draining') refused++;
+      if (result.kind === 'retry' || result.kind === 'draining') {
         shared.logger?.warn(
           { requestId: request.requestId, workerId: worker.id, code: result.error.code },
           `retrying on another worker: ${result.error.message}`,
