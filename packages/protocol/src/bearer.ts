@@ -18,15 +18,22 @@ function bearerToken(authorization: string | null | undefined): string | undefin
  * Checks a presented key against `keys` in constant time: keys are compared as SHA-256
  * digests (equal length whatever the input) and every configured key is compared, so
  * timing reveals neither a key's length nor which one matched. An empty or missing key
- * never matches.
+ * never matches. `hashes` are keys known by their digest only (`clientKeyHash`: hex
+ * SHA-256), as a data-plane process receives the client keys; malformed ones never match.
  * @example
  * const check = createKeyCheck([adminKey]);
  * check(form.key); // true for the admin key
  */
 export function createKeyCheck(
   keys: readonly string[],
+  hashes: readonly string[] = [],
 ): (presented: string | undefined) => boolean {
-  const digests = keys.map(digest);
+  const digests = [
+    ...keys.map(digest),
+    ...hashes
+      .filter((hash) => /^[0-9a-f]{64}$/i.test(hash))
+      .map((hash) => Buffer.from(hash, 'hex')),
+  ];
   return (presented) => {
     if (presented === undefined || presented === '') return false;
     const given = digest(presented);
@@ -37,7 +44,7 @@ export function createKeyCheck(
 }
 
 /**
- * {@link createKeyCheck} over the token of an `Authorization: Bearer <key>` header; a
+ * {@link createKeyCheck} (keys, and keys known by their `hashes`) over the token of an `Authorization: Bearer <key>` header; a
  * missing header, another scheme or an empty token never matches.
  * @example
  * const authorized = createBearerCheck(['sk-1', 'sk-2']);
@@ -45,7 +52,8 @@ export function createKeyCheck(
  */
 export function createBearerCheck(
   keys: readonly string[],
+  hashes: readonly string[] = [],
 ): (authorization: string | null | undefined) => boolean {
-  const check = createKeyCheck(keys);
+  const check = createKeyCheck(keys, hashes);
   return (authorization) => check(bearerToken(authorization));
 }

@@ -105,7 +105,10 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
       : options.pool.onRoutingChange?.((change) =>
           journal({ type: 'route', time: Date.now(), ...change }),
         );
-  const checkKey = resolved.apiKeys.length > 0 ? createBearerCheck(resolved.apiKeys) : undefined;
+  const checkKey =
+    resolved.apiKeys.length + resolved.clientKeyHashes.length > 0
+      ? createBearerCheck(resolved.apiKeys, resolved.clientKeyHashes)
+      : undefined;
 
   const app = new Hono<ProxyEnv>();
 

@@ -30,3 +30,8 @@ export type {
   RoutingWatchClientOptions,
   RoutingWatchStatus,
 } from './routing-watch-client.js';
+export { startDataPlane } from './data-plane/data-plane.js';
+export type { DataPlane, DataPlaneLogger, DataPlaneOptions } from './data-plane/data-plane.js';
+export { DataPlaneError } from './data-plane/errors.js';
+export type { DataPlaneErrorCode, DataPlaneErrorOptions } from './data-plane/errors.js';
+export type { ReportResult } from './data-plane/report-sender.js';

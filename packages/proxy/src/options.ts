@@ -108,6 +108,12 @@ export interface ProxyAppOptions {
    */
   apiKeys?: readonly string[];
   /**
+   * Client keys known by their hash only (`clientKeyHash` of `@es/protocol`: hex SHA-256), as
+   * a data-plane process receives them from the scheduler; checked together with `apiKeys`.
+   * Default: none.
+   */
+  clientKeyHashes?: readonly string[];
+  /**
    * Origins whose web pages may call `/v1/*` from a browser (CORS), as browsers send them
    * (`https://notebook.example.org`, `http://localhost:8888`), or `*` for any origin.
    * Preflights are answered and responses (streams included) carry
@@ -213,6 +219,7 @@ export interface AffinityOptions {
 /** Options with every default filled in. */
 export interface ResolvedProxyOptions {
   apiKeys: readonly string[];
+  clientKeyHashes: readonly string[];
   /** Parsed, deduplicated; empty: CORS off. */
   corsOrigins: readonly string[];
   exposeSelectedEndpoint: boolean;
@@ -235,6 +242,7 @@ export type ResolvedContinuationOptions = Required<ContinuationOptions>;
 export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): ResolvedProxyOptions {
   const resolved: ResolvedProxyOptions = {
     apiKeys: (options.apiKeys ?? []).filter((key) => key.length > 0),
+    clientKeyHashes: (options.clientKeyHashes ?? []).filter((hash) => hash.length > 0),
     corsOrigins: [...new Set((options.corsOrigins ?? []).map(parseCorsOrigin))],
     exposeSelectedEndpoint: options.exposeSelectedEndpoint ?? false,
     maxBodyBytes: options.maxBodyBytes ?? 32 * 1024 * 1024,

@@ -38,6 +38,8 @@ import type {
 export interface RoutingWatchClientOptions {
   /** The file whose first line is the scheduler's URL (re-read before every subscription). */
   urlFile: string;
+  /** The URL subscribed to while the file names none (`es-proxy --scheduler-url`). */
+  url?: string;
   /** `deriveKeys(secret).dataPlaneKey`. */
   key: string;
   /** The engine key of a job (`(jobId) => deriveEngineKey(secret, jobId)`). */
@@ -73,6 +75,10 @@ export interface RoutingWatchClient extends PoolView {
   readonly settings: DataPlaneSettings | undefined;
   /** When the stream last sent a line (epoch ms; 0 before the first). */
   readonly lastEventAt: number;
+  /** The workers of the table this process has ejected for now (passive ejection). */
+  ejected(): string[];
+  /** Attempts in flight through this process, per worker of the table (busy ones only). */
+  inFlight(): Record<string, number>;
   /** Stops subscribing; the table stays as it is. */
   close(): void;
 }
@@ -225,7 +231,8 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
     if (closed) return;
     const read = await readSchedulerUrl(options.urlFile);
     if (closed) return;
-    if (read.kind !== 'url') {
+    const url = read.kind === 'url' ? read.url : options.url;
+    if (url === undefined) {
       options.onStatus?.({
         kind: 'disconnected',
         url: undefined,
@@ -234,7 +241,6 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
       schedule();
       return;
     }
-    const url = read.url;
     const path = ROUTING_WATCH_ROUTE.path;
     const headers = signWorkerRequest(options.key, {
       method: 'GET',
@@ -327,6 +333,17 @@ export function createRoutingWatchClient(options: RoutingWatchClientOptions): Ro
     },
     get lastEventAt() {
       return lastEventAt;
+    },
+    ejected() {
+      const at = Date.now();
+      return [...ejections].filter(([, e]) => e.until > at).map(([id]) => id);
+    },
+    inFlight() {
+      const counts: Record<string, number> = {};
+      for (const workers of table.values()) {
+        for (const w of workers.values()) if (w.inFlight > 0) counts[w.id] = w.inFlight;
+      }
+      return counts;
     },
     deployments: () => views,
     resolveModel: (model) => modelIndex.get(model),

@@ -1,0 +1,3 @@
+import { definePackageConfig } from '../../tsdown.base.js';
+
+export default definePackageConfig({ entry: ['src/main.ts'], dts: false });

@@ -1,0 +1,203 @@
+import { request } from 'node:http';
+import { clientKeyHash, writeSchedulerUrl } from '@es/protocol';
+import OpenAI, { APIError } from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startDataPlane } from '../src/index.js';
+import type { DataPlane, DataPlaneOptions } from '../src/index.js';
+import {
+  MODEL,
+  SECRET,
+  SETTINGS,
+  newRegistry,
+  readyEngine,
+  startFakeScheduler,
+  urlFilePath,
+} from './data-plane-harness.js';
+import type { Cleanups } from './data-plane-harness.js';
+import { until } from './harness.js';
+
+// One data-plane process (what each es-proxy worker runs) against a stand-in scheduler:
+// the watch stream of a real registry, the report route, control paths; real mock engines.
+const cleanups: Cleanups = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function plane(urlFile: string, extra: Partial<DataPlaneOptions> = {}): Promise<DataPlane> {
+  const started = await startDataPlane({
+    secret: SECRET,
+    schedulerUrlFile: urlFile,
+    watch: { retry: { initialMs: 50, maxMs: 200 }, silenceMs: 1_000 },
+    reportIntervalMs: 50,
+    ...extra,
+  });
+  cleanups.push(() => started.close(0));
+  return started;
+}
+
+const client = (p: DataPlane, apiKey = 'unused') =>
+  new OpenAI({ baseURL: `${p.url}/v1`, apiKey, maxRetries: 0 });
+
+const ask = (p: DataPlane, apiKey?: string) =>
+  client(p, apiKey).chat.completions.create({
+    model: MODEL,
+    messages: [{ role: 'user', content: 'Say something.' }],
+    max_tokens: 5,
+  });
+
+/** A raw request (any method, streamed body), answered as status, headers and bytes. */
+function raw(
+  url: string,
+  method: string,
+  body?: Buffer,
+): Promise<{ status: number; headers: Record<string, unknown>; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () =>
+        resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+      );
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** A ready engine for `job`, a stand-in scheduler naming it, a data plane following it. */
+async function serving(
+  job: string,
+  options: {
+    engine?: { tokensPerSecond?: number };
+    settings?: typeof SETTINGS;
+    plane?: Partial<DataPlaneOptions>;
+  } = {},
+) {
+  const registry = newRegistry();
+  const workerId = await readyEngine(registry, job, cleanups, options.engine);
+  const scheduler = await startFakeScheduler(registry, cleanups, options.settings);
+  const file = urlFilePath(cleanups);
+  writeSchedulerUrl(file, scheduler.url);
+  const p = await plane(file, options.plane);
+  await until(() => p.pool.connected);
+  return { registry, workerId, scheduler, file, p };
+}
+
+describe('startDataPlane', () => {
+  it('serves a chat completion from the watch stream, and /v1/models and /health from its table', async () => {
+    const { p, workerId } = await serving('101');
+
+    const answer = await ask(p);
+    expect(answer.choices[0]!.message.content).toBeTruthy();
+    const models = await client(p).models.list();
+    expect(models.data.map((m) => m.id)).toEqual([MODEL]);
+    const health = await raw(`${p.url}/health`, 'GET');
+    expect(health.status).toBe(200);
+    expect(JSON.parse(health.body.toString())).toMatchObject({
+      status: 'ok',
+      ready_workers: 1,
+      subscribed: true,
+    });
+    expect(p.pool.routable('qwen').map((w) => w.id)).toEqual([workerId]);
+  });
+
+  it('answers /v1 with 503 no_routing_table before the first snapshot, then serves', async () => {
+    const registry = newRegistry();
+    await readyEngine(registry, '102', cleanups);
+    const scheduler = await startFakeScheduler(registry, cleanups);
+    const file = urlFilePath(cleanups);
+    const p = await plane(file);
+
+    const refused = await ask(p).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(APIError);
+    expect((refused as APIError).status).toBe(503);
+    expect((refused as APIError).code).toBe('no_routing_table');
+
+    writeSchedulerUrl(file, scheduler.url);
+    await until(() => p.pool.connected);
+    expect((await ask(p)).choices).toHaveLength(1);
+  });
+
+  it('keeps serving /v1 from its table when the scheduler is gone (static stability)', async () => {
+    const { p, scheduler } = await serving('103');
+
+    await scheduler.close();
+    await until(() => !p.pool.connected);
+    for (let i = 0; i < 3; i++) expect((await ask(p)).choices).toHaveLength(1);
+  });
+
+  it('checks client keys by their hash: 401 without the key, 200 with it', async () => {
+    const settings = { ...SETTINGS, clientKeyHashes: [clientKeyHash('sk-client-key')] };
+    const { p } = await serving('104', { settings });
+
+    const refused = await ask(p, 'sk-wrong').catch((error: unknown) => error);
+    expect((refused as APIError).status).toBe(401);
+    expect((refused as APIError).code).toBe('invalid_api_key');
+    const none = await raw(`${p.url}/v1/models`, 'GET');
+    expect(none.status).toBe(401);
+    expect((await ask(p, 'sk-client-key')).choices).toHaveLength(1);
+  });
+
+  it('forwards other paths to the control listener (bodies streamed), 503 scheduler_unreachable when it is down', async () => {
+    const { p, scheduler } = await serving('105');
+
+    const metrics = await raw(`${p.url}/metrics`, 'GET');
+    expect(metrics.status).toBe(200);
+    expect(metrics.body.toString()).toContain('es_fake_metric 1');
+    const big = Buffer.alloc(8 * 1024 * 1024, 'x');
+    const echoed = await raw(`${p.url}/api/v1/echo`, 'POST', big);
+    expect(echoed.status).toBe(200);
+    expect(echoed.headers['x-echo']).toBe('yes');
+    expect(echoed.body.equals(big)).toBe(true);
+
+    await scheduler.close();
+    const down = await raw(`${p.url}/metrics`, 'GET');
+    expect(down.status).toBe(503);
+    const error = (JSON.parse(down.body.toString()) as { error: { code: string; message: string } })
+      .error;
+    expect(error.code).toBe('scheduler_unreachable');
+    expect(error.message).toMatch(/routing table version \d+/);
+    // /v1 is still served from the table.
+    expect((await ask(p)).choices).toHaveLength(1);
+  });
+
+  it('reports signed, with in-flight requests and records; records of an outage arrive after it', async () => {
+    const { p, scheduler, workerId, registry, file } = await serving('106', {
+      engine: { tokensPerSecond: 20 },
+      plane: { maxRecords: 2 },
+    });
+
+    // A slow stream is in flight on the worker while reports go out.
+    const stream = await client(p).chat.completions.create({
+      model: MODEL,
+      messages: [{ role: 'user', content: 'Count.' }],
+      max_tokens: 20,
+      stream: true,
+    });
+    await until(() => scheduler.reports.some((r) => r.inFlight[workerId] === 1));
+    for await (const chunk of stream) void chunk;
+    await until(() => scheduler.reports.some((r) => r.requests.length > 0));
+    expect(scheduler.refused).toBe(0);
+    const first = scheduler.reports.find((r) => r.requests.length > 0)!;
+    expect(first.requests[0]).toMatchObject({ path: '/v1/chat/completions', stream: true });
+    expect(first).toMatchObject({ subscribed: true, droppedRecords: 0, pid: process.pid });
+    expect(first.listen).toBe(p.url);
+    const seqs = scheduler.reports.map((r) => r.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+
+    // The scheduler goes away; three requests are answered from the table meanwhile.
+    await scheduler.close();
+    const during = await Promise.all([1, 2, 3].map(() => ask(p)));
+    expect(during).toHaveLength(3);
+    // It comes back on another port and says so in the URL file.
+    const back = await startFakeScheduler(registry, cleanups);
+    writeSchedulerUrl(file, back.url);
+    await until(() => back.reports.some((r) => r.requests.length > 0));
+    const after = back.reports.find((r) => r.requests.length > 0)!;
+    // Two kept (maxRecords), the third counted.
+    expect(after.requests).toHaveLength(2);
+    expect(after.droppedRecords).toBe(1);
+    expect(back.reports.flatMap((r) => r.requests)).toHaveLength(2);
+  });
+});
