@@ -191,6 +191,60 @@ async function ask(client: OpenAI, i: number): Promise<string> {
   }
 }
 
+/**
+ * SIGTERM `worker` while a long generation runs on it (which keeps its front up for the
+ * drain grace); resolves once its front refuses new requests as a draining one.
+ */
+async function drainWhileBusy(worker: WorkerProcess): Promise<void> {
+  const direct = new OpenAI({ baseURL: `${worker.url}/v1`, apiKey: worker.key });
+  const long = new AbortController();
+  const inFlight = await direct.completions.create(
+    { model: MODEL, prompt: 'long', max_tokens: 3000, stream: true },
+    { signal: long.signal },
+  );
+  const reading = (async () => {
+    for await (const _chunk of inFlight) void _chunk;
+  })().catch(() => undefined);
+  cleanups.push(() => {
+    long.abort();
+    return reading;
+  });
+  worker.drain();
+  await until(async () => {
+    const answer = await fetch(`${worker.url}/v1/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${worker.key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 1 }),
+    });
+    await answer.body?.cancel();
+    return answer.status === 503 && answer.headers.get(WORKER_DRAINING.header) === '1';
+  });
+}
+
+type Attempt = Extract<RoutingJournalEntry, { type: 'attempt' }>;
+
+/** The proxy on a real socket over `pool`, with no retries at all; its attempts journaled. */
+async function proxyWithoutRetries(
+  pool: PoolView,
+): Promise<{ client: OpenAI; attempts: Attempt[] }> {
+  const attempts: Attempt[] = [];
+  const app = createProxyApp({
+    pool,
+    // Only a refusal that is not a failed attempt can go elsewhere.
+    retry: { maxAttempts: 1, budgetRatio: 0, minRetriesPerSecond: 0 },
+    journal: (entry) => {
+      if (entry.type === 'attempt') attempts.push(entry);
+    },
+  });
+  const server = await startProxyServer({ fetch: app.fetch });
+  cleanups.push(async () => {
+    await server.close(0);
+    await app.close();
+  });
+  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'none', maxRetries: 0 });
+  return { client, attempts };
+}
+
 describe.each([
   ['a data-plane process (its table from the watch stream)', 'watch'],
   ['the scheduler (its registry in process)', 'registry'],
@@ -212,49 +266,11 @@ describe.each([
       const pool = kind === 'watch' ? await watchedPool(registry) : registry;
       const changes: RoutingChange[] = [];
       pool.onRoutingChange?.((change) => changes.push(change));
-      const attempts: Extract<RoutingJournalEntry, { type: 'attempt' }>[] = [];
-      const app = createProxyApp({
-        pool,
-        // No retries at all: only a refusal that is not a failed attempt can go elsewhere.
-        retry: { maxAttempts: 1, budgetRatio: 0, minRetriesPerSecond: 0 },
-        journal: (entry) => {
-          if (entry.type === 'attempt') attempts.push(entry);
-        },
-      });
-      const server = await startProxyServer({ fetch: app.fetch });
-      cleanups.push(async () => {
-        await server.close(0);
-        await app.close();
-      });
-
-      // A generation in flight keeps the draining worker's front up for its drain grace.
-      const direct = new OpenAI({ baseURL: `${draining.url}/v1`, apiKey: draining.key });
-      const long = new AbortController();
-      const inFlight = await direct.completions.create(
-        { model: MODEL, prompt: 'long', max_tokens: 3000, stream: true },
-        { signal: long.signal },
-      );
-      const reading = (async () => {
-        for await (const _chunk of inFlight) void _chunk;
-      })().catch(() => undefined);
-      cleanups.push(() => {
-        long.abort();
-        return reading;
-      });
-      draining.drain();
-      await until(async () => {
-        const answer = await fetch(`${draining.url}/v1/completions`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${draining.key}`, 'content-type': 'application/json' },
-          body: JSON.stringify({ model: MODEL, prompt: 'x', max_tokens: 1 }),
-        });
-        await answer.body?.cancel();
-        return answer.status === 503 && answer.headers.get(WORKER_DRAINING.header) === '1';
-      });
+      const { client, attempts } = await proxyWithoutRetries(pool);
+      await drainWhileBusy(draining);
       // The control plane never heard of the drain: it still routes to both.
       expect(registry.routable('qwen').map((w) => w.id)).toEqual([servingId, drainingId]);
 
-      const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'none', maxRetries: 0 });
       for (let i = first; i < first + 50; i++) {
         expect(await ask(client, i)).not.toBe('');
       }
@@ -279,6 +295,38 @@ describe.each([
         // Out of this process's table only: the scheduler's registry still routes to it.
         expect(registry.routable('qwen').map((w) => w.id)).toEqual([servingId, drainingId]);
       }
+    },
+  );
+});
+
+describe('a request refused by the only worker, which drains', () => {
+  it.each([
+    ['relayed (continuable)', 1],
+    ['piped', 3],
+  ])(
+    'a %s request waits for a worker, as when none is routable, and succeeds on the next one',
+    async (_path, kind) => {
+      const schedulerUrl = `http://127.0.0.1:${await closedPort()}`;
+      const [draining, serving] = await Promise.all([
+        startWorker('81', schedulerUrl),
+        startWorker('82', schedulerUrl),
+      ]);
+      const registry = newRegistry();
+      const drainingId = registerReadyWorker(registry, '81', draining.port);
+      const { client, attempts } = await proxyWithoutRetries(registry);
+      await drainWhileBusy(draining);
+
+      const answer = ask(client, kind);
+      // Refused: the worker left routing, the request waits in the queue.
+      await until(() => registry.routable('qwen').length === 0);
+      expect(attempts).toHaveLength(1);
+      // A new worker becomes routable: the waiting request goes there.
+      const servingId = registerReadyWorker(registry, '82', serving.port);
+      expect(await answer).not.toBe('');
+      expect(attempts.map((a) => [a.workerId, a.attempt])).toEqual([
+        [drainingId, 1],
+        [servingId, 2],
+      ]);
     },
   );
 });
