@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createBearerCheck, createKeyCheck } from '../src/index.js';
+import { clientKeyHash, createBearerCheck, createKeyCheck } from '../src/index.js';
 
 describe('createBearerCheck', () => {
   const check = createBearerCheck(['sk-one', 'sk-two']);
@@ -25,6 +25,16 @@ describe('createBearerCheck', () => {
 
   it('matches nothing without configured keys', () => {
     expect(createBearerCheck([])('Bearer sk-one')).toBe(false);
+  });
+
+  it('matches keys known by their hash only (clientKeyHash), and never a malformed hash', () => {
+    const hashed = createBearerCheck([], [clientKeyHash('sk-hashed'), 'not-a-hash']);
+    expect(hashed('Bearer sk-hashed')).toBe(true);
+    expect(hashed('Bearer sk-other')).toBe(false);
+    expect(hashed('Bearer not-a-hash')).toBe(false);
+    // Together with plain keys.
+    const both = createBearerCheck(['sk-plain'], [clientKeyHash('sk-hashed')]);
+    expect([both('Bearer sk-plain'), both('Bearer sk-hashed')]).toEqual([true, true]);
   });
 });
 
