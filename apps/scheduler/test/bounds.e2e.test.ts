@@ -84,11 +84,31 @@ function upload(url: string, bytes: number): Promise<number> {
   });
 }
 
-/** Peak RSS growth of the scheduler over 8 concurrent 30 MB uploads, and their statuses. */
+/**
+ * The processes that buffer client bodies: the es-proxy processes serving the client port
+ * (from its state file), or the scheduler itself with --proxy-processes 0.
+ */
+function servingPids(scheduler: SchedulerProcess): number[] {
+  try {
+    const state = JSON.parse(readFileSync(join(scheduler.logDir, 'data-plane.json'), 'utf8')) as {
+      workers: number[];
+    };
+    return state.workers;
+  } catch {
+    return [scheduler.pid];
+  }
+}
+
+/**
+ * Peak RSS growth of the processes serving the client port over 8 concurrent 30 MB uploads,
+ * and their statuses.
+ */
 async function uploadGrowth(scheduler: SchedulerProcess) {
-  const base = rss(scheduler.pid);
+  const pids = servingPids(scheduler);
+  const total = () => pids.reduce((sum, pid) => sum + rss(pid), 0);
+  const base = total();
   let peak = base;
-  const sampler = setInterval(() => (peak = Math.max(peak, rss(scheduler.pid))), 20);
+  const sampler = setInterval(() => (peak = Math.max(peak, total())), 20);
   try {
     const statuses = await Promise.all(
       Array.from({ length: 8 }, () => upload(scheduler.url, 30 * 1000 * 1000)),
@@ -108,11 +128,19 @@ async function uploadGrowth(scheduler: SchedulerProcess) {
  */
 const GROWTH_BOUND_MB = 200;
 
+/**
+ * The budget is per process: one es-proxy process takes every upload, as the scheduler did
+ * when it served the client port itself (the default, half the cores, would spread them).
+ */
+const ONE_PROCESS = ['--proxy-processes', '1'];
+
 describe('the body budget on a real scheduler', () => {
   it(`8 concurrent 30 MB uploads all answered, RSS growth under ${GROWTH_BOUND_MB} MB (default budget)`, async ({
     annotate,
   }) => {
-    const scheduler = await schedulerWithWorker('rss', []);
+    const scheduler = await schedulerWithWorker('rss', ONE_PROCESS);
+    expect(servingPids(scheduler)).toHaveLength(1);
+    expect(servingPids(scheduler)).not.toContain(scheduler.pid);
     const { growthMb, statuses } = await uploadGrowth(scheduler);
     const seen = JSON.stringify({ growthMb, statuses });
     await annotate(seen);
@@ -129,7 +157,10 @@ describe('the body budget on a real scheduler', () => {
   it('with a budget as large as the uploads (planted) the same uploads grow it past the bound', async ({
     annotate,
   }) => {
-    const scheduler = await schedulerWithWorker('rss-planted', ['--body-budget-mb', '4096']);
+    const scheduler = await schedulerWithWorker('rss-planted', [
+      ...ONE_PROCESS,
+      ...['--body-budget-mb', '4096'],
+    ]);
     const { growthMb, statuses } = await uploadGrowth(scheduler);
     const seen = JSON.stringify({ growthMb, statuses });
     await annotate(seen);
