@@ -22,21 +22,13 @@ import { createMockEngine } from '@es/mock-engine';
 import { createRegistry, createRoutingWatchServer } from '@es/pool';
 import type { Registry } from '@es/pool';
 import { registerReadyWorker } from './registry-worker.js';
+import { SETTINGS } from './watch-settings.js';
 
 export const SECRET = 'data-plane-test-secret-0123456789abcdef';
 export const { dataPlaneKey: DATA_PLANE_KEY } = deriveKeys(SECRET);
 export const MODEL = '/models/qwen';
 
-export const SETTINGS: DataPlaneSettings = {
-  clientKeyHashes: [],
-  corsOrigins: [],
-  exposeSelectedEndpoint: false,
-  maxContinuations: 3,
-  stallTimeoutMs: 30_000,
-  bodyBudgetBytes: 1 << 30,
-  clientIdleTimeoutMs: 120_000,
-  maxConnections: 10_000,
-};
+export { SETTINGS };
 
 export type Cleanups = (() => void | Promise<void>)[];
 
