@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { clientKeyHash, writeSchedulerUrl } from '@es/protocol';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -84,6 +85,19 @@ async function serving(
   return { registry, workerId, scheduler, file, p };
 }
 
+/** The status line of a GET of `target` sent verbatim (no client normalises it). */
+function rawPath(port: number, target: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`),
+    );
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    socket.on('end', () => resolve(text.split('\r\n')[0]!));
+    socket.on('error', reject);
+  });
+}
+
 describe('startDataPlane', () => {
   it('serves a chat completion from the watch stream, and /v1/models and /health from its table', async () => {
     const { p, workerId } = await serving('101');
@@ -150,6 +164,10 @@ describe('startDataPlane', () => {
     expect(echoed.status).toBe(200);
     expect(echoed.headers['x-echo']).toBe('yes');
     expect(echoed.body.equals(big)).toBe(true);
+
+    // A target that would resolve to another host stays a path of the control listener.
+    const sneaky = await rawPath(p.port, '//example.invalid/metrics');
+    expect(sneaky).toMatch(/^HTTP\/1\.1 404 /);
 
     await scheduler.close();
     const down = await raw(`${p.url}/metrics`, 'GET');

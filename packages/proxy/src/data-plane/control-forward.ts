@@ -6,7 +6,7 @@
  * `scheduler_unreachable`, while `/v1` keeps being served from the table.
  */
 import { Agent, request } from 'node:http';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import { DataPlaneError, sendError } from './errors.js';
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) belong to one connection, not to the request.
@@ -68,12 +68,35 @@ export function createControlForwarder(
         sendError(outgoing, unreachable(undefined, tableVersion));
         return;
       }
-      const target = new URL(incoming.url ?? '/', controlUrl);
-      const upstream = request(target, {
-        method: incoming.method,
-        headers: endToEnd(incoming.rawHeaders) as unknown as Record<string, string>,
-        agent,
-      });
+      // The request target goes on as a path of the control origin, whatever it looks like:
+      // resolved as a URL, `//other-host/x` would send the request to another host.
+      const origin = new URL(controlUrl);
+      let upstream: ClientRequest;
+      try {
+        upstream = request({
+          protocol: origin.protocol,
+          hostname: origin.hostname,
+          port: origin.port,
+          path: incoming.url?.startsWith('/') === true ? incoming.url : `/${incoming.url ?? ''}`,
+          method: incoming.method,
+          headers: endToEnd(incoming.rawHeaders) as unknown as Record<string, string>,
+          agent,
+        });
+      } catch (error) {
+        incoming.resume();
+        sendError(
+          outgoing,
+          new DataPlaneError(
+            'invalid_request',
+            `cannot forward ${incoming.method} ${incoming.url}: ${(error as Error).message}`,
+            {
+              status: 400,
+              cause: error,
+            },
+          ),
+        );
+        return;
+      }
       let answered = false;
       const connectTimer = setTimeout(
         () => upstream.destroy(new Error(`no connection within ${connectTimeoutMs} ms`)),

@@ -223,7 +223,12 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       health(outgoing);
       return RESPONSE_ALREADY_SENT;
     }
-    void controlUrl().then((url) => control.forward(incoming, outgoing, url, pool.version));
+    void controlUrl()
+      .then((url) => control.forward(incoming, outgoing, url, pool.version))
+      .catch((error: unknown) => {
+        logger?.warn({ err: error }, 'forwarding to the scheduler failed');
+        outgoing.destroy();
+      });
     return RESPONSE_ALREADY_SENT;
   };
 

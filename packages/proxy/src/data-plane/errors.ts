@@ -7,6 +7,8 @@ export type DataPlaneErrorCode =
   | 'no_routing_table'
   /** A path served by the scheduler's control listener could not be forwarded (503). */
   | 'scheduler_unreachable'
+  /** A request that cannot be forwarded as it is (its target, a header) (400). */
+  | 'invalid_request'
   /** The listen address could not be bound (in use, not an address of this host). */
   | 'listen_failed';
 
