@@ -153,6 +153,21 @@ describe('startDataPlane', () => {
     expect((await ask(p, 'sk-client-key')).choices).toHaveLength(1);
   });
 
+  it('serves with the settings of a later snapshot when they differ (a client key added)', async () => {
+    const { p, scheduler, registry, file } = await serving('107');
+    expect((await ask(p)).choices).toHaveLength(1);
+
+    // The scheduler restarts elsewhere with --api-key set: its snapshot carries the hash.
+    await scheduler.close();
+    const settings = { ...SETTINGS, clientKeyHashes: [clientKeyHash('sk-now-required')] };
+    const restarted = await startFakeScheduler(registry, cleanups, settings);
+    writeSchedulerUrl(file, restarted.url);
+    await until(() => p.pool.settings?.clientKeyHashes.length === 1);
+    const refused = await ask(p).catch((error: unknown) => error);
+    expect((refused as APIError).status).toBe(401);
+    expect((await ask(p, 'sk-now-required')).choices).toHaveLength(1);
+  });
+
   it('forwards other paths to the control listener (bodies streamed), 503 scheduler_unreachable when it is down', async () => {
     const { p, scheduler } = await serving('105');
 
