@@ -166,6 +166,8 @@ function handle(state: DataPlaneState, adopted: boolean): DataPlane {
   };
 }
 
+const plural = (n: number) => `${n} process${n === 1 ? '' : 'es'}`;
+
 /** The last `lines` lines of `file` (its last 8 KiB at most). */
 function tail(file: string, lines = 15): string {
   try {
@@ -197,7 +199,7 @@ export async function startOrAdoptDataPlane(options: DataPlaneOptions): Promise<
     if (samePlace) {
       log.info(
         { pid: previous.pid, port: previous.port, processes: previous.processes },
-        `re-adopted es-proxy (pid ${previous.pid}, ${previous.processes} processes) serving ${previous.host}:${previous.port}; it follows ${controlUrlFilePath(options.logDir)}`,
+        `re-adopted es-proxy (pid ${previous.pid}, ${plural(previous.processes)}) serving ${previous.host}:${previous.port}; it follows ${controlUrlFilePath(options.logDir)}`,
       );
       if (previous.processes !== options.processes) {
         log.warn(
@@ -253,7 +255,7 @@ export async function startOrAdoptDataPlane(options: DataPlaneOptions): Promise<
   if (pid !== undefined && exit === undefined && ready && state?.pid === pid) {
     log.info(
       { pid, port: state.port, processes: state.processes, log: logFile },
-      `started es-proxy (pid ${pid}, ${state.processes} processes) on ${options.host}:${state.port}`,
+      `started es-proxy (pid ${pid}, ${plural(state.processes)}) on ${options.host}:${state.port}`,
     );
     return handle(state, false);
   }
