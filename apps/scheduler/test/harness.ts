@@ -121,6 +121,8 @@ export interface SchedulerProcessOptions {
 }
 
 const started = new Set<ChildProcess>();
+/** The log directories of the schedulers started: their es-proxy may outlive them. */
+const logDirs = new Set<string>();
 
 /** Any port free on 127.0.0.1 right now. */
 export function freePort(): Promise<number> {
@@ -169,6 +171,7 @@ export async function startSchedulerProcess(
   const port = options.port ?? (await freePort());
   // Owner-only, as the scheduler requires of an existing log directory.
   mkdirSync(options.logDir, { recursive: true, mode: 0o700 });
+  logDirs.add(options.logDir);
   const args = [...options.args];
   if (!args.includes('--port')) args.push('--port', String(port));
   if (!args.includes('--log-dir')) args.push('--log-dir', options.logDir);
@@ -304,6 +307,30 @@ export async function killStartedSchedulers(): Promise<void> {
     }
   });
   await Promise.all(waits);
+  // A scheduler that leaves its jobs running (SLURM) leaves its es-proxy serving, and one
+  // re-adopted from a scheduler stopped before is no descendant of the last: end them all.
+  for (const logDir of logDirs) {
+    const pid = dataPlanePid(logDir);
+    if (pid === undefined || !cmdline(pid).includes('--state-file')) continue;
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  logDirs.clear();
+}
+
+/** The pid of the es-proxy primary serving from `logDir` (its `data-plane.json`). */
+function dataPlanePid(logDir: string): number | undefined {
+  try {
+    const { pid } = JSON.parse(readFileSync(join(logDir, 'data-plane.json'), 'utf8')) as {
+      pid?: unknown;
+    };
+    return typeof pid === 'number' ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every descendant of `pid` (children, grandchildren ...), from one `ps`. */
