@@ -4,24 +4,43 @@
 # reliability suite (faults injected under load on that cluster). The three run one after
 # another: the SLURM suites measure detection times in seconds and share one cluster.
 # Installs what the tests need and a fresh Debian machine lacks: pnpm and the dependencies
-# (scripts/bootstrap.sh), Chromium for the dashboard test, slurm-wlm and munge.
+# (scripts/bootstrap.sh), Chromium for the dashboard test, nginx for the data-plane test,
+# slurm-wlm and munge.
 # Arguments are passed to each vitest run (e.g. -t "preempt").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
-# Chromium drives the dashboard test (packages/admin/test/dashboard.test.ts).
-CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
-if [ ! -x "$CHROMIUM" ]; then
+# apt_install <binary> <package> <variable>: install Debian's <package> (no recommends) when
+# <binary> is missing. No service starts meanwhile: policy-rc.d refuses every start during
+# the install (nginx's would take port 80).
+apt_install() {
+  local binary="$1" package="$2" variable="$3" policy=/usr/sbin/policy-rc.d status=0
+  [ -x "$binary" ] && return 0
   if [ "$(id -u)" != 0 ]; then
-    echo "test.sh: $CHROMIUM is missing; run as root to install it (apt-get install chromium) or set CHROMIUM_PATH" >&2
+    echo "test.sh: $binary is missing; run as root to install it (apt-get install $package) or set $variable" >&2
     exit 1
   fi
-  echo "==> installing chromium (apt-get)" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  timeout 600 apt-get update -q </dev/null >&2
-  timeout 900 apt-get install -y -q --no-install-recommends chromium </dev/null >&2
-fi
+  echo "==> installing $package (apt-get; no service started)" >&2
+  [ -e "$policy" ] && mv "$policy" "$policy.es-test"
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -q </dev/null >&2 || status=1
+  [ "$status" = 1 ] || DEBIAN_FRONTEND=noninteractive timeout 900 \
+    apt-get install -y -q --no-install-recommends "$package" </dev/null >&2 || status=1
+  rm -f "$policy"
+  [ -e "$policy.es-test" ] && mv "$policy.es-test" "$policy"
+  if [ "$status" != 0 ]; then
+    echo "test.sh: apt-get install $package failed" >&2
+    exit 1
+  fi
+}
+
+# Chromium drives the dashboard test (packages/admin/test/dashboard.test.ts).
+apt_install "${CHROMIUM_PATH:-/usr/bin/chromium}" chromium CHROMIUM_PATH
+# nginx runs in front of two es-proxy processes with examples/data-plane/nginx.conf
+# (apps/scheduler/test/standalone-proxy.e2e.test.ts starts it itself, as its child).
+apt_install "${NGINX_PATH:-/usr/sbin/nginx}" nginx-light NGINX_PATH
 
 # The SLURM dev cluster (install when missing, start, wait for idle nodes): done here rather
 # than in the integration project's global setup alone, so a failed install stops the run
