@@ -220,6 +220,17 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
     reportOutcome(workerId, outcome: AttemptOutcome) {
       const w = workers.get(workerId);
       if (w === undefined) return;
+      if (outcome === 'draining') {
+        // The worker drains (its front said so) before this registry heard of it: out of
+        // routing now, even as the last routable worker; its drain notice or heartbeat
+        // makes it `draining` here meanwhile. Not a failure.
+        if (w.state !== 'ready' || (w.ejectedUntil ?? 0) > now()) return;
+        w.ejectedUntil = now() + ejectCooldownMs;
+        const reason = 'its engine front refuses new requests: the worker is draining';
+        republish(w.deployment, `unready: ${reason}`);
+        emit({ type: 'unready', deployment: w.deployment, jobId: w.jobId, workerId, reason });
+        return;
+      }
       if (outcome === 'success') {
         w.failures = 0;
         w.requestsServed++;
