@@ -45,6 +45,7 @@ export type {
 } from './registry.js';
 export type {
   ControlPlaneRouting,
+  DataPlaneAccounting,
   DeploymentCatalog,
   DrainResult,
   JobLedger,

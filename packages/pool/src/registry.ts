@@ -10,6 +10,7 @@ import type { PoolView, RoutingChange } from './view.js';
 import type { DeploymentConfig } from './deployment.js';
 import type {
   ControlPlaneRouting,
+  DataPlaneAccounting,
   DeploymentCatalog,
   JobLedger,
   PoolEventLog,
@@ -136,7 +137,14 @@ export type PoolEventListener = (event: PoolEvent) => void;
  * `PoolEventLog`, status views a `PoolEventFeed` (see roles.ts).
  */
 export interface Registry
-  extends PoolView, ControlPlaneRouting, WorkerLedger, JobLedger, DeploymentCatalog, PoolEventLog {
+  extends
+    PoolView,
+    ControlPlaneRouting,
+    DataPlaneAccounting,
+    WorkerLedger,
+    JobLedger,
+    DeploymentCatalog,
+    PoolEventLog {
   /** Heartbeat interval told to workers. */
   readonly heartbeatIntervalMs: number;
   /**
@@ -189,6 +197,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     reportOutcome: routing.reportOutcome,
     onRoutingChange: routing.onRoutingChange,
     controlRoutable: routing.controlRoutable,
+    recordServed: routing.recordServed,
     onControlRoutingChange: routing.onControlRoutingChange,
     onWorkerLost: lifecycle.onWorkerLost,
 

@@ -34,6 +34,16 @@ export interface ControlPlaneRouting {
 }
 
 /**
+ * What the data plane's reports add to the registry: the requests each worker served through
+ * a data-plane process (`requests_served` of `/workers`, `SERVED` of `es status`), counted as
+ * the in-process proxy counts its own successful attempts.
+ */
+export interface DataPlaneAccounting {
+  /** `requests` more requests served by `workerId` (an unknown id is ignored). */
+  recordServed(workerId: string, requests: number): void;
+}
+
+/**
  * What the worker protocol changes: the scheduler side of register, heartbeat, drain,
  * deregister and handover (`createWorkerApi` takes this). Failures are `PoolError`s the worker API
  * answers as they are: `unknown_deployment` and `unknown_worker` (404: register again),

@@ -11,6 +11,7 @@ import type { AdminAttachment } from '@es/admin';
 import {
   createDataPlaneLedger,
   createRoutingWatchServer,
+  type DataPlaneAccounting,
   type DataPlaneLedger,
   type RoutingWatchServer,
   type RoutingWatchSource,
@@ -66,8 +67,8 @@ export interface DataPlaneRecordHooks {
 
 /** Options of {@link createDataPlaneRoutes}. */
 export interface DataPlaneRoutesOptions {
-  /** The control-plane routable sets the stream carries (the registry). */
-  registry: RoutingWatchSource;
+  /** The control-plane routable sets the stream carries, and the served counts (the registry). */
+  registry: RoutingWatchSource & DataPlaneAccounting;
   /** `deriveKeys(secret).dataPlaneKey`: checks reports and subscriptions, signs the stream. */
   dataPlaneKey: string;
   /** Sent in each snapshot (see {@link dataPlaneSettings}). */
@@ -111,7 +112,15 @@ export function createDataPlaneRoutes(options: DataPlaneRoutesOptions): DataPlan
     ...options.ledger,
     onRecords: ({ requests, continuations }) => {
       // Checked by DataPlaneReportSchema for the fields the metrics read; the rest passes.
-      for (const record of requests) hooks.onRequestComplete(record as ProxyRequestRecord);
+      const served = new Map<string, number>();
+      for (const record of requests) {
+        hooks.onRequestComplete(record as ProxyRequestRecord);
+        const { workerId } = record as ProxyRequestRecord;
+        if (record.outcome === 'ok' && workerId !== undefined) {
+          served.set(workerId, (served.get(workerId) ?? 0) + 1);
+        }
+      }
+      for (const [workerId, count] of served) options.registry.recordServed(workerId, count);
       for (const record of continuations) hooks.onContinuation(record as ContinuationRecord);
     },
   });

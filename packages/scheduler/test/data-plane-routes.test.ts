@@ -170,14 +170,21 @@ describe('data-plane report route', () => {
     expect(status.dataPlane.processes.map((p) => p.id)).toEqual(['login1:4242']);
   });
 
-  it("counts every process's request and continuation records in /metrics", async () => {
-    const { url } = await startScheduler();
+  it("counts every process's request and continuation records in /metrics and per worker", async () => {
+    const { url, registry } = await startScheduler();
+    const w = registerReadyWorker(registry, '1', 9001);
+    const served = () => registry.workers().find((x) => x.id === w)?.requestsServed;
     const total = (text: string, labels: Record<string, string> = {}) =>
       metric(text, 'es_requests_total', { deployment: 'qwen', ...labels });
     const before = await admin<string>(url, '/metrics');
     expect(total(before)).toBe(0);
 
-    const first = report(1, { requests: [request('a'), request('b', 502)] });
+    const first = report(1, {
+      requests: [
+        { ...request('a'), workerId: w },
+        { ...request('b', 502), workerId: w },
+      ],
+    });
     expect((await send(url, JSON.stringify(first))).status).toBe(204);
     const other = report(1, {
       id: 'login2:77',
@@ -203,6 +210,8 @@ describe('data-plane report route', () => {
     const after = await admin<string>(url, '/metrics');
     expect(total(after)).toBe(3);
     expect(total(after, { status: '502' })).toBe(1);
+    // `requests_served` of /workers, SERVED of es status: the one that was served, once.
+    expect(served()).toBe(1);
     expect(
       metric(after, 'es_continuations_total', { deployment: 'qwen', outcome: 'continued' }),
     ).toBe(1);

@@ -13,7 +13,12 @@ import type {
   RoutingChange,
 } from '../view.js';
 import { deploymentView, validateDeployment, type DeploymentConfig } from '../deployment.js';
-import type { ControlPlaneRouting, PoolEventLog, DeploymentCatalog } from '../roles.js';
+import type {
+  ControlPlaneRouting,
+  DataPlaneAccounting,
+  DeploymentCatalog,
+  PoolEventLog,
+} from '../roles.js';
 import type { RegistryStore, WorkerRecord } from './records.js';
 
 interface DeploymentRecord {
@@ -43,6 +48,7 @@ export interface Routing
   extends
     DeploymentCatalog,
     ControlPlaneRouting,
+    DataPlaneAccounting,
     Pick<
       PoolView,
       'deployments' | 'resolveModel' | 'routable' | 'waitForRoutable' | 'reportOutcome'
@@ -217,6 +223,10 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
       return () => controlListeners.delete(listener);
     },
 
+    recordServed(workerId, requests) {
+      const w = workers.get(workerId);
+      if (w !== undefined) w.requestsServed += requests;
+    },
     reportOutcome(workerId, outcome: AttemptOutcome) {
       const w = workers.get(workerId);
       if (w === undefined) return;
