@@ -178,19 +178,21 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
 
   const health = (res: ServerResponse) => {
     const version = pool.version;
-    let ready = 0;
+    // Ready as the scheduler counts them: this process's own ejections are still ready.
+    let ready = pool.ejected().length;
     for (const d of pool.deployments()) ready += pool.routable(d.name).length;
-    // The scheduler's /health fields, and what this process knows of its table.
+    // The scheduler's /health body, field for field (every process answers the same);
+    // what this process knows of its table goes in headers.
     const body = JSON.stringify({
       status: version === undefined ? 'no_routing_table' : 'ok',
       ready_workers: ready,
-      data_plane: id,
-      table_version: version ?? null,
-      subscribed: pool.connected,
     });
     res.writeHead(version === undefined ? 503 : 200, {
       'content-type': 'application/json',
       'content-length': Buffer.byteLength(body),
+      'x-es-data-plane': id,
+      'x-es-table-version': String(version ?? ''),
+      'x-es-subscribed': String(pool.connected),
     });
     res.end(body);
   };
