@@ -233,6 +233,43 @@ describe('es-scheduler --proxy-processes 2 (local backend)', () => {
     expect([...answered].filter((id) => old.includes(id) || id === '')).toEqual([]);
   }, 180_000);
 
+  it('starts another es-proxy on the same port when its supervisor dies while the scheduler lives', async () => {
+    const dead = readState().pid;
+    // The primary and its workers (node:cluster workers exit with their primary).
+    process.kill(-dead, 'SIGKILL');
+    const killedAt = Date.now();
+    const replaced = await waitFor(
+      'a new es-proxy serving the port',
+      // Removed and written again by the scheduler's new start: absent for a moment.
+      () => {
+        try {
+          return readState();
+        } catch {
+          return undefined;
+        }
+      },
+      (s) => s !== undefined && s.pid !== dead && processAlive(s.pid),
+      20_000,
+      50,
+    );
+    expect(replaced).toMatchObject({ port, processes: 2 });
+    expect(supervisors()).toEqual([replaced!.pid]);
+    expect(
+      msgs(second).some((m) => m.startsWith(`es-proxy (pid ${dead}) serving port ${port} is gone`)),
+    ).toBe(true);
+    // It serves the current table at once: the new workers, none of the drained ones.
+    await waitFor(
+      'a chat through the new es-proxy',
+      () => chat(client).catch(() => ''),
+      (id) => id !== '',
+      10_000,
+      100,
+    );
+    console.log(
+      `es-proxy serving again ${Date.now() - killedAt} ms after its supervisor was SIGKILLed`,
+    );
+  }, 60_000);
+
   it('ends es-proxy with the jobs when the local-backend scheduler gets SIGTERM', async () => {
     const pids = esProxyPids();
     expect(pids.length).toBe(3);

@@ -37,7 +37,8 @@ import { startListeners } from './listeners.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
 import { reliabilityHooks } from './reliability-hooks.js';
 import { ensureLogDir, loadOrCreateSecret } from './secret.js';
-import { controlUrlFilePath, startOrAdoptDataPlane, type DataPlane } from './data-plane-process.js';
+import { controlUrlFilePath } from './data-plane-process.js';
+import { superviseDataPlane, type SupervisedDataPlane } from './data-plane-supervisor.js';
 import { createSeedRoutes } from './seed-routes.js';
 import type { SchedulerSettings } from './settings.js';
 import { summarizeStatus, type SeedStatusSummary } from './status-model.js';
@@ -204,10 +205,10 @@ export async function createScheduler(
   const controlUrlFile = controlUrlFilePath(logDir);
   const controlUrl = advertisedUrl(settings.host, server.port, backend);
   writeSchedulerUrl(controlUrlFile, controlUrl);
-  let dataPlane: DataPlane | undefined;
+  let dataPlane: SupervisedDataPlane | undefined;
   if ((settings.proxyProcesses ?? 0) >= 1) {
     try {
-      dataPlane = await startOrAdoptDataPlane({
+      dataPlane = await superviseDataPlane({
         host: settings.host,
         port: settings.port,
         processes: settings.proxyProcesses ?? 1,
@@ -325,6 +326,8 @@ export async function createScheduler(
     (closed ??= (async () => {
       clearInterval(countTimer);
       clearInterval(progressTimer);
+      // No new es-proxy while closing: ended below with the jobs, or left serving.
+      dataPlane?.release();
       dataPlaneRoutes.close();
       await reconciler.stop();
       if (closeOptions.cancelJobs ?? settings.cancelOnExit) {

@@ -101,7 +101,7 @@ function readState(file: string): DataPlaneState | undefined {
  * but does not last: our own child is reaped by Node, an adopted es-proxy (whose scheduler
  * is gone) by init; and its empty cmdline is never taken for an es-proxy.
  */
-function alive(target: number): boolean {
+export function alive(target: number): boolean {
   try {
     process.kill(target, 0);
     return true;
