@@ -7,6 +7,7 @@
  */
 import { backoffDelay } from '@es/protocol';
 import {
+  alive as isAlive,
   startOrAdoptDataPlane,
   type DataPlane,
   type DataPlaneOptions,
