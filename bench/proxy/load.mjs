@@ -71,6 +71,17 @@ async function exchange(pool, headers, body, read) {
 const cpuOf = (s) => s.cpu.user + s.cpu.system;
 
 /**
+ * CPU (µs) of each process of a multi-process target (`parts` of its stats: each worker, the
+ * primary or master, the scheduler) between two stats, divided by `n`.
+ */
+function partsPer(before, after, n) {
+  if (before?.parts === undefined || after?.parts === undefined) return undefined;
+  return Object.fromEntries(
+    Object.keys(after.parts).map((k) => [k, (after.parts[k] - (before.parts[k] ?? NaN)) / n]),
+  );
+}
+
+/**
  * Non-streaming completions at `concurrency` for `settleMs` (not measured) then `durationMs`:
  * served req/s and latency percentiles (ms) of the verified responses completed in the window,
  * and the target process's CPU per response (µs; the figure the machine's other load
@@ -118,7 +129,11 @@ export async function nonStreaming(
     p99: percentile(latencies, 99),
     ...tally,
   };
-  if (before !== undefined) result.cpuUsPerRequest = (cpuOf(after) - cpuOf(before)) / windowCount;
+  if (before !== undefined) {
+    result.cpuUsPerRequest = (cpuOf(after) - cpuOf(before)) / windowCount;
+    const parts = partsPer(before, after, windowCount);
+    if (parts !== undefined) result.partsCpuUsPerRequest = parts;
+  }
   return result;
 }
 
@@ -201,6 +216,9 @@ export async function streaming(
   result.p99us = percentile(latencies, 99);
   if (before !== undefined) {
     result.cpuMsPer1000Chunks = (cpuOf(windowEnd) - cpuOf(windowStart)) / windowChunks;
+    // µs per chunk, the same number as ms per 1,000 chunks.
+    const parts = partsPer(windowStart, windowEnd, windowChunks);
+    if (parts !== undefined) result.partsCpuUsPerChunk = parts;
   }
   return result;
 }

@@ -3,7 +3,7 @@
 // process: the servers in this folder (forked, with IPC for stats) and the deployed
 // scheduler (apps/scheduler/dist/cli.mjs, with its local workers and mock engines).
 import { execFileSync, fork, spawn } from 'node:child_process';
-import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,6 +33,28 @@ export function childStats(child) {
   });
 }
 
+/**
+ * Spawn a server the benchmark owns (not one of this folder's forked children): SIGTERMed if
+ * this process exits first. `stop()` SIGTERMs it, waits for its exit up to `graceMs`, then
+ * removes `dir` (its temporary directory).
+ */
+export function spawnOwned(command, argv, { stdio, dir, graceMs = 15_000 }) {
+  const child = spawn(command, argv, { stdio });
+  const owned = { child, exited: false };
+  child.once('exit', () => (owned.exited = true));
+  const orphan = () => child.kill('SIGTERM');
+  process.once('exit', orphan);
+  owned.stop = async () => {
+    process.off('exit', orphan);
+    if (!owned.exited) {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(graceMs)]);
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return owned;
+}
+
 let clockTicks;
 /** CPU (µs) and RSS (bytes) of any process, from /proc (10 ms CPU resolution). */
 export function procStats(pid) {
@@ -47,6 +69,97 @@ export function procStats(pid) {
 
 const PROTOCOL_DIST = here('../../packages/protocol/dist/index.mjs');
 export const SCHEDULER_CLI = here('../../apps/scheduler/dist/cli.mjs');
+export const ES_PROXY = here('../../apps/proxy/dist/main.mjs');
+
+const cpuOf = (s) => s.cpu.user + s.cpu.system;
+
+/**
+ * The serving processes of an es-proxy (its workers, read from its state file each time, so a
+ * respawned worker is followed): their CPU and RSS summed (each request and chunk is served
+ * by one worker, so the sum per request or chunk is what one process spends on it), and in
+ * `parts` the CPU (µs) of each worker, of the primary and of any `others` ({ name: pid }),
+ * which the sum leaves out.
+ */
+export function dataPlaneStats(stateFile, others = {}) {
+  const state = JSON.parse(readFileSync(stateFile, 'utf8'));
+  const workers = state.workers.map((pid) => procStats(pid));
+  const parts = Object.fromEntries(workers.map((w, i) => [`worker ${i + 1}`, cpuOf(w)]));
+  parts.primary = cpuOf(procStats(state.pid));
+  for (const [name, pid] of Object.entries(others)) parts[name] = cpuOf(procStats(pid));
+  return {
+    cpu: {
+      user: workers.reduce((n, w) => n + w.cpu.user, 0),
+      system: workers.reduce((n, w) => n + w.cpu.system, 0),
+    },
+    rss: workers.reduce((n, w) => n + w.rss, 0),
+    parts,
+  };
+}
+
+/**
+ * `es-proxy --processes N` as deployed (apps/proxy/dist/main.mjs), following the watch server
+ * at `watchUrl` through a scheduler-URL file, with `secretFile` (the secret the watch server
+ * signs with). Resolves once its state file is written (every worker listens) and /v1/models
+ * answers from its table.
+ */
+export async function startEsProxy({ watchUrl, secretFile, processes }) {
+  const dir = mkdtempSync(join(tmpdir(), 'es-bench-dp-'));
+  const urlFile = join(dir, 'control-url');
+  const stateFile = join(dir, 'data-plane.json');
+  const { writeSchedulerUrl } = await import(PROTOCOL_DIST);
+  writeSchedulerUrl(urlFile, watchUrl);
+  const argv = [
+    '--secret-file',
+    secretFile,
+    '--scheduler-url-file',
+    urlFile,
+    '--host',
+    '127.0.0.1',
+    '--port',
+    '0',
+    '--processes',
+    String(processes),
+    '--state-file',
+    stateFile,
+  ];
+  const logFile = join(dir, 'es-proxy.log');
+  const out = openSync(logFile, 'a');
+  const owned = spawnOwned(process.execPath, [ES_PROXY, ...argv], {
+    stdio: ['ignore', out, out],
+    dir,
+  });
+  const { child, stop } = owned;
+  try {
+    const state = await until(`es-proxy --processes ${processes} to listen`, 30_000, () => {
+      if (owned.exited)
+        throw new Error(`es-proxy exited:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+      return existsSync(stateFile) ? JSON.parse(readFileSync(stateFile, 'utf8')) : undefined;
+    });
+    const url = `http://127.0.0.1:${state.port}`;
+    // Every worker has its own subscription: ask each a few times (accepts are spread).
+    await until('es-proxy to have its routing table', 30_000, async () => {
+      for (let i = 0; i < 4 * processes; i++) {
+        const res = await fetch(`${url}/v1/models`, { headers: { connection: 'close' } });
+        const body = await res.json().catch(() => ({}));
+        if (res.status !== 200 || !(body.data?.length > 0)) return undefined;
+      }
+      return true;
+    });
+    return {
+      child,
+      url,
+      stats: async () => dataPlaneStats(stateFile),
+      argv: [
+        'apps/proxy/dist/main.mjs',
+        ...argv.map((a) => (a === secretFile ? '<secret file>' : a.replace(dir, '<tmp>'))),
+      ],
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
 
 async function until(what, timeoutMs, probe) {
   const deadline = Date.now() + timeoutMs;
@@ -103,23 +216,15 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
   ];
   const logFile = join(dir, 'scheduler.log');
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [SCHEDULER_CLI, ...argv], { stdio: ['ignore', out, out] });
-  let exited = false;
-  child.once('exit', () => (exited = true));
   // A crashed load generator must not leave a scheduler (and its engines) behind.
-  const orphan = () => child.kill('SIGTERM');
-  process.once('exit', orphan);
-  const stop = async () => {
-    process.off('exit', orphan);
-    if (!exited) {
-      child.kill('SIGTERM');
-      await Promise.race([new Promise((resolve) => child.once('exit', resolve)), sleep(15_000)]);
-    }
-    rmSync(dir, { recursive: true, force: true });
-  };
+  const owned = spawnOwned(process.execPath, [SCHEDULER_CLI, ...argv], {
+    stdio: ['ignore', out, out],
+    dir,
+  });
+  const { child, stop } = owned;
   try {
     const url = await until('the scheduler to listen', 30_000, () => {
-      if (exited)
+      if (owned.exited)
         throw new Error(`the scheduler exited:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
       return /"url":"(http:[^"]+)"/.exec(readFileSync(logFile, 'utf8'))?.[1];
     });
@@ -139,6 +244,9 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
     const secret = readFileSync(join(dir, 'logs', 'secret'), 'utf8');
     const engineUrls = Object.fromEntries(
       Object.entries(engines).map(([model, w]) => [model, w.base_url.replace(/\/v1$/, '')]),
+    );
+    const jobIds = Object.fromEntries(
+      Object.entries(engines).map(([model, w]) => [model, String(w.slurm_job_id)]),
     );
     const engineKeys = Object.fromEntries(
       Object.entries(engines).map(([model, w]) => [
@@ -162,11 +270,21 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
       'apps/scheduler/dist/cli.mjs',
       ...argv.map((a) => (a === apiKey || a === adminKey ? '<random>' : a.replace(dir, '<tmp>'))),
     ];
+    // Since issue 17 the scheduler's own process does not serve /v1: the es-proxy processes
+    // of its data-plane.json do (with --proxy-processes 0 there is none, and it serves).
+    const stateFile = join(dir, 'logs', 'data-plane.json');
+    const stats = async () =>
+      existsSync(stateFile)
+        ? dataPlaneStats(stateFile, { scheduler: child.pid })
+        : { ...procStats(child.pid), parts: {} };
     return {
       child,
       url,
       engines: engineUrls,
       engineKeys,
+      jobIds,
+      secretFile: join(dir, 'logs', 'secret'),
+      stats,
       argv: shown,
       requestsCounted,
       stop,

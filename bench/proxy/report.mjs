@@ -73,6 +73,14 @@ function median(values) {
 }
 const sum = (values) => values.reduce((n, v) => n + (v ?? 0), 0);
 
+/** Per process of a multi-process target: the median over rounds of each process's figure. */
+function partsMedian(perRound) {
+  const present = perRound.filter((p) => p !== undefined);
+  if (present.length === 0) return undefined;
+  const keys = [...new Set(present.flatMap((p) => Object.keys(p)))];
+  return Object.fromEntries(keys.map((k) => [k, median(present.map((p) => p[k]))]));
+}
+
 /** Medians over rounds; "added" figures subtract the direct route's figure of the same round. */
 function summarizeLatency(latency) {
   if (latency === undefined) return {};
@@ -91,6 +99,7 @@ function summarizeLatency(latency) {
         cpuUsPerRequest: median(rounds.map((r) => r[c].cpuUsPerRequest)),
         perRound: rounds.map((r) => r[c].rps),
         perRoundCpu: rounds.map((r) => r[c].cpuUsPerRequest),
+        parts: partsMedian(rounds.map((r) => r[c].partsCpuUsPerRequest)),
       };
     }
     const all = [latency.warmup[name], ...rounds.flatMap((r) => [r.c1, r.c64])];
@@ -121,6 +130,7 @@ function summarizeStream(stream, streams) {
         2 ** 20 /
         (streams / 1000),
       chunks: sum(rounds.map((r) => r.chunks)),
+      parts: partsMedian(rounds.map((r) => r.partsCpuUsPerChunk)),
       failed: sum([stream.warmup[name], ...rounds].map((r) => r?.failedAll)),
       checked: sum([stream.warmup[name], ...rounds].map((r) => r?.checked)),
       steadyRounds: rounds.filter((r) => r.steady).length,
@@ -167,6 +177,9 @@ const LABELS = {
   proxyNoContinuation: '@es/proxy, continuation off',
   proxy: '@es/proxy',
   scheduler: 'scheduler',
+  nginx: 'nginx',
+  dataPlane1: 'es-proxy, 1 process',
+  dataPlane2: 'es-proxy, 2 processes',
 };
 
 /**
@@ -302,6 +315,117 @@ function mockTable(s) {
     ],
     [...latencyRows, ...requestCpuRows, ...cpuRows, failuresRow],
   );
+}
+
+/**
+ * The data plane as deployed (es-proxy with 1 and 2 processes; the deployed scheduler too
+ * behind the mock engine) against nginx: CPU per request and per chunk of each serving
+ * process, and every figure as a ratio to nginx.
+ */
+const DATA_PLANE_NAMES = ['nginx', 'dataPlane1', 'dataPlane2'];
+const partsCell = (parts, digits) =>
+  parts === undefined
+    ? undefined
+    : Object.entries(parts)
+        .map(([k, v]) => `${k} ${fmt(v, digits)}`)
+        .join(', ');
+function dataPlaneTable(s, names, settings, withChunkLatency) {
+  const present = names.filter((n) => s[n] !== undefined);
+  if (!present.includes('nginx') && !present.some((n) => n.startsWith('dataPlane'))) return '';
+  const ratios = present.filter((n) => n !== 'nginx').map((n) => [n, 'nginx']);
+  const rows = [
+    ...latencyRows,
+    ...requestCpuRows.map((r) => ({ ...r, label: `${r.label} (serving processes summed)` })),
+    ...['c1', 'c64'].map((c) => ({
+      label: `CPU µs per request by process, ${c === 'c1' ? 'c=1' : 'c=64'}`,
+      value: (r) => partsCell(r[c].parts, 1),
+      proxiesOnly: true,
+    })),
+    ...(withChunkLatency
+      ? ['50', '99'].map((p) => ({
+          label: `added per-chunk p${p} ms, ${settings.streams} streams`,
+          value: (r) => r.stream[`addedP${p}ms`],
+          absolute: (r) => r.stream[`p${p}ms`],
+          added: true,
+          digits: 3,
+        }))
+      : []),
+    cpuRows[0],
+    {
+      label: 'process CPU µs per streamed chunk (serving processes summed)',
+      value: (r) => r.stream.cpuMsPer1000Chunks,
+      proxiesOnly: true,
+    },
+    {
+      label: 'CPU µs per streamed chunk by process',
+      value: (r) => partsCell(r.stream.parts, 2),
+      proxiesOnly: true,
+    },
+    {
+      label: 'chunks/s one process-core forwards (1e6 / µs per chunk)',
+      value: (r) => 1e6 / r.stream.cpuMsPer1000Chunks,
+      proxiesOnly: true,
+      digits: 0,
+    },
+    cpuRows[2],
+    failuresRow,
+  ];
+  return table(s, present, ratios, rows);
+}
+
+/**
+ * How many data-plane processes a 16-node deployment of the seed's kind needs, on paper:
+ * the assumed token rate of its GPUs, one streamed chunk per token, divided by the chunks/s
+ * one es-proxy process forwards per core in this run (the costliest of the es-proxy figures
+ * measured, so the estimate errs high).
+ */
+export const CAPACITY = {
+  nodes: 16,
+  gpusPerNode: 8,
+  tensorParallel: 4,
+  /** Default of `--tokens-per-gpu`. */
+  tokensPerGpu: 2_000,
+  source:
+    "an assumption, not measured here: the order of magnitude of the batched decode throughput published for Llama-3-70B on 4 x H100 with vLLM (vLLM's v0.6.0 performance update, blog.vllm.ai, 2024-09-05, benchmarks that setup), taken on the high side so the estimate errs toward more processes; --tokens-per-gpu changes it",
+};
+function capacityParagraph(summary, tokensPerGpu = CAPACITY.tokensPerGpu) {
+  const measured = [];
+  for (const [section, s] of Object.entries(summary)) {
+    if (s === undefined) continue;
+    for (const name of ['dataPlane1', 'dataPlane2']) {
+      const us = get(() => s[name].stream.cpuMsPer1000Chunks);
+      if (Number.isFinite(us)) measured.push({ section, name, us });
+    }
+  }
+  if (measured.length === 0) return [];
+  const worst = measured.reduce((a, b) => (b.us > a.us ? b : a));
+  const c = CAPACITY;
+  const gpus = c.nodes * c.gpusPerNode;
+  const tokens = gpus * tokensPerGpu;
+  const perCore = 1e6 / worst.us;
+  const at = (utilisation) => Math.ceil(tokens / (perCore * utilisation));
+  const nginx = get(() => summary[worst.section].nginx.stream.cpuMsPer1000Chunks);
+  return [
+    "#### How many data-plane processes a 16-node deployment of the seed's kind needs",
+    '',
+    `${c.nodes} nodes x ${c.gpusPerNode} GPUs = ${gpus} GPUs, ${gpus / c.tensorParallel} replicas of a 70B-class model at TP ${c.tensorParallel}. Assumed ${tokensPerGpu.toLocaleString('en-US')} output tokens/s per GPU (${c.source}), so ${tokens.toLocaleString('en-US')} tokens/s in all; with every client streaming (vLLM sends one event per token) that is ${tokens.toLocaleString('en-US')} chunks/s through the data plane. This run's costliest es-proxy figure is ${fmt(worst.us)} µs of CPU per streamed chunk (${LABELS[worst.name]}, ${worst.section === 'bench' ? 'bench upstream' : 'mock engine'} section; of ${measured.map((m) => `${fmt(m.us)} µs`).join(', ')}), i.e. ${Math.round(perCore).toLocaleString('en-US')} chunks/s per process-core: the deployment needs ${at(1)} es-proxy processes (one core each) at 100 % of a core, ${at(0.6)} at 60 %.${Number.isFinite(nginx) ? ` nginx (one worker) spent ${fmt(nginx)} µs per chunk in the same section: ${Math.ceil(tokens / (1e6 / nginx))} nginx workers at 100 %.` : ''} Chunks are independent across processes (a request never depends on two), so the count scales with processes spread over hosts behind a load balancer; per request (non-streaming) the figures are in the tables above.`,
+  ];
+}
+
+/** The heading, what was run, the table and the notes of one section's data-plane targets. */
+function dataPlaneSection(raw, s, names, settings, withChunkLatency) {
+  const notes = [raw.nginx?.note, raw.dataPlane?.note].filter((n) => n !== undefined);
+  const tableText = dataPlaneTable(s, names, settings, withChunkLatency);
+  const argv = raw.dataPlane?.argv ?? {};
+  const reports = raw.dataPlane?.reports;
+  return [
+    '',
+    `##### The data plane as deployed, against nginx (${withChunkLatency ? 'bench upstream' : 'mock engine'})`,
+    '',
+    `es-proxy: \`node ${argv.dataPlane1?.join(' ') ?? 'apps/proxy/dist/main.mjs'}\` (and \`--processes 2\`), fed its table by watch-server.mjs (its own process: a registry with the engine${withChunkLatency ? '' : 's'} registered ready, served by \`createRoutingWatchServer\` with the report route), continuation on (the scheduler's defaults). ${raw.nginx?.version ?? 'nginx'}: one worker, keep-alive upstream, \`proxy_buffering off\` (nginx.mjs renders the configuration). Per request and per chunk, "summed" is the CPU of the serving processes (es-proxy's workers, nginx's worker${names.includes('scheduler') ? ", the scheduler's es-proxy workers" : ''}) over the requests or chunks they all served: what one process spends on each; "by process" also shows the primary, nginx's master${names.includes('scheduler') ? ' and the scheduler process' : ''}, which the sum leaves out. Ratios are to nginx.${reports === undefined ? '' : ` The es-proxy processes' reports: ${reports.accepted} accepted, ${reports.refused} refused by the data-plane key's check.`}`,
+    ...notes.flatMap((n) => ['', n]),
+    ...(tableText === '' ? [] : ['', tableText]),
+  ];
 }
 
 /** Per-round values of the figures that move most between rounds. */
@@ -498,6 +622,7 @@ export function render(results) {
       ...continuationCost(s),
       '',
       targetChecks(s, settings),
+      ...dataPlaneSection(results.bench, s, DATA_PLANE_NAMES, settings, true),
     );
   }
   const m = summary.mock;
@@ -507,7 +632,7 @@ export function render(results) {
       '',
       '#### @es/mock-engine, started by the deployed scheduler',
       '',
-      `Scheduler: \`node ${results.mock.scheduler.argv.join(' ')}\`; engines \`${args['bench-fast'].join(' ')}\` (non-streaming) and \`${args['bench-stream'].join(' ')}\` (${results.mock.stream?.streams ?? 0} streams of ${settings.chunks} tokens). Scheduler CPU and RSS are its own process (not its worker's or engine's).`,
+      `Scheduler: \`node ${results.mock.scheduler.argv.join(' ')}\`; engines \`${args['bench-fast'].join(' ')}\` (non-streaming) and \`${args['bench-stream'].join(' ')}\` (${results.mock.stream?.streams ?? 0} streams of ${settings.chunks} tokens). Scheduler CPU and RSS are those of the es-proxy workers it started (its data-plane.json), which serve /v1; the scheduler process itself and the es-proxy primary are shown by process in the data-plane table below (not its workers' or engines').`,
       '',
       mockTable(m),
       '',
@@ -521,10 +646,13 @@ export function render(results) {
       ...continuationCost(m),
       '',
       `The scheduler's \`es_requests_total\` (its /metrics) counted ${results.mock.scheduler.requestsCounted} requests; the load generator sent it ${sum([m.scheduler?.checked, m.scheduler?.stream?.checked])}.`,
+      ...dataPlaneSection(results.mock, m, [...DATA_PLANE_NAMES, 'scheduler'], settings, false),
     );
   } else if (results.mockNote !== undefined) {
     out.push('', results.mockNote);
   }
+  const capacity = capacityParagraph(summary, settings.tokensPerGpu);
+  if (capacity.length > 0) out.push('', ...capacity);
   const failures = failureLines(results);
   out.push(
     '',

@@ -7,16 +7,20 @@
 //   pnpm build && node bench/proxy/run.mjs [--quick] [--write-readme] [--plant-corrupt]
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { idle, nonStreaming, streaming } from './load.mjs';
+import { NGINX_MISSING, startNginx } from './nginx.mjs';
 import {
+  ES_PROXY,
   SCHEDULER_CLI,
   childStats,
   here,
-  procStats,
   sleep,
   startChild,
+  startEsProxy,
   startScheduler,
 } from './processes.mjs';
 import { collectProvenance, render, writeOutputs } from './report.mjs';
@@ -37,6 +41,7 @@ const { values: args } = parseArgs({
     'write-readme': { type: 'boolean', default: false },
     'plant-corrupt': { type: 'boolean', default: false },
     'self-check': { type: 'boolean', default: false },
+    'tokens-per-gpu': { type: 'string' },
   },
 });
 const began = Date.now();
@@ -84,6 +89,8 @@ const settings = {
   sampleMs: quick ? 400 : Number(args['sample-ms']),
   holdMs: quick ? 1000 : 2000,
   plantCorrupt: args['plant-corrupt'],
+  // The capacity estimate's assumed output tokens/s per GPU (see report.mjs CAPACITY).
+  tokensPerGpu: args['tokens-per-gpu'] === undefined ? undefined : Number(args['tokens-per-gpu']),
 };
 const fdLimit = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim());
 // A proxy holds two sockets per open stream (client side and upstream side).
@@ -165,6 +172,65 @@ async function start(file, argv, execArgv) {
   return server;
 }
 
+/** Data-plane process counts measured: `es-proxy --processes N`. */
+const DATA_PLANE_PROCESSES = [1, 2];
+
+/**
+ * The data plane as deployed: a watch server (its own process: watch-server.mjs, a registry
+ * with `workers` registered ready, served by createRoutingWatchServer with the report route)
+ * feeding `es-proxy --processes 1` and `--processes 2`. Their targets (named dataPlane1,
+ * dataPlane2) and `stop()`; with `secretFile` undefined a fresh secret is made. Without a built
+ * es-proxy, no targets and a note.
+ */
+async function startDataPlanes({ workers, secretFile, headers, own }) {
+  if (!existsSync(ES_PROXY)) {
+    return {
+      targets: {},
+      note: 'apps/proxy not built (pnpm build): the es-proxy rows are skipped',
+      stop: async () => {},
+    };
+  }
+  let dir;
+  if (secretFile === undefined) {
+    dir = mkdtempSync(join(tmpdir(), 'es-bench-secret-'));
+    secretFile = join(dir, 'secret');
+    writeFileSync(secretFile, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  }
+  const watch = await startChild('watch-server.mjs', [JSON.stringify({ secretFile, workers })]);
+  own.push(watch.child);
+  const planes = [];
+  const stop = async () => {
+    for (const p of planes.splice(0)) await p.stop();
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const targets = {};
+    const argv = {};
+    for (const n of DATA_PLANE_PROCESSES) {
+      const p = await startEsProxy({ watchUrl: watch.url, secretFile, processes: n });
+      planes.push(p);
+      targets[`dataPlane${n}`] = { url: p.url, headers, stats: p.stats };
+      argv[`dataPlane${n}`] = p.argv;
+    }
+    return { targets, argv, watch, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** nginx in front of `upstream` as a target, or a note that says why there is none. */
+async function nginxTarget(upstream, headers, stops) {
+  const nginx = await startNginx(upstream, fdLimit);
+  if (nginx === undefined) return { targets: {}, note: NGINX_MISSING };
+  stops.push(nginx.stop);
+  return {
+    targets: { nginx: { url: nginx.url, headers, stats: nginx.stats } },
+    config: nginx.config,
+    version: nginx.version,
+  };
+}
+
 /** The bench upstream: direct, the two pipes and the bare proxy without and with continuation. */
 async function benchSection() {
   const section = {};
@@ -174,12 +240,24 @@ async function benchSection() {
   const proxyArgs = (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const proxyServer = await start('proxy.mjs', [upstream.url], proxyArgs);
   const noContinuation = await start('proxy.mjs', ['--no-continuation', upstream.url], proxyArgs);
+  const planes = await startDataPlanes({
+    workers: [{ model: 'bench', url: upstream.url, jobId: 'bench-1' }],
+    headers,
+    own: children,
+  });
+  stops.push(planes.stop);
+  const nginx = await nginxTarget(upstream.url, headers, stops);
+  section.dataPlane = { argv: planes.argv, note: planes.note, watch: planes.watch };
+  section.nginx = { config: nginx.config, version: nginx.version, note: nginx.note };
+  if (nginx.note !== undefined) log(nginx.note);
   const targets = {
     direct: { url: upstream.url, headers },
     nodePipe: ipcTarget(await start('node-pipe.mjs', [upstream.url]), headers),
     undiciPipe: ipcTarget(await start('undici-pipe.mjs', [upstream.url]), headers),
     proxyNoContinuation: ipcTarget(noContinuation, headers),
     proxy: ipcTarget(proxyServer, headers),
+    ...nginx.targets,
+    ...planes.targets,
   };
   const workload = benchWorkload(settings);
   if (run('latency')) section.latency = await latencyPhase('bench upstream', targets, workload);
@@ -203,6 +281,12 @@ async function benchSection() {
     }
   }
   section.planted = (await childStats(upstream.child)).planted;
+  if (planes.watch !== undefined) {
+    // The es-proxy processes reported to the watch server, signed with the data-plane key.
+    const { reports, refusedReports } = await childStats(planes.watch.child);
+    section.dataPlane.reports = { accepted: reports, refused: refusedReports };
+  }
+  delete section.dataPlane.watch;
   return section;
 }
 
@@ -226,6 +310,7 @@ async function mockSection() {
     adminKey,
   });
   const section = { engineArgs, scheduler: { argv: scheduler.argv } };
+  const sectionChildren = [];
   try {
     // Each engine behind its worker's front, with its own job's key.
     const engineHeaders = (model) => ({
@@ -244,20 +329,38 @@ async function mockSection() {
     const schedulerTarget = {
       url: scheduler.url,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
-      stats: async () => procStats(scheduler.child.pid),
+      stats: scheduler.stats,
     };
+    // The same engines, in the scheduler's table under the scheduler's job ids, fed to
+    // es-proxy processes by a watch server of the bench's (the es-proxy processes derive each
+    // engine's key from the scheduler's secret, as they do behind it).
+    const planes = await startDataPlanes({
+      workers: Object.keys(engineArgs).map((model) => ({
+        model,
+        url: scheduler.engines[model],
+        jobId: scheduler.jobIds[model],
+      })),
+      secretFile: scheduler.secretFile,
+      headers: { 'content-type': 'application/json' },
+      own: sectionChildren,
+    });
+    stops.push(planes.stop);
+    section.dataPlane = { argv: planes.argv, note: planes.note };
     for (const [phase, model] of [
       ['latency', 'bench-fast'],
       ['stream', 'bench-stream'],
     ]) {
       const engine = scheduler.engines[model];
       const own = [];
+      const phaseStops = [];
       const server = async (file, argv) => {
         const s = await startChild(file, argv);
         own.push(s.child);
         return ipcTarget(s, engineHeaders(model));
       };
       try {
+        const nginx = await nginxTarget(engine, engineHeaders(model), phaseStops);
+        section.nginx = { version: nginx.version, note: nginx.note };
         const targets = {
           direct: { url: engine, headers: engineHeaders(model) },
           nodePipe: await server('node-pipe.mjs', [engine]),
@@ -270,6 +373,8 @@ async function mockSection() {
           ]),
           proxy: await server('proxy.mjs', [engine, model, scheduler.engineKeys[model]]),
           scheduler: schedulerTarget,
+          ...nginx.targets,
+          ...planes.targets,
         };
         if (phase === 'latency') {
           section.latency = await latencyPhase('mock engine', targets, workload);
@@ -283,21 +388,31 @@ async function mockSection() {
           section.stream = await streamPhase('mock engine', proxies, workload, streams);
         }
       } finally {
+        for (const stop of phaseStops) await stop();
         for (const child of own) child.kill('SIGINT');
       }
     }
     section.scheduler.requestsCounted = await scheduler.requestsCounted();
+    if (planes.watch !== undefined) {
+      const { reports, refusedReports } = await childStats(planes.watch.child);
+      section.dataPlane.reports = { accepted: reports, refused: refusedReports };
+    }
   } finally {
+    for (const stop of stops.splice(0)) await stop();
+    for (const child of sectionChildren) child.kill('SIGINT');
     await scheduler.stop();
   }
   return section;
 }
 
 const results = { provenance, settings };
+/** Servers that are not this folder's forked children (es-proxy, nginx): stopped after a section. */
+const stops = [];
 try {
   if (['all', 'latency', 'stream', 'idle'].includes(args.only))
     results.bench = await benchSection();
 } finally {
+  for (const stop of stops.splice(0)) await stop();
   for (const child of children.splice(0)) child.kill('SIGINT');
 }
 if (!settings.plantCorrupt && (args.only === 'all' || args.only === 'mock')) {

@@ -66,7 +66,14 @@ const server = createServer((req, res) => {
   const parts = [];
   req.on('data', (part) => parts.push(part));
   req.on('end', () => {
-    const body = JSON.parse(Buffer.concat(parts).toString('utf8'));
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(parts).toString('utf8'));
+    } catch {
+      // Not a chat completion (a probe): refused, never a crash.
+      res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":"not json"}');
+      return;
+    }
     const nonce = body.bench_nonce ?? '0';
     const total = body.max_tokens ?? 16;
     const pieces = benchAnswer(nonce, total);
