@@ -332,7 +332,10 @@ const partsCell = (parts, digits) =>
 function dataPlaneTable(s, names, settings, withChunkLatency) {
   const present = names.filter((n) => s[n] !== undefined);
   if (!present.includes('nginx') && !present.some((n) => n.startsWith('dataPlane'))) return '';
-  const ratios = present.filter((n) => n !== 'nginx').map((n) => [n, 'nginx']);
+  // Without nginx (not installed) there is nothing to divide by.
+  const ratios = present.includes('nginx')
+    ? present.filter((n) => n !== 'nginx').map((n) => [n, 'nginx'])
+    : [];
   const rows = [
     ...latencyRows,
     ...requestCpuRows.map((r) => ({ ...r, label: `${r.label} (serving processes summed)` })),
