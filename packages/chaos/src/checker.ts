@@ -142,40 +142,76 @@ export function checkContent(
   return out;
 }
 
-/** An upstream attempt the proxy sent to a worker that was not in its routable set. */
+/** An upstream attempt a process sent to a worker that was not in its routable set. */
 export interface RoutingViolation {
   attempt: Extract<JournalEntry, { type: 'attempt' }>;
-  /** When the worker left routing (undefined: it never entered it in this process). */
+  /** The process that sent it (undefined: a journal of one process without pids). */
+  pid?: number;
+  /** When the worker left that process's routing (undefined: it never entered it there). */
   leftAt?: number;
   reason: string;
 }
 
+/** The routable set of one process, as its journal lines tell it. */
+interface ProcessRouting {
+  routable: Set<string>;
+  left: Map<string, { time: number; reason: string }>;
+}
+
 /**
- * Every attempt in the routing journal, judged with zero tolerance: it must go to a worker
- * that is in the routable set at that point of the journal (entered, and not left since, in
- * the same scheduler process). Leaving routing for any reason counts: draining, unready
- * (liveness), ejected, failed, gone, registered again.
+ * The process a journal line belongs to: its `pid`, else the process of the last `start` line
+ * (a journal written by one process at a time names no pid on its entries).
+ */
+export function journalProcesses(
+  journal: readonly JournalEntry[],
+): { entry: JournalEntry; pid: number | undefined }[] {
+  let current: number | undefined;
+  return journal.map((entry) => {
+    if (entry.type === 'start') current = entry.pid;
+    return { entry, pid: entry.pid ?? current };
+  });
+}
+
+/**
+ * Every attempt in the routing journal, judged with zero tolerance against the routable set of
+ * the process that sent it: the worker must be in that process's set at that point of the
+ * journal (entered, and not left since, in the same process). Each process that routes (the
+ * scheduler, every data-plane process) keeps its own set: a worker one process ejected for its
+ * own failed attempts stays routable in the others. Leaving routing for any reason counts:
+ * draining, unready (liveness), ejected, failed, gone, registered again. That a drain or a
+ * removal reaches every process is judged by {@link checkGlobalRemovals}.
  */
 export function checkRouting(journal: readonly JournalEntry[]): RoutingViolation[] {
-  const routable = new Set<string>();
-  const left = new Map<string, { time: number; reason: string }>();
+  const processes = new Map<number | undefined, ProcessRouting>();
+  const of = (pid: number | undefined): ProcessRouting => {
+    let view = processes.get(pid);
+    if (view === undefined) {
+      view = { routable: new Set(), left: new Map() };
+      processes.set(pid, view);
+    }
+    return view;
+  };
   const out: RoutingViolation[] = [];
-  for (const e of journal) {
+  for (const { entry: e, pid } of journalProcesses(journal)) {
     if (e.type === 'start') {
-      routable.clear();
-      left.clear();
-    } else if (e.type === 'route') {
-      if (e.routable) routable.add(e.workerId);
+      // A new process (a pid seen again is a new process too): nothing routable yet.
+      processes.set(pid, { routable: new Set(), left: new Map() });
+      continue;
+    }
+    const view = of(pid);
+    if (e.type === 'route') {
+      if (e.routable) view.routable.add(e.workerId);
       else {
-        routable.delete(e.workerId);
-        left.set(e.workerId, { time: e.time, reason: e.reason });
+        view.routable.delete(e.workerId);
+        view.left.set(e.workerId, { time: e.time, reason: e.reason });
       }
-    } else if (!routable.has(e.workerId)) {
-      const why = left.get(e.workerId);
+    } else if (!view.routable.has(e.workerId)) {
+      const why = view.left.get(e.workerId);
+      const who = pid === undefined ? {} : { pid };
       out.push(
         why === undefined
-          ? { attempt: e, reason: 'never routable in this scheduler process' }
-          : { attempt: e, leftAt: why.time, reason: why.reason },
+          ? { attempt: e, ...who, reason: 'never routable in this process' }
+          : { attempt: e, ...who, leftAt: why.time, reason: why.reason },
       );
     }
   }

@@ -36,7 +36,12 @@ const FAULTS = SCENARIOS.map((s) => s.name);
  * each stream after 10 chunks, more often than the proxy continues one (`--max-continuations`
  * 3), and the proxy ends such a stream without its error event), `continue-from-scratch` (the
  * proxy continues a cut generation from its prompt alone: the engines log a restart, the
- * client's text repeats).
+ * client's text repeats); and for the data plane's promises: `in-process-data-plane` (the
+ * shared scheduler serves `/v1` itself, `--proxy-processes 0`: its SIGKILL closes the client
+ * port), `scheduler-stays-down` (scheduler-down restarts the scheduler only after the
+ * replacement of the dead node was waited for), `proxy-kill-every-process` (es-proxy-kill
+ * kills every data-plane process, not one), `proxy-no-respawn` (es-proxy-kill stops the
+ * data plane's supervisor until the respawn bound has passed).
  */
 const PLANTS = [
   'stale-routing',
@@ -44,7 +49,14 @@ const PLANTS = [
   'double-submit',
   'silent-cut',
   'continue-from-scratch',
+  'in-process-data-plane',
+  'scheduler-stays-down',
+  'proxy-kill-every-process',
+  'proxy-no-respawn',
 ] as const;
+
+/** Data-plane processes of the shared scheduler: 2, so one can be killed (es-proxy-kill). */
+const PROXY_PROCESSES = 2;
 
 const { values } = parseArgs({
   options: {
@@ -190,18 +202,20 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
       maxNodes,
       engineExtraArgs: engineFlags,
       env: { PATH: shim.path, ...plantEnv },
+      proxyProcesses: plants.has('in-process-data-plane') ? 0 : PROXY_PROCESSES,
     });
     const target = maxNodes * 2;
     let ctx: ChaosContext | undefined;
     const startedAt = Date.now();
     try {
-      await waitForCapacity(() => scheduler.url, target, 180_000, 3_000);
+      await waitForCapacity(() => scheduler.controlUrl, target, 180_000, 3_000);
       // Planted after start-up, so that only replacements are submitted twice.
       if (plants.has('double-submit')) shim.setMode('double');
       ctx = {
         scheduler,
         load: startLoad({ baseUrl: scheduler.url, model: 'mock-model', concurrency }),
-        capacity: sampleCapacity(() => scheduler.url),
+        // The control plane's count: each data-plane process answers /health from its table.
+        capacity: sampleCapacity(() => scheduler.controlUrl),
         queue: sampleQueue(scheduler.jobName),
         maxNodes,
         target,
@@ -217,14 +231,16 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
           results.push(couldNotRun(scenario.name, error));
         }
         // Let the pool settle between faults so each window sees one fault.
-        await waitForCapacity(() => scheduler.url, target, 180_000, 2_000).catch(() => undefined);
+        await waitForCapacity(() => scheduler.controlUrl, target, 180_000, 2_000).catch(
+          () => undefined,
+        );
       }
     } finally {
       await ctx?.load.stop();
       await ctx?.capacity.stop();
       await ctx?.queue.stop();
       shim.releaseHung();
-      await scheduler.kill('SIGTERM');
+      await scheduler.stop();
       await cancelByNamePrefix(`es-${schedulerId}`);
     }
     if (ctx !== undefined) {
@@ -306,7 +322,7 @@ async function main(): Promise<number> {
   const loadBefore = load1();
   const record = await runAll(meta);
   meta.Load = `${loadBefore} at the start, ${load1()} at the end (1 / 5 / 15 min averages)`;
-  meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms, each logging its requests and first tokens), scheduler --stall-timeout 3, ${concurrency} concurrent clients (official openai client, maxRetries 2, half streaming, temperature 0, only continuable requests: one-message chats, n 1, no tools or structured output)`;
+  meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms, each logging its requests and first tokens), scheduler --stall-timeout 3 --proxy-processes ${plants.has('in-process-data-plane') ? 0 : PROXY_PROCESSES}, ${concurrency} concurrent clients (official openai client, maxRetries 2 (0 during scheduler-restart), half streaming, temperature 0, only continuable requests: one-message chats, n 1, no tools or structured output)`;
   if (plants.size > 0) meta['Planted faults'] = [...plants].join(', ');
   const out = resolve(values.out);
   const historyFile = out.replace(/\.md$/, '') + '-history.jsonl.gz';

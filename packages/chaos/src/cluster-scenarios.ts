@@ -21,9 +21,10 @@ import type { FaultResult } from './report.js';
 import { type ChaosContext, finish, liveWorkers, pickVictim } from './scenario-kit.js';
 
 /**
- * Sends the hostile corpus (twice) while the load runs and checks: the scheduler stays up,
- * every answer is the expected 4xx with an OpenAI-shaped or empty protocol body, and its
- * memory comes back near the baseline.
+ * Sends the hostile corpus (twice) while the load runs and checks: the scheduler and the
+ * data-plane processes that receive it first (`es-proxy`, when the scheduler runs one) stay up,
+ * every answer is the expected 4xx with an OpenAI-shaped or empty protocol body, and the
+ * memory of each comes back near its baseline.
  */
 export async function hostileScenario(
   ctx: ChaosContext,
@@ -43,7 +44,9 @@ export async function hostileScenario(
   const corpus = () =>
     hostileCorpus({ model: options.model, workerKey, ...(live ? { liveWorker: live } : {}) });
   const pid = ctx.scheduler.pid;
-  const before = rssBytes(pid) ?? 0;
+  const dataPlane = ctx.scheduler.dataPlane()?.workers ?? [];
+  const pids = [pid, ...dataPlane];
+  const before = new Map(pids.map((p) => [p, rssBytes(p) ?? 0]));
   const faultAt = Date.now();
   const cases = corpus();
   const answers = [
@@ -55,18 +58,25 @@ export async function hostileScenario(
   const lorisMs = options.lorisMs ?? 15_000;
   const loris = await slowLoris(ctx.scheduler.url, { connections: 200, durationMs: lorisMs });
   // The lowest of 20 samples over 10 s: a garbage collection may come late, a leak stays.
-  let after: number | undefined;
+  const lowest = new Map<number, number | undefined>();
   for (let i = 0; i < 20; i++) {
     await sleep(500);
-    const rss = rssBytes(pid);
-    if (rss === undefined) {
-      after = undefined;
-      break;
+    for (const p of pids) {
+      if (i > 0 && lowest.get(p) === undefined) continue;
+      const rss = rssBytes(p);
+      lowest.set(p, rss === undefined ? undefined : Math.min(rss, lowest.get(p) ?? rss));
     }
-    after = after === undefined ? rss : Math.min(after, rss);
   }
+  const after = lowest.get(pid);
   const alive = after !== undefined && isAlive(pid);
-  const grown = after === undefined ? Number.POSITIVE_INFINITY : after - before;
+  // A data-plane process that died is respawned under another pid: its own is gone.
+  const deadPlanes = dataPlane.filter((p) => lowest.get(p) === undefined || !isAlive(p));
+  const grown = Math.max(
+    ...pids.map((p) => {
+      const rss = lowest.get(p);
+      return rss === undefined ? Number.POSITIVE_INFINITY : rss - (before.get(p) ?? 0);
+    }),
+  );
   const result = await finish(
     ctx,
     'hostile input',
@@ -74,13 +84,19 @@ export async function hostileScenario(
     () => false,
     () => ({
       'scheduler crashes': alive ? 0 : 1,
+      'data-plane processes crashed': deadPlanes.length,
       'answers not a clean 4xx': bad.length,
       'memory not back near baseline (>64 MB above)': grown > 64 * 1024 * 1024 ? 1 : 0,
     }),
     [
       `${loris.opened} slow-loris uploads (1 byte/s for ${lorisMs / 1000} s): ${loris.endedByServer} ended by the scheduler, answers ${JSON.stringify(loris.statuses)}`,
       `${answers.length} hostile requests (${cases.length} cases × 2)${live ? '' : '; no requeued worker, stale-incarnation cases skipped'}`,
-      `scheduler RSS ${Math.round(before / 1e6)} MB before, ${after === undefined ? '—' : Math.round(after / 1e6)} MB after (lowest sample over 10 s)`,
+      `RSS before → after (lowest sample over 10 s): ${pids
+        .map((p) => {
+          const rss = lowest.get(p);
+          return `${p === pid ? 'scheduler' : `es-proxy ${p}`} ${Math.round((before.get(p) ?? 0) / 1e6)} → ${rss === undefined ? '—' : Math.round(rss / 1e6)} MB`;
+        })
+        .join(', ')}`,
       ...bad.map((a) => `bad answer to "${a.name}": ${a.status} ${a.body.slice(0, 120)}`),
     ],
     () => false,

@@ -77,11 +77,15 @@ export interface CapacitySample {
 }
 
 /**
- * One line of the scheduler's routing journal (`ES_ROUTING_JOURNAL`): the proxy's
- * `RoutingJournalEntry` lines, plus a `start` line each time a scheduler process starts
- * (nothing is routable in a new process until it says so).
+ * One line of the routing journal (`ES_ROUTING_JOURNAL`): the proxy's `RoutingJournalEntry`
+ * lines, plus a `start` line each time a process that routes starts (nothing is routable in a
+ * new process until it says so). Every process that routes appends to the one file: the
+ * scheduler (its in-process `/v1`) and each data-plane process (`es-proxy`); each line names
+ * its writer's `pid`, so each process's routing is judged against its own table. Lines without
+ * a `pid` (journals of one process) belong to the process of the last `start` line.
  */
-export type JournalEntry = RoutingJournalEntry | { type: 'start'; time: number; pid: number };
+export type JournalEntry =
+  (RoutingJournalEntry & { pid?: number }) | { type: 'start'; time: number; pid: number };
 
 /** Everything one run recorded. */
 export interface History {
@@ -97,20 +101,25 @@ export interface History {
 
 /**
  * Parses the routing journal (JSON lines). A line cut by a SIGKILL (the last one of a
- * process) is skipped; anything else malformed throws, so a broken recorder cannot pass.
+ * process) is skipped: at most one per process that started (several processes append to one
+ * file, so the cut line need not be the last); anything else malformed throws, so a broken
+ * recorder cannot pass.
  */
 export function parseJournal(text: string): JournalEntry[] {
   const entries: JournalEntry[] = [];
   const lines = text.split('\n');
+  const starts = lines.filter((l) => l.includes('"type":"start"')).length;
+  let cut = 0;
   lines.forEach((line, i) => {
     if (line.trim() === '') return;
     let parsed: unknown;
     try {
       parsed = JSON.parse(line);
     } catch (error) {
-      // Only the line before a process's next `start` (or the file's end) may be cut.
+      // Only the last line a process wrote may be cut: the file's last, the one before the
+      // next `start`, or one per started process.
       const next = lines.slice(i + 1).find((l) => l.trim() !== '');
-      if (next === undefined || next.includes('"type":"start"')) return;
+      if (next === undefined || next.includes('"type":"start"') || ++cut <= starts) return;
       throw new ChaosError('bad_history', `routing journal line ${i + 1} is not JSON: ${line}`, {
         cause: error,
       });
@@ -118,6 +127,7 @@ export function parseJournal(text: string): JournalEntry[] {
     const e = parsed as Partial<JournalEntry>;
     const known =
       typeof e.time === 'number' &&
+      (e.pid === undefined || typeof e.pid === 'number') &&
       ((e.type === 'start' && typeof (e as { pid?: unknown }).pid === 'number') ||
         (e.type === 'route' &&
           typeof e.workerId === 'string' &&

@@ -5,6 +5,7 @@ export {
   detectionTime,
   duplicateSubmissions,
   inWindow,
+  journalProcesses,
   jobsSeen,
   maxLiveJobs,
   median,
@@ -123,12 +124,19 @@ export type { OtherUserOptions } from './other-user.js';
 export { brokenChecks, renderReport } from './report.js';
 export type { FaultResult } from './report.js';
 export {
+  isEsProxy,
   parseQueue,
+  readDataPlaneState,
   sampleCapacity,
   sampleQueue,
   startSchedulerProcess,
 } from './scheduler-process.js';
-export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
+export type {
+  DataPlaneState,
+  Sampler,
+  SchedulerProcess,
+  SchedulerProcessOptions,
+} from './scheduler-process.js';
 export {
   capacityCheck,
   continuityChecks,
@@ -149,9 +157,24 @@ export {
   engineHangScenario,
   engineKillScenario,
   preemptionScenario,
-  schedulerRestartScenario,
   workerKillScenario,
 } from './worker-scenarios.js';
+export {
+  esProxyKillScenario,
+  MAX_GAP_MS,
+  schedulerDownScenario,
+  schedulerRestartScenario,
+} from './data-plane-scenarios.js';
+export type { ProxyKillPlants } from './data-plane-scenarios.js';
+export {
+  checkGlobalRemovals,
+  longestGap,
+  REMOVAL_PROPAGATION_MS,
+  routedBy,
+  splitByKilledProcess,
+  successGaps,
+} from './data-plane-checks.js';
+export type { Gap, ProcessKillOutcome, RemovalViolation } from './data-plane-checks.js';
 export { SCENARIOS, scenariosOf } from './scenario-registry.js';
 export type { ChaosProfile, Scenario, ScenarioRun } from './scenario-registry.js';
 export { createSbatchShim, maxCallsUnderBackoff, SBATCH_FAILURES } from './sbatch-shim.js';

@@ -11,6 +11,7 @@ import {
   unjournaled,
   unknownJobs,
 } from './checker.js';
+import { checkGlobalRemovals } from './data-plane-checks.js';
 import {
   continuations,
   missingFromEngineLog,
@@ -59,6 +60,7 @@ export const CHECKS = [
   '4xx on valid requests',
   'content not what the engine produced',
   'attempts to workers out of routing',
+  'attempts to drained or removed workers (any process)',
   'answers missing from the routing journal',
   'answers without a worker header',
   'jobs the scheduler never submitted',
@@ -88,6 +90,9 @@ export function judge(input: JudgeInput): Judgement {
   const content = checkContent(requests, expectedContent);
   const window = input.window;
   const routing = checkRouting(input.journal).filter(
+    (r) => window === undefined || (r.attempt.time >= window.from && r.attempt.time < window.to),
+  );
+  const removals = checkGlobalRemovals(input.journal).filter(
     (r) => window === undefined || (r.attempt.time >= window.from && r.attempt.time < window.to),
   );
   const missing = unjournaled(requests, input.journal);
@@ -131,7 +136,11 @@ export function judge(input: JudgeInput): Judgement {
     ),
     'attempts to workers out of routing': routing.map(
       (r) =>
-        `${r.attempt.requestId} attempt ${r.attempt.attempt} to ${r.attempt.workerId} at ${new Date(r.attempt.time).toISOString()}, ${r.leftAt === undefined ? '' : `${r.attempt.time - r.leftAt} ms after it left routing `}(${r.reason})`,
+        `${r.attempt.requestId} attempt ${r.attempt.attempt} to ${r.attempt.workerId}${r.pid === undefined ? '' : ` by pid ${r.pid}`} at ${new Date(r.attempt.time).toISOString()}, ${r.leftAt === undefined ? '' : `${r.attempt.time - r.leftAt} ms after it left its routing `}(${r.reason})`,
+    ),
+    'attempts to drained or removed workers (any process)': removals.map(
+      (r) =>
+        `${r.attempt.requestId} attempt ${r.attempt.attempt} to ${r.attempt.workerId}${r.pid === undefined ? '' : ` by pid ${r.pid}`} at ${new Date(r.attempt.time).toISOString()}, ${r.attempt.time - r.removedAt} ms after it left routing (${r.reason})`,
     ),
     'answers missing from the routing journal': missing.map(brief),
     'answers without a worker header': headerless.map(brief),

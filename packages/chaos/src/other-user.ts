@@ -297,8 +297,12 @@ export async function otherUserScenario(
   let capacityMs: number | undefined;
   try {
     capacityMs =
-      (await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000)) -
-      faultAt;
+      (await waitForCapacity(
+        () => ctx.scheduler.controlUrl,
+        ctx.target,
+        ctx.capacityTimeoutMs,
+        1_000,
+      )) - faultAt;
   } catch (error) {
     notes.push((error as Error).message);
   }

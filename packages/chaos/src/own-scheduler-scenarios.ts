@@ -111,7 +111,7 @@ export async function engineMisbehaviourScenario(options: {
   } finally {
     await load?.stop();
     await queue.stop();
-    await scheduler.kill('SIGTERM');
+    await scheduler.stop();
     await cancelByNamePrefix(scheduler.jobName);
   }
 }
@@ -149,7 +149,7 @@ export async function launchFailureScenario(options: {
     await sleep(options.durationMs);
   } finally {
     await queue.stop();
-    await scheduler.kill('SIGTERM');
+    await scheduler.stop();
     await cancelByNamePrefix(scheduler.jobName);
   }
   const events = scheduler.events().filter((e) => e.time >= faultAt);

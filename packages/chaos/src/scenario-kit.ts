@@ -247,7 +247,8 @@ export async function finish(
     await sleep(100);
   }
   try {
-    await waitForCapacity(() => ctx.scheduler.url, ctx.target, ctx.capacityTimeoutMs, 1_000);
+    // The control plane's count (each data-plane process answers /health from its own table).
+    await waitForCapacity(() => ctx.scheduler.controlUrl, ctx.target, ctx.capacityTimeoutMs, 1_000);
   } catch (error) {
     notes.push(String((error as Error).message));
   }

@@ -15,13 +15,22 @@ import { engineMisbehaviourScenario, launchFailureScenario } from './own-schedul
 import { OTHER_USER_CHECKS, OTHER_USER_FAULT, otherUserScenario } from './other-user.js';
 import type { FaultResult } from './report.js';
 import type { SbatchShim } from './sbatch-shim.js';
+import {
+  esProxyKillScenario,
+  GAP_CHECK,
+  OTHERS_CHECK,
+  PROBE_CHECK,
+  REPLACED_CHECK,
+  RESPAWN_CHECK,
+  schedulerDownScenario,
+  schedulerRestartScenario,
+} from './data-plane-scenarios.js';
 import { scaleScenario } from './scale-scenario.js';
 import type { ChaosContext } from './scenario-kit.js';
 import {
   engineHangScenario,
   engineKillScenario,
   preemptionScenario,
-  schedulerRestartScenario,
   workerKillScenario,
 } from './worker-scenarios.js';
 
@@ -159,31 +168,56 @@ export const SCENARIOS: readonly Scenario[] = [
     run: (run) => workerKillScenario(shared(run)),
   },
   {
-    name: 'scheduler-restart',
-    description: 'scheduler SIGKILL and restart: clients retry, 0 duplicate submissions',
+    name: 'es-proxy-kill',
+    description:
+      'SIGKILL of one of 2 data-plane processes (es-proxy): only its in-flight requests fail (counted), the port keeps answering, the process is respawned, nothing else lost',
     scheduler: 'shared',
     profiles: ['short', 'long'],
-    checks: ['duplicate submissions', 'workers not ready within 2 heartbeats'],
+    checks: [
+      OTHERS_CHECK,
+      PROBE_CHECK,
+      RESPAWN_CHECK,
+      'the kill hit no request in flight',
+      GAP_CHECK,
+    ],
     run: (run) =>
-      schedulerRestartScenario(
-        shared(run),
-        long(run)
-          ? { downMs: 2_000, clientRetries: 5 }
-          : // While the scheduler is down, clients only get connection refusals: they must
-            // retry for longer than the restart takes. openai's default (2 retries after 0.5 s
-            // and 1 s, each less up to 25 % jitter) gives up 1.1 to 1.5 s after the kill: less
-            // than a restart takes on a busy machine (538 ms down + 810 ms to serve was seen
-            // failing on a fresh machine). Clients that must ride out a restart retry longer
-            // (5 retries: at least ~11 s). Reproduce the old failure, deterministically, with
-            // the old retries and a longer outage:
-            //   ES_REL_RESTART_RETRIES=2 ES_REL_RESTART_DOWN_MS=1500 \
-            //     pnpm exec vitest run --project reliability packages/chaos/test/faults.rel.test.ts
-            // Serving that survives the scheduler itself is the data-plane issue's promise.
-            {
-              downMs: Number(process.env.ES_REL_RESTART_DOWN_MS ?? 500),
-              clientRetries: Number(process.env.ES_REL_RESTART_RETRIES ?? 5),
-            },
-      ),
+      esProxyKillScenario(shared(run), {
+        killEveryProcess: run.plants.has('proxy-kill-every-process'),
+        noRespawn: run.plants.has('proxy-no-respawn'),
+      }),
+  },
+  {
+    name: 'scheduler-restart',
+    description:
+      'scheduler SIGKILL and restart, the data plane in its own processes, clients without retries: 0 lost, 0 streams cut, no gap over 1 s, 0 duplicate submissions, workers ready within 2 heartbeats',
+    scheduler: 'shared',
+    profiles: ['short', 'long'],
+    checks: [
+      STREAMS_CUT,
+      GAP_CHECK,
+      'duplicate submissions',
+      'workers not ready within 2 heartbeats',
+    ],
+    // Clients with 0 retries: a failed request is then one the data plane let fail, not one a
+    // client's retry hid (openai's default of 2 retries would hide a connection refused).
+    run: (run) =>
+      schedulerRestartScenario(shared(run), {
+        downMs: long(run) ? 2_000 : 500,
+        clientRetries: 0,
+      }),
+  },
+  {
+    name: 'scheduler-down',
+    description:
+      'scheduler SIGKILLed and kept down (120 s long, 10 s short), a worker SIGKILLed meanwhile, then restarted: 0 lost, 0 streams cut (continued by the data plane on its own), no gap over 1 s, the dead node replaced after the restart',
+    scheduler: 'shared',
+    profiles: ['short', 'long'],
+    checks: [STREAMS_CUT, GAP_CHECK, REPLACED_CHECK, 'engine processes outliving the job'],
+    run: (run) =>
+      schedulerDownScenario(shared(run), {
+        downMs: long(run) ? 120_000 : 10_000,
+        stayDown: run.plants.has('scheduler-stays-down'),
+      }),
   },
   {
     name: 'slurmctld-stop',
@@ -218,6 +252,7 @@ export const SCENARIOS: readonly Scenario[] = [
     profiles: ['short', 'long'],
     checks: [
       'scheduler crashes',
+      'data-plane processes crashed',
       'answers not a clean 4xx',
       'memory not back near baseline (>64 MB above)',
     ],

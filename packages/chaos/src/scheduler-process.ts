@@ -1,7 +1,7 @@
 /**
  * The scheduler under test as a real child process (`apps/scheduler/dist/cli.mjs`), its
- * JSON log appended to one file across restarts, plus samplers of its capacity and of the
- * SLURM queue.
+ * JSON log appended to one file across restarts, the data plane it starts (`es-proxy`, which
+ * outlives it), plus samplers of its capacity and of the SLURM queue.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
@@ -42,6 +42,26 @@ export interface SchedulerProcessOptions {
    * at 50 tokens/s a healthy stream is never silent for more than a few tens of ms).
    */
   stallTimeoutS?: number;
+  /**
+   * `--proxy-processes`: data-plane processes serving the client port (`es-proxy`, detached:
+   * it outlives a scheduler SIGKILL and the restarted scheduler re-adopts it); 0 serves `/v1`
+   * in the scheduler process. Default: the scheduler's own default.
+   */
+  proxyProcesses?: number;
+}
+
+/**
+ * What chaos reads of the state file `es-proxy`'s primary writes (`<logDir>/data-plane.json`;
+ * the file also names its host and start time).
+ */
+export interface DataPlaneState {
+  /** The primary (supervisor) pid, leader of the data plane's process group. */
+  pid: number;
+  /** The client port. */
+  port: number;
+  processes: number;
+  /** The pids of the processes serving, each with its own routing table. */
+  workers: number[];
 }
 
 /** A scheduler child process that can be killed and started again on the same port. */
@@ -53,6 +73,13 @@ export interface SchedulerProcess {
   /** Its port: restarts reuse it, as they reuse {@link port}. */
   readonly workerPort: number;
   readonly pid: number;
+  /**
+   * The scheduler's own listener (admin API, `/health` of the control plane, watch stream):
+   * the control port with a separate data plane, else {@link url}.
+   */
+  readonly controlUrl: string;
+  /** The data plane's state file (`<logDir>/data-plane.json`), undefined without one. */
+  dataPlane(): DataPlaneState | undefined;
   readonly logFile: string;
   /** SLURM job name of this scheduler's jobs. */
   readonly jobName: string;
@@ -61,7 +88,10 @@ export interface SchedulerProcess {
    * token derived from `<log dir>/secret`): `/workers` shows engine addresses only with it.
    */
   adminKey(): string;
-  /** Lifecycle events from the log so far (all incarnations). */
+  /**
+   * Lifecycle events so far (all incarnations), from the scheduler's log and the data plane's
+   * (`<logDir>/es-proxy.log`: its processes log their own continuations), in time order.
+   */
   events(): SchedulerEvent[];
   /** The routing journal (`ES_ROUTING_JOURNAL`) so far, every incarnation, in file order. */
   readonly journalFile: string;
@@ -74,23 +104,39 @@ export interface SchedulerProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
   /** Start it again (same flags, port, log dir, id); resolves once it serves. */
   restart(): Promise<void>;
+  /**
+   * End it for good: SIGTERM the scheduler, then its data plane (left serving by a scheduler
+   * that leaves its jobs running), SIGKILL to the data plane's group after `graceMs`.
+   */
+  stop(graceMs?: number): Promise<void>;
 }
 
 const CLI = join(repoRoot, 'apps', 'scheduler', 'dist', 'cli.mjs');
 
-function readUrls(logFile: string, from: number): { url: string; workerUrl: string } | undefined {
+interface Urls {
+  url: string;
+  workerUrl: string;
+  controlUrl: string;
+}
+
+function readUrls(logFile: string, from: number): Urls | undefined {
   if (!existsSync(logFile)) return undefined;
   // `from` is a byte offset (the log holds multi-byte characters).
   const text = readFileSync(logFile).subarray(from).toString('utf8');
   for (const line of text.split('\n')) {
     if (!line.includes('serving /v1 on')) continue;
     try {
-      const { url, workersReachUs } = JSON.parse(line) as {
+      const { url, workersReachUs, controlUrl } = JSON.parse(line) as {
         url?: unknown;
         workersReachUs?: unknown;
+        controlUrl?: unknown;
       };
       if (typeof url === 'string' && typeof workersReachUs === 'string') {
-        return { url, workerUrl: workersReachUs };
+        return {
+          url,
+          workerUrl: workersReachUs,
+          controlUrl: typeof controlUrl === 'string' ? controlUrl : url,
+        };
       }
     } catch {
       // A line cut by SIGKILL: keep looking.
@@ -116,6 +162,7 @@ export async function startSchedulerProcess(
   const model = options.model ?? 'mock-model';
   let port = options.port ?? 0;
   let url = '';
+  let controlUrl = '';
   let workerPort = 0;
   let workerUrl = '';
   let child: ChildProcess | undefined;
@@ -155,6 +202,9 @@ export async function startSchedulerProcess(
       `--engine-extra-args=${options.engineExtraArgs ?? '--tokens-per-second 50'} --request-log-dir ${engineLogDir}`,
       '--stall-timeout',
       String(options.stallTimeoutS ?? 3),
+      ...(options.proxyProcesses === undefined
+        ? []
+        : ['--proxy-processes', String(options.proxyProcesses)]),
       ...(options.extraArgs ?? []),
     ];
     const proc = spawn(process.execPath, args, {
@@ -169,6 +219,7 @@ export async function startSchedulerProcess(
       const found = readUrls(logFile, from);
       if (found !== undefined) {
         url = found.url;
+        controlUrl = found.controlUrl;
         port = Number(new URL(found.url).port);
         workerUrl = found.workerUrl;
         workerPort = Number(new URL(found.workerUrl).port);
@@ -199,10 +250,19 @@ export async function startSchedulerProcess(
     get pid() {
       return child?.pid ?? -1;
     },
+    get controlUrl() {
+      return controlUrl;
+    },
+    dataPlane: () => readDataPlaneState(options.logDir),
     logFile,
     jobName: `es-${options.schedulerId}-${model}`,
     adminKey: () => adminKeyOf(options),
-    events: () => (existsSync(logFile) ? parseSchedulerLog(readFileSync(logFile, 'utf8')) : []),
+    events: () => {
+      const dataPlaneLog = join(options.logDir, 'es-proxy.log');
+      return [logFile, dataPlaneLog]
+        .flatMap((file) => (existsSync(file) ? parseSchedulerLog(readFileSync(file, 'utf8')) : []))
+        .sort((a, b) => a.time - b.time);
+    },
     journalFile,
     journal: () => (existsSync(journalFile) ? parseJournal(readFileSync(journalFile, 'utf8')) : []),
     engineLogDir,
@@ -212,7 +272,58 @@ export async function startSchedulerProcess(
       await exited;
     },
     restart: launch,
+    async stop(graceMs = 15_000) {
+      const plane = readDataPlaneState(options.logDir);
+      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+      if (plane !== undefined) await endDataPlane(plane, graceMs);
+    },
   };
+}
+
+/** `<logDir>/data-plane.json`, undefined when absent or not a data plane's state. */
+export function readDataPlaneState(logDir: string): DataPlaneState | undefined {
+  try {
+    const state = JSON.parse(
+      readFileSync(join(logDir, 'data-plane.json'), 'utf8'),
+    ) as Partial<DataPlaneState>;
+    const ok =
+      typeof state.pid === 'number' &&
+      typeof state.port === 'number' &&
+      typeof state.processes === 'number' &&
+      Array.isArray(state.workers);
+    return ok ? (state as DataPlaneState) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` is an `es-proxy` (not a pid the kernel gave to another program since). */
+export function isEsProxy(pid: number): boolean {
+  try {
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    return argv.some((a) => a.endsWith('es-proxy') || a.includes('apps/proxy/dist/'));
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM the data plane's primary; SIGKILL its process group if it is not gone in time. */
+async function endDataPlane(plane: DataPlaneState, graceMs: number): Promise<void> {
+  if (!isEsProxy(plane.pid)) return;
+  const signal = (pid: number, name: NodeJS.Signals) => {
+    try {
+      process.kill(pid, name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  signal(plane.pid, 'SIGTERM');
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline && isEsProxy(plane.pid)) await sleep(100);
+  // Detached: the primary leads its own process group, its workers are in it.
+  signal(-plane.pid, 'SIGKILL');
 }
 
 /** `--admin-key <key>` / `--admin-key=<key>` of the extra flags, else the secret's admin token. */

@@ -1,11 +1,10 @@
 /**
- * Faults of the shared scheduler's workers and of the scheduler itself: a preemption (with and
- * without a grace period), an engine killed or frozen, a worker daemon killed, the scheduler
- * killed and restarted.
+ * Faults of the shared scheduler's workers: a preemption (with and without a grace period), an
+ * engine killed or frozen, a worker daemon killed. The scheduler's own faults are in
+ * data-plane-scenarios.ts.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { preempt, runSlurm } from '@es/testkit';
-import { duplicateSubmissions } from './checker.js';
 import {
   freezeEngineBehind,
   killEngineBehind,
@@ -21,7 +20,6 @@ import {
   instanceIndex,
   liveWorkers,
   pickVictim,
-  waitForCapacity,
 } from './scenario-kit.js';
 
 /**
@@ -156,64 +154,4 @@ export async function workerKillScenario(ctx: ChaosContext): Promise<FaultResult
     },
     notes,
   );
-}
-
-/**
- * SIGKILLs the scheduler under load and starts it again on the same port: clients retry
- * connection errors; the restarted scheduler must adopt every job (0 duplicate submissions)
- * and have every worker ready again within two heartbeat intervals (1 s each here).
- */
-export async function schedulerRestartScenario(
-  ctx: ChaosContext,
-  options: { downMs: number; clientRetries?: number },
-): Promise<FaultResult> {
-  if (options.clientRetries !== undefined) {
-    // Clients that expect outages longer than openai's default retries (~1.5-3 s) say so;
-    // wait until every request in flight uses the new setting.
-    ctx.load.setMaxRetries(options.clientRetries);
-    await sleep(3_000);
-  }
-  const faultAt = Date.now();
-  await ctx.scheduler.kill('SIGKILL');
-  ctx.log?.('SIGKILLed the scheduler');
-  await sleep(options.downMs);
-  const restartAt = Date.now();
-  await ctx.scheduler.restart();
-  const servingAt = Date.now();
-  let readyMs: number | undefined;
-  try {
-    readyMs = (await waitForCapacity(() => ctx.scheduler.url, ctx.target, 30_000)) - servingAt;
-  } catch {
-    readyMs = undefined;
-  }
-  const notes = [
-    `down ${restartAt - faultAt} ms; serving again after ${servingAt - restartAt} ms; all workers ready ${readyMs ?? '—'} ms after that; client maxRetries ${options.clientRetries ?? 2}`,
-  ];
-  return finish(
-    ctx,
-    'scheduler SIGKILL + restart',
-    faultAt,
-    (e) => e.time >= restartAt && (e.event === 'adopted' || e.event === 'registered'),
-    () => {
-      // Streams the dying scheduler itself was carrying cannot get an error event: the
-      // client sees the connection reset. They are excused, and counted in the notes.
-      const inFlight = ctx.load.records.filter((r) => r.start < faultAt && r.end > faultAt);
-      const cut = inFlight.filter((r) => r.outcome !== 'ok');
-      notes.push(
-        `${inFlight.length} requests in flight at the kill: ${inFlight.length - cut.length} completed (client retry), ${cut.filter((r) => r.stream).length} streams cut, ${cut.filter((r) => !r.stream).length} non-streaming failed`,
-      );
-      return {
-        'duplicate submissions': duplicateSubmissions(
-          ctx.scheduler.events(),
-          restartAt,
-          ctx.maxNodes,
-        ).duplicates,
-        'workers not ready within 2 heartbeats': readyMs === undefined || readyMs > 2_000 ? 1 : 0,
-      };
-    },
-    notes,
-    (r) => r.stream && r.start < faultAt && r.outcome === 'reset',
-  ).finally(() => {
-    if (options.clientRetries !== undefined) ctx.load.setMaxRetries(2);
-  });
 }

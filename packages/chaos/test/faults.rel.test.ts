@@ -20,7 +20,8 @@ import {
 } from '../src/index.js';
 
 // CI short profile: 3 nodes × 2 mock engines (TP 4 of 8 GPUs) at 50 tokens/s, 8 clients
-// (half streaming), one fault after another: the registry's short-profile scenarios, in order.
+// (half streaming), the data plane in 2 es-proxy processes, one fault after another: the
+// registry's short-profile scenarios, in order.
 const MAX_NODES = 3;
 const TARGET = MAX_NODES * 2;
 const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-'));
@@ -71,14 +72,16 @@ describe('reliability under load (short profile)', () => {
       schedulerId,
       maxNodes: MAX_NODES,
       engineExtraArgs: '--tokens-per-second 50 --ttft 50',
+      // The data plane in 2 processes of its own: es-proxy-kill kills one of them.
+      proxyProcesses: 2,
     });
     scheduler = started;
     // Nodes share one host on the dev cluster: let start-up port churn settle first.
-    await waitForCapacity(() => started.url, TARGET, 90_000, 3_000);
+    await waitForCapacity(() => started.controlUrl, TARGET, 90_000, 3_000);
     ctx = {
       scheduler: started,
       load: startLoad({ baseUrl: started.url, model: 'mock-model', concurrency: 8 }),
-      capacity: sampleCapacity(() => started.url),
+      capacity: sampleCapacity(() => started.controlUrl),
       queue: sampleQueue(started.jobName),
       maxNodes: MAX_NODES,
       target: TARGET,
@@ -93,7 +96,7 @@ describe('reliability under load (short profile)', () => {
     await ctx?.load.stop();
     await ctx?.capacity.stop();
     await ctx?.queue.stop();
-    await scheduler?.kill('SIGTERM');
+    await scheduler?.stop();
     await cancelByNamePrefix(`es-${schedulerId}`);
   });
 

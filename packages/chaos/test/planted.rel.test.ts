@@ -87,3 +87,56 @@ describe('scripts/chaos with faults planted on purpose', () => {
     expect(mismatches).toEqual([]);
   });
 });
+
+// The data plane's promises (issue 17), each broken on purpose in a real run: every data-plane
+// process killed and none respawned; the scheduler serving /v1 itself (the old layout), so
+// its SIGKILL closes the client port, and kept down past the replacement's wait.
+describe('scripts/chaos with the data plane broken on purpose', () => {
+  it('exits 1 and reports failures the killed process did not carry, an unanswered port and no respawn', async () => {
+    const { run, line, violations, mismatches } = await chaosRun(
+      [
+        '--only',
+        'es-proxy-kill',
+        '--max-nodes',
+        '2',
+        '--plant',
+        'proxy-kill-every-process,proxy-no-respawn',
+      ],
+      'es-proxy SIGKILL',
+      420_000,
+    );
+    expect(run.exitCode, run.all?.slice(-3000)).toBe(1);
+    expect(line).toBeDefined();
+    expect.soft(violations('failed requests the killed process did not carry')).toBeGreaterThan(0);
+    expect.soft(violations('health probes unanswered after the kill')).toBeGreaterThan(0);
+    expect.soft(violations('killed process not respawned within 10 s')).toBe(1);
+    expect.soft(violations('the kill hit no request in flight')).toBe(0);
+    expect(run.all).toContain('BROKEN es-proxy SIGKILL');
+    expect(mismatches).toEqual([]);
+  });
+
+  it('exits 1 and reports lost requests, cut streams, gaps and a node not replaced without a separate data plane', async () => {
+    const { run, report, violations, mismatches } = await chaosRun(
+      [
+        '--only',
+        'scheduler-restart,scheduler-down',
+        '--max-nodes',
+        '2',
+        '--plant',
+        'in-process-data-plane,scheduler-stays-down',
+      ],
+      'scheduler SIGKILL + restart',
+      720_000,
+    );
+    expect(run.exitCode, run.all?.slice(-3000)).toBe(1);
+    expect(report).toContain('--proxy-processes 0');
+    // The restart: clients without retries meet a closed port.
+    expect.soft(violations('gaps over 1 s in successful responses')).toBeGreaterThan(0);
+    expect(run.all).toMatch(/BROKEN scheduler SIGKILL \+ restart: .*lost requests \(\d+\)/);
+    // The outage: nothing served for its length, and the dead node not replaced in time.
+    const down = report.split('\n').find((l) => l.startsWith('- **scheduler down'));
+    expect(down).toMatch(/gaps over 1 s in successful responses [1-9]/);
+    expect(down).toMatch(/dead worker's node not replaced after the restart 1/);
+    expect(mismatches).toEqual([]);
+  });
+});

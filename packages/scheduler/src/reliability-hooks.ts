@@ -2,7 +2,9 @@
  * Hooks for reliability runs (`@es/chaos`), set through the environment so they never show
  * up in the flags a user reads:
  * - `ES_ROUTING_JOURNAL=<file>`: append the proxy's routing journal (every upstream attempt
- *   and every routing change, in order) to `<file>` as JSON lines, mode 0600;
+ *   and every routing change, in order) to `<file>` as JSON lines, mode 0600, each naming the
+ *   `pid` of the process that wrote it (the scheduler and every data-plane process append to
+ *   one file, each judged against its own routing table);
  * - `ES_PLANT_FAULTS=stale-routing[=ms]`: plant a fault on purpose so a run proves that its
  *   checks see it (`stale-routing`: the proxy reads routable sets at most every `ms`, default
  *   5000, and so keeps sending to workers that left routing; `silent-stream-cut`: a stream
@@ -80,7 +82,7 @@ function fileJournal(path: string): { journal: RoutingJournal; close(): void } {
   };
   const write = (entry: RoutingJournalEntry | { type: 'start'; time: number; pid: number }) => {
     if (closed) return;
-    pending.push(`${JSON.stringify(entry)}\n`);
+    pending.push(`${JSON.stringify({ ...entry, pid: process.pid })}\n`);
     if (!scheduled) {
       scheduled = true;
       setImmediate(flush);

@@ -21,7 +21,7 @@ describe('reliability hooks', () => {
     );
   });
 
-  it('writes the routing journal in order, owner-only, with a start line per process', async () => {
+  it('writes the routing journal in order, owner-only, with a start line per process and its pid on every line', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'journal-')), 'j.jsonl');
     const hooks = reliabilityHooks({ ES_ROUTING_JOURNAL: file });
     const entry = (workerId: string, routable: boolean) =>
@@ -41,6 +41,8 @@ describe('reliability hooks', () => {
       'a',
       'b',
     ]);
+    // Several processes append to one journal: every line names its writer.
+    expect(lines.every((l: { pid?: number }) => l.pid === process.pid)).toBe(true);
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(reliabilityHooks({}).journal).toBeUndefined();
   });
