@@ -160,6 +160,11 @@ describe('es-scheduler --backend local --engine mock', () => {
   });
 
   it('spreads requests over the ready workers', async () => {
+    type Row = { requests_served: number };
+    const served = async () =>
+      (await scheduler.get<{ workers: Row[] }>('/workers')).workers.map((w) => w.requests_served);
+    // Reports of the earlier tests' requests may still arrive: at least these 16 more.
+    const before = await served();
     await Promise.all(
       Array.from({ length: 16 }, () =>
         client.chat.completions.create({
@@ -169,8 +174,15 @@ describe('es-scheduler --backend local --engine mock', () => {
         }),
       ),
     );
-    const { workers } = await scheduler.get<{ workers: { requests_served: number }[] }>('/workers');
-    expect(workers.filter((w) => w.requests_served > 0).length).toBeGreaterThan(1);
+    // Counted from es-proxy's reports (one a second): all 16 within a few.
+    const sum = (counts: number[]) => counts.reduce((n, c) => n + c, 0);
+    const after = await waitFor(
+      'the 16 requests counted per worker',
+      served,
+      (counts) => sum(counts) - sum(before) >= 16,
+      10_000,
+    );
+    expect(after.filter((n, i) => n > (before[i] ?? 0)).length).toBeGreaterThan(1);
   });
 
   it('answers /health, /cluster_status and /workers with the seed field names', async () => {

@@ -110,7 +110,15 @@ describe('es with only the URL, from another directory', () => {
   });
 
   it('es status shows the public view in the seed layout with --url alone', async () => {
-    const run = await es({}, 'status', '--url', url);
+    // Requests served through es-proxy are counted from its reports (one a second).
+    const run = await until(async () => {
+      const status = await es({}, 'status', '--url', url);
+      const counted = status.stdout
+        .split('\n')
+        .filter((l) => /^#\d+\s/.test(l))
+        .reduce((n, r) => n + Number(r.split(/\s+/)[3]), 0);
+      return counted >= 2 ? status : undefined;
+    }, 10_000);
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(new RegExp(`^Elastic Serving at ${url} \\(public view\\)`));
