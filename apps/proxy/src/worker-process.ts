@@ -4,7 +4,7 @@
  * primary's handle); SIGTERM/SIGINT close it gracefully.
  */
 import { isEsError } from '@es/protocol';
-import { startDataPlane } from '@es/proxy';
+import { reliabilityHooks, startDataPlane } from '@es/proxy';
 import type { Logger } from 'pino';
 import type { ProxyFlags } from './flags.js';
 import { EXIT_LISTEN_FAILED, SLOT_ENV, WORKER_GRACE_MS } from './primary.js';
@@ -19,6 +19,11 @@ const tell = (message: WorkerMessage) => process.send?.(message);
  */
 export async function runWorker(flags: ProxyFlags, secret: string, logger: Logger): Promise<void> {
   const slot = process.env[SLOT_ENV] ?? '0';
+  // Reliability runs set these in the scheduler's environment, which es-proxy inherits.
+  const hooks = reliabilityHooks();
+  if (hooks.planted.length > 0) {
+    logger.warn(`FAULTS PLANTED ON PURPOSE (ES_PLANT_FAULTS): ${hooks.planted.join(', ')}`);
+  }
   let plane;
   try {
     plane = await startDataPlane({
@@ -32,6 +37,8 @@ export async function runWorker(flags: ProxyFlags, secret: string, logger: Logge
         : { id: flags.processes > 1 ? `${flags.id}.${slot}` : flags.id }),
       closeGraceMs: WORKER_GRACE_MS,
       logger,
+      ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
+      ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),
     });
   } catch (error) {
     if (isEsError(error, 'listen_failed')) {
@@ -46,7 +53,10 @@ export async function runWorker(flags: ProxyFlags, secret: string, logger: Logge
     if (stopping) return;
     stopping = true;
     plane.close().then(
-      () => process.exit(0),
+      () => {
+        hooks.close();
+        process.exit(0);
+      },
       (error: unknown) => {
         logger.error({ err: error }, 'error while closing');
         process.exit(1);

@@ -105,6 +105,23 @@ export function createProxyApp(options: ProxyAppOptions): ProxyApp {
       : options.pool.onRoutingChange?.((change) =>
           journal({ type: 'route', time: Date.now(), ...change }),
         );
+  // The table as it stands when the app is made (a data-plane process makes it after its
+  // first snapshot): the journal's reader judges each attempt against what was routable.
+  if (journal !== undefined) {
+    const time = Date.now();
+    for (const d of pool.deployments()) {
+      for (const w of pool.routable(d.name)) {
+        journal({
+          type: 'route',
+          time,
+          deployment: d.name,
+          workerId: w.id,
+          routable: true,
+          reason: 'routable when the proxy started',
+        });
+      }
+    }
+  }
   const checkKey =
     resolved.apiKeys.length + resolved.clientKeyHashes.length > 0
       ? createBearerCheck(resolved.apiKeys, resolved.clientKeyHashes)

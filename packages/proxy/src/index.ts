@@ -3,6 +3,8 @@ export type { ProxyApp, ProxyEnv } from './app.js';
 export { parseCorsOrigin } from './cors.js';
 export { ProxyError } from './errors.js';
 export type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from './journal.js';
+export { parsePlantedFaults, reliabilityHooks } from './reliability-hooks.js';
+export type { ReliabilityHooks } from './reliability-hooks.js';
 export type {
   OpenAIErrorBody,
   OpenAIErrorType,

@@ -4,7 +4,7 @@ import { clientKeyHash, writeSchedulerUrl } from '@es/protocol';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDataPlane } from '../src/index.js';
-import type { DataPlane, DataPlaneOptions } from '../src/index.js';
+import type { DataPlane, DataPlaneOptions, RoutingJournalEntry } from '../src/index.js';
 import {
   MODEL,
   SECRET,
@@ -113,6 +113,20 @@ describe('startDataPlane', () => {
     expect(health.headers['x-es-subscribed']).toBe('true');
     expect(Number(health.headers['x-es-table-version'])).toBe(p.pool.version);
     expect(p.pool.routable('qwen').map((w) => w.id)).toEqual([workerId]);
+  });
+
+  it('journals its routing table and attempts for reliability runs (ES_ROUTING_JOURNAL)', async () => {
+    const entries: RoutingJournalEntry[] = [];
+    const { p, workerId } = await serving('109', {
+      plane: { journal: (entry) => entries.push(entry) },
+    });
+    await ask(p);
+    // The worker entering this process's table, then the attempt that served the request.
+    expect(entries.map((e) => [e.type, e.workerId])).toEqual([
+      ['route', workerId],
+      ['attempt', workerId],
+    ]);
+    expect(entries[0]).toMatchObject({ routable: true });
   });
 
   it('answers /v1 with 503 no_routing_table before the first snapshot, then serves', async () => {

@@ -24,7 +24,7 @@ import {
   workerUrlFilePath,
   writeSchedulerUrl,
 } from '@es/protocol';
-import { createProxyApp } from '@es/proxy';
+import { createProxyApp, reliabilityHooks } from '@es/proxy';
 import {
   advertisedUrl,
   createBackendProvider,
@@ -35,7 +35,6 @@ import { createDataPlaneRoutes, dataPlaneSettings } from './data-plane-routes.js
 import { logContinuation, logPoolEvent, logProgress } from './event-log.js';
 import { startListeners } from './listeners.js';
 import { toDeploymentConfig, workerRequest, type NodeRequestContext } from './node-request.js';
-import { reliabilityHooks } from './reliability-hooks.js';
 import { ensureLogDir, loadOrCreateSecret } from './secret.js';
 import { controlUrlFilePath } from './data-plane-process.js';
 import { superviseDataPlane, type SupervisedDataPlane } from './data-plane-supervisor.js';

@@ -12,6 +12,7 @@ import type { DataPlaneSettings } from '@es/protocol';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import { createProxyApp } from '../app.js';
 import type { ProxyApp, ProxyEnv } from '../app.js';
+import type { PlantedFaults, RoutingJournal } from '../journal.js';
 import type { ProxyLogger } from '../options.js';
 import { createRoutingWatchClient } from '../routing-watch-client.js';
 import type { RoutingWatchClient, RoutingWatchStatus } from '../routing-watch-client.js';
@@ -55,6 +56,9 @@ export interface DataPlaneOptions {
   /** Subscription timings (tests shorten them). */
   watch?: { retry?: { initialMs: number; maxMs: number }; silenceMs?: number };
   logger?: DataPlaneLogger;
+  /** Reliability runs only: the routing journal and planted faults (`reliabilityHooks`). */
+  journal?: RoutingJournal;
+  plantedFaults?: PlantedFaults;
   /** Told of each report's fate. */
   onReport?: (result: ReportResult) => void;
   /** Told of each subscription's fate. */
@@ -163,6 +167,8 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       onRequestComplete: (record) => reports.addRequest(record),
       onContinuation: (record) => reports.addContinuation(record),
       ...(logger === undefined ? {} : { logger }),
+      ...(options.journal === undefined ? {} : { journal: options.journal }),
+      ...(options.plantedFaults === undefined ? {} : { plantedFaults: options.plantedFaults }),
     });
     current = { settings, app };
     if (listening.server !== undefined && settings.maxConnections > 0) {

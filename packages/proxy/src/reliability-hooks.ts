@@ -13,7 +13,7 @@
  *   a restart).
  */
 import { closeSync, openSync, writeSync } from 'node:fs';
-import type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from '@es/proxy';
+import type { PlantedFaults, RoutingJournal, RoutingJournalEntry } from './journal.js';
 
 /** What the proxy gets from the environment, and how to flush it on exit. */
 export interface ReliabilityHooks {

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parsePlantedFaults, reliabilityHooks } from '../src/reliability-hooks.js';
+import { parsePlantedFaults, reliabilityHooks } from '../src/index.js';
 
 describe('reliability hooks', () => {
   it('parses planted faults and names a wrong one', () => {
