@@ -24,7 +24,7 @@ import {
   workerUrlFilePath,
   writeSchedulerUrl,
 } from '@es/protocol';
-import { createProxyApp, reliabilityHooks } from '@es/proxy';
+import { createProxyApp, reliabilityHooks, type ContinuationRecord } from '@es/proxy';
 import {
   advertisedUrl,
   createBackendProvider,
@@ -138,6 +138,11 @@ export async function createScheduler(
   if (hooks.planted.length > 0) {
     log.warn(`FAULTS PLANTED ON PURPOSE (ES_PLANT_FAULTS): ${hooks.planted.join(', ')}`);
   }
+  /** A continuation of this process's proxy or of a data-plane process: metrics and the log. */
+  const onContinuation = (record: ContinuationRecord) => {
+    admin.onContinuation(record);
+    logContinuation(log, registry, record);
+  };
   const proxy = createProxyApp({
     pool: registry,
     apiKeys: settings.apiKeys,
@@ -150,10 +155,7 @@ export async function createScheduler(
     },
     bodyBudgetBytes: settings.bodyBudgetMb * 1024 * 1024,
     clientIdleTimeoutMs: settings.clientIdleTimeoutS * 1000,
-    onContinuation: (record) => {
-      admin.onContinuation(record);
-      logContinuation(log, registry, record);
-    },
+    onContinuation,
     logger: { warn: (fields, message) => log.warn(fields, message) },
     ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
     ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),
@@ -186,7 +188,9 @@ export async function createScheduler(
     registry,
     dataPlaneKey: keys.dataPlaneKey,
     settings: dataPlaneSettings(settings),
-    hooks: admin,
+    // Every process's continuations are logged as the in-process proxy's are (the
+    // `continuation` events of the scheduler log, which the reliability checker reads).
+    hooks: { onRequestComplete: admin.onRequestComplete, onContinuation },
   });
   app.route('/', dataPlaneRoutes.app);
   app.route('/', proxy);
