@@ -7,8 +7,8 @@
  */
 import cluster from 'node:cluster';
 import type { Worker } from 'node:cluster';
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import { backoffDelay } from '@es/protocol';
+import { rmSync } from 'node:fs';
+import { backoffDelay, writeDataPlaneState } from '@es/protocol';
 import type { Logger } from 'pino';
 import type { ProxyFlags } from './flags.js';
 
@@ -19,16 +19,6 @@ export const EXIT_LISTEN_FAILED = 3;
 export type WorkerMessage =
   { type: 'listening'; port: number } | { type: 'listen-failed'; message: string };
 
-/** What the primary writes to `--state-file`. */
-export interface ProxyState {
-  pid: number;
-  host: string;
-  port: number;
-  processes: number;
-  workers: number[];
-  startedAt: number;
-}
-
 /** The environment variable that tells a worker its slot (0 … processes − 1). */
 export const SLOT_ENV = 'ES_PROXY_SLOT';
 
@@ -37,17 +27,6 @@ export const WORKER_GRACE_MS = 10_000;
 const STOP_MARGIN_MS = 5_000;
 /** A worker that lived this long before it died is respawned without delay growth. */
 const STABLE_MS = 10_000;
-
-function writeState(file: string, state: ProxyState): void {
-  const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, `${JSON.stringify(state)}\n`, { mode: 0o600 });
-  try {
-    renameSync(temporary, file);
-  } catch (error) {
-    rmSync(temporary, { force: true });
-    throw error;
-  }
-}
 
 interface Slot {
   worker: Worker | undefined;
@@ -89,7 +68,7 @@ export function runPrimary(flags: ProxyFlags, logger: Logger): void {
       );
     }
     if (flags.stateFile === undefined) return;
-    writeState(flags.stateFile, {
+    writeDataPlaneState(flags.stateFile, {
       pid: process.pid,
       host: flags.host,
       port,

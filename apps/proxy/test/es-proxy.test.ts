@@ -1,3 +1,4 @@
+import type { DataPlaneState } from '@es/protocol';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -20,12 +21,11 @@ import {
 import type { Cleanups } from '../../../packages/proxy/test/data-plane-harness.js';
 import { until } from '../../../packages/proxy/test/harness.js';
 import { processAlive as alive } from '../../../packages/testkit/src/index.js';
-import type { ProxyState } from '../src/primary.js';
 
 /** The built binary (`pnpm build` first). */
 const CLI = fileURLToPath(new URL('../dist/main.mjs', import.meta.url));
 
-type State = ProxyState;
+type State = DataPlaneState;
 
 const cleanups: Cleanups = [];
 afterEach(async () => {

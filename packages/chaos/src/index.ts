@@ -131,12 +131,7 @@ export {
   sampleQueue,
   startSchedulerProcess,
 } from './scheduler-process.js';
-export type {
-  DataPlaneState,
-  Sampler,
-  SchedulerProcess,
-  SchedulerProcessOptions,
-} from './scheduler-process.js';
+export type { Sampler, SchedulerProcess, SchedulerProcessOptions } from './scheduler-process.js';
 export {
   capacityCheck,
   continuityChecks,

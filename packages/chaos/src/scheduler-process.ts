@@ -8,7 +8,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } fr
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { execa } from 'execa';
-import { deriveKeys } from '@es/protocol';
+import { deriveKeys, readDataPlaneState as readStateFile, type DataPlaneState } from '@es/protocol';
 import { repoRoot, slurmEnv } from '@es/testkit';
 import { readEngineLog, type EngineLog } from './engine-log.js';
 import { ChaosError } from './errors.js';
@@ -48,20 +48,6 @@ export interface SchedulerProcessOptions {
    * in the scheduler process. Default: the scheduler's own default.
    */
   proxyProcesses?: number;
-}
-
-/**
- * What chaos reads of the state file `es-proxy`'s primary writes (`<logDir>/data-plane.json`;
- * the file also names its host and start time).
- */
-export interface DataPlaneState {
-  /** The primary (supervisor) pid, leader of the data plane's process group. */
-  pid: number;
-  /** The client port. */
-  port: number;
-  processes: number;
-  /** The pids of the processes serving, each with its own routing table. */
-  workers: number[];
 }
 
 /** A scheduler child process that can be killed and started again on the same port. */
@@ -283,19 +269,7 @@ export async function startSchedulerProcess(
 
 /** `<logDir>/data-plane.json`, undefined when absent or not a data plane's state. */
 export function readDataPlaneState(logDir: string): DataPlaneState | undefined {
-  try {
-    const state = JSON.parse(
-      readFileSync(join(logDir, 'data-plane.json'), 'utf8'),
-    ) as Partial<DataPlaneState>;
-    const ok =
-      typeof state.pid === 'number' &&
-      typeof state.port === 'number' &&
-      typeof state.processes === 'number' &&
-      Array.isArray(state.workers);
-    return ok ? (state as DataPlaneState) : undefined;
-  } catch {
-    return undefined;
-  }
+  return readStateFile(join(logDir, 'data-plane.json'));
 }
 
 /** Whether `pid` is an `es-proxy` (not a pid the kernel gave to another program since). */

@@ -17,6 +17,7 @@
  *   verify is refused with 401 and changes nothing.
  */
 import { createHash } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as v from 'valibot';
 
 /** The data plane's routes on the scheduler's control listener. */
@@ -114,3 +115,43 @@ export const DataPlaneReportSchema = v.object({
   droppedRecords: NonNegativeInt,
 });
 export type DataPlaneReport = v.InferOutput<typeof DataPlaneReportSchema>;
+
+/**
+ * The state file an `es-proxy` primary writes (`--state-file`; the scheduler's is
+ * `<logDir>/data-plane.json`) once every process listens, and again after a respawn: what
+ * the scheduler re-adopts and what reliability runs read.
+ */
+export const DataPlaneStateSchema = v.object({
+  /** The primary (the leader of its process group). */
+  pid: v.pipe(v.number(), v.integer(), v.minValue(2)),
+  host: v.string(),
+  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
+  processes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  /** The pids of the processes that serve, one per slot. */
+  workers: v.array(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  /** Epoch ms the primary started. */
+  startedAt: v.number(),
+});
+export type DataPlaneState = v.InferOutput<typeof DataPlaneStateSchema>;
+
+/** The state file at `file`, or undefined when it is absent or not an es-proxy's state. */
+export function readDataPlaneState(file: string): DataPlaneState | undefined {
+  try {
+    const parsed = v.safeParse(DataPlaneStateSchema, JSON.parse(readFileSync(file, 'utf8')));
+    return parsed.success ? parsed.output : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Writes `state` to `file` (0600) atomically: a reader sees the old file or the new one. */
+export function writeDataPlaneState(file: string, state: DataPlaneState): void {
+  const temporary = `${file}.${process.pid}.tmp`;
+  writeFileSync(temporary, `${JSON.stringify(state)}\n`, { mode: 0o600 });
+  try {
+    renameSync(temporary, file);
+  } catch (error) {
+    rmSync(temporary, { force: true });
+    throw error;
+  }
+}

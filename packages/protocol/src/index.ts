@@ -154,6 +154,9 @@ export {
   DataPlaneReportSchema,
   DataPlaneRequestRecordSchema,
   DataPlaneSettingsSchema,
+  DataPlaneStateSchema,
   clientKeyHash,
+  readDataPlaneState,
+  writeDataPlaneState,
 } from './data-plane.js';
-export type { DataPlaneReport, DataPlaneSettings } from './data-plane.js';
+export type { DataPlaneReport, DataPlaneSettings, DataPlaneState } from './data-plane.js';

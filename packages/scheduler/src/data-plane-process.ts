@@ -10,7 +10,7 @@ import { basename, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import * as v from 'valibot';
+import { readDataPlaneState, type DataPlaneState } from '@es/protocol';
 import { ConfigError } from './settings.js';
 
 /** `<logDir>/control-url`: the scheduler's control listener, which es-proxy follows. */
@@ -27,17 +27,6 @@ export function dataPlaneStateFilePath(logDir: string): string {
 export function dataPlaneLogPath(logDir: string): string {
   return join(logDir, 'es-proxy.log');
 }
-
-/** What es-proxy's primary writes to its `--state-file`. */
-const StateSchema = v.object({
-  pid: v.pipe(v.number(), v.integer(), v.minValue(2)),
-  host: v.string(),
-  port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)),
-  processes: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  workers: v.array(v.number()),
-  startedAt: v.number(),
-});
-type DataPlaneState = v.InferOutput<typeof StateSchema>;
 
 /** A data plane serving the client port, started or re-adopted. */
 export interface DataPlane {
@@ -85,15 +74,6 @@ export function defaultProxyCommand(): string[] {
     // No apps/proxy in this checkout: the error comes when the file is not there either.
   }
   return [process.execPath, entry];
-}
-
-function readState(file: string): DataPlaneState | undefined {
-  try {
-    const parsed = v.safeParse(StateSchema, JSON.parse(readFileSync(file, 'utf8')));
-    return parsed.success ? parsed.output : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -192,7 +172,7 @@ export async function startOrAdoptDataPlane(options: DataPlaneOptions): Promise<
   const log = options.logger;
   const stateFile = dataPlaneStateFilePath(options.logDir);
   const logFile = dataPlaneLogPath(options.logDir);
-  const previous = existsSync(stateFile) ? readState(stateFile) : undefined;
+  const previous = existsSync(stateFile) ? readDataPlaneState(stateFile) : undefined;
   if (previous !== undefined && alive(previous.pid) && isOurEsProxy(previous.pid, stateFile)) {
     const samePlace =
       previous.host === options.host && (options.port === 0 || previous.port === options.port);
@@ -248,10 +228,10 @@ export async function startOrAdoptDataPlane(options: DataPlaneOptions): Promise<
   const pid = child.pid;
   const where = `${options.host}:${options.port}`;
   const ready = await waitUntil(
-    () => exit !== undefined || readState(stateFile)?.pid === pid,
+    () => exit !== undefined || readDataPlaneState(stateFile)?.pid === pid,
     options.timeoutMs ?? 15_000,
   );
-  const state = readState(stateFile);
+  const state = readDataPlaneState(stateFile);
   if (pid !== undefined && exit === undefined && ready && state?.pid === pid) {
     log.info(
       { pid, port: state.port, processes: state.processes, log: logFile },
