@@ -212,12 +212,13 @@ async function busiestProcess(
         headers: { authorization: `Bearer ${ctx.scheduler.adminKey()}` },
         signal: AbortSignal.timeout(2_000),
       });
+      // The admin's view: each process's requests in flight, summed over its workers.
       const body = (await response.json()) as {
-        processes?: { pid: number; inFlight: Record<string, number> }[];
+        processes?: { pid: number; inFlight: number }[];
       };
       const counts = (body.processes ?? [])
         .filter((p) => pids.includes(p.pid))
-        .map((p) => ({ pid: p.pid, n: Object.values(p.inFlight).reduce((a, b) => a + b, 0) }))
+        .map((p) => ({ pid: p.pid, n: p.inFlight }))
         .sort((a, b) => b.n - a.n);
       const busy = counts[0];
       if (busy !== undefined && busy.n > 0) {
