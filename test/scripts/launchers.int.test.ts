@@ -217,8 +217,15 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
     expect(manual.every((w) => w.base_url.startsWith('http://127.0.0.1:'))).toBe(true);
     expect(status.ready_workers).toBe(4);
     for (let i = 0; i < 4; i += 1) expect(await chat(schedulerUrl)).not.toBe('');
-    const served = await getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`);
-    expect(served.workers.reduce((n, w) => n + w.requests_served, 0)).toBe(4);
+    // Counted from the data plane's reports (one a second).
+    const total = (s: ClusterStatus) => s.workers.reduce((n, w) => n + w.requests_served, 0);
+    const served = await waitFor(
+      'the 4 chats counted',
+      () => getJson<ClusterStatus>(`${schedulerUrl}/cluster_status`),
+      (s) => total(s) >= 4,
+      10_000,
+    );
+    expect(total(served)).toBe(4);
   });
 
   it('scancel ends the manual worker and the scheduler; the node job stays for the next start', async () => {

@@ -28,7 +28,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { deriveEngineKey } from '@es/protocol';
+import { deriveEngineKey, readDataPlaneState } from '@es/protocol';
 import {
   FAST_FLAGS,
   SCHEDULER_CLI,
@@ -221,8 +221,17 @@ suite(`safe on a shared cluster${SKIP_REASON ? ` (skipped: ${SKIP_REASON})` : ''
 
     const status = () => adminStatus(scheduler.url, adminKey);
 
-    /** The job processes: everything the scheduler started (es-worker, engine guards, engines). */
-    const jobProcesses = () => descendants(scheduler.pid);
+    /**
+     * The job processes: everything the scheduler started (es-worker, engine guards, engines)
+     * but its data plane — es-proxy serves the client port (the scheduler's own, probed by
+     * the chat test with the client key and by the key/file/ps checks below like every
+     * process of the run), and is no job's.
+     */
+    const jobProcesses = () => {
+      const plane = readDataPlaneState(join(logDir, 'data-plane.json'));
+      const dataPlane = new Set(plane === undefined ? [] : [plane.pid, ...plane.workers]);
+      return descendants(scheduler.pid).filter((pid) => !dataPlane.has(pid));
+    };
 
     /** Every key of the run; an engine key for each job the scheduler or /proc knows of. */
     async function secrets(): Promise<Secret[]> {

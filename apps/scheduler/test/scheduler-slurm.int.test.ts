@@ -323,7 +323,14 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
     let text = '';
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe(expectedChat(5).text);
-    const { workers } = await scheduler.get<{ workers: { requests_served: number }[] }>('/workers');
+    // Counted from the data plane's reports (one a second): the 25 requests within a few.
+    const workers = await waitFor(
+      'the 25 requests counted per worker',
+      async () =>
+        (await scheduler.get<{ workers: { requests_served: number }[] }>('/workers')).workers,
+      (list) => list.reduce((n, w) => n + w.requests_served, 0) >= 25,
+      10_000,
+    );
     expect(workers.filter((w) => w.requests_served > 0).length).toBeGreaterThan(2);
   });
 

@@ -67,6 +67,8 @@ async function serveAdmin(dataPlane?: () => DataPlaneView): Promise<Served> {
     async close() {
       api.close();
       metrics.close();
+      // A page still open polls every second: its connections never go idle.
+      (server as unknown as { closeAllConnections(): void }).closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
@@ -318,6 +320,7 @@ describe('dashboard in headless Chromium', () => {
       expect(await page.locator('#data-plane').innerText()).toMatch(
         /login1:4242\s+http:\/\/0\.0\.0\.0:8780\s+silent \(unsubscribed\)\s+1m15s ago\s+7\/9\s+3\s+1\.0\.0/,
       );
+      await page.close();
     } finally {
       await s.close();
     }
