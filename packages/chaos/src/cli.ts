@@ -65,6 +65,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '8' },
     only: { type: 'string' },
     'stop-seconds': { type: 'string', default: '60' },
+    'scheduler-down-seconds': { type: 'string', default: '120' },
     'sbatch-fail-seconds': { type: 'string', default: '40' },
     'misbehaviour-seconds': { type: 'string', default: '30' },
     plant: { type: 'string' },
@@ -77,6 +78,7 @@ if (values.help) {
     `usage: scripts/chaos [--out reports/reliability.md] [--max-nodes 3] [--concurrency 8]\n` +
       `                     [--only ${FAULTS.join(',')}]\n` +
       `                     [--stop-seconds 60] [--sbatch-fail-seconds 40] [--misbehaviour-seconds 30]\n` +
+      `                     [--scheduler-down-seconds 120]\n` +
       `                     [--plant ${PLANTS.join(',')}] (faults planted on purpose: the run must report them)\n` +
       `       scripts/chaos --recheck reports/reliability-history.jsonl.gz (judge a kept history again)\n`,
   );
@@ -185,6 +187,7 @@ async function runAll(meta: Record<string, string>): Promise<RunRecord> {
     env: plantEnv,
     concurrency,
     stopMs: Number(values['stop-seconds']) * 1000,
+    schedulerDownMs: Number(values['scheduler-down-seconds']) * 1000,
     sbatchFailMs: Number(values['sbatch-fail-seconds']) * 1000,
     misbehaviourMs,
     log,

@@ -56,6 +56,8 @@ export interface ScenarioRun {
   concurrency: number;
   /** `--stop-seconds`, `--sbatch-fail-seconds`, `--misbehaviour-seconds` of the long profile, ms. */
   stopMs: number;
+  /** `--scheduler-down-seconds` of the long profile (default 120 s), ms. */
+  schedulerDownMs: number;
   sbatchFailMs: number;
   misbehaviourMs: number;
   log: (message: string) => void;
@@ -209,13 +211,13 @@ export const SCENARIOS: readonly Scenario[] = [
   {
     name: 'scheduler-down',
     description:
-      'scheduler SIGKILLed and kept down (120 s long, 10 s short), a worker SIGKILLed meanwhile, then restarted: 0 lost, 0 streams cut (continued by the data plane on its own), no gap over 1 s, the dead node replaced after the restart',
+      'scheduler SIGKILLed and kept down (--scheduler-down-seconds, 120 s, long; 10 s short), a worker SIGKILLed meanwhile, then restarted: 0 lost, 0 streams cut (continued by the data plane on its own), no gap over 1 s, the dead node replaced after the restart',
     scheduler: 'shared',
     profiles: ['short', 'long'],
     checks: [STREAMS_CUT, GAP_CHECK, REPLACED_CHECK, 'engine processes outliving the job'],
     run: (run) =>
       schedulerDownScenario(shared(run), {
-        downMs: long(run) ? 120_000 : 10_000,
+        downMs: long(run) ? run.schedulerDownMs : 10_000,
         stayDown: run.plants.has('scheduler-stays-down'),
       }),
   },

@@ -41,6 +41,7 @@ const run = (ctx?: ChaosContext): ScenarioRun => ({
   env: {},
   concurrency: 8,
   stopMs: 0,
+  schedulerDownMs: 10_000,
   sbatchFailMs: 0,
   misbehaviourMs: 0,
   log,

@@ -122,6 +122,9 @@ describe('scripts/chaos with the data plane broken on purpose', () => {
         'scheduler-restart,scheduler-down',
         '--max-nodes',
         '2',
+        // The outage of CI's profile, not the long profile's 120 s.
+        '--scheduler-down-seconds',
+        '10',
         '--plant',
         'in-process-data-plane,scheduler-stays-down',
       ],
