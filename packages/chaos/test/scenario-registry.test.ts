@@ -27,7 +27,6 @@ describe('the scenario registry', () => {
       'worker-kill',
       'es-proxy-kill',
       'scheduler-restart',
-      'scheduler-down',
       'slurmctld-restart',
       'hostile',
       'other-user',
