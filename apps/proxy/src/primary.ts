@@ -2,7 +2,7 @@
  * The primary of `es-proxy`: a small supervisor that never serves. With `SCHED_NONE` it
  * binds the port once (when the first worker listens) and hands the listening handle to
  * every worker, which accepts connections itself. It respawns a worker that dies (with
- * backoff), writes the state file once every worker listens and after each respawn, and on
+ * backoff; the new one listens once it has a routing table), writes the state file once every worker listens and after each respawn, and on
  * SIGTERM/SIGINT lets each worker finish its requests before it exits.
  */
 import cluster from 'node:cluster';
@@ -21,6 +21,12 @@ export type WorkerMessage =
 
 /** The environment variable that tells a worker its slot (0 … processes − 1). */
 export const SLOT_ENV = 'ES_PROXY_SLOT';
+/**
+ * Set (to 1) for a respawned worker: it joins a port its siblings serve, so it takes
+ * connections only once it has a routing table (a fresh process without one could only
+ * answer 503 `no_routing_table`).
+ */
+export const RESPAWN_ENV = 'ES_PROXY_RESPAWN';
 
 /** Worker's grace to finish in-flight requests on SIGTERM, and the primary's margin. */
 export const WORKER_GRACE_MS = 10_000;
@@ -93,7 +99,11 @@ export function runPrimary(flags: ProxyFlags, logger: Logger): void {
     const slot = slots[index]!;
     slot.timer = undefined;
     if (stopping) return;
-    const worker = cluster.fork({ [SLOT_ENV]: String(index) });
+    const respawn = slot.startedAt !== 0;
+    const worker = cluster.fork({
+      [SLOT_ENV]: String(index),
+      ...(respawn ? { [RESPAWN_ENV]: '1' } : {}),
+    });
     slot.worker = worker;
     slot.listening = false;
     slot.startedAt = Date.now();

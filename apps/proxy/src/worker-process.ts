@@ -7,7 +7,7 @@ import { isEsError } from '@es/protocol';
 import { reliabilityHooks, startDataPlane } from '@es/proxy';
 import type { Logger } from 'pino';
 import type { ProxyFlags } from './flags.js';
-import { EXIT_LISTEN_FAILED, SLOT_ENV, WORKER_GRACE_MS } from './primary.js';
+import { EXIT_LISTEN_FAILED, RESPAWN_ENV, SLOT_ENV, WORKER_GRACE_MS } from './primary.js';
 import type { WorkerMessage } from './primary.js';
 
 const tell = (message: WorkerMessage) => process.send?.(message);
@@ -36,6 +36,8 @@ export async function runWorker(flags: ProxyFlags, secret: string, logger: Logge
         ? {}
         : { id: flags.processes > 1 ? `${flags.id}.${slot}` : flags.id }),
       closeGraceMs: WORKER_GRACE_MS,
+      // A respawn joins a port its siblings serve: it listens once it can serve too.
+      ...(process.env[RESPAWN_ENV] === '1' ? { firstTableWaitMs: Infinity } : {}),
       logger,
       ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),
       ...(hooks.plantedFaults === undefined ? {} : { plantedFaults: hooks.plantedFaults }),

@@ -18,7 +18,7 @@ import {
   startFakeScheduler,
   writeSchedulerUrl,
 } from '../../../packages/proxy/test/data-plane-harness.js';
-import type { Cleanups } from '../../../packages/proxy/test/data-plane-harness.js';
+import type { Cleanups, FakeScheduler } from '../../../packages/proxy/test/data-plane-harness.js';
 import { until } from '../../../packages/proxy/test/harness.js';
 import { processAlive as alive } from '../../../packages/testkit/src/index.js';
 
@@ -88,19 +88,23 @@ function esProxy(args: string[], controlUrl?: string): Running {
 }
 
 /** es-proxy --processes 2 on a free port, following a stand-in scheduler; once both listen. */
-async function serving(): Promise<{ running: Running; state: State }> {
+async function serving(): Promise<{ running: Running; state: State; scheduler: FakeScheduler }> {
   const registry = newRegistry();
   await readyEngine(registry, '201', cleanups, { tokensPerSecond: 40 });
   const scheduler = await startFakeScheduler(registry, cleanups);
   const running = esProxy(['--port', '0', '--processes', '2'], scheduler.url);
   await until(() => readState(running.stateFile)?.workers.length === 2, 15_000);
   const state = readState(running.stateFile)!;
-  // Each worker has its table before the test asks.
+  // Each worker has its table before the test asks: both answer /health with 200.
+  const withTable = new Set<string>();
   await until(async () => {
-    const health = await fetch(`http://127.0.0.1:${state.port}/health`).catch(() => undefined);
-    return health?.status === 200;
+    const health = await fetch(`http://127.0.0.1:${state.port}/health`, {
+      headers: { connection: 'close' },
+    }).catch(() => undefined);
+    if (health?.status === 200) withTable.add(health.headers.get('x-es-data-plane') ?? '');
+    return withTable.size === 2;
   }, 10_000);
-  return { running, state };
+  return { running, state, scheduler };
 }
 
 const ask = (port: number, maxTokens = 3) =>
@@ -133,16 +137,40 @@ describe('es-proxy (the built binary)', () => {
     for (let i = 0; i < 4; i++) expect((await ask(state.port)).choices).toHaveLength(1);
   });
 
-  it('a SIGKILLed worker: the port keeps answering and the primary respawns it', async () => {
-    const { running, state } = await serving();
+  it('a SIGKILLed worker: the port keeps answering, also while the primary respawns it', async () => {
+    const { running, state, scheduler } = await serving();
     const [victim, survivor] = state.workers as [number, number];
+    // /health on a new connection every 10 ms from the kill until 1 s after the respawn,
+    // with the scheduler slow to answer the respawn's subscription (1.5 s): the respawned
+    // process must not take connections before it has a routing table.
+    const statuses: (number | string)[] = [];
+    let probing = true;
+    const probes = (async () => {
+      while (probing) {
+        const health = await fetch(`http://127.0.0.1:${state.port}/health`, {
+          headers: { connection: 'close' },
+          signal: AbortSignal.timeout(2_000),
+        }).catch((error: unknown) => (error as Error).message);
+        statuses.push(typeof health === 'string' ? health : health.status);
+        if (typeof health !== 'string') await health.arrayBuffer();
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    })();
+    const release = scheduler.holdWatch();
     process.kill(victim, 'SIGKILL');
     // Every request from now on is answered (a fresh connection each time).
     for (let i = 0; i < 6; i++) expect((await ask(state.port)).choices).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    release();
     await until(() => {
       const now = readState(running.stateFile);
       return now !== undefined && !now.workers.includes(victim) && now.workers.length === 2;
     }, 15_000);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    probing = false;
+    await probes;
+    expect(statuses.length).toBeGreaterThan(50);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
     const after = readState(running.stateFile)!;
     expect(after.workers).toContain(survivor);
     expect(after.pid).toBe(state.pid);

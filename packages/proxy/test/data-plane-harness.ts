@@ -5,13 +5,14 @@
  * control paths (`/metrics`, an echo that streams a body back).
  */
 import { createServer } from 'node:http';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DATA_PLANE_ROUTES,
+  ROUTING_WATCH_ROUTE,
   createWorkerRequestVerifier,
   deriveEngineKey,
   deriveKeys,
@@ -77,6 +78,11 @@ export interface FakeScheduler {
   refused: number;
   /** Stop listening and drop every connection (an outage). */
   close(): Promise<void>;
+  /**
+   * Hold new watch subscriptions unanswered (a slow scheduler) until the returned release
+   * is called; then they are answered in order.
+   */
+  holdWatch(): () => void;
 }
 
 /** Serve the watch stream, reports and control paths of `registry` on 127.0.0.1. */
@@ -95,7 +101,12 @@ export async function startFakeScheduler(
   const verifier = createWorkerRequestVerifier({ key: DATA_PLANE_KEY });
   const reports: DataPlaneReport[] = [];
   const fake = { reports, refused: 0 } as FakeScheduler;
+  let held: [IncomingMessage, ServerResponse][] | undefined;
   const server = createServer((req, res) => {
+    if (held !== undefined && (req.url ?? '').split('?')[0] === ROUTING_WATCH_ROUTE.path) {
+      held.push([req, res]);
+      return;
+    }
     if (watch.handle(req, res)) return;
     const path = req.url ?? '/';
     if (req.method === 'POST' && path === DATA_PLANE_ROUTES.report.path) {
@@ -142,11 +153,20 @@ export async function startFakeScheduler(
     });
   };
   cleanups.push(close);
+  const holdWatch = () => {
+    held ??= [];
+    return () => {
+      const waiting = held ?? [];
+      held = undefined;
+      for (const [req, res] of waiting) if (!res.destroyed) watch.handle(req, res);
+    };
+  };
   return Object.assign(fake, {
     url: `http://127.0.0.1:${actual}`,
     port: actual,
     server,
     close,
+    holdWatch,
   });
 }
 

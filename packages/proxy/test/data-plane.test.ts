@@ -129,6 +129,23 @@ describe('startDataPlane', () => {
     expect(entries[0]).toMatchObject({ routable: true });
   });
 
+  it('with firstTableWaitMs: listens only once its first routing table has arrived', async () => {
+    const registry = newRegistry();
+    await readyEngine(registry, '108', cleanups);
+    const scheduler = await startFakeScheduler(registry, cleanups);
+    const file = urlFilePath(cleanups);
+    let started = false;
+    const starting = plane(file, { firstTableWaitMs: Infinity }).then((p) => ((started = true), p));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(started).toBe(false);
+
+    writeSchedulerUrl(file, scheduler.url);
+    const p = await starting;
+    expect(p.pool.version).toBeDefined();
+    // Its first answer is served, not a 503.
+    expect((await ask(p)).choices).toHaveLength(1);
+  });
+
   it('answers /v1 with 503 no_routing_table before the first snapshot, then serves', async () => {
     const registry = newRegistry();
     await readyEngine(registry, '102', cleanups);

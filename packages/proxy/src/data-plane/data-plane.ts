@@ -63,6 +63,14 @@ export interface DataPlaneOptions {
   onReport?: (result: ReportResult) => void;
   /** Told of each subscription's fate. */
   onWatchStatus?: (status: RoutingWatchStatus) => void;
+  /**
+   * How long to wait for the first routing table before listening (ms; `Infinity`: until it
+   * arrives). Default 0: listen at once, so a port conflict is reported at once and a plane
+   * started before its scheduler answers 503 `no_routing_table` with `Retry-After`. A
+   * process joining a port its siblings already serve (es-proxy's respawn) waits without
+   * bound: until it can serve, the siblings take the connections.
+   */
+  firstTableWaitMs?: number;
 }
 
 /** A serving data-plane process. */
@@ -89,7 +97,8 @@ const sameSettings = (a: DataPlaneSettings, b: DataPlaneSettings) =>
 const isV1 = (path: string) => path === '/v1' || path.startsWith('/v1/') || path.startsWith('/v1?');
 
 /**
- * Start one data-plane process; resolves once it listens.
+ * Start one data-plane process; resolves once it listens (with `firstTableWaitMs`, once
+ * its first routing table has arrived or the wait is over).
  * @throws {DataPlaneError} `listen_failed` when the address cannot be bound (`cause` holds
  *   the system error, e.g. `EADDRINUSE`).
  * @example
@@ -107,6 +116,8 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     return read.kind === 'url' ? read.url : options.schedulerUrl;
   };
   let lastWatchProblem: string | undefined;
+  let firstTable: () => void = () => undefined;
+  const tableArrived = new Promise<void>((resolve) => (firstTable = resolve));
   const pool = createRoutingWatchClient({
     urlFile: options.schedulerUrlFile,
     ...(options.schedulerUrl === undefined ? {} : { url: options.schedulerUrl }),
@@ -116,6 +127,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     onStatus: (status) => {
       options.onWatchStatus?.(status);
       if (status.kind === 'subscribed') {
+        firstTable();
         lastWatchProblem = undefined;
         logger?.info({ url: status.url, version: status.version }, 'routing table received');
       } else if (status.message !== lastWatchProblem) {
@@ -240,6 +252,25 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     return RESPONSE_ALREADY_SENT;
   };
 
+  // Listen once there is a table to serve from, or the wait is over.
+  const waitMs = options.firstTableWaitMs ?? 0;
+  if (waitMs > 0 && pool.version === undefined) {
+    logger?.info({}, 'waiting for a routing table before taking connections');
+    let waitTimer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      tableArrived,
+      ...(Number.isFinite(waitMs)
+        ? [new Promise<void>((resolve) => (waitTimer = setTimeout(resolve, waitMs)))]
+        : []),
+    ]);
+    clearTimeout(waitTimer);
+    if (pool.version === undefined) {
+      logger?.warn(
+        {},
+        `no routing table after ${waitMs / 1000} s: listening anyway, /v1 answers 503 no_routing_table until the scheduler (${options.schedulerUrlFile}) sends one`,
+      );
+    }
+  }
   let proxyServer;
   try {
     proxyServer = await startProxyServer({
