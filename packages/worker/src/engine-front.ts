@@ -44,6 +44,12 @@ export interface EngineFront {
   listen(wanted: number): Promise<number>;
   /** From now on, refuse every new `POST /v1/*` with `WORKER_DRAINING` (in flight: untouched). */
   drain(): void;
+  /**
+   * Inference requests (`POST /v1/*`) passed to the engine whose answer has not ended: what
+   * a drain waits for, whatever the engine's own metrics say (they lag, and an engine
+   * between its scheduler steps may count a streaming request as neither running nor waiting).
+   */
+  readonly inFlight: number;
   /** Stops accepting and closes every connection (call it once the engine has stopped). */
   close(): Promise<void>;
 }
@@ -102,6 +108,7 @@ export function createEngineFront(options: EngineFrontOptions): EngineFront {
   const authorized = options.key === undefined ? undefined : createBearerCheck([options.key]);
   const agent = new Agent({ keepAlive: true, maxFreeSockets: 64 });
   let draining = false;
+  let inFlight = 0;
 
   const forward = (req: IncomingMessage, res: ServerResponse) => {
     if (authorized !== undefined && !authorized(req.headers.authorization)) {
@@ -122,6 +129,10 @@ export function createEngineFront(options: EngineFrontOptions): EngineFront {
     if (endpoint === undefined) {
       refuse(res, 503, 'engine_not_running', 'The engine is not running (restarting?).');
       return;
+    }
+    if (req.method === 'POST' && req.url?.startsWith('/v1/') === true) {
+      inFlight += 1;
+      res.once('close', () => (inFlight -= 1));
     }
     const upstream = httpRequest(
       { ...endpoint, agent, method: req.method, path: req.url, headers: endToEnd(req.headers) },
@@ -163,6 +174,9 @@ export function createEngineFront(options: EngineFrontOptions): EngineFront {
   return {
     get port() {
       return port;
+    },
+    get inFlight() {
+      return inFlight;
     },
     async listen(wanted) {
       try {

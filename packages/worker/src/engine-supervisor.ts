@@ -81,6 +81,8 @@ export interface EngineSupervisor {
   readLoad(timeoutMs?: number): Promise<EngineLoad | undefined>;
   /** Whether the engine that runs now has been ready (it may have requests in flight). */
   hasServed(): boolean;
+  /** Inference requests its front passed to the engine and not yet answered in full. */
+  inFlight(): number;
   /** Stop reacting: no more probes, restarts or exit handling (shutdown has begun). */
   halt(): void;
   /** The front refuses new inference requests from now on (see `EngineFront.drain`). */
@@ -297,6 +299,7 @@ export function createEngineSupervisor(options: EngineSupervisorOptions): Engine
     },
     readLoad: (timeoutMs) => loadNow(timeoutMs),
     hasServed: () => health.readySince !== undefined && current !== undefined,
+    inFlight: () => front.inFlight,
     drain: () => front.drain(),
     halt() {
       halted = true;

@@ -162,8 +162,10 @@ export function createWorker(options: WorkerOptions): Worker {
 
   // Every engine that has served (ready, now draining) and is still running: one whose
   // /metrics cannot be read is busy too (it may be finishing streams while shutting down
-  // its listener on the step's SIGTERM); only its exit or the grace ends the wait.
+  // its listener on the step's SIGTERM); only its exit or the grace ends the wait. An
+  // answer still passing through a front counts whatever the engine's metrics say.
   const busy = async () => {
+    if (engines.some((engine) => engine.hasServed() && engine.inFlight() > 0)) return true;
     const loads = await Promise.all(
       engines.filter((engine) => engine.hasServed()).map((engine) => engine.readLoad()),
     );

@@ -153,6 +153,28 @@ describe('the engine front', () => {
     });
   });
 
+  it('counts an inference request in flight from its start to the end of its answer', async () => {
+    const { url, front } = await engineBehindFront();
+    const auth = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' };
+    await send(url, '/metrics', { headers: auth });
+    expect(front.inFlight).toBe(0);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: KEY, maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'count me' }],
+      max_tokens: 40,
+      stream: true,
+    });
+    // Mid-stream (the last chunks may arrive with the answer's end, so look before it).
+    const during: number[] = [];
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.finish_reason == null) during.push(front.inFlight);
+    }
+    expect(during.length).toBeGreaterThan(1);
+    expect(new Set(during)).toEqual(new Set([1]));
+    await vi.waitFor(() => expect(front.inFlight).toBe(0), { timeout: 2_000 });
+  });
+
   it('binds the port it was given, or any free one when that is taken', async () => {
     const first = await engineBehindFront();
     const taken = Number(new URL(first.url).port);
