@@ -102,8 +102,9 @@ SlurmctldPort=$CTL_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# A requeued job may start again cred_expire + 1 s after it was requeued (default 120 s).
-AuthInfo=cred_expire=10
+# SLURM's default credential lifetime (cred_expire, 120 s), as on a production cluster: a
+# requeued job gets a begin time 121 s after its requeue, which the scheduler lifts
+# (scontrol update StartTime=now; apps/scheduler/test/scheduler-slurm.int.test.ts (b)).
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc

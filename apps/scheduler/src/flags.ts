@@ -253,6 +253,11 @@ const OPTIONS = {
     describe:
       "Send the answering engine's address to clients as x-elastic-selected-endpoint, as the original did (default: off; x-elastic-selected-worker-id is always sent)",
   },
+  'release-requeued': {
+    type: 'boolean',
+    describe:
+      "Start a preempted job's requeue at once on a free node, lifting the begin time SLURM gives it (about 120 s; scontrol update JobId=<id> StartTime=now); when refused, cancel and replace it (default true; --no-release-requeued waits)",
+  },
   'cancel-on-exit': {
     type: 'boolean',
     describe: 'Cancel all jobs when the scheduler stops (default: keep them for re-adoption)',

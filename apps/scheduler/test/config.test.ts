@@ -147,6 +147,21 @@ describe('resolveConfig', () => {
     );
   });
 
+  it('releases requeued jobs unless --no-release-requeued or release_requeued: false says not to', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    expect(resolveConfig({ model: 'm' }, {})).toMatchObject({ releaseRequeued: true });
+    const off = await parseFlags(['--model', 'm', '--no-release-requeued']);
+    expect(off).toMatchObject({ releaseRequeued: false });
+    expect(resolveConfig(off, {})).toMatchObject({ releaseRequeued: false });
+    const path = file('release.json', { model: 'm', release_requeued: false });
+    expect(resolveConfig({ config: path }, {})).toMatchObject({ releaseRequeued: false });
+    expect(
+      errorOf(() =>
+        resolveConfig({ config: file('bad.json', { model: 'm', release_requeued: 'no' }) }, {}),
+      ).message,
+    ).toMatch(/releaseRequeued|release_requeued/);
+  });
+
   it('sets the data plane from flags or a file: proxy processes from the cores, a control port of its own', async () => {
     const { parseFlags } = await import('../src/flags.js');
     const cores = availableParallelism();

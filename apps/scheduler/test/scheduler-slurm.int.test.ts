@@ -377,11 +377,63 @@ describe('es-scheduler --backend slurm on the dev cluster', () => {
       90_000,
       250,
     );
-    console.log(`(b) capacity back ${Date.now() - preemptedAt} ms after the preemption`);
+    const backAfter = Date.now() - preemptedAt;
+    console.log(`(b) capacity back ${backAfter} ms after the preemption`);
     expect(back.filter((id) => id.startsWith(`${victim.id}.1.`))).toHaveLength(2);
     expect(shim.calls().length).toBe(callsBefore);
     expect(seenJobIds).toEqual(idsBefore);
     expect(await fullCapacity()).toEqual(jobIds);
+    // SLURM gave the requeued job a begin time 121 s ahead (the dev cluster keeps SLURM's
+    // default cred_expire); the scheduler lifted it and the job started on the free node:
+    // whole again within the engines' load time (0 here) + 10 s.
+    expect(events(scheduler, 'released').map((l) => l.jobId)).toContain(victim.id);
+    expect((await liveJobs()).find((j) => j.id === victim.id)?.node).not.toBe(victim.node);
+    expect(backAfter).toBeLessThan(10_000);
+  });
+
+  it('(b2) a released job that must wait for its old node starts there, inside its old credential lifetime', async () => {
+    const jobIds = await fullCapacity();
+    const callsBefore = shim.calls().length;
+    const live = await liveJobs();
+    const used = new Set(live.map((j) => j.node));
+    const free = ['gpu1', 'gpu2', 'gpu3', 'gpu4'].find((n) => !used.has(n));
+    if (free === undefined) throw new Error(`no free node: ${JSON.stringify(live)}`);
+    const victim = live.find((j) => j.id === jobIds[1]);
+    if (!victim) throw new Error('no job to preempt');
+    // Worker ids are <job>.<restart count>.<index>.
+    const current = (await scheduler.readyWorkerIds()).find((id) => id.startsWith(`${victim.id}.`));
+    const restarts = Number(current?.split('.')[1] ?? 0);
+    // A high job holds the free node, so the released job can only start where it ran.
+    await preempt(free, 600, `es-${SID}-blocker`);
+    try {
+      await waitFor(
+        'the blocker running on the free node',
+        async () =>
+          (await runSlurm('squeue', ['-h', '-n', `es-${SID}-blocker`, '-o', '%T'])).stdout,
+        (out) => out.trim() === 'RUNNING',
+        30_000,
+      );
+      const preemptedAt = Date.now();
+      await preempt(victim.node, 8, `es-${SID}-preempt`);
+      const prefix = `${victim.id}.${restarts + 1}.`;
+      await waitFor(
+        'the released job ready again on its old node',
+        () => scheduler.readyWorkerIds(),
+        (ids) => ids.length === 6 && ids.filter((id) => id.startsWith(prefix)).length === 2,
+        90_000,
+        250,
+      );
+      console.log(
+        `(b2) capacity back on the old node ${Date.now() - preemptedAt} ms after the preemption`,
+      );
+      expect((await liveJobs()).find((j) => j.id === victim.id)?.node).toBe(victim.node);
+      expect(
+        events(scheduler, 'released').filter((l) => l.jobId === victim.id && l.time >= preemptedAt),
+      ).toHaveLength(1);
+      expect(shim.calls().length).toBe(callsBefore);
+    } finally {
+      await cancelByNamePrefix(`es-${SID}-blocker`);
+    }
   });
 
   it('(c) replaces a job whose worker was SIGKILLed, within the heartbeat timeout', async () => {

@@ -2,8 +2,8 @@ import { classifyProviderError, type NodeProvider } from '@es/pool';
 import type { Metrics, ProviderOperation } from './metrics.js';
 
 /**
- * Wrap a provider so every submit/list/cancel (sbatch/squeue/scancel on SLURM) is counted by
- * outcome: `ok` or its failure class. Errors pass through unchanged.
+ * Wrap a provider so every submit/list/cancel/release (sbatch/squeue/scancel/scontrol on
+ * SLURM) is counted by outcome: `ok` or its failure class. Errors pass through unchanged.
  */
 export function instrumentProvider<P extends NodeProvider>(provider: P, metrics: Metrics): P {
   const track = async <T>(operation: ProviderOperation, run: () => Promise<T>): Promise<T> => {
@@ -29,6 +29,12 @@ export function instrumentProvider<P extends NodeProvider>(provider: P, metrics:
       }
       if (property === 'cancel') {
         return (ids: string[]) => track('cancel', () => target.cancel(ids));
+      }
+      if (property === 'release') {
+        const release = target.release?.bind(target);
+        return release === undefined
+          ? undefined
+          : (ids: string[]) => track('release', () => release(ids));
       }
       const value: unknown = Reflect.get(target, property, receiver);
       return typeof value === 'function'

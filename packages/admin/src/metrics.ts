@@ -7,7 +7,7 @@ import type { SeriesResponse, SeriesSample, StatusResponse } from '@es/client';
 export type ProviderCallOutcome = 'ok' | 'transient' | 'policy' | 'permanent';
 
 /** The provider operations (sbatch, squeue, scancel on SLURM). */
-export type ProviderOperation = 'submit' | 'list' | 'cancel';
+export type ProviderOperation = 'submit' | 'list' | 'cancel' | 'release';
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {

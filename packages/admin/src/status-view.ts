@@ -192,6 +192,8 @@ export function buildStatus(input: StatusInput): StatusResponse {
         if (j.runningSeconds !== undefined) job.runningSeconds = j.runningSeconds;
         if (j.cancelReason !== undefined) job.cancelReason = j.cancelReason;
         if (j.endedAt !== undefined) job.endedAt = j.endedAt;
+        if (j.expectedStart !== undefined) job.expectedStart = j.expectedStart;
+        if (j.releasedAt !== undefined) job.releasedAt = j.releasedAt;
         return job;
       });
       const view: StatusResponse['deployments'][number] = {

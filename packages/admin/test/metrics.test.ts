@@ -3,6 +3,7 @@
  * through the admin app's routes (`app.request`, no socket), fed the proxy's request records.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { NodeProvider } from '@es/pool';
 import type { ProxyRequestRecord } from '@es/proxy';
 import type { SeriesResponse, StatusResponse } from '@es/client';
 import { createAdminApi, createMetrics, type AdminApi, type Metrics } from '../src/index.js';
@@ -163,5 +164,39 @@ describe('continuations', () => {
     expect(
       metric(text, 'es_continuation_wait_seconds_bucket', { deployment: 'd', le: '0.05' }),
     ).toBe(1);
+  });
+});
+
+describe('provider calls', () => {
+  it('counts releases like the other calls, and keeps a provider without one without one', async () => {
+    const { instrumentProvider } = await import('../src/index.js');
+    const metrics = createMetrics({ defaultMetrics: false });
+    let refuse = false;
+    const provider: NodeProvider = {
+      kind: 'slurm',
+      submit: async () => '1',
+      list: async () => [],
+      cancel: async () => undefined,
+      release: async () => {
+        if (refuse) throw Object.assign(new Error('Access/permission denied'), { kind: 'policy' });
+      },
+    };
+    const counted = instrumentProvider(provider, metrics);
+    await counted.release?.(['7']);
+    refuse = true;
+    await expect(counted.release?.(['7'])).rejects.toThrow('Access/permission denied');
+    const text = await metrics.render();
+    for (const outcome of ['ok', 'policy']) {
+      expect(
+        metric(text, 'es_provider_calls_total', {
+          provider: 'slurm',
+          operation: 'release',
+          outcome,
+        }),
+      ).toBe(1);
+    }
+    const { release: _none, ...withoutRelease } = provider;
+    const plain: NodeProvider = instrumentProvider(withoutRelease, metrics);
+    expect(plain.release).toBeUndefined();
   });
 });

@@ -51,8 +51,15 @@ function load(w: WorkerView): string {
   return parts.join(', ');
 }
 
-function jobState(j: JobView): string {
-  return j.reason && j.state !== 'RUNNING' ? `${j.state} (${j.reason})` : j.state;
+function jobState(j: JobView, now: number): string {
+  const notes: string[] = [];
+  if (j.reason && j.state !== 'RUNNING') notes.push(j.reason);
+  if (j.state === 'PENDING' && j.expectedStart !== undefined) {
+    const inSeconds = Math.round((j.expectedStart - now) / 1000);
+    notes.push(inSeconds > 0 ? `expected start in ${formatDuration(inSeconds)}` : 'starts now');
+  }
+  if (j.state === 'PENDING' && j.releasedAt !== undefined) notes.push('released');
+  return notes.length > 0 ? `${j.state} (${notes.join(', ')})` : j.state;
 }
 
 /** The deployments table. */
@@ -93,7 +100,7 @@ export function formatJobs(status: StatusResponse): string {
       rows.push([
         j.jobId,
         d.name,
-        jobState(j),
+        jobState(j, status.now),
         j.nodes || '-',
         // SLURM reports the whole limit for a job that has not started: not time *left*.
         j.state === 'RUNNING' ? formatDuration(j.timeLeftSeconds) : '-',

@@ -67,6 +67,10 @@ export interface JobView {
   drained: boolean;
   cancelReason?: string;
   endedAt?: number;
+  /** A pending job's expected start (ms since epoch), as SLURM estimates it. */
+  expectedStart?: number;
+  /** When the scheduler released its current incarnation from SLURM's requeue begin time (ms). */
+  releasedAt?: number;
   /** The phases seen so far, oldest first. */
   progress: ProgressStep[];
   /** One line such as `PENDING(Priority) 40s → RUNNING 2s → loading 15s → ready`. */

@@ -114,6 +114,36 @@ describe('status tables', () => {
     expect(lines[2]).toMatch(/^17\s+qwen\s+RUNNING\s+gpu-a01\s+3h01m\s+1\s+2h01m\s+RUNNING/);
   });
 
+  it('shows a requeued job with its expected start, and that it was released', () => {
+    const job = status.deployments[0]?.jobs[0];
+    if (job === undefined) throw new Error('no job');
+    const requeued: StatusResponse = {
+      ...status,
+      now: 1_000_000,
+      deployments: [
+        {
+          ...(status.deployments[0] as StatusResponse['deployments'][number]),
+          jobs: [
+            { ...job, reason: 'BeginTime', restartCount: 1, expectedStart: 1_000_000 + 118_000 },
+            {
+              ...job,
+              jobId: '4243',
+              reason: 'Resources',
+              restartCount: 1,
+              expectedStart: 1_000_000 - 5_000,
+              releasedAt: 990_000,
+            },
+          ],
+        },
+      ],
+    };
+    const lines = formatJobs(requeued).split('\n');
+    expect(lines[1]).toMatch(
+      /^4242\s+qwen\s+PENDING \(BeginTime, expected start in 1m58s\)\s+-\s+-\s+1\s/,
+    );
+    expect(lines[2]).toMatch(/^4243\s+qwen\s+PENDING \(Resources, starts now, released\)\s/);
+  });
+
   it('shows a worker with its GPU slice as a range, its load, served and errors', () => {
     const [header, row] = formatWorkers(status).split('\n');
     expect(header).toMatch(

@@ -90,6 +90,12 @@ export interface ObservedJob {
   startTime?: number;
   /** Submit time (ms since epoch), when known. */
   submitTime?: number;
+  /**
+   * A pending job's expected start (ms since epoch) as the cluster estimates it, when it
+   * has one: for a requeued SLURM job, the begin time SLURM set (about 120 s after the
+   * requeue).
+   */
+  expectedStart?: number;
 }
 
 /** Which jobs `list` returns. */
@@ -188,4 +194,12 @@ export interface NodeProvider {
   list(filter: ListFilter): Promise<ObservedJob[]>;
   /** Cancel jobs in ONE call. Unknown or ended ids are not an error. */
   cancel(ids: string[]): Promise<void>;
+  /**
+   * Let pending jobs start as soon as resources allow, lifting the begin time the cluster
+   * gave them (SLURM delays a requeued job by about 120 s: `scontrol update JobId=<ids>
+   * StartTime=now`), in ONE call. Throws a {@link ProviderError} when the cluster refuses
+   * (e.g. by site policy); the reconciler then cancels and replaces the job. Optional: a
+   * provider without begin times never lists a job that needs it.
+   */
+  release?(ids: string[]): Promise<void>;
 }

@@ -85,7 +85,7 @@ export interface ReconcilerOptions extends Partial<Omit<ReconcileOptions, 'sched
   /** Told about every provider failure (logging). */
   onError?: (
     error: unknown,
-    context: { action: 'list' | 'submit' | 'cancel'; deployment?: string },
+    context: { action: 'list' | 'submit' | 'cancel' | 'release'; deployment?: string },
   ) => void;
 }
 

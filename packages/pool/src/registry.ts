@@ -41,6 +41,8 @@ export type PoolEventType =
   | 'continuation'
   | 'gone'
   | 'preempted'
+  /** A requeued job's begin time was lifted (`NodeProvider.release`): it starts as soon as a node is free. */
+  | 'released'
   | 'replaced'
   | 'cancelled'
   | 'failed'

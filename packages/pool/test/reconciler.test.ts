@@ -25,7 +25,21 @@ class MemoryCluster implements NodeProvider {
   /** While set, `list` waits for it: a controller that answers squeue late. */
   listHold: Promise<void> | undefined;
   submitError: (Error & { kind?: string; ambiguous?: boolean }) | undefined;
+  cancelError: (Error & { kind?: string }) | undefined;
+  releaseCalls: string[][] = [];
+  /** A cluster whose policy refuses to lift begin times. */
+  releaseError: (Error & { kind?: string }) | undefined;
   private next = 100;
+
+  /** Lifts the begin time: the job waits for a node like any other pending job. */
+  async release(ids: string[]): Promise<void> {
+    this.releaseCalls.push(ids);
+    if (this.releaseError) throw this.releaseError;
+    for (const id of ids) {
+      const job = this.jobs.get(id);
+      if (job?.reason === 'BeginTime') job.reason = 'Resources';
+    }
+  }
 
   async submit(request: NodeRequest): Promise<string> {
     if (this.submitError) throw this.submitError;
@@ -55,6 +69,7 @@ class MemoryCluster implements NodeProvider {
   async cancel(ids: string[]): Promise<void> {
     this.onCancel?.(ids);
     this.cancelCalls.push(ids);
+    if (this.cancelError) throw this.cancelError;
     for (const id of ids) {
       const job = this.jobs.get(id);
       if (job) job.state = 'CANCELLED';
@@ -330,6 +345,57 @@ describe('the reconciler as the pool operator', () => {
     }
     throw new Error('no refusal');
   }
+
+  it('releases a requeued job from its begin time in one call and says so in the events', async () => {
+    const world = setup();
+    await twoReadyJobs(world);
+    const { cluster, reconciler, registry } = world;
+    cluster.set('101', 'PENDING', { reason: 'BeginTime', restartCount: 1 });
+    await reconciler.tickOnce();
+    expect(cluster.releaseCalls).toEqual([['101']]);
+    expect(cluster.requests).toHaveLength(2);
+    expect(registry.recentEvents().find((e) => e.type === 'released')).toMatchObject({
+      deployment: 'm',
+      jobId: '101',
+      reason: 'requeue begin time lifted: it starts as soon as a node is free',
+    });
+    const status = () => reconciler.status().deployments[0]?.jobs.find((j) => j.jobId === '101');
+    expect(status()).toMatchObject({ reason: 'BeginTime', releasedAt: expect.any(Number) });
+    // The next list shows it waiting for a node, still released, and it is not released again.
+    await reconciler.tickOnce();
+    expect(status()).toMatchObject({ reason: 'Resources', releasedAt: expect.any(Number) });
+    expect(cluster.releaseCalls).toEqual([['101']]);
+  });
+
+  it('replaces a job whose release was refused, but only once its cancel succeeded', async () => {
+    const world = setup();
+    await twoReadyJobs(world);
+    const { cluster, reconciler, clock } = world;
+    cluster.releaseError = Object.assign(new Error('scontrol failed: Access/permission denied'), {
+      kind: 'permanent',
+    });
+    cluster.set('101', 'PENDING', { reason: 'BeginTime', restartCount: 1 });
+    await reconciler.tickOnce();
+    expect(cluster.releaseCalls).toEqual([['101']]);
+    expect(reconciler.status().deployments[0]?.lastErrors.at(-1)).toMatchObject({
+      action: 'release',
+      message: 'scontrol failed: Access/permission denied',
+    });
+    // The cancel fails: no replacement while the refused job may still start.
+    cluster.cancelError = Object.assign(new Error('scancel: Unable to contact slurm controller'), {
+      kind: 'transient',
+    });
+    clock.advance(1_000);
+    await reconciler.tickOnce();
+    expect(cluster.cancelCalls).toEqual([['101']]);
+    expect(cluster.requests).toHaveLength(2);
+    // The next tick cancels again, and now that it worked, replaces it.
+    cluster.cancelError = undefined;
+    clock.advance(1_000);
+    await reconciler.tickOnce();
+    expect(cluster.cancelCalls).toEqual([['101'], ['101']]);
+    expect(cluster.requests).toHaveLength(3);
+  });
 
   it('setMaxNodes refuses an unknown deployment and a maxNodes that is not an integer >= 0', async () => {
     const { reconciler, cluster } = setup();

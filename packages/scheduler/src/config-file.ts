@@ -70,6 +70,7 @@ const schedulerFields = {
   localNodes: v.optional(positiveInt),
   schedulerId: v.optional(name),
   cancelOnExit: v.optional(v.boolean()),
+  releaseRequeued: v.optional(v.boolean()),
   exposeSelectedEndpoint: v.optional(v.boolean()),
   maxContinuations: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
   stallTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),

@@ -253,6 +253,7 @@ export async function createScheduler(
     // Heartbeats the worker listener's thread answered are applied before any is judged late.
     receivePendingHeartbeats: () => workerApi.receivePending(),
     startupTimeoutMs: settings.startupTimeoutS * 1000,
+    releaseRequeued: settings.releaseRequeued,
     buildNodeRequest: (deployment) => {
       const d = byName.get(deployment.name);
       if (!d) throw new Error(`unknown deployment ${deployment.name}`);

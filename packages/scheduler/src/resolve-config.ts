@@ -110,6 +110,7 @@ export function resolveConfig(
     localNodes: get('localNodes') ?? DEFAULTS.localNodes,
     schedulerId: get('schedulerId') ?? DEFAULTS.schedulerId,
     cancelOnExit: get('cancelOnExit') ?? DEFAULTS.cancelOnExit,
+    releaseRequeued: get('releaseRequeued') ?? DEFAULTS.releaseRequeued,
     exposeSelectedEndpoint: get('exposeSelectedEndpoint') ?? DEFAULTS.exposeSelectedEndpoint,
     maxContinuations: get('maxContinuations') ?? DEFAULTS.maxContinuations,
     stallTimeoutS: get('stallTimeout') ?? DEFAULTS.stallTimeoutS,

@@ -114,6 +114,8 @@ export interface SchedulerSettings {
   schedulerId: string;
   /** Cancel all of this scheduler's jobs when it stops (default: leave them to be re-adopted). */
   cancelOnExit: boolean;
+  /** Lift SLURM's requeue begin time of a preempted job so it starts at once (default true). */
+  releaseRequeued: boolean;
   /** Send engine addresses to clients as `x-elastic-selected-endpoint` (default false). */
   exposeSelectedEndpoint: boolean;
   /** Continuations of one cut generation on other workers; 0 turns continuation off. */
@@ -176,6 +178,7 @@ export const DEFAULTS = {
   localNodes: 4,
   schedulerId: 'es',
   cancelOnExit: false,
+  releaseRequeued: true,
   exposeSelectedEndpoint: false,
   engine: 'vllm' as EngineKind,
   maxNodes: 1,

@@ -18,12 +18,12 @@ export interface SlurmClientOptions {
   /** List this user's jobs (`squeue -u`); default the calling user (`squeue --me`). */
   user?: string;
   /** Executables (names on PATH or paths). */
-  commands?: { sbatch?: string; squeue?: string; scancel?: string };
+  commands?: { sbatch?: string; squeue?: string; scancel?: string; scontrol?: string };
   /**
    * Timeouts in ms. sbatch retries a busy controller internally for up to about two
-   * minutes, so its default is 150 s; squeue and scancel default to 30 s.
+   * minutes, so its default is 150 s; squeue, scancel and scontrol default to 30 s.
    */
-  timeouts?: { sbatchMs?: number; squeueMs?: number; scancelMs?: number };
+  timeouts?: { sbatchMs?: number; squeueMs?: number; scancelMs?: number; scontrolMs?: number };
 }
 
 /** Which jobs {@link SlurmClient.list} returns. */
@@ -40,12 +40,40 @@ export interface SlurmClient {
   list(filter?: JobFilter): Promise<SlurmJob[]>;
   /** Cancels jobs in ONE scancel call; unknown or ended ids are not an error. */
   cancel(ids: readonly string[]): Promise<void>;
+  /**
+   * Lets pending jobs start now, in ONE `scontrol update JobId=<ids> StartTime=now` call: a
+   * requeued job waits for a begin time about 120 s ahead otherwise. Ended or unknown ids
+   * are not an error; a refusal (site policy, a job not ours) is a {@link SlurmError}.
+   */
+  release(ids: readonly string[]): Promise<void>;
 }
 
 const JOB_ID = /^\d+(_\d+)?$/;
 // scancel messages that mean "nothing left to cancel".
 const GONE =
   /invalid job id specified|already completing or completed|job\/step already completed/i;
+
+/** Throws a permanent {@link SlurmError} unless every id is a SLURM job id. */
+function checkJobIds(file: string, ids: readonly string[]): void {
+  for (const id of ids) {
+    if (!JOB_ID.test(id)) {
+      throw new SlurmError(`not a SLURM job id: ${JSON.stringify(id)}`, {
+        code: 'slurm_invalid_request',
+        kind: 'permanent',
+        command: [file, ...ids],
+      });
+    }
+  }
+}
+
+/** Whether every error line of a command says its jobs are already gone. */
+function onlyGone(stderr: string): boolean {
+  const errors = stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+  return errors.length > 0 && errors.every((l) => GONE.test(l));
+}
 
 /**
  * Creates a SLURM client. Every call has a timeout and throws a {@link SlurmError} whose
@@ -68,9 +96,11 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
   const sbatch = options.commands?.sbatch ?? 'sbatch';
   const squeue = options.commands?.squeue ?? 'squeue';
   const scancel = options.commands?.scancel ?? 'scancel';
+  const scontrol = options.commands?.scontrol ?? 'scontrol';
   const sbatchMs = options.timeouts?.sbatchMs ?? 150_000;
   const squeueMs = options.timeouts?.squeueMs ?? 30_000;
   const scancelMs = options.timeouts?.scancelMs ?? 30_000;
+  const scontrolMs = options.timeouts?.scontrolMs ?? 30_000;
 
   async function run(
     file: string,
@@ -173,24 +203,20 @@ export function createSlurmClient(options: SlurmClientOptions = {}): SlurmClient
 
     async cancel(ids) {
       if (ids.length === 0) return;
-      for (const id of ids) {
-        if (!JOB_ID.test(id)) {
-          throw new SlurmError(`not a SLURM job id: ${JSON.stringify(id)}`, {
-            code: 'slurm_invalid_request',
-            kind: 'permanent',
-            command: [scancel, ...ids],
-          });
-        }
-      }
+      checkJobIds(scancel, ids);
       const args = [...new Set(ids)];
       const result = await run(scancel, args, scancelMs, true);
-      if (result.exitCode === 0) return;
-      const errors = result.stderr
-        .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean);
-      if (errors.length > 0 && errors.every((l) => GONE.test(l))) return;
+      if (result.exitCode === 0 || onlyGone(result.stderr)) return;
       throw failure(scancel, args, result, true);
+    },
+
+    async release(ids) {
+      if (ids.length === 0) return;
+      checkJobIds(scontrol, ids);
+      const args = ['update', `JobId=${[...new Set(ids)].join(',')}`, 'StartTime=now'];
+      const result = await run(scontrol, args, scontrolMs, true);
+      if (result.exitCode === 0 || onlyGone(result.stderr)) return;
+      throw failure(scontrol, args, result, true);
     },
   };
 }

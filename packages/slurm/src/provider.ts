@@ -40,15 +40,19 @@ function toObserved(job: SlurmJob): ObservedJob {
     restartCount: job.restartCount,
   };
   if (job.timeLeftSeconds !== undefined) observed.timeLeftSeconds = job.timeLeftSeconds;
-  // squeue shows an expected start for pending jobs; ObservedJob wants the actual one.
-  if (job.startTime !== undefined && job.state !== 'PENDING') observed.startTime = job.startTime;
+  // squeue shows an expected start for pending jobs (a requeued job's begin time included).
+  if (job.startTime !== undefined) {
+    if (job.state === 'PENDING') observed.expectedStart = job.startTime;
+    else observed.startTime = job.startTime;
+  }
   if (job.submitTime !== undefined) observed.submitTime = job.submitTime;
   return observed;
 }
 
 /**
  * The `NodeProvider` of `@es/pool` for a SLURM cluster: one single-node job per node,
- * listed with one squeue call and cancelled with one scancel call. Errors are
+ * listed with one squeue call, cancelled with one scancel call and released from a
+ * requeue's begin time with one scontrol call. Errors are
  * {@link SlurmError}s, which `classifyProviderError` understands.
  *
  * @example
@@ -62,5 +66,6 @@ export function createSlurmProvider(options: SlurmProviderOptions = {}): NodePro
     submit: (request) => client.submit(nodeRequestToJobSpec(request)),
     list: async (filter) => (await client.list({ names: filter.names })).map(toObserved),
     cancel: (ids) => client.cancel(ids),
+    release: (ids) => client.release(ids),
   };
 }

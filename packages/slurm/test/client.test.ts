@@ -12,7 +12,7 @@ import {
 } from '../src/index.js';
 import type { SlurmClientOptions } from '../src/index.js';
 
-// Fake sbatch/squeue/scancel on PATH: each records its argv (NUL-separated, one file per
+// Fake sbatch/squeue/scancel/scontrol on PATH: each records its argv (NUL-separated, one file per
 // call) and answers with FAKE_<CMD>_{STDOUT,STDERR,EXIT,SLEEP} from its environment.
 let bin: string;
 let calls: string;
@@ -23,7 +23,7 @@ beforeAll(async () => {
   bin = join(root, 'bin');
   calls = join(root, 'calls');
   await mkdir(bin);
-  for (const cmd of ['sbatch', 'squeue', 'scancel']) {
+  for (const cmd of ['sbatch', 'squeue', 'scancel', 'scontrol']) {
     const up = cmd.toUpperCase();
     await writeFile(
       join(bin, cmd),
@@ -227,6 +227,31 @@ describe('createSlurmClient with fake SLURM commands', () => {
     expect(error).toMatchObject({ code: 'slurm_invalid_request', kind: 'permanent' });
   });
 
+  it('releases requeued jobs from their begin time in one scontrol call', async () => {
+    await client({}).release(['9', '12', '9']);
+    expect((await lastCall('scontrol')).argv).toEqual(['update', 'JobId=9,12', 'StartTime=now']);
+    // A job that ended meanwhile has nothing left to release.
+    await client({
+      FAKE_SCONTROL_EXIT: '1',
+      FAKE_SCONTROL_STDERR: 'slurm_update error: Invalid job id specified\\n',
+    }).release(['7']);
+    const refused = await failure(
+      client({
+        FAKE_SCONTROL_EXIT: '1',
+        FAKE_SCONTROL_STDERR: 'slurm_update error: Access/permission denied\\n',
+      }).release(['9']),
+    );
+    expect(refused.message).toContain(
+      'scontrol failed (exit 1): slurm_update error: Access/permission denied',
+    );
+    expect(refused).toMatchObject({
+      command: ['scontrol', 'update', 'JobId=9', 'StartTime=now'],
+      stderr: 'slurm_update error: Access/permission denied\n',
+    });
+    const notAnId = await failure(client({}).release(['9 StartTime=2030-01-01']));
+    expect(notAnId).toMatchObject({ code: 'slurm_invalid_request', kind: 'permanent' });
+  });
+
   it('reports a missing SLURM installation as permanent', async () => {
     const error = await failure(
       createSlurmClient({ commands: { squeue: '/nonexistent/squeue' } }).list(),
@@ -281,6 +306,8 @@ describe('createSlurmProvider', () => {
       restartCount: 1,
       timeLeftSeconds: 5400,
       submitTime: new Date('2026-11-29T03:32:55').getTime(),
+      // squeue's start time of a pending job is its expected start (here a requeue's begin time).
+      expectedStart: new Date('2026-11-29T03:33:06').getTime(),
     });
     expect(observed.find((j) => j.id === '10')?.startTime).toBe(
       new Date('2026-11-29T03:32:53').getTime(),

@@ -36,7 +36,7 @@ afterAll(async () => {
 });
 
 describe('@es/slurm against the dev cluster', () => {
-  it('submits a job that runs with 8 GPUs, survives preemption by requeue with the same id, and cancels', async () => {
+  it('submits a job that runs with 8 GPUs, survives preemption by requeue with the same id, is released from its begin time, and cancels', async () => {
     const logDir = await mkdtemp(join(tmpdir(), 'es-slurm-int-'));
     const provider = createSlurmProvider({ env });
     const nasty = `a $HOME \`id\` "dq" 'sq' \\ end`;
@@ -90,8 +90,15 @@ describe('@es/slurm against the dev cluster', () => {
       restartCount: 1,
       nodes: '',
     });
+    // SLURM's requeue begin time: cred_expire (120 s) + 1 s after the requeue.
+    expect(requeued?.expectedStart).toBeGreaterThan(Date.now() + 60_000);
 
+    // Released, it starts as soon as a node is free instead of two minutes later.
+    const releasedAt = Date.now();
+    if (provider.release === undefined) throw new Error('the SLURM provider has no release');
+    await provider.release([id]);
     const second = await waitForFile(join(logDir, 'run-1.txt'), 60_000);
+    console.log(`requeued job running again ${Date.now() - releasedAt} ms after its release`);
     expect(second.split('\n')[0]).toBe('0,1,2,3,4,5,6,7');
     const [again] = await provider.list({ names: [request.name] });
     expect(again).toMatchObject({ id, state: 'RUNNING', restartCount: 1 });

@@ -7,13 +7,14 @@
  *
  * `planReconcile` runs the phases of one tick in a fixed order, each in a file of its own:
  * liveness, reading the list, tracking the listed jobs, jobs absent from the list, operator
- * drains, running jobs (with their time limits), filling up to `maxNodes`, and last the
- * batched cancel. The driver reports outcomes back through `submissions.ts`.
+ * drains, running jobs (with their time limits), requeued jobs released from SLURM's begin
+ * time, filling up to `maxNodes`, and last the batched cancel. The driver reports outcomes back through `submissions.ts`.
  */
 import { cancelDrainedJobs } from './drains.js';
 import { fillDeployments } from './fill.js';
 import { readList } from './list.js';
 import { timeOutSilentWorkers } from './liveness.js';
+import { releaseRequeuedJobs } from './release.js';
 import { judgeRunningJobs } from './running.js';
 import type { ReconcileInput, ReconcilePlan } from './state.js';
 import { startTick } from './tick.js';
@@ -25,12 +26,14 @@ export type { JobDrainRequest } from './drains.js';
 export { submissionTag } from './fill.js';
 export { isHeld, isLiveState } from './job-states.js';
 export { planHeartbeatTimeouts } from './liveness.js';
+export { waitsForRequeueDelay } from './release.js';
 export type { HeartbeatTimeoutInput } from './liveness.js';
 export { DEFAULT_RECONCILE_OPTIONS, initialReconcilerState } from './state.js';
 export type {
   BackoffState,
   CancelItem,
   JobDrain,
+  JobRelease,
   ReconcileAction,
   ReconcileInput,
   ReconcileOptions,
@@ -43,6 +46,7 @@ export {
   abandonSubmission,
   resumeDeployment,
   settleCancel,
+  settleRelease,
   settleSubmission,
 } from './submissions.js';
 export type { SubmitOutcome } from './submissions.js';
@@ -68,6 +72,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   endUnlistedJobs(listed);
   cancelDrainedJobs(listed);
   judgeRunningJobs(listed);
+  releaseRequeuedJobs(listed);
   fillDeployments(listed);
   if (listed.cancels.length > 0) listed.actions.push({ type: 'cancel', jobs: listed.cancels });
   return { state: listed.next, actions: listed.actions };

@@ -37,6 +37,16 @@ export interface ReconcileOptions {
   unlistedGraceMs: number;
   /** Ended jobs stay in the status view this long (default 10 min). */
   endedRetentionMs: number;
+  /**
+   * Release a requeued job from the begin time SLURM gives it (about 120 s after the
+   * requeue), so it starts at once on a free node (default true; see `release.ts`).
+   */
+  releaseRequeued: boolean;
+  /**
+   * A released job still waiting for its begin time this long after the release (the
+   * release did not take effect) is cancelled and replaced (default 30 s).
+   */
+  releaseTimeoutMs: number;
 }
 
 /** Defaults of {@link ReconcileOptions} (without `schedulerId`). */
@@ -52,6 +62,8 @@ export const DEFAULT_RECONCILE_OPTIONS: Omit<ReconcileOptions, 'schedulerId'> = 
   policyRetryMs: 300_000,
   unlistedGraceMs: 60_000,
   endedRetentionMs: 600_000,
+  releaseRequeued: true,
+  releaseTimeoutMs: 30_000,
 };
 
 /** A submission this scheduler started and has not yet seen resolved in a list. */
@@ -112,6 +124,20 @@ export interface TrackedJob {
   everReady?: boolean;
   /** Counted as a launch failure (it ended before any worker was ready). */
   launchFailed?: boolean;
+  /** A pending job's expected start (ms since epoch), as the cluster estimates it. */
+  expectedStart?: number;
+  /** The release of an incarnation from its requeue begin time (see `release.ts`). */
+  release?: JobRelease;
+}
+
+/** One release of a requeued job from its begin time. */
+export interface JobRelease {
+  /** The incarnation released. */
+  restartCount: number;
+  /** When the release was planned. */
+  at: number;
+  /** Why the cluster refused it (it is then cancelled and replaced). */
+  refused?: string;
 }
 
 /**
@@ -209,6 +235,8 @@ export interface CancelItem {
 export type ReconcileAction =
   | { type: 'submit'; deployment: string; tag: string; reason: string; replaces?: string }
   | { type: 'cancel'; jobs: CancelItem[] }
+  /** Lift the requeue begin time of these pending jobs, in one provider call. */
+  | { type: 'release'; jobs: { jobId: string; deployment: string }[] }
   | { type: 'note-incarnation'; deployment: string; jobId: string; restartCount: number }
   | { type: 'end-job'; deployment: string; jobId: string; reason: string; restartCount?: number }
   | { type: 'drain-job'; deployment: string; jobId: string; reason: string }

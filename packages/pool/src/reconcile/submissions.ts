@@ -1,6 +1,6 @@
 /**
  * What the driver reports back between plans (pure): the outcome of a submission, of the
- * batched cancel, and an operator's resume. Submission failures set the backoff the fill
+ * batched cancel, of the batched release, and an operator's resume. Submission failures set the backoff the fill
  * phase (`fill.ts`) waits for.
  */
 import { backoffDelay } from '@es/protocol';
@@ -121,6 +121,26 @@ export function settleCancel(
     }
     const drain = next.jobDrains[id];
     if (drain !== undefined) delete drain.cancelRequestedAt;
+  }
+  return next;
+}
+
+/**
+ * Record a failed release (`release.ts`): after a transient failure (the controller did not
+ * answer) the next tick releases again; after a refusal (site policy, permissions) the next
+ * tick cancels the job and the fill phase replaces it.
+ */
+export function settleRelease(
+  state: ReconcilerState,
+  jobIds: readonly string[],
+  failure: ProviderFailure,
+): ReconcilerState {
+  const next = clone(state);
+  for (const id of jobIds) {
+    const job = next.jobs[id];
+    if (job?.release === undefined) continue;
+    if (failure.kind === 'transient') delete job.release;
+    else job.release.refused = failure.message;
   }
   return next;
 }

@@ -135,5 +135,7 @@ export function trackListedJobs(tick: ListedTick): void {
     for (const key of ['timeLeftSeconds', 'startTime', 'submitTime'] as const) {
       if (job[key] !== undefined) tracked[key] = job[key];
     }
+    if (job.expectedStart !== undefined) tracked.expectedStart = job.expectedStart;
+    else delete tracked.expectedStart;
   }
 }

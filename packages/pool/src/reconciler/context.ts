@@ -48,7 +48,7 @@ export function createContext(options: ReconcilerOptions): ReconcilerContext {
     DEFAULT_RECONCILE_OPTIONS,
   ) as (keyof typeof DEFAULT_RECONCILE_OPTIONS)[]) {
     const value = options[key];
-    if (value !== undefined) planOptions[key] = value;
+    if (value !== undefined) Object.assign(planOptions, { [key]: value });
   }
   return {
     options,
@@ -84,7 +84,7 @@ export function noteError(
 export function report(
   ctx: ReconcilerContext,
   error: unknown,
-  context: { action: 'list' | 'submit' | 'cancel'; deployment?: string },
+  context: { action: 'list' | 'submit' | 'cancel' | 'release'; deployment?: string },
 ): void {
   try {
     ctx.options.onError?.(error, context);

@@ -30,6 +30,10 @@ export interface JobStatus {
   cancelReason?: string;
   /** When it ended (ms), if it has. */
   endedAt?: number;
+  /** A pending job's expected start (ms since epoch), when the cluster estimates one. */
+  expectedStart?: number;
+  /** When its current incarnation was released from SLURM's requeue begin time (ms). */
+  releasedAt?: number;
   workers: { id: string; state: WorkerState }[];
 }
 
@@ -101,6 +105,12 @@ export function buildStatus(ctx: ReconcilerContext): ReconcilerStatus {
           status.runningSeconds = Math.round((at - j.runningSince) / 1000);
         if (j.cancelReason !== undefined) status.cancelReason = j.cancelReason;
         if (j.endedAt !== undefined) status.endedAt = j.endedAt;
+        if (j.expectedStart !== undefined && j.state === 'PENDING') {
+          status.expectedStart = j.expectedStart;
+        }
+        if (j.release !== undefined && j.release.restartCount === j.restartCount) {
+          status.releasedAt = j.release.at;
+        }
         return status;
       });
     const out: DeploymentStatus = {

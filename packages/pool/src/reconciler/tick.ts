@@ -1,17 +1,26 @@
 /**
  * One reconcile tick, the side-effecting half around the pure planner (`../reconcile/`):
  * list this scheduler's jobs once through the provider, plan with `planReconcile`, apply
- * the ledger changes at once, then cancel in one batched call and submit. Each provider
- * outcome goes back to the planner's state (`settleCancel`, `settleSubmission`): the
- * backoff after a failure is planned there, not here.
+ * the ledger changes at once, then cancel in one batched call, release requeued jobs in
+ * another, and submit. Each provider outcome goes back to the planner's state
+ * (`settleCancel`, `settleRelease`, `settleSubmission`): the backoff after a failure is
+ * planned there, not here. A replacement whose predecessor's cancel failed is not submitted
+ * (the predecessor may still run: the cap holds); the next tick plans both again.
  */
 import { WORKER_ENV } from '@es/protocol';
-import { classifyProviderError, type NodeRequest, type ObservedJob } from '../provider.js';
+import {
+  classifyProviderError,
+  ProviderError,
+  type NodeProvider,
+  type NodeRequest,
+  type ObservedJob,
+} from '../provider.js';
 import { jobNameFor } from '../deployment.js';
 import {
   abandonSubmission,
   planReconcile,
   settleCancel,
+  settleRelease,
   settleSubmission,
 } from '../reconcile/index.js';
 import type { TickResult } from '../reconciler.js';
@@ -52,6 +61,7 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
   // drains of the jobs about to be cancelled included).
   for (const action of plan.actions) record(ctx, action);
 
+  const failedCancels = new Set<string>();
   for (const action of plan.actions) {
     if (action.type !== 'cancel') continue;
     const ids = action.jobs.map((j) => j.jobId);
@@ -68,8 +78,29 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
       }
     } catch (error) {
       ctx.state = settleCancel(ctx.state, ids, false);
+      for (const id of ids) failedCancels.add(id);
       for (const job of action.jobs) noteError(ctx, job.deployment, 'cancel', error);
       report(ctx, error, { action: 'cancel' });
+    }
+  }
+
+  for (const action of plan.actions) {
+    if (action.type !== 'release') continue;
+    const ids = action.jobs.map((j) => j.jobId);
+    try {
+      await release(provider, ids);
+      for (const job of action.jobs) {
+        registry.emit({
+          type: 'released',
+          deployment: job.deployment,
+          jobId: job.jobId,
+          reason: 'requeue begin time lifted: it starts as soon as a node is free',
+        });
+      }
+    } catch (error) {
+      ctx.state = settleRelease(ctx.state, ids, classifyProviderError(error));
+      for (const job of action.jobs) noteError(ctx, job.deployment, 'release', error);
+      report(ctx, error, { action: 'release' });
     }
   }
 
@@ -81,7 +112,8 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
       deployment === undefined ||
       ctx.stopped ||
       ctx.state.permanent[action.deployment] !== undefined ||
-      (ctx.state.backoff[action.deployment]?.until ?? 0) > now()
+      (ctx.state.backoff[action.deployment]?.until ?? 0) > now() ||
+      (action.replaces !== undefined && failedCancels.has(action.replaces))
     ) {
       ctx.state = abandonSubmission(ctx.state, action.tag);
       continue;
@@ -146,4 +178,16 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
   }
   ctx.lastTickAt = observedAt;
   return result;
+}
+
+/** `provider.release`, or a permanent refusal from a provider without one. */
+async function release(provider: NodeProvider, ids: string[]): Promise<void> {
+  if (provider.release === undefined) {
+    throw new ProviderError(
+      'release_unsupported',
+      `the ${provider.kind} provider cannot release jobs from a begin time`,
+      { kind: 'permanent' },
+    );
+  }
+  await provider.release(ids);
 }
