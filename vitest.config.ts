@@ -25,6 +25,10 @@ export default defineConfig({
           exclude: [...ignored, '**/*.int.test.ts', '**/*.rel.test.ts'],
           testTimeout: 30_000,
           hookTimeout: 60_000,
+          // Two files at a time even on 2 cores (vitest's default is one fewer than the cores):
+          // most of their time is spent waiting for child processes and sockets, and every
+          // timing bound must hold with one core kept busy by something else anyway.
+          maxWorkers: 2,
         },
       },
       {
