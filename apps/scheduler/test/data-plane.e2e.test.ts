@@ -13,7 +13,7 @@ import OpenAI from 'openai';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deriveKeys } from '@es/protocol';
 // apps/scheduler does not depend on @es/client (the `es` CLI); its tests run its code.
-import { runCli } from '../../../packages/client/src/index.js';
+import { runCli, type StatusResponse } from '../../../packages/client/src/index.js';
 import {
   FAST_FLAGS,
   freePort,
@@ -185,6 +185,36 @@ describe('es-scheduler --proxy-processes 2 (local backend)', () => {
       expect({ url, code, out }).toMatchObject({ code: 0 });
     }
   }, 120_000);
+
+  it('counts the requests in flight through es-proxy as its workers', async () => {
+    // What the reconciler waits for before it cancels a drained job (a time-limit
+    // retirement, an operator's job drain): it read 0 for every worker while the requests
+    // ran through es-proxy, and cancelled drained jobs with generations still on them.
+    const stream = await client.chat.completions.create({
+      model: 'mock-model',
+      messages: [{ role: 'user', content: 'a long answer' }],
+      max_tokens: 800,
+      stream: true,
+    });
+    // The admin status shows each worker as the reconciler sees it.
+    const inFlight = async () => {
+      const response = await fetch(`${first.url}/api/v1/admin/status`, { headers: adminHeaders() });
+      const body = (await response.json()) as StatusResponse;
+      return body.deployments.flatMap((d) => d.workers.map((w) => w.inFlight));
+    };
+    const seen = waitFor(
+      'a worker with a request in flight',
+      inFlight,
+      (n) => n.includes(1),
+      5_000,
+      100,
+    );
+    let tokens = 0;
+    for await (const chunk of stream) if (chunk.choices[0]?.delta.content) tokens++;
+    await seen;
+    expect(tokens).toBeGreaterThan(100);
+    await waitFor('none once it ended', inFlight, (n) => n.every((x) => x === 0), 5_000, 100);
+  }, 60_000);
 
   let second: SchedulerProcess;
 

@@ -66,6 +66,8 @@ export interface DataPlaneLedger {
   record(report: DataPlaneReport): DataPlaneReportResult;
   /** The processes heard from within 10 × `silentMs`, each with its state, by id. */
   list(): DataPlaneProcess[];
+  /** Requests in flight per worker, summed over the `serving` processes. */
+  inFlightByWorker(): Map<string, number>;
 }
 
 type Entry = Omit<DataPlaneProcess, 'state'>;
@@ -141,6 +143,17 @@ export function createDataPlaneLedger(options: DataPlaneLedgerOptions = {}): Dat
       return [...entries.values()]
         .map((entry) => view(entry, at))
         .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    },
+    inFlightByWorker() {
+      const at = now();
+      const totals = new Map<string, number>();
+      for (const entry of entries.values()) {
+        if (at - entry.lastReportAt > silentMs) continue;
+        for (const [workerId, n] of Object.entries(entry.inFlight)) {
+          totals.set(workerId, (totals.get(workerId) ?? 0) + n);
+        }
+      }
+      return totals;
     },
   };
 }

@@ -200,6 +200,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     onRoutingChange: routing.onRoutingChange,
     controlRoutable: routing.controlRoutable,
     recordServed: routing.recordServed,
+    recordDataPlaneInFlight: routing.recordDataPlaneInFlight,
     onControlRoutingChange: routing.onControlRoutingChange,
     onWorkerLost: lifecycle.onWorkerLost,
 

@@ -36,11 +36,18 @@ export interface ControlPlaneRouting {
 /**
  * What the data plane's reports add to the registry: the requests each worker served through
  * a data-plane process (`requests_served` of `/workers`, `SERVED` of `es status`), counted as
- * the in-process proxy counts its own successful attempts.
+ * the in-process proxy counts its own successful attempts, and the requests each worker has
+ * in flight through them, added to the in-process proxy's own (`WorkerInfo.inFlight`): what
+ * the reconciler waits for before it cancels a drained job.
  */
 export interface DataPlaneAccounting {
   /** `requests` more requests served by `workerId` (an unknown id is ignored). */
   recordServed(workerId: string, requests: number): void;
+  /**
+   * The requests in flight through the data-plane processes, per worker, summed over the
+   * processes that report (the latest totals replace the previous; a worker left out has none).
+   */
+  recordDataPlaneInFlight(totals: ReadonlyMap<string, number>): void;
 }
 
 /**

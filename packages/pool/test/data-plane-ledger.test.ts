@@ -49,6 +49,24 @@ describe('data-plane ledger', () => {
     expect(ledger.list()).toEqual([]);
   });
 
+  it('sums the requests in flight per worker over the processes that report', () => {
+    let now = 10_000;
+    const ledger = createDataPlaneLedger({ now: () => now, silentMs: 5_000 });
+    ledger.record(report(1, { inFlight: { 'w-1': 2, 'w-2': 1 } }));
+    ledger.record(report(1, { id: 'login2:7', pid: 7, inFlight: { 'w-1': 3 } }));
+    expect(ledger.inFlightByWorker()).toEqual(
+      new Map([
+        ['w-1', 5],
+        ['w-2', 1],
+      ]),
+    );
+    // The first process falls silent (dead, or cut off): its counts no longer hold.
+    now += 4_000;
+    ledger.record(report(2, { id: 'login2:7', pid: 7, inFlight: { 'w-1': 1 } }));
+    now += 1_001;
+    expect(ledger.inFlightByWorker()).toEqual(new Map([['w-1', 1]]));
+  });
+
   it('hands on the records of each report once, a re-sent report changes nothing', () => {
     let now = 10_000;
     const handed: DataPlaneRecords[] = [];

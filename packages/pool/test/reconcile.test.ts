@@ -522,6 +522,52 @@ describe('planReconcile: time limits', () => {
     ]);
     expect(submits(actions)).toHaveLength(0);
   });
+
+  it('retires a job whose limit is shorter than the lead time a quarter of its limit before the end, not as soon as it runs', () => {
+    const w = new World();
+    // 8 minutes: shorter than the lead time (10 minutes); a quarter of it is 2 minutes.
+    w.deployments = [deployment('m', { maxNodes: 1, timeLimitMinutes: 8 })];
+    w.jobs = [job('1', 'RUNNING', { timeLeftSeconds: 8 * 60 })];
+    w.workers = [worker('1', 0, 'ready')];
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 5 * 60_000 + 59_000;
+    w.jobs[0]!.timeLeftSeconds = 2 * 60 + 1;
+    w.heartbeat();
+    expect(submits(w.tick())).toHaveLength(0);
+    w.now += 1_000;
+    w.jobs[0]!.timeLeftSeconds = 2 * 60;
+    w.heartbeat();
+    expect(submits(w.tick())).toMatchObject([{ replaces: '1', reason: 'time-limit successor' }]);
+  });
+});
+
+describe('planReconcile: a retiring job ends before SLURM kills it', () => {
+  it('cancels a drained job still busy 30 s before its limit, so its worker hands over in time', () => {
+    const w = new World();
+    w.deployments = [deployment('m', { maxNodes: 1, timeLimitMinutes: 8 })];
+    w.jobs = [job('1', 'RUNNING', { timeLeftSeconds: 120 })];
+    w.workers = [worker('1', 0, 'ready', { inFlight: 3 })];
+    const actions = w.tick();
+    w.settle(actions, () => '2');
+    w.now += 20_000;
+    w.jobs[0]!.timeLeftSeconds = 100;
+    w.jobs.push(job('2', 'RUNNING', { tag: submits(actions)[0]!.tag }));
+    w.workers.push(worker('2', 0, 'ready'));
+    w.heartbeat();
+    w.drain(w.tick());
+    expect(w.workers[0]!.state).toBe('draining');
+    // Busy, 40 s after the drain (the grace is 2 min): still finishing its requests.
+    w.now += 40_000;
+    w.jobs[0]!.timeLeftSeconds = 60;
+    w.heartbeat();
+    expect(cancels(w.tick())).toEqual([]);
+    w.now += 30_000;
+    w.jobs[0]!.timeLeftSeconds = 30;
+    w.heartbeat();
+    expect(cancels(w.tick())[0]?.jobs).toEqual([
+      { jobId: '1', deployment: 'm', reason: 'time limit: drained for its successor' },
+    ]);
+  });
 });
 
 describe('planReconcile: adoption after a restart', () => {

@@ -54,6 +54,27 @@ describe('registry', () => {
     });
   });
 
+  it('adds the requests in flight through the data-plane processes to its own, per worker', () => {
+    const { registry } = setup();
+    const a = registry.register(registration('41', 0, { state: 'ready' })).workerId;
+    const b = registry.register(registration('42', 0, { state: 'ready', port: 9100 })).workerId;
+    registry.routable('m').find((w) => w.id === a)!.inFlight++;
+    registry.recordDataPlaneInFlight(
+      new Map([
+        [a, 2],
+        [b, 3],
+        ['gone.0.0', 9],
+      ]),
+    );
+    expect(registry.worker(a)?.inFlight).toBe(3);
+    expect(registry.worker(b)?.inFlight).toBe(3);
+    expect(registry.snapshot().workers.map((w) => w.inFlight)).toEqual([3, 3]);
+    // The next totals replace these: a worker left out has none through the data plane.
+    registry.recordDataPlaneInFlight(new Map([[b, 1]]));
+    expect(registry.worker(a)?.inFlight).toBe(1);
+    expect(registry.worker(b)?.inFlight).toBe(1);
+  });
+
   it('takes a draining worker out of routing synchronously and keeps it out', () => {
     const { registry, events } = setup();
     const { workerId } = registry.register(registration('42', 0, { state: 'ready' }));

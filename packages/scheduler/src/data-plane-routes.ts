@@ -121,6 +121,7 @@ export function createDataPlaneRoutes(options: DataPlaneRoutesOptions): DataPlan
         }
       }
       for (const [workerId, count] of served) options.registry.recordServed(workerId, count);
+      options.registry.recordDataPlaneInFlight(ledger.inFlightByWorker());
       for (const record of continuations) hooks.onContinuation(record as ContinuationRecord);
     },
   });

@@ -17,10 +17,18 @@ export interface ReconcileOptions {
   heartbeatTimeoutMs: number;
   /** Most submissions per tick, over all deployments (default 4). */
   maxSubmitsPerTick: number;
-  /** With a time limit, the successor is submitted this long before the end (default 15 min). */
+  /**
+   * With a time limit, the successor is submitted this long before the end (default 15 min),
+   * or a quarter of the limit when that is shorter.
+   */
   leadTimeMs: number;
   /** A retiring job drained for its successor is cancelled when idle or after this (default 2 min). */
   drainGraceMs: number;
+  /**
+   * ... and at the latest this long before its time limit (default 30 s: the worker's drain
+   * grace, 15 s by default, its hand-over and its kill grace fit before SLURM's kill).
+   */
+  timeLimitCancelMs: number;
   /** A job an operator drained (`PoolOperator.drainJob`) is cancelled when idle or after this (default 60 s). */
   jobDrainGraceMs: number;
   /** First transient sbatch backoff (default 2 s), doubled per failure up to `transientMaxMs`. */
@@ -56,6 +64,7 @@ export const DEFAULT_RECONCILE_OPTIONS: Omit<ReconcileOptions, 'schedulerId'> = 
   maxSubmitsPerTick: 4,
   leadTimeMs: 15 * 60_000,
   drainGraceMs: 120_000,
+  timeLimitCancelMs: 30_000,
   jobDrainGraceMs: 60_000,
   transientInitialMs: 2_000,
   transientMaxMs: 60_000,

@@ -1,7 +1,10 @@
 /**
- * Time limits: a job within `leadTimeMs` of its end retires (no longer counted, so the fill
+ * Time limits: a job within its lead time of its end retires (no longer counted, so the fill
  * phase submits its successor); once the successor has a ready worker the job is drained,
- * and it is cancelled when idle or `drainGraceMs` later.
+ * and it is cancelled when idle, `drainGraceMs` later, or `timeLimitCancelMs` before its limit
+ * (whichever comes first), so its worker drains and hands over before SLURM's kill. The lead time is `leadTimeMs`, at
+ * most a quarter of the limit: a job whose whole limit is shorter than `leadTimeMs` would
+ * otherwise retire as soon as it runs, and so would each successor.
  */
 import type { DeploymentConfig } from '../deployment.js';
 import type { WorkerInfo } from '../registry.js';
@@ -32,7 +35,7 @@ export function retireForTimeLimit(
   if (
     limitMs !== undefined &&
     leftMs !== undefined &&
-    leftMs <= options.leadTimeMs &&
+    leftMs <= successorLeadMs(limitMs, options.leadTimeMs) &&
     tracked.retiringSince === undefined
   ) {
     tracked.retiringSince = now;
@@ -54,14 +57,23 @@ export function retireForTimeLimit(
       }
     } else {
       const idle = workers.every((w) => w.inFlight === 0 || RETIRED.has(w.state));
+      // Cancelled by this scheduler while there is time left for its worker's drain grace
+      // and hand-over, rather than killed by SLURM at the limit (after only KillWait).
+      const nearEnd = leftMs !== undefined && leftMs <= options.timeLimitCancelMs;
       if (
         (idle && now > tracked.retireDrainAt) ||
+        nearEnd ||
         now - tracked.retireDrainAt > options.drainGraceMs
       ) {
         cancel(tracked, 'time limit: drained for its successor');
       }
     }
   }
+}
+
+/** How long before its time limit a job retires: `leadTimeMs`, at most a quarter of the limit. */
+export function successorLeadMs(limitMs: number, leadTimeMs: number): number {
+  return Math.min(leadTimeMs, limitMs / 4);
 }
 
 function findJobByTag(state: ReconcilerState, tag: string): string | undefined {

@@ -35,6 +35,8 @@ export interface WorkerRecord extends Pick<
   handedOverAt: number | undefined;
   /** The object the proxy holds: stable for the worker's life so `inFlight` accumulates. */
   routable: RoutableWorker;
+  /** Requests in flight to it through the data-plane processes, as they last reported. */
+  dataPlaneInFlight: number;
 }
 
 /** One node job as the registry keeps it. */
@@ -105,7 +107,7 @@ export function workerInfo(w: WorkerRecord): WorkerInfo {
     state: w.state,
     registeredAt: w.registeredAt,
     lastHeartbeat: w.lastHeartbeat,
-    inFlight: w.routable.inFlight,
+    inFlight: w.routable.inFlight + w.dataPlaneInFlight,
     requestsServed: w.requestsServed,
   };
   if (w.reason !== undefined) info.reason = w.reason;

@@ -227,6 +227,9 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
       const w = workers.get(workerId);
       if (w !== undefined) w.requestsServed += requests;
     },
+    recordDataPlaneInFlight(totals) {
+      for (const w of workers.values()) w.dataPlaneInFlight = totals.get(w.id) ?? 0;
+    },
     reportOutcome(workerId, outcome: AttemptOutcome) {
       const w = workers.get(workerId);
       if (w === undefined) return;

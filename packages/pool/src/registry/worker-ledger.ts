@@ -103,6 +103,7 @@ export function createWorkerLedger(
         logFile: request.logFile,
         pid: request.pid,
         handedOverAt: undefined,
+        dataPlaneInFlight: 0,
         routable: {
           id,
           deployment: request.deployment,
