@@ -168,6 +168,20 @@ describe('launch-scheduler.slurm and launch-worker.slurm on the dev cluster', ()
     const before = schedulerUrl;
     const requeue = await runSlurm('scontrol', ['requeue', schedulerJob]);
     expect(requeue.exitCode).toBe(0);
+    // SLURM holds a requeued job until a begin time 121 s ahead (cred_expire + 1 s); an
+    // operator who requeues the scheduler's job lets it start at once, as the README says.
+    await waitFor(
+      'the requeued scheduler job released from its begin time',
+      async () => {
+        const job = await showJob(schedulerJob);
+        if (job?.JobState === 'PENDING' && job.Reason === 'BeginTime') {
+          await runSlurm('scontrol', ['update', `JobId=${schedulerJob}`, 'StartTime=now']);
+        }
+        return job?.JobState ?? '';
+      },
+      (state) => state === 'RUNNING',
+      60_000,
+    );
     await waitForJob(schedulerJob, (j) => j.JobState === 'RUNNING' && j.Restarts === '1', 120_000);
     await waitFor(
       'the URL file after the restart',

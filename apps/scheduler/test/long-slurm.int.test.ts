@@ -33,7 +33,7 @@ const TOKENS_PER_SECOND = 20;
 
 afterAll(async () => {
   await killStartedSchedulers();
-  await cancelByNamePrefix(`es-${SID}-`);
+  await cancelByNamePrefix(`es-${SID}`);
 });
 
 /** Flags of a SLURM-backed scheduler of mock-model in partition low, named `<SID><id>`. */
