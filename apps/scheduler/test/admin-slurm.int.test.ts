@@ -53,14 +53,17 @@ describe('es against the SLURM dev cluster', () => {
   it('scaling past the cluster leaves jobs PENDING with their SLURM reason, then back down cancels them first', async () => {
     const up = await es('scale', 'mock', '--max-nodes', '6');
     expect(up.stdout).toMatch(/^mock: max nodes 1 → 6/);
-    // Rows such as `89  mock  PENDING (Priority)  -  -  0  0s  PENDING(Priority) 0s`.
+    // Rows such as `89  mock  PENDING (Resources, expected start in 59m58s)  -  -  0  0s
+    // PENDING(Resources) 0s`: the reason, and SLURM's expected start when it has one.
     const rows = await until(
       async () => {
         const out = (await es('jobs')).stdout;
         const found = out
           .split('\n')
           .filter((l) =>
-            /^\d+\s+mock\s+PENDING \(\w+\)\s+-\s+-\s+0\s+.*PENDING\(\w+\) \d+s$/.test(l),
+            /^\d+\s+mock\s+PENDING \(\w+(?:, (?:expected start in \w+|starts now))?\)\s+-\s+-\s+0\s+.*PENDING\(\w+\) \d+s$/.test(
+              l,
+            ),
           );
         return found.length >= 2 ? found : undefined;
       },
