@@ -45,6 +45,9 @@ async function squatter(answer: unknown, port = 0) {
     req.on('end', () => {
       recorded.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
       res.setHeader('content-type', 'application/json');
+      // No kept-alive socket of this process may be reused by a request meant for the real
+      // API started on this port afterwards (the replays below met one: "other side closed").
+      res.setHeader('connection', 'close');
       // A forged answer signature too: it does not know the key.
       res.setHeader(ADMIN_SIGNATURE_HEADERS.answer, 'a'.repeat(64));
       res.end(JSON.stringify(answer));
