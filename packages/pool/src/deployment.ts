@@ -2,6 +2,7 @@ import { commandLineValueProblem, type EngineKind } from '@es/protocol';
 import type { ClusterOptions } from './provider.js';
 import type { DeploymentView, RoutingPolicy } from './view.js';
 import { PoolError } from './errors.js';
+import { validateScaling, type ScalingPolicy } from './scaling.js';
 
 /** One served model: what to run, on how many nodes, and how to route to it. */
 export interface DeploymentConfig {
@@ -20,6 +21,14 @@ export interface DeploymentConfig {
   gpusPerNode: number;
   /** Most node jobs held at once (pending + running + being submitted); 0 pauses. */
   maxNodes: number;
+  /**
+   * Fewest node jobs held whatever the demand (default `maxNodes`: always hold `maxNodes`,
+   * the greedy behaviour). Below `maxNodes`, the deployment scales with its load between the
+   * two (see `scaling` and `decideScale`); 0 lets it scale to zero and back on a request.
+   */
+  minNodes?: number;
+  /** How the deployment follows its load between `minNodes` and `maxNodes` (defaults: `DEFAULT_SCALING`). */
+  scaling?: Partial<ScalingPolicy>;
   /** Routing policy of the proxy (default `least-outstanding`). */
   routing?: RoutingPolicy;
   /** SLURM options of the node jobs (ignored by the local provider). */
@@ -99,6 +108,18 @@ export function validateDeployment(config: DeploymentConfig): void {
   if (!Number.isInteger(config.maxNodes) || config.maxNodes < 0) {
     fail('maxNodes', `expected an integer >= 0, got ${config.maxNodes}`);
   }
+  if (config.minNodes !== undefined) {
+    if (!Number.isInteger(config.minNodes) || config.minNodes < 0) {
+      fail('minNodes', `expected an integer >= 0, got ${config.minNodes}`);
+    }
+    if (config.minNodes > config.maxNodes) {
+      fail(
+        'minNodes',
+        `${config.minNodes} is more than maxNodes ${config.maxNodes}: lower it or raise maxNodes`,
+      );
+    }
+  }
+  if (config.scaling !== undefined) validateScaling(config.scaling, fail);
   if (config.timeLimitMinutes !== undefined && !(config.timeLimitMinutes > 0)) {
     fail('timeLimitMinutes', `expected a number > 0, got ${config.timeLimitMinutes}`);
   }
@@ -116,6 +137,7 @@ export function deploymentView(config: DeploymentConfig): DeploymentView {
   };
   if (config.upstreamApiKey !== undefined) view.upstreamApiKey = config.upstreamApiKey;
   if (parsesChatOutput(config)) view.parsesChatOutput = true;
+  if (config.minNodes === 0 && config.maxNodes > 0) view.scalesFromZero = true;
   return view;
 }
 

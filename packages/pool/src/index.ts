@@ -31,6 +31,14 @@ export {
   validateDeployment,
 } from './deployment.js';
 export type { DeploymentConfig } from './deployment.js';
+export { DEFAULT_SCALING, decideScale, scalingPolicy, validateScaling } from './scaling.js';
+export type {
+  LoadSample,
+  ScaleDecision,
+  ScaleInput,
+  ScaleState,
+  ScalingPolicy,
+} from './scaling.js';
 export { createRegistry } from './registry.js';
 export type {
   JobInfo,

@@ -26,6 +26,11 @@ export interface DeploymentView {
    * parser, or gpt-oss's Harmony format): chat generations are not continued token by token.
    */
   parsesChatOutput?: boolean;
+  /**
+   * The deployment may have no node at all (`minNodes` 0): a request finding no worker waits
+   * for one to be started and loaded (the proxy's cold-start wait), not the usual queue wait.
+   */
+  scalesFromZero?: boolean;
 }
 
 /** A ready engine instance the proxy may send requests to. */
