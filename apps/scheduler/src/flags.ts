@@ -282,6 +282,11 @@ function explainUnknown(message: string): string {
         ? `${n} (did you mean --${suggestion}?)`
         : `${n} (a value that starts with "-" needs the --flag=value form, e.g. --api-key=-k1; --engine-extra-args and --slurm-extra take the next word as it is)`;
     });
+  'cold-start-wait': {
+    type: 'number',
+    describe:
+      'Seconds a request for a deployment that scales from zero (--min-nodes 0) may wait while it has no worker, for a node to start and load its model; then 503 with Retry-After carrying the expected start (default 600; 0 = 503 at once; at most 86400)',
+  },
     return `${names.length > 1 ? 'Unknown arguments: ' : 'Unknown argument: '}${explained.join(', ')}`;
   });
 }

@@ -64,3 +64,22 @@ describe('--worker-port', () => {
     );
   });
 });
+
+describe('--cold-start-wait', () => {
+  it('defaults to 600 s and is read from the command line and the config file', async () => {
+    expect(resolveConfig({ model: 'm' }, {}).coldStartWaitS).toBe(600);
+    const flags = await parseFlags(['--model', 'm', '--cold-start-wait', '900']);
+    expect(resolveConfig(flags, {}).coldStartWaitS).toBe(900);
+    expect(resolveConfig({ model: 'm', coldStartWait: 0 }, {}).coldStartWaitS).toBe(0);
+  });
+
+  it('refuses a negative or longer than a day wait, naming the flag and the fix', () => {
+    for (const coldStartWait of [-1, 86_401]) {
+      const error = errorOf(() => resolveConfig({ model: 'm', coldStartWait }, {}));
+      expect(error.message).toMatch(
+        /--cold-start-wait \(cold_start_wait\) .* is not a number of seconds from 0 to 86400: pass how long/,
+      );
+      expect(error).toMatchObject({ code: 'invalid_config', param: 'coldStartWait' });
+    }
+  });
+});

@@ -35,6 +35,8 @@ export interface DataPlaneProcess {
   inFlight: Record<string, number>;
   /** Workers it has ejected for its own failed attempts. */
   ejected: string[];
+  /** Requests waiting in its queue for a worker, per deployment (none: left out). */
+  queued: Record<string, number>;
   /** Records it could not send (reports full, or the scheduler unreachable too long). */
   droppedRecords: number;
   state: DataPlaneProcessState;
@@ -68,6 +70,11 @@ export interface DataPlaneLedger {
   list(): DataPlaneProcess[];
   /** Requests in flight per worker, summed over the `serving` processes. */
   inFlightByWorker(): Map<string, number>;
+  /**
+   * Requests waiting for a worker per deployment, summed over the `serving` processes
+   * (deployments with none left out): the data plane's share of the demand.
+   */
+  queuedByDeployment(): Map<string, number>;
 }
 
 type Entry = Omit<DataPlaneProcess, 'state'>;
@@ -94,10 +101,23 @@ export function createDataPlaneLedger(options: DataPlaneLedgerOptions = {}): Dat
       if (at - entry.lastReportAt > 10 * silentMs) entries.delete(id);
     }
   };
+  /** `counts` of every `serving` process, summed by key. */
+  const sumServing = (counts: (entry: Entry) => Record<string, number>) => {
+    const at = now();
+    const totals = new Map<string, number>();
+    for (const entry of entries.values()) {
+      if (at - entry.lastReportAt > silentMs) continue;
+      for (const [key, n] of Object.entries(counts(entry))) {
+        totals.set(key, (totals.get(key) ?? 0) + n);
+      }
+    }
+    return totals;
+  };
   const view = (entry: Entry, at: number): DataPlaneProcess => ({
     ...entry,
     inFlight: { ...entry.inFlight },
     ejected: [...entry.ejected],
+    queued: { ...entry.queued },
     state: at - entry.lastReportAt > silentMs ? 'silent' : 'serving',
   });
 
@@ -128,6 +148,7 @@ export function createDataPlaneLedger(options: DataPlaneLedgerOptions = {}): Dat
         subscribed: report.subscribed,
         inFlight: { ...report.inFlight },
         ejected: [...report.ejected],
+        queued: { ...report.queued },
         droppedRecords: report.droppedRecords,
       };
       entries.set(report.id, entry);
@@ -144,16 +165,7 @@ export function createDataPlaneLedger(options: DataPlaneLedgerOptions = {}): Dat
         .map((entry) => view(entry, at))
         .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     },
-    inFlightByWorker() {
-      const at = now();
-      const totals = new Map<string, number>();
-      for (const entry of entries.values()) {
-        if (at - entry.lastReportAt > silentMs) continue;
-        for (const [workerId, n] of Object.entries(entry.inFlight)) {
-          totals.set(workerId, (totals.get(workerId) ?? 0) + n);
-        }
-      }
-      return totals;
-    },
+    inFlightByWorker: () => sumServing((entry) => entry.inFlight),
+    queuedByDeployment: () => sumServing((entry) => entry.queued),
   };
 }

@@ -158,6 +158,8 @@ export interface Registry
   onRoutingChange(listener: (change: RoutingChange) => void): () => void;
 }
 
+  /** Every change of a deployment's view (see `ControlPlaneRouting`). */
+  onDeploymentChange(listener: (deployment: string) => void): () => void;
 /**
  * Create the registry.
  * @example
@@ -193,6 +195,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     deploymentConfigs: routing.deploymentConfigs,
 
     deployments: routing.deployments,
+    setDeploymentExpectedReady: routing.setDeploymentExpectedReady,
     resolveModel: routing.resolveModel,
     routable: routing.routable,
     waitForRoutable: routing.waitForRoutable,
@@ -204,6 +207,7 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     onControlRoutingChange: routing.onControlRoutingChange,
     onWorkerLost: lifecycle.onWorkerLost,
 
+    onDeploymentChange: routing.onDeploymentChange,
     register: workerLedger.register,
     heartbeat: workerLedger.heartbeat,
     drain: workerLedger.drain,

@@ -31,6 +31,13 @@ export interface ControlPlaneRouting {
   controlRoutable(deployment: string): readonly RoutableWorker[];
   /** Every entry into and exit from a control-plane routable set; returns the unsubscribe. */
   onControlRoutingChange(listener: (change: RoutingChange) => void): () => void;
+  /**
+   * A deployment's view changed (added, its config replaced, its `expectedReadyAt` set):
+   * `deployments()` returns a new array with the new view before listeners run. Optional (a
+   * source without it is compared at its next routing change or heartbeat); returns the
+   * unsubscribe function.
+   */
+  onDeploymentChange?(listener: (deployment: string) => void): () => void;
 }
 
 /**
@@ -123,6 +130,13 @@ export interface DeploymentCatalog {
   deploymentConfig(name: string): DeploymentConfig | undefined;
   /** Every deployment config. */
   deploymentConfigs(): readonly DeploymentConfig[];
+  /**
+   * Set (epoch ms) or clear (`undefined`) when a node of `name` is expected to be ready: its
+   * view's `expectedReadyAt`, which a request whose cold-start wait runs out is given as
+   * `Retry-After`. Replaces the view and tells deployment listeners (the watch stream carries
+   * it to every data-plane process) when the value changes; an unknown name is ignored.
+   */
+  setDeploymentExpectedReady(name: string, at: number | undefined): void;
 }
 
 /** Reading the lifecycle events (status views, metrics, logs). */

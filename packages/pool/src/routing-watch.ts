@@ -86,6 +86,8 @@ function wireDeployment(d: DeploymentView): RoutingWatchDeployment {
     engine: d.engine,
     routing: d.routing,
     ...(d.parsesChatOutput === undefined ? {} : { parsesChatOutput: d.parsesChatOutput }),
+    ...(d.scalesFromZero === undefined ? {} : { scalesFromZero: d.scalesFromZero }),
+    ...(d.expectedReadyAt === undefined ? {} : { expectedReadyAt: d.expectedReadyAt }),
   };
 }
 
@@ -126,7 +128,8 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
     for (const sub of [...subscribers]) send(sub, event);
   };
 
-  // Deployments have no listener of their own: compared whenever something is sent.
+  // Compared whenever something is sent, and at once when the source announces a change of
+  // its deployments (a registry does: a new expected start of a cold deployment's node).
   const syncDeployments = () => {
     const views = pool.deployments();
     if (views === sentViews) return;
@@ -164,6 +167,8 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
       });
     }
   });
+
+  const unsubscribeDeployments = pool.onDeploymentChange?.(() => syncDeployments());
 
   const heartbeat = setInterval(() => {
     syncDeployments();
@@ -235,6 +240,7 @@ export function createRoutingWatchServer(options: RoutingWatchServerOptions): Ro
     close() {
       clearInterval(heartbeat);
       unsubscribe();
+      unsubscribeDeployments?.();
       for (const sub of subscribers) sub.res.destroy();
       subscribers.clear();
     },

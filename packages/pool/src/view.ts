@@ -31,6 +31,12 @@ export interface DeploymentView {
    * for one to be started and loaded (the proxy's cold-start wait), not the usual queue wait.
    */
   scalesFromZero?: boolean;
+  /**
+   * When a node of this deployment is expected to be ready (epoch ms), while none is: the
+   * cluster's expected start of its pending job. A request whose cold-start wait runs out is
+   * told to come back then (`Retry-After`). Absent when not known.
+   */
+  expectedReadyAt?: number;
 }
 
 /** A ready engine instance the proxy may send requests to. */

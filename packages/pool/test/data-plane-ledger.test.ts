@@ -37,6 +37,7 @@ describe('data-plane ledger', () => {
         subscribed: true,
         inFlight: { 'w-1': 2 },
         ejected: ['w-2'],
+        queued: {},
         droppedRecords: 0,
         state: 'serving',
       },
@@ -65,6 +66,27 @@ describe('data-plane ledger', () => {
     ledger.record(report(2, { id: 'login2:7', pid: 7, inFlight: { 'w-1': 1 } }));
     now += 1_001;
     expect(ledger.inFlightByWorker()).toEqual(new Map([['w-1', 1]]));
+  });
+
+  it('sums the requests waiting per deployment over the processes that report', () => {
+    let now = 10_000;
+    const ledger = createDataPlaneLedger({ now: () => now, silentMs: 5_000 });
+    // A process of a version without queue reports counts none.
+    ledger.record(report(1));
+    ledger.record(report(1, { id: 'login2:7', pid: 7, queued: { cold: 2, warm: 1 } }));
+    ledger.record(report(1, { id: 'login3:8', pid: 8, queued: { cold: 3 } }));
+    expect(ledger.queuedByDeployment()).toEqual(
+      new Map([
+        ['cold', 5],
+        ['warm', 1],
+      ]),
+    );
+    expect(ledger.list().find((p) => p.id === 'login2:7')!.queued).toEqual({ cold: 2, warm: 1 });
+    // The latest report replaces the previous; a silent process no longer counts.
+    now += 4_000;
+    ledger.record(report(2, { id: 'login2:7', pid: 7, queued: { cold: 1 } }));
+    now += 1_001;
+    expect(ledger.queuedByDeployment()).toEqual(new Map([['cold', 1]]));
   });
 
   it('hands on the records of each report once, a re-sent report changes nothing', () => {

@@ -30,6 +30,40 @@ describe('registry', () => {
     expect(registry.resolveModel('other')).toBeUndefined();
   });
 
+  it("sets and clears a deployment's expected ready time: a new view, deployment listeners told", () => {
+    const registry = createRegistry({ deployments: [deployment('cold', { minNodes: 0 })] });
+    const told: string[] = [];
+    registry.onDeploymentChange((name) => told.push(name));
+    const before = registry.deployments();
+    expect(before[0]).toMatchObject({ scalesFromZero: true });
+    expect(before[0]!.expectedReadyAt).toBeUndefined();
+
+    registry.setDeploymentExpectedReady('cold', 1_700_000_090_000);
+    const after = registry.deployments();
+    // A new array with a new view (the watch stream tells a change by identity); the one a
+    // caller held is left as it was.
+    expect(after).not.toBe(before);
+    expect(before[0]!.expectedReadyAt).toBeUndefined();
+    expect(after[0]).toMatchObject({ expectedReadyAt: 1_700_000_090_000, scalesFromZero: true });
+    expect(registry.resolveModel('cold')).toBe(after[0]);
+    expect(told).toEqual(['cold']);
+
+    // The same value again, or an unknown deployment: nothing changes, no one is told.
+    registry.setDeploymentExpectedReady('cold', 1_700_000_090_000);
+    registry.setDeploymentExpectedReady('unknown', 5);
+    expect(registry.deployments()).toBe(after);
+    expect(told).toEqual(['cold']);
+
+    // A new config keeps the expected start of the node on its way.
+    registry.addDeployment(deployment('cold', { minNodes: 0, maxNodes: 5 }));
+    expect(registry.deployments()[0]!.expectedReadyAt).toBe(1_700_000_090_000);
+    expect(told).toEqual(['cold', 'cold']);
+
+    registry.setDeploymentExpectedReady('cold', undefined);
+    expect(registry.deployments()[0]).not.toHaveProperty('expectedReadyAt');
+    expect(told).toEqual(['cold', 'cold', 'cold']);
+  });
+
   it('routes a worker only once it reports ready, and keeps the same object for inFlight', () => {
     const { registry } = setup();
     const { workerId } = registry.register(registration('42'));

@@ -11,10 +11,11 @@
  * - A report is a `POST` of {@link DATA_PLANE_ROUTES}`.report`, signed like a worker request
  *   (`signWorkerRequest`) with `deriveKeys(secret).dataPlaneKey`, sent every
  *   {@link DATA_PLANE_REPORT_MS}: who the process is, which table version it serves, its
- *   in-flight requests per worker, the workers it has ejected itself, and the requests and
- *   continuations it completed since its last accepted report (for `/metrics` and the
- *   dashboard, aggregated over every process). The scheduler answers 204; a report it cannot
- *   verify is refused with 401 and changes nothing.
+ *   in-flight requests per worker, the workers it has ejected itself, the requests waiting
+ *   in its queue per deployment, and the requests and continuations it completed since its
+ *   last accepted report (for `/metrics` and the dashboard, aggregated over every process).
+ *   The scheduler answers 204; a report it cannot verify is refused with 401 and changes
+ *   nothing.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -56,6 +57,11 @@ export const DataPlaneSettingsSchema = v.object({
   bodyBudgetBytes: NonNegative,
   clientIdleTimeoutMs: NonNegative,
   maxConnections: NonNegativeInt,
+  /**
+   * Longest wait of a request for a deployment that scales from zero while it has no worker
+   * (`--cold-start-wait`); absent: the proxy's default (10 min).
+   */
+  coldStartTimeoutMs: v.optional(NonNegative),
 });
 export type DataPlaneSettings = v.InferOutput<typeof DataPlaneSettingsSchema>;
 
@@ -106,6 +112,11 @@ export const DataPlaneReportSchema = v.object({
   inFlight: v.record(v.string(), NonNegativeInt),
   /** Workers this process has ejected for its own failed attempts (passive ejection). */
   ejected: v.array(v.string()),
+  /**
+   * Requests waiting in its queue for a worker, per deployment (deployments with none left
+   * out): demand the scheduler cannot see otherwise, e.g. for a deployment scaled to zero.
+   */
+  queued: v.optional(v.record(v.string(), NonNegativeInt)),
   requests: v.pipe(v.array(DataPlaneRequestRecordSchema), v.maxLength(DATA_PLANE_MAX_RECORDS)),
   continuations: v.pipe(
     v.array(DataPlaneContinuationRecordSchema),

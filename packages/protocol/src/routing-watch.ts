@@ -34,6 +34,10 @@ export const RoutingWatchDeploymentSchema = v.object({
   /** One of `ROUTING_POLICIES` of `@es/pool` (checked by the receiver). */
   routing: v.string(),
   parsesChatOutput: v.optional(v.boolean()),
+  /** It may have no node (`minNodes` 0): a request finding no worker waits for a cold start. */
+  scalesFromZero: v.optional(v.boolean()),
+  /** When a node is expected to be ready (epoch ms), while none is. */
+  expectedReadyAt: v.optional(v.pipe(v.number(), v.minValue(0))),
 });
 export type RoutingWatchDeployment = v.InferOutput<typeof RoutingWatchDeploymentSchema>;
 

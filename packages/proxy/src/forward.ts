@@ -21,7 +21,7 @@ import type { ClientState, Progress } from './request-state.js';
 import type { DeploymentRouter } from './routing.js';
 import type { RetryBudget } from './retry-budget.js';
 import type { UpstreamPools } from './upstream-pools.js';
-import type { WaitQueue } from './wait-queue.js';
+import type { WaitDeadline, WaitQueue } from './wait-queue.js';
 import type { GenerationPlan } from './continuation/plan.js';
 import { forwardGeneration } from './continuation/relay.js';
 
@@ -93,7 +93,7 @@ async function forwardLoop(
   const { pool, options } = shared;
   const deployment = request.deployment;
   let tried: Set<string> | undefined;
-  let queueDeadline: number | undefined;
+  let queueDeadline: WaitDeadline | undefined;
   // Attempts a draining worker refused: they reached no engine, so they neither count
   // against `maxAttempts` nor keep the request from waiting for a worker.
   let refused = 0;
@@ -108,7 +108,7 @@ async function forwardLoop(
         });
       }
       const waitStart = performance.now();
-      queueDeadline ??= waitStart + options.queue.timeoutMs;
+      queueDeadline ??= shared.queue.deadline(deployment, waitStart);
       try {
         await shared.queue.wait(deployment.name, request.client, queueDeadline);
       } finally {

@@ -185,6 +185,13 @@ export interface QueueOptions {
   maxLength?: number;
   /** `Retry-After` seconds sent with the 503. Default 5. */
   retryAfterSeconds?: number;
+  /**
+   * Longest wait, in milliseconds, of a request for a deployment that scales from zero
+   * (`DeploymentView.scalesFromZero`) while it has no routable worker: long enough for a node
+   * to be started and its model loaded. At the limit: 503 `no_capacity` with `Retry-After`
+   * carrying the deployment's `expectedReadyAt` when known. Default 600 000 (10 min).
+   */
+  coldStartTimeoutMs?: number;
 }
 
 /** Connections to workers (one undici `Pool` with keep-alive per worker). */
@@ -215,6 +222,9 @@ export interface AffinityOptions {
   /** Request header carrying a session key (used before the prompt). Default `x-session-id`. */
   sessionHeader?: string;
 }
+
+/** The longest delay `setTimeout` honours (2^31 - 1 ms). */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /** Options with every default filled in. */
 export interface ResolvedProxyOptions {
@@ -259,6 +269,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
       timeoutMs: options.queue?.timeoutMs ?? 30_000,
       maxLength: options.queue?.maxLength ?? 1_000,
       retryAfterSeconds: options.queue?.retryAfterSeconds ?? 5,
+      coldStartTimeoutMs: options.queue?.coldStartTimeoutMs ?? 600_000,
     },
     upstream: {
       connectTimeoutMs: options.upstream?.connectTimeoutMs ?? 5_000,
@@ -290,6 +301,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
     ['queue.timeoutMs', resolved.queue.timeoutMs, '>=0'],
     ['queue.maxLength', resolved.queue.maxLength, '>=0'],
     ['queue.retryAfterSeconds', resolved.queue.retryAfterSeconds, '>=0'],
+    ['queue.coldStartTimeoutMs', resolved.queue.coldStartTimeoutMs, '>=0'],
     ['upstream.connectTimeoutMs', resolved.upstream.connectTimeoutMs, '>0'],
     ['upstream.headersTimeoutMs', resolved.upstream.headersTimeoutMs, '>=0'],
     ['upstream.bodyTimeoutMs', resolved.upstream.bodyTimeoutMs, '>=0'],
@@ -308,6 +320,17 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
     throw new RangeError(
       `proxy option bodyBudgetBytes (${resolved.bodyBudgetBytes}) must be at least ${BODY_MEMORY_FACTOR} × maxBodyBytes (${resolved.maxBodyBytes}): a body costs ${BODY_MEMORY_FACTOR} times its size in memory, and the largest must fit; raise bodyBudgetBytes or lower maxBodyBytes`,
     );
+  }
+  // A longer delay makes setTimeout fire at once: the wait would end before it began.
+  for (const [name, value] of [
+    ['queue.timeoutMs', resolved.queue.timeoutMs],
+    ['queue.coldStartTimeoutMs', resolved.queue.coldStartTimeoutMs],
+  ] as const) {
+    if (value > MAX_TIMER_MS) {
+      throw new RangeError(
+        `proxy option ${name} must be at most ${MAX_TIMER_MS} ms (about 24 days), got ${value}`,
+      );
+    }
   }
   if (!(resolved.affinity.loadFactor >= 1)) {
     throw new RangeError(`proxy option affinity.loadFactor must be >= 1`);

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import { clientKeyHash, writeSchedulerUrl } from '@es/protocol';
+import { DATA_PLANE_REPORT_MS, clientKeyHash, writeSchedulerUrl } from '@es/protocol';
 import OpenAI, { APIError } from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDataPlane } from '../src/index.js';
@@ -262,5 +262,60 @@ describe('startDataPlane', () => {
     expect(after.requests).toHaveLength(2);
     expect(after.droppedRecords).toBe(1);
     expect(back.reports.flatMap((r) => r.requests)).toHaveLength(2);
+  });
+});
+
+describe('startDataPlane: a deployment scaled to zero', () => {
+  /** `qwen` may have no node (`minNodes` 0) and has none; the cold-start wait from settings. */
+  async function cold(coldStartTimeoutMs: number) {
+    const registry = newRegistry();
+    registry.addDeployment({ ...registry.deploymentConfig('qwen')!, minNodes: 0 });
+    const scheduler = await startFakeScheduler(registry, cleanups, {
+      ...SETTINGS,
+      coldStartTimeoutMs,
+    });
+    const file = urlFilePath(cleanups);
+    writeSchedulerUrl(file, scheduler.url);
+    // The reports at their default interval: what the scheduler's demand sees.
+    const p = await plane(file, { reportIntervalMs: DATA_PLANE_REPORT_MS });
+    await until(() => p.pool.connected);
+    return { registry, scheduler, p };
+  }
+
+  it('reports a waiting request as queued within 2 s, and answers it once a worker is ready', async () => {
+    const { registry, scheduler, p } = await cold(60_000);
+    const start = performance.now();
+    const answer = ask(p);
+    await until(() => scheduler.reports.some((r) => r.queued?.qwen === 1), 2_000);
+    expect(performance.now() - start).toBeLessThan(2_000);
+
+    await readyEngine(registry, '601', cleanups);
+    expect((await answer).choices[0]!.message.content).toBeTruthy();
+    // The next report has nothing waiting.
+    const seen = scheduler.reports.length;
+    await until(() => scheduler.reports.length > seen, 3_000);
+    expect(scheduler.reports.at(-1)!.queued).toEqual({});
+  });
+
+  it('at the cold-start limit answers 503 with Retry-After from the expected start the watch carried', async () => {
+    const { registry, p } = await cold(1_000);
+    const start = performance.now();
+    const answer = ask(p).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await until(() => p.pool.deployments()[0]?.scalesFromZero === true);
+    registry.setDeploymentExpectedReady('qwen', Date.now() + 42_000);
+    await until(() => p.pool.deployments()[0]?.expectedReadyAt !== undefined, 1_000);
+    const error = await answer;
+    expect(error).toBeInstanceOf(APIError);
+    const refused = error as APIError;
+    expect(refused.status).toBe(503);
+    expect(refused.code).toBe('no_capacity');
+    const seconds = Number(refused.headers?.get('retry-after'));
+    expect(seconds).toBeGreaterThanOrEqual(39);
+    expect(seconds).toBeLessThanOrEqual(42);
+    // The cold-start wait of the settings (1 s), not the queue's ordinary 30 s.
+    expect(performance.now() - start).toBeLessThan(10_000);
   });
 });

@@ -66,7 +66,7 @@ async function listen(
 
 async function serveWatch(
   pool: RoutingWatchSource,
-  extra: { maxBufferedBytes?: number } = {},
+  extra: { maxBufferedBytes?: number; heartbeatMs?: number } = {},
 ): Promise<{ watch: RoutingWatchServer; server: Server; url: string }> {
   const watch = createRoutingWatchServer({
     pool,
@@ -157,6 +157,40 @@ describe('routing-table watch stream', () => {
     registry.drain(a, 'scancel');
     const elapsed = await until(() => ids(client).length === 0, 1_000);
     expect(elapsed).toBeLessThan(1_000);
+  });
+
+  it("carries a cold deployment's fields, and a new expected start reaches it at once", async () => {
+    const registry = createRegistry({
+      deployments: [
+        {
+          name: 'cold',
+          model: '/models/cold',
+          engine: 'mock',
+          tensorParallelSize: 1,
+          gpusPerNode: 1,
+          maxNodes: 2,
+          minNodes: 0,
+        },
+      ],
+    });
+    const first = Date.now() + 120_000;
+    registry.setDeploymentExpectedReady('cold', first);
+    // No heartbeat for a minute: only the registry's announcement can carry a change.
+    const { url } = await serveWatch(registry, { heartbeatMs: 60_000 });
+    const file = urlFile();
+    writeSchedulerUrl(file, url);
+    const { client } = subscribe(file);
+    await until(() => client.connected);
+    const view = () => client.deployments().find((d) => d.name === 'cold');
+    expect(view()).toMatchObject({ scalesFromZero: true, expectedReadyAt: first });
+
+    const second = first + 30_000;
+    registry.setDeploymentExpectedReady('cold', second);
+    expect(await until(() => view()?.expectedReadyAt === second, 1_000)).toBeLessThan(1_000);
+    registry.setDeploymentExpectedReady('cold', undefined);
+    await until(() => view()?.expectedReadyAt === undefined, 1_000);
+    expect(view()?.scalesFromZero).toBe(true);
+    expect(client.resolveModel('cold')).toBe(view());
   });
 
   it('keeps its table while the scheduler is away and catches up on its new port', async () => {

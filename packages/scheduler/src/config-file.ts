@@ -85,6 +85,8 @@ const schedulerFields = {
 export const FileSchema = v.strictObject({
   ...schedulerFields,
   ...deploymentFields,
+  // Checked by resolveConfig, naming the flag and its range.
+  coldStartWait: v.optional(v.number()),
   deployments: v.optional(v.array(v.strictObject(deploymentFields))),
 });
 

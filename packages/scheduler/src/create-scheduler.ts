@@ -155,6 +155,7 @@ export async function createScheduler(
     },
     bodyBudgetBytes: settings.bodyBudgetMb * 1024 * 1024,
     clientIdleTimeoutMs: settings.clientIdleTimeoutS * 1000,
+    queue: { coldStartTimeoutMs: settings.coldStartWaitS * 1000 },
     onContinuation,
     logger: { warn: (fields, message) => log.warn(fields, message) },
     ...(hooks.journal === undefined ? {} : { journal: hooks.journal }),

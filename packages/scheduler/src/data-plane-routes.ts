@@ -42,6 +42,7 @@ export function dataPlaneSettings(
     | 'bodyBudgetMb'
     | 'clientIdleTimeoutS'
     | 'maxConnections'
+    | 'coldStartWaitS'
   >,
 ): DataPlaneSettings {
   return {
@@ -53,6 +54,7 @@ export function dataPlaneSettings(
     bodyBudgetBytes: settings.bodyBudgetMb * 1024 * 1024,
     clientIdleTimeoutMs: settings.clientIdleTimeoutS * 1000,
     maxConnections: settings.maxConnections,
+    coldStartTimeoutMs: settings.coldStartWaitS * 1000,
   };
 }
 
@@ -89,6 +91,12 @@ export interface DataPlaneRoutes {
   ledger: DataPlaneLedger;
   /** The processes and the scheduler's table version (the admin's `dataPlane`). */
   view(): DataPlaneView;
+  /**
+   * Requests waiting for a worker in the data-plane processes' queues, per deployment (as
+   * their last reports say, `serving` processes only; deployments with none left out). Add
+   * the in-process proxy's `queueDepth()` for the whole demand waiting.
+   */
+  queuedRequests(): Record<string, number>;
   /** Ends every stream. */
   close(): void;
 }
@@ -186,5 +194,10 @@ export function createDataPlaneRoutes(options: DataPlaneRoutesOptions): DataPlan
       })),
     };
   };
-  return { app, watch, ledger, view, close: () => watch.close() };
+  const queuedRequests = () => {
+    const queued: Record<string, number> = {};
+    for (const [deployment, n] of ledger.queuedByDeployment()) if (n > 0) queued[deployment] = n;
+    return queued;
+  };
+  return { app, watch, ledger, view, queuedRequests, close: () => watch.close() };
 }

@@ -117,6 +117,7 @@ export function resolveConfig(
     maxConnections: get('maxConnections') ?? DEFAULTS.maxConnections,
     bodyBudgetMb: get('bodyBudgetMb') ?? DEFAULTS.bodyBudgetMb,
     clientIdleTimeoutS: get('clientIdleTimeout') ?? DEFAULTS.clientIdleTimeoutS,
+    coldStartWaitS: coldStartWait(get('coldStartWait')),
     deployments,
   };
   const adminKey = adminKeyOf(flags) ?? adminKeyOf(file) ?? env.ES_ADMIN_KEY;
@@ -175,6 +176,22 @@ export function heartbeatTiming(
     );
   }
   return { healthCheckIntervalS, heartbeatTimeoutS };
+}
+
+/** The longest a cold start may hold a request (s): a day, far beyond any model load. */
+const MAX_COLD_START_WAIT_S = 86_400;
+
+/** `--cold-start-wait`: seconds from 0 (no wait: 503 at once) to a day. */
+function coldStartWait(value: number | undefined): number {
+  if (value === undefined) return DEFAULTS.coldStartWaitS;
+  if (!(Number.isFinite(value) && value >= 0 && value <= MAX_COLD_START_WAIT_S)) {
+    throw new ConfigError(
+      `--cold-start-wait (cold_start_wait) ${value} is not a number of seconds from 0 to ${MAX_COLD_START_WAIT_S}: ` +
+        `pass how long a request for a deployment with --min-nodes 0 may wait for its node to start and load its model (default ${DEFAULTS.coldStartWaitS}; 0 = answer 503 at once)`,
+      'coldStartWait',
+    );
+  }
+  return value;
 }
 
 /** The control port must differ from the client and worker ports, and needs a data plane. */

@@ -140,6 +140,11 @@ export interface SchedulerSettings {
   warnings?: string[];
   deployments: DeploymentSettings[];
 }
+  /**
+   * Longest wait of a request for a deployment that scales from zero (`minNodes` 0) while it
+   * has no worker: a node is started and its model loaded meanwhile (default 600).
+   */
+  coldStartWaitS: number;
 
 /** A configuration problem, with the field that is wrong and how to fix it. */
 export class ConfigError extends EsError<'invalid_config'> {
@@ -184,6 +189,7 @@ export const DEFAULTS = {
   maxNodes: 1,
   gpusPerNode: 8,
   tensorParallelSize: 1,
+  coldStartWaitS: 600,
   gpuMemoryUtilization: 0.9,
   engineExtraArgs: '',
   workerBasePort: 8001,

@@ -63,6 +63,7 @@ async function startScheduler() {
       bodyBudgetMb: 128,
       clientIdleTimeoutS: 60,
       maxConnections: 1000,
+      coldStartWaitS: 120,
     }),
     hooks: admin,
   });
@@ -218,6 +219,21 @@ describe('data-plane report route', () => {
     const listed = await admin<DataPlaneView>(url, '/api/v1/admin/data-plane');
     expect(listed.processes.map((p) => p.id)).toEqual(['login1:4242', 'login2:77']);
   });
+
+  it("sums the requests waiting in the processes' queues per deployment (queuedRequests)", async () => {
+    const { url, routes } = await startScheduler();
+    expect(routes.queuedRequests()).toEqual({});
+    const queued = (id: string, pid: number, seq: number, counts: Record<string, number>) =>
+      send(url, JSON.stringify(report(seq, { id, pid, queued: counts })));
+    expect((await queued('login1:1', 1, 1, { qwen: 2 })).status).toBe(204);
+    expect((await queued('login2:2', 2, 1, { qwen: 1, other: 4 })).status).toBe(204);
+    expect(routes.queuedRequests()).toEqual({ qwen: 3, other: 4 });
+    // A process's latest report replaces its previous counts.
+    expect((await queued('login1:1', 1, 2, {})).status).toBe(204);
+    expect(routes.queuedRequests()).toEqual({ qwen: 1, other: 4 });
+    const bad = await queued('login1:1', 1, 3, { qwen: -1 });
+    expect(bad).toMatchObject({ status: 400, error: { param: 'queued.qwen' } });
+  });
 });
 
 describe('watch stream served by the scheduler', () => {
@@ -237,6 +253,8 @@ describe('watch stream served by the scheduler', () => {
     cleanups.push(() => client.close());
     await until(() => (client.connected ? true : undefined), 5_000, 'the subscription');
     expect(client.settings?.clientKeyHashes).toEqual([clientKeyHash('client-key')]);
+    // --cold-start-wait reaches every data-plane process.
+    expect(client.settings?.coldStartTimeoutMs).toBe(120_000);
     const ids = () => client.routable('qwen').map((w) => w.id);
     expect(ids()).toEqual([a, b, c]);
 

@@ -54,6 +54,7 @@ export interface Routing
       'deployments' | 'resolveModel' | 'routable' | 'waitForRoutable' | 'reportOutcome'
     > {
   onRoutingChange(listener: (change: RoutingChange) => void): () => void;
+  onDeploymentChange(listener: (deployment: string) => void): () => void;
   /**
    * Rebuild a deployment's routable set, the only place it changes; tell routing listeners
    * what entered and left (`why` overrides the reason derived from the worker's state).
@@ -82,17 +83,25 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
   const { now, workers } = store;
   const { emit, ejectAfter, ejectCooldownMs } = options;
   const deployments = new Map<string, DeploymentRecord>();
-  const views: DeploymentView[] = [];
+  // Replaced (never mutated) on every change: the watch stream tells a change by identity.
+  let views: readonly DeploymentView[] = [];
   const modelIndex = new Map<string, DeploymentView>();
   const routingListeners = new Set<(change: RoutingChange) => void>();
   const controlListeners = new Set<(change: RoutingChange) => void>();
+  const deploymentListeners = new Set<(deployment: string) => void>();
 
-  function rebuildViews(): void {
-    views.length = 0;
+  function rebuildViews(changed: string): void {
+    views = [...deployments.values()].map((record) => record.view);
     modelIndex.clear();
-    for (const record of deployments.values()) views.push(record.view);
     for (const view of views) {
       for (const name of view.modelNames) if (!modelIndex.has(name)) modelIndex.set(name, view);
+    }
+    for (const listener of [...deploymentListeners]) {
+      try {
+        listener(changed);
+      } catch {
+        // A listener's failure must not break the registry.
+      }
     }
   }
 
@@ -172,8 +181,13 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
       validateDeployment(config);
       const existing = deployments.get(config.name);
       if (existing !== undefined) {
+        const expectedReadyAt = existing.view.expectedReadyAt;
         existing.config = config;
-        existing.view = deploymentView(config);
+        // A new config does not move the expected start of a node already on its way.
+        existing.view = {
+          ...deploymentView(config),
+          ...(expectedReadyAt === undefined ? {} : { expectedReadyAt }),
+        };
       } else {
         deployments.set(config.name, {
           config,
@@ -184,7 +198,15 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
           waiters: new Set(),
         });
       }
-      rebuildViews();
+      rebuildViews(config.name);
+    },
+
+    setDeploymentExpectedReady(name, at) {
+      const record = deployments.get(name);
+      if (record === undefined || record.view.expectedReadyAt === at) return;
+      const { expectedReadyAt: _previous, ...rest } = record.view;
+      record.view = at === undefined ? rest : { ...rest, expectedReadyAt: at };
+      rebuildViews(name);
     },
 
     deploymentConfig: (name) => deployments.get(name)?.config,
@@ -221,6 +243,11 @@ export function createRouting(store: RegistryStore, options: RoutingOptions): Ro
     onControlRoutingChange(listener) {
       controlListeners.add(listener);
       return () => controlListeners.delete(listener);
+    },
+
+    onDeploymentChange(listener) {
+      deploymentListeners.add(listener);
+      return () => deploymentListeners.delete(listener);
     },
 
     recordServed(workerId, requests) {

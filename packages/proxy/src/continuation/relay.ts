@@ -17,6 +17,7 @@ import type { ForwardRequest, ForwardShared } from '../forward.js';
 import type { ProxyRequestRecord, RequestOutcome } from '../options.js';
 import { clientGone, withProgress } from '../request-state.js';
 import type { Progress } from '../request-state.js';
+import type { WaitDeadline } from '../wait-queue.js';
 import { clientHeaders } from '../upstream.js';
 import { interrupted, streamAttempt } from './attempt.js';
 import { continueAfter } from './continue.js';
@@ -79,7 +80,7 @@ export class Relay {
     const router = shared.router(request.deployment.name);
     shared.budget.recordRequest();
     let tried: Set<string> | undefined;
-    let queueDeadline: number | undefined;
+    let queueDeadline: WaitDeadline | undefined;
     // Attempts a draining worker refused (see `forward.ts`): not counted as tries.
     let refused = 0;
     // Phase 1: until the generation has started (the engine sent the prompt's ids), a
@@ -97,7 +98,7 @@ export class Relay {
           );
         }
         const waitStart = performance.now();
-        queueDeadline ??= waitStart + shared.options.queue.timeoutMs;
+        queueDeadline ??= shared.queue.deadline(request.deployment, waitStart);
         try {
           await shared.queue.wait(request.deployment.name, request.client, queueDeadline);
         } catch (error) {

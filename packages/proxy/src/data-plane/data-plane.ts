@@ -151,6 +151,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       subscribed: pool.connected,
       inFlight: pool.inFlight(),
       ejected: pool.ejected(),
+      queued: queued(),
     }),
     intervalMs: options.reportIntervalMs ?? DATA_PLANE_REPORT_MS,
     ...(options.maxRecords === undefined ? {} : { maxRecords: options.maxRecords }),
@@ -158,6 +159,18 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
   });
 
   let current: { settings: DataPlaneSettings; app: ProxyApp } | undefined;
+  /** Apps replaced by a settings change whose queues still hold requests. */
+  const retired = new Set<ProxyApp>();
+  /** Requests waiting for a worker, per deployment, over the current app and retired ones. */
+  function queued(): Record<string, number> {
+    const totals: Record<string, number> = { ...current?.app.queueDepth() };
+    for (const app of retired) {
+      const depth = Object.entries(app.queueDepth());
+      if (depth.length === 0) retired.delete(app);
+      for (const [deployment, n] of depth) totals[deployment] = (totals[deployment] ?? 0) + n;
+    }
+    return totals;
+  }
   /** The listening server, once it listens. */
   const listening: { server?: Server } = {};
   // Built lazily at the first /v1 request after a snapshot (or a change of its settings):
@@ -176,6 +189,9 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
       },
       bodyBudgetBytes: settings.bodyBudgetBytes,
       clientIdleTimeoutMs: settings.clientIdleTimeoutMs,
+      ...(settings.coldStartTimeoutMs === undefined
+        ? {}
+        : { queue: { coldStartTimeoutMs: settings.coldStartTimeoutMs } }),
       onRequestComplete: (record) => reports.addRequest(record),
       onContinuation: (record) => reports.addContinuation(record),
       ...(logger === undefined ? {} : { logger }),
@@ -188,6 +204,7 @@ export async function startDataPlane(options: DataPlaneOptions): Promise<DataPla
     }
     if (previous !== undefined) {
       logger?.info({}, 'data-plane settings changed: serving with the new ones');
+      retired.add(previous.app);
       // Undici's close lets requests under way on the old pools finish.
       void previous.app.close();
     }

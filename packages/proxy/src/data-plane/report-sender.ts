@@ -25,7 +25,7 @@ export type DataPlaneIdentity = Pick<
 /** What a report says of the moment it is sent. */
 export type DataPlaneState = Pick<
   DataPlaneReport,
-  'tableVersion' | 'tableAt' | 'subscribed' | 'inFlight' | 'ejected'
+  'tableVersion' | 'tableAt' | 'subscribed' | 'inFlight' | 'ejected' | 'queued'
 >;
 
 /** Options of {@link createReportSender}. */
