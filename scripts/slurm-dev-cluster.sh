@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A real SLURM cluster on this one machine, for tests and local development:
-# slurmctld plus four slurmd (`slurmd -N gpuN`), each node with 8 fake GPUs, a default
-# preemptable partition `low` (REQUEUE) and a partition `high` that preempts it.
+# slurmctld plus five slurmd (`slurmd -N gpuN`): gpu1-gpu4 with 8 fake GPUs each, in a
+# default preemptable partition `low` (REQUEUE) and a partition `high` that preempts it;
+# gpu5 with 4 fake GPUs, alone in partition `small` (a node of another size, for tests of
+# GPUs per node from the allocation; no test in `low` or `high` can land on it).
 #
 #   bash scripts/slurm-dev-cluster.sh up      # install when missing, start, wait for idle nodes
 #   bash scripts/slurm-dev-cluster.sh status  # sinfo + squeue
@@ -11,15 +13,18 @@
 # folder: $ES_DEV_CLUSTER_DIR, default <repo>/.dev-cluster. `up` prints
 # `export SLURM_CONF=...` on stdout (progress goes to stderr), so
 # `eval "$(bash scripts/slurm-dev-cluster.sh up)"` points the SLURM commands at it.
-# Needs root (jobs run as root). Ports: slurmctld 16817, slurmd 16818-16821
+# Needs root (jobs run as root). Ports: slurmctld 16817, slurmd 16818-16822
 # (ES_DEV_CLUSTER_PORT moves the whole block).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="$(realpath -m "${ES_DEV_CLUSTER_DIR:-$REPO/.dev-cluster}")"
 CTL_PORT="${ES_DEV_CLUSTER_PORT:-16817}"
-NODES=(gpu1 gpu2 gpu3 gpu4)
+NODES=(gpu1 gpu2 gpu3 gpu4 gpu5)
+# The 8-GPU nodes of partitions low and high.
 NODE_RANGE="gpu[1-4]"
+# The 4-GPU node, alone in partition small.
+SMALL_NODE=gpu5
 CONF="$DIR/etc/slurm.conf"
 export SLURM_CONF="$CONF"
 
@@ -137,13 +142,17 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2,bf_interval=2
 SlurmdTimeout=60
 NodeName=$NODE_RANGE NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$((CTL_PORT + 1))-$((CTL_PORT + 4))] CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 Gres=gpu:8 State=UNKNOWN
+NodeName=$SMALL_NODE NodeHostname=localhost NodeAddr=127.0.0.1 Port=$((CTL_PORT + 5)) CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 Gres=gpu:4 State=UNKNOWN
 PartitionName=low Nodes=$NODE_RANGE Default=YES PriorityTier=1 PreemptMode=REQUEUE MaxTime=INFINITE State=UP
 PartitionName=high Nodes=$NODE_RANGE PriorityTier=10 PreemptMode=OFF MaxTime=INFINITE State=UP
+# A node of another size in a partition of its own: jobs of low and high never land on it.
+PartitionName=small Nodes=$SMALL_NODE PriorityTier=1 PreemptMode=REQUEUE MaxTime=INFINITE State=UP
 EOF
   mv "$CONF.tmp" "$CONF"
   cat >"$DIR/etc/gres.conf" <<EOF
 AutoDetect=off
-Name=gpu File=$DIR/dev/nvidia[0-7]
+NodeName=$NODE_RANGE Name=gpu File=$DIR/dev/nvidia[0-7]
+NodeName=$SMALL_NODE Name=gpu File=$DIR/dev/nvidia[0-3]
 EOF
   cat >"$DIR/etc/cgroup.conf" <<EOF
 CgroupPlugin=autodetect
@@ -192,13 +201,14 @@ start_daemons() {
 wait_for_nodes() {
   local i states bad
   for i in $(seq 1 120); do
-    states="$(timeout 10 sinfo -h -N -p low -o '%N %t' 2>/dev/null || true)"
+    states="$(timeout 10 sinfo -h -N -p low,small -o '%N %t' 2>/dev/null || true)"
     bad="$(printf '%s\n' "$states" | awk 'NF == 2 && $2 !~ /^(idle|alloc|mix|comp)$/ { print $1 }' | sort -u)"
-    if [ -n "$states" ] && [ -z "$bad" ] && [ "$(printf '%s\n' "$states" | awk 'NF == 2' | wc -l)" -ge 4 ]; then
+    if [ -n "$states" ] && [ -z "$bad" ] &&
+      [ "$(printf '%s\n' "$states" | awk 'NF == 2 { print $1 }' | sort -u | wc -l)" -ge "${#NODES[@]}" ]; then
       return 0
     fi
     if printf '%s\n' "$states" | grep -Eq ' (drain|drng|down|fail|inval)[*~#!%$@^-]?$'; then
-      timeout 10 scontrol update nodename="$NODE_RANGE" state=resume >/dev/null 2>&1 || true
+      timeout 10 scontrol update nodename="$NODE_RANGE,$SMALL_NODE" state=resume >/dev/null 2>&1 || true
     fi
     sleep 0.5
   done
@@ -214,7 +224,7 @@ cmd_up() {
   write_config
   start_daemons
   wait_for_nodes
-  log "up: 4 nodes x 8 GPUs, partitions low (default, preemptable) and high; dir $DIR"
+  log "up: 4 nodes x 8 GPUs in partitions low (default, preemptable) and high, 1 node x 4 GPUs in partition small; dir $DIR"
   printf 'export SLURM_CONF=%q\n' "$CONF"
 }
 

@@ -88,6 +88,11 @@ const OPTIONS = {
   account: { type: 'string', describe: 'SLURM account' },
   constraint: { type: 'string', describe: 'SLURM --constraint' },
   exclusive: { type: 'boolean', describe: 'Request whole nodes (--exclusive)' },
+  'whole-node-gpus': {
+    type: 'boolean',
+    describe:
+      "Request whole nodes and every GPU on them (sbatch --exclusive --gpus-per-node=<gpus-per-node>, a minimum): each worker runs as many engines as its node's GPUs hold, for partitions whose nodes differ in GPU count",
+  },
   'max-nodes': { type: 'number', describe: 'Most SLURM nodes to hold at once (default 1)' },
   'gpus-per-node': { type: 'number', describe: 'GPUs per node (default 8)' },
   'tensor-parallel-size': {

@@ -291,12 +291,14 @@ describe('es-worker (built binary, real mock engines, fake scheduler)', () => {
       '--tensor-parallel-size',
       '3',
       '--gpus-per-node',
-      '8',
+      '2',
       '--scheduler-url',
       'http://127.0.0.1:9',
     ]);
     expect(await worker.exited).toBe(2);
-    expect(worker.output()).toMatch(/tensor parallel size 3 does not divide the 8 GPUs/);
+    expect(worker.output()).toMatch(
+      /tensor parallel size 3 needs 3 GPUs but this job has 2 \(0,1, from gpus-per-node\): choose a tensor parallel size of at most 2/,
+    );
     const missing = runWorker(['--model', 'm'], { ES_SCHEDULER_URL: '' });
     expect(await missing.exited).toBe(2);
     expect(missing.output()).toMatch(/--scheduler-url is required/);

@@ -128,13 +128,15 @@ export async function waitForCapacity(
 }
 
 /**
- * Waits until the shared dev cluster has `count` idle nodes (other test runs may hold
- * some); resolves to their names.
+ * Waits until the shared dev cluster has `count` idle nodes in partition `low` (other test
+ * runs may hold some); resolves to their names.
  */
 export async function waitForIdleNodes(count: number, timeoutMs: number): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const result = await runSlurm('sinfo', ['-h', '-N', '-t', 'idle', '-o', '%N']);
+    // Partition low (the default, where the chaos schedulers submit): the dev cluster's
+    // 4-GPU node of partition small is no capacity of theirs.
+    const result = await runSlurm('sinfo', ['-h', '-N', '-p', 'low', '-t', 'idle', '-o', '%N']);
     const idle = [
       ...new Set(
         result.stdout

@@ -226,7 +226,9 @@ export function createLocalProvider(options: LocalProviderOptions = {}): LocalPr
   }
 
   function start(job: LocalJob, node: number): void {
-    const gpus = (nodeGpus[node] ?? []).slice(0, job.request.gpusPerNode);
+    // A node runs one job; a whole-node job (as on SLURM) gets every GPU of it.
+    const all = nodeGpus[node] ?? [];
+    const gpus = job.request.cluster?.wholeNodeGpus ? all : all.slice(0, job.request.gpusPerNode);
     const nodeName = `${prefix}-${node}`;
     occupant[node] = job;
     job.node = node;

@@ -106,6 +106,16 @@ describe('createLocalProvider', () => {
     });
   });
 
+  it('gives a whole-node job every GPU of its node, as SLURM does (cluster.wholeNodeGpus)', async () => {
+    const dir = logDir();
+    const p = provider({ nodes: 1, gpusPerNode: 8 });
+    const script =
+      'const e = process.env; console.log(e.CUDA_VISIBLE_DEVICES, e.SLURM_GPUS_ON_NODE)';
+    const id = await p.submit(request(dir, script, { cluster: { wholeNodeGpus: true } }));
+    expect((await jobIn(p, id, ['COMPLETED', 'FAILED'])).state).toBe('COMPLETED');
+    expect(readFileSync(join(dir, `${NAME}-${id}.out`), 'utf8')).toBe('0,1,2,3,4,5,6,7 8\n');
+  });
+
   it('keeps jobs beyond the free nodes PENDING (Resources) and starts them when a node frees', async () => {
     const dir = logDir();
     const p = provider({

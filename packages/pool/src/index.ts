@@ -19,8 +19,8 @@ export type {
   ProviderErrorOptions,
   ProviderFailure,
 } from './provider.js';
-export { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
-export type { PlannedSlice, SlicePlanOptions } from './slices.js';
+export { SlicePlanError, parseVisibleDevices, planNodeSlices, planSlices } from './slices.js';
+export type { GpuSource, PlannedSlice, SlicePlan, SlicePlanOptions } from './slices.js';
 export { PoolError } from './errors.js';
 export type { PoolErrorCode, PoolErrorOptions } from './errors.js';
 export {

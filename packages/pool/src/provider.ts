@@ -41,6 +41,13 @@ export interface ClusterOptions {
   account?: string;
   constraint?: string;
   exclusive?: boolean;
+  /**
+   * Whole nodes with every GPU on them (for partitions whose nodes differ in GPU count): the
+   * job lands on a node with at least `gpusPerNode` GPUs and gets all of them; its worker
+   * plans its engines from what it got. SLURM: `--exclusive --gpus-per-node=<gpusPerNode>`.
+   * Default false: exactly `gpusPerNode` GPUs.
+   */
+  wholeNodeGpus?: boolean;
   /** Extra `#SBATCH` flags, e.g. `--mem=0`. */
   extraSbatch?: string[];
   /** Shell lines run before the worker starts (e.g. `conda activate myenv`). */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { SlicePlanError, parseVisibleDevices, planSlices } from './slices.js';
-import type { SlicePlanOptions } from './slices.js';
+import { SlicePlanError, parseVisibleDevices, planNodeSlices, planSlices } from './slices.js';
+import type { GpuSource, SlicePlanOptions } from './slices.js';
 
 describe('planSlices', () => {
   it.each<[string, SlicePlanOptions, [number[], number][]]>([
@@ -44,17 +44,40 @@ describe('planSlices', () => {
       ],
     ],
     [
-      'a smaller count uses the first visible ids',
+      'the allocation wins over a smaller count',
       { visibleDevices: '4, 5, 6, 7', gpuCount: 2, tensorParallelSize: 1, basePort: 8001 },
       [
         [[4], 8001],
         [[5], 8002],
+        [[6], 8003],
+        [[7], 8004],
+      ],
+    ],
+    [
+      'the allocation wins over a larger count',
+      { visibleDevices: '0,1,2,3', gpuCount: 8, tensorParallelSize: 4, basePort: 8001 },
+      [[[0, 1, 2, 3], 8001]],
+    ],
+    [
+      'SLURM_GPUS_ON_NODE without CUDA_VISIBLE_DEVICES',
+      { gpusOnNode: '4', gpuCount: 8, tensorParallelSize: 2, basePort: 8001 },
+      [
+        [[0, 1], 8001],
+        [[2, 3], 8002],
       ],
     ],
     [
       'a blank CUDA_VISIBLE_DEVICES falls back to the count',
       { visibleDevices: ' ', gpuCount: 2, tensorParallelSize: 2, basePort: 8001 },
       [[[0, 1], 8001]],
+    ],
+    [
+      'GPUs that do not divide by TP: the slices that fit',
+      { visibleDevices: '0,1,2,3,4,5,6,7', tensorParallelSize: 3, basePort: 8001 },
+      [
+        [[0, 1, 2], 8001],
+        [[3, 4, 5], 8002],
+      ],
     ],
   ])('%s', (_name, options, expected) => {
     expect(planSlices(options)).toEqual(
@@ -64,16 +87,10 @@ describe('planSlices', () => {
 
   it.each<[string, SlicePlanOptions, keyof SlicePlanOptions, RegExp]>([
     [
-      'TP not dividing the GPUs',
-      { gpuCount: 8, tensorParallelSize: 3, basePort: 8001 },
-      'tensorParallelSize',
-      /tensor parallel size 3 does not divide the 8 GPUs/,
-    ],
-    [
       'TP larger than the GPUs',
       { visibleDevices: '0,1', tensorParallelSize: 4, basePort: 8001 },
       'tensorParallelSize',
-      /tensor parallel size 4 does not divide the 2 GPUs \(0,1\)/,
+      /tensor parallel size 4 needs 4 GPUs but this job has 2 \(0,1, from CUDA_VISIBLE_DEVICES\)/,
     ],
     [
       'TP zero',
@@ -82,16 +99,22 @@ describe('planSlices', () => {
       /positive integer, got 0/,
     ],
     [
-      'more GPUs asked than visible',
-      { visibleDevices: '0,1,2,3', gpuCount: 8, tensorParallelSize: 4, basePort: 8001 },
-      'gpuCount',
-      /GPUs per node is 8 but only 4 GPUs are visible/,
+      'a count of zero from SLURM',
+      { gpusOnNode: '0', gpuCount: 8, tensorParallelSize: 1, basePort: 8001 },
+      'gpusOnNode',
+      /SLURM allocated no GPUs to this job \(SLURM_GPUS_ON_NODE=0\)/,
+    ],
+    [
+      'a SLURM_GPUS_ON_NODE that is not a count',
+      { gpusOnNode: 'gpu:4', tensorParallelSize: 1, basePort: 8001 },
+      'gpusOnNode',
+      /SLURM_GPUS_ON_NODE="gpu:4" is not a GPU count/,
     ],
     [
       'nothing to plan',
       { tensorParallelSize: 1, basePort: 8001 },
       'gpuCount',
-      /CUDA_VISIBLE_DEVICES is not set and no GPU count/,
+      /neither CUDA_VISIBLE_DEVICES nor SLURM_GPUS_ON_NODE is set and no GPU count/,
     ],
     [
       'SLURM without GPUs',
@@ -124,6 +147,90 @@ describe('planSlices', () => {
       code: 'invalid_slice_plan',
       message: expect.stringMatching(message),
     });
+  });
+});
+
+describe('planNodeSlices', () => {
+  it.each<[string, SlicePlanOptions, GpuSource, number[], string[]]>([
+    [
+      'CUDA_VISIBLE_DEVICES dividing by TP: nothing to say',
+      {
+        visibleDevices: '0,1,2,3',
+        gpusOnNode: '4',
+        gpuCount: 4,
+        tensorParallelSize: 2,
+        basePort: 1,
+      },
+      'CUDA_VISIBLE_DEVICES',
+      [],
+      [],
+    ],
+    [
+      '8 GPUs into TP 3 slices: GPUs 6,7 idle',
+      { visibleDevices: '0,1,2,3,4,5,6,7', gpusOnNode: '8', tensorParallelSize: 3, basePort: 1 },
+      'CUDA_VISIBLE_DEVICES',
+      [6, 7],
+      [
+        'GPUs 6,7 idle: 8 GPUs (from CUDA_VISIBLE_DEVICES) do not divide into slices of tensor ' +
+          'parallel size 3; 2 instances use GPUs 0-5. Use every GPU with a tensor parallel size ' +
+          'that divides 8 (1, 2, 4, 8), or nodes with a multiple of 3 GPUs',
+      ],
+    ],
+    [
+      'a whole 8-GPU node with --gpus-per-node 4 (the minimum asked for)',
+      {
+        visibleDevices: '0,1,2,3,4,5,6,7',
+        gpusOnNode: '8',
+        gpuCount: 4,
+        tensorParallelSize: 4,
+        basePort: 1,
+      },
+      'CUDA_VISIBLE_DEVICES',
+      [],
+      [
+        '--gpus-per-node is 4 but SLURM allocated 8 GPUs on this node ' +
+          '(CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7): planning from the 8 allocated',
+      ],
+    ],
+    [
+      '5 GPUs from SLURM_GPUS_ON_NODE into TP 2 slices: GPU 4 idle',
+      { gpusOnNode: '5', tensorParallelSize: 2, basePort: 1 },
+      'SLURM_GPUS_ON_NODE',
+      [4],
+      [
+        'GPU 4 idle: 5 GPUs (from SLURM_GPUS_ON_NODE) do not divide into slices of tensor ' +
+          'parallel size 2; 2 instances use GPUs 0-3. Use every GPU with a tensor parallel size ' +
+          'that divides 5 (1, 5), or nodes with a multiple of 2 GPUs',
+      ],
+    ],
+    [
+      'the two SLURM variables disagree',
+      { visibleDevices: '2,3', gpusOnNode: '4', tensorParallelSize: 2, basePort: 1 },
+      'CUDA_VISIBLE_DEVICES',
+      [],
+      [
+        'SLURM_GPUS_ON_NODE=4 but CUDA_VISIBLE_DEVICES lists 2 GPUs (2,3): planning from ' +
+          'CUDA_VISIBLE_DEVICES, the GPUs the engines will see',
+      ],
+    ],
+    [
+      'no allocation: --gpus-per-node',
+      { gpuCount: 3, tensorParallelSize: 2, basePort: 1 },
+      'gpus-per-node',
+      [2],
+      [
+        'GPU 2 idle: 3 GPUs (from gpus-per-node) do not divide into slices of tensor parallel ' +
+          'size 2; 1 instance uses GPUs 0,1. Use every GPU with a tensor parallel size that ' +
+          'divides 3 (1, 3), or nodes with a multiple of 2 GPUs',
+      ],
+    ],
+  ])('%s', (_name, options, source, idle, notes) => {
+    const plan = planNodeSlices(options);
+    expect(plan.source).toBe(source);
+    expect(plan.idle).toEqual(idle);
+    expect(plan.notes).toEqual(notes);
+    // Every GPU is in exactly one slice or idle.
+    expect([...plan.slices.flatMap((slice) => slice.gpus), ...plan.idle]).toEqual(plan.gpus);
   });
 });
 

@@ -70,7 +70,8 @@ export const WORKER_FLAGS = {
   gpusPerNode: {
     flag: 'gpus-per-node',
     type: 'number',
-    describe: 'GPUs to use (default: CUDA_VISIBLE_DEVICES, else 8; mock: the TP size)',
+    describe:
+      'GPUs of the node when the job does not say (the GPUs SLURM allocated win: CUDA_VISIBLE_DEVICES, else SLURM_GPUS_ON_NODE)',
   },
   gpuMemoryUtilization: {
     flag: 'gpu-memory-utilization',

@@ -39,6 +39,7 @@ export const deploymentFields = {
   account: v.optional(v.string()),
   constraint: v.optional(v.string()),
   exclusive: v.optional(v.boolean()),
+  wholeNodeGpus: v.optional(v.boolean()),
   slurmExtra: v.optional(v.union([v.string(), v.array(v.string())])),
   condaEnv: v.optional(v.string()),
   venvPath: v.optional(v.string()),

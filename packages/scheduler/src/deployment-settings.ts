@@ -40,6 +40,22 @@ export function parseTimeLimit(value: string | number): number {
   return Math.ceil(seconds / 60);
 }
 
+/** `wholeNodeGpus` when on; whole nodes are exclusive, so `exclusive: false` contradicts it. */
+function wholeNodeGpus(
+  whole: boolean | undefined,
+  exclusive: boolean | undefined,
+): { wholeNodeGpus?: true } {
+  if (!whole) return {};
+  if (exclusive === false) {
+    throw new ConfigError(
+      'whole_node_gpus asks SLURM for whole nodes (--exclusive) but exclusive is false: ' +
+        'drop "exclusive: false" (or --no-exclusive), or drop whole_node_gpus to ask for exactly gpus_per_node GPUs',
+      'wholeNodeGpus',
+    );
+  }
+  return { wholeNodeGpus: true };
+}
+
 function splitSlurmExtra(value: string | string[] | undefined): string[] {
   if (value === undefined) return [];
   const parts = Array.isArray(value) ? value : value.split(';');
@@ -95,6 +111,7 @@ export function buildDeployment(
     workerBasePort: get('workerBasePort') ?? DEFAULTS.workerBasePort,
     routing: get('routing') ?? DEFAULTS.routing,
     exclusive: get('exclusive') ?? false,
+    ...wholeNodeGpus(get('wholeNodeGpus'), get('exclusive')),
     slurmExtra: splitSlurmExtra(get('slurmExtra')),
     setup: get('setup') ?? [],
   };

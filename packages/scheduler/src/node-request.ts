@@ -54,6 +54,7 @@ export function clusterOptions(d: DeploymentSettings): ClusterOptions {
   if (d.qos) options.qos = d.qos;
   if (d.account) options.account = d.account;
   if (d.constraint) options.constraint = d.constraint;
+  if (d.wholeNodeGpus) options.wholeNodeGpus = true;
   if (d.slurmExtra.length > 0) options.extraSbatch = d.slurmExtra;
   const setup = setupLines(d);
   if (setup.length > 0) options.setup = setup;

@@ -35,6 +35,11 @@ export interface DeploymentSettings {
   account?: string;
   constraint?: string;
   exclusive: boolean;
+  /**
+   * Whole nodes with every GPU on them: `gpusPerNode` is the fewest GPUs a node must have,
+   * and each worker runs as many engines as its node's GPUs hold (`--whole-node-gpus`).
+   */
+  wholeNodeGpus?: boolean;
   /** Extra sbatch flags, one per entry (the CLI's `--slurm-extra` is `;`-separated). */
   slurmExtra: string[];
   condaEnv?: string;

@@ -6,8 +6,19 @@ export interface JobSpec {
   name: string;
   /** `--comment`, e.g. a unique tag that finds the job again after an ambiguous submit. */
   comment?: string;
-  /** `--gpus-per-node`. */
+  /**
+   * `--gpus-per-node=N`: the job gets exactly N GPUs (with {@link JobSpec.wholeNodeGpus}, the
+   * fewest GPUs a node must have).
+   */
   gpusPerNode?: number;
+  /**
+   * Whole nodes with every GPU on them, for partitions whose nodes differ in GPU count:
+   * `--exclusive` and `--gpus-per-node=<gpusPerNode>` (only nodes with at least that many
+   * GPUs; the job gets all of them), and the command's step is given every GPU the job got
+   * (`srun --gres=gpu:$SLURM_GPUS_ON_NODE`: SLURM gives a step of an exclusive job none of
+   * the GPUs the job did not ask for by count). Needs `gpusPerNode`. Default false.
+   */
+  wholeNodeGpus?: boolean;
   /** `--time` in whole minutes. */
   timeLimitMinutes?: number;
   partition?: string;
@@ -115,6 +126,12 @@ function positiveInteger(field: string, value: number): number {
 export function renderBatchScript(spec: JobSpec): string {
   if (spec.command.length === 0) throw invalid('command must not be empty');
   if (spec.name === '') throw invalid('name must not be empty');
+  if (spec.wholeNodeGpus && spec.gpusPerNode === undefined) {
+    throw invalid(
+      'wholeNodeGpus needs gpusPerNode, the fewest GPUs a node must have: set gpusPerNode ' +
+        '(e.g. the tensor parallel size), or leave wholeNodeGpus unset to ask for exactly gpusPerNode GPUs',
+    );
+  }
   const logDir = spec.logDir.replace(/\/+$/, '') || '/';
   const sbatch: string[] = [
     `--job-name=${sbatchQuote('name', spec.name)}`,
@@ -134,7 +151,7 @@ export function renderBatchScript(spec: JobSpec): string {
     ...(spec.constraint === undefined
       ? []
       : [`--constraint=${sbatchQuote('constraint', spec.constraint)}`]),
-    ...(spec.exclusive ? ['--exclusive'] : []),
+    ...(spec.exclusive || spec.wholeNodeGpus ? ['--exclusive'] : []),
     ...(spec.requeue === undefined ? [] : [spec.requeue ? '--requeue' : '--no-requeue']),
     `--output=${sbatchQuote('output', spec.output ?? `${logDir}/%x-%j.out`)}`,
     `--error=${sbatchQuote('error', spec.error ?? `${logDir}/%x-%j.err`)}`,
@@ -163,7 +180,9 @@ export function renderBatchScript(spec: JobSpec): string {
   if (env.length) lines.push('');
   // `exec srun`: the worker becomes a job step, so it gets SIGTERM on scancel and on
   // preemption, and the batch script's shell does not linger as a parent.
-  lines.push(`exec srun --ntasks=1 -- ${spec.command.map(shellQuote).join(' ')}`, '');
+  // A whole-node job's step gets every GPU of the job, not only the minimum it asked for.
+  const stepGpus = spec.wholeNodeGpus ? ' --gres=gpu:"$SLURM_GPUS_ON_NODE"' : '';
+  lines.push(`exec srun --ntasks=1${stepGpus} -- ${spec.command.map(shellQuote).join(' ')}`, '');
   return lines.join('\n');
 }
 

@@ -89,8 +89,58 @@ describe('renderBatchScript', () => {
         '--error="/dir with space/%x-%j.err"',
       ],
     ],
+    [
+      'whole nodes with every GPU, at least 4',
+      { gpusPerNode: 4, wholeNodeGpus: true },
+      [
+        '--job-name="es-llama"',
+        '--nodes=1',
+        '--gpus-per-node=4',
+        '--exclusive',
+        '--output="/scratch/logs/%x-%j.out"',
+        '--error="/scratch/logs/%x-%j.err"',
+      ],
+    ],
+    [
+      'whole nodes and exclusive: one --exclusive',
+      { gpusPerNode: 8, wholeNodeGpus: true, exclusive: true },
+      [
+        '--job-name="es-llama"',
+        '--nodes=1',
+        '--gpus-per-node=8',
+        '--exclusive',
+        '--output="/scratch/logs/%x-%j.out"',
+        '--error="/scratch/logs/%x-%j.err"',
+      ],
+    ],
   ])('%s', (_label, extra, expected) => {
     expect(sbatchLines({ ...base, ...extra })).toEqual(expected);
+  });
+
+  it.each<[string, Partial<JobSpec>, string]>([
+    ['by default', { gpusPerNode: 8 }, 'exec srun --ntasks=1 -- es-worker'],
+    [
+      'with whole nodes',
+      { gpusPerNode: 4, wholeNodeGpus: true },
+      'exec srun --ntasks=1 --gres=gpu:"$SLURM_GPUS_ON_NODE" -- es-worker',
+    ],
+  ])('gives the step the GPUs of the job %s', (_label, extra, line) => {
+    expect(
+      renderBatchScript({ ...base, ...extra })
+        .trimEnd()
+        .split('\n')
+        .at(-1),
+    ).toBe(line);
+  });
+
+  it('refuses whole nodes without a GPU count, naming both fields and the fix', () => {
+    expect(() => renderBatchScript({ ...base, wholeNodeGpus: true })).toThrow(
+      expect.objectContaining({
+        code: 'slurm_invalid_spec',
+        kind: 'permanent',
+        message: expect.stringMatching(/^wholeNodeGpus needs gpusPerNode, .*: set gpusPerNode/),
+      }),
+    );
   });
 
   it('puts set-up lines, then exports, then exec srun with the command', () => {

@@ -34,10 +34,16 @@ export interface WorkerOptions {
   basePort?: number;
   /** GPUs per engine instance (default 1). */
   tensorParallelSize?: number;
-  /** GPUs to use on this node (default: all of `visibleDevices`, else `tensorParallelSize`). */
+  /**
+   * GPUs of this node when the job says nothing of its allocation (`--gpus-per-node`): the
+   * GPUs SLURM allocated win (`visibleDevices`, else `gpusOnNode`); a different count is
+   * logged. With none of the three, the worker does not start.
+   */
   gpusPerNode?: number;
-  /** `CUDA_VISIBLE_DEVICES` of the job (default: the worker's environment). */
+  /** `CUDA_VISIBLE_DEVICES` of the job: the ids of its GPUs (default: from `env`). */
   visibleDevices?: string;
+  /** `SLURM_GPUS_ON_NODE` of the job: how many GPUs it got (default: from `env`). */
+  gpusOnNode?: string;
   /** Default 0.9. */
   gpuMemoryUtilization?: number;
   maxModelLen?: number;

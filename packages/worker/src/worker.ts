@@ -7,7 +7,8 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SlicePlanError, planSlices } from '@es/pool';
+import { SlicePlanError, planNodeSlices } from '@es/pool';
+import type { SlicePlan } from '@es/pool';
 import { defaultHandoverMargin, deriveEngineKey, deriveKeys } from '@es/protocol';
 import { sleep, systemClock } from './clock.js';
 import { createEngineSupervisor } from './engine-supervisor.js';
@@ -241,13 +242,18 @@ export function createWorker(options: WorkerOptions): Worker {
     async start() {
       let plan;
       try {
-        plan = planSlices({
-          visibleDevices: options.visibleDevices ?? env.CUDA_VISIBLE_DEVICES,
-          gpuCount: options.gpusPerNode,
-          tensorParallelSize: options.tensorParallelSize ?? 1,
-          // Any valid base for planning when ports are chosen freely (0).
-          basePort: options.basePort || (options.basePort === 0 ? 1 : 8001),
-        });
+        // The GPUs SLURM gave this job; --gpus-per-node only when the job says nothing.
+        ({ slices: plan } = logGpuPlan(
+          planNodeSlices({
+            visibleDevices: options.visibleDevices ?? env.CUDA_VISIBLE_DEVICES,
+            gpusOnNode: options.gpusOnNode ?? env.SLURM_GPUS_ON_NODE,
+            gpuCount: options.gpusPerNode,
+            tensorParallelSize: options.tensorParallelSize ?? 1,
+            // Any valid base for planning when ports are chosen freely (0).
+            basePort: options.basePort || (options.basePort === 0 ? 1 : 8001),
+          }),
+          log,
+        ));
       } catch (error) {
         if (error instanceof SlicePlanError) {
           throw new WorkerError('invalid_option', error.message, {
@@ -330,11 +336,27 @@ function socketBase(env: NodeJS.ProcessEnv): string {
   return base.length + 6 + 24 < 108 ? base : '/tmp/es-';
 }
 
+/**
+ * One line with the GPUs and the instances planned, and a warning per note of the plan
+ * (idle GPUs, an allocation that differs from --gpus-per-node).
+ */
+function logGpuPlan(plan: SlicePlan, log: WorkerLogger): SlicePlan {
+  const instances = plan.slices.length;
+  log.info(
+    { gpus: plan.gpus, source: plan.source, instances, idle: plan.idle },
+    `GPUs ${plan.gpus.join(',')} (from ${plan.source}): ${instances} engine instance${instances === 1 ? '' : 's'}` +
+      (plan.idle.length > 0 ? `, GPUs ${plan.idle.join(',')} idle` : ''),
+  );
+  for (const note of plan.notes) log.warn({ idle: plan.idle }, note);
+  return plan;
+}
+
 function kebab(field: string): string {
   const names: Record<string, string> = {
     tensorParallelSize: 'tensor-parallel-size',
     gpuCount: 'gpus-per-node',
     visibleDevices: 'CUDA_VISIBLE_DEVICES',
+    gpusOnNode: 'SLURM_GPUS_ON_NODE',
     basePort: 'base-port',
   };
   return names[field] ?? field;
