@@ -94,6 +94,35 @@ const OPTIONS = {
       "Request whole nodes and every GPU on them (sbatch --exclusive --gpus-per-node=<gpus-per-node>, a minimum): each worker runs as many engines as its node's GPUs hold, for partitions whose nodes differ in GPU count",
   },
   'max-nodes': { type: 'number', describe: 'Most SLURM nodes to hold at once (default 1)' },
+  'min-nodes': {
+    type: 'number',
+    describe:
+      'Fewest nodes to hold whatever the load (default: --max-nodes, always hold them). Below --max-nodes the deployment scales with its load; 0 scales to zero and starts a node on the first request',
+  },
+  'target-in-flight': {
+    type: 'number',
+    describe:
+      'Scaling: requests in flight and queued per engine instance to aim at (default 8; with --min-nodes)',
+  },
+  'target-kv-cache': {
+    type: 'number',
+    describe:
+      'Scaling: mean KV-cache use of the ready instances, in (0, 1], above which a node is added (default 0.9; with --min-nodes)',
+  },
+  'scale-window': {
+    type: 'number',
+    describe: 'Scaling: seconds over which the load is averaged (default 30; with --min-nodes)',
+  },
+  'scale-up-delay': {
+    type: 'number',
+    describe:
+      'Scaling: seconds the load must stay above the target before nodes are added (default 60; with --min-nodes)',
+  },
+  'scale-down-delay': {
+    type: 'number',
+    describe:
+      'Scaling: seconds the load must stay below the target before nodes are drained and given back (default 600; with --min-nodes)',
+  },
   'gpus-per-node': { type: 'number', describe: 'GPUs per node (default 8)' },
   'tensor-parallel-size': {
     type: 'number',
@@ -253,6 +282,11 @@ const OPTIONS = {
     describe:
       'Seconds a client may read nothing of its response (a stream it stopped reading) before it is disconnected and its engine request aborted (default 60; 0 = never)',
   },
+  'cold-start-wait': {
+    type: 'number',
+    describe:
+      "Seconds a request for a deployment that scales from zero (--min-nodes 0) may wait while it has no worker, for a node to start and load its model; then 503 with Retry-After carrying the expected start (default 540, under the openai client's 10 min timeout; 0 = 503 at once; at most 86400)",
+  },
   'expose-selected-endpoint': {
     type: 'boolean',
     describe:
@@ -287,11 +321,6 @@ function explainUnknown(message: string): string {
         ? `${n} (did you mean --${suggestion}?)`
         : `${n} (a value that starts with "-" needs the --flag=value form, e.g. --api-key=-k1; --engine-extra-args and --slurm-extra take the next word as it is)`;
     });
-  'cold-start-wait': {
-    type: 'number',
-    describe:
-      'Seconds a request for a deployment that scales from zero (--min-nodes 0) may wait while it has no worker, for a node to start and load its model; then 503 with Retry-After carrying the expected start (default 600; 0 = 503 at once; at most 86400)',
-  },
     return `${names.length > 1 ? 'Unknown arguments: ' : 'Unknown argument: '}${explained.join(', ')}`;
   });
 }

@@ -67,7 +67,7 @@ describe('--worker-port', () => {
 
 describe('--cold-start-wait', () => {
   it('defaults to 600 s and is read from the command line and the config file', async () => {
-    expect(resolveConfig({ model: 'm' }, {}).coldStartWaitS).toBe(600);
+    expect(resolveConfig({ model: 'm' }, {}).coldStartWaitS).toBe(540);
     const flags = await parseFlags(['--model', 'm', '--cold-start-wait', '900']);
     expect(resolveConfig(flags, {}).coldStartWaitS).toBe(900);
     expect(resolveConfig({ model: 'm', coldStartWait: 0 }, {}).coldStartWaitS).toBe(0);

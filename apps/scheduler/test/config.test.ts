@@ -162,6 +162,55 @@ describe('resolveConfig', () => {
     ).toMatch(/releaseRequeued|release_requeued/);
   });
 
+  it('scales with demand from --min-nodes and the scaling flags, or the same keys in a file', async () => {
+    const { parseFlags } = await import('../src/flags.js');
+    const { toDeploymentConfig } = await import('@es/scheduler');
+    // Greedy by default: no minNodes, no policy.
+    const greedy = resolveConfig({ model: 'm', maxNodes: 4 }, {}).deployments[0]!;
+    expect(greedy.minNodes).toBeUndefined();
+    expect(greedy.scaling).toBeUndefined();
+    const flags = await parseFlags([
+      ...['--model', 'm', '--max-nodes', '4', '--min-nodes', '0', '--target-in-flight', '16'],
+      ...['--target-kv-cache', '0.8', '--scale-window', '10', '--scale-up-delay', '30'],
+      ...['--scale-down-delay', '900'],
+    ]);
+    const d = resolveConfig(flags, {}).deployments[0]!;
+    const policy = {
+      targetInFlight: 16,
+      targetKvCacheUsage: 0.8,
+      windowMs: 10_000,
+      upDelayMs: 30_000,
+      downDelayMs: 900_000,
+    };
+    expect(d).toMatchObject({ maxNodes: 4, minNodes: 0, scaling: policy });
+    expect(toDeploymentConfig(d)).toMatchObject({ minNodes: 0, maxNodes: 4, scaling: policy });
+    const path = file('scaling.json', {
+      model: 'm',
+      max_nodes: 3,
+      min_nodes: 1,
+      scale_down_delay: 1200,
+    });
+    expect(resolveConfig({ config: path }, {}).deployments[0]).toMatchObject({
+      minNodes: 1,
+      scaling: { downDelayMs: 1_200_000 },
+    });
+  });
+
+  it.each([
+    [
+      { model: 'm', maxNodes: 2, minNodes: 3 },
+      /min_nodes 3 is more than max_nodes 2: lower --min-nodes or raise --max-nodes/,
+    ],
+    [
+      { model: 'm', maxNodes: 2, scaleUpDelay: 10 },
+      /--scale-up-delay has no effect without --min-nodes below --max-nodes .* set --min-nodes/,
+    ],
+    [{ model: 'm', maxNodes: 2, minNodes: 0, targetKvCache: 1.5 }, /targetKvCache|target_kv_cache/],
+    [{ model: 'm', maxNodes: 2, minNodes: -1 }, /minNodes|min_nodes/],
+  ])('refuses %o, naming the field and the fix', (overrides, message) => {
+    expect(errorOf(() => resolveConfig(overrides, {})).message).toMatch(message);
+  });
+
   it('sets the data plane from flags or a file: proxy processes from the cores, a control port of its own', async () => {
     const { parseFlags } = await import('../src/flags.js');
     const cores = availableParallelism();

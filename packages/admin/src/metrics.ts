@@ -251,6 +251,44 @@ export function createMetrics(options: MetricsOptions = {}): Metrics {
       for (const d of source()?.deployments ?? []) this.set({ deployment: d.name }, d.maxNodes);
     },
   });
+  // Demand-aware scaling, per deployment: the target (maxNodes for one that does not scale),
+  // and for one that scales the mean load over its window and the nodes that load needs.
+  const scalingGauges: [
+    string,
+    string,
+    (d: StatusResponse['deployments'][number]) => number | undefined,
+  ][] = [
+    [
+      'es_target_nodes',
+      'Node jobs the deployment should hold now: its demand-aware target, or maxNodes when it does not scale',
+      (d) => d.scaling?.target ?? d.maxNodes,
+    ],
+    [
+      'es_scaling_load',
+      'Mean load over the scaling window (requests in flight and queued) of a deployment that scales with demand',
+      (d) => d.scaling?.load,
+    ],
+    [
+      'es_scaling_need',
+      'Node jobs the mean load needs (before the up and down delays) of a deployment that scales with demand',
+      (d) => d.scaling?.need,
+    ],
+  ];
+  for (const [name, help, value] of scalingGauges) {
+    new Gauge({
+      name,
+      help,
+      labelNames: ['deployment'] as const,
+      registers,
+      collect() {
+        this.reset();
+        for (const d of source()?.deployments ?? []) {
+          const v = value(d);
+          if (v !== undefined) this.set({ deployment: d.name }, v);
+        }
+      },
+    });
+  }
 
   // The traffic series: one open bucket, closed every interval into a bounded ring.
   interface Bucket {

@@ -210,6 +210,9 @@ export function buildStatus(input: StatusInput): StatusResponse {
       if (d.backoff !== undefined) view.backoff = { ...d.backoff };
       if (d.permanentError !== undefined) view.permanentError = d.permanentError;
       if (d.launchFailures !== undefined) view.launchFailures = { ...d.launchFailures };
+      if (d.scaling !== undefined) {
+        view.scaling = { ...d.scaling, policy: { ...d.scaling.policy } };
+      }
       return view;
     }),
   };

@@ -45,7 +45,14 @@ export interface FakePool {
   events: PoolEventFeed;
   /** Every operator call, as `name(args)`. */
   calls: string[];
-  deployments: Map<string, { maxNodes: number; lastErrors: DeploymentStatus['lastErrors'] }>;
+  deployments: Map<
+    string,
+    {
+      maxNodes: number;
+      lastErrors: DeploymentStatus['lastErrors'];
+      scaling?: DeploymentStatus['scaling'];
+    }
+  >;
   jobs: FakeJob[];
   workers: WorkerInfo[];
   /** What `setMaxNodes` answers as cancelled (the reconciler decides in the real pool). */
@@ -211,6 +218,7 @@ export function createFakePool(
               readyWorkers: workers.filter((w) => w.state === 'ready').length,
               submitting: 0,
               lastErrors: d.lastErrors,
+              ...(d.scaling === undefined ? {} : { scaling: structuredClone(d.scaling) }),
             };
           }),
         };

@@ -200,3 +200,47 @@ describe('provider calls', () => {
     expect(plain.release).toBeUndefined();
   });
 });
+
+describe('demand-aware scaling in /metrics and the status', () => {
+  it('shows the target (maxNodes when it does not scale), the load and the need', async () => {
+    const before = await scrape();
+    expect(metric(before, 'es_target_nodes', { deployment: 'd' })).toBe(2);
+    expect(before).not.toMatch(/^es_scaling_load\{/m);
+    const pool = createFakePool(undefined, 'd');
+    pool.deployments.get('d')!.scaling = {
+      minNodes: 0,
+      target: 1,
+      load: 3.5,
+      need: 1,
+      policy: {
+        targetInFlight: 8,
+        targetKvCacheUsage: 0.9,
+        windowMs: 30_000,
+        upDelayMs: 60_000,
+        downDelayMs: 600_000,
+      },
+      downSince: 1_000,
+    };
+    const scaledMetrics = createMetrics({ defaultMetrics: false });
+    const scaledApi = createAdminApi({
+      operator: pool.operator,
+      readModel: pool.readModel,
+      events: pool.events,
+      metrics: scaledMetrics,
+      logDir: '/tmp',
+    });
+    try {
+      const text = await (await scaledApi.request('/metrics')).text();
+      expect(metric(text, 'es_target_nodes', { deployment: 'd' })).toBe(1);
+      expect(metric(text, 'es_scaling_load', { deployment: 'd' })).toBe(3.5);
+      expect(metric(text, 'es_scaling_need', { deployment: 'd' })).toBe(1);
+      const status = (await (
+        await scaledApi.request('/api/v1/admin/status')
+      ).json()) as StatusResponse;
+      expect(status.deployments[0]?.scaling).toMatchObject({ target: 1, downSince: 1_000 });
+    } finally {
+      scaledApi.close();
+      scaledMetrics.close();
+    }
+  });
+});

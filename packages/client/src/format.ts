@@ -64,17 +64,30 @@ function jobState(j: JobView, now: number): string {
 
 /** The deployments table. */
 export function formatDeployments(status: StatusResponse): string {
+  // TARGET only when a deployment scales with its load (the others hold MAX).
+  const scales = status.deployments.some((d) => d.scaling !== undefined);
   return table(
-    ['DEPLOYMENT', 'READY', 'JOBS', 'MAX', 'QUEUED', 'NOTE'],
+    ['DEPLOYMENT', 'READY', 'JOBS', ...(scales ? ['TARGET'] : []), 'MAX', 'QUEUED', 'NOTE'],
     status.deployments.map((d) => [
       d.name,
       `${d.readyWorkers}/${d.workers.filter((w) => w.state !== 'gone').length}`,
       String(d.jobs.filter((j) => j.endedAt === undefined).length),
+      ...(scales ? [d.scaling === undefined ? String(d.maxNodes) : scalingCell(d.scaling)] : []),
       String(d.maxNodes),
       String(d.queued),
       note(d),
     ]),
   );
+}
+
+/** `2 (min 0, load 13.5 → 2, up in 40s)`: the target, its floor, the load and the need. */
+function scalingCell(s: NonNullable<DeploymentView['scaling']>): string {
+  const parts = [`min ${s.minNodes}`, `load ${s.load.toFixed(1)} → ${s.need}`];
+  const left = (since: number, delayMs: number) =>
+    formatDuration(Math.max(0, Math.round((since + delayMs - Date.now()) / 1000)));
+  if (s.upSince !== undefined) parts.push(`up in ${left(s.upSince, s.policy.upDelayMs)}`);
+  if (s.downSince !== undefined) parts.push(`down in ${left(s.downSince, s.policy.downDelayMs)}`);
+  return `${s.target} (${parts.join(', ')})`;
 }
 
 function note(d: DeploymentView): string {

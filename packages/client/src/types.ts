@@ -96,6 +96,28 @@ export interface DeploymentView {
    * the engine fails to start); the next replacement waits until `until` (ms).
    */
   launchFailures?: { count: number; until: number; lastJobId: string; message: string };
+  /**
+   * Set when the deployment scales with its load (`minNodes` below `maxNodes`): the target
+   * between the two, the mean load over the window (requests in flight and queued) and the
+   * nodes it needs, the policy, and since when the need has been above or below the target.
+   */
+  scaling?: {
+    minNodes: number;
+    target: number;
+    load: number;
+    need: number;
+    kvCacheUsage?: number;
+    policy: {
+      targetInFlight: number;
+      targetKvCacheUsage: number;
+      windowMs: number;
+      upDelayMs: number;
+      downDelayMs: number;
+    };
+    upSince?: number;
+    downSince?: number;
+    changedAt?: number;
+  };
   lastErrors: { at: number; action: string; message: string }[];
   jobs: JobView[];
   workers: WorkerView[];

@@ -94,6 +94,29 @@ describe('status tables', () => {
     expect(formatDuration(seconds)).toBe(text);
   });
 
+  it('shows TARGET only when a deployment scales with its load: target, floor, load, need and the pending delay', () => {
+    expect(formatStatus(status)).not.toContain('TARGET');
+    const now = Date.now();
+    const scaling = {
+      minNodes: 0,
+      target: 2,
+      load: 13.5,
+      need: 1,
+      policy: {
+        targetInFlight: 8,
+        targetKvCacheUsage: 0.9,
+        windowMs: 30_000,
+        upDelayMs: 60_000,
+        downDelayMs: 600_000,
+      },
+      downSince: now - 60_000,
+    };
+    const scaled = { ...status, deployments: [{ ...status.deployments[0]!, scaling }] };
+    const text = formatStatus(scaled);
+    expect(text).toMatch(/DEPLOYMENT\s+READY\s+JOBS\s+TARGET\s+MAX\s+QUEUED/);
+    expect(text).toMatch(/qwen .*2 \(min 0, load 13\.5 → 1, down in (8m59s|9m00s)\)\s+2\s+0/);
+  });
+
   it('pads columns to the widest cell', () => {
     expect(
       table(

@@ -83,6 +83,7 @@ export type {
   ReconcilerOptions,
   ReconcilerRegistry,
   ReconcilerStatus,
+  ScalingStatus,
   TickResult,
 } from './reconciler.js';
 export { createRoutingWatchServer } from './routing-watch.js';

@@ -26,7 +26,12 @@ import { createOperator } from './reconciler/operator.js';
 import { buildStatus } from './reconciler/status.js';
 import { tick } from './reconciler/tick.js';
 
-export type { DeploymentStatus, JobStatus, ReconcilerStatus } from './reconciler/status.js';
+export type {
+  DeploymentStatus,
+  JobStatus,
+  ReconcilerStatus,
+  ScalingStatus,
+} from './reconciler/status.js';
 
 /**
  * What `buildNodeRequest` returns: the worker command, its environment and log directory.
@@ -78,6 +83,12 @@ export interface ReconcilerOptions extends Partial<Omit<ReconcileOptions, 'sched
    * event loop that ran its timers first does not take a worker it has heard for silent.
    */
   receivePendingHeartbeats?: () => void;
+  /**
+   * Requests waiting in the proxies for a worker, per deployment (the in-process proxy's
+   * queue and the data-plane processes' reports): part of the load demand-aware scaling
+   * follows. A request waiting for a deployment scaled to zero asks for a tick at once.
+   */
+  queued?: () => Readonly<Record<string, number>>;
   /** Clock (default `Date.now`). */
   now?: () => number;
   /** Jitter source in [0, 1) (default `Math.random`). */
@@ -172,6 +183,18 @@ export function createReconciler(options: ReconcilerOptions): Reconciler {
     ctx.state = plan.state;
     for (const action of plan.actions) record(ctx, action);
     askForDueJobDrains(at);
+    askForColdStart(at);
+  }
+
+  // A request waiting for a deployment with no node (scaled to zero) asks for a tick now:
+  // its client waits for a job to be submitted and its engines to load.
+  function askForColdStart(at: number): void {
+    if (!ctx.running || current !== undefined || options.queued === undefined) return;
+    const queued = options.queued();
+    const cold = Object.entries(ctx.state.scaling).some(
+      ([name, scale]) => scale.target === 0 && (queued[name] ?? 0) > 0,
+    );
+    if (cold) schedule(Math.max(0, lastTickEnd + minTickGapMs - at));
   }
 
   // A drained job is cancelled by a tick; one is asked for as soon as its workers are idle

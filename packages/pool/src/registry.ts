@@ -44,6 +44,8 @@ export type PoolEventType =
   /** A requeued job's begin time was lifted (`NodeProvider.release`): it starts as soon as a node is free. */
   | 'released'
   | 'replaced'
+  /** A deployment's demand-aware target changed: `reason` gives from, to and the inputs. */
+  | 'scaled'
   | 'cancelled'
   | 'failed'
   | 'adopted';
@@ -156,10 +158,10 @@ export interface Registry
   onWorkerLost(listener: (workerId: string, reason: string) => void): () => void;
   /** Every entry into and exit from a routable set, with its reason (see `PoolView`). */
   onRoutingChange(listener: (change: RoutingChange) => void): () => void;
-}
-
   /** Every change of a deployment's view (see `ControlPlaneRouting`). */
   onDeploymentChange(listener: (deployment: string) => void): () => void;
+}
+
 /**
  * Create the registry.
  * @example
@@ -193,9 +195,9 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     addDeployment: routing.addDeployment,
     deploymentConfig: routing.deploymentConfig,
     deploymentConfigs: routing.deploymentConfigs,
+    setDeploymentExpectedReady: routing.setDeploymentExpectedReady,
 
     deployments: routing.deployments,
-    setDeploymentExpectedReady: routing.setDeploymentExpectedReady,
     resolveModel: routing.resolveModel,
     routable: routing.routable,
     waitForRoutable: routing.waitForRoutable,
@@ -205,9 +207,9 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
     recordServed: routing.recordServed,
     recordDataPlaneInFlight: routing.recordDataPlaneInFlight,
     onControlRoutingChange: routing.onControlRoutingChange,
+    onDeploymentChange: routing.onDeploymentChange,
     onWorkerLost: lifecycle.onWorkerLost,
 
-    onDeploymentChange: routing.onDeploymentChange,
     register: workerLedger.register,
     heartbeat: workerLedger.heartbeat,
     drain: workerLedger.drain,

@@ -110,6 +110,10 @@ export interface ScaleState {
   downNeed?: number;
   /** When the target last changed. */
   changedAt?: number;
+  /** The last decision's mean load, KV-cache use and need (for status views). */
+  load?: number;
+  kvCacheUsage?: number;
+  need?: number;
 }
 
 /** The inputs of one decision (all plain data). */
@@ -195,7 +199,10 @@ export function decideScale(input: ScaleInput): ScaleDecision {
   need = clamp(need, minNodes, maxNodes);
 
   const decision: ScaleDecision = { state, need, load: mean.load };
-  if (mean.kv !== undefined) decision.kvCacheUsage = mean.kv;
+  state.need = need;
+  state.load = mean.load;
+  delete state.kvCacheUsage;
+  if (mean.kv !== undefined) decision.kvCacheUsage = state.kvCacheUsage = mean.kv;
   const set = (to: number, why: string) => {
     decision.change = { from: state.target, to, why };
     state.target = to;

@@ -82,6 +82,8 @@ export class World {
   deployments: DeploymentConfig[] = [deployment('m', { maxNodes: 3 })];
   /** The planner's options (default {@link options}). */
   planOptions: ReconcileOptions = options;
+  /** Requests waiting in the proxies, per deployment. */
+  queued: Record<string, number> = {};
 
   tick(observed: ObservedJob[] | 'unknown' = this.jobs): ReconcileAction[] {
     const registryJobs = [...new Set(this.workers.map((w) => w.jobId))].map((jobId) => ({
@@ -101,6 +103,7 @@ export class World {
       registry: { jobs: registryJobs, workers: this.workers },
       state: this.state,
       options: this.planOptions,
+      queued: this.queued,
     });
     this.state = plan.state;
     return plan.actions;

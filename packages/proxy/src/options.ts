@@ -189,7 +189,7 @@ export interface QueueOptions {
    * Longest wait, in milliseconds, of a request for a deployment that scales from zero
    * (`DeploymentView.scalesFromZero`) while it has no routable worker: long enough for a node
    * to be started and its model loaded. At the limit: 503 `no_capacity` with `Retry-After`
-   * carrying the deployment's `expectedReadyAt` when known. Default 600 000 (10 min).
+   * carrying the deployment's `expectedReadyAt` when known. Default 540 000 (9 min: under the openai client's 10 min timeout).
    */
   coldStartTimeoutMs?: number;
 }
@@ -269,7 +269,7 @@ export function resolveProxyOptions(options: Omit<ProxyAppOptions, 'pool'>): Res
       timeoutMs: options.queue?.timeoutMs ?? 30_000,
       maxLength: options.queue?.maxLength ?? 1_000,
       retryAfterSeconds: options.queue?.retryAfterSeconds ?? 5,
-      coldStartTimeoutMs: options.queue?.coldStartTimeoutMs ?? 600_000,
+      coldStartTimeoutMs: options.queue?.coldStartTimeoutMs ?? 540_000,
     },
     upstream: {
       connectTimeoutMs: options.upstream?.connectTimeoutMs ?? 5_000,

@@ -26,6 +26,12 @@ export const deploymentFields = {
   servedModelName: v.optional(v.pipe(v.string(), v.minLength(1))),
   engine: v.optional(v.picklist(ENGINE_KINDS)),
   maxNodes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  minNodes: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0))),
+  targetInFlight: v.optional(v.pipe(v.number(), v.gtValue(0))),
+  targetKvCache: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
+  scaleWindow: v.optional(v.pipe(v.number(), v.minValue(0))),
+  scaleUpDelay: v.optional(v.pipe(v.number(), v.minValue(0))),
+  scaleDownDelay: v.optional(v.pipe(v.number(), v.minValue(0))),
   gpusPerNode: v.optional(positiveInt),
   tensorParallelSize: v.optional(positiveInt),
   gpuMemoryUtilization: v.optional(v.pipe(v.number(), v.gtValue(0), v.maxValue(1))),
@@ -79,6 +85,8 @@ const schedulerFields = {
   // The largest accepted body (32 MiB), charged 4 times its size, must fit the budget.
   bodyBudgetMb: v.optional(v.pipe(v.number(), v.minValue(128))),
   clientIdleTimeout: v.optional(v.pipe(v.number(), v.minValue(0))),
+  // Checked by resolveConfig, naming the flag and its range.
+  coldStartWait: v.optional(v.number()),
   projectRoot: v.optional(v.string()),
 };
 
@@ -86,8 +94,6 @@ const schedulerFields = {
 export const FileSchema = v.strictObject({
   ...schedulerFields,
   ...deploymentFields,
-  // Checked by resolveConfig, naming the flag and its range.
-  coldStartWait: v.optional(v.number()),
   deployments: v.optional(v.array(v.strictObject(deploymentFields))),
 });
 

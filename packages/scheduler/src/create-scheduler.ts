@@ -245,8 +245,18 @@ export async function createScheduler(
   const urlFile = schedulerUrlFilePath(logDir);
   const clientUrl = advertisedUrl(settings.host, clientPort, backend);
   writeSchedulerUrl(urlFile, clientUrl);
+  // Requests waiting here and in the es-proxy processes' queues (as their last reports say):
+  // shown by the status views, and part of the load demand-aware scaling follows.
+  const queuedRequests = (): Record<string, number> => {
+    const depth = { ...proxy.queueDepth() };
+    for (const [deployment, n] of Object.entries(dataPlaneRoutes.queuedRequests())) {
+      depth[deployment] = (depth[deployment] ?? 0) + n;
+    }
+    return depth;
+  };
   const reconciler = createReconciler({
     registry,
+    queued: queuedRequests,
     provider,
     schedulerId: settings.schedulerId,
     intervalMs: settings.nodeAcquireIntervalS * 1000,
@@ -274,7 +284,7 @@ export async function createScheduler(
   const adminApi: AdminApi = admin.attach({
     operator: reconciler,
     readModel: reconciler,
-    queueDepth: () => proxy.queueDepth(),
+    queueDepth: queuedRequests,
     dataPlane: () => dataPlaneRoutes.view(),
     stop: async ({ cancelJobs }) => {
       log.info(

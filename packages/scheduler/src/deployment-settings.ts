@@ -4,7 +4,7 @@
  * parallel split (`@es/pool`), the time limit (`@es/slurm`), command-line values and drain
  * graces (`@es/protocol`), the conda environment (the batch script's setup lines).
  */
-import { tensorParallelSizes } from '@es/pool';
+import { tensorParallelSizes, type ScalingPolicy } from '@es/pool';
 import {
   WORKER_FLAGS,
   commandLineValueProblem,
@@ -146,11 +146,65 @@ export function buildDeployment(
       field,
     );
   }
+  applyScaling(deployment, get);
   if (timeLimit !== undefined && timeLimit !== '') {
     deployment.timeLimit = String(timeLimit);
     deployment.timeLimitMinutes = parseTimeLimit(timeLimit);
   }
   return deployment;
+}
+
+/**
+ * `minNodes` and the scaling policy (`--min-nodes`, `--target-in-flight`, `--target-kv-cache`,
+ * `--scale-window`, `--scale-up-delay`, `--scale-down-delay`; delays in seconds here, ms in
+ * the pool's policy). Scaling fields without `minNodes` below `maxNodes` would do nothing:
+ * that is an error naming the fix.
+ */
+function applyScaling(
+  deployment: DeploymentSettings,
+  get: <K extends keyof DeploymentInput>(key: K) => DeploymentInput[K],
+): void {
+  const minNodes = get('minNodes');
+  if (minNodes !== undefined) {
+    if (minNodes > deployment.maxNodes) {
+      throw new ConfigError(
+        `deployment "${deployment.name}": min_nodes ${minNodes} is more than max_nodes ${deployment.maxNodes}: lower --min-nodes or raise --max-nodes`,
+        'minNodes',
+      );
+    }
+    deployment.minNodes = minNodes;
+  }
+  const seconds = (key: 'scaleWindow' | 'scaleUpDelay' | 'scaleDownDelay') => {
+    const value = get(key);
+    return value === undefined ? undefined : Math.round(value * 1000);
+  };
+  const policy: Partial<ScalingPolicy> = {};
+  const fields = {
+    targetInFlight: get('targetInFlight'),
+    targetKvCacheUsage: get('targetKvCache'),
+    windowMs: seconds('scaleWindow'),
+    upDelayMs: seconds('scaleUpDelay'),
+    downDelayMs: seconds('scaleDownDelay'),
+  };
+  for (const [key, value] of Object.entries(fields)) {
+    if (value !== undefined) Object.assign(policy, { [key]: value });
+  }
+  if (Object.keys(policy).length === 0) return;
+  if ((deployment.minNodes ?? deployment.maxNodes) >= deployment.maxNodes) {
+    const given = Object.keys(policy)[0]!;
+    const flag = {
+      targetInFlight: 'target-in-flight',
+      targetKvCacheUsage: 'target-kv-cache',
+      windowMs: 'scale-window',
+      upDelayMs: 'scale-up-delay',
+      downDelayMs: 'scale-down-delay',
+    }[given];
+    throw new ConfigError(
+      `deployment "${deployment.name}": --${flag} has no effect without --min-nodes below --max-nodes (the deployment holds max_nodes whatever the load): set --min-nodes (e.g. 0 to scale to zero) or drop --${flag}`,
+      'minNodes',
+    );
+  }
+  deployment.scaling = policy;
 }
 
 /**

@@ -6,5 +6,5 @@ export { closest } from './config-file.js';
 export type { CliOverrides } from './config-file.js';
 export { parseTimeLimit } from './deployment-settings.js';
 export { heartbeatTiming, resolveConfig } from './resolve-config.js';
-export { workerArgs, workerRequest } from './node-request.js';
+export { toDeploymentConfig, workerArgs, workerRequest } from './node-request.js';
 export type { NodeRequestContext } from './node-request.js';

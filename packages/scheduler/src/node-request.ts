@@ -112,5 +112,7 @@ export function toDeploymentConfig(d: DeploymentSettings): DeploymentConfig {
   };
   if (d.servedModelName) config.servedModelName = d.servedModelName;
   if (d.timeLimitMinutes !== undefined) config.timeLimitMinutes = d.timeLimitMinutes;
+  if (d.minNodes !== undefined) config.minNodes = d.minNodes;
+  if (d.scaling !== undefined) config.scaling = { ...d.scaling };
   return config;
 }

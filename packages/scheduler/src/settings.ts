@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import type { EngineKind } from '@es/protocol';
-import type { RoutingPolicy } from '@es/pool';
+import type { RoutingPolicy, ScalingPolicy } from '@es/pool';
 import { EsError } from '@es/protocol';
 
 /** How node jobs are run: SLURM, local processes, or SLURM when `sbatch` is on the PATH. */
@@ -20,6 +20,13 @@ export interface DeploymentSettings {
   servedModelName?: string;
   engine: EngineKind;
   maxNodes: number;
+  /**
+   * Fewest nodes held whatever the demand; unset: `maxNodes` (always hold them). Below it,
+   * the deployment scales with its load (`scaling`); 0 scales to zero.
+   */
+  minNodes?: number;
+  /** How it follows its load (`@es/pool`'s `ScalingPolicy`; unset fields: its defaults). */
+  scaling?: Partial<ScalingPolicy>;
   gpusPerNode: number;
   tensorParallelSize: number;
   gpuMemoryUtilization: number;
@@ -134,6 +141,11 @@ export interface SchedulerSettings {
   /** A client that reads nothing of its response this long is cut (0 = never). */
   clientIdleTimeoutS: number;
   /**
+   * Longest wait of a request for a deployment that scales from zero (`minNodes` 0) while it
+   * has no worker: a node is started and its model loaded meanwhile (default 540: under the openai client's 10 min timeout, so it sees the 503 and its Retry-After rather than timing out and retrying).
+   */
+  coldStartWaitS: number;
+  /**
    * The seed's `project_root`: the checkout of this project whose worker
    * (`<projectRoot>/apps/worker/dist/cli.mjs`) the node jobs run, at the same path on the
    * nodes (a shared file system). Unset: the checkout this scheduler runs from. A
@@ -145,11 +157,6 @@ export interface SchedulerSettings {
   warnings?: string[];
   deployments: DeploymentSettings[];
 }
-  /**
-   * Longest wait of a request for a deployment that scales from zero (`minNodes` 0) while it
-   * has no worker: a node is started and its model loaded meanwhile (default 600).
-   */
-  coldStartWaitS: number;
 
 /** A configuration problem, with the field that is wrong and how to fix it. */
 export class ConfigError extends EsError<'invalid_config'> {
@@ -182,6 +189,7 @@ export const DEFAULTS = {
   maxConnections: 16_384,
   bodyBudgetMb: 128,
   clientIdleTimeoutS: 60,
+  coldStartWaitS: 540,
   healthCheckIntervalS: 5,
   nodeAcquireIntervalS: 10,
   startupTimeoutS: 1800,
@@ -194,7 +202,6 @@ export const DEFAULTS = {
   maxNodes: 1,
   gpusPerNode: 8,
   tensorParallelSize: 1,
-  coldStartWaitS: 600,
   gpuMemoryUtilization: 0.9,
   engineExtraArgs: '',
   workerBasePort: 8001,

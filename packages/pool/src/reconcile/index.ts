@@ -8,13 +8,15 @@
  * `planReconcile` runs the phases of one tick in a fixed order, each in a file of its own:
  * liveness, reading the list, tracking the listed jobs, jobs absent from the list, operator
  * drains, running jobs (with their time limits), requeued jobs released from SLURM's begin
- * time, filling up to `maxNodes`, and last the batched cancel. The driver reports outcomes back through `submissions.ts`.
+ * time, the demand-aware target (`scale.ts`), filling up to the target, and last the batched
+ * cancel. The driver reports outcomes back through `submissions.ts`.
  */
 import { cancelDrainedJobs } from './drains.js';
 import { fillDeployments } from './fill.js';
 import { readList } from './list.js';
 import { timeOutSilentWorkers } from './liveness.js';
 import { releaseRequeuedJobs } from './release.js';
+import { scaleDeployments } from './scale.js';
 import { judgeRunningJobs } from './running.js';
 import type { ReconcileInput, ReconcilePlan } from './state.js';
 import { startTick } from './tick.js';
@@ -23,7 +25,8 @@ import { endUnlistedJobs, endVanishedJobs } from './unlisted.js';
 
 export { jobDrainDue, planJobDrain } from './drains.js';
 export type { JobDrainRequest } from './drains.js';
-export { submissionTag } from './fill.js';
+export { scaleDownOrder, submissionTag } from './fill.js';
+export { loadSample, scalesWithDemand } from './scale.js';
 export { isHeld, isLiveState } from './job-states.js';
 export { planHeartbeatTimeouts } from './liveness.js';
 export { waitsForRequeueDelay } from './release.js';
@@ -73,6 +76,7 @@ export function planReconcile(input: ReconcileInput): ReconcilePlan {
   cancelDrainedJobs(listed);
   judgeRunningJobs(listed);
   releaseRequeuedJobs(listed);
+  scaleDeployments(listed);
   fillDeployments(listed);
   if (listed.cancels.length > 0) listed.actions.push({ type: 'cancel', jobs: listed.cancels });
   return { state: listed.next, actions: listed.actions };

@@ -6,6 +6,7 @@
 import type { DeploymentConfig } from '../deployment.js';
 import type { JobState, ObservedJob } from '../provider.js';
 import type { PoolEventType, RegistrySnapshot, WorkerInfo } from '../registry.js';
+import type { ScaleState } from '../scaling.js';
 
 /** Tuning of the reconciler (all durations in ms). */
 export interface ReconcileOptions {
@@ -175,6 +176,8 @@ export interface JobDrain {
   drainedAt: number;
   /** Set when a tick planned the cancel (cleared again if the cancel failed). */
   cancelRequestedAt?: number;
+  /** Drained for a lower demand-aware target: cancelled without a replacement. */
+  scaleDown?: boolean;
 }
 
 /** Everything the reconciler remembers between ticks (plain data). */
@@ -201,6 +204,8 @@ export interface ReconcilerState {
   timedOut: Record<string, { lastHeartbeat: number; state: WorkerInfo['state'] }>;
   /** Jobs operators drained, by job id, until their cancel is long past. */
   jobDrains: Record<string, JobDrain>;
+  /** Demand-aware scaling, per deployment that scales (see `../scaling.ts`). */
+  scaling: Record<string, ScaleState>;
 }
 
 /** An empty state, for the first tick. */
@@ -215,6 +220,7 @@ export function initialReconcilerState(): ReconcilerState {
     seq: 0,
     timedOut: {},
     jobDrains: {},
+    scaling: {},
   };
 }
 
@@ -231,6 +237,8 @@ export interface ReconcileInput {
   options: ReconcileOptions;
   /** A number in [0, 1) that jitters the launch-failure backoff (default 0.5). */
   jitter?: number;
+  /** Requests waiting in the proxies for a worker, per deployment (demand-aware scaling). */
+  queued?: Readonly<Record<string, number>>;
 }
 
 /** One cancellation in the tick's single batched cancel. */

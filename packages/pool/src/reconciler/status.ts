@@ -7,6 +7,7 @@ import { jobNameFor } from '../deployment.js';
 import { isLiveState } from '../reconcile/index.js';
 import type { WorkerInfo, WorkerState } from '../registry.js';
 import type { ReconcilerContext } from './context.js';
+import { scalingPolicy, type ScalingPolicy } from '../scaling.js';
 
 /** A job as the status view shows it. */
 export interface JobStatus {
@@ -57,6 +58,26 @@ export interface DeploymentStatus {
   launchFailures?: { count: number; until: number; lastJobId: string; message: string };
   /** Most recent provider errors, oldest first. */
   lastErrors: { at: number; action: string; message: string }[];
+  /** Set when the deployment scales with its load (`minNodes` below `maxNodes`). */
+  scaling?: ScalingStatus;
+}
+
+/** A deployment's demand-aware scaling as the status view shows it. */
+export interface ScalingStatus {
+  minNodes: number;
+  /** Node jobs it should hold now, between `minNodes` and `maxNodes`. */
+  target: number;
+  /** Mean load over the window (requests in flight and queued), and the nodes it needs. */
+  load: number;
+  need: number;
+  kvCacheUsage?: number;
+  /** The policy in force (defaults filled in). */
+  policy: ScalingPolicy;
+  /** Since when the need has been above (below) the target: the target moves after the delay. */
+  upSince?: number;
+  downSince?: number;
+  /** When the target last changed (ms). */
+  changedAt?: number;
 }
 
 /** The reconciler's read model. */
@@ -136,6 +157,21 @@ export function buildStatus(ctx: ReconcilerContext): ReconcilerStatus {
     if (permanent !== undefined) out.permanentError = permanent.message;
     const launch = state.launchFailures[d.name];
     if (launch !== undefined) out.launchFailures = { ...launch };
+    const scale = state.scaling[d.name];
+    if (scale !== undefined && d.minNodes !== undefined) {
+      const scaling: ScalingStatus = {
+        minNodes: d.minNodes,
+        target: scale.target,
+        load: scale.load ?? 0,
+        need: scale.need ?? scale.target,
+        policy: scalingPolicy(d.scaling),
+      };
+      if (scale.kvCacheUsage !== undefined) scaling.kvCacheUsage = scale.kvCacheUsage;
+      if (scale.upSince !== undefined) scaling.upSince = scale.upSince;
+      if (scale.downSince !== undefined) scaling.downSince = scale.downSince;
+      if (scale.changedAt !== undefined) scaling.changedAt = scale.changedAt;
+      out.scaling = scaling;
+    }
     return out;
   });
   const status: ReconcilerStatus = {

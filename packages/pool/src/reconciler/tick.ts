@@ -53,6 +53,7 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
     state: ctx.state,
     options: planOptions,
     jitter: random(),
+    ...(options.queued === undefined ? {} : { queued: options.queued() }),
   });
   ctx.state = plan.state;
   result.actions = plan.actions;
@@ -176,8 +177,31 @@ export async function tick(ctx: ReconcilerContext): Promise<TickResult> {
       });
     }
   }
+  publishExpectedReady(ctx);
   ctx.lastTickAt = observedAt;
   return result;
+}
+
+/**
+ * For each deployment that scales from zero and has no ready worker, the earliest expected
+ * start SLURM gives its pending jobs: the `Retry-After` of a request whose cold-start wait
+ * runs out. Unknown (none pending, no estimate, or a worker ready): cleared.
+ */
+function publishExpectedReady(ctx: ReconcilerContext): void {
+  const { registry, state } = ctx;
+  for (const d of registry.deploymentConfigs()) {
+    if (d.minNodes !== 0) continue;
+    let at: number | undefined;
+    const ready = registry.workers(d.name).some((w) => w.state === 'ready');
+    if (!ready) {
+      for (const job of Object.values(state.jobs)) {
+        if (job.deployment !== d.name || job.state !== 'PENDING') continue;
+        if (job.expectedStart === undefined || job.cancelRequestedAt !== undefined) continue;
+        at = Math.min(at ?? Number.POSITIVE_INFINITY, job.expectedStart);
+      }
+    }
+    registry.setDeploymentExpectedReady(d.name, at);
+  }
 }
 
 /** `provider.release`, or a permanent refusal from a provider without one. */
