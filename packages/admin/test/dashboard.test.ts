@@ -175,7 +175,25 @@ describe('dashboard in headless Chromium', () => {
       expect(cookies[0]?.value).not.toContain(KEY);
       await page.waitForFunction(() => document.querySelectorAll('.worker.ready').length === 4);
       expect(await readyCards(page)).toEqual(['1.0.0', '1.0.1', '2.0.0', '2.0.1']);
-      expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2/);
+      expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2\s+2/);
+      // A deployment that scales with demand shows its target, floor, load and need.
+      s.pool.deployments.get('mock')!.scaling = {
+        minNodes: 0,
+        target: 1,
+        load: 3.5,
+        need: 1,
+        policy: {
+          targetInFlight: 8,
+          targetKvCacheUsage: 0.9,
+          windowMs: 30_000,
+          upDelayMs: 60_000,
+          downDelayMs: 600_000,
+        },
+      };
+      await page.waitForFunction(() =>
+        document.querySelector('#deployments')?.textContent?.includes('1 (min 0, load 3.5 → 1)'),
+      );
+      delete s.pool.deployments.get('mock')!.scaling;
       // The cookie reads; it does not act.
       const stop = await page.evaluate(async () => {
         const res = await fetch('/api/v1/admin/stop', { method: 'POST', body: '{}' });
