@@ -6,6 +6,10 @@
  * (`reports/reliability-history.jsonl.gz`). Exit code 1 when a scenario could not run, a
  * promise was broken or capacity did not come back, with the reasons printed.
  *
+ * `scripts/chaos --profile demand-wave` runs the demand wave instead (`demand-wave.ts`): the
+ * same idle → burst → idle load against a greedy and a demand-aware scheduler, written to
+ * `reports/demand-wave.md`.
+ *
  * `scripts/chaos --recheck <history>` judges a kept history again and compares.
  */
 import { execFileSync } from 'node:child_process';
@@ -15,6 +19,8 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cancelByNamePrefix, repoRoot, uniqueJobPrefix } from '@es/testkit';
 import { summarize } from './checker.js';
+import { demandAwareFlags, demandWave, renderDemandWaveReport } from './demand-wave.js';
+import { backToZeroBoundS } from './demand-wave-checks.js';
 import { judge } from './judge.js';
 import { startLoad } from './load.js';
 import { readRunRecord, recheck, writeRunRecord, type RunRecord } from './record.js';
@@ -60,7 +66,8 @@ const PROXY_PROCESSES = 2;
 
 const { values } = parseArgs({
   options: {
-    out: { type: 'string', default: join(repoRoot, 'reports', 'reliability.md') },
+    profile: { type: 'string', default: 'long' },
+    out: { type: 'string' },
     'max-nodes': { type: 'string', default: '3' },
     concurrency: { type: 'string', default: '8' },
     only: { type: 'string' },
@@ -70,6 +77,13 @@ const { values } = parseArgs({
     'misbehaviour-seconds': { type: 'string', default: '30' },
     plant: { type: 'string' },
     recheck: { type: 'string' },
+    wave: { type: 'string', default: '60,90,110' },
+    'wave-concurrency': { type: 'string' },
+    seed: { type: 'string', default: '1' },
+    'target-in-flight': { type: 'string', default: '2' },
+    'scale-window': { type: 'string', default: '5' },
+    'scale-up-delay': { type: 'string', default: '10' },
+    'scale-down-delay': { type: 'string', default: '30' },
     help: { type: 'boolean', default: false },
   },
 });
@@ -80,6 +94,9 @@ if (values.help) {
       `                     [--stop-seconds 60] [--sbatch-fail-seconds 40] [--misbehaviour-seconds 30]\n` +
       `                     [--scheduler-down-seconds 120]\n` +
       `                     [--plant ${PLANTS.join(',')}] (faults planted on purpose: the run must report them)\n` +
+      `       scripts/chaos --profile demand-wave [--out reports/demand-wave.md] [--max-nodes 3]\n` +
+      `                     [--wave 60,90,110] (idle,burst,idle seconds) [--wave-concurrency <max-nodes x 2 x target>]\n` +
+      `                     [--seed 1] [--target-in-flight 2] [--scale-window 5] [--scale-up-delay 10] [--scale-down-delay 30]\n` +
       `       scripts/chaos --recheck reports/reliability-history.jsonl.gz (judge a kept history again)\n`,
   );
   process.exit(0);
@@ -93,6 +110,10 @@ const positive = (name: string, value: string | undefined): number => {
   if (!Number.isInteger(n) || n <= 0) fail(`--${name} must be a positive integer, got ${value}`);
   return n;
 };
+const profile = values.profile;
+if (profile !== 'long' && profile !== 'demand-wave') {
+  fail(`unknown --profile ${profile}; one of long, demand-wave`);
+}
 const maxNodes = positive('max-nodes', values['max-nodes']);
 const concurrency = positive('concurrency', values.concurrency);
 const misbehaviourMs = positive('misbehaviour-seconds', values['misbehaviour-seconds']) * 1000;
@@ -109,6 +130,27 @@ const plants = new Set(
 for (const p of plants) {
   if (!PLANTS.includes(p as (typeof PLANTS)[number])) {
     fail(`unknown --plant ${p}; one of ${PLANTS.join(', ')}`);
+  }
+}
+const wave = (values.wave ?? '').split(',').map((v) => Number(v));
+if (wave.length !== 3 || wave.some((v) => !Number.isFinite(v) || v <= 0)) {
+  fail(`--wave must be three positive numbers of seconds (idle,burst,idle), got ${values.wave}`);
+}
+const scaling = {
+  targetInFlight: positive('target-in-flight', values['target-in-flight']),
+  windowS: positive('scale-window', values['scale-window']),
+  upDelayS: positive('scale-up-delay', values['scale-up-delay']),
+  downDelayS: positive('scale-down-delay', values['scale-down-delay']),
+};
+if (profile === 'demand-wave') {
+  if (values.only !== undefined || values.plant !== undefined) {
+    fail('--only and --plant select faults of the long profile, not of --profile demand-wave');
+  }
+  const bound = backToZeroBoundS(scaling);
+  if ((wave[2] ?? 0) < bound + 10) {
+    fail(
+      `--wave's last idle phase (${wave[2]} s) must outlast the back-to-zero bound (2 × --scale-down-delay + --scale-window + 30 = ${bound} s) by 10 s`,
+    );
   }
 }
 const log = (m: string) => process.stdout.write(`[chaos ${new Date().toISOString()}] ${m}\n`);
@@ -321,18 +363,15 @@ async function main(): Promise<number> {
     return mismatches.length > 0 || broken.length > 0 ? 1 : 0;
   }
 
+  if (profile === 'demand-wave') return runDemandWave();
   const meta = provenance();
   const loadBefore = load1();
   const record = await runAll(meta);
   meta.Load = `${loadBefore} at the start, ${load1()} at the end (1 / 5 / 15 min averages)`;
   meta.Profile = `long: SLURM dev cluster, --max-nodes ${maxNodes}, TP 4 of 8 GPUs (2 mock engines per node, 50 tokens/s, TTFT 50 ms, each logging its requests and first tokens), scheduler --stall-timeout 3 --proxy-processes ${plants.has('in-process-data-plane') ? 0 : PROXY_PROCESSES}, ${concurrency} concurrent clients (official openai client, maxRetries 2 (0 during scheduler-restart), half streaming, temperature 0, only continuable requests: one-message chats, n 1, no tools or structured output)`;
   if (plants.size > 0) meta['Planted faults'] = [...plants].join(', ');
-  const out = resolve(values.out);
-  const historyFile = out.replace(/\.md$/, '') + '-history.jsonl.gz';
-  const shown = relative(repoRoot, historyFile).startsWith('..')
-    ? historyFile
-    : relative(repoRoot, historyFile);
-  meta.History = `${shown} (re-check: scripts/chaos --recheck ${shown})`;
+  const { out, historyFile } = outputs('reliability.md');
+  meta.History = `${shownPath(historyFile)} (re-check: scripts/chaos --recheck ${shownPath(historyFile)})`;
   meta.Continuations =
     '"generations restarted from scratch": an engine received a request again with the same request id and prompt length after an engine had sent a first token for it (a continuation carries prompt + generated tokens; a retry before any token is not a restart, nor a continuation the proxy started from 0 received tokens, its event says so: the dead engine\'s first token was still in flight), judged from the engines\' request logs; "streams cut": streams that ended with an error event (or reset, or silently) and were not refused, in the rows whose fault cuts generations; refusals are read from the scheduler\'s `continuation` events and listed in the notes by reason';
   meta.Columns =
@@ -342,6 +381,64 @@ async function main(): Promise<number> {
   writeRunRecord(historyFile, record);
   log(`wrote ${out} and ${historyFile}`);
   const broken = verdict(record.results);
+  if (broken.length === 0) {
+    log('every promise kept');
+    return 0;
+  }
+  for (const line of broken) process.stderr.write(`chaos: BROKEN ${line}\n`);
+  return 1;
+}
+
+/** The report path (`--out`, else `reports/<name>`) and its history file next to it. */
+function outputs(name: string): { out: string; historyFile: string } {
+  const out = resolve(values.out ?? join(repoRoot, 'reports', name));
+  return { out, historyFile: out.replace(/\.md$/, '') + '-history.jsonl.gz' };
+}
+
+/** A path relative to the repository when inside it. */
+function shownPath(path: string): string {
+  return relative(repoRoot, path).startsWith('..') ? path : relative(repoRoot, path);
+}
+
+/** `--profile demand-wave`: both runs, the report, its history; exit 1 on a broken promise. */
+async function runDemandWave(): Promise<number> {
+  const meta = provenance();
+  const loadBefore = load1();
+  const [idleS = 60, burstS = 90, tailS = 90] = wave;
+  const concurrency =
+    values['wave-concurrency'] === undefined
+      ? maxNodes * 2 * scaling.targetInFlight
+      : positive('wave-concurrency', values['wave-concurrency']);
+  const seed = Number(values.seed);
+  const logDir = mkdtempSync(join(tmpdir(), 'es-chaos-wave-'));
+  log(`demand wave: log dir ${logDir}`);
+  const runs = await demandWave({
+    logDir,
+    schedulerId: uniqueJobPrefix('wave').slice(3, -1),
+    maxNodes,
+    phases: { idleMs: idleS * 1000, burstMs: burstS * 1000, tailMs: tailS * 1000 },
+    concurrency,
+    seed,
+    scaling,
+    log,
+  });
+  const { out, historyFile } = outputs('demand-wave.md');
+  meta.Load = `${loadBefore} at the start, ${load1()} at the end (1 / 5 / 15 min averages)`;
+  meta.Profile = `demand wave on the SLURM dev cluster, run twice with load seed ${seed}: idle ${idleS} s → burst ${burstS} s of ${concurrency} concurrent clients (official openai client, maxRetries 0, half streaming, request ids wave-1, wave-2, ... in the same order and kind in both runs, a request silent 120 s is hung) → idle ${tailS} s; 2 mock engines per node (TP 4 of 8 GPUs, 50 tokens/s, TTFT 50 ms). Greedy: \`--max-nodes ${maxNodes}\` (holds every node; its wave starts once all ${maxNodes * 2} workers are ready). Demand-aware: \`${demandAwareFlags(maxNodes, scaling).join(' ')}\` (default --cold-start-wait), its wave starting as it serves, with no node`;
+  meta['Node-hours'] =
+    "from squeue samples every 0.5 s of each scheduler's job name: each sample's RUNNING jobs (one node each) held until the next sample, from the start of the wave's first idle phase to the end of its last; TTFT: first chunk − start of the successful streams";
+  meta.History = `${shownPath(historyFile)} (re-check of the judged promises: scripts/chaos --recheck ${shownPath(historyFile)})`;
+  meta['Scheduler logs'] =
+    `${join(logDir, 'greedy', 'scheduler.log')}, ${join(logDir, 'demand-aware', 'scheduler.log')}`;
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, renderDemandWaveReport(runs, runs.judgement, meta));
+  const histories: RunRecord['histories'] = {};
+  for (const run of [runs.greedy, runs.demandAware]) {
+    histories[run.name] = { ...run.history, maxNodes: run.maxNodes };
+  }
+  writeRunRecord(historyFile, { meta, results: runs.judgement.results, histories });
+  log(`wrote ${out} and ${historyFile}`);
+  const broken = verdict(runs.judgement.results);
   if (broken.length === 0) {
     log('every promise kept');
     return 0;

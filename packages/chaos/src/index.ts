@@ -9,6 +9,7 @@ export {
   jobsSeen,
   maxLiveJobs,
   median,
+  percentile,
   summarize,
   timeToCapacity,
   unattributed,
@@ -96,7 +97,37 @@ export type {
 } from './history.js';
 export { checkHostileAnswers, hostileCorpus, sendCorpus, sendRaw, slowLoris } from './hostile.js';
 export type { HostileAnswer, HostileCase } from './hostile.js';
-export { startLoad, WORKER_HEADERS } from './load.js';
+export { seededFraction, startLoad, WORKER_HEADERS } from './load.js';
+export {
+  backToZeroBoundS,
+  backToZeroCheck,
+  CUT,
+  FEWER,
+  FIRST_NOT_AT_ZERO,
+  FIRST_RETRIED,
+  firstRequest,
+  judgeWave,
+  liveJobs,
+  LOST,
+  nodeSeconds,
+  NOT_TO_MAX,
+  scaleChanges,
+  timeToZero,
+  ttfts,
+  waveFigures,
+} from './demand-wave-checks.js';
+export type {
+  FirstRequest,
+  ScaleChange,
+  WaveFigures,
+  WaveInput,
+  WaveJudgement,
+  WaveRun,
+  WaveScaling,
+  WaveTimes,
+} from './demand-wave-checks.js';
+export { demandAwareFlags, demandWave, renderDemandWaveReport } from './demand-wave.js';
+export type { DemandWaveOptions, WavePhases } from './demand-wave.js';
 export type { Load, LoadOptions } from './load.js';
 export {
   adminStatus,

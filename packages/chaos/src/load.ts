@@ -2,6 +2,7 @@
  * The load generator: keeps `concurrency` chat requests running through the scheduler with
  * the official `openai` client (its own retries included), and records each one.
  */
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import OpenAI, { APIConnectionError, APIError, APIUserAbortError } from 'openai';
 import type { RequestOutcome, RequestRecord } from './history.js';
@@ -28,6 +29,19 @@ export interface LoadOptions {
   hangTimeoutMs?: number;
   /** Prefix of request ids (default `chaos`). */
   idPrefix?: string;
+  /**
+   * Seed of the choice streaming / non-streaming: two loads with the same seed and prefix send
+   * the same sequence of requests (ids, prompts, `max_tokens`, streaming). Default: random.
+   */
+  seed?: number;
+}
+
+/**
+ * The seeded choice of request `seq` in [0, 1): the first 4 bytes of sha256(`seed:seq`), so
+ * a request's kind depends on its seed and number only, not on the order lanes start them.
+ */
+export function seededFraction(seed: number, seq: number): number {
+  return createHash('sha256').update(`${seed}:${seq}`).digest().readUInt32BE(0) / 2 ** 32;
 }
 
 /** A running load. */
@@ -73,6 +87,7 @@ export function startLoad(options: LoadOptions): Load {
   const hangMs = options.hangTimeoutMs ?? 20_000;
   const prefix = options.idPrefix ?? 'chaos';
   let maxRetries = options.maxRetries ?? 2;
+  const seed = options.seed;
   const attempts = new Map<string, Attempts>();
   // Counts the client's HTTP attempts per request (its retries are invisible otherwise).
   const countingFetch: typeof fetch = async (input, init) => {
@@ -106,7 +121,7 @@ export function startLoad(options: LoadOptions): Load {
 
   const one = async (): Promise<void> => {
     const id = `${prefix}-${++seq}`;
-    const stream = Math.random() < streamRatio;
+    const stream = (seed === undefined ? Math.random() : seededFraction(seed, seq)) < streamRatio;
     const a: Attempts = { count: 0 };
     attempts.set(id, a);
     const prompt = `chaos request ${id}`;

@@ -118,7 +118,13 @@ export function renderReport(
       ...Object.entries(r.checks).map(([name, n]) => `| ${name} | ${n}${n === 0 ? '' : ' ✗'} |`),
     );
   }
-  lines.push('', '## Promise checks (violations; every figure must be 0)', '');
+  lines.push(...promiseChecks(results));
+  return `${lines.join('\n')}\n`;
+}
+
+/** The "Promise checks" section: each result's checks (✗ when broken) and its notes. */
+export function promiseChecks(results: readonly FaultResult[]): string[] {
+  const lines = ['', '## Promise checks (violations; every figure must be 0)', ''];
   for (const r of results) {
     const checks = Object.entries(r.checks)
       .map(([name, n]) => `${name} ${n}${n === 0 ? '' : ' ✗'}`)
@@ -126,5 +132,5 @@ export function renderReport(
     lines.push(`- **${r.fault}**: ${checks}`);
     for (const note of r.notes ?? []) lines.push(`  - ${note}`);
   }
-  return `${lines.join('\n')}\n`;
+  return lines;
 }
