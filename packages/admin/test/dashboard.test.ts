@@ -18,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DataPlaneView } from '@es/client';
 import type { ProxyRequestRecord } from '@es/proxy';
 import { createAdminApi, createMetrics, type Metrics } from '../src/index.js';
-import { createFakePool, type FakePool } from './fake-pool.js';
+import { createFakePool, scalingStatus, type FakePool } from './fake-pool.js';
 
 // The callbacks below run in the page; the repo compiles without the DOM lib, so this
 // declares the little of it they use.
@@ -177,19 +177,7 @@ describe('dashboard in headless Chromium', () => {
       expect(await readyCards(page)).toEqual(['1.0.0', '1.0.1', '2.0.0', '2.0.1']);
       expect(await page.locator('#deployments').innerText()).toMatch(/mock\s+4\/4\s+2\s+2\s+2/);
       // A deployment that scales with demand shows its target, floor, load and need.
-      s.pool.deployments.get('mock')!.scaling = {
-        minNodes: 0,
-        target: 1,
-        load: 3.5,
-        need: 1,
-        policy: {
-          targetInFlight: 8,
-          targetKvCacheUsage: 0.9,
-          windowMs: 30_000,
-          upDelayMs: 60_000,
-          downDelayMs: 600_000,
-        },
-      };
+      s.pool.deployments.get('mock')!.scaling = scalingStatus();
       await page.waitForFunction(() =>
         document.querySelector('#deployments')?.textContent?.includes('1 (min 0, load 3.5 → 1)'),
       );

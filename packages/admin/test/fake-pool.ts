@@ -234,3 +234,20 @@ export function createFakePool(
   };
   return pool;
 }
+
+/** A deployment's scaling as the status shows it: target 1 of min 0, load 3.5 needing 1. */
+export function scalingStatus(): NonNullable<DeploymentStatus['scaling']> {
+  return {
+    minNodes: 0,
+    target: 1,
+    load: 3.5,
+    need: 1,
+    policy: {
+      targetInFlight: 8,
+      targetKvCacheUsage: 0.9,
+      windowMs: 30_000,
+      upDelayMs: 60_000,
+      downDelayMs: 600_000,
+    },
+  };
+}

@@ -7,7 +7,7 @@ import type { NodeProvider } from '@es/pool';
 import type { ProxyRequestRecord } from '@es/proxy';
 import type { SeriesResponse, StatusResponse } from '@es/client';
 import { createAdminApi, createMetrics, type AdminApi, type Metrics } from '../src/index.js';
-import { createFakePool, metric } from './fake-pool.js';
+import { createFakePool, metric, scalingStatus } from './fake-pool.js';
 
 let metrics: Metrics;
 let api: AdminApi;
@@ -207,20 +207,7 @@ describe('demand-aware scaling in /metrics and the status', () => {
     expect(metric(before, 'es_target_nodes', { deployment: 'd' })).toBe(2);
     expect(before).not.toMatch(/^es_scaling_load\{/m);
     const pool = createFakePool(undefined, 'd');
-    pool.deployments.get('d')!.scaling = {
-      minNodes: 0,
-      target: 1,
-      load: 3.5,
-      need: 1,
-      policy: {
-        targetInFlight: 8,
-        targetKvCacheUsage: 0.9,
-        windowMs: 30_000,
-        upDelayMs: 60_000,
-        downDelayMs: 600_000,
-      },
-      downSince: 1_000,
-    };
+    pool.deployments.get('d')!.scaling = { ...scalingStatus(), downSince: 1_000 };
     const scaledMetrics = createMetrics({ defaultMetrics: false });
     const scaledApi = createAdminApi({
       operator: pool.operator,

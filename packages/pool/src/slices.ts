@@ -5,6 +5,7 @@
  * environment, so nodes of different sizes in one partition each get what fits.
  */
 import { EsError } from '@es/protocol';
+import { tensorParallelSizes } from './deployment.js';
 
 /** Input of {@link planNodeSlices} and {@link planSlices}. */
 export interface SlicePlanOptions {
@@ -118,10 +119,6 @@ function idList(ids: readonly number[]): string {
   return run ? `${ids[0]}-${ids[ids.length - 1]}` : ids.join(',');
 }
 
-function divisors(n: number): number[] {
-  return Array.from({ length: n }, (_, i) => i + 1).filter((d) => n % d === 0);
-}
-
 /** The job's GPU ids and where they came from, with notes on disagreeing sources. */
 function allocatedGpus(options: SlicePlanOptions): {
   gpus: number[];
@@ -223,7 +220,7 @@ export function planNodeSlices(options: SlicePlanOptions): SlicePlan {
       `GPU${idle.length === 1 ? '' : 's'} ${idList(idle)} idle: ${gpus.length} GPUs (from ${source}) ` +
         `do not divide into slices of tensor parallel size ${tp}; ${count} instance${count === 1 ? ' uses' : 's use'} ` +
         `GPUs ${idList(gpus.slice(0, used))}. Use every GPU with a tensor parallel size that divides ` +
-        `${gpus.length} (${divisors(gpus.length).join(', ')}), or nodes with a multiple of ${tp} GPUs`,
+        `${gpus.length} (${tensorParallelSizes(gpus.length).join(', ')}), or nodes with a multiple of ${tp} GPUs`,
     );
   }
   return {

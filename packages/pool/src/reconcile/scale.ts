@@ -70,16 +70,13 @@ export function instancesPerNode(
 
 /** The scale phase (before filling). */
 export function scaleDeployments(tick: ListedTick): void {
-  const { input, now, next, workersByJob } = tick;
+  const { input, now, next } = tick;
   const seen = new Set<string>();
   for (const deployment of input.deployments) {
     const name = deployment.name;
     if (!scalesWithDemand(deployment)) continue;
     seen.add(name);
-    const workers: WorkerInfo[] = [];
-    for (const [, list] of workersByJob) {
-      for (const w of list) if (w.deployment === name) workers.push(w);
-    }
+    const workers = input.registry.workers.filter((w) => w.deployment === name);
     const { readyNodes, ...sample } = loadSample(workers, input.queued?.[name] ?? 0, now);
     const held = heldJobs(tick, deployment);
     const policy = scalingPolicy(deployment.scaling);
