@@ -43,6 +43,33 @@ const fourReady = () =>
 
 afterAll(() => s?.close());
 
+/**
+ * The one worker serving the test's only stream, once `started`. The registry's in-flight
+ * counts include es-proxy's reports, which lag by up to a report interval (1 s): a first
+ * attempt refused by a just-ready worker and retried elsewhere still shows on the first
+ * worker for that long (a landing proof preempted such a worker: it had nothing to hand
+ * over). So the answer is the only worker with a request in flight, seen twice over more
+ * than a report interval.
+ */
+async function servingWorker(started: () => boolean) {
+  const { registry } = s.scheduler;
+  const busy = () => registry.workers('mock').filter((w) => w.state === 'ready' && w.inFlight > 0);
+  let seen: string | undefined;
+  return until(
+    async () => {
+      if (!started()) return undefined;
+      const now = busy();
+      const only = now.length === 1 ? now[0] : undefined;
+      if (only !== undefined && only.id === seen) return only;
+      seen = only?.id;
+      await new Promise((resolve) => setTimeout(resolve, 1_200));
+      return undefined;
+    },
+    25_000,
+    'the one worker serving the stream',
+  );
+}
+
 describe('hand-over of a preempted local job', () => {
   it('comes 10 s after the preemption and reaches onWorkerLost, before the job is killed', async () => {
     const { registry } = s.scheduler;
@@ -68,14 +95,7 @@ describe('hand-over of a preempted local job', () => {
       }
     })();
 
-    const serving = await until(
-      () =>
-        chunks >= 3
-          ? registry.workers('mock').find((w) => w.state === 'ready' && w.inFlight > 0)
-          : undefined,
-      20_000,
-      'the worker serving the stream',
-    );
+    const serving = await servingWorker(() => chunks >= 3);
     const preemptedAt = Date.now();
     expect(s.preempt(serving.jobId)).toBe(true);
     const handover = await until(
@@ -154,14 +174,7 @@ describe('a worker process group SIGKILLed mid-stream', () => {
       }
     })();
 
-    const serving = await until(
-      () =>
-        chunks >= 20
-          ? registry.workers('mock').find((w) => w.state === 'ready' && w.inFlight > 0)
-          : undefined,
-      20_000,
-      'the worker serving the stream',
-    );
+    const serving = await servingWorker(() => chunks >= 20);
     // The local job's processes carry its id as SLURM_JOB_ID, as on a cluster; SIGKILL the
     // process group of each (the worker, and the engines it started), as a node crash does.
     const groups = new Set(
