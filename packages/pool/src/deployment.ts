@@ -1,6 +1,6 @@
 import { commandLineValueProblem, type EngineKind } from '@es/protocol';
 import type { ClusterOptions } from './provider.js';
-import type { DeploymentView, RoutingPolicy } from './view.js';
+import type { ChatParsers, DeploymentView, RoutingPolicy } from './view.js';
 import { PoolError } from './errors.js';
 import { validateScaling, type ScalingPolicy } from './scaling.js';
 
@@ -136,24 +136,38 @@ export function deploymentView(config: DeploymentConfig): DeploymentView {
     routing: config.routing ?? 'least-outstanding',
   };
   if (config.upstreamApiKey !== undefined) view.upstreamApiKey = config.upstreamApiKey;
-  if (parsesChatOutput(config)) view.parsesChatOutput = true;
+  const parsers = chatParsers(config);
+  if (parsers !== undefined) view.chatParsers = parsers;
   if (config.minNodes === 0 && config.maxNodes > 0) view.scalesFromZero = true;
   return view;
 }
 
-// vLLM options that make the chat endpoint parse the generated text (reasoning, tool calls).
-const PARSER_FLAGS = ['--reasoning-parser', '--tool-call-parser', '--enable-auto-tool-choice'];
+/** The value of `--flag value` or `--flag=value` in engine arguments (the last one given). */
+function flagValue(args: readonly string[], flag: string): string | undefined {
+  let value: string | undefined;
+  args.forEach((arg, i) => {
+    if (arg === flag && i + 1 < args.length) value = args[i + 1];
+    else if (arg.startsWith(`${flag}=`)) value = arg.slice(flag.length + 1);
+  });
+  return value;
+}
 
 /**
- * Whether the engine turns chat output into reasoning or tool calls: a parser flag in the
- * engine arguments, or a gpt-oss model (vLLM renders its chat in Harmony and parses it).
+ * How the engine parses chat output (see `DeploymentView.chatParsers`): the parser names
+ * in the engine arguments, and whether the model is a gpt-oss (vLLM renders its chat in
+ * Harmony and parses it without any flag); undefined when nothing is parsed.
+ * @example
+ * chatParsers({ ...config, engineArgs: ['--reasoning-parser', 'qwen3'] }); // { reasoning: 'qwen3' }
  */
-export function parsesChatOutput(config: DeploymentConfig): boolean {
+export function chatParsers(config: DeploymentConfig): ChatParsers | undefined {
   const args = config.engineArgs ?? [];
-  if (args.some((arg) => PARSER_FLAGS.some((flag) => arg === flag || arg.startsWith(`${flag}=`)))) {
-    return true;
-  }
-  return /gpt-oss/i.test(config.model);
+  const parsers: ChatParsers = {};
+  const reasoning = flagValue(args, '--reasoning-parser');
+  if (reasoning !== undefined) parsers.reasoning = reasoning;
+  const tools = flagValue(args, '--tool-call-parser');
+  if (tools !== undefined) parsers.tools = tools;
+  if (/gpt-oss/i.test(config.model)) parsers.harmony = true;
+  return Object.keys(parsers).length > 0 ? parsers : undefined;
 }
 
 /**

@@ -1,5 +1,6 @@
 export type {
   AttemptOutcome,
+  ChatParsers,
   DeploymentView,
   PoolView,
   RoutableWorker,

@@ -85,7 +85,7 @@ function wireDeployment(d: DeploymentView): RoutingWatchDeployment {
     model: d.model,
     engine: d.engine,
     routing: d.routing,
-    ...(d.parsesChatOutput === undefined ? {} : { parsesChatOutput: d.parsesChatOutput }),
+    ...(d.chatParsers === undefined ? {} : { chatParsers: { ...d.chatParsers } }),
     ...(d.scalesFromZero === undefined ? {} : { scalesFromZero: d.scalesFromZero }),
     ...(d.expectedReadyAt === undefined ? {} : { expectedReadyAt: d.expectedReadyAt }),
   };

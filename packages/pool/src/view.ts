@@ -6,6 +6,16 @@ export const ROUTING_POLICIES = ['least-outstanding', 'round-robin', 'prefix-aff
 /** One of {@link ROUTING_POLICIES}. */
 export type RoutingPolicy = (typeof ROUTING_POLICIES)[number];
 
+/** The engine's chat output parsers, by the names its command line gives them. */
+export interface ChatParsers {
+  /** `--reasoning-parser` (e.g. `deepseek_r1`, `qwen3`). */
+  reasoning?: string;
+  /** `--tool-call-parser` (e.g. `hermes`). */
+  tools?: string;
+  /** A gpt-oss model: vLLM renders and parses its chat in Harmony (reasoning and tools). */
+  harmony?: boolean;
+}
+
 /** What the proxy needs to know about a deployment. */
 export interface DeploymentView {
   /** Unique deployment name. */
@@ -22,10 +32,11 @@ export interface DeploymentView {
    */
   upstreamApiKey?: string;
   /**
-   * The engine parses chat output into reasoning or tool calls (a reasoning or tool-call
-   * parser, or gpt-oss's Harmony format): chat generations are not continued token by token.
+   * How the engine parses chat output into reasoning and tool calls (its reasoning and
+   * tool-call parsers, or gpt-oss's Harmony format); absent when it does not. The proxy
+   * continues a cut chat generation only when it can replay the parser on raw text.
    */
-  parsesChatOutput?: boolean;
+  chatParsers?: ChatParsers;
   /**
    * The deployment may have no node at all (`minNodes` 0): a request finding no worker waits
    * for one to be started and loaded (the proxy's cold-start wait), not the usual queue wait.

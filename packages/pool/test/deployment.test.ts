@@ -3,6 +3,7 @@ import {
   DEPLOYMENT_NAME,
   PoolError,
   createRegistry,
+  deploymentView,
   tensorParallelSizes,
   validateDeployment,
 } from '../src/index.js';
@@ -87,5 +88,23 @@ describe('the deployment rules the scheduler config checks too', () => {
     const judge = () => validateDeployment(deployment(name));
     if (ok) expect(judge).not.toThrow();
     else expect(refusal(judge)).toMatchObject({ param: 'name' });
+  });
+});
+
+describe('deploymentView: the chat output parsers', () => {
+  const parsers = (extra: Parameters<typeof deployment>[1]) =>
+    deploymentView(deployment('m', extra)).chatParsers;
+  it('names the parsers of the engine arguments, in either spelling, the last one winning', () => {
+    expect(parsers({})).toBeUndefined();
+    expect(
+      parsers({ engineArgs: ['--reasoning-parser', 'qwen3', '--tool-call-parser=hermes'] }),
+    ).toEqual({ reasoning: 'qwen3', tools: 'hermes' });
+    expect(
+      parsers({ engineArgs: ['--reasoning-parser=x', '--reasoning-parser', 'deepseek_r1'] }),
+    ).toEqual({ reasoning: 'deepseek_r1' });
+  });
+
+  it('takes a gpt-oss model for Harmony (vLLM parses it without a flag)', () => {
+    expect(parsers({ model: 'openai/GPT-OSS-20b' })).toEqual({ harmony: true });
   });
 });

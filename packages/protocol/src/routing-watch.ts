@@ -33,7 +33,14 @@ export const RoutingWatchDeploymentSchema = v.object({
   engine: EngineKindSchema,
   /** One of `ROUTING_POLICIES` of `@es/pool` (checked by the receiver). */
   routing: v.string(),
-  parsesChatOutput: v.optional(v.boolean()),
+  /** The engine's chat output parsers (`DeploymentView.chatParsers` of `@es/pool`). */
+  chatParsers: v.optional(
+    v.object({
+      reasoning: v.optional(v.string()),
+      tools: v.optional(v.string()),
+      harmony: v.optional(v.boolean()),
+    }),
+  ),
   /** It may have no node (`minNodes` 0): a request finding no worker waits for a cold start. */
   scalesFromZero: v.optional(v.boolean()),
   /** When a node is expected to be ready (epoch ms), while none is. */

@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { continuationBody, generationKind, planGeneration } from '../src/continuation/plan.js';
+import {
+  chatOutput,
+  continuationBody,
+  generationKind,
+  planGeneration,
+} from '../src/continuation/plan.js';
 import type { ContinuablePlan } from '../src/continuation/plan.js';
 import { SseSplitter } from '../src/continuation/sse.js';
 import { StopScanner, Stitcher, heldBackText, withoutIds } from '../src/continuation/stitch.js';
@@ -53,25 +58,26 @@ describe('planGeneration', () => {
     });
   });
 
-  it('refuses chat on engines that parse chat output, SGLang, and when switched off', () => {
+  it('refuses chat on engines whose parser it cannot replay, SGLang, and when switched off', () => {
     const body = { model: 'm', messages: [] };
-    expect(planGeneration('chat', body, { ...mock, parsesChatOutput: true }, true)).toEqual({
+    const mistral = { ...mock, chatParsers: { reasoning: 'mistral' } };
+    expect(planGeneration('chat', body, mistral, true)).toEqual({
       continuable: false,
       reason: 'parser',
     });
     // Completions are not parsed: they continue on the same deployment.
     expect(
-      planGeneration(
-        'completion',
-        { model: 'm', prompt: 'a' },
-        { ...mock, parsesChatOutput: true },
-        true,
-      ).continuable,
+      planGeneration('completion', { model: 'm', prompt: 'a' }, mistral, true).continuable,
     ).toBe(true);
-    expect(planGeneration('chat', body, { ...mock, engine: 'sglang' }, true)).toEqual({
-      continuable: false,
-      reason: 'engine',
-    });
+    // SGLang streams chat without token ids: its parsed output cannot be continued from text.
+    expect(
+      planGeneration(
+        'chat',
+        body,
+        { ...mock, engine: 'sglang', chatParsers: { reasoning: 'qwen3' } },
+        true,
+      ),
+    ).toEqual({ continuable: false, reason: 'parser' });
     expect(planGeneration('chat', body, mock, false)).toEqual({
       continuable: false,
       reason: 'disabled',
@@ -169,6 +175,76 @@ describe('planGeneration', () => {
   });
 });
 
+describe('chatOutput', () => {
+  const tools = [{ type: 'function', function: { name: 'f' } }];
+  const on = (chatParsers: Record<string, unknown>) => ({ ...mock, chatParsers });
+  it.each([
+    ['no parser', {}, mock, undefined],
+    ['gpt-oss', {}, on({ harmony: true }), { kind: 'harmony' }],
+    ['gpt-oss with tools', { tools }, on({ harmony: true }), { kind: 'harmony' }],
+    [
+      'a <think> parser',
+      {},
+      on({ reasoning: 'deepseek_r1' }),
+      { kind: 'tagged', reasoning: true, tools: false },
+    ],
+    [
+      'qwen3 and hermes with tools',
+      { tools },
+      on({ reasoning: 'qwen3', tools: 'hermes' }),
+      { kind: 'tagged', reasoning: true, tools: true },
+    ],
+    // The tool parser runs only when the request has tools and lets the model choose.
+    ['hermes without tools', {}, on({ tools: 'hermes' }), undefined],
+    [
+      'hermes, tool_choice none',
+      { tools, tool_choice: 'none' },
+      on({ tools: 'hermes' }),
+      undefined,
+    ],
+    [
+      'hermes, tool_choice auto',
+      { tools, tool_choice: 'auto' },
+      on({ tools: 'hermes' }),
+      { kind: 'tagged', reasoning: false, tools: true },
+    ],
+    [
+      'tool_choice required (JSON-constrained)',
+      { tools, tool_choice: 'required' },
+      on({ tools: 'hermes' }),
+      'tools',
+    ],
+    [
+      'a named tool (JSON-constrained)',
+      { tools, tool_choice: { type: 'function', function: { name: 'f' } } },
+      on({ tools: 'hermes' }),
+      'tools',
+    ],
+    ['legacy functions', { functions: [{ name: 'f' }] }, on({ tools: 'hermes' }), 'tools'],
+    ['tools without a tool parser', { tools }, mock, 'tools'],
+    ['a tool parser without a replay', { tools }, on({ tools: 'mistral' }), 'parser'],
+    ['a reasoning parser without a replay', {}, on({ reasoning: 'granite' }), 'parser'],
+  ] as const)('%s', (_, body, deployment, expected) => {
+    expect(chatOutput({ model: 'm', messages: [], ...body }, deployment)).toEqual(expected);
+  });
+
+  it('asks a parsed continuation for the markers (skip_special_tokens false)', () => {
+    const p = planGeneration('chat', { model: 'm', messages: [] }, on({ harmony: true }), true);
+    expect(p).toMatchObject({ continuable: true, output: { kind: 'harmony' } });
+    if (!p.continuable) return;
+    const body = JSON.parse(continuationBody(p, 'm', [1], [2]).toString()) as Record<
+      string,
+      unknown
+    >;
+    expect(body.skip_special_tokens).toBe(false);
+    const plain = planGeneration('chat', { model: 'm', messages: [] }, mock, true);
+    if (!plain.continuable) throw new Error('plain chat is continuable');
+    expect(JSON.parse(continuationBody(plain, 'm', [1], [2]).toString())).not.toHaveProperty(
+      'skip_special_tokens',
+    );
+  });
+});
+
 describe('SseSplitter', () => {
   it('returns whole events only, across chunk boundaries and split characters', () => {
     const splitter = new SseSplitter();
@@ -234,7 +310,8 @@ describe('Stitcher', () => {
       choices: [{ text: 'x', prompt_token_ids: null, token_ids: null }],
     });
     expect(s.tracked).toBe(true);
-    s.splice(' y');
+    s.takeUp('x y');
+    s.splice();
     const next = s.accept(
       chunk({ text: 'z', token_ids: [11] }, { id: 'cmpl-2', created: 9, model: 'other' }),
     );
@@ -265,7 +342,8 @@ describe('Stitcher', () => {
       choices: [{ index: 0, delta: { content: 'ab' }, finish_reason: null, token_ids: [3] }],
     });
     // The engine held back 'E' (it could start 'END'): the proxy receives it from /detokenize.
-    s.splice('E');
+    s.takeUp('abE');
+    s.splice();
     const next = s.accept(chunk({ text: 'ND and more', token_ids: [4, 5] }));
     expect(next).toMatchObject({ finished: true, abortUpstream: true });
     expect(sse(next.out)).toEqual({
@@ -299,7 +377,8 @@ describe('Stitcher', () => {
       choices: [{ index: 0, delta: { role: 'assistant', content: 'hi' }, token_ids: [3] }],
       prompt_token_ids: [1, 2],
     });
-    s.splice('');
+    s.takeUp('hi');
+    s.splice();
     s.accept(chunk({ text: ' there', token_ids: [4], finish_reason: 'stop' }));
     s.accept({
       ...chunk({}),
@@ -342,7 +421,8 @@ describe('Stitcher', () => {
         },
       }),
     );
-    s.splice('c');
+    s.takeUp('abc');
+    s.splice();
     s.accept(
       chunk({
         text: 'd',
@@ -373,7 +453,8 @@ describe('Stitcher', () => {
       choices: [{ index: 0, delta: { content: '' } }],
       prompt_token_ids: [1],
     });
-    c.splice('');
+    c.takeUp('');
+    c.splice();
     const out = c.accept(
       chunk({
         text: '\ufffd',

@@ -6,97 +6,18 @@
  * own definition of it, `expectedGeneration` — and the engines' request logs must show a
  * continuation (same request id, prompt = prompt + generated ids), never a restart.
  */
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { decode, expectedGeneration } from '@es/mock-engine';
-import type { GenerationInput, RequestLogRecord } from '@es/mock-engine';
+import type { GenerationInput } from '@es/mock-engine';
 import OpenAI from 'openai';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createProxyApp, startProxyServer } from '../src/index.js';
-import type { ContinuationRecord, ProxyRequestRecord } from '../src/index.js';
-import { spawnMockEngine } from './engine-process.js';
-import { until } from './harness.js';
+import { KEY, cleanups, rig, runCleanups, startEngine, type Engine } from './continuation-rig.js';
 import { createStaticPool, deploymentView } from './static-pool.js';
-import type { StaticPool } from './static-pool.js';
+import { until } from './harness.js';
 
-const KEY = 'es-engine-test-key';
-
-interface Engine {
-  name: string;
-  child: ChildProcess;
-  url: string;
-  /** The requests this engine received (its request log). */
-  requests(): RequestLogRecord[];
-}
-
-const cleanups: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function startEngine(name: string, ...flags: string[]): Promise<Engine> {
-  const dir = mkdtempSync(join(tmpdir(), `es-cont-${name}-`));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const args = ['--served-model-name', 'llama', '--api-key', KEY, '--request-log-dir', dir];
-  const { child, url } = await spawnMockEngine([...args, '--ttft', '5', ...flags], cleanups);
-  return {
-    name,
-    child,
-    url,
-    requests() {
-      try {
-        return readFileSync(join(dir, `requests-${child.pid}.jsonl`), 'utf8')
-          .trim()
-          .split('\n')
-          .filter((line) => line !== '')
-          .map((line) => JSON.parse(line) as RequestLogRecord);
-      } catch {
-        return [];
-      }
-    },
-  };
-}
-
-interface Rig {
-  pool: StaticPool;
-  client: OpenAI;
-  url: string;
-  continuations: ContinuationRecord[];
-  records: ProxyRequestRecord[];
-  add(engine: Engine): void;
-}
-
-async function rig(
-  engines: Engine[],
-  continuation: { maxContinuations?: number; stallTimeoutMs?: number } = {},
-): Promise<Rig> {
-  const pool = createStaticPool([
-    deploymentView('llama', 'least-outstanding', { upstreamApiKey: KEY }),
-  ]);
-  const continuations: ContinuationRecord[] = [];
-  const records: ProxyRequestRecord[] = [];
-  const app = createProxyApp({
-    pool,
-    continuation: { stallTimeoutMs: 800, ...continuation },
-    onContinuation: (record) => continuations.push(record),
-    onRequestComplete: (record) => records.push(record),
-  });
-  const server = await startProxyServer({ fetch: app.fetch });
-  cleanups.push(async () => {
-    await server.close(0);
-    await app.close();
-  });
-  const add = (engine: Engine) => {
-    pool.add({ id: engine.name, deployment: 'llama', baseUrl: engine.url });
-  };
-  for (const engine of engines) add(engine);
-  const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'none', maxRetries: 0 });
-  return { pool, client, url: server.url, continuations, records, add };
-}
+afterEach(runCleanups);
 
 const MAX = 24;
 const PROMPT = 'Write about elastic clusters';

@@ -170,7 +170,7 @@ export function streamAttempt(
       }
       shared.logger?.warn(
         { requestId: request.requestId, workerId: worker.id, code: error.code, reason },
-        `generation cut after ${stitcher.ids.length} tokens: ${error.message}`,
+        `generation cut after ${stitcher.generated} tokens: ${error.message}`,
       );
       done({ kind: 'cut', reason, error });
     };

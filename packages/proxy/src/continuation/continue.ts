@@ -11,9 +11,8 @@ import type { ContinuationRecord } from '../options.js';
 import { upstreamHeaders } from '../upstream.js';
 import { interrupted, streamAttempt } from './attempt.js';
 import type { AttemptResult, CutReason } from './attempt.js';
-import { continuationBody } from './plan.js';
+import { continuationBody, textContinuation } from './plan.js';
 import type { Relay } from './relay.js';
-import { heldBackText } from './stitch.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /** After this long without a fresh worker, a continuation may go to one already tried. */
@@ -40,7 +39,7 @@ export async function continueAfter(
       deployment: request.deployment.name,
       fromWorker: from.id,
       cause: cause.reason,
-      generatedTokens: stitcher.ids.length,
+      generatedTokens: stitcher.generated,
     };
     const give = (why: string, message: string) => {
       report(relay, { ...base, outcome: 'failed', reason: why });
@@ -89,38 +88,49 @@ export async function continueAfter(
         budgetTaken = true;
       }
       tried.add(to.id);
-      const detokenized = await detokenize(relay, to);
-      if (detokenized === undefined) continue;
-      // The worker may have left routing while /detokenize answered: pick again.
-      const chosen = to;
-      if (!shared.pool.routable(request.deployment.name).some((w) => w.id === chosen.id)) {
-        continue;
-      }
-      let heldBack = heldBackText(detokenized, stitcher.emitted);
-      if (heldBack === undefined) {
-        stitcher.inexact.add('text_mismatch');
-        heldBack = '';
-      }
+      if (relay.plan.path === 'ids') {
+        const detokenized = await detokenize(relay, to);
+        if (detokenized === undefined) continue;
+        // The worker may have left routing while /detokenize answered: pick again.
+        const chosen = to;
+        if (!shared.pool.routable(request.deployment.name).some((w) => w.id === chosen.id)) {
+          continue;
+        }
+        stitcher.takeUp(detokenized);
+      } else stitcher.takeUpText();
       const left = stitcher.tokensLeft;
       if (left !== undefined && left <= 0) {
         // Nothing left to generate: the generation ended exactly at the cut.
-        relay.write(stitcher.finishByProxy(heldBack));
+        relay.write(stitcher.finishByProxy());
         report(relay, { ...base, toWorker: to.id, ...outcome(relay, cause.reason) });
         return relay.complete(to);
       }
-      stitcher.splice(heldBack);
+      stitcher.splice();
       const splicedAt = { cutAt, firstAt: undefined as number | undefined };
-      const body = continuationBody(
-        relay.plan,
-        request.deployment.modelNames[0] ?? request.model,
-        stitcher.promptIds!,
-        shared.continueFromScratch ? [] : stitcher.ids,
-      );
+      const model = request.deployment.modelNames[0] ?? request.model;
+      const scratch = shared.continueFromScratch;
+      const upstream =
+        relay.plan.path === 'ids'
+          ? {
+              path: '/v1/completions',
+              body: continuationBody(
+                relay.plan,
+                model,
+                stitcher.promptIds!,
+                scratch ? [] : stitcher.ids,
+              ),
+            }
+          : textContinuation(
+              relay.plan,
+              model,
+              scratch ? '' : stitcher.emitted,
+              scratch ? 0 : stitcher.generated,
+            );
       const result = await streamAttempt(
         relay,
         to,
-        '/v1/completions',
-        body,
+        upstream.path,
+        upstream.body,
         () => false,
         splicedAt,
       );

@@ -8,6 +8,7 @@
 import type { DeploymentView } from '@es/pool';
 import { RawJson } from '../raw-json.js';
 import { withMembers } from '../request-body.js';
+import type { ChatOutputFormat } from './output-parser.js';
 
 /** Why a request is not continued (the `reason` label of a `refused` continuation). */
 export type RefusalReason =
@@ -29,7 +30,22 @@ export type RefusalReason =
 
 /** Why a continued generation may differ from an uncut one (the `inexact` reasons). */
 export type InexactReason =
-  'penalties' | 'seeded_sampling' | 'bad_words' | 'top_logprobs' | 'text_mismatch';
+  | 'penalties'
+  | 'seeded_sampling'
+  | 'bad_words'
+  | 'top_logprobs'
+  | 'text_mismatch'
+  /** The text path: the continuing engine tokenizes the text again, maybe otherwise. */
+  | 'retokenized';
+
+/**
+ * How a cut generation goes on: `ids`, token-exact from the prompt's and the generated
+ * ids (engines whose OpenAI server returns token ids: vLLM >= 0.10.2, the mock engine);
+ * `text`, from the text the client received, which the continuing engine tokenizes again
+ * (SGLang, whose chat streams carry no token ids): chat as the partial assistant message
+ * with `continue_final_message`, completions as prompt + text.
+ */
+export type ContinuationPath = 'ids' | 'text';
 
 /** The generation kinds the proxy can continue. */
 export type GenerationKind = 'chat' | 'completion';
@@ -38,6 +54,7 @@ export type GenerationKind = 'chat' | 'completion';
 export interface ContinuablePlan {
   continuable: true;
   kind: GenerationKind;
+  path: ContinuationPath;
   /** The client asked for a stream. */
   clientStream: boolean;
   /** The client asked for `return_token_ids` itself (else they are nulled, as vLLM does). */
@@ -57,6 +74,11 @@ export interface ContinuablePlan {
   inexact: InexactReason[];
   /** The client's fields a continuation body carries (sampling, `user`, ...). */
   body: Readonly<Record<string, unknown>>;
+  /**
+   * Chat output the engine parses (reasoning, tool calls): a continuation's raw text is
+   * parsed by the proxy in the same format. Absent: the text is content as it is.
+   */
+  output?: ChatOutputFormat;
 }
 
 /** A request that is forwarded as it is; if cut, it ends with an error counted by reason. */
@@ -82,14 +104,17 @@ export function generationKind(path: string): GenerationKind | undefined {
 /** Engines whose OpenAI server takes token-id prompts and returns token ids. */
 const TOKEN_ID_ENGINES = new Set(['vllm', 'mock']);
 
+/** The continuation path of a deployment's engine. */
+export function continuationPath(deployment: DeploymentView): ContinuationPath {
+  return TOKEN_ID_ENGINES.has(deployment.engine) ? 'ids' : 'text';
+}
+
 const present = (v: unknown) => v !== undefined && v !== null;
 
 function refusal(
   kind: GenerationKind,
   body: Readonly<Record<string, unknown>>,
-  deployment: DeploymentView,
 ): RefusalReason | undefined {
-  if (!TOKEN_ID_ENGINES.has(deployment.engine)) return 'engine';
   // The proxy rewrites these: a wrong type must reach the engine unchanged (its 400).
   const options = body.stream_options;
   if (
@@ -123,11 +148,7 @@ function refusal(
   ) {
     return 'continuous_usage';
   }
-  if (kind === 'chat') {
-    const tools = body.tools;
-    if ((Array.isArray(tools) && tools.length > 0) || present(body.functions)) return 'tools';
-    if (deployment.parsesChatOutput === true) return 'parser';
-  } else {
+  if (kind !== 'chat') {
     if (present(body.suffix)) return 'suffix';
     const prompt = body.prompt;
     // One prompt: a string, a list of one string, or one list of token ids.
@@ -140,6 +161,83 @@ function refusal(
     if (!single) return 'batch_prompt';
   }
   return undefined;
+}
+
+/**
+ * Why the text path cannot continue a request: output the engine parses (the partial
+ * message would have to be its raw text, which the client never saw), a token-id prompt,
+ * token ids asked for (a text continuation has none), a client's own partial message.
+ */
+function textPathRefusal(
+  kind: GenerationKind,
+  body: Readonly<Record<string, unknown>>,
+  output: ChatOutputFormat | undefined,
+): RefusalReason | undefined {
+  if (output !== undefined) return 'parser';
+  if (body.return_token_ids === true) return 'engine';
+  if (kind === 'chat') {
+    if (body.continue_final_message === true || !Array.isArray(plain(body.messages))) {
+      return 'engine';
+    }
+    return undefined;
+  }
+  const prompt = plain(body.prompt);
+  const text = Array.isArray(prompt) ? prompt[0] : prompt;
+  return typeof text === 'string' ? undefined : 'engine';
+}
+
+/** A value of the body as plain JSON (a large prompt is kept as the client's bytes). */
+function plain(value: unknown): unknown {
+  return value instanceof RawJson
+    ? JSON.parse(value.raw.toString('utf8', value.start, value.end))
+    : value;
+}
+
+/** What the text path sends again: the messages, or the prompt's text. */
+function textPathInput(
+  kind: GenerationKind,
+  body: Readonly<Record<string, unknown>>,
+): Record<string, unknown> {
+  if (kind === 'chat') return { messages: plain(body.messages) };
+  const prompt = plain(body.prompt);
+  return { prompt: Array.isArray(prompt) ? prompt[0] : prompt };
+}
+
+/** Tool parsers and reasoning parsers the proxy replays on raw text (see `output-parser.ts`). */
+const REPLAYED_REASONING = new Set(['deepseek_r1', 'qwen3']);
+const REPLAYED_TOOLS = new Set(['hermes']);
+
+/**
+ * How a chat request's output is parsed by the engine, for the proxy to replay on a
+ * continuation's raw text: the format, undefined when the engine passes text through, or
+ * why it cannot be continued. Tools are parsed only with `tool_choice` `auto` (the
+ * default); `required` and a named function make vLLM constrain the output to JSON
+ * (`tools`), as do the legacy `functions`.
+ */
+export function chatOutput(
+  body: Readonly<Record<string, unknown>>,
+  deployment: DeploymentView,
+): ChatOutputFormat | undefined | 'tools' | 'parser' {
+  const hasTools = Array.isArray(body.tools) && body.tools.length > 0;
+  const choice = body.tool_choice;
+  if (
+    present(body.functions) ||
+    (hasTools && present(choice) && choice !== 'auto' && choice !== 'none')
+  ) {
+    return 'tools';
+  }
+  const parsesTools = hasTools && choice !== 'none';
+  const parsers = deployment.chatParsers;
+  if (parsers?.harmony === true) return { kind: 'harmony' };
+  const reasoning = parsers?.reasoning;
+  if (reasoning !== undefined && !REPLAYED_REASONING.has(reasoning)) return 'parser';
+  if (parsesTools) {
+    // vLLM answers a tool request without a tool parser with a 400: sent as it is.
+    if (parsers?.tools === undefined) return 'tools';
+    if (!REPLAYED_TOOLS.has(parsers.tools)) return 'parser';
+  }
+  if (reasoning === undefined && !parsesTools) return undefined;
+  return { kind: 'tagged', reasoning: reasoning !== undefined, tools: parsesTools };
 }
 
 function positiveInt(value: unknown): number | undefined {
@@ -183,8 +281,15 @@ export function planGeneration(
   raw?: Buffer,
 ): GenerationPlan {
   if (!enabled) return { continuable: false, reason: 'disabled' };
-  const reason = refusal(kind, body, deployment);
+  const reason = refusal(kind, body);
   if (reason !== undefined) return { continuable: false, reason };
+  const output = kind === 'chat' ? chatOutput(body, deployment) : undefined;
+  if (typeof output === 'string') return { continuable: false, reason: output };
+  const path = continuationPath(deployment);
+  if (path === 'text') {
+    const why = textPathRefusal(kind, body, output);
+    if (why !== undefined) return { continuable: false, reason: why };
+  }
   const clientStream = body.stream === true;
   const options = body.stream_options as { include_usage?: unknown } | null | undefined;
   const logprobs =
@@ -193,14 +298,16 @@ export function planGeneration(
         ? (positiveInt(body.top_logprobs) ?? 0)
         : undefined
       : positiveInt(body.logprobs);
-  const rewritten = {
-    stream: true,
-    stream_options: { include_usage: true },
-    return_token_ids: true,
-  };
+  const rewritten =
+    path === 'ids'
+      ? { stream: true, stream_options: { include_usage: true }, return_token_ids: true }
+      : { stream: true, stream_options: { include_usage: true } };
+  const inexact = inexactReasons(body);
+  if (path === 'text') inexact.push('retokenized');
   return {
     continuable: true,
     kind,
+    path,
     clientStream,
     clientTokenIds: body.return_token_ids === true,
     clientUsage: clientStream && options?.include_usage === true,
@@ -215,10 +322,11 @@ export function planGeneration(
     logprobs,
     // Chat top logprobs continued through completions can lose candidates that share their
     // text: the stitcher adds `top_logprobs` when it sees that happen.
-    inexact: inexactReasons(body),
-    // Only what a continuation carries: the prompt (often most of a large body) is not kept
-    // for the whole generation.
-    body: carried(body),
+    inexact,
+    ...(output === undefined ? {} : { output }),
+    // Only what a continuation carries: the prompt (often most of a large body) is kept for
+    // the whole generation only on the text path, which sends it again.
+    body: path === 'ids' ? carried(body) : { ...carried(body), ...textPathInput(kind, body) },
   };
 }
 
@@ -253,6 +361,61 @@ function carried(body: Readonly<Record<string, unknown>>): Record<string, unknow
 }
 
 /**
+ * The body that continues `plan` on the text path after the client received `text`, made
+ * of about `generated` tokens (chunks counted: the engine sends no ids): chat goes on from
+ * the partial assistant message (`continue_final_message`, no generation prompt),
+ * completions from prompt + text. Limits, stop strings and streaming as
+ * {@link continuationBody}.
+ * @returns the path to send it to, and the body.
+ */
+export function textContinuation(
+  plan: ContinuablePlan,
+  model: string,
+  text: string,
+  generated: number,
+): { path: string; body: Buffer } {
+  const body = continuationFields(plan, model, generated);
+  if (plan.kind === 'chat') {
+    const messages = plan.body.messages as unknown[];
+    body.messages = [...messages, { role: 'assistant', content: text }];
+    body.continue_final_message = true;
+    body.add_generation_prompt = false;
+    if (plan.logprobs !== undefined) {
+      body.logprobs = true;
+      body.top_logprobs = plan.logprobs;
+    }
+    return { path: CHAT_PATH, body: Buffer.from(JSON.stringify(body)) };
+  }
+  body.prompt = `${plan.body.prompt as string}${text}`;
+  if (plan.logprobs !== undefined) body.logprobs = plan.logprobs;
+  return { path: COMPLETION_PATH, body: Buffer.from(JSON.stringify(body)) };
+}
+
+/** The fields every continuation body has: sampling, model, limits left, stops, stream. */
+function continuationFields(
+  plan: ContinuablePlan,
+  model: string,
+  generated: number,
+): Record<string, unknown> {
+  const body: Record<string, unknown> = {};
+  for (const key of CARRIED) {
+    const value = plan.body[key];
+    if (value !== undefined) body[key] = value;
+  }
+  body.model = model;
+  if (plan.maxTokens !== undefined) body.max_tokens = plan.maxTokens - generated;
+  const minLeft = plan.minTokens - generated;
+  if (minLeft > 0) body.min_tokens = minLeft;
+  if (plan.stop.length > 0) {
+    body.stop = plan.stop;
+    body.include_stop_str_in_output = true;
+  }
+  body.stream = true;
+  body.stream_options = { include_usage: true };
+  return body;
+}
+
+/**
  * The `/v1/completions` body that continues `plan` after `generated` ids: the prompt's ids
  * followed by every generated id, the token limits reduced by what was generated, stop
  * strings kept in the output (`include_stop_str_in_output`: the proxy finds a stop string
@@ -265,23 +428,11 @@ export function continuationBody(
   promptIds: readonly number[],
   generated: readonly number[],
 ): Buffer {
-  const body: Record<string, unknown> = {};
-  for (const key of CARRIED) {
-    const value = plan.body[key];
-    if (value !== undefined) body[key] = value;
-  }
-  body.model = model;
+  const body = continuationFields(plan, model, generated.length);
   body.prompt = [...promptIds, ...generated];
-  if (plan.maxTokens !== undefined) body.max_tokens = plan.maxTokens - generated.length;
-  const minLeft = plan.minTokens - generated.length;
-  if (minLeft > 0) body.min_tokens = minLeft;
-  if (plan.stop.length > 0) {
-    body.stop = plan.stop;
-    body.include_stop_str_in_output = true;
-  }
   if (plan.logprobs !== undefined) body.logprobs = plan.logprobs;
-  body.stream = true;
-  body.stream_options = { include_usage: true };
+  // The parser needs the markers (Harmony's are special tokens).
+  if (plan.output !== undefined) body.skip_special_tokens = false;
   body.return_token_ids = true;
   return Buffer.from(JSON.stringify(body));
 }

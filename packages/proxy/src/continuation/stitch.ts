@@ -6,6 +6,7 @@
  * and every generated id, the text the client has received, and what the client asked to
  * see (fields the proxy added are set back to `null`, as vLLM sends them when not asked).
  */
+import { ParsedChat } from './parsed-chat.js';
 import type { ContinuablePlan, InexactReason } from './plan.js';
 
 type Json = Record<string, unknown>;
@@ -160,6 +161,8 @@ export class Stitcher {
   splices = 0;
   /** Reasons the stitched output may differ from an uncut one. */
   readonly inexact = new Set<InexactReason>();
+  /** Chat output the engine parses: what the client received of it, and the replay. */
+  readonly chat: ParsedChat | undefined;
 
   private id: string | undefined;
   private created: number | undefined;
@@ -175,14 +178,30 @@ export class Stitcher {
     top_logprobs: [],
   };
   private finished = false;
+  /** Text path: chunks with text so far, and at the last take-up (see {@link generated}). */
+  private textChunks = 0;
+  private generatedAtSplice = 0;
 
   constructor(private readonly plan: ContinuablePlan) {
     for (const reason of plan.inexact) this.inexact.add(reason);
+    this.chat = plan.output === undefined ? undefined : new ParsedChat(plan.output);
   }
 
-  /** The engine reported the prompt's ids: a cut from now on can be continued. */
+  /**
+   * A cut from now on can be continued: the engine reported the prompt's ids (the ids
+   * path), or the generation has started (the text path).
+   */
   get tracked(): boolean {
-    return this.promptIds !== undefined;
+    return this.plan.path === 'ids' ? this.promptIds !== undefined : this.id !== undefined;
+  }
+
+  /**
+   * Tokens generated so far: every id on the ids path; on the text path, where the engine
+   * sends no ids, the chunks that carried text (one token each when the engine streams
+   * every token, as SGLang does by default).
+   */
+  get generated(): number {
+    return this.plan.path === 'ids' ? this.ids.length : this.textChunks;
   }
 
   get done(): boolean {
@@ -191,7 +210,7 @@ export class Stitcher {
 
   /** Tokens a continuation may still generate (undefined: up to the context length). */
   get tokensLeft(): number | undefined {
-    return this.plan.maxTokens === undefined ? undefined : this.plan.maxTokens - this.ids.length;
+    return this.plan.maxTokens === undefined ? undefined : this.plan.maxTokens - this.generated;
   }
 
   /**
@@ -231,6 +250,7 @@ export class Stitcher {
     if (this.plan.kind === 'chat') {
       const delta = choice.delta as Json | undefined;
       text = delta?.content;
+      this.chat?.receive(delta);
       if (typeof delta?.role === 'string') this.role = delta.role;
       const content = (choice.logprobs as { content?: Json[] } | null | undefined)?.content;
       if (!this.plan.clientStream && Array.isArray(content)) this.chatLogprobs.push(...content);
@@ -238,7 +258,10 @@ export class Stitcher {
       text = choice.text;
       if (!this.plan.clientStream) this.keepCompletionLogprobs(choice.logprobs);
     }
-    if (typeof text === 'string') this.emitted += text;
+    if (typeof text === 'string') {
+      this.emitted += text;
+      if (text !== '') this.textChunks++;
+    }
     const finished = this.noteFinish(choice);
     if (!this.plan.clientStream) return { out: '', finished, abortUpstream: false };
     if (raw !== undefined) {
@@ -263,14 +286,39 @@ export class Stitcher {
   }
 
   /**
-   * Start a continuation: the next events are a `/v1/completions` stream whose prompt is
-   * the prompt's ids and {@link ids}; `heldBack` is text of those ids the client has not
-   * received (see {@link heldBackText}).
+   * Take up a cut: `detokenized` is the text of every generated id (a worker's
+   * `/detokenize`). What the client has not received of it goes out with the next chunk:
+   * text the engine held back, or, when the engine parses chat output, what its parser had
+   * not sent (the proxy's parser replays the raw text). A client that received something
+   * else makes the continuation `text_mismatch`.
    */
-  splice(heldBack: string): void {
+  takeUp(detokenized: string): void {
+    if (this.chat !== undefined) {
+      if (!this.chat.splice(detokenized)) this.inexact.add('text_mismatch');
+      this.pendingHeldBack = '';
+      return;
+    }
+    const heldBack = heldBackText(detokenized, this.emitted);
+    if (heldBack === undefined) this.inexact.add('text_mismatch');
+    this.pendingHeldBack = heldBack ?? '';
+  }
+
+  /**
+   * Take up a cut on the text path: the continuation goes on from the text the client
+   * received; what the engine held back is generated again.
+   */
+  takeUpText(): void {
+    this.pendingHeldBack = '';
+    this.generatedAtSplice = this.generated;
+  }
+
+  /**
+   * Start a continuation (after {@link takeUp}): the next events are a `/v1/completions`
+   * stream whose prompt is the prompt's ids and {@link ids}.
+   */
+  splice(): void {
     this.splices++;
     this.scanner = new StopScanner(this.plan.stop, this.plan.includeStopStr);
-    this.pendingHeldBack = heldBack;
   }
 
   private pendingHeldBack = '';
@@ -278,15 +326,20 @@ export class Stitcher {
   /** Undo a {@link splice} whose continuation never sent an event (tried elsewhere). */
   unsplice(): void {
     this.splices--;
-    this.pendingHeldBack = '';
   }
 
-  /** An event of a continuation (`text_completion` format), re-shaped for the client. */
+  /**
+   * An event of a continuation, re-shaped for the client: `text_completion` format, or
+   * chat on the text path.
+   */
   private acceptContinuation(choice: Json): Accepted {
     const scanner = this.scanner!;
     const ids = Array.isArray(choice.token_ids) ? (choice.token_ids as number[]) : [];
     for (const id of ids) this.ids.push(id);
-    const text = this.pendingHeldBack + (typeof choice.text === 'string' ? choice.text : '');
+    const own =
+      typeof choice.text === 'string' ? choice.text : (choice.delta as Json | undefined)?.content;
+    if (typeof own === 'string' && own !== '') this.textChunks++;
+    const text = this.pendingHeldBack + (typeof own === 'string' ? own : '');
     this.pendingHeldBack = '';
     const pushed = scanner.push(text);
     let out = pushed.out;
@@ -301,6 +354,8 @@ export class Stitcher {
       out += scanner.flush();
       this.noteFinish(choice);
     }
+    const parsed = this.chat?.continue(out, this.finished);
+    this.toolCallsFinish();
     // vLLM's streamed text_offset starts at the length of the text sent before the chunk.
     const logprobs = this.continuationLogprobs(choice.logprobs, codePoints(this.emitted));
     this.emitted += out;
@@ -311,7 +366,7 @@ export class Stitcher {
       this.plan.kind === 'chat'
         ? {
             index: 0,
-            delta: { content: out },
+            delta: parsed === undefined ? { content: out } : this.chat!.wireDelta(parsed),
             logprobs,
             finish_reason: finish,
             ...(this.finished ? { stop_reason: this.stopReason } : {}),
@@ -336,6 +391,12 @@ export class Stitcher {
    */
   private continuationLogprobs(raw: unknown, base: number): Json | null {
     if (raw === null || raw === undefined) return null;
+    if (this.plan.kind === 'chat' && this.plan.path === 'text') {
+      // A chat continuation: chat's own logprobs.
+      const content = (raw as { content?: Json[] }).content ?? [];
+      if (!this.plan.clientStream) this.chatLogprobs.push(...content);
+      return { content };
+    }
     const lp = raw as CompletionLogprobs;
     if (this.plan.kind === 'completion') {
       if (!this.plan.clientStream) {
@@ -370,21 +431,32 @@ export class Stitcher {
     kept.top_logprobs.push(...lp.top_logprobs);
   }
 
+  /** A finished answer that called tools ends with `tool_calls`, as the chat endpoint's. */
+  private toolCallsFinish(): void {
+    if (this.finished && this.finishReason === 'stop' && this.chat?.calledTools === true) {
+      this.finishReason = 'tool_calls';
+    }
+  }
+
   /**
-   * End the generation without another worker: no tokens are left (`max_tokens` reached
-   * exactly at the cut). Returns the SSE text of the final chunk for a streaming client.
+   * End the generation without another worker (after {@link takeUp}): no tokens are left
+   * (`max_tokens` reached exactly at the cut). Returns the SSE text of the final chunk for
+   * a streaming client.
    */
-  finishByProxy(heldBack: string): string {
+  finishByProxy(): string {
+    const heldBack = this.pendingHeldBack;
+    this.pendingHeldBack = '';
     this.finished = true;
     this.finishReason = 'length';
     this.stopReason = null;
     this.emitted += heldBack;
+    const parsed = this.chat?.continue('', true);
     if (!this.plan.clientStream) return '';
     const choice =
       this.plan.kind === 'chat'
         ? {
             index: 0,
-            delta: { content: heldBack },
+            delta: parsed === undefined ? { content: heldBack } : this.chat!.wireDelta(parsed),
             logprobs: null,
             finish_reason: 'length',
             stop_reason: null,
@@ -404,6 +476,21 @@ export class Stitcher {
 
   /** Usage of the whole generation: the client's prompt and every generated token. */
   totalUsage(): Json | undefined {
+    if (this.plan.path === 'text' && this.splices > 0 && this.usage !== undefined) {
+      // The last continuation's usage, the text it was given counted as generated (by the
+      // chunks that carried it: the engine's ids are not known).
+      const { prompt_tokens: prompt, completion_tokens: completion } = this.usage as {
+        prompt_tokens: number;
+        completion_tokens: number;
+      };
+      const before = Math.min(this.generatedAtSplice, prompt);
+      return {
+        ...this.usage,
+        prompt_tokens: prompt - before,
+        completion_tokens: completion + before,
+        total_tokens: prompt + completion,
+      };
+    }
     if (this.promptIds === undefined) return this.usage;
     const prompt = this.promptIds.length;
     const completion = this.ids.length;
@@ -447,7 +534,10 @@ export class Stitcher {
         choices: [
           {
             index: 0,
-            message: { role: this.role, content: this.emitted, tool_calls: [] },
+            message:
+              this.chat === undefined
+                ? { role: this.role, content: this.emitted, tool_calls: [] }
+                : this.chat.message(this.role),
             logprobs: wantsLogprobs ? { content: this.chatLogprobs } : null,
             finish_reason: this.finishReason,
             stop_reason: this.stopReason,
