@@ -197,11 +197,22 @@ export class Stitcher {
 
   /**
    * Tokens generated so far: every id on the ids path; on the text path, where the engine
-   * sends no ids, the chunks that carried text (one token each when the engine streams
-   * every token, as SGLang does by default).
+   * sends no ids, its text chunks (one a token when the engine streams every token, as
+   * SGLang does by default: an estimate).
    */
   get generated(): number {
     return this.plan.path === 'ids' ? this.ids.length : this.textChunks;
+  }
+
+  /**
+   * Text path: a chunk of generated text counts one token, `""` included (an engine that
+   * streams every token sends one for each part of a character), a chat stream's role
+   * chunk not.
+   */
+  private countChunk(choice: Json, text: unknown): void {
+    if (this.plan.path !== 'text' || typeof text !== 'string') return;
+    if (typeof (choice.delta as Json | undefined)?.role === 'string') return;
+    this.textChunks++;
   }
 
   get done(): boolean {
@@ -219,16 +230,16 @@ export class Stitcher {
    * nulled in place), cheaper than serializing the parsed object again.
    */
   accept(event: UpstreamEvent, raw?: string): Accepted {
-    if (this.finished) return { out: '', finished: true, abortUpstream: false };
-    if (event.error !== undefined) {
-      return { out: SSE(event), error: event, finished: false, abortUpstream: false };
-    }
     const choices = event.choices as Json[] | undefined;
     const choice = choices?.[0];
-    if (choice === undefined) {
-      // The usage chunk (`choices: []`): kept for the trailer.
+    if (choice === undefined && event.error === undefined) {
+      // The usage chunk (`choices: []`, after the finish): kept for the trailer.
       if (event.usage !== undefined && event.usage !== null) this.usage = event.usage as Json;
-      return { out: '', finished: false, abortUpstream: false };
+      return { out: '', finished: this.finished, abortUpstream: false };
+    }
+    if (this.finished) return { out: '', finished: true, abortUpstream: false };
+    if (event.error !== undefined || choice === undefined) {
+      return { out: SSE(event), error: event, finished: false, abortUpstream: false };
     }
     return this.splices === 0
       ? this.acceptOwn(event, choice, raw)
@@ -258,10 +269,8 @@ export class Stitcher {
       text = choice.text;
       if (!this.plan.clientStream) this.keepCompletionLogprobs(choice.logprobs);
     }
-    if (typeof text === 'string') {
-      this.emitted += text;
-      if (text !== '') this.textChunks++;
-    }
+    if (typeof text === 'string') this.emitted += text;
+    this.countChunk(choice, text);
     const finished = this.noteFinish(choice);
     if (!this.plan.clientStream) return { out: '', finished, abortUpstream: false };
     if (raw !== undefined) {
@@ -338,7 +347,7 @@ export class Stitcher {
     for (const id of ids) this.ids.push(id);
     const own =
       typeof choice.text === 'string' ? choice.text : (choice.delta as Json | undefined)?.content;
-    if (typeof own === 'string' && own !== '') this.textChunks++;
+    this.countChunk(choice, own);
     const text = this.pendingHeldBack + (typeof own === 'string' ? own : '');
     this.pendingHeldBack = '';
     const pushed = scanner.push(text);
@@ -407,7 +416,10 @@ export class Stitcher {
     }
     const k = this.plan.logprobs ?? 0;
     const content = lp.tokens.map((token, i) => {
-      const top = Object.entries(lp.top_logprobs[i] ?? {}).slice(0, k);
+      // By rank, as chat lists them: an object's integer-like keys ("6") enumerate first.
+      const top = Object.entries(lp.top_logprobs[i] ?? {})
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, k);
       // Completions key candidates by their text: two with the same text (parts of
       // characters, all '\ufffd') are one entry there, two in chat's list.
       if (top.length < k) this.inexact.add('top_logprobs');
