@@ -183,6 +183,12 @@ describe('chatOutput', () => {
     ['gpt-oss', {}, on({ harmony: true }), { kind: 'harmony' }],
     ['gpt-oss with tools', { tools }, on({ harmony: true }), { kind: 'harmony' }],
     [
+      "vLLM's Harmony parsers",
+      { tools },
+      on({ reasoning: 'openai_gptoss', tools: 'openai' }),
+      { kind: 'harmony' },
+    ],
+    [
       'a <think> parser',
       {},
       on({ reasoning: 'deepseek_r1' }),

@@ -228,7 +228,14 @@ export function chatOutput(
   }
   const parsesTools = hasTools && choice !== 'none';
   const parsers = deployment.chatParsers;
-  if (parsers?.harmony === true) return { kind: 'harmony' };
+  // gpt-oss (by its name, or vLLM's Harmony parsers named for a model path that hides it).
+  if (
+    parsers?.harmony === true ||
+    parsers?.reasoning === 'openai_gptoss' ||
+    parsers?.tools === 'openai'
+  ) {
+    return { kind: 'harmony' };
+  }
   const reasoning = parsers?.reasoning;
   if (reasoning !== undefined && !REPLAYED_REASONING.has(reasoning)) return 'parser';
   if (parsesTools) {
