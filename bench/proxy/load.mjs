@@ -23,7 +23,7 @@ export function percentile(values, p) {
  * Failures by kind. `measured` counts those inside the measurement window (beside `ok`);
  * `all` counts every response checked, warm-up included (the planted-defect check needs all).
  */
-function createTally() {
+export function createTally() {
   const tally = {
     ok: 0,
     failed: Object.fromEntries(FAILURE_KINDS.map((kind) => [kind, 0])),
@@ -55,7 +55,7 @@ const transportFailure = (error) => ({
  * POST `body` and return the response's failure, if any: a non-2xx status, a transport error,
  * or what `read` (given a 2xx response) finds wrong with it.
  */
-async function exchange(pool, headers, body, read) {
+export async function exchange(pool, headers, body, read) {
   try {
     const res = await pool.request({ path: PATH, method: 'POST', headers, body });
     if (res.statusCode >= 200 && res.statusCode < 300) return await read(res);
@@ -143,7 +143,8 @@ export async function nonStreaming(
  * connection set-up and teardown are not counted as per-chunk cost (a window shorter than
  * MIN_WINDOW_PART of a stream gives no figures, `steady: false`): chunks received, the
  * target process's CPU per 1,000 chunks and RSS (`stats` gives the process's CPU and RSS),
- * and, when the engine stamps its chunks, per-chunk latency (µs).
+ * and, when the engine stamps its chunks, per-chunk latency (µs). Besides, the target's CPU
+ * per stream over the whole sample (`cpuUsPerStream`: set-up and teardown included).
  */
 export async function streaming(
   { url, headers, stats },
@@ -200,8 +201,11 @@ export async function streaming(
   };
   await Promise.all(Array.from({ length: streams }, (_, i) => one(i)));
   await pool.close();
+  const after = await stats?.();
   const windowMs = (windowEndNs - windowStartNs) / 1e6;
   const result = { chunks: windowChunks, windowMs, ...tally };
+  // CPU per stream over its whole life (opened, every chunk relayed, closed), all counted.
+  if (before !== undefined) result.cpuUsPerStream = (cpuOf(after) - cpuOf(before)) / streams;
   // RSS before the sample and with every stream open (bytes), for the caller to compare
   // with the process's RSS before its first sample: later samples start from a grown heap.
   if (before !== undefined) result.rssBefore = before.rss;

@@ -25,13 +25,28 @@ export function startChild(file, argv = [], execArgv = []) {
   });
 }
 
-/** CPU (µs), RSS (bytes) and the server's own counters, over IPC. */
-export function childStats(child) {
-  return new Promise((resolve) => {
-    child.once('message', resolve);
-    child.send('stats');
-  });
+/** Each child's last exchange: the next message waits for its answer. */
+const exchanges = new WeakMap();
+
+/**
+ * Send one message to a forked server (see ipc.mjs) and resolve to its answer. Messages to
+ * one child go one at a time, so that an answer always resolves its own request (answers
+ * carry no request id, and two in flight would both take the first).
+ */
+export function childMessage(child, message) {
+  const answered = (exchanges.get(child) ?? Promise.resolve()).then(
+    () =>
+      new Promise((resolve) => {
+        child.once('message', resolve);
+        child.send(message);
+      }),
+  );
+  exchanges.set(child, answered);
+  return answered;
 }
+
+/** CPU (µs), RSS and heap used (bytes) and the server's own counters, over IPC. */
+export const childStats = (child) => childMessage(child, 'stats');
 
 /**
  * Spawn a server the benchmark owns (not one of this folder's forked children): SIGTERMed if

@@ -6,7 +6,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, relative } from 'node:path';
+import { CHUNK_CPU_GOAL, summarizeCost } from './cost.mjs';
 import { here } from './processes.mjs';
+import { summarizeSplice } from './splice.mjs';
 
 const ROOT = here('../..');
 const README = here('README.md');
@@ -158,7 +160,12 @@ export function summarize(results) {
       ]),
     );
   };
-  return { bench: section(results.bench), mock: section(results.mock) };
+  return {
+    bench: section(results.bench),
+    mock: section(results.mock),
+    cost: summarizeCost(results.cost),
+    splice: summarizeSplice(results.splice),
+  };
 }
 
 const fmt = (n, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : 'n/a');
@@ -571,6 +578,10 @@ function failureLines(results) {
   };
   visit('bench', results.bench);
   visit('mock', results.mock);
+  visit('cost', results.cost);
+  visit('splice', results.splice?.scenarios);
+  for (const sc of Object.values(results.splice?.scenarios ?? {}))
+    for (const problem of sc.problems) lines.push(`- splice, ${problem}`);
   return lines;
 }
 
@@ -588,6 +599,92 @@ function detectedInBench(results) {
     idle: results.bench?.idle,
   });
   return n;
+}
+
+/** What keeping the generated ids costs: continuation on against off, CPU and memory. */
+function costReport(raw, c) {
+  if (raw === undefined || c === undefined) return [];
+  const { sizes } = raw;
+  const [short, long] = sizes.heldTokens;
+  const ratios = (f) => f.ratios.map((r) => fmt(r)).join(', ');
+  const row = (label, f, digits) =>
+    `| ${label} | ${fmt(f.on, digits)} | ${fmt(f.off, digits)} | ${fmt(f.ratio)} | ${ratios(f)} |`;
+  // A figure near 0 without continuation: the difference says more than a ratio.
+  const differenceRow = (label, f, digits) =>
+    `| ${label} | ${fmt(f.on, digits)} | ${fmt(f.off, digits)} | on - off ${fmt(f.difference, digits)} | ${f.differences.map((d) => fmt(d, digits)).join(', ')} |`;
+  const goal = c.chunkCpu.ratio;
+  const verdict = !Number.isFinite(goal)
+    ? '**not measured** (no pair had a steady state)'
+    : goal <= CHUNK_CPU_GOAL
+      ? '**met**'
+      : '**not met**';
+  return [
+    '',
+    '#### What keeping the generated ids costs',
+    '',
+    `\`@es/proxy\` with continuation (each chat stream upstream with \`return_token_ids\`, every event parsed, the ids kept) against the same proxy with continuation off (bytes relayed), both in front of the bench upstream, in the same process tree (cost.mjs). CPU: ${c.pairsTaken} pair(s) of samples (${sizes.pairs} wanted with a steady state on both sides, up to 2 more taken when one has none), one of each target back to back (the order alternating), each ${sizes.streams} streams x ${sizes.chunks} chunks every ${sizes.intervalMs} ms (10,000 chunks/s in all as in the streaming phase, from fewer, faster streams: 1,000 can take most of a stream's life to open on a busy 2-core machine, leaving no steady state), then non-streaming requests at c=64 for ${raw.sampleMs} ms; µs of the proxy process's CPU over the measured window divided by the chunks or requests served (per chunk: the steady state with every stream open, which ${c.steadyPairs} of ${c.pairsTaken} pair(s) had, the others left out; per streamed request: the whole sample, opening and closing included). Memory: ${sizes.memoryRounds} round(s) of a fresh proxy process of each (\`--expose-gc\`), warmed up with 50 streams, then ${sizes.heldStreams} streams held open after their first ${short} tokens and ${sizes.heldStreams} more after their first ${long}, all held to the end, opened in batches of ${Math.floor(sizes.heldStreams / sizes.batches)} with a full GC and a reading of RSS and heap used after each: a batch's growth divided by its streams, the median over a length's ${sizes.batches} batches (the first may reuse memory the process had freed). Each side's figure is the median over the pairs (rounds), the on / off column the median of the per-pair (per-round) ratios, which follow it.`,
+    '',
+    '| figure | @es/proxy, continuation on | continuation off | on / off | on / off, each pair or round |',
+    '|---|---|---|---|---|',
+    row('process CPU µs per streamed chunk', c.chunkCpu, 2),
+    row(`process CPU µs per streamed request (${sizes.chunks} chunks)`, c.streamCpu, 1),
+    row('process CPU µs per non-streaming request (16 tokens, c=64)', c.completionCpu, 1),
+    row(`RSS KB per request in flight, ${long} tokens generated`, c.rss, 1),
+    row(`heap used KB per request in flight, ${long} tokens generated`, c.heap, 1),
+    row(`RSS KB per request in flight, ${short} tokens generated`, c.rssShort, 1),
+    row(`heap used KB per request in flight, ${short} tokens generated`, c.heapShort, 1),
+    differenceRow(
+      `heap bytes per generated token held (${short} to ${long} tokens)`,
+      c.heapPerToken,
+      1,
+    ),
+    '',
+    `Goal: no more than ${Math.round((CHUNK_CPU_GOAL - 1) * 100)} % more CPU per streamed chunk with continuation than without: on / off ${fmt(goal)}, ${verdict}. In flight after the held streams were dropped: ${c.inFlightAfterClose}.`,
+  ];
+}
+
+/** The extra time a client waits at a splice, after a crash and after a hang. */
+function spliceReport(raw, sp) {
+  if (raw === undefined || sp === undefined) return [];
+  const s = raw.settings;
+  const modes = Object.keys(sp.scenarios);
+  const label = {
+    reset: 'crash (the engine resets the connection)',
+    hang: `hang (the engine falls silent; stall timeout ${s.stallTimeoutMs} ms)`,
+  };
+  const row = (name, fn) => `| ${name} | ${modes.map((m) => fn(sp.scenarios[m], m)).join(' | ')} |`;
+  return [
+    '',
+    '#### The extra wait at a splice',
+    '',
+    `Two \`@es/mock-engine\` processes (splice-engine.mjs: the built library, \`ttft\` ${s.ttftMs} ms, ${s.tokensPerSecond} tokens/s) in the pool of one \`@es/proxy\` (\`node ${raw.proxyArgv.join(' ')}\`: \`continuation.stallTimeoutMs\` ${s.stallTimeoutMs} ms, the scheduler's \`stallTimeoutMs\`, default 30 000 ms; other options default; a fresh process per scenario). ${s.streams} chat streams of ${s.tokens} tokens (8 prompts in turn) started over ${s.spreadMs} ms; each engine cuts one chat stream in ${s.every} when its ${s.cutAfter + 1}th content chunk is due, so the continuation goes to the other engine. Extra wait: the gap the client saw between the last token chunk before the cut and the first after the splice, less the normal interval (the median gap of the streams not cut). Re-prefill: the median time to the first chunk of the continuation's request (\`/v1/completions\`, the prompt's and the ${s.cutAfter} generated ids as its prompt) sent straight to an engine, ${s.prefillSamples} samples. Every response checked against the engine's own answer to its prompt (\`expectedGeneration\`; an uncut answer per prompt straight from an engine confirmed first), every cut matched with the proxy's continuation record.`,
+    '',
+    `| figure | ${modes.map((m) => label[m] ?? m).join(' | ')} |`,
+    `|---|${modes.map(() => '---').join('|')}|`,
+    row(
+      'streams cut by an engine / continued by the proxy / spliced responses correct',
+      (x) => `${x.cuts} / ${x.splices} / ${x.correct}`,
+    ),
+    row('extra wait at the splice p50 ms', (x) => fmt(x.p50, 0)),
+    row('extra wait at the splice p95 ms', (x) => fmt(x.p95, 0)),
+    row(
+      "the proxy's own wait, cut to the continuation's first event, p50 / p95 ms",
+      (x) => `${fmt(x.proxyWaitP50, 0)} / ${fmt(x.proxyWaitP95, 0)}`,
+    ),
+    row('normal interval between chunks ms', (x) => fmt(x.normalIntervalMs, 1)),
+    row('re-prefill of the continuation on the engine ms', () => fmt(sp.prefillMs, 0)),
+    row(
+      'goal: extra wait p95 <= ms',
+      (x, m) => `${fmt(x.goalMs, 0)} (re-prefill + ${m === 'hang' ? 'stall timeout + ' : ''}1 s)`,
+    ),
+    row('goal met', (x) => (x.met ? 'yes' : '**no**')),
+    ...modes
+      .filter((m) => sp.scenarios[m].stalled)
+      .flatMap((m) => [
+        '',
+        `${label[m]}: the normal interval between chunks was ${fmt(sp.scenarios[m].normalIntervalMs, 1)} ms, not the engine's ${fmt(sp.intervalMs, 0)} ms: the machine stalled during this scenario, and its waits measure the machine more than the proxy.`,
+      ]),
+  ];
 }
 
 const minutes = (s) => `${Math.floor(s / 60)} min ${s % 60} s`;
@@ -654,6 +751,8 @@ export function render(results) {
   } else if (results.mockNote !== undefined) {
     out.push('', results.mockNote);
   }
+  out.push(...costReport(results.cost, summary.cost));
+  out.push(...spliceReport(results.splice, summary.splice));
   const capacity = capacityParagraph(summary, settings.tokensPerGpu);
   if (capacity.length > 0) out.push('', ...capacity);
   const failures = failureLines(results);
@@ -664,15 +763,28 @@ export function render(results) {
   );
   let exitCode = failures.length === 0 ? 0 : 1;
   if (settings.plantCorrupt) {
-    const planted = results.bench?.planted ?? { completions: 0, streams: 0 };
-    const total = planted.completions + planted.streams;
-    const detected = detectedInBench(results);
-    const ok = total > 0 && detected === total;
-    out.push(
-      '',
-      `--plant-corrupt: the upstream altered ${planted.completions} completion(s) and ${planted.streams} stream(s); the checks reported ${detected} failure(s): ${ok ? 'every planted defect was caught, nothing else failed' : 'MISMATCH'}`,
-    );
-    exitCode = ok ? 0 : 1;
+    const verdicts = [];
+    if (results.bench !== undefined) {
+      const planted = results.bench.planted ?? { completions: 0, streams: 0 };
+      const total = planted.completions + planted.streams;
+      const detected = detectedInBench(results);
+      const ok = total > 0 && detected === total;
+      verdicts.push(ok);
+      out.push(
+        '',
+        `--plant-corrupt: the upstream altered ${planted.completions} completion(s) and ${planted.streams} stream(s); the checks reported ${detected} failure(s): ${ok ? 'every planted defect was caught, nothing else failed' : 'MISMATCH'}`,
+      );
+    }
+    for (const [mode, sc] of Object.entries(results.splice?.scenarios ?? {})) {
+      // The judge reports a planted wrong splice that passed and any other failure.
+      const ok = sc.planted > 0 && sc.problems.length === 0 && sc.tally.failedAll === sc.planted;
+      verdicts.push(ok);
+      out.push(
+        '',
+        `--plant-corrupt, splice (${mode}): the engines altered the first token of ${sc.planted} continuation(s); the checks reported ${sc.tally.failedAll} failed response(s): ${ok ? 'every wrong splice was caught, nothing else failed' : 'MISMATCH'}`,
+      );
+    }
+    exitCode = verdicts.length > 0 && verdicts.every(Boolean) ? 0 : 1;
   }
   return { text: out.join('\n'), summary, exitCode };
 }

@@ -1,8 +1,9 @@
 /* global process, console */
 // Proxy benchmark: @es/proxy (with continuation, the default, and without), the deployed
 // scheduler and two raw pipe proxies (node:http, and node:http + undici as @es/proxy uses),
-// each its own process, in front of the same engines, driven from this one over 127.0.0.1.
-// See README.md for the method.
+// each its own process, in front of the same engines, driven from this one over 127.0.0.1;
+// then what keeping the generated ids costs (cost.mjs) and the client's extra wait at a
+// splice (splice.mjs). See README.md for the method.
 //
 //   pnpm build && node bench/proxy/run.mjs [--quick] [--write-readme] [--plant-corrupt]
 import { execFileSync } from 'node:child_process';
@@ -11,6 +12,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { costSection } from './cost.mjs';
 import { idle, nonStreaming, streaming } from './load.mjs';
 import { NGINX_MISSING, startNginx } from './nginx.mjs';
 import {
@@ -24,6 +26,8 @@ import {
   startScheduler,
 } from './processes.mjs';
 import { collectProvenance, render, writeOutputs } from './report.mjs';
+import { spliceSection } from './splice.mjs';
+import { spliceSelfCheck } from './splice-judge.mjs';
 import { selfCheck } from './verify.mjs';
 import { benchWorkload, mockWorkload } from './workloads.mjs';
 
@@ -49,14 +53,14 @@ const log = (...parts) =>
   console.error(`[${((Date.now() - began) / 1000).toFixed(0).padStart(3)} s]`, ...parts);
 
 // The checks must be able to fail, or "0 failures" means nothing.
-const selfCheckFailures = selfCheck();
+const selfCheckFailures = [...selfCheck(), ...spliceSelfCheck()];
 if (selfCheckFailures.length > 0) {
   log(`response checks self-check FAILED:\n  ${selfCheckFailures.join('\n  ')}`);
   process.exit(1);
 }
 if (args['self-check']) {
   log(
-    'response checks self-check: every planted defect was reported, every correct response passed',
+    'response and splice checks self-check: every planted defect was reported, every correct response passed',
   );
   process.exit(0);
 }
@@ -68,6 +72,7 @@ for (const dist of [
   '../../packages/proxy/dist/index.mjs',
   '../../packages/pool/dist/index.mjs',
   '../../packages/protocol/dist/index.mjs',
+  '../../packages/mock-engine/dist/index.mjs',
 ]) {
   if (!existsSync(here(dist))) {
     log('build first: pnpm build (at the repository root)');
@@ -98,6 +103,11 @@ settings.idleWanted = Number(args.idle ?? (quick ? 2000 : 10_000));
 settings.idleStreams = Math.min(settings.idleWanted, Math.floor((fdLimit - 64) / 2));
 settings.fdLimit = fdLimit;
 const run = (phase) => args.only === 'all' || args.only === phase;
+const ONLY = ['all', 'latency', 'stream', 'idle', 'mock', 'cost', 'splice'];
+if (!ONLY.includes(args.only)) {
+  log(`--only ${args.only}: one of ${ONLY.join(', ')}`);
+  process.exit(2);
+}
 
 /** Round r visits the targets starting from the r-th, so no target always goes first. */
 async function inRounds(label, targets, sample) {
@@ -415,6 +425,10 @@ try {
   for (const stop of stops.splice(0)) await stop();
   for (const child of children.splice(0)) child.kill('SIGINT');
 }
+// What keeping the generated ids costs (no planted defects there: its figures are the point).
+if (!settings.plantCorrupt && run('cost')) results.cost = await costSection(settings, log);
+// The client's extra wait at a splice (with --plant-corrupt: wrong splices planted).
+if (run('splice')) results.splice = await spliceSection(settings, log);
 if (!settings.plantCorrupt && (args.only === 'all' || args.only === 'mock')) {
   if (existsSync(SCHEDULER_CLI)) results.mock = await mockSection();
   else results.mockNote = 'apps/scheduler not built (pnpm build): mock-engine section skipped';

@@ -13,8 +13,8 @@
 //
 // Request body fields: `stream`, `max_tokens` (tokens, default 16), `return_token_ids`,
 // `stream_options.include_usage`, `bench_nonce`, `bench_interval_ms` (gap between chunks),
-// `bench_idle` (send the role chunk and the first token's, then hold the stream open until
-// the client goes away). The path is not looked at: every request is a chat completion.
+// `bench_idle` (send the role chunk and the first token's, or the first `bench_idle_tokens`
+// tokens', then hold the stream open until the client goes away). The path is not looked at: every request is a chat completion.
 //
 // --plant-corrupt: alter one completion in PLANT_EVERY_COMPLETIONS and one stream in
 // PLANT_EVERY_STREAMS (a chunk lost, repeated or altered, in turn), to show that the
@@ -93,7 +93,11 @@ const server = createServer((req, res) => {
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     if (body.bench_idle) {
-      res.write(roleChunk(nonce, tokenIds) + tokenChunk(nonce, 0, pieces[0], false, tokenIds));
+      // The first `bench_idle_tokens` tokens (default 1) in one write, then silence.
+      let out = roleChunk(nonce, tokenIds);
+      const held = Math.min(body.bench_idle_tokens ?? 1, total - 1);
+      for (let i = 0; i < held; i++) out += tokenChunk(nonce, i, pieces[i], false, tokenIds);
+      res.write(out);
       return;
     }
     const includeUsage = body.stream_options?.include_usage === true;

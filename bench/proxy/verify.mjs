@@ -208,6 +208,12 @@ export const benchExpectation = {
   }),
   /** An idle stream: its first token only (not the last, so no finish reason). */
   idle: (nonce) => ({ id: `chatcmpl-${nonce}`, deltas: [nonce], stamped: true }),
+  /** A held stream: its first `tokens` tokens (not the last, so no finish reason). */
+  held: (nonce, tokens) => ({
+    id: `chatcmpl-${nonce}`,
+    deltas: benchAnswer(nonce, tokens),
+    stamped: true,
+  }),
 };
 
 /** An SSE body as an engine would send it (a role chunk, then one chunk per token), for the self-check. */

@@ -1,7 +1,7 @@
 /* global fetch */
 // What the load generator sends to an engine and what it must get back. A workload makes
 // each request's body and its expectation (see verify.mjs): `completion()`, `stream(chunks?)`,
-// `idle()` (bench upstream only).
+// `idle()` and `held(tokens)` (bench upstream only).
 import { randomBytes } from 'node:crypto';
 import { benchExpectation, checkCompletion, createStreamCheck } from './verify.mjs';
 import { here } from './processes.mjs';
@@ -37,6 +37,13 @@ export function benchWorkload({ chunks, intervalMs }) {
     idle() {
       const { nonce, body } = request(',"stream":true,"bench_idle":true');
       return { body, expected: benchExpectation.idle(nonce) };
+    },
+    /** A stream held open after its first `tokens` tokens (of `tokens` + 1). */
+    held(tokens) {
+      const { nonce, body } = request(
+        `,"stream":true,"bench_idle":true,"bench_idle_tokens":${tokens},"max_tokens":${tokens + 1}`,
+      );
+      return { body, expected: benchExpectation.held(nonce, tokens) };
     },
   };
 }
