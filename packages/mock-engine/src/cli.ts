@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { MockEngineError } from './errors.js';
 import { loadScript } from './options.js';
+import { outputFormatFromFlags } from './output-format.js';
 import { createMockEngine } from './server.js';
 
 // Exit code of an injected crash (--crash-after), distinct from usage errors (2).
@@ -85,6 +86,18 @@ async function main(): Promise<void> {
         describe: 'Append one JSON line per inference request to <dir>/requests-<pid>.jsonl',
       },
       script: { type: 'string', describe: 'JSON file of {match?, response, finishReason?} rules' },
+      'reasoning-parser': {
+        type: 'string',
+        describe: 'As vLLM: write and parse <think> reasoning (deepseek_r1, qwen3)',
+      },
+      'tool-call-parser': {
+        type: 'string',
+        describe: 'As vLLM: write and parse Hermes <tool_call>s (hermes)',
+      },
+      'enable-auto-tool-choice': {
+        type: 'boolean',
+        describe: 'As vLLM: parse tool calls (with --tool-call-parser)',
+      },
       'shutdown-timeout': {
         type: 'number',
         default: 30_000,
@@ -123,6 +136,13 @@ async function main(): Promise<void> {
     seed: argv.seed,
     requestLogDir: argv['request-log-dir'],
     script: argv.script === undefined ? undefined : loadScript(argv.script),
+    // A gpt-oss --model writes Harmony, as vLLM renders and parses it.
+    outputFormat: outputFormatFromFlags({
+      model: argv.model,
+      reasoningParser: argv['reasoning-parser'],
+      toolCallParser: argv['tool-call-parser'],
+      enableAutoToolChoice: argv['enable-auto-tool-choice'],
+    }),
     onCrash: () => {
       console.error(`mock engine: injected crash after ${argv['crash-after']} requests`);
       process.exit(CRASH_EXIT_CODE);

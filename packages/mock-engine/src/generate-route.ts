@@ -6,7 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EngineState } from './engine-state.js';
-import { expectedGeneration, promptTokenCount } from './generation.js';
+import { parseChat } from './chat-output.js';
+import { promptTokenCount, traceGeneration } from './generation.js';
 import { readBody, sendError, sendJson } from './http-io.js';
 import { HttpError, checkContextLength, parseGenerationRequest } from './requests.js';
 import { fullResponse, nowSeconds } from './responses.js';
@@ -28,16 +29,23 @@ export async function generate(
   if (promptTokens > opts.maxModelLen) checkContextLength(promptTokens, request.maxTokens, opts);
   // The one definition of the output. Capped at the context length so that an oversized
   // max_tokens costs nothing before its 400 (a valid one is never above it).
-  const plan = expectedGeneration(request.input, {
+  const { generation: plan, trace } = traceGeneration(request.input, {
     maxTokens: Math.min(request.maxTokens, opts.maxModelLen),
     stop: request.stop,
     stopTokenIds: request.stopTokenIds,
     minTokens: request.minTokens,
     includeStopStrInOutput: request.includeStopStrInOutput,
+    skipSpecialTokens: request.skipSpecialTokens,
     ...(request.topLogprobs === undefined ? {} : { topLogprobs: request.topLogprobs }),
     script: opts.script,
+    ...(opts.outputFormat === undefined ? {} : { outputFormat: opts.outputFormat }),
   });
   checkContextLength(plan.promptTokens, request.maxTokens, opts);
+  // With an output format the chat endpoint parses the answer (reasoning, tool calls).
+  const parsed =
+    kind === 'chat' && opts.outputFormat !== undefined
+      ? { ...parseChat(plan, trace), callId: `chatcmpl-tool-${randomUUID().replaceAll('-', '')}` }
+      : undefined;
   log.record(req, request, plan.promptTokens);
   const seq = await batch.admit(req, plan.promptTokens);
   if (!seq) {
@@ -81,7 +89,7 @@ export async function generate(
       addTokens(chunks);
       end('completed');
       log.firstToken(req, plan.promptTokens);
-      sendJson(res, 200, fullResponse(request, plan, id, nowSeconds()));
+      sendJson(res, 200, fullResponse(request, plan, id, nowSeconds(), parsed));
     }, total);
     return;
   }
@@ -89,6 +97,7 @@ export async function generate(
     res,
     request,
     plan,
+    parsed,
     id,
     opts,
     seq,

@@ -3,8 +3,14 @@
  * {@link expectedGeneration} and nothing else, so a checker that calls it knows exactly what
  * any request must have received.
  */
+import { renderChatPrompt } from './chat-template.js';
+import type { ChatMessage, ChatTemplateOptions } from './chat-template.js';
+import { openDocument } from './document.js';
+import type { Role } from './document.js';
 import { compileScript } from './options.js';
 import type { CompiledRule, ScriptRule } from './options.js';
+import { resolveOutputFormat } from './output-format.js';
+import type { OutputFormat } from './output-format.js';
 import {
   INITIAL_STATE,
   VOCABULARY_SIZE,
@@ -18,26 +24,12 @@ import {
   tokenize,
 } from './tokenizer.js';
 
-/** One chat message as the template sees it: a role and its text. */
-export interface ChatMessage {
-  role: string;
-  content: string;
-}
-
-/** vLLM's chat-template parameters (`add_generation_prompt`, `continue_final_message`). */
-export interface ChatTemplateOptions {
-  /** End with `<|assistant|>\n` so the model starts a new answer (default true). */
-  addGenerationPrompt?: boolean;
-  /** Leave the last message open so the model continues it (default false; wins over `addGenerationPrompt`). */
-  continueFinalMessage?: boolean;
-}
-
 /** A request's prompt: chat messages or a completion prompt (text or token ids). */
 export type GenerationInput =
   | ({ kind: 'chat'; messages: readonly ChatMessage[] } & ChatTemplateOptions)
   | { kind: 'completion'; prompt: string | readonly number[] };
 
-/** The request's sampling limits (vLLM's names in camelCase), and the engine's script. */
+/** The request's sampling limits (vLLM's names in camelCase), and the engine's script and format. */
 export interface GenerationLimits {
   /** `max_tokens`: at most this many tokens are generated. */
   maxTokens: number;
@@ -49,10 +41,14 @@ export interface GenerationLimits {
   minTokens?: number;
   /** `include_stop_str_in_output`: keep the stop string in the text (and hold nothing back). */
   includeStopStrInOutput?: boolean;
+  /** `skip_special_tokens` (default true): special tokens' text is left out of the output text. */
+  skipSpecialTokens?: boolean;
   /** Top logprobs wanted per token (chat `top_logprobs`, completions `logprobs`); absent = none. */
   topLogprobs?: number;
   /** Scripted answers (the engine's `script` option); a matching rule wins over generation. */
   script?: readonly ScriptRule[];
+  /** The engine's `outputFormat`: structured answers after `<|assistant|>\n` (see the README). */
+  outputFormat?: OutputFormat;
 }
 
 /** One candidate of a token's logprobs: a token id and its log-probability. */
@@ -82,25 +78,6 @@ export interface Generation {
   completionTokens: number;
   /** With `topLogprobs`: for each id of `ids`, the top candidates, the chosen id first. */
   logprobs?: TokenLogprob[][];
-}
-
-/**
- * The chat template: each message as `<|role|>\ncontent\n`, then `<|assistant|>\n` (the
- * generation prompt). With `continueFinalMessage` the last message has no closing newline
- * and no generation prompt follows, so generation continues that message.
- * @example
- * renderChatPrompt([{ role: 'user', content: 'Hi' }]); // '<|user|>\nHi\n<|assistant|>\n'
- */
-export function renderChatPrompt(
-  messages: readonly ChatMessage[],
-  options: ChatTemplateOptions = {},
-): string {
-  const { addGenerationPrompt = true, continueFinalMessage = false } = options;
-  const last = messages.length - 1;
-  const text = messages
-    .map((m, i) => `<|${m.role}|>\n${m.content}${continueFinalMessage && i === last ? '' : '\n'}`)
-    .join('');
-  return addGenerationPrompt && !continueFinalMessage ? `${text}<|assistant|>\n` : text;
 }
 
 /** The prompt's token ids: the chat template's text, a completion prompt's text, or its ids. */
@@ -205,6 +182,24 @@ export function topLogprobs(state: number, chosen: number, k: number): TokenLogp
 }
 
 /**
+ * What the chat endpoint's parsers need of a generation, beyond its text: each generated
+ * id's role in a structured answer (see `document.ts`; `content` outside one).
+ */
+export interface GenerationTrace {
+  /** Each generated id's role. */
+  roles: Role[];
+  /**
+   * The parsed tool call of the answer's document: its name, and the index (in `ids`) of the
+   * id completing its header (-1 when not generated); undefined when there is none.
+   */
+  call: { name: string; at: number } | undefined;
+  /** For each generated id, the output's length (code points) once it was decoded. */
+  charEnds: number[];
+  /** For each chunk, the output's length (code points) released up to it. */
+  releasedEnds: number[];
+}
+
+/**
  * Exactly what the engine answers to a request, chunk by chunk: the first matching script
  * rule's response (one chunk per piece), else up to `maxTokens` generated tokens, each a pure
  * function of all token ids before it (the prompt's and the generated ones). The text of each
@@ -221,11 +216,21 @@ export function topLogprobs(state: number, chosen: number, k: number): TokenLogp
  * );
  */
 export function expectedGeneration(input: GenerationInput, limits: GenerationLimits): Generation {
+  return traceGeneration(input, limits).generation;
+}
+
+/** {@link expectedGeneration}, and its {@link GenerationTrace}. */
+export function traceGeneration(
+  input: GenerationInput,
+  limits: GenerationLimits,
+): { generation: Generation; trace: GenerationTrace } {
   const promptIds = encodePrompt(input);
   const rules = limits.script === undefined ? [] : compiled(limits.script);
   const subject = rules.length > 0 ? scriptSubject(input) : '';
   const rule = rules.find((r) => r.match === undefined || r.match.test(subject));
   const scripted = rule ? tokenize(rule.response).map(pieceIds) : undefined;
+  const format = scripted ? undefined : resolveOutputFormat(limits.outputFormat);
+  const document = format && openDocument(promptIds, format);
   const stop = limits.stop ?? [];
   const stopTokenIds = limits.stopTokenIds ?? [];
   const minTokens = limits.minTokens ?? 0;
@@ -234,37 +239,71 @@ export function expectedGeneration(input: GenerationInput, limits: GenerationLim
 
   const all = [...promptIds];
   let state = promptIds.reduce(absorb, INITIAL_STATE);
-  const decodeNext = createStreamDecoder(promptIds);
+  // A script's answer is its text as written: skip_special_tokens applies to generated ids.
+  const skipSpecial = !scripted && (limits.skipSpecialTokens ?? true);
+  const decodeNext = createStreamDecoder(promptIds, skipSpecial);
   const ids: number[] = [];
   const chunkIds: number[][] = [];
   const deltas: string[] = [];
   const logprobs: TokenLogprob[][] = [];
   const chars: string[] = []; // the output text, one code point each (Python's str indexing)
+  const called = document?.document.call;
+  const trace: GenerationTrace = {
+    roles: [],
+    call: called === undefined ? undefined : { name: called, at: -1 },
+    charEnds: [],
+    releasedEnds: [],
+  };
   let released = 0;
   let finishReason: 'stop' | 'length' = 'length';
   let stopReason: string | number | null = null;
 
   for (let n = 1; n <= limits.maxTokens; n++) {
     let step: number[];
+    let role: Role = 'content';
+    let documentEnd: 'eos' | 'stop-token' | 'last' | undefined;
     if (scripted) {
       const piece = scripted[n - 1];
       if (piece === undefined) break; // an empty script answer
       step = piece;
-    } else step = [nextToken(all, state)];
+    } else {
+      const next = document?.next() ?? 'free';
+      if (next === 'done') {
+        // The prompt holds the whole document already: nothing is left to write.
+        finishReason = 'stop';
+        break;
+      }
+      if (next === 'free') step = [nextToken(all, state)];
+      else {
+        step = [next.id];
+        role = next.role;
+        if (next.call && trace.call) trace.call.at = ids.length;
+        if (next.last) documentEnd = document?.document.end;
+      }
+    }
     for (const id of step) {
       if (limits.topLogprobs !== undefined)
         logprobs.push(topLogprobs(state, id, limits.topLogprobs));
       all.push(id);
       state = absorb(state, id);
       ids.push(id);
+      document?.push(id);
+      trace.roles.push(role);
     }
     chunkIds.push(step);
-    // The scheduler's checks (vLLM's check_stop): length first, then stop ids after min_tokens.
+    // The scheduler's checks (vLLM's check_stop): length first, then the end of a document
+    // (Harmony's <|return|> is gpt-oss's EOS, <|call|> a stop id of its generation config),
+    // then stop ids after min_tokens.
     let finished = false;
     let stoppedById = false;
     const last = step.at(-1) ?? -1;
     if (n >= limits.maxTokens) finished = true;
-    else if (n >= minTokens && stopTokenIds.includes(last)) {
+    else if (documentEnd !== undefined) {
+      finished = true;
+      finishReason = 'stop';
+      stoppedById = documentEnd !== 'last';
+      if (documentEnd === 'stop-token') stopReason = last;
+    } else if (n >= minTokens && stopTokenIds.includes(last)) {
       finished = stoppedById = true;
       finishReason = 'stop';
       stopReason = last;
@@ -274,8 +313,11 @@ export function expectedGeneration(input: GenerationInput, limits: GenerationLim
     }
     // The detokenizer: the stop id's own text is left out unless include_stop_str_in_output.
     let checkFrom = chars.length;
-    const shown = stoppedById && !include ? step.slice(0, -1) : step;
-    for (const id of shown) for (const c of decodeNext(id)) chars.push(c);
+    const shown = stoppedById && !include ? step.length - 1 : step.length;
+    step.forEach((id, i) => {
+      if (i < shown) for (const c of decodeNext(id)) chars.push(c);
+      trace.charEnds.push(chars.length);
+    });
     if (minTokens > 0 && n <= minTokens) checkFrom = chars.length;
     if (stop.length > 0 && n > minTokens) {
       const hit = checkStopStrings(chars, chars.length - checkFrom, stop, include);
@@ -289,10 +331,11 @@ export function expectedGeneration(input: GenerationInput, limits: GenerationLim
     const upTo = chars.length - (finished ? 0 : bufferLength);
     deltas.push(released < upTo ? chars.slice(released, upTo).join('') : '');
     released = Math.max(released, upTo);
+    trace.releasedEnds.push(released);
     if (finished) break;
   }
   if (scripted?.length === 0) finishReason = rule?.finishReason ?? 'stop';
-  return {
+  const generation: Generation = {
     promptIds,
     ids,
     chunkIds,
@@ -304,4 +347,5 @@ export function expectedGeneration(input: GenerationInput, limits: GenerationLim
     completionTokens: chunkIds.length,
     ...(limits.topLogprobs === undefined ? {} : { logprobs }),
   };
+  return { generation, trace };
 }

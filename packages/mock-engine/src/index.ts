@@ -2,20 +2,13 @@ export { createMockEngine } from './server.js';
 export type { MockEngine } from './server.js';
 export type { FirstTokenRecord, RequestLogRecord } from './request-log.js';
 export { VOCABULARY_SIZE, decode, encode } from './tokenizer.js';
-export {
-  continuationInput,
-  encodePrompt,
-  expectedGeneration,
-  renderChatPrompt,
-} from './generation.js';
-export type {
-  ChatMessage,
-  ChatTemplateOptions,
-  Generation,
-  GenerationInput,
-  GenerationLimits,
-  TokenLogprob,
-} from './generation.js';
+export { renderChatPrompt } from './chat-template.js';
+export type { ChatMessage, ChatTemplateOptions, ToolFunction } from './chat-template.js';
+export { continuationInput, encodePrompt, expectedGeneration } from './generation.js';
+export type { Generation, GenerationInput, GenerationLimits, TokenLogprob } from './generation.js';
+export { expectedChatOutput } from './chat-output.js';
+export type { ChatOutput } from './chat-output.js';
+export type { OutputFormat } from './output-format.js';
 export { MockEngineError } from './errors.js';
 export type { MockEngineErrorCode } from './errors.js';
 export { loadScript } from './options.js';

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { MockEngineError } from './errors.js';
+import { resolveOutputFormat } from './output-format.js';
+import type { OutputFormat } from './output-format.js';
 
 /** One rule of a response script: the first rule whose `match` matches the prompt wins. */
 export interface ScriptRule {
@@ -65,6 +67,13 @@ export interface MockEngineOptions {
   /** Scripted answers; without a script the engine generates deterministic text. */
   script?: ScriptRule[];
   /**
+   * Write chat answers as a reasoning / tool-calling model served with vLLM's parsers, and
+   * parse them as vLLM does (the CLI's `--reasoning-parser`, `--tool-call-parser` with
+   * `--enable-auto-tool-choice`, or a gpt-oss `--model`): `'harmony'`, or
+   * `{ reasoning?: 'think', tools?: 'hermes' }`. Default: plain text.
+   */
+  outputFormat?: OutputFormat;
+  /**
    * Called when `crashAfter` is reached. The CLI exits the process with code 3; the library
    * default destroys every connection and closes the server, like a dead process would.
    */
@@ -94,6 +103,8 @@ export interface ResolvedOptions {
   requestLogDir: string | undefined;
   /** A checked copy of the script (compiled on use, see `expectedGeneration`). */
   script: readonly ScriptRule[];
+  /** The checked output format; undefined: plain text. */
+  outputFormat: OutputFormat | undefined;
 }
 
 /** A script rule with its regular expression compiled. */
@@ -223,5 +234,7 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
     seed: checkNumber('seed', options.seed, 0, { integer: true }),
     requestLogDir: options.requestLogDir === '' ? undefined : options.requestLogDir,
     script,
+    outputFormat:
+      resolveOutputFormat(options.outputFormat) === undefined ? undefined : options.outputFormat,
   };
 }

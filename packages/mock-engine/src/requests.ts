@@ -1,4 +1,5 @@
-import type { ChatMessage, GenerationInput } from './generation.js';
+import type { ChatMessage, ToolFunction } from './chat-template.js';
+import type { GenerationInput } from './generation.js';
 import type { ResolvedOptions } from './options.js';
 import { isTokenId } from './tokenizer.js';
 
@@ -38,6 +39,8 @@ export interface GenerationRequest {
   stopTokenIds: number[];
   minTokens: number;
   includeStopStrInOutput: boolean;
+  /** vLLM's `skip_special_tokens` (default true). */
+  skipSpecialTokens: boolean;
   /** vLLM's `return_token_ids`: prompt and generated token ids in the answer. */
   returnTokenIds: boolean;
   /** Top logprobs per token (chat `top_logprobs` with `logprobs: true`; completions `logprobs`); undefined = none. */
@@ -127,6 +130,7 @@ function chatInput(body: Record<string, unknown>): GenerationInput {
     }
     return { role: m.role, content: messageText(m.content, i) };
   });
+  const tools = offeredTools(body);
   const continueFinalMessage = optionalBoolean(body, 'continue_final_message') ?? false;
   const explicitPrompt = optionalBoolean(body, 'add_generation_prompt');
   const addGenerationPrompt = explicitPrompt ?? true;
@@ -144,7 +148,39 @@ function chatInput(body: Record<string, unknown>): GenerationInput {
       'continue_final_message',
     );
   }
-  return { kind: 'chat', messages: parsed, continueFinalMessage, addGenerationPrompt };
+  return {
+    kind: 'chat',
+    messages: parsed,
+    continueFinalMessage,
+    addGenerationPrompt,
+    ...(tools.length > 0 ? { tools } : {}),
+  };
+}
+
+/**
+ * The functions of the request's `tools` the chat template renders: none with
+ * `tool_choice: "none"` (as vLLM's `--exclude-tools-when-tool-choice-none`), else all.
+ */
+function offeredTools(body: Record<string, unknown>): ToolFunction[] {
+  const { tools } = body;
+  if (tools === undefined || tools === null) return [];
+  if (!Array.isArray(tools)) throw badRequest('tools must be an array', 'tools');
+  const functions = tools.map((tool: unknown, i) => {
+    const fn = isRecord(tool) ? tool.function : undefined;
+    if (
+      !isRecord(tool) ||
+      tool.type !== 'function' ||
+      !isRecord(fn) ||
+      typeof fn.name !== 'string'
+    ) {
+      throw badRequest(
+        `tools[${i}] must be {"type": "function", "function": {"name", ...}}`,
+        'tools',
+      );
+    }
+    return fn as ToolFunction;
+  });
+  return body.tool_choice === 'none' ? [] : functions;
 }
 
 function optionalPositiveInt(body: Record<string, unknown>, key: string): number | undefined {
@@ -196,6 +232,7 @@ export function parseGenerationRequest(
     );
   }
   const includeStopStrInOutput = optionalBoolean(body, 'include_stop_str_in_output') ?? false;
+  const skipSpecialTokens = optionalBoolean(body, 'skip_special_tokens') ?? true;
   const returnTokenIds = optionalBoolean(body, 'return_token_ids') ?? false;
   let topLogprobs: number | undefined;
   if (kind === 'chat') {
@@ -230,6 +267,7 @@ export function parseGenerationRequest(
     stopTokenIds: stopTokenIds as number[],
     minTokens,
     includeStopStrInOutput,
+    skipSpecialTokens,
     returnTokenIds,
     topLogprobs,
     stream,

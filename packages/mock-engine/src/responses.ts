@@ -3,6 +3,7 @@
  * the planned generation: a full answer, its usage and logprobs, the chunks of a stream
  * (SSE events), and the model list. Writing them to a socket is not done here.
  */
+import type { ChatDelta, ParsedChat } from './chat-output.js';
 import { codePoints } from './generation.js';
 import type { Generation, TokenLogprob } from './generation.js';
 import type { ResolvedOptions } from './options.js';
@@ -23,18 +24,80 @@ export function usageOf(plan: Generation) {
   };
 }
 
+/** A chat answer the endpoint parses (an output format): its chunks, and its tool call's id. */
+export interface ParsedAnswer extends ParsedChat {
+  /** `chatcmpl-tool-<32 hex>`, as vLLM names a call. */
+  callId: string;
+}
+
+/** A parsed chunk's `delta`: only the fields with something in them (`{}` for a marker). */
+function wireDelta(delta: ChatDelta, callId: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (delta.reasoning !== undefined) out.reasoning = delta.reasoning;
+  if (delta.content !== undefined) out.content = delta.content;
+  const call = delta.toolCall;
+  if (call !== undefined) {
+    const fn = { arguments: call.arguments };
+    out.tool_calls = [
+      call.name === undefined
+        ? { index: 0, function: fn }
+        : { index: 0, id: callId, type: 'function', function: { name: call.name, ...fn } },
+    ];
+  }
+  return out;
+}
+
+/** The `delta` of a parsed answer's chunk `i`; `{}` when `dropped`, or for a marker. */
+export function parsedWireDelta(
+  parsed: ParsedAnswer,
+  i: number,
+  dropped = false,
+): Record<string, unknown> {
+  const delta = parsed.deltas[i];
+  return dropped || delta === undefined ? {} : wireDelta(delta, parsed.callId);
+}
+
+/**
+ * The non-streaming `message`: the text as `content`, or a parsed answer's parts (`content`
+ * null when empty and a tool was called; vLLM main's `reasoning`, no `reasoning_content`).
+ */
+function chatMessage(plan: Generation, parsed: ParsedAnswer | undefined) {
+  const unused = { refusal: null, annotations: null, audio: null, function_call: null };
+  if (parsed === undefined) {
+    const rest = { tool_calls: [], reasoning_content: null };
+    return { role: 'assistant', content: plan.text, ...unused, ...rest };
+  }
+  const { output, callId } = parsed;
+  const called = output.toolCalls.length > 0;
+  return {
+    role: 'assistant',
+    content: output.content === '' && called ? null : output.content,
+    ...unused,
+    tool_calls: output.toolCalls.map((call) => ({
+      id: callId,
+      type: 'function',
+      function: { name: call.name, arguments: call.arguments },
+    })),
+    reasoning: output.reasoning === '' ? null : output.reasoning,
+  };
+}
+
 /** The answer of a request that does not stream, as vLLM serializes it. */
 export function fullResponse(
   request: GenerationRequest,
   plan: Generation,
   id: string,
   created: number,
+  parsed?: ParsedAnswer,
 ) {
   const tokenIds = request.returnTokenIds ? plan.ids : null;
   const promptIds = request.returnTokenIds ? plan.promptIds : null;
   const logprobs = logprobsOf(request, plan, 0, plan.ids.length, 0);
   const usage = { ...usageOf(plan), prompt_tokens_details: null };
-  const end = { finish_reason: plan.finishReason, stop_reason: plan.stopReason };
+  const end = {
+    finish_reason: parsed?.output.finishReason ?? plan.finishReason,
+    stop_reason: plan.stopReason,
+  };
   if (request.kind === 'chat') {
     return {
       id,
@@ -44,16 +107,7 @@ export function fullResponse(
       choices: [
         {
           index: 0,
-          message: {
-            role: 'assistant',
-            content: plan.text,
-            refusal: null,
-            annotations: null,
-            audio: null,
-            function_call: null,
-            tool_calls: [],
-            reasoning_content: null,
-          },
+          message: chatMessage(plan, parsed),
           logprobs,
           ...end,
           token_ids: tokenIds,
@@ -147,26 +201,33 @@ export function sseEvent(
   return `data: ${JSON.stringify({ ...head, ...body })}\n\n`;
 }
 
-/** The stream's chunk of plan chunk `i` (ids `from .. from + n`), the final one if `last`. */
+/**
+ * The stream's chunk of plan chunk `i` (ids `from .. from + n`), the final one if `last`;
+ * `dropped` (the `dropChunk` fault): sent without its text.
+ */
 export function tokenChunk(
   request: GenerationRequest,
   plan: Generation,
   i: number,
   from: number,
   textOffset: number,
-  text: string,
+  dropped: boolean,
   last: boolean,
+  parsed?: ParsedAnswer,
 ): object {
   const ids = plan.chunkIds[i] ?? [];
+  const text = dropped ? '' : (plan.deltas[i] ?? '');
   const logprobs = logprobsOf(request, plan, from, from + ids.length, textOffset);
   const tokenIds = request.returnTokenIds ? ids : null;
   const end = last
-    ? { finish_reason: plan.finishReason, stop_reason: plan.stopReason }
+    ? {
+        finish_reason: parsed?.output.finishReason ?? plan.finishReason,
+        stop_reason: plan.stopReason,
+      }
     : { finish_reason: null };
   if (request.kind === 'chat') {
-    return {
-      choices: [{ index: 0, delta: { content: text }, logprobs, ...end, token_ids: tokenIds }],
-    };
+    const delta = parsed ? parsedWireDelta(parsed, i, dropped) : { content: text };
+    return { choices: [{ index: 0, delta, logprobs, ...end, token_ids: tokenIds }] };
   }
   return {
     choices: [

@@ -10,7 +10,15 @@ import { codePoints } from './generation.js';
 import type { Generation } from './generation.js';
 import type { ResolvedOptions } from './options.js';
 import type { GenerationRequest } from './requests.js';
-import { nowSeconds, roleChunk, sseEvent, tokenChunk, usageOf } from './responses.js';
+import {
+  nowSeconds,
+  parsedWireDelta,
+  roleChunk,
+  sseEvent,
+  tokenChunk,
+  usageOf,
+} from './responses.js';
+import type { ParsedAnswer } from './responses.js';
 
 /** How a generation ends: answered in full, failed before its answer, or cut mid-stream. */
 export type Outcome = 'completed' | 'failed' | 'killed';
@@ -20,6 +28,8 @@ export interface StreamGeneration {
   res: ServerResponse;
   request: GenerationRequest;
   plan: Generation;
+  /** A chat answer the endpoint parses (an output format). */
+  parsed?: ParsedAnswer | undefined;
   /** The answer's id (`chatcmpl-…`, `cmpl-…`). */
   id: string;
   opts: ResolvedOptions;
@@ -43,7 +53,7 @@ export function tokenInterval(opts: ResolvedOptions): number {
 
 /** Stream the generation: headers now, the chunks on their timers. */
 export function streamGeneration(stream: StreamGeneration): void {
-  const { res, request, plan, id, opts, seq, done, end } = stream;
+  const { res, request, plan, parsed, id, opts, seq, done, end } = stream;
   const interval = tokenInterval(opts);
   const chunks = plan.chunkIds.length;
   const stamp = nowSeconds();
@@ -58,10 +68,13 @@ export function streamGeneration(stream: StreamGeneration): void {
   let textSent = 0;
   // An answer of no chunk (an empty script answer) still sends one, with the finish.
   const last = Math.max(1, chunks);
-  // --drop-chunk: the Nth chunk is never sent; if its text is "" (a byte inside a character),
-  // the fault moves to the next chunk with text, so the client's text always loses something.
+  // --drop-chunk: the Nth chunk is never sent; if it carries no text (a byte inside a
+  // character, a marker), the fault moves to the next chunk with text, so the client's
+  // output always loses something.
+  const empty = (i: number) =>
+    parsed ? Object.keys(parsedWireDelta(parsed, i)).length === 0 : plan.deltas[i] === '';
   let drop = opts.dropChunk === undefined ? -1 : opts.dropChunk - 1;
-  while (drop >= 0 && drop < chunks - 1 && plan.deltas[drop] === '') drop++;
+  while (drop >= 0 && drop < chunks - 1 && empty(drop)) drop++;
 
   const tick = () => {
     seq.timer = undefined;
@@ -75,9 +88,8 @@ export function streamGeneration(stream: StreamGeneration): void {
       const isLast = sent === last - 1;
       // A dropped final chunk is still sent, empty, with the finish.
       const dropped = drop === sent;
-      const text = dropped ? '' : (plan.deltas[sent] ?? '');
       if (!dropped || isLast) {
-        const body = tokenChunk(request, plan, sent, idsSent, textSent, text, isLast);
+        const body = tokenChunk(request, plan, sent, idsSent, textSent, dropped, isLast, parsed);
         out += sseEvent(request, id, stamp, body);
       }
       idsSent += plan.chunkIds[sent]?.length ?? 0;

@@ -6,7 +6,7 @@
  */
 
 /** The vocabulary's words: generated as one token each, bare and with one leading space. */
-const WORDS = [
+export const WORDS = [
   ...new Set(
     (
       'the quick brown fox jumps over a lazy dog while elastic nodes come and go ' +
@@ -22,30 +22,91 @@ const WORDS = [
  */
 export const BYTE_WORDS = ['café', 'naïve', 'über', '日本', '🙂', 'señor'] as const;
 
-/** The chat template's role markers: one token each, like a model's special tokens. */
-const SPECIAL = ['<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|developer|>'];
+/** The chat template's role markers: one token each, special tokens. */
+const ROLE_MARKERS = ['<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|developer|>'];
+
+/** Reasoning and Hermes tool-call tags: added tokens that are NOT special (as Qwen3's). */
+const TAGS = ['<think>', '</think>', '<tool_call>', '</tool_call>'];
+
+/** gpt-oss Harmony's special tokens. */
+const HARMONY_MARKERS = [
+  '<|start|>',
+  '<|end|>',
+  '<|message|>',
+  '<|channel|>',
+  '<|constrain|>',
+  '<|return|>',
+  '<|call|>',
+];
 
 const BYTES = 256;
 const utf8 = new TextEncoder();
 
-/** Every piece of the vocabulary, by id minus 256: each word bare then spaced, then the markers. */
-const PIECES = [...WORDS.flatMap((word) => [word, ` ${word}`]), ...SPECIAL];
+/**
+ * Every piece of the vocabulary, by id minus 256: each word bare then spaced, the role
+ * markers, then (appended later, so the ids before them did not move) the tags and Harmony's.
+ */
+const PIECES = [
+  ...WORDS.flatMap((word) => [word, ` ${word}`]),
+  ...ROLE_MARKERS,
+  ...TAGS,
+  ...HARMONY_MARKERS,
+];
 const PIECE_IDS = new Map(PIECES.map((piece, i) => [piece, BYTES + i]));
 const PIECE_BYTES = PIECES.map((piece) => utf8.encode(piece));
 
-/** The pieces of a text (see {@link tokenize}); global, so `match` returns them all. */
+/** Special tokens: their text is left out of output text when `skip_special_tokens`. */
+const SPECIAL_IDS = new Set([...ROLE_MARKERS, ...HARMONY_MARKERS].map((m) => PIECE_IDS.get(m)));
+
+/**
+ * The markers (added tokens): split out of text before anything else, as Hugging Face
+ * tokenizers split added tokens; global, so `exec` walks them all.
+ */
+const MARKER_PATTERN = new RegExp(
+  [...ROLE_MARKERS, ...TAGS, ...HARMONY_MARKERS].map((m) => m.replaceAll('|', '\\|')).join('|'),
+  'g',
+);
+
+/** The pieces of text between markers (see {@link tokenize}); global, so `exec` walks them all. */
 const PIECE_PATTERN = / ?\S+|\s+(?= \S)|\s+/g;
 
 /** Number of token ids: valid ids are `0 .. VOCABULARY_SIZE - 1` (far below 2^31). */
 export const VOCABULARY_SIZE = BYTES + PIECES.length;
 
+/** Whether `id` is a special token (a role marker or a Harmony marker). */
+export function isSpecialToken(id: number): boolean {
+  return SPECIAL_IDS.has(id);
+}
+
+/** Call `piece` with each piece of `text` in order (see {@link tokenize}). */
+function eachPiece(text: string, piece: (piece: string) => void): void {
+  const markers = new RegExp(MARKER_PATTERN);
+  const plain = (from: number, to: number) => {
+    if (from === to) return;
+    const segment = text.slice(from, to);
+    const pieces = new RegExp(PIECE_PATTERN);
+    for (let m = pieces.exec(segment); m !== null; m = pieces.exec(segment)) piece(m[0]);
+  };
+  let from = 0;
+  for (let m = markers.exec(text); m !== null; m = markers.exec(text)) {
+    plain(from, m.index);
+    piece(m[0]);
+    from = m.index + m[0].length;
+  }
+  plain(from, text.length);
+}
+
 /**
- * Split text into pieces: each run of non-whitespace with at most one leading space; other
- * whitespace is a piece of its own, minus a last space that belongs to the next word. Joining
- * the pieces restores the text. (`"a  b\nc "` → `a`, ` `, ` b`, `\n`, `c`, ` `.)
+ * Split text into pieces: first the markers (`<|user|>`, `<think>`, `<|channel|>`, ...),
+ * each a piece, as added tokens are; then, between them, each run of non-whitespace with at
+ * most one leading space; other whitespace is a piece of its own, minus a last space that
+ * belongs to the next word. Joining the pieces restores the text. (`"a  b\nc "` → `a`, ` `,
+ * ` b`, `\n`, `c`, ` `; `"x <think>y"` → `x`, ` `, `<think>`, `y`.)
  */
 export function tokenize(text: string): string[] {
-  return text.match(PIECE_PATTERN) ?? [];
+  const pieces: string[] = [];
+  eachPiece(text, (piece) => pieces.push(piece));
+  return pieces;
 }
 
 /** The ids of one piece: its vocabulary id, else its UTF-8 bytes. */
@@ -61,12 +122,10 @@ export function pieceIds(piece: string): number[] {
  * countTokens('the café'); // 7, as encode('the café').length
  */
 export function countTokens(text: string): number {
-  const pieces = new RegExp(PIECE_PATTERN);
   let count = 0;
-  for (let match = pieces.exec(text); match !== null; match = pieces.exec(text)) {
-    const piece = match[0];
+  eachPiece(text, (piece) => {
     count += PIECE_IDS.has(piece) ? 1 : Buffer.byteLength(piece, 'utf8');
-  }
+  });
   return count;
 }
 
@@ -117,15 +176,24 @@ export function decode(ids: readonly number[]): string {
  * vLLM's incremental detokenizer (a Hugging Face `DecodeStream` primed with the prompt's
  * last ids): each generated id yields the text it completes. A token that leaves a character
  * incomplete yields `""`; the token that completes it yields the whole character, its first
- * bytes included even when they ended the prompt.
+ * bytes included even when they ended the prompt. With `skipSpecialTokens` (vLLM's
+ * `skip_special_tokens`), a special token yields `""` and the prompt's are not seen.
  */
-export function createStreamDecoder(promptIds: readonly number[]): (id: number) => string {
+export function createStreamDecoder(
+  promptIds: readonly number[],
+  skipSpecialTokens = false,
+): (id: number) => string {
   const decoder = new TextDecoder();
+  const shown = (id: number) => !skipSpecialTokens || !isSpecialToken(id);
   // An incomplete character is at most 3 bytes long: the prompt's last 4 bytes prime the
   // decoder exactly as the whole prompt would.
-  const tail = concatBytes(promptIds.slice(-4));
+  const last: number[] = [];
+  for (let i = promptIds.length - 1; i >= 0 && last.length < 4; i--) {
+    if (shown(promptIds[i]!)) last.unshift(promptIds[i]!);
+  }
+  const tail = concatBytes(last);
   decoder.decode(tail.subarray(Math.max(0, tail.length - 4)), { stream: true });
-  return (id) => decoder.decode(tokenBytes(id), { stream: true });
+  return (id) => (shown(id) ? decoder.decode(tokenBytes(id), { stream: true }) : '');
 }
 
 const SPACE = 0x20;

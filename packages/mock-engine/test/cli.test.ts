@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { expectedGeneration } from '../src/index.js';
+import { expectedChatOutput, expectedGeneration } from '../src/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
 const children: ChildProcess[] = [];
@@ -282,5 +282,63 @@ describe('es-mock-engine (real process)', () => {
         for await (const part of long) void part;
       })(),
     ).rejects.toThrow();
+  });
+});
+
+describe('the parser flags (reasoning and tool calls)', () => {
+  it('refuses a parser it does not write for, naming the ones it does', async () => {
+    const reasoning = run(['--reasoning-parser', 'granite']);
+    expect(await reasoning.exited).toBe(2);
+    expect(reasoning.output()).toMatch(
+      /--reasoning-parser "granite" is not supported .*: use deepseek_r1 or qwen3/,
+    );
+    const tools = run(['--tool-call-parser=mistral', '--enable-auto-tool-choice']);
+    expect(await tools.exited).toBe(2);
+    expect(tools.output()).toMatch(/--tool-call-parser "mistral" is not supported .*: use hermes/);
+    const auto = run(['--enable-auto-tool-choice']);
+    expect(await auto.exited).toBe(2);
+    expect(auto.output()).toMatch(/--enable-auto-tool-choice requires --tool-call-parser/);
+    const gptOss = run(['--model', 'openai/gpt-oss-20b', '--reasoning-parser', 'qwen3']);
+    expect(await gptOss.exited).toBe(2);
+    expect(gptOss.output()).toMatch(/gpt-oss model \(Harmony\): use openai_gptoss/);
+  });
+
+  it.each([
+    // As the worker starts the mock: --model=, the listen flags, then the engine arguments.
+    [
+      [
+        '--model=Qwen/Qwen3-8B',
+        '--reasoning-parser',
+        'qwen3',
+        '--tool-call-parser=hermes',
+        '--enable-auto-tool-choice',
+      ],
+      { reasoning: 'think', tools: 'hermes' },
+    ],
+    [['--model=openai/gpt-oss-20b'], 'harmony'],
+  ] as const)('%j answers chat with reasoning and a tool call', async (args, format) => {
+    const engine = run([...args, '--host=127.0.0.1', '--port=0', '--ttft=0']);
+    const url = await listening(engine);
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const messages = [{ role: 'user' as const, content: 'find it' }];
+    const tools = [{ type: 'function' as const, function: { name: 'search' } }];
+    const model = args[0].slice('--model='.length);
+    const answer = await client.chat.completions.create({
+      model,
+      messages,
+      tools,
+      max_tokens: 200,
+    });
+    const expected = expectedChatOutput(
+      { kind: 'chat', messages, tools: [{ name: 'search' }] },
+      { maxTokens: 200, outputFormat: format },
+    );
+    expect(expected.toolCalls).toHaveLength(1);
+    const message = answer.choices[0]!.message;
+    expect((message as unknown as { reasoning: string }).reasoning).toBe(expected.reasoning);
+    expect(message.tool_calls?.map((c) => c.type === 'function' && c.function)).toEqual(
+      expected.toolCalls,
+    );
+    expect(answer.choices[0]!.finish_reason).toBe('tool_calls');
   });
 });

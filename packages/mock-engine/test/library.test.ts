@@ -1,31 +1,14 @@
 import { connect } from 'node:net';
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   continuationInput,
   createMockEngine,
   encodePrompt,
   expectedGeneration,
 } from '../src/index.js';
-import type { GenerationInput, MockEngine, MockEngineOptions } from '../src/index.js';
-
-const engines: MockEngine[] = [];
-
-async function start(options: MockEngineOptions = {}) {
-  const engine = createMockEngine({ tokensPerSecond: 0, ttft: 0, ...options });
-  engines.push(engine);
-  const url = await engine.listen(0, '127.0.0.1');
-  const client = new OpenAI({
-    baseURL: `${url}/v1`,
-    apiKey: options.apiKey ?? 'EMPTY',
-    maxRetries: 0,
-  });
-  return { engine, url, client };
-}
-
-afterEach(async () => {
-  await Promise.all(engines.splice(0).map((e) => e.close()));
-});
+import type { GenerationInput } from '../src/index.js';
+import { engines, start } from './start.js';
 
 const ask = [{ role: 'user' as const, content: 'Hello there' }];
 
