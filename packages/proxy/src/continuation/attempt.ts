@@ -92,6 +92,18 @@ export function streamAttempt(
       settle(result);
     };
 
+    // One drain listener however many events found the client's socket full.
+    let paused = false;
+    const pauseUntilDrained = (c: Dispatcher.DispatchController) => {
+      c.pause();
+      if (paused) return;
+      paused = true;
+      request.sink.onDrain(() => {
+        paused = false;
+        c.resume();
+      });
+    };
+
     const finishGeneration = () => {
       shared.pool.reportOutcome(worker.id, 'success');
       relay.complete(worker);
@@ -141,10 +153,7 @@ export function streamAttempt(
         done({ kind: 'finished' });
         return false;
       }
-      if (!relay.write(accepted.out)) {
-        c.pause();
-        request.sink.onDrain(() => c.resume());
-      }
+      if (!relay.write(accepted.out)) pauseUntilDrained(c);
       if (accepted.finished && accepted.abortUpstream) {
         c.abort(new DoneError('stop string found across a splice'));
         finishGeneration();
@@ -227,14 +236,10 @@ export function streamAttempt(
       },
       onResponseData: (c, chunk) => {
         if (phase === 'raw') {
-          if (!request.sink.write(chunk)) {
-            c.pause();
-            request.sink.onDrain(() => c.resume());
-          }
+          if (!request.sink.write(chunk)) pauseUntilDrained(c);
           return;
         }
         if (phase !== 'events') return;
-        if (sawEvent) armStall();
         for (const payload of splitter.push(chunk)) {
           if (!onEvent(c, payload)) return;
         }

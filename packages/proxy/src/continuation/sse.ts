@@ -31,6 +31,10 @@ export class SseSplitter {
 
 /** The `data` of one event (its `data:` lines joined by newlines); undefined without any. */
 function eventData(event: string): string | undefined {
+  // The engines' form, one `data: ` line: no split.
+  if (event.startsWith('data: ') && !event.includes('\n', 6)) {
+    return event.endsWith('\r') ? event.slice(6, -1) : event.slice(6);
+  }
   let data: string | undefined;
   for (const raw of event.split('\n')) {
     const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
