@@ -46,6 +46,7 @@ export function pipeAttempt(
     const { pool } = shared;
     const sink = request.sink;
     let phase: 'waiting' | 'headers' | 'committed' | 'done' = 'waiting';
+    let waitingDrain = false;
     let controller: Dispatcher.DispatchController | undefined;
     let status = 0;
     let headers: IncomingHttpHeaders = {};
@@ -201,7 +202,14 @@ export function pipeAttempt(
         tail.push(chunk);
         if (!sink.write(chunk)) {
           c.pause();
-          sink.onDrain(() => c.resume());
+          // One drain listener however many chunks found the client's socket full.
+          if (!waitingDrain) {
+            waitingDrain = true;
+            sink.onDrain(() => {
+              waitingDrain = false;
+              c.resume();
+            });
+          }
         }
       },
       onResponseEnd() {
