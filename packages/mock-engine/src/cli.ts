@@ -98,6 +98,11 @@ async function main(): Promise<void> {
         type: 'boolean',
         describe: 'As vLLM: parse tool calls (with --tool-call-parser)',
       },
+      merges: {
+        type: 'boolean',
+        default: false,
+        describe: 'Tokenizer byte-pair merges: text re-encodes to other ids than were generated',
+      },
       'shutdown-timeout': {
         type: 'number',
         default: 30_000,
@@ -143,6 +148,7 @@ async function main(): Promise<void> {
       toolCallParser: argv['tool-call-parser'],
       enableAutoToolChoice: argv['enable-auto-tool-choice'],
     }),
+    merges: argv.merges,
     onCrash: () => {
       console.error(`mock engine: injected crash after ${argv['crash-after']} requests`);
       process.exit(CRASH_EXIT_CODE);

@@ -13,8 +13,8 @@
  * 1. while they are the document's ids, its next id (the document is encoded segment by
  *    segment, so no token spans reasoning and content, content and a marker, ...);
  * 2. else, while their bytes start the document's bytes (someone tokenized its text
- *    differently), the first id of the rest of the current segment's text, encoded (a byte
- *    of the character the ids end inside first);
+ *    differently: byte by byte, or with the engine's `merges`), the first id of the rest of
+ *    the current segment's text, encoded (a byte of the character the ids end inside first);
  * 3. else the plain generation's next token (`nextToken`), as without a format.
  *
  * When the answer so far is the whole document there is no next id: generation stops.
@@ -46,7 +46,10 @@ interface Segment {
 
 /** A structured answer, as {@link openDocument} finds it for a prompt. */
 export interface Document {
-  /** The document's ids: each segment's text encoded on its own, so no id spans two. */
+  /**
+   * The document's ids: each segment's text encoded on its own, so no id spans two; never
+   * merged (generation writes unmerged ids, whatever the engine's `merges`).
+   */
   ids: number[];
   /** The document's text as UTF-8. */
   bytes: Uint8Array;

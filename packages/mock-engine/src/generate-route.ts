@@ -25,7 +25,7 @@ export async function generate(
   const request = parseGenerationRequest(kind, await readBody(req), opts);
   // A prompt past the context length is refused before any generation work: making the
   // ids of a 30 MB prompt blocked this process for seconds (its /health unanswered).
-  const promptTokens = promptTokenCount(request.input);
+  const promptTokens = promptTokenCount(request.input, opts);
   if (promptTokens > opts.maxModelLen) checkContextLength(promptTokens, request.maxTokens, opts);
   // The one definition of the output. Capped at the context length so that an oversized
   // max_tokens costs nothing before its 400 (a valid one is never above it).
@@ -39,6 +39,7 @@ export async function generate(
     ...(request.topLogprobs === undefined ? {} : { topLogprobs: request.topLogprobs }),
     script: opts.script,
     ...(opts.outputFormat === undefined ? {} : { outputFormat: opts.outputFormat }),
+    merges: opts.merges,
   });
   checkContextLength(plan.promptTokens, request.maxTokens, opts);
   // With an output format the chat endpoint parses the answer (reasoning, tool calls).

@@ -22,7 +22,9 @@ import {
   nextToken,
   pieceIds,
   tokenize,
+  vocabularySize,
 } from './tokenizer.js';
+import type { TokenizerOptions } from './tokenizer.js';
 
 /** A request's prompt: chat messages or a completion prompt (text or token ids). */
 export type GenerationInput =
@@ -49,6 +51,11 @@ export interface GenerationLimits {
   script?: readonly ScriptRule[];
   /** The engine's `outputFormat`: structured answers after `<|assistant|>\n` (see the README). */
   outputFormat?: OutputFormat;
+  /**
+   * The engine's `merges`: the prompt's text is encoded with the byte-pair merges (the
+   * generated ids are not merged; see the README).
+   */
+  merges?: boolean;
 }
 
 /** One candidate of a token's logprobs: a token id and its log-probability. */
@@ -80,23 +87,29 @@ export interface Generation {
   logprobs?: TokenLogprob[][];
 }
 
-/** The prompt's token ids: the chat template's text, a completion prompt's text, or its ids. */
-export function encodePrompt(input: GenerationInput): number[] {
-  if (input.kind === 'chat') return encode(renderChatPrompt(input.messages, input));
-  return typeof input.prompt === 'string' ? encode(input.prompt) : [...input.prompt];
+/**
+ * The prompt's token ids: the chat template's text, a completion prompt's text (encoded
+ * with the merges when `options.merges`), or its ids as they are.
+ */
+export function encodePrompt(input: GenerationInput, options: TokenizerOptions = {}): number[] {
+  if (input.kind === 'chat') return encode(renderChatPrompt(input.messages, input), options);
+  return typeof input.prompt === 'string' ? encode(input.prompt, options) : [...input.prompt];
 }
 
 /** How many prompt tokens {@link encodePrompt} makes of `input`, without making them. */
-export function promptTokenCount(input: GenerationInput): number {
-  if (input.kind === 'chat') return countTokens(renderChatPrompt(input.messages, input));
-  return typeof input.prompt === 'string' ? countTokens(input.prompt) : input.prompt.length;
+export function promptTokenCount(input: GenerationInput, options: TokenizerOptions = {}): number {
+  if (input.kind === 'chat') return countTokens(renderChatPrompt(input.messages, input), options);
+  return typeof input.prompt === 'string'
+    ? countTokens(input.prompt, options)
+    : input.prompt.length;
 }
 
 /**
  * The input that continues a generation after `generatedIds`, the ids produced so far: a
  * completion whose prompt is the original prompt's ids followed by them. Its
  * {@link expectedGeneration}, with the tokens left, is the rest of the original generation,
- * also when the cut falls inside a multi-byte character.
+ * also when the cut falls inside a multi-byte character. With `merges`, pass the engine's
+ * option here too: the prompt's ids are then the merged ones the engine made.
  * @example
  * const first = expectedGeneration(input, { maxTokens: 20 });
  * expectedGeneration(continuationInput(input, first.ids.slice(0, 5)), { maxTokens: 15 }).ids;
@@ -105,8 +118,9 @@ export function promptTokenCount(input: GenerationInput): number {
 export function continuationInput(
   input: GenerationInput,
   generatedIds: readonly number[],
+  options: TokenizerOptions = {},
 ): GenerationInput {
-  return { kind: 'completion', prompt: [...encodePrompt(input), ...generatedIds] };
+  return { kind: 'completion', prompt: [...encodePrompt(input, options), ...generatedIds] };
 }
 
 // What script rules match: the message contents joined by newlines, or the prompt.
@@ -163,16 +177,21 @@ function checkStopStrings(
 
 /**
  * The top `k` candidates of the token chosen after a sequence whose rolling hash is `state`:
- * the chosen id first (it is the top-1), then `k - 1` other ids with lower logprobs, all a
- * pure function of the ids so far.
+ * the chosen id first (it is the top-1), then `k - 1` other ids (of a vocabulary of `size`)
+ * with lower logprobs, all a pure function of the ids so far.
  */
-export function topLogprobs(state: number, chosen: number, k: number): TokenLogprob[] {
+export function topLogprobs(
+  state: number,
+  chosen: number,
+  k: number,
+  size = VOCABULARY_SIZE,
+): TokenLogprob[] {
   const first = -((mix(state, 0x9e3779b9) % 2000) + 1) / 1000;
   const out: TokenLogprob[] = [{ id: chosen, logprob: first }];
   const seen = new Set([chosen]);
   let logprob = first;
   for (let salt = 1; out.length < Math.max(1, k); salt++) {
-    const id = mix(state, salt) % VOCABULARY_SIZE;
+    const id = mix(state, salt) % size;
     if (seen.has(id)) continue;
     seen.add(id);
     logprob -= 0.25 + (mix(state, salt + 0x1000) % 1000) / 1000;
@@ -224,7 +243,9 @@ export function traceGeneration(
   input: GenerationInput,
   limits: GenerationLimits,
 ): { generation: Generation; trace: GenerationTrace } {
-  const promptIds = encodePrompt(input);
+  const tokenizer: TokenizerOptions = { merges: limits.merges ?? false };
+  const promptIds = encodePrompt(input, tokenizer);
+  const size = vocabularySize(tokenizer);
   const rules = limits.script === undefined ? [] : compiled(limits.script);
   const subject = rules.length > 0 ? scriptSubject(input) : '';
   const rule = rules.find((r) => r.match === undefined || r.match.test(subject));
@@ -283,7 +304,7 @@ export function traceGeneration(
     }
     for (const id of step) {
       if (limits.topLogprobs !== undefined)
-        logprobs.push(topLogprobs(state, id, limits.topLogprobs));
+        logprobs.push(topLogprobs(state, id, limits.topLogprobs, size));
       all.push(id);
       state = absorb(state, id);
       ids.push(id);

@@ -1,7 +1,8 @@
 export { createMockEngine } from './server.js';
 export type { MockEngine } from './server.js';
 export type { FirstTokenRecord, RequestLogRecord } from './request-log.js';
-export { VOCABULARY_SIZE, decode, encode } from './tokenizer.js';
+export { VOCABULARY_SIZE, decode, encode, vocabularySize } from './tokenizer.js';
+export type { TokenizerOptions } from './tokenizer.js';
 export { renderChatPrompt } from './chat-template.js';
 export type { ChatMessage, ChatTemplateOptions, ToolFunction } from './chat-template.js';
 export { continuationInput, encodePrompt, expectedGeneration } from './generation.js';

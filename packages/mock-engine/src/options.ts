@@ -74,6 +74,13 @@ export interface MockEngineOptions {
    */
   outputFormat?: OutputFormat;
   /**
+   * Give the tokenizer byte-pair merges (default false): prompts, `/tokenize` and
+   * `continue_final_message` text are encoded with them, while generation still emits the
+   * unmerged ids one by one, so text re-encodes to other (fewer) ids than were generated, as
+   * with a real BPE tokenizer. Token-id prompts are used as they are.
+   */
+  merges?: boolean;
+  /**
    * Called when `crashAfter` is reached. The CLI exits the process with code 3; the library
    * default destroys every connection and closes the server, like a dead process would.
    */
@@ -105,6 +112,8 @@ export interface ResolvedOptions {
   script: readonly ScriptRule[];
   /** The checked output format; undefined: plain text. */
   outputFormat: OutputFormat | undefined;
+  /** Whether the tokenizer merges (see `MockEngineOptions.merges`). */
+  merges: boolean;
 }
 
 /** A script rule with its regular expression compiled. */
@@ -236,5 +245,6 @@ export function resolveOptions(options: MockEngineOptions): ResolvedOptions {
     script,
     outputFormat:
       resolveOutputFormat(options.outputFormat) === undefined ? undefined : options.outputFormat,
+    merges: options.merges ?? false,
   };
 }

@@ -79,13 +79,13 @@ function messageText(content: unknown, i: number): string {
   throw badRequest(`messages[${i}].content must be a string or an array of parts`, 'messages');
 }
 
-function completionPrompt(prompt: unknown): string | number[] {
+function completionPrompt(prompt: unknown, options: ResolvedOptions): string | number[] {
   if (typeof prompt === 'string') return prompt;
   if (Array.isArray(prompt)) {
     if (prompt.length === 1 && typeof prompt[0] === 'string') return prompt[0];
     // A single prompt given as token ids.
     if (prompt.length > 0 && prompt.every((t) => Number.isSafeInteger(t))) {
-      checkTokenIds(prompt as number[]);
+      checkTokenIds(prompt as number[], options);
       return prompt as number[];
     }
   }
@@ -95,9 +95,9 @@ function completionPrompt(prompt: unknown): string | number[] {
   );
 }
 
-/** vLLM's 400 for a prompt id outside the vocabulary. */
-export function checkTokenIds(ids: readonly number[]): void {
-  const bad = ids.find((id) => !isTokenId(id));
+/** vLLM's 400 for a prompt id outside the vocabulary (the merged ids in it with `merges`). */
+export function checkTokenIds(ids: readonly number[], options: ResolvedOptions): void {
+  const bad = ids.find((id) => !isTokenId(id, options));
   if (bad === undefined) return;
   const shown = bad < 0 ? bad : Math.max(...ids);
   throw badRequest(`Token id ${shown} is out of vocabulary`);
@@ -204,7 +204,7 @@ export function parseGenerationRequest(
   if (kind === 'chat') input = chatInput(body);
   else {
     if (body.prompt === undefined) throw badRequest('prompt is required', 'prompt');
-    input = { kind: 'completion', prompt: completionPrompt(body.prompt) };
+    input = { kind: 'completion', prompt: completionPrompt(body.prompt, options) };
   }
   const n = body.n;
   if (n !== undefined && n !== null && n !== 1) {
@@ -306,7 +306,7 @@ export function parseDetokenizeRequest(body: unknown, options: ResolvedOptions):
   if (!Array.isArray(tokens) || !tokens.every((t) => Number.isSafeInteger(t))) {
     throw badRequest('tokens must be an array of integers', 'tokens');
   }
-  checkTokenIds(tokens as number[]);
+  checkTokenIds(tokens as number[], options);
   return tokens as number[];
 }
 

@@ -72,7 +72,7 @@ async function tokenizeRoute(
   res: ServerResponse,
 ): Promise<void> {
   const request = parseTokenizeRequest(await readBody(req), state.opts);
-  const tokens = encodePrompt(request.input);
+  const tokens = encodePrompt(request.input, state.opts);
   sendJson(res, 200, {
     count: tokens.length,
     max_model_len: state.opts.maxModelLen,
@@ -98,7 +98,7 @@ async function embeddings(
   const request = parseEmbeddingRequest(await readBody(req), state.opts);
   let promptTokens = 0;
   const data = request.inputs.map((input, index) => {
-    promptTokens += encode(input).length;
+    promptTokens += encode(input, state.opts).length;
     const vector = embed(input, state.opts.embeddingDims);
     const embedding = request.base64
       ? Buffer.from(new Float32Array(vector).buffer).toString('base64')

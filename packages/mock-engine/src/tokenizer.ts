@@ -3,7 +3,15 @@
  * `0 .. 255` are raw UTF-8 bytes (byte-fallback tokens); the vocabulary's pieces come after.
  * Text splits into pieces; a piece in the vocabulary is one token, any other piece is its
  * UTF-8 bytes, one token per byte. Everything is invertible: `decode(encode(text)) === text`.
+ * With `merges` (the engine's option), `encode` then applies byte-pair merges (see
+ * {@link MERGES}), so text no longer re-encodes to the ids generated one by one.
  */
+
+/** The tokenizer's options: the engine's `merges`. */
+export interface TokenizerOptions {
+  /** Apply the byte-pair merges when encoding (default false: no merged id is made). */
+  merges?: boolean;
+}
 
 /** The vocabulary's words: generated as one token each, bare and with one leading space. */
 export const WORDS = [
@@ -70,8 +78,155 @@ const MARKER_PATTERN = new RegExp(
 /** The pieces of text between markers (see {@link tokenize}); global, so `exec` walks them all. */
 const PIECE_PATTERN = / ?\S+|\s+(?= \S)|\s+/g;
 
-/** Number of token ids: valid ids are `0 .. VOCABULARY_SIZE - 1` (far below 2^31). */
+/**
+ * Number of token ids without merges: valid ids are `0 .. VOCABULARY_SIZE - 1` (far below
+ * 2^31). The merged tokens come after them (see {@link vocabularySize}).
+ */
 export const VOCABULARY_SIZE = BYTES + PIECES.length;
+
+/**
+ * One operand of a merge rule: a number is that byte's token; a string the vocabulary piece
+ * with that text, else the earlier merged token with its UTF-8 bytes; an array the earlier
+ * merged token with those bytes (one that ends inside a character).
+ */
+type Operand = number | string | readonly number[];
+
+/**
+ * The byte-pair merges, by priority (the first applies first), as a real BPE vocabulary
+ * has them: each joins two adjacent tokens into one, its operands made by the bytes, the
+ * pieces or earlier rules. First bytes inside the byte-by-byte words (a byte-level BPE
+ * learns those first), then frequent word pairs: a token that spans two pieces, as
+ * SentencePiece vocabularies have. No rule touches `\n` or a marker, so the chat template's
+ * `<|assistant|>\n` stays two ids. Merged ids come after {@link VOCABULARY_SIZE}, in this order.
+ */
+const MERGES: readonly (readonly [Operand, Operand])[] = [
+  [0xc3, 0xa9], // é
+  [0xc3, 0xaf], // ï
+  [0xc3, 0xbc], // ü
+  [0xc3, 0xb1], // ñ
+  [0xe6, 0x97], // the first two bytes of 日: a token that ends inside a character
+  [[0xe6, 0x97], 0xa5], // 日
+  [0x63, 0x61], // ca
+  ['ca', 0x66], // caf
+  [0x20, 'caf'], // " caf"
+  [' caf', 'é'], // " café"
+  ['the', ' quick'],
+  [' the', ' quick'],
+  [' over', ' the'],
+  [' lazy', ' dog'],
+  [' elastic', ' nodes'],
+  [' come', ' and'],
+  [' come and', ' go'],
+];
+
+const bytesKey = (bytes: Uint8Array | readonly number[]) => [...bytes].join(',');
+
+/**
+ * The merge rules with their ids, by priority (the left and right ids, the merged id), and
+ * the bytes of each merged token (by id minus {@link VOCABULARY_SIZE}).
+ */
+function buildMerges(): { rules: (readonly [number, number, number])[]; bytes: Uint8Array[] } {
+  const rules: (readonly [number, number, number])[] = [];
+  const bytes: Uint8Array[] = [];
+  const merged = new Map<string, number>();
+  const operandId = (operand: Operand): number => {
+    if (typeof operand === 'number') return operand;
+    const piece = typeof operand === 'string' ? PIECE_IDS.get(operand) : undefined;
+    const key = bytesKey(typeof operand === 'string' ? utf8.encode(operand) : operand);
+    const id = piece ?? merged.get(key);
+    if (id === undefined) throw new Error(`merge operand ${String(operand)} is no token`);
+    return id;
+  };
+  const bytesOf = (id: number) =>
+    id < BYTES ? [id] : [...(PIECE_BYTES[id - BYTES] ?? bytes[id - VOCABULARY_SIZE]!)];
+  for (const [left, right] of MERGES) {
+    const [l, r] = [operandId(left), operandId(right)];
+    const joined = new Uint8Array([...bytesOf(l), ...bytesOf(r)]);
+    const id = VOCABULARY_SIZE + bytes.length;
+    bytes.push(joined);
+    merged.set(bytesKey(joined), id);
+    rules.push([l, r, id]);
+  }
+  return { rules, bytes };
+}
+
+const merges = buildMerges();
+/** The merge rules by priority: the left and right ids, and the merged id. */
+export const MERGE_RULES: readonly (readonly [number, number, number])[] = merges.rules;
+const MERGED_BYTES: readonly Uint8Array[] = merges.bytes;
+
+/** Whether an id is an operand of some rule: the others are never merged with anything. */
+const MERGEABLE = new Uint8Array(VOCABULARY_SIZE + MERGED_BYTES.length);
+for (const [left, right] of MERGE_RULES) MERGEABLE[left] = MERGEABLE[right] = 1;
+
+/** Matches a text holding a byte some rule takes: any non-ASCII character, or such an ASCII one. */
+const MAY_MERGE = new RegExp(
+  `[^\\x00-\\x7f]|[${[...MERGEABLE.subarray(0, 0x80).keys()]
+    .filter((b) => MERGEABLE[b] === 1)
+    .map((b) => `\\x${b.toString(16).padStart(2, '0')}`)
+    .join('')}]`,
+);
+
+/**
+ * Number of token ids: `VOCABULARY_SIZE`, and with `merges` one more per merge rule (the
+ * merged tokens, after every other id). `decode` takes the merged ids whatever the option;
+ * only an engine with `merges` accepts them in a prompt.
+ */
+export function vocabularySize(options: TokenizerOptions = {}): number {
+  return options.merges === true ? VOCABULARY_SIZE + MERGED_BYTES.length : VOCABULARY_SIZE;
+}
+
+/**
+ * The merges as a stream: ids in (`add`), merged ids out to `sink` (all of them once `end`
+ * is called). Each rule is one left-to-right pass over the output of the rules before it
+ * (a stage holding at most one id): since a rule's operands come from earlier rules, this
+ * is BPE's "merge the best-ranked adjacent pair until none is left". An id that no rule
+ * takes passes every stage at once, so a huge text of such ids costs one step a byte.
+ */
+function createMerger(sink: (id: number) => void): { add(id: number): void; end(): void } {
+  const pending: (number | undefined)[] = MERGE_RULES.map(() => undefined);
+  let held = 0;
+  const push = (stage: number, id: number): void => {
+    let out = id;
+    for (let r = stage; r < MERGE_RULES.length; r++) {
+      const before = pending[r];
+      if (before === undefined) {
+        pending[r] = out;
+        held++;
+        return;
+      }
+      const [left, right, merged] = MERGE_RULES[r]!;
+      if (before === left && out === right) {
+        pending[r] = undefined;
+        held--;
+        out = merged;
+      } else {
+        pending[r] = out;
+        out = before;
+      }
+    }
+    sink(out);
+  };
+  const flush = () => {
+    for (let r = 0; r < MERGE_RULES.length && held > 0; r++) {
+      const before = pending[r];
+      if (before === undefined) continue;
+      pending[r] = undefined;
+      held--;
+      push(r + 1, before);
+    }
+  };
+  return {
+    add(id) {
+      if (MERGEABLE[id] === 1) push(0, id);
+      else {
+        flush();
+        sink(id);
+      }
+    },
+    end: flush,
+  };
+}
 
 /** Whether `id` is a special token (a role marker or a Harmony marker). */
 export function isSpecialToken(id: number): boolean {
@@ -115,14 +270,39 @@ export function pieceIds(piece: string): number[] {
   return known === undefined ? [...utf8.encode(piece)] : [known];
 }
 
+/** Call `sink` with each id of `text` unmerged: a piece's vocabulary id, else its bytes. */
+function eachId(text: string, sink: (id: number) => void): void {
+  eachPiece(text, (piece) => {
+    const known = PIECE_IDS.get(piece);
+    if (known !== undefined) sink(known);
+    else for (const byte of utf8.encode(piece)) sink(byte);
+  });
+}
+
 /**
  * How many ids {@link encode} makes of `text`, without making them: a piece in the
- * vocabulary counts one, any other its UTF-8 bytes. Cheap on a huge text (no id array).
+ * vocabulary counts one, any other its UTF-8 bytes (fewer with `merges`). Cheap on a huge
+ * text (no id array).
  * @example
  * countTokens('the café'); // 7, as encode('the café').length
  */
-export function countTokens(text: string): number {
+export function countTokens(text: string, options: TokenizerOptions = {}): number {
   let count = 0;
+  if (options.merges === true) {
+    const merger = createMerger(() => count++);
+    eachPiece(text, (piece) => {
+      const known = PIECE_IDS.get(piece);
+      if (known !== undefined) merger.add(known);
+      else if (MAY_MERGE.test(piece)) for (const byte of utf8.encode(piece)) merger.add(byte);
+      else {
+        // No rule takes any of its bytes: they count one each, as cheaply as without merges.
+        merger.end();
+        count += piece.length;
+      }
+    });
+    merger.end();
+    return count;
+  }
   eachPiece(text, (piece) => {
     count += PIECE_IDS.has(piece) ? 1 : Buffer.byteLength(piece, 'utf8');
   });
@@ -130,23 +310,29 @@ export function countTokens(text: string): number {
 }
 
 /**
- * Token ids of a text.
+ * Token ids of a text; with `merges`, the byte-pair merges applied to them.
  * @example
  * encode('the café'); // [256, 32, 99, 97, 102, 195, 169]: "the", then " café" byte by byte
+ * encode('the café', { merges: true }); // [256, 318]: "the", " café"
  */
-export function encode(text: string): number[] {
-  return tokenize(text).flatMap(pieceIds);
+export function encode(text: string, options: TokenizerOptions = {}): number[] {
+  if (options.merges !== true) return tokenize(text).flatMap(pieceIds);
+  const ids: number[] = [];
+  const merger = createMerger((id) => ids.push(id));
+  eachId(text, (id) => merger.add(id));
+  merger.end();
+  return ids;
 }
 
-/** Whether `id` is a token id of this tokenizer. */
-export function isTokenId(id: unknown): id is number {
-  return Number.isInteger(id) && (id as number) >= 0 && (id as number) < VOCABULARY_SIZE;
+/** Whether `id` is a token id of this tokenizer (the merged ones only with `merges`). */
+export function isTokenId(id: unknown, options: TokenizerOptions = {}): id is number {
+  return Number.isInteger(id) && (id as number) >= 0 && (id as number) < vocabularySize(options);
 }
 
-/** The raw bytes of one token. */
+/** The raw bytes of one token (a merged one's too, whatever the option). */
 export function tokenBytes(id: number): Uint8Array {
   if (id < BYTES) return Uint8Array.of(id);
-  const bytes = PIECE_BYTES[id - BYTES];
+  const bytes = PIECE_BYTES[id - BYTES] ?? MERGED_BYTES[id - VOCABULARY_SIZE];
   if (bytes === undefined) throw new RangeError(`Token id ${id} is out of vocabulary`);
   return bytes;
 }

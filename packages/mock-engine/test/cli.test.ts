@@ -8,9 +8,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { expectedChatOutput, expectedGeneration } from '../src/index.js';
+import { encode, expectedChatOutput, expectedGeneration } from '../src/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.mjs', import.meta.url));
+const merges = { merges: true } as const;
 const children: ChildProcess[] = [];
 
 beforeAll(() => {
@@ -169,6 +170,26 @@ describe('es-mock-engine (real process)', () => {
     });
     for await (const chunk of stream) text += chunk.choices[0]?.delta.content ?? '';
     expect(text).toBe(expected.deltas.toSpliced(1, 1).join(''));
+  });
+
+  it('--merges: prompts and /tokenize merge, generation does not', async () => {
+    const engine = run(['--port', '0', '--merges', '--ttft', '0', '--tokens-per-second', '0']);
+    const url = await listening(engine);
+    const tokenize = await fetch(`${url}/tokenize`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'the café' }),
+    });
+    expect(await tokenize.json()).toMatchObject({ count: 2, tokens: encode('the café', merges) });
+    const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: 'x', maxRetries: 0 });
+    const prompt = 'the quick café';
+    const answer = await client.completions.create({ model: 'mock-model', prompt, max_tokens: 8 });
+    const expected = expectedGeneration(
+      { kind: 'completion', prompt },
+      { maxTokens: 8, ...merges },
+    );
+    expect(answer.choices[0]?.text).toBe(expected.text);
+    expect(answer.usage?.prompt_tokens).toBe(2);
   });
 
   it('--request-log-dir: the process appends a line per inference request to requests-<pid>.jsonl, kept after SIGKILL', async () => {

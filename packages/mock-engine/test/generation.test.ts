@@ -14,6 +14,7 @@ import {
   encode,
   tokenize,
 } from '../src/tokenizer.js';
+import { prng, randomText } from './random-text.js';
 
 const user = (content: string): ChatMessage => ({ role: 'user', content });
 const chat = (...messages: ChatMessage[]): GenerationInput => ({ kind: 'chat', messages });
@@ -22,16 +23,6 @@ const utf8 = (text: string) => [...new TextEncoder().encode(text)];
 /** Whether generated id `k` starts a character (it is not a UTF-8 continuation byte). */
 const startsChar = (ids: number[], k: number) => (ids[k] ?? 0) < 0x80 || (ids[k] ?? 0) >= 0xc0;
 
-/** A seeded PRNG for the property tests: reproducible, and different inputs every draw. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const ALPHABET = [
   'a',
   'Z',
@@ -50,11 +41,6 @@ const ALPHABET = [
   '<|user|>',
   '!',
 ];
-function randomText(next: () => number, length: number): string {
-  let text = '';
-  for (let i = 0; i < length; i++) text += ALPHABET[Math.floor(next() * ALPHABET.length)];
-  return text;
-}
 /** Chats of many prompts: a table broad enough to meet every case of the tokenizer. */
 const manyChats = Array.from({ length: 60 }, (_, i) => chat(user(`question number ${i}`)));
 
@@ -140,7 +126,7 @@ describe('encode and decode (byte-level)', () => {
   it('inverts encode on 500 random texts (P2)', () => {
     const next = prng(7);
     for (let i = 0; i < 500; i++) {
-      const text = randomText(next, Math.floor(next() * 30));
+      const text = randomText(next, ALPHABET, Math.floor(next() * 30));
       expect(decode(encode(text)), JSON.stringify(text)).toBe(text);
     }
   });
