@@ -5,7 +5,7 @@
  * in for SGLang (the view says `sglang`, so the proxy asks for no ids and sends text).
  * Counted `inexact` (`retokenized`): the continuing engine tokenizes the text again.
  */
-import { expectedGeneration } from '@es/mock-engine';
+import { decode, expectedGeneration } from '@es/mock-engine';
 import { afterEach, describe, expect, it } from 'vitest';
 import { rig, runCleanups, startEngine } from './continuation-rig.js';
 import { until } from './harness.js';
@@ -80,6 +80,52 @@ describe('the text path (an engine without token ids)', () => {
     expect(r.continuations).toMatchObject([
       { outcome: 'inexact', reason: 'retokenized', generatedTokens: k, toWorker: 'second' },
     ]);
+  });
+
+  it('against a tokenizer with byte-pair merges: the text continues, inexact, with no error', async () => {
+    // With --merges the continuing engine tokenizes the text received so far (`over über
+    // while quick`, 9 generated ids) into fewer ids (ü is one id when merged): what it
+    // generates from there is not the uncut rest, and nothing tells the client so but
+    // the continuation's count (`inexact`, `retokenized`).
+    const k = 9;
+    const { first, second, r } = await cutOnTextEngine(k, ['--merges'], ['--merges']);
+    const stream = await r.client.chat.completions.create({
+      model: 'llama',
+      messages,
+      max_tokens: MAX,
+      temperature: 0,
+      stream: true,
+    });
+    let text = '';
+    let finish: string | null = null;
+    const reading = (async () => {
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta.content ?? '';
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+      }
+    })();
+    await until(() => first.requests().length > 0);
+    r.add(second);
+    await reading;
+    const merges = { maxTokens: MAX, merges: true };
+    const uncut = expectedGeneration({ kind: 'chat', messages }, merges);
+    const partial = decode(uncut.ids.slice(0, k));
+    const resumed = expectedGeneration(
+      {
+        kind: 'chat',
+        messages: [...messages, { role: 'assistant', content: partial }],
+        continueFinalMessage: true,
+      },
+      { ...merges, maxTokens: MAX - k },
+    );
+    expect(text).toBe(partial + resumed.text);
+    expect(text).not.toBe(uncut.text);
+    expect(finish).toBe(resumed.finishReason);
+    // Re-tokenized: fewer prompt ids than the prompt's and the generated ones.
+    expect(resumed.promptTokens).toBeLessThan(uncut.promptTokens + k);
+    expect(second.requests()).toMatchObject([{ promptTokens: resumed.promptTokens }]);
+    expect(r.continuations).toMatchObject([{ outcome: 'inexact', reason: 'retokenized' }]);
+    expect(r.records).toMatchObject([{ outcome: 'ok', status: 200 }]);
   });
 
   it('continues a non-streaming completion from prompt + text', async () => {
