@@ -14,7 +14,7 @@
 //   token adds (the slope) is told apart from what a request holds whatever its length.
 import { createRequire } from 'node:module';
 import { createTally, exchange, nonStreaming, streaming } from './load.mjs';
-import { childMessage, childStats, sleep, startChild } from './processes.mjs';
+import { childMessage, childStats, proxyNodeArgs, sleep, startChild } from './processes.mjs';
 import { createStreamCheck } from './verify.mjs';
 import { benchWorkload } from './workloads.mjs';
 
@@ -189,7 +189,7 @@ export async function costSection(settings, log) {
     const argv = proxyArgv(upstream.url);
     const targets = {};
     for (const name of COST_NAMES)
-      targets[name] = target(await start('proxy.mjs', argv[name]), headers);
+      targets[name] = target(await start('proxy.mjs', argv[name], proxyNodeArgs()), headers);
     for (const name of COST_NAMES) {
       log(`cost, warm-up: ${name}`);
       section.warmup[name] = await streaming(targets[name], workload, {

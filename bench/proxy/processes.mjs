@@ -309,3 +309,8 @@ export async function startScheduler({ deployments, apiKey, adminKey }) {
     throw error;
   }
 }
+
+/** Node arguments for proxy processes: BENCH_PROXY_NODE_ARGS, e.g. "--cpu-prof" to profile them. */
+export function proxyNodeArgs() {
+  return (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+}

@@ -20,6 +20,7 @@ import {
   SCHEDULER_CLI,
   childStats,
   here,
+  proxyNodeArgs,
   sleep,
   startChild,
   startEsProxy,
@@ -246,8 +247,7 @@ async function benchSection() {
   const section = {};
   const upstream = await start('upstream.mjs', settings.plantCorrupt ? ['--plant-corrupt'] : []);
   const headers = { 'content-type': 'application/json' };
-  // BENCH_PROXY_NODE_ARGS, e.g. "--cpu-prof", profiles the proxy process.
-  const proxyArgs = (process.env.BENCH_PROXY_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const proxyArgs = proxyNodeArgs();
   const proxyServer = await start('proxy.mjs', [upstream.url], proxyArgs);
   const noContinuation = await start('proxy.mjs', ['--no-continuation', upstream.url], proxyArgs);
   const planes = await startDataPlanes({
