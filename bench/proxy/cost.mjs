@@ -13,7 +13,7 @@
 //   the warm-up with none: (with - idle) / N; for two values of M, so the heap a generated
 //   token adds (the slope) is told apart from what a request holds whatever its length.
 import { createRequire } from 'node:module';
-import { createTally, exchange, nonStreaming, streaming } from './load.mjs';
+import { createTally, exchange, nonStreaming, streaming, whenReleased } from './load.mjs';
 import { childMessage, childStats, proxyNodeArgs, sleep, startChild } from './processes.mjs';
 import { createStreamCheck } from './verify.mjs';
 import { benchWorkload } from './workloads.mjs';
@@ -94,12 +94,7 @@ function createHolder({ url, headers, stats }, workload, maxStreams) {
     async drop() {
       for (const b of bodies.splice(0)) b.destroy();
       await pool.destroy();
-      let released;
-      for (let i = 0; i < 50; i++) {
-        released = await stats();
-        if (released.inFlight === 0) break;
-        await sleep(100);
-      }
+      const released = await whenReleased(stats);
       return released.inFlight;
     },
   };

@@ -13,6 +13,17 @@ const PATH = '/v1/chat/completions';
 const MIN_WINDOW_PART = 1 / 3;
 const nowNs = () => Number(process.hrtime.bigint());
 
+/** The target's stats once nothing is in flight through it, or after 5 s (the last ones). */
+export async function whenReleased(stats) {
+  let released;
+  for (let i = 0; i < 50; i++) {
+    released = await stats();
+    if (released.inFlight === 0) break;
+    await sleep(100);
+  }
+  return released;
+}
+
 export function percentile(values, p) {
   if (values.length === 0) return NaN;
   const sorted = Float64Array.from(values).sort();
@@ -272,12 +283,7 @@ export async function idle({ url, headers, stats }, workload, { streams, holdMs 
   for (const b of bodies) b.destroy();
   await pool.destroy();
   // Every stream the clients dropped must be cancelled upstream and released.
-  let released;
-  for (let i = 0; i < 50; i++) {
-    released = await stats();
-    if (released.inFlight === 0) break;
-    await sleep(100);
-  }
+  const released = await whenReleased(stats);
   return {
     streams,
     held: tally.ok - endedEarly,

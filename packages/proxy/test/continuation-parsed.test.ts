@@ -125,8 +125,15 @@ async function streamed(client: Awaited<ReturnType<typeof rig>>['client'], tools
   return got;
 }
 
-/** Cut the answer after k tokens on one engine; another continues it. */
-async function cutAt(model: Model, tools: boolean, k: number) {
+/**
+ * Cut the answer after k tokens on one engine; another continues it. `ask` sends the
+ * request and reads the answer.
+ */
+async function cutAt<T>(
+  model: Model,
+  k: number,
+  ask: (client: Awaited<ReturnType<typeof rig>>['client']) => Promise<T>,
+) {
   const speed = ['--tokens-per-second', '400'];
   const first = await startEngine(
     'first',
@@ -137,15 +144,10 @@ async function cutAt(model: Model, tools: boolean, k: number) {
   );
   const second = await startEngine('second', ...model.flags, ...speed);
   const r = await rig([first], {}, { chatParsers: model.parsers });
-  const pending = streamed(r.client, tools);
+  const pending = ask(r.client);
   await until(() => first.requests().length > 0);
   r.add(second);
-  const got = await pending;
-  const expected = expectedChatOutput(inputOf(tools), {
-    maxTokens: MAX,
-    outputFormat: model.format,
-  });
-  return { got, expected, first, second, r };
+  return { got: await pending, first, second, r };
 }
 
 const cases: [string, Model, boolean, string, string][] = [
@@ -161,7 +163,11 @@ describe('a parsed chat answer cut inside each of its parts', () => {
   for (const [name, model, tools, after, before] of cases) {
     it(`${name}: the same reasoning, content and tool calls as uncut`, async () => {
       const k = cutInside(model, tools, after, before);
-      const { got, expected, second, r } = await cutAt(model, tools, k);
+      const { got, second, r } = await cutAt(model, k, (client) => streamed(client, tools));
+      const expected = expectedChatOutput(inputOf(tools), {
+        maxTokens: MAX,
+        outputFormat: model.format,
+      });
       const { ids, ...output } = got;
       expect(output).toEqual(expected);
       if (tools) {
@@ -176,26 +182,15 @@ describe('a parsed chat answer cut inside each of its parts', () => {
 
   it('a non-streaming client gets the whole parsed message (Harmony tool call cut)', async () => {
     const k = cutInside(HARMONY, true, 'json<|message|>', '<|call|>');
-    const speed = ['--tokens-per-second', '400'];
-    const first = await startEngine(
-      'first',
-      ...HARMONY.flags,
-      '--kill-mid-stream',
-      String(k),
-      ...speed,
+    const { got: answer, r } = await cutAt(HARMONY, k, (client) =>
+      client.chat.completions.create({
+        model: 'llama',
+        messages,
+        max_tokens: MAX,
+        temperature: 0,
+        tools: [{ type: 'function', function: search }],
+      }),
     );
-    const second = await startEngine('second', ...HARMONY.flags, ...speed);
-    const r = await rig([first], {}, { chatParsers: HARMONY.parsers });
-    const pending = r.client.chat.completions.create({
-      model: 'llama',
-      messages,
-      max_tokens: MAX,
-      temperature: 0,
-      tools: [{ type: 'function', function: search }],
-    });
-    await until(() => first.requests().length > 0);
-    r.add(second);
-    const answer = await pending;
     const expected = expectedChatOutput(inputOf(true), { maxTokens: MAX, outputFormat: 'harmony' });
     const message = answer.choices[0]!.message as unknown as WireDelta & {
       tool_calls: { function: { name: string; arguments: string } }[];

@@ -30,32 +30,40 @@ async function cutOnTextEngine(k: number, extraFirst: string[] = [], extraSecond
   return { first, second, r };
 }
 
+/** A chat stream cut after k tokens on a text engine, read as a client reads it. */
+async function chatCut(k: number, flags: string[] = []) {
+  const { first, second, r } = await cutOnTextEngine(k, flags, flags);
+  const stream = await r.client.chat.completions.create({
+    model: 'llama',
+    messages,
+    max_tokens: MAX,
+    temperature: 0,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  const got = {
+    text: '',
+    finish: null as string | null,
+    usage: undefined as
+      { prompt_tokens: number; completion_tokens: number; total_tokens: number } | undefined,
+  };
+  const reading = (async () => {
+    for await (const chunk of stream) {
+      got.text += chunk.choices[0]?.delta.content ?? '';
+      got.finish = chunk.choices[0]?.finish_reason ?? got.finish;
+      if (chunk.usage) got.usage = chunk.usage;
+    }
+  })();
+  await until(() => first.requests().length > 0);
+  r.add(second);
+  await reading;
+  return { ...got, first, second, r };
+}
+
 describe('the text path (an engine without token ids)', () => {
   it('continues a chat stream from the partial assistant message: the client sees no error', async () => {
     const k = 9;
-    const { first, second, r } = await cutOnTextEngine(k);
-    const stream = await r.client.chat.completions.create({
-      model: 'llama',
-      messages,
-      max_tokens: MAX,
-      temperature: 0,
-      stream: true,
-      stream_options: { include_usage: true },
-    });
-    let text = '';
-    let finish: string | null = null;
-    let usage:
-      { prompt_tokens: number; completion_tokens: number; total_tokens: number } | undefined;
-    const reading = (async () => {
-      for await (const chunk of stream) {
-        text += chunk.choices[0]?.delta.content ?? '';
-        finish = chunk.choices[0]?.finish_reason ?? finish;
-        if (chunk.usage) usage = chunk.usage;
-      }
-    })();
-    await until(() => first.requests().length > 0);
-    r.add(second);
-    await reading;
+    const { text, finish, usage, first, second, r } = await chatCut(k);
     // The mock's tokenizer gives the text back its ids: the continuation is the uncut rest.
     const g = expectedGeneration({ kind: 'chat', messages }, { maxTokens: MAX });
     expect(text).toBe(g.text);
@@ -88,25 +96,7 @@ describe('the text path (an engine without token ids)', () => {
     // generates from there is not the uncut rest, and nothing tells the client so but
     // the continuation's count (`inexact`, `retokenized`).
     const k = 9;
-    const { first, second, r } = await cutOnTextEngine(k, ['--merges'], ['--merges']);
-    const stream = await r.client.chat.completions.create({
-      model: 'llama',
-      messages,
-      max_tokens: MAX,
-      temperature: 0,
-      stream: true,
-    });
-    let text = '';
-    let finish: string | null = null;
-    const reading = (async () => {
-      for await (const chunk of stream) {
-        text += chunk.choices[0]?.delta.content ?? '';
-        finish = chunk.choices[0]?.finish_reason ?? finish;
-      }
-    })();
-    await until(() => first.requests().length > 0);
-    r.add(second);
-    await reading;
+    const { text, finish, second, r } = await chatCut(k, ['--merges']);
     const merges = { maxTokens: MAX, merges: true };
     const uncut = expectedGeneration({ kind: 'chat', messages }, merges);
     const partial = decode(uncut.ids.slice(0, k));
