@@ -51,9 +51,26 @@ if ! bash scripts/slurm-dev-cluster.sh status >/dev/null 2>&1 && [ "${ES_KEEP_DE
 fi
 eval "$(bash scripts/slurm-dev-cluster.sh up)"
 
+# Each project's output is also kept, so that the run ends with the names of what failed: a CI
+# log is often read from its tail only.
+logs="$(mktemp -d)"
 status=0
+failed=()
 for project in unit integration reliability; do
   echo "==> vitest --project $project"
-  pnpm exec vitest run --project "$project" "$@" || status=1
+  if ! pnpm exec vitest run --project "$project" "$@" 2>&1 | tee "$logs/$project.log"; then
+    status=1
+    failed+=("$project")
+  fi
 done
+if [ "$status" != 0 ]; then
+  echo
+  echo "==> failed: ${failed[*]}"
+  for project in "${failed[@]}"; do
+    # vitest marks a failed file or test with FAIL or ×; colours stripped.
+    sed 's/\x1b\[[0-9;]*m//g' "$logs/$project.log" | grep -E '^ *(FAIL|×|✗) ' | sort -u | head -n 40 |
+      sed "s/^/[$project] /"
+  done
+fi
+rm -rf "$logs"
 exit $status

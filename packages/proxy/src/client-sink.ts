@@ -18,6 +18,30 @@ export interface ClientSink {
   destroy(error: Error): void;
 }
 
+/** What a sink pauses while the client is behind: the upstream (undici's dispatch controller). */
+export interface Pausable {
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * Backpressure from `sink` to an upstream: call the result with the upstream's controller
+ * whenever a write returned `false`. It pauses the upstream until the client drains, with
+ * one drain listener however many writes found the client's socket full.
+ */
+export function pauseUntilDrained(sink: ClientSink): (upstream: Pausable) => void {
+  let waiting = false;
+  return (upstream) => {
+    upstream.pause();
+    if (waiting) return;
+    waiting = true;
+    sink.onDrain(() => {
+      waiting = false;
+      upstream.resume();
+    });
+  };
+}
+
 /** The client read nothing for longer than the idle timeout. */
 export function clientIdle(idleTimeoutMs: number): Error {
   return Object.assign(

@@ -7,6 +7,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AttemptOutcome, RoutableWorker } from '@es/pool';
 import type { Dispatcher } from 'undici';
+import { pauseUntilDrained } from './client-sink.js';
 import { ProxyError } from './errors.js';
 import type { ForwardRequest, ForwardShared } from './forward.js';
 import type { ProxyRequestRecord, RequestOutcome } from './options.js';
@@ -46,7 +47,7 @@ export function pipeAttempt(
     const { pool } = shared;
     const sink = request.sink;
     let phase: 'waiting' | 'headers' | 'committed' | 'done' = 'waiting';
-    let waitingDrain = false;
+    const pause = pauseUntilDrained(sink);
     let controller: Dispatcher.DispatchController | undefined;
     let status = 0;
     let headers: IncomingHttpHeaders = {};
@@ -200,17 +201,7 @@ export function pipeAttempt(
         if (phase === 'done') return;
         if (phase === 'headers') commit();
         tail.push(chunk);
-        if (!sink.write(chunk)) {
-          c.pause();
-          // One drain listener however many chunks found the client's socket full.
-          if (!waitingDrain) {
-            waitingDrain = true;
-            sink.onDrain(() => {
-              waitingDrain = false;
-              c.resume();
-            });
-          }
-        }
+        if (!sink.write(chunk)) pause(c);
       },
       onResponseEnd() {
         if (phase === 'done') return;

@@ -215,7 +215,10 @@ describe('the openai client through a real socket', () => {
     const { url, fakes, pool, records, arrived } = await serve(3);
     fakes[0]!.mode = { kind: 'reset' };
     fakes[1]!.mode = { kind: 'die-mid-stream', chunksBeforeDeath: 1 };
+    // 1 s per stream: a client walking away after its first bytes does so mid-stream even
+    // on a busy machine (at 5 ms a chunk the whole answer could be read before it left).
     fakes[2]!.chunks = 20;
+    fakes[2]!.chunkIntervalMs = 50;
     const requests = Array.from({ length: 120 }, async (_, i) => {
       const controller = new AbortController();
       if (i % 4 === 0) setTimeout(() => controller.abort(), 5 + (i % 20));

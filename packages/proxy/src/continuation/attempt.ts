@@ -7,6 +7,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { RoutableWorker } from '@es/pool';
 import type { Dispatcher } from 'undici';
+import { pauseUntilDrained } from '../client-sink.js';
 import { ProxyError } from '../errors.js';
 import { clientGone } from '../request-state.js';
 import {
@@ -92,16 +93,15 @@ export function streamAttempt(
       settle(result);
     };
 
-    // One drain listener however many events found the client's socket full.
-    let paused = false;
-    const pauseUntilDrained = (c: Dispatcher.DispatchController) => {
-      c.pause();
-      if (paused) return;
-      paused = true;
-      request.sink.onDrain(() => {
-        paused = false;
-        c.resume();
-      });
+    const pause = pauseUntilDrained(request.sink);
+    // What the events of one upstream read make for the client, written at once: one write
+    // per read, as a byte pipe makes (several events arrive together when the proxy is busy).
+    let batch = '';
+    const flush = (c: Dispatcher.DispatchController) => {
+      if (batch === '') return;
+      const out = batch;
+      batch = '';
+      if (!relay.write(out)) pause(c);
     };
 
     const finishGeneration = () => {
@@ -110,19 +110,13 @@ export function streamAttempt(
       done({ kind: 'finished' });
     };
 
+    /** One event; false when it ended the attempt (the rest of the read is dropped). */
     const onEvent = (c: Dispatcher.DispatchController, payload: string): boolean => {
       if (payload === '[DONE]') {
         // The engine ended the stream itself (vLLM sends it after the finish and usage).
+        flush(c);
         finishGeneration();
         return false;
-      }
-      let event: Record<string, unknown>;
-      try {
-        event = JSON.parse(payload) as Record<string, unknown>;
-      } catch {
-        event = {
-          error: { message: 'the engine sent an unreadable event', type: 'server_error' },
-        };
       }
       if (!sawEvent) {
         sawEvent = true;
@@ -131,11 +125,12 @@ export function streamAttempt(
           relay.commit(200, upstreamResponseHeaders, worker);
         }
       }
-      const accepted = stitcher.accept(event, payload);
+      const accepted = stitcher.acceptJson(payload);
+      batch += accepted.out;
       if (accepted.error !== undefined) {
         shared.pool.reportOutcome(worker.id, 'upstream-5xx');
         if (plan.clientStream) {
-          relay.write(accepted.out);
+          flush(c);
           relay.ended = true;
           request.sink.end();
           relay.record('mid-stream-failure', 200, worker.id, 'upstream_stream_error');
@@ -153,8 +148,8 @@ export function streamAttempt(
         done({ kind: 'finished' });
         return false;
       }
-      if (!relay.write(accepted.out)) pauseUntilDrained(c);
       if (accepted.finished && accepted.abortUpstream) {
+        flush(c);
         c.abort(new DoneError('stop string found across a splice'));
         finishGeneration();
         return false;
@@ -236,13 +231,14 @@ export function streamAttempt(
       },
       onResponseData: (c, chunk) => {
         if (phase === 'raw') {
-          if (!request.sink.write(chunk)) pauseUntilDrained(c);
+          if (!request.sink.write(chunk)) pause(c);
           return;
         }
         if (phase !== 'events') return;
         for (const payload of splitter.push(chunk)) {
           if (!onEvent(c, payload)) return;
         }
+        flush(c);
         if (splitter.buffered > MAX_EVENT_BYTES) {
           c.abort(new Error(`the worker sent an event of more than ${MAX_EVENT_BYTES} bytes`));
           return;

@@ -164,26 +164,26 @@ function refusal(
 }
 
 /**
- * Why the text path cannot continue a request: output the engine parses (the partial
+ * What the text path sends again (the messages, or the prompt's text), each value parsed
+ * once; or why it cannot continue the request: output the engine parses (the partial
  * message would have to be its raw text, which the client never saw), a token-id prompt,
  * token ids asked for (a text continuation has none), a client's own partial message.
  */
-function textPathRefusal(
+function textPathInput(
   kind: GenerationKind,
   body: Readonly<Record<string, unknown>>,
   output: ChatOutputFormat | undefined,
-): RefusalReason | undefined {
-  if (output !== undefined) return 'parser';
-  if (body.return_token_ids === true) return 'engine';
+): { input: Record<string, unknown> } | { refusal: RefusalReason } {
+  if (output !== undefined) return { refusal: 'parser' };
+  if (body.return_token_ids === true) return { refusal: 'engine' };
   if (kind === 'chat') {
-    if (body.continue_final_message === true || !Array.isArray(plain(body.messages))) {
-      return 'engine';
-    }
-    return undefined;
+    if (body.continue_final_message === true) return { refusal: 'engine' };
+    const messages = plain(body.messages);
+    return Array.isArray(messages) ? { input: { messages } } : { refusal: 'engine' };
   }
   const prompt = plain(body.prompt);
-  const text = Array.isArray(prompt) ? prompt[0] : prompt;
-  return typeof text === 'string' ? undefined : 'engine';
+  const text: unknown = Array.isArray(prompt) ? prompt[0] : prompt;
+  return typeof text === 'string' ? { input: { prompt: text } } : { refusal: 'engine' };
 }
 
 /** A value of the body as plain JSON (a large prompt is kept as the client's bytes). */
@@ -191,16 +191,6 @@ function plain(value: unknown): unknown {
   return value instanceof RawJson
     ? JSON.parse(value.raw.toString('utf8', value.start, value.end))
     : value;
-}
-
-/** What the text path sends again: the messages, or the prompt's text. */
-function textPathInput(
-  kind: GenerationKind,
-  body: Readonly<Record<string, unknown>>,
-): Record<string, unknown> {
-  if (kind === 'chat') return { messages: plain(body.messages) };
-  const prompt = plain(body.prompt);
-  return { prompt: Array.isArray(prompt) ? prompt[0] : prompt };
 }
 
 /** Tool parsers and reasoning parsers the proxy replays on raw text (see `output-parser.ts`). */
@@ -293,9 +283,11 @@ export function planGeneration(
   const output = kind === 'chat' ? chatOutput(body, deployment) : undefined;
   if (typeof output === 'string') return { continuable: false, reason: output };
   const path = continuationPath(deployment);
+  let resent: Record<string, unknown> = {};
   if (path === 'text') {
-    const why = textPathRefusal(kind, body, output);
-    if (why !== undefined) return { continuable: false, reason: why };
+    const text = textPathInput(kind, body, output);
+    if ('refusal' in text) return { continuable: false, reason: text.refusal };
+    resent = text.input;
   }
   const clientStream = body.stream === true;
   const options = body.stream_options as { include_usage?: unknown } | null | undefined;
@@ -333,7 +325,7 @@ export function planGeneration(
     ...(output === undefined ? {} : { output }),
     // Only what a continuation carries: the prompt (often most of a large body) is kept for
     // the whole generation only on the text path, which sends it again.
-    body: path === 'ids' ? carried(body) : { ...carried(body), ...textPathInput(kind, body) },
+    body: { ...carried(body), ...resent },
   };
 }
 

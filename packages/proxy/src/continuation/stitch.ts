@@ -8,6 +8,7 @@
  */
 import { ParsedChat } from './parsed-chat.js';
 import type { ContinuablePlan, InexactReason } from './plan.js';
+import { readTokenEvent, type TokenEvent } from './token-event.js';
 
 type Json = Record<string, unknown>;
 
@@ -247,25 +248,63 @@ export class Stitcher {
   }
 
   /**
+   * Take one upstream event (any worker) as the engine sent it, its JSON; see
+   * {@link Accepted}. A first worker's token chunk is read in one pass
+   * ({@link readTokenEvent}); any other event is parsed whole.
+   */
+  acceptJson(raw: string): Accepted {
+    if (this.splices === 0 && this.id !== undefined && !this.finished) {
+      const token = readTokenEvent(raw, this.plan.kind === 'chat');
+      if (token !== undefined) return this.acceptToken(token, raw);
+    }
+    let event: Json;
+    try {
+      event = JSON.parse(raw) as Json;
+    } catch {
+      event = { error: { message: 'the engine sent an unreadable event', type: 'server_error' } };
+    }
+    return this.accept(event, raw);
+  }
+
+  /**
    * Take one upstream event (any worker); see {@link Accepted}. `raw` is the event's JSON as
    * the engine sent it: a first-worker event is passed on as those bytes (its id fields
    * nulled in place), cheaper than serializing the parsed object again.
    */
   accept(event: UpstreamEvent, raw?: string): Accepted {
-    const choices = event.choices as Json[] | undefined;
-    const choice = choices?.[0];
-    if (choice === undefined && event.error === undefined) {
+    if (event.error !== undefined) {
+      if (this.finished) return { out: '', finished: true, abortUpstream: false };
+      return { out: SSE(event), error: event, finished: false, abortUpstream: false };
+    }
+    const choice = (event.choices as Json[] | undefined)?.[0];
+    if (choice === undefined) {
       // The usage chunk (`choices: []`, after the finish): kept for the trailer.
       if (event.usage !== undefined && event.usage !== null) this.usage = event.usage as Json;
       return { out: '', finished: this.finished, abortUpstream: false };
     }
     if (this.finished) return { out: '', finished: true, abortUpstream: false };
-    if (event.error !== undefined || choice === undefined) {
-      return { out: SSE(event), error: event, finished: false, abortUpstream: false };
-    }
     return this.splices === 0
       ? this.acceptOwn(event, choice, raw)
       : this.acceptContinuation(choice);
+  }
+
+  /** A first worker's token chunk, read without parsing (see {@link readTokenEvent}). */
+  private acceptToken(token: TokenEvent, raw: string): Accepted {
+    for (const id of token.ids) this.ids.push(id);
+    const { text, field } = token;
+    if (text !== undefined) {
+      if (field === 'text' || field === 'content') {
+        this.emitted += text;
+        if (this.plan.path === 'text') this.textChunks++;
+      }
+      if (field !== 'text') this.chat?.receiveText(field, text);
+    }
+    if (!this.plan.clientStream) return { out: '', finished: false, abortUpstream: false };
+    const json =
+      this.plan.clientTokenIds || token.idsStart < 0
+        ? raw
+        : `${raw.slice(0, token.idsStart)}null${raw.slice(token.idsEnd)}`;
+    return { out: `data: ${json}\n\n`, finished: false, abortUpstream: false };
   }
 
   /** An event of the first worker, already in the client's format. */
