@@ -116,7 +116,10 @@ export interface EngineTarget {
  * Where to try the engine paths: every TCP address a job process listens on (`listeners`,
  * its job named by `jobOf(pid)`), then each worker's advertised `baseUrl` that none of them
  * is; each address with the engine keys of the other jobs of `jobIds`, since one leaked key
- * must open one job only. Keyed by {@link targetUrl}.
+ * must open one job only. Keyed by {@link targetUrl}. Only jobs with a process here count:
+ * a job without one (a simulated worker's, one that ended) has no engine to try, and its
+ * key tells nothing another running job's does not (with the 1,024 simulated workers' jobs
+ * counted, the probe sent millions of requests and took minutes).
  */
 export function engineTargets(
   secret: string,
@@ -125,7 +128,8 @@ export function engineTargets(
   workers: readonly { id: string; jobId: string; baseUrl: string }[],
   jobOf: (pid: number) => string,
 ): Map<string, EngineTarget> {
-  const jobs = [...jobIds];
+  const running = new Set(listeners.map((l) => jobOf(l.pid)));
+  const jobs = [...jobIds].filter((id) => running.has(id));
   const otherJobsKeys = (jobId: string): Credential[] =>
     jobs
       .filter((id) => id !== jobId)
@@ -143,7 +147,7 @@ export function engineTargets(
   for (const w of workers) {
     const u = new URL(w.baseUrl);
     const t = { host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port) };
-    if (!targets.has(targetUrl(t))) {
+    if (running.has(w.jobId) && !targets.has(targetUrl(t))) {
       targets.set(targetUrl(t), {
         target: { ...t, label: `worker ${w.id} (advertised)`, credentials: otherJobsKeys(w.jobId) },
         jobId: w.jobId,

@@ -164,13 +164,20 @@ describe('checks that need no intruder', () => {
     const workers = [
       { id: '4242.0.0', jobId: '4242', baseUrl: 'http://127.0.0.1:41234' },
       { id: '4243.0.0', jobId: '4243', baseUrl: 'http://[::1]:41299' },
+      // A simulated worker: its job has no process here, so neither its address nor its key
+      // is tried.
+      { id: '9000001.0.0', jobId: '9000001', baseUrl: 'http://127.0.0.1:45000' },
     ];
     const keyOf = (id: string) => ({
       name: `the engine key of job ${id}`,
       headers: { authorization: `Bearer ${deriveEngineKey('s3cret', id)}` },
     });
-    const targets = engineTargets('s3cret', ['4242', '4243'], listeners, workers, (pid) =>
-      pid === 10 ? '4242' : '4243',
+    const targets = engineTargets(
+      's3cret',
+      ['4242', '4243', '9000001'],
+      listeners,
+      workers,
+      (pid) => (pid === 10 ? '4242' : '4243'),
     );
     expect([...targets]).toEqual([
       [
