@@ -6,17 +6,17 @@
 
 export const QUOTE = 0x22;
 export const BACKSLASH = 0x5c;
-export const COMMA = 0x2c;
-export const COLON = 0x3a;
-export const OPEN_BRACE = 0x7b;
-export const CLOSE_BRACE = 0x7d;
-export const OPEN_BRACKET = 0x5b;
-export const CLOSE_BRACKET = 0x5d;
-export const MINUS = 0x2d;
-export const PLUS = 0x2b;
-export const DOT = 0x2e;
-export const ZERO = 0x30;
-export const NINE = 0x39;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const MINUS = 0x2d;
+const PLUS = 0x2b;
+const DOT = 0x2e;
+const ZERO = 0x30;
+const NINE = 0x39;
 
 /** The byte range of one value (a member's value, or an array element) inside a buffer. */
 export interface Span {

@@ -21,9 +21,6 @@ type Json = Record<string, unknown>;
 
 const REPLACEMENT = '\ufffd';
 
-/** The text fields of a chat delta, content and the two names of reasoning. */
-const TEXT_FIELDS = ['content', 'reasoning', 'reasoning_content'] as const;
-
 const empty = (): OutputDelta => ({ reasoning: '', content: '', toolCalls: [] });
 
 /** One tool call of a chat delta, as vLLM streams it. */
@@ -64,9 +61,13 @@ export class ParsedChat {
   /** A first-worker delta (already parsed by the engine). */
   receive(delta: Json | undefined): void {
     if (delta === undefined || delta === null) return;
-    for (const field of TEXT_FIELDS) {
+    if (typeof delta.content === 'string') this.received.content += delta.content;
+    for (const field of ['reasoning', 'reasoning_content']) {
       const text = delta[field];
-      if (typeof text === 'string') this.receiveText(field, text);
+      if (typeof text === 'string') {
+        this.reasoningField = field;
+        this.received.reasoning += text;
+      }
     }
     const calls = delta.tool_calls;
     if (!Array.isArray(calls)) return;
@@ -78,16 +79,6 @@ export class ParsedChat {
       if (typeof fn?.name === 'string') known.name += fn.name;
       if (typeof fn?.arguments === 'string') known.arguments += fn.arguments;
     }
-  }
-
-  /** A first-worker delta's text field. */
-  receiveText(field: 'content' | 'reasoning' | 'reasoning_content', text: string): void {
-    if (field === 'content') {
-      this.received.content += text;
-      return;
-    }
-    this.reasoningField = field;
-    this.received.reasoning += text;
   }
 
   /**
