@@ -65,6 +65,27 @@ describe('planReconcile: counting against maxNodes', () => {
     expect(events(actions)).toContain('preempted');
   });
 
+  it('keeps a job SLURM is signalling (SIGNALING, the SIGTERM of a preemption with GraceTime) running: its workers hand over and drain themselves', () => {
+    const w = new World();
+    w.jobs = [job('1', 'RUNNING'), job('2', 'RUNNING'), job('3', 'RUNNING')];
+    w.workers = [worker('3', 0, 'ready')];
+    w.tick();
+    w.now += 1000;
+    w.jobs[2] = job('3', 'SIGNALING');
+    const signalled = w.tick();
+    expect(ofType(signalled, 'end-job')).toEqual([]);
+    expect(events(signalled)).not.toContain('preempted');
+    expect(events(signalled)).not.toContain('running');
+    expect(submits(signalled)).toHaveLength(0);
+    // Back to RUNNING (the signal delivered): nothing new either; then the preemption ends it.
+    w.now += 1000;
+    w.jobs[2] = job('3', 'RUNNING');
+    expect(events(w.tick())).toEqual([]);
+    w.now += 1000;
+    w.jobs[2] = job('3', 'COMPLETING');
+    expect(ofType(w.tick(), 'end-job')).toMatchObject([{ jobId: '3' }]);
+  });
+
   it('ignores jobs of other names and releases surplus jobs, pending ones first', () => {
     const w = new World();
     w.deployments = [deployment('m', { maxNodes: 1 })];

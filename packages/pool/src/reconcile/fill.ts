@@ -10,7 +10,7 @@
  * their time limit (oldest first), then fill the rest.
  */
 import type { DeploymentConfig } from '../deployment.js';
-import { isLiveState } from './job-states.js';
+import { isLiveState, isRunning } from './job-states.js';
 import type { ReconcileAction, ReconcilerState, SubmissionRecord, TrackedJob } from './state.js';
 import type { ListedTick } from './tick.js';
 
@@ -82,8 +82,7 @@ export function fillDeployments(tick: ListedTick): void {
         .filter((t) => t.cancelRequestedAt === undefined)
         .sort(
           (a, b) =>
-            Number(a.state === 'RUNNING') - Number(b.state === 'RUNNING') ||
-            b.firstSeen - a.firstSeen,
+            Number(isRunning(a.state)) - Number(isRunning(b.state)) || b.firstSeen - a.firstSeen,
         )
         .slice(0, have - deployment.maxNodes);
       for (const t of surplus) {
@@ -164,14 +163,14 @@ function scaleDown(tick: ListedTick, counted: TrackedJob[], count: number, targe
   const { next, now, actions, cancel, workersByJob } = tick;
   const reason = `scaled down to ${target} node${target === 1 ? '' : 's'}`;
   const waiting = counted
-    .filter((t) => t.state !== 'RUNNING')
+    .filter((t) => !isRunning(t.state))
     .sort((a, b) => b.firstSeen - a.firstSeen);
   const running = counted
-    .filter((t) => t.state === 'RUNNING')
+    .filter((t) => isRunning(t.state))
     .sort((a, b) => scaleDownOrder(a, b, (t) => inFlightOf(workersByJob.get(t.jobId))));
   for (const t of [...waiting, ...running].slice(0, count)) {
     t.replaced = true;
-    if (t.state !== 'RUNNING') {
+    if (!isRunning(t.state)) {
       cancel(t, reason);
       continue;
     }

@@ -34,6 +34,16 @@ export function isLiveState(state: JobState): boolean {
   return LIVE.has(state);
 }
 
+/**
+ * True for a job that runs: RUNNING, or SIGNALING, slurmctld delivering it a signal (the
+ * SIGTERM of a preemption with GraceTime among them). A signalled job runs on: its workers
+ * hand their generations over and drain, and say so in their heartbeats; taking them out
+ * when squeue shows the signal would cut those generations instead.
+ */
+export function isRunning(state: JobState): boolean {
+  return state === 'RUNNING' || state === 'SIGNALING';
+}
+
 /** A held job will not start by itself: launch failures, admin or user holds. */
 export function isHeld(job: Pick<ObservedJob, 'state' | 'reason'>): boolean {
   if (job.state === 'REQUEUE_HOLD' || job.state === 'RESV_DEL_HOLD') return true;

@@ -4,7 +4,7 @@
  * cancelled (and replaced by the fill phase); all but an admin or user hold count as a
  * launch failure of their deployment. A healthy running job goes on to its time limit.
  */
-import { RETIRED, isHeld, isLiveState } from './job-states.js';
+import { RETIRED, isHeld, isLiveState, isRunning } from './job-states.js';
 import type { ListedTick } from './tick.js';
 import { retireForTimeLimit } from './time-limit.js';
 
@@ -27,7 +27,7 @@ export function judgeRunningJobs(tick: ListedTick): void {
       if (/launch failed/i.test(job.reason)) launchFailed(tracked, `held (${job.reason})`);
       continue;
     }
-    if (job.state !== 'RUNNING') continue;
+    if (!isRunning(job.state)) continue;
     const reg = registryJobs.get(job.id);
     const registered =
       reg !== undefined && reg.restartCount === job.restartCount && reg.registeredAt !== undefined;

@@ -3,7 +3,7 @@
  * jobs starting or leaving RUNNING, jobs that ended (and how: preempted, failed, cancelled,
  * gone; at launch or not), the first ready worker of a job, and drain notices.
  */
-import { FAILED, isLiveState } from './job-states.js';
+import { FAILED, isLiveState, isRunning } from './job-states.js';
 import type { ListedTick } from './tick.js';
 
 /** The tracking phase: updates `next.jobs` from the list, with its actions and events. */
@@ -44,7 +44,7 @@ export function trackListedJobs(tick: ListedTick): void {
         });
       }
     }
-    const wasRunning = !isNew && tracked.state === 'RUNNING';
+    const wasRunning = !isNew && isRunning(tracked.state);
     const requeued = job.restartCount > tracked.restartCount;
     if (requeued) {
       actions.push({
@@ -61,11 +61,11 @@ export function trackListedJobs(tick: ListedTick): void {
       delete tracked.retireDrainAt;
       delete tracked.runningSince;
     }
-    if (job.state === 'RUNNING' && (!wasRunning || requeued)) {
+    if (isRunning(job.state) && (!wasRunning || requeued)) {
       tracked.runningSince = now;
       event('running', job.deployment, job.id, job.nodes);
     }
-    if (wasRunning && job.state !== 'RUNNING') {
+    if (wasRunning && !isRunning(job.state)) {
       // Leaving RUNNING: its workers stop receiving requests now, whatever comes next.
       actions.push({
         type: 'end-job',
