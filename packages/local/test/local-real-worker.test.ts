@@ -147,7 +147,11 @@ describe('pool + local provider + apps/worker (mock engine)', () => {
     }
     // The ready workers' slices (on a busy machine a job may have been replaced meanwhile: its
     // gone workers stay listed by the registry).
-    const gpus = workers.map((w) => w.gpus.join(','));
+    const readyIds = new Set(workers.map((w) => w.id));
+    const gpus = first.registry
+      .workers('mock')
+      .filter((w) => readyIds.has(w.id))
+      .map((w) => w.gpus.join(','));
     expect(gpus.sort()).toEqual(['0,1', '0,1', '2,3', '2,3']);
     const jobIds = new Set(workers.map((w) => w.id.split('.')[0]));
     expect(jobIds.size).toBe(2);
