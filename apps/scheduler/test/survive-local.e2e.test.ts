@@ -44,29 +44,17 @@ const fourReady = () =>
 afterAll(() => s?.close());
 
 /**
- * The one worker serving the test's only stream, once `started`. The registry's in-flight
- * counts include es-proxy's reports, which lag by up to a report interval (1 s): a first
- * attempt refused by a just-ready worker and retried elsewhere still shows on the first
- * worker for that long (a landing proof preempted such a worker: it had nothing to hand
- * over). So the answer is the only worker with a request in flight, seen twice over more
- * than a report interval.
+ * The worker serving the test's stream, the one its response names, once `started`. (Not
+ * "the worker with a request in flight": the registry's in-flight counts include es-proxy's
+ * reports, which lag by up to 1 s, so a first attempt refused by a just-ready worker and
+ * retried elsewhere still shows on that worker meanwhile; landing proofs preempted such a
+ * worker, which had nothing to hand over.)
  */
-async function servingWorker(started: () => boolean) {
-  const { registry } = s.scheduler;
-  const busy = () => registry.workers('mock').filter((w) => w.state === 'ready' && w.inFlight > 0);
-  let seen: string | undefined;
+function servingWorker(id: string | null, started: () => boolean) {
   return until(
-    async () => {
-      if (!started()) return undefined;
-      const now = busy();
-      const only = now.length === 1 ? now[0] : undefined;
-      if (only !== undefined && only.id === seen) return only;
-      seen = only?.id;
-      await new Promise((resolve) => setTimeout(resolve, 1_200));
-      return undefined;
-    },
+    () => (started() ? s.scheduler.registry.workers('mock').find((w) => w.id === id) : undefined),
     25_000,
-    'the one worker serving the stream',
+    `the worker serving the stream (${id})`,
   );
 }
 
@@ -79,13 +67,16 @@ describe('hand-over of a preempted local job', () => {
     registry.onWorkerLost((id, reason) => lost.push([id, reason]));
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
     const content = 'a long story, please';
-    const stream = await client.chat.completions.create({
-      model: 'mock-model',
-      messages: [{ role: 'user', content }],
-      max_tokens: 300,
-      temperature: 0,
-      stream: true,
-    });
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'mock-model',
+        messages: [{ role: 'user', content }],
+        max_tokens: 300,
+        temperature: 0,
+        stream: true,
+      })
+      .withResponse();
+    const servingId = response.headers.get('x-elastic-selected-worker-id');
     let chunks = 0;
     let text = '';
     const reading = (async () => {
@@ -95,7 +86,11 @@ describe('hand-over of a preempted local job', () => {
       }
     })();
 
-    const serving = await servingWorker(() => chunks >= 3);
+    const serving = await until(
+      () => (chunks >= 3 ? registry.workers('mock').find((w) => w.id === servingId) : undefined),
+      25_000,
+      `the worker serving the stream (${servingId})`,
+    );
     const preemptedAt = Date.now();
     expect(s.preempt(serving.jobId)).toBe(true);
     const handover = await until(
@@ -152,14 +147,17 @@ describe('a worker process group SIGKILLed mid-stream', () => {
     const events: PoolEvent[] = [];
     registry.on((event) => events.push(event));
     const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0 });
-    const stream = await client.chat.completions.create({
-      model: 'mock-model',
-      messages,
-      max_tokens: MAX,
-      temperature: 0,
-      stream: true,
-      stream_options: { include_usage: true },
-    });
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'mock-model',
+        messages,
+        max_tokens: MAX,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
+    const servingId = response.headers.get('x-elastic-selected-worker-id');
     let text = '';
     let chunks = 0;
     let usage: OpenAI.CompletionUsage | undefined;
@@ -174,7 +172,7 @@ describe('a worker process group SIGKILLed mid-stream', () => {
       }
     })();
 
-    const serving = await servingWorker(() => chunks >= 20);
+    const serving = await servingWorker(servingId, () => chunks >= 20);
     // The local job's processes carry its id as SLURM_JOB_ID, as on a cluster; SIGKILL the
     // process group of each (the worker, and the engines it started), as a node crash does.
     const groups = new Set(
