@@ -54,23 +54,22 @@ eval "$(bash scripts/slurm-dev-cluster.sh up)"
 # Each project's output is also kept, so that the run ends with the names of what failed: a CI
 # log is often read from its tail only.
 logs="$(mktemp -d)"
-status=0
 failed=()
 for project in unit integration reliability; do
   echo "==> vitest --project $project"
-  if ! pnpm exec vitest run --project "$project" "$@" 2>&1 | tee "$logs/$project.log"; then
-    status=1
-    failed+=("$project")
-  fi
+  pnpm exec vitest run --project "$project" "$@" 2>&1 | tee "$logs/$project.log" || failed+=("$project")
 done
-if [ "$status" != 0 ]; then
+if [ "${#failed[@]}" != 0 ]; then
   echo
   echo "==> failed: ${failed[*]}"
   for project in "${failed[@]}"; do
-    # vitest marks a failed file or test with FAIL or ×; colours stripped.
-    sed 's/\x1b\[[0-9;]*m//g' "$logs/$project.log" | grep -E '^ *(FAIL|×|✗) ' | sort -u | head -n 40 |
-      sed "s/^/[$project] /"
+    # vitest marks a failed file or test with FAIL or ×, then tells why in its "Failed Tests"
+    # (or "Unhandled Errors") section: the names, then the first 80 lines of the reasons.
+    sed 's/\x1b\[[0-9;]*m//g' "$logs/$project.log" >"$logs/$project.txt"
+    grep -E '^ *(FAIL|×|✗) ' "$logs/$project.txt" | sort -u | head -n 40 | sed "s/^/[$project] /"
+    awk '/(Failed Tests|Unhandled Error)/ { on = 1 } /^ *Test Files / { on = 0 } on' \
+      "$logs/$project.txt" | grep -v '^ *$' | head -n 80 | sed "s/^/[$project] /"
   done
 fi
 rm -rf "$logs"
-exit $status
+[ "${#failed[@]}" = 0 ]

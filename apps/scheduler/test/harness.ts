@@ -376,6 +376,12 @@ function cmdline(pid: number): string {
   }
 }
 
+/** The value of `name` in the environment of process `pid` (undefined when unset or gone). */
+export function environValue(pid: number, name: string): string | undefined {
+  const entry = environ(pid).find((e) => e.startsWith(`${name}=`));
+  return entry?.slice(name.length + 1);
+}
+
 /** Live processes whose environment holds `name=value` (e.g. SLURM_JOB_ID=42). */
 export function processesWithEnv(name: string, value: string): ProcessInfo[] {
   const wanted = `${name}=${value}`;

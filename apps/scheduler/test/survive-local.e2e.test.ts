@@ -11,6 +11,7 @@
  */
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JOB_KEY_ENV } from '@es/local';
 import type { PoolEvent } from '@es/pool';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -22,7 +23,7 @@ import {
   until,
   type AdminTestScheduler,
 } from './admin-harness.js';
-import { processesWithEnv } from './harness.js';
+import { environValue, processesWithEnv } from './harness.js';
 // What the engine answers (see local.e2e.test.ts for why the source is imported directly).
 import { expectedGeneration } from '../../../packages/mock-engine/src/index.js';
 
@@ -86,11 +87,7 @@ describe('hand-over of a preempted local job', () => {
       }
     })();
 
-    const serving = await until(
-      () => (chunks >= 3 ? registry.workers('mock').find((w) => w.id === servingId) : undefined),
-      25_000,
-      `the worker serving the stream (${servingId})`,
-    );
+    const serving = await servingWorker(servingId, () => chunks >= 3);
     const preemptedAt = Date.now();
     expect(s.preempt(serving.jobId)).toBe(true);
     const handover = await until(
@@ -173,10 +170,14 @@ describe('a worker process group SIGKILLed mid-stream', () => {
     })();
 
     const serving = await servingWorker(servingId, () => chunks >= 20);
-    // The local job's processes carry its id as SLURM_JOB_ID, as on a cluster; SIGKILL the
-    // process group of each (the worker, and the engines it started), as a node crash does.
+    // Every process of the local job (the worker, and the engines it started) carries the
+    // job's key; SIGKILL the process group of each, as a node crash does. (Not by SLURM_JOB_ID:
+    // local job ids are 1, 2, … in every scheduler, and another test file's local jobs run
+    // beside this one; CI once SIGKILLed those.)
+    const jobKey = environValue(serving.pid ?? 0, JOB_KEY_ENV);
+    expect(jobKey).toBeTypeOf('string');
     const groups = new Set(
-      processesWithEnv('SLURM_JOB_ID', serving.jobId).map((p) =>
+      processesWithEnv(JOB_KEY_ENV, jobKey ?? '').map((p) =>
         Number(execFileSync('ps', ['-o', 'pgid=', '-p', String(p.pid)], { encoding: 'utf8' })),
       ),
     );
